@@ -1,0 +1,22 @@
+// Each `ssm <command>` lives in its own cli/cmd_<name>.cpp and registers itself here, so adding a
+// command touches no other file.
+#pragma once
+#include <CLI/CLI.hpp>
+
+#include <functional>
+
+namespace ssm::cli {
+
+using CommandSetup = std::function<void(CLI::App& root)>;
+
+// Called from a static object in each command file; main() runs every setup in order.
+struct CommandRegistrar {
+  CommandRegistrar(int order, CommandSetup setup);
+};
+
+void setup_commands(CLI::App& root);
+
+// Adds --threads to a subcommand; the command passes the value to ssm::set_num_threads.
+void add_threads_option(CLI::App& command, int* threads);
+
+}  // namespace ssm::cli
