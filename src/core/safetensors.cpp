@@ -1,0 +1,130 @@
+#include "core/safetensors.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "core/file_util.h"
+
+namespace ssm {
+
+namespace {
+constexpr uint64_t kMaxHeaderBytes = 100ull << 20;  // the format's own limit
+
+struct Span {
+  uint64_t begin, end;
+  std::string name;
+};
+}  // namespace
+
+SafetensorsFile SafetensorsFile::open(const std::string& path) {
+  SafetensorsFile file;
+  file.path_ = path;
+  auto mapping = map_file(path);
+  const auto* bytes = static_cast<const uint8_t*>(mapping->data());
+  const uint64_t file_size = mapping->bytes();
+  SSM_CHECK(file_size >= 8, "'{}' is not a safetensors file: only {} bytes", path, file_size);
+  uint64_t header_size = 0;
+  for (int i = 7; i >= 0; --i) header_size = (header_size << 8) | bytes[i];
+  SSM_CHECK(header_size <= kMaxHeaderBytes && header_size <= file_size - 8,
+            "'{}': header size {} exceeds the file ({} bytes): truncated or not safetensors", path, header_size,
+            file_size);
+  nlohmann::json header;
+  try {
+    header = nlohmann::json::parse(bytes + 8, bytes + 8 + header_size);
+  } catch (const nlohmann::json::exception& e) {
+    fail("'{}': header is not valid JSON ({})", path, e.what());
+  }
+  SSM_CHECK(header.is_object(), "'{}': header is not a JSON object", path);
+  const uint64_t data_start = 8 + header_size, data_size = file_size - data_start;
+  std::vector<Span> spans;
+  for (const auto& [name, entry] : header.items()) {
+    if (name == "__metadata__") {
+      SSM_CHECK(entry.is_object(), "'{}': __metadata__ is not an object", path);
+      for (const auto& [key, value] : entry.items()) {
+        SSM_CHECK(value.is_string(), "'{}': metadata '{}' is not a string", path, key);
+        file.metadata_[key] = value.get<std::string>();
+      }
+      continue;
+    }
+    SSM_CHECK(entry.is_object() && entry.contains("dtype") && entry.contains("shape") &&
+                  entry.contains("data_offsets"),
+              "'{}': tensor '{}' lacks dtype, shape or data_offsets", path, name);
+    const auto& dtype_json = entry["dtype"];
+    DType dtype;
+    SSM_CHECK(dtype_json.is_string() && dtype_from_name(dtype_json.get<std::string>(), &dtype),
+              "'{}': tensor '{}' has unsupported dtype {}", path, name, dtype_json.dump());
+    Shape shape;
+    SSM_CHECK(entry["shape"].is_array(), "'{}': tensor '{}' shape is not an array", path, name);
+    for (const auto& extent : entry["shape"]) {
+      SSM_CHECK(extent.is_number_unsigned(), "'{}': tensor '{}' has a bad shape {}", path, name,
+                entry["shape"].dump());
+      shape.push_back(extent.get<int64_t>());
+    }
+    const auto& offsets = entry["data_offsets"];
+    SSM_CHECK(offsets.is_array() && offsets.size() == 2 && offsets[0].is_number_unsigned() &&
+                  offsets[1].is_number_unsigned(),
+              "'{}': tensor '{}' has bad data_offsets {}", path, name, offsets.dump());
+    const uint64_t begin = offsets[0].get<uint64_t>(), end = offsets[1].get<uint64_t>();
+    SSM_CHECK(begin <= end && end <= data_size,
+              "'{}': tensor '{}' data [{}, {}) lies outside the file's {} data bytes (truncated file?)", path,
+              name, begin, end, data_size);
+    const uint64_t expected = uint64_t(shape_numel(shape)) * dtype_size(dtype);
+    SSM_CHECK(end - begin == expected, "'{}': tensor '{}' of shape {} {} needs {} bytes but has {}", path, name,
+              shape_str(shape), dtype_name(dtype), expected, end - begin);
+    spans.push_back({begin, end, name});
+    file.tensors_[name] = Tensor::wrap(mapping, data_start + begin, shape, dtype);
+  }
+  std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) { return a.begin < b.begin; });
+  for (size_t i = 1; i < spans.size(); ++i) {
+    SSM_CHECK(spans[i].begin >= spans[i - 1].end, "'{}': tensors '{}' and '{}' overlap", path, spans[i - 1].name,
+              spans[i].name);
+  }
+  return file;
+}
+
+const Tensor& SafetensorsFile::get(const std::string& name) const {
+  auto it = tensors_.find(name);
+  SSM_CHECK(it != tensors_.end(), "'{}': missing tensor '{}'", path_, name);
+  return it->second;
+}
+
+std::vector<std::string> SafetensorsFile::names() const {
+  std::vector<std::string> out;
+  for (const auto& [name, tensor] : tensors_) out.push_back(name);
+  return out;
+}
+
+void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
+                       const std::map<std::string, std::string>& metadata) {
+  nlohmann::ordered_json header;
+  if (!metadata.empty()) header["__metadata__"] = metadata;
+  uint64_t offset = 0;
+  for (const auto& [name, tensor] : tensors) {
+    SSM_CHECK(tensor.device() == Device::CPU, "write_safetensors: tensor '{}' is not on the CPU", name);
+    header[name] = {{"dtype", dtype_name(tensor.dtype())},
+                    {"shape", tensor.shape()},
+                    {"data_offsets", {offset, offset + tensor.nbytes()}}};
+    offset += tensor.nbytes();
+  }
+  std::string header_text = header.dump();
+  header_text.append((8 - header_text.size() % 8) % 8, ' ');  // keeps the data 8-byte aligned
+  write_atomically(path, [&](const std::string& tmp_path) {
+    std::ofstream out(tmp_path, std::ios::binary);
+    SSM_CHECK(out.good(), "cannot create '{}': {}", tmp_path, std::strerror(errno));
+    uint8_t size_bytes[8];
+    for (int i = 0; i < 8; ++i) size_bytes[i] = uint8_t(uint64_t(header_text.size()) >> (8 * i));
+    out.write(reinterpret_cast<const char*>(size_bytes), 8);
+    out.write(header_text.data(), std::streamsize(header_text.size()));
+    for (const auto& [name, tensor] : tensors) {
+      const Tensor dense = tensor.contiguous();
+      out.write(static_cast<const char*>(dense.raw()), std::streamsize(dense.nbytes()));
+    }
+    out.close();
+    SSM_CHECK(out.good(), "cannot write '{}' (disk full?)", tmp_path);
+  });
+}
+
+}  // namespace ssm

@@ -1,0 +1,50 @@
+// Small helpers shared by the CPU backward kernels (ops/cpu/*_backward.cpp, cross_entropy.cpp).
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <string>
+
+#include "core/error.h"
+#include "core/tensor.h"
+
+namespace ssm::ops::detail {
+
+inline std::string describe(const Tensor& t) {
+  return t.defined() ? fmt::format("{} {}", shape_str(t.shape()), dtype_name(t.dtype())) : std::string("undefined");
+}
+
+inline bool is_f32_rows(const Tensor& t) {
+  return t.defined() && t.dtype() == DType::F32 && t.dim() >= 1 && t.has_uniform_rows();
+}
+inline bool is_f32_rows(const Tensor& t, const Shape& shape) { return is_f32_rows(t) && t.shape() == shape; }
+inline bool is_f32_vec(const Tensor& t, int64_t n) {
+  return t.defined() && t.dtype() == DType::F32 && t.dim() == 1 && t.size(0) == n && t.is_contiguous();
+}
+inline bool is_f32_contig(const Tensor& t, const Shape& shape) {
+  return t.defined() && t.dtype() == DType::F32 && t.shape() == shape && t.is_contiguous();
+}
+inline int64_t ld(const Tensor& t) { return t.numel() == 0 ? t.size(-1) : t.row_stride(); }
+
+// Sets every element of an F32 rows tensor (or contiguous tensor) to zero.
+inline void zero_rows(Tensor& t) {
+  if (!t.defined() || t.numel() == 0) return;
+  if (t.is_contiguous()) {
+    std::memset(t.raw(), 0, t.nbytes());
+    return;
+  }
+  const int64_t rows = t.rows(), width = t.size(-1), stride = t.row_stride();
+  float* p = t.data<float>();
+  for (int64_t r = 0; r < rows; ++r) std::memset(p + r * stride, 0, size_t(width) * sizeof(float));
+}
+
+inline float softplus_f(float v) { return v > 20.0f ? v : std::log1p(std::exp(v)); }
+// d softplus / dv (torch: 1 above the threshold 20).
+inline float softplus_grad_f(float v) { return v > 20.0f ? 1.0f : 1.0f / (1.0f + std::exp(-v)); }
+inline float silu_f(float v) { return v / (1.0f + std::exp(-v)); }
+inline float silu_grad_f(float v) {
+  const float s = 1.0f / (1.0f + std::exp(-v));
+  return s * (1.0f + v * (1.0f - s));
+}
+
+}  // namespace ssm::ops::detail

@@ -1,0 +1,127 @@
+// The language-model head fused with the cross-entropy loss and its backward, on the CPU.
+//
+// Rows are taken in blocks of `row_block`; for each block the vocabulary is walked in chunks of
+// `vocab_chunk` columns: logits = H_blk W_cᵀ (cblas_sgemm), an online log-sum-exp per row (running
+// max and rescaled sum), and the target's logit when it falls in the chunk. With gradients, a second
+// walk recomputes each chunk's logits, turns them into dlogits = scale (softmax − onehot) and applies
+// dH_blk += dlogits W_c, dW_c += dlogitsᵀ H_blk. When the whole vocabulary fits in one chunk the
+// logits are kept and not recomputed. At most row_block × vocab_chunk logits exist at any time.
+#include <cblas.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "ops/cpu/backward_util.h"
+#include "ops/ops_backward.h"
+
+namespace ssm::ops {
+
+using detail::describe;
+using detail::is_f32_rows;
+
+double cross_entropy(const Tensor& hidden, const Tensor& weight, const Tensor& targets, Tensor* dhidden,
+                     Tensor* dweight, const CrossEntropyOptions& options, int64_t* counted) {
+  const char* op = "cross_entropy";
+  SSM_CHECK(is_f32_rows(hidden) && hidden.dim() == 2, "{}: hidden must be F32 rows [M, D], got {}", op,
+            describe(hidden));
+  const int64_t M = hidden.size(0), Dm = hidden.size(1);
+  SSM_CHECK(weight.defined() && weight.dim() == 2 && weight.size(1) == Dm && weight.is_contiguous() &&
+                (weight.dtype() == DType::F32 || weight.dtype() == DType::BF16),
+            "{}: weight must be contiguous F32/BF16 [V, {}], got {}", op, Dm, describe(weight));
+  const int64_t V = weight.size(0);
+  SSM_CHECK(V > 0, "{}: empty vocabulary", op);
+  SSM_CHECK(targets.defined() && targets.dtype() == DType::I32 && targets.numel() == M && targets.is_contiguous(),
+            "{}: targets must be contiguous I32 with {} values, got {}", op, M, describe(targets));
+  if (dhidden)
+    SSM_CHECK(is_f32_rows(*dhidden, hidden.shape()), "{}: dhidden must be F32 rows {}, got {}", op,
+              shape_str(hidden.shape()), describe(*dhidden));
+  if (dweight)
+    SSM_CHECK(detail::is_f32_contig(*dweight, weight.shape()), "{}: dweight must be contiguous F32 {}, got {}", op,
+              shape_str(weight.shape()), describe(*dweight));
+  SSM_CHECK(options.vocab_chunk >= 1 && options.row_block >= 1, "{}: vocab_chunk and row_block must be positive", op);
+
+  const int32_t* tg = targets.data<int32_t>();
+  int64_t n_valid = 0;
+  for (int64_t i = 0; i < M; ++i) {
+    SSM_CHECK(tg[i] < V, "{}: target {} at row {} is outside the vocabulary [0, {})", op, tg[i], i, V);
+    if (tg[i] >= 0) ++n_valid;
+  }
+  if (counted) *counted = n_valid;
+  if (dhidden) detail::zero_rows(*dhidden);
+  if (M == 0 || n_valid == 0) return 0.0;
+
+  const Tensor wf = weight.dtype() == DType::F32 ? weight : weight.to(DType::F32);
+  const float* wp = wf.data<float>();
+  const float* hp = hidden.data<float>();
+  const int64_t ldh = hidden.row_stride();
+  const bool grads = dhidden || dweight;
+  const float scale = options.grad_scale / float(n_valid);
+  const int64_t Vc = std::min(options.vocab_chunk, V);
+  const int64_t Mr = std::min(options.row_block, M);
+  const int64_t n_vchunks = (V + Vc - 1) / Vc;
+  std::vector<float> tile(size_t(Mr * Vc));
+  const size_t mr = size_t(Mr);
+  std::vector<float> run_max(mr), run_sum(mr), target_logit(mr), lse(mr);
+  double total = 0.0;
+
+  for (int64_t r0 = 0; r0 < M; r0 += Mr) {
+    const int64_t rows = std::min(Mr, M - r0);
+    const float* hb = hp + r0 * ldh;
+    std::fill(run_max.begin(), run_max.end(), -std::numeric_limits<float>::infinity());
+    std::fill(run_sum.begin(), run_sum.end(), 0.0f);
+    std::fill(target_logit.begin(), target_logit.end(), 0.0f);
+    for (int64_t vc = 0; vc < n_vchunks; ++vc) {
+      const int64_t v0 = vc * Vc, nv = std::min(Vc, V - v0);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(rows), int(nv), int(Dm), 1.0f, hb, int(ldh),
+                  wp + v0 * Dm, int(Dm), 0.0f, tile.data(), int(nv));
+#pragma omp parallel for schedule(static) if (rows * nv >= 32768)
+      for (int64_t i = 0; i < rows; ++i) {
+        const float* lr = tile.data() + i * nv;
+        float mx = -std::numeric_limits<float>::infinity();
+        for (int64_t j = 0; j < nv; ++j) mx = std::max(mx, lr[j]);
+        const float new_max = std::max(run_max[size_t(i)], mx);
+        float s = 0.0f;
+        for (int64_t j = 0; j < nv; ++j) s += std::exp(lr[j] - new_max);
+        run_sum[size_t(i)] = run_sum[size_t(i)] * std::exp(run_max[size_t(i)] - new_max) + s;
+        run_max[size_t(i)] = new_max;
+        const int32_t t = tg[r0 + i];
+        if (t >= v0 && t < v0 + nv) target_logit[size_t(i)] = lr[t - v0];
+      }
+    }
+    for (int64_t i = 0; i < rows; ++i) {
+      lse[size_t(i)] = run_max[size_t(i)] + std::log(run_sum[size_t(i)]);
+      if (tg[r0 + i] >= 0) total += double(lse[size_t(i)]) - double(target_logit[size_t(i)]);
+    }
+    if (!grads) continue;
+    for (int64_t vc = 0; vc < n_vchunks; ++vc) {
+      const int64_t v0 = vc * Vc, nv = std::min(Vc, V - v0);
+      if (n_vchunks > 1)  // one chunk: the tile still holds these logits
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(rows), int(nv), int(Dm), 1.0f, hb, int(ldh),
+                    wp + v0 * Dm, int(Dm), 0.0f, tile.data(), int(nv));
+#pragma omp parallel for schedule(static) if (rows * nv >= 32768)
+      for (int64_t i = 0; i < rows; ++i) {
+        float* lr = tile.data() + i * nv;
+        const int32_t t = tg[r0 + i];
+        if (t < 0) {
+          std::fill(lr, lr + nv, 0.0f);
+          continue;
+        }
+        const float l = lse[size_t(i)];
+        for (int64_t j = 0; j < nv; ++j) lr[j] = scale * std::exp(lr[j] - l);
+        if (t >= v0 && t < v0 + nv) lr[t - v0] -= scale;
+      }
+      if (dhidden)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(rows), int(Dm), int(nv), 1.0f, tile.data(),
+                    int(nv), wp + v0 * Dm, int(Dm), 1.0f, dhidden->data<float>() + r0 * dhidden->row_stride(),
+                    int(dhidden->row_stride()));
+      if (dweight)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(nv), int(Dm), int(rows), 1.0f, tile.data(), int(nv),
+                    hb, int(ldh), 1.0f, dweight->data<float>() + v0 * Dm, int(Dm));
+    }
+  }
+  return total / double(n_valid);
+}
+
+}  // namespace ssm::ops

@@ -1,0 +1,25 @@
+// Elementwise ops on the CPU over rows tensors (row strides honoured); rows spread over threads.
+#include "core/error.h"
+#include "ops/cpu/checks.h"
+#include "ops/ops.h"
+
+namespace ssm::ops {
+
+void add_inplace(Tensor& a, const Tensor& b) {
+  SSM_CHECK(detail::is_f32_rows(a) && detail::is_f32_rows(b) && a.shape() == b.shape(),
+            "add_inplace: a and b must be F32 rows tensors of one shape, got a {} and b {}", detail::describe(a),
+            detail::describe(b));
+  const int64_t rows = a.rows(), width = a.size(-1);
+  const int64_t lda = a.row_stride(), ldb = b.row_stride();
+  float* ap = a.data<float>();
+  const float* bp = b.data<float>();
+#pragma omp parallel for schedule(static) if (rows * width >= (1 << 16))
+  for (int64_t r = 0; r < rows; ++r) {
+    float* ar = ap + r * lda;
+    const float* br = bp + r * ldb;
+#pragma omp simd
+    for (int64_t i = 0; i < width; ++i) ar[i] += br[i];
+  }
+}
+
+}  // namespace ssm::ops

@@ -1,0 +1,46 @@
+// ops::embedding on the CPU: a row gather from an F32 or BF16 table. Every id is checked before
+// anything is written.
+#include <algorithm>
+#include <cstring>
+
+#include "core/error.h"
+#include "ops/cpu/checks.h"
+#include "ops/ops.h"
+
+namespace ssm::ops {
+
+void embedding(const Tensor& table, const Tensor& ids, Tensor& out) {
+  using detail::describe;
+  SSM_CHECK(table.defined() && table.device() == Device::CPU &&
+                (table.dtype() == DType::F32 || table.dtype() == DType::BF16) && table.dim() == 2 &&
+                table.is_contiguous(),
+            "embedding: table must be a contiguous F32 or BF16 [V, D] tensor, got {}", describe(table));
+  SSM_CHECK(ids.defined() && ids.device() == Device::CPU && ids.dtype() == DType::I32,
+            "embedding: ids must be an I32 tensor, got {}", describe(ids));
+  const int64_t V = table.size(0), D = table.size(1);
+  Shape out_shape = ids.shape();
+  out_shape.push_back(D);
+  SSM_CHECK(detail::is_f32_rows(out) && out.shape() == out_shape,
+            "embedding: out must be F32 rows {} for ids {} and table {}, got {}", shape_str(out_shape),
+            describe(ids), describe(table), describe(out));
+
+  const Tensor flat = ids.contiguous();
+  const int32_t* id = flat.data<int32_t>();
+  const int64_t count = flat.numel();
+  for (int64_t i = 0; i < count; ++i) {
+    SSM_CHECK(id[i] >= 0 && id[i] < V, "embedding: id {} at position {} is outside the vocabulary [0, {})", id[i], i, V);
+  }
+  const int64_t ld = out.row_stride();
+  float* dst = out.data<float>();
+  if (table.dtype() == DType::F32) {
+    const float* src = table.data<float>();
+    for (int64_t i = 0; i < count; ++i) std::memcpy(dst + i * ld, src + id[i] * D, size_t(D) * sizeof(float));
+  } else {
+    const uint16_t* src = table.data<uint16_t>();
+    for (int64_t i = 0; i < count; ++i) {
+      std::transform(src + id[i] * D, src + (id[i] + 1) * D, dst + i * ld, bf16_to_f32);
+    }
+  }
+}
+
+}  // namespace ssm::ops

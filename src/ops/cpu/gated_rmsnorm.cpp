@@ -1,0 +1,87 @@
+// ops::gated_rmsnorm on the CPU: mamba_ssm RMSNormGated, normalised per group of `group_size`
+// channels. Rows are independent and spread over OpenMP threads; y may alias x or z.
+#include <cmath>
+#include <vector>
+
+#include "core/error.h"
+#include "ops/cpu/vec_math.h"
+#include "ops/ops.h"
+
+namespace ssm::ops {
+
+namespace {
+inline float silu_f(float v) { return vec::silu(v); }
+
+bool is_rows_f32(const Tensor& t) {
+  return t.defined() && t.dtype() == DType::F32 && t.dim() >= 1 && t.has_uniform_rows();
+}
+}  // namespace
+
+void gated_rmsnorm(const Tensor& x, const Tensor& z, const Tensor& w, int64_t group_size, bool norm_before_gate,
+                   float eps, Tensor& y) {
+  SSM_CHECK(is_rows_f32(x), "gated_rmsnorm: x must be an F32 rows tensor [..., W], got {} {}", shape_str(x.shape()),
+            x.defined() ? dtype_name(x.dtype()) : "undefined");
+  const int64_t width = x.size(-1);
+  SSM_CHECK(!z.defined() || (is_rows_f32(z) && z.shape() == x.shape()),
+            "gated_rmsnorm: z must be F32 rows of x's shape {}, got {}", shape_str(x.shape()), shape_str(z.shape()));
+  SSM_CHECK(w.defined() && w.dtype() == DType::F32 && w.dim() == 1 && w.size(0) == width && w.is_contiguous(),
+            "gated_rmsnorm: w must be F32 [{}], got {}", width, shape_str(w.shape()));
+  SSM_CHECK(group_size > 0 && width % group_size == 0,
+            "gated_rmsnorm: group_size {} does not divide the width {} of x {}", group_size, width,
+            shape_str(x.shape()));
+  SSM_CHECK(is_rows_f32(y) && y.shape() == x.shape(), "gated_rmsnorm: y must be F32 rows of shape {}, got {}",
+            shape_str(x.shape()), shape_str(y.shape()));
+
+  const int64_t rows = x.rows();
+  if (rows == 0 || width == 0) return;
+  const int64_t ldx = x.row_stride(), ldy = y.row_stride();
+  const int64_t ldz = z.defined() ? z.row_stride() : 0;
+  const float* xp = x.data<float>();
+  const float* zp = z.defined() ? z.data<float>() : nullptr;
+  const float* wp = w.data<float>();
+  float* yp = y.data<float>();
+  const float inv_gs = 1.0f / float(group_size);
+
+#pragma omp parallel if (rows * width >= 16384)
+  {
+    std::vector<float> buf(static_cast<size_t>(group_size));
+    float* u = buf.data();
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* xr = xp + r * ldx;
+      const float* zr = zp ? zp + r * ldz : nullptr;
+      float* yr = yp + r * ldy;
+      for (int64_t g0 = 0; g0 < width; g0 += group_size) {
+        const float* xg = xr + g0;
+        const float* zg = zr ? zr + g0 : nullptr;
+        const float* wg = wp + g0;
+        float* yg = yr + g0;
+        float ss = 0.0f;
+        if (norm_before_gate || !zg) {
+#pragma omp simd reduction(+ : ss)
+          for (int64_t i = 0; i < group_size; ++i) ss += xg[i] * xg[i];
+          const float inv = 1.0f / std::sqrt(ss * inv_gs + eps);
+          if (zg) {
+#pragma omp simd
+            for (int64_t i = 0; i < group_size; ++i) yg[i] = xg[i] * inv * wg[i] * silu_f(zg[i]);
+          } else {
+#pragma omp simd
+            for (int64_t i = 0; i < group_size; ++i) yg[i] = xg[i] * inv * wg[i];
+          }
+        } else {
+#pragma omp simd reduction(+ : ss)
+          for (int64_t i = 0; i < group_size; ++i) {
+            const float v = xg[i] * silu_f(zg[i]);
+            u[i] = v;
+            ss += v * v;
+          }
+          const float inv = 1.0f / std::sqrt(ss * inv_gs + eps);
+#pragma omp simd
+          for (int64_t i = 0; i < group_size; ++i) yg[i] = u[i] * inv * wg[i];
+        }
+      }
+    }
+  }
+}
+
+}  // namespace ssm::ops

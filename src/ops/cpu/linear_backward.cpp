@@ -1,0 +1,75 @@
+// Backward of ops::linear on the CPU.
+//   dx (=|+=) dy · w      (cblas_sgemm; a BF16 w is widened once)
+//   dw += dyᵀ · x         (cblas_sgemm, beta = 1)
+//   dbias += Σ_rows dy
+#include <cblas.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "ops/cpu/backward_util.h"
+#include "ops/ops_backward.h"
+
+namespace ssm::ops {
+
+using detail::describe;
+using detail::is_f32_rows;
+
+void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw, Tensor* dbias,
+                     bool accumulate_dx) {
+  SSM_CHECK(w.defined() && w.dim() == 2 && w.is_contiguous() && (w.dtype() == DType::F32 || w.dtype() == DType::BF16),
+            "linear_backward: w must be contiguous F32/BF16 [N,K], got {}", describe(w));
+  const int64_t N = w.size(0), K = w.size(1);
+  SSM_CHECK(is_f32_rows(dy) && dy.size(-1) == N, "linear_backward: dy must be F32 rows [..., {}], got {}", N,
+            describe(dy));
+  const int64_t M = dy.rows();
+  if (dx) {
+    SSM_CHECK(is_f32_rows(*dx) && dx->size(-1) == K && dx->rows() == M,
+              "linear_backward: dx must be F32 rows [{} rows, {}], got {}", M, K, describe(*dx));
+  }
+  if (dw) {
+    SSM_CHECK(detail::is_f32_contig(*dw, {N, K}), "linear_backward: dw must be contiguous F32 [{}, {}], got {}", N, K,
+              describe(*dw));
+    SSM_CHECK(is_f32_rows(x) && x.size(-1) == K && x.rows() == M,
+              "linear_backward: x must be F32 rows [{} rows, {}], got {}", M, K, describe(x));
+  }
+  if (dbias) {
+    SSM_CHECK(detail::is_f32_vec(*dbias, N), "linear_backward: dbias must be F32 [{}], got {}", N, describe(*dbias));
+  }
+  if (M == 0) {
+    if (dx && !accumulate_dx) detail::zero_rows(*dx);
+    return;
+  }
+  const float* dyp = dy.data<float>();
+  const int64_t lddy = dy.row_stride();
+  if (dx && K > 0) {
+    Tensor wf = w.dtype() == DType::F32 ? w : w.to(DType::F32);
+    if (N == 0) {
+      if (!accumulate_dx) detail::zero_rows(*dx);
+    } else {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(M), int(K), int(N), 1.0f, dyp, int(lddy),
+                  wf.data<float>(), int(K), accumulate_dx ? 1.0f : 0.0f, dx->data<float>(), int(dx->row_stride()));
+    }
+  }
+  if (dw && N > 0 && K > 0) {
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(N), int(K), int(M), 1.0f, dyp, int(lddy),
+                x.data<float>(), int(x.row_stride()), 1.0f, dw->data<float>(), int(K));
+  }
+  if (dbias && N > 0) {
+    float* db = dbias->data<float>();
+    // Column sums: columns split over threads, rows walked in order (deterministic).
+#pragma omp parallel for schedule(static) if (M * N >= 65536)
+    for (int64_t n0 = 0; n0 < N; n0 += 64) {
+      const int64_t n1 = std::min(N, n0 + 64);
+      float acc[64] = {};
+      for (int64_t m = 0; m < M; ++m) {
+        const float* r = dyp + m * lddy;
+#pragma omp simd
+        for (int64_t n = n0; n < n1; ++n) acc[n - n0] += r[n];
+      }
+      for (int64_t n = n0; n < n1; ++n) db[n] += acc[n - n0];
+    }
+  }
+}
+
+}  // namespace ssm::ops

@@ -1,0 +1,372 @@
+// Mamba-1 selective scan: a forward that saves the chunk-boundary states, and the backward that
+// recomputes the forward inside each chunk from them (mamba_ssm's csrc/selective_scan scheme).
+//
+// Per channel d and state n (dt_t = softplus(delta_t + bias_d), a_t = exp(dt_t A_dn)):
+//   h_t = a_t h_{t-1} + dt_t B_tn u_t,   y_t = Σ_n C_tn h_t + D u_t,   out_t = y_t silu(z_t).
+// Backward, walking t downwards with the adjoint g_t = ∂L/∂h_t (carried as ḡ = g_{t+1} a_{t+1}):
+//   gy = dout silu(z),  dz = dout y silu'(z),  g = ḡ + gy C_t,
+//   dC_tn += gy h_t,  dB_tn += g dt u,  du = gy D + Σ_n g dt B_tn,
+//   ddt = Σ_n g (h_{t-1} a_t A + B_tn u),  dA_dn += g h_{t-1} a_t dt,  dD += gy u,
+//   ddelta = ddt softplus'(delta + bias),  dbias += ddelta,  ḡ = g a_t.
+// Vectorised over 16 channels (one f32x16 per state index n). Each OpenMP task owns a block of 16
+// channels for every batch row, so dA, dD and ddelta_bias need no reduction; dB and dC (sums over
+// channels) go to per-thread buffers added in thread order at the end.
+#include <omp.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "ops/cpu/backward_util.h"
+#include "ops/cpu/vec_math.h"
+#include "ops/ops_backward.h"
+
+namespace ssm::ops {
+
+namespace {
+
+using detail::describe;
+using detail::is_f32_rows;
+using vec::f32x16;
+constexpr int64_t W = vec::kLanes;
+
+struct ScanDims {
+  int64_t Bt, T, D, N;
+};
+
+ScanDims check_scan(const char* op, const SelectiveScanInputs& in, const Tensor& state0) {
+  SSM_CHECK(is_f32_rows(in.u) && in.u.dim() == 3, "{}: u must be F32 rows [B,T,D], got {}", op, describe(in.u));
+  ScanDims d{in.u.size(0), in.u.size(1), in.u.size(2), 0};
+  SSM_CHECK(is_f32_rows(in.delta, in.u.shape()), "{}: delta must be F32 rows {}, got {}", op,
+            shape_str(in.u.shape()), describe(in.delta));
+  SSM_CHECK(in.A.defined() && in.A.dtype() == DType::F32 && in.A.dim() == 2 && in.A.size(0) == d.D &&
+                in.A.is_contiguous(),
+            "{}: A must be contiguous F32 [{}, N], got {}", op, d.D, describe(in.A));
+  d.N = in.A.size(1);
+  const Shape bn{d.Bt, d.T, d.N};
+  SSM_CHECK(is_f32_rows(in.B, bn) && is_f32_rows(in.C, bn), "{}: B and C must be F32 rows {}, got {} and {}", op,
+            shape_str(bn), describe(in.B), describe(in.C));
+  SSM_CHECK(!in.delta_bias.defined() || detail::is_f32_vec(in.delta_bias, d.D),
+            "{}: delta_bias must be F32 [{}], got {}", op, d.D, describe(in.delta_bias));
+  SSM_CHECK(!in.D.defined() || detail::is_f32_vec(in.D, d.D), "{}: D must be F32 [{}], got {}", op, d.D,
+            describe(in.D));
+  SSM_CHECK(!in.z.defined() || is_f32_rows(in.z, in.u.shape()), "{}: z must be F32 rows {}, got {}", op,
+            shape_str(in.u.shape()), describe(in.z));
+  if (state0.defined())
+    SSM_CHECK(detail::is_f32_contig(state0, {d.Bt, d.D, d.N}), "{}: state0 must be contiguous F32 [{}, {}, {}], got {}",
+              op, d.Bt, d.D, d.N, describe(state0));
+  return d;
+}
+
+// Pointers and strides of the inputs, and per-block loads of 16 channels (or fewer at the tail).
+struct ScanView {
+  const float *u, *delta, *bias, *A, *B, *C, *Dp, *z;
+  int64_t ldu, lddelta, ldB, ldC, ldz;
+  bool softplus;
+  ScanView(const SelectiveScanInputs& in)
+      : u(in.u.data<float>()),
+        delta(in.delta.data<float>()),
+        bias(in.delta_bias.defined() ? in.delta_bias.data<float>() : nullptr),
+        A(in.A.data<float>()),
+        B(in.B.data<float>()),
+        C(in.C.data<float>()),
+        Dp(in.D.defined() ? in.D.data<float>() : nullptr),
+        z(in.z.defined() ? in.z.data<float>() : nullptr),
+        ldu(in.u.row_stride()),
+        lddelta(in.delta.row_stride()),
+        ldB(in.B.row_stride()),
+        ldC(in.C.row_stride()),
+        ldz(in.z.defined() ? in.z.row_stride() : 0),
+        softplus(in.delta_softplus) {}
+};
+
+inline f32x16 load_n(const float* p, int64_t n) { return n == W ? vec::load(p) : vec::load_partial(p, n); }
+inline void store_n(float* p, f32x16 v, int64_t n) {
+  if (n == W) vec::store(p, v);
+  else vec::store_partial(p, v, n);
+}
+inline f32x16 sigmoid(f32x16 x) { return 1.0f / (1.0f + vec::fast_exp(-x)); }
+
+// Per-block constants: A transposed to [N] vectors of channels, the bias and D vectors.
+struct BlockConsts {
+  std::vector<f32x16> A;
+  f32x16 bias{}, D{};
+  BlockConsts(const ScanView& v, int64_t d0, int64_t nd, int64_t N) : A(size_t(N), f32x16{}) {
+    for (int64_t i = 0; i < nd; ++i) {
+      for (int64_t n = 0; n < N; ++n) A[size_t(n)][i] = v.A[(d0 + i) * N + n];
+      if (v.bias) bias[i] = v.bias[d0 + i];
+      if (v.Dp) D[i] = v.Dp[d0 + i];
+    }
+  }
+};
+
+inline f32x16 delta_value(const ScanView& v, const BlockConsts& k, int64_t row, int64_t d0, int64_t nd) {
+  const f32x16 raw = load_n(v.delta + row * v.lddelta + d0, nd) + k.bias;
+  return v.softplus ? vec::softplus(raw) : raw;
+}
+
+// Runs the recurrence for rows [t0, t1) of batch b on h (N vectors), optionally writing y.
+void scan_rows(const ScanView& v, const BlockConsts& k, int64_t b, int64_t T, int64_t t0, int64_t t1, int64_t d0,
+               int64_t nd, int64_t N, f32x16* h, float* y, int64_t ldy) {
+  for (int64_t t = t0; t < t1; ++t) {
+    const int64_t row = b * T + t;
+    const f32x16 dt = delta_value(v, k, row, d0, nd);
+    const f32x16 u = load_n(v.u + row * v.ldu + d0, nd);
+    const f32x16 dtu = dt * u;
+    const float* Bt = v.B + row * v.ldB;
+    const float* Ct = v.C + row * v.ldC;
+    f32x16 acc{};
+    for (int64_t n = 0; n < N; ++n) {
+      h[n] = vec::fast_exp(dt * k.A[size_t(n)]) * h[n] + dtu * Bt[n];
+      acc += h[n] * Ct[n];
+    }
+    if (y) {
+      f32x16 out = acc + k.D * u;
+      if (v.z) {
+        const f32x16 z = load_n(v.z + row * v.ldz + d0, nd);
+        out *= vec::silu(z);
+      }
+      store_n(y + row * ldy + d0, out, nd);
+    }
+  }
+}
+
+void load_state(const float* src, int64_t d0, int64_t nd, int64_t N, f32x16* h) {
+  for (int64_t n = 0; n < N; ++n) h[n] = f32x16{};
+  if (!src) return;
+  for (int64_t i = 0; i < nd; ++i)
+    for (int64_t n = 0; n < N; ++n) h[n][i] = src[(d0 + i) * N + n];
+}
+void save_state(float* dst, int64_t d0, int64_t nd, int64_t N, const f32x16* h) {
+  for (int64_t i = 0; i < nd; ++i)
+    for (int64_t n = 0; n < N; ++n) dst[(d0 + i) * N + n] = h[n][i];
+}
+
+}  // namespace
+
+Tensor selective_scan_forward_saving_chunk_states(const SelectiveScanInputs& in, const Tensor& state0,
+                                                  int64_t chunk_size, Tensor& y, Tensor* final_state) {
+  const char* op = "selective_scan_forward_saving_chunk_states";
+  const ScanDims d = check_scan(op, in, state0);
+  SSM_CHECK(chunk_size >= 1, "{}: chunk_size must be positive, got {}", op, chunk_size);
+  SSM_CHECK(is_f32_rows(y, in.u.shape()), "{}: y must be F32 rows {}, got {}", op, shape_str(in.u.shape()),
+            describe(y));
+  if (final_state)
+    SSM_CHECK(detail::is_f32_contig(*final_state, {d.Bt, d.D, d.N}),
+              "{}: final_state must be contiguous F32 [{}, {}, {}], got {}", op, d.Bt, d.D, d.N,
+              describe(*final_state));
+  const int64_t n_chunks = std::max<int64_t>(1, (d.T + chunk_size - 1) / chunk_size);
+  Tensor states = Tensor::empty({d.Bt, n_chunks, d.D, d.N});
+  const ScanView v(in);
+  const int64_t n_blocks = (d.D + W - 1) / W;
+  float* yp = y.data<float>();
+  const int64_t ldy = y.row_stride();
+  float* sp = states.data<float>();
+  const float* s0 = state0.defined() ? state0.data<float>() : nullptr;
+#pragma omp parallel
+  {
+    std::vector<f32x16> h(size_t(d.N));
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t task = 0; task < d.Bt * n_blocks; ++task) {
+      const int64_t b = task / n_blocks, d0 = (task % n_blocks) * W, nd = std::min(W, d.D - d0);
+      const BlockConsts k(v, d0, nd, d.N);
+      load_state(s0 ? s0 + b * d.D * d.N : nullptr, d0, nd, d.N, h.data());
+      for (int64_t c = 0; c < n_chunks; ++c) {
+        save_state(sp + (b * n_chunks + c) * d.D * d.N, d0, nd, d.N, h.data());
+        const int64_t t0 = c * chunk_size, t1 = std::min(d.T, t0 + chunk_size);
+        scan_rows(v, k, b, d.T, t0, t1, d0, nd, d.N, h.data(), yp, ldy);
+      }
+      if (final_state) save_state(final_state->data<float>() + b * d.D * d.N, d0, nd, d.N, h.data());
+    }
+  }
+  return states;
+}
+
+void selective_scan_backward(const SelectiveScanInputs& in, const Tensor& state0, const Tensor& chunk_states,
+                             int64_t chunk_size, const Tensor& dy, SelectiveScanGrads& g) {
+  const char* op = "selective_scan_backward";
+  const ScanDims d = check_scan(op, in, state0);
+  const int64_t Bt = d.Bt, T = d.T, D = d.D, N = d.N;
+  SSM_CHECK(chunk_size >= 1, "{}: chunk_size must be positive, got {}", op, chunk_size);
+  const int64_t n_chunks = std::max<int64_t>(1, (T + chunk_size - 1) / chunk_size);
+  if (chunk_states.defined())
+    SSM_CHECK(detail::is_f32_contig(chunk_states, {Bt, n_chunks, D, N}),
+              "{}: chunk_states must be contiguous F32 [{}, {}, {}, {}] (chunk_size {}), got {}", op, Bt, n_chunks, D,
+              N, chunk_size, describe(chunk_states));
+  const Shape btd = in.u.shape(), btn{Bt, T, N};
+  SSM_CHECK(is_f32_rows(dy, btd), "{}: dy must be F32 rows {}, got {}", op, shape_str(btd), describe(dy));
+  auto check_act = [&](const Tensor& t, const char* name, const Shape& shape) {
+    if (t.defined())
+      SSM_CHECK(is_f32_rows(t, shape), "{}: {} must be F32 rows {}, got {}", op, name, shape_str(shape), describe(t));
+  };
+  check_act(g.du, "du", btd);
+  check_act(g.ddelta, "ddelta", btd);
+  check_act(g.dB, "dB", btn);
+  check_act(g.dC, "dC", btn);
+  check_act(g.dz, "dz", btd);
+  SSM_CHECK(!g.dz.defined() || in.z.defined(), "{}: dz asked for without z", op);
+  if (g.dA.defined())
+    SSM_CHECK(detail::is_f32_contig(g.dA, {D, N}), "{}: dA must be contiguous F32 [{}, {}], got {}", op, D, N,
+              describe(g.dA));
+  if (g.dD.defined()) SSM_CHECK(detail::is_f32_vec(g.dD, D), "{}: dD must be F32 [{}], got {}", op, D, describe(g.dD));
+  if (g.ddelta_bias.defined())
+    SSM_CHECK(detail::is_f32_vec(g.ddelta_bias, D), "{}: ddelta_bias must be F32 [{}], got {}", op, D,
+              describe(g.ddelta_bias));
+  if (g.dstate0.defined())
+    SSM_CHECK(detail::is_f32_contig(g.dstate0, {Bt, D, N}), "{}: dstate0 must be contiguous F32 [{}, {}, {}], got {}",
+              op, Bt, D, N, describe(g.dstate0));
+  if (Bt == 0 || D == 0) return;
+  if (T == 0) {
+    if (g.dstate0.defined()) detail::zero_rows(g.dstate0);
+    return;
+  }
+
+  const ScanView v(in);
+  const int64_t n_blocks = (D + W - 1) / W;
+  const int64_t Q = std::min(chunk_size, T);
+  const float* dyp = dy.data<float>();
+  const int64_t lddy = dy.row_stride();
+  float* dup = g.du.defined() ? g.du.data<float>() : nullptr;
+  float* ddp = g.ddelta.defined() ? g.ddelta.data<float>() : nullptr;
+  float* dzp = g.dz.defined() ? g.dz.data<float>() : nullptr;
+  const int64_t lddu = dup ? g.du.row_stride() : 0, ldddelta = ddp ? g.ddelta.row_stride() : 0,
+                lddz = dzp ? g.dz.row_stride() : 0;
+  const float* csp = chunk_states.defined() ? chunk_states.data<float>() : nullptr;
+  const float* s0 = state0.defined() ? state0.data<float>() : nullptr;
+  const bool want_bc = g.dB.defined() || g.dC.defined();
+
+  const int threads = omp_get_max_threads();
+  const size_t btn_size = size_t(Bt * T * N);
+  std::vector<float> dB_part(want_bc ? size_t(threads) * btn_size : 0, 0.0f);
+  std::vector<float> dC_part(want_bc ? size_t(threads) * btn_size : 0, 0.0f);
+
+#pragma omp parallel num_threads(threads)
+  {
+    const int tid = omp_get_thread_num();
+    float* dBt = want_bc ? dB_part.data() + size_t(tid) * btn_size : nullptr;
+    float* dCt = want_bc ? dC_part.data() + size_t(tid) * btn_size : nullptr;
+    // Chunk recomputation: hs[l] the state before row l of the chunk (hs[L] after the last),
+    // decays[l] = exp(dt A) of row l, plus dt, y before the gate and softplus' of row l.
+    std::vector<f32x16> hs(size_t((Q + 1) * N)), decays(size_t(Q * N)), bounds(csp ? 0 : size_t(n_chunks * N));
+    std::vector<f32x16> dts(static_cast<size_t>(Q)), ys(static_cast<size_t>(Q)), spg(static_cast<size_t>(Q)), adj(static_cast<size_t>(N)), dA_acc(static_cast<size_t>(N));
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t blk = 0; blk < n_blocks; ++blk) {
+      const int64_t d0 = blk * W, nd = std::min(W, D - d0);
+      const BlockConsts k(v, d0, nd, N);
+      for (int64_t n = 0; n < N; ++n) dA_acc[size_t(n)] = f32x16{};
+      f32x16 dD_acc{}, dbias_acc{};
+      for (int64_t b = 0; b < Bt; ++b) {
+        if (!csp) {  // boundary states by one forward pass
+          load_state(s0 ? s0 + b * D * N : nullptr, d0, nd, N, hs.data());
+          for (int64_t c = 0; c < n_chunks; ++c) {
+            std::copy(hs.begin(), hs.begin() + N, bounds.begin() + c * N);
+            const int64_t t0 = c * chunk_size, t1 = std::min(T, t0 + chunk_size);
+            scan_rows(v, k, b, T, t0, t1, d0, nd, N, hs.data(), nullptr, 0);
+          }
+        }
+        for (int64_t n = 0; n < N; ++n) adj[size_t(n)] = f32x16{};
+        for (int64_t c = n_chunks - 1; c >= 0; --c) {
+          const int64_t t0 = c * chunk_size, L = std::min(chunk_size, T - t0);
+          if (csp) load_state(csp + (b * n_chunks + c) * D * N, d0, nd, N, hs.data());
+          else std::copy(bounds.begin() + c * N, bounds.begin() + (c + 1) * N, hs.begin());
+          // Recompute the chunk.
+          for (int64_t l = 0; l < L; ++l) {
+            const int64_t row = b * T + t0 + l;
+            const f32x16 raw = load_n(v.delta + row * v.lddelta + d0, nd) + k.bias;
+            f32x16 dt;
+            if (v.softplus) {
+              dt = vec::softplus(raw);
+              spg[size_t(l)] = raw > 20.0f ? f32x16{} + 1.0f : sigmoid(raw);
+            } else {
+              dt = raw;
+              spg[size_t(l)] = f32x16{} + 1.0f;
+            }
+            dts[size_t(l)] = dt;
+            const f32x16 u = load_n(v.u + row * v.ldu + d0, nd);
+            const f32x16 dtu = dt * u;
+            const float* Bt_ = v.B + row * v.ldB;
+            const float* Ct_ = v.C + row * v.ldC;
+            const f32x16* hp = hs.data() + l * N;
+            f32x16* hn = hs.data() + (l + 1) * N;
+            f32x16* dec = decays.data() + l * N;
+            f32x16 acc{};
+            for (int64_t n = 0; n < N; ++n) {
+              const f32x16 a = vec::fast_exp(dt * k.A[size_t(n)]);
+              dec[n] = a;
+              hn[n] = a * hp[n] + dtu * Bt_[n];
+              acc += hn[n] * Ct_[n];
+            }
+            ys[size_t(l)] = acc + k.D * u;
+          }
+          // Walk the chunk backwards.
+          for (int64_t l = L - 1; l >= 0; --l) {
+            const int64_t row = b * T + t0 + l;
+            const f32x16 gout = load_n(dyp + row * lddy + d0, nd);
+            const f32x16 u = load_n(v.u + row * v.ldu + d0, nd);
+            f32x16 gy = gout;
+            if (v.z) {
+              const f32x16 z = load_n(v.z + row * v.ldz + d0, nd);
+              const f32x16 sg = sigmoid(z);
+              gy = gout * z * sg;
+              if (dzp) store_n(dzp + row * lddz + d0, gout * ys[size_t(l)] * sg * (1.0f + z * (1.0f - sg)), nd);
+            }
+            dD_acc += gy * u;
+            const f32x16 dt = dts[size_t(l)];
+            const f32x16 dtu = dt * u;
+            f32x16 du = gy * k.D, ddt{};
+            const float* Bt_ = v.B + row * v.ldB;
+            const float* Ct_ = v.C + row * v.ldC;
+            const f32x16* hp = hs.data() + l * N;
+            const f32x16* hn = hs.data() + (l + 1) * N;
+            const f32x16* dec = decays.data() + l * N;
+            float* dBr = dBt ? dBt + row * N : nullptr;
+            float* dCr = dCt ? dCt + row * N : nullptr;
+            for (int64_t n = 0; n < N; ++n) {
+              const f32x16 gn = adj[size_t(n)] + gy * Ct_[n];
+              if (dCr) {
+                dCr[n] += vec::reduce_add(gy * hn[n]);
+                dBr[n] += vec::reduce_add(gn * dtu);
+              }
+              du += gn * (dt * Bt_[n]);
+              const f32x16 hd = hp[n] * dec[n];
+              ddt += gn * (hd * k.A[size_t(n)] + Bt_[n] * u);
+              dA_acc[size_t(n)] += gn * hd * dt;
+              adj[size_t(n)] = gn * dec[n];
+            }
+            const f32x16 ddelta = ddt * spg[size_t(l)];
+            dbias_acc += ddelta;
+            if (dup) store_n(dup + row * lddu + d0, du, nd);
+            if (ddp) store_n(ddp + row * ldddelta + d0, ddelta, nd);
+          }
+        }
+        if (g.dstate0.defined()) save_state(g.dstate0.data<float>() + b * D * N, d0, nd, N, adj.data());
+      }
+      for (int64_t i = 0; i < nd; ++i) {
+        if (g.dA.defined())
+          for (int64_t n = 0; n < N; ++n) g.dA.data<float>()[(d0 + i) * N + n] += dA_acc[size_t(n)][i];
+        if (g.dD.defined()) g.dD.data<float>()[d0 + i] += dD_acc[i];
+        if (g.ddelta_bias.defined()) g.ddelta_bias.data<float>()[d0 + i] += dbias_acc[i];
+      }
+    }
+  }
+
+  if (want_bc) {
+    // dB, dC = Σ over threads, in thread order.
+    auto reduce_into = [&](Tensor& out, const std::vector<float>& parts) {
+      if (!out.defined()) return;
+      float* op_ = out.data<float>();
+      const int64_t ldo = out.row_stride();
+#pragma omp parallel for schedule(static)
+      for (int64_t r = 0; r < Bt * T; ++r) {
+        for (int64_t n = 0; n < N; ++n) {
+          float s = 0.0f;
+          for (int t = 0; t < threads; ++t) s += parts[size_t(t) * btn_size + size_t(r * N + n)];
+          op_[r * ldo + n] = s;
+        }
+      }
+    };
+    reduce_into(g.dB, dB_part);
+    reduce_into(g.dC, dC_part);
+  }
+}
+
+}  // namespace ssm::ops

@@ -1,0 +1,107 @@
+// Backward of every op in ops.h (explicit, per op, as in llm.c: no autograd graph), plus the fused
+// head + cross-entropy loss. CPU implementations live in ops/cpu/<op>_backward.cpp and
+// ops/cpu/cross_entropy.cpp; each is tested against central finite differences of the
+// double-precision reference in ops/ref/.
+//
+// Conventions (on top of ops.h's):
+//   - `dy` is the gradient of the loss with respect to the forward op's output, same shape.
+//   - Gradients of ACTIVATIONS (dx, du, dz, dB, ...) are WRITTEN (overwritten), unless the function
+//     takes an `accumulate` flag and it is set, in which case they are added. They are rows tensors
+//     of the matching input's shape, so column slices of a wider gradient buffer are accepted.
+//   - Gradients of PARAMETERS (dw, dbias, dA, dD, dt_bias, ...) are always ACCUMULATED (+=), so
+//     gradient accumulation over micro-batches needs no extra buffers; the caller zeroes them.
+//   - Any gradient pointer may be null (or an undefined Tensor in a grads struct): it is not computed.
+//   - All gradients are F32 and contiguous unless said otherwise.
+#pragma once
+#include <cstdint>
+
+#include "core/tensor.h"
+#include "ops/ops.h"
+
+namespace ssm::ops {
+
+// ---- dense ----
+// Forward y = x wᵀ + bias.  dx[M,K] (=|+=) dy[M,N] · w[N,K];  dw[N,K] += dyᵀ x;  dbias[N] += Σ_rows dy.
+// w may be F32 or BF16 (dx only); dw must be F32.
+void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw, Tensor* dbias,
+                     bool accumulate_dx = false);
+// Forward out = table[ids].  dtable[V,D] += scatter of dout rows by ids (ids I32, any shape).
+void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable);
+
+// ---- norms ----
+// Forward y = x / sqrt(mean(x²) + eps) * w.  dx (=|+=);  dw += .
+void rmsnorm_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx, Tensor* dw,
+                      bool accumulate_dx = false);
+// Forward ops::gated_rmsnorm (both norm_before_gate forms, per group of group_size channels; z
+// optional).  dx, dz written;  dw += .
+void gated_rmsnorm_backward(const Tensor& x, const Tensor& z, const Tensor& w, int64_t group_size,
+                            bool norm_before_gate, float eps, const Tensor& dy, Tensor& dx, Tensor* dz, Tensor* dw);
+
+// ---- elementwise (the gates fused into the ops above, exposed for layers that apply them alone) ----
+// dx (=|+=) dy * silu'(x),  silu(x) = x σ(x).
+void silu_backward(const Tensor& x, const Tensor& dy, Tensor& dx, bool accumulate_dx = false);
+// dx (=|+=) dy * softplus'(x) = dy σ(x)  (1 above the threshold 20, as torch's softplus).
+void softplus_backward(const Tensor& x, const Tensor& dy, Tensor& dx, bool accumulate_dx = false);
+
+// ---- depthwise causal conv1d ----
+// Forward ops::conv1d_causal(x, w, bias, silu, state, y) with `state0` the left context it read
+// ([B,K-1,C], undefined = zeros; its gradient is not computed). The SiLU's input is recomputed.
+// dx [B,T,C] written;  dw [C,K] += ;  dbias [C] += .
+void conv1d_causal_backward(const Tensor& x, const Tensor& w, const Tensor& bias, bool silu, const Tensor& state0,
+                            const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* dbias);
+
+// ---- Mamba-1 selective scan ----
+// Gradients of ops::selective_scan's inputs. Activation grads written: du [B,T,D], ddelta [B,T,D]
+// (with respect to the raw delta, i.e. through delta_bias and softplus), dB/dC [B,T,N], dz [B,T,D].
+// Parameter grads accumulated: dA [D,N] (with respect to A itself; dA_log = dA ⊙ A),
+// dD [D], ddelta_bias [D]. dstate0 [B,D,N] (written) is the gradient of the initial state.
+struct SelectiveScanGrads {
+  Tensor du, ddelta, dA, dB, dC;
+  Tensor dD, dz, ddelta_bias;
+  Tensor dstate0;
+};
+// The forward (y as ops::selective_scan computes it) that also saves the state at the start of every
+// chunk of `chunk_size` tokens: returns [B, n_chunks, D, N] F32, n_chunks = ceil(T / chunk_size).
+// state0 [B,D,N] optional (undefined = zeros); final_state (optional) receives the last state.
+Tensor selective_scan_forward_saving_chunk_states(const SelectiveScanInputs& in, const Tensor& state0,
+                                                  int64_t chunk_size, Tensor& y, Tensor* final_state = nullptr);
+// The backward recomputes the forward inside each chunk from its starting state, so memory is
+// O(B·D·N·T/chunk + threads·chunk·N), never O(B·T·D·N). `chunk_states` is what the function above
+// returned for the same inputs and chunk_size; undefined: the backward recomputes them itself
+// (one more forward scan). The result does not depend on chunk_size beyond float rounding.
+void selective_scan_backward(const SelectiveScanInputs& in, const Tensor& state0, const Tensor& chunk_states,
+                             int64_t chunk_size, const Tensor& dy, SelectiveScanGrads& grads);
+
+// ---- Mamba-2 SSD ----
+// Gradients of ops::ssd's inputs, computed with the same chunked algorithm (chunk_size from `in`):
+// per chunk, the intra-chunk products (C Bᵀ ⊙ L) as matrices, state passing between chunks forward
+// (states recomputed) and backward (state gradients). Activation grads written: dx [B,T,H*P],
+// ddt [B,T,H] (with respect to the raw dt, through dt_bias, softplus and the clamp), dB/dC [B,T,G*N].
+// Parameter grads accumulated: dA [H] (with respect to A; dA_log = dA ⊙ A), dD [H], ddt_bias [H].
+// dstate0 [B,H,P,N] (written) is the gradient of the initial state; dfinal_state (input, optional)
+// is the gradient arriving at the final state.
+struct SsdGrads {
+  Tensor dx, ddt, dA, dB, dC;
+  Tensor dD, ddt_bias;
+  Tensor dstate0;
+};
+void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, SsdGrads& grads,
+                  const Tensor& dfinal_state = Tensor());
+
+// ---- language-model head + cross-entropy, fused ----
+// logits = hidden[M,D] · weight[V,D]ᵀ;  loss = mean over rows with target ≥ 0 of
+// (logsumexp(logits_row) − logits_row[target]). Targets I32 [M]; a negative target is ignored.
+// Rows are processed in blocks and the vocabulary in chunks of `vocab_chunk` with an online
+// log-sum-exp, so at most block × vocab_chunk logits exist at once ([M,V] is never materialised).
+// Returns the mean loss (0 when no row counts). When dhidden / dweight are given, the gradient of
+// `grad_scale` × loss is written to dhidden [M,D] and accumulated into dweight [V,D] (F32).
+// `counted` (optional) receives the number of rows that count.
+struct CrossEntropyOptions {
+  int64_t vocab_chunk = 8192;
+  int64_t row_block = 512;
+  float grad_scale = 1.0f;
+};
+double cross_entropy(const Tensor& hidden, const Tensor& weight, const Tensor& targets, Tensor* dhidden,
+                     Tensor* dweight, const CrossEntropyOptions& options = {}, int64_t* counted = nullptr);
+
+}  // namespace ssm::ops

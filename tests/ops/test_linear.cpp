@@ -1,0 +1,156 @@
+// ops::linear (F32 and BF16 weights), ops::embedding and ops::add_inplace against plain references.
+#include <gtest/gtest.h>
+
+#include <fmt/format.h>
+
+#include "ops/ops.h"
+#include "ops/ref/linear.h"
+#include "ops/test_util.h"
+
+namespace ssm {
+namespace {
+
+using test::Vec;
+
+struct LinearCase {
+  Shape lead;  // leading dims of x; M is their product
+  int64_t N, K;
+};
+
+// Every combination of bias, accumulate and strided x/y for each case; w in `dtype`.
+void check_linear(const std::vector<LinearCase>& cases, DType dtype, uint64_t seed) {
+  Rng rng(seed);
+  for (const LinearCase& c : cases) {
+    Shape x_shape = c.lead, y_shape = c.lead;
+    x_shape.push_back(c.K);
+    y_shape.push_back(c.N);
+    const int64_t M = shape_numel(c.lead);
+    for (int flags = 0; flags < 8; ++flags) {
+      const bool with_bias = flags & 1, accumulate = flags & 2, strided = flags & 4;
+      const Tensor x = test::random_tensor(x_shape, rng, -1, 1, strided);
+      const Tensor w = test::random_tensor({c.N, c.K}, rng).to(dtype);
+      const Tensor bias = with_bias ? test::random_tensor({c.N}, rng) : Tensor();
+      // Without accumulate y starts as NaN, which must not leak into the result.
+      Tensor y = accumulate ? test::random_tensor(y_shape, rng, -1, 1, strided) : test::nan_tensor(y_shape, strided);
+      const Vec y0 = test::to_vec(y);
+      ops::linear(x, w, bias, y, accumulate);
+      // The reference sees the weights as stored (bf16-rounded).
+      Vec want = ref::linear(test::to_vec(x), test::to_vec(w), test::to_vec(bias), M, c.N, c.K);
+      if (accumulate) {
+        for (size_t i = 0; i < want.size(); ++i) want[i] += y0[i];
+      }
+      EXPECT_LT(test::max_rel_err(test::to_vec(y), want), 1e-5)
+          << fmt::format("M {} N {} K {} {} bias {} accumulate {} strided {}", M, c.N, c.K, dtype_name(dtype),
+                         with_bias, accumulate, strided);
+    }
+  }
+}
+
+TEST(OpsLinear, MatchesReferenceF32) {
+  check_linear({{{1}, 33, 17}, {{2}, 5, 64}, {{7}, 130, 48}, {{2, 7}, 65, 100}, {{130}, 31, 7}, {{3, 33}, 24, 40}},
+               DType::F32, 1);
+}
+
+TEST(OpsLinear, MatchesReferenceBF16) {
+  // M = 1..8 take the streaming kernel (N tails of its row blocks, K tails of its 16 lanes);
+  // larger M the widen-and-sgemm path.
+  std::vector<LinearCase> cases;
+  for (int64_t M : {1, 2, 3, 4, 5, 8}) cases.push_back({{M}, 37, 100});
+  cases.push_back({{1}, 64, 768});
+  cases.push_back({{2}, 9, 7});
+  cases.push_back({{9}, 37, 100});
+  cases.push_back({{77}, 300, 48});
+  cases.push_back({{7, 11}, 45, 33});
+  check_linear(cases, DType::BF16, 2);
+}
+
+TEST(OpsLinear, LargeBF16WeightSpansSeveralBlocks) {
+  // More weight rows than one widened f32 block holds.
+  check_linear({{{20}, 1500, 256}}, DType::BF16, 3);
+}
+
+TEST(OpsLinear, EmptyInnerDimensionGivesBias) {
+  Rng rng(4);
+  for (DType dtype : {DType::F32, DType::BF16}) {
+    for (int64_t M : {1, 12}) {
+      const Tensor x = Tensor::empty({M, 0});
+      const Tensor w = Tensor::empty({6, 0}, dtype);
+      const Tensor bias = test::random_tensor({6}, rng);
+      Tensor y = test::nan_tensor({M, 6});
+      ops::linear(x, w, bias, y);
+      Vec want;
+      for (int64_t m = 0; m < M; ++m) {
+        const Vec b = test::to_vec(bias);
+        want.insert(want.end(), b.begin(), b.end());
+      }
+      EXPECT_EQ(test::to_vec(y), want) << dtype_name(dtype) << " M " << M;
+    }
+  }
+}
+
+TEST(OpsLinear, RejectsMismatchedShapes) {
+  Rng rng(5);
+  const Tensor x = test::random_tensor({3, 8}, rng);
+  const Tensor w = test::random_tensor({4, 9}, rng);
+  Tensor y = Tensor::empty({3, 4});
+  test::expect_error([&] { ops::linear(x, w, Tensor(), y); }, {"linear", "[3, 8]", "[4, 9]"});
+  const Tensor w_ok = test::random_tensor({4, 8}, rng);
+  Tensor y_bad = Tensor::empty({3, 5});
+  test::expect_error([&] { ops::linear(x, w_ok, Tensor(), y_bad); }, {"linear", "[3, 4]", "[3, 5]"});
+  const Tensor bias_bad = test::random_tensor({5}, rng);
+  test::expect_error([&] { ops::linear(x, w_ok, bias_bad, y); }, {"linear", "bias", "[5]"});
+  const Tensor w_int = Tensor::zeros({4, 8}, DType::I32);
+  test::expect_error([&] { ops::linear(x, w_int, Tensor(), y); }, {"linear", "I32"});
+}
+
+TEST(OpsEmbedding, GathersRows) {
+  Rng rng(6);
+  const int64_t V = 11, D = 5;
+  for (DType dtype : {DType::F32, DType::BF16}) {
+    const Tensor table = test::random_tensor({V, D}, rng).to(dtype);
+    Tensor ids = Tensor::empty({2, 3}, DType::I32);
+    for (int64_t i = 0; i < ids.numel(); ++i) ids.data<int32_t>()[i] = int32_t(rng.below(uint64_t(V)));
+    Tensor out = test::nan_tensor({2, 3, D}, true);
+    ops::embedding(table, ids, out);
+    const Vec rows = test::to_vec(table), got = test::to_vec(out);
+    for (int64_t i = 0; i < ids.numel(); ++i) {
+      const int64_t id = ids.data<int32_t>()[i];
+      for (int64_t d = 0; d < D; ++d) EXPECT_EQ(got[size_t(i * D + d)], rows[size_t(id * D + d)]);
+    }
+  }
+}
+
+TEST(OpsEmbedding, RejectsOutOfRangeId) {
+  Rng rng(7);
+  const Tensor table = test::random_tensor({11, 4}, rng);
+  for (int32_t bad : {11, -1, 50000}) {
+    Tensor ids = Tensor::zeros({3}, DType::I32);
+    ids.data<int32_t>()[1] = bad;
+    Tensor out = Tensor::empty({3, 4});
+    test::expect_error([&] { ops::embedding(table, ids, out); }, {"embedding", "id " + std::to_string(bad)});
+  }
+}
+
+TEST(OpsAddInplace, MatchesReference) {
+  Rng rng(8);
+  for (const Shape& shape : {Shape{1}, Shape{7, 33}, Shape{2, 130, 65}}) {
+    for (bool strided : {false, true}) {
+      Tensor a = test::random_tensor(shape, rng, -1, 1, strided);
+      const Tensor b = test::random_tensor(shape, rng, -1, 1, !strided);
+      Vec want = test::to_vec(a);
+      const Vec bv = test::to_vec(b);
+      for (size_t i = 0; i < want.size(); ++i) want[i] = double(float(want[i]) + float(bv[i]));
+      ops::add_inplace(a, b);
+      EXPECT_EQ(test::to_vec(a), want) << shape_str(shape) << " strided " << strided;
+    }
+  }
+}
+
+TEST(OpsAddInplace, RejectsMismatchedShapes) {
+  Tensor a = Tensor::zeros({2, 3});
+  const Tensor b = Tensor::zeros({3, 2});
+  test::expect_error([&] { ops::add_inplace(a, b); }, {"add_inplace", "[2, 3]", "[3, 2]"});
+}
+
+}  // namespace
+}  // namespace ssm
