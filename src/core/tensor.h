@@ -60,7 +60,7 @@ class Tensor {
   // Last dim contiguous and every leading dim laid out as rows of one stride: what row-wise ops need.
   bool has_uniform_rows() const;
   int64_t row_stride() const;  // elements between consecutive rows (requires has_uniform_rows)
-  int64_t rows() const { return dim() == 0 ? 1 : numel() / size(-1); }
+  int64_t rows() const;  // product of all dims but the last
 
   void* raw() const;
   template <class T>

@@ -35,6 +35,22 @@ Tensor Mamba1Mixer::A() const {
   return a;
 }
 
+ops::SelectiveScanInputs Mamba1Mixer::scan_inputs(const Tensor& xz, const Tensor& u, const Tensor& x_dbl) const {
+  const int64_t axis = xz.dim() - 1;
+  Tensor delta = Tensor::empty(u.shape());
+  ops::linear(x_dbl.slice(axis, 0, dt_rank), dt_proj.weight, Tensor(), delta);  // bias goes to the scan
+  ops::SelectiveScanInputs scan;
+  scan.u = u;
+  scan.delta = delta;
+  scan.delta_bias = dt_proj.bias;
+  scan.A = A();
+  scan.B = x_dbl.slice(axis, dt_rank, d_state);
+  scan.C = x_dbl.slice(axis, dt_rank + d_state, d_state);
+  scan.D = D;
+  scan.z = xz.slice(axis, d_inner, d_inner);
+  return scan;
+}
+
 LayerState Mamba1Mixer::new_state(int64_t batch) const {
   return {Tensor::zeros({batch, d_conv - 1, d_inner}), Tensor::zeros({batch, d_inner, d_state})};
 }
@@ -48,20 +64,8 @@ void Mamba1Mixer::forward(const Tensor& x, LayerState* state, Tensor& y) const {
                      state ? &state->conv : nullptr, u);
   Tensor x_dbl = Tensor::empty({batch, length, dt_rank + 2 * d_state});
   x_proj.forward(u, x_dbl);
-  Tensor delta = Tensor::empty({batch, length, d_inner});
-  ops::linear(x_dbl.slice(2, 0, dt_rank), dt_proj.weight, Tensor(), delta);
-
-  ops::SelectiveScanInputs scan;
-  scan.u = u;
-  scan.delta = delta;
-  scan.delta_bias = dt_proj.bias;
-  scan.A = A();
-  scan.B = x_dbl.slice(2, dt_rank, d_state);
-  scan.C = x_dbl.slice(2, dt_rank + d_state, d_state);
-  scan.D = D;
-  scan.z = xz.slice(2, d_inner, d_inner);
   Tensor scanned = Tensor::empty({batch, length, d_inner});
-  ops::selective_scan(scan, state ? &state->ssm : nullptr, scanned);
+  ops::selective_scan(scan_inputs(xz, u, x_dbl), state ? &state->ssm : nullptr, scanned);
   out_proj.forward(scanned, y);
 }
 
@@ -74,20 +78,8 @@ void Mamba1Mixer::step(const Tensor& x, LayerState& state, Tensor& y) const {
                           u);
   Tensor x_dbl = Tensor::empty({batch, dt_rank + 2 * d_state});
   x_proj.forward(u, x_dbl);
-  Tensor delta = Tensor::empty({batch, d_inner});
-  ops::linear(x_dbl.slice(1, 0, dt_rank), dt_proj.weight, Tensor(), delta);
-
-  ops::SelectiveScanInputs scan;
-  scan.u = u;
-  scan.delta = delta;
-  scan.delta_bias = dt_proj.bias;
-  scan.A = A();
-  scan.B = x_dbl.slice(1, dt_rank, d_state);
-  scan.C = x_dbl.slice(1, dt_rank + d_state, d_state);
-  scan.D = D;
-  scan.z = xz.slice(1, d_inner, d_inner);
   Tensor scanned = Tensor::empty({batch, d_inner});
-  ops::selective_scan_step(scan, state.ssm, scanned);
+  ops::selective_scan_step(scan_inputs(xz, u, x_dbl), state.ssm, scanned);
   out_proj.forward(scanned, y);
 }
 

@@ -23,6 +23,8 @@ class Mamba1Mixer : public Mixer {
   Tensor D;            // [d_inner]
 
   Tensor A() const;    // -exp(A_log)
+  // Scan inputs from in_proj's output xz, the conv output u and x_proj's output x_dbl (computes Δ).
+  ops::SelectiveScanInputs scan_inputs(const Tensor& xz, const Tensor& u, const Tensor& x_dbl) const;
 };
 
 }  // namespace ssm

@@ -185,11 +185,15 @@ struct BpeTokenizer::MergeTable {
   }
 };
 
-// Per-thread cache of merged pieces (piece bytes -> ids) for the tokenizer that used it last.
+// Per-thread cache of merged pieces (piece bytes -> ids) for the tokenizer that used it last. A slot holds
+// keys of up to 16 bytes and single-token results inline, so most hits touch one cache line.
 struct BpeTokenizer::Cache {
   struct Slot {
-    uint64_t hash = 0;
-    uint32_t key_offset = 0, key_size = 0, ids_offset = 0, ids_size = 0;
+    uint64_t hash = 0;  // 0: empty
+    uint64_t key[2];    // the key, zero-padded, when key_size <= 16; else key[0] is its offset in `keys`
+    uint16_t key_size;
+    uint16_t ids_size;
+    int32_t ids;  // the id itself when ids_size == 1; else the offset in `ids`
   };
   static constexpr size_t kMaxPieceBytes = 128, kMaxEntries = size_t(1) << 20;
   uint64_t owner = 0;
@@ -198,6 +202,15 @@ struct BpeTokenizer::Cache {
   std::string keys;
   std::vector<int32_t> ids;
 
+  struct Key {
+    std::string_view bytes;
+    uint64_t hash;
+    uint64_t padded[2] = {0, 0};
+    explicit Key(std::string_view piece) : bytes(piece), hash(hash_bytes(piece.data(), piece.size())) {
+      if (piece.size() <= 16) std::memcpy(padded, piece.data(), piece.size());
+    }
+  };
+
   void reset(uint64_t new_owner) {
     owner = new_owner;
     slots.assign(size_t(1) << 12, Slot{});
@@ -205,37 +218,58 @@ struct BpeTokenizer::Cache {
     keys.clear();
     ids.clear();
   }
-  const Slot* find(std::string_view key, uint64_t hash) const {
+  bool matches(const Slot& slot, const Key& key) const {
+    if (slot.hash != key.hash || slot.key_size != key.bytes.size()) return false;
+    if (key.bytes.size() <= 16) return slot.key[0] == key.padded[0] && slot.key[1] == key.padded[1];
+    return std::memcmp(keys.data() + slot.key[0], key.bytes.data(), key.bytes.size()) == 0;
+  }
+  // Appends the cached ids of `key` to out; false when absent.
+  bool lookup(const Key& key, std::vector<int32_t>& out) const {
     const size_t mask = slots.size() - 1;
-    for (size_t i = hash & mask;; i = (i + 1) & mask) {
+    for (size_t i = key.hash & mask;; i = (i + 1) & mask) {
       const Slot& slot = slots[i];
-      if (slot.hash == 0) return nullptr;
-      if (slot.hash == hash && slot.key_size == key.size() &&
-          std::memcmp(keys.data() + slot.key_offset, key.data(), key.size()) == 0)
-        return &slot;
+      if (slot.hash == 0) return false;
+      if (!matches(slot, key)) continue;
+      if (slot.ids_size == 1) out.push_back(slot.ids);
+      else out.insert(out.end(), ids.begin() + slot.ids, ids.begin() + slot.ids + slot.ids_size);
+      return true;
     }
   }
-  void insert(std::string_view key, uint64_t hash, const int32_t* values, size_t count) {
-    if (used >= kMaxEntries) reset(owner);
+  void insert(const Key& key, const int32_t* values, size_t count) {
+    if (used >= kMaxEntries || keys.size() > (size_t(1) << 30) || ids.size() > (size_t(1) << 30)) reset(owner);
     if ((used + 1) * 2 > slots.size()) grow();
-    const size_t mask = slots.size() - 1;
-    size_t i = hash & mask;
-    while (slots[i].hash != 0) i = (i + 1) & mask;
-    slots[i] = Slot{hash, uint32_t(keys.size()), uint32_t(key.size()), uint32_t(ids.size()), uint32_t(count)};
-    keys.append(key);
-    ids.insert(ids.end(), values, values + count);
+    Slot slot;
+    slot.hash = key.hash;
+    slot.key_size = uint16_t(key.bytes.size());
+    slot.ids_size = uint16_t(count);
+    if (key.bytes.size() <= 16) {
+      slot.key[0] = key.padded[0];
+      slot.key[1] = key.padded[1];
+    } else {
+      slot.key[0] = keys.size();
+      slot.key[1] = 0;
+      keys.append(key.bytes);
+    }
+    if (count == 1) {
+      slot.ids = values[0];
+    } else {
+      slot.ids = int32_t(ids.size());
+      ids.insert(ids.end(), values, values + count);
+    }
+    place(slot);
     ++used;
+  }
+  void place(const Slot& slot) {
+    const size_t mask = slots.size() - 1;
+    size_t i = slot.hash & mask;
+    while (slots[i].hash != 0) i = (i + 1) & mask;
+    slots[i] = slot;
   }
   void grow() {
     std::vector<Slot> old = std::move(slots);
     slots.assign(old.size() * 2, Slot{});
-    const size_t mask = slots.size() - 1;
-    for (const Slot& slot : old) {
-      if (slot.hash == 0) continue;
-      size_t i = slot.hash & mask;
-      while (slots[i].hash != 0) i = (i + 1) & mask;
-      slots[i] = slot;
-    }
+    for (const Slot& slot : old)
+      if (slot.hash != 0) place(slot);
   }
 };
 
@@ -481,7 +515,8 @@ void BpeTokenizer::encode_normalized(std::string_view text, bool with_special, s
       text,
       [&](std::string_view piece) {
         if (add_prefix_space_ && piece[0] != ' ') {
-          const std::string prefixed = " " + std::string(piece);
+          std::string prefixed(1, ' ');
+          prefixed.append(piece);
           pre_tokenize(prefixed, 0, out, cache);
         } else {
           pre_tokenize(piece, 0, out, cache);
@@ -506,25 +541,23 @@ void BpeTokenizer::bpe(std::string_view piece, std::vector<int32_t>& out, Cache&
     else if (unk_id_ >= 0) out.push_back(unk_id_);
     return;
   }
-  if (ignore_merges_) {
-    const auto it = id_of_bytes_.find(std::string(piece));
-    if (it != id_of_bytes_.end()) {
-      out.push_back(it->second);
-      return;
-    }
-  }
   if (piece.size() > Cache::kMaxPieceBytes) {
-    merge_word(piece, out);
+    if (!ignore_merges_ || !whole_word(piece, out)) merge_word(piece, out);
     return;
   }
-  const uint64_t hash = hash_bytes(piece.data(), piece.size());
-  if (const Cache::Slot* slot = cache.find(piece, hash)) {
-    out.insert(out.end(), cache.ids.begin() + slot->ids_offset, cache.ids.begin() + slot->ids_offset + slot->ids_size);
-    return;
-  }
+  const Cache::Key key(piece);
+  if (cache.lookup(key, out)) return;
   const size_t before = out.size();
-  merge_word(piece, out);
-  cache.insert(piece, hash, out.data() + before, out.size() - before);
+  if (!ignore_merges_ || !whole_word(piece, out)) merge_word(piece, out);
+  cache.insert(key, out.data() + before, out.size() - before);
+}
+
+// ignore_merges: a piece that is a vocabulary token as a whole is that token.
+bool BpeTokenizer::whole_word(std::string_view piece, std::vector<int32_t>& out) const {
+  const auto it = id_of_bytes_.find(piece);
+  if (it == id_of_bytes_.end()) return false;
+  out.push_back(it->second);
+  return true;
 }
 
 void BpeTokenizer::merge_word(std::string_view piece, std::vector<int32_t>& out) const {
@@ -626,12 +659,11 @@ std::string_view BpeTokenizer::token_bytes(int32_t id) const {
 }
 
 std::optional<int32_t> BpeTokenizer::token_id(std::string_view token) const {
-  const std::string key(token);
-  if (const auto it = id_of_added_.find(key); it != id_of_added_.end()) return it->second;
-  if (const auto it = id_of_bytes_.find(key); it != id_of_bytes_.end()) return it->second;
+  if (const auto it = id_of_added_.find(token); it != id_of_added_.end()) return it->second;
+  if (const auto it = id_of_bytes_.find(token); it != id_of_bytes_.end()) return it->second;
   // Also accept the byte-level spelling of a vocabulary token ("Ġthe").
   for (const auto& [text, id] : id_of_bytes_)
-    if (byte_level_encode(text) == key) return id;
+    if (byte_level_encode(text) == token) return id;
   return std::nullopt;
 }
 

@@ -63,14 +63,21 @@ class BpeTokenizer final : public Tokenizer {
   void encode_normalized(std::string_view text, bool with_special, std::vector<int32_t>& out) const;
   void pre_tokenize(std::string_view text, size_t regex_index, std::vector<int32_t>& out, Cache& cache) const;
   void bpe(std::string_view piece, std::vector<int32_t>& out, Cache& cache) const;
+  bool whole_word(std::string_view piece, std::vector<int32_t>& out) const;
   void merge_word(std::string_view piece, std::vector<int32_t>& out) const;
   void merge_long_word(std::vector<int32_t>& ids) const;
+
+  struct StringHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  using StringMap = std::unordered_map<std::string, int32_t, StringHash, std::equal_to<>>;
 
   uint64_t serial_;  // distinguishes this tokenizer's entries in the thread-local caches
   std::vector<std::string> token_bytes_;
   std::vector<uint8_t> has_token_, special_;
-  std::unordered_map<std::string, int32_t> id_of_bytes_;  // model vocabulary, by token bytes
-  std::unordered_map<std::string, int32_t> id_of_added_;  // added tokens, by content
+  StringMap id_of_bytes_;  // model vocabulary, by token bytes
+  StringMap id_of_added_;  // added tokens, by content
   int32_t byte_id_[256];                                  // the token of each single byte (-1: none)
   int32_t unk_id_ = -1;
   bool ignore_merges_ = false;

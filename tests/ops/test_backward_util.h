@@ -98,10 +98,10 @@ inline double rel_err(const Vec& got, const Vec& want) {
   return den > 0 ? num / den : num;
 }
 
-#define EXPECT_GRAD_NEAR(got, want, tol, what)                                             \
-  do {                                                                                     \
-    const double err_ = ::ssm::testing::rel_err((got), (want));                            \
-    EXPECT_LT(err_, (tol)) << "gradient of " << (what) << ": relative error " << err_;     \
+#define EXPECT_GRAD_NEAR(got, want, tol, what)                                         \
+  do {                                                                                 \
+    const double err_ = ::ssm::testing::rel_err((got), (want));                        \
+    EXPECT_LT(err_, (tol)) << "gradient of " << (what) << ": relative error " << err_; \
   } while (0)
 
 }  // namespace ssm::testing

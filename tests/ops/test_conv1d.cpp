@@ -1,9 +1,8 @@
 // ops::conv1d_causal and ops::conv1d_causal_step against the double-precision reference in
 // ops/ref/conv1d.h, plus self-consistency: step = forward token by token, and forward in two pieces
 // with the state carried = forward in one piece.
-#include <gtest/gtest.h>
-
 #include <fmt/format.h>
+#include <gtest/gtest.h>
 
 #include "ops/ops.h"
 #include "ops/ref/conv1d.h"
@@ -17,8 +16,8 @@ using test::Vec;
 struct ConvCase {
   int64_t B, T, C, K;
 };
-const std::vector<ConvCase> kCases = {{1, 1, 5, 4}, {2, 7, 37, 4}, {3, 33, 130, 4}, {2, 130, 64, 3}, {1, 7, 16, 1},
-                                      {2, 2, 70, 4}};
+const std::vector<ConvCase> kCases = {{1, 1, 5, 4},    {2, 7, 37, 4}, {3, 33, 130, 4},
+                                      {2, 130, 64, 3}, {1, 7, 16, 1}, {2, 2, 70, 4}};
 
 TEST(OpsConv1d, MatchesReference) {
   Rng rng(21);
@@ -32,8 +31,8 @@ TEST(OpsConv1d, MatchesReference) {
       const Vec state0 = test::to_vec(state);
       Tensor y = test::nan_tensor({c.B, c.T, c.C}, strided);
       ops::conv1d_causal(x, w, bias, silu, with_state ? &state : nullptr, y);
-      const ref::Conv1dOutputs want = ref::conv1d_causal(test::to_vec(x), test::to_vec(w), test::to_vec(bias), state0,
-                                                         silu, c.B, c.T, c.C, c.K);
+      const ref::Conv1dOutputs want =
+          ref::conv1d_causal(test::to_vec(x), test::to_vec(w), test::to_vec(bias), state0, silu, c.B, c.T, c.C, c.K);
       const std::string what = fmt::format("B {} T {} C {} K {} bias {} silu {} state {} strided {}", c.B, c.T, c.C,
                                            c.K, with_bias, silu, with_state, strided);
       EXPECT_LT(test::max_rel_err(test::to_vec(y), want.y), 1e-6) << what;

@@ -37,13 +37,13 @@ TEST_P(BackwardConv1d, MatchesFiniteDifferences) {
   if (c.bias) EXPECT_GRAD_NEAR(to_vec(db), central_diff(b, loss), 1e-4, "bias");
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Shapes, BackwardConv1d,
-    ::testing::Values(ConvCase{2, 9, 5, 4, true, true, false}, ConvCase{2, 9, 5, 4, false, true, true},
-                      ConvCase{1, 3, 3, 4, true, true, true},    // T < K
-                      ConvCase{3, 11, 37, 4, true, false, false},  // channels over one block
-                      ConvCase{2, 300, 3, 3, true, true, true},    // time over one tile
-                      ConvCase{1, 5, 2, 1, true, true, false}));   // K = 1
+INSTANTIATE_TEST_SUITE_P(BackwardShapes, BackwardConv1d,
+                         ::testing::Values(ConvCase{2, 9, 5, 4, true, true, false},
+                                           ConvCase{2, 9, 5, 4, false, true, true},
+                                           ConvCase{1, 3, 3, 4, true, true, true},      // T < K
+                                           ConvCase{3, 11, 37, 4, true, false, false},  // channels over one block
+                                           ConvCase{2, 300, 3, 3, true, true, true},    // time over one tile
+                                           ConvCase{1, 5, 2, 1, true, true, false}));   // K = 1
 
 }  // namespace
 }  // namespace ssm

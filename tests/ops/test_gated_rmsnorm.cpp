@@ -11,42 +11,21 @@
 #include "core/tensor.h"
 #include "ops/ops.h"
 #include "ops/ref/gated_rmsnorm.h"
+#include "ops/test_util.h"
 
 namespace ssm {
 namespace {
 
-using Vec = std::vector<double>;
+using test::Vec;
 
-Vec random_vec(Rng& rng, int64_t n, double scale = 1.0, double offset = 0.0) {
+Vec normal_vec(Rng& rng, int64_t n, double scale = 1.0, double offset = 0.0) {
   Vec v(static_cast<size_t>(n));
   for (double& e : v) e = double(float(offset + scale * double(rng.normal())));
   return v;
 }
-void fill(Tensor& t, const Vec& v) {
-  ASSERT_EQ(int64_t(v.size()), t.numel());
-  const int64_t width = t.size(-1), ld = t.row_stride();
-  float* p = t.data<float>();
-  for (int64_t r = 0; r < t.rows(); ++r)
-    for (int64_t i = 0; i < width; ++i) p[r * ld + i] = float(v[size_t(r * width + i)]);
-}
-Vec to_vec(const Tensor& t) {
-  Vec v(size_t(t.numel()));
-  const int64_t width = t.size(-1), ld = t.row_stride();
-  const float* p = t.data<float>();
-  for (int64_t r = 0; r < t.rows(); ++r)
-    for (int64_t i = 0; i < width; ++i) v[size_t(r * width + i)] = double(p[r * ld + i]);
-  return v;
-}
-double rel_err(const Vec& got, const Vec& ref) {
-  EXPECT_EQ(got.size(), ref.size());
-  double num = 0.0, den = 0.0;
-  for (size_t i = 0; i < std::min(got.size(), ref.size()); ++i) {
-    if (!std::isfinite(got[i])) return std::numeric_limits<double>::infinity();
-    num = std::max(num, std::abs(got[i] - ref[i]));
-    den = std::max(den, std::abs(ref[i]));
-  }
-  return den > 0 ? num / den : num;
-}
+using test::fill_rows;
+using test::to_vec;
+double rel_err(const Vec& got, const Vec& want) { return test::max_rel_err(got, want); }
 
 constexpr double kTol = 1e-5;
 
@@ -62,30 +41,28 @@ void check_case(const Case& k) {
                                     << k.norm_before_gate << " strided " << k.strided << " gate " << k.gate);
   Rng rng(k.seed);
   const int64_t rows = k.batch * k.T;
-  const Vec x = random_vec(rng, rows * k.width, 1.5, 0.2);
-  const Vec z = k.gate ? random_vec(rng, rows * k.width, 2.0) : Vec{};
-  const Vec w = random_vec(rng, k.width, 0.5, 1.0);
+  const Vec x = normal_vec(rng, rows * k.width, 1.5, 0.2);
+  const Vec z = k.gate ? normal_vec(rng, rows * k.width, 2.0) : Vec{};
+  const Vec w = normal_vec(rng, k.width, 0.5, 1.0);
   Tensor xt, zt, yt, wide;
   if (k.strided) {
     // [z | x | pad] columns of one wide tensor, as the in_proj output / y buffers are laid out.
-    wide = Tensor::zeros({k.batch, k.T, 2 * k.width + 7});
+    wide = test::nan_tensor({k.batch, k.T, 2 * k.width + 7});
     zt = wide.slice(2, 0, k.width);
     xt = wide.slice(2, k.width, k.width);
-    Tensor ywide = Tensor::zeros({k.batch, k.T, k.width + 3});
-    yt = ywide.slice(2, 2, k.width);
   } else {
     xt = Tensor::empty({k.batch, k.T, k.width});
     zt = Tensor::empty({k.batch, k.T, k.width});
-    yt = Tensor::empty({k.batch, k.T, k.width});
   }
-  fill(xt, x);
+  yt = test::nan_tensor({k.batch, k.T, k.width}, k.strided);
+  fill_rows(xt, x);
   if (k.gate) {
-    fill(zt, z);
+    fill_rows(zt, z);
   } else {
     zt = Tensor();
   }
   Tensor wt = Tensor::empty({k.width});
-  fill(wt, w);
+  fill_rows(wt, w);
   ops::gated_rmsnorm(xt, zt, wt, k.group, k.norm_before_gate, k.eps, yt);
   const Vec want = ref::gated_rmsnorm(x, z, w, rows, k.width, k.group, k.norm_before_gate, double(k.eps));
   EXPECT_LT(rel_err(to_vec(yt), want), kTol);
@@ -135,38 +112,32 @@ TEST(OpsGatedRmsNorm, WithoutGate) {
 TEST(OpsGatedRmsNorm, InPlace) {
   Rng rng(9);
   const int64_t rows = 6, width = 48, group = 24;
-  const Vec x = random_vec(rng, rows * width), z = random_vec(rng, rows * width), w = random_vec(rng, width);
+  const Vec x = normal_vec(rng, rows * width), z = normal_vec(rng, rows * width), w = normal_vec(rng, width);
   for (bool nbg : {false, true}) {
     Tensor xt = Tensor::empty({rows, width}), zt = Tensor::empty({rows, width}), wt = Tensor::empty({width});
-    fill(xt, x);
-    fill(zt, z);
-    fill(wt, w);
+    fill_rows(xt, x);
+    fill_rows(zt, z);
+    fill_rows(wt, w);
     ops::gated_rmsnorm(xt, zt, wt, group, nbg, 1e-6f, xt);
     EXPECT_LT(rel_err(to_vec(xt), ref::gated_rmsnorm(x, z, w, rows, width, group, nbg, 1e-6)), kTol);
-  }
-}
-
-template <class F>
-void expect_error(F&& f, const std::string& fragment) {
-  try {
-    f();
-    ADD_FAILURE() << "no ssm::Error thrown (expected " << fragment << ")";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    EXPECT_NE(msg.find("gated_rmsnorm"), std::string::npos) << msg;
-    EXPECT_NE(msg.find(fragment), std::string::npos) << msg;
   }
 }
 
 TEST(OpsGatedRmsNorm, ShapeAndDtypeErrors) {
   Tensor x = Tensor::zeros({2, 3, 8}), z = Tensor::zeros({2, 3, 8}), w = Tensor::zeros({8}),
          y = Tensor::zeros({2, 3, 8});
-  expect_error([&] { ops::gated_rmsnorm(x, Tensor::zeros({2, 3, 9}), w, 8, false, 1e-5f, y); }, "[2, 3, 9]");
-  expect_error([&] { ops::gated_rmsnorm(x, z, Tensor::zeros({7}), 8, false, 1e-5f, y); }, "[7]");
-  expect_error([&] { ops::gated_rmsnorm(x, z, w, 3, false, 1e-5f, y); }, "group_size 3");
+  test::expect_error(
+      [&] {
+        ops::gated_rmsnorm(x, Tensor::zeros({2, 3, 9}), w, 8, false, 1e-5f, y);
+      },
+      {"gated_rmsnorm", "[2, 3, 9]"});
+  test::expect_error([&] { ops::gated_rmsnorm(x, z, Tensor::zeros({7}), 8, false, 1e-5f, y); },
+                     {"gated_rmsnorm", "[7]"});
+  test::expect_error([&] { ops::gated_rmsnorm(x, z, w, 3, false, 1e-5f, y); }, {"gated_rmsnorm", "group_size 3"});
   Tensor bad_y = Tensor::zeros({2, 4, 8});
-  expect_error([&] { ops::gated_rmsnorm(x, z, w, 8, false, 1e-5f, bad_y); }, "[2, 4, 8]");
-  expect_error([&] { ops::gated_rmsnorm(x.to(DType::BF16), z, w, 8, false, 1e-5f, y); }, "BF16");
+  test::expect_error([&] { ops::gated_rmsnorm(x, z, w, 8, false, 1e-5f, bad_y); }, {"gated_rmsnorm", "[2, 4, 8]"});
+  test::expect_error([&] { ops::gated_rmsnorm(x.to(DType::BF16), z, w, 8, false, 1e-5f, y); },
+                     {"gated_rmsnorm", "BF16"});
 }
 
 }  // namespace

@@ -1,7 +1,6 @@
 // ops::linear (F32 and BF16 weights), ops::embedding and ops::add_inplace against plain references.
-#include <gtest/gtest.h>
-
 #include <fmt/format.h>
+#include <gtest/gtest.h>
 
 #include "ops/ops.h"
 #include "ops/ref/linear.h"
@@ -17,16 +16,20 @@ struct LinearCase {
   int64_t N, K;
 };
 
-// Every combination of bias, accumulate and strided x/y for each case; w in `dtype`.
-void check_linear(const std::vector<LinearCase>& cases, DType dtype, uint64_t seed) {
+enum LinearFlags { kBias = 1, kAccumulate = 2, kStrided = 4, kAllLinearFlags = 8 };
+
+// The reference check for each case and each combination of bias, accumulate and strided x/y
+// (all, or only `only_flags`); w in `dtype`.
+void check_linear(const std::vector<LinearCase>& cases, DType dtype, uint64_t seed, int only_flags = -1) {
   Rng rng(seed);
   for (const LinearCase& c : cases) {
     Shape x_shape = c.lead, y_shape = c.lead;
     x_shape.push_back(c.K);
     y_shape.push_back(c.N);
     const int64_t M = shape_numel(c.lead);
-    for (int flags = 0; flags < 8; ++flags) {
-      const bool with_bias = flags & 1, accumulate = flags & 2, strided = flags & 4;
+    for (int flags = 0; flags < kAllLinearFlags; ++flags) {
+      if (only_flags >= 0 && flags != only_flags) continue;
+      const bool with_bias = flags & kBias, accumulate = flags & kAccumulate, strided = flags & kStrided;
       const Tensor x = test::random_tensor(x_shape, rng, -1, 1, strided);
       const Tensor w = test::random_tensor({c.N, c.K}, rng).to(dtype);
       const Tensor bias = with_bias ? test::random_tensor({c.N}, rng) : Tensor();
@@ -47,13 +50,14 @@ void check_linear(const std::vector<LinearCase>& cases, DType dtype, uint64_t se
 }
 
 TEST(OpsLinear, MatchesReferenceF32) {
+  // M = 1: sgemv; 2..47: the streaming kernel (one and several passes); 48 on: sgemm.
   check_linear({{{1}, 33, 17}, {{2}, 5, 64}, {{7}, 130, 48}, {{2, 7}, 65, 100}, {{130}, 31, 7}, {{3, 33}, 24, 40}},
                DType::F32, 1);
 }
 
 TEST(OpsLinear, MatchesReferenceBF16) {
-  // M = 1..8 take the streaming kernel (N tails of its row blocks, K tails of its 16 lanes);
-  // larger M the widen-and-sgemm path.
+  // M = 1..8: one pass of the streaming kernel (N tails of its row tiles, K tails of its 16
+  // lanes); 9 and 77: several passes; 130 on: widen-and-sgemm.
   std::vector<LinearCase> cases;
   for (int64_t M : {1, 2, 3, 4, 5, 8}) cases.push_back({{M}, 37, 100});
   cases.push_back({{1}, 64, 768});
@@ -61,18 +65,20 @@ TEST(OpsLinear, MatchesReferenceBF16) {
   cases.push_back({{9}, 37, 100});
   cases.push_back({{77}, 300, 48});
   cases.push_back({{7, 11}, 45, 33});
+  cases.push_back({{130}, 45, 33});
+  cases.push_back({{2, 65}, 20, 70});
   check_linear(cases, DType::BF16, 2);
 }
 
 TEST(OpsLinear, LargeBF16WeightSpansSeveralBlocks) {
-  // More weight rows than one widened f32 block holds.
-  check_linear({{{20}, 1500, 256}}, DType::BF16, 3);
+  // More weight rows than one widened f32 block (4M floats: 512 rows at K = 8192) holds.
+  check_linear({{{96}, 600, 8192}}, DType::BF16, 3, kBias | kAccumulate | kStrided);
 }
 
 TEST(OpsLinear, EmptyInnerDimensionGivesBias) {
   Rng rng(4);
   for (DType dtype : {DType::F32, DType::BF16}) {
-    for (int64_t M : {1, 12}) {
+    for (int64_t M : {1, 12, 130}) {
       const Tensor x = Tensor::empty({M, 0});
       const Tensor w = Tensor::empty({6, 0}, dtype);
       const Tensor bias = test::random_tensor({6}, rng);

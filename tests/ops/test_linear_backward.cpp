@@ -47,7 +47,7 @@ TEST_P(BackwardLinear, MatchesFiniteDifferences) {
   for (size_t i = 0; i < dw1.size(); ++i) EXPECT_NEAR(dw2[i], 2 * dw1[i], 1e-5 * (1 + std::abs(dw1[i])));
 }
 
-INSTANTIATE_TEST_SUITE_P(Shapes, BackwardLinear,
+INSTANTIATE_TEST_SUITE_P(BackwardShapes, BackwardLinear,
                          ::testing::Values(LinearCase{1, 1, 1, 1, true, false}, LinearCase{2, 7, 5, 3, true, true},
                                            LinearCase{3, 5, 17, 9, false, false},
                                            LinearCase{2, 13, 8, 33, true, true}));

@@ -32,7 +32,14 @@ TEST(BackwardRmsnorm, MatchesFiniteDifferences) {
     EXPECT_GRAD_NEAR(to_vec(dw), central_diff(w, loss), 1e-4, "w");
     const Vec once = to_vec(dx);
     ops::rmsnorm_backward(xt, make({W}, w), float(eps), make(s, wy), dx, nullptr, /*accumulate_dx=*/true);
-    EXPECT_GRAD_NEAR(to_vec(dx), [&] { Vec v = once; for (double& e : v) e *= 2; return v; }(), 1e-6, "x twice");
+    EXPECT_GRAD_NEAR(
+        to_vec(dx),
+        [&] {
+          Vec v = once;
+          for (double& e : v) e *= 2;
+          return v;
+        }(),
+        1e-6, "x twice");
   }
 }
 
@@ -59,7 +66,7 @@ TEST_P(BackwardGatedRmsnorm, MatchesFiniteDifferences) {
   EXPECT_GRAD_NEAR(to_vec(dw), central_diff(w, loss), 1e-4, "w");
 }
 
-INSTANTIATE_TEST_SUITE_P(Shapes, BackwardGatedRmsnorm,
+INSTANTIATE_TEST_SUITE_P(BackwardShapes, BackwardGatedRmsnorm,
                          ::testing::Values(GatedCase{5, 8, 8, false, true}, GatedCase{5, 8, 8, true, true},
                                            GatedCase{7, 12, 4, false, true}, GatedCase{7, 12, 3, true, true},
                                            GatedCase{3, 10, 5, false, false}, GatedCase{1, 2, 2, false, true}));

@@ -155,13 +155,13 @@ TEST_P(BackwardSelectiveScan, SavingForwardMatchesOp) {
   EXPECT_LT(rel_err(to_vec(final_state), want.state), 2e-5);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Shapes, BackwardSelectiveScan,
-    ::testing::Values(ScanCase{2, 13, 5, 4, 4, true, true, true, true, false},
-                      ScanCase{1, 1, 3, 2, 4, true, true, true, true, true},
-                      ScanCase{2, 9, 19, 3, 2, false, true, true, true, true},   // D over one 16-lane block
-                      ScanCase{3, 17, 4, 16, 5, true, false, false, true, false},
-                      ScanCase{2, 11, 6, 5, 8, true, true, true, false, true}));  // no softplus
+INSTANTIATE_TEST_SUITE_P(BackwardShapes, BackwardSelectiveScan,
+                         ::testing::Values(ScanCase{2, 13, 5, 4, 4, true, true, true, true, false},
+                                           ScanCase{1, 1, 3, 2, 4, true, true, true, true, true},
+                                           ScanCase{2, 9, 19, 3, 2, false, true, true, true,
+                                                    true},  // D over one 16-lane block
+                                           ScanCase{3, 17, 4, 16, 5, true, false, false, true, false},
+                                           ScanCase{2, 11, 6, 5, 8, true, true, true, false, true}));  // no softplus
 
 }  // namespace
 }  // namespace ssm

@@ -12,39 +12,16 @@
 #include "core/tensor.h"
 #include "ops/ops.h"
 #include "ops/ref/ssd.h"
+#include "ops/test_util.h"
 
 namespace ssm {
 namespace {
 
-using Vec = std::vector<double>;
+using test::Vec;
 
-Vec random_vec(Rng& rng, int64_t n, double scale = 1.0, double offset = 0.0) {
+Vec normal_vec(Rng& rng, int64_t n, double scale = 1.0, double offset = 0.0) {
   Vec v(static_cast<size_t>(n));
   for (double& e : v) e = offset + scale * double(rng.normal());
-  return v;
-}
-Vec uniform_vec(Rng& rng, int64_t n, double lo, double hi) {
-  Vec v(static_cast<size_t>(n));
-  for (double& e : v) e = double(rng.uniform(float(lo), float(hi)));
-  return v;
-}
-
-// Writes v (logical row-major order) into a rows tensor (or 1-D contiguous tensor).
-void fill(Tensor& t, const Vec& v) {
-  ASSERT_EQ(int64_t(v.size()), t.numel());
-  if (t.numel() == 0) return;
-  const int64_t width = t.size(-1), ld = t.row_stride();
-  float* p = t.data<float>();
-  for (int64_t r = 0; r < t.rows(); ++r)
-    for (int64_t i = 0; i < width; ++i) p[r * ld + i] = float(v[size_t(r * width + i)]);
-}
-Vec to_vec(const Tensor& t) {
-  Vec v(size_t(t.numel()));
-  if (t.numel() == 0) return v;
-  const int64_t width = t.size(-1), ld = t.row_stride();
-  const float* p = t.data<float>();
-  for (int64_t r = 0; r < t.rows(); ++r)
-    for (int64_t i = 0; i < width; ++i) v[size_t(r * width + i)] = double(p[r * ld + i]);
   return v;
 }
 // The float values a tensor actually holds: the reference must see exactly what the kernel sees.
@@ -53,23 +30,8 @@ Vec rounded(const Vec& v) {
   for (size_t i = 0; i < v.size(); ++i) r[i] = double(float(v[i]));
   return r;
 }
-Tensor make(const Shape& shape, const Vec& v) {
-  Tensor t = Tensor::empty(shape);
-  fill(t, v);
-  return t;
-}
-
-// max |a - b| / max |b|
-double rel_err(const Vec& got, const Vec& ref) {
-  EXPECT_EQ(got.size(), ref.size());
-  double num = 0.0, den = 0.0;
-  for (size_t i = 0; i < std::min(got.size(), ref.size()); ++i) {
-    if (!std::isfinite(got[i])) return std::numeric_limits<double>::infinity();
-    num = std::max(num, std::abs(got[i] - ref[i]));
-    den = std::max(den, std::abs(ref[i]));
-  }
-  return den > 0 ? num / den : num;
-}
+Tensor make(const Shape& shape, const Vec& v) { return test::from_vec(v, shape); }
+double rel_err(const Vec& got, const Vec& want) { return test::max_rel_err(got, want); }
 
 struct Case {
   int64_t batch = 2, T = 33, H = 4, P = 8, G = 1, N = 16, chunk = 8;
@@ -91,15 +53,15 @@ Data make_data(const Case& k) {
   Data d;
   d.dims = {k.batch, k.T, k.H, k.P, k.G, k.N};
   auto& in = d.in;
-  in.x = rounded(random_vec(rng, k.batch * k.T * k.H * k.P));
-  in.dt = rounded(random_vec(rng, k.batch * k.T * k.H, k.dt_noise));
-  in.dt_bias = rounded(random_vec(rng, k.H, 0.3, k.dt_bias));
-  in.A = uniform_vec(rng, k.H, 0.0, std::log(16.0));
+  in.x = rounded(normal_vec(rng, k.batch * k.T * k.H * k.P));
+  in.dt = rounded(normal_vec(rng, k.batch * k.T * k.H, k.dt_noise));
+  in.dt_bias = rounded(normal_vec(rng, k.H, 0.3, k.dt_bias));
+  in.A = test::uniform_vec(rng, k.H, 0.0, std::log(16.0));
   for (double& a : in.A) a = double(float(-std::exp(a)));
-  in.B = rounded(random_vec(rng, k.batch * k.T * k.G * k.N, 0.5));
-  in.C = rounded(random_vec(rng, k.batch * k.T * k.G * k.N, 0.5));
-  if (k.with_D) in.D = rounded(random_vec(rng, k.H));
-  if (k.with_state) in.state0 = rounded(random_vec(rng, k.batch * k.H * k.P * k.N));
+  in.B = rounded(normal_vec(rng, k.batch * k.T * k.G * k.N, 0.5));
+  in.C = rounded(normal_vec(rng, k.batch * k.T * k.G * k.N, 0.5));
+  if (k.with_D) in.D = rounded(normal_vec(rng, k.H));
+  if (k.with_state) in.state0 = rounded(normal_vec(rng, k.batch * k.H * k.P * k.N));
   in.dt_min = double(float(k.dt_min));
   in.dt_max = double(float(k.dt_max));
   return d;
@@ -123,7 +85,7 @@ Tensors make_tensors(const Case& k, const Data& d, bool step = false) {
   };
   if (k.strided) {
     const int64_t pad = 3;
-    t.wide = Tensor::zeros(shape(pad + HP + 2 * GN + k.H + 5));
+    t.wide = test::nan_tensor(shape(pad + HP + 2 * GN + k.H + 5));  // padding NaN: reads outside show
     const int64_t ax = int64_t(lead.size());
     t.in.x = t.wide.slice(ax, pad, HP);
     t.in.B = t.wide.slice(ax, pad + HP, GN);
@@ -135,10 +97,10 @@ Tensors make_tensors(const Case& k, const Data& d, bool step = false) {
     t.in.C = Tensor::empty(shape(GN));
     t.in.dt = Tensor::empty(shape(k.H));
   }
-  fill(t.in.x, d.in.x);
-  fill(t.in.B, d.in.B);
-  fill(t.in.C, d.in.C);
-  fill(t.in.dt, d.in.dt);
+  test::fill_rows(t.in.x, d.in.x);
+  test::fill_rows(t.in.B, d.in.B);
+  test::fill_rows(t.in.C, d.in.C);
+  test::fill_rows(t.in.dt, d.in.dt);
   t.in.dt_bias = make({k.H}, d.in.dt_bias);
   t.in.A = make({k.H}, d.in.A);
   if (!d.in.D.empty()) t.in.D = make({k.H}, d.in.D);
@@ -155,8 +117,7 @@ struct Result {
 
 Result run_ssd(const Case& k, const Data& d) {
   Tensors t = make_tensors(k, d);
-  Tensor y = Tensor::empty({k.batch, k.T, k.H * k.P});
-  y.fill(std::nanf(""));
+  Tensor y = test::nan_tensor({k.batch, k.T, k.H * k.P}, k.strided);
   Tensor state;
   if (k.with_state) {
     state = make({k.batch, k.H, k.P, k.N}, d.in.state0);
@@ -165,8 +126,8 @@ Result run_ssd(const Case& k, const Data& d) {
   }
   ops::ssd(t.in, state.defined() ? &state : nullptr, y);
   Result r;
-  r.y = to_vec(y);
-  if (state.defined()) r.state = to_vec(state);
+  r.y = test::to_vec(y);
+  if (state.defined()) r.state = test::to_vec(state);
   return r;
 }
 
@@ -341,12 +302,12 @@ TEST(OpsSsd, TwoPiecesEqualOne) {
     piece.C = t.in.C.slice(1, start, len).contiguous();
     Tensor yp = Tensor::empty({k.batch, len, HP});
     ops::ssd(piece, &state, yp);
-    const Vec part = to_vec(yp);
+    const Vec part = test::to_vec(yp);
     for (int64_t b = 0; b < k.batch; ++b)
       std::copy_n(part.begin() + b * len * HP, len * HP, y.begin() + (b * k.T + start) * HP);
   }
   EXPECT_LT(rel_err(y, whole.y), kTol);
-  EXPECT_LT(rel_err(to_vec(state), whole.state), kTol);
+  EXPECT_LT(rel_err(test::to_vec(state), whole.state), kTol);
 }
 
 TEST(OpsSsd, StepEqualsForwardTokenByToken) {
@@ -374,48 +335,38 @@ TEST(OpsSsd, StepEqualsForwardTokenByToken) {
       Tensor ys = y.select(1, s);
       ops::ssd_step(tok, state, ys);
     }
-    EXPECT_LT(rel_err(to_vec(y), whole.y), kTol);
-    EXPECT_LT(rel_err(to_vec(state), whole.state), kTol);
-    EXPECT_LT(rel_err(to_vec(y), want.y), kTol);
-    EXPECT_LT(rel_err(to_vec(state), want.state), kTol);
+    EXPECT_LT(rel_err(test::to_vec(y), whole.y), kTol);
+    EXPECT_LT(rel_err(test::to_vec(state), whole.state), kTol);
+    EXPECT_LT(rel_err(test::to_vec(y), want.y), kTol);
+    EXPECT_LT(rel_err(test::to_vec(state), want.state), kTol);
   }
 }
 
 TEST(OpsSsd, StepMatchesReference) {
   for (bool with_D : {false, true}) {
-    Case k;
-    k.T = 1;
-    k.batch = 3;
-    k.H = 6;
-    k.G = 2;
-    k.P = 16;
-    k.N = 32;
-    k.with_D = with_D;
-    k.with_state = true;
-    k.strided = true;
-    k.dt_min = 0.03;
-    k.dt_max = 0.07;
-    const Data d = make_data(k);
-    const ref::SsdRefOutputs want = ref::ssd_step(d.dims, d.in);
-    Tensors t = make_tensors(k, d, /*step=*/true);
-    Tensor state = make({k.batch, k.H, k.P, k.N}, d.in.state0);
-    Tensor y = Tensor::empty({k.batch, k.H * k.P});
-    ops::ssd_step(t.in, state, y);
-    EXPECT_LT(rel_err(to_vec(y), want.y), kTol);
-    EXPECT_LT(rel_err(to_vec(state), want.state), kTol);
-  }
-}
-
-// Expects ssm::Error whose message names the op and contains `fragment`.
-template <class F>
-void expect_error(F&& f, const std::string& op, const std::string& fragment) {
-  try {
-    f();
-    ADD_FAILURE() << "no ssm::Error thrown (expected " << fragment << ")";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    EXPECT_NE(msg.find(op), std::string::npos) << msg;
-    EXPECT_NE(msg.find(fragment), std::string::npos) << msg;
+    for (int64_t N : {32, 12}) {  // whole vectors of state, and the scalar tail path
+      SCOPED_TRACE(::testing::Message() << "D " << with_D << " N " << N);
+      Case k;
+      k.T = 1;
+      k.batch = 3;
+      k.H = 6;
+      k.G = 2;
+      k.P = 16;
+      k.N = N;
+      k.with_D = with_D;
+      k.with_state = true;
+      k.strided = true;
+      k.dt_min = 0.03;
+      k.dt_max = 0.07;
+      const Data d = make_data(k);
+      const ref::SsdRefOutputs want = ref::ssd_step(d.dims, d.in);
+      Tensors t = make_tensors(k, d, /*step=*/true);
+      Tensor state = make({k.batch, k.H, k.P, k.N}, d.in.state0);
+      Tensor y = test::nan_tensor({k.batch, k.H * k.P}, /*strided=*/true);
+      ops::ssd_step(t.in, state, y);
+      EXPECT_LT(rel_err(test::to_vec(y), want.y), kTol);
+      EXPECT_LT(rel_err(test::to_vec(state), want.state), kTol);
+    }
   }
 }
 
@@ -431,43 +382,43 @@ TEST(OpsSsd, ShapeAndDtypeErrors) {
     Tensors t = fresh();
     t.in.B = Tensor::empty({k.batch, k.T + 1, k.N});
     t.in.C = Tensor::empty({k.batch, k.T + 1, k.N});
-    expect_error([&] { ops::ssd(t.in, &state, y); }, "ssd", "[2, 11, 16]");
+    test::expect_error([&] { ops::ssd(t.in, &state, y); }, {"ssd", "[2, 11, 16]"});
   }
   {
     Tensors t = fresh();
     t.in.x = t.in.x.to(DType::BF16);
-    expect_error([&] { ops::ssd(t.in, &state, y); }, "ssd", "BF16");
+    test::expect_error([&] { ops::ssd(t.in, &state, y); }, {"ssd", "BF16"});
   }
   {
     Tensors t = fresh();
     t.in.A = Tensor::zeros({k.H + 1});
-    expect_error([&] { ops::ssd(t.in, &state, y); }, "ssd", "[5]");
+    test::expect_error([&] { ops::ssd(t.in, &state, y); }, {"ssd", "[5]"});
   }
   {
     Tensors t = fresh();
     t.in.n_groups = 3;
-    expect_error([&] { ops::ssd(t.in, &state, y); }, "ssd", "n_groups 3");
+    test::expect_error([&] { ops::ssd(t.in, &state, y); }, {"ssd", "n_groups 3"});
   }
   {
     Tensors t = fresh();
     Tensor bad_state = Tensor::zeros({k.batch, k.H, k.P, k.N + 1});
-    expect_error([&] { ops::ssd(t.in, &bad_state, y); }, "ssd", "[2, 4, 8, 17]");
+    test::expect_error([&] { ops::ssd(t.in, &bad_state, y); }, {"ssd", "[2, 4, 8, 17]"});
   }
   {
     Tensors t = fresh();
     Tensor bad_y = Tensor::empty({k.batch, k.T, k.H * k.P - 1});
-    expect_error([&] { ops::ssd(t.in, &state, bad_y); }, "ssd", "[2, 10, 31]");
+    test::expect_error([&] { ops::ssd(t.in, &state, bad_y); }, {"ssd", "[2, 10, 31]"});
   }
   {
     Tensors t = fresh();
     t.in.chunk_size = 0;
-    expect_error([&] { ops::ssd(t.in, &state, y); }, "ssd", "chunk_size");
+    test::expect_error([&] { ops::ssd(t.in, &state, y); }, {"ssd", "chunk_size"});
   }
   {
     Tensors t = make_tensors(k, d);
     ops::SsdInputs tok = t.in;  // sequence tensors handed to the step form
     Tensor ys = Tensor::empty({k.batch, k.H * k.P});
-    expect_error([&] { ops::ssd_step(tok, state, ys); }, "ssd_step", "[2, 10, 32]");
+    test::expect_error([&] { ops::ssd_step(tok, state, ys); }, {"ssd_step", "[2, 10, 32]"});
   }
 }
 

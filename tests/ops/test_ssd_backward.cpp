@@ -79,8 +79,8 @@ SsdGradVecs run_backward(const SsdProblem& p, int64_t chunk) {
   if (c.skip) g.dD = Tensor::zeros({c.H});
   g.ddt_bias = Tensor::zeros({c.H});
   if (c.state) g.dstate0 = Tensor::empty(ss);
-  ops::ssd_backward(p.tensors(chunk), c.state ? make(ss, p.in.state0) : Tensor(),
-                    make({c.batch, c.T, HP}, p.wy), g, c.dfinal ? make(ss, p.wfinal) : Tensor());
+  ops::ssd_backward(p.tensors(chunk), c.state ? make(ss, p.in.state0) : Tensor(), make({c.batch, c.T, HP}, p.wy), g,
+                    c.dfinal ? make(ss, p.wfinal) : Tensor());
   SsdGradVecs r;
   r.dx = to_vec(g.dx);
   r.ddt = to_vec(g.ddt);
@@ -129,13 +129,13 @@ TEST_P(BackwardSsd, ChunkSizesAgree) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Shapes, BackwardSsd,
-    ::testing::Values(SsdCase{2, 13, 4, 3, 1, 5, 4, true, false, false},
-                      SsdCase{2, 11, 4, 2, 2, 3, 3, true, true, true},    // groups, carried state
-                      SsdCase{1, 1, 2, 3, 1, 2, 4, false, true, false},   // one token
-                      SsdCase{3, 9, 6, 4, 3, 4, 9, true, false, true},    // one chunk exactly
-                      SsdCase{2, 10, 3, 2, 1, 3, 4, true, false, false, 0.12}));  // dt clamped above
+INSTANTIATE_TEST_SUITE_P(BackwardShapes, BackwardSsd,
+                         ::testing::Values(SsdCase{2, 13, 4, 3, 1, 5, 4, true, false, false},
+                                           SsdCase{2, 11, 4, 2, 2, 3, 3, true, true, true},   // groups, carried state
+                                           SsdCase{1, 1, 2, 3, 1, 2, 4, false, true, false},  // one token
+                                           SsdCase{3, 9, 6, 4, 3, 4, 9, true, false, true},   // one chunk exactly
+                                           SsdCase{2, 10, 3, 2, 1, 3, 4, true, false, false,
+                                                   0.12}));  // dt clamped above
 
 }  // namespace
 }  // namespace ssm

@@ -83,6 +83,22 @@ inline double max_rel_err(const Vec& got, const Vec& want) {
   return diff / (scale > 0.0 ? scale : 1.0);
 }
 
+// max |got - want| / max |magnitude|, for results prone to cancellation: `magnitude` is the same
+// computation on absolute values, a bound on the size of the terms whose rounding errors add up.
+inline double max_err_vs(const Vec& got, const Vec& want, const Vec& magnitude) {
+  double scale = 0.0;
+  for (double m : magnitude) scale = std::max(scale, std::abs(m));
+  const double rel = max_rel_err(got, want);
+  double want_max = 0.0;
+  for (double w : want) want_max = std::max(want_max, std::abs(w));
+  return rel * (want_max > 0.0 ? want_max : 1.0) / (scale > 0.0 ? scale : 1.0);
+}
+
+inline Vec abs_vec(Vec v) {
+  for (double& e : v) e = std::abs(e);
+  return v;
+}
+
 // Runs fn, expecting an ssm::Error whose message contains every one of `parts`.
 template <class Fn>
 void expect_error(Fn&& fn, std::initializer_list<std::string> parts) {

@@ -48,7 +48,10 @@ class TokenizerCli : public ::testing::Test {
 
 std::string joined(const std::vector<int32_t>& ids) {
   std::string out;
-  for (size_t i = 0; i < ids.size(); ++i) out += (i ? " " : "") + std::to_string(ids[i]);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (i) out.push_back(' ');
+    out += std::to_string(ids[i]);
+  }
   return out;
 }
 

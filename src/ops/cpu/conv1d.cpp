@@ -1,13 +1,15 @@
 // ops::conv1d_causal and ops::conv1d_causal_step on the CPU (depthwise, causal):
 //   y[b,t,c] = bias[c] + sum_j w[c,j] · x[b, t-(K-1)+j, c],   x at negative times read from the state.
-// Work is split into (batch, block of kChannelBlock channels) tasks spread over OpenMP threads;
-// inside a task the taps are transposed to [K, block] so that every inner loop runs over
-// contiguous channels. The step is the same kernel with T = 1.
+// The taps are transposed once to [K, C] so that every inner loop runs over contiguous channels,
+// 16 at a time in one register. Work is split into (batch, chunk of kTimeChunk tokens) tasks spread
+// over OpenMP threads; a task walks whole rows, which the hardware prefetchers stream (a task per
+// channel block would jump a row stride per token, which they do not follow). The state is
+// rewritten after all tasks have read it. The step is the same kernel with T = 1.
 #include <algorithm>
 #include <vector>
 
 #include "core/error.h"
-#include "ops/cpu/checks.h"
+#include "ops/cpu/op_util.h"  // describe, is_f32_rows, is_f32_vec
 #include "ops/cpu/vec_math.h"
 #include "ops/ops.h"
 
@@ -15,9 +17,10 @@ namespace ssm::ops {
 
 namespace {
 
+using namespace vec;
 using detail::describe;
 
-constexpr int64_t kChannelBlock = 64;
+constexpr int64_t kTimeChunk = 32;
 
 struct ConvArgs {
   const float* x;  // row (b, t) at (b*T + t) * ldx
@@ -33,46 +36,47 @@ struct ConvArgs {
 };
 
 void conv_run(const ConvArgs& a) {
-  const int64_t K = a.K, T = a.T;
-  const int64_t blocks = (a.C + kChannelBlock - 1) / kChannelBlock;
-#pragma omp parallel if (a.batch * T * a.C * K >= (1 << 15))
+  const int64_t K = a.K, T = a.T, C = a.C;
+  std::vector<float> taps(size_t(K * C));  // [K, C]
+  for (int64_t c = 0; c < C; ++c) {
+    for (int64_t j = 0; j < K; ++j) taps[size_t(j * C + c)] = a.w[c * K + j];
+  }
+  const int64_t chunks = (T + kTimeChunk - 1) / kTimeChunk;
+#pragma omp parallel if (a.batch * T * C * K >= (1 << 16))
   {
-    std::vector<float> taps(size_t(K * kChannelBlock));
+    std::vector<const float*> rows(static_cast<size_t>(K));
 #pragma omp for schedule(static)
-    for (int64_t task = 0; task < a.batch * blocks; ++task) {
-      const int64_t b = task / blocks, c0 = task % blocks * kChannelBlock;
-      const int64_t nc = std::min(kChannelBlock, a.C - c0);
-      for (int64_t c = 0; c < nc; ++c) {
-        for (int64_t j = 0; j < K; ++j) taps[size_t(j * kChannelBlock + c)] = a.w[(c0 + c) * K + j];
-      }
-      const float* xb = a.x + b * T * a.ldx + c0;
-      float* sb = a.state ? a.state + b * (K - 1) * a.lds + c0 : nullptr;
-      for (int64_t t = 0; t < T; ++t) {
-        float acc[kChannelBlock];
-        for (int64_t c = 0; c < nc; ++c) acc[c] = a.bias ? a.bias[c0 + c] : 0.0f;
+    for (int64_t task = 0; task < a.batch * chunks; ++task) {
+      const int64_t b = task / chunks, t0 = task % chunks * kTimeChunk;
+      for (int64_t t = t0; t < std::min(T, t0 + kTimeChunk); ++t) {
         for (int64_t j = 0; j < K; ++j) {
           const int64_t src = t - (K - 1) + j;
-          if (src < 0 && !sb) continue;  // zero left padding
-          const float* row = src < 0 ? sb + (K - 1 + src) * a.lds : xb + src * a.ldx;
-          const float* tap = taps.data() + j * kChannelBlock;
-#pragma omp simd
-          for (int64_t c = 0; c < nc; ++c) acc[c] += tap[c] * row[c];
+          rows[size_t(j)] = src >= 0  ? a.x + (b * T + src) * a.ldx
+                            : a.state ? a.state + (b * (K - 1) + K - 1 + src) * a.lds
+                                      : nullptr;
         }
-        float* yr = a.y + (b * T + t) * a.ldy + c0;
-        if (a.silu) {
-#pragma omp simd
-          for (int64_t c = 0; c < nc; ++c) yr[c] = vec::silu(acc[c]);
-        } else {
-          std::copy(acc, acc + nc, yr);
-        }
+        float* yr = a.y + (b * T + t) * a.ldy;
+        for_each_vector(C, [&](auto tail, int64_t c, int64_t n) {
+          constexpr bool kTail = decltype(tail)::value;
+          f32x16 acc = a.bias ? load_n<kTail>(a.bias + c, n) : f32x16{};
+          for (int64_t j = 0; j < K; ++j) {  // null rows: zero padding
+            if (rows[size_t(j)])
+              acc += load_n<kTail>(&taps[size_t(j * C + c)], n) * load_n<kTail>(rows[size_t(j)] + c, n);
+          }
+          store_n<kTail>(yr + c, a.silu ? silu(acc) : acc, n);
+        });
       }
-      if (sb) {  // the new state is the last K-1 inputs: surviving old rows shift up, then x
-        const int64_t keep = (K - 1) - std::min(T, K - 1);
-        for (int64_t j = 0; j < K - 1; ++j) {
-          const float* src = j < keep ? sb + (j + T) * a.lds : xb + (T - (K - 1) + j) * a.ldx;
-          std::copy(src, src + nc, sb + j * a.lds);
-        }
-      }
+    }
+  }
+  if (!a.state) return;
+  // The new state is the last K-1 inputs: surviving old rows move up (reading ahead of the
+  // writes), then the rows of x.
+  const int64_t keep = (K - 1) - std::min(T, K - 1);
+  for (int64_t b = 0; b < a.batch; ++b) {
+    float* sb = a.state + b * (K - 1) * a.lds;
+    for (int64_t j = 0; j < K - 1; ++j) {
+      const float* src = j < keep ? sb + (j + T) * a.lds : a.x + (b * T + T - (K - 1) + j) * a.ldx;
+      std::copy(src, src + C, sb + j * a.lds);
     }
   }
 }
@@ -80,23 +84,21 @@ void conv_run(const ConvArgs& a) {
 // Checks w, bias, y and state against x [B, (T,) C]; fills the shared fields of ConvArgs.
 ConvArgs check_args(const char* op, const Tensor& x, const Tensor& w, const Tensor& bias, bool silu,
                     const Tensor* state, const Tensor& y, int64_t dims) {
-  SSM_CHECK(detail::is_f32_rows(x, dims), "{}: x must be F32 rows {}, got {}", op,
+  SSM_CHECK(detail::is_f32_rows(x) && x.dim() == dims, "{}: x must be F32 rows {}, got {}", op,
             dims == 3 ? "[B, T, C]" : "[B, C]", describe(x));
   const int64_t C = x.size(-1);
-  SSM_CHECK(w.defined() && w.dtype() == DType::F32 && w.dim() == 2 && w.size(0) == C && w.size(1) >= 1 &&
-                w.is_contiguous(),
-            "{}: w must be contiguous F32 [{}, K] for x {}, got {}", op, C, describe(x), describe(w));
+  SSM_CHECK(
+      w.defined() && w.dtype() == DType::F32 && w.dim() == 2 && w.size(0) == C && w.size(1) >= 1 && w.is_contiguous(),
+      "{}: w must be contiguous F32 [{}, K] for x {}, got {}", op, C, describe(x), describe(w));
   const int64_t K = w.size(1);
-  SSM_CHECK(!bias.defined() || detail::is_f32_vector(bias, C), "{}: bias must be F32 [{}], got {}", op, C,
-            describe(bias));
-  SSM_CHECK(detail::is_f32_rows(y, dims) && y.shape() == x.shape(), "{}: y must be F32 rows of x's shape {}, got {}",
-            op, shape_str(x.shape()), describe(y));
+  SSM_CHECK(!bias.defined() || detail::is_f32_vec(bias, C), "{}: bias must be F32 [{}], got {}", op, C, describe(bias));
+  SSM_CHECK(detail::is_f32_rows(y, x.shape()), "{}: y must be F32 rows of x's shape {}, got {}", op,
+            shape_str(x.shape()), describe(y));
   const int64_t batch = x.size(0);
   if (state) {
     const Shape expected{batch, K - 1, C};
-    SSM_CHECK(detail::is_f32_rows(*state, 3) && state->shape() == expected,
-              "{}: state must be F32 rows {} for x {} and w {}, got {}", op, shape_str(expected), describe(x),
-              describe(w), describe(*state));
+    SSM_CHECK(detail::is_f32_rows(*state, expected), "{}: state must be F32 rows {} for x {} and w {}, got {}", op,
+              shape_str(expected), describe(x), describe(w), describe(*state));
   }
   ConvArgs a{};
   a.x = x.data<float>();

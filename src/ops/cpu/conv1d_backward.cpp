@@ -4,12 +4,12 @@
 // context inputs (state0, or zeros); y = silu(pre) or pre.
 // Backward: dpre = dy ⊙ silu'(pre) (pre recomputed);  dx[t] = Σ_k w[k] dpre[t+(K-1)-k];
 //           dw[c,k] += Σ_t dpre[t,c] x̃[t+k-(K-1), c];  dbias[c] += Σ_t dpre[t,c].
-// Channels are split into blocks over OpenMP threads (each thread owns its blocks' dw and dbias,
-// so no reduction is needed); time is walked in tiles with a K-1 halo of recomputed dpre.
+// OpenMP tasks are (batch row, time tile) with a K-1 halo of recomputed dpre; dw and dbias are
+// summed per task and the partial sums added in task order (bit-reproducible).
 #include <algorithm>
 #include <vector>
 
-#include "ops/cpu/backward_util.h"
+#include "ops/cpu/op_util.h"
 #include "ops/cpu/vec_math.h"
 #include "ops/ops_backward.h"
 
@@ -20,27 +20,28 @@ using detail::is_f32_rows;
 
 void conv1d_causal_backward(const Tensor& x, const Tensor& w, const Tensor& bias, bool silu, const Tensor& state0,
                             const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* dbias) {
-  SSM_CHECK(is_f32_rows(x) && x.dim() == 3, "conv1d_causal_backward: x must be F32 rows [B,T,C], got {}",
-            describe(x));
+  SSM_CHECK(is_f32_rows(x) && x.dim() == 3, "conv1d_causal_backward: x must be F32 rows [B,T,C], got {}", describe(x));
   const int64_t Bt = x.size(0), T = x.size(1), C = x.size(2);
-  SSM_CHECK(w.defined() && w.dtype() == DType::F32 && w.dim() == 2 && w.size(0) == C && w.is_contiguous() &&
-                w.size(1) >= 1,
-            "conv1d_causal_backward: w must be contiguous F32 [{}, K], got {}", C, describe(w));
+  SSM_CHECK(
+      w.defined() && w.dtype() == DType::F32 && w.dim() == 2 && w.size(0) == C && w.is_contiguous() && w.size(1) >= 1,
+      "conv1d_causal_backward: w must be contiguous F32 [{}, K], got {}", C, describe(w));
   const int64_t K = w.size(1);
-  SSM_CHECK(!bias.defined() || detail::is_f32_vec(bias, C), "conv1d_causal_backward: bias must be F32 [{}], got {}",
-            C, describe(bias));
+  SSM_CHECK(!bias.defined() || detail::is_f32_vec(bias, C), "conv1d_causal_backward: bias must be F32 [{}], got {}", C,
+            describe(bias));
   if (state0.defined())
     SSM_CHECK(detail::is_f32_contig(state0, {Bt, K - 1, C}),
               "conv1d_causal_backward: state0 must be contiguous F32 [{}, {}, {}], got {}", Bt, K - 1, C,
               describe(state0));
-  SSM_CHECK(is_f32_rows(dy, x.shape()), "conv1d_causal_backward: dy must be F32 rows {}, got {}",
-            shape_str(x.shape()), describe(dy));
-  SSM_CHECK(is_f32_rows(dx, x.shape()), "conv1d_causal_backward: dx must be F32 rows {}, got {}",
-            shape_str(x.shape()), describe(dx));
-  if (dw) SSM_CHECK(detail::is_f32_contig(*dw, {C, K}), "conv1d_causal_backward: dw must be contiguous F32 [{}, {}], got {}",
-                    C, K, describe(*dw));
-  if (dbias) SSM_CHECK(detail::is_f32_vec(*dbias, C), "conv1d_causal_backward: dbias must be F32 [{}], got {}", C,
-                       describe(*dbias));
+  SSM_CHECK(is_f32_rows(dy, x.shape()), "conv1d_causal_backward: dy must be F32 rows {}, got {}", shape_str(x.shape()),
+            describe(dy));
+  SSM_CHECK(is_f32_rows(dx, x.shape()), "conv1d_causal_backward: dx must be F32 rows {}, got {}", shape_str(x.shape()),
+            describe(dx));
+  if (dw)
+    SSM_CHECK(detail::is_f32_contig(*dw, {C, K}), "conv1d_causal_backward: dw must be contiguous F32 [{}, {}], got {}",
+              C, K, describe(*dw));
+  if (dbias)
+    SSM_CHECK(detail::is_f32_vec(*dbias, C), "conv1d_causal_backward: dbias must be F32 [{}], got {}", C,
+              describe(*dbias));
   if (Bt == 0 || T == 0 || C == 0) return;
 
   const float* xp = x.data<float>();
@@ -52,85 +53,94 @@ void conv1d_causal_backward(const Tensor& x, const Tensor& w, const Tensor& bias
   float* dwp = dw ? dw->data<float>() : nullptr;
   float* dbp = dbias ? dbias->data<float>() : nullptr;
   const int64_t ldx = x.row_stride(), lddy = dy.row_stride(), lddx = dx.row_stride();
-  constexpr int64_t CB = 32;   // channels per block
-  constexpr int64_t TT = 256;  // time steps per tile
-  const int64_t n_cblocks = (C + CB - 1) / CB;
+  // Tasks: (batch row, tile of TT time steps), every channel of a row at once (rows are contiguous;
+  // walking a narrow channel block down the rows would read a few bytes per row at a stride of KBs).
+  // Each task keeps its own dw/dbias partial sums, added in task order at the end (deterministic).
+  constexpr int64_t TT = 32;
+  const int64_t n_tiles = (T + TT - 1) / TT, n_tasks = Bt * n_tiles;
+  std::vector<float> wt(size_t(K * C)), bvec(size_t(C), 0.0f), zeros(size_t(C), 0.0f);
+  for (int64_t c = 0; c < C; ++c) {
+    for (int64_t k = 0; k < K; ++k) wt[size_t(k * C + c)] = wp[c * K + k];
+    if (bp) bvec[size_t(c)] = bp[c];
+  }
+  const bool want_params = dwp || dbp;
+  std::vector<float> partial(want_params ? size_t(n_tasks * (K + 1) * C) : 0, 0.0f);
 
-  const std::vector<float> zeros(size_t(CB), 0.0f);
-
-#pragma omp parallel for schedule(static) if (Bt * T * C >= 32768)
-  for (int64_t cb = 0; cb < n_cblocks; ++cb) {
-    const int64_t c0 = cb * CB, nc = std::min(CB, C - c0);
-    std::vector<float> dpre(size_t((TT + K - 1) * CB), 0.0f);
-    std::vector<float> wt(size_t(K * CB), 0.0f), dw_acc(size_t(K * CB), 0.0f), db_acc(size_t(CB), 0.0f);
-    std::vector<float> bvec(size_t(CB), 0.0f), pre(size_t(CB), 0.0f);
-    for (int64_t i = 0; i < nc; ++i) {
-      for (int64_t k = 0; k < K; ++k) wt[size_t(k * CB + i)] = wp[(c0 + i) * K + k];
-      if (bp) bvec[size_t(i)] = bp[c0 + i];
-    }
-    // Row of x̃ at time s (s < 0: the context, or zeros), channels c0.. of this block.
-    auto xrow = [&](int64_t b, int64_t s) -> const float* {
-      if (s >= 0) return xp + (b * T + s) * ldx + c0;
-      if (!sp) return zeros.data();
-      return sp + (b * (K - 1) + (K - 1 + s)) * C + c0;
-    };
-    for (int64_t b = 0; b < Bt; ++b) {
-      for (int64_t t0 = 0; t0 < T; t0 += TT) {
-        const int64_t t1 = std::min(T, t0 + TT);
-        const int64_t te = std::min(T, t1 + K - 1);  // dpre needed up to te for dx of [t0, t1)
-        for (int64_t t = t0; t < te; ++t) {
-          float* dp = dpre.data() + (t - t0) * CB;
-          const float* dyr = dyp + (b * T + t) * lddy + c0;
-          if (silu) {
-            float* pr = pre.data();
-            const float* bv = bvec.data();
+#pragma omp parallel if (Bt * T * C >= 32768)
+  {
+    std::vector<float> dpre(size_t((TT + K - 1) * C)), pre(static_cast<size_t>(C));
+#pragma omp for schedule(static)
+    for (int64_t task = 0; task < n_tasks; ++task) {
+      const int64_t b = task / n_tiles, t0 = (task % n_tiles) * TT;
+      const int64_t t1 = std::min(T, t0 + TT), te = std::min(T, t1 + K - 1);
+      // Row of x̃ at time s (s < 0: the context, or zeros).
+      auto xrow = [&](int64_t s) -> const float* {
+        if (s >= 0) return xp + (b * T + s) * ldx;
+        if (!sp) return zeros.data();
+        return sp + (b * (K - 1) + (K - 1 + s)) * C;
+      };
+      for (int64_t t = t0; t < te; ++t) {
+        float* dp = dpre.data() + (t - t0) * C;
+        const float* dyr = dyp + (b * T + t) * lddy;
+        if (silu) {
+          float* pr = pre.data();
+          const float* bv = bvec.data();
 #pragma omp simd
-            for (int64_t i = 0; i < nc; ++i) pr[i] = bv[i];
-            for (int64_t k = 0; k < K; ++k) {
-              const float* xr = xrow(b, t + k - (K - 1));
-              const float* wk = wt.data() + k * CB;
+          for (int64_t c = 0; c < C; ++c) pr[c] = bv[c];
+          for (int64_t k = 0; k < K; ++k) {
+            const float* xr = xrow(t + k - (K - 1));
+            const float* wk = wt.data() + k * C;
 #pragma omp simd
-              for (int64_t i = 0; i < nc; ++i) pr[i] += wk[i] * xr[i];
-            }
-#pragma omp simd
-            for (int64_t i = 0; i < nc; ++i) {
-              const float sg = 1.0f / (1.0f + vec::fast_exp(-pr[i]));
-              dp[i] = dyr[i] * sg * (1.0f + pr[i] * (1.0f - sg));
-            }
-          } else {
-#pragma omp simd
-            for (int64_t i = 0; i < nc; ++i) dp[i] = dyr[i];
+            for (int64_t c = 0; c < C; ++c) pr[c] += wk[c] * xr[c];
           }
+#pragma omp simd
+          for (int64_t c = 0; c < C; ++c) {
+            const float sg = 1.0f / (1.0f + vec::fast_exp(-pr[c]));
+            dp[c] = dyr[c] * sg * (1.0f + pr[c] * (1.0f - sg));
+          }
+        } else {
+#pragma omp simd
+          for (int64_t c = 0; c < C; ++c) dp[c] = dyr[c];
         }
-        for (int64_t t = t0; t < t1; ++t) {
-          float* dxr = dxp + (b * T + t) * lddx + c0;
+      }
+      float* pw = want_params ? partial.data() + size_t(task * (K + 1) * C) : nullptr;
+      for (int64_t t = t0; t < t1; ++t) {
+        // dx row summed in a local buffer and stored once.
+        float* acc = pre.data();
 #pragma omp simd
-          for (int64_t i = 0; i < nc; ++i) dxr[i] = 0.0f;
-          for (int64_t k = 0; k < K; ++k) {
-            const int64_t s = t + (K - 1) - k;
-            if (s >= te) continue;
-            const float* dp = dpre.data() + (s - t0) * CB;
-            const float* wk = wt.data() + k * CB;
+        for (int64_t c = 0; c < C; ++c) acc[c] = 0.0f;
+        for (int64_t k = 0; k < K; ++k) {
+          const int64_t s = t + (K - 1) - k;
+          if (s >= te) continue;
+          const float* dp = dpre.data() + (s - t0) * C;
+          const float* wk = wt.data() + k * C;
 #pragma omp simd
-            for (int64_t i = 0; i < nc; ++i) dxr[i] += wk[i] * dp[i];
-          }
-          const float* dp = dpre.data() + (t - t0) * CB;
-          float* dba = db_acc.data();
+          for (int64_t c = 0; c < C; ++c) acc[c] += wk[c] * dp[c];
+        }
+        float* dxr = dxp + (b * T + t) * lddx;
 #pragma omp simd
-          for (int64_t i = 0; i < nc; ++i) dba[i] += dp[i];
-          for (int64_t k = 0; k < K; ++k) {
-            const float* xr = xrow(b, t + k - (K - 1));
-            float* dwk = dw_acc.data() + k * CB;
+        for (int64_t c = 0; c < C; ++c) dxr[c] = acc[c];
+        if (!pw) continue;
+        const float* dp = dpre.data() + (t - t0) * C;
+        float* db = pw + K * C;
 #pragma omp simd
-            for (int64_t i = 0; i < nc; ++i) dwk[i] += dp[i] * xr[i];
-          }
+        for (int64_t c = 0; c < C; ++c) db[c] += dp[c];
+        for (int64_t k = 0; k < K; ++k) {
+          const float* xr = xrow(t + k - (K - 1));
+          float* dwk = pw + k * C;
+#pragma omp simd
+          for (int64_t c = 0; c < C; ++c) dwk[c] += dp[c] * xr[c];
         }
       }
     }
-    for (int64_t i = 0; i < nc; ++i) {
-      if (dbp) dbp[c0 + i] += db_acc[size_t(i)];
+  }
+  if (!want_params) return;
+  for (int64_t task = 0; task < n_tasks; ++task) {
+    const float* pw = partial.data() + size_t(task * (K + 1) * C);
+    for (int64_t c = 0; c < C; ++c) {
+      if (dbp) dbp[c] += pw[K * C + c];
       if (dwp)
-        for (int64_t k = 0; k < K; ++k) dwp[(c0 + i) * K + k] += dw_acc[size_t(k * CB + i)];
+        for (int64_t k = 0; k < K; ++k) dwp[c * K + k] += pw[k * C + c];
     }
   }
 }

@@ -13,7 +13,8 @@
 #include <limits>
 #include <vector>
 
-#include "ops/cpu/backward_util.h"
+#include "ops/cpu/op_util.h"
+#include "ops/cpu/vec_math.h"
 #include "ops/ops_backward.h"
 
 namespace ssm::ops {
@@ -83,7 +84,8 @@ double cross_entropy(const Tensor& hidden, const Tensor& weight, const Tensor& t
         for (int64_t j = 0; j < nv; ++j) mx = std::max(mx, lr[j]);
         const float new_max = std::max(run_max[size_t(i)], mx);
         float s = 0.0f;
-        for (int64_t j = 0; j < nv; ++j) s += std::exp(lr[j] - new_max);
+#pragma omp simd reduction(+ : s)
+        for (int64_t j = 0; j < nv; ++j) s += vec::fast_exp(lr[j] - new_max);
         run_sum[size_t(i)] = run_sum[size_t(i)] * std::exp(run_max[size_t(i)] - new_max) + s;
         run_max[size_t(i)] = new_max;
         const int32_t t = tg[r0 + i];
@@ -109,12 +111,13 @@ double cross_entropy(const Tensor& hidden, const Tensor& weight, const Tensor& t
           continue;
         }
         const float l = lse[size_t(i)];
-        for (int64_t j = 0; j < nv; ++j) lr[j] = scale * std::exp(lr[j] - l);
+#pragma omp simd
+        for (int64_t j = 0; j < nv; ++j) lr[j] = scale * vec::fast_exp(lr[j] - l);
         if (t >= v0 && t < v0 + nv) lr[t - v0] -= scale;
       }
       if (dhidden)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(rows), int(Dm), int(nv), 1.0f, tile.data(),
-                    int(nv), wp + v0 * Dm, int(Dm), 1.0f, dhidden->data<float>() + r0 * dhidden->row_stride(),
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(rows), int(Dm), int(nv), 1.0f, tile.data(), int(nv),
+                    wp + v0 * Dm, int(Dm), 1.0f, dhidden->data<float>() + r0 * dhidden->row_stride(),
                     int(dhidden->row_stride()));
       if (dweight)
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(nv), int(Dm), int(rows), 1.0f, tile.data(), int(nv),

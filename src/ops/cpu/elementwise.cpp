@@ -1,6 +1,6 @@
 // Elementwise ops on the CPU over rows tensors (row strides honoured); rows spread over threads.
 #include "core/error.h"
-#include "ops/cpu/checks.h"
+#include "ops/cpu/op_util.h"  // describe, is_f32_rows, is_f32_vec
 #include "ops/ops.h"
 
 namespace ssm::ops {
@@ -9,7 +9,9 @@ void add_inplace(Tensor& a, const Tensor& b) {
   SSM_CHECK(detail::is_f32_rows(a) && detail::is_f32_rows(b) && a.shape() == b.shape(),
             "add_inplace: a and b must be F32 rows tensors of one shape, got a {} and b {}", detail::describe(a),
             detail::describe(b));
-  const int64_t rows = a.rows(), width = a.size(-1);
+  const int64_t width = a.size(-1);
+  if (width == 0) return;
+  const int64_t rows = a.rows();
   const int64_t lda = a.row_stride(), ldb = b.row_stride();
   float* ap = a.data<float>();
   const float* bp = b.data<float>();

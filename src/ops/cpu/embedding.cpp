@@ -4,7 +4,7 @@
 #include <cstring>
 
 #include "core/error.h"
-#include "ops/cpu/checks.h"
+#include "ops/cpu/op_util.h"  // describe, is_f32_rows, is_f32_vec
 #include "ops/ops.h"
 
 namespace ssm::ops {
@@ -21,14 +21,15 @@ void embedding(const Tensor& table, const Tensor& ids, Tensor& out) {
   Shape out_shape = ids.shape();
   out_shape.push_back(D);
   SSM_CHECK(detail::is_f32_rows(out) && out.shape() == out_shape,
-            "embedding: out must be F32 rows {} for ids {} and table {}, got {}", shape_str(out_shape),
-            describe(ids), describe(table), describe(out));
+            "embedding: out must be F32 rows {} for ids {} and table {}, got {}", shape_str(out_shape), describe(ids),
+            describe(table), describe(out));
 
   const Tensor flat = ids.contiguous();
   const int32_t* id = flat.data<int32_t>();
   const int64_t count = flat.numel();
   for (int64_t i = 0; i < count; ++i) {
-    SSM_CHECK(id[i] >= 0 && id[i] < V, "embedding: id {} at position {} is outside the vocabulary [0, {})", id[i], i, V);
+    SSM_CHECK(id[i] >= 0 && id[i] < V, "embedding: id {} at position {} is outside the vocabulary [0, {})", id[i], i,
+              V);
   }
   const int64_t ld = out.row_stride();
   float* dst = out.data<float>();

@@ -1,7 +1,7 @@
 // Backward of ops::embedding on the CPU: dtable[ids[i]] += dout[i] (a scatter-add).
 #include <algorithm>
 
-#include "ops/cpu/backward_util.h"
+#include "ops/cpu/op_util.h"
 #include "ops/ops_backward.h"
 
 namespace ssm::ops {
@@ -19,8 +19,8 @@ void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable) {
             "embedding_backward: dout must be F32 rows [{} ids, {}], got {}", M, D, describe(dout));
   const int32_t* idp = ids.data<int32_t>();
   for (int64_t i = 0; i < M; ++i)
-    SSM_CHECK(idp[i] >= 0 && idp[i] < V, "embedding_backward: token id {} at position {} is outside [0, {})", idp[i],
-              i, V);
+    SSM_CHECK(idp[i] >= 0 && idp[i] < V, "embedding_backward: token id {} at position {} is outside [0, {})", idp[i], i,
+              V);
   if (M == 0 || D == 0) return;
   const float* dp = dout.data<float>();
   const int64_t ldo = dout.row_stride();

@@ -10,6 +10,9 @@
 namespace ssm::ops {
 
 namespace {
+using vec::f32x16;
+constexpr int64_t kLanes = vec::kLanes;
+
 inline float silu_f(float v) { return vec::silu(v); }
 
 bool is_rows_f32(const Tensor& t) {
@@ -41,6 +44,7 @@ void gated_rmsnorm(const Tensor& x, const Tensor& z, const Tensor& w, int64_t gr
   const float* wp = w.data<float>();
   float* yp = y.data<float>();
   const float inv_gs = 1.0f / float(group_size);
+  const int64_t vec_end = group_size / kLanes * kLanes;
 
 #pragma omp parallel if (rows * width >= 16384)
   {
@@ -56,28 +60,31 @@ void gated_rmsnorm(const Tensor& x, const Tensor& z, const Tensor& w, int64_t gr
         const float* zg = zr ? zr + g0 : nullptr;
         const float* wg = wp + g0;
         float* yg = yr + g0;
-        float ss = 0.0f;
-        if (norm_before_gate || !zg) {
-#pragma omp simd reduction(+ : ss)
-          for (int64_t i = 0; i < group_size; ++i) ss += xg[i] * xg[i];
-          const float inv = 1.0f / std::sqrt(ss * inv_gs + eps);
-          if (zg) {
-#pragma omp simd
-            for (int64_t i = 0; i < group_size; ++i) yg[i] = xg[i] * inv * wg[i] * silu_f(zg[i]);
-          } else {
-#pragma omp simd
-            for (int64_t i = 0; i < group_size; ++i) yg[i] = xg[i] * inv * wg[i];
-          }
+        // Pass 1: the values to normalise (x, or x * silu(z) kept in u) and their sum of squares.
+        const float* v = xg;
+        if (zg && !norm_before_gate) {
+          for (int64_t i = 0; i < vec_end; i += kLanes)
+            vec::store(u + i, vec::load(xg + i) * vec::silu(vec::load(zg + i)));
+          for (int64_t i = vec_end; i < group_size; ++i) u[i] = xg[i] * silu_f(zg[i]);
+          v = u;
+        }
+        f32x16 acc{};
+        for (int64_t i = 0; i < vec_end; i += kLanes) {
+          const f32x16 e = vec::load(v + i);
+          acc += e * e;
+        }
+        float ss = vec::reduce_add(acc);
+        for (int64_t i = vec_end; i < group_size; ++i) ss += v[i] * v[i];
+        const float inv = 1.0f / std::sqrt(ss * inv_gs + eps);
+        // Pass 2: y = v * inv * w (* silu(z) when the gate comes after the norm). y may alias x or z:
+        // each element is read before it is written.
+        if (zg && norm_before_gate) {
+          for (int64_t i = 0; i < vec_end; i += kLanes)
+            vec::store(yg + i, vec::load(v + i) * inv * vec::load(wg + i) * vec::silu(vec::load(zg + i)));
+          for (int64_t i = vec_end; i < group_size; ++i) yg[i] = v[i] * inv * wg[i] * silu_f(zg[i]);
         } else {
-#pragma omp simd reduction(+ : ss)
-          for (int64_t i = 0; i < group_size; ++i) {
-            const float v = xg[i] * silu_f(zg[i]);
-            u[i] = v;
-            ss += v * v;
-          }
-          const float inv = 1.0f / std::sqrt(ss * inv_gs + eps);
-#pragma omp simd
-          for (int64_t i = 0; i < group_size; ++i) yg[i] = u[i] * inv * wg[i];
+          for (int64_t i = 0; i < vec_end; i += kLanes) vec::store(yg + i, vec::load(v + i) * inv * vec::load(wg + i));
+          for (int64_t i = vec_end; i < group_size; ++i) yg[i] = v[i] * inv * wg[i];
         }
       }
     }

@@ -7,7 +7,7 @@
 #include <algorithm>
 #include <vector>
 
-#include "ops/cpu/backward_util.h"
+#include "ops/cpu/op_util.h"
 #include "ops/ops_backward.h"
 
 namespace ssm::ops {
@@ -52,8 +52,8 @@ void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor*
     }
   }
   if (dw && N > 0 && K > 0) {
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(N), int(K), int(M), 1.0f, dyp, int(lddy),
-                x.data<float>(), int(x.row_stride()), 1.0f, dw->data<float>(), int(K));
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(N), int(K), int(M), 1.0f, dyp, int(lddy), x.data<float>(),
+                int(x.row_stride()), 1.0f, dw->data<float>(), int(K));
   }
   if (dbias && N > 0) {
     float* db = dbias->data<float>();

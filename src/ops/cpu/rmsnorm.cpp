@@ -3,7 +3,7 @@
 #include <cmath>
 
 #include "core/error.h"
-#include "ops/cpu/checks.h"
+#include "ops/cpu/op_util.h"  // describe, is_f32_rows, is_f32_vec
 #include "ops/ops.h"
 
 namespace ssm::ops {
@@ -12,12 +12,12 @@ void rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& y) {
   using detail::describe;
   SSM_CHECK(detail::is_f32_rows(x), "rmsnorm: x must be an F32 rows tensor [..., W], got {}", describe(x));
   const int64_t width = x.size(-1);
-  SSM_CHECK(detail::is_f32_vector(w, width), "rmsnorm: w must be F32 [{}] for x {}, got {}", width, describe(x),
+  SSM_CHECK(detail::is_f32_vec(w, width), "rmsnorm: w must be F32 [{}] for x {}, got {}", width, describe(x),
             describe(w));
   SSM_CHECK(detail::is_f32_rows(y) && y.shape() == x.shape(), "rmsnorm: y must be F32 rows of x's shape {}, got {}",
             shape_str(x.shape()), describe(y));
+  if (width == 0) return;
   const int64_t rows = x.rows();
-  if (rows == 0 || width == 0) return;
   const int64_t ldx = x.row_stride(), ldy = y.row_stride();
   const float* xp = x.data<float>();
   const float* wp = w.data<float>();

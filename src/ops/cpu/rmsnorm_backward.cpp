@@ -13,7 +13,8 @@
 #include <cmath>
 #include <vector>
 
-#include "ops/cpu/backward_util.h"
+#include "ops/cpu/op_util.h"
+#include "ops/cpu/vec_math.h"
 #include "ops/ops_backward.h"
 
 namespace ssm::ops {
@@ -31,16 +32,16 @@ void norm_backward(const char* op, const Tensor& x, const Tensor& z, const Tenso
   SSM_CHECK(!z.defined() || is_f32_rows(z, x.shape()), "{}: z must be F32 rows of x's shape {}, got {}", op,
             shape_str(x.shape()), describe(z));
   SSM_CHECK(detail::is_f32_vec(w, width), "{}: w must be F32 [{}], got {}", op, width, describe(w));
-  SSM_CHECK(group_size > 0 && width % group_size == 0, "{}: group_size {} does not divide the width {}", op,
-            group_size, width);
+  SSM_CHECK(group_size > 0 && width % group_size == 0, "{}: group_size {} does not divide the width {}", op, group_size,
+            width);
   SSM_CHECK(is_f32_rows(dy, x.shape()), "{}: dy must be F32 rows of x's shape {}, got {}", op, shape_str(x.shape()),
             describe(dy));
   SSM_CHECK(is_f32_rows(dx, x.shape()), "{}: dx must be F32 rows of x's shape {}, got {}", op, shape_str(x.shape()),
             describe(dx));
   if (dz) {
     SSM_CHECK(z.defined(), "{}: dz asked for without z", op);
-    SSM_CHECK(is_f32_rows(*dz, x.shape()), "{}: dz must be F32 rows of x's shape {}, got {}", op,
-              shape_str(x.shape()), describe(*dz));
+    SSM_CHECK(is_f32_rows(*dz, x.shape()), "{}: dz must be F32 rows of x's shape {}, got {}", op, shape_str(x.shape()),
+              describe(*dz));
   }
   if (dw) SSM_CHECK(detail::is_f32_vec(*dw, width), "{}: dw must be F32 [{}], got {}", op, width, describe(*dw));
   if (rows == 0 || width == 0) return;
@@ -63,10 +64,12 @@ void norm_backward(const char* op, const Tensor& x, const Tensor& z, const Tenso
 #pragma omp parallel num_threads(threads)
   {
     const int tid = omp_get_thread_num();
-    std::vector<float> ubuf(static_cast<size_t>(group_size)), gbuf(static_cast<size_t>(group_size)), sbuf(static_cast<size_t>(group_size));
+    const size_t gs = static_cast<size_t>(group_size);
+    std::vector<float> ubuf(gs), gbuf(gs), sbuf(gs, 1.0f), sgbuf(gs, 1.0f);
     float* u = ubuf.data();
     float* g = gbuf.data();
-    float* s = sbuf.data();
+    float* sz = sbuf.data();    // silu(z)
+    float* sgz = sgbuf.data();  // sigmoid(z)
     float* dwt = dw ? dw_part.data() + size_t(tid) * size_t(width) : nullptr;
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
@@ -76,36 +79,57 @@ void norm_backward(const char* op, const Tensor& x, const Tensor& z, const Tenso
       float* dxr = dxp + r * lddx;
       float* dzr = dzp ? dzp + r * lddz : nullptr;
       for (int64_t g0 = 0; g0 < width; g0 += group_size) {
-        // u: the normalised input; s: silu(z) of the group.
-        if (zr)
-          for (int64_t i = 0; i < group_size; ++i) s[i] = detail::silu_f(zr[g0 + i]);
+        const float* xg = xr + g0;
+        const float* zg = zr ? zr + g0 : nullptr;
+        const float* dyg = dyr + g0;
+        const float* wg = wp + g0;
+        float* dxg = dxr + g0;
+        if (zg) {
+#pragma omp simd
+          for (int64_t i = 0; i < group_size; ++i) {
+            const float sgv = 1.0f / (1.0f + vec::fast_exp(-zg[i]));
+            sgz[i] = sgv;
+            sz[i] = zg[i] * sgv;
+          }
+        }
         float ss = 0.0f;
+#pragma omp simd reduction(+ : ss)
         for (int64_t i = 0; i < group_size; ++i) {
-          const float v = gate_first ? xr[g0 + i] * s[i] : xr[g0 + i];
+          const float v = gate_first ? xg[i] * sz[i] : xg[i];
           u[i] = v;
           ss += v * v;
         }
         const float rinv = 1.0f / std::sqrt(ss * inv_n + eps);
         float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
         for (int64_t i = 0; i < group_size; ++i) {
-          float gi = dyr[g0 + i] * wp[g0 + i];
-          if (gate_after) gi *= s[i];
+          const float gi = dyg[i] * wg[i] * (gate_after ? sz[i] : 1.0f);
           g[i] = gi;
           dot += gi * u[i];
         }
         const float coef = rinv * rinv * rinv * inv_n * dot;
-        for (int64_t i = 0; i < group_size; ++i) {
-          const float du = rinv * g[i] - coef * u[i];
-          const int64_t c = g0 + i;
-          if (gate_first) {
-            const float dxv = du * s[i];
-            dxr[c] = accumulate_dx ? dxr[c] + dxv : dxv;
-            if (dzr) dzr[c] = du * xr[c] * detail::silu_grad_f(zr[c]);
-          } else {
-            dxr[c] = accumulate_dx ? dxr[c] + du : du;
-            if (dzr) dzr[c] = dyr[c] * wp[c] * u[i] * rinv * detail::silu_grad_f(zr[c]);
+        if (gate_first) {
+          float* dzg = dzr ? dzr + g0 : nullptr;
+#pragma omp simd
+          for (int64_t i = 0; i < group_size; ++i) {
+            const float du = rinv * g[i] - coef * u[i];
+            const float dxv = du * sz[i];
+            dxg[i] = accumulate_dx ? dxg[i] + dxv : dxv;
+            if (dzg) dzg[i] = du * xg[i] * sgz[i] * (1.0f + zg[i] * (1.0f - sgz[i]));
           }
-          if (dwt) dwt[c] += dyr[c] * u[i] * rinv * (gate_after ? s[i] : 1.0f);
+        } else {
+          float* dzg = dzr ? dzr + g0 : nullptr;
+#pragma omp simd
+          for (int64_t i = 0; i < group_size; ++i) {
+            const float du = rinv * g[i] - coef * u[i];
+            dxg[i] = accumulate_dx ? dxg[i] + du : du;
+            if (dzg) dzg[i] = dyg[i] * wg[i] * u[i] * rinv * sgz[i] * (1.0f + zg[i] * (1.0f - sgz[i]));
+          }
+        }
+        if (dwt) {
+          float* dwg = dwt + g0;
+#pragma omp simd
+          for (int64_t i = 0; i < group_size; ++i) dwg[i] += dyg[i] * u[i] * rinv * (gate_after ? sz[i] : 1.0f);
         }
       }
     }

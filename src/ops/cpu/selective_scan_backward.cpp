@@ -8,15 +8,16 @@
 //   dC_tn += gy h_t,  dB_tn += g dt u,  du = gy D + Σ_n g dt B_tn,
 //   ddt = Σ_n g (h_{t-1} a_t A + B_tn u),  dA_dn += g h_{t-1} a_t dt,  dD += gy u,
 //   ddelta = ddt softplus'(delta + bias),  dbias += ddelta,  ḡ = g a_t.
-// Vectorised over 16 channels (one f32x16 per state index n). Each OpenMP task owns a block of 16
-// channels for every batch row, so dA, dD and ddelta_bias need no reduction; dB and dC (sums over
-// channels) go to per-thread buffers added in thread order at the end.
+// Vectorised over 16 channels (one f32x16 per state index n). An OpenMP task is one batch row and a
+// group of channel blocks; it walks the chunks backwards and, inside each chunk, its blocks, keeping
+// the chunk's dB/dC contributions per lane so that the sum over channels costs one horizontal add
+// per (row, n) and group. Partial sums are added in a fixed order: results are bit-reproducible.
 #include <omp.h>
 
 #include <algorithm>
 #include <vector>
 
-#include "ops/cpu/backward_util.h"
+#include "ops/cpu/op_util.h"
 #include "ops/cpu/vec_math.h"
 #include "ops/ops_backward.h"
 
@@ -36,11 +37,11 @@ struct ScanDims {
 ScanDims check_scan(const char* op, const SelectiveScanInputs& in, const Tensor& state0) {
   SSM_CHECK(is_f32_rows(in.u) && in.u.dim() == 3, "{}: u must be F32 rows [B,T,D], got {}", op, describe(in.u));
   ScanDims d{in.u.size(0), in.u.size(1), in.u.size(2), 0};
-  SSM_CHECK(is_f32_rows(in.delta, in.u.shape()), "{}: delta must be F32 rows {}, got {}", op,
-            shape_str(in.u.shape()), describe(in.delta));
-  SSM_CHECK(in.A.defined() && in.A.dtype() == DType::F32 && in.A.dim() == 2 && in.A.size(0) == d.D &&
-                in.A.is_contiguous(),
-            "{}: A must be contiguous F32 [{}, N], got {}", op, d.D, describe(in.A));
+  SSM_CHECK(is_f32_rows(in.delta, in.u.shape()), "{}: delta must be F32 rows {}, got {}", op, shape_str(in.u.shape()),
+            describe(in.delta));
+  SSM_CHECK(
+      in.A.defined() && in.A.dtype() == DType::F32 && in.A.dim() == 2 && in.A.size(0) == d.D && in.A.is_contiguous(),
+      "{}: A must be contiguous F32 [{}, N], got {}", op, d.D, describe(in.A));
   d.N = in.A.size(1);
   const Shape bn{d.Bt, d.T, d.N};
   SSM_CHECK(is_f32_rows(in.B, bn) && is_f32_rows(in.C, bn), "{}: B and C must be F32 rows {}, got {} and {}", op,
@@ -81,8 +82,10 @@ struct ScanView {
 
 inline f32x16 load_n(const float* p, int64_t n) { return n == W ? vec::load(p) : vec::load_partial(p, n); }
 inline void store_n(float* p, f32x16 v, int64_t n) {
-  if (n == W) vec::store(p, v);
-  else vec::store_partial(p, v, n);
+  if (n == W)
+    vec::store(p, v);
+  else
+    vec::store_partial(p, v, n);
 }
 inline f32x16 sigmoid(f32x16 x) { return 1.0f / (1.0f + vec::fast_exp(-x)); }
 
@@ -106,21 +109,34 @@ inline f32x16 delta_value(const ScanView& v, const BlockConsts& k, int64_t row, 
 
 // Runs the recurrence for rows [t0, t1) of batch b on h (N vectors), optionally writing y.
 void scan_rows(const ScanView& v, const BlockConsts& k, int64_t b, int64_t T, int64_t t0, int64_t t1, int64_t d0,
-               int64_t nd, int64_t N, f32x16* h, float* y, int64_t ldy) {
+               int64_t nd, int64_t N, f32x16* h, float* y, int64_t ldy, bool prefetch_next = false) {
   for (int64_t t = t0; t < t1; ++t) {
     const int64_t row = b * T + t;
+    if (prefetch_next) {  // the next block's columns of these rows (see the backward)
+      __builtin_prefetch(v.delta + row * v.lddelta + d0 + W);
+      __builtin_prefetch(v.u + row * v.ldu + d0 + W);
+      if (v.z) __builtin_prefetch(v.z + row * v.ldz + d0 + W);
+      if (y) __builtin_prefetch(y + row * ldy + d0 + W, 1);
+    }
     const f32x16 dt = delta_value(v, k, row, d0, nd);
     const f32x16 u = load_n(v.u + row * v.ldu + d0, nd);
     const f32x16 dtu = dt * u;
     const float* Bt = v.B + row * v.ldB;
     const float* Ct = v.C + row * v.ldC;
-    f32x16 acc{};
-    for (int64_t n = 0; n < N; ++n) {
-      h[n] = vec::fast_exp(dt * k.A[size_t(n)]) * h[n] + dtu * Bt[n];
+    f32x16 acc0{}, acc1{};
+    const f32x16* Av = k.A.data();
+    auto step = [&](int64_t n, f32x16& acc) {
+      h[n] = vec::fast_exp(dt * Av[n]) * h[n] + dtu * Bt[n];
       acc += h[n] * Ct[n];
+    };
+    int64_t n = 0;
+    for (; n + 1 < N; n += 2) {
+      step(n, acc0);
+      step(n + 1, acc1);
     }
+    if (n < N) step(n, acc0);
     if (y) {
-      f32x16 out = acc + k.D * u;
+      f32x16 out = (acc0 + acc1) + k.D * u;
       if (v.z) {
         const f32x16 z = load_n(v.z + row * v.ldz + d0, nd);
         out *= vec::silu(z);
@@ -162,20 +178,43 @@ Tensor selective_scan_forward_saving_chunk_states(const SelectiveScanInputs& in,
   const int64_t ldy = y.row_stride();
   float* sp = states.data<float>();
   const float* s0 = state0.defined() ? state0.data<float>() : nullptr;
+  // Tasks: (batch row, group of channel blocks); rows are walked in short tiles and, inside a tile,
+  // block by block, so that each row's data is read whole while it is in cache (walking one block
+  // down all rows would read 64 bytes per row at a stride of several KB).
+  const int64_t n_groups = std::clamp<int64_t>((2 * int64_t(omp_get_max_threads()) + d.Bt - 1) / d.Bt, 1, n_blocks);
+  const int64_t per_group = (n_blocks + n_groups - 1) / n_groups;
+  constexpr int64_t kTile = 16;
 #pragma omp parallel
   {
-    std::vector<f32x16> h(size_t(d.N));
+    std::vector<f32x16> h(static_cast<size_t>(per_group * d.N));
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t task = 0; task < d.Bt * n_blocks; ++task) {
-      const int64_t b = task / n_blocks, d0 = (task % n_blocks) * W, nd = std::min(W, d.D - d0);
-      const BlockConsts k(v, d0, nd, d.N);
-      load_state(s0 ? s0 + b * d.D * d.N : nullptr, d0, nd, d.N, h.data());
-      for (int64_t c = 0; c < n_chunks; ++c) {
-        save_state(sp + (b * n_chunks + c) * d.D * d.N, d0, nd, d.N, h.data());
-        const int64_t t0 = c * chunk_size, t1 = std::min(d.T, t0 + chunk_size);
-        scan_rows(v, k, b, d.T, t0, t1, d0, nd, d.N, h.data(), yp, ldy);
+    for (int64_t task = 0; task < d.Bt * n_groups; ++task) {
+      const int64_t b = task / n_groups, grp = task % n_groups;
+      const int64_t blk0 = grp * per_group, blk1 = std::min(n_blocks, blk0 + per_group);
+      if (blk0 >= blk1) continue;
+      std::vector<BlockConsts> consts;
+      for (int64_t blk = blk0; blk < blk1; ++blk) {
+        const int64_t d0 = blk * W, nd = std::min(W, d.D - d0);
+        consts.emplace_back(v, d0, nd, d.N);
+        load_state(s0 ? s0 + b * d.D * d.N : nullptr, d0, nd, d.N, h.data() + (blk - blk0) * d.N);
       }
-      if (final_state) save_state(final_state->data<float>() + b * d.D * d.N, d0, nd, d.N, h.data());
+      for (int64_t t0 = 0; t0 < d.T;) {
+        const int64_t chunk_end = std::min(d.T, (t0 / chunk_size + 1) * chunk_size);
+        const int64_t t1 = std::min(chunk_end, t0 + kTile);
+        for (int64_t blk = blk0; blk < blk1; ++blk) {
+          const int64_t d0 = blk * W, nd = std::min(W, d.D - d0);
+          f32x16* hb = h.data() + (blk - blk0) * d.N;
+          if (t0 % chunk_size == 0) save_state(sp + (b * n_chunks + t0 / chunk_size) * d.D * d.N, d0, nd, d.N, hb);
+          scan_rows(v, consts[size_t(blk - blk0)], b, d.T, t0, t1, d0, nd, d.N, hb, yp, ldy, blk + 1 < blk1);
+        }
+        t0 = t1;
+      }
+      for (int64_t blk = blk0; blk < blk1; ++blk) {
+        const int64_t d0 = blk * W, nd = std::min(W, d.D - d0);
+        f32x16* hb = h.data() + (blk - blk0) * d.N;
+        if (d.T == 0) save_state(sp + b * n_chunks * d.D * d.N, d0, nd, d.N, hb);
+        if (final_state) save_state(final_state->data<float>() + b * d.D * d.N, d0, nd, d.N, hb);
+      }
     }
   }
   return states;
@@ -234,43 +273,83 @@ void selective_scan_backward(const SelectiveScanInputs& in, const Tensor& state0
   const float* s0 = state0.defined() ? state0.data<float>() : nullptr;
   const bool want_bc = g.dB.defined() || g.dC.defined();
 
+  // Tasks: (batch row b, group of channel blocks). Each task owns its outputs: du/ddelta/dz rows
+  // of its channels, and partial sums (per b for dA/dD/ddelta_bias, per group for dB/dC) that are
+  // added in a fixed order afterwards, so results do not depend on which thread ran what.
   const int threads = omp_get_max_threads();
+  const int64_t n_groups = std::clamp<int64_t>((2 * int64_t(threads) + Bt - 1) / Bt, 1, n_blocks);
+  const int64_t blocks_per_group = (n_blocks + n_groups - 1) / n_groups;
   const size_t btn_size = size_t(Bt * T * N);
-  std::vector<float> dB_part(want_bc ? size_t(threads) * btn_size : 0, 0.0f);
-  std::vector<float> dC_part(want_bc ? size_t(threads) * btn_size : 0, 0.0f);
+  std::vector<float> dB_part(want_bc ? size_t(n_groups) * btn_size : 0),
+      dC_part(want_bc ? size_t(n_groups) * btn_size : 0);
+  std::vector<float> dA_part(g.dA.defined() ? size_t(Bt * D * N) : 0), dD_part(size_t(Bt * D)),
+      dbias_part(size_t(Bt * D));
 
 #pragma omp parallel num_threads(threads)
   {
-    const int tid = omp_get_thread_num();
-    float* dBt = want_bc ? dB_part.data() + size_t(tid) * btn_size : nullptr;
-    float* dCt = want_bc ? dC_part.data() + size_t(tid) * btn_size : nullptr;
-    // Chunk recomputation: hs[l] the state before row l of the chunk (hs[L] after the last),
-    // decays[l] = exp(dt A) of row l, plus dt, y before the gate and softplus' of row l.
-    std::vector<f32x16> hs(size_t((Q + 1) * N)), decays(size_t(Q * N)), bounds(csp ? 0 : size_t(n_chunks * N));
-    std::vector<f32x16> dts(static_cast<size_t>(Q)), ys(static_cast<size_t>(Q)), spg(static_cast<size_t>(Q)), adj(static_cast<size_t>(N)), dA_acc(static_cast<size_t>(N));
+    // Chunk recomputation of one block: hs[l] the state before row l of the chunk (hs[L] after the
+    // last), decays[l] = exp(dt A) of row l, plus dt, y before the gate and softplus' of row l.
+    std::vector<f32x16> hs(static_cast<size_t>((Q + 1) * N)), decays(static_cast<size_t>(Q * N));
+    std::vector<f32x16> dts(static_cast<size_t>(Q)), ys(static_cast<size_t>(Q)), spg(static_cast<size_t>(Q));
+    // Per task: the carried adjoint of every block, boundary states (when not given), and the chunk's
+    // dB/dC contributions kept per lane until the chunk's blocks are done.
+    std::vector<f32x16> adj(static_cast<size_t>(blocks_per_group * N)),
+        dA_acc(static_cast<size_t>(blocks_per_group * N));
+    std::vector<f32x16> bounds(csp ? 0 : static_cast<size_t>(blocks_per_group * n_chunks * N));
+    std::vector<f32x16> dBl(static_cast<size_t>(Q * N)), dCl(static_cast<size_t>(Q * N));
+    std::vector<f32x16> dD_acc(static_cast<size_t>(blocks_per_group)), dbias_acc(static_cast<size_t>(blocks_per_group));
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t blk = 0; blk < n_blocks; ++blk) {
-      const int64_t d0 = blk * W, nd = std::min(W, D - d0);
-      const BlockConsts k(v, d0, nd, N);
-      for (int64_t n = 0; n < N; ++n) dA_acc[size_t(n)] = f32x16{};
-      f32x16 dD_acc{}, dbias_acc{};
-      for (int64_t b = 0; b < Bt; ++b) {
-        if (!csp) {  // boundary states by one forward pass
+    for (int64_t task = 0; task < Bt * n_groups; ++task) {
+      const int64_t b = task / n_groups, grp = task % n_groups;
+      const int64_t blk0 = grp * blocks_per_group, blk1 = std::min(n_blocks, blk0 + blocks_per_group);
+      if (blk0 >= blk1) continue;
+      std::vector<BlockConsts> consts;
+      for (int64_t blk = blk0; blk < blk1; ++blk) consts.emplace_back(v, blk * W, std::min(W, D - blk * W), N);
+      std::fill(adj.begin(), adj.end(), f32x16{});
+      std::fill(dA_acc.begin(), dA_acc.end(), f32x16{});
+      std::fill(dD_acc.begin(), dD_acc.end(), f32x16{});
+      std::fill(dbias_acc.begin(), dbias_acc.end(), f32x16{});
+      if (!csp) {  // boundary states by one forward pass
+        for (int64_t blk = blk0; blk < blk1; ++blk) {
+          const int64_t d0 = blk * W, nd = std::min(W, D - d0);
+          f32x16* bb = bounds.data() + (blk - blk0) * n_chunks * N;
           load_state(s0 ? s0 + b * D * N : nullptr, d0, nd, N, hs.data());
           for (int64_t c = 0; c < n_chunks; ++c) {
-            std::copy(hs.begin(), hs.begin() + N, bounds.begin() + c * N);
+            std::copy(hs.begin(), hs.begin() + N, bb + c * N);
             const int64_t t0 = c * chunk_size, t1 = std::min(T, t0 + chunk_size);
-            scan_rows(v, k, b, T, t0, t1, d0, nd, N, hs.data(), nullptr, 0);
+            scan_rows(v, consts[size_t(blk - blk0)], b, T, t0, t1, d0, nd, N, hs.data(), nullptr, 0);
           }
         }
-        for (int64_t n = 0; n < N; ++n) adj[size_t(n)] = f32x16{};
-        for (int64_t c = n_chunks - 1; c >= 0; --c) {
-          const int64_t t0 = c * chunk_size, L = std::min(chunk_size, T - t0);
-          if (csp) load_state(csp + (b * n_chunks + c) * D * N, d0, nd, N, hs.data());
-          else std::copy(bounds.begin() + c * N, bounds.begin() + (c + 1) * N, hs.begin());
+      }
+      float* dBp = want_bc ? dB_part.data() + size_t(grp) * btn_size : nullptr;
+      float* dCp = want_bc ? dC_part.data() + size_t(grp) * btn_size : nullptr;
+      for (int64_t c = n_chunks - 1; c >= 0; --c) {
+        const int64_t t0 = c * chunk_size, L = std::min(chunk_size, T - t0);
+        if (want_bc) {
+          std::fill(dBl.begin(), dBl.begin() + L * N, f32x16{});
+          std::fill(dCl.begin(), dCl.begin() + L * N, f32x16{});
+        }
+        for (int64_t blk = blk0; blk < blk1; ++blk) {
+          const int64_t d0 = blk * W, nd = std::min(W, D - d0), j = blk - blk0;
+          const BlockConsts& k = consts[size_t(j)];
+          f32x16* a_blk = adj.data() + j * N;
+          f32x16* dA_blk = dA_acc.data() + j * N;
+          if (csp)
+            load_state(csp + (b * n_chunks + c) * D * N, d0, nd, N, hs.data());
+          else
+            std::copy(bounds.begin() + (j * n_chunks + c) * N, bounds.begin() + (j * n_chunks + c + 1) * N, hs.begin());
+          // Rows are KBs apart, so the hardware prefetchers do not see the next block's columns coming:
+          // fetch them while this block is computed.
+          const bool next = blk + 1 < blk1;
           // Recompute the chunk.
           for (int64_t l = 0; l < L; ++l) {
             const int64_t row = b * T + t0 + l;
+            if (next) {
+              __builtin_prefetch(v.delta + row * v.lddelta + d0 + W);
+              __builtin_prefetch(v.u + row * v.ldu + d0 + W);
+              __builtin_prefetch(dyp + row * lddy + d0 + W);
+              if (v.z) __builtin_prefetch(v.z + row * v.ldz + d0 + W);
+            }
             const f32x16 raw = load_n(v.delta + row * v.lddelta + d0, nd) + k.bias;
             f32x16 dt;
             if (v.softplus) {
@@ -288,18 +367,30 @@ void selective_scan_backward(const SelectiveScanInputs& in, const Tensor& state0
             const f32x16* hp = hs.data() + l * N;
             f32x16* hn = hs.data() + (l + 1) * N;
             f32x16* dec = decays.data() + l * N;
-            f32x16 acc{};
-            for (int64_t n = 0; n < N; ++n) {
-              const f32x16 a = vec::fast_exp(dt * k.A[size_t(n)]);
+            f32x16 acc0{}, acc1{};
+            const f32x16* Av = k.A.data();
+            auto step = [&](int64_t n, f32x16& acc) {
+              const f32x16 a = vec::fast_exp(dt * Av[n]);
               dec[n] = a;
               hn[n] = a * hp[n] + dtu * Bt_[n];
               acc += hn[n] * Ct_[n];
+            };
+            int64_t n = 0;
+            for (; n + 1 < N; n += 2) {
+              step(n, acc0);
+              step(n + 1, acc1);
             }
-            ys[size_t(l)] = acc + k.D * u;
+            if (n < N) step(n, acc0);
+            ys[size_t(l)] = (acc0 + acc1) + k.D * u;
           }
           // Walk the chunk backwards.
           for (int64_t l = L - 1; l >= 0; --l) {
             const int64_t row = b * T + t0 + l;
+            if (next) {
+              if (dup) __builtin_prefetch(dup + row * lddu + d0 + W, 1);
+              if (ddp) __builtin_prefetch(ddp + row * ldddelta + d0 + W, 1);
+              if (dzp) __builtin_prefetch(dzp + row * lddz + d0 + W, 1);
+            }
             const f32x16 gout = load_n(dyp + row * lddy + d0, nd);
             const f32x16 u = load_n(v.u + row * v.ldu + d0, nd);
             f32x16 gy = gout;
@@ -309,57 +400,90 @@ void selective_scan_backward(const SelectiveScanInputs& in, const Tensor& state0
               gy = gout * z * sg;
               if (dzp) store_n(dzp + row * lddz + d0, gout * ys[size_t(l)] * sg * (1.0f + z * (1.0f - sg)), nd);
             }
-            dD_acc += gy * u;
+            dD_acc[size_t(j)] += gy * u;
             const f32x16 dt = dts[size_t(l)];
             const f32x16 dtu = dt * u;
-            f32x16 du = gy * k.D, ddt{};
             const float* Bt_ = v.B + row * v.ldB;
             const float* Ct_ = v.C + row * v.ldC;
             const f32x16* hp = hs.data() + l * N;
             const f32x16* hn = hs.data() + (l + 1) * N;
             const f32x16* dec = decays.data() + l * N;
-            float* dBr = dBt ? dBt + row * N : nullptr;
-            float* dCr = dCt ? dCt + row * N : nullptr;
-            for (int64_t n = 0; n < N; ++n) {
-              const f32x16 gn = adj[size_t(n)] + gy * Ct_[n];
-              if (dCr) {
-                dCr[n] += vec::reduce_add(gy * hn[n]);
-                dBr[n] += vec::reduce_add(gn * dtu);
+            f32x16* dBr = dBl.data() + l * N;
+            f32x16* dCr = dCl.data() + l * N;
+            // du = gy D + dt Σ g B;  ddt = Σ g h_{t-1} a A + u Σ g B. Two partial sums of each
+            // (even and odd n) shorten the dependency chains.
+            f32x16 gb0{}, gb1{}, gha0{}, gha1{};
+            const f32x16* Av = k.A.data();
+            auto step = [&](int64_t n, f32x16& gb, f32x16& gha) {
+              const f32x16 gn = a_blk[n] + gy * Ct_[n];
+              if (want_bc) {
+                dCr[n] += gy * hn[n];
+                dBr[n] += gn * dtu;
               }
-              du += gn * (dt * Bt_[n]);
-              const f32x16 hd = hp[n] * dec[n];
-              ddt += gn * (hd * k.A[size_t(n)] + Bt_[n] * u);
-              dA_acc[size_t(n)] += gn * hd * dt;
-              adj[size_t(n)] = gn * dec[n];
+              gb += gn * Bt_[n];
+              const f32x16 q = gn * (hp[n] * dec[n]);
+              gha += q * Av[n];
+              dA_blk[n] += q * dt;
+              a_blk[n] = gn * dec[n];
+            };
+            int64_t n = 0;
+            for (; n + 1 < N; n += 2) {
+              step(n, gb0, gha0);
+              step(n + 1, gb1, gha1);
             }
+            if (n < N) step(n, gb0, gha0);
+            const f32x16 sum_gb = gb0 + gb1;
+            const f32x16 du = gy * k.D + dt * sum_gb;
+            const f32x16 ddt = (gha0 + gha1) + u * sum_gb;
             const f32x16 ddelta = ddt * spg[size_t(l)];
-            dbias_acc += ddelta;
+            dbias_acc[size_t(j)] += ddelta;
             if (dup) store_n(dup + row * lddu + d0, du, nd);
             if (ddp) store_n(ddp + row * ldddelta + d0, ddelta, nd);
           }
         }
-        if (g.dstate0.defined()) save_state(g.dstate0.data<float>() + b * D * N, d0, nd, N, adj.data());
+        if (want_bc)  // lanes (channels) summed once per chunk
+          for (int64_t l = 0; l < L; ++l) {
+            const size_t row = size_t((b * T + t0 + l) * N);
+            for (int64_t n = 0; n < N; ++n) {
+              dBp[row + size_t(n)] = vec::reduce_add(dBl[size_t(l * N + n)]);
+              dCp[row + size_t(n)] = vec::reduce_add(dCl[size_t(l * N + n)]);
+            }
+          }
       }
-      for (int64_t i = 0; i < nd; ++i) {
-        if (g.dA.defined())
-          for (int64_t n = 0; n < N; ++n) g.dA.data<float>()[(d0 + i) * N + n] += dA_acc[size_t(n)][i];
-        if (g.dD.defined()) g.dD.data<float>()[d0 + i] += dD_acc[i];
-        if (g.ddelta_bias.defined()) g.ddelta_bias.data<float>()[d0 + i] += dbias_acc[i];
+      for (int64_t blk = blk0; blk < blk1; ++blk) {
+        const int64_t d0 = blk * W, nd = std::min(W, D - d0), j = blk - blk0;
+        if (g.dstate0.defined()) save_state(g.dstate0.data<float>() + b * D * N, d0, nd, N, adj.data() + j * N);
+        for (int64_t i = 0; i < nd; ++i) {
+          if (g.dA.defined())
+            for (int64_t n = 0; n < N; ++n) dA_part[size_t((b * D + d0 + i) * N + n)] = dA_acc[size_t(j * N + n)][i];
+          dD_part[size_t(b * D + d0 + i)] = dD_acc[size_t(j)][i];
+          dbias_part[size_t(b * D + d0 + i)] = dbias_acc[size_t(j)][i];
+        }
       }
     }
   }
 
+  // Fixed-order sums of the partials.
+  for (int64_t b = 0; b < Bt; ++b) {
+    if (g.dA.defined()) {
+      float* dA = g.dA.data<float>();
+      for (int64_t i = 0; i < D * N; ++i) dA[i] += dA_part[size_t(b * D * N + i)];
+    }
+    for (int64_t d = 0; d < D; ++d) {
+      if (g.dD.defined()) g.dD.data<float>()[d] += dD_part[size_t(b * D + d)];
+      if (g.ddelta_bias.defined()) g.ddelta_bias.data<float>()[d] += dbias_part[size_t(b * D + d)];
+    }
+  }
   if (want_bc) {
-    // dB, dC = Σ over threads, in thread order.
     auto reduce_into = [&](Tensor& out, const std::vector<float>& parts) {
       if (!out.defined()) return;
       float* op_ = out.data<float>();
       const int64_t ldo = out.row_stride();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (Bt * T * N >= 16384)
       for (int64_t r = 0; r < Bt * T; ++r) {
         for (int64_t n = 0; n < N; ++n) {
           float s = 0.0f;
-          for (int t = 0; t < threads; ++t) s += parts[size_t(t) * btn_size + size_t(r * N + n)];
+          for (int64_t gi = 0; gi < n_groups; ++gi) s += parts[size_t(gi) * btn_size + size_t(r * N + n)];
           op_[r * ldo + n] = s;
         }
       }

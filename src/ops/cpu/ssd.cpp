@@ -6,12 +6,20 @@
 //   inter:  Y += diag(exp(a_l)) C Sᵀ                       (S: the [P,N] state before the chunk)
 //   state:  S  = exp(a_last) S + (w ⊙ X)ᵀ B,   w_s = exp(a_last - a_s) dt_s
 //   plus D·x.
-// C Bᵀ is computed once per (batch, group, chunk) and shared by the group's heads. The chunks are
-// walked in order; inside one chunk the (batch, group, row block) tiles of C Bᵀ and then the
-// (batch, head) pairs are spread over OpenMP threads. Matrix products go through cblas_sgemm,
-// single-threaded inside our parallel region; the causal products are cut into row blocks so
-// that the zero upper triangle is skipped. Decays are always exps of cumsum differences.
+//
+// Chunks are walked in order (the state passes from one to the next). Per chunk:
+//   1. C Bᵀ (lower triangle) per (batch, group), shared by the group's heads; row blocks spread
+//      over the threads.
+//   2. Work items (batch, group, block of up to 4 heads), statically scheduled so that a thread
+//      keeps the same state slices and output columns from chunk to chunk. An item computes
+//      C Sᵀ for all its heads as one product; per head, builds the masked decay matrix (D folded
+//      into its diagonal) and adds its product with X, row block by row block so that the zero
+//      upper triangle is skipped; then updates the state of all its heads as one product.
+// Matrix products go through cblas_sgemm (OpenBLAS runs single-threaded inside our parallel
+// region). Decays are always exps of differences of cumsums, never ratios of exps. Denormals are
+// flushed to zero inside the op: long decays produce them and they slow the products ~100x.
 #include <cblas.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
@@ -38,6 +46,15 @@ inline float dt_value(float raw, float bias, float dt_min, float dt_max) {
   return std::min(std::max(vec::softplus(raw + bias), dt_min), dt_max);
 }
 
+// Sum of the 16 lanes as a shuffle tree (vec::reduce_add adds them one by one).
+inline float hsum(f32x16 v) {
+  v += __builtin_shuffle(v, i32x16{8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7});
+  v += __builtin_shuffle(v, i32x16{4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3});
+  v += __builtin_shuffle(v, i32x16{2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 2, 3, 0, 1});
+  v += __builtin_shuffle(v, i32x16{1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0});
+  return v[0];
+}
+
 inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
 
 // Flush-to-zero and denormals-are-zero for the calling thread while alive. Long decays (exp of
@@ -54,8 +71,8 @@ class FlushDenormals {
 #endif
 };
 
-constexpr int64_t kRowBlock = 64;     // rows per block of the causal products
-constexpr int64_t kGroupBlock = 256;  // columns (head channels) per task of the group-wide products
+constexpr int64_t kRowBlock = 64;        // rows per block of the causal products
+constexpr int64_t kMaxHeadsPerItem = 4;  // heads per work item (their products run as one)
 
 bool is_f32_rows(const Tensor& t, int64_t dims) {
   return t.defined() && t.dtype() == DType::F32 && t.dim() == dims && t.has_uniform_rows();
@@ -122,7 +139,7 @@ void ssd(const SsdInputs& in, Tensor* state, Tensor& y) {
   if (Bt == 0 || T == 0) return;
   const int64_t Q = std::min(in.chunk_size, T);
   const int64_t n_chunks = (T + Q - 1) / Q;
-  const int64_t n_blocks = (Q + kRowBlock - 1) / kRowBlock;
+  const int64_t n_row_blocks = (Q + kRowBlock - 1) / kRowBlock;
   const int64_t heads_per_group = H / G;
 
   const bool state_io = state && state->defined();
@@ -148,45 +165,61 @@ void ssd(const SsdInputs& in, Tensor* state, Tensor& y) {
                 ldy = y.row_stride();
   const float dt_min = in.dt_min, dt_max = in.dt_max;
 
-  // Shared per chunk: C Bᵀ per (batch, group), rows padded to whole vectors; the weighted inputs
-  // w ⊙ X of every head, [Bt, Q, H*P]. Per thread: the masked decay matrix M, dt and the cumsum.
+  // Work items of the per-chunk pass: (batch, group, block of k heads). A thread keeps the same
+  // items, hence the same state slices and output columns, from chunk to chunk.
+  const int64_t threads = std::max(1, omp_in_parallel() ? 1 : omp_get_max_threads());
+  int64_t k = 1;
+  for (int64_t cand = std::min<int64_t>(heads_per_group, kMaxHeadsPerItem); cand >= 1; --cand) {
+    const int64_t items = Bt * G * ((heads_per_group + cand - 1) / cand);
+    if (items % threads == 0 || items >= 8 * threads) {
+      k = cand;
+      break;
+    }
+  }
+  const int64_t blocks_per_group = (heads_per_group + k - 1) / k;
+  const int64_t n_items = Bt * G * blocks_per_group;
+
+  // dt after softplus/clamp and the inclusive cumsum of dt*A restarted at every chunk, [Bt*H, T];
+  // C Bᵀ of the current chunk per (batch, group), rows padded to whole vectors.
   const int64_t ldm = round_up(Q, kLanes);
-  const int64_t HP = H * P, group_cols = heads_per_group * P;
+  std::vector<float> dt_all(size_t(Bt * H * T)), acum_all(size_t(Bt * H * T));
   std::vector<float> cb(size_t(Bt * G * Q * ldm));
-  std::vector<float> xw(need_state ? size_t(Bt * Q * HP) : 0);
-  // Work split of the group-wide products: columns of C Sᵀ and rows of the state update.
-  const int64_t col_block = std::min(group_cols, kGroupBlock), n_col_blocks = (group_cols + col_block - 1) / col_block;
 
 #pragma omp parallel
   {
     const FlushDenormals ftz;
+    // Per thread: the masked decay matrix of one head and w ⊙ X of one item's heads.
     std::vector<float> M(static_cast<size_t>(Q * ldm));
+    std::vector<float> xw(need_state ? static_cast<size_t>(Q * k * P) : 0);
     std::vector<float> dts(static_cast<size_t>(ldm), 0.0f), acum(static_cast<size_t>(ldm), 0.0f);
     const i32x16 lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+
+#pragma omp for schedule(static)
+    for (int64_t bh = 0; bh < Bt * H; ++bh) {
+      const int64_t b = bh / H, h = bh % H;
+      const float bias = biasp ? biasp[h] : 0.0f, Ah = Ap[h];
+      const float* dtr = dtp + b * T * lddt + h;
+      float* dto = dt_all.data() + bh * T;
+      float* ao = acum_all.data() + bh * T;
+      double run = 0.0;  // accumulated in double, restarted per chunk
+      for (int64_t t = 0; t < T; ++t) {
+        if (t % Q == 0) run = 0.0;
+        const float v = dt_value(dtr[t * lddt], bias, dt_min, dt_max);
+        dto[t] = v;
+        run += double(v) * double(Ah);
+        ao[t] = float(run);
+      }
+    }
+
     for (int64_t c = 0; c < n_chunks; ++c) {
       const int64_t t0 = c * Q, L = std::min(Q, T - t0);
       const bool has_prev = c > 0 || state_io;
       const bool update_state = need_state && (c + 1 < n_chunks || state_io);
 
-      // Phase 1, depends only on the inputs and the state before the chunk:
-      //   C Bᵀ, lower triangle, per (batch, group) in row blocks;
-      //   Y = C Sᵀ for all heads of a group at once, in column blocks (scaled by exp(a) in phase 2).
-      const int64_t cb_tasks = Bt * G * n_blocks;
-      const int64_t inter_tasks = has_prev ? Bt * G * n_col_blocks : 0;
+      // C Bᵀ, lower triangle, per (batch, group) in row blocks (largest first).
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t task = 0; task < inter_tasks + cb_tasks; ++task) {
-        if (task < inter_tasks) {
-          const int64_t bg = task / n_col_blocks, blk = task % n_col_blocks;
-          const int64_t b = bg / G, g = bg % G;
-          const int64_t col0 = g * group_cols + blk * col_block,
-                        cols = std::min(col_block, group_cols - blk * col_block);
-          const int64_t row0 = b * T + t0;
-          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(L), int(cols), int(N), 1.0f, Cp + row0 * ldC + g * N,
-                      int(ldC), state_base + (b * HP + col0) * N, int(N), 0.0f, yp + row0 * ldy + col0, int(ldy));
-          continue;
-        }
-        const int64_t t = task - inter_tasks;
-        const int64_t bg = t / n_blocks, blk = n_blocks - 1 - t % n_blocks;
+      for (int64_t task = 0; task < Bt * G * n_row_blocks; ++task) {
+        const int64_t bg = task / n_row_blocks, blk = n_row_blocks - 1 - task % n_row_blocks;
         const int64_t b = bg / G, g = bg % G;
         const int64_t r0 = blk * kRowBlock;
         if (r0 >= L) continue;
@@ -197,96 +230,83 @@ void ssd(const SsdInputs& in, Tensor* state, Tensor& y) {
                     cb.data() + size_t(bg * Q * ldm + r0 * ldm), int(ldm));
       }
 
-      // Phase 2, per (batch, head): decays, intra-chunk output, D x, and the inputs of the state update.
-#pragma omp for schedule(dynamic, 1)
-      for (int64_t bh = 0; bh < Bt * H; ++bh) {
-        const int64_t b = bh / H, h = bh % H, g = h / heads_per_group;
+#pragma omp for schedule(static)
+      for (int64_t item = 0; item < n_items; ++item) {
+        const int64_t bg = item / blocks_per_group, blk = item % blocks_per_group;
+        const int64_t b = bg / G, g = bg % G;
+        const int64_t h0 = g * heads_per_group + blk * k, nh = std::min(k, (g + 1) * heads_per_group - h0);
         const int64_t row0 = b * T + t0;
-        const float* X = xp + row0 * ldx + h * P;
-        const float* CB = cb.data() + size_t((b * G + g) * Q * ldm);
-        float* Y = yp + row0 * ldy + h * P;
+        const float* Bc = Bp + row0 * ldB + g * N;
+        const float* Cc = Cp + row0 * ldC + g * N;
+        const float* CB = cb.data() + size_t(bg * Q * ldm);
+        float* S0 = need_state ? state_base + (b * H + h0) * P * N : nullptr;  // [nh*P, N]
 
-        // dt and the inclusive cumsum of dt*A (accumulated in double).
-        const float bias = biasp ? biasp[h] : 0.0f, Ah = Ap[h];
-        const float* dtr = dtp + row0 * lddt + h;
-        double run = 0.0;
-        for (int64_t l = 0; l < L; ++l) {
-          const float v = dt_value(dtr[l * lddt], bias, dt_min, dt_max);
-          dts[size_t(l)] = v;
-          run += double(v) * double(Ah);
-          acum[size_t(l)] = float(run);
-        }
-
-        // inter-chunk: Y = diag(exp(a)) (C Sᵀ from phase 1).
+        // inter-chunk for the item's heads at once: Y = C Sᵀ, then rows scaled by exp(a_l) per head.
         if (has_prev) {
+          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(L), int(nh * P), int(N), 1.0f, Cc, int(ldC), S0,
+                      int(N), 0.0f, yp + row0 * ldy + h0 * P, int(ldy));
           for (int64_t l = 0; l < L; ++l) {
-            const float e = exp_f(acum[size_t(l)]);
-            float* yr = Y + l * ldy;
+            float* yr = yp + (row0 + l) * ldy + h0 * P;
+            for (int64_t j = 0; j < nh; ++j) {
+              const float e = exp_f(acum_all[size_t((b * H + h0 + j) * T + t0 + l)]);
 #pragma omp simd
-            for (int64_t p = 0; p < P; ++p) yr[p] *= e;
-          }
-        }
-
-        // intra-chunk: Y (+)= (C Bᵀ ⊙ L) X, row block by row block.
-        for (int64_t r0 = 0; r0 < L; r0 += kRowBlock) {
-          const int64_t r1 = std::min(L, r0 + kRowBlock);
-          for (int64_t l = r0; l < r1; ++l) {
-            const float* cbr = CB + l * ldm;
-            float* mr = M.data() + l * ldm;
-            const f32x16 al = vec::splat<f32x16>(acum[size_t(l)]);
-            const i32x16 last = i32x16{} + int32_t(l);
-            int64_t s0 = 0;
-            for (; s0 <= l; s0 += kLanes) {
-              const f32x16 m =
-                  vec::load(cbr + s0) * vec::fast_exp(al - vec::load(acum.data() + s0)) * vec::load(dts.data() + s0);
-              vec::store(mr + s0, (lane + int32_t(s0)) <= last ? m : f32x16{});
+              for (int64_t p = 0; p < P; ++p) yr[j * P + p] *= e;
             }
-            for (int64_t s = s0; s < r1; ++s) mr[s] = 0.0f;
           }
-          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(r1 - r0), int(P), int(r1), 1.0f,
-                      M.data() + r0 * ldm, int(ldm), X, int(ldx), has_prev ? 1.0f : 0.0f, Y + r0 * ldy, int(ldy));
         }
 
-        if (Dp) {
-          const float Dh = Dp[h];
-          for (int64_t l = 0; l < L; ++l) {
-            float* yr = Y + l * ldy;
-            const float* xr = X + l * ldx;
+        for (int64_t j = 0; j < nh; ++j) {
+          const int64_t h = h0 + j, bh = b * H + h;
+          const float* X = xp + row0 * ldx + h * P;
+          float* Y = yp + row0 * ldy + h * P;
+          std::copy_n(dt_all.data() + bh * T + t0, L, dts.data());
+          std::copy_n(acum_all.data() + bh * T + t0, L, acum.data());
+          const float Dh = Dp ? Dp[h] : 0.0f;
+
+          // intra-chunk plus D x: Y (+)= (C Bᵀ ⊙ L + D I) X, row block by row block.
+          for (int64_t r0 = 0; r0 < L; r0 += kRowBlock) {
+            const int64_t r1 = std::min(L, r0 + kRowBlock);
+            for (int64_t l = r0; l < r1; ++l) {
+              const float* cbr = CB + l * ldm;
+              float* mr = M.data() + l * ldm;
+              const f32x16 al = vec::splat<f32x16>(acum[size_t(l)]);
+              const i32x16 last = i32x16{} + int32_t(l);
+              int64_t s0 = 0;
+              for (; s0 <= l; s0 += kLanes) {
+                const f32x16 m =
+                    vec::load(cbr + s0) * vec::fast_exp(al - vec::load(acum.data() + s0)) * vec::load(dts.data() + s0);
+                vec::store(mr + s0, (lane + int32_t(s0)) <= last ? m : f32x16{});
+              }
+              for (int64_t s = s0; s < r1; ++s) mr[s] = 0.0f;
+              mr[l] += Dh;
+            }
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(r1 - r0), int(P), int(r1), 1.0f,
+                        M.data() + r0 * ldm, int(ldm), X, int(ldx), has_prev ? 1.0f : 0.0f, Y + r0 * ldy, int(ldy));
+          }
+
+          // state update inputs: w ⊙ X with w_s = exp(a_last - a_s) dt_s, and S_h *= exp(a_last).
+          if (update_state) {
+            const float alast = acum[size_t(L - 1)];
+            for (int64_t s = 0; s < L; ++s) {
+              const float ws = exp_f(alast - acum[size_t(s)]) * dts[size_t(s)];
+              const float* xr = X + s * ldx;
+              float* xwr = xw.data() + s * nh * P + j * P;
 #pragma omp simd
-            for (int64_t p = 0; p < P; ++p) yr[p] += Dh * xr[p];
+              for (int64_t p = 0; p < P; ++p) xwr[p] = ws * xr[p];
+            }
+            if (has_prev) {
+              const float e = exp_f(alast);
+              float* S = S0 + j * P * N;
+#pragma omp simd
+              for (int64_t i = 0; i < P * N; ++i) S[i] *= e;
+            }
           }
         }
 
-        // state update inputs: w ⊙ X with w_s = exp(a_last - a_s) dt_s, and S *= exp(a_last).
+        // state passing for the item's heads at once: S = exp(a_last) S + (w ⊙ X)ᵀ B.
         if (update_state) {
-          const float alast = acum[size_t(L - 1)];
-          for (int64_t s = 0; s < L; ++s) {
-            const float ws = exp_f(alast - acum[size_t(s)]) * dts[size_t(s)];
-            const float* xr = X + s * ldx;
-            float* xwr = xw.data() + size_t((b * Q + s) * HP + h * P);
-#pragma omp simd
-            for (int64_t p = 0; p < P; ++p) xwr[p] = ws * xr[p];
-          }
-          if (has_prev) {
-            const float e = exp_f(alast);
-            float* S = state_base + bh * P * N;
-#pragma omp simd
-            for (int64_t i = 0; i < P * N; ++i) S[i] *= e;
-          }
-        }
-      }
-
-      // Phase 3: S = exp(a_last) S + (w ⊙ X)ᵀ B for all heads of a group at once, in row blocks.
-      if (update_state) {
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t task = 0; task < Bt * G * n_col_blocks; ++task) {
-          const int64_t bg = task / n_col_blocks, blk = task % n_col_blocks;
-          const int64_t b = bg / G, g = bg % G;
-          const int64_t col0 = g * group_cols + blk * col_block,
-                        cols = std::min(col_block, group_cols - blk * col_block);
-          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(cols), int(N), int(L), 1.0f,
-                      xw.data() + size_t(b * Q * HP + col0), int(HP), Bp + (b * T + t0) * ldB + g * N, int(ldB),
-                      has_prev ? 1.0f : 0.0f, state_base + (b * HP + col0) * N, int(N));
+          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(nh * P), int(N), int(L), 1.0f, xw.data(),
+                      int(nh * P), Bc, int(ldB), has_prev ? 1.0f : 0.0f, S0, int(N));
         }
       }
     }
@@ -334,7 +354,7 @@ void ssd_step(const SsdInputs& in, Tensor& state, Tensor& y) {
             vec::store(sr + n, v);
             acc += v * vec::load(Cv + n);
           }
-          yv[p] = vec::reduce_add(acc) + Dh * x[p];
+          yv[p] = hsum(acc) + Dh * x[p];
         }
       } else {
         for (int64_t p = 0; p < P; ++p) {

@@ -23,7 +23,7 @@
 #include <cmath>
 #include <vector>
 
-#include "ops/cpu/backward_util.h"
+#include "ops/cpu/op_util.h"
 #include "ops/cpu/vec_math.h"
 #include "ops/ops_backward.h"
 
@@ -40,10 +40,10 @@ void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, S
   SSM_CHECK(is_f32_rows(in.x) && in.x.dim() == 3, "{}: x must be F32 rows [B,T,H*P], got {}", op, describe(in.x));
   SSM_CHECK(is_f32_rows(in.dt) && in.dt.dim() == 3, "{}: dt must be F32 rows [B,T,H], got {}", op, describe(in.dt));
   const int64_t Bt = in.x.size(0), T = in.x.size(1), H = in.dt.size(2), G = in.n_groups;
-  SSM_CHECK(in.dt.size(0) == Bt && in.dt.size(1) == T, "{}: dt {} does not match x {}", op,
-            shape_str(in.dt.shape()), shape_str(in.x.shape()));
-  SSM_CHECK(H > 0 && in.x.size(2) % H == 0, "{}: x width {} is not a multiple of the head count {}", op,
-            in.x.size(2), H);
+  SSM_CHECK(in.dt.size(0) == Bt && in.dt.size(1) == T, "{}: dt {} does not match x {}", op, shape_str(in.dt.shape()),
+            shape_str(in.x.shape()));
+  SSM_CHECK(H > 0 && in.x.size(2) % H == 0, "{}: x width {} is not a multiple of the head count {}", op, in.x.size(2),
+            H);
   const int64_t P = in.x.size(2) / H;
   SSM_CHECK(G >= 1 && H % G == 0, "{}: n_groups {} does not divide the head count {}", op, G, H);
   SSM_CHECK(is_f32_rows(in.B) && in.B.dim() == 3 && in.B.size(0) == Bt && in.B.size(1) == T && in.B.size(2) % G == 0 &&
@@ -74,15 +74,18 @@ void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, S
   check_act(g.dB, "dB", bcs);
   check_act(g.dC, "dC", bcs);
   for (auto [t, name] : {std::pair{&g.dA, "dA"}, {&g.dD, "dD"}, {&g.ddt_bias, "ddt_bias"}})
-    if (t->defined()) SSM_CHECK(detail::is_f32_vec(*t, H), "{}: {} must be F32 [{}], got {}", op, name, H, describe(*t));
+    if (t->defined())
+      SSM_CHECK(detail::is_f32_vec(*t, H), "{}: {} must be F32 [{}], got {}", op, name, H, describe(*t));
   if (g.dstate0.defined())
     SSM_CHECK(detail::is_f32_contig(g.dstate0, ss), "{}: dstate0 must be contiguous F32 {}, got {}", op, shape_str(ss),
               describe(g.dstate0));
   if (Bt == 0) return;
   if (T == 0) {
     if (g.dstate0.defined()) {
-      if (dfinal_state.defined()) g.dstate0.copy_from(dfinal_state);
-      else detail::zero_rows(g.dstate0);
+      if (dfinal_state.defined())
+        g.dstate0.copy_from(dfinal_state);
+      else
+        detail::zero_rows(g.dstate0);
     }
     return;
   }
@@ -99,8 +102,8 @@ void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, S
   const float* biasp = in.dt_bias.defined() ? in.dt_bias.data<float>() : nullptr;
   const float* Dp = in.D.defined() ? in.D.data<float>() : nullptr;
   const float* dyp = dy.data<float>();
-  const int64_t ldx = in.x.row_stride(), lddt = in.dt.row_stride(), ldB = in.B.row_stride(),
-                ldC = in.C.row_stride(), lddy = dy.row_stride();
+  const int64_t ldx = in.x.row_stride(), lddt = in.dt.row_stride(), ldB = in.B.row_stride(), ldC = in.C.row_stride(),
+                lddy = dy.row_stride();
   const bool has_s0 = state0.defined();
   const bool has_dfinal = dfinal_state.defined();
 
@@ -158,7 +161,8 @@ void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, S
       }
       // dS after the last chunk: the incoming gradient of the final state.
       std::vector<float> dS(size_t(PN), 0.0f);
-      if (has_dfinal) std::copy(dfinal_state.data<float>() + bh * PN, dfinal_state.data<float>() + (bh + 1) * PN, dS.begin());
+      if (has_dfinal)
+        std::copy(dfinal_state.data<float>() + bh * PN, dfinal_state.data<float>() + (bh + 1) * PN, dS.begin());
       for (int64_t c = nc - 1; c >= 0; --c) {
         std::copy(dS.begin(), dS.end(), ds_after.begin() + (bh * nc + c) * PN);
         if (c == 0 && !g.dstate0.defined()) break;
@@ -190,8 +194,8 @@ void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, S
 
 #pragma omp parallel
   {
-    std::vector<float> CB(size_t(Q * Q)), E(size_t(Q * Q)), M(size_t(Q * Q)), dM(size_t(Q * Q)),
-        dCB(size_t(Q * Q)), tmp(size_t(Q * P)), tmp2(size_t(Q * P)), dxl(size_t(Q * P)), da(static_cast<size_t>(Q)),
+    std::vector<float> CB(size_t(Q * Q)), E(size_t(Q * Q)), M(size_t(Q * Q)), dM(size_t(Q * Q)), dCB(size_t(Q * Q)),
+        tmp(size_t(Q * P)), tmp2(size_t(Q * P)), dxl(size_t(Q * P)), da(static_cast<size_t>(Q)),
         ddt(static_cast<size_t>(Q)), expa(static_cast<size_t>(Q));
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < Bt * G * nc; ++task) {
@@ -342,7 +346,8 @@ void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, S
         dA_part[size_t((b * nc + c) * H + h)] = dA_acc;
         dbias_part[size_t((b * nc + c) * H + h)] = dbias_acc;
         if (dxp)
-          for (int64_t l = 0; l < L; ++l) std::copy(dxl.begin() + l * P, dxl.begin() + (l + 1) * P, dxp + (row0 + l) * lddx + h * P);
+          for (int64_t l = 0; l < L; ++l)
+            std::copy(dxl.begin() + l * P, dxl.begin() + (l + 1) * P, dxp + (row0 + l) * lddx + h * P);
       }
       // dC += d(C Bᵀ) B;  dB += d(C Bᵀ)ᵀ C.
       if (dCc)

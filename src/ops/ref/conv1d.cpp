@@ -6,9 +6,9 @@
 
 namespace ssm::ref {
 
-Conv1dOutputs conv1d_causal(const std::vector<double>& x, const std::vector<double>& w,
-                            const std::vector<double>& bias, const std::vector<double>& state0, bool silu,
-                            int64_t batch, int64_t T, int64_t C, int64_t K) {
+Conv1dOutputs conv1d_causal(const std::vector<double>& x, const std::vector<double>& w, const std::vector<double>& bias,
+                            const std::vector<double>& state0, bool silu, int64_t batch, int64_t T, int64_t C,
+                            int64_t K) {
   SSM_CHECK(K >= 1 && int64_t(x.size()) == batch * T * C && int64_t(w.size()) == C * K &&
                 (bias.empty() || int64_t(bias.size()) == C) &&
                 (state0.empty() || int64_t(state0.size()) == batch * (K - 1) * C),
@@ -20,8 +20,10 @@ Conv1dOutputs conv1d_causal(const std::vector<double>& x, const std::vector<doub
     for (int64_t i = 0; i < L; ++i) {
       for (int64_t c = 0; c < C; ++c) {
         double v = 0.0;
-        if (i >= K - 1) v = x[size_t((b * T + i - (K - 1)) * C + c)];
-        else if (!state0.empty()) v = state0[size_t((b * (K - 1) + i) * C + c)];
+        if (i >= K - 1)
+          v = x[size_t((b * T + i - (K - 1)) * C + c)];
+        else if (!state0.empty())
+          v = state0[size_t((b * (K - 1) + i) * C + c)];
         xs[size_t((b * L + i) * C + c)] = v;
       }
     }

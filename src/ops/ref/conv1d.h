@@ -20,8 +20,8 @@ struct Conv1dOutputs {
   std::vector<double> y, state;
 };
 
-Conv1dOutputs conv1d_causal(const std::vector<double>& x, const std::vector<double>& w,
-                            const std::vector<double>& bias, const std::vector<double>& state0, bool silu,
-                            int64_t batch, int64_t T, int64_t C, int64_t K);
+Conv1dOutputs conv1d_causal(const std::vector<double>& x, const std::vector<double>& w, const std::vector<double>& bias,
+                            const std::vector<double>& state0, bool silu, int64_t batch, int64_t T, int64_t C,
+                            int64_t K);
 
 }  // namespace ssm::ref

@@ -4,8 +4,8 @@
 
 namespace ssm::ref {
 
-std::vector<double> linear(const std::vector<double>& x, const std::vector<double>& w,
-                           const std::vector<double>& bias, int64_t M, int64_t N, int64_t K) {
+std::vector<double> linear(const std::vector<double>& x, const std::vector<double>& w, const std::vector<double>& bias,
+                           int64_t M, int64_t N, int64_t K) {
   SSM_CHECK(int64_t(x.size()) == M * K && int64_t(w.size()) == N * K && (bias.empty() || int64_t(bias.size()) == N),
             "ref::linear: sizes x {} w {} bias {} do not match M {} N {} K {}", x.size(), w.size(), bias.size(), M, N,
             K);

@@ -8,7 +8,7 @@
 
 namespace ssm::ref {
 
-std::vector<double> linear(const std::vector<double>& x, const std::vector<double>& w,
-                           const std::vector<double>& bias, int64_t M, int64_t N, int64_t K);
+std::vector<double> linear(const std::vector<double>& x, const std::vector<double>& w, const std::vector<double>& bias,
+                           int64_t M, int64_t N, int64_t K);
 
 }  // namespace ssm::ref

@@ -1,4 +1,4 @@
-// Small helpers shared by the CPU backward kernels (ops/cpu/*_backward.cpp, cross_entropy.cpp).
+// Small helpers shared by the CPU kernels (shape checks and descriptions for messages, row access).
 #pragma once
 #include <cmath>
 #include <cstdint>

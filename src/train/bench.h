@@ -1,0 +1,33 @@
+// Training throughput: tokens/s of forward + backward + AdamW for a model config on random tokens,
+// with the share of step time in matrix products versus scans and convolutions.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model/config.h"
+#include "train/model_backward.h"
+
+namespace ssm {
+
+struct TrainBenchResult {
+  std::string name;
+  int threads = 0;
+  int64_t batch = 0, seq_len = 0;
+  double tokens_per_second = 0;
+  double step_seconds = 0;
+  StepProfile profile;           // seconds per step, by kind
+  double optimizer_seconds = 0;  // per step
+};
+
+// Times `steps` training steps (after `warmup` untimed ones) at the current thread count.
+TrainBenchResult bench_training(const ModelConfig& config, const std::string& name, int64_t batch, int64_t seq_len,
+                                int64_t steps, int64_t warmup = 1, int64_t scan_chunk = 64);
+
+// The demo model (configs/demo-byte.json: mamba2, 4 layers of 128, bytes).
+ModelConfig demo_model_config();
+
+// One markdown table row per result.
+std::string bench_table(const std::vector<TrainBenchResult>& results);
+
+}  // namespace ssm
