@@ -9,12 +9,10 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 ssm="${SSM:-}"
 if [ -z "$ssm" ]; then
-  # The release build (CMakePresets.json), built here when it is not there yet.
-  if [ ! -x build/release/bin/ssm ]; then
-    echo "demo: building build/release (cmake --preset release)" >&2
-    cmake --preset release >/dev/null
-    cmake --build --preset release --target ssm
-  fi
+  # The release build (CMakePresets.json); on a fresh machine this installs and builds first.
+  bash scripts/install-deps.sh
+  [ -f build/release/build.ninja ] || cmake --preset release >/dev/null
+  cmake --build --preset release --target ssm
   ssm=build/release/bin/ssm
 fi
 [ -x "$ssm" ] || { echo "demo: '$ssm' is not an executable ssm binary" >&2; exit 1; }
