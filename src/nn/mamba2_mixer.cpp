@@ -39,8 +39,8 @@ void Mamba2Mixer::add_params(const std::string& prefix, ParamList& params) {
 }
 
 Tensor Mamba2Mixer::A() const {
-  Tensor a = Tensor::empty({n_heads});
-  for (int64_t h = 0; h < n_heads; ++h) a.data<float>()[h] = -std::exp(A_log.data<float>()[h]);
+  Tensor a = Tensor::empty(A_log.shape());
+  ops::neg_exp(A_log, a);
   return a;
 }
 

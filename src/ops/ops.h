@@ -21,6 +21,8 @@ void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y, boo
 void embedding(const Tensor& table, const Tensor& ids, Tensor& out);
 // a += b elementwise (same shape, rows tensors).
 void add_inplace(Tensor& a, const Tensor& b);
+// y = -exp(x) elementwise, contiguous F32 (A = -exp(A_log), recomputed at every decode step).
+void neg_exp(const Tensor& x, Tensor& y);
 
 // ---- norms (over the last dim) ----
 // y = x / sqrt(mean(x²) + eps) * w. y may alias x.

@@ -304,7 +304,7 @@ double TrainingPass::forward_backward(const Tensor& ids, const Tensor& targets, 
     } else if (const auto* m2 = dynamic_cast<const Mamba2Mixer*>(mixer)) {
       mamba2_forward(*m2, normed, mixed, saved2[size_t(i)], prof);
     } else {
-      fail("training is not implemented for this mixer type");
+      fail("training supports Mamba-1 and Mamba-2 mixers; this model has another");
     }
     Timed t(prof, &StepProfile::other);
     h[size_t(i + 1)] = h[size_t(i)].clone();

@@ -152,6 +152,17 @@ TEST(OpsAddInplace, MatchesReference) {
   }
 }
 
+TEST(OpsNegExp, MatchesStdExp) {
+  Rng rng(9);
+  const Tensor x = test::random_tensor({37, 16}, rng, -12, 6, false);
+  Tensor y = Tensor::empty(x.shape());
+  ops::neg_exp(x, y);
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    const double want = -std::exp(double(x.data<float>()[i]));
+    EXPECT_NEAR(y.data<float>()[i], want, 3e-7 * std::fabs(want)) << i;
+  }
+}
+
 TEST(OpsAddInplace, RejectsMismatchedShapes) {
   Tensor a = Tensor::zeros({2, 3});
   const Tensor b = Tensor::zeros({3, 2});

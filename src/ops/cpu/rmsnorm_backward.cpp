@@ -154,9 +154,12 @@ void gated_rmsnorm_backward(const Tensor& x, const Tensor& z, const Tensor& w, i
   norm_backward("gated_rmsnorm_backward", x, z, w, group_size, norm_before_gate, eps, dy, dx, dz, dw, false);
 }
 
-void silu_backward(const Tensor& x, const Tensor& dy, Tensor& dx, bool accumulate_dx) {
+namespace {
+// dx (+)= dy · grad(x), elementwise over rows tensors of one shape.
+template <class Grad>
+void pointwise_backward(const char* op, const Tensor& x, const Tensor& dy, Tensor& dx, bool accumulate_dx, Grad grad) {
   SSM_CHECK(is_f32_rows(x) && is_f32_rows(dy, x.shape()) && is_f32_rows(dx, x.shape()),
-            "silu_backward: x, dy, dx must be F32 rows of one shape, got {}, {}, {}", describe(x), describe(dy),
+            "{}: x, dy, dx must be F32 rows of one shape, got {}, {}, {}", op, describe(x), describe(dy),
             describe(dx));
   const int64_t rows = x.rows(), width = x.size(-1);
   const int64_t ldx = x.row_stride(), lddy = dy.row_stride(), lddx = dx.row_stride();
@@ -166,26 +169,19 @@ void silu_backward(const Tensor& x, const Tensor& dy, Tensor& dx, bool accumulat
 #pragma omp parallel for schedule(static) if (rows * width >= 65536)
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t i = 0; i < width; ++i) {
-      const float v = dyp[r * lddy + i] * detail::silu_grad_f(xp[r * ldx + i]);
+      const float v = dyp[r * lddy + i] * grad(xp[r * ldx + i]);
       dxp[r * lddx + i] = accumulate_dx ? dxp[r * lddx + i] + v : v;
     }
 }
+}  // namespace
+
+void silu_backward(const Tensor& x, const Tensor& dy, Tensor& dx, bool accumulate_dx) {
+  pointwise_backward("silu_backward", x, dy, dx, accumulate_dx, [](float v) { return detail::silu_grad_f(v); });
+}
 
 void softplus_backward(const Tensor& x, const Tensor& dy, Tensor& dx, bool accumulate_dx) {
-  SSM_CHECK(is_f32_rows(x) && is_f32_rows(dy, x.shape()) && is_f32_rows(dx, x.shape()),
-            "softplus_backward: x, dy, dx must be F32 rows of one shape, got {}, {}, {}", describe(x), describe(dy),
-            describe(dx));
-  const int64_t rows = x.rows(), width = x.size(-1);
-  const int64_t ldx = x.row_stride(), lddy = dy.row_stride(), lddx = dx.row_stride();
-  const float* xp = x.data<float>();
-  const float* dyp = dy.data<float>();
-  float* dxp = dx.data<float>();
-#pragma omp parallel for schedule(static) if (rows * width >= 65536)
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t i = 0; i < width; ++i) {
-      const float v = dyp[r * lddy + i] * detail::softplus_grad_f(xp[r * ldx + i]);
-      dxp[r * lddx + i] = accumulate_dx ? dxp[r * lddx + i] + v : v;
-    }
+  pointwise_backward("softplus_backward", x, dy, dx, accumulate_dx,
+                     [](float v) { return detail::softplus_grad_f(v); });
 }
 
 }  // namespace ssm::ops

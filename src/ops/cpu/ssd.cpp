@@ -29,6 +29,7 @@
 #endif
 
 #include "core/error.h"
+#include "ops/cpu/ssd_inputs.h"
 #include "ops/cpu/vec_math.h"
 #include "ops/ops.h"
 
@@ -153,16 +154,9 @@ void ssd(const SsdInputs& in, Tensor* state, Tensor& y) {
     state_base = own_state.data();
   }
 
-  const float* xp = in.x.data<float>();
-  const float* dtp = in.dt.data<float>();
-  const float* Bp = in.B.data<float>();
-  const float* Cp = in.C.data<float>();
-  const float* Ap = in.A.data<float>();
-  const float* biasp = in.dt_bias.defined() ? in.dt_bias.data<float>() : nullptr;
-  const float* Dp = in.D.defined() ? in.D.data<float>() : nullptr;
+  const auto [xp, dtp, Bp, Cp, Ap, biasp, Dp, ldx, lddt, ldB, ldC] = detail::ssd_pointers(in);
   float* yp = y.data<float>();
-  const int64_t ldx = in.x.row_stride(), lddt = in.dt.row_stride(), ldB = in.B.row_stride(), ldC = in.C.row_stride(),
-                ldy = y.row_stride();
+  const int64_t ldy = y.row_stride();
   const float dt_min = in.dt_min, dt_max = in.dt_max;
 
   // Work items of the per-chunk pass: (batch, group, block of k heads). A thread keeps the same
@@ -318,17 +312,10 @@ void ssd_step(const SsdInputs& in, Tensor& state, Tensor& y) {
   const Dims d = check_inputs("ssd_step", in, &state, y, 2);
   const int64_t Bt = d.Bt, H = d.H, P = d.P, G = d.G, N = d.N;
   const int64_t heads_per_group = H / G;
-  const float* xp = in.x.data<float>();
-  const float* dtp = in.dt.data<float>();
-  const float* Bp = in.B.data<float>();
-  const float* Cp = in.C.data<float>();
-  const float* Ap = in.A.data<float>();
-  const float* biasp = in.dt_bias.defined() ? in.dt_bias.data<float>() : nullptr;
-  const float* Dp = in.D.defined() ? in.D.data<float>() : nullptr;
+  const auto [xp, dtp, Bp, Cp, Ap, biasp, Dp, ldx, lddt, ldB, ldC] = detail::ssd_pointers(in);
   float* yp = y.data<float>();
   float* sp = state.data<float>();
-  const int64_t ldx = in.x.row_stride(), lddt = in.dt.row_stride(), ldB = in.B.row_stride(), ldC = in.C.row_stride(),
-                ldy = y.row_stride();
+  const int64_t ldy = y.row_stride();
 
 #pragma omp parallel if (Bt * H * P * N >= 32768)
   {

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "ops/cpu/op_util.h"
+#include "ops/cpu/ssd_inputs.h"
 #include "ops/cpu/vec_math.h"
 #include "ops/ops_backward.h"
 
@@ -94,16 +95,9 @@ void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, S
   const int64_t nc = (T + Q - 1) / Q;
   const int64_t hpg = H / G;
   const int64_t PN = P * N;
-  const float* xp = in.x.data<float>();
-  const float* dtp = in.dt.data<float>();
-  const float* Bp = in.B.data<float>();
-  const float* Cp = in.C.data<float>();
-  const float* Ap = in.A.data<float>();
-  const float* biasp = in.dt_bias.defined() ? in.dt_bias.data<float>() : nullptr;
-  const float* Dp = in.D.defined() ? in.D.data<float>() : nullptr;
+  const auto [xp, dtp, Bp, Cp, Ap, biasp, Dp, ldx, lddt, ldB, ldC] = detail::ssd_pointers(in);
   const float* dyp = dy.data<float>();
-  const int64_t ldx = in.x.row_stride(), lddt = in.dt.row_stride(), ldB = in.B.row_stride(), ldC = in.C.row_stride(),
-                lddy = dy.row_stride();
+  const int64_t lddy = dy.row_stride();
   const bool has_s0 = state0.defined();
   const bool has_dfinal = dfinal_state.defined();
 
