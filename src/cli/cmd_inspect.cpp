@@ -36,7 +36,7 @@ void run_inspect(const std::string& folder) {
   std::printf("memory         weights %s in f32, %s in bf16; state %s per sequence\n",
               human_bytes(double(params) * 4).c_str(), human_bytes(double(params) * 2).c_str(),
               human_bytes(double(state_bytes)).c_str());
-  std::printf("eos ids        %s\n", fmt::format("{}", fmt::join(c.eos_ids, ", ")).c_str());
+  std::printf("eos ids        %s\n", c.eos_ids.empty() ? "none" : fmt::format("{}", fmt::join(c.eos_ids, ", ")).c_str());
 }
 
 const CommandRegistrar registrar(30, [](CLI::App& root) {

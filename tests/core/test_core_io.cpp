@@ -1,0 +1,137 @@
+// core: dtype conversions, views, .npy and safetensors round trips and their validation, JSON numbers.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <limits>
+
+#include "core/file_util.h"
+#include "core/json.h"
+#include "core/npy.h"
+#include "core/safetensors.h"
+
+namespace ssm {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string temp_file(const std::string& name) {
+  return (fs::temp_directory_path() / ("ssm_core_" + std::to_string(::getpid()) + "_" + name)).string();
+}
+
+TEST(CoreDType, HalfAndBfloatConversions) {
+  for (float v : {0.0f, 1.0f, -2.5f, 65504.0f, 6.1035156e-05f, 5.9604645e-08f, 0.333251953125f}) {
+    EXPECT_EQ(f16_to_f32(f32_to_f16(v)), v) << v;  // exactly representable in f16
+  }
+  EXPECT_TRUE(std::isinf(f16_to_f32(f32_to_f16(1e6f))));
+  EXPECT_TRUE(std::isnan(f16_to_f32(f32_to_f16(NAN))));
+  EXPECT_EQ(f32_to_f16(1.0f), 0x3c00);
+  EXPECT_EQ(bf16_to_f32(f32_to_bf16(1.0f)), 1.0f);
+  EXPECT_EQ(f32_to_bf16(1.00390625f), 0x3f80);  // halfway: ties to even
+  EXPECT_EQ(f32_to_bf16(1.01171875f), 0x3f82);
+}
+
+TEST(CoreTensor, ViewsShareStorageAndConvertExactly) {
+  Tensor t = Tensor::empty({2, 3, 4});
+  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = float(i);
+  const Tensor column = t.slice(2, 1, 2);
+  EXPECT_TRUE(column.has_uniform_rows());
+  EXPECT_EQ(column.row_stride(), 4);
+  EXPECT_EQ(column.contiguous().data<float>()[2], 5.0f);
+  EXPECT_EQ(t.select(1, 2).contiguous().data<float>()[0], 8.0f);
+  Tensor big = Tensor::empty({1}, DType::I64);
+  big.data<int64_t>()[0] = 123456789;  // not exact in float: integer conversions must not go through it
+  EXPECT_EQ(big.to(DType::I32).data<int32_t>()[0], 123456789);
+  EXPECT_EQ(Tensor::empty({3, 0}).rows(), 3);
+}
+
+TEST(CoreNpy, RoundTripsEveryDtypeAndShape) {
+  const std::string path = temp_file("a.npy");
+  for (DType dtype : {DType::F32, DType::I32, DType::I64}) {
+    for (const Shape& shape : {Shape{5}, Shape{2, 3}, Shape{1, 2, 3}}) {
+      Tensor t = Tensor::empty(shape, dtype);
+      for (int64_t i = 0; i < t.numel(); ++i) {
+        if (dtype == DType::F32) t.data<float>()[i] = 0.5f * float(i);
+        if (dtype == DType::I32) t.data<int32_t>()[i] = int32_t(i * 7);
+        if (dtype == DType::I64) t.data<int64_t>()[i] = int64_t(i) << 40;
+      }
+      write_npy(path, t);
+      const Tensor back = read_npy(path);
+      ASSERT_EQ(back.shape(), shape);
+      ASSERT_EQ(back.dtype(), dtype);
+      EXPECT_EQ(std::memcmp(back.raw(), t.raw(), t.nbytes()), 0);
+    }
+  }
+  fs::remove(path);
+}
+
+TEST(CoreNpy, RefusesFortranOrderAndOtherDtypes) {
+  const std::string path = temp_file("f.npy");
+  std::string header = "{'descr': '<f4', 'fortran_order': True, 'shape': (1,), }";
+  header.append(128 - 10 - header.size() - 1, ' ');
+  header.push_back('\n');
+  write_text_file(path, std::string("\x93NUMPY\x01\x00", 8) + char(header.size()) + '\0' + header + "abcd");
+  EXPECT_THROW(read_npy(path), Error);
+  std::string f8 = header;
+  f8.replace(f8.find("<f4"), 3, "<f8");
+  f8.replace(f8.find("True"), 4, "False");
+  write_text_file(path, std::string("\x93NUMPY\x01\x00", 8) + char(f8.size()) + '\0' + f8 + "abcdefgh");
+  try {
+    read_npy(path);
+    FAIL() << "float64 accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("<f8"), std::string::npos) << e.what();
+  }
+  fs::remove(path);
+}
+
+TEST(CoreSafetensors, RoundTripAndOverlapRefused) {
+  const std::string path = temp_file("t.safetensors");
+  Tensor a = Tensor::empty({2, 2});
+  for (int i = 0; i < 4; ++i) a.data<float>()[i] = float(i);
+  const Tensor b = a.to(DType::BF16);
+  write_safetensors(path, {{"a", a}, {"b", b}});
+  {
+    const SafetensorsFile file = SafetensorsFile::open(path);
+    EXPECT_EQ(file.get("b").dtype(), DType::BF16);
+    EXPECT_EQ(file.get("a").data<float>()[3], 3.0f);
+    EXPECT_EQ(file.metadata().at("format"), "pt");
+    EXPECT_THROW(file.get("c"), Error);
+  }
+  // Point b's bytes into a's: overlapping tensors are refused.
+  std::string bytes = read_text_file(path);
+  uint64_t header_size = 0;
+  for (int i = 7; i >= 0; --i) header_size = (header_size << 8) | uint8_t(bytes[size_t(i)]);
+  Json header = Json::parse(bytes.substr(8, header_size));
+  header["b"]["data_offsets"] = {8, 16};
+  std::string text = header.dump();
+  std::string rebuilt(8, '\0');
+  for (int i = 0; i < 8; ++i) rebuilt[size_t(i)] = char((text.size() >> (8 * i)) & 0xff);
+  write_text_file(path, rebuilt + text + bytes.substr(8 + header_size));
+  try {
+    SafetensorsFile::open(path);
+    FAIL() << "overlap accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("overlap"), std::string::npos) << e.what();
+  }
+  fs::remove(path);
+}
+
+TEST(CoreJson, TransformersInfinityEncoding) {
+  EXPECT_EQ(json_to_double(Json::parse(R"({"__float__": "Infinity"})"), "x"), std::numeric_limits<double>::infinity());
+  EXPECT_EQ(json_to_double(Json::parse(R"({"__float__": "-Infinity"})"), "x"), -std::numeric_limits<double>::infinity());
+  EXPECT_EQ(json_to_double(Json::parse("0.5"), "x"), 0.5);
+  EXPECT_THROW(json_to_double(Json::parse(R"("inf")"), "x"), Error);
+}
+
+TEST(CoreFiles, FailedWriteLeavesTheOldFile) {
+  const std::string path = temp_file("keep.txt");
+  write_text_file(path, "old");
+  EXPECT_THROW(write_atomically(path, [](const std::string&) { fail("disk full"); }), Error);
+  EXPECT_EQ(read_text_file(path), "old");
+  fs::remove(path);
+}
+
+}  // namespace
+}  // namespace ssm
