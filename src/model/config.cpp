@@ -118,18 +118,13 @@ void check_silu(const Reader& r) {
   SSM_CHECK(act == "silu" || act == "swish", "{}: hidden_act '{}' is not supported (silu only)", r.source(), act);
 }
 
-void parse_hf_mamba(const Reader& r, ModelConfig& c) {
-  r.reject_unknown(kGenericKeys, kMambaKeys);
-  c.mixer = MixerKind::Mamba1;
+// Keys transformers' MambaConfig and Mamba2Config share.
+void parse_hf_common(const Reader& r, ModelConfig& c, int64_t default_state) {
   c.d_model = r.positive("hidden_size");
   c.n_layers = r.positive("num_hidden_layers");
   c.vocab_size = r.positive("vocab_size");
-  c.d_state = r.positive("state_size", 16);
+  c.d_state = r.positive("state_size", default_state);
   c.d_conv = r.positive("conv_kernel", 4);
-  c.d_inner = r.positive("intermediate_size", r.positive("expand", 2) * c.d_model);
-  c.dt_rank = r.is_string("time_step_rank") && r.string("time_step_rank", "") == "auto"
-                  ? (c.d_model + 15) / 16
-                  : r.positive("time_step_rank", (c.d_model + 15) / 16);
   c.norm_eps = r.number("layer_norm_epsilon", 1e-5);
   c.proj_bias = r.boolean("use_bias", false);
   c.conv_bias = r.boolean("use_conv_bias", true);
@@ -140,28 +135,27 @@ void parse_hf_mamba(const Reader& r, ModelConfig& c) {
   check_silu(r);
 }
 
+void parse_hf_mamba(const Reader& r, ModelConfig& c) {
+  r.reject_unknown(kGenericKeys, kMambaKeys);
+  c.mixer = MixerKind::Mamba1;
+  parse_hf_common(r, c, 16);
+  c.d_inner = r.positive("intermediate_size", r.positive("expand", 2) * c.d_model);
+  c.dt_rank = r.is_string("time_step_rank") && r.string("time_step_rank", "") == "auto"
+                  ? (c.d_model + 15) / 16
+                  : r.positive("time_step_rank", (c.d_model + 15) / 16);
+}
+
 void parse_hf_mamba2(const Reader& r, ModelConfig& c, const Json& json) {
   r.reject_unknown(kGenericKeys, kMamba2Keys);
   c.mixer = MixerKind::Mamba2;
-  c.d_model = r.positive("hidden_size");
-  c.n_layers = r.positive("num_hidden_layers");
-  c.vocab_size = r.positive("vocab_size");
-  c.d_state = r.positive("state_size", 128);
-  c.d_conv = r.positive("conv_kernel", 4);
+  parse_hf_common(r, c, 128);
   c.head_dim = r.positive("head_dim", 64);
   c.d_inner = r.positive("expand", 2) * c.d_model;
   c.n_heads = r.positive("num_heads", c.d_inner / c.head_dim);
   c.n_groups = r.positive("n_groups", 1);
   c.chunk_size = r.positive("chunk_size", 256);
-  c.norm_eps = r.number("layer_norm_epsilon", 1e-5);
-  c.proj_bias = r.boolean("use_bias", false);
-  c.conv_bias = r.boolean("use_conv_bias", true);
-  c.residual_in_fp32 = r.boolean("residual_in_fp32", true);
   c.norm_before_gate = r.boolean("norm_before_gate", false);
   SSM_CHECK(r.boolean("rms_norm", true), "{}: rms_norm false (no gated norm) is not supported", r.source());
-  c.dt_init_min = r.number("time_step_min", 0.001);
-  c.dt_init_max = r.number("time_step_max", 0.1);
-  c.dt_init_floor = r.number("time_step_floor", 1e-4);
   if (r.has("time_step_limit")) {
     const Json& limit = json["time_step_limit"];
     SSM_CHECK(limit.is_array() && limit.size() == 2, "{}: time_step_limit must be [min, max], got {}", r.source(),
@@ -171,7 +165,6 @@ void parse_hf_mamba2(const Reader& r, ModelConfig& c, const Json& json) {
   }
   // transformers sizes d_inner as num_heads · head_dim.
   c.d_inner = c.n_heads * c.head_dim;
-  check_silu(r);
 }
 
 void parse_state_spaces(const Reader& r, ModelConfig& c, const Json& json) {

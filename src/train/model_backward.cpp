@@ -79,6 +79,22 @@ struct Mamba1Saved {
   Tensor x, xz, u, x_dbl, delta, y, chunk_states, A;
 };
 
+
+// The scan's inputs as views of the activations saved by the forward.
+ops::SelectiveScanInputs saved_scan_inputs(const Mamba1Mixer& m, const Mamba1Saved& s) {
+  const int64_t Di = m.d_inner, R = m.dt_rank, N = m.d_state;
+  ops::SelectiveScanInputs in;
+  in.u = s.u;
+  in.delta = s.delta;
+  in.delta_bias = m.dt_proj.bias;
+  in.A = s.A;
+  in.B = s.x_dbl.slice(2, R, N);
+  in.C = s.x_dbl.slice(2, R + N, N);
+  in.D = m.D;
+  in.z = s.xz.slice(2, Di, Di);
+  return in;
+}
+
 void mamba1_forward(const Mamba1Mixer& m, const Tensor& x, Tensor& out, Mamba1Saved& s, int64_t chunk,
                     StepProfile* prof) {
   const int64_t Bt = x.size(0), T = x.size(1), Di = m.d_inner, R = m.dt_rank, N = m.d_state;
@@ -102,15 +118,7 @@ void mamba1_forward(const Mamba1Mixer& m, const Tensor& x, Tensor& out, Mamba1Sa
     ops::linear(s.u, m.x_proj.weight, m.x_proj.bias, s.x_dbl);
     ops::linear(s.x_dbl.slice(2, 0, R), m.dt_proj.weight, Tensor(), s.delta);
   }
-  ops::SelectiveScanInputs in;
-  in.u = s.u;
-  in.delta = s.delta;
-  in.delta_bias = m.dt_proj.bias;
-  in.A = s.A;
-  in.B = s.x_dbl.slice(2, R, N);
-  in.C = s.x_dbl.slice(2, R + N, N);
-  in.D = m.D;
-  in.z = s.xz.slice(2, Di, Di);
+  const ops::SelectiveScanInputs in = saved_scan_inputs(m, s);
   {
     Timed t(prof, &StepProfile::scan);
     s.chunk_states = ops::selective_scan_forward_saving_chunk_states(in, Tensor(), chunk, s.y);
@@ -134,15 +142,7 @@ void mamba1_backward(const Mamba1Mixer& m, const Mamba1Saved& s, const Tensor& d
   Tensor du = Tensor::empty({Bt, T, Di});
   Tensor ddelta = Tensor::empty({Bt, T, Di});
   Tensor dA = Tensor::zeros({Di, N});
-  ops::SelectiveScanInputs in;
-  in.u = s.u;
-  in.delta = s.delta;
-  in.delta_bias = m.dt_proj.bias;
-  in.A = s.A;
-  in.B = s.x_dbl.slice(2, R, N);
-  in.C = s.x_dbl.slice(2, R + N, N);
-  in.D = m.D;
-  in.z = s.xz.slice(2, Di, Di);
+  const ops::SelectiveScanInputs in = saved_scan_inputs(m, s);
   ops::SelectiveScanGrads sg;
   sg.du = du;
   sg.ddelta = ddelta;
