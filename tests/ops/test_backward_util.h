@@ -15,6 +15,14 @@
 
 namespace ssm::testing {
 
+// Names parameterised cases "case0", "case1", ... (gtest would print the parameter's raw bytes).
+struct CaseIndexName {
+  template <class Param>
+  std::string operator()(const ::testing::TestParamInfo<Param>& info) const {
+    return "case" + std::to_string(info.index);
+  }
+};
+
 using Vec = std::vector<double>;
 
 // Normal values rounded to float (so the float kernel and the double reference see the same inputs).

@@ -43,7 +43,8 @@ INSTANTIATE_TEST_SUITE_P(BackwardShapes, BackwardConv1d,
                                            ConvCase{1, 3, 3, 4, true, true, true},      // T < K
                                            ConvCase{3, 11, 37, 4, true, false, false},  // channels over one block
                                            ConvCase{2, 300, 3, 3, true, true, true},    // time over one tile
-                                           ConvCase{1, 5, 2, 1, true, true, false}));   // K = 1
+                                           ConvCase{1, 5, 2, 1, true, true, false}),
+                         ssm::testing::CaseIndexName());   // K = 1
 
 }  // namespace
 }  // namespace ssm

@@ -50,7 +50,8 @@ TEST_P(BackwardLinear, MatchesFiniteDifferences) {
 INSTANTIATE_TEST_SUITE_P(BackwardShapes, BackwardLinear,
                          ::testing::Values(LinearCase{1, 1, 1, 1, true, false}, LinearCase{2, 7, 5, 3, true, true},
                                            LinearCase{3, 5, 17, 9, false, false},
-                                           LinearCase{2, 13, 8, 33, true, true}));
+                                           LinearCase{2, 13, 8, 33, true, true}),
+                         ssm::testing::CaseIndexName());
 
 TEST(BackwardLinear, Bf16WeightGivesDx) {
   Rng rng(3);

@@ -69,7 +69,8 @@ TEST_P(BackwardGatedRmsnorm, MatchesFiniteDifferences) {
 INSTANTIATE_TEST_SUITE_P(BackwardShapes, BackwardGatedRmsnorm,
                          ::testing::Values(GatedCase{5, 8, 8, false, true}, GatedCase{5, 8, 8, true, true},
                                            GatedCase{7, 12, 4, false, true}, GatedCase{7, 12, 3, true, true},
-                                           GatedCase{3, 10, 5, false, false}, GatedCase{1, 2, 2, false, true}));
+                                           GatedCase{3, 10, 5, false, false}, GatedCase{1, 2, 2, false, true}),
+                         ssm::testing::CaseIndexName());
 
 TEST(BackwardActivations, SiluAndSoftplus) {
   Rng rng(9);

@@ -161,7 +161,8 @@ INSTANTIATE_TEST_SUITE_P(BackwardShapes, BackwardSelectiveScan,
                                            ScanCase{2, 9, 19, 3, 2, false, true, true, true,
                                                     true},  // D over one 16-lane block
                                            ScanCase{3, 17, 4, 16, 5, true, false, false, true, false},
-                                           ScanCase{2, 11, 6, 5, 8, true, true, true, false, true}));  // no softplus
+                                           ScanCase{2, 11, 6, 5, 8, true, true, true, false, true}),
+                         ssm::testing::CaseIndexName());  // no softplus
 
 }  // namespace
 }  // namespace ssm

@@ -135,7 +135,8 @@ INSTANTIATE_TEST_SUITE_P(BackwardShapes, BackwardSsd,
                                            SsdCase{1, 1, 2, 3, 1, 2, 4, false, true, false},  // one token
                                            SsdCase{3, 9, 6, 4, 3, 4, 9, true, false, true},   // one chunk exactly
                                            SsdCase{2, 10, 3, 2, 1, 3, 4, true, false, false,
-                                                   0.12}));  // dt clamped above
+                                                   0.12}),
+                         ssm::testing::CaseIndexName());  // dt clamped above
 
 }  // namespace
 }  // namespace ssm
