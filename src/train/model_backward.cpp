@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <memory>
 
 #include "core/error.h"
 #include "nn/mamba1_mixer.h"
@@ -259,6 +260,54 @@ void mamba2_backward(const Mamba2Mixer& m, const Mamba2Saved& s, const Tensor& d
                        m.in_proj.bias.defined() ? &g.of(m.in_proj.bias) : nullptr);
 }
 
+// The training face of one mixer layer: a forward that keeps what its backward needs, and that
+// backward. Adding a trainable mixer means one more class here and one line in training_face().
+class MixerTraining {
+ public:
+  virtual ~MixerTraining() = default;
+  virtual void forward(const Tensor& x, Tensor& y, StepProfile* prof) = 0;
+  // dy → dx (written), parameter gradients accumulated; the saved activations are released.
+  virtual void backward(const Tensor& dy, Tensor& dx, ModelGrads& grads, StepProfile* prof) = 0;
+};
+
+class Mamba1Training : public MixerTraining {
+ public:
+  Mamba1Training(const Mamba1Mixer& mixer, int64_t chunk) : mixer_(mixer), chunk_(chunk) {}
+  void forward(const Tensor& x, Tensor& y, StepProfile* prof) override {
+    mamba1_forward(mixer_, x, y, saved_, chunk_, prof);
+  }
+  void backward(const Tensor& dy, Tensor& dx, ModelGrads& grads, StepProfile* prof) override {
+    mamba1_backward(mixer_, saved_, dy, dx, grads, chunk_, prof);
+    saved_ = {};
+  }
+
+ private:
+  const Mamba1Mixer& mixer_;
+  int64_t chunk_;
+  Mamba1Saved saved_;
+};
+
+class Mamba2Training : public MixerTraining {
+ public:
+  explicit Mamba2Training(const Mamba2Mixer& mixer) : mixer_(mixer) {}
+  void forward(const Tensor& x, Tensor& y, StepProfile* prof) override { mamba2_forward(mixer_, x, y, saved_, prof); }
+  void backward(const Tensor& dy, Tensor& dx, ModelGrads& grads, StepProfile* prof) override {
+    mamba2_backward(mixer_, saved_, dy, dx, grads, prof);
+    saved_ = {};
+  }
+
+ private:
+  const Mamba2Mixer& mixer_;
+  Mamba2Saved saved_;
+};
+
+std::unique_ptr<MixerTraining> training_face(const Mixer& mixer, const TrainPassOptions& options) {
+  if (const auto* m1 = dynamic_cast<const Mamba1Mixer*>(&mixer))
+    return std::make_unique<Mamba1Training>(*m1, options.scan_chunk);
+  if (const auto* m2 = dynamic_cast<const Mamba2Mixer*>(&mixer)) return std::make_unique<Mamba2Training>(*m2);
+  fail("training supports Mamba-1 and Mamba-2 mixers; this model has another");
+}
+
 void check_batch(const Tensor& ids, const Tensor& targets, int64_t vocab) {
   SSM_CHECK(ids.dtype() == DType::I32 && ids.dim() == 2 && ids.is_contiguous() && ids.size(0) > 0 && ids.size(1) > 0,
             "training ids must be contiguous I32 [batch, length], got {}", shape_str(ids.shape()));
@@ -285,8 +334,7 @@ double TrainingPass::forward_backward(const Tensor& ids, const Tensor& targets, 
 
   // Forward, saving the residual stream and each mixer's activations.
   std::vector<Tensor> h(static_cast<size_t>(L + 1));
-  std::vector<Mamba1Saved> saved1(static_cast<size_t>(L));
-  std::vector<Mamba2Saved> saved2(static_cast<size_t>(L));
+  std::vector<std::unique_ptr<MixerTraining>> faces;
   {
     Timed t(prof, &StepProfile::other);
     h[0] = model_.embed(ids);
@@ -298,14 +346,8 @@ double TrainingPass::forward_backward(const Tensor& ids, const Tensor& targets, 
       ops::rmsnorm(h[size_t(i)], blocks[size_t(i)].norm, eps, normed);
     }
     Tensor mixed = Tensor::empty({Bt, T, D});
-    const Mixer* mixer = blocks[size_t(i)].mixer.get();
-    if (const auto* m1 = dynamic_cast<const Mamba1Mixer*>(mixer)) {
-      mamba1_forward(*m1, normed, mixed, saved1[size_t(i)], options_.scan_chunk, prof);
-    } else if (const auto* m2 = dynamic_cast<const Mamba2Mixer*>(mixer)) {
-      mamba2_forward(*m2, normed, mixed, saved2[size_t(i)], prof);
-    } else {
-      fail("training supports Mamba-1 and Mamba-2 mixers; this model has another");
-    }
+    faces.push_back(training_face(*blocks[size_t(i)].mixer, options_));
+    faces.back()->forward(normed, mixed, prof);
     Timed t(prof, &StepProfile::other);
     h[size_t(i + 1)] = h[size_t(i)].clone();
     ops::add_inplace(h[size_t(i + 1)], mixed);
@@ -336,14 +378,8 @@ double TrainingPass::forward_backward(const Tensor& ids, const Tensor& targets, 
   }
   Tensor dnormed = Tensor::empty({Bt, T, D});
   for (int64_t i = L - 1; i >= 0; --i) {
-    const Mixer* mixer = blocks[size_t(i)].mixer.get();
-    if (const auto* m1 = dynamic_cast<const Mamba1Mixer*>(mixer)) {
-      mamba1_backward(*m1, saved1[size_t(i)], dh, dnormed, grads, options_.scan_chunk, prof);
-      saved1[size_t(i)] = {};
-    } else {
-      mamba2_backward(*dynamic_cast<const Mamba2Mixer*>(mixer), saved2[size_t(i)], dh, dnormed, grads, prof);
-      saved2[size_t(i)] = {};
-    }
+    faces[size_t(i)]->backward(dh, dnormed, grads, prof);
+    faces[size_t(i)].reset();
     Timed t(prof, &StepProfile::other);
     ops::rmsnorm_backward(h[size_t(i)], blocks[size_t(i)].norm, eps, dnormed, dh, &grads.of(blocks[size_t(i)].norm),
                           /*accumulate_dx=*/true);

@@ -3,6 +3,7 @@
 //
 //   h_0 = embed(ids);  h_{i+1} = h_i + mixer_i(rmsnorm(h_i));  loss = CE(rmsnorm_f(h_L) · headᵀ, targets)
 //
+// Each mixer gets a training face (model_backward.cpp: a forward that saves, and its backward).
 // Mamba-1 mixers run the selective scan through selective_scan_forward_saving_chunk_states and
 // recompute inside chunks in the backward; Mamba-2 mixers run ops::ssd and ssd_backward. The head
 // and the loss are fused (ops::cross_entropy), so [tokens, vocab] logits are never materialised.
