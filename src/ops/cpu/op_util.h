@@ -18,6 +18,12 @@ inline bool is_f32_rows(const Tensor& t) {
   return t.defined() && t.dtype() == DType::F32 && t.dim() >= 1 && t.has_uniform_rows();
 }
 inline bool is_f32_rows(const Tensor& t, const Shape& shape) { return is_f32_rows(t) && t.shape() == shape; }
+
+// An optional output (undefined = not wanted) must otherwise be F32 rows of `shape`.
+inline void check_optional_rows(const char* op, const Tensor& t, const char* name, const Shape& shape) {
+  if (t.defined())
+    SSM_CHECK(is_f32_rows(t, shape), "{}: {} must be F32 rows {}, got {}", op, name, shape_str(shape), describe(t));
+}
 inline bool is_f32_vec(const Tensor& t, int64_t n) {
   return t.defined() && t.dtype() == DType::F32 && t.dim() == 1 && t.size(0) == n && t.is_contiguous();
 }

@@ -233,15 +233,11 @@ void selective_scan_backward(const SelectiveScanInputs& in, const Tensor& state0
               N, chunk_size, describe(chunk_states));
   const Shape btd = in.u.shape(), btn{Bt, T, N};
   SSM_CHECK(is_f32_rows(dy, btd), "{}: dy must be F32 rows {}, got {}", op, shape_str(btd), describe(dy));
-  auto check_act = [&](const Tensor& t, const char* name, const Shape& shape) {
-    if (t.defined())
-      SSM_CHECK(is_f32_rows(t, shape), "{}: {} must be F32 rows {}, got {}", op, name, shape_str(shape), describe(t));
-  };
-  check_act(g.du, "du", btd);
-  check_act(g.ddelta, "ddelta", btd);
-  check_act(g.dB, "dB", btn);
-  check_act(g.dC, "dC", btn);
-  check_act(g.dz, "dz", btd);
+  detail::check_optional_rows(op, g.du, "du", btd);
+  detail::check_optional_rows(op, g.ddelta, "ddelta", btd);
+  detail::check_optional_rows(op, g.dB, "dB", btn);
+  detail::check_optional_rows(op, g.dC, "dC", btn);
+  detail::check_optional_rows(op, g.dz, "dz", btd);
   SSM_CHECK(!g.dz.defined() || in.z.defined(), "{}: dz asked for without z", op);
   if (g.dA.defined())
     SSM_CHECK(detail::is_f32_contig(g.dA, {D, N}), "{}: dA must be contiguous F32 [{}, {}], got {}", op, D, N,

@@ -66,14 +66,10 @@ void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, S
     SSM_CHECK(detail::is_f32_contig(dfinal_state, ss), "{}: dfinal_state must be contiguous F32 {}, got {}", op,
               shape_str(ss), describe(dfinal_state));
   SSM_CHECK(is_f32_rows(dy, xs), "{}: dy must be F32 rows {}, got {}", op, shape_str(xs), describe(dy));
-  auto check_act = [&](const Tensor& t, const char* name, const Shape& shape) {
-    if (t.defined())
-      SSM_CHECK(is_f32_rows(t, shape), "{}: {} must be F32 rows {}, got {}", op, name, shape_str(shape), describe(t));
-  };
-  check_act(g.dx, "dx", xs);
-  check_act(g.ddt, "ddt", dts);
-  check_act(g.dB, "dB", bcs);
-  check_act(g.dC, "dC", bcs);
+  detail::check_optional_rows(op, g.dx, "dx", xs);
+  detail::check_optional_rows(op, g.ddt, "ddt", dts);
+  detail::check_optional_rows(op, g.dB, "dB", bcs);
+  detail::check_optional_rows(op, g.dC, "dC", bcs);
   for (auto [t, name] : {std::pair{&g.dA, "dA"}, {&g.dD, "dD"}, {&g.ddt_bias, "ddt_bias"}})
     if (t->defined())
       SSM_CHECK(detail::is_f32_vec(*t, H), "{}: {} must be F32 [{}], got {}", op, name, H, describe(*t));
