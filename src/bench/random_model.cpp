@@ -1,8 +1,6 @@
 #include "bench/random_model.h"
 
-#include <cmath>
-
-#include "core/random.h"
+#include "train/init.h"
 
 namespace ssm::bench {
 
@@ -23,26 +21,7 @@ ModelConfig published_shape(const std::string& name) {
 
 LanguageModel random_model(const ModelConfig& config, DType matrix_dtype, uint64_t seed) {
   LanguageModel model(config);
-  model.allocate(DType::F32);
-  Rng rng(seed);
-  for (ParamRef& p : model.params()) {
-    float* v = p.tensor->data<float>();
-    const int64_t n = p.tensor->numel();
-    const std::string& name = p.name;
-    const auto ends_with = [&](const std::string& suffix) {
-      return name.size() >= suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
-    };
-    if (ends_with("A_log")) {
-      const int64_t width = p.shape.back();
-      for (int64_t i = 0; i < n; ++i) v[i] = std::log(float(p.shape.size() == 2 ? i % width + 1 : i % 16 + 1));
-    } else if (ends_with(".D") || ends_with("norm.weight") || ends_with("norm_f.weight")) {
-      for (int64_t i = 0; i < n; ++i) v[i] = 1.0f;
-    } else if (ends_with("dt_bias") || ends_with("dt_proj.bias")) {
-      for (int64_t i = 0; i < n; ++i) v[i] = std::log(std::expm1(0.01f));
-    } else {
-      for (int64_t i = 0; i < n; ++i) v[i] = 0.02f * rng.normal();
-    }
-  }
+  init_parameters(model, seed);
   if (matrix_dtype != DType::F32) {
     for (ParamRef& p : model.params())
       if (p.kind != ParamKind::Vector) *p.tensor = p.tensor->to(matrix_dtype);

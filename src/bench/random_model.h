@@ -11,8 +11,8 @@ namespace ssm::bench {
 // 24 layers, head dim 64, state 128, vocab 50288).
 ModelConfig published_shape(const std::string& name);
 
-// Weights drawn from N(0, 0.02), A_log = log(1..N), D = 1, dt bias ~ softplus⁻¹(0.01): values that
-// keep activations in a realistic range. Matrices in `matrix_dtype` (F32 or BF16).
+// Weights initialised as for training from scratch (train/init.h), matrices then converted to
+// `matrix_dtype` (F32 or BF16).
 LanguageModel random_model(const ModelConfig& config, DType matrix_dtype, uint64_t seed);
 
 }  // namespace ssm::bench

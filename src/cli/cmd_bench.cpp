@@ -37,18 +37,12 @@ Tensor token_ids(int64_t length, int64_t vocab) {
 }
 
 // FLOPs of the matrix products in a prefill of `length` tokens (head on the last token only).
-double prefill_matmul_flops(const ModelConfig& c, int64_t length) {
-  double per_token = double(c.in_proj_width()) * c.d_model + double(c.d_inner) * c.d_model;
-  if (c.mixer == MixerKind::Mamba1) per_token += double(c.d_inner) * (c.dt_rank + 2 * c.d_state) + double(c.dt_rank) * c.d_inner;
-  return 2.0 * (per_token * c.n_layers * double(length) + double(c.vocab_size) * c.d_model);
+double prefill_matmul_flops(const LanguageModel& model, int64_t length) {
+  const ModelConfig& c = model.config();
+  return 2.0 * (model.matmul_macs_per_token() * double(length) + double(c.vocab_size) * c.d_model);
 }
 
-int64_t state_bytes(const LanguageModel& model) {
-  const ModelState state = model.new_state(1);
-  int64_t bytes = 0;
-  for (const auto& layer : state.layers) bytes += int64_t(layer.conv.nbytes() + layer.ssm.nbytes());
-  return bytes;
-}
+int64_t state_bytes(const LanguageModel& model) { return model.new_state(1).bytes(); }
 
 // Training steps (forward, backward, clipping, AdamW) of the demo model and the mamba2-130m shape.
 void run_training_bench(const BenchArgs& args) {
@@ -95,7 +89,7 @@ void run_inference_bench(const BenchArgs& args) {
           const auto start = Clock::now();
           model.forward(ids, nullptr, false);
           const double s = seconds(start);
-          const double gflops = prefill_matmul_flops(config, length) / s / 1e9;
+          const double gflops = prefill_matmul_flops(model, length) / s / 1e9;
           prefill_cells += fmt::format("{}{:.0f} ({})", prefill_cells.empty() ? "" : ", ", double(length) / s, length);
           flops_cells += fmt::format("{}{:.0f} ({:.0f}%)", flops_cells.empty() ? "" : ", ", gflops,
                                      100 * gflops / machine.sgemm_gflops);

@@ -22,18 +22,13 @@ std::string human_bytes(double bytes) {
 void run_inspect(const std::string& folder) {
   const LanguageModel model = LanguageModel::load(folder);
   const ModelConfig& c = model.config();
-  const int64_t params = c.parameter_count();
-  const std::string mixer = c.mixer == MixerKind::Mamba1 ? "M" : "M2";
-  std::string pattern;
-  for (int64_t i = 0; i < c.n_layers; ++i) pattern += (i ? " " : "") + mixer;
-  const LayerState layer = model.blocks()[0].mixer->new_state(1);
-  const int64_t state_bytes = c.n_layers * int64_t(layer.conv.nbytes() + layer.ssm.nbytes());
+  const int64_t params = model.parameter_count();
+  const int64_t state_bytes = model.new_state(1).bytes();
   std::printf("architecture   %s\n", c.describe().c_str());
-  std::printf("weights        %s\n", c.layout == WeightLayout::HuggingFace ? "transformers names" : "state-spaces names");
-  std::printf("layer pattern  %s  (M = Mamba-1, M2 = Mamba-2)\n", pattern.c_str());
-  std::printf("head           %s\n", c.tie_embeddings ? "tied to the embedding" : "separate lm_head");
+  std::printf("layer plan     %s\n", c.layer_pattern().c_str());
+  std::printf("head           %s\n", c.tie_embeddings() ? "tied to the embedding" : "separate lm_head");
   std::printf("parameters     %lld (%.1f M)\n", (long long)params, double(params) / 1e6);
-  std::printf("memory         weights %s in f32, %s in bf16; state %s per sequence\n",
+  std::printf("memory         weights %s in f32, %s in bf16; state %s per sequence (empty caches)\n",
               human_bytes(double(params) * 4).c_str(), human_bytes(double(params) * 2).c_str(),
               human_bytes(double(state_bytes)).c_str());
   std::printf("eos ids        %s\n", c.eos_ids.empty() ? "none" : fmt::format("{}", fmt::join(c.eos_ids, ", ")).c_str());

@@ -48,7 +48,6 @@ const CommandRegistrar kTrainCommand(30, [](CLI::App& root) {
   cmd->add_option("--eval-tokens", o->eval_tokens, "validation tokens per evaluation (default 32768)");
   cmd->add_option("--checkpoint-every", o->checkpoint_every, "steps between checkpoints (default: each validation)");
   cmd->add_option("--keep-checkpoints", o->keep_checkpoints, "checkpoints kept (default 2)");
-  cmd->add_option("--scan-chunk", o->scan_chunk, "Mamba-1 scan chunk of the recomputing backward (default 64)");
   cmd->add_option("--progress", o->progress, "progress bar: 1 on, 0 off (default: when stderr is a terminal)");
   cmd->add_flag("--quiet", o->quiet, "no per-evaluation lines");
   add_threads_option(*cmd, &o->threads);

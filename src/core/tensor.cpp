@@ -197,7 +197,17 @@ void for_each_offset(const Shape& shape, const Shape& strides, Fn fn) {
 
 void Tensor::copy_from(const Tensor& source) {
   SSM_CHECK(source.shape_ == shape_, "copy from shape {} into shape {}", shape_str(source.shape_), shape_str(shape_));
-  SSM_CHECK(is_contiguous(), "copy into a non-contiguous tensor");
+  if (!is_contiguous()) {
+    // Rows of a wider tensor (a column slice): row by row, from rows of the same type.
+    SSM_CHECK(has_uniform_rows() && source.has_uniform_rows() && source.dtype_ == dtype_,
+              "copy into a non-contiguous tensor needs rows of the same dtype on both sides");
+    const size_t row_bytes = size_t(shape_.empty() ? 1 : shape_.back()) * dtype_size(dtype_);
+    for (int64_t r = 0; r < rows(); ++r)
+      std::memcpy(static_cast<char*>(raw()) + size_t(r * row_stride()) * dtype_size(dtype_),
+                  static_cast<const char*>(source.raw()) + size_t(r * source.row_stride()) * dtype_size(dtype_),
+                  row_bytes);
+    return;
+  }
   char* dest = static_cast<char*>(raw());
   const char* src = static_cast<const char*>(source.raw());
   const size_t src_size = dtype_size(source.dtype_), dest_size = dtype_size(dtype_);

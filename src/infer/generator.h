@@ -5,6 +5,7 @@
 #include <functional>
 #include <vector>
 
+#include "core/workspace.h"
 #include "infer/sampler.h"
 #include "model/language_model.h"
 
@@ -33,13 +34,13 @@ class Generator {
   explicit Generator(const LanguageModel& model) : model_(model) {}
   // Prompts must be non-empty (the caller puts BOS in an empty one); ids are checked against the vocabulary.
   GenerationResult generate(const std::vector<std::vector<int32_t>>& prompts, const GenerateOptions& options,
-                            const TokenCallback& on_token = {}) const;
+                            const TokenCallback& on_token = {});
+
+  const Workspace& workspace() const { return ws_; }
 
  private:
   const LanguageModel& model_;
+  Workspace ws_;  // activations of prefill and decode: planned by the first call, then reused
 };
-
-// Copies the state of sequence `from_index` in `from` into sequence `to_index` of `to`.
-void copy_sequence_state(const ModelState& from, int64_t from_index, ModelState& to, int64_t to_index);
 
 }  // namespace ssm

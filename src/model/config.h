@@ -1,52 +1,55 @@
-// ModelConfig: what the engine needs from a checkpoint's config.json, for transformers' `mamba` and
-// `mamba2` model types and for the original state-spaces format (d_model, n_layer, ssm_cfg).
+// ModelConfig: a checkpoint's config.json turned into a layer plan. One reader per model_type
+// (model/architectures/) knows that type's keys and tensor names; below model/, nothing knows a
+// model_type. A model is: embedding → residual branches → final RMSNorm → head, where each branch
+// is  h += Σ_i out_scale_i · mixer_i(in_scale_i · rmsnorm(h))  (one mixer in all but Falcon-H1,
+// whose attention and Mamba-2 mixers run side by side on the same normalised input).
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "core/json.h"
+#include "nn/mixer.h"
 
 namespace ssm {
 
-enum class MixerKind { Mamba1, Mamba2 };
-enum class WeightLayout { HuggingFace, StateSpaces };  // backbone.embeddings vs backbone.embedding
+struct MixerPlan {
+  std::shared_ptr<const MixerSettings> settings;
+  std::string prefix;  // tensor-name prefix, e.g. "model.layers.3.mamba"
+  float input_scale = 1.0f, output_scale = 1.0f;
+};
+
+struct BranchPlan {
+  int64_t layer = 0;  // the decoder layer it belongs to (for display)
+  std::string norm;   // tensor name of the pre-norm's weight
+  std::vector<MixerPlan> mixers;
+};
 
 struct ModelConfig {
-  std::string model_type;  // "mamba" or "mamba2" (state-spaces folders are mapped onto these)
-  MixerKind mixer = MixerKind::Mamba1;
-  WeightLayout layout = WeightLayout::HuggingFace;
-
-  int64_t d_model = 0, n_layers = 0, vocab_size = 0;
-  int64_t d_inner = 0, d_state = 16, d_conv = 4;
-  bool conv_bias = true, proj_bias = false;
-  int64_t dt_rank = 0;                                     // Mamba-1
-  int64_t n_heads = 0, head_dim = 64, n_groups = 1;        // Mamba-2
-  int64_t chunk_size = 256;                                // Mamba-2
-  double dt_limit_min = 0.0, dt_limit_max = INFINITY;      // Mamba-2 time_step_limit
-  bool norm_before_gate = false;                           // Mamba-2 gated RMSNorm
+  std::string model_type;
+  int64_t d_model = 0, vocab_size = 0, n_layers = 0;
   double norm_eps = 1e-5;
-  bool tie_embeddings = true;
-  bool residual_in_fp32 = true;
-
-  // Initialisation (training from scratch), as mamba_ssm does.
-  double dt_init_min = 0.001, dt_init_max = 0.1, dt_init_floor = 1e-4, initializer_range = 0.02;
-  bool rescale_prenorm_residual = true;
-
+  std::string embedding_name, final_norm_name;
+  std::string head_name;  // empty: the head is tied to the embedding
+  float embedding_scale = 1.0f, logit_scale = 1.0f;
+  std::vector<BranchPlan> branches;
+  InitOptions init;
   int64_t bos_id = -1, pad_id = -1;
   std::vector<int64_t> eos_ids;
+  // config.json as `save` writes it (the source's own, or a state-spaces config rewritten for transformers).
+  Json hf_config;
+
+  bool tie_embeddings() const { return head_name.empty(); }
 
   // Parses and validates; unknown keys, unsupported features and inconsistent sizes are errors
-  // naming `source`. Reads eos/bos from generation_config.json beside it when given.
+  // naming `source`.
   static ModelConfig from_json(const Json& config, const std::string& source);
+  // config.json, plus eos/bos from generation_config.json beside it.
   static ModelConfig load_folder(const std::string& folder);
-  // transformers' config.json for this model (what save writes).
-  Json to_hf_json() const;
 
-  int64_t conv_channels() const;     // Mamba-1: d_inner; Mamba-2: d_inner + 2·G·N
-  int64_t in_proj_width() const;     // Mamba-1: 2·d_inner; Mamba-2: 2·d_inner + 2·G·N + H
-  int64_t parameter_count() const;
-  std::string describe() const;      // one line: type, sizes
+  std::string describe() const;       // one line: type, sizes
+  std::string layer_pattern() const;  // per decoder layer, its mixers: "mamba2 mlp | attention mlp | ..."
 };
 
 }  // namespace ssm

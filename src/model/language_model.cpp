@@ -12,31 +12,78 @@ namespace ssm {
 
 namespace fs = std::filesystem;
 
+// ---- state ----
+
+void ModelState::reserve(int64_t length) {
+  for (auto& state : mixers)
+    if (state) state->reserve(length);
+}
+
+int64_t ModelState::bytes() const {
+  int64_t total = 0;
+  for (const auto& state : mixers)
+    if (state) total += state->bytes();
+  return total;
+}
+
+void ModelState::copy_sequence(int64_t from_index, ModelState& to, int64_t to_index) const {
+  SSM_CHECK(to.mixers.size() == mixers.size(), "copy_sequence: states of different models");
+  for (size_t i = 0; i < mixers.size(); ++i)
+    if (mixers[i]) mixers[i]->copy_sequence(from_index, *to.mixers[i], to_index);
+}
+
+// ---- construction, parameters ----
+
 LanguageModel::LanguageModel(const ModelConfig& config) : config_(config) {
-  for (int64_t i = 0; i < config.n_layers; ++i) blocks_.push_back({Tensor(), make_mixer(config)});
+  size_t slot = 0;
+  for (const BranchPlan& plan : config.branches) {
+    Branch branch;
+    for (const MixerPlan& mixer : plan.mixers)
+      branch.mixers.push_back({mixer.settings->build(), mixer.input_scale, mixer.output_scale});
+    first_slot_.push_back(slot);
+    slot += branch.mixers.size();
+    branches_.push_back(std::move(branch));
+  }
 }
 
 ParamList LanguageModel::params() {
-  const bool hf = config_.layout == WeightLayout::HuggingFace;
   const int64_t d = config_.d_model, v = config_.vocab_size;
   ParamList params;
-  params.push_back({hf ? "backbone.embeddings.weight" : "backbone.embedding.weight", {v, d}, &embedding_,
-                    ParamKind::Embedding, true});
-  for (size_t i = 0; i < blocks_.size(); ++i) {
-    const std::string prefix = "backbone.layers." + std::to_string(i);
-    params.push_back({prefix + ".norm.weight", {d}, &blocks_[i].norm, ParamKind::Vector, false});
-    blocks_[i].mixer->add_params(prefix + ".mixer", params);
+  params.push_back({config_.embedding_name, {v, d}, &embedding_, ParamKind::Embedding, true});
+  for (size_t i = 0; i < branches_.size(); ++i) {
+    const BranchPlan& plan = config_.branches[i];
+    params.push_back({plan.norm, {d}, &branches_[i].norm, ParamKind::Vector, false});
+    for (size_t j = 0; j < plan.mixers.size(); ++j) branches_[i].mixers[j].mixer->add_params(plan.mixers[j].prefix, params);
   }
-  params.push_back({"backbone.norm_f.weight", {d}, &norm_f_, ParamKind::Vector, false});
-  if (!config_.tie_embeddings) params.push_back({"lm_head.weight", {v, d}, &lm_head_, ParamKind::Matrix, true});
+  params.push_back({config_.final_norm_name, {d}, &norm_f_, ParamKind::Vector, false});
+  if (!config_.tie_embeddings()) params.push_back({config_.head_name, {v, d}, &lm_head_, ParamKind::Matrix, true});
   return params;
 }
 
 void LanguageModel::allocate(DType matrix_dtype) {
-  for (ParamRef& p : params()) {
-    *p.tensor = Tensor::zeros(p.shape, p.kind == ParamKind::Vector ? DType::F32 : matrix_dtype);
-  }
+  for (ParamRef& p : params()) *p.tensor = Tensor::zeros(p.shape, p.kind == ParamKind::Vector ? DType::F32 : matrix_dtype);
 }
+
+int64_t LanguageModel::weight_bytes() const {
+  int64_t bytes = 0;
+  for (const ParamRef& p : const_cast<LanguageModel&>(*this).params()) bytes += int64_t(p.tensor->nbytes());
+  return bytes;
+}
+
+int64_t LanguageModel::parameter_count() const {
+  int64_t count = 0;
+  for (const ParamRef& p : const_cast<LanguageModel&>(*this).params()) count += shape_numel(p.shape);
+  return count;
+}
+
+double LanguageModel::matmul_macs_per_token() const {
+  double macs = 0;
+  for (const Branch& branch : branches_)
+    for (const MixerSlot& slot : branch.mixers) macs += slot.mixer->matmul_macs_per_token();
+  return macs;
+}
+
+// ---- loading and saving ----
 
 namespace {
 
@@ -56,8 +103,11 @@ std::map<std::string, std::shared_ptr<SafetensorsFile>> open_weights(const std::
     for (const auto& [name, shard] : json["weight_map"].items()) {
       SSM_CHECK(shard.is_string(), "'{}': weight_map entry '{}' is not a file name", index.string(), name);
       auto& file = files[shard.get<std::string>()];
-      if (!file) file = std::make_shared<SafetensorsFile>(SafetensorsFile::open((fs::path(folder) / shard.get<std::string>()).string()));
-      SSM_CHECK(file->contains(name), "'{}': tensor '{}' is not in '{}'", index.string(), name, shard.get<std::string>());
+      if (!file)
+        file = std::make_shared<SafetensorsFile>(
+            SafetensorsFile::open((fs::path(folder) / shard.get<std::string>()).string()));
+      SSM_CHECK(file->contains(name), "'{}': tensor '{}' is not in '{}'", index.string(), name,
+                shard.get<std::string>());
       by_name[name] = file;
     }
   } else {
@@ -93,7 +143,7 @@ LanguageModel LanguageModel::load(const std::string& folder, const LoadOptions& 
   }
   for (const auto& [name, file] : files) {
     if (used.count(name)) continue;
-    if (name == "lm_head.weight" && model.config_.tie_embeddings) continue;  // saved tied copy
+    if (name == "lm_head.weight" && model.config_.tie_embeddings()) continue;  // saved tied copy
     fail("'{}': unexpected tensor '{}' for a {} model", file->path(), name, model.config_.model_type);
   }
   return model;
@@ -103,18 +153,16 @@ void LanguageModel::save(const std::string& folder) const {
   std::error_code error;
   fs::create_directories(folder, error);
   SSM_CHECK(!error && fs::is_directory(folder), "cannot create folder '{}': {}", folder, error.message());
-  ModelConfig hf = config_;
-  hf.layout = WeightLayout::HuggingFace;  // always saved with transformers' names
-  LanguageModel& self = const_cast<LanguageModel&>(*this);
+  // The names of the config as saved (a state-spaces model is saved with transformers' names): the
+  // same plan, so its parameters come in the same order.
+  LanguageModel saved_shape(ModelConfig::from_json(config_.hf_config, folder + "/config.json"));
+  const ParamList names = saved_shape.params();
+  const ParamList params = const_cast<LanguageModel&>(*this).params();
+  SSM_CHECK(names.size() == params.size(), "save: the saved config does not describe this model");
   std::vector<std::pair<std::string, Tensor>> tensors;
-  const ParamList params = self.params();
-  for (const ParamRef& p : params) {
-    std::string name = p.name;
-    if (name == "backbone.embedding.weight") name = "backbone.embeddings.weight";
-    tensors.emplace_back(name, p.tensor->to(DType::F32));
-  }
+  for (size_t i = 0; i < params.size(); ++i) tensors.emplace_back(names[i].name, params[i].tensor->to(DType::F32));
   write_safetensors((fs::path(folder) / "model.safetensors").string(), tensors);
-  write_text_file((fs::path(folder) / "config.json").string(), hf.to_hf_json().dump(2) + "\n");
+  write_text_file((fs::path(folder) / "config.json").string(), config_.hf_config.dump(2) + "\n");
   Json generation = {{"_from_model_config", true}};
   if (config_.bos_id >= 0) generation["bos_token_id"] = config_.bos_id;
   if (config_.pad_id >= 0) generation["pad_token_id"] = config_.pad_id;
@@ -123,66 +171,94 @@ void LanguageModel::save(const std::string& folder) const {
   write_text_file((fs::path(folder) / "generation_config.json").string(), generation.dump(2) + "\n");
 }
 
-int64_t LanguageModel::weight_bytes() const {
-  int64_t bytes = 0;
-  for (const ParamRef& p : const_cast<LanguageModel&>(*this).params()) bytes += int64_t(p.tensor->nbytes());
-  return bytes;
-}
+// ---- computing ----
 
 ModelState LanguageModel::new_state(int64_t batch) const {
   ModelState state;
   state.batch = batch;
-  for (const Block& block : blocks_) state.layers.push_back(block.mixer->new_state(batch));
+  for (const Branch& branch : branches_)
+    for (const MixerSlot& slot : branch.mixers) state.mixers.push_back(slot.mixer->new_state(batch));
   return state;
 }
 
-Tensor LanguageModel::embed(const Tensor& ids) const {
+void LanguageModel::embed(const Tensor& ids, Tensor& out) const {
   SSM_CHECK(ids.dtype() == DType::I32, "token ids must be int32, got {}", dtype_name(ids.dtype()));
-  Shape shape = ids.shape();
-  shape.push_back(config_.d_model);
-  Tensor out = Tensor::empty(shape);
   ops::embedding(embedding_, ids, out);
+  if (config_.embedding_scale != 1.0f) ops::scale(out, config_.embedding_scale, out);
+}
+
+void LanguageModel::logits(const Tensor& hidden, Tensor& out, Workspace& ws) const {
+  WorkspaceScope scope(ws);
+  Tensor normed = ws.take({hidden.rows(), config_.d_model});
+  ops::rmsnorm(hidden, norm_f_, float(config_.norm_eps), normed);
+  ops::linear(normed, head_weight(), Tensor(), out);
+  if (config_.logit_scale != 1.0f) ops::scale(out, config_.logit_scale, out);
+}
+
+void LanguageModel::apply_branch(size_t index, Tensor& h, ModelState* state, bool one_token, Workspace& ws) const {
+  WorkspaceScope scope(ws);
+  const Branch& branch = branches_[index];
+  Tensor normed = ws.take(h.shape()), mixed = ws.take(h.shape());
+  ops::rmsnorm(h, branch.norm, float(config_.norm_eps), normed);
+  Tensor scaled;  // the input of a mixer with an input multiplier (Falcon-H1)
+  for (size_t j = 0; j < branch.mixers.size(); ++j) {
+    const MixerSlot& slot = branch.mixers[j];
+    const Tensor* input = &normed;
+    if (slot.input_scale != 1.0f) {
+      if (!scaled.defined()) scaled = ws.take(h.shape());
+      ops::scale(normed, slot.input_scale, scaled);
+      input = &scaled;
+    }
+    MixerState* mixer_state = state ? state->mixers[first_slot_[index] + j].get() : nullptr;
+    if (one_token) slot.mixer->step(*input, mixer_state, mixed, ws);
+    else slot.mixer->forward(*input, mixer_state, mixed, ws);
+    if (slot.output_scale == 1.0f) ops::add_inplace(h, mixed);
+    else ops::add_scaled_inplace(h, mixed, slot.output_scale);
+  }
+}
+
+Tensor LanguageModel::hidden_states(const Tensor& ids, ModelState* state, Workspace& ws) const {
+  SSM_CHECK(ids.dim() == 2 && ids.size(0) > 0 && ids.size(1) > 0, "token ids must be [batch, length], got {}",
+            shape_str(ids.shape()));
+  if (state) SSM_CHECK(state->batch == ids.size(0), "state holds {} sequences, ids {}", state->batch, ids.size(0));
+  Tensor h = ws.take({ids.size(0), ids.size(1), config_.d_model});
+  embed(ids, h);
+  for (size_t i = 0; i < branches_.size(); ++i) apply_branch(i, h, state, false, ws);
+  return h;
+}
+
+Tensor LanguageModel::forward(const Tensor& ids, ModelState* state, bool all_positions, Workspace& ws) const {
+  SSM_CHECK(ids.dim() == 2, "token ids must be [batch, length], got {}", shape_str(ids.shape()));
+  const int64_t batch = ids.size(0), length = ids.size(1), d = config_.d_model, v = config_.vocab_size;
+  Tensor out = all_positions ? ws.take({batch, length, v}) : ws.take({batch, v});
+  WorkspaceScope scope(ws);
+  const Tensor h = hidden_states(ids, state, ws);
+  Tensor rows = all_positions ? out.view({batch * length, v}) : out;
+  logits(all_positions ? h.view({batch * length, d}) : h.select(1, length - 1), rows, ws);
   return out;
 }
 
-Tensor LanguageModel::logits(const Tensor& hidden) const {
-  Tensor normed = Tensor::empty({hidden.rows(), config_.d_model});
-  ops::rmsnorm(hidden, norm_f_, float(config_.norm_eps), normed);
-  Tensor out = Tensor::empty({hidden.rows(), config_.vocab_size});
-  ops::linear(normed, head_weight(), Tensor(), out);
+Tensor LanguageModel::step(const Tensor& ids, ModelState& state, Workspace& ws) const {
+  SSM_CHECK(ids.dim() == 1 && ids.size(0) == state.batch, "step takes one id per sequence ({}), got {}",
+            state.batch, shape_str(ids.shape()));
+  const int64_t batch = ids.size(0);
+  Tensor out = ws.take({batch, config_.vocab_size});
+  WorkspaceScope scope(ws);
+  Tensor h = ws.take({batch, config_.d_model});
+  embed(ids, h);
+  for (size_t i = 0; i < branches_.size(); ++i) apply_branch(i, h, &state, true, ws);
+  logits(h, out, ws);
   return out;
 }
 
 Tensor LanguageModel::forward(const Tensor& ids, ModelState* state, bool all_positions) const {
-  SSM_CHECK(ids.dim() == 2 && ids.size(0) > 0 && ids.size(1) > 0, "token ids must be [batch, length], got {}",
-            shape_str(ids.shape()));
-  const int64_t batch = ids.size(0), length = ids.size(1), d = config_.d_model;
-  if (state) SSM_CHECK(state->batch == batch, "state holds {} sequences, ids {}", state->batch, batch);
-  Tensor residual = embed(ids);
-  Tensor normed = Tensor::empty({batch, length, d});
-  Tensor mixed = Tensor::empty({batch, length, d});
-  for (size_t i = 0; i < blocks_.size(); ++i) {
-    ops::rmsnorm(residual, blocks_[i].norm, float(config_.norm_eps), normed);
-    blocks_[i].mixer->forward(normed, state ? &state->layers[i] : nullptr, mixed);
-    ops::add_inplace(residual, mixed);
-  }
-  if (all_positions) return logits(residual.view({batch * length, d})).view({batch, length, config_.vocab_size});
-  return logits(residual.select(1, length - 1));
+  Workspace ws;
+  return forward(ids, state, all_positions, ws);
 }
 
 Tensor LanguageModel::step(const Tensor& ids, ModelState& state) const {
-  SSM_CHECK(ids.dim() == 1 && ids.size(0) == state.batch, "step takes one id per sequence ({}), got {}",
-            state.batch, shape_str(ids.shape()));
-  const int64_t batch = ids.size(0), d = config_.d_model;
-  Tensor residual = embed(ids);
-  Tensor normed = Tensor::empty({batch, d});
-  Tensor mixed = Tensor::empty({batch, d});
-  for (size_t i = 0; i < blocks_.size(); ++i) {
-    ops::rmsnorm(residual, blocks_[i].norm, float(config_.norm_eps), normed);
-    blocks_[i].mixer->step(normed, state.layers[i], mixed);
-    ops::add_inplace(residual, mixed);
-  }
-  return logits(residual);
+  Workspace ws;
+  return step(ids, state, ws);
 }
 
 }  // namespace ssm

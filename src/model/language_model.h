@@ -1,19 +1,26 @@
-// LanguageModel: embedding → pre-norm residual blocks (RMSNorm + mixer) → final RMSNorm → head.
-// Loaded from and saved to Hugging Face checkpoint folders; prefill through the mixers' parallel
-// forward, decoding through their one-token step on an explicit ModelState.
+// LanguageModel: embedding → residual branches (RMSNorm + mixers) → final RMSNorm → head, built from
+// a ModelConfig's layer plan. Loaded from and saved to Hugging Face checkpoint folders; prefill
+// through the mixers' parallel forward, decoding through their one-token step on a ModelState.
 #pragma once
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "core/workspace.h"
 #include "model/config.h"
 #include "nn/mixer.h"
 
 namespace ssm {
 
+// The recurrent state of every mixer of a model for a batch of sequences.
 struct ModelState {
-  std::vector<LayerState> layers;
+  std::vector<std::unique_ptr<MixerState>> mixers;  // plan order; null for mixers without state
   int64_t batch = 0;
+
+  void reserve(int64_t length);  // lets KV caches hold `length` tokens without reallocating
+  int64_t bytes() const;
+  // Copies sequence `from_index` of this state into sequence `to_index` of `to`.
+  void copy_sequence(int64_t from_index, ModelState& to, int64_t to_index) const;
 };
 
 struct LoadOptions {
@@ -21,9 +28,14 @@ struct LoadOptions {
   bool writable = false;            // copy weights out of the file mapping (training)
 };
 
-struct Block {
-  Tensor norm;  // [d_model]
+struct MixerSlot {
   std::unique_ptr<Mixer> mixer;
+  float input_scale = 1.0f, output_scale = 1.0f;
+};
+
+struct Branch {
+  Tensor norm;  // [d_model]
+  std::vector<MixerSlot> mixers;
 };
 
 class LanguageModel {
@@ -38,27 +50,41 @@ class LanguageModel {
 
   const ModelConfig& config() const { return config_; }
   ParamList params();
-  const std::vector<Block>& blocks() const { return blocks_; }
+  const std::vector<Branch>& branches() const { return branches_; }
   const Tensor& embedding() const { return embedding_; }
   const Tensor& final_norm() const { return norm_f_; }
-  const Tensor& head_weight() const { return config_.tie_embeddings ? embedding_ : lm_head_; }
+  const Tensor& head_weight() const { return config_.tie_embeddings() ? embedding_ : lm_head_; }
   int64_t weight_bytes() const;
+  int64_t parameter_count() const;  // the tied head counted once
+  double matmul_macs_per_token() const;  // every mixer's projections (not the head)
 
   ModelState new_state(int64_t batch) const;
-  // ids I32 [B,T] → logits [B,T,V] (all_positions) or [B,V] for the last position.
-  // state (optional) is the starting state and receives the state after the last token.
+  // ids I32 [B,T] → logits [B,T,V] (all_positions) or [B,V] for the last position. state (optional)
+  // is the starting state and receives the state after the last token. The logits are taken from
+  // ws and stay valid until the caller releases it; temporaries are released before returning.
+  Tensor forward(const Tensor& ids, ModelState* state, bool all_positions, Workspace& ws) const;
+  // ids I32 [B] → logits [B,V] (from ws, as above); advances state by one token.
+  Tensor step(const Tensor& ids, ModelState& state, Workspace& ws) const;
+  // The same with a workspace of their own (the logits keep its memory alive).
   Tensor forward(const Tensor& ids, ModelState* state, bool all_positions) const;
-  // ids I32 [B] → logits [B,V]; advances state by one token.
   Tensor step(const Tensor& ids, ModelState& state) const;
 
-  // Final norm + head on hidden rows [M, D] → logits [M, V].
-  Tensor logits(const Tensor& hidden) const;
-  Tensor embed(const Tensor& ids) const;  // ids I32 [...] → [..., D] F32
+  // The residual stream after the last branch, h [B,T,D] taken from ws (the caller releases it);
+  // state as in forward.
+  Tensor hidden_states(const Tensor& ids, ModelState* state, Workspace& ws) const;
+  // Embedding rows of ids (I32 [...]) into out [..., D], times the embedding multiplier.
+  void embed(const Tensor& ids, Tensor& out) const;
+  // Final norm + head on hidden rows [M, D] into logits [M, V].
+  void logits(const Tensor& hidden, Tensor& out, Workspace& ws) const;
 
  private:
+  // One residual branch: h += Σ out_scale · mixer(in_scale · rmsnorm(h)), through forward or step.
+  void apply_branch(size_t index, Tensor& h, ModelState* state, bool one_token, Workspace& ws) const;
+
   ModelConfig config_;
   Tensor embedding_, norm_f_, lm_head_;
-  std::vector<Block> blocks_;
+  std::vector<Branch> branches_;
+  std::vector<size_t> first_slot_;  // per branch, the index of its first mixer in ModelState::mixers
 };
 
 }  // namespace ssm

@@ -1,33 +1,71 @@
-// The mixer interface: every sequence mixer offers the same faces (ARCHITECTURE.md): a parallel
-// `forward` for prefill and training, a one-token `step` on an explicit state, and (in train/) a
-// backward. A mixer maps normalised hidden states [B,T,D] to [B,T,D].
+// The mixer interface. Every layer that maps normalised hidden states [B,T,D] to [B,T,D] inside a
+// residual branch is a mixer: sequence mixers (Mamba-1, Mamba-2, attention, RAT), which carry a
+// recurrent state, and channel mixers (MLP, MoE), which carry none. Each offers the same faces
+// (ARCHITECTURE.md): a parallel `forward` for prefill, a one-token `step` on an explicit state, a
+// training face (forward that saves + backward) and, in ops/ref, the double-precision reference
+// its kernels are tested against. A mixer kind lives in one folder, nn/mixers/<kind>/, and is
+// registered in nn/mixers/registry.cpp.
 #pragma once
 #include <memory>
 #include <string>
+#include <string_view>
 
-#include "model/config.h"
+#include "core/random.h"
+#include "core/workspace.h"
 #include "nn/parameter.h"
+#include "nn/training.h"
 
 namespace ssm {
 
-// Recurrent state of one mixer layer for a batch of sequences.
-struct LayerState {
-  Tensor conv;  // [B, K-1, conv channels]
-  Tensor ssm;   // Mamba-1: [B, d_inner, N]; Mamba-2: [B, H, P, N]
+// Recurrent state of one mixer layer for a batch of sequences (conv + SSM states, a KV cache, ...).
+class MixerState {
+ public:
+  virtual ~MixerState() = default;
+  // Copies sequence `from` of this state into sequence `to_index` of `to` (a state of the same mixer).
+  virtual void copy_sequence(int64_t from, MixerState& to, int64_t to_index) const = 0;
+  // Lets caches that grow with the context (attention, RAT) hold `length` tokens per sequence
+  // without reallocating.
+  virtual void reserve(int64_t length) {}
+  virtual int64_t bytes() const = 0;  // memory held now, all sequences
+};
+
+// How parameters are initialised for training from scratch (the mixer-independent part; each
+// mixer's settings carry their own, such as Mamba's dt range).
+struct InitOptions {
+  double initializer_range = 0.02;
+  // mamba_ssm / GPT-2: output projections of residual branches scaled by 1/sqrt(number of branches).
+  bool rescale_prenorm_residual = true;
+  int64_t residual_branches = 1;
 };
 
 class Mixer {
  public:
   virtual ~Mixer() = default;
-  // x [B,T,D] → y [B,T,D]. state (optional) is the starting state and receives the final one.
-  virtual void forward(const Tensor& x, LayerState* state, Tensor& y) const = 0;
-  // x [B,D] → y [B,D], advancing state by one token.
-  virtual void step(const Tensor& x, LayerState& state, Tensor& y) const = 0;
-  virtual LayerState new_state(int64_t batch) const = 0;
-  // Parameters with names under `prefix` (e.g. "backbone.layers.0.mixer").
+  // Parameters with their checkpoint names under `prefix` (e.g. "backbone.layers.0.mixer").
   virtual void add_params(const std::string& prefix, ParamList& params) = 0;
+  // Draws the parameters (already allocated, F32) for training from scratch.
+  virtual void init_parameters(Rng& rng, const InitOptions& options) = 0;
+
+  // A zero state for `batch` sequences, or null for a mixer without one (MLP, MoE).
+  virtual std::unique_ptr<MixerState> new_state(int64_t batch) const { return nullptr; }
+  // x [B,T,D] → y [B,T,D]. state (optional) is the starting state and receives the final one.
+  // Temporaries come from ws and are released before returning.
+  virtual void forward(const Tensor& x, MixerState* state, Tensor& y, Workspace& ws) const = 0;
+  // x [B,D] → y [B,D], advancing state by one token.
+  virtual void step(const Tensor& x, MixerState* state, Tensor& y, Workspace& ws) const = 0;
+  virtual std::unique_ptr<MixerTraining> training() const = 0;
+
+  // Multiply-adds of the matrix products per token (what the benchmark's FLOP rate counts).
+  virtual double matmul_macs_per_token() const = 0;
 };
 
-std::unique_ptr<Mixer> make_mixer(const ModelConfig& config);
+// The sizes and options of one mixer layer: what a config reader produces and a model builds from.
+class MixerSettings {
+ public:
+  virtual ~MixerSettings() = default;
+  virtual std::string_view kind() const = 0;  // registry name: "mamba1", "attention", "mlp", ...
+  virtual std::string describe() const = 0;   // one line for `ssm inspect`
+  virtual std::unique_ptr<Mixer> build() const = 0;
+};
 
 }  // namespace ssm

@@ -21,6 +21,12 @@ void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y, boo
 void embedding(const Tensor& table, const Tensor& ids, Tensor& out);
 // a += b elementwise (same shape, rows tensors).
 void add_inplace(Tensor& a, const Tensor& b);
+// a += factor · b (same shape, rows tensors).
+void add_scaled_inplace(Tensor& a, const Tensor& b, float factor);
+// y = factor · x (same shape, rows tensors; y may alias x).
+void scale(const Tensor& x, float factor, Tensor& y);
+// x[..., j] *= factors[j] in place (x rows, factors F32 [width]).
+void scale_columns(Tensor& x, const Tensor& factors);
 // y = -exp(x) elementwise, contiguous F32 (A = -exp(A_log), recomputed at every decode step).
 void neg_exp(const Tensor& x, Tensor& y);
 

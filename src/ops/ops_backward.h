@@ -61,13 +61,16 @@ struct SelectiveScanGrads {
   Tensor dstate0;
 };
 // The forward (y as ops::selective_scan computes it) that also saves the state at the start of every
-// chunk of `chunk_size` tokens: returns [B, n_chunks, D, N] F32, n_chunks = ceil(T / chunk_size).
-// state0 [B,D,N] optional (undefined = zeros); final_state (optional) receives the last state.
-Tensor selective_scan_forward_saving_chunk_states(const SelectiveScanInputs& in, const Tensor& state0,
-                                                  int64_t chunk_size, Tensor& y, Tensor* final_state = nullptr);
+// chunk of `chunk_size` tokens into chunk_states, contiguous F32 [B, n_chunks, D, N] with
+// n_chunks = selective_scan_chunk_count(T, chunk_size). state0 [B,D,N] optional (undefined = zeros);
+// final_state (optional) receives the last state.
+int64_t selective_scan_chunk_count(int64_t T, int64_t chunk_size);
+void selective_scan_forward_saving_chunk_states(const SelectiveScanInputs& in, const Tensor& state0,
+                                                int64_t chunk_size, Tensor& y, Tensor& chunk_states,
+                                                Tensor* final_state = nullptr);
 // The backward recomputes the forward inside each chunk from its starting state, so memory is
 // O(B·D·N·T/chunk + threads·chunk·N), never O(B·T·D·N). `chunk_states` is what the function above
-// returned for the same inputs and chunk_size; undefined: the backward recomputes them itself
+// saved for the same inputs and chunk_size; undefined: the backward recomputes them itself
 // (one more forward scan). The result does not depend on chunk_size beyond float rounding.
 void selective_scan_backward(const SelectiveScanInputs& in, const Tensor& state0, const Tensor& chunk_states,
                              int64_t chunk_size, const Tensor& dy, SelectiveScanGrads& grads);

@@ -29,17 +29,14 @@ ModelConfig demo_model_config() {
 }
 
 TrainBenchResult bench_training(const ModelConfig& config, const std::string& name, int64_t batch, int64_t seq_len,
-                                int64_t steps, int64_t warmup, int64_t scan_chunk) {
-  keep_freed_memory();
+                                int64_t steps, int64_t warmup) {
   LanguageModel model(config);
   init_parameters(model, 1);
   ModelGrads grads(model);
   std::vector<OptimizerParam> params;
   for (const ParamRef& p : grads.params()) params.push_back({p.name, p.tensor, &grads.of(*p.tensor), p.weight_decay});
   AdamW opt(params, {});
-  TrainPassOptions pass_options;
-  pass_options.scan_chunk = scan_chunk;
-  TrainingPass pass(model, pass_options);
+  TrainingPass pass(model);
   Tensor ids = Tensor::empty({batch, seq_len}, DType::I32), targets = Tensor::empty({batch, seq_len}, DType::I32);
   Rng rng(3);
   for (int64_t i = 0; i < ids.numel(); ++i) {
@@ -66,7 +63,7 @@ TrainBenchResult bench_training(const ModelConfig& config, const std::string& na
     total += since(t0);
     r.optimizer_seconds += since(t1);
     r.profile.matmul += prof.matmul;
-    r.profile.scan += prof.scan;
+    r.profile.mixing += prof.mixing;
     r.profile.conv += prof.conv;
     r.profile.other += prof.other;
   }
@@ -74,7 +71,7 @@ TrainBenchResult bench_training(const ModelConfig& config, const std::string& na
   r.step_seconds = total / n;
   r.optimizer_seconds /= n;
   r.profile.matmul /= n;
-  r.profile.scan /= n;
+  r.profile.mixing /= n;
   r.profile.conv /= n;
   r.profile.other /= n;
   r.tokens_per_second = double(batch * seq_len) / r.step_seconds;
@@ -83,13 +80,13 @@ TrainBenchResult bench_training(const ModelConfig& config, const std::string& na
 
 std::string bench_table(const std::vector<TrainBenchResult>& results) {
   std::string out =
-      "| model | threads | batch x length | tokens/s | step (ms) | matmul | scan | conv | norms/other | optimizer |\n"
+      "| model | threads | batch x length | tokens/s | step (ms) | matmul | mixing | conv | norms/other | optimizer |\n"
       "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
   for (const auto& r : results) {
     const double s = r.step_seconds;
     auto pct = [&](double v) { return fmt::format("{:.0f}%", 100.0 * v / s); };
     out += fmt::format("| {} | {} | {} x {} | {:.0f} | {:.1f} | {} | {} | {} | {} | {} |\n", r.name, r.threads, r.batch,
-                       r.seq_len, r.tokens_per_second, 1000 * s, pct(r.profile.matmul), pct(r.profile.scan),
+                       r.seq_len, r.tokens_per_second, 1000 * s, pct(r.profile.matmul), pct(r.profile.mixing),
                        pct(r.profile.conv), pct(r.profile.other), pct(r.optimizer_seconds));
   }
   return out;

@@ -16,13 +16,13 @@ struct TrainBenchResult {
   int64_t batch = 0, seq_len = 0;
   double tokens_per_second = 0;
   double step_seconds = 0;
-  StepProfile profile;           // seconds per step, by kind
+  StepProfile profile;           // seconds per step, by kind of work
   double optimizer_seconds = 0;  // per step
 };
 
 // Times `steps` training steps (after `warmup` untimed ones) at the current thread count.
 TrainBenchResult bench_training(const ModelConfig& config, const std::string& name, int64_t batch, int64_t seq_len,
-                                int64_t steps, int64_t warmup = 1, int64_t scan_chunk = 64);
+                                int64_t steps, int64_t warmup = 1);
 
 // The demo model (configs/demo-byte.json: mamba2, 4 layers of 128, bytes).
 ModelConfig demo_model_config();

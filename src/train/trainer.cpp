@@ -56,7 +56,6 @@ void check_options(const TrainOptions& o) {
   SSM_CHECK(o.grad_accum >= 1, "--grad-accum must be positive, got {}", o.grad_accum);
   SSM_CHECK(o.lr > 0 && std::isfinite(o.lr), "--lr must be positive, got {}", o.lr);
   SSM_CHECK(o.val_fraction >= 0 && o.val_fraction < 1, "--val-fraction must be in [0, 1), got {}", o.val_fraction);
-  SSM_CHECK(o.scan_chunk >= 1, "--scan-chunk must be positive, got {}", o.scan_chunk);
 }
 
 // The output folder, created and probed for writing.
@@ -182,7 +181,6 @@ class Progress {
 
 TrainResult train(const TrainOptions& o) {
   check_options(o);
-  keep_freed_memory();
   set_num_threads(o.threads);
   SSM_CHECK(fs::is_regular_file(o.model_config), "model config '{}' does not exist", o.model_config);
   const ModelConfig config = ModelConfig::from_json(read_json_file(o.model_config), o.model_config);
@@ -212,7 +210,7 @@ TrainResult train(const TrainOptions& o) {
       LoadOptions lo;
       lo.writable = true;
       LanguageModel m = LanguageModel::load(*resume_from, lo);
-      SSM_CHECK(m.config().to_hf_json() == config.to_hf_json(),
+      SSM_CHECK(m.config().hf_config == config.hf_config,
                 "checkpoint '{}' holds a model of another configuration than '{}'", *resume_from, o.model_config);
       return m;
     }
@@ -265,7 +263,7 @@ TrainResult train(const TrainOptions& o) {
   }
   if (!o.quiet)
     progress.line(fmt::format("model: {} ({:.2f}M parameters); data: {} train / {} validation tokens; {} threads",
-                              config.describe(), double(config.parameter_count()) / 1e6, data.train.ids.size(),
+                              config.describe(), double(model.parameter_count()) / 1e6, data.train.ids.size(),
                               data.val.ids.size(), num_threads()));
 
   const std::string metrics_path = o.metrics.empty() ? (fs::path(o.out_dir) / "metrics.jsonl").string() : o.metrics;
@@ -292,9 +290,7 @@ TrainResult train(const TrainOptions& o) {
   const int64_t eval_every = std::max<int64_t>(1, o.eval_every);
   const int64_t ckpt_every = o.checkpoint_every > 0 ? o.checkpoint_every : eval_every;
 
-  TrainPassOptions pass_options;
-  pass_options.scan_chunk = o.scan_chunk;
-  TrainingPass pass(model, pass_options);
+  TrainingPass pass(model);
   Tensor ids = Tensor::empty({o.batch_size, o.seq_len}, DType::I32);
   Tensor targets = Tensor::empty({o.batch_size, o.seq_len}, DType::I32);
 

@@ -44,7 +44,6 @@ struct TrainOptions {
   int64_t eval_tokens = 32768;    // validation tokens per evaluation (at most)
   int64_t checkpoint_every = -1;  // < 0: at each evaluation
   int keep_checkpoints = 2;
-  int64_t scan_chunk = 64;
   int threads = 0;
   int progress = -1;   // 1 on, 0 off, -1 when stderr is a terminal
   bool quiet = false;  // no per-evaluation lines

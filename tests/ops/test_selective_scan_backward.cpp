@@ -73,7 +73,8 @@ ScanGradVecs run_backward(const ScanProblem& p, int64_t chunk, bool saved) {
   Tensor states;
   if (saved) {
     Tensor y = Tensor::empty(btd);
-    states = ops::selective_scan_forward_saving_chunk_states(in, s0, chunk, y);
+    states = Tensor::empty({c.batch, ops::selective_scan_chunk_count(c.T, chunk), c.D, c.N});
+    ops::selective_scan_forward_saving_chunk_states(in, s0, chunk, y, states);
   }
   ops::SelectiveScanGrads g;
   g.du = make_strided(btd, Vec(size_t(c.batch * c.T * c.D), 5.0), 1);
@@ -145,8 +146,9 @@ TEST_P(BackwardSelectiveScan, SavingForwardMatchesOp) {
   Tensor s0 = c.state ? make({c.batch, c.D, c.N}, p.in.state0) : Tensor();
   Tensor y = Tensor::empty(btd), y_op = Tensor::empty(btd);
   Tensor final_state = Tensor::empty({c.batch, c.D, c.N});
-  Tensor states = ops::selective_scan_forward_saving_chunk_states(in, s0, c.chunk, y, &final_state);
-  EXPECT_EQ(states.shape(), (Shape{c.batch, (c.T + c.chunk - 1) / c.chunk, c.D, c.N}));
+  EXPECT_EQ(ops::selective_scan_chunk_count(c.T, c.chunk), std::max<int64_t>(1, (c.T + c.chunk - 1) / c.chunk));
+  Tensor states = Tensor::empty({c.batch, ops::selective_scan_chunk_count(c.T, c.chunk), c.D, c.N});
+  ops::selective_scan_forward_saving_chunk_states(in, s0, c.chunk, y, states, &final_state);
   Tensor op_state = c.state ? s0.clone() : Tensor::zeros({c.batch, c.D, c.N});
   ops::selective_scan(in, &op_state, y_op);
   const ref::SelectiveScanRefOutputs want = ref::selective_scan(p.dims, p.in);

@@ -1,7 +1,8 @@
 // The whole model's explicit backward (TrainingPass, float) against central differences in double of
-// the model's loss built from the ops' double references, for Mamba-1 and Mamba-2 configs (tied and
-// untied heads, biases, both gated-norm forms); the training forward's loss against the inference
-// path; gradient accumulation; initialisation.
+// the model's loss built from the mixers' double references (tests/model/model_reference.h), for
+// Mamba-1 and Mamba-2 configs (tied and untied heads, biases, both gated-norm forms) and for the
+// plan's own mechanics (multipliers, parallel mixers); the training forward's loss against the
+// inference path; gradient accumulation; initialisation.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -13,15 +14,9 @@
 
 #include "core/random.h"
 #include "model/language_model.h"
-#include "nn/mamba1_mixer.h"
-#include "nn/mamba2_mixer.h"
-#include "ops/ref/conv1d.h"
-#include "ops/ref/cross_entropy.h"
-#include "ops/ref/gated_rmsnorm.h"
-#include "ops/ref/linear.h"
-#include "ops/ref/rmsnorm.h"
-#include "ops/ref/selective_scan.h"
-#include "ops/ref/ssd.h"
+#include "model/model_reference.h"
+#include "nn/mixers/mamba1/mamba1.h"
+#include "nn/mixers/mamba2/mamba2.h"
 #include "train/init.h"
 #include "train/model_backward.h"
 
@@ -31,8 +26,7 @@ namespace {
 struct Problem {
   LanguageModel model;
   Tensor ids, targets;
-  explicit Problem(const Json& config_json, uint64_t seed, int64_t batch = 2, int64_t T = 11)
-      : model(ModelConfig::from_json(config_json, "test config")) {
+  Problem(const ModelConfig& config, uint64_t seed, int64_t batch = 2, int64_t T = 11) : model(config) {
     init_parameters(model, seed);
     Rng rng(seed + 100);
     // Move every parameter off its structured initial value (D = 1, norms = 1, zero biases...).
@@ -51,101 +45,27 @@ struct Problem {
   }
 };
 
-using Vec = std::vector<double>;
-
-// Columns [c0, c0 + width) of a row-major [rows, cols] matrix.
-Vec cols(const Vec& m, int64_t rows, int64_t ncols, int64_t c0, int64_t width) {
-  Vec out(static_cast<size_t>(rows * width));
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t i = 0; i < width; ++i) out[size_t(r * width + i)] = m[size_t(r * ncols + c0 + i)];
-  return out;
-}
-
-// The model's loss in double precision, built from the ops' double references (ops/ref), with the
-// parameters given by name.
-double reference_loss(const ModelConfig& c, std::map<std::string, Vec>& P, const Tensor& ids, const Tensor& targets) {
-  const int64_t Bt = ids.size(0), T = ids.size(1), M = Bt * T, D = c.d_model, V = c.vocab_size, Di = c.d_inner;
-  const int64_t N = c.d_state, K = c.d_conv;
-  auto get = [&](const std::string& name) -> const Vec& {
-    static const Vec empty;
-    auto it = P.find(name);
-    return it == P.end() ? empty : it->second;
-  };
-  const Vec& emb = get("backbone.embeddings.weight");
-  Vec h(static_cast<size_t>(M * D));
-  for (int64_t i = 0; i < M; ++i)
-    for (int64_t d = 0; d < D; ++d) h[size_t(i * D + d)] = emb[size_t(ids.data<int32_t>()[i] * D + d)];
-  for (int64_t layer = 0; layer < c.n_layers; ++layer) {
-    const std::string pre = "backbone.layers." + std::to_string(layer);
-    const std::string mx = pre + ".mixer.";
-    const Vec normed = ref::rmsnorm(h, get(pre + ".norm.weight"), M, D, c.norm_eps);
-    Vec out;
-    if (c.mixer == MixerKind::Mamba1) {
-      const int64_t R = c.dt_rank;
-      const Vec xz = ref::linear(normed, get(mx + "in_proj.weight"), get(mx + "in_proj.bias"), M, 2 * Di, D);
-      const Vec u = ref::conv1d_causal(cols(xz, M, 2 * Di, 0, Di), get(mx + "conv1d.weight"), get(mx + "conv1d.bias"),
-                                       {}, true, Bt, T, Di, K)
-                        .y;
-      const Vec xdbl = ref::linear(u, get(mx + "x_proj.weight"), {}, M, R + 2 * N, Di);
-      ref::SelectiveScanRefInputs in;
-      in.u = u;
-      in.delta = ref::linear(cols(xdbl, M, R + 2 * N, 0, R), get(mx + "dt_proj.weight"), {}, M, Di, R);
-      in.delta_bias = get(mx + "dt_proj.bias");
-      for (double a : get(mx + "A_log")) in.A.push_back(-std::exp(a));
-      in.B = cols(xdbl, M, R + 2 * N, R, N);
-      in.C = cols(xdbl, M, R + 2 * N, R + N, N);
-      in.Dskip = get(mx + "D");
-      in.z = cols(xz, M, 2 * Di, Di, Di);
-      const Vec y = ref::selective_scan({Bt, T, Di, N}, in).y;
-      out = ref::linear(y, get(mx + "out_proj.weight"), get(mx + "out_proj.bias"), M, D, Di);
-    } else {
-      const int64_t G = c.n_groups, H = c.n_heads, Cc = c.conv_channels(), W = c.in_proj_width();
-      const Vec zx = ref::linear(normed, get(mx + "in_proj.weight"), get(mx + "in_proj.bias"), M, W, D);
-      const Vec xbc = ref::conv1d_causal(cols(zx, M, W, Di, Cc), get(mx + "conv1d.weight"), get(mx + "conv1d.bias"), {},
-                                         true, Bt, T, Cc, K)
-                          .y;
-      ref::SsdRefInputs in;
-      in.x = cols(xbc, M, Cc, 0, Di);
-      in.B = cols(xbc, M, Cc, Di, G * N);
-      in.C = cols(xbc, M, Cc, Di + G * N, G * N);
-      in.dt = cols(zx, M, W, Di + Cc, H);
-      in.dt_bias = get(mx + "dt_bias");
-      for (double a : get(mx + "A_log")) in.A.push_back(-std::exp(a));
-      in.D = get(mx + "D");
-      in.dt_min = c.dt_limit_min;
-      in.dt_max = c.dt_limit_max;
-      const Vec y = ref::ssd({Bt, T, H, c.head_dim, G, N}, in).y;
-      const Vec gated = ref::gated_rmsnorm(y, cols(zx, M, W, 0, Di), get(mx + "norm.weight"), M, Di, Di / G,
-                                           c.norm_before_gate, c.norm_eps);
-      out = ref::linear(gated, get(mx + "out_proj.weight"), get(mx + "out_proj.bias"), M, D, Di);
-    }
-    for (size_t i = 0; i < h.size(); ++i) h[i] += out[i];
-  }
-  const Vec fin = ref::rmsnorm(h, get("backbone.norm_f.weight"), M, D, c.norm_eps);
-  const Vec& head = c.tie_embeddings ? emb : get("lm_head.weight");
-  std::vector<int32_t> tg(targets.data<int32_t>(), targets.data<int32_t>() + M);
-  return ref::cross_entropy(fin, head, tg, M, D, V);
-}
+using testing::Params;
+using testing::Vec;
 
 // Every parameter tensor's float gradient (TrainingPass) against central differences in double of
 // the reference loss, on its largest-gradient elements and on random ones.
-void check_gradients(const Json& config_json, int64_t scan_chunk) {
-  Problem p(config_json, 7);
+void check_gradients(const ModelConfig& config_in) {
+  Problem p(config_in, 7);
   TrainPassOptions opt;
-  opt.scan_chunk = scan_chunk;
   opt.vocab_chunk = 7;  // several vocabulary chunks
   TrainingPass pass(p.model, opt);
   ModelGrads grads(p.model);
   const double loss = pass.forward_backward(p.ids, p.targets, grads, 1.0f);
   EXPECT_NEAR(loss, pass.loss(p.ids, p.targets), 2e-5 * loss) << "training forward vs inference forward";
 
-  std::map<std::string, Vec> P;
+  Params P;
   for (const ParamRef& ref : grads.params()) {
     const float* w = ref.tensor->data<float>();
     P[ref.name] = Vec(w, w + ref.tensor->numel());
   }
   const ModelConfig& config = p.model.config();
-  EXPECT_NEAR(loss, reference_loss(config, P, p.ids, p.targets), 1e-5 * loss) << "float vs double forward";
+  EXPECT_NEAR(loss, testing::reference_loss(config, P, p.ids, p.targets), 1e-5 * loss) << "float vs double forward";
 
   Rng rng(99);
   const double eps = 1e-6;
@@ -163,9 +83,9 @@ void check_gradients(const Json& config_json, int64_t scan_chunk) {
     for (int64_t i : picks) {
       const double saved = w[size_t(i)];
       w[size_t(i)] = saved + eps;
-      const double up = reference_loss(config, P, p.ids, p.targets);
+      const double up = testing::reference_loss(config, P, p.ids, p.targets);
       w[size_t(i)] = saved - eps;
-      const double down = reference_loss(config, P, p.ids, p.targets);
+      const double down = testing::reference_loss(config, P, p.ids, p.targets);
       w[size_t(i)] = saved;
       const double fd = (up - down) / (2 * eps);
       max_err = std::max(max_err, std::abs(fd - double(g.data<float>()[i])));
@@ -201,13 +121,34 @@ const Json kMamba2Gate = {{"model_type", "mamba2"},
                           {"use_bias", true},
                           {"tie_word_embeddings", false}};
 
-TEST(TrainModelBackward, Mamba1MatchesFiniteDifferences) { check_gradients(kMamba1, 4); }
-TEST(TrainModelBackward, Mamba1UntiedWithBiasesMatchesFiniteDifferences) { check_gradients(kMamba1Untied, 64); }
-TEST(TrainModelBackward, Mamba2MatchesFiniteDifferences) { check_gradients(kMamba2, 64); }
-TEST(TrainModelBackward, Mamba2GateFirstUntiedMatchesFiniteDifferences) { check_gradients(kMamba2Gate, 64); }
+ModelConfig parse(const Json& json) { return ModelConfig::from_json(json, "test config"); }
+
+TEST(TrainModelBackward, Mamba1MatchesFiniteDifferences) { check_gradients(parse(kMamba1)); }
+TEST(TrainModelBackward, Mamba1UntiedWithBiasesMatchesFiniteDifferences) { check_gradients(parse(kMamba1Untied)); }
+TEST(TrainModelBackward, Mamba2MatchesFiniteDifferences) { check_gradients(parse(kMamba2)); }
+TEST(TrainModelBackward, Mamba2GateFirstUntiedMatchesFiniteDifferences) { check_gradients(parse(kMamba2Gate)); }
+
+// The plan's own mechanics, as Falcon-H1 uses them: embedding and logit multipliers, two mixers side
+// by side in one branch with input and output multipliers, per-part in_proj multipliers, Jamba's
+// dt/B/C norms.
+TEST(TrainModelBackward, MultipliersAndParallelMixersMatchFiniteDifferences) {
+  ModelConfig c = parse(kMamba2);
+  const ModelConfig m1 = parse(kMamba1);
+  c.embedding_scale = 1.7f;
+  c.logit_scale = 0.6f;
+  auto mamba1 = std::make_shared<Mamba1Settings>(dynamic_cast<const Mamba1Settings&>(*m1.branches[0].mixers[0].settings));
+  mamba1->dt_bc_norms = true;
+  c.branches[0].mixers.push_back({mamba1, "backbone.layers.0.side", 0.8f, 1.3f});
+  c.branches[0].mixers[0].input_scale = 1.2f;
+  c.branches[0].mixers[0].output_scale = 0.7f;
+  auto scaled = std::make_shared<Mamba2Settings>(dynamic_cast<const Mamba2Settings&>(*c.branches[1].mixers[0].settings));
+  scaled->in_proj_part_scales = {0.5f, 1.5f, 0.8f, 1.1f, 0.9f};
+  c.branches[1].mixers[0].settings = scaled;
+  check_gradients(c);
+}
 
 TEST(TrainModelBackward, GradScaleAndAccumulation) {
-  Problem p(kMamba1, 3);
+  Problem p(parse(kMamba1), 3);
   TrainingPass pass(p.model);
   ModelGrads once(p.model), twice(p.model);
   pass.forward_backward(p.ids, p.targets, once, 1.0f);
@@ -224,19 +165,20 @@ TEST(TrainModelBackward, GradScaleAndAccumulation) {
 TEST(TrainInit, FollowsMambaSsm) {
   LanguageModel m(ModelConfig::from_json(kMamba1, "test"));
   init_parameters(m, 5);
-  const auto& mixer = dynamic_cast<const Mamba1Mixer&>(*m.blocks()[0].mixer);
+  const auto& mixer = dynamic_cast<const Mamba1Mixer&>(*m.branches()[0].mixers[0].mixer);
   // S4D-real A_log = log(1..N) per channel; D = 1; dt_proj.bias = softplus⁻¹(dt) with dt in [1e-3, 0.1].
-  for (int64_t d = 0; d < mixer.d_inner; ++d)
-    for (int64_t n = 0; n < mixer.d_state; ++n)
-      EXPECT_FLOAT_EQ(mixer.A_log.data<float>()[d * mixer.d_state + n], std::log(float(n + 1)));
-  for (int64_t d = 0; d < mixer.d_inner; ++d) {
+  const int64_t d_inner = mixer.s.d_inner, d_state = mixer.s.d_state;
+  for (int64_t d = 0; d < d_inner; ++d)
+    for (int64_t n = 0; n < d_state; ++n)
+      EXPECT_FLOAT_EQ(mixer.A_log.data<float>()[d * d_state + n], std::log(float(n + 1)));
+  for (int64_t d = 0; d < d_inner; ++d) {
     EXPECT_EQ(mixer.D.data<float>()[d], 1.0f);
     const double dt = std::log1p(std::exp(double(mixer.dt_proj.bias.data<float>()[d])));
     EXPECT_GE(dt, 1e-3 * 0.999);
     EXPECT_LE(dt, 0.1 * 1.001);
   }
   // out_proj rescaled by 1/sqrt(n_layers): bound 1/sqrt(d_inner)/sqrt(2).
-  const double bound = 1.0 / std::sqrt(double(mixer.d_inner)) / std::sqrt(2.0);
+  const double bound = 1.0 / std::sqrt(double(d_inner)) / std::sqrt(2.0);
   float mx = 0;
   for (int64_t i = 0; i < mixer.out_proj.weight.numel(); ++i)
     mx = std::max(mx, std::abs(mixer.out_proj.weight.data<float>()[i]));
@@ -251,8 +193,8 @@ TEST(TrainInit, FollowsMambaSsm) {
 
   LanguageModel m3(ModelConfig::from_json(kMamba2, "test"));
   init_parameters(m3, 5);
-  const auto& mixer2 = dynamic_cast<const Mamba2Mixer&>(*m3.blocks()[0].mixer);
-  for (int64_t h = 0; h < mixer2.n_heads; ++h) {
+  const auto& mixer2 = dynamic_cast<const Mamba2Mixer&>(*m3.branches()[0].mixers[0].mixer);
+  for (int64_t h = 0; h < mixer2.s.n_heads; ++h) {
     const float a = std::exp(mixer2.A_log.data<float>()[h]);
     EXPECT_GE(a, 1.0f);
     EXPECT_LE(a, 16.0f);

@@ -6,23 +6,55 @@
 
 namespace ssm::ops {
 
-void add_inplace(Tensor& a, const Tensor& b) {
-  SSM_CHECK(detail::is_f32_rows(a) && detail::is_f32_rows(b) && a.shape() == b.shape(),
-            "add_inplace: a and b must be F32 rows tensors of one shape, got a {} and b {}", detail::describe(a),
-            detail::describe(b));
-  const int64_t width = a.size(-1);
+namespace {
+
+// Runs row_fn(out_row, in_row, width) over the rows of two F32 rows tensors of one shape.
+template <class RowFn>
+void for_row_pairs(const char* op, Tensor& out, const Tensor& in, RowFn row_fn) {
+  SSM_CHECK(detail::is_f32_rows(out) && detail::is_f32_rows(in) && out.shape() == in.shape(),
+            "{}: operands must be F32 rows tensors of one shape, got {} and {}", op, detail::describe(out),
+            detail::describe(in));
+  const int64_t width = out.size(-1);
   if (width == 0) return;
-  const int64_t rows = a.rows();
-  const int64_t lda = a.row_stride(), ldb = b.row_stride();
-  float* ap = a.data<float>();
-  const float* bp = b.data<float>();
+  const int64_t rows = out.rows(), ldo = out.row_stride(), ldi = in.row_stride();
+  float* op_ = out.data<float>();
+  const float* ip = in.data<float>();
 #pragma omp parallel for schedule(static) if (rows * width >= (1 << 16))
-  for (int64_t r = 0; r < rows; ++r) {
-    float* ar = ap + r * lda;
-    const float* br = bp + r * ldb;
+  for (int64_t r = 0; r < rows; ++r) row_fn(op_ + r * ldo, ip + r * ldi, width);
+}
+
+}  // namespace
+
+void add_inplace(Tensor& a, const Tensor& b) {
+  for_row_pairs("add_inplace", a, b, [](float* ar, const float* br, int64_t width) {
 #pragma omp simd
     for (int64_t i = 0; i < width; ++i) ar[i] += br[i];
-  }
+  });
+}
+
+void add_scaled_inplace(Tensor& a, const Tensor& b, float scale) {
+  for_row_pairs("add_scaled_inplace", a, b, [scale](float* ar, const float* br, int64_t width) {
+#pragma omp simd
+    for (int64_t i = 0; i < width; ++i) ar[i] += scale * br[i];
+  });
+}
+
+void scale(const Tensor& x, float factor, Tensor& y) {
+  for_row_pairs("scale", y, x, [factor](float* yr, const float* xr, int64_t width) {
+#pragma omp simd
+    for (int64_t i = 0; i < width; ++i) yr[i] = factor * xr[i];
+  });
+}
+
+void scale_columns(Tensor& x, const Tensor& factors) {
+  SSM_CHECK(detail::is_f32_rows(x) && detail::is_f32_vec(factors, x.size(-1)),
+            "scale_columns: x must be F32 rows and factors F32 [{}], got {} and {}", x.dim() ? x.size(-1) : 0,
+            detail::describe(x), detail::describe(factors));
+  const float* f = factors.data<float>();
+  for_row_pairs("scale_columns", x, x, [f](float* xr, const float*, int64_t width) {
+#pragma omp simd
+    for (int64_t i = 0; i < width; ++i) xr[i] *= f[i];
+  });
 }
 
 void neg_exp(const Tensor& x, Tensor& y) {

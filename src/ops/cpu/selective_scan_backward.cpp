@@ -159,24 +159,31 @@ void save_state(float* dst, int64_t d0, int64_t nd, int64_t N, const f32x16* h) 
 
 }  // namespace
 
-Tensor selective_scan_forward_saving_chunk_states(const SelectiveScanInputs& in, const Tensor& state0,
-                                                  int64_t chunk_size, Tensor& y, Tensor* final_state) {
+int64_t selective_scan_chunk_count(int64_t T, int64_t chunk_size) {
+  SSM_CHECK(chunk_size >= 1, "selective scan: chunk_size must be positive, got {}", chunk_size);
+  return std::max<int64_t>(1, (T + chunk_size - 1) / chunk_size);
+}
+
+void selective_scan_forward_saving_chunk_states(const SelectiveScanInputs& in, const Tensor& state0,
+                                                int64_t chunk_size, Tensor& y, Tensor& chunk_states,
+                                                Tensor* final_state) {
   const char* op = "selective_scan_forward_saving_chunk_states";
   const ScanDims d = check_scan(op, in, state0);
-  SSM_CHECK(chunk_size >= 1, "{}: chunk_size must be positive, got {}", op, chunk_size);
+  const int64_t n_chunks = selective_scan_chunk_count(d.T, chunk_size);
+  SSM_CHECK(detail::is_f32_contig(chunk_states, {d.Bt, n_chunks, d.D, d.N}),
+            "{}: chunk_states must be contiguous F32 [{}, {}, {}, {}], got {}", op, d.Bt, n_chunks, d.D, d.N,
+            describe(chunk_states));
   SSM_CHECK(is_f32_rows(y, in.u.shape()), "{}: y must be F32 rows {}, got {}", op, shape_str(in.u.shape()),
             describe(y));
   if (final_state)
     SSM_CHECK(detail::is_f32_contig(*final_state, {d.Bt, d.D, d.N}),
               "{}: final_state must be contiguous F32 [{}, {}, {}], got {}", op, d.Bt, d.D, d.N,
               describe(*final_state));
-  const int64_t n_chunks = std::max<int64_t>(1, (d.T + chunk_size - 1) / chunk_size);
-  Tensor states = Tensor::empty({d.Bt, n_chunks, d.D, d.N});
   const ScanView v(in);
   const int64_t n_blocks = (d.D + W - 1) / W;
   float* yp = y.data<float>();
   const int64_t ldy = y.row_stride();
-  float* sp = states.data<float>();
+  float* sp = chunk_states.data<float>();
   const float* s0 = state0.defined() ? state0.data<float>() : nullptr;
   // Tasks: (batch row, group of channel blocks); rows are walked in short tiles and, inside a tile,
   // block by block, so that each row's data is read whole while it is in cache (walking one block
@@ -217,7 +224,6 @@ Tensor selective_scan_forward_saving_chunk_states(const SelectiveScanInputs& in,
       }
     }
   }
-  return states;
 }
 
 void selective_scan_backward(const SelectiveScanInputs& in, const Tensor& state0, const Tensor& chunk_states,
@@ -225,8 +231,7 @@ void selective_scan_backward(const SelectiveScanInputs& in, const Tensor& state0
   const char* op = "selective_scan_backward";
   const ScanDims d = check_scan(op, in, state0);
   const int64_t Bt = d.Bt, T = d.T, D = d.D, N = d.N;
-  SSM_CHECK(chunk_size >= 1, "{}: chunk_size must be positive, got {}", op, chunk_size);
-  const int64_t n_chunks = std::max<int64_t>(1, (T + chunk_size - 1) / chunk_size);
+  const int64_t n_chunks = selective_scan_chunk_count(T, chunk_size);
   if (chunk_states.defined())
     SSM_CHECK(detail::is_f32_contig(chunk_states, {Bt, n_chunks, D, N}),
               "{}: chunk_states must be contiguous F32 [{}, {}, {}, {}] (chunk_size {}), got {}", op, Bt, n_chunks, D,

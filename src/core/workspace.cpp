@@ -1,0 +1,59 @@
+#include "core/workspace.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace ssm {
+
+namespace {
+constexpr size_t kAlign = 64;
+size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+}  // namespace
+
+size_t Workspace::capacity() const {
+  return blocks_.empty() ? 0 : blocks_.back().begin + blocks_.back().storage->bytes();
+}
+
+Tensor Workspace::take(const Shape& shape, DType dtype) {
+  for (int64_t extent : shape) SSM_CHECK(extent >= 0, "negative extent in shape {}", shape_str(shape));
+  const size_t bytes = align_up(std::max<size_t>(1, size_t(shape_numel(shape)) * dtype_size(dtype)));
+  // The first block, from the one holding used_ on, with room for [max(used_, begin), +bytes); a
+  // tensor never straddles two blocks.
+  for (const Block& block : blocks_) {
+    const size_t start = std::max(used_, block.begin), end = block.begin + block.storage->bytes();
+    if (start + bytes <= end) {
+      Tensor t = Tensor::wrap(block.storage, start - block.begin, shape, dtype);
+      used_ = start + bytes;
+      high_water_ = std::max(high_water_, used_);
+      return t;
+    }
+  }
+  // Spill: a new block starting at the current end of the address space; the gap left at the end of
+  // the previous block counts as used so that offsets stay monotonic.
+  const size_t start = std::max(used_, capacity());
+  const size_t block_bytes = std::max(bytes, capacity());  // doubles the space while growing
+  blocks_.push_back({Storage::allocate(block_bytes), start});
+  ++block_allocations_;
+  used_ = start + bytes;
+  high_water_ = std::max(high_water_, used_);
+  return Tensor::wrap(blocks_.back().storage, 0, shape, dtype);
+}
+
+Tensor Workspace::zeros(const Shape& shape, DType dtype) {
+  Tensor t = take(shape, dtype);
+  if (t.nbytes()) std::memset(t.raw(), 0, t.nbytes());
+  return t;
+}
+
+void Workspace::release(Mark mark) {
+  SSM_CHECK(mark <= used_, "Workspace::release: mark {} is above the bytes in use ({})", mark, used_);
+  used_ = mark;
+  // Back at the bottom after a call that spilled: plan one block for the high-water mark.
+  if (used_ == 0 && blocks_.size() > 1) {
+    blocks_.clear();
+    blocks_.push_back({Storage::allocate(high_water_), 0});
+    ++block_allocations_;
+  }
+}
+
+}  // namespace ssm

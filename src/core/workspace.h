@@ -1,0 +1,55 @@
+// Workspace: the memory activations and scratch come from, so that a forward, a decode step or a
+// training step allocates nothing once it has run at a shape. Tensors are carved from one block by
+// a bump pointer with stack discipline (mark / release); a call that outgrows the block spills into
+// extra blocks, and the next release to the bottom replaces them all by one block of the high-water
+// size, so the memory is planned by the first call at each shape and reused by every later one.
+#pragma once
+#include <cstddef>
+#include <memory>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace ssm {
+
+class Workspace {
+ public:
+  using Mark = size_t;  // bytes in use
+
+  // An uninitialised tensor valid until the workspace is released below it. Blocks stay alive while
+  // a tensor refers to them, so a tensor outliving its release is never dangling (only reused).
+  Tensor take(const Shape& shape, DType dtype = DType::F32);
+  Tensor zeros(const Shape& shape, DType dtype = DType::F32);
+
+  Mark mark() const { return used_; }
+  void release(Mark mark);
+  void reset() { release(0); }
+
+  size_t capacity() const;     // bytes of the planned block
+  size_t high_water() const { return high_water_; }
+  int64_t block_allocations() const { return block_allocations_; }  // blocks ever allocated (growth count)
+
+ private:
+  struct Block {
+    std::shared_ptr<Storage> storage;
+    size_t begin;  // offset of this block's first byte in the workspace's address space
+  };
+  std::vector<Block> blocks_;
+  size_t used_ = 0, high_water_ = 0;
+  int64_t block_allocations_ = 0;
+};
+
+// Releases the workspace back to where it was on construction (the temporaries of one scope).
+class WorkspaceScope {
+ public:
+  explicit WorkspaceScope(Workspace& ws) : ws_(ws), mark_(ws.mark()) {}
+  ~WorkspaceScope() { ws_.release(mark_); }
+  WorkspaceScope(const WorkspaceScope&) = delete;
+  WorkspaceScope& operator=(const WorkspaceScope&) = delete;
+
+ private:
+  Workspace& ws_;
+  Workspace::Mark mark_;
+};
+
+}  // namespace ssm

@@ -1,0 +1,24 @@
+#include "nn/mixers/conv_ssm_state.h"
+
+#include <cstring>
+
+namespace ssm {
+
+void copy_batch_row(const Tensor& from, int64_t from_index, const Tensor& to, int64_t to_index) {
+  SSM_CHECK(from.is_contiguous() && to.is_contiguous() && from.dtype() == to.dtype() && from.dim() == to.dim(),
+            "copy_batch_row: states {} and {} do not match", shape_str(from.shape()), shape_str(to.shape()));
+  SSM_CHECK(from_index >= 0 && from_index < from.size(0) && to_index >= 0 && to_index < to.size(0),
+            "copy_batch_row: row {} of {} into row {} of {}", from_index, from.size(0), to_index, to.size(0));
+  const size_t bytes = from.nbytes() / size_t(from.size(0));
+  SSM_CHECK(bytes == to.nbytes() / size_t(to.size(0)), "copy_batch_row: row sizes differ");
+  std::memcpy(static_cast<char*>(to.raw()) + size_t(to_index) * bytes,
+              static_cast<const char*>(from.raw()) + size_t(from_index) * bytes, bytes);
+}
+
+void ConvSsmState::copy_sequence(int64_t from, MixerState& to, int64_t to_index) const {
+  auto& target = state_as<ConvSsmState>(&to, "ConvSsmState::copy_sequence");
+  copy_batch_row(conv, from, target.conv, to_index);
+  copy_batch_row(ssm, from, target.ssm, to_index);
+}
+
+}  // namespace ssm

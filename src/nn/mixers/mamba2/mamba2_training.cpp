@@ -1,0 +1,107 @@
+// Mamba-2's training face: the forward saves the projections' inputs and outputs; the SSD backward
+// recomputes the chunk states itself.
+#include "nn/mixers/mamba2/mamba2.h"
+#include "ops/ops_backward.h"
+
+namespace ssm {
+
+namespace {
+
+class Mamba2Training final : public MixerTraining {
+ public:
+  explicit Mamba2Training(const Mamba2Mixer& mixer) : m_(mixer) {}
+
+  void forward(const Tensor& x, Tensor& out, Workspace& ws, StepProfile* prof) override {
+    const Mamba2Settings& s = m_.s;
+    const int64_t Bt = x.size(0), T = x.size(1), Di = s.d_inner, Cc = s.conv_channels();
+    x_ = x;
+    zxbcdt_ = ws.take({Bt, T, m_.in_proj.out});
+    xbc_ = ws.take({Bt, T, Cc});
+    y_ = ws.take({Bt, T, Di});
+    gated_ = ws.take({Bt, T, Di});
+    {
+      Timed t(prof, &StepProfile::matmul);
+      m_.project_in(x, zxbcdt_);
+    }
+    {
+      Timed t(prof, &StepProfile::conv);
+      ops::conv1d_causal(zxbcdt_.slice(2, m_.xbc_offset(), Cc), m_.conv_taps(), m_.conv_bias, true, nullptr, xbc_);
+    }
+    in_ = m_.ssd_inputs(xbc_, zxbcdt_.slice(2, m_.dt_offset(), s.n_heads), m_.A(ws));
+    {
+      Timed t(prof, &StepProfile::mixing);
+      ops::ssd(in_, nullptr, y_);
+    }
+    {
+      Timed t(prof, &StepProfile::other);
+      m_.gate(y_, zxbcdt_.slice(2, m_.z_offset(), Di), gated_);
+    }
+    Timed t(prof, &StepProfile::matmul);
+    m_.out_proj.forward(gated_, out);
+  }
+
+  void backward(const Tensor& dout, Tensor& dx, Gradients& g, Workspace& ws, StepProfile* prof) override {
+    WorkspaceScope scope(ws);
+    const Mamba2Settings& s = m_.s;
+    const int64_t Bt = dout.size(0), T = dout.size(1), Di = s.d_inner, Cc = s.conv_channels();
+    const int64_t GN = s.n_groups * s.d_state;
+    Tensor dgated = ws.take({Bt, T, Di});
+    {
+      Timed t(prof, &StepProfile::matmul);
+      ops::linear_backward(gated_, m_.out_proj.weight, dout, &dgated, &g.of(m_.out_proj.weight),
+                           g.of_optional(m_.out_proj.bias));
+    }
+    Tensor dzxbcdt = ws.take({Bt, T, m_.in_proj.out});
+    Tensor dxbc = ws.take({Bt, T, Cc});
+    Tensor dy = ws.take({Bt, T, Di});
+    {
+      Timed t(prof, &StepProfile::other);
+      Tensor dz = dzxbcdt.slice(2, m_.z_offset(), Di);
+      SSM_CHECK(s.gated_norm, "mamba2: the ungated-norm output gate is not available");
+      ops::gated_rmsnorm_backward(y_, zxbcdt_.slice(2, m_.z_offset(), Di), m_.norm_weight, Di / s.n_groups,
+                                  s.norm_before_gate, float(s.norm_eps), dgated, dy, &dz, &g.of(m_.norm_weight));
+    }
+    Tensor dA = ws.zeros({s.n_heads});
+    ops::SsdGrads sg;
+    sg.dx = dxbc.slice(2, 0, Di);
+    sg.dB = dxbc.slice(2, Di, GN);
+    sg.dC = dxbc.slice(2, Di + GN, GN);
+    sg.ddt = dzxbcdt.slice(2, m_.dt_offset(), s.n_heads);
+    sg.dA = dA;
+    sg.dD = g.of(m_.D);
+    sg.ddt_bias = g.of(m_.dt_bias);
+    {
+      Timed t(prof, &StepProfile::mixing);
+      ops::ssd_backward(in_, Tensor(), dy, sg);
+    }
+    {
+      // dA_log = dA ⊙ A  (A = -exp(A_log)).
+      const float* d = dA.data<float>();
+      const float* a = in_.A.data<float>();
+      float* ga = g.of(m_.A_log).data<float>();
+      for (int64_t h = 0; h < s.n_heads; ++h) ga[h] += d[h] * a[h];
+    }
+    {
+      Timed t(prof, &StepProfile::conv);
+      Tensor dxbc_in = dzxbcdt.slice(2, m_.xbc_offset(), Cc);
+      Tensor gw = g.of(m_.conv_weight).view({Cc, s.d_conv});
+      ops::conv1d_causal_backward(zxbcdt_.slice(2, m_.xbc_offset(), Cc), m_.conv_taps(), m_.conv_bias, true,
+                                  Tensor(), dxbc, dxbc_in, &gw, g.of_optional(m_.conv_bias));
+    }
+    if (m_.in_proj_scale.defined()) ops::scale_columns(dzxbcdt, m_.in_proj_scale);
+    Timed t(prof, &StepProfile::matmul);
+    ops::linear_backward(x_, m_.in_proj.weight, dzxbcdt, &dx, &g.of(m_.in_proj.weight),
+                         g.of_optional(m_.in_proj.bias));
+  }
+
+ private:
+  const Mamba2Mixer& m_;
+  Tensor x_, zxbcdt_, xbc_, y_, gated_;
+  ops::SsdInputs in_;
+};
+
+}  // namespace
+
+std::unique_ptr<MixerTraining> Mamba2Mixer::training() const { return std::make_unique<Mamba2Training>(*this); }
+
+}  // namespace ssm

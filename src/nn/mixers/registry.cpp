@@ -1,0 +1,32 @@
+#include "nn/mixers/registry.h"
+
+#include "nn/mixers/mamba1/mamba1.h"
+#include "nn/mixers/mamba2/mamba2.h"
+
+namespace ssm {
+
+namespace {
+template <class Settings>
+std::shared_ptr<const MixerSettings> read(const ConfigReader& section, int64_t d_model) {
+  return std::make_shared<Settings>(Settings::from_config(section, d_model));
+}
+}  // namespace
+
+const std::vector<MixerKind>& mixer_kinds() {
+  static const std::vector<MixerKind> kinds = {
+      {"mamba1", true, &Mamba1Settings::config_keys, &read<Mamba1Settings>},
+      {"mamba2", true, &Mamba2Settings::config_keys, &read<Mamba2Settings>},
+  };
+  return kinds;
+}
+
+const MixerKind& mixer_kind(std::string_view name, const std::string& source) {
+  std::string known;
+  for (const MixerKind& kind : mixer_kinds()) {
+    if (kind.name == name) return kind;
+    known += (known.empty() ? "" : ", ") + std::string(kind.name);
+  }
+  fail("{}: unknown layer kind '{}' (known: {})", source, name, known);
+}
+
+}  // namespace ssm
