@@ -25,15 +25,14 @@ struct GenerateArgs {
   std::string model, tokenizer, prompt_ids, ids_out;
   std::vector<std::string> prompts, prompt_files, stops;
   GenerateOptions options;
+  bool ignore_eos = false;
   int threads = 0;
 };
 
 void print_summary(const GenerationResult& result) {
-  const auto rate = [](int64_t tokens, double seconds) { return seconds > 0 ? double(tokens) / seconds : 0.0; };
   std::fprintf(stderr, "\nprefill %lld tokens in %.3f s (%.1f tok/s), decode %lld tokens in %.3f s (%.1f tok/s)\n",
-               (long long)result.prefill_tokens, result.prefill_seconds,
-               rate(result.prefill_tokens, result.prefill_seconds), (long long)result.decode_tokens,
-               result.decode_seconds, rate(result.decode_tokens, result.decode_seconds));
+               (long long)result.prefill.tokens, result.prefill.seconds, result.prefill.tokens_per_second(),
+               (long long)result.decode.tokens, result.decode.seconds, result.decode.tokens_per_second());
 }
 
 std::unique_ptr<Tokenizer> tokenizer_for(const GenerateArgs& args, const LanguageModel& model) {
@@ -131,7 +130,7 @@ void run_generate(GenerateArgs& args) {
   const int sources = int(!args.prompt_ids.empty()) + int(!args.prompts.empty() || !args.prompt_files.empty());
   SSM_CHECK(sources == 1, "give either --prompt-ids or --prompt/--prompt-file");
   const LanguageModel model = LanguageModel::load(args.model);
-  if (args.options.eos_ids.empty()) args.options.eos_ids = model.config().eos_ids;
+  if (!args.ignore_eos) args.options.eos_ids = model.config().eos_ids;
   if (!args.prompt_ids.empty()) run_from_ids(args, model);
   else run_from_text(args, model);
 }
@@ -155,6 +154,7 @@ const CommandRegistrar registrar(20, [](CLI::App& root) {
   cmd->add_option("--repetition-penalty", sampling.repetition_penalty, "1 = off")->capture_default_str();
   cmd->add_option("--seed", sampling.seed, "Sampling seed")->capture_default_str();
   cmd->add_option("--stop", args->stops, "Stop a sequence when this text appears (repeatable)");
+  cmd->add_flag("--ignore-eos", args->ignore_eos, "Generate past the EOS token (timing a fixed number of tokens)");
   add_threads_option(*cmd, &args->threads);
   cmd->callback([args] { run_generate(*args); });
 });

@@ -5,13 +5,24 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/resource_usage.h"
 
 namespace ssm {
 
 namespace {
-double seconds_since(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-}
+// Times one phase and counts the page faults taken meanwhile.
+class PhaseTimer {
+ public:
+  PhaseTimer() : start_(std::chrono::steady_clock::now()), faults_(minor_page_faults()) {}
+  void finish(PhaseStats& stats) const {
+    stats.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    stats.page_faults = minor_page_faults() - faults_;
+  }
+
+ private:
+  std::chrono::steady_clock::time_point start_;
+  int64_t faults_;
+};
 }  // namespace
 
 GenerationResult Generator::generate(const std::vector<std::vector<int32_t>>& prompts, const GenerateOptions& options,
@@ -23,6 +34,7 @@ GenerationResult Generator::generate(const std::vector<std::vector<int32_t>>& pr
   const int64_t batch = int64_t(prompts.size());
   GenerationResult result;
   result.sequences = prompts;
+  for (auto& sequence : result.sequences) sequence.reserve(sequence.size() + size_t(options.max_new_tokens));
   for (const auto& prompt : prompts) {
     SSM_CHECK(!prompt.empty(), "empty prompt: give at least one token");
     for (int32_t id : prompt)
@@ -31,10 +43,10 @@ GenerationResult Generator::generate(const std::vector<std::vector<int32_t>>& pr
   if (batch == 0 || options.max_new_tokens == 0) return result;
 
   // Prefill each prompt on its own (lengths differ; an SSM cannot skip padding), then decode together.
-  auto start = std::chrono::steady_clock::now();
+  const PhaseTimer prefill_timer;
   size_t longest = 0;
   for (const auto& prompt : prompts) longest = std::max(longest, prompt.size());
-  ModelState state = model_.new_state(batch);
+  ModelState& state = prepare_states(batch);
   state.reserve(int64_t(longest) + options.max_new_tokens);
   ws_.reset();
   Tensor logits = ws_.take({batch, vocab});  // the next token's logits, per sequence
@@ -43,16 +55,18 @@ GenerationResult Generator::generate(const std::vector<std::vector<int32_t>>& pr
     const auto& prompt = prompts[size_t(b)];
     Tensor ids = ws_.take({1, int64_t(prompt.size())}, DType::I32);
     std::copy(prompt.begin(), prompt.end(), ids.data<int32_t>());
-    ModelState single = model_.new_state(1);
+    // One sequence prefills into a state of its own, copied into the batch's afterwards.
+    ModelState& single = batch == 1 ? state : prompt_state_;
+    zero_.copy_sequence(0, single, 0);
     single.reserve(int64_t(prompt.size()));
     logits.slice(0, b, 1).copy_from(model_.forward(ids, &single, false, ws_));
-    single.copy_sequence(0, state, b);
+    if (&single != &state) single.copy_sequence(0, state, b);
     ws_.release(base);
-    result.prefill_tokens += int64_t(prompt.size());
+    result.prefill.tokens += int64_t(prompt.size());
   }
-  result.prefill_seconds = seconds_since(start);
+  prefill_timer.finish(result.prefill);
 
-  start = std::chrono::steady_clock::now();
+  const PhaseTimer decode_timer;
   std::vector<Sampler> samplers;
   for (int64_t b = 0; b < batch; ++b) {
     SamplingOptions per_sequence = options.sampling;
@@ -71,7 +85,7 @@ GenerationResult Generator::generate(const std::vector<std::vector<int32_t>>& pr
       const int32_t token = samplers[size_t(b)].sample(row, sample_vocab, sequence);
       sequence.push_back(token);
       step_ids.data<int32_t>()[b] = token;
-      if (produced > 0) ++result.decode_tokens;
+      if (produced > 0) ++result.decode.tokens;
       const bool is_eos = std::find(options.eos_ids.begin(), options.eos_ids.end(), token) != options.eos_ids.end();
       const bool keep_going = on_token ? on_token(size_t(b), token) : true;
       if (is_eos || !keep_going) done[size_t(b)] = true;
@@ -81,8 +95,16 @@ GenerationResult Generator::generate(const std::vector<std::vector<int32_t>>& pr
     ws_.release(step_base);
     logits = model_.step(step_ids, state, ws_);
   }
-  result.decode_seconds = seconds_since(start);
+  decode_timer.finish(result.decode);
+  ws_.reset();  // a call that grew the workspace plans its one block now, not at the start of the next
   return result;
+}
+
+ModelState& Generator::prepare_states(int64_t batch) {
+  if (zero_.batch == 0) zero_ = model_.new_state(1);
+  if (batch > 1 && prompt_state_.batch == 0) prompt_state_ = model_.new_state(1);
+  if (state_.batch != batch) state_ = model_.new_state(batch);
+  return state_;
 }
 
 }  // namespace ssm

@@ -20,10 +20,17 @@ struct GenerateOptions {
   int64_t sample_vocab = 0;
 };
 
+// What one phase of a generation cost, for the caller to report (the generator prints nothing).
+struct PhaseStats {
+  int64_t tokens = 0;       // prefill: prompt tokens; decode: tokens fed back through a step
+  double seconds = 0;
+  int64_t page_faults = 0;  // minor page faults of the process during the phase: memory touched for the first time
+  double tokens_per_second() const { return seconds > 0 ? double(tokens) / seconds : 0.0; }
+};
+
 struct GenerationResult {
   std::vector<std::vector<int32_t>> sequences;  // prompt + generated tokens, per prompt
-  int64_t prefill_tokens = 0, decode_tokens = 0;
-  double prefill_seconds = 0, decode_seconds = 0;
+  PhaseStats prefill, decode;
 };
 
 // Called for each generated token; return false to end that sequence (a stop string, say).
@@ -39,8 +46,14 @@ class Generator {
   const Workspace& workspace() const { return ws_; }
 
  private:
+  // The states a call needs; returns that of `batch` sequences (kept while the batch size is unchanged).
+  ModelState& prepare_states(int64_t batch);
+
   const LanguageModel& model_;
   Workspace ws_;  // activations of prefill and decode: planned by the first call, then reused
+  // Recurrent states, allocated once: each prompt starts from a copy of zero_ (one sequence) in
+  // prompt_state_ (batches of several prompts) or directly in state_ (one prompt).
+  ModelState zero_, prompt_state_, state_;
 };
 
 }  // namespace ssm
