@@ -2,7 +2,6 @@
 
 #include <cblas.h>
 #include <omp.h>
-#include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
@@ -72,12 +71,6 @@ MachineCeilings measure_machine() {
   });
   c.sgemm_gflops = 2.0 * m * m * m / gemm_s / 1e9;
   return c;
-}
-
-double peak_resident_bytes() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return double(usage.ru_maxrss) * 1024.0;
 }
 
 }  // namespace ssm::bench

@@ -13,6 +13,4 @@ struct MachineCeilings {
 // Uses the current thread count (ssm::set_num_threads).
 MachineCeilings measure_machine();
 
-double peak_resident_bytes();  // getrusage ru_maxrss
-
 }  // namespace ssm::bench

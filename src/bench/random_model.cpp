@@ -29,4 +29,21 @@ LanguageModel random_model(const ModelConfig& config, DType matrix_dtype, uint64
   return model;
 }
 
+void write_random_model(const std::string& shape, DType file_dtype, uint64_t seed, const std::string& folder) {
+  const char* torch_dtype = file_dtype == DType::F32    ? "float32"
+                            : file_dtype == DType::BF16 ? "bfloat16"
+                            : file_dtype == DType::F16  ? "float16"
+                                                        : nullptr;
+  SSM_CHECK(torch_dtype, "a model is written in F32, BF16 or F16, not {}", dtype_name(file_dtype));
+  Json config = published_shape(shape).hf_config;
+  config["torch_dtype"] = torch_dtype;
+  LanguageModel model = random_model(ModelConfig::from_json(config, shape), DType::F32, seed);
+  if (file_dtype != DType::F32) {
+    // BF16 keeps 8 significant bits; F16 keeps 11 but only down to 2^-24, so small values are
+    // rounded to that grid, which has few enough bits for BF16.
+    for (ParamRef& p : model.params()) *p.tensor = p.tensor->to(DType::BF16).to(DType::F16).to(DType::F32);
+  }
+  model.save(folder, file_dtype);
+}
+
 }  // namespace ssm::bench

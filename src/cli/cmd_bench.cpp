@@ -1,48 +1,120 @@
-// ssm bench: inference speed of randomly initialised models at published shapes, next to the
-// machine's own ceilings (memory bandwidth for decode, sgemm rate for prefill).
+// ssm bench: inference speed through the generator that `ssm generate` runs, of random models at
+// published shapes or of a checkpoint folder, next to the machine's own ceilings (memory bandwidth
+// for decode, sgemm rate for prefill); training speed; and random models written as checkpoint
+// folders, so that other programs can be timed on the same weights.
 #include <algorithm>
-#include <chrono>
+#include <cctype>
 #include <cstdio>
+#include <filesystem>
+#include <functional>
 #include <sstream>
 
+#include "bench/inference.h"
 #include "bench/machine.h"
 #include "bench/random_model.h"
 #include "cli/command.h"
 #include "core/json.h"
+#include "core/resource_usage.h"
 #include "core/threads.h"
 #include "train/bench.h"
 
 namespace ssm::cli {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
 struct BenchArgs {
-  std::vector<std::string> models = {"mamba-130m", "mamba2-130m"};
+  std::vector<std::string> shapes = {"mamba-130m", "mamba2-130m"};
+  std::string model_dir;            // --model: time this checkpoint instead of the shapes
+  std::vector<std::string> dtypes;  // weights kept in memory; default f32,bf16 (shapes) or as generate loads (--model)
   std::vector<int> threads = {1, 2};
-  std::vector<std::string> dtypes = {"f32", "bf16"};
   std::vector<int64_t> prefill_lengths = {512, 2048};
   int64_t decode_tokens = 64;
+  uint64_t seed = 1234;
   std::vector<std::string> suites = {"inference", "training"};
   std::string train_config;  // a config.json to time in training instead of the default models
   int64_t train_steps = 3;
+  std::string write_shape, write_dtype = "f32", out;  // --write-model SHAPE --dtype D --out DIR
 };
 
-double seconds(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+// A model to time: a label for the table and how to make it (again for each thread count).
+struct BenchModel {
+  std::string label;
+  std::function<LanguageModel()> make;
+};
 
-Tensor token_ids(int64_t length, int64_t vocab) {
-  Tensor ids = Tensor::empty({1, length}, DType::I32);
-  for (int64_t t = 0; t < length; ++t) ids.data<int32_t>()[t] = int32_t((t * 7919 + 13) % vocab);
-  return ids;
+DType weight_dtype(const std::string& name, bool sixteen_bit_f16, const char* flag) {
+  if (name == "f32") return DType::F32;
+  if (name == "bf16") return DType::BF16;
+  if (name == "f16" && sixteen_bit_f16) return DType::F16;
+  fail("{} takes {}, got '{}'", flag, sixteen_bit_f16 ? "f32, bf16 or f16" : "f32 or bf16", name);
 }
 
-// FLOPs of the matrix products in a prefill of `length` tokens (head on the last token only).
-double prefill_matmul_flops(const LanguageModel& model, int64_t length) {
-  const ModelConfig& c = model.config();
-  return 2.0 * (model.matmul_macs_per_token() * double(length) + double(c.vocab_size) * c.d_model);
+std::string lower(std::string_view text) {
+  std::string out(text);
+  for (char& ch : out) ch = char(std::tolower(static_cast<unsigned char>(ch)));
+  return out;
 }
 
-int64_t state_bytes(const LanguageModel& model) { return model.new_state(1).bytes(); }
+// The models of the inference suite, with every flag checked before anything is timed.
+std::vector<BenchModel> bench_models(const BenchArgs& args) {
+  std::vector<DType> dtypes;
+  for (const auto& name : args.dtypes) dtypes.push_back(weight_dtype(name, false, "--dtypes"));
+  std::vector<BenchModel> models;
+  if (!args.model_dir.empty()) {
+    const std::string dir = args.model_dir;
+    ModelConfig::load_folder(dir);  // a bad folder fails now, not after the ceilings are measured
+    const std::string label = std::filesystem::path(dir).filename().string();
+    if (dtypes.empty()) models.push_back({label, [dir] { return LanguageModel::load(dir); }});
+    for (DType dtype : dtypes)
+      models.push_back({label, [dir, dtype] { return LanguageModel::load(dir, LoadOptions{.matrix_dtype = dtype}); }});
+    return models;
+  }
+  if (dtypes.empty()) dtypes = {DType::F32, DType::BF16};
+  for (const auto& shape : args.shapes) {
+    const ModelConfig config = bench::published_shape(shape);
+    for (DType dtype : dtypes)
+      models.push_back({shape, [config, dtype, seed = args.seed] { return bench::random_model(config, dtype, seed); }});
+  }
+  return models;
+}
+
+void run_inference_bench(const BenchArgs& args) {
+  const std::vector<BenchModel> models = bench_models(args);
+  std::printf("| model | weights | threads | prefill tok/s (T) | prefill GFLOP/s (%% sgemm) | prefill faults/token "
+              "| decode tok/s | decode GB/s (%% read bw) | decode faults/token | resident MiB |\n");
+  std::printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
+  std::fflush(stdout);
+  std::ostringstream ceilings;
+  for (int threads : args.threads) {
+    set_num_threads(threads);
+    const bench::MachineCeilings machine = bench::measure_machine();
+    ceilings << fmt::format("{} thread(s): streaming read {:.1f} GB/s, memcpy {:.1f} GB/s (read + write), sgemm {:.0f} GFLOP/s\n",
+                            threads, machine.read_gbs, machine.copy_gbs, machine.sgemm_gflops);
+    for (const BenchModel& source : models) {
+      const LanguageModel model = source.make();
+      const bench::InferenceMeasure m =
+          bench::measure_inference(model, args.prefill_lengths, args.decode_tokens, args.seed);
+      std::string rates, flops, faults;
+      for (size_t i = 0; i < m.prefill.size(); ++i) {
+        const PhaseStats& p = m.prefill[i];
+        const int64_t length = args.prefill_lengths[i];
+        const double gflops = bench::prefill_matmul_flops(model, length) / p.seconds / 1e9;
+        const char* sep = i ? ", " : "";
+        rates += fmt::format("{}{:.0f} ({})", sep, p.tokens_per_second(), length);
+        flops += fmt::format("{}{:.0f} ({:.0f}%)", sep, gflops, 100 * gflops / machine.sgemm_gflops);
+        faults += fmt::format("{}{:.2f}", sep, double(p.page_faults) / double(p.tokens));
+      }
+      const double decode_gbs = bench::decode_bytes_per_token(model) * m.decode.tokens_per_second() / 1e9;
+      std::printf("| %s | %s | %d | %s | %s | %s | %.1f | %.1f (%.0f%%) | %.2f | %.0f |\n", source.label.c_str(),
+                  lower(dtype_name(model.head_weight().dtype())).c_str(), threads, rates.c_str(), flops.c_str(),
+                  faults.c_str(), m.decode.tokens_per_second(), decode_gbs, 100 * decode_gbs / machine.read_gbs,
+                  double(m.decode.page_faults) / double(m.decode.tokens), resident_bytes() / 1048576.0);
+      std::fflush(stdout);
+    }
+  }
+  std::printf("\n%s", ceilings.str().c_str());
+  std::printf("peak resident memory %.0f MiB (the bandwidth probe's buffers included)\n",
+              peak_resident_bytes() / 1048576.0);
+}
 
 // Training steps (forward, backward, clipping, AdamW) of the demo model and the mamba2-130m shape.
 void run_training_bench(const BenchArgs& args) {
@@ -64,65 +136,28 @@ void run_training_bench(const BenchArgs& args) {
   std::printf("\n%s", bench_table(results).c_str());
 }
 
-void run_inference_bench(const BenchArgs& args) {
-  std::printf("| model | weights | threads | prefill tok/s (T) | prefill GFLOP/s (%% sgemm) | decode tok/s | decode GB/s (%% read bw) |\n");
-  std::printf("| --- | --- | --- | --- | --- | --- | --- |\n");
-  std::ostringstream ceilings;
-  double weights_max = 0;
-  for (int threads : args.threads) {
-    set_num_threads(threads);
-    const bench::MachineCeilings machine = bench::measure_machine();
-    ceilings << fmt::format("{} thread(s): streaming read {:.1f} GB/s, memcpy {:.1f} GB/s (read + write), sgemm {:.0f} GFLOP/s\n",
-                            threads, machine.read_gbs, machine.copy_gbs, machine.sgemm_gflops);
-    for (const auto& name : args.models) {
-      const ModelConfig config = bench::published_shape(name);
-      for (const auto& dtype_name : args.dtypes) {
-        SSM_CHECK(dtype_name == "f32" || dtype_name == "bf16", "--dtypes takes f32 and bf16, got '{}'", dtype_name);
-        const DType dtype = dtype_name == "f32" ? DType::F32 : DType::BF16;
-        const LanguageModel model = bench::random_model(config, dtype, 1234);
-        weights_max = std::max(weights_max, double(model.weight_bytes()));
-
-        std::string prefill_cells, flops_cells;
-        for (int64_t length : args.prefill_lengths) {
-          const Tensor ids = token_ids(length, config.vocab_size);
-          model.forward(token_ids(16, config.vocab_size), nullptr, false);  // warm-up
-          const auto start = Clock::now();
-          model.forward(ids, nullptr, false);
-          const double s = seconds(start);
-          const double gflops = prefill_matmul_flops(model, length) / s / 1e9;
-          prefill_cells += fmt::format("{}{:.0f} ({})", prefill_cells.empty() ? "" : ", ", double(length) / s, length);
-          flops_cells += fmt::format("{}{:.0f} ({:.0f}%)", flops_cells.empty() ? "" : ", ", gflops,
-                                     100 * gflops / machine.sgemm_gflops);
-        }
-
-        ModelState state = model.new_state(1);
-        model.forward(token_ids(16, config.vocab_size), &state, false);
-        Tensor step_id = Tensor::zeros({1}, DType::I32);
-        model.step(step_id, state);  // warm-up
-        const auto start = Clock::now();
-        for (int64_t i = 0; i < args.decode_tokens; ++i) {
-          step_id.data<int32_t>()[0] = int32_t((i * 31 + 7) % config.vocab_size);
-          model.step(step_id, state);
-        }
-        const double per_token = seconds(start) / double(args.decode_tokens);
-        // A decode step reads every weight once and reads + writes the recurrent state.
-        const double bytes = double(model.weight_bytes()) + 2.0 * double(state_bytes(model));
-        const double gbs = bytes / per_token / 1e9;
-        std::printf("| %s | %s | %d | %s | %s | %.1f | %.1f (%.0f%%) |\n", name.c_str(), dtype_name.c_str(), threads,
-                    prefill_cells.c_str(), flops_cells.c_str(), 1.0 / per_token, gbs, 100 * gbs / machine.read_gbs);
-        std::fflush(stdout);
-      }
-    }
-  }
-  std::printf("\n%s", ceilings.str().c_str());
-  std::printf("peak resident memory %.0f MiB; largest model's weights %.0f MiB\n",
-              bench::peak_resident_bytes() / 1048576.0, weights_max / 1048576.0);
+void write_model(const BenchArgs& args) {
+  SSM_CHECK(!args.out.empty(), "--write-model needs --out DIR");
+  SSM_CHECK(args.model_dir.empty(), "--write-model writes a random model: it takes no --model");
+  const DType dtype = weight_dtype(args.write_dtype, true, "--dtype");
+  bench::write_random_model(args.write_shape, dtype, args.seed, args.out);
+  std::printf("wrote %s: random %s weights, %s, seed %llu\n", args.out.c_str(), args.write_shape.c_str(),
+              std::string(dtype_name(dtype)).c_str(), (unsigned long long)args.seed);
 }
 
-void run_bench(const BenchArgs& args) {
+void run_bench(const BenchArgs& args, const CLI::App& cmd) {
+  if (!args.write_shape.empty()) return write_model(args);
+  for (const char* flag : {"--out", "--dtype"})
+    SSM_CHECK(cmd.count(flag) == 0, "{} goes with --write-model SHAPE (the inference suite takes --dtypes)", flag);
   for (const auto& suite : args.suites)
     SSM_CHECK(suite == "inference" || suite == "training", "--suite takes inference and training, got '{}'", suite);
+  for (int threads : args.threads) SSM_CHECK(threads >= 1, "--threads must be >= 1, got {}", threads);
+  for (int64_t length : args.prefill_lengths) SSM_CHECK(length >= 1, "--prefill lengths must be >= 1, got {}", length);
+  SSM_CHECK(args.decode_tokens >= 1, "--decode-tokens must be >= 1, got {}", args.decode_tokens);
+  SSM_CHECK(args.train_steps >= 1, "--train-steps must be >= 1, got {}", args.train_steps);
+  const bool suite_given = cmd.count("--suite") > 0;
   const auto wants = [&](const char* suite) {
+    if (!args.model_dir.empty() && !suite_given) return std::string_view(suite) == "inference";
     return std::find(args.suites.begin(), args.suites.end(), suite) != args.suites.end();
   };
   if (wants("inference")) run_inference_bench(args);
@@ -131,18 +166,29 @@ void run_bench(const BenchArgs& args) {
 
 const CommandRegistrar registrar(40, [](CLI::App& root) {
   auto args = std::make_shared<BenchArgs>();
-  CLI::App* cmd = root.add_subcommand("bench", "Benchmark prefill and decode on random models at published shapes");
-  cmd->add_option("--models", args->models, "Shapes: mamba-130m, mamba2-130m")->delimiter(',')->capture_default_str();
+  CLI::App* cmd = root.add_subcommand(
+      "bench", "Time prefill and decode through the generator (random models at published shapes, or --model DIR), "
+               "training steps, or write a random model as a checkpoint folder");
+  cmd->add_option("--models", args->shapes, "Published shapes to time: mamba-130m, mamba2-130m")
+      ->delimiter(',')->capture_default_str();
+  cmd->add_option("--model", args->model_dir, "Time this checkpoint folder instead (inference only unless --suite)");
+  cmd->add_option("--dtypes", args->dtypes, "Weights kept in memory: f32, bf16 (default: f32,bf16; with --model, "
+                                            "as generate loads it)")->delimiter(',');
   cmd->add_option("--threads", args->threads, "Thread counts to run")->delimiter(',')->capture_default_str();
-  cmd->add_option("--dtypes", args->dtypes, "Weight types: f32, bf16")->delimiter(',')->capture_default_str();
-  cmd->add_option("--prefill", args->prefill_lengths, "Prefill lengths")->delimiter(',')->capture_default_str();
-  cmd->add_option("--decode-tokens", args->decode_tokens, "Tokens timed in decode")->capture_default_str()
-      ->check(CLI::PositiveNumber);
+  cmd->add_option("--prefill", args->prefill_lengths, "Prompt lengths (random ids)")->delimiter(',')
+      ->capture_default_str();
+  cmd->add_option("--decode-tokens", args->decode_tokens, "Greedy decode steps timed per prompt (EOS ignored)")
+      ->capture_default_str();
+  cmd->add_option("--seed", args->seed, "Seed of the random weights and prompt ids")->capture_default_str();
   cmd->add_option("--suite", args->suites, "inference, training")->delimiter(',')->capture_default_str();
   cmd->add_option("--train-config", args->train_config, "Time training of this config.json instead");
-  cmd->add_option("--train-steps", args->train_steps, "Timed training steps per measurement")->capture_default_str()
-      ->check(CLI::PositiveNumber);
-  cmd->callback([args] { run_bench(*args); });
+  cmd->add_option("--train-steps", args->train_steps, "Timed training steps per measurement")->capture_default_str();
+  cmd->add_option("--write-model", args->write_shape, "Write a random model of this published shape to --out, "
+                                                      "then stop");
+  cmd->add_option("--dtype", args->write_dtype, "Tensor type of the written model: f32, bf16, f16")
+      ->capture_default_str();
+  cmd->add_option("--out", args->out, "Folder --write-model writes");
+  cmd->callback([args, cmd] { run_bench(*args, *cmd); });
 });
 
 }  // namespace

@@ -35,8 +35,11 @@ int main(int argc, char** argv) {
   ssm::cli::setup_commands(app);
   try {
     app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
+  } catch (const CLI::Success& e) {  // --help, --version
     return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "error: %s (see --help)\n", e.what());
+    return 1;
   } catch (const ssm::Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

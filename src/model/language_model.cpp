@@ -149,7 +149,9 @@ LanguageModel LanguageModel::load(const std::string& folder, const LoadOptions& 
   return model;
 }
 
-void LanguageModel::save(const std::string& folder) const {
+void LanguageModel::save(const std::string& folder, DType file_dtype) const {
+  SSM_CHECK(file_dtype == DType::F32 || file_dtype == DType::BF16 || file_dtype == DType::F16,
+            "checkpoints are saved in F32, BF16 or F16, not {}", dtype_name(file_dtype));
   std::error_code error;
   fs::create_directories(folder, error);
   SSM_CHECK(!error && fs::is_directory(folder), "cannot create folder '{}': {}", folder, error.message());
@@ -160,7 +162,7 @@ void LanguageModel::save(const std::string& folder) const {
   const ParamList params = const_cast<LanguageModel&>(*this).params();
   SSM_CHECK(names.size() == params.size(), "save: the saved config does not describe this model");
   std::vector<std::pair<std::string, Tensor>> tensors;
-  for (size_t i = 0; i < params.size(); ++i) tensors.emplace_back(names[i].name, params[i].tensor->to(DType::F32));
+  for (size_t i = 0; i < params.size(); ++i) tensors.emplace_back(names[i].name, params[i].tensor->to(file_dtype));
   write_safetensors((fs::path(folder) / "model.safetensors").string(), tensors);
   write_text_file((fs::path(folder) / "config.json").string(), config_.hf_config.dump(2) + "\n");
   Json generation = {{"_from_model_config", true}};

@@ -1,0 +1,27 @@
+// Prefill and decode speed of a model through ssm::Generator: the code `ssm generate` runs, so a
+// figure measured here is one a user gets.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "infer/generator.h"
+
+namespace ssm::bench {
+
+struct InferenceMeasure {
+  std::vector<PhaseStats> prefill;  // one per prompt length, in the order asked
+  PhaseStats decode;                // the decode steps of every timed call together
+};
+
+// One warm-up call at the longest length (it plans the workspace and touches every weight), then
+// one timed call per length: a prompt of random ids (from seed), then greedy decoding of
+// decode_tokens steps with EOS ignored.
+InferenceMeasure measure_inference(const LanguageModel& model, const std::vector<int64_t>& prompt_lengths,
+                                   int64_t decode_tokens, uint64_t seed);
+
+// FLOPs of the matrix products of a prefill of `length` tokens (the head on the last token only).
+double prefill_matmul_flops(const LanguageModel& model, int64_t length);
+// Bytes a decode step moves: every weight read once, the recurrent state read and written.
+double decode_bytes_per_token(const LanguageModel& model);
+
+}  // namespace ssm::bench
