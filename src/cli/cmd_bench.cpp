@@ -41,11 +41,11 @@ struct BenchModel {
   std::function<LanguageModel()> make;
 };
 
-DType weight_dtype(const std::string& name, bool sixteen_bit_f16, const char* flag) {
+DType weight_dtype(const std::string& name, bool allow_f16, const char* flag) {
   if (name == "f32") return DType::F32;
   if (name == "bf16") return DType::BF16;
-  if (name == "f16" && sixteen_bit_f16) return DType::F16;
-  fail("{} takes {}, got '{}'", flag, sixteen_bit_f16 ? "f32, bf16 or f16" : "f32 or bf16", name);
+  if (name == "f16" && allow_f16) return DType::F16;
+  fail("{} takes {}, got '{}'", flag, allow_f16 ? "f32, bf16 or f16" : "f32 or bf16", name);
 }
 
 std::string lower(std::string_view text) {
@@ -62,7 +62,9 @@ std::vector<BenchModel> bench_models(const BenchArgs& args) {
   if (!args.model_dir.empty()) {
     const std::string dir = args.model_dir;
     ModelConfig::load_folder(dir);  // a bad folder fails now, not after the ceilings are measured
-    const std::string label = std::filesystem::path(dir).filename().string();
+    std::filesystem::path path(dir);
+    if (!path.has_filename()) path = path.parent_path();  // "DIR/"
+    const std::string label = path.filename().string();
     if (dtypes.empty()) models.push_back({label, [dir] { return LanguageModel::load(dir); }});
     for (DType dtype : dtypes)
       models.push_back({label, [dir, dtype] { return LanguageModel::load(dir, LoadOptions{.matrix_dtype = dtype}); }});
@@ -149,6 +151,7 @@ void run_bench(const BenchArgs& args, const CLI::App& cmd) {
   if (!args.write_shape.empty()) return write_model(args);
   for (const char* flag : {"--out", "--dtype"})
     SSM_CHECK(cmd.count(flag) == 0, "{} goes with --write-model SHAPE (the inference suite takes --dtypes)", flag);
+  SSM_CHECK(args.model_dir.empty() || cmd.count("--models") == 0, "give --model DIR or --models SHAPES, not both");
   for (const auto& suite : args.suites)
     SSM_CHECK(suite == "inference" || suite == "training", "--suite takes inference and training, got '{}'", suite);
   for (int threads : args.threads) SSM_CHECK(threads >= 1, "--threads must be >= 1, got {}", threads);

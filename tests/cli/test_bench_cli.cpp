@@ -32,7 +32,7 @@ std::vector<std::string> row_cells(const std::string& output, const std::string&
 
 TEST(CliBench, TimesACheckpointFolderThroughTheGenerator) {
   const CliResult r =
-      run_ssm("bench --model " + fixture_dir("mamba_tiny") + " --threads 1 --prefill 8,13 --decode-tokens 3");
+      run_ssm("bench --model " + fixture_dir("mamba_tiny") + "/ --threads 1 --prefill 8,13 --decode-tokens 3");
   ASSERT_EQ(r.exit_code, 0) << r.output;
   const auto cells = row_cells(r.output, "mamba_tiny");
   ASSERT_EQ(cells.size(), 10u) << r.output;
@@ -88,6 +88,7 @@ TEST(CliBench, BadFlagsAreOneClearError) {
       {"--decode-tokens 0" + tiny, "--decode-tokens must be >= 1"},
       {"--threads 0" + tiny, "--threads must be >= 1"},
       {"--model /nonexistent/folder", "/nonexistent/folder"},
+      {"--models mamba-130m" + tiny, "give --model DIR or --models SHAPES, not both"},
       {"--write-model mamba-130m", "--write-model needs --out DIR"},
       {"--write-model mamba-130m --dtype f8 --out /tmp/never", "--dtype takes f32, bf16 or f16, got 'f8'"},
       {"--write-model mamba-7b --out /tmp/never", "unknown model shape 'mamba-7b'"},
