@@ -18,6 +18,8 @@ enum class Device : uint8_t { CPU, CUDA };
 using Shape = std::vector<int64_t>;
 std::string shape_str(const Shape& shape);
 int64_t shape_numel(const Shape& shape);
+// `shape` with its last extent replaced by `width` (the output shape of a row-wise map).
+Shape with_last(Shape shape, int64_t width);
 
 // A block of bytes with its release function (aligned free, munmap, cudaFree, ...).
 class Storage {

@@ -67,7 +67,9 @@ TEST_P(HfFixture, StepMatchesForward) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Model, HfFixture, ::testing::Values("mamba_tiny", "mamba2_tiny", "mamba2_groups"));
+INSTANTIATE_TEST_SUITE_P(Model, HfFixture,
+                         ::testing::Values("mamba_tiny", "mamba2_tiny", "mamba2_groups", "bamba_tiny", "bamba_groups",
+                                           "jamba_tiny", "falcon_h1_tiny", "falcon_h1_nonorm", "nemotron_h_tiny"));
 
 }  // namespace
 }  // namespace ssm
