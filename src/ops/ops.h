@@ -9,6 +9,7 @@
 #pragma once
 #include <cstdint>
 #include <limits>
+#include <string_view>
 
 #include "core/tensor.h"
 
@@ -78,5 +79,28 @@ struct SsdInputs {
 void ssd(const SsdInputs& in, Tensor* state, Tensor& y);
 // Step form: x [B,H*P], dt [B,H], B/C [B,G*N]; state required; y [B,H*P].
 void ssd_step(const SsdInputs& in, Tensor& state, Tensor& y);
+
+// ---- MLP and mixture-of-experts channel mixers ----
+// The MLP and MoE blocks of hybrid checkpoints (Bamba, Jamba, Falcon-H1, Nemotron-H): activations,
+// the MoE router, and the dispatch of tokens to experts. Matrix products are ops::linear.
+
+// Activation of an MLP. activation_from_name accepts transformers' ACT2FN names (config keys
+// `hidden_act`, `mlp_hidden_act`):
+enum class Activation : uint8_t {
+  Silu,      // x σ(x)                                       "silu", "swish"
+  Gelu,      // x Φ(x) = 0.5 x (1 + erf(x / √2))             "gelu", "gelu_python"
+  GeluTanh,  // 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))  "gelu_pytorch_tanh", "gelu_python_tanh",
+             //                                              "gelu_new", "gelu_fast", "gelu_accurate"
+  Relu2,     // relu(x)²  (Nemotron-H)                       "relu2"
+};
+// Throws ssm::Error naming `name` and the accepted names when it is none of them.
+Activation activation_from_name(std::string_view name);
+std::string_view activation_name(Activation act);  // the first name listed above
+// y = act(x). x, y rows tensors of one shape; y may alias x.
+void activation(Activation act, const Tensor& x, Tensor& y);
+// Gated MLP (SwiGLU, GeGLU): y = act(gate_scale · gate) ⊙ up. gate_scale is Falcon-H1's
+// gate_multiplier (1 elsewhere). gate, up, y rows tensors of one shape, so the two column halves of
+// one gate_up projection output are accepted as they are; y may alias gate or up.
+void gated_activation(Activation act, const Tensor& gate, const Tensor& up, float gate_scale, Tensor& y);
 
 }  // namespace ssm::ops

@@ -104,4 +104,14 @@ struct CrossEntropyOptions {
 double cross_entropy(const Tensor& hidden, const Tensor& weight, const Tensor& targets, Tensor* dhidden,
                      Tensor* dweight, const CrossEntropyOptions& options = {}, int64_t* counted = nullptr);
 
+// ---- MLP and mixture-of-experts channel mixers ----
+// Forward y = act(x).  dx (=|+=) dy ⊙ act'(x).  dx may alias dy.
+void activation_backward(Activation act, const Tensor& x, const Tensor& dy, Tensor& dx, bool accumulate_dx = false);
+// Forward y = act(s · gate) ⊙ up, s = gate_scale.
+//   dgate (=|+=) dy ⊙ up ⊙ s act'(s · gate);   dup (=|+=) dy ⊙ act(s · gate).
+// Either output may be null. dgate may alias gate and dup may alias up (a backward in place over the
+// saved projection output), and either may alias dy.
+void gated_activation_backward(Activation act, const Tensor& gate, const Tensor& up, float gate_scale, const Tensor& dy,
+                               Tensor* dgate, Tensor* dup, bool accumulate = false);
+
 }  // namespace ssm::ops
