@@ -103,4 +103,30 @@ void activation(Activation act, const Tensor& x, Tensor& y);
 // one gate_up projection output are accepted as they are; y may alias gate or up.
 void gated_activation(Activation act, const Tensor& gate, const Tensor& up, float gate_scale, Tensor& y);
 
+// MoE router: from router logits [M, E] (M tokens, E experts), each token's top_k experts and weights.
+//   Softmax (Mixtral, Jamba, Qwen-MoE):
+//     p = softmax(logits);  I = top_k(p);  w = p[I]  (/ Σ p[I] when norm_topk_prob).
+//   Sigmoid (DeepSeek-V3, Nemotron-H):
+//     s = σ(logits);  c = s + correction_bias (c selects, s weighs);
+//     group-limited: c seen as [n_group, E / n_group], each group scored by the sum of its two
+//     largest c, the topk_group best groups kept, the others' experts excluded;
+//     I = top_k(c) over the remaining experts;  w = s[I]  (/ (Σ s[I] + 1e-20) when norm_topk_prob).
+//   Then (both) w *= routed_scaling_factor.
+// Slots are in decreasing order of the selection score (p, or c). Equal scores (experts or groups)
+// go to the lower index first (torch.topk leaves their order unspecified); NaN ranks above every
+// number, as in torch.topk.
+enum class MoeScoring : uint8_t { Softmax, Sigmoid };
+struct MoeRouterOptions {
+  MoeScoring scoring = MoeScoring::Softmax;
+  int64_t top_k = 2;  // num_experts_per_tok
+  bool norm_topk_prob = false;
+  float routed_scaling_factor = 1.0f;
+  int64_t n_group = 1;     // Sigmoid only; must divide E
+  int64_t topk_group = 1;  // Sigmoid only; in [1, n_group]
+};
+// logits F32 rows [M, E]; correction_bias F32 [E] (Sigmoid only, optional: absent = zeros);
+// indices I32 [M, top_k] contiguous; weights F32 rows [M, top_k].
+void moe_route(const Tensor& logits, const Tensor& correction_bias, const MoeRouterOptions& options, Tensor& indices,
+               Tensor& weights);
+
 }  // namespace ssm::ops

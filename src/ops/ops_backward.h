@@ -114,4 +114,14 @@ void activation_backward(Activation act, const Tensor& x, const Tensor& dy, Tens
 void gated_activation_backward(Activation act, const Tensor& gate, const Tensor& up, float gate_scale, const Tensor& dy,
                                Tensor* dgate, Tensor* dup, bool accumulate = false);
 
+// Gradient of ops::moe_route's weights with respect to the router logits. The selection is piecewise
+// constant, so only the weights carry gradient (and correction_bias gets none); `indices` are the
+// forward's. With g = dweights [M, k], c = routed_scaling_factor and x = p (Softmax) or s (Sigmoid):
+//   dx[I_j] = c g_j, or with norm_topk_prob and n = Σ_m x[I_m] (+ 1e-20 for Sigmoid):
+//   dx[I_j] = c (g_j − Σ_m g_m x[I_m] / n) / n;  the other experts' dx = 0;
+//   Softmax: dlogits = p ⊙ (dx − Σ p ⊙ dx);   Sigmoid: dlogits = dx ⊙ s (1 − s).
+// dlogits [M, E] F32 rows (=|+=).
+void moe_route_backward(const Tensor& logits, const Tensor& indices, const MoeRouterOptions& options,
+                        const Tensor& dweights, Tensor& dlogits, bool accumulate_dlogits = false);
+
 }  // namespace ssm::ops
