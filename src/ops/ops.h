@@ -129,4 +129,29 @@ struct MoeRouterOptions {
 void moe_route(const Tensor& logits, const Tensor& correction_bias, const MoeRouterOptions& options, Tensor& indices,
                Tensor& weights);
 
+// Dispatch plan of a routing: its M·k (token, slot) pairs ordered by expert, and within one expert by
+// increasing token (a counting sort, so the plan depends only on `indices`). Position r in that
+// order is "dispatch row" r: expert e owns rows [expert_offsets[e], expert_offsets[e + 1]).
+// A layer gathers the rows of one expert (or of all of them at once into an [M·k, D] buffer whose
+// slice [offsets[e], offsets[e + 1]) is expert e's input), runs the expert on them, and adds the
+// results back with moe_scatter_add.
+struct MoePlan {
+  Tensor expert_offsets;  // I32 [E + 1]
+  Tensor row_token;       // I32 [M·k]: the token of each dispatch row
+  Tensor row_slot;        // I32 [M·k]: its slot (column of indices / weights)
+  Tensor slot_row;        // I32 [M, k]: the dispatch row of each (token, slot)
+  // Contiguous tensors of the shapes above, for moe_plan to fill.
+  static MoePlan allocate(int64_t tokens, int64_t top_k, int64_t n_experts);
+};
+// indices I32 [M, k] contiguous (ids in [0, E), no expert twice in one token; E from the plan).
+void moe_plan(const Tensor& indices, MoePlan& plan);
+// out[i] = x[row_token[first_row + i]] for the out.size(0) dispatch rows from first_row.
+// x F32 rows [M, D]; out F32 rows [n, D].
+void moe_gather(const Tensor& x, const MoePlan& plan, int64_t first_row, Tensor& out);
+// y[t] += weights[t, s] · rows[i], (t, s) the token and slot of dispatch row first_row + i, for the
+// rows.size(0) rows from first_row; weights undefined = 1. rows F32 rows [n, D]; y F32 rows [M, D];
+// weights F32 rows [M, k]. Every y row receives its terms in dispatch-row order whatever the thread
+// count, and one call over all rows adds exactly what consecutive per-expert calls in expert order do.
+void moe_scatter_add(const Tensor& rows, const Tensor& weights, const MoePlan& plan, int64_t first_row, Tensor& y);
+
 }  // namespace ssm::ops

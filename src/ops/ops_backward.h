@@ -124,4 +124,14 @@ void gated_activation_backward(Activation act, const Tensor& gate, const Tensor&
 void moe_route_backward(const Tensor& logits, const Tensor& indices, const MoeRouterOptions& options,
                         const Tensor& dweights, Tensor& dlogits, bool accumulate_dlogits = false);
 
+// Backward of ops::moe_scatter_add (y[t] += w[t, s] · rows[i]) over the same dispatch rows:
+//   drows[i] = w[t, s] · dy[t]  (dy[t] when weights is undefined), written;
+//   dweights[t, s] = dy[t] · rows[i], written for the (t, s) pairs of these rows only (calls over
+//   every expert's rows write all of dweights [M, k]).
+// drows F32 rows [n, D] (may alias rows); dweights F32 rows [M, k] (needs weights); either may be null.
+// The backward of ops::moe_gather (dx[row_token[r]] += dout[r - first_row]) is moe_scatter_add with
+// undefined weights.
+void moe_scatter_add_backward(const Tensor& rows, const Tensor& weights, const MoePlan& plan, int64_t first_row,
+                              const Tensor& dy, Tensor* drows, Tensor* dweights);
+
 }  // namespace ssm::ops
