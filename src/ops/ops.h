@@ -9,6 +9,7 @@
 #pragma once
 #include <cstdint>
 #include <limits>
+#include <string_view>
 
 #include "core/tensor.h"
 
@@ -84,5 +85,79 @@ struct SsdInputs {
 void ssd(const SsdInputs& in, Tensor* state, Tensor& y);
 // Step form: x [B,H*P], dt [B,H], B/C [B,G*N]; state required; y [B,H*P].
 void ssd_step(const SsdInputs& in, Tensor& state, Tensor& y);
+
+// ---- MLP and mixture-of-experts channel mixers ----
+// The MLP and MoE blocks of hybrid checkpoints (Bamba, Jamba, Falcon-H1, Nemotron-H): activations,
+// the MoE router, and the dispatch of tokens to experts. Matrix products are ops::linear.
+
+// Activation of an MLP. activation_from_name accepts transformers' ACT2FN names (config keys
+// `hidden_act`, `mlp_hidden_act`):
+enum class Activation : uint8_t {
+  Silu,      // x σ(x)                                       "silu", "swish"
+  Gelu,      // x Φ(x) = 0.5 x (1 + erf(x / √2))             "gelu", "gelu_python"
+  GeluTanh,  // 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))  "gelu_pytorch_tanh", "gelu_python_tanh",
+             //                                              "gelu_new", "gelu_fast", "gelu_accurate"
+  Relu2,     // relu(x)²  (Nemotron-H)                       "relu2"
+};
+// Throws ssm::Error naming `name` and the accepted names when it is none of them.
+Activation activation_from_name(std::string_view name);
+std::string_view activation_name(Activation act);  // the first name listed above
+// y = act(x). x, y rows tensors of one shape; y may alias x.
+void activation(Activation act, const Tensor& x, Tensor& y);
+// Gated MLP (SwiGLU, GeGLU): y = act(gate_scale · gate) ⊙ up. gate_scale is Falcon-H1's
+// gate_multiplier (1 elsewhere). gate, up, y rows tensors of one shape, so the two column halves of
+// one gate_up projection output are accepted as they are; y may alias gate or up.
+void gated_activation(Activation act, const Tensor& gate, const Tensor& up, float gate_scale, Tensor& y);
+
+// MoE router: from router logits [M, E] (M tokens, E experts), each token's top_k experts and weights.
+//   Softmax (Mixtral, Jamba, Qwen-MoE):
+//     p = softmax(logits);  I = top_k(p);  w = p[I]  (/ Σ p[I] when norm_topk_prob).
+//   Sigmoid (DeepSeek-V3, Nemotron-H):
+//     s = σ(logits);  c = s + correction_bias (c selects, s weighs);
+//     group-limited: c seen as [n_group, E / n_group], each group scored by the sum of its two
+//     largest c, the topk_group best groups kept, the others' experts excluded;
+//     I = top_k(c) over the remaining experts;  w = s[I]  (/ (Σ s[I] + 1e-20) when norm_topk_prob).
+//   Then (both) w *= routed_scaling_factor.
+// Slots are in decreasing order of the selection score (p, or c). Equal scores (experts or groups)
+// go to the lower index first (torch.topk leaves their order unspecified); NaN ranks above every
+// number, as in torch.topk.
+enum class MoeScoring : uint8_t { Softmax, Sigmoid };
+struct MoeRouterOptions {
+  MoeScoring scoring = MoeScoring::Softmax;
+  int64_t top_k = 2;  // num_experts_per_tok
+  bool norm_topk_prob = false;
+  float routed_scaling_factor = 1.0f;
+  int64_t n_group = 1;     // Sigmoid only; must divide E
+  int64_t topk_group = 1;  // Sigmoid only; in [1, n_group]
+};
+// logits F32 rows [M, E]; correction_bias F32 [E] (Sigmoid only, optional: absent = zeros);
+// indices I32 [M, top_k] contiguous; weights F32 rows [M, top_k].
+void moe_route(const Tensor& logits, const Tensor& correction_bias, const MoeRouterOptions& options, Tensor& indices,
+               Tensor& weights);
+
+// Dispatch plan of a routing: its M·k (token, slot) pairs ordered by expert, and within one expert by
+// increasing token (a counting sort, so the plan depends only on `indices`). Position r in that
+// order is "dispatch row" r: expert e owns rows [expert_offsets[e], expert_offsets[e + 1]).
+// A layer gathers the rows of one expert (or of all of them at once into an [M·k, D] buffer whose
+// slice [offsets[e], offsets[e + 1]) is expert e's input), runs the expert on them, and adds the
+// results back with moe_scatter_add.
+struct MoePlan {
+  Tensor expert_offsets;  // I32 [E + 1]
+  Tensor row_token;       // I32 [M·k]: the token of each dispatch row
+  Tensor row_slot;        // I32 [M·k]: its slot (column of indices / weights)
+  Tensor slot_row;        // I32 [M, k]: the dispatch row of each (token, slot)
+  // Contiguous tensors of the shapes above, for moe_plan to fill.
+  static MoePlan allocate(int64_t tokens, int64_t top_k, int64_t n_experts);
+};
+// indices I32 [M, k] contiguous (ids in [0, E), no expert twice in one token; E from the plan).
+void moe_plan(const Tensor& indices, MoePlan& plan);
+// out[i] = x[row_token[first_row + i]] for the out.size(0) dispatch rows from first_row.
+// x F32 rows [M, D]; out F32 rows [n, D].
+void moe_gather(const Tensor& x, const MoePlan& plan, int64_t first_row, Tensor& out);
+// y[t] += weights[t, s] · rows[i], (t, s) the token and slot of dispatch row first_row + i, for the
+// rows.size(0) rows from first_row; weights undefined = 1. rows F32 rows [n, D]; y F32 rows [M, D];
+// weights F32 rows [M, k]. Every y row receives its terms in dispatch-row order whatever the thread
+// count, and one call over all rows adds exactly what consecutive per-expert calls in expert order do.
+void moe_scatter_add(const Tensor& rows, const Tensor& weights, const MoePlan& plan, int64_t first_row, Tensor& y);
 
 }  // namespace ssm::ops
