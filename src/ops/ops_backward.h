@@ -104,4 +104,17 @@ struct CrossEntropyOptions {
 double cross_entropy(const Tensor& hidden, const Tensor& weight, const Tensor& targets, Tensor* dhidden,
                      Tensor* dweight, const CrossEntropyOptions& options = {}, int64_t* counted = nullptr);
 
+// ---- RAT ----
+// Gradients of ops::rat's inputs, from an empty cache (every sequence starting at position 0).
+// Activation grads written: dq/dk [B,T,G*dh] (summed over the heads sharing a group), dv [B,T,H*dh],
+// dg [B,T,H*dh] (with respect to the raw g, through gate_bias and the sigmoid). Parameter grad
+// accumulated: dgate_bias [H*dh]. Nothing of size T x T/L is kept: the attention over chunk ends is
+// recomputed, first for each query's log-sum-exp, then per block of chunk ends (their gradients)
+// and per query chunk (the query and recurrence gradients).
+struct RatGrads {
+  Tensor dq, dk, dv, dg;
+  Tensor dgate_bias;
+};
+void rat_backward(const RatInputs& in, const Tensor& dy, RatGrads& grads);
+
 }  // namespace ssm::ops
