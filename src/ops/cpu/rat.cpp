@@ -54,13 +54,6 @@ namespace detail {
 
 namespace {
 bool is_f32_rows_dims(const Tensor& t, int64_t dims) { return is_f32_rows(t) && t.dim() == dims; }
-
-// σ(x) and 1 − σ(x) without cancellation in the second.
-inline void gate(float x, float& a, float& one_minus_a) {
-  const float e = vec::fast_exp(-x);
-  a = 1.0f / (1.0f + e);
-  one_minus_a = e * a;
-}
 }  // namespace
 
 RatDims rat_check_inputs(const char* op, const RatInputs& in, int64_t seq_dims) {
@@ -187,7 +180,7 @@ void rat_scan(const RatPointers& p, const RatDims& d, int64_t b, int64_t h, int6
 #pragma omp simd
       for (int64_t j = 0; j < dh; ++j) {
         float a, om;
-        gate(gr[j] + bias[j], a, om);
+        rat_gate(gr[j] + bias[j], a, om);
         ko[j] = a * kprev[j] + om * kr[j];
         vo[j] = a * vprev[j] + om * vr[j];
       }
@@ -195,7 +188,7 @@ void rat_scan(const RatPointers& p, const RatDims& d, int64_t b, int64_t h, int6
 #pragma omp simd
       for (int64_t j = 0; j < dh; ++j) {
         float a, om;
-        gate(gr[j] + bias[j], a, om);
+        rat_gate(gr[j] + bias[j], a, om);
         ko[j] = om * kr[j];
         vo[j] = om * vr[j];
       }
@@ -308,8 +301,8 @@ void rat(const RatInputs& in, RatCache* cache, Tensor& y) {
   const int64_t Bt = d.batch, T = d.T, H = d.heads, W = d.width, dh = d.head_dim, L = d.chunk;
   if (Bt == 0 || T == 0) return;
 
-  // Where every sequence starts, and the running pairs it starts from (copied: pass 2 overwrites
-  // the cache's with the final ones while other chunks may still read them).
+  // Where every sequence starts, and the running pairs the sequences start from (copied: pass 2
+  // overwrites the cache's with the final ones while other chunks may still read them).
   std::vector<int64_t> start(size_t(Bt), 0);
   std::vector<float> run_k, run_v;
   if (cache) {

@@ -255,8 +255,8 @@ void rat_backward(const RatInputs& in, const Tensor& dy, RatGrads& grads) {
           float* dg = dgp ? dgp + row * lddg + col : w.unwanted.data() + dh;
 #pragma omp simd
           for (int64_t j = 0; j < dh; ++j) {
-            const float e = vec::fast_exp(-(gr[j] + bias[j]));
-            const float a = 1.0f / (1.0f + e), om = e * a;
+            float a, om;
+            detail::rat_gate(gr[j] + bias[j], a, om);
             const float tk = gk[j] + carry_k[j], tv = gv[j] + carry_v[j];
             const float draw = (tv * (vprev[j] - vr[j]) + tk * (kprev[j] - kr[j])) * a * om;
             dk[j] += om * tk;

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "ops/cpu/vec_math.h"
 #include "ops/ops.h"
 
 namespace ssm::ops::detail {
@@ -19,6 +20,13 @@ RatDims rat_check_inputs(const char* op, const RatInputs& in, int64_t seq_dims);
 // Checks the cache's tensors against the dims (batch, width) and that their chunk capacity holds
 // every chunk finished after `new_tokens` more tokens.
 void rat_check_cache(const char* op, const RatCache& cache, const RatDims& d, int64_t new_tokens);
+
+// The forget gate a = σ(x) and 1 − a (without the cancellation of computing it as 1 − a).
+inline void rat_gate(float x, float& a, float& one_minus_a) {
+  const float e = vec::fast_exp(-x);
+  a = 1.0f / (1.0f + e);
+  one_minus_a = e * a;
+}
 
 struct RatPointers {
   const float *q, *k, *v, *g, *gate_bias;
