@@ -160,4 +160,46 @@ void moe_gather(const Tensor& x, const MoePlan& plan, int64_t first_row, Tensor&
 // count, and one call over all rows adds exactly what consecutive per-expert calls in expert order do.
 void moe_scatter_add(const Tensor& rows, const Tensor& weights, const MoePlan& plan, int64_t first_row, Tensor& y);
 
+// ---- RAT (Wei et al. 2025): a gated recurrence inside chunks, softmax attention across them ----
+// Per head h (H heads of dh channels, width H*dh) with q/k group h % G (the authors tile the G
+// groups over the heads: k.repeat, not repeat_interleave). a = σ(g + gate_bias) per channel. Inside
+// each chunk of L tokens the states restart at zero:
+//   ṽ_t = a_t ṽ_{t-1} + (1 - a_t) v_t,   k̃_t = a_t k̃_{t-1} + (1 - a_t) k_t.
+// Query t (chunk c) attends with softmax (scale softmax_scale) to the key/value at the end of every
+// earlier chunk c' < c, RoPE-rotated (rotate-half, base rope_theta) at position c' (q at c), plus its
+// own running pair (k̃_t, ṽ_t). y_t [H*dh] is the attention output, before the mixer's σ(z) gate.
+// The exact equations are at the top of ops/cpu/rat.cpp. Positions count from the start of the
+// sequence, so a chunk boundary falls every L tokens from there, also across calls.
+struct RatInputs {
+  Tensor q, k;       // [B,T,G*dh] rows
+  Tensor v;          // [B,T,H*dh] rows
+  Tensor g;          // [B,T,H*dh] rows, the forget gate before gate_bias and the sigmoid
+  Tensor gate_bias;  // [H*dh]
+  int64_t n_heads = 1;
+  int64_t n_groups = 1;  // G, dividing n_heads
+  int64_t chunk_size = 16;
+  float rope_theta = 10000.0f;
+  float softmax_scale = 0.0f;  // 0: dh^-1/2, the authors' value
+};
+// Decode cache of one layer: what later tokens can see. Sequences may be at different positions.
+struct RatCache {
+  Tensor chunk_keys;    // [B, capacity, H*dh]: RoPE-rotated key at the end of every finished chunk
+  Tensor chunk_values;  // [B, capacity, H*dh]: value at the end of every finished chunk
+  Tensor key, value;    // [B, H*dh]: the running k̃/ṽ of the current chunk (not rotated)
+  Tensor tokens;        // [B] I64: tokens seen per sequence (finished chunks = tokens / L)
+
+  // An empty cache (every sequence at position 0) with room for `capacity` finished chunks.
+  static RatCache zeros(int64_t batch, int64_t width, int64_t capacity);
+  int64_t capacity() const { return chunk_keys.defined() ? chunk_keys.size(1) : 0; }
+  // Grows chunk_keys/chunk_values to hold at least `chunks` chunks, keeping their contents. Grows
+  // at least twofold, so that reserving one chunk at a time while decoding copies O(1) per token.
+  void reserve(int64_t chunks);
+};
+// Chunked forward, any T. cache (optional): each sequence continues from cache->tokens (0: from
+// the start), reads the finished chunks and the running pair there, and leaves the cache at its
+// end (tokens += T). Its capacity must hold every chunk finished by then (see RatCache::reserve).
+void rat(const RatInputs& in, RatCache* cache, Tensor& y);
+// One token per sequence: q/k [B,G*dh], v/g [B,H*dh]; cache required and advanced; y [B,H*dh].
+void rat_step(const RatInputs& in, RatCache& cache, Tensor& y);
+
 }  // namespace ssm::ops

@@ -137,4 +137,17 @@ void moe_route_backward(const Tensor& logits, const Tensor& indices, const MoeRo
 void moe_scatter_add_backward(const Tensor& rows, const Tensor& weights, const MoePlan& plan, int64_t first_row,
                               const Tensor& dy, Tensor* drows, Tensor* dweights);
 
+// ---- RAT ----
+// Gradients of ops::rat's inputs, from an empty cache (every sequence starting at position 0).
+// Activation grads written: dq/dk [B,T,G*dh] (summed over the heads sharing a group), dv [B,T,H*dh],
+// dg [B,T,H*dh] (with respect to the raw g, through gate_bias and the sigmoid). Parameter grad
+// accumulated: dgate_bias [H*dh]. Nothing of size T x T/L is kept: the attention over chunk ends is
+// recomputed, first for each query's log-sum-exp, then per block of chunk ends (their gradients)
+// and per query chunk (the query and recurrence gradients).
+struct RatGrads {
+  Tensor dq, dk, dv, dg;
+  Tensor dgate_bias;
+};
+void rat_backward(const RatInputs& in, const Tensor& dy, RatGrads& grads);
+
 }  // namespace ssm::ops
