@@ -202,4 +202,47 @@ void rat(const RatInputs& in, RatCache* cache, Tensor& y);
 // One token per sequence: q/k [B,G*dh], v/g [B,H*dh]; cache required and advanced; y [B,H*dh].
 void rat_step(const RatInputs& in, RatCache& cache, Tensor& y);
 
+// ---- rotary position embedding and softmax attention ----
+// RoPE as transformers applies it (rotate-half form). Per head of head_dim channels, the first
+// rotary_dim (even, <= head_dim) rotate and the rest pass through; with half = rotary_dim / 2 and
+// i < half:  out[i] = x[i] cos a_i - x[i+half] sin a_i,  out[i+half] = x[i+half] cos a_i + x[i] sin a_i,
+// a_i = p · f_i,  f_i = 1 / theta^(2i / rotary_dim). f_i and the angle a_i are rounded to float as
+// transformers computes them (in float32), which matters at long positions; cos/sin are of that float.
+struct RopeParams {
+  int64_t head_dim = 0;
+  int64_t rotary_dim = 0;  // head_dim * partial_rotary_factor
+  float theta = 10000.0f;
+};
+// In place on x [B,T,H*head_dim] with positions I32 [B,T], or on x [B,H*head_dim] (one token per
+// sequence) with positions I32 [B]; x a rows tensor, any number of heads H.
+void rope(Tensor& x, const Tensor& positions, const RopeParams& params);
+
+// Causal softmax attention o = softmax(scale · q kᵀ + mask) v per head. q holds n_heads heads of
+// head_dim channels per row, k and v n_kv_heads heads (n_heads % n_kv_heads == 0); query head h
+// reads kv head h / (n_heads / n_kv_heads) (MHA, GQA, MQA). A query at position i sees the key at
+// position j iff j <= i and, with a sliding window W > 0, i - j < W (transformers'
+// sliding_window_causal_mask_function: kv_idx <= q_idx and kv_idx > q_idx - W).
+struct AttentionParams {
+  int64_t n_heads = 0;
+  int64_t n_kv_heads = 0;
+  float scale = 0.0f;  // 0: 1 / sqrt(head_dim)
+  int64_t window = 0;  // 0: no sliding window
+};
+// q [B,T,n_heads*d]; k, v [B,S,n_kv_heads*d] with S >= T: the first S - T keys come before the
+// queries (e.g. from a KV cache) and query t is at position S - T + t. o [B,T,n_heads*d].
+// These sequence tensors need a contiguous last dim and take any batch and row strides (column
+// slices of a wider projection, the first S rows of a cache). lse [B,n_heads,T] F32 contiguous
+// (optional) receives log Σ_j exp(scale q·k_j) over the visible keys, which attention_backward needs.
+// Tiled with an online softmax: memory is linear in T and S. Tiles hold 64 queries, so one token per
+// sequence is attention_decode's job.
+void attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionParams& params, Tensor& o,
+               Tensor* lse = nullptr);
+// One token per sequence over a KV cache: q [B,n_heads*d], caches [B,C,n_kv_heads*d] (same layout
+// rules), lengths I32 [B] with 1 <= lengths[b] <= C; o [B,n_heads*d]. Sequence b attends to rows
+// [lengths[b] - W, lengths[b]) of its cache with a window W (rows in position order, or a ring buffer
+// of at most W rows whose order does not matter since RoPE was applied before caching), else to all
+// rows [0, lengths[b]).
+void attention_decode(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& lengths,
+                      const AttentionParams& params, Tensor& o);
+
 }  // namespace ssm::ops

@@ -150,4 +150,15 @@ struct RatGrads {
 };
 void rat_backward(const RatInputs& in, const Tensor& dy, RatGrads& grads);
 
+// ---- rotary position embedding and softmax attention ----
+// Forward ops::rope (a rotation per channel pair): dx = the inverse rotation of dy, in place on dx
+// (which holds dy on entry). Same shapes and positions as the forward.
+void rope_backward(Tensor& dx, const Tensor& positions, const RopeParams& params);
+// Forward ops::attention, with o and lse as it wrote them; dout [B,T,n_heads*d]. Recomputes the
+// probabilities tile by tile from q, k and lse (flash-attention-2), never a T x S matrix.
+// dq [B,T,n_heads*d], dk, dv [B,S,n_kv_heads*d] written (sequence tensors as in the forward); the
+// keys of a cached prefix get their gradients too. Deterministic: no result depends on the threads.
+void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o, const Tensor& lse,
+                        const Tensor& dout, const AttentionParams& params, Tensor& dq, Tensor& dk, Tensor& dv);
+
 }  // namespace ssm::ops
