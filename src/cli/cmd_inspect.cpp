@@ -23,14 +23,15 @@ void run_inspect(const std::string& folder) {
   const LanguageModel model = LanguageModel::load(folder);
   const ModelConfig& c = model.config();
   const int64_t params = model.parameter_count();
-  const int64_t state_bytes = model.new_state(1).bytes();
+  const double state_bytes = model.state_bytes(0), state_4k = model.state_bytes(4096);
   std::printf("architecture   %s\n", c.describe().c_str());
   std::printf("layer plan     %s\n", c.layer_pattern().c_str());
   std::printf("head           %s\n", c.tie_embeddings() ? "tied to the embedding" : "separate lm_head");
   std::printf("parameters     %lld (%.1f M)\n", (long long)params, double(params) / 1e6);
-  std::printf("memory         weights %s in f32, %s in bf16; state %s per sequence (empty caches)\n",
+  std::printf("memory         weights %s in f32, %s in bf16; state per sequence %s%s\n",
               human_bytes(double(params) * 4).c_str(), human_bytes(double(params) * 2).c_str(),
-              human_bytes(double(state_bytes)).c_str());
+              human_bytes(state_bytes).c_str(),
+              state_4k > state_bytes ? fmt::format(", {} at 4096 tokens of context", human_bytes(state_4k)).c_str() : "");
   std::printf("eos ids        %s\n", c.eos_ids.empty() ? "none" : fmt::format("{}", fmt::join(c.eos_ids, ", ")).c_str());
 }
 

@@ -1,5 +1,6 @@
 #include "model/language_model.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -81,6 +82,17 @@ double LanguageModel::matmul_macs_per_token() const {
   for (const Branch& branch : branches_)
     for (const MixerSlot& slot : branch.mixers) macs += slot.mixer->matmul_macs_per_token();
   return macs;
+}
+
+double LanguageModel::state_bytes(int64_t context) const {
+  double bytes = double(new_state(1).bytes());
+  for (const Branch& branch : branches_)
+    for (const MixerSlot& slot : branch.mixers) {
+      const int64_t limit = slot.mixer->cache_limit_tokens();
+      const int64_t tokens = limit > 0 ? std::min(context, limit) : context;
+      bytes += slot.mixer->cache_bytes_per_token() * double(tokens);
+    }
+  return bytes;
 }
 
 // ---- loading and saving ----

@@ -68,6 +68,8 @@ class AttentionMixer final : public Mixer {
   void step(const Tensor& x, MixerState* state, Tensor& y, Workspace& ws) const override;
   std::unique_ptr<MixerTraining> training() const override;
   double matmul_macs_per_token() const override;
+  double cache_bytes_per_token() const override { return 2.0 * double(s.n_kv_heads * s.head_dim) * sizeof(float); }
+  int64_t cache_limit_tokens() const override { return s.window; }
 
   const AttentionSettings s;
   Linear q_proj, k_proj, v_proj, o_proj;
