@@ -40,22 +40,26 @@ Storage::~Storage() {
   if (release_) release_(data_);
 }
 
-std::shared_ptr<Storage> Storage::allocate(size_t bytes) {
-  const size_t rounded = (bytes + 63) / 64 * 64;
-  void* data = rounded ? std::aligned_alloc(64, rounded) : nullptr;
-  if (rounded && !data) fail("out of memory allocating {} bytes", bytes);
-  return std::make_shared<Storage>(data, bytes, Device::CPU, [](void* p) { std::free(p); });
-}
+std::shared_ptr<Storage> Storage::allocate(size_t bytes, Device device) { return allocate_storage(bytes, device); }
 
-Tensor Tensor::empty(const Shape& shape, DType dtype) {
+Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
   for (int64_t extent : shape) SSM_CHECK(extent >= 0, "negative extent in shape {}", shape_str(shape));
-  return wrap(Storage::allocate(size_t(shape_numel(shape)) * dtype_size(dtype)), 0, shape, dtype);
+  return wrap(Storage::allocate(size_t(shape_numel(shape)) * dtype_size(dtype), device), 0, shape, dtype);
 }
 
-Tensor Tensor::zeros(const Shape& shape, DType dtype) {
+Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
+  if (device != Device::CPU) return Tensor::zeros(shape, dtype).to_device(device);
   Tensor t = empty(shape, dtype);
   if (t.nbytes()) std::memset(t.raw(), 0, t.nbytes());
   return t;
+}
+
+Tensor Tensor::to_device(Device device) const {
+  if (device == this->device() && is_contiguous()) return *this;
+  const Tensor source = contiguous();
+  Tensor out = empty(shape_, dtype_, device);
+  copy_bytes(out.raw(), device, source.raw(), source.device(), nbytes());
+  return out;
 }
 
 Tensor Tensor::wrap(std::shared_ptr<Storage> storage, size_t byte_offset, const Shape& shape, DType dtype) {
@@ -203,6 +207,13 @@ void for_each_offset(const Shape& shape, const Shape& strides, Fn fn) {
 
 void Tensor::copy_from(const Tensor& source) {
   SSM_CHECK(source.shape_ == shape_, "copy from shape {} into shape {}", shape_str(source.shape_), shape_str(shape_));
+  if (device() != Device::CPU || source.device() != Device::CPU) {
+    SSM_CHECK(source.dtype_ == dtype_ && is_contiguous() && source.is_contiguous(),
+              "a copy to or from the GPU needs contiguous tensors of one dtype ({} into {})",
+              dtype_name(source.dtype_), dtype_name(dtype_));
+    copy_bytes(raw(), device(), source.raw(), source.device(), nbytes());
+    return;
+  }
   if (!is_contiguous()) {
     // A strided destination (a slice of a cache, a column slice): row by row between tensors of one
     // dtype whose last dims are contiguous.
@@ -270,7 +281,7 @@ Tensor Tensor::to(DType dtype) const {
 }
 
 void Tensor::fill(float value) {
-  SSM_CHECK(is_contiguous(), "fill of a non-contiguous tensor");
+  SSM_CHECK(is_contiguous() && device() == Device::CPU, "fill of a non-contiguous or GPU tensor");
   char* p = static_cast<char*>(raw());
   const size_t element = dtype_size(dtype_);
   for (int64_t i = 0; i < numel(); ++i) store_from_f32(p + i * element, dtype_, value);
