@@ -14,7 +14,7 @@ namespace {
 // The first spelling of each activation is its canonical name. The tanh approximations differ only
 // in how transformers writes the same formula (gelu_fast rounds √(2/π) to 10 digits, which is the
 // same float).
-constexpr std::array<std::pair<std::string_view, Activation>, 10> kNames{{
+constexpr std::array<std::pair<std::string_view, Activation>, 11> kNames{{
     {"silu", Activation::Silu},
     {"swish", Activation::Silu},
     {"gelu", Activation::Gelu},
@@ -25,6 +25,7 @@ constexpr std::array<std::pair<std::string_view, Activation>, 10> kNames{{
     {"gelu_fast", Activation::GeluTanh},
     {"gelu_accurate", Activation::GeluTanh},
     {"relu2", Activation::Relu2},
+    {"sigmoid", Activation::Sigmoid},
 }};
 }  // namespace
 

@@ -98,15 +98,17 @@ enum class Activation : uint8_t {
   GeluTanh,  // 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))  "gelu_pytorch_tanh", "gelu_python_tanh",
              //                                              "gelu_new", "gelu_fast", "gelu_accurate"
   Relu2,     // relu(x)²  (Nemotron-H)                       "relu2"
+  Sigmoid,   // σ(x) = 1 / (1 + e^−x)  (RAT's output gate)   "sigmoid"
 };
 // Throws ssm::Error naming `name` and the accepted names when it is none of them.
 Activation activation_from_name(std::string_view name);
 std::string_view activation_name(Activation act);  // the first name listed above
 // y = act(x). x, y rows tensors of one shape; y may alias x.
 void activation(Activation act, const Tensor& x, Tensor& y);
-// Gated MLP (SwiGLU, GeGLU): y = act(gate_scale · gate) ⊙ up. gate_scale is Falcon-H1's
-// gate_multiplier (1 elsewhere). gate, up, y rows tensors of one shape, so the two column halves of
-// one gate_up projection output are accepted as they are; y may alias gate or up.
+// Gated MLP (SwiGLU, GeGLU), and RAT's output gate σ(z) ⊙ y: y = act(gate_scale · gate) ⊙ up.
+// gate_scale is Falcon-H1's gate_multiplier (1 elsewhere). gate, up, y rows tensors of one shape, so
+// the two column halves of one gate_up projection output are accepted as they are; y may alias gate
+// or up.
 void gated_activation(Activation act, const Tensor& gate, const Tensor& up, float gate_scale, Tensor& y);
 
 // MoE router: from router logits [M, E] (M tokens, E experts), each token's top_k experts and weights.

@@ -8,12 +8,14 @@
 #include "nn/mixers/mamba2/mamba2.h"
 #include "nn/mixers/mlp/mlp.h"
 #include "nn/mixers/moe/moe.h"
+#include "nn/mixers/rat/rat.h"
 #include "ops/ref/activation.h"
 #include "ops/ref/attention.h"
 #include "ops/ref/conv1d.h"
 #include "ops/ref/gated_rmsnorm.h"
 #include "ops/ref/linear.h"
 #include "ops/ref/moe.h"
+#include "ops/ref/rat.h"
 #include "ops/ref/rope.h"
 #include "ops/ref/rmsnorm.h"
 #include "ops/ref/selective_scan.h"
@@ -173,6 +175,22 @@ Vec moe(const MoeSettings& s, const Named& p, const Vec& x, int64_t M) {
   return y;
 }
 
+// The authors' split of in_proj's output: z, v, g, q, k; y = out_proj(σ(z) ⊙ rat(q, k, v, g)).
+Vec rat(const RatSettings& s, const Named& p, const Vec& x, int64_t Bt, int64_t T) {
+  const int64_t M = Bt * T, D = s.d_model, W = s.width(), QK = s.qk_width(), P = s.in_proj_width();
+  const Vec zvgqk = ref::linear(x, p("in_proj.weight"), {}, M, P, D);
+  ref::RatRefInputs in;
+  in.v = columns(zvgqk, M, P, W, W);
+  in.g = columns(zvgqk, M, P, 2 * W, W);
+  in.q = columns(zvgqk, M, P, 3 * W, QK);
+  in.k = columns(zvgqk, M, P, 3 * W + QK, QK);
+  in.gate_bias = p("gate_bias");
+  in.rope_theta = s.rope_theta;
+  const Vec y = ref::rat({Bt, T, s.n_heads, s.n_groups, s.head_dim, s.chunk_size}, in);
+  const Vec gated = ref::gated_activation(ops::Activation::Sigmoid, columns(zvgqk, M, P, 0, W), y, 1.0);
+  return ref::linear(gated, p("out_proj.weight"), {}, M, D, W);
+}
+
 }  // namespace
 
 Vec reference_mixer(const MixerPlan& mixer, const Params& P, const Vec& x, int64_t Bt, int64_t T) {
@@ -183,6 +201,7 @@ Vec reference_mixer(const MixerPlan& mixer, const Params& P, const Vec& x, int64
   if (const auto* a = dynamic_cast<const AttentionSettings*>(s)) return attention(*a, named, x, Bt, T);
   if (const auto* m = dynamic_cast<const MlpSettings*>(s)) return mlp(*m, named, x, Bt * T);
   if (const auto* e = dynamic_cast<const MoeSettings*>(s)) return moe(*e, named, x, Bt * T);
+  if (const auto* r = dynamic_cast<const RatSettings*>(s)) return rat(*r, named, x, Bt, T);
   fail("reference_mixer: no reference for mixer kind '{}'", s->kind());
 }
 

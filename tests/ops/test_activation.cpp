@@ -17,7 +17,8 @@ namespace {
 
 using ops::Activation;
 
-constexpr Activation kAll[] = {Activation::Silu, Activation::Gelu, Activation::GeluTanh, Activation::Relu2};
+constexpr Activation kAll[] = {Activation::Silu, Activation::Gelu, Activation::GeluTanh, Activation::Relu2,
+                               Activation::Sigmoid};
 
 TEST(OpsActivation, MatchesReference) {
   Rng rng(21);
@@ -103,6 +104,7 @@ TEST(OpsActivation, NamesFollowTransformers) {
       {"gelu_fast", Activation::GeluTanh},
       {"gelu_accurate", Activation::GeluTanh},
       {"relu2", Activation::Relu2},
+      {"sigmoid", Activation::Sigmoid},
   };
   for (const auto& [name, act] : names) EXPECT_EQ(ops::activation_from_name(name), act) << name;
   for (Activation act : kAll) EXPECT_EQ(ops::activation_from_name(ops::activation_name(act)), act);

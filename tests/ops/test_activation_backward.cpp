@@ -15,7 +15,8 @@ namespace {
 using namespace ssm::testing;
 using ops::Activation;
 
-constexpr Activation kAll[] = {Activation::Silu, Activation::Gelu, Activation::GeluTanh, Activation::Relu2};
+constexpr Activation kAll[] = {Activation::Silu, Activation::Gelu, Activation::GeluTanh, Activation::Relu2,
+                               Activation::Sigmoid};
 
 Vec scaled(Vec v, double factor) {
   for (double& e : v) e *= factor;
@@ -88,7 +89,8 @@ INSTANTIATE_TEST_SUITE_P(Activations, BackwardGatedActivation,
                          ::testing::Values(GatedCase{Activation::Silu, 1.0}, GatedCase{Activation::Silu, 0.6},
                                            GatedCase{Activation::Gelu, 1.0}, GatedCase{Activation::Gelu, 1.7},
                                            GatedCase{Activation::GeluTanh, 1.0}, GatedCase{Activation::GeluTanh, 0.6},
-                                           GatedCase{Activation::Relu2, 1.0}, GatedCase{Activation::Relu2, 0.6}),
+                                           GatedCase{Activation::Relu2, 1.0}, GatedCase{Activation::Relu2, 0.6},
+                                           GatedCase{Activation::Sigmoid, 1.0}, GatedCase{Activation::Sigmoid, 0.6}),
                          ssm::testing::CaseIndexName());
 
 // The rows spread over threads give what one thread gives.

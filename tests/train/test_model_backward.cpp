@@ -183,6 +183,26 @@ INSTANTIATE_TEST_SUITE_P(TrainModelBackward, HybridBackward,
                                            "nemotron_h_tiny"),
                          [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
 
+// RAT in a plan with sliding-window attention and MLPs; chunks of 4 over T = 11 (a partial last
+// chunk). Then RAT alone with chunks of one token (the recurrence restarts at every token, every
+// earlier token is a chunk end), a single q/k group and an untied head.
+const Json kRatPlan = {{"model_type", "ssm"},
+                       {"vocab_size", 23},
+                       {"hidden_size", 16},
+                       {"layers", {"rat+mlp", "swa+mlp", "rat"}},
+                       {"rat", {{"num_heads", 4}, {"head_dim", 4}, {"qk_groups", 2}, {"chunk_size", 4}}},
+                       {"swa", {{"num_attention_heads", 2}, {"head_dim", 8}, {"sliding_window", 5}}},
+                       {"mlp", {{"intermediate_size", 24}}}};
+const Json kRatChunkOfOne = {{"model_type", "ssm"},
+                             {"vocab_size", 19},
+                             {"hidden_size", 12},
+                             {"tie_word_embeddings", false},
+                             {"layers", {"rat", "rat"}},
+                             {"rat", {{"num_heads", 3}, {"qk_groups", 1}, {"chunk_size", 1}, {"rope_theta", 500.0}}}};
+
+TEST(TrainModelBackward, RatPlanMatchesFiniteDifferences) { check_gradients(parse(kRatPlan)); }
+TEST(TrainModelBackward, RatChunkOfOneMatchesFiniteDifferences) { check_gradients(parse(kRatChunkOfOne)); }
+
 TEST(TrainModelBackward, GradScaleAndAccumulation) {
   Problem p(parse(kMamba1), 3);
   TrainingPass pass(p.model);

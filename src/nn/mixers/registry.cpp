@@ -5,6 +5,7 @@
 #include "nn/mixers/mamba2/mamba2.h"
 #include "nn/mixers/mlp/mlp.h"
 #include "nn/mixers/moe/moe.h"
+#include "nn/mixers/rat/rat.h"
 
 namespace ssm {
 
@@ -24,6 +25,7 @@ const std::vector<MixerKind>& mixer_kinds() {
       {"mamba2", true, &Mamba2Settings::config_keys, &read<Mamba2Settings>},
       {"attention", true, &AttentionSettings::config_keys, &read<AttentionSettings>},
       {"swa", true, &AttentionSettings::config_keys, &read_sliding},
+      {"rat", true, &RatSettings::config_keys, &read<RatSettings>},
       {"mlp", false, &MlpSettings::config_keys, &read<MlpSettings>},
       {"moe", false, &MoeSettings::config_keys, &read<MoeSettings>},
   };

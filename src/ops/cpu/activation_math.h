@@ -1,6 +1,6 @@
 // The MLP activations at one point, value and derivative, shared by the forward and backward kernels.
 //
-// Silu and GeluTanh go through one sigmoid built on vec::fast_exp, branch-free so that the loops
+// Silu, GeluTanh and Sigmoid go through one sigmoid built on vec::fast_exp, branch-free so that the loops
 // vectorise: silu(x) = x σ(x), and gelu_tanh(x) = 0.5 x (1 + tanh(u)) = x σ(2u) with
 // u = √(2/π) (x + 0.044715 x³), since 1 + tanh(u) = 2 σ(2u) (no cancellation for negative x).
 // Gelu uses std::erfc: Φ(x) = 0.5 erfc(−x / √2) keeps its relative accuracy for negative x.
@@ -33,6 +33,8 @@ inline float activation_value(float x) {
     return x * sigmoid_fast(gelu_tanh_arg(x));
   } else if constexpr (A == Activation::Gelu) {
     return x * normal_cdf(x);
+  } else if constexpr (A == Activation::Sigmoid) {
+    return sigmoid_fast(x);
   } else {
     static_assert(A == Activation::Relu2);
     return relu(x) * relu(x);
@@ -56,6 +58,9 @@ inline ValueGrad activation_value_grad(float x) {
     const float cdf = normal_cdf(x);
     const float pdf = 0.39894228040143268f * std::exp(-0.5f * x * x);
     return {x * cdf, cdf + x * pdf};
+  } else if constexpr (A == Activation::Sigmoid) {
+    const float s = sigmoid_fast(x);
+    return {s, s * (1.0f - s)};
   } else {
     static_assert(A == Activation::Relu2);
     const float r = relu(x);
@@ -76,6 +81,8 @@ inline void dispatch_activation(Activation act, F&& f) {
       return f(std::integral_constant<Activation, Activation::GeluTanh>{});
     case Activation::Relu2:
       return f(std::integral_constant<Activation, Activation::Relu2>{});
+    case Activation::Sigmoid:
+      return f(std::integral_constant<Activation, Activation::Sigmoid>{});
   }
   fail("activation: unknown Activation value {}", int(act));
 }

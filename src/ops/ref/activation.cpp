@@ -17,6 +17,8 @@ double activation(ops::Activation act, double x) {
       return 0.5 * x * (1.0 + std::tanh(std::sqrt(2.0 / std::numbers::pi) * (x + 0.044715 * x * x * x)));
     case ops::Activation::Relu2:
       return x > 0.0 ? x * x : 0.0;
+    case ops::Activation::Sigmoid:
+      return 1.0 / (1.0 + std::exp(-x));
   }
   fail("ref::activation: unknown Activation value {}", int(act));
 }

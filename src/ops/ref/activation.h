@@ -2,7 +2,8 @@
 // writes them. Pure functions of their inputs.
 //
 //   silu(x) = x / (1 + e^−x);   gelu(x) = 0.5 x (1 + erf(x / √2));
-//   gelu_tanh(x) = 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)));   relu2(x) = max(x, 0)².
+//   gelu_tanh(x) = 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)));   relu2(x) = max(x, 0)²;
+//   sigmoid(x) = 1 / (1 + e^−x).
 // Layouts: any, elementwise; gate and up of one size.
 #pragma once
 #include <vector>
