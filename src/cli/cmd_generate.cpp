@@ -22,7 +22,7 @@ Tensor read_token_ids(const std::string& path);  // cmd_ids.cpp
 namespace {
 
 struct GenerateArgs {
-  std::string model, tokenizer, prompt_ids, ids_out;
+  std::string model, tokenizer, prompt_ids, ids_out, dtype = "auto";
   std::vector<std::string> prompts, prompt_files, stops;
   GenerateOptions options;
   int threads = 0;
@@ -130,7 +130,7 @@ void run_generate(GenerateArgs& args) {
   set_num_threads(args.threads);
   const int sources = int(!args.prompt_ids.empty()) + int(!args.prompts.empty() || !args.prompt_files.empty());
   SSM_CHECK(sources == 1, "give either --prompt-ids or --prompt/--prompt-file");
-  const LanguageModel model = LanguageModel::load(args.model);
+  const LanguageModel model = LanguageModel::load(args.model, {.weights = weight_dtype_from_name(args.dtype)});
   if (args.options.eos_ids.empty()) args.options.eos_ids = model.config().eos_ids;
   if (!args.prompt_ids.empty()) run_from_ids(args, model);
   else run_from_text(args, model);
@@ -155,6 +155,7 @@ const CommandRegistrar registrar(20, [](CLI::App& root) {
   cmd->add_option("--repetition-penalty", sampling.repetition_penalty, "1 = off")->capture_default_str();
   cmd->add_option("--seed", sampling.seed, "Sampling seed")->capture_default_str();
   cmd->add_option("--stop", args->stops, "Stop a sequence when this text appears (repeatable)");
+  add_dtype_option(*cmd, &args->dtype);
   add_threads_option(*cmd, &args->threads);
   cmd->callback([args] { run_generate(*args); });
 });

@@ -26,6 +26,14 @@ void add_threads_option(CLI::App& command, int* threads) {
   command.add_option("--threads", *threads, "CPU threads (default: all cores)")->check(CLI::PositiveNumber);
 }
 
+void add_dtype_option(CLI::App& command, std::string* dtype) {
+  command
+      .add_option("--dtype", *dtype,
+                  "How the matrices are kept: auto (as stored; BF16/F16 stay 16-bit), f32, bf16. Arithmetic is f32")
+      ->check(CLI::IsMember({"auto", "f32", "bf16"}))
+      ->capture_default_str();
+}
+
 }  // namespace ssm::cli
 
 int main(int argc, char** argv) {

@@ -70,6 +70,18 @@ int64_t LanguageModel::weight_bytes() const {
   return bytes;
 }
 
+int64_t LanguageModel::weight_bytes(WeightDType as) const {
+  int64_t bytes = 0;
+  for (const ParamRef& p : const_cast<LanguageModel&>(*this).params()) {
+    const bool matrix = p.kind != ParamKind::Vector;
+    const size_t element = !matrix || as == WeightDType::F32 ? 4
+                           : as == WeightDType::BF16         ? 2
+                                                             : dtype_size(p.tensor->dtype());
+    bytes += shape_numel(p.shape) * int64_t(element);
+  }
+  return bytes;
+}
+
 int64_t LanguageModel::parameter_count() const {
   int64_t count = 0;
   for (const ParamRef& p : const_cast<LanguageModel&>(*this).params()) count += shape_numel(p.shape);
@@ -85,7 +97,30 @@ double LanguageModel::matmul_macs_per_token() const {
 
 // ---- loading and saving ----
 
+WeightDType weight_dtype_from_name(const std::string& name) {
+  for (WeightDType dtype : {WeightDType::Auto, WeightDType::F32, WeightDType::BF16})
+    if (name == weight_dtype_name(dtype)) return dtype;
+  fail("unknown weight dtype '{}' (auto, f32, bf16)", name);
+}
+
+const char* weight_dtype_name(WeightDType dtype) {
+  switch (dtype) {
+    case WeightDType::F32: return "f32";
+    case WeightDType::BF16: return "bf16";
+    default: return "auto";
+  }
+}
+
 namespace {
+
+// The dtype a matrix stored as `stored` is kept in.
+DType matrix_dtype(WeightDType wanted, DType stored) {
+  switch (wanted) {
+    case WeightDType::F32: return DType::F32;
+    case WeightDType::BF16: return DType::BF16;
+    default: return stored;
+  }
+}
 
 // Tensor name → file, for model.safetensors or a sharded model.safetensors.index.json.
 std::map<std::string, std::shared_ptr<SafetensorsFile>> open_weights(const std::string& folder) {
@@ -121,8 +156,6 @@ std::map<std::string, std::shared_ptr<SafetensorsFile>> open_weights(const std::
 }  // namespace
 
 LanguageModel LanguageModel::load(const std::string& folder, const LoadOptions& options) {
-  SSM_CHECK(options.matrix_dtype == DType::F32 || options.matrix_dtype == DType::BF16,
-            "weights can be kept in F32 or BF16, not {}", dtype_name(options.matrix_dtype));
   LanguageModel model(ModelConfig::load_folder(folder));
   auto files = open_weights(folder);
   std::set<std::string> used;
@@ -136,7 +169,7 @@ LanguageModel LanguageModel::load(const std::string& folder, const LoadOptions& 
               dtype_name(stored.dtype()));
     SSM_CHECK(stored.shape() == p.shape, "'{}': tensor '{}' has shape {} but the config needs {}",
               it->second->path(), p.name, shape_str(stored.shape()), shape_str(p.shape));
-    const DType target = p.kind == ParamKind::Vector ? DType::F32 : options.matrix_dtype;
+    const DType target = p.kind == ParamKind::Vector ? DType::F32 : matrix_dtype(options.weights, stored.dtype());
     // Weights already in the target dtype stay in the read-only mapping: no copy, no load time.
     if (stored.dtype() != target) *p.tensor = stored.to(target);
     else *p.tensor = options.writable ? stored.clone() : stored;

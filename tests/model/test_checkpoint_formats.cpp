@@ -96,7 +96,7 @@ TEST(ModelFormats, Bf16WeightsStayClose) {
   for (const std::string name : {"mamba_tiny", "mamba2_groups"}) {
     const std::string dir = fixture_dir(name);
     LoadOptions bf16;
-    bf16.matrix_dtype = DType::BF16;
+    bf16.weights = WeightDType::BF16;
     const Tensor ids = read_npy(dir + "/input_ids.npy").to(DType::I32);
     const Tensor want = read_npy(dir + "/logits.npy");
     const Tensor got = LanguageModel::load(dir, bf16).forward(ids, nullptr, true);

@@ -15,10 +15,9 @@
 //      C Sᵀ for all its heads as one product; per head, builds the masked decay matrix (D folded
 //      into its diagonal) and adds its product with X, row block by row block so that the zero
 //      upper triangle is skipped; then updates the state of all its heads as one product.
-// Matrix products go through cblas_sgemm (OpenBLAS runs single-threaded inside our parallel
-// region). Decays are always exps of differences of cumsums, never ratios of exps. Denormals are
-// flushed to zero inside the op: long decays produce them and they slow the products ~100x.
-#include <cblas.h>
+// Matrix products go through gemm::sgemm (single-threaded inside our parallel region). Decays are always exps of
+// differences of cumsums, never ratios of exps. Denormals are flushed to zero inside the op: long decays produce them
+// and they slow the products ~100x.
 #include <omp.h>
 
 #include <algorithm>
@@ -29,6 +28,7 @@
 #endif
 
 #include "core/error.h"
+#include "ops/cpu/gemm.h"
 #include "ops/cpu/ssd_inputs.h"
 #include "ops/cpu/vec_math.h"
 #include "ops/ops.h"
@@ -219,9 +219,8 @@ void ssd(const SsdInputs& in, Tensor* state, Tensor& y) {
         if (r0 >= L) continue;
         const int64_t r1 = std::min(L, r0 + kRowBlock);
         const int64_t row0 = b * T + t0;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(r1 - r0), int(r1), int(N), 1.0f,
-                    Cp + (row0 + r0) * ldC + g * N, int(ldC), Bp + row0 * ldB + g * N, int(ldB), 0.0f,
-                    cb.data() + size_t(bg * Q * ldm + r0 * ldm), int(ldm));
+        gemm::sgemm(false, true, r1 - r0, r1, N, Cp + (row0 + r0) * ldC + g * N, ldC, Bp + row0 * ldB + g * N, ldB,
+                    0.0f, cb.data() + size_t(bg * Q * ldm + r0 * ldm), ldm);
       }
 
 #pragma omp for schedule(static)
@@ -237,8 +236,7 @@ void ssd(const SsdInputs& in, Tensor* state, Tensor& y) {
 
         // inter-chunk for the item's heads at once: Y = C Sᵀ, then rows scaled by exp(a_l) per head.
         if (has_prev) {
-          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(L), int(nh * P), int(N), 1.0f, Cc, int(ldC), S0,
-                      int(N), 0.0f, yp + row0 * ldy + h0 * P, int(ldy));
+          gemm::sgemm(false, true, L, nh * P, N, Cc, ldC, S0, N, 0.0f, yp + row0 * ldy + h0 * P, ldy);
           for (int64_t l = 0; l < L; ++l) {
             float* yr = yp + (row0 + l) * ldy + h0 * P;
             for (int64_t j = 0; j < nh; ++j) {
@@ -274,8 +272,8 @@ void ssd(const SsdInputs& in, Tensor* state, Tensor& y) {
               for (int64_t s = s0; s < r1; ++s) mr[s] = 0.0f;
               mr[l] += Dh;
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(r1 - r0), int(P), int(r1), 1.0f,
-                        M.data() + r0 * ldm, int(ldm), X, int(ldx), has_prev ? 1.0f : 0.0f, Y + r0 * ldy, int(ldy));
+            gemm::sgemm(false, false, r1 - r0, P, r1, M.data() + r0 * ldm, ldm, X, ldx, has_prev ? 1.0f : 0.0f,
+                        Y + r0 * ldy, ldy);
           }
 
           // state update inputs: w ⊙ X with w_s = exp(a_last - a_s) dt_s, and S_h *= exp(a_last).
@@ -299,8 +297,7 @@ void ssd(const SsdInputs& in, Tensor* state, Tensor& y) {
 
         // state passing for the item's heads at once: S = exp(a_last) S + (w ⊙ X)ᵀ B.
         if (update_state) {
-          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(nh * P), int(N), int(L), 1.0f, xw.data(),
-                      int(nh * P), Bc, int(ldB), has_prev ? 1.0f : 0.0f, S0, int(N));
+          gemm::sgemm(true, false, nh * P, N, L, xw.data(), nh * P, Bc, ldB, has_prev ? 1.0f : 0.0f, S0, N);
         }
       }
     }

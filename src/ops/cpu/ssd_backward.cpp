@@ -17,12 +17,12 @@
 //      and da → ddt (A × reverse cumsum) and dA (Σ dt × reverse cumsum), ddt → raw dt through the
 //      clamp and softplus.
 // Parameter gradients are summed per (b, chunk) and added in a fixed order: deterministic.
-#include <cblas.h>
 
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
+#include "ops/cpu/gemm.h"
 #include "ops/cpu/op_util.h"
 #include "ops/cpu/ssd_inputs.h"
 #include "ops/cpu/vec_math.h"
@@ -145,8 +145,8 @@ void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, S
             const float* xr = xp + (b * T + t0 + s) * ldx + h * P;
             for (int64_t p = 0; p < P; ++p) xw[size_t(s * P + p)] = ws * xr[p];
           }
-          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(P), int(N), int(L), 1.0f, xw.data(), int(P),
-                      Bp + (b * T + t0) * ldB + gi * N, int(ldB), std::exp(alast), S.data(), int(N));
+          gemm::sgemm(true, false, P, N, L, xw.data(), P, Bp + (b * T + t0) * ldB + gi * N, ldB, std::exp(alast),
+                      S.data(), N);
         }
       }
       // dS after the last chunk: the incoming gradient of the final state.
@@ -163,8 +163,8 @@ void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, S
           const float* dr = dyp + (b * T + t0 + l) * lddy + h * P;
           for (int64_t p = 0; p < P; ++p) xw[size_t(l * P + p)] = e * dr[p];
         }
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(P), int(N), int(L), 1.0f, xw.data(), int(P),
-                    Cp + (b * T + t0) * ldC + gi * N, int(ldC), std::exp(alast), dS.data(), int(N));
+        gemm::sgemm(true, false, P, N, L, xw.data(), P, Cp + (b * T + t0) * ldC + gi * N, ldC, std::exp(alast),
+                    dS.data(), N);
       }
       if (g.dstate0.defined()) std::copy(dS.begin(), dS.end(), g.dstate0.data<float>() + bh * PN);
     }
@@ -201,8 +201,7 @@ void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, S
       }
       const bool has_prev = c > 0 || has_s0;
       const bool has_ds = c + 1 < nc || has_dfinal;
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(L), int(L), int(N), 1.0f, Cc, int(ldC), Bc, int(ldB),
-                  0.0f, CB.data(), int(L));
+      gemm::sgemm(false, true, L, L, N, Cc, ldC, Bc, ldB, 0.0f, CB.data(), L);
       std::fill(dCB.begin(), dCB.begin() + L * L, 0.0f);
 
       for (int64_t h = gi * hpg; h < (gi + 1) * hpg; ++h) {
@@ -232,10 +231,8 @@ void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, S
           for (int64_t s = l + 1; s < L; ++s) er[s] = mr[s] = 0.0f;
         }
         // dM = dY Xᵀ; dX = Mᵀ dY.
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(L), int(L), int(P), 1.0f, dY, int(lddy), X, int(ldx),
-                    0.0f, dM.data(), int(L));
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(L), int(P), int(L), 1.0f, M.data(), int(L), dY,
-                    int(lddy), 0.0f, dxl.data(), int(P));
+        gemm::sgemm(false, true, L, L, P, dY, lddy, X, ldx, 0.0f, dM.data(), L);
+        gemm::sgemm(true, false, L, P, L, M.data(), L, dY, lddy, 0.0f, dxl.data(), P);
         for (int64_t l = 0; l < L; ++l) {
           const float* dmr = dM.data() + l * L;
           const float* er = E.data() + l * L;
@@ -271,8 +268,7 @@ void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, S
         // Inter-chunk output: Y += diag(exp(a)) C Sᵀ.
         if (has_prev) {
           const float* S = s_before.data() + (bh * nc + c) * PN;
-          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(L), int(P), int(N), 1.0f, Cc, int(ldC), S, int(N),
-                      0.0f, tmp.data(), int(P));
+          gemm::sgemm(false, true, L, P, N, Cc, ldC, S, N, 0.0f, tmp.data(), P);
           for (int64_t l = 0; l < L; ++l) {
             const float* dr = dY + l * lddy;
             const float* cs = tmp.data() + l * P;
@@ -284,15 +280,12 @@ void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, S
             }
             da[size_t(l)] += expa[size_t(l)] * acc;
           }
-          if (dCc)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(L), int(N), int(P), 1.0f, tmp2.data(), int(P), S,
-                        int(N), 1.0f, dCc, int(lddC));
+          if (dCc) gemm::sgemm(false, false, L, N, P, tmp2.data(), P, S, N, 1.0f, dCc, lddC);
         }
         // State passing: S' = exp(a_L) S + Σ_s w_s X_s B_sᵀ.
         if (has_ds) {
           const float* dS = ds_after.data() + (bh * nc + c) * PN;
-          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(L), int(P), int(N), 1.0f, Bc, int(ldB), dS, int(N),
-                      0.0f, tmp.data(), int(P));
+          gemm::sgemm(false, true, L, P, N, Bc, ldB, dS, N, 0.0f, tmp.data(), P);
           float da_last = 0.0f;
           for (int64_t s = 0; s < L; ++s) {
             const float el = std::exp(alast - ac[s]);
@@ -318,9 +311,7 @@ void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, S
             da_last += std::exp(alast) * dot;
           }
           da[size_t(L - 1)] += da_last;
-          if (dBc)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(L), int(N), int(P), 1.0f, tmp2.data(), int(P),
-                        dS, int(N), 1.0f, dBc, int(lddB));
+          if (dBc) gemm::sgemm(false, false, L, N, P, tmp2.data(), P, dS, N, 1.0f, dBc, lddB);
         }
         // a = cumsum(dt A): reverse cumsum of da into ddt and dA; then the raw dt.
         const float Ah = Ap[h];
@@ -340,12 +331,8 @@ void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, S
             std::copy(dxl.begin() + l * P, dxl.begin() + (l + 1) * P, dxp + (row0 + l) * lddx + h * P);
       }
       // dC += d(C Bᵀ) B;  dB += d(C Bᵀ)ᵀ C.
-      if (dCc)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(L), int(N), int(L), 1.0f, dCB.data(), int(L), Bc,
-                    int(ldB), 1.0f, dCc, int(lddC));
-      if (dBc)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(L), int(N), int(L), 1.0f, dCB.data(), int(L), Cc,
-                    int(ldC), 1.0f, dBc, int(lddB));
+      if (dCc) gemm::sgemm(false, false, L, N, L, dCB.data(), L, Bc, ldB, 1.0f, dCc, lddC);
+      if (dBc) gemm::sgemm(true, false, L, N, L, dCB.data(), L, Cc, ldC, 1.0f, dBc, lddB);
     }
   }
 

@@ -1,0 +1,251 @@
+// ssm_gemm_probe: times the matrix-product libraries a CPU build could use, at the shapes of the
+// models, in one process with the variants interleaved round by round (the machine is shared, so
+// variants compared in different minutes are not comparable). It measures; it decides nothing.
+//
+//   build/release/bin/ssm_gemm_probe [--threads 1,2] [--rounds 7] [--shapes prefill|small|head|all]
+//
+// Variants (a row each, where the library is present):
+//   openblas/<core>   OpenBLAS sgemm with each core type 0.3.21 can run here, switched in-process
+//                     (gotoblas_dynamic_quit + OPENBLAS_CORETYPE + gotoblas_dynamic_init)
+//   blis              BLIS sgemm (Debian's libblis4-openmp, loaded with dlopen: its BLAS symbols
+//                     would otherwise clash with OpenBLAS'), with the config it picks for this CPU
+//   dnnl-sgemm        oneDNN's dnnl_sgemm
+//   dnnl-bf16         oneDNN matmul, bf16 x bf16 -> f32 (x converted to bf16 inside the timing)
+//   ssm-f32, ssm-bf16 ops::linear as built (F32 / BF16 weights), whatever it dispatches to
+// Set DNNL_MAX_CPU_ISA=AVX512_CORE_BF16 to see oneDNN without AMX.
+#include <dlfcn.h>
+#include <oneapi/dnnl/dnnl.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/random.h"
+#include "core/tensor.h"
+#include "core/threads.h"
+#include "ops/cpu/gemm.h"
+#include "ops/ops.h"
+
+extern "C" {
+void gotoblas_dynamic_quit(void);
+void gotoblas_dynamic_init(void);
+char* openblas_get_corename(void);
+void cblas_sgemm(int order, int transa, int transb, int M, int N, int K, float alpha, const float* A, int lda,
+                 const float* B, int ldb, float beta, float* C, int ldc);
+}
+
+namespace ssm {
+namespace {
+
+struct Shape3 {
+  const char* what;
+  int64_t M, N, K;
+};
+
+using Clock = std::chrono::steady_clock;
+using SgemmFn = void (*)(int, int, int, int, int, int, float, const float*, int, const float*, int, float, float*, int);
+
+constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
+
+struct Blis {
+  void* handle = nullptr;
+  SgemmFn sgemm = nullptr;
+  void (*set_threads)(int64_t) = nullptr;
+  std::string arch;
+  bool load() {
+    handle = dlopen("/usr/lib/x86_64-linux-gnu/blis-openmp/libblis.so.4", RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
+    if (!handle) return false;
+    sgemm = reinterpret_cast<SgemmFn>(dlsym(handle, "cblas_sgemm"));
+    set_threads = reinterpret_cast<void (*)(int64_t)>(dlsym(handle, "bli_thread_set_num_threads"));
+    auto query = reinterpret_cast<int (*)()>(dlsym(handle, "bli_arch_query_id"));
+    auto name = reinterpret_cast<const char* (*)(int)>(dlsym(handle, "bli_arch_string"));
+    if (query && name) arch = name(query());
+    return sgemm && set_threads;
+  }
+};
+
+// oneDNN matmul y[M,N] = x[M,K] · w[N,K]ᵀ with bf16 inputs, f32 output; one primitive per shape.
+struct DnnlBf16 {
+  dnnl_engine_t engine = nullptr;
+  dnnl_stream_t stream = nullptr;
+  dnnl_primitive_t prim = nullptr;
+  dnnl_memory_t src = nullptr, wei = nullptr, dst = nullptr;
+  std::string impl;
+
+  bool create(int64_t M, int64_t N, int64_t K, void* x, void* w, float* y) {
+    if (!engine && dnnl_engine_create(&engine, dnnl_cpu, 0) != dnnl_success) return false;
+    if (!stream && dnnl_stream_create(&stream, engine, dnnl_stream_default_flags) != dnnl_success) return false;
+    dnnl_memory_desc_t src_md, wei_md, dst_md;
+    const dnnl_dims_t src_dims = {M, K}, wei_dims = {K, N}, dst_dims = {M, N};
+    const dnnl_dims_t src_strides = {K, 1}, wei_strides = {1, K}, dst_strides = {N, 1};
+    dnnl_memory_desc_init_by_strides(&src_md, 2, src_dims, dnnl_bf16, src_strides);
+    dnnl_memory_desc_init_by_strides(&wei_md, 2, wei_dims, dnnl_bf16, wei_strides);
+    dnnl_memory_desc_init_by_strides(&dst_md, 2, dst_dims, dnnl_f32, dst_strides);
+    dnnl_matmul_desc_t desc;
+    if (dnnl_matmul_desc_init(&desc, &src_md, &wei_md, nullptr, &dst_md) != dnnl_success) return false;
+    dnnl_primitive_desc_t pd;
+    if (dnnl_primitive_desc_create(&pd, &desc, nullptr, engine, nullptr) != dnnl_success) return false;
+    const char* name = nullptr;
+    dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &name);
+    impl = name ? name : "?";
+    const bool ok = dnnl_primitive_create(&prim, pd) == dnnl_success;
+    dnnl_primitive_desc_destroy(pd);
+    dnnl_memory_create(&src, &src_md, engine, x);
+    dnnl_memory_create(&wei, &wei_md, engine, w);
+    dnnl_memory_create(&dst, &dst_md, engine, y);
+    return ok;
+  }
+  void run() {
+    dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}};
+    dnnl_primitive_execute(prim, stream, 3, args);
+    dnnl_stream_wait(stream);
+  }
+  void destroy() {
+    if (prim) dnnl_primitive_destroy(prim);
+    for (dnnl_memory_t m : {src, wei, dst})
+      if (m) dnnl_memory_destroy(m);
+    prim = nullptr;
+    src = wei = dst = nullptr;
+  }
+};
+
+struct Variant {
+  std::string name;
+  std::function<void()> setup;  // before each timed call (switches the OpenBLAS core)
+  std::function<void()> run;
+  std::vector<double> seconds;
+};
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+void probe(const Shape3& s, int threads, int rounds, Blis* blis, const std::vector<std::string>& cores) {
+  Rng rng(7);
+  Tensor x = Tensor::empty({s.M, s.K}), w = Tensor::empty({s.N, s.K}), y = Tensor::empty({s.M, s.N});
+  for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = rng.uniform(-1, 1);
+  for (int64_t i = 0; i < w.numel(); ++i) w.data<float>()[i] = rng.uniform(-1, 1);
+  const Tensor w16 = w.to(DType::BF16);
+  Tensor x16 = Tensor::empty({s.M, s.K}, DType::BF16);
+  const int M = int(s.M), N = int(s.N), K = int(s.K);
+  const float* xp = x.data<float>();
+  const float* wp = w.data<float>();
+  float* yp = y.data<float>();
+
+  const auto use_core = [](const std::string& core) {
+    if (core == openblas_get_corename()) return;
+    gotoblas_dynamic_quit();
+    setenv("OPENBLAS_CORETYPE", core.c_str(), 1);
+    gotoblas_dynamic_init();
+  };
+  std::vector<Variant> variants;
+  for (const std::string& core : cores) {
+    variants.push_back({"openblas/" + core,
+                        [=] { use_core(core); },
+                        [=] { cblas_sgemm(kRowMajor, kNoTrans, kTrans, M, N, K, 1, xp, K, wp, K, 0, yp, N); },
+                        {}});
+  }
+  if (blis) {
+    variants.push_back({"blis/" + blis->arch,
+                        [blis, threads] { blis->set_threads(threads); },
+                        [=] { blis->sgemm(kRowMajor, kNoTrans, kTrans, M, N, K, 1, xp, K, wp, K, 0, yp, N); },
+                        {}});
+  }
+  variants.push_back({"dnnl-sgemm", {}, [=] { dnnl_sgemm('N', 'T', M, N, K, 1, xp, K, wp, K, 0, yp, N); }, {}});
+  DnnlBf16 dnnl;
+  if (dnnl.create(M, N, K, x16.raw(), w16.raw(), yp)) {
+    uint16_t* x16p = x16.data<uint16_t>();
+    variants.push_back({"dnnl-bf16 (" + dnnl.impl + ")",
+                        {},
+                        [=, &dnnl] {
+                          ops::gemm::to_bf16(xp, K, M, K, x16p, K);
+                          dnnl.run();
+                        },
+                        {}});
+  }
+  const Tensor none;
+  // ops::linear with the core OpenBLAS picked for itself.
+  const auto detected = [=] { use_core(cores.front()); };
+  variants.push_back({"ssm-f32", detected, [&] { ops::linear(x, w, none, y); }, {}});
+  variants.push_back({"ssm-bf16", detected, [&] { ops::linear(x, w16, none, y); }, {}});
+
+  for (int r = 0; r <= rounds; ++r) {  // round 0 warms up
+    for (Variant& v : variants) {
+      if (v.setup) v.setup();
+      const auto start = Clock::now();
+      v.run();
+      const double t = std::chrono::duration<double>(Clock::now() - start).count();
+      if (r > 0) v.seconds.push_back(t);
+    }
+  }
+  for (const Variant& v : variants) {
+    const double flop = 2.0 * double(s.M) * double(s.N) * double(s.K);
+    const double best = *std::min_element(v.seconds.begin(), v.seconds.end());
+    const double worst = *std::max_element(v.seconds.begin(), v.seconds.end());
+    std::printf("| %s | %lld x %lld x %lld | %d | %s | %.0f | %.0f | %.0f |\n", s.what, (long long)s.M, (long long)s.N,
+                (long long)s.K, threads, v.name.c_str(), flop / best / 1e9, flop / median(v.seconds) / 1e9,
+                flop / worst / 1e9);
+  }
+  dnnl.destroy();
+  std::fflush(stdout);
+}
+
+int run(int argc, char** argv) {
+  CLI::App app("Times the matrix-product libraries at the models' shapes");
+  std::vector<int> thread_counts = {1, 2};
+  int rounds = 7;
+  std::string shapes = "all";
+  app.add_option("--threads", thread_counts)->delimiter(',');
+  app.add_option("--rounds", rounds);
+  app.add_option("--shapes", shapes, "prefill, small (in_proj at M 8..128), head or all");
+  CLI11_PARSE(app, argc, argv);
+
+  const std::string detected = openblas_get_corename();
+  std::vector<std::string> cores = {detected};
+  for (const char* core : {"Haswell", "SkylakeX", "Cooperlake", "Zen"}) {
+    if (core == detected) continue;
+    gotoblas_dynamic_quit();
+    setenv("OPENBLAS_CORETYPE", core, 1);
+    gotoblas_dynamic_init();
+    if (openblas_get_corename() == std::string(core) || std::string(core) == "Zen") cores.push_back(core);
+  }
+  Blis blis;
+  const bool have_blis = blis.load();
+  std::printf("OpenBLAS detected core: %s; cores timed:", detected.c_str());
+  for (const auto& c : cores) std::printf(" %s", c.c_str());
+  std::printf("\nBLIS: %s\noneDNN effective ISA: 0x%x\n\n", have_blis ? blis.arch.c_str() : "not found",
+              unsigned(dnnl_get_effective_cpu_isa()));
+  std::printf("| shape | M x N x K | threads | variant | best GFLOP/s | median | worst |\n");
+  std::printf("| --- | --- | --- | --- | --- | --- | --- |\n");
+
+  std::vector<Shape3> list;
+  if (shapes == "all" || shapes == "prefill") {
+    for (int64_t M : {512, 2048}) {
+      list.push_back({"mamba in_proj", M, 3072, 768});
+      list.push_back({"mamba2 in_proj", M, 3352, 768});
+      list.push_back({"out_proj", M, 768, 1536});
+    }
+  }
+  if (shapes == "all" || shapes == "small") {
+    for (int64_t M : {8, 16, 32, 64, 128}) list.push_back({"mamba in_proj", M, 3072, 768});
+  }
+  if (shapes == "all" || shapes == "head") {
+    for (int64_t M : {1, 2, 4, 8, 16, 32, 64, 128}) list.push_back({"head", M, 50280, 768});
+  }
+  for (int threads : thread_counts) {
+    set_num_threads(threads);
+    for (const Shape3& s : list) probe(s, threads, rounds, have_blis ? &blis : nullptr, cores);
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace ssm
+
+int main(int argc, char** argv) { return ssm::run(argc, argv); }
