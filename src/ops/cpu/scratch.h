@@ -3,6 +3,7 @@
 // before it on that thread (never in the steady state of a forward, a decode step or a training
 // step). The contents are not initialised and not kept: each get() may return fresh memory.
 #pragma once
+#include <algorithm>
 #include <cstddef>
 #include <cstdlib>
 #include <memory>
@@ -24,6 +25,13 @@ class Scratch {
       capacity_ = grown;
     }
     return reinterpret_cast<T*>(buffer_.get());
+  }
+  // The same, set to T{} (zeros).
+  template <class T>
+  T* zeroed(size_t count) {
+    T* p = get<T>(count);
+    std::fill(p, p + count, T{});
+    return p;
   }
 
  private:
