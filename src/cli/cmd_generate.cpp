@@ -28,12 +28,14 @@ struct GenerateArgs {
   int threads = 0;
 };
 
-void print_summary(const GenerationResult& result) {
+void print_summary(const GenerationResult& result, const LanguageModel& model) {
   const auto rate = [](int64_t tokens, double seconds) { return seconds > 0 ? double(tokens) / seconds : 0.0; };
   std::fprintf(stderr, "\nprefill %lld tokens in %.3f s (%.1f tok/s), decode %lld tokens in %.3f s (%.1f tok/s)\n",
                (long long)result.prefill_tokens, result.prefill_seconds,
                rate(result.prefill_tokens, result.prefill_seconds), (long long)result.decode_tokens,
                result.decode_seconds, rate(result.decode_tokens, result.decode_seconds));
+  std::fprintf(stderr, "weights %.1f MiB, peak resident memory %.1f MiB\n", double(model.weight_bytes()) / 1048576.0,
+               double(peak_resident_bytes()) / 1048576.0);
 }
 
 std::unique_ptr<Tokenizer> tokenizer_for(const GenerateArgs& args, const LanguageModel& model) {
@@ -67,7 +69,7 @@ void run_from_ids(GenerateArgs& args, const LanguageModel& model) {
     prompts.emplace_back(row, row + ids.size(1));
   }
   const GenerationResult result = Generator(model).generate(prompts, args.options);
-  print_summary(result);
+  print_summary(result, model);
   const int32_t pad = args.options.eos_ids.empty() ? 0 : int32_t(args.options.eos_ids[0]);
   if (!args.ids_out.empty()) write_ids(args.ids_out, result, pad);
   else
@@ -122,7 +124,7 @@ void run_from_text(GenerateArgs& args, const LanguageModel& model) {
     for (size_t b = 0; b < prompts.size(); ++b) std::printf("--- %zu ---\n%s\n", b + 1, outputs[b].c_str());
   }
   std::fflush(stdout);
-  print_summary(result);
+  print_summary(result, model);
   if (!args.ids_out.empty()) write_ids(args.ids_out, result, eos.empty() ? 0 : int32_t(eos[0]));
 }
 

@@ -1,8 +1,10 @@
 #include "model/language_model.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <set>
+#include <vector>
 
 #include "core/file_util.h"
 #include "core/safetensors.h"
@@ -113,6 +115,23 @@ const char* weight_dtype_name(WeightDType dtype) {
 
 namespace {
 
+// `stored` (in a file mapping) converted to `dtype`, a few MiB at a time, dropping the pages read as
+// it goes: the load never holds the file's bytes and the converted copy at once.
+Tensor convert_from_mapping(const Tensor& stored, DType dtype) {
+  if (stored.dim() == 0 || stored.size(0) == 0) return stored.to(dtype);
+  Tensor out = Tensor::empty(stored.shape(), dtype);
+  const int64_t rows = stored.size(0), row_bytes = int64_t(stored.nbytes()) / rows;
+  const int64_t block = std::max<int64_t>(1, (int64_t(4) << 20) / std::max<int64_t>(row_bytes, 1));
+  for (int64_t r = 0; r < rows; r += block) {
+    const int64_t n = std::min(block, rows - r);
+    const Tensor source = stored.slice(0, r, n);
+    Tensor target = out.slice(0, r, n);
+    target.copy_from(source);
+    release_mapped_pages(source);
+  }
+  return out;
+}
+
 // The dtype a matrix stored as `stored` is kept in.
 DType matrix_dtype(WeightDType wanted, DType stored) {
   switch (wanted) {
@@ -159,6 +178,8 @@ LanguageModel LanguageModel::load(const std::string& folder, const LoadOptions& 
   LanguageModel model(ModelConfig::load_folder(folder));
   auto files = open_weights(folder);
   std::set<std::string> used;
+  bool converted = false;
+  std::vector<Tensor*> in_mapping;  // tensors still read from the file mapping
   for (ParamRef& p : model.params()) {
     auto it = files.find(p.name);
     SSM_CHECK(it != files.end(), "model folder '{}': missing tensor '{}'", folder, p.name);
@@ -171,9 +192,18 @@ LanguageModel LanguageModel::load(const std::string& folder, const LoadOptions& 
               it->second->path(), p.name, shape_str(stored.shape()), shape_str(p.shape));
     const DType target = p.kind == ParamKind::Vector ? DType::F32 : matrix_dtype(options.weights, stored.dtype());
     // Weights already in the target dtype stay in the read-only mapping: no copy, no load time.
-    if (stored.dtype() != target) *p.tensor = stored.to(target);
-    else *p.tensor = options.writable ? stored.clone() : stored;
+    if (stored.dtype() != target) {
+      *p.tensor = convert_from_mapping(stored, target);
+      converted = true;
+    } else {
+      *p.tensor = options.writable ? stored.clone() : stored;
+      if (!options.writable) in_mapping.push_back(p.tensor);
+    }
   }
+  // Once anything was converted, the pages it was read from would stay resident as long as one
+  // tensor still refers to the mapping: copy the rest out too, so the mapping is released.
+  if (converted)
+    for (Tensor* t : in_mapping) *t = t->clone();
   for (const auto& [name, file] : files) {
     if (used.count(name)) continue;
     if (name == "lm_head.weight" && model.config_.tie_embeddings()) continue;  // saved tied copy
@@ -182,7 +212,9 @@ LanguageModel LanguageModel::load(const std::string& folder, const LoadOptions& 
   return model;
 }
 
-void LanguageModel::save(const std::string& folder) const {
+void LanguageModel::save(const std::string& folder, DType matrix_dtype) const {
+  SSM_CHECK(matrix_dtype == DType::F32 || matrix_dtype == DType::BF16 || matrix_dtype == DType::F16,
+            "save: matrices are written as F32, BF16 or F16, not {}", dtype_name(matrix_dtype));
   std::error_code error;
   fs::create_directories(folder, error);
   SSM_CHECK(!error && fs::is_directory(folder), "cannot create folder '{}': {}", folder, error.message());
@@ -193,7 +225,10 @@ void LanguageModel::save(const std::string& folder) const {
   const ParamList params = const_cast<LanguageModel&>(*this).params();
   SSM_CHECK(names.size() == params.size(), "save: the saved config does not describe this model");
   std::vector<std::pair<std::string, Tensor>> tensors;
-  for (size_t i = 0; i < params.size(); ++i) tensors.emplace_back(names[i].name, params[i].tensor->to(DType::F32));
+  for (size_t i = 0; i < params.size(); ++i) {
+    const DType dtype = params[i].kind == ParamKind::Vector ? DType::F32 : matrix_dtype;
+    tensors.emplace_back(names[i].name, params[i].tensor->to(dtype));
+  }
   write_safetensors((fs::path(folder) / "model.safetensors").string(), tensors);
   write_text_file((fs::path(folder) / "config.json").string(), config_.hf_config.dump(2) + "\n");
   Json generation = {{"_from_model_config", true}};

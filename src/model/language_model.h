@@ -56,8 +56,9 @@ class LanguageModel {
   static LanguageModel load(const std::string& folder, const LoadOptions& options = {});
   void allocate(DType matrix_dtype = DType::F32);
 
-  // Writes config.json, generation_config.json and model.safetensors (each atomically).
-  void save(const std::string& folder) const;
+  // Writes config.json, generation_config.json and model.safetensors (each atomically), with the
+  // matrices in `matrix_dtype` (F32, BF16 or F16) and the vectors in F32.
+  void save(const std::string& folder, DType matrix_dtype = DType::F32) const;
 
   const ModelConfig& config() const { return config_; }
   ParamList params();

@@ -161,7 +161,8 @@ namespace {
 template <class Grad>
 void pointwise_backward(const char* op, const Tensor& x, const Tensor& dy, Tensor& dx, bool accumulate_dx, Grad grad) {
   SSM_CHECK(is_f32_rows(x) && is_f32_rows(dy, x.shape()) && is_f32_rows(dx, x.shape()),
-            "{}: x, dy, dx must be F32 rows of one shape, got {}, {}, {}", op, describe(x), describe(dy), describe(dx));
+            "{}: x, dy, dx must be F32 rows of one shape, got {}, {}, {}", op, describe(x), describe(dy),
+            describe(dx));
   const int64_t rows = x.rows(), width = x.size(-1);
   const int64_t ldx = x.row_stride(), lddy = dy.row_stride(), lddx = dx.row_stride();
   const float* xp = x.data<float>();
@@ -181,7 +182,8 @@ void silu_backward(const Tensor& x, const Tensor& dy, Tensor& dx, bool accumulat
 }
 
 void softplus_backward(const Tensor& x, const Tensor& dy, Tensor& dx, bool accumulate_dx) {
-  pointwise_backward("softplus_backward", x, dy, dx, accumulate_dx, [](float v) { return detail::softplus_grad_f(v); });
+  pointwise_backward("softplus_backward", x, dy, dx, accumulate_dx,
+                     [](float v) { return detail::softplus_grad_f(v); });
 }
 
 }  // namespace ssm::ops

@@ -180,8 +180,9 @@ int64_t selective_scan_chunk_count(int64_t T, int64_t chunk_size) {
   return std::max<int64_t>(1, (T + chunk_size - 1) / chunk_size);
 }
 
-void selective_scan_forward_saving_chunk_states(const SelectiveScanInputs& in, const Tensor& state0, int64_t chunk_size,
-                                                Tensor& y, Tensor& chunk_states, Tensor* final_state) {
+void selective_scan_forward_saving_chunk_states(const SelectiveScanInputs& in, const Tensor& state0,
+                                                int64_t chunk_size, Tensor& y, Tensor& chunk_states,
+                                                Tensor* final_state) {
   const char* op = "selective_scan_forward_saving_chunk_states";
   const ScanDims d = check_scan(op, in, state0);
   const int64_t n_chunks = selective_scan_chunk_count(d.T, chunk_size);
