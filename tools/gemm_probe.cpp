@@ -2,7 +2,7 @@
 // models, in one process with the variants interleaved round by round (the machine is shared, so
 // variants compared in different minutes are not comparable). It measures; it decides nothing.
 //
-//   build/release/bin/ssm_gemm_probe [--threads 1,2] [--rounds 7] [--shapes prefill|small|head|all]
+//   build/release/bin/ssm_gemm_probe [--threads 1,2] [--rounds 7] [--shapes prefill|small|head|decode|all]
 //
 // Variants (a row each, where the library is present):
 //   openblas/<core>   OpenBLAS sgemm with each core type 0.3.21 can run here, switched in-process
@@ -23,6 +23,7 @@
 #include <cstdlib>
 #include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/random.h"
@@ -196,6 +197,63 @@ void probe(const Shape3& s, int threads, int rounds, Blis* blis, const std::vect
   std::fflush(stdout);
 }
 
+// Decode's weight stream: ops::linear at M = 1 over the projections of the 24 mamba-130m layers and
+// the head, against a plain vectorised read of the same bytes (the floor), interleaved.
+void probe_decode(int threads, int rounds, DType dtype) {
+  Rng rng(9);
+  std::vector<Tensor> weights;
+  for (int layer = 0; layer < 24; ++layer)
+    for (const auto& [n, k] : {std::pair{3072, 768}, {80, 1536}, {1536, 48}, {768, 1536}})
+      weights.push_back(Tensor::empty({n, k}));
+  weights.push_back(Tensor::empty({50280, 768}));
+  double bytes = 0;
+  for (Tensor& w : weights) {
+    for (int64_t i = 0; i < w.numel(); ++i) w.data<float>()[i] = rng.uniform(-1, 1);
+    w = w.to(dtype);
+    bytes += double(w.nbytes());
+  }
+  Tensor x = Tensor::empty({1, 1536}), y = Tensor::empty({1, 50280});
+  for (int64_t i = 0; i < x.numel(); ++i) x.data<float>()[i] = rng.uniform(-1, 1);
+  volatile float sink = 0;
+  const auto read_all = [&] {
+    for (const Tensor& w : weights) {
+      const auto* p = static_cast<const uint32_t*>(w.raw());
+      const int64_t words = int64_t(w.nbytes() / 4), rows = w.size(0), per_row = words / rows;
+      float total = 0;
+#pragma omp parallel for schedule(static) reduction(+ : total)
+      for (int64_t r = 0; r < rows; ++r) {
+        uint32_t lanes[16] = {};
+        for (int64_t i = 0; i + 16 <= per_row; i += 16)
+          for (int j = 0; j < 16; ++j) lanes[j] ^= p[r * per_row + i + j];
+        for (uint32_t lane : lanes) total += float(lane & 1);
+      }
+      sink = sink + total;
+    }
+  };
+  const auto linear_all = [&] {
+    for (const Tensor& w : weights) {
+      Tensor xs = x.slice(1, 0, w.size(1)), ys = y.slice(1, 0, w.size(0));
+      ops::linear(xs, w, Tensor(), ys);
+    }
+  };
+  std::vector<Variant> variants = {{"read (floor)", {}, read_all, {}}, {"ops::linear M=1", {}, linear_all, {}}};
+  for (int r = 0; r <= rounds; ++r) {
+    for (Variant& v : variants) {
+      const auto start = Clock::now();
+      v.run();
+      if (r > 0) v.seconds.push_back(std::chrono::duration<double>(Clock::now() - start).count());
+    }
+  }
+  for (const Variant& v : variants) {
+    const double best = *std::min_element(v.seconds.begin(), v.seconds.end());
+    const double worst = *std::max_element(v.seconds.begin(), v.seconds.end());
+    std::printf("| decode weights %s, %.0f MB | %d | %s | %.1f | %.1f | %.1f |\n",
+                std::string(dtype_name(dtype)).c_str(), bytes / 1e6, threads, v.name.c_str(), bytes / best / 1e9,
+                bytes / median(v.seconds) / 1e9, bytes / worst / 1e9);
+  }
+  std::fflush(stdout);
+}
+
 int run(int argc, char** argv) {
   CLI::App app("Times the matrix-product libraries at the models' shapes");
   std::vector<int> thread_counts = {1, 2};
@@ -203,7 +261,7 @@ int run(int argc, char** argv) {
   std::string shapes = "all";
   app.add_option("--threads", thread_counts)->delimiter(',');
   app.add_option("--rounds", rounds);
-  app.add_option("--shapes", shapes, "prefill, small (in_proj at M 8..128), head or all");
+  app.add_option("--shapes", shapes, "prefill, small (in_proj at M 8..128), head, decode (GB/s) or all");
   CLI11_PARSE(app, argc, argv);
 
   const std::string detected = openblas_get_corename();
@@ -241,6 +299,14 @@ int run(int argc, char** argv) {
   for (int threads : thread_counts) {
     set_num_threads(threads);
     for (const Shape3& s : list) probe(s, threads, rounds, have_blis ? &blis : nullptr, cores);
+  }
+  if (shapes == "all" || shapes == "decode") {
+    std::printf(
+        "\n| weights | threads | variant | best GB/s | median | worst |\n| --- | --- | --- | --- | --- | --- |\n");
+    for (int threads : thread_counts) {
+      set_num_threads(threads);
+      for (DType dtype : {DType::F32, DType::BF16}) probe_decode(threads, rounds, dtype);
+    }
   }
   return 0;
 }
