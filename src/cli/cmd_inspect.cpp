@@ -2,6 +2,8 @@
 #include <fmt/ranges.h>
 
 #include <cstdio>
+#include <set>
+#include <string_view>
 
 #include "cli/command.h"
 #include "model/language_model.h"
@@ -26,7 +28,8 @@ struct InspectArgs {
 
 void run_inspect(const InspectArgs& args) {
   const WeightDType dtype = weight_dtype_from_name(args.dtype);
-  const LanguageModel model = LanguageModel::load(args.model, {.weights = dtype});
+  // Loaded as stored (read in place, nothing converted); the sizes under each --dtype follow from it.
+  const LanguageModel model = LanguageModel::load(args.model);
   const ModelConfig& c = model.config();
   const int64_t params = model.parameter_count();
   const int64_t state_bytes = model.new_state(1).bytes();
@@ -34,11 +37,15 @@ void run_inspect(const InspectArgs& args) {
   std::printf("layer plan     %s\n", c.layer_pattern().c_str());
   std::printf("head           %s\n", c.tie_embeddings() ? "tied to the embedding" : "separate lm_head");
   std::printf("parameters     %lld (%.1f M)\n", (long long)params, double(params) / 1e6);
-  std::printf("weights        %s with --dtype auto (as stored), %s with f32, %s with bf16; loaded: %s (--dtype %s)\n",
+  std::set<std::string_view> stored;
+  for (const ParamRef& p : const_cast<LanguageModel&>(model).params())
+    if (p.kind != ParamKind::Vector) stored.insert(dtype_name(p.tensor->dtype()));
+  std::printf("weights        %s matrices; in memory: %s with --dtype auto, %s with f32, %s with bf16 (--dtype %s: %s)\n",
+              fmt::format("{}", fmt::join(stored, "+")).c_str(),
               human_bytes(double(model.weight_bytes(WeightDType::Auto))).c_str(),
               human_bytes(double(model.weight_bytes(WeightDType::F32))).c_str(),
-              human_bytes(double(model.weight_bytes(WeightDType::BF16))).c_str(),
-              human_bytes(double(model.weight_bytes())).c_str(), weight_dtype_name(dtype));
+              human_bytes(double(model.weight_bytes(WeightDType::BF16))).c_str(), weight_dtype_name(dtype),
+              human_bytes(double(model.weight_bytes(dtype))).c_str());
   std::printf("state          %s per sequence (empty caches)\n", human_bytes(double(state_bytes)).c_str());
   std::printf("matmul         %s\n", ops::gemm::describe_choice().c_str());
   std::printf("eos ids        %s\n", c.eos_ids.empty() ? "none" : fmt::format("{}", fmt::join(c.eos_ids, ", ")).c_str());
