@@ -10,7 +10,8 @@
 //   blis              BLIS sgemm (Debian's libblis4-openmp, loaded with dlopen: its BLAS symbols
 //                     would otherwise clash with OpenBLAS'), with the config it picks for this CPU
 //   dnnl-sgemm        oneDNN's dnnl_sgemm
-//   dnnl-bf16         oneDNN matmul, bf16 x bf16 -> f32 (x converted to bf16 inside the timing)
+//   dnnl-bf16 matmul  oneDNN matmul, bf16 x bf16 -> f32 (x converted to bf16 inside the timing), on the
+//                     best instruction set oneDNN finds (the header prints it)
 //   ssm-f32, ssm-bf16 ops::linear as built (F32 / BF16 weights), whatever it dispatches to
 // Set DNNL_MAX_CPU_ISA=AVX512_CORE_BF16 to see oneDNN without AMX.
 #include <dlfcn.h>
@@ -70,51 +71,6 @@ struct Blis {
   }
 };
 
-// oneDNN matmul y[M,N] = x[M,K] · w[N,K]ᵀ with bf16 inputs, f32 output; one primitive per shape.
-struct DnnlBf16 {
-  dnnl_engine_t engine = nullptr;
-  dnnl_stream_t stream = nullptr;
-  dnnl_primitive_t prim = nullptr;
-  dnnl_memory_t src = nullptr, wei = nullptr, dst = nullptr;
-  std::string impl;
-
-  bool create(int64_t M, int64_t N, int64_t K, void* x, void* w, float* y) {
-    if (!engine && dnnl_engine_create(&engine, dnnl_cpu, 0) != dnnl_success) return false;
-    if (!stream && dnnl_stream_create(&stream, engine, dnnl_stream_default_flags) != dnnl_success) return false;
-    dnnl_memory_desc_t src_md, wei_md, dst_md;
-    const dnnl_dims_t src_dims = {M, K}, wei_dims = {K, N}, dst_dims = {M, N};
-    const dnnl_dims_t src_strides = {K, 1}, wei_strides = {1, K}, dst_strides = {N, 1};
-    dnnl_memory_desc_init_by_strides(&src_md, 2, src_dims, dnnl_bf16, src_strides);
-    dnnl_memory_desc_init_by_strides(&wei_md, 2, wei_dims, dnnl_bf16, wei_strides);
-    dnnl_memory_desc_init_by_strides(&dst_md, 2, dst_dims, dnnl_f32, dst_strides);
-    dnnl_matmul_desc_t desc;
-    if (dnnl_matmul_desc_init(&desc, &src_md, &wei_md, nullptr, &dst_md) != dnnl_success) return false;
-    dnnl_primitive_desc_t pd;
-    if (dnnl_primitive_desc_create(&pd, &desc, nullptr, engine, nullptr) != dnnl_success) return false;
-    const char* name = nullptr;
-    dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &name);
-    impl = name ? name : "?";
-    const bool ok = dnnl_primitive_create(&prim, pd) == dnnl_success;
-    dnnl_primitive_desc_destroy(pd);
-    dnnl_memory_create(&src, &src_md, engine, x);
-    dnnl_memory_create(&wei, &wei_md, engine, w);
-    dnnl_memory_create(&dst, &dst_md, engine, y);
-    return ok;
-  }
-  void run() {
-    dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}};
-    dnnl_primitive_execute(prim, stream, 3, args);
-    dnnl_stream_wait(stream);
-  }
-  void destroy() {
-    if (prim) dnnl_primitive_destroy(prim);
-    for (dnnl_memory_t m : {src, wei, dst})
-      if (m) dnnl_memory_destroy(m);
-    prim = nullptr;
-    src = wei = dst = nullptr;
-  }
-};
-
 struct Variant {
   std::string name;
   std::function<void()> setup;  // before each timed call (switches the OpenBLAS core)
@@ -126,6 +82,9 @@ double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
 }
+
+// The OpenBLAS core type ops::gemm settles on (it corrects the detected one on some CPUs).
+std::string chosen_core;
 
 void probe(const Shape3& s, int threads, int rounds, Blis* blis, const std::vector<std::string>& cores) {
   Rng rng(7);
@@ -159,22 +118,20 @@ void probe(const Shape3& s, int threads, int rounds, Blis* blis, const std::vect
                         {}});
   }
   variants.push_back({"dnnl-sgemm", {}, [=] { dnnl_sgemm('N', 'T', M, N, K, 1, xp, K, wp, K, 0, yp, N); }, {}});
-  DnnlBf16 dnnl;
-  if (dnnl.create(M, N, K, x16.raw(), w16.raw(), yp)) {
-    uint16_t* x16p = x16.data<uint16_t>();
-    variants.push_back({"dnnl-bf16 (" + dnnl.impl + ")",
-                        {},
-                        [=, &dnnl] {
-                          ops::gemm::to_bf16(xp, K, M, K, x16p, K);
-                          dnnl.run();
-                        },
-                        {}});
-  }
+  uint16_t* x16p = x16.data<uint16_t>();
+  const uint16_t* w16p = w16.data<uint16_t>();
+  variants.push_back({"dnnl-bf16 matmul",
+                      {},
+                      [=] {
+                        ops::gemm::to_bf16(xp, K, M, K, x16p, K);
+                        ops::gemm::bf16_matmul(x16p, w16p, M, N, K, false, yp, N);
+                      },
+                      {}});
+  // ops::linear as ops::gemm set it up.
   const Tensor none;
-  // ops::linear with the core OpenBLAS picked for itself.
-  const auto detected = [=] { use_core(cores.front()); };
-  variants.push_back({"ssm-f32", detected, [&] { ops::linear(x, w, none, y); }, {}});
-  variants.push_back({"ssm-bf16", detected, [&] { ops::linear(x, w16, none, y); }, {}});
+  const auto as_chosen = [=] { use_core(chosen_core); };
+  variants.push_back({"ssm-f32", as_chosen, [&] { ops::linear(x, w, none, y); }, {}});
+  variants.push_back({"ssm-bf16", as_chosen, [&] { ops::linear(x, w16, none, y); }, {}});
 
   for (int r = 0; r <= rounds; ++r) {  // round 0 warms up
     for (Variant& v : variants) {
@@ -193,7 +150,6 @@ void probe(const Shape3& s, int threads, int rounds, Blis* blis, const std::vect
                 (long long)s.K, threads, v.name.c_str(), flop / best / 1e9, flop / median(v.seconds) / 1e9,
                 flop / worst / 1e9);
   }
-  dnnl.destroy();
   std::fflush(stdout);
 }
 
@@ -265,13 +221,15 @@ int run(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   const std::string detected = openblas_get_corename();
+  std::printf("ops::gemm: %s\n", ops::gemm::describe_choice().c_str());
+  chosen_core = openblas_get_corename();
   std::vector<std::string> cores = {detected};
   for (const char* core : {"Haswell", "SkylakeX", "Cooperlake", "Zen"}) {
     if (core == detected) continue;
     gotoblas_dynamic_quit();
     setenv("OPENBLAS_CORETYPE", core, 1);
     gotoblas_dynamic_init();
-    if (openblas_get_corename() == std::string(core) || std::string(core) == "Zen") cores.push_back(core);
+    if (openblas_get_corename() == std::string(core)) cores.push_back(core);
   }
   Blis blis;
   const bool have_blis = blis.load();

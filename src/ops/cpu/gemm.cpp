@@ -70,24 +70,37 @@ void check(dnnl_status_t status, const char* what) {
   SSM_CHECK(status == dnnl_success, "oneDNN {} failed (status {})", what, int(status));
 }
 
-// oneDNN matmul primitives for y = x · wᵀ (+ y), one per shape, thread count and accumulation:
-// created on first use (a few hundred microseconds), then reused.
-class Bf16Matmul {
- public:
-  void run(const uint16_t* x, const uint16_t* w, int64_t M, int64_t N, int64_t K, bool accumulate, float* y,
-           int64_t ldy) {
-    const int threads = omp_get_max_threads();
-    dnnl_primitive_t prim = primitive({M, N, K, ldy, accumulate, threads});
-    dnnl_memory_t src, wei, dst;
+// The memory descriptors of y[M,N] (row stride ldy, f32) = x[M,K] (bf16) · w[N,K]ᵀ (bf16).
+struct MatmulShape {
+  dnnl_memory_desc_t src, wei, dst;
+  MatmulShape(int64_t M, int64_t N, int64_t K, int64_t ldy) {
     const dnnl_dims_t src_dims = {M, K}, wei_dims = {K, N}, dst_dims = {M, N};
     const dnnl_dims_t src_strides = {K, 1}, wei_strides = {1, K}, dst_strides = {ldy, 1};
-    dnnl_memory_desc_t src_md, wei_md, dst_md;
-    dnnl_memory_desc_init_by_strides(&src_md, 2, src_dims, dnnl_bf16, src_strides);
-    dnnl_memory_desc_init_by_strides(&wei_md, 2, wei_dims, dnnl_bf16, wei_strides);
-    dnnl_memory_desc_init_by_strides(&dst_md, 2, dst_dims, dnnl_f32, dst_strides);
-    check(dnnl_memory_create(&src, &src_md, engine_, const_cast<uint16_t*>(x)), "memory_create");
-    check(dnnl_memory_create(&wei, &wei_md, engine_, const_cast<uint16_t*>(w)), "memory_create");
-    check(dnnl_memory_create(&dst, &dst_md, engine_, y), "memory_create");
+    check(dnnl_memory_desc_init_by_strides(&src, 2, src_dims, dnnl_bf16, src_strides), "memory_desc_init");
+    check(dnnl_memory_desc_init_by_strides(&wei, 2, wei_dims, dnnl_bf16, wei_strides), "memory_desc_init");
+    check(dnnl_memory_desc_init_by_strides(&dst, 2, dst_dims, dnnl_f32, dst_strides), "memory_desc_init");
+  }
+};
+
+// oneDNN matmul primitives, one per shape, thread count and accumulation: created on first use (a
+// few hundred microseconds), then reused; at most kCached are kept (prompts of many lengths).
+class Bf16Matmul {
+ public:
+  static Bf16Matmul& instance() {
+    static Bf16Matmul matmul;
+    return matmul;
+  }
+
+  // Calls are serialised (each runs on all threads).
+  void run(const uint16_t* x, const uint16_t* w, int64_t M, int64_t N, int64_t K, bool accumulate, float* y,
+           int64_t ldy) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const MatmulShape shape(M, N, K, ldy);
+    dnnl_primitive_t prim = primitive(shape, {M, N, K, ldy, accumulate, omp_get_max_threads()});
+    dnnl_memory_t src, wei, dst;
+    check(dnnl_memory_create(&src, &shape.src, engine_, const_cast<uint16_t*>(x)), "memory_create");
+    check(dnnl_memory_create(&wei, &shape.wei, engine_, const_cast<uint16_t*>(w)), "memory_create");
+    check(dnnl_memory_create(&dst, &shape.dst, engine_, y), "memory_create");
     const dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}};
     const dnnl_status_t status = dnnl_primitive_execute(prim, stream_, 3, args);
     dnnl_stream_wait(stream_);
@@ -95,35 +108,27 @@ class Bf16Matmul {
     check(status, "bf16 matmul");
   }
 
-  static Bf16Matmul& instance() {
-    static Bf16Matmul matmul;
-    return matmul;
-  }
-
  private:
   using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, bool, int>;  // M, N, K, ldy, accumulate, threads
+  static constexpr size_t kCached = 64;
 
   Bf16Matmul() {
     check(dnnl_engine_create(&engine_, dnnl_cpu, 0), "engine_create");
     check(dnnl_stream_create(&stream_, engine_, dnnl_stream_default_flags), "stream_create");
   }
 
-  dnnl_primitive_t primitive(const Key& key) {
-    std::lock_guard<std::mutex> lock(mutex_);
+  dnnl_primitive_t primitive(const MatmulShape& shape, const Key& key) {
     auto it = primitives_.find(key);
     if (it != primitives_.end()) return it->second;
-    const auto [M, N, K, ldy, accumulate, threads] = key;
-    const dnnl_dims_t src_dims = {M, K}, wei_dims = {K, N}, dst_dims = {M, N};
-    const dnnl_dims_t src_strides = {K, 1}, wei_strides = {1, K}, dst_strides = {ldy, 1};
-    dnnl_memory_desc_t src_md, wei_md, dst_md;
-    dnnl_memory_desc_init_by_strides(&src_md, 2, src_dims, dnnl_bf16, src_strides);
-    dnnl_memory_desc_init_by_strides(&wei_md, 2, wei_dims, dnnl_bf16, wei_strides);
-    dnnl_memory_desc_init_by_strides(&dst_md, 2, dst_dims, dnnl_f32, dst_strides);
+    if (primitives_.size() >= kCached) {
+      for (auto& [k, prim] : primitives_) dnnl_primitive_destroy(prim);
+      primitives_.clear();
+    }
     dnnl_matmul_desc_t desc;
-    check(dnnl_matmul_desc_init(&desc, &src_md, &wei_md, nullptr, &dst_md), "matmul_desc_init");
+    check(dnnl_matmul_desc_init(&desc, &shape.src, &shape.wei, nullptr, &shape.dst), "matmul_desc_init");
     dnnl_primitive_attr_t attr;
     check(dnnl_primitive_attr_create(&attr), "primitive_attr_create");
-    if (accumulate) {  // y += x · wᵀ: a "sum" post-op
+    if (std::get<4>(key)) {  // y += x · wᵀ: a "sum" post-op
       dnnl_post_ops_t post_ops;
       check(dnnl_post_ops_create(&post_ops), "post_ops_create");
       check(dnnl_post_ops_append_sum(post_ops, 1.0f), "post_ops_append_sum");
@@ -131,8 +136,9 @@ class Bf16Matmul {
       dnnl_post_ops_destroy(post_ops);
     }
     dnnl_primitive_desc_t pd;
-    check(dnnl_primitive_desc_create(&pd, &desc, attr, engine_, nullptr), "matmul primitive_desc_create");
+    const dnnl_status_t made = dnnl_primitive_desc_create(&pd, &desc, attr, engine_, nullptr);
     dnnl_primitive_attr_destroy(attr);
+    check(made, "matmul primitive_desc_create");
     dnnl_primitive_t prim;
     const dnnl_status_t status = dnnl_primitive_create(&prim, pd);
     dnnl_primitive_desc_destroy(pd);
@@ -171,6 +177,12 @@ bool linear_rounds_x_to_bf16(DType w, int64_t M) {
   return w != DType::F32 && has_bf16_gemm() && M >= linear_min_rows(w);
 }
 
+void bf16_matmul(const uint16_t* x, const uint16_t* w, int64_t M, int64_t N, int64_t K, bool accumulate, float* y,
+                 int64_t ldy) {
+  if (M == 0 || N == 0) return;
+  Bf16Matmul::instance().run(x, w, M, N, K, accumulate, y, ldy);
+}
+
 void bf16_gemm(const float* x, int64_t ldx, const uint16_t* w, int64_t M, int64_t N, int64_t K, float beta, float* y,
                int64_t ldy) {
   SSM_CHECK(has_bf16_gemm(), "bf16_gemm: this CPU has no bf16 matrix product");
@@ -179,7 +191,7 @@ void bf16_gemm(const float* x, int64_t ldx, const uint16_t* w, int64_t M, int64_
   thread_local detail::Scratch x16;
   uint16_t* xb = x16.get<uint16_t>(size_t(M * K));
   to_bf16(x, ldx, M, K, xb, K);
-  Bf16Matmul::instance().run(xb, w, M, N, K, beta != 0.0f, y, ldy);
+  bf16_matmul(xb, w, M, N, K, beta != 0.0f, y, ldy);
 }
 
 std::string describe_choice() { return choice().reason; }

@@ -26,6 +26,11 @@ bool has_bf16_gemm();
 void bf16_gemm(const float* x, int64_t ldx, const uint16_t* w, int64_t M, int64_t N, int64_t K, float beta, float* y,
                int64_t ldy);
 
+// y[M,N] (+)= x[M,K] · w[N,K]ᵀ, x and w bf16 (row strides K), through oneDNN's matmul on whatever
+// instruction set it finds (bf16_gemm's engine; exposed for the measurement tool).
+void bf16_matmul(const uint16_t* x, const uint16_t* w, int64_t M, int64_t N, int64_t K, bool accumulate, float* y,
+                 int64_t ldy);
+
 // From how many rows of x ops::linear hands a product with weights of dtype `w` to a GEMM (below:
 // its streaming kernel, which reads each weight once per 8 rows).
 int64_t linear_min_rows(DType w);

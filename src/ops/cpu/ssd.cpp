@@ -15,9 +15,9 @@
 //      C Sᵀ for all its heads as one product; per head, builds the masked decay matrix (D folded
 //      into its diagonal) and adds its product with X, row block by row block so that the zero
 //      upper triangle is skipped; then updates the state of all its heads as one product.
-// Matrix products go through gemm::sgemm (single-threaded inside our parallel region). Decays are always exps of
-// differences of cumsums, never ratios of exps. Denormals are flushed to zero inside the op: long decays produce them
-// and they slow the products ~100x.
+// Matrix products go through gemm::sgemm (single-threaded inside our parallel region). Decays are
+// always exps of differences of cumsums, never ratios of exps. Denormals are flushed to zero inside
+// the op: long decays produce them and they slow the products ~100x.
 #include <omp.h>
 
 #include <algorithm>
