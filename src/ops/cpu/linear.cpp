@@ -111,41 +111,37 @@ void stream_product(const float* x, int64_t ldx, const weight_t<D>* w, int64_t M
 }
 
 // Large M with 16-bit weights and no bf16 GEMM for them as stored: blocks of weight rows converted
-// (to f32 for sgemm, or F16 to bf16 for the bf16 GEMM) into per-thread scratch, one GEMM per block.
+// (to f32 for sgemm, or F16 to bf16 for the bf16 matmul, x then rounded to bf16 once) into
+// per-thread scratch, one product per block.
 template <DType D>
 void converted_product(const float* x, int64_t ldx, const uint16_t* w, int64_t M, int64_t N, int64_t K, float beta,
                        float* y, int64_t ldy) {
   const bool to_bf16 = D == DType::F16 && gemm::has_bf16_gemm();
   const int64_t block_rows = std::min(N, std::max<int64_t>(kConvertElements / K, 16));
-  thread_local detail::Scratch block;
+  thread_local detail::Scratch block, x16;
   float* wf = to_bf16 ? nullptr : block.get<float>(size_t(block_rows * K));
   uint16_t* wb = to_bf16 ? block.get<uint16_t>(size_t(block_rows * K)) : nullptr;
+  uint16_t* xb = to_bf16 ? x16.get<uint16_t>(size_t(M * K)) : nullptr;
+  if (to_bf16) gemm::to_bf16(x, ldx, M, K, xb, K);
   for (int64_t n0 = 0; n0 < N; n0 += block_rows) {
     const int64_t rows = std::min(block_rows, N - n0);
     const uint16_t* src = w + n0 * K;
 #pragma omp parallel for schedule(static) if (rows * K >= kParallelWork)
     for (int64_t r = 0; r < rows; ++r) {
-      if (to_bf16)
-        detail::to_bf16<D>(src + r * K, K, wb + r * K);
-      else
-        detail::widen<D>(src + r * K, K, wf + r * K);
+      if (to_bf16) detail::to_bf16<D>(src + r * K, K, wb + r * K);
+      else detail::widen<D>(src + r * K, K, wf + r * K);
     }
-    if (to_bf16)
-      gemm::bf16_gemm(x, ldx, wb, M, rows, K, beta, y + n0, ldy);
-    else
-      gemm::sgemm(false, true, M, rows, K, x, ldx, wf, K, beta, y + n0, ldy);
+    if (to_bf16) gemm::bf16_matmul(xb, wb, M, rows, K, beta != 0.0f, y + n0, ldy);
+    else gemm::sgemm(false, true, M, rows, K, x, ldx, wf, K, beta, y + n0, ldy);
   }
 }
 
 template <DType D>
 void large_m_product(const float* x, int64_t ldx, const weight_t<D>* w, int64_t M, int64_t N, int64_t K, float beta,
                      float* y, int64_t ldy) {
-  if constexpr (D == DType::F32)
-    gemm::sgemm(false, true, M, N, K, x, ldx, w, K, beta, y, ldy);
-  else if (D == DType::BF16 && gemm::has_bf16_gemm())
-    gemm::bf16_gemm(x, ldx, w, M, N, K, beta, y, ldy);
-  else
-    converted_product<D>(x, ldx, w, M, N, K, beta, y, ldy);
+  if constexpr (D == DType::F32) gemm::sgemm(false, true, M, N, K, x, ldx, w, K, beta, y, ldy);
+  else if (D == DType::BF16 && gemm::has_bf16_gemm()) gemm::bf16_gemm(x, ldx, w, M, N, K, beta, y, ldy);
+  else converted_product<D>(x, ldx, w, M, N, K, beta, y, ldy);
 }
 
 }  // namespace
