@@ -32,7 +32,7 @@ void run_inspect(const InspectArgs& args) {
   const LanguageModel model = LanguageModel::load(args.model);
   const ModelConfig& c = model.config();
   const int64_t params = model.parameter_count();
-  const int64_t state_bytes = model.new_state(1).bytes();
+  const double state_bytes = model.state_bytes(0), state_4k = model.state_bytes(4096);
   std::printf("architecture   %s\n", c.describe().c_str());
   std::printf("layer plan     %s\n", c.layer_pattern().c_str());
   std::printf("head           %s\n", c.tie_embeddings() ? "tied to the embedding" : "separate lm_head");
@@ -46,7 +46,8 @@ void run_inspect(const InspectArgs& args) {
               human_bytes(double(model.weight_bytes(WeightDType::F32))).c_str(),
               human_bytes(double(model.weight_bytes(WeightDType::BF16))).c_str(), weight_dtype_name(dtype),
               human_bytes(double(model.weight_bytes(dtype))).c_str());
-  std::printf("state          %s per sequence (empty caches)\n", human_bytes(double(state_bytes)).c_str());
+  std::printf("state          %s per sequence%s\n", human_bytes(state_bytes).c_str(),
+              state_4k > state_bytes ? fmt::format(", {} at 4096 tokens of context", human_bytes(state_4k)).c_str() : "");
   std::printf("matmul         %s\n", ops::gemm::describe_choice().c_str());
   std::printf("eos ids        %s\n", c.eos_ids.empty() ? "none" : fmt::format("{}", fmt::join(c.eos_ids, ", ")).c_str());
 }

@@ -97,6 +97,17 @@ double LanguageModel::matmul_macs_per_token() const {
   return macs;
 }
 
+double LanguageModel::state_bytes(int64_t context) const {
+  double bytes = double(new_state(1).bytes());
+  for (const Branch& branch : branches_)
+    for (const MixerSlot& slot : branch.mixers) {
+      const int64_t limit = slot.mixer->cache_limit_tokens();
+      const int64_t tokens = limit > 0 ? std::min(context, limit) : context;
+      bytes += slot.mixer->cache_bytes_per_token() * double(tokens);
+    }
+  return bytes;
+}
+
 // ---- loading and saving ----
 
 WeightDType weight_dtype_from_name(const std::string& name) {

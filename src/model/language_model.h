@@ -70,6 +70,8 @@ class LanguageModel {
   int64_t weight_bytes(WeightDType as) const;  // as they would be held when loaded with `as`
   int64_t parameter_count() const;  // the tied head counted once
   double matmul_macs_per_token() const;  // every mixer's projections (not the head)
+  // Bytes of every mixer's state for one sequence that has seen `context` tokens.
+  double state_bytes(int64_t context) const;
 
   ModelState new_state(int64_t batch) const;
   // ids I32 [B,T] → logits [B,T,V] (all_positions) or [B,V] for the last position. state (optional)

@@ -57,6 +57,10 @@ class Mixer {
 
   // Multiply-adds of the matrix products per token (what the benchmark's FLOP rate counts).
   virtual double matmul_macs_per_token() const = 0;
+  // Bytes the state grows by per token of context, per sequence (a KV cache), and the context length
+  // beyond which it stops growing (a sliding window; 0: never).
+  virtual double cache_bytes_per_token() const { return 0; }
+  virtual int64_t cache_limit_tokens() const { return 0; }
 };
 
 // The sizes and options of one mixer layer: what a config reader produces and a model builds from.

@@ -79,7 +79,8 @@ TEST(ModelFormats, StateSpacesFolderGivesTheSameLogits) {
 }
 
 TEST(ModelFormats, SaveAndLoadRoundTrip) {
-  for (const std::string name : {"mamba_tiny", "mamba2_tiny", "mamba2_groups"}) {
+  for (const std::string name : {"mamba_tiny", "mamba2_tiny", "mamba2_groups", "jamba_tiny", "falcon_h1_tiny",
+                                 "nemotron_h_tiny"}) {
     const std::string hf_dir = fixture_dir(name);
     const LanguageModel model = LanguageModel::load(hf_dir);
     const fs::path dir = fresh_dir("save_" + name);
@@ -107,7 +108,8 @@ TEST(ModelFormats, Bf16WeightsStayClose) {
 
 // Prefill in two pieces, the first ending mid-chunk past a chunk boundary, equals one piece.
 TEST(ModelFormats, PrefillInPiecesMatchesOnePiece) {
-  for (const std::string name : {"mamba_tiny", "mamba2_tiny", "mamba2_groups"}) {
+  for (const std::string name : {"mamba_tiny", "mamba2_tiny", "mamba2_groups", "bamba_groups", "jamba_tiny",
+                                 "falcon_h1_tiny", "nemotron_h_tiny"}) {
     const std::string dir = fixture_dir(name);
     const LanguageModel model = LanguageModel::load(dir);
     const Tensor ids = read_npy(dir + "/input_ids.npy").to(DType::I32);

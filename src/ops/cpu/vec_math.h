@@ -49,10 +49,14 @@ struct UintOf<f32x16> {
   using type = u32x16;
 };
 
-// A scalar broadcast to V (V{} + c works for both scalars and vectors).
+// A scalar broadcast to V. (Not V{} + c: adding +0.0 turns -0 into +0, so the compiler must keep
+// that add, one extra instruction before every broadcast of a runtime value.)
 template <class V>
 inline V splat(float c) {
-  return V{} + c;
+  if constexpr (std::is_same_v<V, float>)
+    return c;
+  else
+    return V{c, c, c, c, c, c, c, c, c, c, c, c, c, c, c, c};
 }
 
 inline f32x16 load(const float* p) {

@@ -54,7 +54,7 @@ Mamba2Settings Mamba2Settings::from_config(const ConfigReader& r, int64_t d_mode
   s.d_inner = s.n_heads * s.head_dim;  // transformers sizes d_inner as num_heads · head_dim
   s.n_groups = r.positive("n_groups", 1);
   s.chunk_size = r.positive("chunk_size", 256);
-  s.proj_bias = r.boolean("use_bias", false);
+  s.in_proj_bias = s.out_proj_bias = r.boolean("use_bias", false);
   s.conv_bias = r.boolean("use_conv_bias", true);
   s.norm_before_gate = r.boolean("norm_before_gate", false);
   s.norm_eps = r.number("layer_norm_epsilon", 1e-5);
@@ -74,7 +74,9 @@ Mamba2Settings Mamba2Settings::from_config(const ConfigReader& r, int64_t d_mode
 std::unique_ptr<Mixer> Mamba2Settings::build() const { return std::make_unique<Mamba2Mixer>(*this); }
 
 Mamba2Mixer::Mamba2Mixer(const Mamba2Settings& settings)
-    : s(settings), in_proj(s.d_model, s.in_proj_width(), s.proj_bias), out_proj(s.d_inner, s.d_model, s.proj_bias) {
+    : s(settings),
+      in_proj(s.d_model, s.in_proj_width(), s.in_proj_bias),
+      out_proj(s.d_inner, s.d_model, s.out_proj_bias) {
   if (!s.in_proj_part_scales.empty()) {
     in_proj_scale = Tensor::empty({s.in_proj_width()});
     const int64_t GN = s.n_groups * s.d_state;
@@ -154,8 +156,9 @@ ops::SsdInputs Mamba2Mixer::ssd_inputs(const Tensor& xbc, const Tensor& dt, cons
 }
 
 void Mamba2Mixer::gate(const Tensor& y, const Tensor& z, Tensor& out) const {
-  SSM_CHECK(s.gated_norm, "mamba2: the ungated-norm output gate is not available");
-  ops::gated_rmsnorm(y, z, norm_weight, s.d_inner / s.n_groups, s.norm_before_gate, float(s.norm_eps), out);
+  if (s.gated_norm)
+    ops::gated_rmsnorm(y, z, norm_weight, s.d_inner / s.n_groups, s.norm_before_gate, float(s.norm_eps), out);
+  else ops::gated_activation(ops::Activation::Silu, z, y, 1.0f, out);
 }
 
 void Mamba2Mixer::forward(const Tensor& x, MixerState* state, Tensor& y, Workspace& ws) const {
