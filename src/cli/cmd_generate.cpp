@@ -22,18 +22,20 @@ Tensor read_token_ids(const std::string& path);  // cmd_ids.cpp
 namespace {
 
 struct GenerateArgs {
-  std::string model, tokenizer, prompt_ids, ids_out;
+  std::string model, tokenizer, prompt_ids, ids_out, dtype = "auto";
   std::vector<std::string> prompts, prompt_files, stops;
   GenerateOptions options;
   int threads = 0;
 };
 
-void print_summary(const GenerationResult& result) {
+void print_summary(const GenerationResult& result, const LanguageModel& model) {
   const auto rate = [](int64_t tokens, double seconds) { return seconds > 0 ? double(tokens) / seconds : 0.0; };
   std::fprintf(stderr, "\nprefill %lld tokens in %.3f s (%.1f tok/s), decode %lld tokens in %.3f s (%.1f tok/s)\n",
                (long long)result.prefill_tokens, result.prefill_seconds,
                rate(result.prefill_tokens, result.prefill_seconds), (long long)result.decode_tokens,
                result.decode_seconds, rate(result.decode_tokens, result.decode_seconds));
+  std::fprintf(stderr, "weights %.1f MiB, peak resident memory %.1f MiB\n", double(model.weight_bytes()) / 1048576.0,
+               double(peak_resident_bytes()) / 1048576.0);
 }
 
 std::unique_ptr<Tokenizer> tokenizer_for(const GenerateArgs& args, const LanguageModel& model) {
@@ -67,7 +69,7 @@ void run_from_ids(GenerateArgs& args, const LanguageModel& model) {
     prompts.emplace_back(row, row + ids.size(1));
   }
   const GenerationResult result = Generator(model).generate(prompts, args.options);
-  print_summary(result);
+  print_summary(result, model);
   const int32_t pad = args.options.eos_ids.empty() ? 0 : int32_t(args.options.eos_ids[0]);
   if (!args.ids_out.empty()) write_ids(args.ids_out, result, pad);
   else
@@ -122,7 +124,7 @@ void run_from_text(GenerateArgs& args, const LanguageModel& model) {
     for (size_t b = 0; b < prompts.size(); ++b) std::printf("--- %zu ---\n%s\n", b + 1, outputs[b].c_str());
   }
   std::fflush(stdout);
-  print_summary(result);
+  print_summary(result, model);
   if (!args.ids_out.empty()) write_ids(args.ids_out, result, eos.empty() ? 0 : int32_t(eos[0]));
 }
 
@@ -130,7 +132,7 @@ void run_generate(GenerateArgs& args) {
   set_num_threads(args.threads);
   const int sources = int(!args.prompt_ids.empty()) + int(!args.prompts.empty() || !args.prompt_files.empty());
   SSM_CHECK(sources == 1, "give either --prompt-ids or --prompt/--prompt-file");
-  const LanguageModel model = LanguageModel::load(args.model);
+  const LanguageModel model = LanguageModel::load(args.model, {.weights = weight_dtype_from_name(args.dtype)});
   if (args.options.eos_ids.empty()) args.options.eos_ids = model.config().eos_ids;
   if (!args.prompt_ids.empty()) run_from_ids(args, model);
   else run_from_text(args, model);
@@ -155,6 +157,7 @@ const CommandRegistrar registrar(20, [](CLI::App& root) {
   cmd->add_option("--repetition-penalty", sampling.repetition_penalty, "1 = off")->capture_default_str();
   cmd->add_option("--seed", sampling.seed, "Sampling seed")->capture_default_str();
   cmd->add_option("--stop", args->stops, "Stop a sequence when this text appears (repeatable)");
+  add_dtype_option(*cmd, &args->dtype);
   add_threads_option(*cmd, &args->threads);
   cmd->callback([args] { run_generate(*args); });
 });

@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <map>
 #include <set>
+#include <vector>
 
 #include "core/file_util.h"
 #include "core/safetensors.h"
@@ -71,6 +72,18 @@ int64_t LanguageModel::weight_bytes() const {
   return bytes;
 }
 
+int64_t LanguageModel::weight_bytes(WeightDType as) const {
+  int64_t bytes = 0;
+  for (const ParamRef& p : const_cast<LanguageModel&>(*this).params()) {
+    const bool matrix = p.kind != ParamKind::Vector;
+    const size_t element = !matrix || as == WeightDType::F32 ? 4
+                           : as == WeightDType::BF16         ? 2
+                                                             : dtype_size(p.tensor->dtype());
+    bytes += shape_numel(p.shape) * int64_t(element);
+  }
+  return bytes;
+}
+
 int64_t LanguageModel::parameter_count() const {
   int64_t count = 0;
   for (const ParamRef& p : const_cast<LanguageModel&>(*this).params()) count += shape_numel(p.shape);
@@ -97,7 +110,47 @@ double LanguageModel::state_bytes(int64_t context) const {
 
 // ---- loading and saving ----
 
+WeightDType weight_dtype_from_name(const std::string& name) {
+  for (WeightDType dtype : {WeightDType::Auto, WeightDType::F32, WeightDType::BF16})
+    if (name == weight_dtype_name(dtype)) return dtype;
+  fail("unknown weight dtype '{}' (auto, f32, bf16)", name);
+}
+
+const char* weight_dtype_name(WeightDType dtype) {
+  switch (dtype) {
+    case WeightDType::F32: return "f32";
+    case WeightDType::BF16: return "bf16";
+    default: return "auto";
+  }
+}
+
 namespace {
+
+// `stored` (in a file mapping) converted to `dtype`, a few MiB at a time, dropping the pages read as
+// it goes: the load never holds the file's bytes and the converted copy at once.
+Tensor convert_from_mapping(const Tensor& stored, DType dtype) {
+  if (stored.dim() == 0 || stored.size(0) == 0) return stored.to(dtype);
+  Tensor out = Tensor::empty(stored.shape(), dtype);
+  const int64_t rows = stored.size(0), row_bytes = int64_t(stored.nbytes()) / rows;
+  const int64_t block = std::max<int64_t>(1, (int64_t(4) << 20) / std::max<int64_t>(row_bytes, 1));
+  for (int64_t r = 0; r < rows; r += block) {
+    const int64_t n = std::min(block, rows - r);
+    const Tensor source = stored.slice(0, r, n);
+    Tensor target = out.slice(0, r, n);
+    target.copy_from(source);
+    release_mapped_pages(source);
+  }
+  return out;
+}
+
+// The dtype a matrix stored as `stored` is kept in.
+DType matrix_dtype(WeightDType wanted, DType stored) {
+  switch (wanted) {
+    case WeightDType::F32: return DType::F32;
+    case WeightDType::BF16: return DType::BF16;
+    default: return stored;
+  }
+}
 
 // Tensor name → file, for model.safetensors or a sharded model.safetensors.index.json.
 std::map<std::string, std::shared_ptr<SafetensorsFile>> open_weights(const std::string& folder) {
@@ -133,11 +186,11 @@ std::map<std::string, std::shared_ptr<SafetensorsFile>> open_weights(const std::
 }  // namespace
 
 LanguageModel LanguageModel::load(const std::string& folder, const LoadOptions& options) {
-  SSM_CHECK(options.matrix_dtype == DType::F32 || options.matrix_dtype == DType::BF16,
-            "weights can be kept in F32 or BF16, not {}", dtype_name(options.matrix_dtype));
   LanguageModel model(ModelConfig::load_folder(folder));
   auto files = open_weights(folder);
   std::set<std::string> used;
+  bool converted = false;
+  std::vector<Tensor*> in_mapping;  // tensors still read from the file mapping
   for (ParamRef& p : model.params()) {
     auto it = files.find(p.name);
     SSM_CHECK(it != files.end(), "model folder '{}': missing tensor '{}'", folder, p.name);
@@ -148,11 +201,20 @@ LanguageModel LanguageModel::load(const std::string& folder, const LoadOptions& 
               dtype_name(stored.dtype()));
     SSM_CHECK(stored.shape() == p.shape, "'{}': tensor '{}' has shape {} but the config needs {}",
               it->second->path(), p.name, shape_str(stored.shape()), shape_str(p.shape));
-    const DType target = p.kind == ParamKind::Vector ? DType::F32 : options.matrix_dtype;
+    const DType target = p.kind == ParamKind::Vector ? DType::F32 : matrix_dtype(options.weights, stored.dtype());
     // Weights already in the target dtype stay in the read-only mapping: no copy, no load time.
-    if (stored.dtype() != target) *p.tensor = stored.to(target);
-    else *p.tensor = options.writable ? stored.clone() : stored;
+    if (stored.dtype() != target) {
+      *p.tensor = convert_from_mapping(stored, target);
+      converted = true;
+    } else {
+      *p.tensor = options.writable ? stored.clone() : stored;
+      if (!options.writable) in_mapping.push_back(p.tensor);
+    }
   }
+  // Once anything was converted, the pages it was read from would stay resident as long as one
+  // tensor still refers to the mapping: copy the rest out too, so the mapping is released.
+  if (converted)
+    for (Tensor* t : in_mapping) *t = t->clone();
   for (const auto& [name, file] : files) {
     if (used.count(name)) continue;
     if (name == "lm_head.weight" && model.config_.tie_embeddings()) continue;  // saved tied copy
@@ -161,7 +223,9 @@ LanguageModel LanguageModel::load(const std::string& folder, const LoadOptions& 
   return model;
 }
 
-void LanguageModel::save(const std::string& folder) const {
+void LanguageModel::save(const std::string& folder, DType matrix_dtype) const {
+  SSM_CHECK(matrix_dtype == DType::F32 || matrix_dtype == DType::BF16 || matrix_dtype == DType::F16,
+            "save: matrices are written as F32, BF16 or F16, not {}", dtype_name(matrix_dtype));
   std::error_code error;
   fs::create_directories(folder, error);
   SSM_CHECK(!error && fs::is_directory(folder), "cannot create folder '{}': {}", folder, error.message());
@@ -172,7 +236,10 @@ void LanguageModel::save(const std::string& folder) const {
   const ParamList params = const_cast<LanguageModel&>(*this).params();
   SSM_CHECK(names.size() == params.size(), "save: the saved config does not describe this model");
   std::vector<std::pair<std::string, Tensor>> tensors;
-  for (size_t i = 0; i < params.size(); ++i) tensors.emplace_back(names[i].name, params[i].tensor->to(DType::F32));
+  for (size_t i = 0; i < params.size(); ++i) {
+    const DType dtype = params[i].kind == ParamKind::Vector ? DType::F32 : matrix_dtype;
+    tensors.emplace_back(names[i].name, params[i].tensor->to(dtype));
+  }
   write_safetensors((fs::path(folder) / "model.safetensors").string(), tensors);
   write_text_file((fs::path(folder) / "config.json").string(), config_.hf_config.dump(2) + "\n");
   Json generation = {{"_from_model_config", true}};

@@ -16,9 +16,11 @@
 namespace ssm::ops {
 
 // ---- dense ----
-// y[M,N] (=|+=) x[M,K] · w[N,K]ᵀ + bias[N]. w is F32 or BF16 (contiguous); x, y rows tensors.
+// y[M,N] (=|+=) x[M,K] · w[N,K]ᵀ + bias[N]. w is F32, BF16 or F16 (contiguous), read as stored; the
+// arithmetic is f32, except that many-row products with 16-bit weights may round x to bf16 for a
+// bf16 GEMM (ops/cpu/gemm.h). x, y rows tensors.
 void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y, bool accumulate = false);
-// out[..., D] = table[ids[...]]; ids I32; throws ssm::Error naming an id outside [0, V).
+// out[..., D] = table[ids[...]]; table F32, BF16 or F16; ids I32; throws ssm::Error naming an id outside [0, V).
 void embedding(const Tensor& table, const Tensor& ids, Tensor& out);
 // a += b elementwise (same shape, rows tensors).
 void add_inplace(Tensor& a, const Tensor& b);

@@ -22,7 +22,7 @@ namespace ssm::ops {
 
 // ---- dense ----
 // Forward y = x wᵀ + bias.  dx[M,K] (=|+=) dy[M,N] · w[N,K];  dw[N,K] += dyᵀ x;  dbias[N] += Σ_rows dy.
-// w may be F32 or BF16 (dx only); dw must be F32.
+// w may be F32, BF16 or F16 (dx only); dw must be F32.
 void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw, Tensor* dbias,
                      bool accumulate_dx = false);
 // Forward out = table[ids].  dtable[V,D] += scatter of dout rows by ids (ids I32, any shape).

@@ -2,7 +2,16 @@
 
 #include <cstring>
 
+#include "ops/ops.h"
+
 namespace ssm {
+
+Tensor decode_A(const Tensor& A_log) {
+  if (!A_log.defined()) return Tensor();
+  Tensor a = Tensor::empty(A_log.shape());
+  ops::neg_exp(A_log, a);
+  return a;
+}
 
 void copy_batch_row(const Tensor& from, int64_t from_index, const Tensor& to, int64_t to_index) {
   SSM_CHECK(from.is_contiguous() && to.is_contiguous() && from.dtype() == to.dtype() && from.dim() == to.dim(),

@@ -6,10 +6,10 @@
 // channel block would jump a row stride per token, which they do not follow). The state is
 // rewritten after all tasks have read it. The step is the same kernel with T = 1.
 #include <algorithm>
-#include <vector>
 
 #include "core/error.h"
 #include "ops/cpu/op_util.h"  // describe, is_f32_rows, is_f32_vec
+#include "ops/cpu/scratch.h"
 #include "ops/cpu/vec_math.h"
 #include "ops/ops.h"
 
@@ -37,14 +37,16 @@ struct ConvArgs {
 
 void conv_run(const ConvArgs& a) {
   const int64_t K = a.K, T = a.T, C = a.C;
-  std::vector<float> taps(size_t(K * C));  // [K, C]
+  thread_local detail::Scratch taps_scratch;
+  float* taps = taps_scratch.get<float>(size_t(K * C));  // [K, C]
   for (int64_t c = 0; c < C; ++c) {
     for (int64_t j = 0; j < K; ++j) taps[size_t(j * C + c)] = a.w[c * K + j];
   }
   const int64_t chunks = (T + kTimeChunk - 1) / kTimeChunk;
 #pragma omp parallel if (a.batch * T * C * K >= (1 << 16))
   {
-    std::vector<const float*> rows(static_cast<size_t>(K));
+    thread_local detail::Scratch rows_scratch;
+    const float** rows = rows_scratch.get<const float*>(size_t(K));
 #pragma omp for schedule(static)
     for (int64_t task = 0; task < a.batch * chunks; ++task) {
       const int64_t b = task / chunks, t0 = task % chunks * kTimeChunk;

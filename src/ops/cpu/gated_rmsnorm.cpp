@@ -1,9 +1,9 @@
 // ops::gated_rmsnorm on the CPU: mamba_ssm RMSNormGated, normalised per group of `group_size`
 // channels. Rows are independent and spread over OpenMP threads; y may alias x or z.
 #include <cmath>
-#include <vector>
 
 #include "core/error.h"
+#include "ops/cpu/scratch.h"
 #include "ops/cpu/vec_math.h"
 #include "ops/ops.h"
 
@@ -48,8 +48,8 @@ void gated_rmsnorm(const Tensor& x, const Tensor& z, const Tensor& w, int64_t gr
 
 #pragma omp parallel if (rows * width >= 16384)
   {
-    std::vector<float> buf(static_cast<size_t>(group_size));
-    float* u = buf.data();
+    thread_local detail::Scratch buf;
+    float* u = buf.get<float>(size_t(group_size));
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
       const float* xr = xp + r * ldx;

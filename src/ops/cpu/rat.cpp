@@ -35,7 +35,6 @@
 // Pass 2, per (b, h, chunk): the chunk's running states again (O(L·dh)), its queries rotated,
 // S = Q Kᵀ against the c earlier ends (one [L, c] tile), the softmax with the running score, Y = P V.
 // Cost O(T·T/L·dh) + O(T·dh); memory O(T/L·H·dh) for the ends plus a [L, T/L] tile per thread.
-#include <cblas.h>
 
 #include <algorithm>
 #include <cmath>
@@ -43,6 +42,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "ops/cpu/gemm.h"
 #include "ops/cpu/op_util.h"
 #include "ops/cpu/rat_common.h"
 #include "ops/cpu/vec_math.h"
@@ -213,9 +213,7 @@ void rat_attend(const RatPointers& p, const RatDims& d, const RatRope& rope, int
   float* qr = s.qr.data();
   float* P = s.probs.data();
   for (int64_t i = 0; i < n; ++i) rope.rotate(p.q + (b * d.T + t0 + i) * p.ldq + qk_col, c, d.scale, qr + i * dh);
-  if (c > 0)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(c), int(dh), 1.0f, qr, int(dh), ends_k, int(W),
-                0.0f, P, int(c));
+  if (c > 0) gemm::sgemm(false, true, n, c, dh, qr, dh, ends_k, W, 0.0f, P, c);
   for (int64_t i = 0; i < n; ++i) {
     const float* q = p.q + (b * d.T + t0 + i) * p.ldq + qk_col;
     const float* k = s.ks.data() + i * dh;
@@ -241,9 +239,7 @@ void rat_attend(const RatPointers& p, const RatDims& d, const RatRope& rope, int
     if (lse) lse[i] = m + std::log(sum);
   }
   if (!y) return;
-  if (c > 0)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(n), int(dh), int(c), 1.0f, P, int(c), ends_v, int(W),
-                0.0f, s.out.data(), int(dh));
+  if (c > 0) gemm::sgemm(false, false, n, dh, c, P, c, ends_v, W, 0.0f, s.out.data(), dh);
   for (int64_t i = 0; i < n; ++i) {
     const float pr = s.run_probs[size_t(i)];
     const float* o = s.out.data() + i * dh;

@@ -19,13 +19,13 @@
 //   4. per (b, group, chunk), the group's heads in turn: the attention once more (P and the rotated
 //      queries), dS, dq, the direct state gradients, the reverse recurrence, dv, dk, dg.
 // gate_bias partial sums are kept per (b, chunk) and added in a fixed order: deterministic.
-#include <cblas.h>
 
 #include <algorithm>
 #include <cmath>
 #include <utility>
 #include <vector>
 
+#include "ops/cpu/gemm.h"
 #include "ops/cpu/op_util.h"
 #include "ops/cpu/rat_common.h"
 #include "ops/cpu/vec_math.h"
@@ -150,10 +150,8 @@ void rat_backward(const RatInputs& in, const Tensor& dy, RatGrads& grads) {
         const int64_t n = std::min(kQueryTile, T - r0);
         for (int64_t i = 0; i < n; ++i)
           rope.rotate(p.q + (b * T + r0 + i) * p.ldq + qk_col, (r0 + i) / L, d.scale, Qt + i * dh);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(ne), int(dh), 1.0f, Qt, int(dh), K, int(W),
-                    0.0f, Pt, int(ne));
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(ne), int(dh), 1.0f, dy_row(b, r0, h),
-                    int(lddy), V, int(W), 0.0f, dP, int(ne));
+        gemm::sgemm(false, true, n, ne, dh, Qt, dh, K, W, 0.0f, Pt, ne);
+        gemm::sgemm(false, true, n, ne, dh, dy_row(b, r0, h), lddy, V, W, 0.0f, dP, ne);
         for (int64_t i = 0; i < n; ++i) {
           const int64_t t = r0 + i, visible = std::min(ne, t / L - e0);  // ends e0 .. t/L - 1
           const float l = lse[size_t(row + t)], D = dyy[size_t(row + t)];
@@ -165,10 +163,8 @@ void rat_backward(const RatInputs& in, const Tensor& dy, RatGrads& grads) {
             dpr[e] = pe * (dpr[e] - D);
           }
         }
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(ne), int(dh), int(n), 1.0f, dP, int(ne), Qt, int(dh),
-                    1.0f, dK, int(W));
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(ne), int(dh), int(n), 1.0f, Pt, int(ne),
-                    dy_row(b, r0, h), int(lddy), 1.0f, dV, int(W));
+        gemm::sgemm(true, false, ne, dh, n, dP, ne, Qt, dh, 1.0f, dK, W);
+        gemm::sgemm(true, false, ne, dh, n, Pt, ne, dy_row(b, r0, h), lddy, 1.0f, dV, W);
       }
     }
 
@@ -187,8 +183,8 @@ void rat_backward(const RatInputs& in, const Tensor& dy, RatGrads& grads) {
         // dS over the chunk ends (in place of the probabilities), then the rotated queries' gradient.
         float* dS = s.probs.data();
         if (c > 0) {
-          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(n), int(c), int(dh), 1.0f, dy_row(b, t0, h),
-                      int(lddy), end_values.data() + b * n_ends * W + col, int(W), 0.0f, w.dp.data(), int(c));
+          gemm::sgemm(false, true, n, c, dh, dy_row(b, t0, h), lddy, end_values.data() + b * n_ends * W + col, W, 0.0f,
+                      w.dp.data(), c);
           for (int64_t i = 0; i < n; ++i) {
             const float D = dyy[size_t((b * H + h) * T + t0 + i)];
             float* dsr = dS + i * c;
@@ -196,8 +192,7 @@ void rat_backward(const RatInputs& in, const Tensor& dy, RatGrads& grads) {
 #pragma omp simd
             for (int64_t e = 0; e < c; ++e) dsr[e] *= dpr[e] - D;
           }
-          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(n), int(dh), int(c), 1.0f, dS, int(c),
-                      end_keys.data() + b * n_ends * W + col, int(W), 0.0f, w.dqr.data(), int(dh));
+          gemm::sgemm(false, false, n, dh, c, dS, c, end_keys.data() + b * n_ends * W + col, W, 0.0f, w.dqr.data(), dh);
         }
         for (int64_t i = 0; i < n; ++i) {
           const int64_t t = t0 + i;

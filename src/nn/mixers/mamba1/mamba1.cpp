@@ -128,7 +128,8 @@ ops::SelectiveScanInputs Mamba1Mixer::scan_inputs(const Tensor& xz, const Tensor
 }
 
 std::unique_ptr<MixerState> Mamba1Mixer::new_state(int64_t batch) const {
-  return std::make_unique<ConvSsmState>(Shape{batch, s.d_conv - 1, s.d_inner}, Shape{batch, s.d_inner, s.d_state});
+  return std::make_unique<ConvSsmState>(Shape{batch, s.d_conv - 1, s.d_inner}, Shape{batch, s.d_inner, s.d_state},
+                                        decode_A(A_log));
 }
 
 void Mamba1Mixer::forward(const Tensor& x, MixerState* state, Tensor& y, Workspace& ws) const {
@@ -161,7 +162,7 @@ void Mamba1Mixer::step(const Tensor& x, MixerState* state, Tensor& y, Workspace&
   normalise_dt_bc(x_dbl);
   Tensor delta = ws.take({batch, Di});
   Tensor scanned = ws.take({batch, Di});
-  ops::selective_scan_step(scan_inputs(xz, u, x_dbl, delta, A(ws)), st.ssm, scanned);
+  ops::selective_scan_step(scan_inputs(xz, u, x_dbl, delta, st.A), st.ssm, scanned);
   out_proj.forward(scanned, y);
 }
 

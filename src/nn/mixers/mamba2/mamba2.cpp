@@ -130,7 +130,7 @@ Tensor Mamba2Mixer::A(Workspace& ws) const {
 
 std::unique_ptr<MixerState> Mamba2Mixer::new_state(int64_t batch) const {
   return std::make_unique<ConvSsmState>(Shape{batch, s.d_conv - 1, s.conv_channels()},
-                                        Shape{batch, s.n_heads, s.head_dim, s.d_state});
+                                        Shape{batch, s.n_heads, s.head_dim, s.d_state}, decode_A(A_log));
 }
 
 void Mamba2Mixer::project_in(const Tensor& x, Tensor& zxbcdt) const {
@@ -185,7 +185,7 @@ void Mamba2Mixer::step(const Tensor& x, MixerState* state, Tensor& y, Workspace&
   Tensor xbc = ws.take({batch, Cc});
   ops::conv1d_causal_step(zxbcdt.slice(1, xbc_offset(), Cc), conv_taps(), conv_bias, true, st.conv, xbc);
   Tensor scanned = ws.take({batch, s.d_inner});
-  ops::ssd_step(ssd_inputs(xbc, zxbcdt.slice(1, dt_offset(), s.n_heads), A(ws)), st.ssm, scanned);
+  ops::ssd_step(ssd_inputs(xbc, zxbcdt.slice(1, dt_offset(), s.n_heads), st.A), st.ssm, scanned);
   Tensor gated = ws.take({batch, s.d_inner});
   gate(scanned, zxbcdt.slice(1, z_offset(), s.d_inner), gated);
   out_proj.forward(gated, y);
