@@ -72,6 +72,22 @@ void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device
 #endif
 }
 
+void copy_rows(void* dst, size_t dst_pitch, Device dst_device, const void* src, size_t src_pitch, Device src_device,
+               size_t row_bytes, size_t rows) {
+  if (rows == 0 || row_bytes == 0) return;
+  if (dst_device == Device::CPU && src_device == Device::CPU) {
+    for (size_t r = 0; r < rows; ++r)
+      std::memcpy(static_cast<char*>(dst) + r * dst_pitch, static_cast<const char*>(src) + r * src_pitch, row_bytes);
+    return;
+  }
+#ifdef SSM_CUDA
+  cuda::copy_rows(dst, dst_pitch, dst_device == Device::CUDA, src, src_pitch, src_device == Device::CUDA, row_bytes,
+                  rows);
+#else
+  require_device(Device::CUDA);
+#endif
+}
+
 void synchronize(Device device) {
 #ifdef SSM_CUDA
   if (device == Device::CUDA) cuda::synchronize();

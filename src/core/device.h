@@ -27,6 +27,9 @@ void require_device(Device device);
 std::shared_ptr<Storage> allocate_storage(size_t bytes, Device device);
 // Copies `bytes` between any two devices; waits until the bytes have arrived.
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
+// Copies `rows` rows of `row_bytes` each, rows `dst_pitch` / `src_pitch` bytes apart; waits as above.
+void copy_rows(void* dst, size_t dst_pitch, Device dst_device, const void* src, size_t src_pitch, Device src_device,
+               size_t row_bytes, size_t rows);
 // Waits until all work queued on the device has finished (no-op on the CPU).
 void synchronize(Device device);
 

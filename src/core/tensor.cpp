@@ -207,36 +207,44 @@ void for_each_offset(const Shape& shape, const Shape& strides, Fn fn) {
 
 void Tensor::copy_from(const Tensor& source) {
   SSM_CHECK(source.shape_ == shape_, "copy from shape {} into shape {}", shape_str(source.shape_), shape_str(shape_));
-  if (device() != Device::CPU || source.device() != Device::CPU) {
-    SSM_CHECK(source.dtype_ == dtype_ && is_contiguous() && source.is_contiguous(),
-              "a copy to or from the GPU needs contiguous tensors of one dtype ({} into {})",
+  const bool across_devices = device() != Device::CPU || source.device() != Device::CPU;
+  if (across_devices && is_contiguous() && source.is_contiguous()) {
+    SSM_CHECK(source.dtype_ == dtype_, "a copy to or from the GPU keeps the dtype ({} into {})",
               dtype_name(source.dtype_), dtype_name(dtype_));
     copy_bytes(raw(), device(), source.raw(), source.device(), nbytes());
     return;
   }
-  if (!is_contiguous()) {
-    // A strided destination (a slice of a cache, a column slice): row by row between tensors of one
-    // dtype whose last dims are contiguous.
+  if (!is_contiguous() || across_devices) {
+    // A strided destination or source (a slice of a cache, a column slice): blocks of rows between
+    // tensors of one dtype whose last dims are contiguous, one 2-D copy per index of the dims before
+    // the last two.
     SSM_CHECK(source.dtype_ == dtype_ && (dim() == 0 || ((strides_.back() == 1 || shape_.back() <= 1) &&
                                                           (source.strides_.back() == 1 || shape_.back() <= 1))),
-              "copy into a non-contiguous tensor needs one dtype and contiguous rows on both sides");
-    const Shape leading(shape_.begin(), shape_.end() - 1);
+              "a strided copy needs one dtype and contiguous rows on both sides ({} into {})",
+              dtype_name(source.dtype_), dtype_name(dtype_));
+    if (numel() == 0) return;
     const size_t element = dtype_size(dtype_), row_bytes = size_t(shape_.back()) * element;
-    Shape dest_strides(strides_.begin(), strides_.end() - 1), src_strides(source.strides_.begin(), source.strides_.end() - 1);
-    // Walk the leading index once, accumulating both offsets.
-    std::vector<int64_t> index(leading.size(), 0);
+    const size_t rows = dim() >= 2 ? size_t(shape_[shape_.size() - 2]) : 1;
+    const size_t dest_pitch = dim() >= 2 ? size_t(strides_[shape_.size() - 2]) * element : row_bytes;
+    const size_t src_pitch = dim() >= 2 ? size_t(source.strides_[shape_.size() - 2]) * element : row_bytes;
+    const Shape outer(shape_.begin(), shape_.end() - std::min<int64_t>(dim(), 2));
+    Shape dest_strides(strides_.begin(), strides_.begin() + int64_t(outer.size()));
+    Shape src_strides(source.strides_.begin(), source.strides_.begin() + int64_t(outer.size()));
+    // Walk the outer index once, accumulating both offsets.
+    std::vector<int64_t> index(outer.size(), 0);
     int64_t dest_offset = 0, src_offset = 0;
-    for (int64_t r = 0, n = shape_numel(leading); r < n; ++r) {
-      std::memcpy(static_cast<char*>(raw()) + size_t(dest_offset) * element,
-                  static_cast<const char*>(source.raw()) + size_t(src_offset) * element, row_bytes);
-      for (size_t axis = leading.size(); axis-- > 0;) {
-        if (++index[axis] < leading[axis]) {
+    for (int64_t r = 0, n = shape_numel(outer); r < n; ++r) {
+      copy_rows(static_cast<char*>(raw()) + size_t(dest_offset) * element, dest_pitch, device(),
+                static_cast<const char*>(source.raw()) + size_t(src_offset) * element, src_pitch, source.device(),
+                row_bytes, rows);
+      for (size_t axis = outer.size(); axis-- > 0;) {
+        if (++index[axis] < outer[axis]) {
           dest_offset += dest_strides[axis];
           src_offset += src_strides[axis];
           break;
         }
-        dest_offset -= dest_strides[axis] * (leading[axis] - 1);
-        src_offset -= src_strides[axis] * (leading[axis] - 1);
+        dest_offset -= dest_strides[axis] * (outer[axis] - 1);
+        src_offset -= src_strides[axis] * (outer[axis] - 1);
         index[axis] = 0;
       }
     }

@@ -97,6 +97,16 @@ void copy(void* dst, bool dst_on_device, const void* src, bool src_on_device, si
   SSM_CUDA_CHECK(cudaStreamSynchronize(stream), "copying {} bytes", bytes);
 }
 
+void copy_rows(void* dst, size_t dst_pitch, bool dst_on_device, const void* src, size_t src_pitch, bool src_on_device,
+               size_t row_bytes, size_t rows) {
+  const cudaMemcpyKind kind = dst_on_device ? (src_on_device ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
+                                            : cudaMemcpyDeviceToHost;
+  cudaStream_t stream = static_cast<cudaStream_t>(current_stream());
+  SSM_CUDA_CHECK(cudaMemcpy2DAsync(dst, dst_pitch, src, src_pitch, row_bytes, rows, kind, stream),
+                 "copying {} rows of {} bytes", rows, row_bytes);
+  SSM_CUDA_CHECK(cudaStreamSynchronize(stream), "copying {} rows of {} bytes", rows, row_bytes);
+}
+
 void synchronize() {
   SSM_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(current_stream())), "waiting for the GPU");
 }
