@@ -45,6 +45,9 @@ class Mixer {
   virtual void add_params(const std::string& prefix, ParamList& params) = 0;
   // Draws the parameters (already allocated, F32) for training from scratch.
   virtual void init_parameters(Rng& rng, const InitOptions& options) = 0;
+  // Moves what the mixer derives from its settings alone (not parameters: the model moves those) to
+  // `device`, where the model has placed the parameters.
+  virtual void to_device(Device device) {}
 
   // A zero state for `batch` sequences, or null for a mixer without one (MLP, MoE).
   virtual std::unique_ptr<MixerState> new_state(int64_t batch) const { return nullptr; }

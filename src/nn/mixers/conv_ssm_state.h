@@ -10,8 +10,11 @@ namespace ssm {
 
 class ConvSsmState final : public MixerState {
  public:
+  // States in F32 on the device of A (the mixer's parameters).
   ConvSsmState(const Shape& conv_shape, const Shape& ssm_shape, Tensor A)
-      : conv(Tensor::zeros(conv_shape)), ssm(Tensor::zeros(ssm_shape)), A(std::move(A)) {}
+      : conv(Tensor::zeros(conv_shape, DType::F32, A.device())),
+        ssm(Tensor::zeros(ssm_shape, DType::F32, A.device())),
+        A(std::move(A)) {}
   void copy_sequence(int64_t from, MixerState& to, int64_t to_index) const override;
   int64_t bytes() const override { return int64_t(conv.nbytes() + ssm.nbytes()); }
 

@@ -16,6 +16,7 @@
 #include "ops/cpu/op_util.h"  // describe, is_f32_rows, is_f32_vec
 #include "ops/cpu/scratch.h"
 #include "ops/cpu/weights.h"
+#include "ops/dispatch.h"
 #include "ops/ops.h"
 
 namespace ssm::ops {
@@ -147,6 +148,7 @@ void large_m_product(const float* x, int64_t ldx, const weight_t<D>* w, int64_t 
 }  // namespace
 
 void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y, bool accumulate) {
+  SSM_GPU_DISPATCH(y, linear, x, w, bias, y, accumulate);
   SSM_CHECK(w.defined() && w.device() == Device::CPU && detail::is_weight_dtype(w.dtype()) && w.dim() == 2 &&
                 w.is_contiguous(),
             "linear: w must be a contiguous F32, BF16 or F16 [N, K] tensor, got {}", describe(w));

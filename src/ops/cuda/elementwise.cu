@@ -1,4 +1,5 @@
-// Elementwise ops on the GPU over rows tensors (row strides honoured), F32 or BF16 activations.
+// Elementwise ops on the GPU over rows tensors (row strides honoured), F32 or BF16 activations. The
+// two operands may differ in dtype (an F32 residual stream plus a BF16 mixer output).
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/cuda_ops.h"
 
@@ -7,26 +8,28 @@ namespace ssm::ops::cuda {
 namespace {
 
 // out[r, c] = f(out[r, c], in[r, c], c) over every element of two rows tensors of one shape.
-template <class T, class F>
-__global__ void rows_kernel(Rows<T> out, Rows<const T> in, int64_t rows, int64_t width, F f) {
+template <class TO, class TI, class F>
+__global__ void rows_kernel(Rows<TO> out, Rows<const TI> in, int64_t rows, int64_t width, F f) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= rows * width) return;
   const int64_t r = i / width, c = i % width;
-  out.at(r, c) = from_float<T>(f(to_float(out.at(r, c)), to_float(in.at(r, c)), c));
+  out.at(r, c) = from_float<TO>(f(to_float(out.at(r, c)), to_float(in.at(r, c)), c));
 }
 
 template <class F>
 void for_rows(const char* op, Tensor& out, const Tensor& in, F f) {
   check_on_gpu(op, {&out, &in});
-  SSM_CHECK(out.shape() == in.shape() && out.dtype() == in.dtype() && out.has_uniform_rows() && in.has_uniform_rows(),
-            "{}: operands must be rows tensors of one shape and dtype, got {} {} and {} {}", op,
-            shape_str(out.shape()), dtype_name(out.dtype()), shape_str(in.shape()), dtype_name(in.dtype()));
+  SSM_CHECK(out.shape() == in.shape() && out.has_uniform_rows() && in.has_uniform_rows(),
+            "{}: operands must be rows tensors of one shape, got {} and {}", op, shape_str(out.shape()),
+            shape_str(in.shape()));
   const int64_t width = out.dim() ? out.size(-1) : 1, rows = out.rows();
   if (rows * width == 0) return;
-  with_activation_type(out.dtype(), op, [&]<class T>() {
-    rows_kernel<T><<<blocks_for(rows * width, 256), 256, 0, stream()>>>(rows_of<T>(out), rows_of<const T>(in), rows,
-                                                                        width, f);
-    SSM_CUDA_CHECK_LAUNCH("{} of {}", op, shape_str(out.shape()));
+  with_activation_type(out.dtype(), op, [&]<class TO>() {
+    with_activation_type(in.dtype(), op, [&]<class TI>() {
+      rows_kernel<TO, TI><<<blocks_for(rows * width, 256), 256, 0, stream()>>>(rows_of<TO>(out), rows_of<const TI>(in),
+                                                                               rows, width, f);
+      SSM_CUDA_CHECK_LAUNCH("{} of {}", op, shape_str(out.shape()));
+    });
   });
 }
 

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "nn/device_values.h"
 #include "nn/init_util.h"
 #include "nn/mixers/conv_ssm_state.h"
 
@@ -64,12 +65,23 @@ std::unique_ptr<Mixer> AttentionSettings::build() const { return std::make_uniqu
 
 // ---- KV cache ----
 
-KvCache::KvCache(int64_t batch, int64_t width, int64_t window_)
-    : k(Tensor::zeros({batch, window_, width})),
-      v(Tensor::zeros({batch, window_, width})),
+KvCache::KvCache(int64_t batch, int64_t width, int64_t window_, DType dtype, Device device)
+    : k(Tensor::zeros({batch, window_, width}, dtype, device)),
+      v(Tensor::zeros({batch, window_, width}, dtype, device)),
       seen(size_t(batch), 0),
-      lengths(Tensor::zeros({batch}, DType::I32)),
+      lengths(Tensor::zeros({batch}, DType::I32, device)),
       window(window_) {}
+
+void KvCache::upload_lengths() {
+  Tensor host = Tensor::empty({k.size(0)}, DType::I32);
+  for (int64_t b = 0; b < k.size(0); ++b) host.data<int32_t>()[b] = int32_t(valid_rows(b));
+  lengths.copy_from(host);
+}
+
+void KvCache::advance(int64_t tokens) {
+  for (int64_t& count : seen) count += tokens;
+  upload_lengths();
+}
 
 int64_t KvCache::valid_rows(int64_t b) const {
   return window > 0 ? std::min(seen[size_t(b)], window) : seen[size_t(b)];
@@ -77,11 +89,11 @@ int64_t KvCache::valid_rows(int64_t b) const {
 
 void KvCache::grow(int64_t new_capacity) {
   const int64_t batch = k.size(0), old = capacity(), width = k.size(2);
-  Tensor nk = Tensor::zeros({batch, new_capacity, width}), nv = Tensor::zeros({batch, new_capacity, width});
-  const size_t row_bytes = size_t(width) * sizeof(float);
-  for (int64_t b = 0; b < batch; ++b) {
-    std::memcpy(nk.data<float>() + b * new_capacity * width, k.data<float>() + b * old * width, size_t(old) * row_bytes);
-    std::memcpy(nv.data<float>() + b * new_capacity * width, v.data<float>() + b * old * width, size_t(old) * row_bytes);
+  Tensor nk = Tensor::zeros({batch, new_capacity, width}, k.dtype(), k.device());
+  Tensor nv = Tensor::zeros({batch, new_capacity, width}, v.dtype(), v.device());
+  if (old > 0) {
+    nk.slice(1, 0, old).copy_from(k);
+    nv.slice(1, 0, old).copy_from(v);
   }
   k = nk;
   v = nv;
@@ -96,14 +108,12 @@ void KvCache::copy_sequence(int64_t from, MixerState& to, int64_t to_index) cons
   SSM_CHECK(target.window == window && target.k.size(2) == k.size(2), "KvCache::copy_sequence: caches differ");
   const int64_t rows = window > 0 ? capacity() : seen[size_t(from)];
   target.reserve(rows);
-  const int64_t width = k.size(2);
-  const size_t bytes = size_t(rows * width) * sizeof(float);
-  std::memcpy(target.k.data<float>() + to_index * target.capacity() * width, k.data<float>() + from * capacity() * width,
-              bytes);
-  std::memcpy(target.v.data<float>() + to_index * target.capacity() * width, v.data<float>() + from * capacity() * width,
-              bytes);
+  if (rows > 0) {
+    target.k.slice(0, to_index, 1).slice(1, 0, rows).copy_from(k.slice(0, from, 1).slice(1, 0, rows));
+    target.v.slice(0, to_index, 1).slice(1, 0, rows).copy_from(v.slice(0, from, 1).slice(1, 0, rows));
+  }
   target.seen[size_t(to_index)] = seen[size_t(from)];
-  target.lengths.data<int32_t>()[to_index] = int32_t(target.valid_rows(to_index));
+  target.upload_lengths();
 }
 
 // ---- mixer ----
@@ -165,7 +175,8 @@ void AttentionMixer::project(const Tensor& x, const Tensor& positions, Tensor& q
 }
 
 std::unique_ptr<MixerState> AttentionMixer::new_state(int64_t batch) const {
-  return std::make_unique<KvCache>(batch, s.n_kv_heads * s.head_dim, s.window);
+  return std::make_unique<KvCache>(batch, s.n_kv_heads * s.head_dim, s.window, activation_dtype(q_proj.weight),
+                                   q_proj.weight.device());
 }
 
 void AttentionMixer::forward(const Tensor& x, MixerState* state, Tensor& y, Workspace& ws) const {
@@ -176,10 +187,12 @@ void AttentionMixer::forward(const Tensor& x, MixerState* state, Tensor& y, Work
   if (cache)
     for (int64_t b = 1; b < B; ++b)
       SSM_CHECK(cache->seen[size_t(b)] == past, "attention: a prefill batch must hold sequences at one position");
-  Tensor positions = ws.take({B, T}, DType::I32);
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t t = 0; t < T; ++t) positions.data<int32_t>()[b * T + t] = int32_t(past + t);
-  Tensor q = ws.take({B, T, qw}), k = ws.take({B, T, kw}), v = ws.take({B, T, kw}), o = ws.take({B, T, qw});
+  const Tensor positions = host_filled_i32(ws, {B, T}, [&](int32_t* p) {
+    for (int64_t i = 0; i < B * T; ++i) p[i] = int32_t(past + i % T);
+  });
+  const DType act = x.dtype();
+  Tensor q = ws.take({B, T, qw}, act), k = ws.take({B, T, kw}, act), v = ws.take({B, T, kw}, act);
+  Tensor o = ws.take({B, T, qw}, act);
   project(x, positions, q, k, v);
   if (!cache) {
     ops::attention(q, k, v, params(), o);
@@ -194,7 +207,7 @@ void AttentionMixer::forward(const Tensor& x, MixerState* state, Tensor& y, Work
     // The ring holds the last `window` positions: the ones still visible to the first query come
     // first, in position order, then the new keys; the newest `window` keys go back into the ring.
     const int64_t kept = std::min(past, s.window - 1), W = s.window;
-    Tensor keys = ws.take({B, kept + T, kw}), values = ws.take({B, kept + T, kw});
+    Tensor keys = ws.take({B, kept + T, kw}, act), values = ws.take({B, kept + T, kw}, act);
     for (int64_t i = 0; i < kept; ++i) {
       const int64_t row = cache->row_of(past - kept + i);
       keys.slice(1, i, 1).copy_from(cache->k.slice(1, row, 1));
@@ -209,12 +222,7 @@ void AttentionMixer::forward(const Tensor& x, MixerState* state, Tensor& y, Work
       cache->v.slice(1, row, 1).copy_from(v.slice(1, t, 1));
     }
   }
-  if (cache) {
-    for (int64_t b = 0; b < B; ++b) {
-      cache->seen[size_t(b)] += T;
-      cache->lengths.data<int32_t>()[b] = int32_t(cache->valid_rows(b));
-    }
-  }
+  if (cache) cache->advance(T);
   o_proj.forward(o, y);
 }
 
@@ -222,23 +230,22 @@ void AttentionMixer::step(const Tensor& x, MixerState* state, Tensor& y, Workspa
   WorkspaceScope scope(ws);
   KvCache& cache = state_as<KvCache>(state, "attention");
   const int64_t B = x.size(0), qw = s.n_heads * s.head_dim, kw = s.n_kv_heads * s.head_dim;
-  Tensor positions = ws.take({B}, DType::I32);
+  const Tensor positions = host_filled_i32(ws, {B}, [&](int32_t* p) {
+    for (int64_t b = 0; b < B; ++b) p[b] = int32_t(cache.seen[size_t(b)]);
+  });
   int64_t longest = 0;
-  for (int64_t b = 0; b < B; ++b) {
-    positions.data<int32_t>()[b] = int32_t(cache.seen[size_t(b)]);
-    longest = std::max(longest, cache.seen[size_t(b)] + 1);
-  }
+  for (int64_t b = 0; b < B; ++b) longest = std::max(longest, cache.seen[size_t(b)] + 1);
   // Grows only when the caller did not reserve: doubling keeps that rare.
   if (s.window == 0 && longest > cache.capacity()) cache.reserve(std::max(longest, 2 * cache.capacity()));
-  Tensor q = ws.take({B, qw}), k = ws.take({B, kw}), v = ws.take({B, kw}), o = ws.take({B, qw});
+  const DType act = x.dtype();
+  Tensor q = ws.take({B, qw}, act), k = ws.take({B, kw}, act), v = ws.take({B, kw}, act), o = ws.take({B, qw}, act);
   project(x, positions, q, k, v);
   for (int64_t b = 0; b < B; ++b) {
     const int64_t row = cache.row_of(cache.seen[size_t(b)]);
     cache.k.select(0, b).slice(0, row, 1).copy_from(k.slice(0, b, 1));
     cache.v.select(0, b).slice(0, row, 1).copy_from(v.slice(0, b, 1));
-    cache.seen[size_t(b)] += 1;
-    cache.lengths.data<int32_t>()[b] = int32_t(cache.valid_rows(b));
   }
+  cache.advance(1);
   ops::attention_decode(q, cache.k, cache.v, cache.lengths, params(), o);
   o_proj.forward(o, y);
 }

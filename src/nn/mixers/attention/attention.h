@@ -35,11 +35,13 @@ struct AttentionSettings final : MixerSettings {
   void validate(const std::string& source) const;
 };
 
-// Keys and values of every sequence: [B, capacity, n_kv_heads · head_dim] each; row r of sequence b
-// holds position r (full cache) or a position ≡ r mod window (sliding-window ring buffer).
+// Keys and values of every sequence: [B, capacity, n_kv_heads · head_dim] each, in the activation
+// dtype on the model's device; row r of sequence b holds position r (full cache) or a position ≡ r
+// mod window (sliding-window ring buffer). The host keeps the token counts; `lengths` mirrors them
+// where attention_decode reads it.
 class KvCache final : public MixerState {
  public:
-  KvCache(int64_t batch, int64_t width, int64_t window);
+  KvCache(int64_t batch, int64_t width, int64_t window, DType dtype, Device device);
   void copy_sequence(int64_t from, MixerState& to, int64_t to_index) const override;
   void reserve(int64_t length) override;
   int64_t bytes() const override { return int64_t(k.nbytes() + v.nbytes()); }
@@ -49,6 +51,9 @@ class KvCache final : public MixerState {
   // Rows that hold tokens of sequence b (the op's `lengths`).
   int64_t valid_rows(int64_t b) const;
 
+  // Records that every sequence has seen `tokens` more and updates `lengths`.
+  void advance(int64_t tokens);
+
   Tensor k, v;
   std::vector<int64_t> seen;  // tokens seen by each sequence
   Tensor lengths;             // I32 [B]: valid_rows of each sequence, as attention_decode reads it
@@ -56,6 +61,7 @@ class KvCache final : public MixerState {
 
  private:
   void grow(int64_t capacity);
+  void upload_lengths();
 };
 
 class AttentionMixer final : public Mixer {

@@ -118,6 +118,10 @@ void Mamba2Mixer::init_parameters(Rng& rng, const InitOptions& o) {
     if (bias->defined()) init::constant(*bias, 0.0f);
 }
 
+void Mamba2Mixer::to_device(Device device) {
+  if (in_proj_scale.defined()) in_proj_scale = in_proj_scale.to_device(device);
+}
+
 double Mamba2Mixer::matmul_macs_per_token() const {
   return double(s.d_model) * s.in_proj_width() + double(s.d_inner) * s.d_model;
 }
@@ -165,13 +169,13 @@ void Mamba2Mixer::forward(const Tensor& x, MixerState* state, Tensor& y, Workspa
   WorkspaceScope scope(ws);
   ConvSsmState* st = state ? &state_as<ConvSsmState>(state, "mamba2") : nullptr;
   const int64_t batch = x.size(0), length = x.size(1), Cc = s.conv_channels();
-  Tensor zxbcdt = ws.take({batch, length, in_proj.out});
+  Tensor zxbcdt = ws.take({batch, length, in_proj.out}, x.dtype());
   project_in(x, zxbcdt);
-  Tensor xbc = ws.take({batch, length, Cc});
+  Tensor xbc = ws.take({batch, length, Cc}, x.dtype());
   ops::conv1d_causal(zxbcdt.slice(2, xbc_offset(), Cc), conv_taps(), conv_bias, true, st ? &st->conv : nullptr, xbc);
-  Tensor scanned = ws.take({batch, length, s.d_inner});
+  Tensor scanned = ws.take({batch, length, s.d_inner}, x.dtype());
   ops::ssd(ssd_inputs(xbc, zxbcdt.slice(2, dt_offset(), s.n_heads), A(ws)), st ? &st->ssm : nullptr, scanned);
-  Tensor gated = ws.take({batch, length, s.d_inner});
+  Tensor gated = ws.take({batch, length, s.d_inner}, x.dtype());
   gate(scanned, zxbcdt.slice(2, z_offset(), s.d_inner), gated);
   out_proj.forward(gated, y);
 }
@@ -180,13 +184,13 @@ void Mamba2Mixer::step(const Tensor& x, MixerState* state, Tensor& y, Workspace&
   WorkspaceScope scope(ws);
   ConvSsmState& st = state_as<ConvSsmState>(state, "mamba2");
   const int64_t batch = x.size(0), Cc = s.conv_channels();
-  Tensor zxbcdt = ws.take({batch, in_proj.out});
+  Tensor zxbcdt = ws.take({batch, in_proj.out}, x.dtype());
   project_in(x, zxbcdt);
-  Tensor xbc = ws.take({batch, Cc});
+  Tensor xbc = ws.take({batch, Cc}, x.dtype());
   ops::conv1d_causal_step(zxbcdt.slice(1, xbc_offset(), Cc), conv_taps(), conv_bias, true, st.conv, xbc);
-  Tensor scanned = ws.take({batch, s.d_inner});
+  Tensor scanned = ws.take({batch, s.d_inner}, x.dtype());
   ops::ssd_step(ssd_inputs(xbc, zxbcdt.slice(1, dt_offset(), s.n_heads), st.A), st.ssm, scanned);
-  Tensor gated = ws.take({batch, s.d_inner});
+  Tensor gated = ws.take({batch, s.d_inner}, x.dtype());
   gate(scanned, zxbcdt.slice(1, z_offset(), s.d_inner), gated);
   out_proj.forward(gated, y);
 }

@@ -49,6 +49,7 @@ class Mamba2Mixer final : public Mixer {
   void step(const Tensor& x, MixerState* state, Tensor& y, Workspace& ws) const override;
   std::unique_ptr<MixerTraining> training() const override;
   double matmul_macs_per_token() const override;
+  void to_device(Device device) override;
 
   const Mamba2Settings s;
   Linear in_proj, out_proj;

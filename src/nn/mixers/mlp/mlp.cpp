@@ -57,10 +57,10 @@ double MlpMixer::matmul_macs_per_token() const { return double(s.d_model) * doub
 
 void MlpMixer::apply(const Tensor& x, Tensor& y, Workspace& ws) const {
   WorkspaceScope scope(ws);
-  Tensor up = ws.take(with_last(x.shape(), s.d_ff));
+  Tensor up = ws.take(with_last(x.shape(), s.d_ff), x.dtype());
   up_proj.forward(x, up);
   if (s.gated) {
-    Tensor gate = ws.take(up.shape());
+    Tensor gate = ws.take(up.shape(), up.dtype());
     gate_proj.forward(x, gate);
     ops::gated_activation(s.activation, gate, up, s.gate_scale, up);
   } else {
