@@ -220,6 +220,8 @@ LanguageModel LanguageModel::load(const std::string& folder, const LoadOptions& 
     if (name == "lm_head.weight" && model.config_.tie_embeddings()) continue;  // saved tied copy
     fail("'{}': unexpected tensor '{}' for a {} model", file->path(), name, model.config_.model_type);
   }
+  if (options.device != Device::CPU)
+    model.to_device(options.device, options.weights == WeightDType::F32 ? DType::F32 : DType::BF16);
   return model;
 }
 
@@ -260,6 +262,35 @@ ModelState LanguageModel::new_state(int64_t batch) const {
   return state;
 }
 
+DType LanguageModel::activation_dtype() const {
+  return device() == Device::CPU ? DType::F32 : embedding_.dtype();
+}
+
+void LanguageModel::to_device(Device device, DType matrix_dtype) {
+  require_device(device);
+  for (ParamRef& p : params()) {
+    const DType dtype = p.kind == ParamKind::Vector ? DType::F32 : matrix_dtype;
+    *p.tensor = p.tensor->to(dtype).to_device(device);
+  }
+  for (Branch& branch : branches_)
+    for (MixerSlot& slot : branch.mixers) slot.mixer->to_device(device);
+}
+
+Tensor LanguageModel::ids_here(const Tensor& ids, Workspace& ws) const {
+  SSM_CHECK(ids.dtype() == DType::I32, "token ids must be int32, got {}", dtype_name(ids.dtype()));
+  if (ids.device() == device()) return ids;
+  // The GPU cannot report an id outside the vocabulary, so the host checks before the copy.
+  const Tensor host = ids.contiguous();
+  for (int64_t i = 0; i < host.numel(); ++i) {
+    const int32_t id = host.data<int32_t>()[i];
+    SSM_CHECK(id >= 0 && id < config_.vocab_size, "token id {} is outside the vocabulary [0, {})", id,
+              config_.vocab_size);
+  }
+  Tensor here = ws.take(host.shape(), DType::I32);
+  here.copy_from(host);
+  return here;
+}
+
 void LanguageModel::embed(const Tensor& ids, Tensor& out) const {
   SSM_CHECK(ids.dtype() == DType::I32, "token ids must be int32, got {}", dtype_name(ids.dtype()));
   ops::embedding(embedding_, ids, out);
@@ -268,7 +299,7 @@ void LanguageModel::embed(const Tensor& ids, Tensor& out) const {
 
 void LanguageModel::logits(const Tensor& hidden, Tensor& out, Workspace& ws) const {
   WorkspaceScope scope(ws);
-  Tensor normed = ws.take({hidden.rows(), config_.d_model});
+  Tensor normed = ws.take({hidden.rows(), config_.d_model}, activation_dtype());
   ops::rmsnorm(hidden, norm_f_, float(config_.norm_eps), normed);
   ops::linear(normed, head_weight(), Tensor(), out);
   if (config_.logit_scale != 1.0f) ops::scale(out, config_.logit_scale, out);
@@ -277,14 +308,15 @@ void LanguageModel::logits(const Tensor& hidden, Tensor& out, Workspace& ws) con
 void LanguageModel::apply_branch(size_t index, Tensor& h, ModelState* state, bool one_token, Workspace& ws) const {
   WorkspaceScope scope(ws);
   const Branch& branch = branches_[index];
-  Tensor normed = ws.take(h.shape()), mixed = ws.take(h.shape());
+  const DType act = activation_dtype();
+  Tensor normed = ws.take(h.shape(), act), mixed = ws.take(h.shape(), act);
   ops::rmsnorm(h, branch.norm, float(config_.norm_eps), normed);
   Tensor scaled;  // the input of a mixer with an input multiplier (Falcon-H1)
   for (size_t j = 0; j < branch.mixers.size(); ++j) {
     const MixerSlot& slot = branch.mixers[j];
     const Tensor* input = &normed;
     if (slot.input_scale != 1.0f) {
-      if (!scaled.defined()) scaled = ws.take(h.shape());
+      if (!scaled.defined()) scaled = ws.take(h.shape(), act);
       ops::scale(normed, slot.input_scale, scaled);
       input = &scaled;
     }
@@ -300,8 +332,8 @@ Tensor LanguageModel::hidden_states(const Tensor& ids, ModelState* state, Worksp
   SSM_CHECK(ids.dim() == 2 && ids.size(0) > 0 && ids.size(1) > 0, "token ids must be [batch, length], got {}",
             shape_str(ids.shape()));
   if (state) SSM_CHECK(state->batch == ids.size(0), "state holds {} sequences, ids {}", state->batch, ids.size(0));
-  Tensor h = ws.take({ids.size(0), ids.size(1), config_.d_model});
-  embed(ids, h);
+  Tensor h = ws.take({ids.size(0), ids.size(1), config_.d_model});  // the residual stream: F32
+  embed(ids_here(ids, ws), h);
   for (size_t i = 0; i < branches_.size(); ++i) apply_branch(i, h, state, false, ws);
   return h;
 }
@@ -324,19 +356,19 @@ Tensor LanguageModel::step(const Tensor& ids, ModelState& state, Workspace& ws) 
   Tensor out = ws.take({batch, config_.vocab_size});
   WorkspaceScope scope(ws);
   Tensor h = ws.take({batch, config_.d_model});
-  embed(ids, h);
+  embed(ids_here(ids, ws), h);
   for (size_t i = 0; i < branches_.size(); ++i) apply_branch(i, h, &state, true, ws);
   logits(h, out, ws);
   return out;
 }
 
 Tensor LanguageModel::forward(const Tensor& ids, ModelState* state, bool all_positions) const {
-  Workspace ws;
+  Workspace ws(device());
   return forward(ids, state, all_positions, ws);
 }
 
 Tensor LanguageModel::step(const Tensor& ids, ModelState& state) const {
-  Workspace ws;
+  Workspace ws(device());
   return step(ids, state, ws);
 }
 

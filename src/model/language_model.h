@@ -37,6 +37,9 @@ const char* weight_dtype_name(WeightDType dtype);
 struct LoadOptions {
   WeightDType weights = WeightDType::Auto;
   bool writable = false;  // copy weights out of the file mapping (training)
+  // Where the model computes. On the GPU the matrices are BF16 unless `weights` is F32 (then every
+  // activation is F32 too, for parity with the CPU); vectors and the residual stream are F32.
+  Device device = Device::CPU;
 };
 
 struct MixerSlot {
@@ -92,9 +95,17 @@ class LanguageModel {
   // Final norm + head on hidden rows [M, D] into logits [M, V].
   void logits(const Tensor& hidden, Tensor& out, Workspace& ws) const;
 
+  Device device() const { return embedding_.defined() ? embedding_.device() : Device::CPU; }
+  // The dtype the mixers compute their activations in: F32 on the CPU, the matrices' dtype on the GPU.
+  DType activation_dtype() const;
+  // Moves every parameter to `device`, matrices (and the embedding) converted to `matrix_dtype`.
+  void to_device(Device device, DType matrix_dtype);
+
  private:
   // One residual branch: h += Σ out_scale · mixer(in_scale · rmsnorm(h)), through forward or step.
   void apply_branch(size_t index, Tensor& h, ModelState* state, bool one_token, Workspace& ws) const;
+  // ids (I32, on the host or the model's device) on the model's device, checked against the vocabulary.
+  Tensor ids_here(const Tensor& ids, Workspace& ws) const;
 
   ModelConfig config_;
   Tensor embedding_, norm_f_, lm_head_;
