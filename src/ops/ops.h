@@ -22,6 +22,11 @@ namespace ssm::ops {
 void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y, bool accumulate = false);
 // out[..., D] = table[ids[...]]; table F32, BF16 or F16; ids I32; throws ssm::Error naming an id outside [0, V).
 void embedding(const Tensor& table, const Tensor& ids, Tensor& out);
+// On the GPU embedding cannot throw without waiting for its kernel: an id outside [0, V) gives a NaN
+// row and is recorded on the device. This throws the CPU op's error for the recorded id at the lowest
+// position and clears the record; it waits for the current stream, so call it where the caller waits
+// anyway (reading logits or sampled ids back). On the CPU it does nothing: embedding has thrown.
+void check_embedding_ids(Device device);
 // a += b elementwise (same shape, rows tensors).
 void add_inplace(Tensor& a, const Tensor& b);
 // a += factor · b (same shape, rows tensors).

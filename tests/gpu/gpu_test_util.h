@@ -38,6 +38,39 @@ inline Tensor nan_gpu(const Shape& shape, DType dtype = DType::F32) {
 
 inline Tensor to_cpu(const Tensor& gpu) { return gpu.contiguous().to_device(Device::CPU).to(DType::F32); }
 
+// A rows tensor on the GPU that is the column slice [offset, offset + W) of a NaN-filled
+// [..., offset + W + 8] tensor, so that its row stride is not its width. Offset 8 keeps every row
+// 16-byte aligned where W allows (the kernels' 16-byte path); an odd offset does not (their
+// one-element path).
+struct StridedGpu {
+  Tensor wide, view;
+  int64_t offset = 0;
+
+  // Whether every column outside the slice is still NaN: nothing was written out of bounds.
+  bool padding_untouched() const {
+    const Tensor host = to_cpu(wide);
+    const int64_t wide_width = host.size(-1), width = view.size(-1);
+    for (int64_t r = 0; r < host.rows(); ++r) {
+      for (int64_t c = 0; c < wide_width; ++c) {
+        if ((c < offset || c >= offset + width) && !std::isnan(host.data<float>()[r * wide_width + c])) return false;
+      }
+    }
+    return true;
+  }
+};
+
+// NaN everywhere, or `host` (rounded to `dtype`) inside the slice when given.
+inline StridedGpu strided_gpu(const Shape& shape, DType dtype, int64_t offset, const Tensor* host = nullptr) {
+  Shape wide_shape = shape;
+  wide_shape.back() += offset + 8;
+  StridedGpu s;
+  s.wide = nan_gpu(wide_shape, dtype);
+  s.view = s.wide.slice(-1, offset, shape.back());
+  s.offset = offset;
+  if (host) s.view.copy_from(host->to(dtype));
+  return s;
+}
+
 // max |got - want| / max |want| (NaN anywhere in got gives infinity).
 inline double relative_error(const Tensor& got, const Tensor& want) {
   const Tensor g = got.contiguous(), w = want.contiguous();

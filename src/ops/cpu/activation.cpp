@@ -4,6 +4,7 @@
 #include "core/error.h"
 #include "ops/cpu/activation_math.h"
 #include "ops/cpu/op_util.h"  // describe, is_f32_rows
+#include "ops/dispatch.h"
 #include "ops/ops.h"
 
 namespace ssm::ops {
@@ -12,6 +13,7 @@ using detail::describe;
 using detail::is_f32_rows;
 
 void activation(Activation act, const Tensor& x, Tensor& y) {
+  SSM_GPU_DISPATCH(y, activation, act, x, y);
   SSM_CHECK(is_f32_rows(x) && is_f32_rows(y, x.shape()),
             "activation {}: x and y must be F32 rows of one shape, got {} and {}", activation_name(act), describe(x),
             describe(y));
@@ -31,6 +33,7 @@ void activation(Activation act, const Tensor& x, Tensor& y) {
 }
 
 void gated_activation(Activation act, const Tensor& gate, const Tensor& up, float gate_scale, Tensor& y) {
+  SSM_GPU_DISPATCH(y, gated_activation, act, gate, up, gate_scale, y);
   SSM_CHECK(is_f32_rows(gate) && is_f32_rows(up, gate.shape()) && is_f32_rows(y, gate.shape()),
             "gated_activation {}: gate, up and y must be F32 rows of one shape, got {}, {} and {}",
             activation_name(act), describe(gate), describe(up), describe(y));

@@ -6,11 +6,13 @@
 #include "core/error.h"
 #include "ops/cpu/op_util.h"  // describe, is_f32_rows, is_f32_vec
 #include "ops/cpu/weights.h"
+#include "ops/dispatch.h"
 #include "ops/ops.h"
 
 namespace ssm::ops {
 
 void embedding(const Tensor& table, const Tensor& ids, Tensor& out) {
+  SSM_GPU_DISPATCH(out, embedding, table, ids, out);
   using detail::describe;
   SSM_CHECK(table.defined() && table.device() == Device::CPU &&
                 detail::is_weight_dtype(table.dtype()) && table.dim() == 2 && table.is_contiguous(),
@@ -38,6 +40,14 @@ void embedding(const Tensor& table, const Tensor& ids, Tensor& out) {
     const detail::weight_t<W>* src = table.data<detail::weight_t<W>>();
     for (int64_t i = 0; i < count; ++i) detail::widen<W>(src + id[i] * D, D, dst + i * ld);
   });
+}
+
+void check_embedding_ids(Device device) {
+#ifdef SSM_CUDA
+  if (device == Device::CUDA) cuda::check_embedding_ids();
+#else
+  (void)device;
+#endif
 }
 
 }  // namespace ssm::ops

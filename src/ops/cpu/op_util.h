@@ -46,6 +46,10 @@ inline void zero_rows(Tensor& t) {
   for (int64_t r = 0; r < rows; ++r) std::memset(p + r * stride, 0, size_t(width) * sizeof(float));
 }
 
+// The RoPE frequency 1 / theta^(2i / rotary_dim), rounded as transformers computes it (a float pow).
+// One definition (ops/cpu/rope.cpp) serves the CPU and the GPU op, so that both round it alike.
+float rope_inv_freq(float theta, int64_t rotary_dim, int64_t i);
+
 inline float softplus_f(float v) { return v > 20.0f ? v : std::log1p(std::exp(v)); }
 // d softplus / dv (torch: 1 above the threshold 20).
 inline float softplus_grad_f(float v) { return v > 20.0f ? 1.0f : 1.0f / (1.0f + std::exp(-v)); }

@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "ops/cpu/op_util.h"
+#include "ops/dispatch.h"
 #include "ops/ops.h"
 #include "ops/ops_backward.h"
 
@@ -30,15 +31,15 @@ void rotate(const char* op, Tensor& x, const Tensor& positions, const RopeParams
             "{}: rotary_dim {} must be even and in [2, head_dim {}]", op, p.rotary_dim, p.head_dim);
   SSM_CHECK(std::isfinite(p.theta) && p.theta > 0.0f, "{}: theta {} must be positive", op, p.theta);
   const Shape pos_shape(x.shape().begin(), x.shape().end() - 1);
-  SSM_CHECK(positions.defined() && positions.dtype() == DType::I32 && positions.shape() == pos_shape &&
-                positions.is_contiguous(),
+  SSM_CHECK(positions.defined() && positions.device() == Device::CPU && positions.dtype() == DType::I32 &&
+                positions.shape() == pos_shape && positions.is_contiguous(),
             "{}: positions must be I32 {} for x {}, got {}", op, shape_str(pos_shape), describe(x),
             describe(positions));
   const int64_t rows = x.rows(), half = p.rotary_dim / 2, heads = width / p.head_dim, ld = x.row_stride();
   if (rows == 0) return;
 
   std::vector<float> inv_freq(static_cast<size_t>(half));
-  for (int64_t i = 0; i < half; ++i) inv_freq[size_t(i)] = 1.0f / std::pow(p.theta, float(2 * i) / float(p.rotary_dim));
+  for (int64_t i = 0; i < half; ++i) inv_freq[size_t(i)] = detail::rope_inv_freq(p.theta, p.rotary_dim, i);
   const int32_t* pos = positions.data<int32_t>();
   float* xp = x.data<float>();
 #pragma omp parallel if (rows * heads * half >= (1 << 15))
@@ -70,7 +71,14 @@ void rotate(const char* op, Tensor& x, const Tensor& positions, const RopeParams
 
 }  // namespace
 
-void rope(Tensor& x, const Tensor& positions, const RopeParams& params) { rotate("rope", x, positions, params, 1.0f); }
+float detail::rope_inv_freq(float theta, int64_t rotary_dim, int64_t i) {
+  return 1.0f / std::pow(theta, float(2 * i) / float(rotary_dim));
+}
+
+void rope(Tensor& x, const Tensor& positions, const RopeParams& params) {
+  SSM_GPU_DISPATCH(x, rope, x, positions, params);
+  rotate("rope", x, positions, params, 1.0f);
+}
 
 void rope_backward(Tensor& dx, const Tensor& positions, const RopeParams& params) {
   rotate("rope_backward", dx, positions, params, -1.0f);

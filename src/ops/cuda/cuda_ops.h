@@ -17,6 +17,7 @@ namespace ssm::ops::cuda {
 
 void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y, bool accumulate);
 void embedding(const Tensor& table, const Tensor& ids, Tensor& out);
+void check_embedding_ids();  // ops::check_embedding_ids(Device::CUDA)
 void add_inplace(Tensor& a, const Tensor& b);
 void add_scaled_inplace(Tensor& a, const Tensor& b, float factor);
 void scale(const Tensor& x, float factor, Tensor& y);
