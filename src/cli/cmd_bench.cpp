@@ -56,8 +56,6 @@ std::string lower(std::string_view text) {
 
 // The models of the inference suite, with every flag checked before anything is timed.
 std::vector<BenchModel> bench_models(const BenchArgs& args) {
-  std::vector<DType> dtypes;
-  for (const auto& name : args.dtypes) dtypes.push_back(weight_dtype(name, false, "--dtypes"));
   std::vector<BenchModel> models;
   if (!args.model_dir.empty()) {
     const std::string dir = args.model_dir;
@@ -65,11 +63,17 @@ std::vector<BenchModel> bench_models(const BenchArgs& args) {
     std::filesystem::path path(dir);
     if (!path.has_filename()) path = path.parent_path();  // "DIR/"
     const std::string label = path.filename().string();
-    if (dtypes.empty()) models.push_back({label, [dir] { return LanguageModel::load(dir); }});
-    for (DType dtype : dtypes)
-      models.push_back({label, [dir, dtype] { return LanguageModel::load(dir, LoadOptions{.matrix_dtype = dtype}); }});
+    for (const auto& name : args.dtypes.empty() ? std::vector<std::string>{"auto"} : args.dtypes) {
+      SSM_CHECK(name == "auto" || name == "f32" || name == "bf16",
+                "--dtypes with --model takes auto, f32 or bf16 (as generate's --dtype), got '{}'", name);
+      models.push_back({label, [dir, weights = weight_dtype_from_name(name)] {
+                          return LanguageModel::load(dir, {.weights = weights});
+                        }});
+    }
     return models;
   }
+  std::vector<DType> dtypes;
+  for (const auto& name : args.dtypes) dtypes.push_back(weight_dtype(name, false, "--dtypes"));
   if (dtypes.empty()) dtypes = {DType::F32, DType::BF16};
   for (const auto& shape : args.shapes) {
     const ModelConfig config = bench::published_shape(shape);
@@ -109,13 +113,13 @@ void run_inference_bench(const BenchArgs& args) {
       std::printf("| %s | %s | %d | %s | %s | %s | %.1f | %.1f (%.0f%%) | %.2f | %.0f |\n", source.label.c_str(),
                   lower(dtype_name(model.head_weight().dtype())).c_str(), threads, rates.c_str(), flops.c_str(),
                   faults.c_str(), m.decode.tokens_per_second(), decode_gbs, 100 * decode_gbs / machine.read_gbs,
-                  double(m.decode.page_faults) / double(m.decode.tokens), resident_bytes() / 1048576.0);
+                  double(m.decode.page_faults) / double(m.decode.tokens), double(resident_bytes()) / 1048576.0);
       std::fflush(stdout);
     }
   }
   std::printf("\n%s", ceilings.str().c_str());
   std::printf("peak resident memory %.0f MiB (the bandwidth probe's buffers included)\n",
-              peak_resident_bytes() / 1048576.0);
+              double(peak_resident_bytes()) / 1048576.0);
 }
 
 // Training steps (forward, backward, clipping, AdamW) of the demo model and the mamba2-130m shape.
@@ -175,8 +179,8 @@ const CommandRegistrar registrar(40, [](CLI::App& root) {
   cmd->add_option("--models", args->shapes, "Published shapes to time: mamba-130m, mamba2-130m")
       ->delimiter(',')->capture_default_str();
   cmd->add_option("--model", args->model_dir, "Time this checkpoint folder instead (inference only unless --suite)");
-  cmd->add_option("--dtypes", args->dtypes, "Weights kept in memory: f32, bf16 (default: f32,bf16; with --model, "
-                                            "as generate loads it)")->delimiter(',');
+  cmd->add_option("--dtypes", args->dtypes, "Matrices kept in memory: f32, bf16 (default both); with --model "
+                                            "as generate's --dtype: auto (default), f32, bf16")->delimiter(',');
   cmd->add_option("--threads", args->threads, "Thread counts to run")->delimiter(',')->capture_default_str();
   cmd->add_option("--prefill", args->prefill_lengths, "Prompt lengths (random ids)")->delimiter(',')
       ->capture_default_str();

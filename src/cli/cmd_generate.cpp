@@ -9,6 +9,7 @@
 #include "cli/command.h"
 #include "core/file_util.h"
 #include "core/npy.h"
+#include "core/resource_usage.h"
 #include "core/threads.h"
 #include "infer/generator.h"
 #include "infer/stop_strings.h"
@@ -22,17 +23,19 @@ Tensor read_token_ids(const std::string& path);  // cmd_ids.cpp
 namespace {
 
 struct GenerateArgs {
-  std::string model, tokenizer, prompt_ids, ids_out;
+  std::string model, tokenizer, prompt_ids, ids_out, dtype = "auto";
   std::vector<std::string> prompts, prompt_files, stops;
   GenerateOptions options;
   bool ignore_eos = false;
   int threads = 0;
 };
 
-void print_summary(const GenerationResult& result) {
+void print_summary(const GenerationResult& result, const LanguageModel& model) {
   std::fprintf(stderr, "\nprefill %lld tokens in %.3f s (%.1f tok/s), decode %lld tokens in %.3f s (%.1f tok/s)\n",
                (long long)result.prefill.tokens, result.prefill.seconds, result.prefill.tokens_per_second(),
                (long long)result.decode.tokens, result.decode.seconds, result.decode.tokens_per_second());
+  std::fprintf(stderr, "weights %.1f MiB, peak resident memory %.1f MiB\n", double(model.weight_bytes()) / 1048576.0,
+               double(peak_resident_bytes()) / 1048576.0);
 }
 
 std::unique_ptr<Tokenizer> tokenizer_for(const GenerateArgs& args, const LanguageModel& model) {
@@ -66,7 +69,7 @@ void run_from_ids(GenerateArgs& args, const LanguageModel& model) {
     prompts.emplace_back(row, row + ids.size(1));
   }
   const GenerationResult result = Generator(model).generate(prompts, args.options);
-  print_summary(result);
+  print_summary(result, model);
   const int32_t pad = args.options.eos_ids.empty() ? 0 : int32_t(args.options.eos_ids[0]);
   if (!args.ids_out.empty()) write_ids(args.ids_out, result, pad);
   else
@@ -121,7 +124,7 @@ void run_from_text(GenerateArgs& args, const LanguageModel& model) {
     for (size_t b = 0; b < prompts.size(); ++b) std::printf("--- %zu ---\n%s\n", b + 1, outputs[b].c_str());
   }
   std::fflush(stdout);
-  print_summary(result);
+  print_summary(result, model);
   if (!args.ids_out.empty()) write_ids(args.ids_out, result, eos.empty() ? 0 : int32_t(eos[0]));
 }
 
@@ -129,7 +132,7 @@ void run_generate(GenerateArgs& args) {
   set_num_threads(args.threads);
   const int sources = int(!args.prompt_ids.empty()) + int(!args.prompts.empty() || !args.prompt_files.empty());
   SSM_CHECK(sources == 1, "give either --prompt-ids or --prompt/--prompt-file");
-  const LanguageModel model = LanguageModel::load(args.model);
+  const LanguageModel model = LanguageModel::load(args.model, {.weights = weight_dtype_from_name(args.dtype)});
   if (!args.ignore_eos) args.options.eos_ids = model.config().eos_ids;
   if (!args.prompt_ids.empty()) run_from_ids(args, model);
   else run_from_text(args, model);
@@ -155,6 +158,7 @@ const CommandRegistrar registrar(20, [](CLI::App& root) {
   cmd->add_option("--seed", sampling.seed, "Sampling seed")->capture_default_str();
   cmd->add_option("--stop", args->stops, "Stop a sequence when this text appears (repeatable)");
   cmd->add_flag("--ignore-eos", args->ignore_eos, "Generate past the EOS token (timing a fixed number of tokens)");
+  add_dtype_option(*cmd, &args->dtype);
   add_threads_option(*cmd, &args->threads);
   cmd->callback([args] { run_generate(*args); });
 });

@@ -4,6 +4,7 @@
 #include <CLI/CLI.hpp>
 
 #include <functional>
+#include <string>
 
 namespace ssm::cli {
 
@@ -18,5 +19,8 @@ void setup_commands(CLI::App& root);
 
 // Adds --threads to a subcommand; the command passes the value to ssm::set_num_threads.
 void add_threads_option(CLI::App& command, int* threads);
+
+// Adds --dtype auto|f32|bf16 (how a loaded model keeps its matrices; LoadOptions::weights).
+void add_dtype_option(CLI::App& command, std::string* dtype);
 
 }  // namespace ssm::cli

@@ -73,4 +73,11 @@ std::shared_ptr<Storage> map_file(const std::string& path) {
   });
 }
 
+void release_mapped_pages(const Tensor& mapped) {
+  const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(mapped.raw()), end = begin + mapped.nbytes();
+  const uintptr_t first = (begin + page - 1) / page * page, last = end / page * page;  // whole pages inside
+  if (first < last) ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+}
+
 }  // namespace ssm

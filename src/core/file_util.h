@@ -16,5 +16,9 @@ void write_text_file(const std::string& path, const std::string& text);
 
 // Read-only memory map of a whole file (kept alive by the returned storage).
 std::shared_ptr<Storage> map_file(const std::string& path);
+// Drops the resident pages of a tensor read from a file mapping once it has been copied elsewhere
+// (they are read again from the file if touched later), so that a load that converts weights does
+// not hold the file's bytes and the converted copy at the same time.
+void release_mapped_pages(const Tensor& mapped);
 
 }  // namespace ssm

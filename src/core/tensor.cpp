@@ -17,6 +17,12 @@ int64_t shape_numel(const Shape& shape) {
   return n;
 }
 
+Shape with_last(Shape shape, int64_t width) {
+  SSM_CHECK(!shape.empty(), "with_last: a shape without dims");
+  shape.back() = width;
+  return shape;
+}
+
 Shape contiguous_strides(const Shape& shape) {
   Shape strides(shape.size());
   int64_t stride = 1;
@@ -34,22 +40,26 @@ Storage::~Storage() {
   if (release_) release_(data_);
 }
 
-std::shared_ptr<Storage> Storage::allocate(size_t bytes) {
-  const size_t rounded = (bytes + 63) / 64 * 64;
-  void* data = rounded ? std::aligned_alloc(64, rounded) : nullptr;
-  if (rounded && !data) fail("out of memory allocating {} bytes", bytes);
-  return std::make_shared<Storage>(data, bytes, Device::CPU, [](void* p) { std::free(p); });
-}
+std::shared_ptr<Storage> Storage::allocate(size_t bytes, Device device) { return allocate_storage(bytes, device); }
 
-Tensor Tensor::empty(const Shape& shape, DType dtype) {
+Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
   for (int64_t extent : shape) SSM_CHECK(extent >= 0, "negative extent in shape {}", shape_str(shape));
-  return wrap(Storage::allocate(size_t(shape_numel(shape)) * dtype_size(dtype)), 0, shape, dtype);
+  return wrap(Storage::allocate(size_t(shape_numel(shape)) * dtype_size(dtype), device), 0, shape, dtype);
 }
 
-Tensor Tensor::zeros(const Shape& shape, DType dtype) {
+Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
+  if (device != Device::CPU) return Tensor::zeros(shape, dtype).to_device(device);
   Tensor t = empty(shape, dtype);
   if (t.nbytes()) std::memset(t.raw(), 0, t.nbytes());
   return t;
+}
+
+Tensor Tensor::to_device(Device device) const {
+  if (device == this->device() && is_contiguous()) return *this;
+  const Tensor source = contiguous();
+  Tensor out = empty(shape_, dtype_, device);
+  copy_bytes(out.raw(), device, source.raw(), source.device(), nbytes());
+  return out;
 }
 
 Tensor Tensor::wrap(std::shared_ptr<Storage> storage, size_t byte_offset, const Shape& shape, DType dtype) {
@@ -197,15 +207,47 @@ void for_each_offset(const Shape& shape, const Shape& strides, Fn fn) {
 
 void Tensor::copy_from(const Tensor& source) {
   SSM_CHECK(source.shape_ == shape_, "copy from shape {} into shape {}", shape_str(source.shape_), shape_str(shape_));
-  if (!is_contiguous()) {
-    // Rows of a wider tensor (a column slice): row by row, from rows of the same type.
-    SSM_CHECK(has_uniform_rows() && source.has_uniform_rows() && source.dtype_ == dtype_,
-              "copy into a non-contiguous tensor needs rows of the same dtype on both sides");
-    const size_t row_bytes = size_t(shape_.empty() ? 1 : shape_.back()) * dtype_size(dtype_);
-    for (int64_t r = 0; r < rows(); ++r)
-      std::memcpy(static_cast<char*>(raw()) + size_t(r * row_stride()) * dtype_size(dtype_),
-                  static_cast<const char*>(source.raw()) + size_t(r * source.row_stride()) * dtype_size(dtype_),
-                  row_bytes);
+  const bool across_devices = device() != Device::CPU || source.device() != Device::CPU;
+  if (across_devices && is_contiguous() && source.is_contiguous()) {
+    SSM_CHECK(source.dtype_ == dtype_, "a copy to or from the GPU keeps the dtype ({} into {})",
+              dtype_name(source.dtype_), dtype_name(dtype_));
+    copy_bytes(raw(), device(), source.raw(), source.device(), nbytes());
+    return;
+  }
+  if (!is_contiguous() || across_devices) {
+    // A strided destination or source (a slice of a cache, a column slice): blocks of rows between
+    // tensors of one dtype whose last dims are contiguous, one 2-D copy per index of the dims before
+    // the last two.
+    SSM_CHECK(source.dtype_ == dtype_ && (dim() == 0 || ((strides_.back() == 1 || shape_.back() <= 1) &&
+                                                          (source.strides_.back() == 1 || shape_.back() <= 1))),
+              "a strided copy needs one dtype and contiguous rows on both sides ({} into {})",
+              dtype_name(source.dtype_), dtype_name(dtype_));
+    if (numel() == 0) return;
+    const size_t element = dtype_size(dtype_), row_bytes = size_t(shape_.back()) * element;
+    const size_t rows = dim() >= 2 ? size_t(shape_[shape_.size() - 2]) : 1;
+    const size_t dest_pitch = dim() >= 2 ? size_t(strides_[shape_.size() - 2]) * element : row_bytes;
+    const size_t src_pitch = dim() >= 2 ? size_t(source.strides_[shape_.size() - 2]) * element : row_bytes;
+    const Shape outer(shape_.begin(), shape_.end() - std::min<int64_t>(dim(), 2));
+    Shape dest_strides(strides_.begin(), strides_.begin() + int64_t(outer.size()));
+    Shape src_strides(source.strides_.begin(), source.strides_.begin() + int64_t(outer.size()));
+    // Walk the outer index once, accumulating both offsets.
+    std::vector<int64_t> index(outer.size(), 0);
+    int64_t dest_offset = 0, src_offset = 0;
+    for (int64_t r = 0, n = shape_numel(outer); r < n; ++r) {
+      copy_rows(static_cast<char*>(raw()) + size_t(dest_offset) * element, dest_pitch, device(),
+                static_cast<const char*>(source.raw()) + size_t(src_offset) * element, src_pitch, source.device(),
+                row_bytes, rows);
+      for (size_t axis = outer.size(); axis-- > 0;) {
+        if (++index[axis] < outer[axis]) {
+          dest_offset += dest_strides[axis];
+          src_offset += src_strides[axis];
+          break;
+        }
+        dest_offset -= dest_strides[axis] * (outer[axis] - 1);
+        src_offset -= src_strides[axis] * (outer[axis] - 1);
+        index[axis] = 0;
+      }
+    }
     return;
   }
   char* dest = static_cast<char*>(raw());
@@ -247,7 +289,7 @@ Tensor Tensor::to(DType dtype) const {
 }
 
 void Tensor::fill(float value) {
-  SSM_CHECK(is_contiguous(), "fill of a non-contiguous tensor");
+  SSM_CHECK(is_contiguous() && device() == Device::CPU, "fill of a non-contiguous or GPU tensor");
   char* p = static_cast<char*>(raw());
   const size_t element = dtype_size(dtype_);
   for (int64_t i = 0; i < numel(); ++i) store_from_f32(p + i * element, dtype_, value);

@@ -8,16 +8,17 @@
 #include <string>
 #include <vector>
 
+#include "core/device.h"
 #include "core/dtype.h"
 #include "core/error.h"
 
 namespace ssm {
 
-enum class Device : uint8_t { CPU, CUDA };
-
 using Shape = std::vector<int64_t>;
 std::string shape_str(const Shape& shape);
 int64_t shape_numel(const Shape& shape);
+// `shape` with its last extent replaced by `width` (the output shape of a row-wise map).
+Shape with_last(Shape shape, int64_t width);
 
 // A block of bytes with its release function (aligned free, munmap, cudaFree, ...).
 class Storage {
@@ -29,7 +30,7 @@ class Storage {
   void* data() const { return data_; }
   size_t bytes() const { return bytes_; }
   Device device() const { return device_; }
-  static std::shared_ptr<Storage> allocate(size_t bytes);  // 64-byte aligned, CPU
+  static std::shared_ptr<Storage> allocate(size_t bytes, Device device = Device::CPU);
 
  private:
   void* data_;
@@ -41,8 +42,8 @@ class Storage {
 class Tensor {
  public:
   Tensor() = default;
-  static Tensor empty(const Shape& shape, DType dtype = DType::F32);
-  static Tensor zeros(const Shape& shape, DType dtype = DType::F32);
+  static Tensor empty(const Shape& shape, DType dtype = DType::F32, Device device = Device::CPU);
+  static Tensor zeros(const Shape& shape, DType dtype = DType::F32, Device device = Device::CPU);
   // Wraps memory owned elsewhere; `storage` keeps it alive.
   static Tensor wrap(std::shared_ptr<Storage> storage, size_t byte_offset, const Shape& shape, DType dtype);
 
@@ -76,7 +77,9 @@ class Tensor {
   Tensor contiguous() const;                                           // copy if needed
   Tensor to(DType dtype) const;                                        // converting copy
   Tensor clone() const;
-  void copy_from(const Tensor& source);  // same shape; converts dtype
+  // A contiguous copy on `device` (the same tensor when it is already there and contiguous).
+  Tensor to_device(Device device) const;
+  void copy_from(const Tensor& source);  // same shape; converts dtype on the CPU; across devices: same dtype
   void fill(float value);
 
  private:

@@ -32,7 +32,7 @@ Tensor Workspace::take(const Shape& shape, DType dtype) {
   // the previous block counts as used so that offsets stay monotonic.
   const size_t start = std::max(used_, capacity());
   const size_t block_bytes = std::max(bytes, capacity());  // doubles the space while growing
-  blocks_.push_back({Storage::allocate(block_bytes), start});
+  blocks_.push_back({Storage::allocate(block_bytes, device_), start});
   ++block_allocations_;
   used_ = start + bytes;
   high_water_ = std::max(high_water_, used_);
@@ -40,6 +40,7 @@ Tensor Workspace::take(const Shape& shape, DType dtype) {
 }
 
 Tensor Workspace::zeros(const Shape& shape, DType dtype) {
+  SSM_CHECK(device_ == Device::CPU, "Workspace::zeros: fill GPU tensors with an op");
   Tensor t = take(shape, dtype);
   if (t.nbytes()) std::memset(t.raw(), 0, t.nbytes());
   return t;
@@ -51,10 +52,10 @@ void Workspace::release(Mark mark) {
   // Back at the bottom after a call that spilled: plan one block for the high-water mark.
   if (used_ == 0 && blocks_.size() > 1) {
     blocks_.clear();
-    blocks_.push_back({Storage::allocate(high_water_), 0});
+    blocks_.push_back({Storage::allocate(high_water_, device_), 0});
     ++block_allocations_;
-    // Touch every page now: the calls this block is planned for then take no page faults.
-    std::memset(blocks_.back().storage->data(), 0, high_water_);
+    // Touch every page of host memory now: the calls this block is planned for take no page faults.
+    if (device_ == Device::CPU) std::memset(blocks_.back().storage->data(), 0, high_water_);
   }
 }
 

@@ -16,6 +16,9 @@ class Workspace {
  public:
   using Mark = size_t;  // bytes in use
 
+  explicit Workspace(Device device = Device::CPU) : device_(device) {}
+  Device device() const { return device_; }
+
   // An uninitialised tensor valid until the workspace is released below it. Blocks stay alive while
   // a tensor refers to them, so a tensor outliving its release is never dangling (only reused).
   Tensor take(const Shape& shape, DType dtype = DType::F32);
@@ -34,6 +37,7 @@ class Workspace {
     std::shared_ptr<Storage> storage;
     size_t begin;  // offset of this block's first byte in the workspace's address space
   };
+  Device device_;
   std::vector<Block> blocks_;
   size_t used_ = 0, high_water_ = 0;
   int64_t block_allocations_ = 0;

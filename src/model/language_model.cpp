@@ -1,8 +1,10 @@
 #include "model/language_model.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
 #include <set>
+#include <vector>
 
 #include "core/file_util.h"
 #include "core/safetensors.h"
@@ -70,6 +72,18 @@ int64_t LanguageModel::weight_bytes() const {
   return bytes;
 }
 
+int64_t LanguageModel::weight_bytes(WeightDType as) const {
+  int64_t bytes = 0;
+  for (const ParamRef& p : const_cast<LanguageModel&>(*this).params()) {
+    const bool matrix = p.kind != ParamKind::Vector;
+    const size_t element = !matrix || as == WeightDType::F32 ? 4
+                           : as == WeightDType::BF16         ? 2
+                                                             : dtype_size(p.tensor->dtype());
+    bytes += shape_numel(p.shape) * int64_t(element);
+  }
+  return bytes;
+}
+
 int64_t LanguageModel::parameter_count() const {
   int64_t count = 0;
   for (const ParamRef& p : const_cast<LanguageModel&>(*this).params()) count += shape_numel(p.shape);
@@ -83,9 +97,60 @@ double LanguageModel::matmul_macs_per_token() const {
   return macs;
 }
 
+double LanguageModel::state_bytes(int64_t context) const {
+  double bytes = double(new_state(1).bytes());
+  for (const Branch& branch : branches_)
+    for (const MixerSlot& slot : branch.mixers) {
+      const int64_t limit = slot.mixer->cache_limit_tokens();
+      const int64_t tokens = limit > 0 ? std::min(context, limit) : context;
+      bytes += slot.mixer->cache_bytes_per_token() * double(tokens);
+    }
+  return bytes;
+}
+
 // ---- loading and saving ----
 
+WeightDType weight_dtype_from_name(const std::string& name) {
+  for (WeightDType dtype : {WeightDType::Auto, WeightDType::F32, WeightDType::BF16})
+    if (name == weight_dtype_name(dtype)) return dtype;
+  fail("unknown weight dtype '{}' (auto, f32, bf16)", name);
+}
+
+const char* weight_dtype_name(WeightDType dtype) {
+  switch (dtype) {
+    case WeightDType::F32: return "f32";
+    case WeightDType::BF16: return "bf16";
+    default: return "auto";
+  }
+}
+
 namespace {
+
+// `stored` (in a file mapping) converted to `dtype`, a few MiB at a time, dropping the pages read as
+// it goes: the load never holds the file's bytes and the converted copy at once.
+Tensor convert_from_mapping(const Tensor& stored, DType dtype) {
+  if (stored.dim() == 0 || stored.size(0) == 0) return stored.to(dtype);
+  Tensor out = Tensor::empty(stored.shape(), dtype);
+  const int64_t rows = stored.size(0), row_bytes = int64_t(stored.nbytes()) / rows;
+  const int64_t block = std::max<int64_t>(1, (int64_t(4) << 20) / std::max<int64_t>(row_bytes, 1));
+  for (int64_t r = 0; r < rows; r += block) {
+    const int64_t n = std::min(block, rows - r);
+    const Tensor source = stored.slice(0, r, n);
+    Tensor target = out.slice(0, r, n);
+    target.copy_from(source);
+    release_mapped_pages(source);
+  }
+  return out;
+}
+
+// The dtype a matrix stored as `stored` is kept in.
+DType matrix_dtype(WeightDType wanted, DType stored) {
+  switch (wanted) {
+    case WeightDType::F32: return DType::F32;
+    case WeightDType::BF16: return DType::BF16;
+    default: return stored;
+  }
+}
 
 // Tensor name → file, for model.safetensors or a sharded model.safetensors.index.json.
 std::map<std::string, std::shared_ptr<SafetensorsFile>> open_weights(const std::string& folder) {
@@ -121,11 +186,11 @@ std::map<std::string, std::shared_ptr<SafetensorsFile>> open_weights(const std::
 }  // namespace
 
 LanguageModel LanguageModel::load(const std::string& folder, const LoadOptions& options) {
-  SSM_CHECK(options.matrix_dtype == DType::F32 || options.matrix_dtype == DType::BF16,
-            "weights can be kept in F32 or BF16, not {}", dtype_name(options.matrix_dtype));
   LanguageModel model(ModelConfig::load_folder(folder));
   auto files = open_weights(folder);
   std::set<std::string> used;
+  bool converted = false;
+  std::vector<Tensor*> in_mapping;  // tensors still read from the file mapping
   for (ParamRef& p : model.params()) {
     auto it = files.find(p.name);
     SSM_CHECK(it != files.end(), "model folder '{}': missing tensor '{}'", folder, p.name);
@@ -136,22 +201,33 @@ LanguageModel LanguageModel::load(const std::string& folder, const LoadOptions& 
               dtype_name(stored.dtype()));
     SSM_CHECK(stored.shape() == p.shape, "'{}': tensor '{}' has shape {} but the config needs {}",
               it->second->path(), p.name, shape_str(stored.shape()), shape_str(p.shape));
-    const DType target = p.kind == ParamKind::Vector ? DType::F32 : options.matrix_dtype;
+    const DType target = p.kind == ParamKind::Vector ? DType::F32 : matrix_dtype(options.weights, stored.dtype());
     // Weights already in the target dtype stay in the read-only mapping: no copy, no load time.
-    if (stored.dtype() != target) *p.tensor = stored.to(target);
-    else *p.tensor = options.writable ? stored.clone() : stored;
+    if (stored.dtype() != target) {
+      *p.tensor = convert_from_mapping(stored, target);
+      converted = true;
+    } else {
+      *p.tensor = options.writable ? stored.clone() : stored;
+      if (!options.writable) in_mapping.push_back(p.tensor);
+    }
   }
+  // Once anything was converted, the pages it was read from would stay resident as long as one
+  // tensor still refers to the mapping: copy the rest out too, so the mapping is released.
+  if (converted)
+    for (Tensor* t : in_mapping) *t = t->clone();
   for (const auto& [name, file] : files) {
     if (used.count(name)) continue;
     if (name == "lm_head.weight" && model.config_.tie_embeddings()) continue;  // saved tied copy
     fail("'{}': unexpected tensor '{}' for a {} model", file->path(), name, model.config_.model_type);
   }
+  if (options.device != Device::CPU)
+    model.to_device(options.device, options.weights == WeightDType::F32 ? DType::F32 : DType::BF16);
   return model;
 }
 
-void LanguageModel::save(const std::string& folder, DType file_dtype) const {
-  SSM_CHECK(file_dtype == DType::F32 || file_dtype == DType::BF16 || file_dtype == DType::F16,
-            "checkpoints are saved in F32, BF16 or F16, not {}", dtype_name(file_dtype));
+void LanguageModel::save(const std::string& folder, DType matrix_dtype) const {
+  SSM_CHECK(matrix_dtype == DType::F32 || matrix_dtype == DType::BF16 || matrix_dtype == DType::F16,
+            "save: matrices are written as F32, BF16 or F16, not {}", dtype_name(matrix_dtype));
   std::error_code error;
   fs::create_directories(folder, error);
   SSM_CHECK(!error && fs::is_directory(folder), "cannot create folder '{}': {}", folder, error.message());
@@ -162,7 +238,10 @@ void LanguageModel::save(const std::string& folder, DType file_dtype) const {
   const ParamList params = const_cast<LanguageModel&>(*this).params();
   SSM_CHECK(names.size() == params.size(), "save: the saved config does not describe this model");
   std::vector<std::pair<std::string, Tensor>> tensors;
-  for (size_t i = 0; i < params.size(); ++i) tensors.emplace_back(names[i].name, params[i].tensor->to(file_dtype));
+  for (size_t i = 0; i < params.size(); ++i) {
+    const DType dtype = params[i].kind == ParamKind::Vector ? DType::F32 : matrix_dtype;
+    tensors.emplace_back(names[i].name, params[i].tensor->to(dtype));
+  }
   write_safetensors((fs::path(folder) / "model.safetensors").string(), tensors);
   write_text_file((fs::path(folder) / "config.json").string(), config_.hf_config.dump(2) + "\n");
   Json generation = {{"_from_model_config", true}};
@@ -183,6 +262,35 @@ ModelState LanguageModel::new_state(int64_t batch) const {
   return state;
 }
 
+DType LanguageModel::activation_dtype() const {
+  return device() == Device::CPU ? DType::F32 : embedding_.dtype();
+}
+
+void LanguageModel::to_device(Device device, DType matrix_dtype) {
+  require_device(device);
+  for (ParamRef& p : params()) {
+    const DType dtype = p.kind == ParamKind::Vector ? DType::F32 : matrix_dtype;
+    *p.tensor = p.tensor->to(dtype).to_device(device);
+  }
+  for (Branch& branch : branches_)
+    for (MixerSlot& slot : branch.mixers) slot.mixer->to_device(device);
+}
+
+Tensor LanguageModel::ids_here(const Tensor& ids, Workspace& ws) const {
+  SSM_CHECK(ids.dtype() == DType::I32, "token ids must be int32, got {}", dtype_name(ids.dtype()));
+  if (ids.device() == device()) return ids;
+  // The GPU cannot report an id outside the vocabulary, so the host checks before the copy.
+  const Tensor host = ids.contiguous();
+  for (int64_t i = 0; i < host.numel(); ++i) {
+    const int32_t id = host.data<int32_t>()[i];
+    SSM_CHECK(id >= 0 && id < config_.vocab_size, "token id {} is outside the vocabulary [0, {})", id,
+              config_.vocab_size);
+  }
+  Tensor here = ws.take(host.shape(), DType::I32);
+  here.copy_from(host);
+  return here;
+}
+
 void LanguageModel::embed(const Tensor& ids, Tensor& out) const {
   SSM_CHECK(ids.dtype() == DType::I32, "token ids must be int32, got {}", dtype_name(ids.dtype()));
   ops::embedding(embedding_, ids, out);
@@ -191,7 +299,7 @@ void LanguageModel::embed(const Tensor& ids, Tensor& out) const {
 
 void LanguageModel::logits(const Tensor& hidden, Tensor& out, Workspace& ws) const {
   WorkspaceScope scope(ws);
-  Tensor normed = ws.take({hidden.rows(), config_.d_model});
+  Tensor normed = ws.take({hidden.rows(), config_.d_model}, activation_dtype());
   ops::rmsnorm(hidden, norm_f_, float(config_.norm_eps), normed);
   ops::linear(normed, head_weight(), Tensor(), out);
   if (config_.logit_scale != 1.0f) ops::scale(out, config_.logit_scale, out);
@@ -200,14 +308,15 @@ void LanguageModel::logits(const Tensor& hidden, Tensor& out, Workspace& ws) con
 void LanguageModel::apply_branch(size_t index, Tensor& h, ModelState* state, bool one_token, Workspace& ws) const {
   WorkspaceScope scope(ws);
   const Branch& branch = branches_[index];
-  Tensor normed = ws.take(h.shape()), mixed = ws.take(h.shape());
+  const DType act = activation_dtype();
+  Tensor normed = ws.take(h.shape(), act), mixed = ws.take(h.shape(), act);
   ops::rmsnorm(h, branch.norm, float(config_.norm_eps), normed);
   Tensor scaled;  // the input of a mixer with an input multiplier (Falcon-H1)
   for (size_t j = 0; j < branch.mixers.size(); ++j) {
     const MixerSlot& slot = branch.mixers[j];
     const Tensor* input = &normed;
     if (slot.input_scale != 1.0f) {
-      if (!scaled.defined()) scaled = ws.take(h.shape());
+      if (!scaled.defined()) scaled = ws.take(h.shape(), act);
       ops::scale(normed, slot.input_scale, scaled);
       input = &scaled;
     }
@@ -223,8 +332,8 @@ Tensor LanguageModel::hidden_states(const Tensor& ids, ModelState* state, Worksp
   SSM_CHECK(ids.dim() == 2 && ids.size(0) > 0 && ids.size(1) > 0, "token ids must be [batch, length], got {}",
             shape_str(ids.shape()));
   if (state) SSM_CHECK(state->batch == ids.size(0), "state holds {} sequences, ids {}", state->batch, ids.size(0));
-  Tensor h = ws.take({ids.size(0), ids.size(1), config_.d_model});
-  embed(ids, h);
+  Tensor h = ws.take({ids.size(0), ids.size(1), config_.d_model});  // the residual stream: F32
+  embed(ids_here(ids, ws), h);
   for (size_t i = 0; i < branches_.size(); ++i) apply_branch(i, h, state, false, ws);
   return h;
 }
@@ -247,19 +356,19 @@ Tensor LanguageModel::step(const Tensor& ids, ModelState& state, Workspace& ws) 
   Tensor out = ws.take({batch, config_.vocab_size});
   WorkspaceScope scope(ws);
   Tensor h = ws.take({batch, config_.d_model});
-  embed(ids, h);
+  embed(ids_here(ids, ws), h);
   for (size_t i = 0; i < branches_.size(); ++i) apply_branch(i, h, &state, true, ws);
   logits(h, out, ws);
   return out;
 }
 
 Tensor LanguageModel::forward(const Tensor& ids, ModelState* state, bool all_positions) const {
-  Workspace ws;
+  Workspace ws(device());
   return forward(ids, state, all_positions, ws);
 }
 
 Tensor LanguageModel::step(const Tensor& ids, ModelState& state) const {
-  Workspace ws;
+  Workspace ws(device());
   return step(ids, state, ws);
 }
 

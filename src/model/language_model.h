@@ -23,9 +23,23 @@ struct ModelState {
   void copy_sequence(int64_t from_index, ModelState& to, int64_t to_index) const;
 };
 
+// How projection matrices and the embedding/head are kept in memory (`--dtype`). Vectors (norms,
+// biases, conv taps, A_log, D) are always F32, and all arithmetic is F32.
+enum class WeightDType {
+  Auto,  // as stored: F32 stays F32, BF16 and F16 stay 16-bit (read in place from the file mapping)
+  F32,   // widened to F32
+  BF16,  // rounded to BF16 (F32 and F16 checkpoints)
+};
+// "auto", "f32", "bf16" (ssm::Error otherwise) and back.
+WeightDType weight_dtype_from_name(const std::string& name);
+const char* weight_dtype_name(WeightDType dtype);
+
 struct LoadOptions {
-  DType matrix_dtype = DType::F32;  // F32 or BF16 for projection matrices and the embedding/head
-  bool writable = false;            // copy weights out of the file mapping (training)
+  WeightDType weights = WeightDType::Auto;
+  bool writable = false;  // copy weights out of the file mapping (training)
+  // Where the model computes. On the GPU the matrices are BF16 unless `weights` is F32 (then every
+  // activation is F32 too, for parity with the CPU); vectors and the residual stream are F32.
+  Device device = Device::CPU;
 };
 
 struct MixerSlot {
@@ -45,9 +59,9 @@ class LanguageModel {
   static LanguageModel load(const std::string& folder, const LoadOptions& options = {});
   void allocate(DType matrix_dtype = DType::F32);
 
-  // Writes config.json, generation_config.json and model.safetensors (each atomically), every
-  // tensor stored as file_dtype (F32, BF16 or F16).
-  void save(const std::string& folder, DType file_dtype = DType::F32) const;
+  // Writes config.json, generation_config.json and model.safetensors (each atomically), with the
+  // matrices in `matrix_dtype` (F32, BF16 or F16) and the vectors in F32.
+  void save(const std::string& folder, DType matrix_dtype = DType::F32) const;
 
   const ModelConfig& config() const { return config_; }
   ParamList params();
@@ -55,9 +69,12 @@ class LanguageModel {
   const Tensor& embedding() const { return embedding_; }
   const Tensor& final_norm() const { return norm_f_; }
   const Tensor& head_weight() const { return config_.tie_embeddings() ? embedding_ : lm_head_; }
-  int64_t weight_bytes() const;
+  int64_t weight_bytes() const;  // as held now
+  int64_t weight_bytes(WeightDType as) const;  // as they would be held when loaded with `as`
   int64_t parameter_count() const;  // the tied head counted once
   double matmul_macs_per_token() const;  // every mixer's projections (not the head)
+  // Bytes of every mixer's state for one sequence that has seen `context` tokens.
+  double state_bytes(int64_t context) const;
 
   ModelState new_state(int64_t batch) const;
   // ids I32 [B,T] → logits [B,T,V] (all_positions) or [B,V] for the last position. state (optional)
@@ -78,9 +95,17 @@ class LanguageModel {
   // Final norm + head on hidden rows [M, D] into logits [M, V].
   void logits(const Tensor& hidden, Tensor& out, Workspace& ws) const;
 
+  Device device() const { return embedding_.defined() ? embedding_.device() : Device::CPU; }
+  // The dtype the mixers compute their activations in: F32 on the CPU, the matrices' dtype on the GPU.
+  DType activation_dtype() const;
+  // Moves every parameter to `device`, matrices (and the embedding) converted to `matrix_dtype`.
+  void to_device(Device device, DType matrix_dtype);
+
  private:
   // One residual branch: h += Σ out_scale · mixer(in_scale · rmsnorm(h)), through forward or step.
   void apply_branch(size_t index, Tensor& h, ModelState* state, bool one_token, Workspace& ws) const;
+  // ids (I32, on the host or the model's device) on the model's device, checked against the vocabulary.
+  Tensor ids_here(const Tensor& ids, Workspace& ws) const;
 
   ModelConfig config_;
   Tensor embedding_, norm_f_, lm_head_;

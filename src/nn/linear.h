@@ -8,7 +8,7 @@
 namespace ssm {
 
 struct Linear {
-  Tensor weight;  // [out, in], F32 or BF16
+  Tensor weight;  // [out, in], F32, BF16 or F16
   Tensor bias;    // [out] or undefined
   int64_t in = 0, out = 0;
   bool has_bias = false;

@@ -45,6 +45,9 @@ class Mixer {
   virtual void add_params(const std::string& prefix, ParamList& params) = 0;
   // Draws the parameters (already allocated, F32) for training from scratch.
   virtual void init_parameters(Rng& rng, const InitOptions& options) = 0;
+  // Moves what the mixer derives from its settings alone (not parameters: the model moves those) to
+  // `device`, where the model has placed the parameters.
+  virtual void to_device(Device device) {}
 
   // A zero state for `batch` sequences, or null for a mixer without one (MLP, MoE).
   virtual std::unique_ptr<MixerState> new_state(int64_t batch) const { return nullptr; }
@@ -57,6 +60,10 @@ class Mixer {
 
   // Multiply-adds of the matrix products per token (what the benchmark's FLOP rate counts).
   virtual double matmul_macs_per_token() const = 0;
+  // Bytes the state grows by per token of context, per sequence (a KV cache), and the context length
+  // beyond which it stops growing (a sliding window; 0: never).
+  virtual double cache_bytes_per_token() const { return 0; }
+  virtual int64_t cache_limit_tokens() const { return 0; }
 };
 
 // The sizes and options of one mixer layer: what a config reader produces and a model builds from.

@@ -9,16 +9,24 @@
 #pragma once
 #include <cstdint>
 #include <limits>
+#include <string_view>
 
 #include "core/tensor.h"
 
 namespace ssm::ops {
 
 // ---- dense ----
-// y[M,N] (=|+=) x[M,K] · w[N,K]ᵀ + bias[N]. w is F32 or BF16 (contiguous); x, y rows tensors.
+// y[M,N] (=|+=) x[M,K] · w[N,K]ᵀ + bias[N]. w is F32, BF16 or F16 (contiguous), read as stored; the
+// arithmetic is f32, except that many-row products with 16-bit weights may round x to bf16 for a
+// bf16 GEMM (ops/cpu/gemm.h). x, y rows tensors.
 void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y, bool accumulate = false);
-// out[..., D] = table[ids[...]]; ids I32; throws ssm::Error naming an id outside [0, V).
+// out[..., D] = table[ids[...]]; table F32, BF16 or F16; ids I32; throws ssm::Error naming an id outside [0, V).
 void embedding(const Tensor& table, const Tensor& ids, Tensor& out);
+// On the GPU embedding cannot throw without waiting for its kernel: an id outside [0, V) gives a NaN
+// row and is recorded on the device. This throws the CPU op's error for the recorded id at the lowest
+// position and clears the record; it waits for the current stream, so call it where the caller waits
+// anyway (reading logits or sampled ids back). On the CPU it does nothing: embedding has thrown.
+void check_embedding_ids(Device device);
 // a += b elementwise (same shape, rows tensors).
 void add_inplace(Tensor& a, const Tensor& b);
 // a += factor · b (same shape, rows tensors).
@@ -84,5 +92,166 @@ struct SsdInputs {
 void ssd(const SsdInputs& in, Tensor* state, Tensor& y);
 // Step form: x [B,H*P], dt [B,H], B/C [B,G*N]; state required; y [B,H*P].
 void ssd_step(const SsdInputs& in, Tensor& state, Tensor& y);
+
+// ---- MLP and mixture-of-experts channel mixers ----
+// The MLP and MoE blocks of hybrid checkpoints (Bamba, Jamba, Falcon-H1, Nemotron-H): activations,
+// the MoE router, and the dispatch of tokens to experts. Matrix products are ops::linear.
+
+// Activation of an MLP. activation_from_name accepts transformers' ACT2FN names (config keys
+// `hidden_act`, `mlp_hidden_act`):
+enum class Activation : uint8_t {
+  Silu,      // x σ(x)                                       "silu", "swish"
+  Gelu,      // x Φ(x) = 0.5 x (1 + erf(x / √2))             "gelu", "gelu_python"
+  GeluTanh,  // 0.5 x (1 + tanh(√(2/π) (x + 0.044715 x³)))  "gelu_pytorch_tanh", "gelu_python_tanh",
+             //                                              "gelu_new", "gelu_fast", "gelu_accurate"
+  Relu2,     // relu(x)²  (Nemotron-H)                       "relu2"
+  Sigmoid,   // σ(x) = 1 / (1 + e^−x)  (RAT's output gate)   "sigmoid"
+};
+// Throws ssm::Error naming `name` and the accepted names when it is none of them.
+Activation activation_from_name(std::string_view name);
+std::string_view activation_name(Activation act);  // the first name listed above
+// y = act(x). x, y rows tensors of one shape; y may alias x.
+void activation(Activation act, const Tensor& x, Tensor& y);
+// Gated MLP (SwiGLU, GeGLU), and RAT's output gate σ(z) ⊙ y: y = act(gate_scale · gate) ⊙ up.
+// gate_scale is Falcon-H1's gate_multiplier (1 elsewhere). gate, up, y rows tensors of one shape, so
+// the two column halves of one gate_up projection output are accepted as they are; y may alias gate
+// or up.
+void gated_activation(Activation act, const Tensor& gate, const Tensor& up, float gate_scale, Tensor& y);
+
+// MoE router: from router logits [M, E] (M tokens, E experts), each token's top_k experts and weights.
+//   Softmax (Mixtral, Jamba, Qwen-MoE):
+//     p = softmax(logits);  I = top_k(p);  w = p[I]  (/ Σ p[I] when norm_topk_prob).
+//   Sigmoid (DeepSeek-V3, Nemotron-H):
+//     s = σ(logits);  c = s + correction_bias (c selects, s weighs);
+//     group-limited: c seen as [n_group, E / n_group], each group scored by the sum of its two
+//     largest c, the topk_group best groups kept, the others' experts excluded;
+//     I = top_k(c) over the remaining experts;  w = s[I]  (/ (Σ s[I] + 1e-20) when norm_topk_prob).
+//   Then (both) w *= routed_scaling_factor.
+// Slots are in decreasing order of the selection score (p, or c). Equal scores (experts or groups)
+// go to the lower index first (torch.topk leaves their order unspecified); NaN ranks above every
+// number, as in torch.topk.
+enum class MoeScoring : uint8_t { Softmax, Sigmoid };
+struct MoeRouterOptions {
+  MoeScoring scoring = MoeScoring::Softmax;
+  int64_t top_k = 2;  // num_experts_per_tok
+  bool norm_topk_prob = false;
+  float routed_scaling_factor = 1.0f;
+  int64_t n_group = 1;     // Sigmoid only; must divide E
+  int64_t topk_group = 1;  // Sigmoid only; in [1, n_group]
+};
+// logits F32 rows [M, E]; correction_bias F32 [E] (Sigmoid only, optional: absent = zeros);
+// indices I32 [M, top_k] contiguous; weights F32 rows [M, top_k].
+void moe_route(const Tensor& logits, const Tensor& correction_bias, const MoeRouterOptions& options, Tensor& indices,
+               Tensor& weights);
+
+// Dispatch plan of a routing: its M·k (token, slot) pairs ordered by expert, and within one expert by
+// increasing token (a counting sort, so the plan depends only on `indices`). Position r in that
+// order is "dispatch row" r: expert e owns rows [expert_offsets[e], expert_offsets[e + 1]).
+// A layer gathers the rows of one expert (or of all of them at once into an [M·k, D] buffer whose
+// slice [offsets[e], offsets[e + 1]) is expert e's input), runs the expert on them, and adds the
+// results back with moe_scatter_add.
+struct MoePlan {
+  Tensor expert_offsets;  // I32 [E + 1]
+  Tensor row_token;       // I32 [M·k]: the token of each dispatch row
+  Tensor row_slot;        // I32 [M·k]: its slot (column of indices / weights)
+  Tensor slot_row;        // I32 [M, k]: the dispatch row of each (token, slot)
+  // Contiguous tensors of the shapes above, for moe_plan to fill.
+  static MoePlan allocate(int64_t tokens, int64_t top_k, int64_t n_experts);
+};
+// indices I32 [M, k] contiguous (ids in [0, E), no expert twice in one token; E from the plan).
+void moe_plan(const Tensor& indices, MoePlan& plan);
+// out[i] = x[row_token[first_row + i]] for the out.size(0) dispatch rows from first_row.
+// x F32 rows [M, D]; out F32 rows [n, D].
+void moe_gather(const Tensor& x, const MoePlan& plan, int64_t first_row, Tensor& out);
+// y[t] += weights[t, s] · rows[i], (t, s) the token and slot of dispatch row first_row + i, for the
+// rows.size(0) rows from first_row; weights undefined = 1. rows F32 rows [n, D]; y F32 rows [M, D];
+// weights F32 rows [M, k]. Every y row receives its terms in dispatch-row order whatever the thread
+// count, and one call over all rows adds exactly what consecutive per-expert calls in expert order do.
+void moe_scatter_add(const Tensor& rows, const Tensor& weights, const MoePlan& plan, int64_t first_row, Tensor& y);
+
+// ---- RAT (Wei et al. 2025): a gated recurrence inside chunks, softmax attention across them ----
+// Per head h (H heads of dh channels, width H*dh) with q/k group h % G (the authors tile the G
+// groups over the heads: k.repeat, not repeat_interleave). a = σ(g + gate_bias) per channel. Inside
+// each chunk of L tokens the states restart at zero:
+//   ṽ_t = a_t ṽ_{t-1} + (1 - a_t) v_t,   k̃_t = a_t k̃_{t-1} + (1 - a_t) k_t.
+// Query t (chunk c) attends with softmax (scale softmax_scale) to the key/value at the end of every
+// earlier chunk c' < c, RoPE-rotated (rotate-half, base rope_theta) at position c' (q at c), plus its
+// own running pair (k̃_t, ṽ_t). y_t [H*dh] is the attention output, before the mixer's σ(z) gate.
+// The exact equations are at the top of ops/cpu/rat.cpp. Positions count from the start of the
+// sequence, so a chunk boundary falls every L tokens from there, also across calls.
+struct RatInputs {
+  Tensor q, k;       // [B,T,G*dh] rows
+  Tensor v;          // [B,T,H*dh] rows
+  Tensor g;          // [B,T,H*dh] rows, the forget gate before gate_bias and the sigmoid
+  Tensor gate_bias;  // [H*dh]
+  int64_t n_heads = 1;
+  int64_t n_groups = 1;  // G, dividing n_heads
+  int64_t chunk_size = 16;
+  float rope_theta = 10000.0f;
+  float softmax_scale = 0.0f;  // 0: dh^-1/2, the authors' value
+};
+// Decode cache of one layer: what later tokens can see. Sequences may be at different positions.
+struct RatCache {
+  Tensor chunk_keys;    // [B, capacity, H*dh]: RoPE-rotated key at the end of every finished chunk
+  Tensor chunk_values;  // [B, capacity, H*dh]: value at the end of every finished chunk
+  Tensor key, value;    // [B, H*dh]: the running k̃/ṽ of the current chunk (not rotated)
+  Tensor tokens;        // [B] I64: tokens seen per sequence (finished chunks = tokens / L)
+
+  // An empty cache (every sequence at position 0) with room for `capacity` finished chunks.
+  static RatCache zeros(int64_t batch, int64_t width, int64_t capacity);
+  int64_t capacity() const { return chunk_keys.defined() ? chunk_keys.size(1) : 0; }
+  // Grows chunk_keys/chunk_values to hold at least `chunks` chunks, keeping their contents. Grows
+  // at least twofold, so that reserving one chunk at a time while decoding copies O(1) per token.
+  void reserve(int64_t chunks);
+};
+// Chunked forward, any T. cache (optional): each sequence continues from cache->tokens (0: from
+// the start), reads the finished chunks and the running pair there, and leaves the cache at its
+// end (tokens += T). Its capacity must hold every chunk finished by then (see RatCache::reserve).
+void rat(const RatInputs& in, RatCache* cache, Tensor& y);
+// One token per sequence: q/k [B,G*dh], v/g [B,H*dh]; cache required and advanced; y [B,H*dh].
+void rat_step(const RatInputs& in, RatCache& cache, Tensor& y);
+
+// ---- rotary position embedding and softmax attention ----
+// RoPE as transformers applies it (rotate-half form). Per head of head_dim channels, the first
+// rotary_dim (even, <= head_dim) rotate and the rest pass through; with half = rotary_dim / 2 and
+// i < half:  out[i] = x[i] cos a_i - x[i+half] sin a_i,  out[i+half] = x[i+half] cos a_i + x[i] sin a_i,
+// a_i = p · f_i,  f_i = 1 / theta^(2i / rotary_dim). f_i and the angle a_i are rounded to float as
+// transformers computes them (in float32), which matters at long positions; cos/sin are of that float.
+struct RopeParams {
+  int64_t head_dim = 0;
+  int64_t rotary_dim = 0;  // head_dim * partial_rotary_factor
+  float theta = 10000.0f;
+};
+// In place on x [B,T,H*head_dim] with positions I32 [B,T], or on x [B,H*head_dim] (one token per
+// sequence) with positions I32 [B]; x a rows tensor, any number of heads H.
+void rope(Tensor& x, const Tensor& positions, const RopeParams& params);
+
+// Causal softmax attention o = softmax(scale · q kᵀ + mask) v per head. q holds n_heads heads of
+// head_dim channels per row, k and v n_kv_heads heads (n_heads % n_kv_heads == 0); query head h
+// reads kv head h / (n_heads / n_kv_heads) (MHA, GQA, MQA). A query at position i sees the key at
+// position j iff j <= i and, with a sliding window W > 0, i - j < W (transformers'
+// sliding_window_causal_mask_function: kv_idx <= q_idx and kv_idx > q_idx - W).
+struct AttentionParams {
+  int64_t n_heads = 0;
+  int64_t n_kv_heads = 0;
+  float scale = 0.0f;  // 0: 1 / sqrt(head_dim)
+  int64_t window = 0;  // 0: no sliding window
+};
+// q [B,T,n_heads*d]; k, v [B,S,n_kv_heads*d] with S >= T: the first S - T keys come before the
+// queries (e.g. from a KV cache) and query t is at position S - T + t. o [B,T,n_heads*d].
+// These sequence tensors need a contiguous last dim and take any batch and row strides (column
+// slices of a wider projection, the first S rows of a cache). lse [B,n_heads,T] F32 contiguous
+// (optional) receives log Σ_j exp(scale q·k_j) over the visible keys, which attention_backward needs.
+// Tiled with an online softmax: memory is linear in T and S. Tiles hold 64 queries, so one token per
+// sequence is attention_decode's job.
+void attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionParams& params, Tensor& o,
+               Tensor* lse = nullptr);
+// One token per sequence over a KV cache: q [B,n_heads*d], caches [B,C,n_kv_heads*d] (same layout
+// rules), lengths I32 [B] with 1 <= lengths[b] <= C; o [B,n_heads*d]. Sequence b attends to rows
+// [lengths[b] - W, lengths[b]) of its cache with a window W (rows in position order, or a ring buffer
+// of at most W rows whose order does not matter since RoPE was applied before caching), else to all
+// rows [0, lengths[b]).
+void attention_decode(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& lengths,
+                      const AttentionParams& params, Tensor& o);
 
 }  // namespace ssm::ops

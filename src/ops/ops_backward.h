@@ -22,7 +22,7 @@ namespace ssm::ops {
 
 // ---- dense ----
 // Forward y = x wᵀ + bias.  dx[M,K] (=|+=) dy[M,N] · w[N,K];  dw[N,K] += dyᵀ x;  dbias[N] += Σ_rows dy.
-// w may be F32 or BF16 (dx only); dw must be F32.
+// w may be F32, BF16 or F16 (dx only); dw must be F32.
 void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw, Tensor* dbias,
                      bool accumulate_dx = false);
 // Forward out = table[ids].  dtable[V,D] += scatter of dout rows by ids (ids I32, any shape).
@@ -106,5 +106,59 @@ struct CrossEntropyOptions {
 };
 double cross_entropy(const Tensor& hidden, const Tensor& weight, const Tensor& targets, Tensor* dhidden,
                      Tensor* dweight, const CrossEntropyOptions& options = {}, int64_t* counted = nullptr);
+
+// ---- MLP and mixture-of-experts channel mixers ----
+// Forward y = act(x).  dx (=|+=) dy ⊙ act'(x).  dx may alias dy.
+void activation_backward(Activation act, const Tensor& x, const Tensor& dy, Tensor& dx, bool accumulate_dx = false);
+// Forward y = act(s · gate) ⊙ up, s = gate_scale.
+//   dgate (=|+=) dy ⊙ up ⊙ s act'(s · gate);   dup (=|+=) dy ⊙ act(s · gate).
+// Either output may be null. dgate may alias gate and dup may alias up (a backward in place over the
+// saved projection output), and either may alias dy.
+void gated_activation_backward(Activation act, const Tensor& gate, const Tensor& up, float gate_scale, const Tensor& dy,
+                               Tensor* dgate, Tensor* dup, bool accumulate = false);
+
+// Gradient of ops::moe_route's weights with respect to the router logits. The selection is piecewise
+// constant, so only the weights carry gradient (and correction_bias gets none); `indices` are the
+// forward's. With g = dweights [M, k], c = routed_scaling_factor and x = p (Softmax) or s (Sigmoid):
+//   dx[I_j] = c g_j, or with norm_topk_prob and n = Σ_m x[I_m] (+ 1e-20 for Sigmoid):
+//   dx[I_j] = c (g_j − Σ_m g_m x[I_m] / n) / n;  the other experts' dx = 0;
+//   Softmax: dlogits = p ⊙ (dx − Σ p ⊙ dx);   Sigmoid: dlogits = dx ⊙ s (1 − s).
+// dlogits [M, E] F32 rows (=|+=).
+void moe_route_backward(const Tensor& logits, const Tensor& indices, const MoeRouterOptions& options,
+                        const Tensor& dweights, Tensor& dlogits, bool accumulate_dlogits = false);
+
+// Backward of ops::moe_scatter_add (y[t] += w[t, s] · rows[i]) over the same dispatch rows:
+//   drows[i] = w[t, s] · dy[t]  (dy[t] when weights is undefined), written;
+//   dweights[t, s] = dy[t] · rows[i], written for the (t, s) pairs of these rows only (calls over
+//   every expert's rows write all of dweights [M, k]).
+// drows F32 rows [n, D] (may alias rows); dweights F32 rows [M, k] (needs weights); either may be null.
+// The backward of ops::moe_gather (dx[row_token[r]] += dout[r - first_row]) is moe_scatter_add with
+// undefined weights.
+void moe_scatter_add_backward(const Tensor& rows, const Tensor& weights, const MoePlan& plan, int64_t first_row,
+                              const Tensor& dy, Tensor* drows, Tensor* dweights);
+
+// ---- RAT ----
+// Gradients of ops::rat's inputs, from an empty cache (every sequence starting at position 0).
+// Activation grads written: dq/dk [B,T,G*dh] (summed over the heads sharing a group), dv [B,T,H*dh],
+// dg [B,T,H*dh] (with respect to the raw g, through gate_bias and the sigmoid). Parameter grad
+// accumulated: dgate_bias [H*dh]. Nothing of size T x T/L is kept: the attention over chunk ends is
+// recomputed, first for each query's log-sum-exp, then per block of chunk ends (their gradients)
+// and per query chunk (the query and recurrence gradients).
+struct RatGrads {
+  Tensor dq, dk, dv, dg;
+  Tensor dgate_bias;
+};
+void rat_backward(const RatInputs& in, const Tensor& dy, RatGrads& grads);
+
+// ---- rotary position embedding and softmax attention ----
+// Forward ops::rope (a rotation per channel pair): dx = the inverse rotation of dy, in place on dx
+// (which holds dy on entry). Same shapes and positions as the forward.
+void rope_backward(Tensor& dx, const Tensor& positions, const RopeParams& params);
+// Forward ops::attention, with o and lse as it wrote them; dout [B,T,n_heads*d]. Recomputes the
+// probabilities tile by tile from q, k and lse (flash-attention-2), never a T x S matrix.
+// dq [B,T,n_heads*d], dk, dv [B,S,n_kv_heads*d] written (sequence tensors as in the forward); the
+// keys of a cached prefix get their gradients too. Deterministic: no result depends on the threads.
+void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o, const Tensor& lse,
+                        const Tensor& dout, const AttentionParams& params, Tensor& dq, Tensor& dk, Tensor& dv);
 
 }  // namespace ssm::ops

@@ -208,6 +208,7 @@ TrainResult train(const TrainOptions& o) {
   LanguageModel model = [&] {
     if (resume_from) {
       LoadOptions lo;
+      lo.weights = WeightDType::F32;  // AdamW updates f32 weights in place
       lo.writable = true;
       LanguageModel m = LanguageModel::load(*resume_from, lo);
       SSM_CHECK(m.config().hf_config == config.hf_config,

@@ -33,6 +33,12 @@ class BadInput : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(dir_); }
 
+  // Uses a copy of another fixture as the model under test.
+  void use_fixture(const std::string& name) {
+    fs::remove_all(model_);
+    fs::copy(fixture_dir(name), model_);
+  }
+
   // Runs `ssm logits` on the (possibly damaged) model and ids; expects one error line naming `fragment`.
   void expect_error(const std::string& fragment, const std::string& ids_path = "") {
     const std::string out = (dir_ / "out.npy").string();
@@ -128,6 +134,28 @@ TEST_F(BadInput, MissingTensor) {
     std::erase_if(tensors, [](const auto& entry) { return entry.first == "backbone.layers.1.mixer.D"; });
   });
   expect_error("missing tensor 'backbone.layers.1.mixer.D'");
+}
+
+TEST_F(BadInput, UnknownLayerKindInThePattern) {
+  use_fixture("nemotron_h_tiny");
+  edit_config([](Json& c) { c["layers_block_type"][1] = "mamba3"; });
+  expect_error("unknown layer kind 'mamba3'");
+}
+
+TEST_F(BadInput, InconsistentHeadCounts) {
+  use_fixture("bamba_groups");
+  edit_config([](Json& c) { c["num_key_value_heads"] = 3; });
+  expect_error("attention heads (4) must be a multiple of the key/value heads (3)");
+}
+
+TEST_F(BadInput, MissingExpertTensor) {
+  use_fixture("jamba_tiny");
+  edit_tensors([](auto& tensors) {
+    std::erase_if(tensors, [](const auto& entry) {
+      return entry.first == "model.layers.1.feed_forward.experts.2.up_proj.weight";
+    });
+  });
+  expect_error("missing tensor 'model.layers.1.feed_forward.experts.2.up_proj.weight'");
 }
 
 TEST_F(BadInput, IdOutsideVocabulary) {

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 
 #include <fmt/format.h>
@@ -23,8 +25,10 @@ std::string temp_path(const std::string& name) {
 // The text printed before the stderr summary line.
 std::string continuation(const CliResult& r) { return r.output.substr(0, r.output.rfind("\nprefill ")); }
 
-TEST(CliGenerate, GreedyIdsMatchTransformers) {
-  for (const std::string name : {"mamba_tiny", "mamba2_tiny", "mamba2_groups"}) {
+// Every fixture through the commands a user runs: `ssm generate`'s greedy ids and `ssm logits`' logits.
+TEST(CliGenerate, GreedyIdsAndLogitsMatchTransformers) {
+  for (const std::string name : {"mamba_tiny", "mamba2_tiny", "mamba2_groups", "bamba_tiny", "bamba_groups", "jamba_tiny",
+                                 "falcon_h1_tiny", "falcon_h1_nonorm", "nemotron_h_tiny"}) {
     const std::string dir = fixture_dir(name), out = temp_path(name + ".npy");
     const CliResult r = run_ssm("generate --model " + dir + " --prompt-ids " + dir +
                                 "/greedy_prompt.npy --max-new-tokens 24 --temperature 0 --ids-out " + out);
@@ -33,6 +37,19 @@ TEST(CliGenerate, GreedyIdsMatchTransformers) {
     ASSERT_EQ(got.shape(), want.shape()) << name;
     for (int64_t i = 0; i < want.numel(); ++i) EXPECT_EQ(got.data<int32_t>()[i], want.data<int32_t>()[i]) << name;
     fs::remove(out);
+
+    const std::string logits = temp_path(name + "_logits.npy");
+    const CliResult l = run_ssm("logits --model " + dir + " --ids " + dir + "/input_ids.npy --out " + logits);
+    ASSERT_EQ(l.exit_code, 0) << l.output;
+    const Tensor got_logits = read_npy(logits), want_logits = read_npy(dir + "/logits.npy");
+    ASSERT_EQ(got_logits.shape(), want_logits.shape()) << name;
+    double max_diff = 0, max_ref = 0;
+    for (int64_t i = 0; i < want_logits.numel(); ++i) {
+      max_diff = std::max(max_diff, double(std::fabs(got_logits.data<float>()[i] - want_logits.data<float>()[i])));
+      max_ref = std::max(max_ref, double(std::fabs(want_logits.data<float>()[i])));
+    }
+    EXPECT_LT(max_diff / max_ref, 1e-4) << name;
+    fs::remove(logits);
   }
 }
 

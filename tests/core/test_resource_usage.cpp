@@ -17,11 +17,11 @@ TEST(ResourceUsage, TouchingFreshMemoryCountsPageFaults) {
   volatile char* pages = static_cast<volatile char*>(block);  // volatile: the stores are not optimised away
   for (size_t i = 0; i < bytes; i += 4096) pages[i] = 1;
   const int64_t after = minor_page_faults();
-  const double resident = resident_bytes();
+  const int64_t resident = resident_bytes();
   std::free(block);
   EXPECT_GT(after, before);
-  EXPECT_GE(resident, double(bytes));
-  EXPECT_GE(peak_resident_bytes(), double(bytes));  // not `resident`: the kernel syncs the peak lazily
+  EXPECT_GE(resident, int64_t(bytes));
+  EXPECT_GE(peak_resident_bytes(), int64_t(bytes));  // not `resident`: the kernel syncs the peak lazily
 }
 
 }  // namespace

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 
 #include "core/npy.h"
 #include "infer/generator.h"
@@ -31,7 +33,9 @@ TEST_P(HfFixture, LogitsMatchTransformers) {
   const Tensor want = read_npy(dir + "/logits.npy");
   const Tensor got = model.forward(ids, nullptr, true);
   ASSERT_EQ(got.shape(), want.shape());
-  EXPECT_LT(relative_max_error(got, want), 1e-4);
+  const double error = relative_max_error(got, want);
+  EXPECT_LT(error, 1e-4);
+  if (std::getenv("SSM_PRINT_ERRORS")) std::printf("%-18s max|Δlogits|/max|ref| %.2e\n", GetParam().c_str(), error);
 }
 
 TEST_P(HfFixture, GreedyIdsMatchTransformers) {
@@ -67,7 +71,10 @@ TEST_P(HfFixture, StepMatchesForward) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Model, HfFixture, ::testing::Values("mamba_tiny", "mamba2_tiny", "mamba2_groups"));
+INSTANTIATE_TEST_SUITE_P(Model, HfFixture,
+                         ::testing::Values("mamba_tiny", "mamba2_tiny", "mamba2_groups", "bamba_tiny", "bamba_groups",
+                                           "jamba_tiny", "falcon_h1_tiny", "falcon_h1_nonorm", "nemotron_h_tiny"),
+                         [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
 
 }  // namespace
 }  // namespace ssm

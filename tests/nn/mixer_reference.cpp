@@ -3,11 +3,20 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "nn/mixers/attention/attention.h"
 #include "nn/mixers/mamba1/mamba1.h"
 #include "nn/mixers/mamba2/mamba2.h"
+#include "nn/mixers/mlp/mlp.h"
+#include "nn/mixers/moe/moe.h"
+#include "nn/mixers/rat/rat.h"
+#include "ops/ref/activation.h"
+#include "ops/ref/attention.h"
 #include "ops/ref/conv1d.h"
 #include "ops/ref/gated_rmsnorm.h"
 #include "ops/ref/linear.h"
+#include "ops/ref/moe.h"
+#include "ops/ref/rat.h"
+#include "ops/ref/rope.h"
 #include "ops/ref/rmsnorm.h"
 #include "ops/ref/selective_scan.h"
 #include "ops/ref/ssd.h"
@@ -106,6 +115,82 @@ Vec mamba2(const Mamba2Settings& s, const Named& p, const Vec& x, int64_t Bt, in
   return ref::linear(gated, p("out_proj.weight"), p("out_proj.bias"), M, D, Di);
 }
 
+Vec attention(const AttentionSettings& s, const Named& p, const Vec& x, int64_t Bt, int64_t T) {
+  const int64_t M = Bt * T, D = s.d_model, qw = s.n_heads * s.head_dim, kw = s.n_kv_heads * s.head_dim;
+  Vec q = ref::linear(x, p("q_proj.weight"), p("q_proj.bias"), M, qw, D);
+  Vec k = ref::linear(x, p("k_proj.weight"), p("k_proj.bias"), M, kw, D);
+  const Vec v = ref::linear(x, p("v_proj.weight"), p("v_proj.bias"), M, kw, D);
+  for (double& e : k) e *= s.key_scale;
+  if (s.rotary_dim > 0) {
+    std::vector<int32_t> positions(static_cast<size_t>(M));
+    for (int64_t i = 0; i < M; ++i) positions[size_t(i)] = int32_t(i % T);
+    q = ref::rope(q, positions, qw, s.head_dim, s.rotary_dim, float(s.rope_theta));
+    k = ref::rope(k, positions, kw, s.head_dim, s.rotary_dim, float(s.rope_theta));
+  }
+  ref::AttentionDims dims;
+  dims.batch = Bt;
+  dims.T = dims.S = T;
+  dims.n_heads = s.n_heads;
+  dims.n_kv_heads = s.n_kv_heads;
+  dims.head_dim = s.head_dim;
+  dims.window = s.window;
+  dims.scale = s.softmax_scale > 0 ? s.softmax_scale : 1.0 / std::sqrt(double(s.head_dim));
+  const Vec o = ref::attention(q, k, v, dims);
+  return ref::linear(o, p("o_proj.weight"), p("o_proj.bias"), M, D, qw);
+}
+
+Vec mlp(const MlpSettings& s, const Named& p, const Vec& x, int64_t M) {
+  const Vec up = ref::linear(x, p("up_proj.weight"), p("up_proj.bias"), M, s.d_ff, s.d_model);
+  const Vec hidden = s.gated ? ref::gated_activation(s.activation,
+                                                     ref::linear(x, p("gate_proj.weight"), p("gate_proj.bias"), M,
+                                                                 s.d_ff, s.d_model),
+                                                     up, s.gate_scale)
+                             : ref::activation(s.activation, up);
+  return ref::linear(hidden, p("down_proj.weight"), p("down_proj.bias"), M, s.d_model, s.d_ff);
+}
+
+// Every expert on every token, combined with the routing weights (a plain form of the dispatch).
+Vec moe(const MoeSettings& s, const Named& p, const Vec& x, int64_t M) {
+  const int64_t D = s.d_model, E = s.n_experts, k = s.router.top_k, Dx = s.expert.d_model;
+  const std::string router = s.router_name + ".";
+  const Vec logits = ref::linear(x, p(router + "weight"), {}, M, E, D);
+  const ref::MoeRouting routing = ref::moe_route(logits, p(router + "e_score_correction_bias"), M, E, s.router);
+  const Vec latent = s.latent_size > 0 ? ref::linear(x, p("fc1_latent_proj.weight"), p("fc1_latent_proj.bias"), M,
+                                                     Dx, D)
+                                       : x;
+  Vec expert_out(static_cast<size_t>(M * k * Dx));
+  for (int64_t e = 0; e < E; ++e) {
+    const Vec out = mlp(s.expert, Named{p.P, p.prefix + ".experts." + std::to_string(e)}, latent, M);
+    for (int64_t t = 0; t < M; ++t)
+      for (int64_t slot = 0; slot < k; ++slot)
+        if (routing.indices[size_t(t * k + slot)] == e)
+          for (int64_t d = 0; d < Dx; ++d) expert_out[size_t((t * k + slot) * Dx + d)] = out[size_t(t * Dx + d)];
+  }
+  Vec y = ref::moe_combine(expert_out, routing.weights, M, k, Dx);
+  if (s.latent_size > 0) y = ref::linear(y, p("fc2_latent_proj.weight"), p("fc2_latent_proj.bias"), M, D, Dx);
+  if (s.shared.d_ff > 0) {
+    const Vec common = mlp(s.shared, Named{p.P, p.prefix + ".shared_experts"}, x, M);
+    for (size_t i = 0; i < y.size(); ++i) y[i] += common[i];
+  }
+  return y;
+}
+
+// The authors' split of in_proj's output: z, v, g, q, k; y = out_proj(σ(z) ⊙ rat(q, k, v, g)).
+Vec rat(const RatSettings& s, const Named& p, const Vec& x, int64_t Bt, int64_t T) {
+  const int64_t M = Bt * T, D = s.d_model, W = s.width(), QK = s.qk_width(), P = s.in_proj_width();
+  const Vec zvgqk = ref::linear(x, p("in_proj.weight"), {}, M, P, D);
+  ref::RatRefInputs in;
+  in.v = columns(zvgqk, M, P, W, W);
+  in.g = columns(zvgqk, M, P, 2 * W, W);
+  in.q = columns(zvgqk, M, P, 3 * W, QK);
+  in.k = columns(zvgqk, M, P, 3 * W + QK, QK);
+  in.gate_bias = p("gate_bias");
+  in.rope_theta = s.rope_theta;
+  const Vec y = ref::rat({Bt, T, s.n_heads, s.n_groups, s.head_dim, s.chunk_size}, in);
+  const Vec gated = ref::gated_activation(ops::Activation::Sigmoid, columns(zvgqk, M, P, 0, W), y, 1.0);
+  return ref::linear(gated, p("out_proj.weight"), {}, M, D, W);
+}
+
 }  // namespace
 
 Vec reference_mixer(const MixerPlan& mixer, const Params& P, const Vec& x, int64_t Bt, int64_t T) {
@@ -113,6 +198,10 @@ Vec reference_mixer(const MixerPlan& mixer, const Params& P, const Vec& x, int64
   const MixerSettings* s = mixer.settings.get();
   if (const auto* m1 = dynamic_cast<const Mamba1Settings*>(s)) return mamba1(*m1, named, x, Bt, T);
   if (const auto* m2 = dynamic_cast<const Mamba2Settings*>(s)) return mamba2(*m2, named, x, Bt, T);
+  if (const auto* a = dynamic_cast<const AttentionSettings*>(s)) return attention(*a, named, x, Bt, T);
+  if (const auto* m = dynamic_cast<const MlpSettings*>(s)) return mlp(*m, named, x, Bt * T);
+  if (const auto* e = dynamic_cast<const MoeSettings*>(s)) return moe(*e, named, x, Bt * T);
+  if (const auto* r = dynamic_cast<const RatSettings*>(s)) return rat(*r, named, x, Bt, T);
   fail("reference_mixer: no reference for mixer kind '{}'", s->kind());
 }
 

@@ -1,7 +1,9 @@
-// ops::linear (F32 and BF16 weights), ops::embedding and ops::add_inplace against plain references.
+// ops::linear (F32, BF16 and F16 weights), ops::embedding and ops::add_inplace against plain references.
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include "core/dtype.h"
+#include "ops/cpu/gemm.h"
 #include "ops/ops.h"
 #include "ops/ref/linear.h"
 #include "ops/test_util.h"
@@ -37,8 +39,14 @@ void check_linear(const std::vector<LinearCase>& cases, DType dtype, uint64_t se
       Tensor y = accumulate ? test::random_tensor(y_shape, rng, -1, 1, strided) : test::nan_tensor(y_shape, strided);
       const Vec y0 = test::to_vec(y);
       ops::linear(x, w, bias, y, accumulate);
-      // The reference sees the weights as stored (bf16-rounded).
-      Vec want = ref::linear(test::to_vec(x), test::to_vec(w), test::to_vec(bias), M, c.N, c.K);
+      // The reference sees the weights as stored (rounded to 16 bits), and x and w rounded to bf16
+      // where the product goes through a bf16 GEMM.
+      Vec xv = test::to_vec(x), wv = test::to_vec(w);
+      if (ops::gemm::linear_rounds_x_to_bf16(dtype, M)) {
+        for (Vec* v : {&xv, &wv})
+          for (double& e : *v) e = double(bf16_to_f32(f32_to_bf16(float(e))));
+      }
+      Vec want = ref::linear(xv, wv, test::to_vec(bias), M, c.N, c.K);
       if (accumulate) {
         for (size_t i = 0; i < want.size(); ++i) want[i] += y0[i];
       }
@@ -55,29 +63,43 @@ TEST(OpsLinear, MatchesReferenceF32) {
                DType::F32, 1);
 }
 
-TEST(OpsLinear, MatchesReferenceBF16) {
-  // M = 1..8: one pass of the streaming kernel (N tails of its row tiles, K tails of its 16
-  // lanes); 9 and 77: several passes; 130 on: widen-and-sgemm.
+// 16-bit weights: M = 1..8 one pass of the streaming kernel (N tails of its row tiles, K tails of
+// its 16 lanes); 9 and on several passes; from 16 (bf16 GEMM) or 96 (widened for sgemm) a GEMM.
+std::vector<LinearCase> sixteen_bit_cases() {
   std::vector<LinearCase> cases;
-  for (int64_t M : {1, 2, 3, 4, 5, 8}) cases.push_back({{M}, 37, 100});
+  for (int64_t M : {1, 2, 3, 4, 5, 7, 8}) cases.push_back({{M}, 37, 100});
   cases.push_back({{1}, 64, 768});
   cases.push_back({{2}, 9, 7});
   cases.push_back({{9}, 37, 100});
+  cases.push_back({{16}, 23, 29});
   cases.push_back({{77}, 300, 48});
   cases.push_back({{7, 11}, 45, 33});
+  cases.push_back({{100}, 45, 33});
   cases.push_back({{130}, 45, 33});
   cases.push_back({{2, 65}, 20, 70});
-  check_linear(cases, DType::BF16, 2);
+  cases.push_back({{600}, 19, 41});
+  return cases;
 }
 
-TEST(OpsLinear, LargeBF16WeightSpansSeveralBlocks) {
-  // More weight rows than one widened f32 block (4M floats: 512 rows at K = 8192) holds.
-  check_linear({{{96}, 600, 8192}}, DType::BF16, 3, kBias | kAccumulate | kStrided);
+TEST(OpsLinear, MatchesReferenceBF16) { check_linear(sixteen_bit_cases(), DType::BF16, 2); }
+TEST(OpsLinear, MatchesReferenceF16) { check_linear(sixteen_bit_cases(), DType::F16, 12); }
+
+TEST(OpsLinear, MatchesReferenceAtModelRowCounts) {
+  // The row counts of decode (1, 2, 7 sequences) and prefill (100, 600 tokens), odd N and K.
+  std::vector<LinearCase> cases;
+  for (int64_t M : {1, 2, 7, 100, 600}) cases.push_back({{M}, 131, 77});
+  for (DType dtype : {DType::F32, DType::BF16, DType::F16}) check_linear(cases, dtype, 13, kBias | kStrided);
+}
+
+TEST(OpsLinear, Large16BitWeightSpansSeveralBlocks) {
+  // More weight rows than one converted block (4M elements: 512 rows at K = 8192) holds.
+  for (DType dtype : {DType::BF16, DType::F16})
+    check_linear({{{96}, 600, 8192}}, dtype, 3, kBias | kAccumulate | kStrided);
 }
 
 TEST(OpsLinear, EmptyInnerDimensionGivesBias) {
   Rng rng(4);
-  for (DType dtype : {DType::F32, DType::BF16}) {
+  for (DType dtype : {DType::F32, DType::BF16, DType::F16}) {
     for (int64_t M : {1, 12, 130}) {
       const Tensor x = Tensor::empty({M, 0});
       const Tensor w = Tensor::empty({6, 0}, dtype);
@@ -111,8 +133,8 @@ TEST(OpsLinear, RejectsMismatchedShapes) {
 
 TEST(OpsEmbedding, GathersRows) {
   Rng rng(6);
-  const int64_t V = 11, D = 5;
-  for (DType dtype : {DType::F32, DType::BF16}) {
+  const int64_t V = 11, D = 37;  // D: two 16-lane vectors and a tail
+  for (DType dtype : {DType::F32, DType::BF16, DType::F16}) {
     const Tensor table = test::random_tensor({V, D}, rng).to(dtype);
     Tensor ids = Tensor::empty({2, 3}, DType::I32);
     for (int64_t i = 0; i < ids.numel(); ++i) ids.data<int32_t>()[i] = int32_t(rng.below(uint64_t(V)));

@@ -53,22 +53,21 @@ INSTANTIATE_TEST_SUITE_P(BackwardShapes, BackwardLinear,
                                            LinearCase{2, 13, 8, 33, true, true}),
                          ssm::testing::CaseIndexName());
 
-TEST(BackwardLinear, Bf16WeightGivesDx) {
-  Rng rng(3);
-  const int64_t M = 6, N = 5, K = 7;
-  Vec x = randn(rng, M * K), w = randn(rng, N * K), wy = randn(rng, M * N);
-  Tensor wt = make({N, K}, w).to(DType::BF16);
-  const Vec wr = [&] {  // the bf16-rounded weights
-    Tensor f = wt.to(DType::F32);
-    return to_vec(f);
-  }();
-  Tensor dx = Tensor::empty({M, K});
-  ops::linear_backward(make({M, K}, x), wt, make({M, N}, wy), &dx, nullptr, nullptr);
-  Vec want(size_t(M * K), 0.0);
-  for (int64_t m = 0; m < M; ++m)
-    for (int64_t k = 0; k < K; ++k)
-      for (int64_t n = 0; n < N; ++n) want[size_t(m * K + k)] += wy[size_t(m * N + n)] * wr[size_t(n * K + k)];
-  EXPECT_GRAD_NEAR(to_vec(dx), want, 1e-5, "x (bf16 w)");
+TEST(BackwardLinear, SixteenBitWeightGivesDx) {
+  for (DType dtype : {DType::BF16, DType::F16}) {
+    Rng rng(3);
+    const int64_t M = 6, N = 5, K = 37;  // K: two 16-lane vectors and a tail
+    Vec x = randn(rng, M * K), w = randn(rng, N * K), wy = randn(rng, M * N);
+    Tensor wt = make({N, K}, w).to(dtype);
+    const Vec wr = to_vec(wt.to(DType::F32));  // the rounded weights
+    Tensor dx = Tensor::empty({M, K});
+    ops::linear_backward(make({M, K}, x), wt, make({M, N}, wy), &dx, nullptr, nullptr);
+    Vec want(size_t(M * K), 0.0);
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t n = 0; n < N; ++n) want[size_t(m * K + k)] += wy[size_t(m * N + n)] * wr[size_t(n * K + k)];
+    EXPECT_GRAD_NEAR(to_vec(dx), want, 1e-5, std::string("x (") + std::string(dtype_name(dtype)) + " w)");
+  }
 }
 
 TEST(BackwardEmbedding, ScatterAddsRepeatedIds) {

@@ -50,7 +50,7 @@ using testing::Vec;
 
 // Every parameter tensor's float gradient (TrainingPass) against central differences in double of
 // the reference loss, on its largest-gradient elements and on random ones.
-void check_gradients(const ModelConfig& config_in) {
+void check_gradients(const ModelConfig& config_in, int picks_per_kind = 6) {
   Problem p(config_in, 7);
   TrainPassOptions opt;
   opt.vocab_chunk = 7;  // several vocabulary chunks
@@ -76,8 +76,8 @@ void check_gradients(const ModelConfig& config_in) {
     for (int64_t i = 0; i < n; ++i) order[size_t(i)] = i;
     std::sort(order.begin(), order.end(),
               [&](int64_t a, int64_t b) { return std::abs(g.data<float>()[a]) > std::abs(g.data<float>()[b]); });
-    std::vector<int64_t> picks(order.begin(), order.begin() + std::min<int64_t>(n, 6));
-    for (int k = 0; k < 6 && n > 6; ++k) picks.push_back(int64_t(rng.below(uint64_t(n))));
+    std::vector<int64_t> picks(order.begin(), order.begin() + std::min<int64_t>(n, picks_per_kind));
+    for (int k = 0; k < picks_per_kind && n > picks_per_kind; ++k) picks.push_back(int64_t(rng.below(uint64_t(n))));
     Vec& w = P[ref.name];
     double max_err = 0, scale = std::abs(g.data<float>()[order[0]]);
     for (int64_t i : picks) {
@@ -146,6 +146,62 @@ TEST(TrainModelBackward, MultipliersAndParallelMixersMatchFiniteDifferences) {
   c.branches[1].mixers[0].settings = scaled;
   check_gradients(c);
 }
+
+// Every kind of the registry in one plan of the project's own type: Mamba-1 and -2, attention with
+// partial RoPE and GQA, sliding-window attention, gated and plain MLPs, a softmax MoE and a sigmoid MoE
+// with group-limited routing, a selection bias, a shared expert and latent projections.
+const Json kEveryKind = {
+    {"model_type", "ssm"},
+    {"vocab_size", 23},
+    {"hidden_size", 16},
+    {"tie_word_embeddings", false},
+    {"layers", {"mamba2", "attention+mlp", "swa+moe", "mamba1+mlp"}},
+    {"mamba2", {{"state_size", 4}, {"head_dim", 8}, {"n_groups", 2}, {"chunk_size", 4}}},
+    {"mamba1", {{"state_size", 3}, {"expand", 1}}},
+    {"attention", {{"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"head_dim", 6}, {"partial_rotary_factor", 0.67}}},
+    {"swa", {{"num_attention_heads", 2}, {"head_dim", 8}, {"sliding_window", 3}, {"attention_bias", true}}},
+    {"mlp", {{"intermediate_size", 20}, {"hidden_act", "gelu_pytorch_tanh"}}},
+    {"moe",
+     {{"num_experts", 4}, {"num_experts_per_tok", 2}, {"moe_intermediate_size", 6}, {"hidden_act", "relu2"},
+      {"gated", false}, {"router", "sigmoid"}, {"n_group", 2}, {"topk_group", 1}, {"routed_scaling_factor", 1.5},
+      {"shared_expert_intermediate_size", 5}}}};
+
+TEST(TrainModelBackward, EveryMixerKindMatchesFiniteDifferences) { check_gradients(parse(kEveryKind)); }
+
+// The hybrid checkpoints' own configs (their multipliers, norms and routers), as the fixtures hold them.
+class HybridBackward : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(HybridBackward, MatchesFiniteDifferences) {
+  const std::string path = std::string(SSM_TEST_DATA_DIR) + "/hf/" + GetParam() + "/config.json";
+  Json config = read_json_file(path);
+  config["vocab_size"] = 37;  // the head's size does not change what is checked
+  check_gradients(ModelConfig::from_json(config, path), 2);
+}
+
+INSTANTIATE_TEST_SUITE_P(TrainModelBackward, HybridBackward,
+                         ::testing::Values("bamba_groups", "jamba_tiny", "falcon_h1_tiny", "falcon_h1_nonorm",
+                                           "nemotron_h_tiny"),
+                         [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
+
+// RAT in a plan with sliding-window attention and MLPs; chunks of 4 over T = 11 (a partial last
+// chunk). Then RAT alone with chunks of one token (the recurrence restarts at every token, every
+// earlier token is a chunk end), a single q/k group and an untied head.
+const Json kRatPlan = {{"model_type", "ssm"},
+                       {"vocab_size", 23},
+                       {"hidden_size", 16},
+                       {"layers", {"rat+mlp", "swa+mlp", "rat"}},
+                       {"rat", {{"num_heads", 4}, {"head_dim", 4}, {"qk_groups", 2}, {"chunk_size", 4}}},
+                       {"swa", {{"num_attention_heads", 2}, {"head_dim", 8}, {"sliding_window", 5}}},
+                       {"mlp", {{"intermediate_size", 24}}}};
+const Json kRatChunkOfOne = {{"model_type", "ssm"},
+                             {"vocab_size", 19},
+                             {"hidden_size", 12},
+                             {"tie_word_embeddings", false},
+                             {"layers", {"rat", "rat"}},
+                             {"rat", {{"num_heads", 3}, {"qk_groups", 1}, {"chunk_size", 1}, {"rope_theta", 500.0}}}};
+
+TEST(TrainModelBackward, RatPlanMatchesFiniteDifferences) { check_gradients(parse(kRatPlan)); }
+TEST(TrainModelBackward, RatChunkOfOneMatchesFiniteDifferences) { check_gradients(parse(kRatChunkOfOne)); }
 
 TEST(TrainModelBackward, GradScaleAndAccumulation) {
   Problem p(parse(kMamba1), 3);

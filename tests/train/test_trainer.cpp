@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <sstream>
@@ -14,6 +15,7 @@
 #include "core/npy.h"
 #include "core/safetensors.h"
 #include "core/threads.h"
+#include "model/language_model.h"
 #include "tokenizer/tokenizer.h"
 #include "train/checkpoint.h"
 #include "train/data.h"
@@ -183,6 +185,31 @@ TEST_F(TrainTrainer, CheckpointIsAHuggingFaceFolder) {
   const CliResult l =
       run_ssm("logits --model " + r.checkpoint + " --ids " + path("ids.npy") + " --out " + path("logits.npy"));
   EXPECT_EQ(l.exit_code, 0) << l.output;
+}
+
+// The shipped byte-level configs of every plan train, save, and generate through both decode paths
+// (the recurrent state and the KV / chunk caches): greedy continuations equal the full forward's argmax.
+TEST_F(TrainTrainer, ShippedConfigsTrainAndGenerate) {
+  for (const std::string name : {"demo-byte", "attention-bytes", "hybrid-bytes", "rat-bytes", "rat-swa-bytes"}) {
+    SCOPED_TRACE(name);
+    TrainOptions o = options(std::string(SSM_SOURCE_DIR) + "/configs/" + name + ".json", "run_" + name, 3);
+    o.batch_size = 2;
+    o.seq_len = 40;
+    const TrainResult r = train(o);
+    ASSERT_TRUE(std::isfinite(r.final_loss));
+    const std::string ids = path(name + "_ids.npy");
+    const CliResult g = run_ssm("generate --model " + r.checkpoint + " --prompt 'It is a truth' --max-new-tokens 12 "
+                                "--temperature 0 --threads 1 --ids-out " + ids);
+    ASSERT_EQ(g.exit_code, 0) << g.output;
+    const Tensor sequence = read_npy(ids);
+    ASSERT_EQ(sequence.size(1), 13 + 12);
+    const Tensor logits = LanguageModel::load(r.checkpoint).forward(sequence.slice(1, 0, 24).contiguous(), nullptr, true);
+    for (int64_t t = 12; t < 24; ++t) {
+      const float* row = logits.data<float>() + t * logits.size(2);
+      const int64_t argmax = std::max_element(row, row + logits.size(2)) - row;
+      EXPECT_EQ(sequence.data<int32_t>()[t + 1], argmax) << "position " << t + 1;
+    }
+  }
 }
 
 TEST_F(TrainTrainer, BadInputGivesClearErrors) {

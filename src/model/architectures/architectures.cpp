@@ -5,11 +5,19 @@ namespace ssm::arch {
 void read_mamba(const ConfigReader& config, ModelConfig& out);
 void read_mamba2(const ConfigReader& config, ModelConfig& out);
 void read_ssm(const ConfigReader& config, ModelConfig& out);
+void read_bamba(const ConfigReader& config, ModelConfig& out);
+void read_jamba(const ConfigReader& config, ModelConfig& out);
+void read_falcon_h1(const ConfigReader& config, ModelConfig& out);
+void read_nemotron_h(const ConfigReader& config, ModelConfig& out);
 
 const std::vector<Architecture>& architectures() {
   static const std::vector<Architecture> table = {
       {"mamba", &read_mamba},
       {"mamba2", &read_mamba2},
+      {"bamba", &read_bamba},
+      {"jamba", &read_jamba},
+      {"falcon_h1", &read_falcon_h1},
+      {"nemotron_h", &read_nemotron_h},
       {"ssm", &read_ssm},
   };
   return table;
@@ -23,7 +31,7 @@ const std::set<std::string>& generic_keys() {
       "pad_token_id", "tie_word_embeddings", "initializer_range", "rescale_prenorm_residual",
       "chunk_size_feed_forward", "torchscript", "pruned_heads", "finetuning_task", "prefix", "sep_token_id",
       "decoder_start_token_id", "is_decoder", "add_cross_attention", "cross_attention_hidden_size", "tf_legacy_loss",
-      "use_bfloat16"};
+      "use_bfloat16", "auto_map"};
   return keys;
 }
 

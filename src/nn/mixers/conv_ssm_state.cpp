@@ -2,17 +2,24 @@
 
 #include <cstring>
 
+#include "ops/ops.h"
+
 namespace ssm {
+
+Tensor decode_A(const Tensor& A_log) {
+  if (!A_log.defined()) return Tensor();
+  Tensor a = Tensor::empty(A_log.shape(), DType::F32, A_log.device());
+  ops::neg_exp(A_log, a);
+  return a;
+}
 
 void copy_batch_row(const Tensor& from, int64_t from_index, const Tensor& to, int64_t to_index) {
   SSM_CHECK(from.is_contiguous() && to.is_contiguous() && from.dtype() == to.dtype() && from.dim() == to.dim(),
             "copy_batch_row: states {} and {} do not match", shape_str(from.shape()), shape_str(to.shape()));
   SSM_CHECK(from_index >= 0 && from_index < from.size(0) && to_index >= 0 && to_index < to.size(0),
             "copy_batch_row: row {} of {} into row {} of {}", from_index, from.size(0), to_index, to.size(0));
-  const size_t bytes = from.nbytes() / size_t(from.size(0));
-  SSM_CHECK(bytes == to.nbytes() / size_t(to.size(0)), "copy_batch_row: row sizes differ");
-  std::memcpy(static_cast<char*>(to.raw()) + size_t(to_index) * bytes,
-              static_cast<const char*>(from.raw()) + size_t(from_index) * bytes, bytes);
+  SSM_CHECK(from.nbytes() / size_t(from.size(0)) == to.nbytes() / size_t(to.size(0)), "copy_batch_row: row sizes differ");
+  to.slice(0, to_index, 1).copy_from(from.slice(0, from_index, 1));
 }
 
 void ConvSsmState::copy_sequence(int64_t from, MixerState& to, int64_t to_index) const {

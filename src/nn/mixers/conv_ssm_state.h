@@ -1,18 +1,26 @@
-// The recurrent state of the Mamba mixers: the last K-1 inputs of the causal conv and the SSM state.
+// The recurrent state of the Mamba mixers: the last K-1 inputs of the causal conv and the SSM state,
+// plus A = -exp(A_log) as it was when the state was made, which every decode step reads (computing
+// it per token cost Mamba-1 590K exps, ~2% of a token; the weights do not change while decoding).
 #pragma once
+#include <utility>
+
 #include "nn/mixer.h"
 
 namespace ssm {
 
 class ConvSsmState final : public MixerState {
  public:
-  ConvSsmState(const Shape& conv_shape, const Shape& ssm_shape)
-      : conv(Tensor::zeros(conv_shape)), ssm(Tensor::zeros(ssm_shape)) {}
+  // States in F32 on the device of A (the mixer's parameters).
+  ConvSsmState(const Shape& conv_shape, const Shape& ssm_shape, Tensor A)
+      : conv(Tensor::zeros(conv_shape, DType::F32, A.device())),
+        ssm(Tensor::zeros(ssm_shape, DType::F32, A.device())),
+        A(std::move(A)) {}
   void copy_sequence(int64_t from, MixerState& to, int64_t to_index) const override;
   int64_t bytes() const override { return int64_t(conv.nbytes() + ssm.nbytes()); }
 
   Tensor conv;  // [B, K-1, conv channels]
   Tensor ssm;   // Mamba-1: [B, d_inner, N]; Mamba-2: [B, H, P, N]
+  Tensor A;     // -exp(A_log): Mamba-1 [d_inner, N], Mamba-2 [H]; not part of bytes() (not per sequence)
 };
 
 // The state a mixer made, as its own type (an error if the model paired it with another mixer's).
@@ -22,6 +30,9 @@ State& state_as(MixerState* state, const char* mixer) {
   SSM_CHECK(typed, "{}: missing or foreign recurrent state", mixer);
   return *typed;
 }
+
+// -exp(A_log) for ConvSsmState::A (undefined while the parameters are not allocated).
+Tensor decode_A(const Tensor& A_log);
 
 // Copies row `from` of a [B, ...] tensor into row `to_index` of another.
 void copy_batch_row(const Tensor& from, int64_t from_index, const Tensor& to, int64_t to_index);

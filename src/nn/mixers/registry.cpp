@@ -1,7 +1,11 @@
 #include "nn/mixers/registry.h"
 
+#include "nn/mixers/attention/attention.h"
 #include "nn/mixers/mamba1/mamba1.h"
 #include "nn/mixers/mamba2/mamba2.h"
+#include "nn/mixers/mlp/mlp.h"
+#include "nn/mixers/moe/moe.h"
+#include "nn/mixers/rat/rat.h"
 
 namespace ssm {
 
@@ -10,12 +14,20 @@ template <class Settings>
 std::shared_ptr<const MixerSettings> read(const ConfigReader& section, int64_t d_model) {
   return std::make_shared<Settings>(Settings::from_config(section, d_model));
 }
+std::shared_ptr<const MixerSettings> read_sliding(const ConfigReader& section, int64_t d_model) {
+  return std::make_shared<AttentionSettings>(AttentionSettings::sliding_from_config(section, d_model));
+}
 }  // namespace
 
 const std::vector<MixerKind>& mixer_kinds() {
   static const std::vector<MixerKind> kinds = {
       {"mamba1", true, &Mamba1Settings::config_keys, &read<Mamba1Settings>},
       {"mamba2", true, &Mamba2Settings::config_keys, &read<Mamba2Settings>},
+      {"attention", true, &AttentionSettings::config_keys, &read<AttentionSettings>},
+      {"swa", true, &AttentionSettings::config_keys, &read_sliding},
+      {"rat", true, &RatSettings::config_keys, &read<RatSettings>},
+      {"mlp", false, &MlpSettings::config_keys, &read<MlpSettings>},
+      {"moe", false, &MoeSettings::config_keys, &read<MoeSettings>},
   };
   return kinds;
 }

@@ -6,11 +6,12 @@
 // channel block would jump a row stride per token, which they do not follow). The state is
 // rewritten after all tasks have read it. The step is the same kernel with T = 1.
 #include <algorithm>
-#include <vector>
 
 #include "core/error.h"
 #include "ops/cpu/op_util.h"  // describe, is_f32_rows, is_f32_vec
+#include "ops/cpu/scratch.h"
 #include "ops/cpu/vec_math.h"
+#include "ops/dispatch.h"
 #include "ops/ops.h"
 
 namespace ssm::ops {
@@ -37,14 +38,16 @@ struct ConvArgs {
 
 void conv_run(const ConvArgs& a) {
   const int64_t K = a.K, T = a.T, C = a.C;
-  std::vector<float> taps(size_t(K * C));  // [K, C]
+  thread_local detail::Scratch taps_scratch;
+  float* taps = taps_scratch.get<float>(size_t(K * C));  // [K, C]
   for (int64_t c = 0; c < C; ++c) {
     for (int64_t j = 0; j < K; ++j) taps[size_t(j * C + c)] = a.w[c * K + j];
   }
   const int64_t chunks = (T + kTimeChunk - 1) / kTimeChunk;
 #pragma omp parallel if (a.batch * T * C * K >= (1 << 16))
   {
-    std::vector<const float*> rows(static_cast<size_t>(K));
+    thread_local detail::Scratch rows_scratch;
+    const float** rows = rows_scratch.get<const float*>(size_t(K));
 #pragma omp for schedule(static)
     for (int64_t task = 0; task < a.batch * chunks; ++task) {
       const int64_t b = task / chunks, t0 = task % chunks * kTimeChunk;
@@ -87,9 +90,9 @@ ConvArgs check_args(const char* op, const Tensor& x, const Tensor& w, const Tens
   SSM_CHECK(detail::is_f32_rows(x) && x.dim() == dims, "{}: x must be F32 rows {}, got {}", op,
             dims == 3 ? "[B, T, C]" : "[B, C]", describe(x));
   const int64_t C = x.size(-1);
-  SSM_CHECK(
-      w.defined() && w.dtype() == DType::F32 && w.dim() == 2 && w.size(0) == C && w.size(1) >= 1 && w.is_contiguous(),
-      "{}: w must be contiguous F32 [{}, K] for x {}, got {}", op, C, describe(x), describe(w));
+  SSM_CHECK(w.defined() && w.device() == Device::CPU && w.dtype() == DType::F32 && w.dim() == 2 && w.size(0) == C &&
+                w.size(1) >= 1 && w.is_contiguous(),
+            "{}: w must be contiguous F32 [{}, K] for x {}, got {}", op, C, describe(x), describe(w));
   const int64_t K = w.size(1);
   SSM_CHECK(!bias.defined() || detail::is_f32_vec(bias, C), "{}: bias must be F32 [{}], got {}", op, C, describe(bias));
   SSM_CHECK(detail::is_f32_rows(y, x.shape()), "{}: y must be F32 rows of x's shape {}, got {}", op,
@@ -120,10 +123,12 @@ ConvArgs check_args(const char* op, const Tensor& x, const Tensor& w, const Tens
 }  // namespace
 
 void conv1d_causal(const Tensor& x, const Tensor& w, const Tensor& bias, bool silu, Tensor* state, Tensor& y) {
+  SSM_GPU_DISPATCH(y, conv1d_causal, x, w, bias, silu, state, y);
   conv_run(check_args("conv1d_causal", x, w, bias, silu, state && state->defined() ? state : nullptr, y, 3));
 }
 
 void conv1d_causal_step(const Tensor& x, const Tensor& w, const Tensor& bias, bool silu, Tensor& state, Tensor& y) {
+  SSM_GPU_DISPATCH(y, conv1d_causal_step, x, w, bias, silu, state, y);
   SSM_CHECK(state.defined(), "conv1d_causal_step: state is required");
   conv_run(check_args("conv1d_causal_step", x, w, bias, silu, &state, y, 2));
 }

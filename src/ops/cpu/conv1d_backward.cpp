@@ -7,9 +7,9 @@
 // OpenMP tasks are (batch row, time tile) with a K-1 halo of recomputed dpre; dw and dbias are
 // summed per task and the partial sums added in task order (bit-reproducible).
 #include <algorithm>
-#include <vector>
 
 #include "ops/cpu/op_util.h"
+#include "ops/cpu/scratch.h"
 #include "ops/cpu/vec_math.h"
 #include "ops/ops_backward.h"
 
@@ -58,17 +58,22 @@ void conv1d_causal_backward(const Tensor& x, const Tensor& w, const Tensor& bias
   // Each task keeps its own dw/dbias partial sums, added in task order at the end (deterministic).
   constexpr int64_t TT = 32;
   const int64_t n_tiles = (T + TT - 1) / TT, n_tasks = Bt * n_tiles;
-  std::vector<float> wt(size_t(K * C)), bvec(size_t(C), 0.0f), zeros(size_t(C), 0.0f);
+  thread_local detail::Scratch wt_scratch, bvec_scratch, zeros_scratch, partial_scratch;
+  float* wt = wt_scratch.get<float>(size_t(K * C));
+  float* bvec = bvec_scratch.zeroed<float>(size_t(C));
+  const float* zeros = zeros_scratch.zeroed<float>(size_t(C));
   for (int64_t c = 0; c < C; ++c) {
     for (int64_t k = 0; k < K; ++k) wt[size_t(k * C + c)] = wp[c * K + k];
     if (bp) bvec[size_t(c)] = bp[c];
   }
   const bool want_params = dwp || dbp;
-  std::vector<float> partial(want_params ? size_t(n_tasks * (K + 1) * C) : 0, 0.0f);
+  float* partial = partial_scratch.zeroed<float>(want_params ? size_t(n_tasks * (K + 1) * C) : 0);
 
 #pragma omp parallel if (Bt * T * C >= 32768)
   {
-    std::vector<float> dpre(size_t((TT + K - 1) * C)), pre(static_cast<size_t>(C));
+    thread_local detail::Scratch dpre_scratch, pre_scratch;
+    float* dpre = dpre_scratch.get<float>(size_t((TT + K - 1) * C));
+    float* pre = pre_scratch.get<float>(size_t(C));
 #pragma omp for schedule(static)
     for (int64_t task = 0; task < n_tasks; ++task) {
       const int64_t b = task / n_tiles, t0 = (task % n_tiles) * TT;
@@ -76,20 +81,20 @@ void conv1d_causal_backward(const Tensor& x, const Tensor& w, const Tensor& bias
       // Row of x̃ at time s (s < 0: the context, or zeros).
       auto xrow = [&](int64_t s) -> const float* {
         if (s >= 0) return xp + (b * T + s) * ldx;
-        if (!sp) return zeros.data();
+        if (!sp) return zeros;
         return sp + (b * (K - 1) + (K - 1 + s)) * C;
       };
       for (int64_t t = t0; t < te; ++t) {
-        float* dp = dpre.data() + (t - t0) * C;
+        float* dp = dpre + (t - t0) * C;
         const float* dyr = dyp + (b * T + t) * lddy;
         if (silu) {
-          float* pr = pre.data();
-          const float* bv = bvec.data();
+          float* pr = pre;
+          const float* bv = bvec;
 #pragma omp simd
           for (int64_t c = 0; c < C; ++c) pr[c] = bv[c];
           for (int64_t k = 0; k < K; ++k) {
             const float* xr = xrow(t + k - (K - 1));
-            const float* wk = wt.data() + k * C;
+            const float* wk = wt + k * C;
 #pragma omp simd
             for (int64_t c = 0; c < C; ++c) pr[c] += wk[c] * xr[c];
           }
@@ -103,17 +108,17 @@ void conv1d_causal_backward(const Tensor& x, const Tensor& w, const Tensor& bias
           for (int64_t c = 0; c < C; ++c) dp[c] = dyr[c];
         }
       }
-      float* pw = want_params ? partial.data() + size_t(task * (K + 1) * C) : nullptr;
+      float* pw = want_params ? partial + size_t(task * (K + 1) * C) : nullptr;
       for (int64_t t = t0; t < t1; ++t) {
         // dx row summed in a local buffer and stored once.
-        float* acc = pre.data();
+        float* acc = pre;
 #pragma omp simd
         for (int64_t c = 0; c < C; ++c) acc[c] = 0.0f;
         for (int64_t k = 0; k < K; ++k) {
           const int64_t s = t + (K - 1) - k;
           if (s >= te) continue;
-          const float* dp = dpre.data() + (s - t0) * C;
-          const float* wk = wt.data() + k * C;
+          const float* dp = dpre + (s - t0) * C;
+          const float* wk = wt + k * C;
 #pragma omp simd
           for (int64_t c = 0; c < C; ++c) acc[c] += wk[c] * dp[c];
         }
@@ -121,7 +126,7 @@ void conv1d_causal_backward(const Tensor& x, const Tensor& w, const Tensor& bias
 #pragma omp simd
         for (int64_t c = 0; c < C; ++c) dxr[c] = acc[c];
         if (!pw) continue;
-        const float* dp = dpre.data() + (t - t0) * C;
+        const float* dp = dpre + (t - t0) * C;
         float* db = pw + K * C;
 #pragma omp simd
         for (int64_t c = 0; c < C; ++c) db[c] += dp[c];
@@ -136,7 +141,7 @@ void conv1d_causal_backward(const Tensor& x, const Tensor& w, const Tensor& bias
   }
   if (!want_params) return;
   for (int64_t task = 0; task < n_tasks; ++task) {
-    const float* pw = partial.data() + size_t(task * (K + 1) * C);
+    const float* pw = partial + size_t(task * (K + 1) * C);
     for (int64_t c = 0; c < C; ++c) {
       if (dbp) dbp[c] += pw[K * C + c];
       if (dwp)

@@ -1,20 +1,20 @@
 // The language-model head fused with the cross-entropy loss and its backward, on the CPU.
 //
 // Rows are taken in blocks of `row_block`; for each block the vocabulary is walked in chunks of
-// `vocab_chunk` columns: logits = H_blk W_cᵀ (cblas_sgemm), an online log-sum-exp per row (running
+// `vocab_chunk` columns: logits = H_blk W_cᵀ (gemm::sgemm), an online log-sum-exp per row (running
 // max and rescaled sum), and the target's logit when it falls in the chunk. With gradients, a second
 // walk recomputes each chunk's logits, turns them into dlogits = scale (softmax − onehot) and applies
 // dH_blk += dlogits W_c, dW_c += dlogitsᵀ H_blk. When the whole vocabulary fits in one chunk the
 // logits are kept and not recomputed. At most row_block × vocab_chunk logits exist at any time.
-#include <cblas.h>
 
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <vector>
 
+#include "ops/cpu/gemm.h"
 #include "ops/cpu/op_util.h"
 #include "ops/cpu/vec_math.h"
+#include "ops/cpu/weights.h"
 #include "ops/ops_backward.h"
 
 namespace ssm::ops {
@@ -29,8 +29,8 @@ double cross_entropy(const Tensor& hidden, const Tensor& weight, const Tensor& t
             describe(hidden));
   const int64_t M = hidden.size(0), Dm = hidden.size(1);
   SSM_CHECK(weight.defined() && weight.dim() == 2 && weight.size(1) == Dm && weight.is_contiguous() &&
-                (weight.dtype() == DType::F32 || weight.dtype() == DType::BF16),
-            "{}: weight must be contiguous F32/BF16 [V, {}], got {}", op, Dm, describe(weight));
+                detail::is_weight_dtype(weight.dtype()),
+            "{}: weight must be contiguous F32/BF16/F16 [V, {}], got {}", op, Dm, describe(weight));
   const int64_t V = weight.size(0);
   SSM_CHECK(V > 0, "{}: empty vocabulary", op);
   SSM_CHECK(targets.defined() && targets.dtype() == DType::I32 && targets.numel() == M && targets.is_contiguous(),
@@ -53,8 +53,8 @@ double cross_entropy(const Tensor& hidden, const Tensor& weight, const Tensor& t
   if (dhidden) detail::zero_rows(*dhidden);
   if (M == 0 || n_valid == 0) return 0.0;
 
-  const Tensor wf = weight.dtype() == DType::F32 ? weight : weight.to(DType::F32);
-  const float* wp = wf.data<float>();
+  thread_local detail::Scratch widened, tile_scratch, row_scratch;
+  const float* wp = detail::weights_as_f32(weight, widened);
   const float* hp = hidden.data<float>();
   const int64_t ldh = hidden.row_stride();
   const bool grads = dhidden || dweight;
@@ -62,66 +62,64 @@ double cross_entropy(const Tensor& hidden, const Tensor& weight, const Tensor& t
   const int64_t Vc = std::min(options.vocab_chunk, V);
   const int64_t Mr = std::min(options.row_block, M);
   const int64_t n_vchunks = (V + Vc - 1) / Vc;
-  std::vector<float> tile(size_t(Mr * Vc));
-  const size_t mr = size_t(Mr);
-  std::vector<float> run_max(mr), run_sum(mr), target_logit(mr), lse(mr);
+  float* tile = tile_scratch.get<float>(size_t(Mr * Vc));
+  float* run_max = row_scratch.get<float>(4 * size_t(Mr));  // four per-row arrays of Mr
+  float* run_sum = run_max + Mr;
+  float* target_logit = run_sum + Mr;
+  float* lse = target_logit + Mr;
   double total = 0.0;
 
   for (int64_t r0 = 0; r0 < M; r0 += Mr) {
     const int64_t rows = std::min(Mr, M - r0);
     const float* hb = hp + r0 * ldh;
-    std::fill(run_max.begin(), run_max.end(), -std::numeric_limits<float>::infinity());
-    std::fill(run_sum.begin(), run_sum.end(), 0.0f);
-    std::fill(target_logit.begin(), target_logit.end(), 0.0f);
+    std::fill(run_max, run_max + Mr, -std::numeric_limits<float>::infinity());
+    std::fill(run_sum, run_sum + Mr, 0.0f);
+    std::fill(target_logit, target_logit + Mr, 0.0f);
     for (int64_t vc = 0; vc < n_vchunks; ++vc) {
       const int64_t v0 = vc * Vc, nv = std::min(Vc, V - v0);
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(rows), int(nv), int(Dm), 1.0f, hb, int(ldh),
-                  wp + v0 * Dm, int(Dm), 0.0f, tile.data(), int(nv));
+      gemm::sgemm(false, true, rows, nv, Dm, hb, ldh, wp + v0 * Dm, Dm, 0.0f, tile, nv);
 #pragma omp parallel for schedule(static) if (rows * nv >= 32768)
       for (int64_t i = 0; i < rows; ++i) {
-        const float* lr = tile.data() + i * nv;
+        const float* lr = tile + i * nv;
         float mx = -std::numeric_limits<float>::infinity();
         for (int64_t j = 0; j < nv; ++j) mx = std::max(mx, lr[j]);
-        const float new_max = std::max(run_max[size_t(i)], mx);
+        const float new_max = std::max(run_max[i], mx);
         float s = 0.0f;
 #pragma omp simd reduction(+ : s)
         for (int64_t j = 0; j < nv; ++j) s += vec::fast_exp(lr[j] - new_max);
-        run_sum[size_t(i)] = run_sum[size_t(i)] * std::exp(run_max[size_t(i)] - new_max) + s;
-        run_max[size_t(i)] = new_max;
+        run_sum[i] = run_sum[i] * std::exp(run_max[i] - new_max) + s;
+        run_max[i] = new_max;
         const int32_t t = tg[r0 + i];
-        if (t >= v0 && t < v0 + nv) target_logit[size_t(i)] = lr[t - v0];
+        if (t >= v0 && t < v0 + nv) target_logit[i] = lr[t - v0];
       }
     }
     for (int64_t i = 0; i < rows; ++i) {
-      lse[size_t(i)] = run_max[size_t(i)] + std::log(run_sum[size_t(i)]);
-      if (tg[r0 + i] >= 0) total += double(lse[size_t(i)]) - double(target_logit[size_t(i)]);
+      lse[i] = run_max[i] + std::log(run_sum[i]);
+      if (tg[r0 + i] >= 0) total += double(lse[i]) - double(target_logit[i]);
     }
     if (!grads) continue;
     for (int64_t vc = 0; vc < n_vchunks; ++vc) {
       const int64_t v0 = vc * Vc, nv = std::min(Vc, V - v0);
       if (n_vchunks > 1)  // one chunk: the tile still holds these logits
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(rows), int(nv), int(Dm), 1.0f, hb, int(ldh),
-                    wp + v0 * Dm, int(Dm), 0.0f, tile.data(), int(nv));
+        gemm::sgemm(false, true, rows, nv, Dm, hb, ldh, wp + v0 * Dm, Dm, 0.0f, tile, nv);
 #pragma omp parallel for schedule(static) if (rows * nv >= 32768)
       for (int64_t i = 0; i < rows; ++i) {
-        float* lr = tile.data() + i * nv;
+        float* lr = tile + i * nv;
         const int32_t t = tg[r0 + i];
         if (t < 0) {
           std::fill(lr, lr + nv, 0.0f);
           continue;
         }
-        const float l = lse[size_t(i)];
+        const float l = lse[i];
 #pragma omp simd
         for (int64_t j = 0; j < nv; ++j) lr[j] = scale * vec::fast_exp(lr[j] - l);
         if (t >= v0 && t < v0 + nv) lr[t - v0] -= scale;
       }
       if (dhidden)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(rows), int(Dm), int(nv), 1.0f, tile.data(), int(nv),
-                    wp + v0 * Dm, int(Dm), 1.0f, dhidden->data<float>() + r0 * dhidden->row_stride(),
-                    int(dhidden->row_stride()));
+        gemm::sgemm(false, false, rows, Dm, nv, tile, nv, wp + v0 * Dm, Dm, 1.0f,
+                    dhidden->data<float>() + r0 * dhidden->row_stride(), dhidden->row_stride());
       if (dweight)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(nv), int(Dm), int(rows), 1.0f, tile.data(), int(nv),
-                    hb, int(ldh), 1.0f, dweight->data<float>() + v0 * Dm, int(Dm));
+        gemm::sgemm(true, false, nv, Dm, rows, tile, nv, hb, ldh, 1.0f, dweight->data<float>() + v0 * Dm, Dm);
     }
   }
   return total / double(n_valid);

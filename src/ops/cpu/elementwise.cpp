@@ -2,6 +2,7 @@
 #include "core/error.h"
 #include "ops/cpu/op_util.h"  // describe, is_f32_rows, is_f32_vec
 #include "ops/cpu/vec_math.h"
+#include "ops/dispatch.h"
 #include "ops/ops.h"
 
 namespace ssm::ops {
@@ -26,6 +27,7 @@ void for_row_pairs(const char* op, Tensor& out, const Tensor& in, RowFn row_fn) 
 }  // namespace
 
 void add_inplace(Tensor& a, const Tensor& b) {
+  SSM_GPU_DISPATCH(a, add_inplace, a, b);
   for_row_pairs("add_inplace", a, b, [](float* ar, const float* br, int64_t width) {
 #pragma omp simd
     for (int64_t i = 0; i < width; ++i) ar[i] += br[i];
@@ -33,6 +35,7 @@ void add_inplace(Tensor& a, const Tensor& b) {
 }
 
 void add_scaled_inplace(Tensor& a, const Tensor& b, float scale) {
+  SSM_GPU_DISPATCH(a, add_scaled_inplace, a, b, scale);
   for_row_pairs("add_scaled_inplace", a, b, [scale](float* ar, const float* br, int64_t width) {
 #pragma omp simd
     for (int64_t i = 0; i < width; ++i) ar[i] += scale * br[i];
@@ -40,6 +43,7 @@ void add_scaled_inplace(Tensor& a, const Tensor& b, float scale) {
 }
 
 void scale(const Tensor& x, float factor, Tensor& y) {
+  SSM_GPU_DISPATCH(y, scale, x, factor, y);
   for_row_pairs("scale", y, x, [factor](float* yr, const float* xr, int64_t width) {
 #pragma omp simd
     for (int64_t i = 0; i < width; ++i) yr[i] = factor * xr[i];
@@ -47,6 +51,7 @@ void scale(const Tensor& x, float factor, Tensor& y) {
 }
 
 void scale_columns(Tensor& x, const Tensor& factors) {
+  SSM_GPU_DISPATCH(x, scale_columns, x, factors);
   SSM_CHECK(detail::is_f32_rows(x) && detail::is_f32_vec(factors, x.size(-1)),
             "scale_columns: x must be F32 rows and factors F32 [{}], got {} and {}", x.dim() ? x.size(-1) : 0,
             detail::describe(x), detail::describe(factors));
@@ -58,6 +63,7 @@ void scale_columns(Tensor& x, const Tensor& factors) {
 }
 
 void neg_exp(const Tensor& x, Tensor& y) {
+  SSM_GPU_DISPATCH(y, neg_exp, x, y);
   SSM_CHECK(x.dtype() == DType::F32 && y.dtype() == DType::F32 && x.is_contiguous() && y.is_contiguous() &&
                 x.shape() == y.shape(),
             "neg_exp: x and y must be contiguous F32 tensors of one shape, got {} and {}", detail::describe(x),

@@ -1,10 +1,12 @@
 // ops::gated_rmsnorm on the CPU: mamba_ssm RMSNormGated, normalised per group of `group_size`
 // channels. Rows are independent and spread over OpenMP threads; y may alias x or z.
 #include <cmath>
-#include <vector>
 
 #include "core/error.h"
+#include "ops/cpu/op_util.h"  // describe, is_f32_rows, is_f32_vec
+#include "ops/cpu/scratch.h"
 #include "ops/cpu/vec_math.h"
+#include "ops/dispatch.h"
 #include "ops/ops.h"
 
 namespace ssm::ops {
@@ -14,26 +16,22 @@ using vec::f32x16;
 constexpr int64_t kLanes = vec::kLanes;
 
 inline float silu_f(float v) { return vec::silu(v); }
-
-bool is_rows_f32(const Tensor& t) {
-  return t.defined() && t.dtype() == DType::F32 && t.dim() >= 1 && t.has_uniform_rows();
-}
 }  // namespace
 
 void gated_rmsnorm(const Tensor& x, const Tensor& z, const Tensor& w, int64_t group_size, bool norm_before_gate,
                    float eps, Tensor& y) {
-  SSM_CHECK(is_rows_f32(x), "gated_rmsnorm: x must be an F32 rows tensor [..., W], got {} {}", shape_str(x.shape()),
-            x.defined() ? dtype_name(x.dtype()) : "undefined");
+  SSM_GPU_DISPATCH(y, gated_rmsnorm, x, z, w, group_size, norm_before_gate, eps, y);
+  using detail::describe;
+  SSM_CHECK(detail::is_f32_rows(x), "gated_rmsnorm: x must be an F32 rows tensor [..., W], got {}", describe(x));
   const int64_t width = x.size(-1);
-  SSM_CHECK(!z.defined() || (is_rows_f32(z) && z.shape() == x.shape()),
-            "gated_rmsnorm: z must be F32 rows of x's shape {}, got {}", shape_str(x.shape()), shape_str(z.shape()));
-  SSM_CHECK(w.defined() && w.dtype() == DType::F32 && w.dim() == 1 && w.size(0) == width && w.is_contiguous(),
-            "gated_rmsnorm: w must be F32 [{}], got {}", width, shape_str(w.shape()));
+  SSM_CHECK(!z.defined() || detail::is_f32_rows(z, x.shape()),
+            "gated_rmsnorm: z must be F32 rows of x's shape {}, got {}", shape_str(x.shape()), describe(z));
+  SSM_CHECK(detail::is_f32_vec(w, width), "gated_rmsnorm: w must be F32 [{}], got {}", width, describe(w));
   SSM_CHECK(group_size > 0 && width % group_size == 0,
             "gated_rmsnorm: group_size {} does not divide the width {} of x {}", group_size, width,
             shape_str(x.shape()));
-  SSM_CHECK(is_rows_f32(y) && y.shape() == x.shape(), "gated_rmsnorm: y must be F32 rows of shape {}, got {}",
-            shape_str(x.shape()), shape_str(y.shape()));
+  SSM_CHECK(detail::is_f32_rows(y, x.shape()), "gated_rmsnorm: y must be F32 rows of shape {}, got {}",
+            shape_str(x.shape()), describe(y));
 
   const int64_t rows = x.rows();
   if (rows == 0 || width == 0) return;
@@ -48,8 +46,8 @@ void gated_rmsnorm(const Tensor& x, const Tensor& z, const Tensor& w, int64_t gr
 
 #pragma omp parallel if (rows * width >= 16384)
   {
-    std::vector<float> buf(static_cast<size_t>(group_size));
-    float* u = buf.data();
+    thread_local detail::Scratch buf;
+    float* u = buf.get<float>(size_t(group_size));
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
       const float* xr = xp + r * ldx;

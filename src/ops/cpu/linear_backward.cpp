@@ -1,13 +1,13 @@
 // Backward of ops::linear on the CPU.
-//   dx (=|+=) dy · w      (cblas_sgemm; a BF16 w is widened once)
-//   dw += dyᵀ · x         (cblas_sgemm, beta = 1)
+//   dx (=|+=) dy · w      (gemm::sgemm; a 16-bit w is widened into per-thread scratch)
+//   dw += dyᵀ · x         (gemm::sgemm, beta = 1)
 //   dbias += Σ_rows dy
-#include <cblas.h>
 
 #include <algorithm>
-#include <vector>
 
+#include "ops/cpu/gemm.h"
 #include "ops/cpu/op_util.h"
+#include "ops/cpu/weights.h"
 #include "ops/ops_backward.h"
 
 namespace ssm::ops {
@@ -17,8 +17,8 @@ using detail::is_f32_rows;
 
 void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw, Tensor* dbias,
                      bool accumulate_dx) {
-  SSM_CHECK(w.defined() && w.dim() == 2 && w.is_contiguous() && (w.dtype() == DType::F32 || w.dtype() == DType::BF16),
-            "linear_backward: w must be contiguous F32/BF16 [N,K], got {}", describe(w));
+  SSM_CHECK(w.defined() && w.dim() == 2 && w.is_contiguous() && detail::is_weight_dtype(w.dtype()),
+            "linear_backward: w must be contiguous F32/BF16/F16 [N,K], got {}", describe(w));
   const int64_t N = w.size(0), K = w.size(1);
   SSM_CHECK(is_f32_rows(dy) && dy.size(-1) == N, "linear_backward: dy must be F32 rows [..., {}], got {}", N,
             describe(dy));
@@ -43,17 +43,16 @@ void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor*
   const float* dyp = dy.data<float>();
   const int64_t lddy = dy.row_stride();
   if (dx && K > 0) {
-    Tensor wf = w.dtype() == DType::F32 ? w : w.to(DType::F32);
     if (N == 0) {
       if (!accumulate_dx) detail::zero_rows(*dx);
     } else {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(M), int(K), int(N), 1.0f, dyp, int(lddy),
-                  wf.data<float>(), int(K), accumulate_dx ? 1.0f : 0.0f, dx->data<float>(), int(dx->row_stride()));
+      thread_local detail::Scratch widened;
+      gemm::sgemm(false, false, M, K, N, dyp, lddy, detail::weights_as_f32(w, widened), K, accumulate_dx ? 1.0f : 0.0f,
+                  dx->data<float>(), dx->row_stride());
     }
   }
   if (dw && N > 0 && K > 0) {
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(N), int(K), int(M), 1.0f, dyp, int(lddy), x.data<float>(),
-                int(x.row_stride()), 1.0f, dw->data<float>(), int(K));
+    gemm::sgemm(true, false, N, K, M, dyp, lddy, x.data<float>(), x.row_stride(), 1.0f, dw->data<float>(), K);
   }
   if (dbias && N > 0) {
     float* db = dbias->data<float>();

@@ -11,11 +11,13 @@
 namespace ssm::ops::detail {
 
 inline std::string describe(const Tensor& t) {
-  return t.defined() ? fmt::format("{} {}", shape_str(t.shape()), dtype_name(t.dtype())) : std::string("undefined");
+  if (!t.defined()) return "undefined";
+  return fmt::format("{} {}{}", shape_str(t.shape()), dtype_name(t.dtype()), t.device() == Device::CPU ? "" : " on the GPU");
 }
 
+// CPU tensors only: a GPU tensor reaching a CPU kernel fails these checks instead of being read.
 inline bool is_f32_rows(const Tensor& t) {
-  return t.defined() && t.dtype() == DType::F32 && t.dim() >= 1 && t.has_uniform_rows();
+  return t.defined() && t.device() == Device::CPU && t.dtype() == DType::F32 && t.dim() >= 1 && t.has_uniform_rows();
 }
 inline bool is_f32_rows(const Tensor& t, const Shape& shape) { return is_f32_rows(t) && t.shape() == shape; }
 
@@ -25,10 +27,10 @@ inline void check_optional_rows(const char* op, const Tensor& t, const char* nam
     SSM_CHECK(is_f32_rows(t, shape), "{}: {} must be F32 rows {}, got {}", op, name, shape_str(shape), describe(t));
 }
 inline bool is_f32_vec(const Tensor& t, int64_t n) {
-  return t.defined() && t.dtype() == DType::F32 && t.dim() == 1 && t.size(0) == n && t.is_contiguous();
+  return t.defined() && t.device() == Device::CPU && t.dtype() == DType::F32 && t.dim() == 1 && t.size(0) == n && t.is_contiguous();
 }
 inline bool is_f32_contig(const Tensor& t, const Shape& shape) {
-  return t.defined() && t.dtype() == DType::F32 && t.shape() == shape && t.is_contiguous();
+  return t.defined() && t.device() == Device::CPU && t.dtype() == DType::F32 && t.shape() == shape && t.is_contiguous();
 }
 inline int64_t ld(const Tensor& t) { return t.numel() == 0 ? t.size(-1) : t.row_stride(); }
 
@@ -43,6 +45,10 @@ inline void zero_rows(Tensor& t) {
   float* p = t.data<float>();
   for (int64_t r = 0; r < rows; ++r) std::memset(p + r * stride, 0, size_t(width) * sizeof(float));
 }
+
+// The RoPE frequency 1 / theta^(2i / rotary_dim), rounded as transformers computes it (a float pow).
+// One definition (ops/cpu/rope.cpp) serves the CPU and the GPU op, so that both round it alike.
+float rope_inv_freq(float theta, int64_t rotary_dim, int64_t i);
 
 inline float softplus_f(float v) { return v > 20.0f ? v : std::log1p(std::exp(v)); }
 // d softplus / dv (torch: 1 above the threshold 20).

@@ -4,11 +4,13 @@
 
 #include "core/error.h"
 #include "ops/cpu/op_util.h"  // describe, is_f32_rows, is_f32_vec
+#include "ops/dispatch.h"
 #include "ops/ops.h"
 
 namespace ssm::ops {
 
 void rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& y) {
+  SSM_GPU_DISPATCH(y, rmsnorm, x, w, eps, y);
   using detail::describe;
   SSM_CHECK(detail::is_f32_rows(x), "rmsnorm: x must be an F32 rows tensor [..., W], got {}", describe(x));
   const int64_t width = x.size(-1);

@@ -11,9 +11,9 @@
 #include <omp.h>
 
 #include <cmath>
-#include <vector>
 
 #include "ops/cpu/op_util.h"
+#include "ops/cpu/scratch.h"
 #include "ops/cpu/vec_math.h"
 #include "ops/ops_backward.h"
 
@@ -59,18 +59,20 @@ void norm_backward(const char* op, const Tensor& x, const Tensor& z, const Tenso
   const bool gate_after = zp && norm_before_gate;   // y = rmsnorm(x) w ⊙ silu(z)
 
   const int threads = (rows * width >= 16384) ? omp_get_max_threads() : 1;
-  std::vector<float> dw_part(dw ? size_t(threads) * size_t(width) : 0, 0.0f);
+  thread_local detail::Scratch dw_part_scratch;
+  float* dw_part = dw_part_scratch.zeroed<float>(dw ? size_t(threads) * size_t(width) : 0);
 
 #pragma omp parallel num_threads(threads)
   {
     const int tid = omp_get_thread_num();
     const size_t gs = static_cast<size_t>(group_size);
-    std::vector<float> ubuf(gs), gbuf(gs), sbuf(gs, 1.0f), sgbuf(gs, 1.0f);
-    float* u = ubuf.data();
-    float* g = gbuf.data();
-    float* sz = sbuf.data();    // silu(z)
-    float* sgz = sgbuf.data();  // sigmoid(z)
-    float* dwt = dw ? dw_part.data() + size_t(tid) * size_t(width) : nullptr;
+    thread_local detail::Scratch row_scratch;  // four rows of a group: u, g, silu(z), sigmoid(z)
+    float* u = row_scratch.get<float>(4 * gs);
+    float* g = u + gs;
+    float* sz = g + gs;    // silu(z)
+    float* sgz = sz + gs;  // sigmoid(z)
+    std::fill(sz, sz + 2 * gs, 1.0f);
+    float* dwt = dw ? dw_part + size_t(tid) * size_t(width) : nullptr;
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
       const float* xr = xp + r * ldx;

@@ -7,10 +7,10 @@
 // bias, softplus, the D skip and the silu(z) gate, so that per token and channel only y is written.
 // One token with a state (the step, or a forward of T = 1): a decode kernel, see step_block.
 #include <algorithm>
-#include <vector>
 
 #include "core/error.h"
 #include "ops/cpu/op_util.h"  // describe, is_f32_rows, is_f32_vec
+#include "ops/cpu/scratch.h"
 #include "ops/cpu/vec_math.h"
 #include "ops/ops.h"
 
@@ -135,15 +135,16 @@ void scan_run(const ScanArgs& a) {
   const int64_t blocks = (a.channels + kLanes - 1) / kLanes;
 #pragma omp parallel if (a.batch * a.T * a.channels * a.N >= (1 << 14))
   {
-    std::vector<f32x16> scratch(size_t(2 * a.N));
+    thread_local detail::Scratch scratch_buf;
+    f32x16* scratch = scratch_buf.get<f32x16>(size_t(2 * a.N));
 #pragma omp for schedule(static)
     for (int64_t task = 0; task < a.batch * blocks; ++task) {
       const int64_t b = task / blocks, c0 = task % blocks * kLanes;
       const int64_t n = std::min<int64_t>(kLanes, a.channels - c0);
       if (n == kLanes) {
-        scan_block<false>(a, b, c0, n, scratch.data(), scratch.data() + a.N);
+        scan_block<false>(a, b, c0, n, scratch, scratch + a.N);
       } else {
-        scan_block<true>(a, b, c0, n, scratch.data(), scratch.data() + a.N);
+        scan_block<true>(a, b, c0, n, scratch, scratch + a.N);
       }
     }
   }

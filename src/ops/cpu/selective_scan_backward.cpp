@@ -15,9 +15,9 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <vector>
 
 #include "ops/cpu/op_util.h"
+#include "ops/cpu/scratch.h"
 #include "ops/cpu/vec_math.h"
 #include "ops/ops_backward.h"
 
@@ -89,16 +89,32 @@ inline void store_n(float* p, f32x16 v, int64_t n) {
 }
 inline f32x16 sigmoid(f32x16 x) { return 1.0f / (1.0f + vec::fast_exp(-x)); }
 
-// Per-block constants: A transposed to [N] vectors of channels, the bias and D vectors.
+// Per-block constants: A transposed to [N] vectors of channels (in the caller's memory), the bias
+// and D vectors.
 struct BlockConsts {
-  std::vector<f32x16> A;
+  const f32x16* A = nullptr;
   f32x16 bias{}, D{};
-  BlockConsts(const ScanView& v, int64_t d0, int64_t nd, int64_t N) : A(size_t(N), f32x16{}) {
-    for (int64_t i = 0; i < nd; ++i) {
-      for (int64_t n = 0; n < N; ++n) A[size_t(n)][i] = v.A[(d0 + i) * N + n];
-      if (v.bias) bias[i] = v.bias[d0 + i];
-      if (v.Dp) D[i] = v.Dp[d0 + i];
-    }
+};
+
+// The constants of channels [d0, d0 + nd), A written to A_out [N].
+BlockConsts block_consts(const ScanView& v, int64_t d0, int64_t nd, int64_t N, f32x16* A_out) {
+  BlockConsts k;
+  for (int64_t n = 0; n < N; ++n) A_out[n] = f32x16{};
+  for (int64_t i = 0; i < nd; ++i) {
+    for (int64_t n = 0; n < N; ++n) A_out[n][i] = v.A[(d0 + i) * N + n];
+    if (v.bias) k.bias[i] = v.bias[d0 + i];
+    if (v.Dp) k.D[i] = v.Dp[d0 + i];
+  }
+  k.A = A_out;
+  return k;
+}
+
+// Per-thread memory for the constants of up to `blocks` blocks.
+struct ConstsScratch {
+  detail::Scratch consts, A;
+  BlockConsts* get(int64_t blocks, int64_t N, f32x16** A_out) {
+    *A_out = A.get<f32x16>(size_t(blocks * N));
+    return consts.get<BlockConsts>(size_t(blocks));
   }
 };
 
@@ -124,7 +140,7 @@ void scan_rows(const ScanView& v, const BlockConsts& k, int64_t b, int64_t T, in
     const float* Bt = v.B + row * v.ldB;
     const float* Ct = v.C + row * v.ldC;
     f32x16 acc0{}, acc1{};
-    const f32x16* Av = k.A.data();
+    const f32x16* Av = k.A;
     auto step = [&](int64_t n, f32x16& acc) {
       h[n] = vec::fast_exp(dt * Av[n]) * h[n] + dtu * Bt[n];
       acc += h[n] * Ct[n];
@@ -193,32 +209,35 @@ void selective_scan_forward_saving_chunk_states(const SelectiveScanInputs& in, c
   constexpr int64_t kTile = 16;
 #pragma omp parallel
   {
-    std::vector<f32x16> h(static_cast<size_t>(per_group * d.N));
+    thread_local detail::Scratch h_scratch;
+    thread_local ConstsScratch consts_scratch;
+    f32x16* h = h_scratch.get<f32x16>(size_t(per_group * d.N));
+    f32x16* consts_A = nullptr;
+    BlockConsts* consts = consts_scratch.get(per_group, d.N, &consts_A);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < d.Bt * n_groups; ++task) {
       const int64_t b = task / n_groups, grp = task % n_groups;
       const int64_t blk0 = grp * per_group, blk1 = std::min(n_blocks, blk0 + per_group);
       if (blk0 >= blk1) continue;
-      std::vector<BlockConsts> consts;
       for (int64_t blk = blk0; blk < blk1; ++blk) {
         const int64_t d0 = blk * W, nd = std::min(W, d.D - d0);
-        consts.emplace_back(v, d0, nd, d.N);
-        load_state(s0 ? s0 + b * d.D * d.N : nullptr, d0, nd, d.N, h.data() + (blk - blk0) * d.N);
+        consts[blk - blk0] = block_consts(v, d0, nd, d.N, consts_A + (blk - blk0) * d.N);
+        load_state(s0 ? s0 + b * d.D * d.N : nullptr, d0, nd, d.N, h + (blk - blk0) * d.N);
       }
       for (int64_t t0 = 0; t0 < d.T;) {
         const int64_t chunk_end = std::min(d.T, (t0 / chunk_size + 1) * chunk_size);
         const int64_t t1 = std::min(chunk_end, t0 + kTile);
         for (int64_t blk = blk0; blk < blk1; ++blk) {
           const int64_t d0 = blk * W, nd = std::min(W, d.D - d0);
-          f32x16* hb = h.data() + (blk - blk0) * d.N;
+          f32x16* hb = h + (blk - blk0) * d.N;
           if (t0 % chunk_size == 0) save_state(sp + (b * n_chunks + t0 / chunk_size) * d.D * d.N, d0, nd, d.N, hb);
-          scan_rows(v, consts[size_t(blk - blk0)], b, d.T, t0, t1, d0, nd, d.N, hb, yp, ldy, blk + 1 < blk1);
+          scan_rows(v, consts[blk - blk0], b, d.T, t0, t1, d0, nd, d.N, hb, yp, ldy, blk + 1 < blk1);
         }
         t0 = t1;
       }
       for (int64_t blk = blk0; blk < blk1; ++blk) {
         const int64_t d0 = blk * W, nd = std::min(W, d.D - d0);
-        f32x16* hb = h.data() + (blk - blk0) * d.N;
+        f32x16* hb = h + (blk - blk0) * d.N;
         if (d.T == 0) save_state(sp + b * n_chunks * d.D * d.N, d0, nd, d.N, hb);
         if (final_state) save_state(final_state->data<float>() + b * d.D * d.N, d0, nd, d.N, hb);
       }
@@ -281,64 +300,77 @@ void selective_scan_backward(const SelectiveScanInputs& in, const Tensor& state0
   const int64_t n_groups = std::clamp<int64_t>((2 * int64_t(threads) + Bt - 1) / Bt, 1, n_blocks);
   const int64_t blocks_per_group = (n_blocks + n_groups - 1) / n_groups;
   const size_t btn_size = size_t(Bt * T * N);
-  std::vector<float> dB_part(want_bc ? size_t(n_groups) * btn_size : 0),
-      dC_part(want_bc ? size_t(n_groups) * btn_size : 0);
-  std::vector<float> dA_part(g.dA.defined() ? size_t(Bt * D * N) : 0), dD_part(size_t(Bt * D)),
-      dbias_part(size_t(Bt * D));
+  // Per-call buffers from grow-only scratch (no allocation once a shape has run).
+  thread_local detail::Scratch dB_scratch, dC_scratch, dA_scratch, dD_scratch;
+  float* dB_part = dB_scratch.zeroed<float>(want_bc ? size_t(n_groups) * btn_size : 0);
+  float* dC_part = dC_scratch.zeroed<float>(want_bc ? size_t(n_groups) * btn_size : 0);
+  float* dA_part = dA_scratch.zeroed<float>(g.dA.defined() ? size_t(Bt * D * N) : 0);
+  float* dD_part = dD_scratch.zeroed<float>(2 * size_t(Bt * D));
+  float* dbias_part = dD_part + Bt * D;
 
 #pragma omp parallel num_threads(threads)
   {
     // Chunk recomputation of one block: hs[l] the state before row l of the chunk (hs[L] after the
     // last), decays[l] = exp(dt A) of row l, plus dt, y before the gate and softplus' of row l.
-    std::vector<f32x16> hs(static_cast<size_t>((Q + 1) * N)), decays(static_cast<size_t>(Q * N));
-    std::vector<f32x16> dts(static_cast<size_t>(Q)), ys(static_cast<size_t>(Q)), spg(static_cast<size_t>(Q));
+    thread_local detail::Scratch chunk_scratch, bounds_scratch;
+    thread_local ConstsScratch consts_scratch;
+    const int64_t per_chunk = (Q + 1) * N + Q * N + 3 * Q + 2 * blocks_per_group * N + 2 * Q * N + 2 * blocks_per_group;
+    f32x16* hs = chunk_scratch.zeroed<f32x16>(size_t(per_chunk));  // [(Q + 1) * N]
+    f32x16* decays = hs + (Q + 1) * N;                             // [Q * N]
+    f32x16* dts = decays + Q * N;                                  // [Q]
+    f32x16* ys = dts + Q;                                          // [Q]
+    f32x16* spg = ys + Q;                                          // [Q]
     // Per task: the carried adjoint of every block, boundary states (when not given), and the chunk's
     // dB/dC contributions kept per lane until the chunk's blocks are done.
-    std::vector<f32x16> adj(static_cast<size_t>(blocks_per_group * N)),
-        dA_acc(static_cast<size_t>(blocks_per_group * N));
-    std::vector<f32x16> bounds(csp ? 0 : static_cast<size_t>(blocks_per_group * n_chunks * N));
-    std::vector<f32x16> dBl(static_cast<size_t>(Q * N)), dCl(static_cast<size_t>(Q * N));
-    std::vector<f32x16> dD_acc(static_cast<size_t>(blocks_per_group)), dbias_acc(static_cast<size_t>(blocks_per_group));
+    f32x16* adj = spg + Q;                        // [blocks_per_group * N]
+    f32x16* dA_acc = adj + blocks_per_group * N;  // [blocks_per_group * N]
+    f32x16* dBl = dA_acc + blocks_per_group * N;  // [Q * N]
+    f32x16* dCl = dBl + Q * N;                    // [Q * N]
+    f32x16* dD_acc = dCl + Q * N;                 // [blocks_per_group]
+    f32x16* dbias_acc = dD_acc + blocks_per_group;
+    f32x16* bounds = bounds_scratch.zeroed<f32x16>(csp ? 0 : size_t(blocks_per_group * n_chunks * N));
+    f32x16* consts_A = nullptr;
+    BlockConsts* consts = consts_scratch.get(blocks_per_group, N, &consts_A);
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < Bt * n_groups; ++task) {
       const int64_t b = task / n_groups, grp = task % n_groups;
       const int64_t blk0 = grp * blocks_per_group, blk1 = std::min(n_blocks, blk0 + blocks_per_group);
       if (blk0 >= blk1) continue;
-      std::vector<BlockConsts> consts;
-      for (int64_t blk = blk0; blk < blk1; ++blk) consts.emplace_back(v, blk * W, std::min(W, D - blk * W), N);
-      std::fill(adj.begin(), adj.end(), f32x16{});
-      std::fill(dA_acc.begin(), dA_acc.end(), f32x16{});
-      std::fill(dD_acc.begin(), dD_acc.end(), f32x16{});
-      std::fill(dbias_acc.begin(), dbias_acc.end(), f32x16{});
+      for (int64_t blk = blk0; blk < blk1; ++blk)
+        consts[blk - blk0] = block_consts(v, blk * W, std::min(W, D - blk * W), N, consts_A + (blk - blk0) * N);
+      std::fill(adj, adj + blocks_per_group * N, f32x16{});
+      std::fill(dA_acc, dA_acc + blocks_per_group * N, f32x16{});
+      std::fill(dD_acc, dD_acc + blocks_per_group, f32x16{});
+      std::fill(dbias_acc, dbias_acc + blocks_per_group, f32x16{});
       if (!csp) {  // boundary states by one forward pass
         for (int64_t blk = blk0; blk < blk1; ++blk) {
           const int64_t d0 = blk * W, nd = std::min(W, D - d0);
-          f32x16* bb = bounds.data() + (blk - blk0) * n_chunks * N;
-          load_state(s0 ? s0 + b * D * N : nullptr, d0, nd, N, hs.data());
+          f32x16* bb = bounds + (blk - blk0) * n_chunks * N;
+          load_state(s0 ? s0 + b * D * N : nullptr, d0, nd, N, hs);
           for (int64_t c = 0; c < n_chunks; ++c) {
-            std::copy(hs.begin(), hs.begin() + N, bb + c * N);
+            std::copy(hs, hs + N, bb + c * N);
             const int64_t t0 = c * chunk_size, t1 = std::min(T, t0 + chunk_size);
-            scan_rows(v, consts[size_t(blk - blk0)], b, T, t0, t1, d0, nd, N, hs.data(), nullptr, 0);
+            scan_rows(v, consts[blk - blk0], b, T, t0, t1, d0, nd, N, hs, nullptr, 0);
           }
         }
       }
-      float* dBp = want_bc ? dB_part.data() + size_t(grp) * btn_size : nullptr;
-      float* dCp = want_bc ? dC_part.data() + size_t(grp) * btn_size : nullptr;
+      float* dBp = want_bc ? dB_part + size_t(grp) * btn_size : nullptr;
+      float* dCp = want_bc ? dC_part + size_t(grp) * btn_size : nullptr;
       for (int64_t c = n_chunks - 1; c >= 0; --c) {
         const int64_t t0 = c * chunk_size, L = std::min(chunk_size, T - t0);
         if (want_bc) {
-          std::fill(dBl.begin(), dBl.begin() + L * N, f32x16{});
-          std::fill(dCl.begin(), dCl.begin() + L * N, f32x16{});
+          std::fill(dBl, dBl + L * N, f32x16{});
+          std::fill(dCl, dCl + L * N, f32x16{});
         }
         for (int64_t blk = blk0; blk < blk1; ++blk) {
           const int64_t d0 = blk * W, nd = std::min(W, D - d0), j = blk - blk0;
-          const BlockConsts& k = consts[size_t(j)];
-          f32x16* a_blk = adj.data() + j * N;
-          f32x16* dA_blk = dA_acc.data() + j * N;
+          const BlockConsts& k = consts[j];
+          f32x16* a_blk = adj + j * N;
+          f32x16* dA_blk = dA_acc + j * N;
           if (csp)
-            load_state(csp + (b * n_chunks + c) * D * N, d0, nd, N, hs.data());
+            load_state(csp + (b * n_chunks + c) * D * N, d0, nd, N, hs);
           else
-            std::copy(bounds.begin() + (j * n_chunks + c) * N, bounds.begin() + (j * n_chunks + c + 1) * N, hs.begin());
+            std::copy(bounds + (j * n_chunks + c) * N, bounds + (j * n_chunks + c + 1) * N, hs);
           // Rows are KBs apart, so the hardware prefetchers do not see the next block's columns coming:
           // fetch them while this block is computed.
           const bool next = blk + 1 < blk1;
@@ -365,11 +397,11 @@ void selective_scan_backward(const SelectiveScanInputs& in, const Tensor& state0
             const f32x16 dtu = dt * u;
             const float* Bt_ = v.B + row * v.ldB;
             const float* Ct_ = v.C + row * v.ldC;
-            const f32x16* hp = hs.data() + l * N;
-            f32x16* hn = hs.data() + (l + 1) * N;
-            f32x16* dec = decays.data() + l * N;
+            const f32x16* hp = hs + l * N;
+            f32x16* hn = hs + (l + 1) * N;
+            f32x16* dec = decays + l * N;
             f32x16 acc0{}, acc1{};
-            const f32x16* Av = k.A.data();
+            const f32x16* Av = k.A;
             auto step = [&](int64_t n, f32x16& acc) {
               const f32x16 a = vec::fast_exp(dt * Av[n]);
               dec[n] = a;
@@ -406,15 +438,15 @@ void selective_scan_backward(const SelectiveScanInputs& in, const Tensor& state0
             const f32x16 dtu = dt * u;
             const float* Bt_ = v.B + row * v.ldB;
             const float* Ct_ = v.C + row * v.ldC;
-            const f32x16* hp = hs.data() + l * N;
-            const f32x16* hn = hs.data() + (l + 1) * N;
-            const f32x16* dec = decays.data() + l * N;
-            f32x16* dBr = dBl.data() + l * N;
-            f32x16* dCr = dCl.data() + l * N;
+            const f32x16* hp = hs + l * N;
+            const f32x16* hn = hs + (l + 1) * N;
+            const f32x16* dec = decays + l * N;
+            f32x16* dBr = dBl + l * N;
+            f32x16* dCr = dCl + l * N;
             // du = gy D + dt Σ g B;  ddt = Σ g h_{t-1} a A + u Σ g B. Two partial sums of each
             // (even and odd n) shorten the dependency chains.
             f32x16 gb0{}, gb1{}, gha0{}, gha1{};
-            const f32x16* Av = k.A.data();
+            const f32x16* Av = k.A;
             auto step = [&](int64_t n, f32x16& gb, f32x16& gha) {
               const f32x16 gn = a_blk[n] + gy * Ct_[n];
               if (want_bc) {
@@ -453,7 +485,7 @@ void selective_scan_backward(const SelectiveScanInputs& in, const Tensor& state0
       }
       for (int64_t blk = blk0; blk < blk1; ++blk) {
         const int64_t d0 = blk * W, nd = std::min(W, D - d0), j = blk - blk0;
-        if (g.dstate0.defined()) save_state(g.dstate0.data<float>() + b * D * N, d0, nd, N, adj.data() + j * N);
+        if (g.dstate0.defined()) save_state(g.dstate0.data<float>() + b * D * N, d0, nd, N, adj + j * N);
         for (int64_t i = 0; i < nd; ++i) {
           if (g.dA.defined())
             for (int64_t n = 0; n < N; ++n) dA_part[size_t((b * D + d0 + i) * N + n)] = dA_acc[size_t(j * N + n)][i];
@@ -476,7 +508,7 @@ void selective_scan_backward(const SelectiveScanInputs& in, const Tensor& state0
     }
   }
   if (want_bc) {
-    auto reduce_into = [&](Tensor& out, const std::vector<float>& parts) {
+    auto reduce_into = [&](Tensor& out, const float* parts) {
       if (!out.defined()) return;
       float* op_ = out.data<float>();
       const int64_t ldo = out.row_stride();

@@ -15,20 +15,20 @@
 //      C Sᵀ for all its heads as one product; per head, builds the masked decay matrix (D folded
 //      into its diagonal) and adds its product with X, row block by row block so that the zero
 //      upper triangle is skipped; then updates the state of all its heads as one product.
-// Matrix products go through cblas_sgemm (OpenBLAS runs single-threaded inside our parallel
-// region). Decays are always exps of differences of cumsums, never ratios of exps. Denormals are
-// flushed to zero inside the op: long decays produce them and they slow the products ~100x.
-#include <cblas.h>
+// Matrix products go through gemm::sgemm (single-threaded inside our parallel region). Decays are
+// always exps of differences of cumsums, never ratios of exps. Denormals are flushed to zero inside
+// the op: long decays produce them and they slow the products ~100x.
 #include <omp.h>
 
 #include <algorithm>
 #include <cmath>
-#include <vector>
 #if defined(__SSE__)
 #include <xmmintrin.h>
 #endif
 
 #include "core/error.h"
+#include "ops/cpu/gemm.h"
+#include "ops/cpu/scratch.h"
 #include "ops/cpu/ssd_inputs.h"
 #include "ops/cpu/vec_math.h"
 #include "ops/ops.h"
@@ -145,13 +145,13 @@ void ssd(const SsdInputs& in, Tensor* state, Tensor& y) {
 
   const bool state_io = state && state->defined();
   const bool need_state = state_io || n_chunks > 1;
-  std::vector<float> own_state;
+  // Per-call buffers from grow-only scratch (no allocation once a shape has run).
+  thread_local detail::Scratch own_state, dt_all_scratch, acum_all_scratch, cb_scratch;
   float* state_base = nullptr;
   if (state_io) {
     state_base = state->data<float>();
   } else if (need_state) {
-    own_state.assign(size_t(Bt * H * P * N), 0.0f);
-    state_base = own_state.data();
+    state_base = own_state.zeroed<float>(size_t(Bt * H * P * N));
   }
 
   const auto [xp, dtp, Bp, Cp, Ap, biasp, Dp, ldx, lddt, ldB, ldC] = detail::ssd_pointers(in);
@@ -176,16 +176,19 @@ void ssd(const SsdInputs& in, Tensor* state, Tensor& y) {
   // dt after softplus/clamp and the inclusive cumsum of dt*A restarted at every chunk, [Bt*H, T];
   // C Bᵀ of the current chunk per (batch, group), rows padded to whole vectors.
   const int64_t ldm = round_up(Q, kLanes);
-  std::vector<float> dt_all(size_t(Bt * H * T)), acum_all(size_t(Bt * H * T));
-  std::vector<float> cb(size_t(Bt * G * Q * ldm));
+  float* dt_all = dt_all_scratch.get<float>(size_t(Bt * H * T));
+  float* acum_all = acum_all_scratch.get<float>(size_t(Bt * H * T));
+  float* cb = cb_scratch.zeroed<float>(size_t(Bt * G * Q * ldm));
 
 #pragma omp parallel
   {
     const FlushDenormals ftz;
     // Per thread: the masked decay matrix of one head and w ⊙ X of one item's heads.
-    std::vector<float> M(static_cast<size_t>(Q * ldm));
-    std::vector<float> xw(need_state ? static_cast<size_t>(Q * k * P) : 0);
-    std::vector<float> dts(static_cast<size_t>(ldm), 0.0f), acum(static_cast<size_t>(ldm), 0.0f);
+    thread_local detail::Scratch m_scratch, xw_scratch, dts_scratch, acum_scratch;
+    float* M = m_scratch.zeroed<float>(size_t(Q * ldm));
+    float* xw = xw_scratch.zeroed<float>(need_state ? size_t(Q * k * P) : 0);
+    float* dts = dts_scratch.zeroed<float>(size_t(ldm));
+    float* acum = acum_scratch.zeroed<float>(size_t(ldm));
     const i32x16 lane = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
 
 #pragma omp for schedule(static)
@@ -193,8 +196,8 @@ void ssd(const SsdInputs& in, Tensor* state, Tensor& y) {
       const int64_t b = bh / H, h = bh % H;
       const float bias = biasp ? biasp[h] : 0.0f, Ah = Ap[h];
       const float* dtr = dtp + b * T * lddt + h;
-      float* dto = dt_all.data() + bh * T;
-      float* ao = acum_all.data() + bh * T;
+      float* dto = dt_all + bh * T;
+      float* ao = acum_all + bh * T;
       double run = 0.0;  // accumulated in double, restarted per chunk
       for (int64_t t = 0; t < T; ++t) {
         if (t % Q == 0) run = 0.0;
@@ -219,9 +222,8 @@ void ssd(const SsdInputs& in, Tensor* state, Tensor& y) {
         if (r0 >= L) continue;
         const int64_t r1 = std::min(L, r0 + kRowBlock);
         const int64_t row0 = b * T + t0;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(r1 - r0), int(r1), int(N), 1.0f,
-                    Cp + (row0 + r0) * ldC + g * N, int(ldC), Bp + row0 * ldB + g * N, int(ldB), 0.0f,
-                    cb.data() + size_t(bg * Q * ldm + r0 * ldm), int(ldm));
+        gemm::sgemm(false, true, r1 - r0, r1, N, Cp + (row0 + r0) * ldC + g * N, ldC, Bp + row0 * ldB + g * N, ldB,
+                    0.0f, cb + size_t(bg * Q * ldm + r0 * ldm), ldm);
       }
 
 #pragma omp for schedule(static)
@@ -232,13 +234,12 @@ void ssd(const SsdInputs& in, Tensor* state, Tensor& y) {
         const int64_t row0 = b * T + t0;
         const float* Bc = Bp + row0 * ldB + g * N;
         const float* Cc = Cp + row0 * ldC + g * N;
-        const float* CB = cb.data() + size_t(bg * Q * ldm);
+        const float* CB = cb + size_t(bg * Q * ldm);
         float* S0 = need_state ? state_base + (b * H + h0) * P * N : nullptr;  // [nh*P, N]
 
         // inter-chunk for the item's heads at once: Y = C Sᵀ, then rows scaled by exp(a_l) per head.
         if (has_prev) {
-          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(L), int(nh * P), int(N), 1.0f, Cc, int(ldC), S0,
-                      int(N), 0.0f, yp + row0 * ldy + h0 * P, int(ldy));
+          gemm::sgemm(false, true, L, nh * P, N, Cc, ldC, S0, N, 0.0f, yp + row0 * ldy + h0 * P, ldy);
           for (int64_t l = 0; l < L; ++l) {
             float* yr = yp + (row0 + l) * ldy + h0 * P;
             for (int64_t j = 0; j < nh; ++j) {
@@ -253,8 +254,8 @@ void ssd(const SsdInputs& in, Tensor* state, Tensor& y) {
           const int64_t h = h0 + j, bh = b * H + h;
           const float* X = xp + row0 * ldx + h * P;
           float* Y = yp + row0 * ldy + h * P;
-          std::copy_n(dt_all.data() + bh * T + t0, L, dts.data());
-          std::copy_n(acum_all.data() + bh * T + t0, L, acum.data());
+          std::copy_n(dt_all + bh * T + t0, L, dts);
+          std::copy_n(acum_all + bh * T + t0, L, acum);
           const float Dh = Dp ? Dp[h] : 0.0f;
 
           // intra-chunk plus D x: Y (+)= (C Bᵀ ⊙ L + D I) X, row block by row block.
@@ -262,20 +263,19 @@ void ssd(const SsdInputs& in, Tensor* state, Tensor& y) {
             const int64_t r1 = std::min(L, r0 + kRowBlock);
             for (int64_t l = r0; l < r1; ++l) {
               const float* cbr = CB + l * ldm;
-              float* mr = M.data() + l * ldm;
+              float* mr = M + l * ldm;
               const f32x16 al = vec::splat<f32x16>(acum[size_t(l)]);
               const i32x16 last = i32x16{} + int32_t(l);
               int64_t s0 = 0;
               for (; s0 <= l; s0 += kLanes) {
-                const f32x16 m =
-                    vec::load(cbr + s0) * vec::fast_exp(al - vec::load(acum.data() + s0)) * vec::load(dts.data() + s0);
+                const f32x16 m = vec::load(cbr + s0) * vec::fast_exp(al - vec::load(acum + s0)) * vec::load(dts + s0);
                 vec::store(mr + s0, (lane + int32_t(s0)) <= last ? m : f32x16{});
               }
               for (int64_t s = s0; s < r1; ++s) mr[s] = 0.0f;
               mr[l] += Dh;
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(r1 - r0), int(P), int(r1), 1.0f,
-                        M.data() + r0 * ldm, int(ldm), X, int(ldx), has_prev ? 1.0f : 0.0f, Y + r0 * ldy, int(ldy));
+            gemm::sgemm(false, false, r1 - r0, P, r1, M + r0 * ldm, ldm, X, ldx, has_prev ? 1.0f : 0.0f, Y + r0 * ldy,
+                        ldy);
           }
 
           // state update inputs: w ⊙ X with w_s = exp(a_last - a_s) dt_s, and S_h *= exp(a_last).
@@ -284,7 +284,7 @@ void ssd(const SsdInputs& in, Tensor* state, Tensor& y) {
             for (int64_t s = 0; s < L; ++s) {
               const float ws = exp_f(alast - acum[size_t(s)]) * dts[size_t(s)];
               const float* xr = X + s * ldx;
-              float* xwr = xw.data() + s * nh * P + j * P;
+              float* xwr = xw + s * nh * P + j * P;
 #pragma omp simd
               for (int64_t p = 0; p < P; ++p) xwr[p] = ws * xr[p];
             }
@@ -299,8 +299,7 @@ void ssd(const SsdInputs& in, Tensor* state, Tensor& y) {
 
         // state passing for the item's heads at once: S = exp(a_last) S + (w ⊙ X)ᵀ B.
         if (update_state) {
-          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(nh * P), int(N), int(L), 1.0f, xw.data(),
-                      int(nh * P), Bc, int(ldB), has_prev ? 1.0f : 0.0f, S0, int(N));
+          gemm::sgemm(true, false, nh * P, N, L, xw, nh * P, Bc, ldB, has_prev ? 1.0f : 0.0f, S0, N);
         }
       }
     }

@@ -17,13 +17,13 @@
 //      and da → ddt (A × reverse cumsum) and dA (Σ dt × reverse cumsum), ddt → raw dt through the
 //      clamp and softplus.
 // Parameter gradients are summed per (b, chunk) and added in a fixed order: deterministic.
-#include <cblas.h>
 
 #include <algorithm>
 #include <cmath>
-#include <vector>
 
+#include "ops/cpu/gemm.h"
 #include "ops/cpu/op_util.h"
+#include "ops/cpu/scratch.h"
 #include "ops/cpu/ssd_inputs.h"
 #include "ops/cpu/vec_math.h"
 #include "ops/ops_backward.h"
@@ -99,14 +99,19 @@ void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, S
 
   // dt (after bias, softplus, clamp), its derivative with respect to the raw dt, and the in-chunk
   // inclusive cumsum of dt·A (accumulated in double as the forward does). Layout [b][h][t].
-  std::vector<float> dtv(size_t(Bt * H * T)), dfac(size_t(Bt * H * T)), acum(size_t(Bt * H * T));
+  // Per-call buffers from grow-only scratch (no allocation once a shape has run).
+  thread_local detail::Scratch dtv_scratch, dfac_scratch, acum_scratch, s_before_scratch, ds_after_scratch,
+      parts_scratch;
+  float* dtv = dtv_scratch.get<float>(size_t(Bt * H * T));
+  float* dfac = dfac_scratch.get<float>(size_t(Bt * H * T));
+  float* acum = acum_scratch.get<float>(size_t(Bt * H * T));
 #pragma omp parallel for schedule(static)
   for (int64_t bh = 0; bh < Bt * H; ++bh) {
     const int64_t b = bh / H, h = bh % H;
     const float bias = biasp ? biasp[h] : 0.0f, Ah = Ap[h];
-    float* dv = dtv.data() + bh * T;
-    float* df = dfac.data() + bh * T;
-    float* ac = acum.data() + bh * T;
+    float* dv = dtv + bh * T;
+    float* df = dfac + bh * T;
+    float* ac = acum + bh * T;
     double run = 0.0;
     for (int64_t t = 0; t < T; ++t) {
       if (t % Q == 0) run = 0.0;
@@ -122,21 +127,24 @@ void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, S
 
   // Pass 1: the state before every chunk; pass 2: the gradient at the state after every chunk.
   const bool need_states = has_s0 || nc > 1;
-  std::vector<float> s_before(need_states ? size_t(Bt * H * nc * PN) : 0, 0.0f);
-  std::vector<float> ds_after(size_t(Bt * H * nc * PN), 0.0f);
+  float* s_before = s_before_scratch.zeroed<float>(need_states ? size_t(Bt * H * nc * PN) : 0);
+  float* ds_after = ds_after_scratch.zeroed<float>(size_t(Bt * H * nc * PN));
 #pragma omp parallel
   {
-    std::vector<float> xw(size_t(Q * P));
+    thread_local detail::Scratch xw_scratch, state_scratch;
+    float* xw = xw_scratch.get<float>(size_t(Q * P));
+    float* S = state_scratch.get<float>(2 * size_t(PN));  // the state and its gradient, per (b, h)
+    float* dS = S + PN;
 #pragma omp for schedule(static)
     for (int64_t bh = 0; bh < Bt * H; ++bh) {
       const int64_t b = bh / H, h = bh % H, gi = h / hpg;
-      const float* dv = dtv.data() + bh * T;
-      const float* ac = acum.data() + bh * T;
+      const float* dv = dtv + bh * T;
+      const float* ac = acum + bh * T;
       if (need_states) {
-        std::vector<float> S(size_t(PN), 0.0f);
-        if (has_s0) std::copy(state0.data<float>() + bh * PN, state0.data<float>() + (bh + 1) * PN, S.begin());
+        std::fill(S, S + PN, 0.0f);
+        if (has_s0) std::copy(state0.data<float>() + bh * PN, state0.data<float>() + (bh + 1) * PN, S);
         for (int64_t c = 0; c < nc; ++c) {
-          std::copy(S.begin(), S.end(), s_before.begin() + (bh * nc + c) * PN);
+          std::copy(S, S + PN, s_before + (bh * nc + c) * PN);
           if (c + 1 == nc) break;
           const int64_t t0 = c * Q, L = std::min(Q, T - t0);
           const float alast = ac[t0 + L - 1];
@@ -145,16 +153,14 @@ void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, S
             const float* xr = xp + (b * T + t0 + s) * ldx + h * P;
             for (int64_t p = 0; p < P; ++p) xw[size_t(s * P + p)] = ws * xr[p];
           }
-          cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(P), int(N), int(L), 1.0f, xw.data(), int(P),
-                      Bp + (b * T + t0) * ldB + gi * N, int(ldB), std::exp(alast), S.data(), int(N));
+          gemm::sgemm(true, false, P, N, L, xw, P, Bp + (b * T + t0) * ldB + gi * N, ldB, std::exp(alast), S, N);
         }
       }
       // dS after the last chunk: the incoming gradient of the final state.
-      std::vector<float> dS(size_t(PN), 0.0f);
-      if (has_dfinal)
-        std::copy(dfinal_state.data<float>() + bh * PN, dfinal_state.data<float>() + (bh + 1) * PN, dS.begin());
+      std::fill(dS, dS + PN, 0.0f);
+      if (has_dfinal) std::copy(dfinal_state.data<float>() + bh * PN, dfinal_state.data<float>() + (bh + 1) * PN, dS);
       for (int64_t c = nc - 1; c >= 0; --c) {
-        std::copy(dS.begin(), dS.end(), ds_after.begin() + (bh * nc + c) * PN);
+        std::copy(dS, dS + PN, ds_after + (bh * nc + c) * PN);
         if (c == 0 && !g.dstate0.defined()) break;
         const int64_t t0 = c * Q, L = std::min(Q, T - t0);
         const float alast = ac[t0 + L - 1];
@@ -163,10 +169,9 @@ void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, S
           const float* dr = dyp + (b * T + t0 + l) * lddy + h * P;
           for (int64_t p = 0; p < P; ++p) xw[size_t(l * P + p)] = e * dr[p];
         }
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(P), int(N), int(L), 1.0f, xw.data(), int(P),
-                    Cp + (b * T + t0) * ldC + gi * N, int(ldC), std::exp(alast), dS.data(), int(N));
+        gemm::sgemm(true, false, P, N, L, xw, P, Cp + (b * T + t0) * ldC + gi * N, ldC, std::exp(alast), dS, N);
       }
-      if (g.dstate0.defined()) std::copy(dS.begin(), dS.end(), g.dstate0.data<float>() + bh * PN);
+      if (g.dstate0.defined()) std::copy(dS, dS + PN, g.dstate0.data<float>() + bh * PN);
     }
   }
 
@@ -179,14 +184,25 @@ void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, S
   float* dBp = dB.defined() ? dB.data<float>() : nullptr;
   float* dCp = dC.defined() ? dC.data<float>() : nullptr;
   const int64_t lddB = dBp ? dB.row_stride() : 0, lddC = dCp ? dC.row_stride() : 0;
-  std::vector<float> dA_part(size_t(Bt * nc * H), 0.0f), dD_part(size_t(Bt * nc * H), 0.0f),
-      dbias_part(size_t(Bt * nc * H), 0.0f);
+  float* dA_part = parts_scratch.zeroed<float>(3 * size_t(Bt * nc * H));
+  float* dD_part = dA_part + Bt * nc * H;
+  float* dbias_part = dD_part + Bt * nc * H;
 
 #pragma omp parallel
   {
-    std::vector<float> CB(size_t(Q * Q)), E(size_t(Q * Q)), M(size_t(Q * Q)), dM(size_t(Q * Q)), dCB(size_t(Q * Q)),
-        tmp(size_t(Q * P)), tmp2(size_t(Q * P)), dxl(size_t(Q * P)), da(static_cast<size_t>(Q)),
-        ddt(static_cast<size_t>(Q)), expa(static_cast<size_t>(Q));
+    // Per thread: five Q x Q matrices, three Q x P blocks and three Q vectors, zeroed once per call.
+    thread_local detail::Scratch chunk_scratch;
+    float* CB = chunk_scratch.zeroed<float>(size_t(5 * Q * Q + 3 * Q * P + 3 * Q));
+    float* E = CB + Q * Q;
+    float* M = E + Q * Q;
+    float* dM = M + Q * Q;
+    float* dCB = dM + Q * Q;
+    float* tmp = dCB + Q * Q;
+    float* tmp2 = tmp + Q * P;
+    float* dxl = tmp2 + Q * P;
+    float* da = dxl + Q * P;
+    float* ddt = da + Q;
+    float* expa = ddt + Q;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t task = 0; task < Bt * G * nc; ++task) {
       const int64_t c = task % nc, bg = task / nc, b = bg / G, gi = bg % G;
@@ -201,15 +217,14 @@ void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, S
       }
       const bool has_prev = c > 0 || has_s0;
       const bool has_ds = c + 1 < nc || has_dfinal;
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(L), int(L), int(N), 1.0f, Cc, int(ldC), Bc, int(ldB),
-                  0.0f, CB.data(), int(L));
-      std::fill(dCB.begin(), dCB.begin() + L * L, 0.0f);
+      gemm::sgemm(false, true, L, L, N, Cc, ldC, Bc, ldB, 0.0f, CB, L);
+      std::fill(dCB, dCB + L * L, 0.0f);
 
       for (int64_t h = gi * hpg; h < (gi + 1) * hpg; ++h) {
         const int64_t bh = b * H + h;
-        const float* dv = dtv.data() + bh * T + t0;
-        const float* ac = acum.data() + bh * T + t0;
-        const float* df = dfac.data() + bh * T + t0;
+        const float* dv = dtv + bh * T + t0;
+        const float* ac = acum + bh * T + t0;
+        const float* df = dfac + bh * T + t0;
         const float* X = xp + row0 * ldx + h * P;
         const float* dY = dyp + row0 * lddy + h * P;
         const float alast = ac[L - 1];
@@ -220,9 +235,9 @@ void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, S
         }
         // E and M (lower triangle; the rest zero).
         for (int64_t l = 0; l < L; ++l) {
-          float* er = E.data() + l * L;
-          float* mr = M.data() + l * L;
-          const float* cbr = CB.data() + l * L;
+          float* er = E + l * L;
+          float* mr = M + l * L;
+          const float* cbr = CB + l * L;
           const float al = ac[l];
 #pragma omp simd
           for (int64_t s = 0; s <= l; ++s) {
@@ -232,16 +247,14 @@ void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, S
           for (int64_t s = l + 1; s < L; ++s) er[s] = mr[s] = 0.0f;
         }
         // dM = dY Xᵀ; dX = Mᵀ dY.
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(L), int(L), int(P), 1.0f, dY, int(lddy), X, int(ldx),
-                    0.0f, dM.data(), int(L));
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(L), int(P), int(L), 1.0f, M.data(), int(L), dY,
-                    int(lddy), 0.0f, dxl.data(), int(P));
+        gemm::sgemm(false, true, L, L, P, dY, lddy, X, ldx, 0.0f, dM, L);
+        gemm::sgemm(true, false, L, P, L, M, L, dY, lddy, 0.0f, dxl, P);
         for (int64_t l = 0; l < L; ++l) {
-          const float* dmr = dM.data() + l * L;
-          const float* er = E.data() + l * L;
-          const float* mr = M.data() + l * L;
-          const float* cbr = CB.data() + l * L;
-          float* dcbr = dCB.data() + l * L;
+          const float* dmr = dM + l * L;
+          const float* er = E + l * L;
+          const float* mr = M + l * L;
+          const float* cbr = CB + l * L;
+          float* dcbr = dCB + l * L;
           float row = 0.0f;
           for (int64_t s = 0; s <= l; ++s) {
             const float te = dmr[s] * er[s];
@@ -260,7 +273,7 @@ void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, S
           for (int64_t l = 0; l < L; ++l) {
             const float* dr = dY + l * lddy;
             const float* xr = X + l * ldx;
-            float* o = dxl.data() + l * P;
+            float* o = dxl + l * P;
             for (int64_t p = 0; p < P; ++p) {
               o[p] += Dh * dr[p];
               acc += dr[p] * xr[p];
@@ -270,13 +283,12 @@ void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, S
         }
         // Inter-chunk output: Y += diag(exp(a)) C Sᵀ.
         if (has_prev) {
-          const float* S = s_before.data() + (bh * nc + c) * PN;
-          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(L), int(P), int(N), 1.0f, Cc, int(ldC), S, int(N),
-                      0.0f, tmp.data(), int(P));
+          const float* S = s_before + (bh * nc + c) * PN;
+          gemm::sgemm(false, true, L, P, N, Cc, ldC, S, N, 0.0f, tmp, P);
           for (int64_t l = 0; l < L; ++l) {
             const float* dr = dY + l * lddy;
-            const float* cs = tmp.data() + l * P;
-            float* yw = tmp2.data() + l * P;
+            const float* cs = tmp + l * P;
+            float* yw = tmp2 + l * P;
             float acc = 0.0f;
             for (int64_t p = 0; p < P; ++p) {
               acc += dr[p] * cs[p];
@@ -284,23 +296,20 @@ void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, S
             }
             da[size_t(l)] += expa[size_t(l)] * acc;
           }
-          if (dCc)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(L), int(N), int(P), 1.0f, tmp2.data(), int(P), S,
-                        int(N), 1.0f, dCc, int(lddC));
+          if (dCc) gemm::sgemm(false, false, L, N, P, tmp2, P, S, N, 1.0f, dCc, lddC);
         }
         // State passing: S' = exp(a_L) S + Σ_s w_s X_s B_sᵀ.
         if (has_ds) {
-          const float* dS = ds_after.data() + (bh * nc + c) * PN;
-          cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(L), int(P), int(N), 1.0f, Bc, int(ldB), dS, int(N),
-                      0.0f, tmp.data(), int(P));
+          const float* dS = ds_after + (bh * nc + c) * PN;
+          gemm::sgemm(false, true, L, P, N, Bc, ldB, dS, N, 0.0f, tmp, P);
           float da_last = 0.0f;
           for (int64_t s = 0; s < L; ++s) {
             const float el = std::exp(alast - ac[s]);
             const float ws = el * dv[s];
-            const float* bds = tmp.data() + s * P;
+            const float* bds = tmp + s * P;
             const float* xr = X + s * ldx;
-            float* o = dxl.data() + s * P;
-            float* xw = tmp2.data() + s * P;
+            float* o = dxl + s * P;
+            float* xw = tmp2 + s * P;
             float dw = 0.0f;
             for (int64_t p = 0; p < P; ++p) {
               dw += xr[p] * bds[p];
@@ -312,15 +321,13 @@ void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, S
             da[size_t(s)] -= dw * ws;
           }
           if (has_prev) {
-            const float* S = s_before.data() + (bh * nc + c) * PN;
+            const float* S = s_before + (bh * nc + c) * PN;
             float dot = 0.0f;
             for (int64_t i = 0; i < PN; ++i) dot += dS[i] * S[i];
             da_last += std::exp(alast) * dot;
           }
           da[size_t(L - 1)] += da_last;
-          if (dBc)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(L), int(N), int(P), 1.0f, tmp2.data(), int(P),
-                        dS, int(N), 1.0f, dBc, int(lddB));
+          if (dBc) gemm::sgemm(false, false, L, N, P, tmp2, P, dS, N, 1.0f, dBc, lddB);
         }
         // a = cumsum(dt A): reverse cumsum of da into ddt and dA; then the raw dt.
         const float Ah = Ap[h];
@@ -336,16 +343,11 @@ void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, S
         dA_part[size_t((b * nc + c) * H + h)] = dA_acc;
         dbias_part[size_t((b * nc + c) * H + h)] = dbias_acc;
         if (dxp)
-          for (int64_t l = 0; l < L; ++l)
-            std::copy(dxl.begin() + l * P, dxl.begin() + (l + 1) * P, dxp + (row0 + l) * lddx + h * P);
+          for (int64_t l = 0; l < L; ++l) std::copy(dxl + l * P, dxl + (l + 1) * P, dxp + (row0 + l) * lddx + h * P);
       }
       // dC += d(C Bᵀ) B;  dB += d(C Bᵀ)ᵀ C.
-      if (dCc)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(L), int(N), int(L), 1.0f, dCB.data(), int(L), Bc,
-                    int(ldB), 1.0f, dCc, int(lddC));
-      if (dBc)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, int(L), int(N), int(L), 1.0f, dCB.data(), int(L), Cc,
-                    int(ldC), 1.0f, dBc, int(lddB));
+      if (dCc) gemm::sgemm(false, false, L, N, L, dCB, L, Bc, ldB, 1.0f, dCc, lddC);
+      if (dBc) gemm::sgemm(true, false, L, N, L, dCB, L, Cc, ldC, 1.0f, dBc, lddB);
     }
   }
 

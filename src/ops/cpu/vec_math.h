@@ -7,10 +7,14 @@
 // Explicit vectors are used where it matters because g++ auto-vectorises at 256 bits on Ice Lake
 // (-mprefer-vector-width=256) even though 512-bit registers are there.
 #pragma once
+#include <immintrin.h>
+
 #include <bit>
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+
+#include "core/dtype.h"
 
 // Passing 64-byte vectors by value changes the ABI on targets without AVX-512; everything here is
 // inline, so the note is noise.
@@ -45,10 +49,14 @@ struct UintOf<f32x16> {
   using type = u32x16;
 };
 
-// A scalar broadcast to V (V{} + c works for both scalars and vectors).
+// A scalar broadcast to V. (Not V{} + c: adding +0.0 turns -0 into +0, so the compiler must keep
+// that add, one extra instruction before every broadcast of a runtime value.)
 template <class V>
 inline V splat(float c) {
-  return V{} + c;
+  if constexpr (std::is_same_v<V, float>)
+    return c;
+  else
+    return V{c, c, c, c, c, c, c, c, c, c, c, c, c, c, c, c};
 }
 
 inline f32x16 load(const float* p) {
@@ -77,6 +85,36 @@ inline f32x16 load_bf16_partial(const uint16_t* p, int64_t n) {
   for (int64_t i = 0; i < n; ++i) v[i] = std::bit_cast<float>(uint32_t(p[i]) << 16);
   return v;
 }
+// 16 IEEE half values widened to f32: one vcvtph2ps with AVX-512 or F16C (every AVX2 CPU has it),
+// the scalar conversion elsewhere.
+inline f32x16 load_f16(const uint16_t* p) {
+#if defined(__AVX512F__)
+  // (The zero-masked form: GCC 12's plain _mm512_cvtph_ps warns about an uninitialised operand.)
+  return std::bit_cast<f32x16>(_mm512_maskz_cvtph_ps(0xffff, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))));
+#elif defined(__F16C__)
+  struct Halves {
+    __m256 lo, hi;
+  };
+  return std::bit_cast<f32x16>(Halves{_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))),
+                                      _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 8)))});
+#else
+  f32x16 v;
+  for (int i = 0; i < kLanes; ++i) v[i] = f16_to_f32(p[i]);
+  return v;
+#endif
+}
+inline f32x16 load_f16_partial(const uint16_t* p, int64_t n) {
+  f32x16 v{};
+  for (int64_t i = 0; i < n; ++i) v[i] = f16_to_f32(p[i]);
+  return v;
+}
+// 16 f32 values rounded to bf16 (to nearest even, as f32_to_bf16; NaN stays NaN).
+inline u16x16 to_bf16(f32x16 v) {
+  const u32x16 bits = std::bit_cast<u32x16>(v);
+  const u32x16 rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+  const u32x16 nan = (bits >> 16) | 0x40u;
+  return __builtin_convertvector((bits & 0x7fffffffu) > 0x7f800000u ? nan : rounded, u16x16);
+}
 // The full or the partial form chosen at compile time, so that one kernel body serves both the
 // full 16-channel blocks and the tail block (n lanes).
 template <bool kTail>
@@ -99,6 +137,13 @@ inline f32x16 load_bf16_n(const uint16_t* p, int64_t n) {
     return load_bf16_partial(p, n);
   else
     return load_bf16(p);
+}
+template <bool kTail>
+inline f32x16 load_f16_n(const uint16_t* p, int64_t n) {
+  if constexpr (kTail)
+    return load_f16_partial(p, n);
+  else
+    return load_f16(p);
 }
 
 // Calls f(tail, i, m) for the 16-lane vectors [i, i + m) covering [0, n): full ones with

@@ -128,22 +128,23 @@ ops::SelectiveScanInputs Mamba1Mixer::scan_inputs(const Tensor& xz, const Tensor
 }
 
 std::unique_ptr<MixerState> Mamba1Mixer::new_state(int64_t batch) const {
-  return std::make_unique<ConvSsmState>(Shape{batch, s.d_conv - 1, s.d_inner}, Shape{batch, s.d_inner, s.d_state});
+  return std::make_unique<ConvSsmState>(Shape{batch, s.d_conv - 1, s.d_inner}, Shape{batch, s.d_inner, s.d_state},
+                                        decode_A(A_log));
 }
 
 void Mamba1Mixer::forward(const Tensor& x, MixerState* state, Tensor& y, Workspace& ws) const {
   WorkspaceScope scope(ws);
   ConvSsmState* st = state ? &state_as<ConvSsmState>(state, "mamba1") : nullptr;
   const int64_t batch = x.size(0), length = x.size(1), Di = s.d_inner;
-  Tensor xz = ws.take({batch, length, 2 * Di});
+  Tensor xz = ws.take({batch, length, 2 * Di}, x.dtype());
   in_proj.forward(x, xz);
-  Tensor u = ws.take({batch, length, Di});
+  Tensor u = ws.take({batch, length, Di}, x.dtype());
   ops::conv1d_causal(xz.slice(2, 0, Di), conv_taps(), conv_bias, true, st ? &st->conv : nullptr, u);
-  Tensor x_dbl = ws.take({batch, length, x_proj.out});
+  Tensor x_dbl = ws.take({batch, length, x_proj.out}, x.dtype());
   x_proj.forward(u, x_dbl);
   normalise_dt_bc(x_dbl);
-  Tensor delta = ws.take({batch, length, Di});
-  Tensor scanned = ws.take({batch, length, Di});
+  Tensor delta = ws.take({batch, length, Di}, x.dtype());
+  Tensor scanned = ws.take({batch, length, Di}, x.dtype());
   ops::selective_scan(scan_inputs(xz, u, x_dbl, delta, A(ws)), st ? &st->ssm : nullptr, scanned);
   out_proj.forward(scanned, y);
 }
@@ -152,16 +153,16 @@ void Mamba1Mixer::step(const Tensor& x, MixerState* state, Tensor& y, Workspace&
   WorkspaceScope scope(ws);
   ConvSsmState& st = state_as<ConvSsmState>(state, "mamba1");
   const int64_t batch = x.size(0), Di = s.d_inner;
-  Tensor xz = ws.take({batch, 2 * Di});
+  Tensor xz = ws.take({batch, 2 * Di}, x.dtype());
   in_proj.forward(x, xz);
-  Tensor u = ws.take({batch, Di});
+  Tensor u = ws.take({batch, Di}, x.dtype());
   ops::conv1d_causal_step(xz.slice(1, 0, Di), conv_taps(), conv_bias, true, st.conv, u);
-  Tensor x_dbl = ws.take({batch, x_proj.out});
+  Tensor x_dbl = ws.take({batch, x_proj.out}, x.dtype());
   x_proj.forward(u, x_dbl);
   normalise_dt_bc(x_dbl);
-  Tensor delta = ws.take({batch, Di});
-  Tensor scanned = ws.take({batch, Di});
-  ops::selective_scan_step(scan_inputs(xz, u, x_dbl, delta, A(ws)), st.ssm, scanned);
+  Tensor delta = ws.take({batch, Di}, x.dtype());
+  Tensor scanned = ws.take({batch, Di}, x.dtype());
+  ops::selective_scan_step(scan_inputs(xz, u, x_dbl, delta, st.A), st.ssm, scanned);
   out_proj.forward(scanned, y);
 }
 

@@ -54,7 +54,7 @@ Mamba2Settings Mamba2Settings::from_config(const ConfigReader& r, int64_t d_mode
   s.d_inner = s.n_heads * s.head_dim;  // transformers sizes d_inner as num_heads · head_dim
   s.n_groups = r.positive("n_groups", 1);
   s.chunk_size = r.positive("chunk_size", 256);
-  s.proj_bias = r.boolean("use_bias", false);
+  s.in_proj_bias = s.out_proj_bias = r.boolean("use_bias", false);
   s.conv_bias = r.boolean("use_conv_bias", true);
   s.norm_before_gate = r.boolean("norm_before_gate", false);
   s.norm_eps = r.number("layer_norm_epsilon", 1e-5);
@@ -74,7 +74,9 @@ Mamba2Settings Mamba2Settings::from_config(const ConfigReader& r, int64_t d_mode
 std::unique_ptr<Mixer> Mamba2Settings::build() const { return std::make_unique<Mamba2Mixer>(*this); }
 
 Mamba2Mixer::Mamba2Mixer(const Mamba2Settings& settings)
-    : s(settings), in_proj(s.d_model, s.in_proj_width(), s.proj_bias), out_proj(s.d_inner, s.d_model, s.proj_bias) {
+    : s(settings),
+      in_proj(s.d_model, s.in_proj_width(), s.in_proj_bias),
+      out_proj(s.d_inner, s.d_model, s.out_proj_bias) {
   if (!s.in_proj_part_scales.empty()) {
     in_proj_scale = Tensor::empty({s.in_proj_width()});
     const int64_t GN = s.n_groups * s.d_state;
@@ -116,6 +118,10 @@ void Mamba2Mixer::init_parameters(Rng& rng, const InitOptions& o) {
     if (bias->defined()) init::constant(*bias, 0.0f);
 }
 
+void Mamba2Mixer::to_device(Device device) {
+  if (in_proj_scale.defined()) in_proj_scale = in_proj_scale.to_device(device);
+}
+
 double Mamba2Mixer::matmul_macs_per_token() const {
   return double(s.d_model) * s.in_proj_width() + double(s.d_inner) * s.d_model;
 }
@@ -128,7 +134,7 @@ Tensor Mamba2Mixer::A(Workspace& ws) const {
 
 std::unique_ptr<MixerState> Mamba2Mixer::new_state(int64_t batch) const {
   return std::make_unique<ConvSsmState>(Shape{batch, s.d_conv - 1, s.conv_channels()},
-                                        Shape{batch, s.n_heads, s.head_dim, s.d_state});
+                                        Shape{batch, s.n_heads, s.head_dim, s.d_state}, decode_A(A_log));
 }
 
 void Mamba2Mixer::project_in(const Tensor& x, Tensor& zxbcdt) const {
@@ -154,21 +160,22 @@ ops::SsdInputs Mamba2Mixer::ssd_inputs(const Tensor& xbc, const Tensor& dt, cons
 }
 
 void Mamba2Mixer::gate(const Tensor& y, const Tensor& z, Tensor& out) const {
-  SSM_CHECK(s.gated_norm, "mamba2: the ungated-norm output gate is not available");
-  ops::gated_rmsnorm(y, z, norm_weight, s.d_inner / s.n_groups, s.norm_before_gate, float(s.norm_eps), out);
+  if (s.gated_norm)
+    ops::gated_rmsnorm(y, z, norm_weight, s.d_inner / s.n_groups, s.norm_before_gate, float(s.norm_eps), out);
+  else ops::gated_activation(ops::Activation::Silu, z, y, 1.0f, out);
 }
 
 void Mamba2Mixer::forward(const Tensor& x, MixerState* state, Tensor& y, Workspace& ws) const {
   WorkspaceScope scope(ws);
   ConvSsmState* st = state ? &state_as<ConvSsmState>(state, "mamba2") : nullptr;
   const int64_t batch = x.size(0), length = x.size(1), Cc = s.conv_channels();
-  Tensor zxbcdt = ws.take({batch, length, in_proj.out});
+  Tensor zxbcdt = ws.take({batch, length, in_proj.out}, x.dtype());
   project_in(x, zxbcdt);
-  Tensor xbc = ws.take({batch, length, Cc});
+  Tensor xbc = ws.take({batch, length, Cc}, x.dtype());
   ops::conv1d_causal(zxbcdt.slice(2, xbc_offset(), Cc), conv_taps(), conv_bias, true, st ? &st->conv : nullptr, xbc);
-  Tensor scanned = ws.take({batch, length, s.d_inner});
+  Tensor scanned = ws.take({batch, length, s.d_inner}, x.dtype());
   ops::ssd(ssd_inputs(xbc, zxbcdt.slice(2, dt_offset(), s.n_heads), A(ws)), st ? &st->ssm : nullptr, scanned);
-  Tensor gated = ws.take({batch, length, s.d_inner});
+  Tensor gated = ws.take({batch, length, s.d_inner}, x.dtype());
   gate(scanned, zxbcdt.slice(2, z_offset(), s.d_inner), gated);
   out_proj.forward(gated, y);
 }
@@ -177,13 +184,13 @@ void Mamba2Mixer::step(const Tensor& x, MixerState* state, Tensor& y, Workspace&
   WorkspaceScope scope(ws);
   ConvSsmState& st = state_as<ConvSsmState>(state, "mamba2");
   const int64_t batch = x.size(0), Cc = s.conv_channels();
-  Tensor zxbcdt = ws.take({batch, in_proj.out});
+  Tensor zxbcdt = ws.take({batch, in_proj.out}, x.dtype());
   project_in(x, zxbcdt);
-  Tensor xbc = ws.take({batch, Cc});
+  Tensor xbc = ws.take({batch, Cc}, x.dtype());
   ops::conv1d_causal_step(zxbcdt.slice(1, xbc_offset(), Cc), conv_taps(), conv_bias, true, st.conv, xbc);
-  Tensor scanned = ws.take({batch, s.d_inner});
-  ops::ssd_step(ssd_inputs(xbc, zxbcdt.slice(1, dt_offset(), s.n_heads), A(ws)), st.ssm, scanned);
-  Tensor gated = ws.take({batch, s.d_inner});
+  Tensor scanned = ws.take({batch, s.d_inner}, x.dtype());
+  ops::ssd_step(ssd_inputs(xbc, zxbcdt.slice(1, dt_offset(), s.n_heads), st.A), st.ssm, scanned);
+  Tensor gated = ws.take({batch, s.d_inner}, x.dtype());
   gate(scanned, zxbcdt.slice(1, z_offset(), s.d_inner), gated);
   out_proj.forward(gated, y);
 }

@@ -16,7 +16,7 @@ namespace ssm {
 struct Mamba2Settings final : MixerSettings {
   int64_t d_model = 0, d_inner = 0, d_state = 128, d_conv = 4;
   int64_t n_heads = 0, head_dim = 64, n_groups = 1, chunk_size = 256;
-  bool conv_bias = true, proj_bias = false;
+  bool conv_bias = true, in_proj_bias = false, out_proj_bias = false;
   double dt_limit_min = 0.0, dt_limit_max = std::numeric_limits<double>::infinity();  // time_step_limit
   bool gated_norm = true;          // false: y · silu(z) without a norm (Falcon-H1's mamba_rms_norm false)
   bool norm_before_gate = false;
@@ -49,6 +49,7 @@ class Mamba2Mixer final : public Mixer {
   void step(const Tensor& x, MixerState* state, Tensor& y, Workspace& ws) const override;
   std::unique_ptr<MixerTraining> training() const override;
   double matmul_macs_per_token() const override;
+  void to_device(Device device) override;
 
   const Mamba2Settings s;
   Linear in_proj, out_proj;

@@ -57,9 +57,11 @@ class Mamba2Training final : public MixerTraining {
     {
       Timed t(prof, &StepProfile::other);
       Tensor dz = dzxbcdt.slice(2, m_.z_offset(), Di);
-      SSM_CHECK(s.gated_norm, "mamba2: the ungated-norm output gate is not available");
-      ops::gated_rmsnorm_backward(y_, zxbcdt_.slice(2, m_.z_offset(), Di), m_.norm_weight, Di / s.n_groups,
-                                  s.norm_before_gate, float(s.norm_eps), dgated, dy, &dz, &g.of(m_.norm_weight));
+      const Tensor z = zxbcdt_.slice(2, m_.z_offset(), Di);
+      if (s.gated_norm)
+        ops::gated_rmsnorm_backward(y_, z, m_.norm_weight, Di / s.n_groups, s.norm_before_gate, float(s.norm_eps),
+                                    dgated, dy, &dz, &g.of(m_.norm_weight));
+      else ops::gated_activation_backward(ops::Activation::Silu, z, y_, 1.0f, dgated, &dz, &dy);
     }
     Tensor dA = ws.zeros({s.n_heads});
     ops::SsdGrads sg;

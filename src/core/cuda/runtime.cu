@@ -1,0 +1,114 @@
+#include "core/cuda/runtime.h"
+
+#include <cstdint>
+#include <mutex>
+
+#include "core/cuda/check.h"
+#include "core/tensor.h"
+
+namespace ssm::cuda {
+
+void fail_call(cudaError_t error, const char* call, const std::string& context) {
+  cudaGetLastError();  // clear a sticky-free error so later calls can report their own
+  fail("CUDA error in {}: {} ({}: {})", context, cudaGetErrorString(error), call, cudaGetErrorName(error));
+}
+
+namespace {
+
+struct Probe {
+  int count = 0;
+  std::string reason;
+};
+
+const Probe& probe() {
+  static const Probe result = [] {
+    Probe p;
+    const cudaError_t error = cudaGetDeviceCount(&p.count);
+    if (error != cudaSuccess) {
+      p.count = 0;
+      p.reason = cudaGetErrorString(error);
+      cudaGetLastError();
+    } else if (p.count == 0) {
+      p.reason = "the driver reports no devices";
+    }
+    if (p.count > 0) {
+      // Freed memory stays in the pool for the next allocation instead of going back to the driver.
+      cudaMemPool_t pool;
+      if (cudaDeviceGetDefaultMemPool(&pool, 0) == cudaSuccess) {
+        uint64_t keep = UINT64_MAX;
+        cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep);
+      }
+    }
+    return p;
+  }();
+  return result;
+}
+
+thread_local cudaStream_t tls_stream = nullptr;
+thread_local bool tls_stream_set = false;
+
+}  // namespace
+
+int device_count() { return probe().count; }
+std::string no_device_reason() { return probe().reason; }
+
+void* current_stream() {
+  if (!tls_stream_set) {
+    SSM_CUDA_CHECK(cudaStreamCreateWithFlags(&tls_stream, cudaStreamNonBlocking), "creating a stream");
+    tls_stream_set = true;
+  }
+  return tls_stream;
+}
+
+void set_current_stream(void* stream) {
+  tls_stream = static_cast<cudaStream_t>(stream);
+  tls_stream_set = true;
+}
+
+size_t free_memory() {
+  size_t free = 0, total = 0;
+  if (cudaMemGetInfo(&free, &total) != cudaSuccess) cudaGetLastError();
+  return free;
+}
+
+std::shared_ptr<Storage> allocate(size_t bytes) {
+  SSM_CHECK(device_count() > 0, "--device cuda: no CUDA GPU is visible ({})", no_device_reason());
+  cudaStream_t stream = static_cast<cudaStream_t>(current_stream());
+  void* data = nullptr;
+  if (bytes > 0) {
+    const cudaError_t error = cudaMallocAsync(&data, bytes, stream);
+    if (error == cudaErrorMemoryAllocation) {
+      cudaGetLastError();
+      fail("out of GPU memory: asked for {:.1f} MiB, {:.1f} MiB free", double(bytes) / 1048576.0,
+           double(free_memory()) / 1048576.0);
+    }
+    SSM_CUDA_CHECK(error, "allocating {} bytes on the GPU", bytes);
+  }
+  return std::make_shared<Storage>(data, bytes, Device::CUDA, [stream](void* p) {
+    if (p) cudaFreeAsync(p, stream);
+  });
+}
+
+void copy(void* dst, bool dst_on_device, const void* src, bool src_on_device, size_t bytes) {
+  const cudaMemcpyKind kind = dst_on_device ? (src_on_device ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
+                                            : cudaMemcpyDeviceToHost;
+  cudaStream_t stream = static_cast<cudaStream_t>(current_stream());
+  SSM_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, stream), "copying {} bytes", bytes);
+  SSM_CUDA_CHECK(cudaStreamSynchronize(stream), "copying {} bytes", bytes);
+}
+
+void copy_rows(void* dst, size_t dst_pitch, bool dst_on_device, const void* src, size_t src_pitch, bool src_on_device,
+               size_t row_bytes, size_t rows) {
+  const cudaMemcpyKind kind = dst_on_device ? (src_on_device ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
+                                            : cudaMemcpyDeviceToHost;
+  cudaStream_t stream = static_cast<cudaStream_t>(current_stream());
+  SSM_CUDA_CHECK(cudaMemcpy2DAsync(dst, dst_pitch, src, src_pitch, row_bytes, rows, kind, stream),
+                 "copying {} rows of {} bytes", rows, row_bytes);
+  SSM_CUDA_CHECK(cudaStreamSynchronize(stream), "copying {} rows of {} bytes", rows, row_bytes);
+}
+
+void synchronize() {
+  SSM_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(current_stream())), "waiting for the GPU");
+}
+
+}  // namespace ssm::cuda

@@ -1,0 +1,28 @@
+// The CUDA runtime as the engine uses it: one GPU, a current stream per thread, a stream-ordered
+// memory pool that keeps freed memory for reuse, and every call checked. Host code includes this
+// header; only .cu files and core/cuda/ include cuda_runtime.h.
+#pragma once
+#include <cstddef>
+#include <memory>
+#include <string>
+
+namespace ssm {
+class Storage;
+}
+
+namespace ssm::cuda {
+
+int device_count();               // 0 without a usable GPU (never throws)
+std::string no_device_reason();   // why device_count() is 0
+std::shared_ptr<Storage> allocate(size_t bytes);
+void copy(void* dst, bool dst_on_device, const void* src, bool src_on_device, size_t bytes);
+void copy_rows(void* dst, size_t dst_pitch, bool dst_on_device, const void* src, size_t src_pitch, bool src_on_device,
+               size_t row_bytes, size_t rows);
+void synchronize();               // the current stream
+size_t free_memory();             // bytes free on the GPU now
+
+// The stream ops enqueue on (a cudaStream_t); each thread starts on its own non-blocking stream.
+void* current_stream();
+void set_current_stream(void* stream);
+
+}  // namespace ssm::cuda

@@ -1,0 +1,36 @@
+// Where tensors live: the CPU, or a CUDA GPU when this build has the CUDA backend (SSM_CUDA) and the
+// machine has a GPU. Memory and copies go through here so that everything above stays
+// device-neutral; a CUDA call that fails becomes an ssm::Error naming what was asked.
+#pragma once
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace ssm {
+
+enum class Device : uint8_t { CPU, CUDA };
+
+class Storage;
+
+std::string_view device_name(Device device);  // "cpu" or "cuda"
+// "cpu" or "cuda" (a --device flag); anything else is an error naming `what`.
+Device parse_device(std::string_view name, const std::string& what);
+
+// Whether this build has the CUDA backend, and whether a GPU can be used now.
+bool cuda_built();
+bool cuda_available();
+// Throws one clear error when `device` cannot be used (no CUDA backend, no GPU).
+void require_device(Device device);
+
+// `bytes` of memory on `device` (CPU: 64-byte aligned; CUDA: from the stream-ordered pool).
+std::shared_ptr<Storage> allocate_storage(size_t bytes, Device device);
+// Copies `bytes` between any two devices; waits until the bytes have arrived.
+void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
+// Copies `rows` rows of `row_bytes` each, rows `dst_pitch` / `src_pitch` bytes apart; waits as above.
+void copy_rows(void* dst, size_t dst_pitch, Device dst_device, const void* src, size_t src_pitch, Device src_device,
+               size_t row_bytes, size_t rows);
+// Waits until all work queued on the device has finished (no-op on the CPU).
+void synchronize(Device device);
+
+}  // namespace ssm

@@ -1,0 +1,44 @@
+// The activations at one point on the GPU (ops.h's Activation), in F32 with the accurate expf/erfcf:
+// the same functions as ops/cpu/activation_math.h, whose branch-free fast_exp they agree with to a
+// few ulp. silu also serves the gated norm and the conv.
+#pragma once
+#include "ops/cuda/common.cuh"
+#include "ops/ops.h"
+
+namespace ssm::ops::cuda {
+
+__device__ __forceinline__ float sigmoid(float t) { return 1.0f / (1.0f + expf(-t)); }
+__device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
+
+template <Activation A>
+__device__ __forceinline__ float activation_value(float x) {
+  if constexpr (A == Activation::Silu) {
+    return x * sigmoid(x);
+  } else if constexpr (A == Activation::GeluTanh) {
+    // 0.5 x (1 + tanh(u)) = x σ(2u), u = √(2/π) (x + 0.044715 x³): no cancellation for negative x.
+    return x * sigmoid(2.0f * 0.7978845608028654f * x * (1.0f + 0.044715f * x * x));
+  } else if constexpr (A == Activation::Gelu) {
+    return x * (0.5f * erfcf(-x * 0.70710678118654752f));  // Φ(x) through erfc keeps negative x accurate
+  } else if constexpr (A == Activation::Sigmoid) {
+    return sigmoid(x);
+  } else {
+    static_assert(A == Activation::Relu2);
+    const float r = x < 0.0f ? 0.0f : x;  // NaN stays NaN
+    return r * r;
+  }
+}
+
+// Calls fn.template operator()<A>() with A = act known at compile time.
+template <class Fn>
+void with_activation(Activation act, Fn&& fn) {
+  switch (act) {
+    case Activation::Silu: return fn.template operator()<Activation::Silu>();
+    case Activation::Gelu: return fn.template operator()<Activation::Gelu>();
+    case Activation::GeluTanh: return fn.template operator()<Activation::GeluTanh>();
+    case Activation::Relu2: return fn.template operator()<Activation::Relu2>();
+    case Activation::Sigmoid: return fn.template operator()<Activation::Sigmoid>();
+  }
+  fail("activation: unknown Activation value {}", int(act));
+}
+
+}  // namespace ssm::ops::cuda

@@ -1,0 +1,175 @@
+// ops::conv1d_causal and ops::conv1d_causal_step on the GPU (depthwise, causal, optional SiLU):
+//   y[b,t,c] = bias[c] + Σ_j w[c,j] · x[b, t-(K-1)+j, c],   x at negative times read from the state.
+// The sequence form runs a thread per (b, t, pack of channels): the K input rows it reads are read by
+// the K-1 neighbouring tokens too, so they come from L1/L2 and memory sees x once. A second kernel
+// then writes the new state (the last K-1 inputs), after every read of the old one. The step runs
+// one kernel, a thread per (b, pack), which reads each state row once, using it and moving it up.
+#include <algorithm>
+
+#include "ops/cuda/activation_math.cuh"
+#include "ops/cuda/common.cuh"
+#include "ops/cuda/cuda_ops.h"
+#include "ops/cuda/op_checks.h"
+#include "ops/cuda/packs.cuh"
+
+namespace ssm::ops::cuda {
+
+namespace {
+
+constexpr int kThreads = 256;
+
+struct ConvShape {
+  int64_t batch, T, C, K;
+};
+
+// The taps' part of one output pack: acc = bias, acc += w[c.., j] · input of tap j, then SiLU.
+template <int N>
+struct Taps {
+  const float* w;  // [C, K]
+  int64_t c, K;
+  __device__ __forceinline__ void start(float (&acc)[N], const float* bias) const {
+    if (bias) {
+      load_pack<N>(bias + c, acc);
+    } else {
+#pragma unroll
+      for (int i = 0; i < N; ++i) acc[i] = 0.0f;
+    }
+  }
+  __device__ __forceinline__ void add(float (&acc)[N], int64_t j, const float (&in)[N]) const {
+#pragma unroll
+    for (int i = 0; i < N; ++i) acc[i] += w[(c + i) * K + j] * in[i];
+  }
+  __device__ __forceinline__ void finish(float (&acc)[N], bool apply_silu) const {
+    if (apply_silu) {
+#pragma unroll
+      for (int i = 0; i < N; ++i) acc[i] = silu(acc[i]);
+    }
+  }
+};
+
+// state rows: (b, j) at row b·(K-1) + j; state.data null: zeros.
+template <class T, int N>
+__global__ void conv_kernel(Rows<const T> x, const float* w, const float* bias, Rows<const float> state, Rows<T> y,
+                            ConvShape s, bool apply_silu) {
+  const int64_t packs = s.C / N, i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= s.batch * s.T * packs) return;
+  const int64_t bt = i / packs, b = bt / s.T, t = bt % s.T;
+  const Taps<N> taps{w, i % packs * N, s.K};
+  float acc[N];
+  taps.start(acc, bias);
+  for (int64_t j = 0; j < s.K; ++j) {
+    const int64_t src = t - (s.K - 1) + j;
+    float in[N];
+    if (src >= 0) load_pack<N>(&x.at(b * s.T + src, taps.c), in);
+    else if (state.data) load_pack<N>(&state.at(b * (s.K - 1) + (s.K - 1) + src, taps.c), in);
+    else continue;  // zero padding
+    taps.add(acc, j, in);
+  }
+  taps.finish(acc, apply_silu);
+  store_pack<N>(&y.at(bt, taps.c), acc);
+}
+
+// The state after a sequence: the last K-1 inputs. With T < K-1 old rows move up; each thread owns a
+// column and walks j upwards, so it reads row j + T before it writes it.
+template <class T, int N>
+__global__ void conv_state_kernel(Rows<const T> x, Rows<float> state, ConvShape s) {
+  const int64_t packs = s.C / N, i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= s.batch * packs) return;
+  const int64_t b = i / packs, c = i % packs * N, keep = (s.K - 1) - std::min(s.T, s.K - 1);
+  for (int64_t j = 0; j < s.K - 1; ++j) {
+    float v[N];
+    if (j < keep) load_pack<N>(&state.at(b * (s.K - 1) + j + s.T, c), v);
+    else load_pack<N>(&x.at(b * s.T + s.T - (s.K - 1) + j, c), v);
+    store_pack<N>(&state.at(b * (s.K - 1) + j, c), v);
+  }
+}
+
+// One token: state row j is read once, used as tap j and written back as row j - 1; x becomes the
+// last row.
+template <class T, int N>
+__global__ void conv_step_kernel(Rows<const T> x, const float* w, const float* bias, Rows<float> state, Rows<T> y,
+                                 ConvShape s, bool apply_silu) {
+  const int64_t packs = s.C / N, i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= s.batch * packs) return;
+  const int64_t b = i / packs;
+  const Taps<N> taps{w, i % packs * N, s.K};
+  float acc[N], in[N];
+  taps.start(acc, bias);
+  for (int64_t j = 0; j < s.K - 1; ++j) {
+    load_pack<N>(&state.at(b * (s.K - 1) + j, taps.c), in);
+    taps.add(acc, j, in);
+    if (j > 0) store_pack<N>(&state.at(b * (s.K - 1) + j - 1, taps.c), in);
+  }
+  load_pack<N>(&x.at(b, taps.c), in);
+  taps.add(acc, s.K - 1, in);
+  if (s.K > 1) store_pack<N>(&state.at(b * (s.K - 1) + s.K - 2, taps.c), in);
+  taps.finish(acc, apply_silu);
+  store_pack<N>(&y.at(b, taps.c), acc);
+}
+
+// Checks w, bias, y and state against x [B, (T,) C] (`dims` 3 or 2) and returns the shape.
+ConvShape check_args(const char* op, const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor* state,
+                     const Tensor& y, int64_t dims) {
+  check_on_gpu(op, {&x, &w, &y});
+  if (bias.defined()) check_on_gpu(op, {&bias});
+  if (state) check_on_gpu(op, {state});
+  SSM_CHECK(is_gpu_rows(x, x.dtype()) && is_activation_dtype(x.dtype()) && x.dim() == dims,
+            "{}: x must be F32 or BF16 rows {}, got {}", op, dims == 3 ? "[B, T, C]" : "[B, C]", describe(x));
+  const int64_t C = x.size(-1);
+  SSM_CHECK(w.dtype() == DType::F32 && w.dim() == 2 && w.size(0) == C && w.size(1) >= 1 && w.is_contiguous(),
+            "{}: w must be contiguous F32 [{}, K] for x {}, got {}", op, C, describe(x), describe(w));
+  const int64_t K = w.size(1), batch = x.size(0);
+  SSM_CHECK(!bias.defined() || is_gpu_vector(bias, C), "{}: bias must be F32 [{}], got {}", op, C, describe(bias));
+  SSM_CHECK(is_gpu_rows(y, x.dtype(), x.shape()), "{}: y must be rows of x's shape and dtype ({}), got {}", op,
+            describe(x), describe(y));
+  if (state) {
+    const Shape expected{batch, K - 1, C};
+    SSM_CHECK(is_gpu_rows(*state, DType::F32, expected), "{}: state must be F32 rows {} for x {} and w {}, got {}", op,
+              shape_str(expected), describe(x), describe(w), describe(*state));
+  }
+  return {batch, dims == 3 ? x.size(1) : 1, C, K};
+}
+
+}  // namespace
+
+void conv1d_causal(const Tensor& x, const Tensor& w, const Tensor& bias, bool silu, Tensor* state, Tensor& y) {
+  const char* op = "conv1d_causal";
+  if (state && !state->defined()) state = nullptr;
+  const ConvShape s = check_args(op, x, w, bias, state, y, 3);
+  if (s.batch * s.T * s.C == 0) return;
+  if (s.K == 1) state = nullptr;  // [B, 0, C]: nothing to read or keep
+  const Tensor no_state;
+  with_activation_type(x.dtype(), op, [&]<class T>() {
+    with_pack<T>(packs_fit(kPack<T>, {&x, &bias, &y, state ? state : &no_state}), [&]<int N>() {
+      const Rows<float> state_rows = state ? rows_of<float>(*state) : Rows<float>{nullptr, 0};
+      const int64_t packs = s.C / N;
+      conv_kernel<T, N><<<blocks_for(s.batch * s.T * packs, kThreads), kThreads, 0, stream()>>>(
+          rows_of<const T>(x), w.data<float>(), bias.defined() ? bias.data<float>() : nullptr,
+          Rows<const float>{state_rows.data, state_rows.ld}, rows_of<T>(y), s, silu);
+      SSM_CUDA_CHECK_LAUNCH("{} of x {} with K {}", op, shape_str(x.shape()), s.K);
+      if (!state) return;
+      conv_state_kernel<T, N><<<blocks_for(s.batch * packs, kThreads), kThreads, 0, stream()>>>(rows_of<const T>(x),
+                                                                                              state_rows, s);
+      SSM_CUDA_CHECK_LAUNCH("{}: state update for x {} with K {}", op, shape_str(x.shape()), s.K);
+    });
+  });
+}
+
+void conv1d_causal_step(const Tensor& x, const Tensor& w, const Tensor& bias, bool silu, Tensor& state, Tensor& y) {
+  const char* op = "conv1d_causal_step";
+  SSM_CHECK(state.defined(), "{}: state is required", op);
+  const ConvShape s = check_args(op, x, w, bias, &state, y, 2);
+  if (s.batch * s.C == 0) return;
+  const Tensor no_state;
+  with_activation_type(x.dtype(), op, [&]<class T>() {
+    with_pack<T>(packs_fit(kPack<T>, {&x, &bias, &y, s.K > 1 ? &state : &no_state}), [&]<int N>() {
+      const Rows<float> state_rows = s.K > 1 ? rows_of<float>(state) : Rows<float>{nullptr, 0};
+      conv_step_kernel<T, N><<<blocks_for(s.batch * s.C / N, kThreads), kThreads, 0, stream()>>>(
+          rows_of<const T>(x), w.data<float>(), bias.defined() ? bias.data<float>() : nullptr, state_rows,
+          rows_of<T>(y), s, silu);
+      SSM_CUDA_CHECK_LAUNCH("{} of x {} with K {}", op, shape_str(x.shape()), s.K);
+    });
+  });
+}
+
+}  // namespace ssm::ops::cuda

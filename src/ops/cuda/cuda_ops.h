@@ -1,0 +1,45 @@
+// The GPU backend of ops.h: the same ops with the same signatures and contracts, for tensors on
+// Device::CUDA. ops::<op> (in ops/cpu/<op>.cpp) hands a call whose tensors live on the GPU to
+// ops::cuda::<op> (in ops/cuda/<op>.cu); nothing else calls these directly.
+//
+// GPU conventions on top of ops.h's:
+//   - Every tensor of a call is on the GPU. Activations (x, y, q, k, v, ...) are F32 or BF16, one dtype
+//     per call (BF16 in the default inference mode, F32 under --dtype f32); arithmetic is F32.
+//     Matrices (weights) are F32 or BF16; vectors (norm weights, biases, A, D, dt_bias, gate_bias) F32;
+//     recurrent states (conv, SSM, RAT running pair) F32; ids, positions, lengths and indices I32.
+//   - Work is queued on ssm::cuda::current_stream(); no op synchronises. Host-side scalars an op needs
+//     come in its arguments, never read back from the GPU.
+//   - Bad shapes, dtypes or devices are ssm::Error naming the op, as on the CPU.
+#pragma once
+#include "ops/ops.h"
+
+namespace ssm::ops::cuda {
+
+void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y, bool accumulate);
+void embedding(const Tensor& table, const Tensor& ids, Tensor& out);
+void check_embedding_ids();  // ops::check_embedding_ids(Device::CUDA)
+void add_inplace(Tensor& a, const Tensor& b);
+void add_scaled_inplace(Tensor& a, const Tensor& b, float factor);
+void scale(const Tensor& x, float factor, Tensor& y);
+void scale_columns(Tensor& x, const Tensor& factors);
+void neg_exp(const Tensor& x, Tensor& y);
+void rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& y);
+void gated_rmsnorm(const Tensor& x, const Tensor& z, const Tensor& w, int64_t group_size, bool norm_before_gate,
+                   float eps, Tensor& y);
+void conv1d_causal(const Tensor& x, const Tensor& w, const Tensor& bias, bool silu, Tensor* state, Tensor& y);
+void conv1d_causal_step(const Tensor& x, const Tensor& w, const Tensor& bias, bool silu, Tensor& state, Tensor& y);
+void selective_scan(const SelectiveScanInputs& in, Tensor* state, Tensor& y);
+void selective_scan_step(const SelectiveScanInputs& in, Tensor& state, Tensor& y);
+void ssd(const SsdInputs& in, Tensor* state, Tensor& y);
+void ssd_step(const SsdInputs& in, Tensor& state, Tensor& y);
+void activation(Activation act, const Tensor& x, Tensor& y);
+void gated_activation(Activation act, const Tensor& gate, const Tensor& up, float gate_scale, Tensor& y);
+void rope(Tensor& x, const Tensor& positions, const RopeParams& params);
+void attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionParams& params, Tensor& o,
+               Tensor* lse);
+void attention_decode(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& lengths,
+                      const AttentionParams& params, Tensor& o);
+void rat(const RatInputs& in, RatCache* cache, Tensor& y);
+void rat_step(const RatInputs& in, RatCache& cache, Tensor& y);
+
+}  // namespace ssm::ops::cuda

@@ -1,0 +1,23 @@
+// Argument checks shared by the GPU ops (host code): what a GPU rows tensor and a GPU vector are.
+#pragma once
+#include "core/tensor.h"
+#include "ops/cpu/op_util.h"  // describe
+
+namespace ssm::ops::cuda {
+
+using detail::describe;
+
+// A rows tensor ([..., W], last dim contiguous, uniform row stride) of `dtype` on the GPU.
+inline bool is_gpu_rows(const Tensor& t, DType dtype) {
+  return t.defined() && t.device() == Device::CUDA && t.dtype() == dtype && t.dim() >= 1 && t.has_uniform_rows();
+}
+inline bool is_gpu_rows(const Tensor& t, DType dtype, const Shape& shape) {
+  return is_gpu_rows(t, dtype) && t.shape() == shape;
+}
+// A contiguous F32 [n] on the GPU (norm weights, biases).
+inline bool is_gpu_vector(const Tensor& t, int64_t n) {
+  return t.defined() && t.device() == Device::CUDA && t.dtype() == DType::F32 && t.dim() == 1 && t.size(0) == n &&
+         t.is_contiguous();
+}
+
+}  // namespace ssm::ops::cuda

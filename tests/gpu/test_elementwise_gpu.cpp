@@ -1,0 +1,62 @@
+// Elementwise ops on the GPU against the CPU ops, F32 and BF16 activations, strided rows.
+#include "gpu/gpu_test_util.h"
+#include "ops/ops.h"
+
+namespace ssm {
+namespace {
+
+using namespace gpu_test;
+
+class ElementwiseGpu : public ::testing::TestWithParam<DType> {};
+
+TEST_P(ElementwiseGpu, MatchesTheCpu) {
+  require_gpu();
+  const DType dt = GetParam();
+  Rng rng(1);
+  const Shape shape{3, 37, 53};
+  const Tensor a = rounded(random_cpu(shape, rng), dt), b = rounded(random_cpu(shape, rng), dt);
+  const Tensor factors = random_cpu({53}, rng, 0.5, 2.0);
+
+  Tensor want = a.clone();
+  ops::add_scaled_inplace(want, b, 0.7f);
+  ops::scale_columns(want, factors);
+  ops::add_inplace(want, b);
+  ops::scale(want, -1.3f, want);
+
+  Tensor got = to_gpu(a, dt);
+  const Tensor gb = to_gpu(b, dt);
+  ops::add_scaled_inplace(got, gb, 0.7f);
+  ops::scale_columns(got, to_gpu(factors));
+  ops::add_inplace(got, gb);
+  ops::scale(got, -1.3f, got);
+  EXPECT_LT(relative_error(to_cpu(got), want), tolerance(dt));
+
+  // A column slice of a wider tensor: rows with a stride.
+  Tensor wide = nan_gpu({4, 70}, dt);
+  Tensor slice = wide.slice(1, 5, 60);
+  const Tensor x = rounded(random_cpu({4, 60}, rng), dt);
+  ops::scale(to_gpu(x, dt), 2.0f, slice);
+  Tensor host_want = x.clone();
+  ops::scale(host_want, 2.0f, host_want);
+  EXPECT_LT(relative_error(to_cpu(slice), host_want), tolerance(dt));
+}
+
+TEST(ElementwiseGpu, NegExpAndBadInput) {
+  require_gpu();
+  Rng rng(2);
+  const Tensor x = random_cpu({129}, rng, -3, 2);
+  Tensor want = Tensor::empty({129});
+  ops::neg_exp(x, want);
+  Tensor got = nan_gpu({129});
+  ops::neg_exp(to_gpu(x), got);
+  EXPECT_LT(relative_error(to_cpu(got), want), 1e-6);
+  // Mixed devices: one clear error, never a read of GPU memory from the host.
+  Tensor cpu = Tensor::zeros({129});
+  EXPECT_THROW(ops::add_inplace(got, cpu), Error);
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, ElementwiseGpu, ::testing::Values(DType::F32, DType::BF16),
+                         [](const auto& info) { return std::string(dtype_name(info.param)); });
+
+}  // namespace
+}  // namespace ssm

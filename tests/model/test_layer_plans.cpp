@@ -1,0 +1,123 @@
+// The project's own model type: any layer plan from a config, and one clear error for each way a
+// plan can be wrong.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/random.h"
+#include "infer/generator.h"
+#include "model/config.h"
+#include "model/language_model.h"
+#include "train/init.h"
+
+namespace ssm {
+namespace {
+
+Json plan(const Json& layers) {
+  return {{"model_type", "ssm"},
+          {"vocab_size", 50},
+          {"hidden_size", 32},
+          {"layers", layers},
+          {"mamba2", {{"state_size", 8}, {"head_dim", 16}}},
+          {"attention", {{"num_attention_heads", 4}}},
+          {"swa", {{"num_attention_heads", 4}, {"sliding_window", 8}}},
+          {"mlp", {{"intermediate_size", 64}}}};
+}
+
+std::string error_of(const Json& config) {
+  try {
+    ModelConfig::from_json(config, "plan.json");
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(LayerPlan, ReadsAnyPattern) {
+  const ModelConfig c = ModelConfig::from_json(plan({"mamba2", "attention+mlp", "swa+mlp", "mlp"}), "plan.json");
+  EXPECT_EQ(c.n_layers, 4);
+  EXPECT_EQ(c.branches.size(), 6u);
+  EXPECT_EQ(c.layer_pattern(), "mamba2 | attention mlp | swa mlp | mlp");
+  EXPECT_EQ(c.branches[1].norm, "model.layers.1.norm.weight");
+  EXPECT_EQ(c.branches[2].mixers[0].prefix, "model.layers.1.channel_mixer");
+  EXPECT_TRUE(c.tie_embeddings());
+  // Layers of one kind share one settings object; the model builds and counts its parameters.
+  EXPECT_EQ(c.branches[2].mixers[0].settings, c.branches[4].mixers[0].settings);
+  EXPECT_GT(LanguageModel(c).parameter_count(), 50 * 32);
+}
+
+TEST(LayerPlan, OneClearErrorPerMistake) {
+  EXPECT_NE(error_of(plan({"mamba2", "mamba3"})).find("unknown layer kind 'mamba3'"), std::string::npos);
+  EXPECT_NE(error_of(plan({"mlp+mamba2"})).find("a sequence mixer followed by a channel mixer"), std::string::npos);
+  EXPECT_NE(error_of(plan({"mamba2+attention"})).find("a sequence mixer followed by a channel mixer"),
+            std::string::npos);
+  EXPECT_NE(error_of(plan(Json::array())).find("'layers' must be a non-empty list"), std::string::npos);
+  Json bad_section = plan({"attention"});
+  bad_section["attention"]["num_heads"] = 4;
+  EXPECT_NE(error_of(bad_section).find("unknown config key 'num_heads'"), std::string::npos);
+  Json heads = plan({"attention"});
+  heads["attention"]["num_key_value_heads"] = 3;
+  EXPECT_NE(error_of(heads).find("must be a multiple of the key/value heads"), std::string::npos);
+  Json no_window = plan({"swa"});
+  no_window["swa"].erase("sliding_window");
+  EXPECT_NE(error_of(no_window).find("needs sliding_window > 0"), std::string::npos);
+  Json mamba = plan({"mamba2"});
+  mamba["mamba2"]["n_groups"] = 3;
+  EXPECT_NE(error_of(mamba).find("multiple of n_groups"), std::string::npos);
+}
+
+double relative_error(const Tensor& got, const Tensor& want) {
+  double diff = 0, ref = 0;
+  for (int64_t i = 0; i < want.numel(); ++i) {
+    diff = std::max(diff, double(std::fabs(got.data<float>()[i] - want.data<float>()[i])));
+    ref = std::max(ref, double(std::fabs(want.data<float>()[i])));
+  }
+  return diff / ref;
+}
+
+// A model of every cached kind (a sliding window shorter than the prompt, so its ring buffer wraps):
+// prefill in pieces and token-by-token steps give the parallel forward's logits.
+TEST(LayerPlan, CachesContinueExactlyWhereTheForwardIs) {
+  Json config = plan({"mamba2+mlp", "attention+mlp", "swa+mlp", "swa"});
+  config["swa"]["sliding_window"] = 5;
+  config["attention"]["partial_rotary_factor"] = 0.5;
+  LanguageModel model(ModelConfig::from_json(config, "plan.json"));
+  init_parameters(model, 11);
+  const int64_t batch = 2, length = 23;
+  Tensor ids = Tensor::empty({batch, length}, DType::I32);
+  Rng rng(5);
+  for (int64_t i = 0; i < ids.numel(); ++i) ids.data<int32_t>()[i] = int32_t(rng.below(50));
+  const Tensor full = model.forward(ids, nullptr, true);
+
+  ModelState state = model.new_state(batch);
+  int64_t done = 0;
+  for (int64_t piece : {3, 1, 7}) {
+    const Tensor logits = model.forward(ids.slice(1, done, piece).contiguous(), &state, false);
+    done += piece;
+    EXPECT_LT(relative_error(logits, full.select(1, done - 1).contiguous()), 1e-5) << "after " << done;
+  }
+  for (; done < length; ++done) {
+    const Tensor logits = model.step(ids.select(1, done).contiguous(), state);
+    EXPECT_LT(relative_error(logits, full.select(1, done).contiguous()), 1e-5) << "position " << done;
+  }
+}
+
+// Prompts of different lengths decoded together (each sequence's cache at its own position) give
+// what each prompt gives alone.
+TEST(LayerPlan, BatchedDecodeEqualsEachSequenceAlone) {
+  Json config = plan({"mamba2", "attention+mlp", "swa+mlp"});
+  config["swa"]["sliding_window"] = 4;
+  LanguageModel model(ModelConfig::from_json(config, "plan.json"));
+  init_parameters(model, 3);
+  const std::vector<std::vector<int32_t>> prompts = {{1, 2, 3, 4, 5, 6, 7, 8, 9}, {10, 11}, {12, 13, 14, 15, 16}};
+  GenerateOptions options;
+  options.max_new_tokens = 9;
+  options.sampling.temperature = 0;
+  const auto together = Generator(model).generate(prompts, options);
+  for (size_t i = 0; i < prompts.size(); ++i)
+    EXPECT_EQ(together.sequences[i], Generator(model).generate({prompts[i]}, options).sequences[0]) << i;
+}
+
+}  // namespace
+}  // namespace ssm
