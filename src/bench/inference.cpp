@@ -28,8 +28,14 @@ InferenceMeasure measure_inference(const LanguageModel& model, const std::vector
   const int64_t vocab = model.config().vocab_size;
   Rng rng(seed);
   Generator generator(model);
-  const int64_t longest = *std::max_element(prompt_lengths.begin(), prompt_lengths.end());
-  generator.generate({random_prompt(longest, vocab, rng)}, options);
+  // Warm-up at every length, the longest first (it plans the workspace for all): what a shape
+  // prepares on first use (a matmul primitive, say) is not timed. One decode step warms decoding.
+  std::vector<int64_t> lengths = prompt_lengths;
+  std::sort(lengths.rbegin(), lengths.rend());
+  lengths.erase(std::unique(lengths.begin(), lengths.end()), lengths.end());
+  GenerateOptions warm_up = options;
+  warm_up.max_new_tokens = 2;
+  for (int64_t length : lengths) generator.generate({random_prompt(length, vocab, rng)}, warm_up);
 
   InferenceMeasure measure;
   for (int64_t length : prompt_lengths) {

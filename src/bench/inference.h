@@ -13,9 +13,9 @@ struct InferenceMeasure {
   PhaseStats decode;                // the decode steps of every timed call together
 };
 
-// One warm-up call at the longest length (it plans the workspace and touches every weight), then
-// one timed call per length: a prompt of random ids (from seed), then greedy decoding of
-// decode_tokens steps with EOS ignored.
+// A warm-up call at each length (they plan the workspace and touch every weight), then one timed
+// call per length: a prompt of random ids (from seed), then greedy decoding of decode_tokens steps
+// with EOS ignored.
 InferenceMeasure measure_inference(const LanguageModel& model, const std::vector<int64_t>& prompt_lengths,
                                    int64_t decode_tokens, uint64_t seed);
 
