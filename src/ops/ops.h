@@ -35,6 +35,8 @@ void add_scaled_inplace(Tensor& a, const Tensor& b, float factor);
 void scale(const Tensor& x, float factor, Tensor& y);
 // x[..., j] *= factors[j] in place (x rows, factors F32 [width]).
 void scale_columns(Tensor& x, const Tensor& factors);
+// Every element of the rows tensor x set to `value`.
+void fill(Tensor& x, float value);
 // y = -exp(x) elementwise, contiguous F32 (A = -exp(A_log), recomputed at every decode step).
 void neg_exp(const Tensor& x, Tensor& y);
 
