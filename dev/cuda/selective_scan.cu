@@ -50,6 +50,7 @@
 #include <cstdlib>
 #include <functional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #define CHECK(call)                                                                              \
@@ -103,6 +104,14 @@ __device__ __forceinline__ float poly_exp2(float x) {
   return __int_as_float(__float_as_int(p) + (__float_as_int(shifted) << 23));
 }
 
+// F32 activations (the engine's parity mode): every decay by poly_exp2, whose errors do not add up
+// along slow decays. BF16: the first kPoly states by poly_exp2, the others on the exp unit.
+template <class Act, int kPoly>
+__device__ __forceinline__ float decay(int n, float x) {
+  if constexpr (std::is_same_v<Act, float>) return poly_exp2(x);
+  else return n < kPoly ? poly_exp2(x) : fast_exp2(x);
+}
+
 template <class Act>
 struct ScanArgs {
   const Act *u, *delta, *B, *C, *z;  // rows b * T + t at row * ld_<name>; z may be null
@@ -138,7 +147,7 @@ __global__ void __launch_bounds__(128) scan_v1(const ScanArgs<Act> a) {
     for (int n = 0; n < kN; ++n) {
       const float Bn = n < a.N ? to_float(a.B[row * a.ld_B + n]) : 0.0f;
       const float Cn = n < a.N ? to_float(a.C[row * a.ld_C + n]) : 0.0f;
-      h[n] = fast_exp2(A2[n] * dt) * h[n] + du * Bn;
+      h[n] = decay<Act, 0>(n, A2[n] * dt) * h[n] + du * Bn;
       y += Cn * h[n];
     }
     y += skip * u;
@@ -169,11 +178,6 @@ __device__ __forceinline__ void load_row(const float* row, float* out) {
     const float4 v = *reinterpret_cast<const float4*>(row + n);
     out[n] = v.x, out[n + 1] = v.y, out[n + 2] = v.z, out[n + 3] = v.w;
   }
-}
-
-template <int kPoly>
-__device__ __forceinline__ float decay(int n, float x) {
-  return n < kPoly ? poly_exp2(x) : fast_exp2(x);
 }
 
 template <class Act, int kN, bool kOutput, int kPoly>
@@ -238,7 +242,7 @@ __global__ void __launch_bounds__(kThreads) scan_chunk_kernel(const ScanArgs<Act
       if constexpr (kOutput) load_row<kN>(C_tile[k], Ck);
 #pragma unroll
       for (int n = 0; n < kN; ++n) {
-        h[n] = decay<kPoly>(n, A2[n] * dt) * h[n] + du * Bk[n];
+        h[n] = decay<Act, kPoly>(n, A2[n] * dt) * h[n] + du * Bk[n];
         if constexpr (kOutput) y += Ck[n] * h[n];
       }
       if constexpr (kOutput) {
@@ -290,7 +294,7 @@ __global__ void scan_carry_kernel(const float* A, float* state_io, float* chunk_
       const int64_t c = c0 + j;
       if (c >= chunks) break;
       chunk_state[at(c) * width + n] = carry;
-      if (c < summaries) carry = fast_exp2(A2 * dt_sum[j]) * carry + h_end[j];
+      if (c < summaries) carry = poly_exp2(A2 * dt_sum[j]) * carry + h_end[j];
     }
   }
   if (state) *state = carry;
@@ -414,7 +418,7 @@ __global__ void __launch_bounds__(kThreads) scan_staged_kernel(const ScanArgs<Ac
       if constexpr (kOutput) load_row<kN>(C_tile[buf][k], Ck);
 #pragma unroll
       for (int n = 0; n < kN; ++n) {
-        h[n] = decay<kPoly>(n, A2[n] * dt) * h[n] + du * Bk[n];
+        h[n] = decay<Act, kPoly>(n, A2[n] * dt) * h[n] + du * Bk[n];
         if constexpr (kOutput) y += Ck[n] * h[n];
       }
       if constexpr (kOutput) {
@@ -727,7 +731,9 @@ bool check(Problem<Act>& p, const Version& v, const std::vector<int64_t>& channe
   v.run(nullptr);
   CHECK(cudaDeviceSynchronize());
   const auto [ey, es] = p.errors(channels);
-  const bool ok = ey < tol && es < 1e-4;
+  // The state is F32 in both modes; in BF16 mode its decays come from the exp unit (~1e-7 each,
+  // adding up over slow decays' ~1000 steps).
+  const bool ok = ey < tol && es < (sizeof(Act) == 4 ? 1e-5 : 1e-3);
   std::printf("  %-12s %-40s y %.2e  state %.2e  %s\n", v.name.c_str(), what, ey, es, ok ? "ok" : "FAILED");
   return ok;
 }
@@ -771,15 +777,14 @@ int main() {
   std::printf("%s, %d SMs\n", prop.name, prop.multiProcessorCount);
   bool ok = true;
 
-  // F32 at 1e-4: decays as slow as A dt = -0.001 keep ~1000 steps of rounding (~1e-7 each) in the state.
   std::printf("== checks at odd shapes (every channel, y and final state vs the double recurrence)\n");
-  ok &= check_small<float, 16>(2, 1, 1537, "f32", 1e-4);
-  ok &= check_small<float, 16>(2, 17, 1537, "f32", 1e-4);
-  ok &= check_small<float, 16>(2, 300, 1537, "f32", 1e-4);
-  ok &= check_small<float, 16>(2, 2049, 1537, "f32", 1e-4);
-  ok &= check_small<float, 4>(2, 2049, 129, "f32", 1e-4);
-  ok &= check_small<float, 16>(2, 2049, 1544, "f32", 1e-4);  // aligned rows, a partial last block: v4 too
-  ok &= check_small<float, 4>(3, 301, 260, "f32", 1e-4);
+  ok &= check_small<float, 16>(2, 1, 1537, "f32", 1e-5);
+  ok &= check_small<float, 16>(2, 17, 1537, "f32", 1e-5);
+  ok &= check_small<float, 16>(2, 300, 1537, "f32", 1e-5);
+  ok &= check_small<float, 16>(2, 2049, 1537, "f32", 1e-5);
+  ok &= check_small<float, 4>(2, 2049, 129, "f32", 1e-5);
+  ok &= check_small<float, 16>(2, 2049, 1544, "f32", 1e-5);  // aligned rows, a partial last block: v4 too
+  ok &= check_small<float, 4>(3, 301, 260, "f32", 1e-5);
   ok &= check_small<bf16, 16>(2, 300, 1537, "bf16", 2e-2);
   ok &= check_small<bf16, 16>(2, 2049, 1544, "bf16", 2e-2);
   ok &= check_small<bf16, 16>(1, 20011, 257, "bf16", 2e-2);

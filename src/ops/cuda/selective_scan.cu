@@ -1,7 +1,7 @@
 // ops::selective_scan and ops::selective_scan_step (Mamba-1 S6) on the GPU.
 //
 // One thread per (batch row, channel) walks tokens in order, holding the channel's N states and its
-// row of A (times log2 e, so that each decay is one ex2) in registers. A block is kThreads
+// row of A (times log2 e: each decay is a 2^x) in registers. A block is kThreads
 // consecutive channels, so each token's u, delta, z and y are one coalesced access per warp; B and
 // C of a tile of kTile tokens, the same for every channel, go through shared memory as F32.
 //
@@ -16,9 +16,14 @@
 // batch and the one-token step fit the GPU in one chunk: kernel 3 alone, on the initial state.
 // dev/cuda/selective_scan.cu holds this kernel's versions, timings and the arithmetic behind them.
 //
+// Decays: in F32 mode (the parity mode) by poly_exp2, whose errors do not add up along a slow
+// decay's thousands of steps; in BF16 mode on the exp unit, several times faster, whose ~1e-7 per
+// step stays far below bf16's rounding.
+//
 // N is rounded up to a compiled state width kN (4, 8, 16, 32, 64); the padding states have A = 0 and
 // B = C = 0, so they stay 0 and add nothing, with no masks in the token loop.
 #include <algorithm>
+#include <type_traits>
 
 #include "ops/cpu/op_util.h"  // describe
 #include "ops/cuda/common.cuh"
@@ -46,6 +51,12 @@ struct ScanArgs {
   int64_t batch, T, channels, N, chunk_len, chunks;
   bool softplus;
 };
+
+template <class Act>
+__device__ __forceinline__ float decay(float x) {
+  if constexpr (std::is_same_v<Act, float>) return poly_exp2(x);
+  else return fast_exp2(x);
+}
 
 // A row of a shared-memory tile into registers, 16 bytes a load (every thread reads the same row).
 template <int kN>
@@ -123,7 +134,7 @@ __global__ void __launch_bounds__(kThreads) scan_chunk_kernel(const ScanArgs<Act
       if constexpr (kOutput) load_row<kN>(C_tile[k], Ck);
 #pragma unroll
       for (int n = 0; n < kN; ++n) {
-        h[n] = fast_exp2(A2[n] * dt) * h[n] + du * Bk[n];
+        h[n] = decay<Act>(A2[n] * dt) * h[n] + du * Bk[n];
         if constexpr (kOutput) y += Ck[n] * h[n];
       }
       if constexpr (kOutput) {
@@ -177,7 +188,7 @@ __global__ void scan_carry_kernel(const float* A, float* state_io, float* chunk_
       const int64_t c = c0 + j;
       if (c >= chunks) break;
       chunk_state[at(c) * width + n] = carry;  // h_in(c), where h_c was
-      if (c < summaries) carry = fast_exp2(A2 * dt_sum[j]) * carry + h_end[j];
+      if (c < summaries) carry = poly_exp2(A2 * dt_sum[j]) * carry + h_end[j];
     }
   }
   if (state) *state = carry;
