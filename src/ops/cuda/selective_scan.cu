@@ -1,9 +1,9 @@
 // ops::selective_scan and ops::selective_scan_step (Mamba-1 S6) on the GPU.
 //
 // One thread per (batch row, channel) walks tokens in order, holding the channel's N states and its
-// row of A (times log2 e: each decay is a 2^x) in registers. A block is kThreads
-// consecutive channels, so each token's u, delta, z and y are one coalesced access per warp; B and
-// C of a tile of kTile tokens, the same for every channel, go through shared memory as F32.
+// row of A (times log2 e: each decay is a 2^x) in registers. A block is kThreads consecutive
+// channels, so each token's u, delta, z and y are one coalesced access per warp; B and C of a tile
+// of kTile tokens, the same for every channel, go through shared memory as F32.
 //
 // At batch 1 there are only D channels (4096 at Mamba-1 2.8B's width), too few threads to fill the
 // GPU, so a long sequence is cut into chunks that run in parallel, in three kernels:
@@ -221,6 +221,11 @@ int resident_blocks() {
 // mostly empty), each at least kMinChunkLen tokens, a multiple of kTile.
 template <class Act, int kN>
 void choose_chunks(ScanArgs<Act>& a) {
+  if (a.T <= kMinChunkLen) {  // one chunk; no device queries (the step may run inside a graph capture)
+    a.chunk_len = a.T;
+    a.chunks = 1;
+    return;
+  }
   const int64_t row_blocks = a.batch * ((a.channels + kThreads - 1) / kThreads);
   const int64_t wanted = int64_t(kWaves) * sm_count() * resident_blocks<Act, kN>();
   const int64_t chunks = std::clamp<int64_t>(wanted / row_blocks, 1, (a.T + kMinChunkLen - 1) / kMinChunkLen);
