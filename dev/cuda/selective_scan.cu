@@ -1,6 +1,6 @@
 // Mamba-1 selective scan, forward (ops::selective_scan's GPU kernel): versions, checks, timings.
 //
-//   nvcc -O3 -std=c++20 -gencode=arch=compute_90a,code=sm_90a dev/cuda/selective_scan.cu -o build/dev-cuda/selective_scan
+//   bash dev/cuda/build.sh                   # nvcc -O3 -std=c++20 -gencode=arch=compute_90a,code=sm_90a
 //   build/dev-cuda/selective_scan            # checks at odd shapes, then checks + timings at the issue's shapes
 //
 // dt_t = softplus(delta_t + bias); h_t[d, n] = 2^(A2[d, n] dt_t) h_{t-1}[d, n] + dt_t u_t[d] B_t[n];
@@ -71,7 +71,7 @@ using bf16 = __nv_bfloat16;
 constexpr int64_t kLengths[] = {4096, 16384, 65536, 102400};
 constexpr double kPeerMs[] = {0.32, 1.52, 5.95, 9.50};
 
-// ---- device math (as src/ops/cuda/common.cuh)
+// ---- device math (as src/ops/cuda/common.cuh and activation_math.cuh)
 __device__ __forceinline__ float to_float(float v) { return v; }
 __device__ __forceinline__ float to_float(bf16 v) { return __bfloat162float(v); }
 template <class T>
@@ -88,7 +88,7 @@ __device__ __forceinline__ float fast_exp2(float x) {
   return y;
 }
 __device__ __forceinline__ float softplus(float x) { return fmaxf(x, 0.0f) + log1pf(fast_exp2(-fabsf(x) * kLog2e)); }
-__device__ __forceinline__ float silu(float x) { return __fdividef(x, 1.0f + fast_exp2(-x * kLog2e)); }
+__device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
 
 // 2^x on the FMA pipe: x = j + f with j = round(x), 2^f by a degree-6 polynomial on [-0.5, 0.5]
 // (Cephes' exp2f coefficients; relative error < 8e-8, unbiased near 0), 2^j added to the exponent.
@@ -313,7 +313,9 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int src
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(src_bytes) : "memory");
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-__device__ __forceinline__ void cp_async_wait_all_but_newest() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async_wait_all_but_newest() {
+  asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+}
 
 template <class Act, int kN, bool kOutput, int kPoly>
 __global__ void __launch_bounds__(kThreads) scan_staged_kernel(const ScanArgs<Act> a) {
@@ -462,10 +464,13 @@ int sm_count() {
 template <class Act, int kN, int kPoly, bool kStaged>
 void choose_chunks(ScanArgs<Act>& a, int waves) {
   int resident = 0;
-  if constexpr (kStaged)
-    CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, scan_staged_kernel<Act, kN, true, kPoly>, kThreads, 0));
-  else
-    CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, scan_chunk_kernel<Act, kN, true, kPoly>, kThreads, 0));
+  if constexpr (kStaged) {
+    CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, scan_staged_kernel<Act, kN, true, kPoly>, kThreads,
+                                                        0));
+  } else {
+    CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, scan_chunk_kernel<Act, kN, true, kPoly>, kThreads,
+                                                        0));
+  }
   const int64_t row_blocks = a.batch * ((a.channels + kThreads - 1) / kThreads);
   const int64_t wanted = int64_t(waves) * sm_count() * std::max(resident, 1);
   const int64_t chunks = std::clamp<int64_t>(wanted / row_blocks, 1, (a.T + kMinChunkLen - 1) / kMinChunkLen);
@@ -745,7 +750,8 @@ template <class Act, int kN>
 bool check_small(int64_t batch, int64_t T, int64_t D, const char* dtype, double tol) {
   Problem<Act> p(batch, T, D, kN, uint64_t(T * 131 + D));
   char what[96];
-  std::snprintf(what, sizeof what, "%s B %lld T %lld D %lld N %d", dtype, (long long)batch, (long long)T, (long long)D, kN);
+  std::snprintf(what, sizeof what, "%s B %lld T %lld D %lld N %d", dtype, (long long)batch, (long long)T,
+                (long long)D, kN);
   std::vector<int64_t> all(static_cast<size_t>(D));
   for (int64_t d = 0; d < D; ++d) all[size_t(d)] = d;
   bool ok = true;

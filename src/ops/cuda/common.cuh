@@ -49,16 +49,6 @@ __device__ __forceinline__ float poly_exp2(float x) {
   return __int_as_float(__float_as_int(p) + (__float_as_int(shifted) << 23));
 }
 
-// torch's softplus (x above 20), as on the CPU (ops/cpu/vec_math.h): max(x, 0) + log1p(e^-|x|). The
-// library's log1pf, not __logf(1 + e): near 1, __logf's absolute error (~1e-7) would be 1e-5 of a
-// small dt such as softplus(-4).
-__device__ __forceinline__ float softplus(float x) {
-  return fmaxf(x, 0.0f) + log1pf(fast_exp2(-fabsf(x) * kLog2e));
-}
-
-// x σ(x); 0 (not NaN) where e^-x overflows.
-__device__ __forceinline__ float silu(float x) { return __fdividef(x, 1.0f + fast_exp2(-x * kLog2e)); }
-
 // A rows tensor as a kernel sees it: element (r, c) at data[r * ld + c].
 template <class T>
 struct Rows {

@@ -25,9 +25,10 @@
 #include <algorithm>
 #include <type_traits>
 
-#include "ops/cpu/op_util.h"  // describe
+#include "ops/cuda/activation_math.cuh"  // silu, softplus
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/cuda_ops.h"
+#include "ops/cuda/op_checks.h"
 
 namespace ssm::ops::cuda {
 
@@ -258,27 +259,19 @@ void launch(const char* op, ScanArgs<Act> a) {
   SSM_CUDA_CHECK_LAUNCH("{} of batch {}, T {}, D {}, N {}", op, batch, a.T, a.channels, a.N);
 }
 
-bool is_rows(const Tensor& t, DType dtype, const Shape& shape) {
-  return t.defined() && t.dtype() == dtype && t.shape() == shape && t.has_uniform_rows();
-}
-bool is_f32_vector(const Tensor& t, int64_t n) {
-  return t.dtype() == DType::F32 && t.dim() == 1 && t.size(0) == n && t.is_contiguous();
-}
-
 // Checks either form (dims 3: [B, T, *], dims 2: [B, *]) and runs it.
 void run(const char* op, const SelectiveScanInputs& in, Tensor* state, Tensor& y, int64_t dims) {
-  using detail::describe;
   check_on_gpu(op, {&in.u, &in.delta, &in.A, &in.B, &in.C, &y});
   for (const Tensor* t : {&in.delta_bias, &in.D, &in.z})
     if (t->defined()) check_on_gpu(op, {t});
   if (state) check_on_gpu(op, {state});
   const char* layout = dims == 3 ? "[B, T, D]" : "[B, D]";
   const DType dtype = in.u.dtype();
-  SSM_CHECK(is_activation_dtype(dtype) && in.u.dim() == dims && in.u.has_uniform_rows(),
+  SSM_CHECK(is_activation_dtype(dtype) && is_gpu_rows(in.u, dtype) && in.u.dim() == dims,
             "{}: u must be F32 or BF16 rows {}, got {}", op, layout, describe(in.u));
   const Shape& shape = in.u.shape();
   const int64_t batch = shape[0], channels = shape.back();
-  SSM_CHECK(is_rows(in.delta, dtype, shape), "{}: delta must be rows of u's shape {} and dtype {}, got {}", op,
+  SSM_CHECK(is_gpu_rows(in.delta, dtype, shape), "{}: delta must be rows of u's shape {} and dtype {}, got {}", op,
             shape_str(shape), dtype_name(dtype), describe(in.delta));
   SSM_CHECK(in.A.dtype() == DType::F32 && in.A.dim() == 2 && in.A.size(0) == channels && in.A.is_contiguous(),
             "{}: A must be contiguous F32 [{}, N] for u {}, got {}", op, channels, shape_str(shape), describe(in.A));
@@ -286,18 +279,19 @@ void run(const char* op, const SelectiveScanInputs& in, Tensor* state, Tensor& y
   SSM_CHECK(N <= 64, "{}: the GPU scan holds at most 64 states per channel, A is {}", op, describe(in.A));
   Shape bc_shape = shape;
   bc_shape.back() = N;
-  SSM_CHECK(is_rows(in.B, dtype, bc_shape), "{}: B must be {} rows {} for A {}, got {}", op, dtype_name(dtype),
+  SSM_CHECK(is_gpu_rows(in.B, dtype, bc_shape), "{}: B must be {} rows {} for A {}, got {}", op, dtype_name(dtype),
             shape_str(bc_shape), describe(in.A), describe(in.B));
-  SSM_CHECK(is_rows(in.C, dtype, bc_shape), "{}: C must be {} rows {} for A {}, got {}", op, dtype_name(dtype),
+  SSM_CHECK(is_gpu_rows(in.C, dtype, bc_shape), "{}: C must be {} rows {} for A {}, got {}", op, dtype_name(dtype),
             shape_str(bc_shape), describe(in.A), describe(in.C));
-  SSM_CHECK(!in.delta_bias.defined() || is_f32_vector(in.delta_bias, channels),
+  SSM_CHECK(!in.delta_bias.defined() || is_gpu_vector(in.delta_bias, channels),
             "{}: delta_bias must be F32 [{}], got {}", op, channels, describe(in.delta_bias));
-  SSM_CHECK(!in.D.defined() || is_f32_vector(in.D, channels), "{}: D must be F32 [{}], got {}", op, channels,
+  SSM_CHECK(!in.D.defined() || is_gpu_vector(in.D, channels), "{}: D must be F32 [{}], got {}", op, channels,
             describe(in.D));
-  SSM_CHECK(!in.z.defined() || is_rows(in.z, dtype, shape), "{}: z must be rows of u's shape {} and dtype {}, got {}",
-            op, shape_str(shape), dtype_name(dtype), describe(in.z));
-  SSM_CHECK(is_rows(y, dtype, shape), "{}: y must be rows of u's shape {} and dtype {}, got {}", op, shape_str(shape),
-            dtype_name(dtype), describe(y));
+  SSM_CHECK(!in.z.defined() || is_gpu_rows(in.z, dtype, shape),
+            "{}: z must be rows of u's shape {} and dtype {}, got {}", op, shape_str(shape), dtype_name(dtype),
+            describe(in.z));
+  SSM_CHECK(is_gpu_rows(y, dtype, shape), "{}: y must be rows of u's shape {} and dtype {}, got {}", op,
+            shape_str(shape), dtype_name(dtype), describe(y));
   if (state) {
     const Shape expected{batch, channels, N};
     SSM_CHECK(state->dtype() == DType::F32 && state->shape() == expected && state->is_contiguous(),
