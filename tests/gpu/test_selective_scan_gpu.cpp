@@ -77,12 +77,13 @@ std::vector<Pair> random_activations(Shape rows, const std::vector<int64_t>& wid
   return out;
 }
 
-// A GPU output full of NaN (a column slice of a wider one when strided).
-Tensor nan_output(Shape shape, DType dt, bool strided) {
-  if (!strided) return nan_gpu(shape, dt);
-  const int64_t width = shape.back();
-  shape.back() += 7;
-  return nan_gpu(shape, dt).slice(-1, 3, width);
+// A GPU output full of NaN: with `strided`, the column slice at offset 3 of a wider NaN tensor, whose
+// padding must stay NaN (nothing written out of bounds).
+StridedGpu nan_output(const Shape& shape, DType dt, bool strided) {
+  if (strided) return strided_gpu(shape, dt, 3);
+  StridedGpu out;
+  out.wide = out.view = nan_gpu(shape, dt);
+  return out;
 }
 
 // Random inputs of one case for both devices. `rows` is [B, T] for the forward, [B] for the step.
@@ -125,9 +126,10 @@ void expect_forward_matches(const ScanCase& c, int flags, DType dt, Rng& rng) {
   const bool with_state = flags & kState;
   Tensor want = Tensor::empty({c.B, c.T, c.D});
   ops::selective_scan(p.cpu, with_state ? &p.cpu_state : nullptr, want);
-  Tensor got = nan_output({c.B, c.T, c.D}, dt, flags & kStrided);
-  ops::selective_scan(p.gpu, with_state ? &p.gpu_state : nullptr, got);
-  EXPECT_LT(relative_error(to_cpu(got), want), tolerance(dt)) << "y of " << describe(c, flags, dt);
+  StridedGpu got = nan_output({c.B, c.T, c.D}, dt, flags & kStrided);
+  ops::selective_scan(p.gpu, with_state ? &p.gpu_state : nullptr, got.view);
+  EXPECT_LT(relative_error(to_cpu(got.view), want), tolerance(dt)) << "y of " << describe(c, flags, dt);
+  EXPECT_TRUE(got.padding_untouched()) << "y's padding written, " << describe(c, flags, dt);
   if (with_state) {
     EXPECT_LT(relative_error(to_cpu(p.gpu_state), p.cpu_state), state_tolerance(dt))
         << "state of " << describe(c, flags, dt);
@@ -255,9 +257,10 @@ TEST_P(SelectiveScanGpu, StepMatchesTheCpu) {
       ScanProblem p(c, {c.B}, flags | kState, dt, rng);
       Tensor want = Tensor::empty({c.B, c.D});
       ops::selective_scan_step(p.cpu, p.cpu_state, want);
-      Tensor got = nan_output({c.B, c.D}, dt, flags & kStrided);
-      ops::selective_scan_step(p.gpu, p.gpu_state, got);
-      EXPECT_LT(relative_error(to_cpu(got), want), tolerance(dt)) << "y of step, " << describe(c, flags, dt);
+      StridedGpu got = nan_output({c.B, c.D}, dt, flags & kStrided);
+      ops::selective_scan_step(p.gpu, p.gpu_state, got.view);
+      EXPECT_LT(relative_error(to_cpu(got.view), want), tolerance(dt)) << "y of step, " << describe(c, flags, dt);
+      EXPECT_TRUE(got.padding_untouched()) << "y's padding written by the step, " << describe(c, flags, dt);
       EXPECT_LT(relative_error(to_cpu(p.gpu_state), p.cpu_state), state_tolerance(dt))
           << "state of step, " << describe(c, flags, dt);
     }
