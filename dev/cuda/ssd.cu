@@ -1,10 +1,12 @@
 // Mamba-2 SSD forward on the GPU, standalone (no engine library): a CPU reference, the GPU versions, a
 // check of each against the reference on random inputs, and a timing of each at the issue's shapes.
 //
-//   nvcc -O3 -std=c++20 -gencode=arch=compute_90a,code=sm_90a dev/cuda/ssd.cu -o build/dev-cuda/ssd
+//   dev/cuda/build.sh           (or: nvcc -O3 -std=c++20 -gencode=arch=compute_90a,code=sm_90a
+//                                 dev/cuda/ssd.cu -o build/dev-cuda/ssd)
 //   build/dev-cuda/ssd          (checks first, then the timing table)
+// Without a GPU, build/dev-cuda/ssd_host_check runs the same kernels on the CPU (dev/cuda/ssd_host_check.cpp).
 //
-// The versions are the kernels the engine op runs (src/ops/cuda/ssd_kernels.cuh):
+// The versions are the kernels the engine op runs (src/ops/cuda/ssd_kernels.cuh, ssd_launch.cuh):
 //   v1  recurrent: one warp per (batch, head, channel p), token by token over its state row (the engine's
 //       ssd_step, and its forward for shapes v2 does not take).
 //   v2  chunked: chunks of 64 tokens cut into segments so that batch*heads*segments blocks fill the GPU;
@@ -33,7 +35,7 @@
 #include <random>
 #include <vector>
 
-#include "../../src/ops/cuda/ssd_kernels.cuh"
+#include "../../src/ops/cuda/ssd_launch.cuh"
 
 namespace kernels = ssm::ops::cuda::ssd_kernels;
 using bf16 = __nv_bfloat16;

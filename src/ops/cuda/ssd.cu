@@ -1,11 +1,12 @@
-// ops::ssd and ops::ssd_step on the GPU: argument checks and launches; the kernels are in ssd_kernels.cuh.
+// ops::ssd and ops::ssd_step on the GPU: argument checks and scratch; the kernels are in ssd_kernels.cuh,
+// their launches in ssd_launch.cuh.
 // The forward runs the chunked kernels when they take the shape (P <= 64, N <= 128, 16-byte aligned
 // rows), else the recurrent one; the chunk length is the kernels' own (64), which is no loss: the result
 // does not depend on in.chunk_size beyond rounding.
 #include "ops/cpu/ssd_inputs.h"
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/cuda_ops.h"
-#include "ops/cuda/ssd_kernels.cuh"
+#include "ops/cuda/ssd_launch.cuh"
 
 namespace ssm::ops::cuda {
 

@@ -1,5 +1,5 @@
-// The Mamba-2 SSD kernels of ops::cuda::ssd and ssd_step. No engine headers: dev/cuda/ssd.cu checks
-// and times exactly these.
+// The Mamba-2 SSD kernels of ops::cuda::ssd and ssd_step (launched from ssd_launch.cuh). No engine
+// headers: dev/cuda/ssd.cu times exactly these, and dev/cuda/ssd_host_check.cpp runs them on the CPU.
 //
 // Per (batch b, head h; group g = h / (H/G)), with dt_t = clamp(softplus(dt_t + dt_bias), dt_min, dt_max):
 //   h_t = exp(dt_t A) h_{t-1} + dt_t x_t B_tᵀ,   y_t = h_t C_t + D x_t   (state h: [P, N], F32).
@@ -35,6 +35,9 @@
 #include <cstring>
 
 #include "element.cuh"
+#ifndef SSM_SSD_HOST_CHECK  // dev/cuda/ssd_host_check.cpp brings its own CPU versions of these
+#include "ptx.cuh"
+#endif
 
 namespace ssm::ops::cuda::ssd_kernels {
 
@@ -91,20 +94,10 @@ __global__ void __launch_bounds__(256) recurrent_kernel(Args<T> a, float* __rest
   }
 }
 
-template <class T>
-cudaError_t launch_recurrent(const Args<T>& a, float* state, cudaStream_t stream) {
-  const int64_t threads = int64_t(a.batch) * a.heads * a.head_dim * 32;
-  if (threads == 0) return cudaSuccess;
-  recurrent_kernel<T><<<unsigned((threads + 255) / 256), 256, 0, stream>>>(a, state);
-  return cudaGetLastError();
-}
-
 // ---------------------------------------------------------------------------------------------------
 // Tensor-core building blocks: one warp's fragments of mma.sync tiles read from shared memory.
 // Tiles: A 16 x kK at (m0, k0), B kK x 8 at (k0, n0), accumulators float[4] of a 16 x 8 tile holding
 // (row g, cols 2t, 2t+1) and (row g + 8, same cols), g = lane / 4, t = lane % 4.
-
-__device__ __forceinline__ uint32_t smem_u32(const void* p) { return uint32_t(__cvta_generic_to_shared(p)); }
 
 template <class T>
 struct WarpMma;
@@ -123,19 +116,13 @@ struct WarpMma<bf16> {
   // A with element (m, k) at s[m * pitch + k].
   static __device__ __forceinline__ void load_a(FragA& f, const bf16* s, int pitch, int m0, int k0) {
     const int lane = threadIdx.x & 31, q = lane >> 3, r = lane & 7;
-    const bf16* p = s + (m0 + r + 8 * (q & 1)) * pitch + k0 + 8 * (q >> 1);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(f.r[0]), "=r"(f.r[1]), "=r"(f.r[2]), "=r"(f.r[3])
-                 : "r"(smem_u32(p)));
+    ptx::ldmatrix_x4(f.r, s + (m0 + r + 8 * (q & 1)) * pitch + k0 + 8 * (q >> 1));
   }
   // A with element (m, k) at s[k * pitch + m], column k multiplied by w[k].
   static __device__ __forceinline__ void load_a_t_scaled(FragA& f, const bf16* s, int pitch, int m0, int k0,
                                                          const float* w) {
     const int lane = threadIdx.x & 31, q = lane >> 3, r = lane & 7, t = lane & 3;
-    const bf16* p = s + (k0 + r + 8 * (q >> 1)) * pitch + m0 + 8 * (q & 1);
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(f.r[0]), "=r"(f.r[1]), "=r"(f.r[2]), "=r"(f.r[3])
-                 : "r"(smem_u32(p)));
+    ptx::ldmatrix_x4_trans(f.r, s + (k0 + r + 8 * (q >> 1)) * pitch + m0 + 8 * (q & 1));
     const float w0 = w[k0 + 2 * t], w1 = w[k0 + 2 * t + 1], w8 = w[k0 + 8 + 2 * t], w9 = w[k0 + 9 + 2 * t];
     f.r[0] = scale(f.r[0], w0, w1);
     f.r[1] = scale(f.r[1], w0, w1);
@@ -145,25 +132,15 @@ struct WarpMma<bf16> {
   // B with element (k, n) at s[n * pitch + k].
   static __device__ __forceinline__ void load_b(FragB& f, const bf16* s, int pitch, int k0, int n0) {
     const int lane = threadIdx.x & 31, q = (lane >> 3) & 1, r = lane & 7;
-    const bf16* p = s + (n0 + r) * pitch + k0 + 8 * q;
-    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];\n"
-                 : "=r"(f.r[0]), "=r"(f.r[1])
-                 : "r"(smem_u32(p)));
+    ptx::ldmatrix_x2(f.r, s + (n0 + r) * pitch + k0 + 8 * q);
   }
   // B with element (k, n) at s[k * pitch + n].
   static __device__ __forceinline__ void load_b_t(FragB& f, const bf16* s, int pitch, int k0, int n0) {
     const int lane = threadIdx.x & 31, q = (lane >> 3) & 1, r = lane & 7;
-    const bf16* p = s + (k0 + r + 8 * q) * pitch + n0;
-    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n"
-                 : "=r"(f.r[0]), "=r"(f.r[1])
-                 : "r"(smem_u32(p)));
+    ptx::ldmatrix_x2_trans(f.r, s + (k0 + r + 8 * q) * pitch + n0);
   }
   static __device__ __forceinline__ void mma(float (&c)[4], const FragA& a, const FragB& b) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a.r[0]), "r"(a.r[1]), "r"(a.r[2]), "r"(a.r[3]), "r"(b.r[0]), "r"(b.r[1]));
+    ptx::mma_bf16_16816(c, a.r, b.r);
   }
 
  private:
@@ -217,22 +194,17 @@ struct WarpMma<float> {
     split(s[(k0 + t + 4) * pitch + n0 + g], f.hi[1], f.lo[1]);
   }
   static __device__ __forceinline__ void mma(float (&c)[4], const FragA& a, const FragB& b) {
-    tf32(c, a.lo, b.hi);
-    tf32(c, a.hi, b.lo);
-    tf32(c, a.hi, b.hi);
+    ptx::mma_tf32_1688(c, a.lo, b.hi);
+    ptx::mma_tf32_1688(c, a.hi, b.lo);
+    ptx::mma_tf32_1688(c, a.hi, b.hi);
   }
 
  private:
   static __device__ __forceinline__ void split(float v, uint32_t& hi, uint32_t& lo) {
-    asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(hi) : "f"(v));
-    asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(lo) : "f"(v - __uint_as_float(hi)));
-  }
-  static __device__ __forceinline__ void tf32(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    hi = ptx::to_tf32(v);
+    float high;
+    memcpy(&high, &hi, 4);
+    lo = ptx::to_tf32(v - high);
   }
 };
 
@@ -240,13 +212,6 @@ __device__ __forceinline__ void store_pair(float* p, float a, float b) { *reinte
 __device__ __forceinline__ void store_pair(bf16* p, float a, float b) {
   *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(a, b);
 }
-
-// 16 bytes global -> shared without passing through registers; `bytes` 0 writes zeros.
-__device__ __forceinline__ void cp_async_16(void* dst, const void* src, int bytes) {
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_u32(dst)), "l"(src), "r"(bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
 
 // ---------------------------------------------------------------------------------------------------
 // Chunked: geometry.
@@ -373,7 +338,7 @@ __device__ __forceinline__ void copy_chunk_async(T* dst, int pitch, const T* src
   for (int i = threadIdx.x; i < kChunk * per_row; i += kThreads) {
     const int r = i / per_row, c = (i - r * per_row) * kVec;
     const bool valid = r < rows;
-    cp_async_16(dst + r * pitch + c, valid ? src + (row0 + r) * ld + c : src, valid ? 16 : 0);
+    ptx::cp_async_16(dst + r * pitch + c, valid ? src + (row0 + r) * ld + c : src, valid ? 16 : 0);
   }
 }
 
@@ -546,7 +511,7 @@ __device__ __forceinline__ void copy_stage(const Args<T>& a, const BlockCoords& 
   copy_chunk_async(Xs, L::kPitchP, a.x + int64_t(bc.h) * a.head_dim, a.ldx, row0, rows, a.head_dim);
   copy_chunk_async(Bs, L::kPitchN, a.B + int64_t(bc.g) * a.state_dim, a.ldB, row0, rows, a.state_dim);
   if (Cs) copy_chunk_async(Cs, L::kPitchN, a.C + int64_t(bc.g) * a.state_dim, a.ldC, row0, rows, a.state_dim);
-  cp_async_commit();
+  ptx::cp_async_commit();
 }
 
 // Pass 1. Block (b, h, piece): the state its piece leaves from a zero start into slot piece + 1 of
@@ -588,7 +553,7 @@ __global__ void __launch_bounds__(kThreads) piece_state_kernel(Args<T> a, Plan p
     const int stage = (c - c_begin) & 1;
     T* const Xs = tiles + stage * kStage;
     T* const next = tiles + (stage ^ 1) * kStage;
-    cp_async_wait_all();
+    ptx::cp_async_wait_all();
     __syncthreads();  // chunk c's tiles and scan are in; every warp is done with chunk c - 1
     if (c + 1 < c_end) copy_stage<T, kN>(a, bc, c + 1, next, next + L::kX, nullptr);
     update_state<T, kN>(S, Xs, Xs + L::kX, scan[stage], c > c_begin);
@@ -651,7 +616,7 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_scan_kernel(Args<T> a, Plan
     T* const Bs = Xs + L::kX;
     T* const Cs = Bs + L::kBC;
     T* const next = tiles + (stage ^ 1) * kStage;
-    cp_async_wait_all();
+    ptx::cp_async_wait_all();
     __syncthreads();  // chunk c's tiles and scan are in; every warp is done with chunk c - 1
     if (c + 1 < c_end) copy_stage<T, kN>(a, bc, c + 1, next, next + L::kX, next + L::kX + L::kBC);
     if (has_prev)
@@ -671,103 +636,30 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_scan_kernel(Args<T> a, Plan
   if (last_segment && state_io) store_state<kN>(S, state + bc.bh * PN, P, N);
 }
 
-// ---------------------------------------------------------------------------------------------------
-// Host side of the chunked forward.
 
-// Whether the chunked kernels take these arguments (else the recurrent kernel runs the forward).
-template <class T>
-bool chunked_supports(const Args<T>& a) {
-  constexpr int kVec = 16 / int(sizeof(T));
-  auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
-  return a.head_dim <= kHeadDimTile && a.state_dim <= 128 && a.head_dim % kVec == 0 && a.state_dim % kVec == 0 &&
-         a.ldx % kVec == 0 && a.ldB % kVec == 0 && a.ldC % kVec == 0 && a.ldy % kVec == 0 && aligned(a.x) &&
-         aligned(a.B) && aligned(a.C) && aligned(a.y);
+// How to cut the chunks of each of `heads` (batch * H) sequences: as many segments as `scan_resident`
+// blocks of pass 2 allow at once (one wave), at most kMaxSegments; pieces short enough that
+// `piece_resident` blocks of pass 1 fill the GPU too. Every segment but the last has
+// chunks_per_segment chunks, and none of its pieces is empty.
+inline Plan make_plan(int length, int state_dim, int64_t heads, int64_t scan_resident, int64_t piece_resident) {
+  Plan plan;
+  plan.state_tile = state_dim <= 64 ? 64 : 128;
+  plan.chunks = (length + kChunk - 1) / kChunk;
+  const int segments = int(std::clamp<int64_t>(scan_resident / heads, 1, std::min(kMaxSegments, plan.chunks)));
+  plan.chunks_per_segment = (plan.chunks + segments - 1) / segments;
+  plan.segments = (plan.chunks + plan.chunks_per_segment - 1) / plan.chunks_per_segment;
+  const int64_t split = plan.segments > 1 ? piece_resident / (heads * (plan.segments - 1)) : 1;
+  const int pieces = int(std::clamp<int64_t>(split, 1, plan.chunks_per_segment));
+  plan.chunks_per_piece = (plan.chunks_per_segment + pieces - 1) / pieces;
+  plan.pieces_per_segment = (plan.chunks_per_segment + plan.chunks_per_piece - 1) / plan.chunks_per_piece;
+  return plan;
 }
 
-struct KernelSetup {
-  cudaError_t error;
-  int piece_blocks_per_sm, scan_blocks_per_sm;
-};
-
-// Once per instantiation: raise the kernels' shared-memory limits, read their occupancy.
-template <class T, int kN>
-const KernelSetup& kernel_setup() {
-  static const KernelSetup setup = [] {
-    KernelSetup s{cudaSuccess, 0, 0};
-    s.error = cudaFuncSetAttribute(piece_state_kernel<T, kN>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                   int(piece_state_smem<T, kN>()));
-    if (s.error == cudaSuccess)
-      s.error = cudaFuncSetAttribute(chunk_scan_kernel<T, kN>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     int(chunk_scan_smem<T, kN>()));
-    if (s.error == cudaSuccess)
-      s.error = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&s.piece_blocks_per_sm, piece_state_kernel<T, kN>,
-                                                              kThreads, piece_state_smem<T, kN>());
-    if (s.error == cudaSuccess)
-      s.error = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&s.scan_blocks_per_sm, chunk_scan_kernel<T, kN>,
-                                                              kThreads, chunk_scan_smem<T, kN>());
-    return s;
-  }();
-  return setup;
-}
-
-// As many segments as keep every block of pass 2 resident at once (one wave), at most kMaxSegments;
-// pieces short enough that pass 1's blocks fill the GPU too.
-template <class T>
-cudaError_t plan_chunked(const Args<T>& a, Plan* plan) {
-  plan->state_tile = a.state_dim <= 64 ? 64 : 128;
-  const KernelSetup& setup = plan->state_tile == 64 ? kernel_setup<T, 64>() : kernel_setup<T, 128>();
-  if (setup.error != cudaSuccess) return setup.error;
-  int device = 0, sms = 0;
-  cudaError_t error = cudaGetDevice(&device);
-  if (error == cudaSuccess) error = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-  if (error != cudaSuccess) return error;
-  const int64_t heads = int64_t(a.batch) * a.heads;
-  plan->chunks = (a.length + kChunk - 1) / kChunk;
-  const int64_t scan_resident = int64_t(sms) * std::max(1, setup.scan_blocks_per_sm);
-  const int segments = int(std::clamp<int64_t>(scan_resident / heads, 1, std::min(kMaxSegments, plan->chunks)));
-  plan->chunks_per_segment = (plan->chunks + segments - 1) / segments;
-  plan->segments = (plan->chunks + plan->chunks_per_segment - 1) / plan->chunks_per_segment;
-  // Pieces: every segment but the last has chunks_per_segment chunks; none of its pieces is empty.
-  const int64_t piece_resident = int64_t(sms) * std::max(1, setup.piece_blocks_per_sm);
-  const int64_t split = plan->segments > 1 ? piece_resident / (heads * (plan->segments - 1)) : 1;
-  const int pieces = int(std::clamp<int64_t>(split, 1, plan->chunks_per_segment));
-  plan->chunks_per_piece = (plan->chunks_per_segment + pieces - 1) / pieces;
-  plan->pieces_per_segment = (plan->chunks_per_segment + plan->chunks_per_piece - 1) / plan->chunks_per_piece;
-  return cudaSuccess;
-}
-
-// F32 scratch the launch needs: slots for the initial state and the pieces' states, and the pieces'
+// F32 scratch of a launch: slots for the initial state and the pieces' states, then the pieces'
 // log-decays (none for one segment).
-template <class T>
-size_t chunked_scratch_floats(const Args<T>& a, const Plan& plan) {
+inline size_t scratch_floats(const Plan& plan, int64_t heads, int head_dim, int state_dim) {
   if (plan.segments == 1) return 0;
-  const size_t heads = size_t(a.batch) * a.heads;
-  return heads * (1 + plan.pieces()) * size_t(a.head_dim) * a.state_dim + heads * plan.pieces();
-}
-
-template <class T, int kN>
-cudaError_t launch_chunked_tile(const Args<T>& a, const Plan& plan, float* state, float* scratch,
-                                cudaStream_t stream) {
-  const unsigned heads = unsigned(a.batch) * unsigned(a.heads);
-  float* const slots = scratch;
-  float* const log_decays =
-      scratch ? scratch + size_t(heads) * (1 + plan.pieces()) * a.head_dim * a.state_dim : nullptr;
-  if (plan.segments > 1) {
-    piece_state_kernel<T, kN><<<heads * plan.pieces(), kThreads, piece_state_smem<T, kN>(), stream>>>(
-        a, plan, state, slots, log_decays);
-    if (const cudaError_t error = cudaGetLastError(); error != cudaSuccess) return error;
-  }
-  chunk_scan_kernel<T, kN><<<heads * plan.segments, kThreads, chunk_scan_smem<T, kN>(), stream>>>(
-      a, plan, state, slots, log_decays);
-  return cudaGetLastError();
-}
-
-// The chunked forward: `state` [B,H,P,N] F32 (null when absent) read as the initial state and
-// overwritten with the final one; `scratch` holds chunked_scratch_floats(a, plan) floats.
-template <class T>
-cudaError_t launch_chunked(const Args<T>& a, const Plan& plan, float* state, float* scratch, cudaStream_t stream) {
-  return plan.state_tile == 64 ? launch_chunked_tile<T, 64>(a, plan, state, scratch, stream)
-                               : launch_chunked_tile<T, 128>(a, plan, state, scratch, stream);
+  return size_t(heads) * (1 + plan.pieces()) * size_t(head_dim) * state_dim + size_t(heads) * plan.pieces();
 }
 
 }  // namespace ssm::ops::cuda::ssd_kernels
