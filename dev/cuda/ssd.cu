@@ -162,6 +162,7 @@ struct Device {
     state_floats = size_t(s.batch) * s.H * s.P * s.N;
     CHECK_CUDA(cudaMalloc(&state, state_floats * sizeof(float)));
     state0 = s.with_state ? upload<float>(h.state0) : nullptr;
+    reset_state();
   }
   void poison() {
     CHECK_CUDA(cudaMemset(args.y, 0xff, size_t(args.batch) * args.length * args.heads * args.head_dim * sizeof(T)));

@@ -234,7 +234,7 @@ struct Tiles {
   static constexpr int kS = kHeadDimTile * kPitchN;  // the state entering the chunk: [p][n]
 };
 
-// The per-token values of one chunk, written by warp 0.
+// The per-token values of one chunk, written by one warp (scan_chunk).
 struct ChunkScan {
   float dt[kChunk];        // dt after bias, softplus and clamp; 0 past the sequence
   float acum[kChunk];      // a_l: inclusive cumsum of dt A from the chunk start
@@ -283,7 +283,7 @@ __device__ __forceinline__ BlockCoords block_coords(const Args<T>& a) {
 
 __device__ __forceinline__ int chunk_rows(int length, int chunk) { return min(kChunk, length - chunk * kChunk); }
 
-// Warp 0: dt of the chunk's tokens (raw values in lanes as s = 2 lane, 2 lane + 1) and its scan values.
+// One warp: the raw dt of a chunk's tokens (lane l holds tokens 2 l and 2 l + 1), then its scan values.
 template <class T>
 __device__ __forceinline__ void load_raw_dt(const Args<T>& a, const BlockCoords& bc, int chunk, float (&raw)[2]) {
   const int lane = threadIdx.x & 31;
@@ -593,8 +593,11 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_scan_kernel(Args<T> a, Plan
   zero_shared(tiles, 2 * size_t(kStage) * sizeof(T));
   __syncthreads();
   copy_stage<T, kN>(a, bc, c_begin, tiles, tiles + L::kX, tiles + L::kX + L::kBC);
+  // Warp 1 owns the scans: it has no block of C Bᵀ (rows 0-15, columns 32-63) and scans the next chunk
+  // while the others compute those.
+  constexpr int kScanWarp = 1;
   float raw[2];
-  if (warp == 0) {
+  if (warp == kScanWarp) {
     load_raw_dt(a, bc, c_begin, raw);
     scan_chunk(scan[0], raw, chunk_rows(a.length, c_begin), a, bc.h);
     if (c_begin + 1 < c_end) load_raw_dt(a, bc, c_begin + 1, raw);
@@ -624,14 +627,14 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_scan_kernel(Args<T> a, Plan
         store_pair(Ss + p * L::kPitchN + n, S[mt][nt][2 * half], S[mt][nt][2 * half + 1]);
       });
     masked_cb<T, kN>(Ms, Cs, Bs, sc, D);
+    if (warp == kScanWarp && c + 1 < c_end) {
+      scan_chunk(scan[stage ^ 1], raw, chunk_rows(a.length, c + 1), a, bc.h);
+      if (c + 2 < c_end) load_raw_dt(a, bc, c + 2, raw);
+    }
     __syncthreads();  // Ms and Ss complete
     T* const y = a.y + (int64_t(bc.b) * a.length + int64_t(c) * kChunk) * a.ldy + int64_t(bc.h) * P;
     chunk_output<T, kN>(y, a.ldy, chunk_rows(a.length, c), P, Cs, Ss, Ms, Xs, sc, has_prev);
     if (c + 1 < c_end || (last_segment && state_io)) update_state<T, kN>(S, Xs, Bs, sc, has_prev);
-    if (warp == 0 && c + 1 < c_end) {
-      scan_chunk(scan[stage ^ 1], raw, chunk_rows(a.length, c + 1), a, bc.h);
-      if (c + 2 < c_end) load_raw_dt(a, bc, c + 2, raw);
-    }
   }
   if (last_segment && state_io) store_state<kN>(S, state + bc.bh * PN, P, N);
 }
