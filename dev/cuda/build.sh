@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# Builds every standalone kernel study in dev/cuda/ into build/dev-cuda/ (sm_90a; no engine code needed).
+# Builds every standalone kernel file dev/cuda/<kernel>.cu into build/dev-cuda/<kernel>, and the host
+# checks dev/cuda/<kernel>_host_check.cpp (kernels run on the CPU, no GPU needed) with the C++ compiler.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 mkdir -p build/dev-cuda
-for src in dev/cuda/*.cu; do
-  name=$(basename "$src" .cu)
-  echo "nvcc $src"
-  nvcc -O3 -std=c++20 -gencode=arch=compute_90a,code=sm_90a "$src" -o "build/dev-cuda/$name"
+nvcc=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
+cuda_include=$(dirname "$(dirname "$(readlink -f "$nvcc")")")/include
+for source in dev/cuda/*.cu; do
+  kernel=$(basename "$source" .cu)
+  "$nvcc" -O3 -std=c++20 -gencode=arch=compute_90a,code=sm_90a "$source" -o "build/dev-cuda/$kernel"
+done
+for source in dev/cuda/*_host_check.cpp; do
+  [ -e "$source" ] || continue
+  "${CXX:-g++}" -std=c++20 -O2 -I"$cuda_include" "$source" -o "build/dev-cuda/$(basename "$source" .cpp)"
 done

@@ -1,7 +1,6 @@
 // What every GPU kernel file shares: element loads and stores for F32 and BF16 activations, a
 // dtype switch that instantiates a kernel for both, views of rows tensors, launch helpers.
 #pragma once
-#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -9,19 +8,9 @@
 #include "core/cuda/check.h"
 #include "core/cuda/runtime.h"
 #include "core/tensor.h"
+#include "ops/cuda/element.cuh"  // bf16, to_float, from_float
 
 namespace ssm::ops::cuda {
-
-using bf16 = __nv_bfloat16;
-
-__device__ __forceinline__ float to_float(float v) { return v; }
-__device__ __forceinline__ float to_float(bf16 v) { return __bfloat162float(v); }
-template <class T>
-__device__ __forceinline__ T from_float(float v);
-template <>
-__device__ __forceinline__ float from_float<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ bf16 from_float<bf16>(float v) { return __float2bfloat16(v); }
 
 // 2^x on the multi-function unit: one instruction, relative error about 2^-22; 0 below 2^-126.
 __device__ __forceinline__ float fast_exp2(float x) {
