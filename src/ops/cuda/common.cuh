@@ -9,19 +9,9 @@
 #include "core/cuda/check.h"
 #include "core/cuda/runtime.h"
 #include "core/tensor.h"
+#include "ops/cuda/bf16.cuh"  // bf16, to_float, from_float
 
 namespace ssm::ops::cuda {
-
-using bf16 = __nv_bfloat16;
-
-__device__ __forceinline__ float to_float(float v) { return v; }
-__device__ __forceinline__ float to_float(bf16 v) { return __bfloat162float(v); }
-template <class T>
-__device__ __forceinline__ T from_float(float v);
-template <>
-__device__ __forceinline__ float from_float<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ bf16 from_float<bf16>(float v) { return __float2bfloat16(v); }
 
 // A rows tensor as a kernel sees it: element (r, c) at data[r * ld + c].
 template <class T>
@@ -39,6 +29,24 @@ Rows<T> rows_of(const Tensor& t) {
 inline cudaStream_t stream() { return static_cast<cudaStream_t>(::ssm::cuda::current_stream()); }
 
 inline unsigned blocks_for(int64_t n, int threads) { return unsigned((n + threads - 1) / threads); }
+
+// An attribute of the current GPU, e.g. its multiprocessor count.
+inline int device_attribute(cudaDeviceAttr attribute) {
+  int device = 0, value = 0;
+  SSM_CUDA_CHECK(cudaGetDevice(&device), "reading the current GPU");
+  SSM_CUDA_CHECK(cudaDeviceGetAttribute(&value, attribute, device), "reading GPU attribute {}", int(attribute));
+  return value;
+}
+// The GPU's multiprocessors (read once), for kernels that size their grid to fill it.
+inline int multiprocessor_count() {
+  static const int count = device_attribute(cudaDevAttrMultiProcessorCount);
+  return count;
+}
+// The most shared memory one block can ask for (read once).
+inline size_t shared_memory_per_block() {
+  static const size_t bytes = size_t(device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin));
+  return bytes;
+}
 
 // The activation dtypes the GPU ops take.
 inline bool is_activation_dtype(DType d) { return d == DType::F32 || d == DType::BF16; }

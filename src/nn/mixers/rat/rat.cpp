@@ -86,7 +86,7 @@ void RatState::copy_sequence(int64_t from, MixerState& to, int64_t to_index) con
       cache.chunk_values.select(0, from).slice(0, 0, finished));
   copy_batch_row(cache.key, from, target.cache.key, to_index);
   copy_batch_row(cache.value, from, target.cache.value, to_index);
-  target.cache.tokens.data<int64_t>()[to_index] = tokens;
+  target.cache.set_tokens(to_index, tokens);
 }
 
 // ---- mixer ----
