@@ -171,10 +171,10 @@ __device__ __forceinline__ void cp_async16(void* dst, const void* src, bool vali
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
                "r"(valid ? 16 : 0));
 }
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int kPending>
 __device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
 }
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* p) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
@@ -391,14 +391,15 @@ bool mma_takes(const FlashArgs<T>& a) {
          aligned(a.v.data, a.v.batch_stride, a.v.row_stride) && aligned(a.o.data, a.o.batch_stride, a.o.row_stride);
 }
 
-// Raises a kernel's dynamic shared-memory limit to the device's once (launches then ask for what they use).
-template <class Kernel>
-cudaError_t allow_large_smem(Kernel kernel) {
-  static const cudaError_t status = [kernel] {
+// Raises a kernel's dynamic shared-memory limit to the device's, once per kernel (launches then ask
+// for what they use).
+template <auto kKernel>
+cudaError_t allow_large_smem() {
+  static const cudaError_t status = [] {
     int device = 0, limit = 0;
     cudaError_t e = cudaGetDevice(&device);
     if (e == cudaSuccess) e = cudaDeviceGetAttribute(&limit, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-    if (e == cudaSuccess) e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, limit);
+    if (e == cudaSuccess) e = cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, limit);
     return e;
   }();
   return status;
@@ -406,8 +407,8 @@ cudaError_t allow_large_smem(Kernel kernel) {
 
 template <int kD, int kWarps, class Mask>
 cudaError_t launch_mma_kd(const FlashArgs<bf16>& a, const Mask& mask, cudaStream_t stream) {
-  auto kernel = mma_kernel<kD, kWarps, Mask>;
-  if (const cudaError_t e = allow_large_smem(kernel); e != cudaSuccess) return e;
+  constexpr auto kernel = mma_kernel<kD, kWarps, Mask>;
+  if (const cudaError_t e = allow_large_smem<kernel>(); e != cudaSuccess) return e;
   const dim3 grid((a.T + 16 * kWarps - 1) / (16 * kWarps), a.n_heads, a.batch);
   kernel<<<grid, 32 * kWarps, mma_smem_bytes<kD, kWarps>(), stream>>>(a, mask);
   return cudaGetLastError();
@@ -424,8 +425,8 @@ cudaError_t launch_mma(const FlashArgs<bf16>& a, const Mask& mask, cudaStream_t 
 
 template <class T, int kCols, class Mask>
 cudaError_t launch_exact_cols(const FlashArgs<T>& a, const Mask& mask, cudaStream_t stream) {
-  auto kernel = exact_kernel<T, kCols, Mask>;
-  if (const cudaError_t e = allow_large_smem(kernel); e != cudaSuccess) return e;
+  constexpr auto kernel = exact_kernel<T, kCols, Mask>;
+  if (const cudaError_t e = allow_large_smem<kernel>(); e != cudaSuccess) return e;
   const dim3 grid((a.T + kExactRows - 1) / kExactRows, a.n_heads, a.batch);
   kernel<<<grid, kExactThreads, exact_smem_bytes(a.head_dim), stream>>>(a, mask);
   return cudaGetLastError();

@@ -4,7 +4,8 @@
 //
 //   split_kernel  block (split, kv head, sequence), 128 threads. It serves the kv head's whole group
 //                 of query heads, so each cached row is read once. Tiles of 32 rows are staged in
-//                 shared memory as f32 (16-byte loads where the rows allow); per tile: scores (one
+//                 shared memory as f32 (16-byte loads where the rows allow, 8 in flight per
+//                 thread); per tile: scores (one
 //                 thread per (row, head)), the online softmax (a warp per head, one row per lane),
 //                 and the output update (one thread per (head, channel)). Writes per (head, split)
 //                 [max (log2 domain), sum, unnormalised output].
@@ -65,13 +66,15 @@ inline size_t decode_smem_bytes(int group, int head_dim) {
   return floats * sizeof(float);
 }
 
-// Loads one element, or kVec contiguous ones with a 16-byte load, of a cache row into floats.
+// Loads one element, or kVec contiguous ones with a 16-byte load, of a cache row into floats. The
+// caches are read-only here: __ldg tells the compiler so, which lets it issue a tile's loads ahead of
+// the shared-memory stores of the ones before.
 template <class T, int kVec>
 __device__ __forceinline__ void load_floats(const T* src, float (&out)[kVec]) {
   if constexpr (kVec == 1) {
-    out[0] = to_float(*src);
+    out[0] = to_float(__ldg(src));
   } else {
-    const uint4 raw = *reinterpret_cast<const uint4*>(src);
+    const uint4 raw = __ldg(reinterpret_cast<const uint4*>(src));
     const T* e = reinterpret_cast<const T*>(&raw);
 #pragma unroll
     for (int i = 0; i < kVec; ++i) out[i] = to_float(e[i]);
@@ -112,15 +115,28 @@ __global__ void __launch_bounds__(kDecodeThreads) split_kernel(DecodeArgs<TQ, TK
   for (int64_t r0 = begin; r0 < end; r0 += kDecodeRows) {
     const int n = int(min(int64_t(kDecodeRows), end - r0));
     __syncthreads();  // the previous tile is no longer read (and qs/stats are initialised)
-    for (int i = threadIdx.x * kVec; i < n * d; i += kDecodeThreads * kVec) {
-      const int j = i / d, c = i - j * d;  // d % kVec == 0: a vector stays in one row
-      float kf[kVec], vf[kVec];
-      load_floats<TKV, kVec>(a.k.row(b, r0 + j) + kv_col + c, kf);
-      load_floats<TKV, kVec>(a.v.row(b, r0 + j) + kv_col + c, vf);
+    // kBatch loads of K and of V in flight per thread before the first is stored.
+    constexpr int kBatch = 4, kStep = kDecodeThreads * kVec;
+    for (int i0 = threadIdx.x * kVec; i0 < n * d; i0 += kBatch * kStep) {
+      float kf[kBatch][kVec], vf[kBatch][kVec];
 #pragma unroll
-      for (int e = 0; e < kVec; ++e) {
-        ks[j * ld + c + e] = kf[e];
-        vs[j * ld + c + e] = vf[e];
+      for (int u = 0; u < kBatch; ++u) {
+        const int i = i0 + u * kStep, j = i / d, c = i - j * d;  // d % kVec == 0: a vector stays in one row
+        if (i < n * d) {
+          load_floats<TKV, kVec>(a.k.row(b, r0 + j) + kv_col + c, kf[u]);
+          load_floats<TKV, kVec>(a.v.row(b, r0 + j) + kv_col + c, vf[u]);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kBatch; ++u) {
+        const int i = i0 + u * kStep, j = i / d, c = i - j * d;
+        if (i < n * d) {
+#pragma unroll
+          for (int e = 0; e < kVec; ++e) {
+            ks[j * ld + c + e] = kf[u][e];
+            vs[j * ld + c + e] = vf[u][e];
+          }
+        }
       }
     }
     __syncthreads();
@@ -230,13 +246,13 @@ __global__ void __launch_bounds__(kDecodeThreads) merge_kernel(const float* part
   if (threadIdx.x == 0) extra.finish(b, h);
 }
 
-// Splits per kv head: enough blocks for `waves` per multiprocessor at this batch, at most one per
-// tile of the longest range a sequence can have.
-inline int decode_splits(int batch, int n_kv_heads, int64_t max_rows, int multiprocessors, int waves = 4) {
+// Splits per kv head: about `waves` blocks per multiprocessor at this batch (many, so that the last
+// wave's tail is short), each with at least 4 tiles of the longest range a sequence can have.
+inline int decode_splits(int batch, int n_kv_heads, int64_t max_rows, int multiprocessors, int waves = 8) {
   const int64_t blocks = std::max<int64_t>(1, int64_t(batch) * n_kv_heads);
   const int64_t wanted = (int64_t(waves) * multiprocessors + blocks - 1) / blocks;
-  const int64_t tiles = (max_rows + kDecodeRows - 1) / kDecodeRows;
-  return int(std::max<int64_t>(1, std::min({wanted, tiles, int64_t(kDecodeMaxSplits - 1)})));
+  const int64_t most = (max_rows + 4 * kDecodeRows - 1) / (4 * kDecodeRows);
+  return int(std::max<int64_t>(1, std::min({wanted, most, int64_t(kDecodeMaxSplits - 1)})));
 }
 
 // Whether split_kernel can read the caches 16 bytes at a time.
@@ -251,8 +267,8 @@ bool decode_vectorizable(const SeqPtr<const TKV>& k, const SeqPtr<const TKV>& v,
 
 template <class TQ, class TKV, int kVec, class Rows>
 cudaError_t launch_split_vec(const DecodeArgs<TQ, TKV>& a, const Rows& rows, cudaStream_t stream) {
-  auto kernel = split_kernel<TQ, TKV, kVec, Rows>;
-  if (const cudaError_t e = allow_large_smem(kernel); e != cudaSuccess) return e;
+  constexpr auto kernel = split_kernel<TQ, TKV, kVec, Rows>;
+  if (const cudaError_t e = allow_large_smem<kernel>(); e != cudaSuccess) return e;
   const dim3 grid(a.n_splits, a.n_kv_heads, a.batch);
   kernel<<<grid, kDecodeThreads, decode_smem_bytes(a.n_heads / a.n_kv_heads, a.head_dim), stream>>>(a, rows);
   return cudaGetLastError();
