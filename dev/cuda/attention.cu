@@ -29,6 +29,10 @@
 //   decode, H 16 (= kv heads), d 128, bf16 cache: bytes B C H d * 2 * 2 (K and V read once);
 //     FLOPs 4 B C H d (negligible). C 4096: 33.6 MB per sequence -> 7.9 us (B 1), 127 us (B 16),
 //     507 us (B 64). C 16384: 134 MB -> 31.7 us (B 1), 507 us (B 16), 2.03 ms (B 64).
+// Predictions before the first run on the H200 (none of these has run yet): forward v3 near
+// 200-250 TFLOP/s (mma.sync reaches about two thirds of the wgmma rate): 0.35 ms at 4K, 5 ms at 16K,
+// about 1.3x the peer; v4 a little faster at long T. Decode v3 within 1.5x of the bandwidth floor:
+// about 0.045 ms at 16K, batch 1 (peer 0.049) and 0.02 ms at 4K (launch-bound, two kernels).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 

@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "ops/cuda/bf16.cuh"
 #include "ops/cuda/flash_attention.cuh"  // SeqPtr, kLog2e, allow_large_smem
@@ -66,19 +67,21 @@ inline size_t decode_smem_bytes(int group, int head_dim) {
   return floats * sizeof(float);
 }
 
-// Loads one element, or kVec contiguous ones with a 16-byte load, of a cache row into floats. The
+// One element, or kVec contiguous ones read with one 16-byte load, of a cache row as loaded. The
 // caches are read-only here: __ldg tells the compiler so, which lets it issue a tile's loads ahead of
 // the shared-memory stores of the ones before.
 template <class T, int kVec>
-__device__ __forceinline__ void load_floats(const T* src, float (&out)[kVec]) {
-  if constexpr (kVec == 1) {
-    out[0] = to_float(__ldg(src));
-  } else {
-    const uint4 raw = __ldg(reinterpret_cast<const uint4*>(src));
-    const T* e = reinterpret_cast<const T*>(&raw);
+using RawVec = std::conditional_t<kVec == 1, T, uint4>;
+template <class T, int kVec>
+__device__ __forceinline__ RawVec<T, kVec> load_raw(const T* src) {
+  if constexpr (kVec == 1) return __ldg(src);
+  else return __ldg(reinterpret_cast<const uint4*>(src));
+}
+template <class T, int kVec>
+__device__ __forceinline__ void store_floats(const RawVec<T, kVec>& raw, float* dst) {
+  const T* e = reinterpret_cast<const T*>(&raw);
 #pragma unroll
-    for (int i = 0; i < kVec; ++i) out[i] = to_float(e[i]);
-  }
+  for (int i = 0; i < kVec; ++i) dst[i] = to_float(e[i]);
 }
 
 // kVec: elements per load (16 bytes' worth where rows and head_dim allow, else 1).
@@ -118,24 +121,21 @@ __global__ void __launch_bounds__(kDecodeThreads) split_kernel(DecodeArgs<TQ, TK
     // kBatch loads of K and of V in flight per thread before the first is stored.
     constexpr int kBatch = 4, kStep = kDecodeThreads * kVec;
     for (int i0 = threadIdx.x * kVec; i0 < n * d; i0 += kBatch * kStep) {
-      float kf[kBatch][kVec], vf[kBatch][kVec];
+      RawVec<TKV, kVec> kr[kBatch], vr[kBatch];
 #pragma unroll
       for (int u = 0; u < kBatch; ++u) {
         const int i = i0 + u * kStep, j = i / d, c = i - j * d;  // d % kVec == 0: a vector stays in one row
         if (i < n * d) {
-          load_floats<TKV, kVec>(a.k.row(b, r0 + j) + kv_col + c, kf[u]);
-          load_floats<TKV, kVec>(a.v.row(b, r0 + j) + kv_col + c, vf[u]);
+          kr[u] = load_raw<TKV, kVec>(a.k.row(b, r0 + j) + kv_col + c);
+          vr[u] = load_raw<TKV, kVec>(a.v.row(b, r0 + j) + kv_col + c);
         }
       }
 #pragma unroll
       for (int u = 0; u < kBatch; ++u) {
         const int i = i0 + u * kStep, j = i / d, c = i - j * d;
         if (i < n * d) {
-#pragma unroll
-          for (int e = 0; e < kVec; ++e) {
-            ks[j * ld + c + e] = kf[u][e];
-            vs[j * ld + c + e] = vf[u][e];
-          }
+          store_floats<TKV, kVec>(kr[u], ks + j * ld + c);
+          store_floats<TKV, kVec>(vr[u], vs + j * ld + c);
         }
       }
     }
