@@ -137,7 +137,7 @@ RatRope::RatRope(int64_t head_dim, float theta, int64_t first, int64_t count)
     : half_(head_dim / 2), first_(first), cos_(size_t(count * half_)), sin_(size_t(count * half_)) {
   for (int64_t j = 0; j < half_; ++j) {
     // torch: inv_freq = 1 / base^(arange(0, dh, 2) / dh), angles = position * inv_freq, in float32.
-    const float inv_freq = rat_inv_freq(j, head_dim, theta);
+    const float inv_freq = rope_inv_freq(theta, head_dim, j);
     for (int64_t i = 0; i < count; ++i) {
       const float angle = float(first + i) * inv_freq;
       cos_[size_t(i * half_ + j)] = float(std::cos(double(angle)));

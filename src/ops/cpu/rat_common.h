@@ -1,11 +1,11 @@
 // Internals shared by the RAT kernels (ops/cpu/rat.cpp: forward, step, cache; rat_backward.cpp):
 // raw pointers, RAT's rotary embedding, the in-chunk recurrence and the attention of one chunk of
-// queries (validation: rat_shared.h). Defined in rat.cpp.
+// queries (validation: rat_checks.h). Defined in rat.cpp.
 #pragma once
 #include <cstdint>
 #include <vector>
 
-#include "ops/cpu/rat_shared.h"
+#include "ops/cpu/rat_checks.h"
 #include "ops/cpu/vec_math.h"
 #include "ops/ops.h"
 

@@ -1,5 +1,5 @@
 // ops::rat (chunked forward) and ops::rat_step on the GPU. The equations are at the top of
-// ops/cpu/rat.cpp; the checks are shared with the CPU (ops/cpu/rat_shared.h).
+// ops/cpu/rat.cpp; the checks are shared with the CPU (ops/cpu/rat_checks.h).
 //
 // Forward, per call (a chunk is independent of the others: its recurrence restarts at zero):
 //   1. chunk_kernel, block (chunk of the call, head, sequence), one thread per channel pair
@@ -23,11 +23,12 @@
 #include <algorithm>
 #include <climits>
 
-#include "ops/cpu/rat_shared.h"
+#include "ops/cpu/rat_checks.h"
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/cuda_ops.h"
 #include "ops/cuda/flash_attention.cuh"
 #include "ops/cuda/flash_decode.cuh"
+#include "ops/cuda/reduce.cuh"  // block_sum
 
 namespace ssm::ops::cuda {
 
@@ -122,19 +123,6 @@ __device__ __forceinline__ Running running_start(const RatArgs<T>& a, const Pair
     r = {a.run_key[row + p.col1], a.run_key[row + p.col2], a.run_value[row + p.col1], a.run_value[row + p.col2]};
   }
   return r;
-}
-
-// Σ x over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the sum.
-__device__ __forceinline__ float block_sum(float x) {
-  __shared__ float warp_sums[32];
-#pragma unroll
-  for (int off = 16; off > 0; off /= 2) x += __shfl_xor_sync(0xffffffffu, x, off);
-  if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = x;
-  __syncthreads();
-  float total = 0.0f;
-  for (int w = 0; w < int(blockDim.x / 32); ++w) total += warp_sums[w];
-  __syncthreads();  // warp_sums is reused by the next call
-  return total;
 }
 
 // Step 1 of the forward (see the top of the file). Grid (chunks of the call, heads, batch).
@@ -317,7 +305,7 @@ RatFreqs check_and_freqs(const char* op, const RatInputs& in, const detail::RatD
             "n_heads {} T {} chunk_size {}",
             op, d.batch, d.heads, d.T, d.chunk);
   RatFreqs f{};
-  for (int64_t j = 0; j < d.head_dim / 2; ++j) f.inv_freq[j] = detail::rat_inv_freq(j, d.head_dim, in.rope_theta);
+  for (int64_t j = 0; j < d.head_dim / 2; ++j) f.inv_freq[j] = detail::rope_inv_freq(in.rope_theta, d.head_dim, j);
   return f;
 }
 

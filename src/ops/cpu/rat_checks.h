@@ -1,7 +1,6 @@
-// What the CPU kernels (rat.cpp, rat_backward.cpp) and the GPU backend (ops/cuda/rat.cu) share of
-// RAT: the validation of its inputs and cache (defined in rat.cpp) and the rotation's frequencies.
+// Validation of RAT's inputs and cache, shared by the CPU kernels (rat.cpp, rat_backward.cpp) and
+// the GPU backend (ops/cuda/rat.cu). Defined in rat.cpp.
 #pragma once
-#include <cmath>
 #include <cstdint>
 
 #include "ops/cpu/op_util.h"
@@ -22,11 +21,5 @@ RatDims rat_check_inputs(const char* op, const RatInputs& in, int64_t seq_dims, 
 // the host, and a GPU cache also has device_tokens.
 void rat_check_cache(const char* op, const RatCache& cache, const RatDims& d, int64_t new_tokens,
                      Device device = Device::CPU);
-
-// The rotation's frequency of channel pair (j, j + dh/2): 1 / base^(2j/dh) in float32 as torch
-// computes inv_freq; the angle at chunk index p is float(p) * rat_inv_freq(...), also in float32.
-inline float rat_inv_freq(int64_t j, int64_t head_dim, float theta) {
-  return 1.0f / std::pow(theta, float(2 * j) / float(head_dim));
-}
 
 }  // namespace ssm::ops::detail
