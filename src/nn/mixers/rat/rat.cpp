@@ -63,8 +63,8 @@ std::unique_ptr<Mixer> RatSettings::build() const { return std::make_unique<RatM
 
 // ---- state ----
 
-RatState::RatState(int64_t batch, int64_t width, int64_t chunk_size_)
-    : cache(ops::RatCache::zeros(batch, width, 0)), chunk_size(chunk_size_) {}
+RatState::RatState(int64_t batch, int64_t width, int64_t chunk_size_, Device device)
+    : cache(ops::RatCache::zeros(batch, width, 0, device)), chunk_size(chunk_size_) {}
 
 int64_t RatState::bytes() const {
   return int64_t(cache.chunk_keys.nbytes() + cache.chunk_values.nbytes() + cache.key.nbytes() + cache.value.nbytes() +
@@ -118,7 +118,7 @@ double RatMixer::matmul_macs_per_token() const {
 }
 
 std::unique_ptr<MixerState> RatMixer::new_state(int64_t batch) const {
-  return std::make_unique<RatState>(batch, s.width(), s.chunk_size);
+  return std::make_unique<RatState>(batch, s.width(), s.chunk_size, in_proj.weight.device());
 }
 
 ops::RatInputs RatMixer::rat_inputs(const Tensor& projected) const {
