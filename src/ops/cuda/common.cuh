@@ -55,6 +55,24 @@ inline cudaStream_t stream() { return static_cast<cudaStream_t>(::ssm::cuda::cur
 
 inline unsigned blocks_for(int64_t n, int threads) { return unsigned((n + threads - 1) / threads); }
 
+// An attribute of the current GPU, e.g. its multiprocessor count.
+inline int device_attribute(cudaDeviceAttr attribute) {
+  int device = 0, value = 0;
+  SSM_CUDA_CHECK(cudaGetDevice(&device), "reading the current GPU");
+  SSM_CUDA_CHECK(cudaDeviceGetAttribute(&value, attribute, device), "reading GPU attribute {}", int(attribute));
+  return value;
+}
+// The GPU's multiprocessors (read once), for kernels that size their grid to fill it.
+inline int multiprocessor_count() {
+  static const int count = device_attribute(cudaDevAttrMultiProcessorCount);
+  return count;
+}
+// The most shared memory one block can ask for (read once).
+inline size_t shared_memory_per_block() {
+  static const size_t bytes = size_t(device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin));
+  return bytes;
+}
+
 // The activation dtypes the GPU ops take.
 inline bool is_activation_dtype(DType d) { return d == DType::F32 || d == DType::BF16; }
 

@@ -63,8 +63,8 @@ std::unique_ptr<Mixer> RatSettings::build() const { return std::make_unique<RatM
 
 // ---- state ----
 
-RatState::RatState(int64_t batch, int64_t width, int64_t chunk_size_)
-    : cache(ops::RatCache::zeros(batch, width, 0)), chunk_size(chunk_size_) {}
+RatState::RatState(int64_t batch, int64_t width, int64_t chunk_size_, Device device)
+    : cache(ops::RatCache::zeros(batch, width, 0, device)), chunk_size(chunk_size_) {}
 
 int64_t RatState::bytes() const {
   return int64_t(cache.chunk_keys.nbytes() + cache.chunk_values.nbytes() + cache.key.nbytes() + cache.value.nbytes() +
@@ -86,7 +86,7 @@ void RatState::copy_sequence(int64_t from, MixerState& to, int64_t to_index) con
       cache.chunk_values.select(0, from).slice(0, 0, finished));
   copy_batch_row(cache.key, from, target.cache.key, to_index);
   copy_batch_row(cache.value, from, target.cache.value, to_index);
-  target.cache.tokens.data<int64_t>()[to_index] = tokens;
+  target.cache.set_tokens(to_index, tokens);
 }
 
 // ---- mixer ----
@@ -118,7 +118,7 @@ double RatMixer::matmul_macs_per_token() const {
 }
 
 std::unique_ptr<MixerState> RatMixer::new_state(int64_t batch) const {
-  return std::make_unique<RatState>(batch, s.width(), s.chunk_size);
+  return std::make_unique<RatState>(batch, s.width(), s.chunk_size, in_proj.weight.device());
 }
 
 ops::RatInputs RatMixer::rat_inputs(const Tensor& projected) const {
