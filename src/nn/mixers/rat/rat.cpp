@@ -146,9 +146,9 @@ void RatMixer::forward(const Tensor& x, MixerState* state, Tensor& y, Workspace&
   const int64_t B = x.size(0), T = x.size(1);
   // Room for every chunk finished by the end of this call (sequences may be at different positions).
   if (cache) cache->reserve((furthest_position(*cache, B) + T) / s.chunk_size);
-  Tensor projected = ws.take({B, T, s.in_proj_width()});
+  Tensor projected = ws.take({B, T, s.in_proj_width()}, x.dtype());
   in_proj.forward(x, projected);
-  Tensor mixed = ws.take({B, T, s.width()});
+  Tensor mixed = ws.take({B, T, s.width()}, x.dtype());
   ops::rat(rat_inputs(projected), cache, mixed);
   ops::gated_activation(ops::Activation::Sigmoid, z_of(projected), mixed, 1.0f, mixed);
   out_proj.forward(mixed, y);
@@ -160,9 +160,9 @@ void RatMixer::step(const Tensor& x, MixerState* state, Tensor& y, Workspace& ws
   const int64_t B = x.size(0);
   // Grows (twofold) only when the caller did not reserve.
   cache.reserve((furthest_position(cache, B) + 1) / s.chunk_size);
-  Tensor projected = ws.take({B, s.in_proj_width()});
+  Tensor projected = ws.take({B, s.in_proj_width()}, x.dtype());
   in_proj.forward(x, projected);
-  Tensor mixed = ws.take({B, s.width()});
+  Tensor mixed = ws.take({B, s.width()}, x.dtype());
   ops::rat_step(rat_inputs(projected), cache, mixed);
   ops::gated_activation(ops::Activation::Sigmoid, z_of(projected), mixed, 1.0f, mixed);
   out_proj.forward(mixed, y);
