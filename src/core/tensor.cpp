@@ -276,13 +276,15 @@ Tensor Tensor::contiguous() const {
 }
 
 Tensor Tensor::clone() const {
-  Tensor out = empty(shape_, dtype_);
+  Tensor out = empty(shape_, dtype_, device());
   out.copy_from(*this);
   return out;
 }
 
 Tensor Tensor::to(DType dtype) const {
   if (dtype == dtype_) return *this;
+  // Conversions run on the host (loading, tests); a GPU tensor goes there and back.
+  if (device() != Device::CPU) return to_device(Device::CPU).to(dtype).to_device(device());
   Tensor out = empty(shape_, dtype);
   out.copy_from(*this);
   return out;

@@ -49,11 +49,12 @@ GenerationResult Generator::generate(const std::vector<std::vector<int32_t>>& pr
   ModelState& state = prepare_states(batch);
   state.reserve(int64_t(longest) + options.max_new_tokens);
   ws_.reset();
-  Tensor logits = ws_.take({batch, vocab});  // the next token's logits, per sequence
+  // The next token's logits per sequence, where the sampler reads them (the host).
+  Tensor logits = Tensor::empty({batch, vocab});
   const Workspace::Mark base = ws_.mark();
   for (int64_t b = 0; b < batch; ++b) {
     const auto& prompt = prompts[size_t(b)];
-    Tensor ids = ws_.take({1, int64_t(prompt.size())}, DType::I32);
+    Tensor ids = Tensor::empty({1, int64_t(prompt.size())}, DType::I32);  // host ids: the model copies them
     std::copy(prompt.begin(), prompt.end(), ids.data<int32_t>());
     // One sequence prefills into a state of its own, copied into the batch's afterwards.
     ModelState& single = batch == 1 ? state : prompt_state_;
@@ -74,7 +75,7 @@ GenerationResult Generator::generate(const std::vector<std::vector<int32_t>>& pr
     samplers.emplace_back(per_sequence);
   }
   std::vector<bool> done(size_t(batch), false);
-  Tensor step_ids = ws_.zeros({batch}, DType::I32);
+  Tensor step_ids = Tensor::zeros({batch}, DType::I32);
   const Workspace::Mark step_base = ws_.mark();
   for (int64_t produced = 0; produced < options.max_new_tokens; ++produced) {
     int64_t active = 0;
@@ -93,7 +94,7 @@ GenerationResult Generator::generate(const std::vector<std::vector<int32_t>>& pr
     }
     if (active == 0 || produced + 1 == options.max_new_tokens) break;
     ws_.release(step_base);
-    logits = model_.step(step_ids, state, ws_);
+    logits.copy_from(model_.step(step_ids, state, ws_));
   }
   decode_timer.finish(result.decode);
   ws_.reset();  // a call that grew the workspace plans its one block now, not at the start of the next

@@ -38,7 +38,7 @@ using TokenCallback = std::function<bool(size_t sequence, int32_t token)>;
 
 class Generator {
  public:
-  explicit Generator(const LanguageModel& model) : model_(model) {}
+  explicit Generator(const LanguageModel& model) : model_(model), ws_(model.device()) {}
   // Prompts must be non-empty (the caller puts BOS in an empty one); ids are checked against the vocabulary.
   GenerationResult generate(const std::vector<std::vector<int32_t>>& prompts, const GenerateOptions& options,
                             const TokenCallback& on_token = {});

@@ -332,7 +332,7 @@ Tensor LanguageModel::hidden_states(const Tensor& ids, ModelState* state, Worksp
   SSM_CHECK(ids.dim() == 2 && ids.size(0) > 0 && ids.size(1) > 0, "token ids must be [batch, length], got {}",
             shape_str(ids.shape()));
   if (state) SSM_CHECK(state->batch == ids.size(0), "state holds {} sequences, ids {}", state->batch, ids.size(0));
-  Tensor h = ws.take({ids.size(0), ids.size(1), config_.d_model});  // the residual stream: F32
+  Tensor h = ws.take({ids.size(0), ids.size(1), config_.d_model}, activation_dtype());
   embed(ids_here(ids, ws), h);
   for (size_t i = 0; i < branches_.size(); ++i) apply_branch(i, h, state, false, ws);
   return h;
@@ -355,7 +355,7 @@ Tensor LanguageModel::step(const Tensor& ids, ModelState& state, Workspace& ws) 
   const int64_t batch = ids.size(0);
   Tensor out = ws.take({batch, config_.vocab_size});
   WorkspaceScope scope(ws);
-  Tensor h = ws.take({batch, config_.d_model});
+  Tensor h = ws.take({batch, config_.d_model}, activation_dtype());
   embed(ids_here(ids, ws), h);
   for (size_t i = 0; i < branches_.size(); ++i) apply_branch(i, h, &state, true, ws);
   logits(h, out, ws);

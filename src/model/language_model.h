@@ -37,8 +37,8 @@ const char* weight_dtype_name(WeightDType dtype);
 struct LoadOptions {
   WeightDType weights = WeightDType::Auto;
   bool writable = false;  // copy weights out of the file mapping (training)
-  // Where the model computes. On the GPU the matrices are BF16 unless `weights` is F32 (then every
-  // activation is F32 too, for parity with the CPU); vectors and the residual stream are F32.
+  // Where the model computes. On the GPU the matrices, the activations and the residual stream are
+  // BF16 unless `weights` is F32 (then all F32, for parity with the CPU); vectors and states are F32.
   Device device = Device::CPU;
 };
 

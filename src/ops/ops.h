@@ -35,6 +35,8 @@ void add_scaled_inplace(Tensor& a, const Tensor& b, float factor);
 void scale(const Tensor& x, float factor, Tensor& y);
 // x[..., j] *= factors[j] in place (x rows, factors F32 [width]).
 void scale_columns(Tensor& x, const Tensor& factors);
+// Every element of the rows tensor x set to `value`.
+void fill(Tensor& x, float value);
 // y = -exp(x) elementwise, contiguous F32 (A = -exp(A_log), recomputed at every decode step).
 void neg_exp(const Tensor& x, Tensor& y);
 
@@ -191,18 +193,28 @@ struct RatInputs {
   float softmax_scale = 0.0f;  // 0: dh^-1/2, the authors' value
 };
 // Decode cache of one layer: what later tokens can see. Sequences may be at different positions.
+// A GPU cache (zeros(..., Device::CUDA)) keeps its F32 tensors on the GPU and the token counts twice:
+// `tokens` on the host, which the host knows without asking the GPU (it decides how many tokens each
+// sequence gets) and sizes and checks the chunk lists with, and `device_tokens` on the GPU, which the
+// kernels read and advance. So no op reads a count back, and a captured decode graph replays with the
+// positions it left on the GPU (the graph's owner then advances `tokens` itself). The ops advance
+// both copies; set_tokens writes both.
 struct RatCache {
-  Tensor chunk_keys;    // [B, capacity, H*dh]: RoPE-rotated key at the end of every finished chunk
-  Tensor chunk_values;  // [B, capacity, H*dh]: value at the end of every finished chunk
-  Tensor key, value;    // [B, H*dh]: the running k̃/ṽ of the current chunk (not rotated)
-  Tensor tokens;        // [B] I64: tokens seen per sequence (finished chunks = tokens / L)
+  Tensor chunk_keys;     // [B, capacity, H*dh]: RoPE-rotated key at the end of every finished chunk
+  Tensor chunk_values;   // [B, capacity, H*dh]: value at the end of every finished chunk
+  Tensor key, value;     // [B, H*dh]: the running k̃/ṽ of the current chunk (not rotated)
+  Tensor tokens;         // [B] I64 on the host: tokens seen per sequence (finished chunks = tokens / L)
+  Tensor device_tokens;  // [B] I64 on the GPU: the same counts (GPU caches only)
 
   // An empty cache (every sequence at position 0) with room for `capacity` finished chunks.
-  static RatCache zeros(int64_t batch, int64_t width, int64_t capacity);
+  static RatCache zeros(int64_t batch, int64_t width, int64_t capacity, Device device = Device::CPU);
+  Device device() const { return key.device(); }
   int64_t capacity() const { return chunk_keys.defined() ? chunk_keys.size(1) : 0; }
   // Grows chunk_keys/chunk_values to hold at least `chunks` chunks, keeping their contents. Grows
   // at least twofold, so that reserving one chunk at a time while decoding copies O(1) per token.
   void reserve(int64_t chunks);
+  // Sets the tokens seen by `sequence` (both copies of a GPU cache; waits for the copy).
+  void set_tokens(int64_t sequence, int64_t count);
 };
 // Chunked forward, any T. cache (optional): each sequence continues from cache->tokens (0: from
 // the start), reads the finished chunks and the running pair there, and leaves the cache at its

@@ -20,6 +20,7 @@
 #include <cmath>
 
 #include "ops/cpu/attention_tiles.h"
+#include "ops/dispatch.h"
 
 namespace ssm::ops {
 
@@ -95,14 +96,9 @@ void forward_block(const detail::AttentionDims& d, const detail::SeqRows& q, con
 
 void attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionParams& params, Tensor& o,
                Tensor* lse) {
-  using detail::describe;
+  SSM_GPU_DISPATCH(o, attention, q, k, v, params, o, lse);
   const detail::AttentionDims d = detail::check_attention("attention", q, k, v, params);
-  SSM_CHECK(detail::is_f32_seq(o, 3) && o.shape() == q.shape(),
-            "attention: o must be F32 of q's shape {} with a contiguous last dim, got {}", shape_str(q.shape()),
-            describe(o));
-  if (lse)
-    SSM_CHECK(detail::is_f32_contig(*lse, {d.batch, d.n_heads, d.T}),
-              "attention: lse must be F32 contiguous {}, got {}", shape_str({d.batch, d.n_heads, d.T}), describe(*lse));
+  detail::check_attention_outputs("attention", d, q, o, lse);
   if (d.batch == 0 || d.T == 0) return;
 
   const detail::SeqRows qr = detail::seq_rows(q), kr = detail::seq_rows(k), vr = detail::seq_rows(v),
@@ -180,31 +176,17 @@ void decode_chunk(const detail::AttentionDims& d, const detail::SeqRows& q, cons
 
 void attention_decode(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& lengths,
                       const AttentionParams& params, Tensor& o) {
-  using detail::describe;
+  SSM_GPU_DISPATCH(o, attention_decode, q, k_cache, v_cache, lengths, params, o);
   constexpr const char* op = "attention_decode";
-  SSM_CHECK(detail::is_f32_seq(q, 2), "{}: q must be F32 [B,n_heads*head_dim] with a contiguous last dim, got {}", op,
-            describe(q));
-  const int64_t batch = q.size(0);
-  SSM_CHECK(detail::is_f32_seq(k_cache, 3) && k_cache.size(0) == batch,
-            "{}: k_cache must be F32 [B,C,n_kv_heads*head_dim] with B {}, got {}", op, batch, describe(k_cache));
-  SSM_CHECK(detail::is_f32_seq(v_cache, 3) && v_cache.shape() == k_cache.shape(),
-            "{}: v_cache must be F32 of k_cache's shape {}, got {}", op, shape_str(k_cache.shape()), describe(v_cache));
-  const int64_t hd = detail::check_heads(op, params, q.size(1), k_cache.size(2));
-  SSM_CHECK(
-      lengths.defined() && lengths.dtype() == DType::I32 && lengths.shape() == Shape{batch} && lengths.is_contiguous(),
-      "{}: lengths must be I32 [{}], got {}", op, batch, describe(lengths));
-  SSM_CHECK(detail::is_f32_seq(o, 2) && o.shape() == q.shape(), "{}: o must be F32 of q's shape {}, got {}", op,
-            shape_str(q.shape()), describe(o));
-  const int64_t capacity = k_cache.size(1);
+  // The one query of sequence b is at position lengths[b] - 1; T and S here only size the cache.
+  const detail::AttentionDims d = detail::check_attention_decode(op, q, k_cache, v_cache, lengths, params, o);
+  const int64_t batch = d.batch, hd = d.head_dim, capacity = d.S;
   const int32_t* len = lengths.data<int32_t>();
   for (int64_t b = 0; b < batch; ++b)
     SSM_CHECK(len[b] >= 1 && len[b] <= capacity, "{}: lengths[{}] = {} is outside [1, {}] (the cache capacity)", op, b,
               len[b], capacity);
   if (batch == 0) return;
 
-  // The one query of sequence b is at position lengths[b] - 1; T and S here only size the cache.
-  const detail::AttentionDims d{
-      batch, 1, capacity, params.n_heads, params.n_kv_heads, hd, params.window, detail::softmax_scale(params, hd)};
   std::vector<DecodeChunk> chunks;
   std::vector<int64_t> first_chunk(size_t(batch) + 1);  // chunks of sequence b: [first_chunk[b], first_chunk[b+1])
   for (int64_t b = 0; b < batch; ++b) {

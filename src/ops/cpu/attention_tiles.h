@@ -1,5 +1,5 @@
-// Shared by the attention kernels (attention.cpp, attention_backward.cpp): the checked dimensions of
-// q, k, v, and the 64-lane tiles every pass is built from.
+// Shared by the attention kernels (attention.cpp, attention_backward.cpp): the 64-lane tiles every
+// pass is built from (the checks of q, k, v are in attention_checks.h).
 //
 // A tile is a block of rows of kTile = 64 floats (4 vectors of 16). Its lanes are queries in the
 // forward and dq passes and keys in the dk/dv pass, so the softmax statistics are per lane and need
@@ -15,6 +15,7 @@
 
 #include "core/error.h"
 #include "core/tensor.h"
+#include "ops/cpu/attention_checks.h"
 #include "ops/cpu/op_util.h"
 #include "ops/cpu/vec_math.h"
 #include "ops/ops.h"
@@ -28,57 +29,13 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 // ---- tensors ----
 
-// An F32 tensor of `dims` dims ([B,T,W] or [B,W]) whose last dim is contiguous; other strides free.
-inline bool is_f32_seq(const Tensor& t, int64_t dims) {
-  return t.defined() && t.dtype() == DType::F32 && t.dim() == dims && (t.stride(-1) == 1 || t.size(-1) <= 1);
-}
-
-// Row t of batch b of such a tensor ([B,W]: t = 0).
+// Row t of batch b of an F32 sequence tensor ([B,W]: t = 0).
 struct SeqRows {
   float* data;
   int64_t batch_stride, row_stride;
   float* row(int64_t b, int64_t t) const { return data + b * batch_stride + t * row_stride; }
 };
 inline SeqRows seq_rows(const Tensor& t) { return {t.data<float>(), t.stride(0), t.dim() == 3 ? t.stride(1) : 0}; }
-
-struct AttentionDims {
-  int64_t batch, T, S, n_heads, n_kv_heads, head_dim, window;
-  float scale;
-  int64_t group() const { return n_heads / n_kv_heads; }  // query heads per kv head
-  int64_t offset() const { return S - T; }                // position of query 0
-};
-
-// Validates the head counts against the widths of q and k/v; returns the head dim.
-inline int64_t check_heads(const char* op, const AttentionParams& p, int64_t q_width, int64_t kv_width) {
-  SSM_CHECK(p.n_heads > 0 && p.n_kv_heads > 0 && p.n_heads % p.n_kv_heads == 0,
-            "{}: n_heads {} must be a positive multiple of n_kv_heads {}", op, p.n_heads, p.n_kv_heads);
-  SSM_CHECK(q_width > 0 && q_width % p.n_heads == 0, "{}: q width {} is not n_heads {} x head_dim", op, q_width,
-            p.n_heads);
-  const int64_t head_dim = q_width / p.n_heads;
-  SSM_CHECK(kv_width == p.n_kv_heads * head_dim, "{}: k/v width {} != n_kv_heads {} x head_dim {}", op, kv_width,
-            p.n_kv_heads, head_dim);
-  SSM_CHECK(p.window >= 0, "{}: window {} is negative", op, p.window);
-  SSM_CHECK(std::isfinite(p.scale), "{}: scale {} is not finite", op, p.scale);
-  return head_dim;
-}
-
-inline float softmax_scale(const AttentionParams& p, int64_t head_dim) {
-  return p.scale != 0.0f ? p.scale : 1.0f / std::sqrt(float(head_dim));
-}
-
-// q [B,T,Hq*d], k and v [B,S,Hkv*d] with S >= T.
-inline AttentionDims check_attention(const char* op, const Tensor& q, const Tensor& k, const Tensor& v,
-                                     const AttentionParams& p) {
-  SSM_CHECK(is_f32_seq(q, 3), "{}: q must be F32 [B,T,n_heads*head_dim] with a contiguous last dim, got {}", op,
-            describe(q));
-  SSM_CHECK(is_f32_seq(k, 3) && k.size(0) == q.size(0) && k.size(1) >= q.size(1),
-            "{}: k must be F32 [B,S,n_kv_heads*head_dim] with B {} and S >= T {}, got {}", op, q.size(0), q.size(1),
-            describe(k));
-  SSM_CHECK(is_f32_seq(v, 3) && v.shape() == k.shape(), "{}: v must be F32 of k's shape {}, got {}", op,
-            shape_str(k.shape()), describe(v));
-  const int64_t head_dim = check_heads(op, p, q.size(2), k.size(2));
-  return {q.size(0), q.size(1), k.size(1), p.n_heads, p.n_kv_heads, head_dim, p.window, softmax_scale(p, head_dim)};
-}
 
 // ---- visibility ----
 

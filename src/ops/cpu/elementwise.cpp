@@ -62,6 +62,14 @@ void scale_columns(Tensor& x, const Tensor& factors) {
   });
 }
 
+void fill(Tensor& x, float value) {
+  SSM_GPU_DISPATCH(x, fill, x, value);
+  for_row_pairs("fill", x, x, [value](float* xr, const float*, int64_t width) {
+#pragma omp simd
+    for (int64_t i = 0; i < width; ++i) xr[i] = value;
+  });
+}
+
 void neg_exp(const Tensor& x, Tensor& y) {
   SSM_GPU_DISPATCH(y, neg_exp, x, y);
   SSM_CHECK(x.dtype() == DType::F32 && y.dtype() == DType::F32 && x.is_contiguous() && y.is_contiguous() &&

@@ -13,6 +13,7 @@
 #include "core/error.h"
 #include "ops/cpu/moe_plan.h"
 #include "ops/cpu/op_util.h"  // describe, is_f32_rows
+#include "ops/dispatch.h"
 #include "ops/ops.h"
 
 namespace ssm::ops {
@@ -70,6 +71,7 @@ void moe_plan(const Tensor& indices, MoePlan& plan) {
 }
 
 void moe_gather(const Tensor& x, const MoePlan& plan, int64_t first_row, Tensor& out) {
+  SSM_GPU_DISPATCH(out, moe_gather, x, plan, first_row, out);
   const char* op = "moe_gather";
   const detail::MoePlanDims d = detail::check_moe_plan(op, plan);
   SSM_CHECK(is_f32_rows(x) && x.dim() == 2 && x.size(0) == d.tokens,
@@ -89,6 +91,7 @@ void moe_gather(const Tensor& x, const MoePlan& plan, int64_t first_row, Tensor&
 }
 
 void moe_scatter_add(const Tensor& rows, const Tensor& weights, const MoePlan& plan, int64_t first_row, Tensor& y) {
+  SSM_GPU_DISPATCH(y, moe_scatter_add, rows, weights, plan, first_row, y);
   const char* op = "moe_scatter_add";
   const detail::MoePlanDims d = detail::check_moe_plan(op, plan);
   SSM_CHECK(is_f32_rows(y) && y.dim() == 2 && y.size(0) == d.tokens,

@@ -15,6 +15,24 @@ inline std::string describe(const Tensor& t) {
   return fmt::format("{} {}{}", shape_str(t.shape()), dtype_name(t.dtype()), t.device() == Device::CPU ? "" : " on the GPU");
 }
 
+// The dtype and device every activation of one call must have: F32 on the CPU, or F32 or BF16 (one
+// per call) on the GPU. Checks shared by both backends take one; str() names it in messages.
+struct Placement {
+  DType dtype = DType::F32;
+  Device device = Device::CPU;
+  std::string str() const { return fmt::format("{}{}", dtype_name(dtype), device == Device::CPU ? "" : " on the GPU"); }
+};
+inline const char* on_device(Device device) { return device == Device::CPU ? "" : " on the GPU"; }
+
+// Rows tensors ([..., width], uniform row stride, contiguous last dim) with `where`'s dtype and device.
+inline bool is_rows(const Tensor& t, const Placement& where) {
+  return t.defined() && t.device() == where.device && t.dtype() == where.dtype && t.dim() >= 1 && t.has_uniform_rows();
+}
+// Contiguous F32 tensors of `shape` on `device` (vectors, states).
+inline bool is_f32_contig_on(const Tensor& t, const Shape& shape, Device device) {
+  return t.defined() && t.device() == device && t.dtype() == DType::F32 && t.shape() == shape && t.is_contiguous();
+}
+
 // CPU tensors only: a GPU tensor reaching a CPU kernel fails these checks instead of being read.
 inline bool is_f32_rows(const Tensor& t) {
   return t.defined() && t.device() == Device::CPU && t.dtype() == DType::F32 && t.dim() >= 1 && t.has_uniform_rows();

@@ -38,7 +38,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <vector>
 
 #include "core/error.h"
@@ -46,19 +45,18 @@
 #include "ops/cpu/op_util.h"
 #include "ops/cpu/rat_common.h"
 #include "ops/cpu/vec_math.h"
+#include "ops/dispatch.h"
 #include "ops/ops.h"
 
 namespace ssm::ops {
 
 namespace detail {
 
-namespace {
-bool is_f32_rows_dims(const Tensor& t, int64_t dims) { return is_f32_rows(t) && t.dim() == dims; }
-}  // namespace
-
-RatDims rat_check_inputs(const char* op, const RatInputs& in, int64_t seq_dims) {
+RatDims rat_check_inputs(const char* op, const RatInputs& in, int64_t seq_dims, const Placement& where) {
   const char* lead = seq_dims == 3 ? "[B,T," : "[B,";
-  SSM_CHECK(is_f32_rows_dims(in.v, seq_dims), "{}: v must be F32 rows {}H*dh], got {}", op, lead, describe(in.v));
+  const std::string w = where.str();
+  SSM_CHECK(is_rows(in.v, where) && in.v.dim() == seq_dims, "{}: v must be {} rows {}H*dh], got {}", op, w, lead,
+            describe(in.v));
   RatDims d{};
   d.batch = in.v.size(0);
   d.T = seq_dims == 3 ? in.v.size(1) : 1;
@@ -81,11 +79,12 @@ RatDims rat_check_inputs(const char* op, const RatInputs& in, int64_t seq_dims) 
   for (const auto& [t, name, width] : seq_inputs) {
     Shape want = in.v.shape();
     want.back() = width;
-    SSM_CHECK(is_f32_rows(*t, want), "{}: {} must be F32 rows {} (n_heads {}, n_groups {}, head size {}), got {}", op,
-              name, shape_str(want), d.heads, d.groups, d.head_dim, describe(*t));
+    SSM_CHECK(is_rows(*t, where) && t->shape() == want,
+              "{}: {} must be {} rows {} (n_heads {}, n_groups {}, head size {}), got {}", op, name, w,
+              shape_str(want), d.heads, d.groups, d.head_dim, describe(*t));
   }
-  SSM_CHECK(is_f32_vec(in.gate_bias, d.width), "{}: gate_bias must be F32 [{}], got {}", op, d.width,
-            describe(in.gate_bias));
+  SSM_CHECK(is_f32_contig_on(in.gate_bias, {d.width}, where.device), "{}: gate_bias must be F32 [{}]{}, got {}", op,
+            d.width, on_device(where.device), describe(in.gate_bias));
   SSM_CHECK(d.chunk >= 1, "{}: chunk_size must be positive, got {}", op, d.chunk);
   SSM_CHECK(std::isfinite(in.rope_theta) && in.rope_theta > 0.0f, "{}: rope_theta must be positive, got {}", op,
             in.rope_theta);
@@ -95,22 +94,30 @@ RatDims rat_check_inputs(const char* op, const RatInputs& in, int64_t seq_dims) 
   return d;
 }
 
-void rat_check_cache(const char* op, const RatCache& cache, const RatDims& d, int64_t new_tokens) {
-  SSM_CHECK(cache.tokens.defined() && cache.tokens.dtype() == DType::I64 && cache.tokens.dim() == 1 &&
-                cache.tokens.is_contiguous(),
-            "{}: cache.tokens must be contiguous I64 [B], got {}", op, describe(cache.tokens));
+void rat_check_cache(const char* op, const RatCache& cache, const RatDims& d, int64_t new_tokens, Device device) {
+  SSM_CHECK(cache.tokens.defined() && cache.tokens.device() == Device::CPU && cache.tokens.dtype() == DType::I64 &&
+                cache.tokens.dim() == 1 && cache.tokens.is_contiguous(),
+            "{}: cache.tokens must be contiguous I64 [B] on the host, got {}", op, describe(cache.tokens));
   SSM_CHECK(cache.tokens.size(0) == d.batch, "{}: the cache holds {} sequences, the inputs {}", op,
             cache.tokens.size(0), d.batch);
+  const Shape counts{d.batch};
+  if (device == Device::CUDA)
+    SSM_CHECK(cache.device_tokens.defined() && cache.device_tokens.device() == Device::CUDA &&
+                  cache.device_tokens.dtype() == DType::I64 && cache.device_tokens.shape() == counts &&
+                  cache.device_tokens.is_contiguous(),
+              "{}: a GPU cache needs device_tokens, contiguous I64 [{}] on the GPU (RatCache::zeros), got {}", op,
+              d.batch, describe(cache.device_tokens));
   const Shape running{d.batch, d.width};
-  SSM_CHECK(is_f32_contig(cache.key, running) && is_f32_contig(cache.value, running),
-            "{}: cache.key and cache.value must be contiguous F32 {}, got {} and {}", op, shape_str(running),
+  const char* where = on_device(device);
+  SSM_CHECK(is_f32_contig_on(cache.key, running, device) && is_f32_contig_on(cache.value, running, device),
+            "{}: cache.key and cache.value must be contiguous F32 {}{}, got {} and {}", op, shape_str(running), where,
             describe(cache.key), describe(cache.value));
   const bool ends_ok = cache.chunk_keys.defined() && cache.chunk_keys.dim() == 3 &&
-                       is_f32_contig(cache.chunk_keys, {d.batch, cache.chunk_keys.size(1), d.width}) &&
-                       is_f32_contig(cache.chunk_values, cache.chunk_keys.shape());
+                       is_f32_contig_on(cache.chunk_keys, {d.batch, cache.chunk_keys.size(1), d.width}, device) &&
+                       is_f32_contig_on(cache.chunk_values, cache.chunk_keys.shape(), device);
   SSM_CHECK(ends_ok,
-            "{}: cache.chunk_keys and cache.chunk_values must be contiguous F32 [{}, capacity, {}], got {} and {}", op,
-            d.batch, d.width, describe(cache.chunk_keys), describe(cache.chunk_values));
+            "{}: cache.chunk_keys and cache.chunk_values must be contiguous F32 [{}, capacity, {}]{}, got {} and {}",
+            op, d.batch, d.width, where, describe(cache.chunk_keys), describe(cache.chunk_values));
   const int64_t* tokens = cache.tokens.data<int64_t>();
   int64_t needed = 0;
   for (int64_t b = 0; b < d.batch; ++b) {
@@ -130,7 +137,7 @@ RatRope::RatRope(int64_t head_dim, float theta, int64_t first, int64_t count)
     : half_(head_dim / 2), first_(first), cos_(size_t(count * half_)), sin_(size_t(count * half_)) {
   for (int64_t j = 0; j < half_; ++j) {
     // torch: inv_freq = 1 / base^(arange(0, dh, 2) / dh), angles = position * inv_freq, in float32.
-    const float inv_freq = 1.0f / std::pow(theta, float(2 * j) / float(head_dim));
+    const float inv_freq = rope_inv_freq(theta, head_dim, j);
     for (int64_t i = 0; i < count; ++i) {
       const float angle = float(first + i) * inv_freq;
       cos_[size_t(i * half_ + j)] = float(std::cos(double(angle)));
@@ -257,15 +264,16 @@ void rat_attend(const RatPointers& p, const RatDims& d, const RatRope& rope, int
 
 }  // namespace detail
 
-RatCache RatCache::zeros(int64_t batch, int64_t width, int64_t capacity) {
+RatCache RatCache::zeros(int64_t batch, int64_t width, int64_t capacity, Device device) {
   SSM_CHECK(batch >= 0 && width > 0 && capacity >= 0, "RatCache::zeros: bad sizes batch {} width {} capacity {}", batch,
             width, capacity);
   RatCache c;
-  c.chunk_keys = Tensor::zeros({batch, capacity, width});
-  c.chunk_values = Tensor::zeros({batch, capacity, width});
-  c.key = Tensor::zeros({batch, width});
-  c.value = Tensor::zeros({batch, width});
+  c.chunk_keys = Tensor::zeros({batch, capacity, width}, DType::F32, device);
+  c.chunk_values = Tensor::zeros({batch, capacity, width}, DType::F32, device);
+  c.key = Tensor::zeros({batch, width}, DType::F32, device);
+  c.value = Tensor::zeros({batch, width}, DType::F32, device);
   c.tokens = Tensor::zeros({batch}, DType::I64);
+  if (device != Device::CPU) c.device_tokens = Tensor::zeros({batch}, DType::I64, device);
   return c;
 }
 
@@ -280,15 +288,22 @@ void RatCache::reserve(int64_t wanted) {
   const int64_t batch = chunk_keys.size(0), width = chunk_keys.size(2);
   const int64_t grown = std::max(wanted, 2 * old);  // doubling: decoding reserves one chunk at a time
   for (Tensor* t : {&chunk_keys, &chunk_values}) {
-    Tensor bigger = Tensor::zeros({batch, grown, width});
-    for (int64_t b = 0; b < batch && old > 0; ++b)
-      std::memcpy(bigger.data<float>() + b * grown * width, t->data<float>() + b * old * width,
-                  size_t(old * width) * sizeof(float));
+    Tensor bigger = Tensor::zeros({batch, grown, width}, DType::F32, t->device());
+    if (batch > 0 && old > 0) bigger.slice(1, 0, old).copy_from(*t);
     *t = bigger;
   }
 }
 
+void RatCache::set_tokens(int64_t sequence, int64_t count) {
+  SSM_CHECK(tokens.defined() && sequence >= 0 && sequence < tokens.size(0) && count >= 0,
+            "RatCache::set_tokens: sequence {} of {}, count {}", sequence, tokens.defined() ? tokens.size(0) : 0,
+            count);
+  tokens.data<int64_t>()[sequence] = count;
+  if (device_tokens.defined()) device_tokens.slice(0, sequence, 1).copy_from(tokens.slice(0, sequence, 1));
+}
+
 void rat(const RatInputs& in, RatCache* cache, Tensor& y) {
+  SSM_GPU_DISPATCH(y, rat, in, cache, y);
   const char* op = "rat";
   const detail::RatDims d = detail::rat_check_inputs(op, in, 3);
   SSM_CHECK(detail::is_f32_rows(y, in.v.shape()), "{}: y must be F32 rows of v's shape {}, got {}", op,
@@ -387,6 +402,7 @@ void rat(const RatInputs& in, RatCache* cache, Tensor& y) {
 }
 
 void rat_step(const RatInputs& in, RatCache& cache, Tensor& y) {
+  SSM_GPU_DISPATCH(y, rat_step, in, cache, y);
   const char* op = "rat_step";
   const detail::RatDims d = detail::rat_check_inputs(op, in, 2);
   SSM_CHECK(detail::is_f32_rows(y, in.v.shape()), "{}: y must be F32 rows of v's shape {}, got {}", op,

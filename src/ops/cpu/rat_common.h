@@ -1,25 +1,15 @@
 // Internals shared by the RAT kernels (ops/cpu/rat.cpp: forward, step, cache; rat_backward.cpp):
-// validation, raw pointers, RAT's rotary embedding, the in-chunk recurrence and the attention of
-// one chunk of queries. Defined in rat.cpp.
+// raw pointers, RAT's rotary embedding, the in-chunk recurrence and the attention of one chunk of
+// queries (validation: rat_checks.h). Defined in rat.cpp.
 #pragma once
 #include <cstdint>
 #include <vector>
 
+#include "ops/cpu/rat_checks.h"
 #include "ops/cpu/vec_math.h"
 #include "ops/ops.h"
 
 namespace ssm::ops::detail {
-
-struct RatDims {
-  int64_t batch, T, heads, groups, head_dim, width, chunk;  // width = heads * head_dim
-  float scale;                                              // softmax scale, default resolved
-};
-
-// Checks q/k/v/g/gate_bias/sizes; `seq_dims` is 3 for [B,T,W] tensors and 2 for the step's [B,W].
-RatDims rat_check_inputs(const char* op, const RatInputs& in, int64_t seq_dims);
-// Checks the cache's tensors against the dims (batch, width) and that their chunk capacity holds
-// every chunk finished after `new_tokens` more tokens.
-void rat_check_cache(const char* op, const RatCache& cache, const RatDims& d, int64_t new_tokens);
 
 // The forget gate a = σ(x) and 1 − a (without the cancellation of computing it as 1 − a).
 inline void rat_gate(float x, float& a, float& one_minus_a) {

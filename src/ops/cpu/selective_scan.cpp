@@ -12,6 +12,7 @@
 #include "ops/cpu/op_util.h"  // describe, is_f32_rows, is_f32_vec
 #include "ops/cpu/scratch.h"
 #include "ops/cpu/vec_math.h"
+#include "ops/dispatch.h"
 #include "ops/ops.h"
 
 namespace ssm::ops {
@@ -212,10 +213,12 @@ ScanArgs check_args(const char* op, const SelectiveScanInputs& in, Tensor* state
 }  // namespace
 
 void selective_scan(const SelectiveScanInputs& in, Tensor* state, Tensor& y) {
+  SSM_GPU_DISPATCH(y, selective_scan, in, state, y);
   scan_run(check_args("selective_scan", in, state && state->defined() ? state : nullptr, y, 3));
 }
 
 void selective_scan_step(const SelectiveScanInputs& in, Tensor& state, Tensor& y) {
+  SSM_GPU_DISPATCH(y, selective_scan_step, in, state, y);
   SSM_CHECK(state.defined(), "selective_scan_step: state is required");
   scan_run(check_args("selective_scan_step", in, &state, y, 2));
 }

@@ -31,6 +31,7 @@
 #include "ops/cpu/scratch.h"
 #include "ops/cpu/ssd_inputs.h"
 #include "ops/cpu/vec_math.h"
+#include "ops/dispatch.h"
 #include "ops/ops.h"
 
 namespace ssm::ops {
@@ -75,68 +76,13 @@ class FlushDenormals {
 constexpr int64_t kRowBlock = 64;        // rows per block of the causal products
 constexpr int64_t kMaxHeadsPerItem = 4;  // heads per work item (their products run as one)
 
-bool is_f32_rows(const Tensor& t, int64_t dims) {
-  return t.defined() && t.dtype() == DType::F32 && t.dim() == dims && t.has_uniform_rows();
-}
-bool is_f32_vec(const Tensor& t, int64_t n) {
-  return t.defined() && t.dtype() == DType::F32 && t.dim() == 1 && t.size(0) == n && t.is_contiguous();
-}
-std::string describe(const Tensor& t) {
-  return t.defined() ? fmt::format("{} {}", shape_str(t.shape()), dtype_name(t.dtype())) : std::string("undefined");
-}
-
-struct Dims {
-  int64_t Bt, T, H, P, G, N;
-};
-
-// Shared validation of ssd / ssd_step. `seq_dims` is 3 for [B,T,W] tensors and 2 for [B,W].
-Dims check_inputs(const char* op, const SsdInputs& in, const Tensor* state, const Tensor& y, int64_t seq_dims) {
-  const char* layout = seq_dims == 3 ? "[B,T," : "[B,";
-  SSM_CHECK(is_f32_rows(in.x, seq_dims), "{}: x must be F32 rows {}H*P], got {}", op, layout, describe(in.x));
-  SSM_CHECK(is_f32_rows(in.dt, seq_dims), "{}: dt must be F32 rows {}H], got {}", op, layout, describe(in.dt));
-  Dims d{};
-  d.Bt = in.x.size(0);
-  d.T = seq_dims == 3 ? in.x.size(1) : 1;
-  d.H = in.dt.size(-1);
-  d.G = in.n_groups;
-  SSM_CHECK(d.H > 0 && in.x.size(-1) % d.H == 0 && in.x.size(-1) > 0,
-            "{}: x width {} is not a multiple of the head count {} (x {}, dt {})", op, in.x.size(-1), d.H,
-            shape_str(in.x.shape()), shape_str(in.dt.shape()));
-  d.P = in.x.size(-1) / d.H;
-  for (int64_t i = 0; i + 1 < seq_dims; ++i)
-    SSM_CHECK(in.dt.size(i) == in.x.size(i), "{}: dt {} does not match x {}", op, shape_str(in.dt.shape()),
-              shape_str(in.x.shape()));
-  SSM_CHECK(d.G >= 1 && d.H % d.G == 0, "{}: n_groups {} does not divide the head count {}", op, d.G, d.H);
-  SSM_CHECK(is_f32_rows(in.B, seq_dims) && is_f32_rows(in.C, seq_dims),
-            "{}: B and C must be F32 rows {}G*N], got B {} C {}", op, layout, describe(in.B), describe(in.C));
-  SSM_CHECK(in.B.shape() == in.C.shape(), "{}: B {} and C {} differ in shape", op, shape_str(in.B.shape()),
-            shape_str(in.C.shape()));
-  for (int64_t i = 0; i + 1 < seq_dims; ++i)
-    SSM_CHECK(in.B.size(i) == in.x.size(i), "{}: B {} does not match x {}", op, shape_str(in.B.shape()),
-              shape_str(in.x.shape()));
-  SSM_CHECK(in.B.size(-1) % d.G == 0 && in.B.size(-1) > 0, "{}: B width {} is not a multiple of n_groups {}", op,
-            in.B.size(-1), d.G);
-  d.N = in.B.size(-1) / d.G;
-  SSM_CHECK(is_f32_vec(in.A, d.H), "{}: A must be F32 [{}], got {}", op, d.H, describe(in.A));
-  SSM_CHECK(!in.dt_bias.defined() || is_f32_vec(in.dt_bias, d.H), "{}: dt_bias must be F32 [{}], got {}", op, d.H,
-            describe(in.dt_bias));
-  SSM_CHECK(!in.D.defined() || is_f32_vec(in.D, d.H), "{}: D must be F32 [{}], got {}", op, d.H, describe(in.D));
-  SSM_CHECK(is_f32_rows(y, seq_dims) && y.shape() == in.x.shape(), "{}: y must be F32 rows of x's shape {}, got {}", op,
-            shape_str(in.x.shape()), describe(y));
-  if (state && state->defined()) {
-    const Shape want{d.Bt, d.H, d.P, d.N};
-    SSM_CHECK(state->dtype() == DType::F32 && state->shape() == want && state->is_contiguous(),
-              "{}: state must be contiguous F32 {}, got {}", op, shape_str(want), describe(*state));
-  }
-  return d;
-}
-
 }  // namespace
 
 void ssd(const SsdInputs& in, Tensor* state, Tensor& y) {
-  const Dims d = check_inputs("ssd", in, state, y, 3);
+  SSM_GPU_DISPATCH(y, ssd, in, state, y);
+  const detail::SsdSizes d = detail::check_ssd_args("ssd", in, state, y, 3, Device::CPU, DType::F32);
   SSM_CHECK(in.chunk_size >= 1, "ssd: chunk_size must be positive, got {}", in.chunk_size);
-  const int64_t Bt = d.Bt, T = d.T, H = d.H, P = d.P, G = d.G, N = d.N;
+  const int64_t Bt = d.batch, T = d.T, H = d.H, P = d.P, G = d.G, N = d.N;
   if (Bt == 0 || T == 0) return;
   const int64_t Q = std::min(in.chunk_size, T);
   const int64_t n_chunks = (T + Q - 1) / Q;
@@ -307,9 +253,10 @@ void ssd(const SsdInputs& in, Tensor* state, Tensor& y) {
 }
 
 void ssd_step(const SsdInputs& in, Tensor& state, Tensor& y) {
+  SSM_GPU_DISPATCH(y, ssd_step, in, state, y);
   SSM_CHECK(state.defined(), "ssd_step: state is required");
-  const Dims d = check_inputs("ssd_step", in, &state, y, 2);
-  const int64_t Bt = d.Bt, H = d.H, P = d.P, G = d.G, N = d.N;
+  const detail::SsdSizes d = detail::check_ssd_args("ssd_step", in, &state, y, 2, Device::CPU, DType::F32);
+  const int64_t Bt = d.batch, H = d.H, P = d.P, G = d.G, N = d.N;
   const int64_t heads_per_group = H / G;
   const auto [xp, dtp, Bp, Cp, Ap, biasp, Dp, ldx, lddt, ldB, ldC] = detail::ssd_pointers(in);
   float* yp = y.data<float>();

@@ -1,8 +1,19 @@
-// Raw pointers and row strides of SsdInputs, shared by the SSD forward, step and backward kernels.
+// SsdInputs as the SSD kernels see them: the shared argument check (CPU and GPU ops) and, for the CPU
+// kernels, raw pointers and row strides (shared by the SSD forward, step and backward).
 #pragma once
 #include "ops/ops.h"
 
 namespace ssm::ops::detail {
+
+struct SsdSizes {
+  int64_t batch, T, H, P, G, N;
+};
+
+// Checks the arguments of ssd (seq_dims 3: [B,T,W] tensors) or ssd_step (seq_dims 2: [B,W]): x, dt, B, C
+// and y rows of dtype `activations`; A, dt_bias, D F32 vectors; state (when given) contiguous F32
+// [B,H,P,N]; every tensor on `device`. Returns the sizes; bad arguments are an ssm::Error naming `op`.
+SsdSizes check_ssd_args(const char* op, const SsdInputs& in, const Tensor* state, const Tensor& y, int64_t seq_dims,
+                        Device device, DType activations);
 
 struct SsdPointers {
   const float *x, *dt, *B, *C, *A, *dt_bias, *D;  // dt_bias and D are null when absent

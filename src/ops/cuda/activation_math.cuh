@@ -1,6 +1,7 @@
 // The activations at one point on the GPU (ops.h's Activation), in F32 with the accurate expf/erfcf:
 // the same functions as ops/cpu/activation_math.h, whose branch-free fast_exp they agree with to a
-// few ulp. silu also serves the gated norm and the conv.
+// few ulp. silu also serves the gated norm, the conv and the selective scan's gate; softplus the
+// scan's dt.
 #pragma once
 #include "ops/cuda/common.cuh"
 #include "ops/ops.h"
@@ -9,6 +10,13 @@ namespace ssm::ops::cuda {
 
 __device__ __forceinline__ float sigmoid(float t) { return 1.0f / (1.0f + expf(-t)); }
 __device__ __forceinline__ float silu(float x) { return x / (1.0f + expf(-x)); }
+
+// torch's softplus (x above 20), as on the CPU (ops/cpu/vec_math.h): max(x, 0) + log1p(e^-|x|). The
+// library's log1pf, not __logf(1 + e): near 1, __logf's absolute error (~1e-7) would be 1e-5 of a
+// small dt such as softplus(-4).
+__device__ __forceinline__ float softplus(float x) {
+  return fmaxf(x, 0.0f) + log1pf(fast_exp2(-fabsf(x) * kLog2e));
+}
 
 template <Activation A>
 __device__ __forceinline__ float activation_value(float x) {

@@ -22,6 +22,7 @@ void add_inplace(Tensor& a, const Tensor& b);
 void add_scaled_inplace(Tensor& a, const Tensor& b, float factor);
 void scale(const Tensor& x, float factor, Tensor& y);
 void scale_columns(Tensor& x, const Tensor& factors);
+void fill(Tensor& x, float value);
 void neg_exp(const Tensor& x, Tensor& y);
 void rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& y);
 void gated_rmsnorm(const Tensor& x, const Tensor& z, const Tensor& w, int64_t group_size, bool norm_before_gate,
@@ -39,6 +40,8 @@ void attention(const Tensor& q, const Tensor& k, const Tensor& v, const Attentio
                Tensor* lse);
 void attention_decode(const Tensor& q, const Tensor& k_cache, const Tensor& v_cache, const Tensor& lengths,
                       const AttentionParams& params, Tensor& o);
+void moe_gather(const Tensor& x, const MoePlan& plan, int64_t first_row, Tensor& out);
+void moe_scatter_add(const Tensor& rows, const Tensor& weights, const MoePlan& plan, int64_t first_row, Tensor& y);
 void rat(const RatInputs& in, RatCache* cache, Tensor& y);
 void rat_step(const RatInputs& in, RatCache& cache, Tensor& y);
 

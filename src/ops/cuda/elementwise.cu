@@ -41,6 +41,10 @@ struct Scale {
   float factor;
   __device__ float operator()(float, float x, int64_t) const { return factor * x; }
 };
+struct Fill {
+  float value;
+  __device__ float operator()(float, float, int64_t) const { return value; }
+};
 struct ScaleColumns {
   const float* factors;
   __device__ float operator()(float a, float, int64_t c) const { return a * factors[c]; }
@@ -64,6 +68,8 @@ void scale_columns(Tensor& x, const Tensor& factors) {
             "scale_columns: factors must be F32 [{}], got {}", x.size(-1), shape_str(factors.shape()));
   for_rows("scale_columns", x, x, ScaleColumns{factors.data<float>()});
 }
+
+void fill(Tensor& x, float value) { for_rows("fill", x, x, Fill{value}); }
 
 void neg_exp(const Tensor& x, Tensor& y) {
   check_on_gpu("neg_exp", {&x, &y});

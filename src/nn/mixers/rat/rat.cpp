@@ -63,8 +63,8 @@ std::unique_ptr<Mixer> RatSettings::build() const { return std::make_unique<RatM
 
 // ---- state ----
 
-RatState::RatState(int64_t batch, int64_t width, int64_t chunk_size_)
-    : cache(ops::RatCache::zeros(batch, width, 0)), chunk_size(chunk_size_) {}
+RatState::RatState(int64_t batch, int64_t width, int64_t chunk_size_, Device device)
+    : cache(ops::RatCache::zeros(batch, width, 0, device)), chunk_size(chunk_size_) {}
 
 int64_t RatState::bytes() const {
   return int64_t(cache.chunk_keys.nbytes() + cache.chunk_values.nbytes() + cache.key.nbytes() + cache.value.nbytes() +
@@ -86,7 +86,7 @@ void RatState::copy_sequence(int64_t from, MixerState& to, int64_t to_index) con
       cache.chunk_values.select(0, from).slice(0, 0, finished));
   copy_batch_row(cache.key, from, target.cache.key, to_index);
   copy_batch_row(cache.value, from, target.cache.value, to_index);
-  target.cache.tokens.data<int64_t>()[to_index] = tokens;
+  target.cache.set_tokens(to_index, tokens);
 }
 
 // ---- mixer ----
@@ -118,7 +118,7 @@ double RatMixer::matmul_macs_per_token() const {
 }
 
 std::unique_ptr<MixerState> RatMixer::new_state(int64_t batch) const {
-  return std::make_unique<RatState>(batch, s.width(), s.chunk_size);
+  return std::make_unique<RatState>(batch, s.width(), s.chunk_size, in_proj.weight.device());
 }
 
 ops::RatInputs RatMixer::rat_inputs(const Tensor& projected) const {
@@ -146,9 +146,9 @@ void RatMixer::forward(const Tensor& x, MixerState* state, Tensor& y, Workspace&
   const int64_t B = x.size(0), T = x.size(1);
   // Room for every chunk finished by the end of this call (sequences may be at different positions).
   if (cache) cache->reserve((furthest_position(*cache, B) + T) / s.chunk_size);
-  Tensor projected = ws.take({B, T, s.in_proj_width()});
+  Tensor projected = ws.take({B, T, s.in_proj_width()}, x.dtype());
   in_proj.forward(x, projected);
-  Tensor mixed = ws.take({B, T, s.width()});
+  Tensor mixed = ws.take({B, T, s.width()}, x.dtype());
   ops::rat(rat_inputs(projected), cache, mixed);
   ops::gated_activation(ops::Activation::Sigmoid, z_of(projected), mixed, 1.0f, mixed);
   out_proj.forward(mixed, y);
@@ -160,9 +160,9 @@ void RatMixer::step(const Tensor& x, MixerState* state, Tensor& y, Workspace& ws
   const int64_t B = x.size(0);
   // Grows (twofold) only when the caller did not reserve.
   cache.reserve((furthest_position(cache, B) + 1) / s.chunk_size);
-  Tensor projected = ws.take({B, s.in_proj_width()});
+  Tensor projected = ws.take({B, s.in_proj_width()}, x.dtype());
   in_proj.forward(x, projected);
-  Tensor mixed = ws.take({B, s.width()});
+  Tensor mixed = ws.take({B, s.width()}, x.dtype());
   ops::rat_step(rat_inputs(projected), cache, mixed);
   ops::gated_activation(ops::Activation::Sigmoid, z_of(projected), mixed, 1.0f, mixed);
   out_proj.forward(mixed, y);

@@ -44,7 +44,8 @@ struct RatSettings final : MixerSettings {
 // ops::RatCache for a batch of sequences, each at its own position.
 class RatState final : public MixerState {
  public:
-  RatState(int64_t batch, int64_t width, int64_t chunk_size);
+  // The cache lives on `device` (the layer's weights').
+  RatState(int64_t batch, int64_t width, int64_t chunk_size, Device device = Device::CPU);
   void copy_sequence(int64_t from, MixerState& to, int64_t to_index) const override;
   // Room for the chunks finished by `length` tokens (the running chunk lives in cache.key/value).
   void reserve(int64_t length) override { cache.reserve(length / chunk_size); }

@@ -1,0 +1,309 @@
+// Mamba-2 SSD forward on the GPU, standalone (no engine library): a CPU reference, the GPU versions, a
+// check of each against the reference on random inputs, and a timing of each at the issue's shapes.
+//
+//   dev/cuda/build.sh           (or: nvcc -O3 -std=c++20 -gencode=arch=compute_90a,code=sm_90a
+//                                 dev/cuda/ssd.cu -o build/dev-cuda/ssd)
+//   build/dev-cuda/ssd          (checks first, then the timing table)
+// Without a GPU, build/dev-cuda/ssd_host_check runs the same kernels on the CPU (dev/cuda/ssd_host_check.cpp).
+//
+// The versions are the kernels the engine op runs (src/ops/cuda/ssd_kernels.cuh, ssd_launch.cuh):
+//   v1  recurrent: one warp per (batch, head, channel p), token by token over its state row (the engine's
+//       ssd_step, and its forward for shapes v2 does not take).
+//   v2  chunked: chunks of 64 tokens cut into segments so that batch*heads*segments blocks fill the GPU;
+//       two launches (segment states, then outputs with the state composed from the segments before);
+//       the four products per chunk on tensor cores (mma.sync BF16, or 3xTF32 for F32 activations).
+//
+// Timed shapes (the issue's): batch 1, H 32, P 64, N 128, G 1, BF16, T = 4096 / 16384 / 65536 / 102400.
+// Floor (METHOD.md's two numbers):
+//   bytes: x and y (T*H*P*2 each) + B and C (T*N*2 each) + dt (T*H*2) = 8768 B per token:
+//     35.9 / 143.7 / 574.6 / 897.8 MB -> 8.5 / 33.9 / 135.5 / 211.8 us at 4.24 TB/s (measured copy).
+//   FLOPs of the chunked algorithm at Q = 64 (causal halves once, C Bᵀ once per group):
+//     T * (Q*N + H*(Q*P + 4*N*P)) = 1.19 MFLOP per token: 4.9 / 19.5 / 77.8 / 121.6 GFLOP
+//     -> 6.7 / 26.7 / 106.6 / 166.6 us at 730 TFLOP/s (measured BF16 matrix rate).
+//   So memory-bound: the floor is the bytes, 0.21 ms at 100K tokens.
+//   v2 as written moves ~12.6 KB per token (x, B and dt read again by the segment-state pass) and does
+//   ~1.9 MFLOP per token (C Bᵀ per head instead of per group, the segment states computed twice).
+// Peer: mamba_ssm's Triton SSD forward on the same card, 0.54 / 1.11 / 1.27 / 2.00 ms
+// (../shared/BENCHMARKS.md, 2026-11-28). Goal: at most 0.8x the peer at every length.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <vector>
+
+#include "../../src/ops/cuda/ssd_launch.cuh"
+
+namespace kernels = ssm::ops::cuda::ssd_kernels;
+using bf16 = __nv_bfloat16;
+
+#define CHECK_CUDA(call)                                                                          \
+  do {                                                                                            \
+    const cudaError_t error_ = (call);                                                            \
+    if (error_ != cudaSuccess) {                                                                  \
+      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(error_)); \
+      std::exit(1);                                                                               \
+    }                                                                                             \
+  } while (0)
+
+constexpr double kPeerMs[] = {0.54, 1.11, 1.27, 2.00};  // mamba_ssm Triton SSD forward, BENCHMARKS.md
+constexpr int kLengths[] = {4096, 16384, 65536, 102400};
+
+struct Shape {
+  int batch, T, H, P, G, N;
+  bool with_D, with_state;
+};
+
+// Host inputs in F32 (activations already rounded to the dtype under test).
+struct Host {
+  Shape s;
+  std::vector<float> x, dt, B, C, dt_bias, A, D, state0;
+};
+
+template <class T>
+float round_to(float v) {
+  if constexpr (sizeof(T) == 2) return __bfloat162float(__float2bfloat16(v));
+  return v;
+}
+
+template <class T>
+Host make_host(const Shape& s, unsigned seed) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_real_distribution<float> uniform(0.0f, std::log(16.0f));
+  auto fill = [&](std::vector<float>& v, size_t n, float scale, float offset, bool round) {
+    v.resize(n);
+    for (float& e : v) e = offset + scale * normal(gen);
+    if (round)
+      for (float& e : v) e = round_to<T>(e);
+  };
+  Host h{s, {}, {}, {}, {}, {}, {}, {}, {}};
+  const size_t rows = size_t(s.batch) * s.T;
+  fill(h.x, rows * s.H * s.P, 1.0f, 0.0f, true);
+  fill(h.dt, rows * s.H, 0.5f, 0.0f, true);
+  fill(h.B, rows * s.G * s.N, 0.5f, 0.0f, true);
+  fill(h.C, rows * s.G * s.N, 0.5f, 0.0f, true);
+  fill(h.dt_bias, s.H, 0.3f, -3.0f, false);
+  h.A.resize(s.H);
+  for (float& a : h.A) a = -std::exp(uniform(gen));
+  if (s.with_D) fill(h.D, s.H, 1.0f, 0.0f, false);
+  if (s.with_state) fill(h.state0, size_t(s.batch) * s.H * s.P * s.N, 0.5f, 0.0f, false);
+  return h;
+}
+
+// The plain recurrence in double: y [B,T,H*P] and the final state [B,H,P,N].
+void reference(const Host& h, std::vector<double>& y, std::vector<double>& state) {
+  const Shape& s = h.s;
+  y.assign(size_t(s.batch) * s.T * s.H * s.P, 0.0);
+  state.assign(size_t(s.batch) * s.H * s.P * s.N, 0.0);
+  if (s.with_state) std::copy(h.state0.begin(), h.state0.end(), state.begin());
+  for (int b = 0; b < s.batch; ++b)
+    for (int hd = 0; hd < s.H; ++hd) {
+      const int g = hd / (s.H / s.G);
+      double* S = &state[(size_t(b) * s.H + hd) * s.P * s.N];
+      for (int t = 0; t < s.T; ++t) {
+        const size_t row = size_t(b) * s.T + t;
+        const double v = double(h.dt[row * s.H + hd]) + h.dt_bias[hd];
+        const double dt = v > 20.0 ? v : std::log1p(std::exp(v));
+        const double decay = std::exp(dt * h.A[hd]);
+        for (int p = 0; p < s.P; ++p) {
+          const double xv = h.x[row * s.H * s.P + size_t(hd) * s.P + p];
+          double acc = 0.0;
+          for (int n = 0; n < s.N; ++n) {
+            double& sv = S[size_t(p) * s.N + n];
+            sv = decay * sv + dt * xv * h.B[(row * s.G + g) * s.N + n];
+            acc += sv * h.C[(row * s.G + g) * s.N + n];
+          }
+          y[row * s.H * s.P + size_t(hd) * s.P + p] = acc + (s.with_D ? h.D[hd] * xv : 0.0);
+        }
+      }
+    }
+}
+
+template <class T>
+T* upload(const std::vector<float>& v) {
+  std::vector<T> converted(v.size());
+  for (size_t i = 0; i < v.size(); ++i) converted[i] = T(v[i]);
+  T* d = nullptr;
+  CHECK_CUDA(cudaMalloc(&d, std::max<size_t>(1, v.size()) * sizeof(T)));
+  CHECK_CUDA(cudaMemcpy(d, converted.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
+  return d;
+}
+
+template <class T>
+std::vector<float> download(const T* d, size_t n) {
+  std::vector<T> raw(n);
+  CHECK_CUDA(cudaMemcpy(raw.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost));
+  std::vector<float> out(n);
+  for (size_t i = 0; i < n; ++i) out[i] = float(raw[i]);
+  return out;
+}
+
+// One input set on the GPU, the output poisoned with NaN, the state (when wanted) reset per run.
+template <class T>
+struct Device {
+  kernels::Args<T> args{};
+  float* state = nullptr;  // working state; null without one
+  float* state0 = nullptr;
+  float* scratch = nullptr;  // v2's, with its plan
+  kernels::Plan plan{};
+  size_t state_floats = 0;
+
+  explicit Device(const Host& h) {
+    const Shape& s = h.s;
+    args = {upload<T>(h.x), upload<T>(h.dt), upload<T>(h.B), upload<T>(h.C), nullptr,
+            upload<float>(h.A), upload<float>(h.dt_bias), s.with_D ? upload<float>(h.D) : nullptr,
+            int64_t(s.H) * s.P, s.H, int64_t(s.G) * s.N, int64_t(s.G) * s.N, int64_t(s.H) * s.P,
+            s.batch, s.T, s.H, s.P, s.G, s.N, 0.0f, INFINITY};
+    CHECK_CUDA(cudaMalloc(&args.y, size_t(s.batch) * s.T * s.H * s.P * sizeof(T)));
+    state_floats = size_t(s.batch) * s.H * s.P * s.N;
+    CHECK_CUDA(cudaMalloc(&state, state_floats * sizeof(float)));
+    state0 = s.with_state ? upload<float>(h.state0) : nullptr;
+    reset_state();
+  }
+  void poison() {
+    CHECK_CUDA(cudaMemset(args.y, 0xff, size_t(args.batch) * args.length * args.heads * args.head_dim * sizeof(T)));
+  }
+  void reset_state() {
+    if (state0) CHECK_CUDA(cudaMemcpy(state, state0, state_floats * sizeof(float), cudaMemcpyDeviceToDevice));
+    else CHECK_CUDA(cudaMemset(state, 0, state_floats * sizeof(float)));
+  }
+};
+
+enum class Version { v1, v2 };
+
+template <class T>
+void run(Device<T>& d, Version v, bool state_io, cudaStream_t stream) {
+  if (v == Version::v1) {
+    CHECK_CUDA(kernels::launch_recurrent(d.args, d.state, stream));
+    return;
+  }
+  if (!d.scratch) {  // planned once per input set, as the engine plans once per call
+    CHECK_CUDA(kernels::plan_chunked(d.args, &d.plan));
+    const size_t floats = std::max<size_t>(1, kernels::chunked_scratch_floats(d.args, d.plan));
+    CHECK_CUDA(cudaMalloc(&d.scratch, floats * sizeof(float)));
+  }
+  CHECK_CUDA(kernels::launch_chunked(d.args, d.plan, state_io ? d.state : nullptr, d.scratch, stream));
+}
+
+double rel_error(const std::vector<float>& got, const std::vector<double>& want) {
+  double diff = 0.0, scale = 0.0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    if (std::isnan(got[i])) return INFINITY;
+    diff = std::max(diff, std::fabs(got[i] - want[i]));
+    scale = std::max(scale, std::fabs(want[i]));
+  }
+  return diff / std::max(scale, 1e-30);
+}
+double rel_error(const std::vector<float>& got, const std::vector<float>& want) {
+  return rel_error(got, std::vector<double>(want.begin(), want.end()));
+}
+
+const char* name(Version v) { return v == Version::v1 ? "v1" : "v2"; }
+template <class T>
+const char* dtype_name() {
+  return sizeof(T) == 2 ? "bf16" : "f32";
+}
+
+// Against the double reference on random inputs; returns false on a failure.
+template <class T>
+bool check(const Shape& s, Version v, unsigned seed) {
+  const Host h = make_host<T>(s, seed);
+  std::vector<double> want_y, want_state;
+  reference(h, want_y, want_state);
+  Device<T> d(h);
+  d.poison();
+  d.reset_state();
+  run(d, v, true, nullptr);
+  CHECK_CUDA(cudaDeviceSynchronize());
+  const double ey = rel_error(download(d.args.y, want_y.size()), want_y);
+  const double es = rel_error(download(d.state, want_state.size()), want_state);
+  const double tol = sizeof(T) == 2 ? 2e-2 : 1e-5;
+  const bool ok = ey < tol && es < tol;
+  std::printf("check %s %-4s B %d T %5d H %2d P %2d G %d N %3d D %d state %d: y %.2e state %.2e %s\n", name(v),
+              dtype_name<T>(), s.batch, s.T, s.H, s.P, s.G, s.N, s.with_D, s.with_state, ey, es, ok ? "ok" : "FAIL");
+  return ok;
+}
+
+// Median over `batches` of the mean time of 10 back-to-back runs (CUDA events around each batch), the
+// runs rotating among input sets so that the inputs are not L2-resident.
+template <class T>
+double time_ms(std::vector<Device<T>>& sets, Version v, int batches) {
+  constexpr int kPerBatch = 10;
+  cudaEvent_t start, stop;
+  CHECK_CUDA(cudaEventCreate(&start));
+  CHECK_CUDA(cudaEventCreate(&stop));
+  for (int i = 0; i < 3; ++i) run(sets[i % sets.size()], v, false, nullptr);  // warm-up
+  std::vector<float> times;
+  for (int i = 0; i < batches; ++i) {
+    CHECK_CUDA(cudaEventRecord(start));
+    for (int j = 0; j < kPerBatch; ++j) run(sets[(i * kPerBatch + j) % sets.size()], v, false, nullptr);
+    CHECK_CUDA(cudaEventRecord(stop));
+    CHECK_CUDA(cudaEventSynchronize(stop));
+    float ms = 0;
+    CHECK_CUDA(cudaEventElapsedTime(&ms, start, stop));
+    times.push_back(ms / kPerBatch);
+  }
+  CHECK_CUDA(cudaEventDestroy(start));
+  CHECK_CUDA(cudaEventDestroy(stop));
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+int main() {
+  cudaDeviceProp prop;
+  CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
+  std::printf("%s, %d SMs\n", prop.name, prop.multiProcessorCount);
+
+  // Checks against the double recurrence: the chunked shapes (several segments, partial last chunk,
+  // two groups, initial state) and ones only v1 takes.
+  bool ok = true;
+  const Shape checked[] = {{2, 300, 4, 64, 2, 128, true, true},
+                           {1, 2049, 3, 64, 1, 64, false, true},
+                           {2, 1000, 6, 24, 2, 16, true, false},
+                           {3, 63, 4, 32, 1, 128, true, true}};
+  for (const Shape& s : checked)
+    for (Version v : {Version::v1, Version::v2}) {
+      ok &= check<float>(s, v, 1);
+      ok &= check<bf16>(s, v, 2);
+    }
+
+  // The timed shapes: v2 against v1 (the reference is too slow there), then timings.
+  std::printf("\n| tokens | v2 bf16 ms | peer ms | v2 / peer | floor ms | v2 f32 ms | v1 bf16 ms | segments |\n");
+  std::printf("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
+  for (int i = 0; i < 4; ++i) {
+    const Shape s{1, kLengths[i], 32, 64, 1, 128, true, false};
+    const size_t set_bytes = size_t(s.T) * 8768;
+    const int n_sets = int(std::max<size_t>(1, (size_t(256) << 20) / set_bytes + 1));
+    std::vector<Device<bf16>> sets;
+    for (int k = 0; k < n_sets; ++k) sets.emplace_back(make_host<bf16>(s, 10 + k));
+    Device<bf16>& first = sets[0];
+    first.poison();
+    run(first, Version::v2, false, nullptr);
+    CHECK_CUDA(cudaDeviceSynchronize());
+    const size_t ny = size_t(s.T) * s.H * s.P;
+    const std::vector<float> y2 = download(first.args.y, ny);
+    first.poison();
+    first.reset_state();
+    run(first, Version::v1, true, nullptr);
+    CHECK_CUDA(cudaDeviceSynchronize());
+    const double e = rel_error(y2, download(first.args.y, ny));
+    if (!(e < 2e-2)) {
+      std::printf("v2 vs v1 at T %d: %.2e FAIL\n", s.T, e);
+      ok = false;
+    }
+    const double v2 = time_ms(sets, Version::v2, 20);
+    const double v1 = i == 0 ? time_ms(sets, Version::v1, 1) : NAN;
+    std::vector<Device<float>> sets32;
+    sets32.emplace_back(make_host<float>(s, 20));
+    const double v2f = time_ms(sets32, Version::v2, 5);
+    const double floor_ms = double(set_bytes) / 4.24e12 * 1e3;
+    std::printf("| %d | %.3f | %.2f | %.2fx | %.3f | %.3f | %.3f | %d (v2 vs v1 %.1e) |\n", s.T, v2, kPeerMs[i],
+                v2 / kPeerMs[i], floor_ms, v2f, v1, first.plan.segments, e);
+  }
+  std::printf("%s\n", ok ? "all checks passed" : "SOME CHECKS FAILED");
+  return ok ? 0 : 1;
+}

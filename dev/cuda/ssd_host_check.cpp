@@ -1,0 +1,406 @@
+// Runs the SSD kernels of src/ops/cuda/ssd_kernels.cuh on the CPU, for machines without a GPU: every
+// CUDA thread of a block is a fiber (ucontext), __syncthreads and the warp-wide instructions (ldmatrix,
+// mma.sync, shuffles) are emulated from their PTX definitions, and the results are checked against
+// the plain recurrence in double. It checks the kernels' indexing, masking, staging and plans (many
+// segment/piece cuts, partial chunks, padded P and N, both dtypes); not timing, not races (fibers
+// switch only at barriers), not the hardware's reading of the PTX.
+//
+//   g++ -std=c++20 -O2 -I/usr/local/cuda/include dev/cuda/ssd_host_check.cpp -o build/dev-cuda/ssd_host_check
+//   build/dev-cuda/ssd_host_check        (prints one line per case; exit 1 on a failure)
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <ucontext.h>
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <vector>
+
+// ---- the CUDA execution model on fibers ----
+
+#define __launch_bounds__(...)
+
+struct Dim3 {
+  unsigned x = 0, y = 0, z = 0;
+};
+Dim3 threadIdx, blockIdx, blockDim;  // threadIdx is switched with the running fiber
+
+namespace fibers {
+
+constexpr int kMaxThreads = 256;
+constexpr size_t kStack = 256 * 1024;
+
+ucontext_t scheduler;
+ucontext_t contexts[kMaxThreads];
+std::vector<char> stacks[kMaxThreads];
+bool finished[kMaxThreads];
+int current = 0, threads = 0;
+std::function<void()> body;
+
+void yield() { swapcontext(&contexts[current], &scheduler); }
+
+// A barrier of `count` threads: arrive, then wait (switching) until the last one arrives.
+struct Barrier {
+  int arrived = 0;
+  unsigned generation = 0;
+  void wait(int count) {
+    const unsigned mine = generation;
+    if (++arrived == count) {
+      arrived = 0;
+      ++generation;
+      return;
+    }
+    while (generation == mine) yield();
+  }
+};
+Barrier block_barrier, warp_barriers[kMaxThreads / 32];
+
+void entry() {
+  body();
+  finished[current] = true;
+  swapcontext(&contexts[current], &scheduler);
+}
+
+// Runs `kernel` for every block of `grid` with `block` threads each, round-robin between barriers.
+void launch(unsigned grid, int block, const std::function<void()>& kernel) {
+  threads = block;
+  blockDim.x = unsigned(block);
+  body = kernel;
+  for (unsigned b = 0; b < grid; ++b) {
+    blockIdx.x = b;
+    for (int t = 0; t < block; ++t) {
+      stacks[t].resize(kStack);
+      getcontext(&contexts[t]);
+      contexts[t].uc_stack.ss_sp = stacks[t].data();
+      contexts[t].uc_stack.ss_size = kStack;
+      contexts[t].uc_link = nullptr;
+      makecontext(&contexts[t], entry, 0);
+      finished[t] = false;
+    }
+    for (int left = block; left > 0;) {
+      left = 0;
+      for (int t = 0; t < block; ++t) {
+        if (finished[t]) continue;
+        current = t;
+        threadIdx.x = unsigned(t);
+        swapcontext(&scheduler, &contexts[t]);
+        if (!finished[t]) ++left;
+      }
+    }
+  }
+}
+
+}  // namespace fibers
+
+void __syncthreads() { fibers::block_barrier.wait(fibers::threads); }
+
+namespace warp {
+
+int lane() { return int(threadIdx.x & 31); }
+void sync() { fibers::warp_barriers[threadIdx.x >> 5].wait(32); }
+
+// Per warp: what each lane hands to the others in one warp-wide instruction.
+struct Exchange {
+  const void* address[32];
+  uint32_t a[32][4], b[32][2];
+  double value[32];
+};
+Exchange exchanges[fibers::kMaxThreads / 32];
+Exchange& mine() { return exchanges[threadIdx.x >> 5]; }
+
+double shuffle(double v, int source) {
+  Exchange& x = mine();
+  x.value[lane()] = v;
+  sync();
+  const double r = x.value[source & 31];
+  sync();
+  return r;
+}
+
+}  // namespace warp
+
+template <class V>
+V __shfl_up_sync(unsigned, V v, int delta) {
+  const int l = warp::lane();
+  const V other = V(warp::shuffle(double(v), l >= delta ? l - delta : l));
+  return l >= delta ? other : v;
+}
+template <class V>
+V __shfl_xor_sync(unsigned, V v, int mask) {
+  return V(warp::shuffle(double(v), warp::lane() ^ mask));
+}
+template <class V>
+V __shfl_sync(unsigned, V v, int source) {
+  return V(warp::shuffle(double(v), source));
+}
+using std::max;
+using std::min;
+
+// ---- the PTX the kernels use (ptx.cuh), from its definitions ----
+
+namespace ssm::ops::cuda::ptx {
+
+uint16_t half_at(const void* row, int column) {
+  uint16_t v;
+  std::memcpy(&v, static_cast<const char*>(row) + 2 * column, 2);
+  return v;
+}
+
+template <int kMatrices, bool kTrans>
+void ldmatrix(uint32_t* r, const void* p) {
+  warp::Exchange& x = warp::mine();
+  const int l = warp::lane();
+  x.address[l] = p;
+  warp::sync();
+  for (int i = 0; i < kMatrices; ++i) {
+    if (kTrans) {
+      const int row = 2 * (l % 4), column = l / 4;
+      r[i] = uint32_t(half_at(x.address[8 * i + row], column)) |
+             uint32_t(half_at(x.address[8 * i + row + 1], column)) << 16;
+    } else {
+      std::memcpy(&r[i], static_cast<const char*>(x.address[8 * i + l / 4]) + 4 * (l % 4), 4);
+    }
+  }
+  warp::sync();
+}
+void ldmatrix_x4(uint32_t (&r)[4], const void* p) { ldmatrix<4, false>(r, p); }
+void ldmatrix_x4_trans(uint32_t (&r)[4], const void* p) { ldmatrix<4, true>(r, p); }
+void ldmatrix_x2(uint32_t (&r)[2], const void* p) { ldmatrix<2, false>(r, p); }
+void ldmatrix_x2_trans(uint32_t (&r)[2], const void* p) { ldmatrix<2, true>(r, p); }
+
+float bf16_bits(uint32_t bits) { return std::bit_cast<float>(bits << 16); }
+
+// D = A B + C from the fragments of all lanes: A 16 x K, B K x 8 (K 16 for bf16, 8 for tf32).
+template <int K>
+void mma(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  warp::Exchange& x = warp::mine();
+  const int l = warp::lane();
+  std::memcpy(x.a[l], a, sizeof a);
+  std::memcpy(x.b[l], b, sizeof b);
+  warp::sync();
+  float A[16][K], B[K][8];
+  for (int L = 0; L < 32; ++L) {
+    const int g = L / 4, t = L % 4;
+    if (K == 16) {
+      for (int reg = 0; reg < 4; ++reg) {
+        const int row = g + 8 * (reg & 1), col = 2 * t + 8 * (reg >> 1);
+        A[row][col] = bf16_bits(x.a[L][reg] & 0xffff);
+        A[row][col + 1] = bf16_bits(x.a[L][reg] >> 16);
+      }
+      for (int reg = 0; reg < 2; ++reg) {
+        B[2 * t + 8 * reg][g] = bf16_bits(x.b[L][reg] & 0xffff);
+        B[2 * t + 8 * reg + 1][g] = bf16_bits(x.b[L][reg] >> 16);
+      }
+    } else {
+      for (int reg = 0; reg < 4; ++reg) A[g + 8 * (reg & 1)][t + 4 * (reg >> 1)] = std::bit_cast<float>(x.a[L][reg]);
+      for (int reg = 0; reg < 2; ++reg) B[t + 4 * reg][g] = std::bit_cast<float>(x.b[L][reg]);
+    }
+  }
+  const int g = l / 4, t = l % 4;
+  for (int reg = 0; reg < 4; ++reg) {
+    const int row = g + 8 * (reg >> 1), col = 2 * t + (reg & 1);
+    float acc = c[reg];
+    for (int k = 0; k < K; ++k) acc += float(double(A[row][k]) * double(B[k][col]));
+    c[reg] = acc;
+  }
+  warp::sync();
+}
+void mma_bf16_16816(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) { mma<16>(c, a, b); }
+void mma_tf32_1688(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) { mma<8>(c, a, b); }
+
+uint32_t to_tf32(float v) {  // round to nearest, ties away from zero, at 13 dropped bits
+  return (std::bit_cast<uint32_t>(v) + 0x1000u) & 0xffffe000u;
+}
+
+void cp_async_16(void* dst, const void* src, int bytes) {
+  std::memset(dst, 0, 16);
+  std::memcpy(dst, src, size_t(bytes));
+}
+void cp_async_commit() {}
+void cp_async_wait_all() {}
+
+}  // namespace ssm::ops::cuda::ptx
+
+// The kernels' dynamic shared memory: one block runs at a time.
+namespace ssm::ops::cuda::ssd_kernels {
+alignas(16) unsigned char smem[232448];
+}
+
+#define SSM_SSD_HOST_CHECK
+#include "../../src/ops/cuda/ssd_kernels.cuh"
+
+namespace kernels = ssm::ops::cuda::ssd_kernels;
+using bf16 = __nv_bfloat16;
+
+// ---- cases ----
+
+struct Case {
+  int batch, T, H, P, G, N;
+  bool with_D, with_state;
+  int segments_wanted, pieces_wanted;  // through make_plan's resident counts
+};
+
+struct Inputs {
+  std::vector<float> x, dt, B, C, dt_bias, A, D, state0;
+};
+
+template <class T>
+float round_to(float v) {
+  if constexpr (sizeof(T) == 2) return __bfloat162float(__float2bfloat16(v));
+  return v;
+}
+
+template <class T>
+Inputs make_inputs(const Case& k, unsigned seed) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_real_distribution<float> uniform(0.0f, std::log(16.0f));
+  auto fill = [&](std::vector<float>& v, size_t n, float scale, float offset, bool activation) {
+    v.resize(n);
+    for (float& e : v) e = activation ? round_to<T>(offset + scale * normal(gen)) : offset + scale * normal(gen);
+  };
+  Inputs in;
+  const size_t rows = size_t(k.batch) * k.T;
+  fill(in.x, rows * k.H * k.P, 1.0f, 0.0f, true);
+  fill(in.dt, rows * k.H, 0.5f, 0.0f, true);
+  fill(in.B, rows * k.G * k.N, 0.5f, 0.0f, true);
+  fill(in.C, rows * k.G * k.N, 0.5f, 0.0f, true);
+  fill(in.dt_bias, k.H, 0.3f, -3.0f, false);
+  in.A.resize(k.H);
+  for (float& a : in.A) a = -std::exp(uniform(gen));
+  if (k.with_D) fill(in.D, k.H, 1.0f, 0.0f, false);
+  fill(in.state0, size_t(k.batch) * k.H * k.P * k.N, 0.5f, 0.0f, false);
+  if (!k.with_state) std::fill(in.state0.begin(), in.state0.end(), 0.0f);
+  return in;
+}
+
+void reference(const Case& k, const Inputs& in, std::vector<double>& y, std::vector<double>& state) {
+  y.assign(size_t(k.batch) * k.T * k.H * k.P, 0.0);
+  state.assign(in.state0.begin(), in.state0.end());
+  for (int b = 0; b < k.batch; ++b)
+    for (int h = 0; h < k.H; ++h) {
+      const int g = h / (k.H / k.G);
+      double* S = &state[(size_t(b) * k.H + h) * k.P * k.N];
+      for (int t = 0; t < k.T; ++t) {
+        const size_t row = size_t(b) * k.T + t;
+        const double v = double(in.dt[row * k.H + h]) + in.dt_bias[h];
+        const double dt = v > 20.0 ? v : std::log1p(std::exp(v));
+        const double decay = std::exp(dt * in.A[h]);
+        for (int p = 0; p < k.P; ++p) {
+          const double xv = in.x[row * k.H * k.P + size_t(h) * k.P + p];
+          double acc = 0.0;
+          for (int n = 0; n < k.N; ++n) {
+            double& s = S[size_t(p) * k.N + n];
+            s = decay * s + dt * xv * in.B[(row * k.G + g) * k.N + n];
+            acc += s * in.C[(row * k.G + g) * k.N + n];
+          }
+          y[row * k.H * k.P + size_t(h) * k.P + p] = acc + (k.with_D ? in.D[h] * xv : 0.0);
+        }
+      }
+    }
+}
+
+double rel_error(const std::vector<float>& got, const std::vector<double>& want) {
+  double diff = 0.0, scale = 0.0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    if (std::isnan(got[i])) return INFINITY;
+    diff = std::max(diff, std::fabs(got[i] - want[i]));
+    scale = std::max(scale, std::fabs(want[i]));
+  }
+  return diff / std::max(scale, 1e-30);
+}
+
+template <class T>
+std::vector<T> converted(const std::vector<float>& v) {
+  std::vector<T> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = T(v[i]);
+  return out;
+}
+
+// Poisons shared memory so that a read of something never written shows as NaN.
+void poison_shared() { std::memset(kernels::smem, 0xff, sizeof kernels::smem); }
+
+template <class T>
+bool run_case(const Case& k, bool chunked, unsigned seed) {
+  const Inputs in = make_inputs<T>(k, seed);
+  std::vector<double> want_y, want_state;
+  reference(k, in, want_y, want_state);
+
+  std::vector<T> x = converted<T>(in.x), dt = converted<T>(in.dt), B = converted<T>(in.B), C = converted<T>(in.C);
+  std::vector<T> y(want_y.size(), T(NAN));
+  std::vector<float> state = in.state0;
+  kernels::Args<T> a{x.data(), dt.data(), B.data(), C.data(), y.data(), in.A.data(), in.dt_bias.data(),
+                     k.with_D ? in.D.data() : nullptr, int64_t(k.H) * k.P, k.H, int64_t(k.G) * k.N,
+                     int64_t(k.G) * k.N, int64_t(k.H) * k.P, k.batch, k.T, k.H, k.P, k.G, k.N, 0.0f, INFINITY};
+  float* const state_ptr = k.with_state || !chunked ? state.data() : nullptr;
+  kernels::Plan plan{};
+  if (chunked) {
+    const int64_t heads = int64_t(k.batch) * k.H;
+    plan = kernels::make_plan(k.T, k.N, heads, heads * k.segments_wanted,
+                              heads * std::max(1, k.segments_wanted - 1) * k.pieces_wanted);
+    std::vector<float> scratch(std::max<size_t>(1, kernels::scratch_floats(plan, heads, k.P, k.N)), NAN);
+    float* const slots = scratch.data();
+    float* const log_decays = slots + size_t(heads) * (1 + plan.pieces()) * k.P * k.N;
+    auto both = [&]<int kN>() {
+      if (plan.segments > 1)
+        fibers::launch(unsigned(heads * plan.pieces()), kernels::kThreads, [&] {
+          kernels::piece_state_kernel<T, kN>(a, plan, state_ptr, slots, log_decays);
+        });
+      poison_shared();
+      fibers::launch(unsigned(heads * plan.segments), kernels::kThreads, [&] {
+        kernels::chunk_scan_kernel<T, kN>(a, plan, state_ptr, slots, log_decays);
+      });
+    };
+    poison_shared();
+    if (plan.state_tile == 64) both.template operator()<64>();
+    else both.template operator()<128>();
+  } else {
+    const int64_t threads = int64_t(k.batch) * k.H * k.P * 32;
+    fibers::launch(unsigned((threads + 255) / 256), 256, [&] { kernels::recurrent_kernel<T>(a, state_ptr); });
+  }
+  std::vector<float> got_y(y.size());
+  for (size_t i = 0; i < y.size(); ++i) got_y[i] = float(y[i]);
+  const double ey = rel_error(got_y, want_y);
+  const bool state_checked = k.with_state || !chunked;
+  const double es = state_checked ? rel_error(state, want_state) : 0.0;
+  const double tol = sizeof(T) == 2 ? 2e-2 : 1e-5;
+  const bool ok = ey < tol && es < tol;
+  std::printf("%-9s %-4s B %d T %4d H %d P %2d G %d N %3d D %d state %d | segments %d x %d chunks, pieces %d x %d"
+              " | y %.2e state %.2e %s\n",
+              chunked ? "chunked" : "recurrent", sizeof(T) == 2 ? "bf16" : "f32", k.batch, k.T, k.H, k.P, k.G, k.N,
+              k.with_D, k.with_state, plan.segments, plan.chunks_per_segment, plan.pieces_per_segment,
+              plan.chunks_per_piece, ey, es, ok ? "ok" : "FAIL");
+  std::fflush(stdout);
+  return ok;
+}
+
+int main() {
+  const Case cases[] = {
+      {1, 64, 2, 64, 1, 128, true, false, 1, 1},   // one chunk: C Bᵀ ⊙ L and D only
+      {1, 64, 2, 64, 1, 128, false, true, 1, 1},   // + C Sᵀ and the state update
+      {1, 200, 2, 64, 1, 128, true, true, 1, 1},   // one segment, partial last chunk
+      {2, 200, 2, 64, 2, 128, true, true, 2, 1},   // two segments, two groups
+      {1, 330, 2, 24, 1, 16, true, true, 3, 2},    // padded P and N (tile 64), pieces
+      {1, 330, 4, 32, 2, 64, false, false, 2, 3},  // no initial state, several segments and pieces
+      {1, 1, 2, 64, 1, 128, true, true, 4, 1},     // one token
+      {1, 65, 2, 16, 1, 32, true, true, 2, 1},     // a chunk and one token
+  };
+  bool ok = true;
+  unsigned seed = 1;
+  for (const Case& k : cases) {
+    ok &= run_case<float>(k, true, seed++);
+    ok &= run_case<bf16>(k, true, seed++);
+  }
+  const Case recurrent[] = {{2, 20, 2, 5, 2, 12, true, true, 1, 1}, {1, 9, 2, 64, 1, 128, false, true, 1, 1}};
+  for (const Case& k : recurrent) {
+    ok &= run_case<float>(k, false, seed++);
+    ok &= run_case<bf16>(k, false, seed++);
+  }
+  std::printf("%s\n", ok ? "all cases passed" : "SOME CASES FAILED");
+  return ok ? 0 : 1;
+}

@@ -1,0 +1,96 @@
+// ops::ssd and ops::ssd_step on the GPU: argument checks and scratch; the kernels are in ssd_kernels.cuh,
+// their launches in ssd_launch.cuh.
+// The forward runs the chunked kernels when they take the shape (P <= 64, N <= 128, 16-byte aligned
+// rows), else the recurrent one; the chunk length is the kernels' own (64), which is no loss: the result
+// does not depend on in.chunk_size beyond rounding.
+#include "ops/cpu/ssd_inputs.h"
+#include "ops/cuda/common.cuh"
+#include "ops/cuda/cuda_ops.h"
+#include "ops/cuda/ssd_launch.cuh"
+
+namespace ssm::ops::cuda {
+
+namespace {
+
+namespace kernels = ssd_kernels;
+
+template <class T>
+kernels::Args<T> kernel_args(const SsdInputs& in, const detail::SsdSizes& d, Tensor& y) {
+  return {in.x.data<T>(),
+          in.dt.data<T>(),
+          in.B.data<T>(),
+          in.C.data<T>(),
+          y.data<T>(),
+          in.A.data<float>(),
+          in.dt_bias.defined() ? in.dt_bias.data<float>() : nullptr,
+          in.D.defined() ? in.D.data<float>() : nullptr,
+          in.x.row_stride(),
+          in.dt.row_stride(),
+          in.B.row_stride(),
+          in.C.row_stride(),
+          y.row_stride(),
+          int(d.batch),
+          int(d.T),
+          int(d.H),
+          int(d.P),
+          int(d.G),
+          int(d.N),
+          in.dt_min,
+          in.dt_max};
+}
+
+// The activation dtype of the call (x's), checked to be one the GPU ops take.
+DType activation_dtype(const char* op, const SsdInputs& in) {
+  SSM_CHECK(in.x.defined() && is_activation_dtype(in.x.dtype()), "{}: x must be F32 or BF16 on the GPU, got {}", op,
+            in.x.defined() ? dtype_name(in.x.dtype()) : "undefined");
+  return in.x.dtype();
+}
+
+std::string sizes_str(const detail::SsdSizes& d) {
+  return fmt::format("B {} T {} H {} P {} G {} N {}", d.batch, d.T, d.H, d.P, d.G, d.N);
+}
+
+}  // namespace
+
+void ssd(const SsdInputs& in, Tensor* state, Tensor& y) {
+  const DType dtype = activation_dtype("ssd", in);
+  Tensor* const st = state && state->defined() ? state : nullptr;
+  const detail::SsdSizes d = detail::check_ssd_args("ssd", in, st, y, 3, Device::CUDA, dtype);
+  SSM_CHECK(in.chunk_size >= 1, "ssd: chunk_size must be positive, got {}", in.chunk_size);
+  if (d.batch == 0 || d.T == 0) return;
+  with_activation_type(dtype, "ssd", [&]<class T>() {
+    const kernels::Args<T> args = kernel_args<T>(in, d, y);
+    float* const state_data = st ? st->data<float>() : nullptr;
+    if (kernels::chunked_supports(args)) {
+      kernels::Plan plan;
+      SSM_CUDA_CHECK(kernels::plan_chunked(args, &plan), "ssd: setting up the chunked kernels for {}", sizes_str(d));
+      const size_t scratch_floats = kernels::chunked_scratch_floats(args, plan);
+      Tensor scratch;
+      if (scratch_floats) scratch = Tensor::empty({int64_t(scratch_floats)}, DType::F32, Device::CUDA);
+      SSM_CUDA_CHECK(kernels::launch_chunked(args, plan, state_data, scratch_floats ? scratch.data<float>() : nullptr,
+                                             stream()),
+                     "ssd (chunked, {} segments) of {}", plan.segments, sizes_str(d));
+    } else {
+      Tensor own_state;
+      if (!st) {
+        own_state = Tensor::empty({d.batch, d.H, d.P, d.N}, DType::F32, Device::CUDA);
+        SSM_CUDA_CHECK(cudaMemsetAsync(own_state.raw(), 0, own_state.nbytes(), stream()), "ssd: zeroing the state");
+      }
+      SSM_CUDA_CHECK(kernels::launch_recurrent(args, st ? state_data : own_state.data<float>(), stream()),
+                     "ssd (recurrent) of {}", sizes_str(d));
+    }
+  });
+}
+
+void ssd_step(const SsdInputs& in, Tensor& state, Tensor& y) {
+  const DType dtype = activation_dtype("ssd_step", in);
+  SSM_CHECK(state.defined(), "ssd_step: state is required");
+  const detail::SsdSizes d = detail::check_ssd_args("ssd_step", in, &state, y, 2, Device::CUDA, dtype);
+  if (d.batch == 0) return;
+  with_activation_type(dtype, "ssd_step", [&]<class T>() {
+    SSM_CUDA_CHECK(kernels::launch_recurrent(kernel_args<T>(in, d, y), state.data<float>(), stream()),
+                   "ssd_step of {}", sizes_str(d));
+  });
+}
+
+}  // namespace ssm::ops::cuda

@@ -1,0 +1,668 @@
+// The Mamba-2 SSD kernels of ops::cuda::ssd and ssd_step (launched from ssd_launch.cuh). No engine
+// headers: dev/cuda/ssd.cu times exactly these, and dev/cuda/ssd_host_check.cpp runs them on the CPU.
+//
+// Per (batch b, head h; group g = h / (H/G)), with dt_t = clamp(softplus(dt_t + dt_bias), dt_min, dt_max):
+//   h_t = exp(dt_t A) h_{t-1} + dt_t x_t B_tᵀ,   y_t = h_t C_t + D x_t   (state h: [P, N], F32).
+//
+// Two algorithms:
+//  - recurrent: one warp per (batch, head, channel p) runs the recurrence token by token over its state
+//    row (F32, in global memory). ssd_step is one token of it; the forward uses it for the shapes the
+//    chunked kernels do not take.
+//  - chunked (the forward for P <= 64, N <= 128, 16-byte aligned rows): chunks of Q = 64 tokens with the
+//    CPU op's formulas and rounding points (ops/cpu/ssd.cpp): a_l = the cumsum of dt A inside the chunk
+//    (in double, rounded to F32), and per chunk
+//      y = exp(a_l) ⊙ C Sᵀ + (C Bᵀ ⊙ L + D I) X,   L[l,s] = exp(a_l - a_s) dt_s (s <= l),
+//      S = exp(a_last) S + (w ⊙ X)ᵀ B,             w_s = exp(a_last - a_s) dt_s.
+//    The chunks of each (batch, head) are cut into `segments` runs of whole chunks, so that
+//    batch * heads * segments blocks fill the GPU, in two launches:
+//      1. piece_state_kernel, per (batch, head, piece of a segment but the last; pieces are shorter
+//         than segments so that this lighter pass fills the GPU too): the state the piece alone leaves
+//         (from zero) and its total log-decay.
+//      2. chunk_scan_kernel, per (batch, head, segment): the state entering the segment composed from
+//         the initial state and the pieces before, then the segment's chunks in order, writing y; the
+//         last segment writes the final state.
+//    One block of 8 warps walks its chunks with the next chunk's x, B, C copied in (cp.async) while the
+//    current one is computed. The four products per chunk run on the tensor cores (mma.sync): BF16
+//    operands with F32 accumulators for BF16 activations (C Bᵀ ⊙ L and the state operand rounded to
+//    BF16, as mamba_ssm does); for F32 activations 3xTF32 — each operand split into a TF32 part and a
+//    TF32 remainder, three products — which keeps F32 accuracy (~1e-6 relative) at a third of the TF32
+//    rate.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#include "element.cuh"
+#ifndef SSM_SSD_HOST_CHECK  // dev/cuda/ssd_host_check.cpp brings its own CPU versions of these
+#include "ptx.cuh"
+#endif
+
+namespace ssm::ops::cuda::ssd_kernels {
+
+// The op's arguments as the kernels see them: activations of type T (float or bf16), rows with strides.
+template <class T>
+struct Args {
+  const T *x, *dt, *B, *C;  // x [B,T,H*P], dt [B,T,H] (raw), B/C [B,T,G*N]
+  T* y;                     // [B,T,H*P]
+  const float *A, *dt_bias, *D;  // [H]; dt_bias and D null when absent
+  int64_t ldx, lddt, ldB, ldC, ldy;  // row strides in elements
+  int batch, length, heads, head_dim, groups, state_dim;
+  float dt_min, dt_max;
+};
+
+__device__ __forceinline__ float softplus(float v) { return v > 20.0f ? v : log1pf(expf(v)); }
+__device__ __forceinline__ float dt_value(float raw, float bias, float lo, float hi) {
+  return fminf(fmaxf(softplus(raw + bias), lo), hi);
+}
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Recurrent: warp per (batch, head, p); lanes over n. `state` [B,H,P,N] F32, read and overwritten.
+
+template <class T>
+__global__ void __launch_bounds__(256) recurrent_kernel(Args<T> a, float* __restrict__ state) {
+  const int lane = threadIdx.x & 31;
+  const int64_t row_id = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;  // (b * H + h) * P + p
+  if (row_id >= int64_t(a.batch) * a.heads * a.head_dim) return;
+  const int p = int(row_id % a.head_dim);
+  const int64_t bh = row_id / a.head_dim;
+  const int h = int(bh % a.heads), b = int(bh / a.heads), g = h / (a.heads / a.groups);
+  const int N = a.state_dim;
+  float* __restrict__ S = state + row_id * N;
+  const float A = a.A[h], bias = a.dt_bias ? a.dt_bias[h] : 0.0f, D = a.D ? a.D[h] : 0.0f;
+  for (int t = 0; t < a.length; ++t) {
+    const int64_t row = int64_t(b) * a.length + t;
+    const float dt = dt_value(to_float(a.dt[row * a.lddt + h]), bias, a.dt_min, a.dt_max);
+    const float decay = expf(dt * A);
+    const float xv = to_float(a.x[row * a.ldx + int64_t(h) * a.head_dim + p]);
+    const float coef = dt * xv;
+    const T* __restrict__ Bv = a.B + row * a.ldB + int64_t(g) * N;
+    const T* __restrict__ Cv = a.C + row * a.ldC + int64_t(g) * N;
+    float acc = 0.0f;
+    for (int n = lane; n < N; n += 32) {
+      const float s = S[n] * decay + coef * to_float(Bv[n]);
+      S[n] = s;
+      acc += s * to_float(Cv[n]);
+    }
+    acc = warp_sum(acc);
+    if (lane == 0) a.y[row * a.ldy + int64_t(h) * a.head_dim + p] = from_float<T>(acc + D * xv);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Tensor-core building blocks: one warp's fragments of mma.sync tiles read from shared memory.
+// Tiles: A 16 x kK at (m0, k0), B kK x 8 at (k0, n0), accumulators float[4] of a 16 x 8 tile holding
+// (row g, cols 2t, 2t+1) and (row g + 8, same cols), g = lane / 4, t = lane % 4.
+
+template <class T>
+struct WarpMma;
+
+// BF16 operands, m16n8k16; fragments through ldmatrix (rows of 16 bytes, 16-byte aligned).
+template <>
+struct WarpMma<bf16> {
+  static constexpr int kK = 16;
+  struct FragA {
+    uint32_t r[4];
+  };
+  struct FragB {
+    uint32_t r[2];
+  };
+
+  // A with element (m, k) at s[m * pitch + k].
+  static __device__ __forceinline__ void load_a(FragA& f, const bf16* s, int pitch, int m0, int k0) {
+    const int lane = threadIdx.x & 31, q = lane >> 3, r = lane & 7;
+    ptx::ldmatrix_x4(f.r, s + (m0 + r + 8 * (q & 1)) * pitch + k0 + 8 * (q >> 1));
+  }
+  // A with element (m, k) at s[k * pitch + m], column k multiplied by w[k].
+  static __device__ __forceinline__ void load_a_t_scaled(FragA& f, const bf16* s, int pitch, int m0, int k0,
+                                                         const float* w) {
+    const int lane = threadIdx.x & 31, q = lane >> 3, r = lane & 7, t = lane & 3;
+    ptx::ldmatrix_x4_trans(f.r, s + (k0 + r + 8 * (q >> 1)) * pitch + m0 + 8 * (q & 1));
+    const float w0 = w[k0 + 2 * t], w1 = w[k0 + 2 * t + 1], w8 = w[k0 + 8 + 2 * t], w9 = w[k0 + 9 + 2 * t];
+    f.r[0] = scale(f.r[0], w0, w1);
+    f.r[1] = scale(f.r[1], w0, w1);
+    f.r[2] = scale(f.r[2], w8, w9);
+    f.r[3] = scale(f.r[3], w8, w9);
+  }
+  // B with element (k, n) at s[n * pitch + k].
+  static __device__ __forceinline__ void load_b(FragB& f, const bf16* s, int pitch, int k0, int n0) {
+    const int lane = threadIdx.x & 31, q = (lane >> 3) & 1, r = lane & 7;
+    ptx::ldmatrix_x2(f.r, s + (n0 + r) * pitch + k0 + 8 * q);
+  }
+  // B with element (k, n) at s[k * pitch + n].
+  static __device__ __forceinline__ void load_b_t(FragB& f, const bf16* s, int pitch, int k0, int n0) {
+    const int lane = threadIdx.x & 31, q = (lane >> 3) & 1, r = lane & 7;
+    ptx::ldmatrix_x2_trans(f.r, s + (k0 + r + 8 * q) * pitch + n0);
+  }
+  static __device__ __forceinline__ void mma(float (&c)[4], const FragA& a, const FragB& b) {
+    ptx::mma_bf16_16816(c, a.r, b.r);
+  }
+
+ private:
+  // A pair of bf16 (low half first) times (lo, hi).
+  static __device__ __forceinline__ uint32_t scale(uint32_t pair, float lo, float hi) {
+    __nv_bfloat162 v;
+    memcpy(&v, &pair, 4);
+    const float2 f = __bfloat1622float2(v);
+    v = __floats2bfloat162_rn(f.x * lo, f.y * hi);
+    memcpy(&pair, &v, 4);
+    return pair;
+  }
+};
+
+// F32 operands as 3xTF32, m16n8k8: every value v = hi + lo with hi = tf32(v), lo = tf32(v - hi);
+// a b ~ a.hi b.hi + a.hi b.lo + a.lo b.hi (the dropped a.lo b.lo is ~2^-22 of a b).
+template <>
+struct WarpMma<float> {
+  static constexpr int kK = 8;
+  struct FragA {
+    uint32_t hi[4], lo[4];
+  };
+  struct FragB {
+    uint32_t hi[2], lo[2];
+  };
+
+  static __device__ __forceinline__ void load_a(FragA& f, const float* s, int pitch, int m0, int k0) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    split(s[(m0 + g) * pitch + k0 + t], f.hi[0], f.lo[0]);
+    split(s[(m0 + g + 8) * pitch + k0 + t], f.hi[1], f.lo[1]);
+    split(s[(m0 + g) * pitch + k0 + t + 4], f.hi[2], f.lo[2]);
+    split(s[(m0 + g + 8) * pitch + k0 + t + 4], f.hi[3], f.lo[3]);
+  }
+  static __device__ __forceinline__ void load_a_t_scaled(FragA& f, const float* s, int pitch, int m0, int k0,
+                                                         const float* w) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const float w0 = w[k0 + t], w4 = w[k0 + t + 4];
+    split(s[(k0 + t) * pitch + m0 + g] * w0, f.hi[0], f.lo[0]);
+    split(s[(k0 + t) * pitch + m0 + g + 8] * w0, f.hi[1], f.lo[1]);
+    split(s[(k0 + t + 4) * pitch + m0 + g] * w4, f.hi[2], f.lo[2]);
+    split(s[(k0 + t + 4) * pitch + m0 + g + 8] * w4, f.hi[3], f.lo[3]);
+  }
+  static __device__ __forceinline__ void load_b(FragB& f, const float* s, int pitch, int k0, int n0) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    split(s[(n0 + g) * pitch + k0 + t], f.hi[0], f.lo[0]);
+    split(s[(n0 + g) * pitch + k0 + t + 4], f.hi[1], f.lo[1]);
+  }
+  static __device__ __forceinline__ void load_b_t(FragB& f, const float* s, int pitch, int k0, int n0) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    split(s[(k0 + t) * pitch + n0 + g], f.hi[0], f.lo[0]);
+    split(s[(k0 + t + 4) * pitch + n0 + g], f.hi[1], f.lo[1]);
+  }
+  static __device__ __forceinline__ void mma(float (&c)[4], const FragA& a, const FragB& b) {
+    ptx::mma_tf32_1688(c, a.lo, b.hi);
+    ptx::mma_tf32_1688(c, a.hi, b.lo);
+    ptx::mma_tf32_1688(c, a.hi, b.hi);
+  }
+
+ private:
+  static __device__ __forceinline__ void split(float v, uint32_t& hi, uint32_t& lo) {
+    hi = ptx::to_tf32(v);
+    float high;
+    memcpy(&high, &hi, 4);
+    lo = ptx::to_tf32(v - high);
+  }
+};
+
+__device__ __forceinline__ void store_pair(float* p, float a, float b) { *reinterpret_cast<float2*>(p) = {a, b}; }
+__device__ __forceinline__ void store_pair(bf16* p, float a, float b) {
+  *reinterpret_cast<__nv_bfloat162*>(p) = __floats2bfloat162_rn(a, b);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Chunked: geometry.
+
+constexpr int kChunk = 64;        // Q, tokens per chunk
+constexpr int kHeadDimTile = 64;  // P padded: the chunked kernels take P <= 64
+constexpr int kWarps = 8;
+constexpr int kThreads = kWarps * 32;
+constexpr int kMaxSegments = 16;
+
+// Shared-memory tiles in elements of T; every row padded by 16 bytes so that the 8 rows one
+// ldmatrix (or one fragment load) touches fall in different banks.
+template <class T, int kN>
+struct Tiles {
+  static constexpr int kPad = 16 / int(sizeof(T));
+  static constexpr int kPitchP = kHeadDimTile + kPad, kPitchN = kN + kPad, kPitchQ = kChunk + kPad;
+  static constexpr int kX = kChunk * kPitchP;       // a chunk of x: [s][p]
+  static constexpr int kBC = kChunk * kPitchN;      // a chunk of B or C: [s][n]
+  static constexpr int kM = kChunk * kPitchQ;       // C Bᵀ ⊙ L + D I: [l][s]
+  static constexpr int kS = kHeadDimTile * kPitchN;  // the state entering the chunk: [p][n]
+};
+
+// The per-token values of one chunk, written by one warp (scan_chunk).
+struct ChunkScan {
+  float dt[kChunk];        // dt after bias, softplus and clamp; 0 past the sequence
+  float acum[kChunk];      // a_l: inclusive cumsum of dt A from the chunk start
+  float decay_in[kChunk];  // exp(a_l): how the state entering the chunk reaches token l
+  float weight[kChunk];    // w_s = exp(a_last - a_s) dt_s: how token s reaches the state leaving it
+  float alast, decay;      // a_last and exp(a_last)
+  float unused[2];
+};
+
+template <class T, int kN>
+constexpr size_t piece_state_smem() {
+  using L = Tiles<T, kN>;
+  return 2 * size_t(L::kX + L::kBC) * sizeof(T) + 2 * sizeof(ChunkScan);
+}
+template <class T, int kN>
+constexpr size_t chunk_scan_smem() {
+  using L = Tiles<T, kN>;
+  return (2 * size_t(L::kX + 2 * L::kBC) + L::kM + L::kS) * sizeof(T) + 2 * sizeof(ChunkScan);
+}
+static_assert(chunk_scan_smem<float, 128>() <= 227 * 1024, "pass 2 must fit one multiprocessor's shared memory");
+
+// How the chunks of a (batch, head) are cut: into segments (pass 2), and every segment but the last
+// into pieces (pass 1).
+struct Plan {
+  int chunks;              // ceil(T / kChunk)
+  int chunks_per_segment;  // the last segment may have fewer
+  int segments;
+  int chunks_per_piece;  // the last piece of a segment may have fewer
+  int pieces_per_segment;
+  int state_tile;  // N padded: 64 or 128
+
+  __host__ __device__ int pieces() const { return pieces_per_segment * (segments - 1); }  // per (batch, head)
+};
+
+struct BlockCoords {
+  int b, h, g, part;  // part: the segment (pass 2) or the piece (pass 1)
+  int64_t bh;         // b * H + h
+};
+// Blocks run head-fastest, so that the heads of one group walk the same B and C rows together.
+template <class T>
+__device__ __forceinline__ BlockCoords block_coords(const Args<T>& a) {
+  const int h = int(blockIdx.x % unsigned(a.heads)), rest = int(blockIdx.x / unsigned(a.heads));
+  const int b = rest % a.batch;
+  return {b, h, h / (a.heads / a.groups), rest / a.batch, int64_t(b) * a.heads + h};
+}
+
+__device__ __forceinline__ int chunk_rows(int length, int chunk) { return min(kChunk, length - chunk * kChunk); }
+
+// One warp: the raw dt of a chunk's tokens (lane l holds tokens 2 l and 2 l + 1), then its scan values.
+template <class T>
+__device__ __forceinline__ void load_raw_dt(const Args<T>& a, const BlockCoords& bc, int chunk, float (&raw)[2]) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const int t = chunk * kChunk + 2 * lane + i;
+    raw[i] = t < a.length ? to_float(a.dt[(int64_t(bc.b) * a.length + t) * a.lddt + bc.h]) : 0.0f;
+  }
+}
+
+template <class T>
+__device__ __forceinline__ void scan_chunk(ChunkScan& sc, const float (&raw)[2], int rows, const Args<T>& a, int h) {
+  const int lane = threadIdx.x & 31, s0 = 2 * lane, s1 = s0 + 1;
+  const float A = a.A[h], bias = a.dt_bias ? a.dt_bias[h] : 0.0f;
+  const float v0 = s0 < rows ? dt_value(raw[0], bias, a.dt_min, a.dt_max) : 0.0f;
+  const float v1 = s1 < rows ? dt_value(raw[1], bias, a.dt_min, a.dt_max) : 0.0f;
+  const double d0 = double(v0) * double(A), d1 = double(v1) * double(A);
+  // Inclusive scan of the lane pairs in double (the CPU op accumulates in double too).
+  double run = d0 + d1;
+#pragma unroll
+  for (int offset = 1; offset < 32; offset <<= 1) {
+    const double other = __shfl_up_sync(0xffffffffu, run, offset);
+    if (lane >= offset) run += other;
+  }
+  double before = __shfl_up_sync(0xffffffffu, run, 1);
+  if (lane == 0) before = 0.0;
+  const double a0d = before + d0, a1d = a0d + d1;
+  const float a0 = float(a0d), a1 = float(a1d);
+  const int last = rows - 1;  // a_last: the cumsum at the chunk's last token, as the CPU op takes it
+  const float alast = __shfl_sync(0xffffffffu, (last & 1) ? a1 : a0, last >> 1);
+  sc.dt[s0] = v0;
+  sc.dt[s1] = v1;
+  sc.acum[s0] = a0;
+  sc.acum[s1] = a1;
+  sc.decay_in[s0] = expf(a0);
+  sc.decay_in[s1] = expf(a1);
+  sc.weight[s0] = expf(alast - a0) * v0;
+  sc.weight[s1] = expf(alast - a1) * v1;
+  if (lane == 0) {
+    sc.alast = alast;
+    sc.decay = expf(alast);
+  }
+}
+
+// Queues the copy of rows [row0, row0 + rows) (cols [0, cols) from `src`) into a [kChunk][pitch] tile;
+// rows past `rows` become zeros. Columns past `cols` are left as they are (zero from the start).
+template <class T>
+__device__ __forceinline__ void copy_chunk_async(T* dst, int pitch, const T* src, int64_t ld, int64_t row0, int rows,
+                                                 int cols) {
+  constexpr int kVec = 16 / int(sizeof(T));
+  const int per_row = cols / kVec;
+  for (int i = threadIdx.x; i < kChunk * per_row; i += kThreads) {
+    const int r = i / per_row, c = (i - r * per_row) * kVec;
+    const bool valid = r < rows;
+    ptx::cp_async_16(dst + r * pitch + c, valid ? src + (row0 + r) * ld + c : src, valid ? 16 : 0);
+  }
+}
+
+__device__ __forceinline__ void zero_shared(void* p, size_t bytes) {
+  uint4* q = static_cast<uint4*>(p);
+  for (size_t i = threadIdx.x; i < bytes / 16; i += kThreads) q[i] = make_uint4(0, 0, 0, 0);
+}
+
+// The state [kHeadDimTile, kN] in accumulator tiles: warp w holds rows 32 (w % 2) + [0, 32) (two m-tiles)
+// and columns kN/4 (w / 2) + [0, kN/4) (kN/32 n-tiles).
+template <int kN>
+using StateTiles = float[2][kN / 32][4];
+
+// Calls f(mt, nt, half, p, n) for each pair S[mt][nt][2 half], S[mt][nt][2 half + 1] at (p, n), (p, n + 1).
+template <int kN, class F>
+__device__ __forceinline__ void for_state_pairs(F&& f) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int p0 = 32 * (warp & 1) + (lane >> 2), n0 = (kN / 4) * (warp >> 1) + 2 * (lane & 3);
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < kN / 32; ++nt)
+#pragma unroll
+      for (int half = 0; half < 2; ++half) f(mt, nt, half, p0 + 16 * mt + 8 * half, n0 + 8 * nt);
+}
+
+// S = keep S + src (src: [P, N] F32 in global memory; N even, so n < N covers n + 1).
+template <int kN>
+__device__ __forceinline__ void add_state(StateTiles<kN>& S, const float* src, int P, int N, float keep) {
+  for_state_pairs<kN>([&](int mt, int nt, int half, int p, int n) {
+    float2 v = {0.0f, 0.0f};
+    if (p < P && n < N) v = *reinterpret_cast<const float2*>(src + int64_t(p) * N + n);
+    S[mt][nt][2 * half] = keep * S[mt][nt][2 * half] + v.x;
+    S[mt][nt][2 * half + 1] = keep * S[mt][nt][2 * half + 1] + v.y;
+  });
+}
+template <int kN>
+__device__ __forceinline__ void store_state(const StateTiles<kN>& S, float* dst, int P, int N) {
+  for_state_pairs<kN>([&](int mt, int nt, int half, int p, int n) {
+    if (p < P && n < N)
+      *reinterpret_cast<float2*>(dst + int64_t(p) * N + n) = {S[mt][nt][2 * half], S[mt][nt][2 * half + 1]};
+  });
+}
+
+// S = exp(a_last) S (when `decay`) + (w ⊙ X)ᵀ B.
+template <class T, int kN>
+__device__ __forceinline__ void update_state(StateTiles<kN>& S, const T* Xs, const T* Bs, const ChunkScan& sc,
+                                             bool decay) {
+  using M = WarpMma<T>;
+  using L = Tiles<T, kN>;
+  const int warp = threadIdx.x >> 5, p0 = 32 * (warp & 1), n0 = (kN / 4) * (warp >> 1);
+  if (decay) {
+    const float e = sc.decay;
+    for_state_pairs<kN>([&](int mt, int nt, int half, int, int) {
+      S[mt][nt][2 * half] *= e;
+      S[mt][nt][2 * half + 1] *= e;
+    });
+  }
+#pragma unroll
+  for (int k0 = 0; k0 < kChunk; k0 += M::kK) {
+    typename M::FragA fa[2];
+#pragma unroll
+    for (int mt = 0; mt < 2; ++mt) M::load_a_t_scaled(fa[mt], Xs, L::kPitchP, p0 + 16 * mt, k0, sc.weight);
+#pragma unroll
+    for (int nt = 0; nt < kN / 32; ++nt) {
+      typename M::FragB fb;
+      M::load_b_t(fb, Bs, L::kPitchN, k0, n0 + 8 * nt);
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt) M::mma(S[mt][nt], fa[mt], fb);
+    }
+  }
+}
+
+// Ms = C Bᵀ ⊙ L + D I on the blocks on and below the diagonal. Warp w: rows 16 (w / 2) + [0, 16),
+// columns 32 (w % 2) + [0, 32), n-tiles wholly above the diagonal skipped (never read).
+template <class T, int kN>
+__device__ __forceinline__ void masked_cb(T* Ms, const T* Cs, const T* Bs, const ChunkScan& sc, float D) {
+  using M = WarpMma<T>;
+  using L = Tiles<T, kN>;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int m0 = 16 * (warp >> 1), s0 = 32 * (warp & 1);
+  if (s0 > m0 + 15) return;
+  float acc[4][4] = {};
+#pragma unroll
+  for (int k0 = 0; k0 < kN; k0 += M::kK) {
+    typename M::FragA fa;
+    M::load_a(fa, Cs, L::kPitchN, m0, k0);
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt) {
+      if (s0 + 8 * nt > m0 + 15) continue;
+      typename M::FragB fb;
+      M::load_b(fb, Bs, L::kPitchN, k0, s0 + 8 * nt);
+      M::mma(acc[nt], fa, fb);
+    }
+  }
+#pragma unroll
+  for (int nt = 0; nt < 4; ++nt) {
+    if (s0 + 8 * nt > m0 + 15) continue;
+    const int s = s0 + 8 * nt + 2 * (lane & 3);
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int l = m0 + (lane >> 2) + 8 * half;
+      float v0 = s <= l ? acc[nt][2 * half] * expf(sc.acum[l] - sc.acum[s]) * sc.dt[s] : 0.0f;
+      float v1 = s + 1 <= l ? acc[nt][2 * half + 1] * expf(sc.acum[l] - sc.acum[s + 1]) * sc.dt[s + 1] : 0.0f;
+      if (s == l) v0 += D;
+      if (s + 1 == l) v1 += D;
+      store_pair(Ms + l * L::kPitchQ + s, v0, v1);
+    }
+  }
+}
+
+// y rows [0, rows) of the chunk = exp(a_l) C Sᵀ (when `has_prev`) + Ms X. Warp w: rows 16 (w / 2) + [0, 16),
+// channels 32 (w % 2) + [0, 32). `y` points at the chunk's first row, head h's first channel.
+template <class T, int kN>
+__device__ __forceinline__ void chunk_output(T* y, int64_t ldy, int rows, int P, const T* Cs, const T* Ss,
+                                             const T* Ms, const T* Xs, const ChunkScan& sc, bool has_prev) {
+  using M = WarpMma<T>;
+  using L = Tiles<T, kN>;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int m0 = 16 * (warp >> 1), p0 = 32 * (warp & 1);
+  float acc[4][4] = {};
+  if (has_prev) {
+#pragma unroll
+    for (int k0 = 0; k0 < kN; k0 += M::kK) {
+      typename M::FragA fa;
+      M::load_a(fa, Cs, L::kPitchN, m0, k0);
+#pragma unroll
+      for (int nt = 0; nt < 4; ++nt) {
+        typename M::FragB fb;
+        M::load_b(fb, Ss, L::kPitchN, k0, p0 + 8 * nt);
+        M::mma(acc[nt], fa, fb);
+      }
+    }
+    const float e0 = sc.decay_in[m0 + (lane >> 2)], e8 = sc.decay_in[m0 + (lane >> 2) + 8];
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt) {
+      acc[nt][0] *= e0;
+      acc[nt][1] *= e0;
+      acc[nt][2] *= e8;
+      acc[nt][3] *= e8;
+    }
+  }
+  for (int k0 = 0; k0 < m0 + 16; k0 += M::kK) {  // Ms is zero right of the diagonal block
+    typename M::FragA fa;
+    M::load_a(fa, Ms, L::kPitchQ, m0, k0);
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt) {
+      typename M::FragB fb;
+      M::load_b_t(fb, Xs, L::kPitchP, k0, p0 + 8 * nt);
+      M::mma(acc[nt], fa, fb);
+    }
+  }
+#pragma unroll
+  for (int nt = 0; nt < 4; ++nt) {
+    const int p = p0 + 8 * nt + 2 * (lane & 3);
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int l = m0 + (lane >> 2) + 8 * half;
+      if (l < rows && p < P) store_pair(y + l * ldy + p, acc[nt][2 * half], acc[nt][2 * half + 1]);
+    }
+  }
+}
+
+// Queues the copies of chunk `c`'s x, B (and C when Cs is not null) into one stage.
+template <class T, int kN>
+__device__ __forceinline__ void copy_stage(const Args<T>& a, const BlockCoords& bc, int c, T* Xs, T* Bs, T* Cs) {
+  using L = Tiles<T, kN>;
+  const int64_t row0 = int64_t(bc.b) * a.length + int64_t(c) * kChunk;
+  const int rows = chunk_rows(a.length, c);
+  copy_chunk_async(Xs, L::kPitchP, a.x + int64_t(bc.h) * a.head_dim, a.ldx, row0, rows, a.head_dim);
+  copy_chunk_async(Bs, L::kPitchN, a.B + int64_t(bc.g) * a.state_dim, a.ldB, row0, rows, a.state_dim);
+  if (Cs) copy_chunk_async(Cs, L::kPitchN, a.C + int64_t(bc.g) * a.state_dim, a.ldC, row0, rows, a.state_dim);
+  ptx::cp_async_commit();
+}
+
+// Pass 1. Block (b, h, piece): the state its piece leaves from a zero start into slot piece + 1 of
+// slots [B*H, 1 + pieces, P*N], the piece's summed a_last into log_decays [B*H, pieces]; the block of
+// piece 0 also copies the initial state (when given) into slot 0.
+template <class T, int kN>
+__global__ void __launch_bounds__(kThreads) piece_state_kernel(Args<T> a, Plan plan, const float* __restrict__ state0,
+                                                               float* __restrict__ slots,
+                                                               float* __restrict__ log_decays) {
+  using L = Tiles<T, kN>;
+  extern __shared__ __align__(16) unsigned char smem[];
+  constexpr int kStage = L::kX + L::kBC;  // a stage: x, then B
+  T* const tiles = reinterpret_cast<T*>(smem);
+  ChunkScan* const scan = reinterpret_cast<ChunkScan*>(tiles + 2 * kStage);
+
+  const BlockCoords bc = block_coords(a);
+  const int P = a.head_dim, N = a.state_dim, warp = threadIdx.x >> 5;
+  const int64_t PN = int64_t(P) * N;
+  float* const head_slots = slots + bc.bh * (1 + plan.pieces()) * PN;
+  if (bc.part == 0 && state0)
+    for (int64_t i = threadIdx.x; i < PN; i += kThreads) head_slots[i] = state0[bc.bh * PN + i];
+
+  const int segment = bc.part / plan.pieces_per_segment, piece = bc.part % plan.pieces_per_segment;
+  const int c_begin = segment * plan.chunks_per_segment + piece * plan.chunks_per_piece;
+  const int c_end = min(c_begin + plan.chunks_per_piece, (segment + 1) * plan.chunks_per_segment);
+  zero_shared(tiles, 2 * size_t(kStage) * sizeof(T));
+  __syncthreads();
+  copy_stage<T, kN>(a, bc, c_begin, tiles, tiles + L::kX, nullptr);
+  float raw[2];
+  if (warp == 0) {
+    load_raw_dt(a, bc, c_begin, raw);
+    scan_chunk(scan[0], raw, chunk_rows(a.length, c_begin), a, bc.h);
+    if (c_begin + 1 < c_end) load_raw_dt(a, bc, c_begin + 1, raw);
+  }
+
+  StateTiles<kN> S = {};
+  float log_decay = 0.0f;
+  for (int c = c_begin; c < c_end; ++c) {
+    const int stage = (c - c_begin) & 1;
+    T* const Xs = tiles + stage * kStage;
+    T* const next = tiles + (stage ^ 1) * kStage;
+    ptx::cp_async_wait_all();
+    __syncthreads();  // chunk c's tiles and scan are in; every warp is done with chunk c - 1
+    if (c + 1 < c_end) copy_stage<T, kN>(a, bc, c + 1, next, next + L::kX, nullptr);
+    update_state<T, kN>(S, Xs, Xs + L::kX, scan[stage], c > c_begin);
+    log_decay += scan[stage].alast;
+    if (warp == 0 && c + 1 < c_end) {
+      scan_chunk(scan[stage ^ 1], raw, chunk_rows(a.length, c + 1), a, bc.h);
+      if (c + 2 < c_end) load_raw_dt(a, bc, c + 2, raw);
+    }
+  }
+  store_state<kN>(S, head_slots + (bc.part + 1) * PN, P, N);
+  if (threadIdx.x == 0) log_decays[bc.bh * plan.pieces() + bc.part] = log_decay;
+}
+
+// Pass 2. Block (b, h, segment): y over the segment's chunks; the last segment writes the final state
+// into `state` (when given). The state entering segment 0 is `state` itself when there is one segment,
+// else its copy in slot 0 (the last segment overwrites `state` while segment 0 may not have read it).
+// `slots` and `log_decays` as pass 1 left them (unused with one segment).
+template <class T, int kN>
+__global__ void __launch_bounds__(kThreads, 1) chunk_scan_kernel(Args<T> a, Plan plan, float* __restrict__ state,
+                                                                 const float* __restrict__ slots,
+                                                                 const float* __restrict__ log_decays) {
+  using L = Tiles<T, kN>;
+  extern __shared__ __align__(16) unsigned char smem[];
+  constexpr int kStage = L::kX + 2 * L::kBC;  // a stage: x, B, then C
+  T* const tiles = reinterpret_cast<T*>(smem);
+  T* const Ms = tiles + 2 * kStage;
+  T* const Ss = Ms + L::kM;
+  ChunkScan* const scan = reinterpret_cast<ChunkScan*>(Ss + L::kS);
+
+  const BlockCoords bc = block_coords(a);
+  const int P = a.head_dim, N = a.state_dim, warp = threadIdx.x >> 5;
+  const int64_t PN = int64_t(P) * N;
+  const bool state_io = state != nullptr, last_segment = bc.part == plan.segments - 1;
+  const int c_begin = bc.part * plan.chunks_per_segment;
+  const int c_end = min(plan.chunks, c_begin + plan.chunks_per_segment);
+
+  zero_shared(tiles, 2 * size_t(kStage) * sizeof(T));
+  __syncthreads();
+  copy_stage<T, kN>(a, bc, c_begin, tiles, tiles + L::kX, tiles + L::kX + L::kBC);
+  // Warp 1 owns the scans: it has no block of C Bᵀ (rows 0-15, columns 32-63) and scans the next chunk
+  // while the others compute those.
+  constexpr int kScanWarp = 1;
+  float raw[2];
+  if (warp == kScanWarp) {
+    load_raw_dt(a, bc, c_begin, raw);
+    scan_chunk(scan[0], raw, chunk_rows(a.length, c_begin), a, bc.h);
+    if (c_begin + 1 < c_end) load_raw_dt(a, bc, c_begin + 1, raw);
+  }
+
+  // The state entering the segment: the initial state carried through the pieces before.
+  StateTiles<kN> S = {};
+  const float* const head_slots = plan.segments > 1 ? slots + bc.bh * (1 + plan.pieces()) * PN : nullptr;
+  if (state_io) add_state<kN>(S, plan.segments == 1 ? state + bc.bh * PN : head_slots, P, N, 0.0f);
+  for (int piece = 0; piece < bc.part * plan.pieces_per_segment; ++piece)
+    add_state<kN>(S, head_slots + (piece + 1) * PN, P, N, expf(log_decays[bc.bh * plan.pieces() + piece]));
+
+  const float D = a.D ? a.D[bc.h] : 0.0f;
+  for (int c = c_begin; c < c_end; ++c) {
+    const int stage = (c - c_begin) & 1;
+    const ChunkScan& sc = scan[stage];
+    const bool has_prev = c > 0 || state_io;
+    T* const Xs = tiles + stage * kStage;
+    T* const Bs = Xs + L::kX;
+    T* const Cs = Bs + L::kBC;
+    T* const next = tiles + (stage ^ 1) * kStage;
+    ptx::cp_async_wait_all();
+    __syncthreads();  // chunk c's tiles and scan are in; every warp is done with chunk c - 1
+    if (c + 1 < c_end) copy_stage<T, kN>(a, bc, c + 1, next, next + L::kX, next + L::kX + L::kBC);
+    if (has_prev)
+      for_state_pairs<kN>([&](int mt, int nt, int half, int p, int n) {
+        store_pair(Ss + p * L::kPitchN + n, S[mt][nt][2 * half], S[mt][nt][2 * half + 1]);
+      });
+    masked_cb<T, kN>(Ms, Cs, Bs, sc, D);
+    if (warp == kScanWarp && c + 1 < c_end) {
+      scan_chunk(scan[stage ^ 1], raw, chunk_rows(a.length, c + 1), a, bc.h);
+      if (c + 2 < c_end) load_raw_dt(a, bc, c + 2, raw);
+    }
+    __syncthreads();  // Ms and Ss complete
+    T* const y = a.y + (int64_t(bc.b) * a.length + int64_t(c) * kChunk) * a.ldy + int64_t(bc.h) * P;
+    chunk_output<T, kN>(y, a.ldy, chunk_rows(a.length, c), P, Cs, Ss, Ms, Xs, sc, has_prev);
+    if (c + 1 < c_end || (last_segment && state_io)) update_state<T, kN>(S, Xs, Bs, sc, has_prev);
+  }
+  if (last_segment && state_io) store_state<kN>(S, state + bc.bh * PN, P, N);
+}
+
+
+// How to cut the chunks of each of `heads` (batch * H) sequences: as many segments as `scan_resident`
+// blocks of pass 2 allow at once (one wave), at most kMaxSegments; pieces short enough that
+// `piece_resident` blocks of pass 1 fill the GPU too. Every segment but the last has
+// chunks_per_segment chunks, and none of its pieces is empty.
+inline Plan make_plan(int length, int state_dim, int64_t heads, int64_t scan_resident, int64_t piece_resident) {
+  Plan plan;
+  plan.state_tile = state_dim <= 64 ? 64 : 128;
+  plan.chunks = (length + kChunk - 1) / kChunk;
+  const int segments = int(std::clamp<int64_t>(scan_resident / heads, 1, std::min(kMaxSegments, plan.chunks)));
+  plan.chunks_per_segment = (plan.chunks + segments - 1) / segments;
+  plan.segments = (plan.chunks + plan.chunks_per_segment - 1) / plan.chunks_per_segment;
+  const int64_t split = plan.segments > 1 ? piece_resident / (heads * (plan.segments - 1)) : 1;
+  const int pieces = int(std::clamp<int64_t>(split, 1, plan.chunks_per_segment));
+  plan.chunks_per_piece = (plan.chunks_per_segment + pieces - 1) / pieces;
+  plan.pieces_per_segment = (plan.chunks_per_segment + plan.chunks_per_piece - 1) / plan.chunks_per_piece;
+  return plan;
+}
+
+// F32 scratch of a launch: slots for the initial state and the pieces' states, then the pieces'
+// log-decays (none for one segment).
+inline size_t scratch_floats(const Plan& plan, int64_t heads, int head_dim, int state_dim) {
+  if (plan.segments == 1) return 0;
+  return size_t(heads) * (1 + plan.pieces()) * size_t(head_dim) * state_dim + size_t(heads) * plan.pieces();
+}
+
+}  // namespace ssm::ops::cuda::ssd_kernels

@@ -1,0 +1,100 @@
+// Host side of the SSD kernels (ssd_kernels.cuh): which forward takes a call, the chunked plan, the
+// launches. Returns CUDA's error codes; no engine headers (dev/cuda/ssd.cu uses it as the engine does).
+#pragma once
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "ssd_kernels.cuh"
+
+namespace ssm::ops::cuda::ssd_kernels {
+
+template <class T>
+cudaError_t launch_recurrent(const Args<T>& a, float* state, cudaStream_t stream) {
+  const int64_t threads = int64_t(a.batch) * a.heads * a.head_dim * 32;
+  if (threads == 0) return cudaSuccess;
+  recurrent_kernel<T><<<unsigned((threads + 255) / 256), 256, 0, stream>>>(a, state);
+  return cudaGetLastError();
+}
+
+// Whether the chunked kernels take these arguments (else the recurrent kernel runs the forward).
+template <class T>
+bool chunked_supports(const Args<T>& a) {
+  constexpr int kVec = 16 / int(sizeof(T));
+  auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  return a.head_dim <= kHeadDimTile && a.state_dim <= 128 && a.head_dim % kVec == 0 && a.state_dim % kVec == 0 &&
+         a.ldx % kVec == 0 && a.ldB % kVec == 0 && a.ldC % kVec == 0 && a.ldy % kVec == 0 && aligned(a.x) &&
+         aligned(a.B) && aligned(a.C) && aligned(a.y);
+}
+
+struct KernelSetup {
+  cudaError_t error;
+  int piece_blocks_per_sm, scan_blocks_per_sm;
+};
+
+// Once per instantiation: raise the kernels' shared-memory limits, read their occupancy.
+template <class T, int kN>
+const KernelSetup& kernel_setup() {
+  static const KernelSetup setup = [] {
+    KernelSetup s{cudaSuccess, 0, 0};
+    s.error = cudaFuncSetAttribute(piece_state_kernel<T, kN>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   int(piece_state_smem<T, kN>()));
+    if (s.error == cudaSuccess)
+      s.error = cudaFuncSetAttribute(chunk_scan_kernel<T, kN>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     int(chunk_scan_smem<T, kN>()));
+    if (s.error == cudaSuccess)
+      s.error = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&s.piece_blocks_per_sm, piece_state_kernel<T, kN>,
+                                                              kThreads, piece_state_smem<T, kN>());
+    if (s.error == cudaSuccess)
+      s.error = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&s.scan_blocks_per_sm, chunk_scan_kernel<T, kN>,
+                                                              kThreads, chunk_scan_smem<T, kN>());
+    return s;
+  }();
+  return setup;
+}
+
+template <class T>
+cudaError_t plan_chunked(const Args<T>& a, Plan* plan) {
+  const KernelSetup& setup = a.state_dim <= 64 ? kernel_setup<T, 64>() : kernel_setup<T, 128>();
+  if (setup.error != cudaSuccess) return setup.error;
+  int device = 0, sms = 0;
+  cudaError_t error = cudaGetDevice(&device);
+  if (error == cudaSuccess) error = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  if (error != cudaSuccess) return error;
+  *plan = make_plan(a.length, a.state_dim, int64_t(a.batch) * a.heads, int64_t(sms) * std::max(1, setup.scan_blocks_per_sm),
+                    int64_t(sms) * std::max(1, setup.piece_blocks_per_sm));
+  return cudaSuccess;
+}
+
+template <class T>
+size_t chunked_scratch_floats(const Args<T>& a, const Plan& plan) {
+  return scratch_floats(plan, int64_t(a.batch) * a.heads, a.head_dim, a.state_dim);
+}
+
+template <class T, int kN>
+cudaError_t launch_chunked_tile(const Args<T>& a, const Plan& plan, float* state, float* scratch,
+                                cudaStream_t stream) {
+  const unsigned heads = unsigned(a.batch) * unsigned(a.heads);
+  float* const slots = scratch;
+  float* const log_decays =
+      scratch ? scratch + size_t(heads) * (1 + plan.pieces()) * a.head_dim * a.state_dim : nullptr;
+  if (plan.segments > 1) {
+    piece_state_kernel<T, kN><<<heads * plan.pieces(), kThreads, piece_state_smem<T, kN>(), stream>>>(
+        a, plan, state, slots, log_decays);
+    if (const cudaError_t error = cudaGetLastError(); error != cudaSuccess) return error;
+  }
+  chunk_scan_kernel<T, kN><<<heads * plan.segments, kThreads, chunk_scan_smem<T, kN>(), stream>>>(
+      a, plan, state, slots, log_decays);
+  return cudaGetLastError();
+}
+
+// The chunked forward: `state` [B,H,P,N] F32 (null when absent) read as the initial state and
+// overwritten with the final one; `scratch` holds chunked_scratch_floats(a, plan) floats.
+template <class T>
+cudaError_t launch_chunked(const Args<T>& a, const Plan& plan, float* state, float* scratch, cudaStream_t stream) {
+  return plan.state_tile == 64 ? launch_chunked_tile<T, 64>(a, plan, state, scratch, stream)
+                               : launch_chunked_tile<T, 128>(a, plan, state, scratch, stream);
+}
+
+}  // namespace ssm::ops::cuda::ssd_kernels
