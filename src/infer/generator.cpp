@@ -49,12 +49,13 @@ GenerationResult Generator::generate(const std::vector<std::vector<int32_t>>& pr
   ModelState& state = prepare_states(batch);
   state.reserve(int64_t(longest) + options.max_new_tokens);
   ws_.reset();
+  host_.reset();
   // The next token's logits per sequence, where the sampler reads them (the host).
-  Tensor logits = Tensor::empty({batch, vocab});
-  const Workspace::Mark base = ws_.mark();
+  Tensor logits = host_.take({batch, vocab});
+  const Workspace::Mark base = ws_.mark(), host_base = host_.mark();
   for (int64_t b = 0; b < batch; ++b) {
     const auto& prompt = prompts[size_t(b)];
-    Tensor ids = Tensor::empty({1, int64_t(prompt.size())}, DType::I32);  // host ids: the model copies them
+    Tensor ids = host_.take({1, int64_t(prompt.size())}, DType::I32);  // host ids: the model copies them
     std::copy(prompt.begin(), prompt.end(), ids.data<int32_t>());
     // One sequence prefills into a state of its own, copied into the batch's afterwards.
     ModelState& single = batch == 1 ? state : prompt_state_;
@@ -63,6 +64,7 @@ GenerationResult Generator::generate(const std::vector<std::vector<int32_t>>& pr
     logits.slice(0, b, 1).copy_from(model_.forward(ids, &single, false, ws_));
     if (&single != &state) single.copy_sequence(0, state, b);
     ws_.release(base);
+    host_.release(host_base);
     result.prefill.tokens += int64_t(prompt.size());
   }
   prefill_timer.finish(result.prefill);
@@ -75,7 +77,7 @@ GenerationResult Generator::generate(const std::vector<std::vector<int32_t>>& pr
     samplers.emplace_back(per_sequence);
   }
   std::vector<bool> done(size_t(batch), false);
-  Tensor step_ids = Tensor::zeros({batch}, DType::I32);
+  Tensor step_ids = host_.zeros({batch}, DType::I32);
   const Workspace::Mark step_base = ws_.mark();
   for (int64_t produced = 0; produced < options.max_new_tokens; ++produced) {
     int64_t active = 0;
@@ -97,7 +99,9 @@ GenerationResult Generator::generate(const std::vector<std::vector<int32_t>>& pr
     logits.copy_from(model_.step(step_ids, state, ws_));
   }
   decode_timer.finish(result.decode);
-  ws_.reset();  // a call that grew the workspace plans its one block now, not at the start of the next
+  // A call that grew a workspace plans its one block now, not at the start of the next call.
+  ws_.reset();
+  host_.reset();
   return result;
 }
 

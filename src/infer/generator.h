@@ -50,7 +50,8 @@ class Generator {
   ModelState& prepare_states(int64_t batch);
 
   const LanguageModel& model_;
-  Workspace ws_;  // activations of prefill and decode: planned by the first call, then reused
+  Workspace ws_;    // activations of prefill and decode, on the model's device: planned by the first call, then reused
+  Workspace host_;  // the same for what the sampler reads and writes: logits and token ids
   // Recurrent states, allocated once: each prompt starts from a copy of zero_ (one sequence) in
   // prompt_state_ (batches of several prompts) or directly in state_ (one prompt).
   ModelState zero_, prompt_state_, state_;
