@@ -16,10 +16,11 @@ std::vector<int32_t> random_prompt(int64_t length, int64_t vocab, Rng& rng) {
 }  // namespace
 
 InferenceMeasure measure_inference(const LanguageModel& model, const std::vector<int64_t>& prompt_lengths,
-                                   int64_t decode_tokens, uint64_t seed) {
+                                   int64_t decode_tokens, uint64_t seed, int64_t batch) {
   SSM_CHECK(!prompt_lengths.empty(), "the benchmark needs at least one prompt length");
   for (int64_t length : prompt_lengths) SSM_CHECK(length >= 1, "prompt lengths must be >= 1, got {}", length);
   SSM_CHECK(decode_tokens >= 1, "decode tokens must be >= 1, got {}", decode_tokens);
+  SSM_CHECK(batch >= 1, "the batch must be >= 1, got {}", batch);
   GenerateOptions options;
   options.max_new_tokens = decode_tokens + 1;  // the first token comes from the prefill's logits
   options.sampling.temperature = 0;
@@ -35,11 +36,16 @@ InferenceMeasure measure_inference(const LanguageModel& model, const std::vector
   lengths.erase(std::unique(lengths.begin(), lengths.end()), lengths.end());
   GenerateOptions warm_up = options;
   warm_up.max_new_tokens = 2;
-  for (int64_t length : lengths) generator.generate({random_prompt(length, vocab, rng)}, warm_up);
+  const auto prompts = [&](int64_t length) {
+    std::vector<std::vector<int32_t>> batch_prompts;
+    for (int64_t b = 0; b < batch; ++b) batch_prompts.push_back(random_prompt(length, vocab, rng));
+    return batch_prompts;
+  };
+  for (int64_t length : lengths) generator.generate(prompts(length), warm_up);
 
   InferenceMeasure measure;
   for (int64_t length : prompt_lengths) {
-    const GenerationResult result = generator.generate({random_prompt(length, vocab, rng)}, options);
+    const GenerationResult result = generator.generate(prompts(length), options);
     measure.prefill.push_back(result.prefill);
     measure.decode.tokens += result.decode.tokens;
     measure.decode.seconds += result.decode.seconds;
@@ -53,8 +59,8 @@ double prefill_matmul_flops(const LanguageModel& model, int64_t length) {
   return 2.0 * (model.matmul_macs_per_token() * double(length) + double(c.vocab_size) * double(c.d_model));
 }
 
-double decode_bytes_per_token(const LanguageModel& model) {
-  return double(model.weight_bytes()) + 2.0 * double(model.new_state(1).bytes());
+double decode_bytes_per_token(const LanguageModel& model, int64_t batch) {
+  return double(model.weight_bytes()) + 2.0 * double(batch) * double(model.state_bytes(0));
 }
 
 }  // namespace ssm::bench

@@ -9,12 +9,17 @@ ModelConfig published_shape(const std::string& name) {
   if (name == "mamba-130m") {
     config = {{"model_type", "mamba"}, {"hidden_size", 768}, {"num_hidden_layers", 24}, {"vocab_size", 50280},
               {"state_size", 16},      {"expand", 2},        {"conv_kernel", 4},        {"eos_token_id", 0}};
-  } else if (name == "mamba2-130m") {
-    config = {{"model_type", "mamba2"}, {"hidden_size", 768}, {"num_hidden_layers", 24}, {"vocab_size", 50288},
-              {"state_size", 128},      {"head_dim", 64},     {"num_heads", 24},         {"n_groups", 1},
-              {"expand", 2},            {"chunk_size", 256},  {"eos_token_id", 0}};
+  } else if (name == "mamba-1.4b") {
+    config = {{"model_type", "mamba"}, {"hidden_size", 2048}, {"num_hidden_layers", 48}, {"vocab_size", 50280},
+              {"state_size", 16},      {"expand", 2},         {"conv_kernel", 4},        {"eos_token_id", 0}};
+  } else if (name == "mamba2-130m" || name == "mamba2-1.3b") {
+    const bool small = name == "mamba2-130m";
+    config = {{"model_type", "mamba2"}, {"hidden_size", small ? 768 : 2048}, {"num_hidden_layers", small ? 24 : 48},
+              {"vocab_size", 50288},    {"state_size", 128},                 {"head_dim", 64},
+              {"num_heads", small ? 24 : 64}, {"n_groups", 1},               {"expand", 2},
+              {"chunk_size", 256},      {"eos_token_id", 0}};
   } else {
-    fail("unknown model shape '{}' (mamba-130m, mamba2-130m)", name);
+    fail("unknown model shape '{}' (mamba-130m, mamba-1.4b, mamba2-130m, mamba2-1.3b)", name);
   }
   return ModelConfig::from_json(config, name);
 }

@@ -9,7 +9,9 @@
 #include <functional>
 #include <sstream>
 
+#include "bench/gpu_bench.h"
 #include "bench/inference.h"
+#include "bench/layer_bench.h"
 #include "bench/machine.h"
 #include "bench/random_model.h"
 #include "cli/command.h"
@@ -33,6 +35,7 @@ struct BenchArgs {
   std::string train_config;  // a config.json to time in training instead of the default models
   int64_t train_steps = 3;
   std::string write_shape, write_dtype = "f32", out;  // --write-model SHAPE --dtype D --out DIR
+  std::string device = "cpu";
 };
 
 // A model to time: a label for the table and how to make it (again for each thread count).
@@ -151,13 +154,39 @@ void write_model(const BenchArgs& args) {
               std::string(dtype_name(dtype)).c_str(), (unsigned long long)args.seed);
 }
 
+// Stacks of attention, RAT and Mamba-2 layers side by side, at the first thread count.
+void run_layer_bench(const BenchArgs& args) {
+  set_num_threads(args.threads.front());
+  std::printf("\n%d thread(s)\n%s", args.threads.front(), bench::layer_bench({}).c_str());
+}
+
+void run_gpu(const BenchArgs& args, const CLI::App& cmd) {
+  bench::GpuBenchOptions options;
+  if (cmd.count("--models")) options.shapes = args.shapes;
+  for (const auto& name : args.dtypes) {
+    SSM_CHECK(name == "bf16" || name == "f32", "--dtypes on the GPU takes bf16 or f32, got '{}'", name);
+    options.weights = name == "f32" ? DType::F32 : DType::BF16;
+  }
+  for (const auto& shape : options.shapes) bench::published_shape(shape);  // a bad name fails before anything runs
+  options.decode_tokens = args.decode_tokens;
+  options.seed = args.seed;
+  bench::run_gpu_bench(options);
+}
+
 void run_bench(const BenchArgs& args, const CLI::App& cmd) {
   if (!args.write_shape.empty()) return write_model(args);
+  const Device device = parse_device(args.device, "--device");
+  if (device == Device::CUDA) {
+    SSM_CHECK(args.model_dir.empty() && cmd.count("--suite") == 0,
+              "--device cuda times the published shapes' inference (no --model, no --suite yet)");
+    return run_gpu(args, cmd);
+  }
   for (const char* flag : {"--out", "--dtype"})
     SSM_CHECK(cmd.count(flag) == 0, "{} goes with --write-model SHAPE (the inference suite takes --dtypes)", flag);
   SSM_CHECK(args.model_dir.empty() || cmd.count("--models") == 0, "give --model DIR or --models SHAPES, not both");
   for (const auto& suite : args.suites)
-    SSM_CHECK(suite == "inference" || suite == "training", "--suite takes inference and training, got '{}'", suite);
+    SSM_CHECK(suite == "inference" || suite == "training" || suite == "layers",
+              "--suite takes inference, training and layers, got '{}'", suite);
   for (int threads : args.threads) SSM_CHECK(threads >= 1, "--threads must be >= 1, got {}", threads);
   for (int64_t length : args.prefill_lengths) SSM_CHECK(length >= 1, "--prefill lengths must be >= 1, got {}", length);
   SSM_CHECK(args.decode_tokens >= 1, "--decode-tokens must be >= 1, got {}", args.decode_tokens);
@@ -169,6 +198,7 @@ void run_bench(const BenchArgs& args, const CLI::App& cmd) {
   };
   if (wants("inference")) run_inference_bench(args);
   if (wants("training")) run_training_bench(args);
+  if (wants("layers")) run_layer_bench(args);
 }
 
 const CommandRegistrar registrar(40, [](CLI::App& root) {
@@ -176,7 +206,7 @@ const CommandRegistrar registrar(40, [](CLI::App& root) {
   CLI::App* cmd = root.add_subcommand(
       "bench", "Time prefill and decode through the generator (random models at published shapes, or --model DIR), "
                "training steps, or write a random model as a checkpoint folder");
-  cmd->add_option("--models", args->shapes, "Published shapes to time: mamba-130m, mamba2-130m")
+  cmd->add_option("--models", args->shapes, "Published shapes to time: mamba-130m, mamba-1.4b, mamba2-130m, mamba2-1.3b")
       ->delimiter(',')->capture_default_str();
   cmd->add_option("--model", args->model_dir, "Time this checkpoint folder instead (inference only unless --suite)");
   cmd->add_option("--dtypes", args->dtypes, "Matrices kept in memory: f32, bf16 (default both); with --model "
@@ -187,7 +217,10 @@ const CommandRegistrar registrar(40, [](CLI::App& root) {
   cmd->add_option("--decode-tokens", args->decode_tokens, "Greedy decode steps timed per prompt (EOS ignored)")
       ->capture_default_str();
   cmd->add_option("--seed", args->seed, "Seed of the random weights and prompt ids")->capture_default_str();
-  cmd->add_option("--suite", args->suites, "inference, training")->delimiter(',')->capture_default_str();
+  cmd->add_option("--suite", args->suites, "inference, training, layers (attention, RAT and Mamba-2 stacks)")
+      ->delimiter(',')->capture_default_str();
+  cmd->add_option("--device", args->device, "cpu, or cuda: the published shapes on the GPU beside mamba_ssm")
+      ->capture_default_str();
   cmd->add_option("--train-config", args->train_config, "Time training of this config.json instead");
   cmd->add_option("--train-steps", args->train_steps, "Timed training steps per measurement")->capture_default_str();
   cmd->add_option("--write-model", args->write_shape, "Write a random model of this published shape to --out, "

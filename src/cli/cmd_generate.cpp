@@ -23,7 +23,7 @@ Tensor read_token_ids(const std::string& path);  // cmd_ids.cpp
 namespace {
 
 struct GenerateArgs {
-  std::string model, tokenizer, prompt_ids, ids_out, dtype = "auto";
+  std::string model, tokenizer, prompt_ids, ids_out, dtype = "auto", device = "cpu";
   std::vector<std::string> prompts, prompt_files, stops;
   GenerateOptions options;
   bool ignore_eos = false;
@@ -132,7 +132,8 @@ void run_generate(GenerateArgs& args) {
   set_num_threads(args.threads);
   const int sources = int(!args.prompt_ids.empty()) + int(!args.prompts.empty() || !args.prompt_files.empty());
   SSM_CHECK(sources == 1, "give either --prompt-ids or --prompt/--prompt-file");
-  const LanguageModel model = LanguageModel::load(args.model, {.weights = weight_dtype_from_name(args.dtype)});
+  const LanguageModel model = LanguageModel::load(
+      args.model, {.weights = weight_dtype_from_name(args.dtype), .device = parse_device(args.device, "--device")});
   if (!args.ignore_eos) args.options.eos_ids = model.config().eos_ids;
   if (!args.prompt_ids.empty()) run_from_ids(args, model);
   else run_from_text(args, model);
@@ -159,6 +160,7 @@ const CommandRegistrar registrar(20, [](CLI::App& root) {
   cmd->add_option("--stop", args->stops, "Stop a sequence when this text appears (repeatable)");
   cmd->add_flag("--ignore-eos", args->ignore_eos, "Generate past the EOS token (timing a fixed number of tokens)");
   add_dtype_option(*cmd, &args->dtype);
+  add_device_option(*cmd, &args->device);
   add_threads_option(*cmd, &args->threads);
   cmd->callback([args] { run_generate(*args); });
 });

@@ -10,7 +10,7 @@ Tensor read_token_ids(const std::string& path);  // cmd_ids.cpp
 
 namespace {
 struct LogitsArgs {
-  std::string model, ids, out, dtype = "auto";
+  std::string model, ids, out, dtype = "auto", device = "cpu";
   int threads = 0;
 };
 
@@ -18,8 +18,9 @@ void run_logits(const LogitsArgs& args) {
   set_num_threads(args.threads);
   const Tensor ids = read_token_ids(args.ids);
   SSM_CHECK(ids.dim() == 2, "'{}': ids must be [batch, length], got {}", args.ids, shape_str(ids.shape()));
-  const LanguageModel model = LanguageModel::load(args.model, {.weights = weight_dtype_from_name(args.dtype)});
-  write_npy(args.out, model.forward(ids, nullptr, true));
+  const LanguageModel model = LanguageModel::load(
+      args.model, {.weights = weight_dtype_from_name(args.dtype), .device = parse_device(args.device, "--device")});
+  write_npy(args.out, model.forward(ids, nullptr, true).to_device(Device::CPU));
 }
 
 const CommandRegistrar registrar(10, [](CLI::App& root) {
@@ -29,6 +30,7 @@ const CommandRegistrar registrar(10, [](CLI::App& root) {
   cmd->add_option("--ids", args->ids, "int32/int64 .npy of token ids [B, T]")->required();
   cmd->add_option("--out", args->out, "Output .npy, float32 [B, T, V]")->required();
   add_dtype_option(*cmd, &args->dtype);
+  add_device_option(*cmd, &args->device);
   add_threads_option(*cmd, &args->threads);
   cmd->callback([args] { run_logits(*args); });
 });

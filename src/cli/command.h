@@ -22,5 +22,7 @@ void add_threads_option(CLI::App& command, int* threads);
 
 // Adds --dtype auto|f32|bf16 (how a loaded model keeps its matrices; LoadOptions::weights).
 void add_dtype_option(CLI::App& command, std::string* dtype);
+// --device cpu|cuda: where the model computes (cuda: BF16 unless --dtype f32).
+void add_device_option(CLI::App& command, std::string* device);
 
 }  // namespace ssm::cli

@@ -37,6 +37,11 @@ void add_dtype_option(CLI::App& command, std::string* dtype) {
       ->capture_default_str();
 }
 
+void add_device_option(CLI::App& command, std::string* device) {
+  command.add_option("--device", *device, "Where the model computes: cpu, or cuda (BF16 unless --dtype f32)")
+      ->capture_default_str();
+}
+
 // libgomp reads how its idle threads wait when it loads, before main. Its default, spinning up to
 // 300,000 times at every barrier, is a disaster on a machine whose other cores are busy: each of
 // the ~150 parallel regions of a decode step then waits for a thread that burnt its time slice

@@ -88,6 +88,19 @@ void copy_rows(void* dst, size_t dst_pitch, Device dst_device, const void* src, 
 #endif
 }
 
+size_t device_peak_bytes() {
+#ifdef SSM_CUDA
+  if (cuda_available()) return cuda::peak_pool_bytes();
+#endif
+  return 0;
+}
+
+void reset_device_peak_bytes() {
+#ifdef SSM_CUDA
+  if (cuda_available()) cuda::reset_peak_pool_bytes();
+#endif
+}
+
 void synchronize(Device device) {
 #ifdef SSM_CUDA
   if (device == Device::CUDA) cuda::synchronize();

@@ -32,5 +32,8 @@ void copy_rows(void* dst, size_t dst_pitch, Device dst_device, const void* src, 
                size_t row_bytes, size_t rows);
 // Waits until all work queued on the device has finished (no-op on the CPU).
 void synchronize(Device device);
+// GPU memory the process has held at most since the last reset (0 on the CPU or without CUDA).
+size_t device_peak_bytes();
+void reset_device_peak_bytes();
 
 }  // namespace ssm

@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "core/resource_usage.h"
+#include "ops/ops.h"
 
 namespace ssm {
 
@@ -42,7 +43,8 @@ GenerationResult Generator::generate(const std::vector<std::vector<int32_t>>& pr
   }
   if (batch == 0 || options.max_new_tokens == 0) return result;
 
-  // Prefill each prompt on its own (lengths differ; an SSM cannot skip padding), then decode together.
+  // Prompts of one length prefill together; otherwise each on its own (an SSM cannot skip padding).
+  // Then every sequence decodes together.
   const PhaseTimer prefill_timer;
   size_t longest = 0;
   for (const auto& prompt : prompts) longest = std::max(longest, prompt.size());
@@ -50,10 +52,40 @@ GenerationResult Generator::generate(const std::vector<std::vector<int32_t>>& pr
   state.reserve(int64_t(longest) + options.max_new_tokens);
   ws_.reset();
   host_.reset();
-  // The next token's logits per sequence, where the sampler reads them (the host).
+  // Greedy decoding on the GPU picks the tokens there and brings back only their ids; otherwise the
+  // sampler reads each next token's logits on the host.
+  const bool pick_on_device = model_.device() != Device::CPU && options.sampling.temperature == 0.0f &&
+                              options.sampling.repetition_penalty == 1.0f;
   Tensor logits = host_.take({batch, vocab});
+  Tensor picked = host_.take({batch}, DType::I32);
+  Tensor device_picked = pick_on_device ? ws_.take({batch}, DType::I32) : Tensor();
+  Tensor device_ids = model_.device() != Device::CPU ? ws_.take({batch}, DType::I32) : Tensor();
+  // The logits of sequence b (on the model's device) become its next token's choice.
+  const auto receive = [&](const Tensor& rows, int64_t b) {
+    if (!pick_on_device) {
+      logits.slice(0, b, rows.size(0)).copy_from(rows);
+      return;
+    }
+    Tensor chosen = device_picked.slice(0, b, rows.size(0));
+    ops::argmax(rows.slice(1, 0, sample_vocab), chosen);
+    picked.slice(0, b, rows.size(0)).copy_from(chosen);
+  };
   const Workspace::Mark base = ws_.mark(), host_base = host_.mark();
-  for (int64_t b = 0; b < batch; ++b) {
+  const bool one_length = std::all_of(prompts.begin(), prompts.end(),
+                                      [&](const auto& prompt) { return prompt.size() == prompts[0].size(); });
+  if (one_length && batch > 1) {
+    const int64_t length = int64_t(prompts[0].size());
+    Tensor ids = host_.take({batch, length}, DType::I32);
+    for (int64_t b = 0; b < batch; ++b) {
+      std::copy(prompts[size_t(b)].begin(), prompts[size_t(b)].end(), ids.data<int32_t>() + b * length);
+      zero_.copy_sequence(0, state, b);
+    }
+    receive(model_.forward(ids, &state, false, ws_), 0);
+    ws_.release(base);
+    host_.release(host_base);
+    result.prefill.tokens = batch * length;
+  }
+  for (int64_t b = 0; b < batch && !(one_length && batch > 1); ++b) {
     const auto& prompt = prompts[size_t(b)];
     Tensor ids = host_.take({1, int64_t(prompt.size())}, DType::I32);  // host ids: the model copies them
     std::copy(prompt.begin(), prompt.end(), ids.data<int32_t>());
@@ -61,7 +93,7 @@ GenerationResult Generator::generate(const std::vector<std::vector<int32_t>>& pr
     ModelState& single = batch == 1 ? state : prompt_state_;
     zero_.copy_sequence(0, single, 0);
     single.reserve(int64_t(prompt.size()));
-    logits.slice(0, b, 1).copy_from(model_.forward(ids, &single, false, ws_));
+    receive(model_.forward(ids, &single, false, ws_), b);
     if (&single != &state) single.copy_sequence(0, state, b);
     ws_.release(base);
     host_.release(host_base);
@@ -83,9 +115,10 @@ GenerationResult Generator::generate(const std::vector<std::vector<int32_t>>& pr
     int64_t active = 0;
     for (int64_t b = 0; b < batch; ++b) {
       if (done[size_t(b)]) continue;
-      float* row = logits.data<float>() + b * vocab;
       auto& sequence = result.sequences[size_t(b)];
-      const int32_t token = samplers[size_t(b)].sample(row, sample_vocab, sequence);
+      const int32_t token = pick_on_device ? picked.data<int32_t>()[b]
+                                           : samplers[size_t(b)].sample(logits.data<float>() + b * vocab,
+                                                                        sample_vocab, sequence);
       sequence.push_back(token);
       step_ids.data<int32_t>()[b] = token;
       if (produced > 0) ++result.decode.tokens;
@@ -95,8 +128,13 @@ GenerationResult Generator::generate(const std::vector<std::vector<int32_t>>& pr
       else ++active;
     }
     if (active == 0 || produced + 1 == options.max_new_tokens) break;
-    ws_.release(step_base);
-    logits.copy_from(model_.step(step_ids, state, ws_));
+    if (device_ids.defined()) {
+      device_ids.copy_from(step_ids);
+      receive(decode_step(device_ids, state), 0);
+    } else {
+      ws_.release(step_base);
+      receive(model_.step(step_ids, state, ws_), 0);
+    }
   }
   decode_timer.finish(result.decode);
   // A call that grew a workspace plans its one block now, not at the start of the next call.
@@ -108,8 +146,33 @@ GenerationResult Generator::generate(const std::vector<std::vector<int32_t>>& pr
 ModelState& Generator::prepare_states(int64_t batch) {
   if (zero_.batch == 0) zero_ = model_.new_state(1);
   if (batch > 1 && prompt_state_.batch == 0) prompt_state_ = model_.new_state(1);
-  if (state_.batch != batch) state_ = model_.new_state(batch);
+  if (state_.batch != batch) {
+    state_ = model_.new_state(batch);
+    step_graph_.clear();  // recorded on the old state's addresses
+  }
   return state_;
+}
+
+Tensor Generator::decode_step(const Tensor& ids, ModelState& state) {
+  const Workspace::Mark mark = ws_.mark();
+  if (!model_.replayable_step() || graph_refused_) {
+    ws_.release(mark);
+    Tensor logits = model_.step(ids, state, ws_);
+    ws_.release(mark);  // read before the next step takes the workspace again
+    return logits;
+  }
+  if (step_graph_.recorded() && graph_blocks_ == ws_.block_allocations()) {
+    step_graph_.replay();
+    return graph_logits_;
+  }
+  // Run one step directly first: it plans the workspace for the step's shapes, so that the recording
+  // takes no memory and its addresses hold for every replay.
+  Tensor logits = model_.step(ids, state, ws_);
+  ws_.release(mark);
+  graph_blocks_ = ws_.block_allocations();
+  graph_refused_ = !step_graph_.record([&] { graph_logits_ = model_.step(ids, state, ws_); });
+  ws_.release(mark);
+  return logits;
 }
 
 }  // namespace ssm

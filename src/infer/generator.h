@@ -5,6 +5,7 @@
 #include <functional>
 #include <vector>
 
+#include "core/graph.h"
 #include "core/workspace.h"
 #include "infer/sampler.h"
 #include "model/language_model.h"
@@ -48,6 +49,9 @@ class Generator {
  private:
   // The states a call needs; returns that of `batch` sequences (kept while the batch size is unchanged).
   ModelState& prepare_states(int64_t batch);
+  // One decode step from the ids on the model's device: replayed from a recording where the model
+  // allows it (one launch for the whole step), else run op by op. Returns the logits there.
+  Tensor decode_step(const Tensor& ids, ModelState& state);
 
   const LanguageModel& model_;
   Workspace ws_;    // activations of prefill and decode, on the model's device: planned by the first call, then reused
@@ -55,6 +59,12 @@ class Generator {
   // Recurrent states, allocated once: each prompt starts from a copy of zero_ (one sequence) in
   // prompt_state_ (batches of several prompts) or directly in state_ (one prompt).
   ModelState zero_, prompt_state_, state_;
+  // The recorded decode step of state_'s batch, and the workspace block it was recorded on (a grown
+  // workspace moves every address, so the recording is made again).
+  DeviceGraph step_graph_;
+  int64_t graph_blocks_ = -1;
+  bool graph_refused_ = false;  // a recording failed once: this generator steps op by op
+  Tensor graph_logits_;
 };
 
 }  // namespace ssm

@@ -254,6 +254,13 @@ void LanguageModel::save(const std::string& folder, DType matrix_dtype) const {
 
 // ---- computing ----
 
+bool LanguageModel::replayable_step() const {
+  for (const Branch& branch : branches_)
+    for (const MixerSlot& slot : branch.mixers)
+      if (!slot.mixer->replayable_step()) return false;
+  return true;
+}
+
 ModelState LanguageModel::new_state(int64_t batch) const {
   ModelState state;
   state.batch = batch;

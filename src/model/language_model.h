@@ -77,6 +77,8 @@ class LanguageModel {
   double state_bytes(int64_t context) const;
 
   ModelState new_state(int64_t batch) const;
+  // Whether every mixer's step can be recorded and replayed (see Mixer::replayable_step).
+  bool replayable_step() const;
   // ids I32 [B,T] → logits [B,T,V] (all_positions) or [B,V] for the last position. state (optional)
   // is the starting state and receives the state after the last token. The logits are taken from
   // ws and stay valid until the caller releases it; temporaries are released before returning.

@@ -57,6 +57,9 @@ class Mixer {
   // x [B,D] → y [B,D], advancing state by one token.
   virtual void step(const Tensor& x, MixerState* state, Tensor& y, Workspace& ws) const = 0;
   virtual std::unique_ptr<MixerTraining> training() const = 0;
+  // Whether step() only queues device work on fixed addresses (no host bookkeeping, no copies from
+  // the host), so that a decode step can be recorded once and replayed (DeviceGraph).
+  virtual bool replayable_step() const { return false; }
 
   // Multiply-adds of the matrix products per token (what the benchmark's FLOP rate counts).
   virtual double matmul_macs_per_token() const = 0;

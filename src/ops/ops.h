@@ -37,6 +37,9 @@ void scale(const Tensor& x, float factor, Tensor& y);
 void scale_columns(Tensor& x, const Tensor& factors);
 // Every element of the rows tensor x set to `value`.
 void fill(Tensor& x, float value);
+// ids[b] = the column of the largest logits[b, :] (logits F32 rows [B, V]; ids I32 [B]); the lowest
+// column among equals, NaN never chosen over a number (greedy decoding, on the logits' device).
+void argmax(const Tensor& logits, Tensor& ids);
 // y = -exp(x) elementwise, contiguous F32 (A = -exp(A_log), recomputed at every decode step).
 void neg_exp(const Tensor& x, Tensor& y);
 

@@ -86,7 +86,7 @@ TEST(CliBench, BadFlagsAreOneClearError) {
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"--models mamba-7b --suite inference", "unknown model shape 'mamba-7b'"},
       {"--dtypes f16 --suite inference", "--dtypes takes f32 or bf16, got 'f16'"},
-      {"--suite inference,serving", "--suite takes inference and training, got 'serving'"},
+      {"--suite inference,serving", "--suite takes inference, training and layers, got 'serving'"},
       {"--prefill 512,0" + tiny, "--prefill lengths must be >= 1, got 0"},
       {"--decode-tokens 0" + tiny, "--decode-tokens must be >= 1"},
       {"--threads 0" + tiny, "--threads must be >= 1"},
@@ -97,6 +97,7 @@ TEST(CliBench, BadFlagsAreOneClearError) {
       {"--write-model mamba-7b --out /tmp/never", "unknown model shape 'mamba-7b'"},
       {"--dtype bf16" + tiny, "--dtype goes with --write-model"},
       {"--out /tmp/never" + tiny, "--out goes with --write-model"},
+      {"--device tpu", "--device: unknown device 'tpu' (cpu or cuda)"},
       {"--bogus", "--bogus"},
   };
   for (const auto& [flags, fragment] : cases) {

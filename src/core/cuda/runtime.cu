@@ -71,6 +71,23 @@ size_t free_memory() {
   return free;
 }
 
+size_t peak_pool_bytes() {
+  cudaMemPool_t pool;
+  uint64_t high = 0;
+  if (cudaDeviceGetDefaultMemPool(&pool, 0) == cudaSuccess)
+    cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemHigh, &high);
+  cudaGetLastError();
+  return size_t(high);
+}
+
+void reset_peak_pool_bytes() {
+  cudaMemPool_t pool;
+  uint64_t zero = 0;
+  if (cudaDeviceGetDefaultMemPool(&pool, 0) == cudaSuccess)
+    cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReservedMemHigh, &zero);
+  cudaGetLastError();
+}
+
 std::shared_ptr<Storage> allocate(size_t bytes) {
   SSM_CHECK(device_count() > 0, "--device cuda: no CUDA GPU is visible ({})", no_device_reason());
   cudaStream_t stream = static_cast<cudaStream_t>(current_stream());
@@ -105,6 +122,46 @@ void copy_rows(void* dst, size_t dst_pitch, bool dst_on_device, const void* src,
   SSM_CUDA_CHECK(cudaMemcpy2DAsync(dst, dst_pitch, src, src_pitch, row_bytes, rows, kind, stream),
                  "copying {} rows of {} bytes", rows, row_bytes);
   SSM_CUDA_CHECK(cudaStreamSynchronize(stream), "copying {} rows of {} bytes", rows, row_bytes);
+}
+
+bool Graph::record(const std::function<void()>& work) {
+  clear();
+  cudaStream_t stream = static_cast<cudaStream_t>(current_stream());
+  SSM_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "recording a graph");
+  bool ok = true;
+  try {
+    work();
+  } catch (const Error&) {
+    ok = false;  // a call refused during capture (a synchronising copy): run the work directly
+  }
+  cudaGraph_t graph = nullptr;
+  const cudaError_t ended = cudaStreamEndCapture(stream, &graph);
+  if (!ok || ended != cudaSuccess || !graph) {
+    cudaGetLastError();
+    if (graph) cudaGraphDestroy(graph);
+    return false;
+  }
+  cudaGraphExec_t exec = nullptr;
+  if (cudaGraphInstantiate(&exec, graph, 0) != cudaSuccess) {
+    cudaGetLastError();
+    cudaGraphDestroy(graph);
+    return false;
+  }
+  graph_ = graph;
+  exec_ = exec;
+  return true;
+}
+
+void Graph::replay() {
+  SSM_CHECK(exec_, "Graph::replay: nothing recorded");
+  SSM_CUDA_CHECK(cudaGraphLaunch(static_cast<cudaGraphExec_t>(exec_), static_cast<cudaStream_t>(current_stream())),
+                 "replaying a recorded decode step");
+}
+
+void Graph::clear() {
+  if (exec_) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(exec_));
+  if (graph_) cudaGraphDestroy(static_cast<cudaGraph_t>(graph_));
+  exec_ = graph_ = nullptr;
 }
 
 void synchronize() {

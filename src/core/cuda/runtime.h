@@ -3,6 +3,7 @@
 // header; only .cu files and core/cuda/ include cuda_runtime.h.
 #pragma once
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -20,9 +21,28 @@ void copy_rows(void* dst, size_t dst_pitch, bool dst_on_device, const void* src,
                size_t row_bytes, size_t rows);
 void synchronize();               // the current stream
 size_t free_memory();             // bytes free on the GPU now
+size_t peak_pool_bytes();         // the most the memory pool has held since the last reset
+void reset_peak_pool_bytes();
 
 // The stream ops enqueue on (a cudaStream_t); each thread starts on its own non-blocking stream.
 void* current_stream();
 void set_current_stream(void* stream);
+
+// A CUDA graph recorded from the current stream (see ssm::DeviceGraph).
+class Graph {
+ public:
+  Graph() = default;
+  ~Graph() { clear(); }
+  Graph(const Graph&) = delete;
+  Graph& operator=(const Graph&) = delete;
+  bool record(const std::function<void()>& work);
+  bool recorded() const { return exec_ != nullptr; }
+  void replay();
+  void clear();
+
+ private:
+  void* graph_ = nullptr;  // cudaGraph_t
+  void* exec_ = nullptr;   // cudaGraphExec_t
+};
 
 }  // namespace ssm::cuda

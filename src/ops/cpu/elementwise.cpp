@@ -1,4 +1,6 @@
 // Elementwise ops on the CPU over rows tensors (row strides honoured); rows spread over threads.
+#include <cmath>
+
 #include "core/error.h"
 #include "ops/cpu/op_util.h"  // describe, is_f32_rows, is_f32_vec
 #include "ops/cpu/vec_math.h"
@@ -68,6 +70,22 @@ void fill(Tensor& x, float value) {
 #pragma omp simd
     for (int64_t i = 0; i < width; ++i) xr[i] = value;
   });
+}
+
+void argmax(const Tensor& logits, Tensor& ids) {
+  SSM_GPU_DISPATCH(ids, argmax, logits, ids);
+  SSM_CHECK(detail::is_f32_rows(logits) && logits.dim() == 2 && ids.device() == Device::CPU &&
+                ids.dtype() == DType::I32 && ids.is_contiguous() && ids.shape() == Shape({logits.size(0)}),
+            "argmax: logits must be F32 rows [B, V] and ids I32 [B], got {} and {}", detail::describe(logits),
+            detail::describe(ids));
+  const int64_t V = logits.size(1), ld = logits.row_stride();
+  for (int64_t b = 0; b < logits.size(0); ++b) {
+    const float* row = logits.data<float>() + b * ld;
+    int64_t best = 0;
+    for (int64_t i = 1; i < V; ++i)
+      if (row[i] > row[best] || (std::isnan(row[best]) && !std::isnan(row[i]))) best = i;
+    ids.data<int32_t>()[b] = int32_t(best);
+  }
 }
 
 void neg_exp(const Tensor& x, Tensor& y) {

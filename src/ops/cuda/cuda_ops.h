@@ -23,6 +23,7 @@ void add_scaled_inplace(Tensor& a, const Tensor& b, float factor);
 void scale(const Tensor& x, float factor, Tensor& y);
 void scale_columns(Tensor& x, const Tensor& factors);
 void fill(Tensor& x, float value);
+void argmax(const Tensor& logits, Tensor& ids);
 void neg_exp(const Tensor& x, Tensor& y);
 void rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& y);
 void gated_rmsnorm(const Tensor& x, const Tensor& z, const Tensor& w, int64_t group_size, bool norm_before_gate,

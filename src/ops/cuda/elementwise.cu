@@ -71,6 +71,55 @@ void scale_columns(Tensor& x, const Tensor& factors) {
 
 void fill(Tensor& x, float value) { for_rows("fill", x, x, Fill{value}); }
 
+namespace {
+
+// One block per row: each thread's best (value, column), then a block reduction; ties and NaN as on
+// the CPU (a later column or a NaN never replaces the best so far).
+__global__ void argmax_kernel(Rows<const float> logits, int64_t V, int32_t* ids) {
+  __shared__ float best_value[256];
+  __shared__ int64_t best_column[256];
+  const float* row = &logits.at(blockIdx.x, 0);
+  float value = row[0];
+  int64_t column = 0;
+  for (int64_t i = threadIdx.x; i < V; i += blockDim.x) {
+    const float v = row[i];
+    if (v > value || (v == value && i < column) || (value != value && v == v)) {
+      value = v;
+      column = i;
+    }
+  }
+  best_value[threadIdx.x] = value;
+  best_column[threadIdx.x] = column;
+  __syncthreads();
+  for (int half = blockDim.x / 2; half > 0; half /= 2) {
+    if (threadIdx.x < half) {
+      const float v = best_value[threadIdx.x + half];
+      const int64_t c = best_column[threadIdx.x + half];
+      const float mine = best_value[threadIdx.x];
+      if (v > mine || (v == mine && c < best_column[threadIdx.x]) || (mine != mine && v == v)) {
+        best_value[threadIdx.x] = v;
+        best_column[threadIdx.x] = c;
+      }
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) ids[blockIdx.x] = int32_t(best_column[0]);
+}
+
+}  // namespace
+
+void argmax(const Tensor& logits, Tensor& ids) {
+  check_on_gpu("argmax", {&logits, &ids});
+  SSM_CHECK(logits.dtype() == DType::F32 && logits.dim() == 2 && logits.has_uniform_rows() &&
+                ids.dtype() == DType::I32 && ids.is_contiguous() && ids.shape() == Shape({logits.size(0)}),
+            "argmax: logits must be F32 rows [B, V] and ids I32 [B], got {} and {}", shape_str(logits.shape()),
+            shape_str(ids.shape()));
+  if (logits.size(0) == 0 || logits.size(1) == 0) return;
+  argmax_kernel<<<unsigned(logits.size(0)), 256, 0, stream()>>>(rows_of<const float>(logits), logits.size(1),
+                                                                 ids.data<int32_t>());
+  SSM_CUDA_CHECK_LAUNCH("argmax of {}", shape_str(logits.shape()));
+}
+
 void neg_exp(const Tensor& x, Tensor& y) {
   check_on_gpu("neg_exp", {&x, &y});
   SSM_CHECK(x.dtype() == DType::F32 && y.dtype() == DType::F32 && x.is_contiguous() && y.is_contiguous() &&

@@ -37,6 +37,7 @@ class Mamba1Mixer final : public Mixer {
   void forward(const Tensor& x, MixerState* state, Tensor& y, Workspace& ws) const override;
   void step(const Tensor& x, MixerState* state, Tensor& y, Workspace& ws) const override;
   std::unique_ptr<MixerTraining> training() const override;
+  bool replayable_step() const override { return true; }
   double matmul_macs_per_token() const override;
 
   const Mamba1Settings s;

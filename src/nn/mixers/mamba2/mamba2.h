@@ -48,6 +48,7 @@ class Mamba2Mixer final : public Mixer {
   void forward(const Tensor& x, MixerState* state, Tensor& y, Workspace& ws) const override;
   void step(const Tensor& x, MixerState* state, Tensor& y, Workspace& ws) const override;
   std::unique_ptr<MixerTraining> training() const override;
+  bool replayable_step() const override { return true; }
   double matmul_macs_per_token() const override;
   void to_device(Device device) override;
 

@@ -1,0 +1,116 @@
+#include "bench/gpu_bench.h"
+
+#include <chrono>
+#include <cstdio>
+#include <functional>
+#include <map>
+
+#include <fmt/format.h>
+
+#include "bench/inference.h"
+#include "bench/random_model.h"
+#include "core/device.h"
+#include "core/random.h"
+#include "ops/ops.h"
+
+namespace ssm::bench {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// mamba_ssm 2.3.2 on the same card (../shared/BENCHMARKS.md, 2026-11-30): its own generation loop with
+// CUDA graphs (ms per step at batch 1, 16, 64) and MambaLMHeadModel prefill (ms at 1 x 2048, 8 x 2048,
+// 1 x 65536; the head on the last position only). Mamba-2 shapes only.
+struct PeerFigures {
+  double decode_ms[3];
+  double prefill_ms[3];
+};
+const std::map<std::string, PeerFigures> kPeer = {
+    {"mamba2-130m", {{0.98, 1.24, 1.84}, {46.6, 44.5, 109}}},
+    {"mamba2-1.3b", {{2.63, 3.92, 7.22}, {78.0, 162, 654}}},
+};
+
+struct GpuCeilings {
+  double copy_gbs = 0;     // device-to-device copy, bytes read + written
+  double bf16_tflops = 0;  // an 8192^3 BF16 product through ops::linear (cuBLASLt)
+};
+
+double seconds_of(int repeats, const std::function<void()>& work) {
+  work();  // warm-up
+  synchronize(Device::CUDA);
+  const auto start = Clock::now();
+  for (int i = 0; i < repeats; ++i) work();
+  synchronize(Device::CUDA);
+  return std::chrono::duration<double>(Clock::now() - start).count() / repeats;
+}
+
+Tensor random_gpu(const Shape& shape, DType dtype, Rng& rng) {
+  Tensor host = Tensor::empty(shape);
+  for (int64_t i = 0; i < host.numel(); ++i) host.data<float>()[i] = rng.uniform(-1.0f, 1.0f);
+  return host.to(dtype).to_device(Device::CUDA);
+}
+
+GpuCeilings measure_gpu() {
+  GpuCeilings c;
+  Rng rng(7);
+  const int64_t n = int64_t(1) << 28;  // 1 GiB of F32
+  Tensor a = Tensor::zeros({n}, DType::F32, Device::CUDA), b = Tensor::zeros({n}, DType::F32, Device::CUDA);
+  c.copy_gbs = 2.0 * double(n) * 4 / seconds_of(10, [&] { b.copy_from(a); }) / 1e9;
+  const int64_t d = 8192;
+  const Tensor x = random_gpu({d, d}, DType::BF16, rng), w = random_gpu({d, d}, DType::BF16, rng);
+  Tensor y = Tensor::zeros({d, d}, DType::BF16, Device::CUDA);
+  c.bf16_tflops = 2.0 * double(d) * double(d) * double(d) / seconds_of(10, [&] { ops::linear(x, w, Tensor(), y); }) / 1e12;
+  return c;
+}
+
+std::string ratio(double ours, double peer) { return peer > 0 ? fmt::format(" ({:.2f}x)", ours / peer) : ""; }
+
+}  // namespace
+
+void run_gpu_bench(const GpuBenchOptions& o) {
+  require_device(Device::CUDA);
+  const GpuCeilings machine = measure_gpu();
+  std::printf("GPU ceilings: device-to-device copy %.0f GB/s (read + write), BF16 matrix product %.0f TFLOP/s\n\n",
+              machine.copy_gbs, machine.bf16_tflops);
+  std::printf("| model | weights | decode ms/step, batch 1 / 16 / 64 (x mamba_ssm) | decode tok/s at 64 | batch-1 "
+              "floor ms (reached) | prefill ms, 1x2048 / 8x2048 / 1x65536 (x mamba_ssm) | matmul TFLOP/s at 8x2048 "
+              "(%% of peak) | peak GPU MiB |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n");
+  std::fflush(stdout);
+  for (const std::string& shape : o.shapes) {
+    reset_device_peak_bytes();
+    LanguageModel model = random_model(published_shape(shape), DType::F32, o.seed);
+    model.to_device(Device::CUDA, o.weights);
+    const auto peer = kPeer.find(shape);
+    std::string decode, prefill;
+    double last_tokens_per_second = 0, floor_ms = 0, batch1_ms = 0;
+    for (size_t i = 0; i < o.decode_batches.size(); ++i) {
+      const int64_t batch = o.decode_batches[i];
+      const InferenceMeasure m = measure_inference(model, {o.decode_prompt}, o.decode_tokens, o.seed, batch);
+      const double ms = 1000 * m.decode.seconds / (double(m.decode.tokens) / double(batch));
+      decode += fmt::format("{}{:.3f}{}", i ? " / " : "", ms,
+                            peer != kPeer.end() && i < 3 ? ratio(ms, peer->second.decode_ms[i]) : "");
+      last_tokens_per_second = m.decode.tokens_per_second();
+      if (batch == 1) {
+        batch1_ms = ms;
+        floor_ms = 1000 * decode_bytes_per_token(model, 1) / (machine.copy_gbs * 1e9);
+      }
+    }
+    const std::pair<int64_t, int64_t> prefills[3] = {{1, 2048}, {8, 2048}, {1, 65536}};
+    double matmul_tflops = 0;
+    for (int i = 0; i < 3; ++i) {
+      const auto [batch, length] = prefills[i];
+      const InferenceMeasure m = measure_inference(model, {length}, 1, o.seed, batch);
+      const double ms = 1000 * m.prefill[0].seconds;
+      prefill += fmt::format("{}{:.2f}{}", i ? " / " : "", ms, peer != kPeer.end() ? ratio(ms, peer->second.prefill_ms[i]) : "");
+      if (i == 1) matmul_tflops = double(batch) * prefill_matmul_flops(model, length) / m.prefill[0].seconds / 1e12;
+    }
+    std::printf("| %s | %s | %s | %.0f | %.3f (%.0f%%) | %s | %.0f (%.0f%%) | %.0f |\n", shape.c_str(),
+                std::string(dtype_name(o.weights)).c_str(), decode.c_str(), last_tokens_per_second, floor_ms,
+                batch1_ms > 0 ? 100 * floor_ms / batch1_ms : 0.0, prefill.c_str(), matmul_tflops,
+                100 * matmul_tflops / machine.bf16_tflops, double(device_peak_bytes()) / 1048576.0);
+    std::fflush(stdout);
+  }
+}
+
+}  // namespace ssm::bench
