@@ -29,7 +29,7 @@
 // Versions:
 //   v1  one thread per (row, channel), all T tokens in order, B and C read from global memory by
 //       every thread. Only batch x D = 4096 threads: a quarter of one wave of the GPU.
-//   v2  (the engine's) the sequence cut into chunks run in parallel (enough for 2 waves of blocks),
+//   v2  (the engine's fallback, for rows not 16-byte aligned) the sequence cut into chunks run in parallel (enough for 2 waves of blocks),
 //       three kernels: chunk summaries from a zero state (final state and sum of dt), a carry pass
 //       over the chunks (h_in(c+1) = 2^(A2 S_c) h_in(c) + h_c), then each chunk again from its h_in
 //       writing y. B and C staged through shared memory per 8-token tile, read as float4 broadcasts;
@@ -43,6 +43,17 @@
 //       bytes a copy, one tile ahead (double-buffered); B and C of the next tile loaded into
 //       registers during the current one. Removes 8-24 scalar loads per thread per tile and their
 //       64-bit address arithmetic, and hides the load latency behind a tile of work.
+//       First H200 run (2026-11-30): 0.285 / 1.020 / 3.970 / 6.194 ms = 0.89 / 0.67 / 0.67 / 0.65x the
+//       peer; v2 0.453 / 1.673 / 6.541 / 10.178 ms. v4 poly 2 was 6% slower than v4: adding ~22 FMA-pipe
+//       instructions per state pair cost more than the exp-unit cycles it saved, so the kernel is
+//       bound by issued instructions at least as much as by the exp unit.
+//   v5  (the engine's, rows 16-byte aligned) v4 with softplus and the silu gate in their exp-unit
+//       forms for BF16 (lg2/ex2/rcp.approx and a series for small e^-|x|, relative error ~1e-6): ~40
+//       instead of ~100 instructions per (token, channel) outside the 16 states over the two passes,
+//       about a fifth of all the issued ones. "v5 direct" is the same arithmetic on v2's loads (the
+//       engine's fallback); "waves" sweep the chunk count at 4K.
+//       Prediction: 10-15% under v4 at every length: 0.245-0.26 ms at 4K (0.77-0.81x), ~5.4 ms
+//       at 100K (0.57x).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -105,6 +116,37 @@ __device__ __forceinline__ float poly_exp2(float x) {
   p = fmaf(p, f, 6.931472028550421e-1f);
   p = fmaf(p, f, 1.0f);
   return __int_as_float(__float_as_int(p) + (__float_as_int(shifted) << 23));
+}
+
+// silu and softplus on the exp unit (v5, as src/ops/cuda/activation_math.cuh's fast_silu and
+// fast_softplus): relative error ~1e-6 instead of the library's expf, division and log1pf.
+__device__ __forceinline__ float fast_rcp(float x) {
+  float y;
+  asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+__device__ __forceinline__ float fast_log2(float x) {
+  float y;
+  asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+__device__ __forceinline__ float fast_silu(float x) { return x * fast_rcp(1.0f + fast_exp2(-x * kLog2e)); }
+__device__ __forceinline__ float fast_softplus(float x) {
+  const float e = fast_exp2(-fabsf(x) * kLog2e);
+  const float series = e * fmaf(e, fmaf(e, 1.0f / 3.0f, -0.5f), 1.0f);
+  const float log1p_e = e < 1.0f / 64.0f ? series : fast_log2(1.0f + e) * 0.6931471805599453f;
+  return fmaxf(x, 0.0f) + log1p_e;
+}
+// kFast (v5): the short forms for BF16 activations; F32 keeps the accurate ones (the engine's rule).
+template <class Act, bool kFast>
+__device__ __forceinline__ float dt_softplus(float x) {
+  if constexpr (kFast && !std::is_same_v<Act, float>) return fast_softplus(x);
+  else return softplus(x);
+}
+template <class Act, bool kFast>
+__device__ __forceinline__ float gate(float z) {
+  if constexpr (kFast && !std::is_same_v<Act, float>) return fast_silu(z);
+  else return silu(z);
 }
 
 // F32 activations (the engine's parity mode): every decay by poly_exp2, whose errors do not add up
@@ -183,7 +225,7 @@ __device__ __forceinline__ void load_row(const float* row, float* out) {
   }
 }
 
-template <class Act, int kN, bool kOutput, int kPoly>
+template <class Act, int kN, bool kOutput, int kPoly, bool kFast>
 __global__ void __launch_bounds__(kThreads) scan_chunk_kernel(const ScanArgs<Act> a) {
   __shared__ __align__(16) float B_tile[kTile][kN];
   __shared__ __align__(16) float C_tile[kOutput ? kTile : 1][kN];
@@ -238,7 +280,7 @@ __global__ void __launch_bounds__(kThreads) scan_chunk_kernel(const ScanArgs<Act
     for (int k = 0; k < kTile; ++k) {
       if (k >= tokens) break;
       float dt = delta[k] + bias;
-      if (a.softplus) dt = softplus(dt);
+      if (a.softplus) dt = dt_softplus<Act, kFast>(dt);
       const float du = dt * u[k];
       float Bk[kN], Ck[kN], y = 0.0f;
       load_row<kN>(B_tile[k], Bk);
@@ -250,7 +292,7 @@ __global__ void __launch_bounds__(kThreads) scan_chunk_kernel(const ScanArgs<Act
       }
       if constexpr (kOutput) {
         y += skip * u[k];
-        if (a.z) y *= silu(z[k]);
+        if (a.z) y *= gate<Act, kFast>(z[k]);
         if (active) a.y[(row0 + k) * a.ld_y + d] = from_float<Act>(y);
       } else {
         dt_sum += dt;
@@ -317,7 +359,7 @@ __device__ __forceinline__ void cp_async_wait_all_but_newest() {
   asm volatile("cp.async.wait_group 1;\n" ::: "memory");
 }
 
-template <class Act, int kN, bool kOutput, int kPoly>
+template <class Act, int kN, bool kOutput, int kPoly, bool kFast>
 __global__ void __launch_bounds__(kThreads) scan_staged_kernel(const ScanArgs<Act> a) {
   constexpr int kInputs = kOutput ? 3 : 2;  // delta, u, z
   constexpr int kPerVector = 16 / int(sizeof(Act));
@@ -415,7 +457,7 @@ __global__ void __launch_bounds__(kThreads) scan_staged_kernel(const ScanArgs<Ac
     for (int k = 0; k < kTile; ++k) {
       if (k >= tokens) break;
       float dt = to_float(in_tile[buf][0][k][threadIdx.x]) + bias;
-      if (a.softplus) dt = softplus(dt);
+      if (a.softplus) dt = dt_softplus<Act, kFast>(dt);
       const float u = to_float(in_tile[buf][1][k][threadIdx.x]);
       const float du = dt * u;
       float Bk[kN], Ck[kN], y = 0.0f;
@@ -428,7 +470,7 @@ __global__ void __launch_bounds__(kThreads) scan_staged_kernel(const ScanArgs<Ac
       }
       if constexpr (kOutput) {
         y += skip * u;
-        if (a.z) y *= silu(to_float(in_tile[buf][kInputs - 1][k][threadIdx.x]));
+        if (a.z) y *= gate<Act, kFast>(to_float(in_tile[buf][kInputs - 1][k][threadIdx.x]));
         if (active) a.y[(row0 + k) * a.ld_y + d] = from_float<Act>(y);
       } else {
         dt_sum += dt;
@@ -461,14 +503,14 @@ int sm_count() {
 }
 
 // waves: how many GPU-fulls of blocks the chunks make (the engine uses 2).
-template <class Act, int kN, int kPoly, bool kStaged>
+template <class Act, int kN, int kPoly, bool kStaged, bool kFast>
 void choose_chunks(ScanArgs<Act>& a, int waves) {
   int resident = 0;
   if constexpr (kStaged) {
-    CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, scan_staged_kernel<Act, kN, true, kPoly>, kThreads,
+    CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, scan_staged_kernel<Act, kN, true, kPoly, kFast>, kThreads,
                                                         0));
   } else {
-    CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, scan_chunk_kernel<Act, kN, true, kPoly>, kThreads,
+    CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, scan_chunk_kernel<Act, kN, true, kPoly, kFast>, kThreads,
                                                         0));
   }
   const int64_t row_blocks = a.batch * ((a.channels + kThreads - 1) / kThreads);
@@ -491,9 +533,9 @@ float* scratch(size_t floats) {
   return p;
 }
 
-template <class Act, int kN, int kPoly, bool kStaged>
+template <class Act, int kN, int kPoly, bool kStaged, bool kFast>
 void run_chunked(ScanArgs<Act> a, cudaStream_t s, int waves) {
-  choose_chunks<Act, kN, kPoly, kStaged>(a, waves);
+  choose_chunks<Act, kN, kPoly, kStaged, kFast>(a, waves);
   const unsigned channel_blocks = unsigned((a.channels + kThreads - 1) / kThreads);
   if (a.chunks > 1) {
     float* buf = scratch(size_t(a.batch * a.chunks * a.channels) * (kN + 1));
@@ -501,8 +543,8 @@ void run_chunked(ScanArgs<Act> a, cudaStream_t s, int waves) {
     a.chunk_dt_sum = buf + a.batch * a.chunks * a.channels * kN;
     const int64_t summaries = a.state ? a.chunks : a.chunks - 1;
     const dim3 grid(channel_blocks, unsigned(summaries), unsigned(a.batch));
-    if constexpr (kStaged) scan_staged_kernel<Act, kN, false, kPoly><<<grid, kThreads, 0, s>>>(a);
-    else scan_chunk_kernel<Act, kN, false, kPoly><<<grid, kThreads, 0, s>>>(a);
+    if constexpr (kStaged) scan_staged_kernel<Act, kN, false, kPoly, kFast><<<grid, kThreads, 0, s>>>(a);
+    else scan_chunk_kernel<Act, kN, false, kPoly, kFast><<<grid, kThreads, 0, s>>>(a);
     CHECK(cudaGetLastError());
     const int64_t threads = a.batch * a.channels * kN;
     scan_carry_kernel<<<unsigned((threads + 255) / 256), 256, 0, s>>>(a.A, a.state, a.chunk_state, a.chunk_dt_sum,
@@ -510,8 +552,8 @@ void run_chunked(ScanArgs<Act> a, cudaStream_t s, int waves) {
     CHECK(cudaGetLastError());
   }
   const dim3 grid(channel_blocks, unsigned(a.chunks), unsigned(a.batch));
-  if constexpr (kStaged) scan_staged_kernel<Act, kN, true, kPoly><<<grid, kThreads, 0, s>>>(a);
-  else scan_chunk_kernel<Act, kN, true, kPoly><<<grid, kThreads, 0, s>>>(a);
+  if constexpr (kStaged) scan_staged_kernel<Act, kN, true, kPoly, kFast><<<grid, kThreads, 0, s>>>(a);
+  else scan_chunk_kernel<Act, kN, true, kPoly, kFast><<<grid, kThreads, 0, s>>>(a);
   CHECK(cudaGetLastError());
 }
 
@@ -550,6 +592,14 @@ template <class Act>
 __global__ void to_f32_kernel(const Act* in, float* out, int64_t n) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i < n) out[i] = to_float(in[i]);
+}
+
+// out[r * width + j] = y[r * ld + columns[j]] for r < rows.
+template <class Act>
+__global__ void gather_columns_kernel(const Act* y, int64_t ld, const int64_t* columns, int64_t width, int64_t rows,
+                                      Act* out) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i < rows * width) out[i] = y[i / width * ld + columns[i % width]];
 }
 
 // A device buffer of n Acts, random in [lo, hi), and its values as floats on the host (for the
@@ -674,18 +724,31 @@ struct Problem {
         }
       }
     }
-    std::vector<Act> y_dev(size_t(batch * T * D));
+    // Only the checked channels of y come back (gathered on the GPU: at 100K tokens all of y is 800 MB).
+    const int64_t width = int64_t(channels.size());
+    int64_t* columns = nullptr;
+    Act* gathered = nullptr;
+    CHECK(cudaMalloc(&columns, size_t(width) * sizeof(int64_t)));
+    CHECK(cudaMalloc(&gathered, size_t(batch * T * width) * sizeof(Act)));
+    CHECK(cudaMemcpy(columns, channels.data(), size_t(width) * sizeof(int64_t), cudaMemcpyHostToDevice));
+    gather_columns_kernel<Act><<<unsigned((batch * T * width + 255) / 256), 256>>>(y, D, columns, width, batch * T,
+                                                                                   gathered);
+    CHECK(cudaGetLastError());
+    std::vector<Act> y_dev(size_t(batch * T * width));
     std::vector<float> s_dev(size_t(batch * D * N));
-    CHECK(cudaMemcpy(y_dev.data(), y, y_dev.size() * sizeof(Act), cudaMemcpyDeviceToHost));
+    CHECK(cudaMemcpy(y_dev.data(), gathered, y_dev.size() * sizeof(Act), cudaMemcpyDeviceToHost));
     CHECK(cudaMemcpy(s_dev.data(), state, s_dev.size() * sizeof(float), cudaMemcpyDeviceToHost));
+    CHECK(cudaFree(columns));
+    CHECK(cudaFree(gathered));
     double ydiff = 0, yscale = 0, sdiff = 0, sscale = 0;
     size_t k = 0;
     for (int64_t b = 0; b < batch; ++b) {
-      for (int64_t d : channels) {
+      for (int64_t j = 0; j < width; ++j) {
+        const int64_t d = channels[size_t(j)];
         const std::vector<double>& want = ref_y[k];
         const std::vector<double>& h = ref_h[k++];
         for (int64_t t = 0; t < T; ++t) {
-          const double got = host_float(y_dev[size_t((b * T + t) * D + d)]);
+          const double got = host_float(y_dev[size_t((b * T + t) * width + j)]);
           if (std::isnan(got)) return {INFINITY, INFINITY};
           ydiff = std::max(ydiff, std::fabs(got - want[size_t(t)]));
           yscale = std::max(yscale, std::fabs(want[size_t(t)]));
@@ -709,21 +772,19 @@ std::vector<Version> versions(Problem<Act>& p, bool with_state, bool sweep) {
   std::vector<Version> out;
   auto add = [&](std::string name, auto run) {
     out.push_back({name, [&p, with_state, run](cudaStream_t s) { run(p.args(with_state), s); },
-                   name.starts_with("v4")});
+                   name.starts_with("v4") || (name.starts_with("v5") && !name.starts_with("v5 direct"))});
   };
   add("v1", [](ScanArgs<Act> a, cudaStream_t s) { run_v1<Act, kN>(a, s); });
-  add("v2", [](ScanArgs<Act> a, cudaStream_t s) { run_chunked<Act, kN, 0, false>(a, s, 2); });
+  add("v2", [](ScanArgs<Act> a, cudaStream_t s) { run_chunked<Act, kN, 0, false, false>(a, s, 2); });
+  add("v3 poly 2", [](ScanArgs<Act> a, cudaStream_t s) { run_chunked<Act, kN, 2, false, false>(a, s, 2); });
+  add("v4", [](ScanArgs<Act> a, cudaStream_t s) { run_chunked<Act, kN, 0, true, false>(a, s, 2); });
+  add("v5", [](ScanArgs<Act> a, cudaStream_t s) { run_chunked<Act, kN, 0, true, true>(a, s, 2); });
+  add("v5 direct", [](ScanArgs<Act> a, cudaStream_t s) { run_chunked<Act, kN, 0, false, true>(a, s, 2); });
+  add("v5 poly 2", [](ScanArgs<Act> a, cudaStream_t s) { run_chunked<Act, kN, 2, true, true>(a, s, 2); });
   if (sweep) {
-    add("v2 waves 1", [](ScanArgs<Act> a, cudaStream_t s) { run_chunked<Act, kN, 0, false>(a, s, 1); });
-    add("v2 waves 4", [](ScanArgs<Act> a, cudaStream_t s) { run_chunked<Act, kN, 0, false>(a, s, 4); });
-    add("v2 waves 8", [](ScanArgs<Act> a, cudaStream_t s) { run_chunked<Act, kN, 0, false>(a, s, 8); });
+    add("v5 waves 1", [](ScanArgs<Act> a, cudaStream_t s) { run_chunked<Act, kN, 0, true, true>(a, s, 1); });
+    add("v5 waves 3", [](ScanArgs<Act> a, cudaStream_t s) { run_chunked<Act, kN, 0, true, true>(a, s, 3); });
   }
-  add("v3 poly 2", [](ScanArgs<Act> a, cudaStream_t s) { run_chunked<Act, kN, 2, false>(a, s, 2); });
-  add("v3 poly 4", [](ScanArgs<Act> a, cudaStream_t s) { run_chunked<Act, kN, 4, false>(a, s, 2); });
-  add("v4", [](ScanArgs<Act> a, cudaStream_t s) { run_chunked<Act, kN, 0, true>(a, s, 2); });
-  add("v4 poly 2", [](ScanArgs<Act> a, cudaStream_t s) { run_chunked<Act, kN, 2, true>(a, s, 2); });
-  add("v4 poly 3", [](ScanArgs<Act> a, cudaStream_t s) { run_chunked<Act, kN, 3, true>(a, s, 2); });
-  if (sweep) add("v4 p2 w4", [](ScanArgs<Act> a, cudaStream_t s) { run_chunked<Act, kN, 2, true>(a, s, 4); });
   return out;
 }
 
@@ -781,6 +842,7 @@ double median_ms(const std::function<void(cudaStream_t)>& fn, int reps) {
 }
 
 int main() {
+  std::setvbuf(stdout, nullptr, _IONBF, 0);  // every line out as it is printed, even into a pipe
   cudaDeviceProp prop;
   CHECK(cudaGetDeviceProperties(&prop, 0));
   std::printf("%s, %d SMs\n", prop.name, prop.multiProcessorCount);
@@ -816,6 +878,11 @@ int main() {
     // Checked with an initial and final state (to see the state too), timed without, as the peer was.
     const std::vector<Version> checked = versions<bf16, kN>(p, true, true), timed = versions<bf16, kN>(p, false, true);
     for (size_t i = 0; i < timed.size(); ++i) {
+      // v1 walks all T tokens in one thread per channel: 0.1-0.15 s a run past 16K, so not run there.
+      if (timed[i].name == "v1" && T > 16384) {
+        row.ms.push_back({timed[i].name, NAN});
+        continue;
+      }
       ok &= check(p, checked[i], sampled, 2e-2, what);
       row.ms.push_back({timed[i].name, median_ms(timed[i].run, T >= 65536 ? 10 : 30)});
     }
@@ -834,6 +901,10 @@ int main() {
     std::printf("| %lld | %.3f ms | %.3f ms | %.2f ms |", (long long)rows[r].T, bytes_ms, exp_ms, kPeerMs[r]);
     double best = 1e30;
     for (const auto& [name, ms] : rows[r].ms) {
+      if (std::isnan(ms)) {
+        std::printf(" - |");
+        continue;
+      }
       std::printf(" %.3f |", ms);
       best = std::min(best, ms);
     }

@@ -12,6 +12,24 @@
 //   v2  chunked: chunks of 64 tokens cut into segments so that batch*heads*segments blocks fill the GPU;
 //       two launches (segment states, then outputs with the state composed from the segments before);
 //       the four products per chunk on tensor cores (mma.sync BF16, or 3xTF32 for F32 activations).
+//       Tiles padded by 16 bytes a row: 116.8 KB of shared memory per pass-2 block, so one block (8
+//       warps) per multiprocessor and 132 / 32 = 4 segments per head at H 32.
+//       First H200 run (2026-11-30): 0.120 / 0.432 / 1.670 / 2.597 ms = 0.22 / 0.39 / 1.31 / 1.30x the
+//       peer. The time grows linearly with T at a constant ~4-5 us per chunk-step of a block (24 steps
+//       at 4K: 8 of pass 1, 16 of pass 2; 600 at 100K), several times the ~1 us the block's issued
+//       instructions and its mma.sync chains need: each pass-2 block walks T/256 chunks in a row with
+//       2 barriers a chunk and only 2 warps per scheduler, so latencies (mma, ldmatrix, shared loads,
+//       the dt scan's shuffles, the next chunk's copies) are exposed, and nothing else on the
+//       multiprocessor fills them.
+//   v3  (the engine's) v2 with unpadded tiles whose 16-byte pieces are permuted by XOR with the row
+//       (conflict-free ldmatrix without padding): 106 KB per BF16 pass-2 block, so two blocks per
+//       multiprocessor (at most 128 registers a thread: 127 used, no spills), 8 segments per head at
+//       H 32, each walking half as many chunks, while the other block on the multiprocessor fills its
+//       stalls; pass 1 drops to 80 registers, three blocks per multiprocessor.
+//       Prediction: pass 2 1.5-1.9x faster, pass 1 unchanged per chunk but over 7/8 instead of 3/4
+//       of the chunks: 100K 1.4-1.7 ms (0.7-0.85x), 64K 0.9-1.1 ms, 16K ~0.26 ms, 4K ~0.08 ms. The
+//       table times pass 1 and pass 2 alone, and the same kernels at v2's plan (4 segments: one block
+//       per multiprocessor) and at 16 segments, to say where the time goes if this misses.
 //
 // Timed shapes (the issue's): batch 1, H 32, P 64, N 128, G 1, BF16, T = 4096 / 16384 / 65536 / 102400.
 // Floor (METHOD.md's two numbers):
@@ -142,15 +160,42 @@ std::vector<float> download(const T* d, size_t n) {
   return out;
 }
 
+// Uniform values in [lo, hi) from a hash of (seed, i), converted to T: the timing inputs, made on the
+// GPU (a host generator would take seconds at 100K tokens).
+template <class T>
+__global__ void fill_kernel(T* out, size_t n, uint64_t seed, float lo, float hi) {
+  const size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  uint64_t x = (uint64_t(i) + 1) * 0x9E3779B97F4A7C15ULL + seed;
+  x ^= x >> 33, x *= 0xff51afd7ed558ccdULL, x ^= x >> 33, x *= 0xc4ceb9fe1a85ec53ULL, x ^= x >> 33;
+  out[i] = T(lo + (hi - lo) * float(uint32_t(x) >> 8) * (1.0f / 16777216.0f));
+}
+template <class T>
+T* random_on_gpu(size_t n, uint64_t seed, float lo, float hi) {
+  T* d = nullptr;
+  CHECK_CUDA(cudaMalloc(&d, std::max<size_t>(1, n) * sizeof(T)));
+  fill_kernel<T><<<unsigned((n + 255) / 256), 256>>>(d, n, seed, lo, hi);
+  CHECK_CUDA(cudaGetLastError());
+  return d;
+}
+
+// How a timed run plans the chunked forward: the engine's plan, or a forced number of segments; and
+// which passes run (one alone to see where the time goes).
+struct Config {
+  const char* name;
+  int segments;  // 0: the engine's plan (from the kernels' occupancy)
+  int passes;
+};
+
 // One input set on the GPU, the output poisoned with NaN, the state (when wanted) reset per run.
 template <class T>
 struct Device {
   kernels::Args<T> args{};
   float* state = nullptr;  // working state; null without one
   float* state0 = nullptr;
-  float* scratch = nullptr;  // v2's, with its plan
-  kernels::Plan plan{};
   size_t state_floats = 0;
+  std::vector<std::pair<int, kernels::Plan>> plans;  // per forced segment count (0: the engine's)
+  std::vector<float*> scratch;                        // with each plan
 
   explicit Device(const Host& h) {
     const Shape& s = h.s;
@@ -158,10 +203,36 @@ struct Device {
             upload<float>(h.A), upload<float>(h.dt_bias), s.with_D ? upload<float>(h.D) : nullptr,
             int64_t(s.H) * s.P, s.H, int64_t(s.G) * s.N, int64_t(s.G) * s.N, int64_t(s.H) * s.P,
             s.batch, s.T, s.H, s.P, s.G, s.N, 0.0f, INFINITY};
+    finish(s);
+    if (s.with_state) set_initial_state(h.state0);
+  }
+  // Random inputs made on the GPU, scaled as make_host's (dt bias and A as there, on the host).
+  Device(const Shape& s, unsigned seed) {
+    const size_t rows = size_t(s.batch) * s.T;
+    std::mt19937 gen(seed);
+    std::uniform_real_distribution<float> bias(-3.5f, -2.5f), log_a(0.0f, std::log(16.0f)), d(-1.0f, 1.0f);
+    std::vector<float> dt_bias(s.H), A(s.H), D(s.H);
+    for (int i = 0; i < s.H; ++i) dt_bias[i] = bias(gen), A[i] = -std::exp(log_a(gen)), D[i] = d(gen);
+    args = {random_on_gpu<T>(rows * s.H * s.P, seed + 1, -1.7f, 1.7f),
+            random_on_gpu<T>(rows * s.H, seed + 2, -0.9f, 0.9f),
+            random_on_gpu<T>(rows * s.G * s.N, seed + 3, -0.87f, 0.87f),
+            random_on_gpu<T>(rows * s.G * s.N, seed + 4, -0.87f, 0.87f),
+            nullptr,
+            upload<float>(A),
+            upload<float>(dt_bias),
+            s.with_D ? upload<float>(D) : nullptr,
+            int64_t(s.H) * s.P, s.H, int64_t(s.G) * s.N, int64_t(s.G) * s.N, int64_t(s.H) * s.P,
+            s.batch, s.T, s.H, s.P, s.G, s.N, 0.0f, INFINITY};
+    finish(s);
+  }
+  void finish(const Shape& s) {
     CHECK_CUDA(cudaMalloc(&args.y, size_t(s.batch) * s.T * s.H * s.P * sizeof(T)));
     state_floats = size_t(s.batch) * s.H * s.P * s.N;
     CHECK_CUDA(cudaMalloc(&state, state_floats * sizeof(float)));
-    state0 = s.with_state ? upload<float>(h.state0) : nullptr;
+    reset_state();
+  }
+  void set_initial_state(const std::vector<float>& v) {
+    state0 = upload<float>(v);
     reset_state();
   }
   void poison() {
@@ -171,22 +242,44 @@ struct Device {
     if (state0) CHECK_CUDA(cudaMemcpy(state, state0, state_floats * sizeof(float), cudaMemcpyDeviceToDevice));
     else CHECK_CUDA(cudaMemset(state, 0, state_floats * sizeof(float)));
   }
+  void release() {
+    for (const void* p : {(const void*)args.x, (const void*)args.dt, (const void*)args.B, (const void*)args.C,
+                          (const void*)args.y, (const void*)args.A, (const void*)args.dt_bias, (const void*)args.D,
+                          (const void*)state, (const void*)state0})
+      if (p) CHECK_CUDA(cudaFree(const_cast<void*>(p)));
+    for (float* p : scratch) CHECK_CUDA(cudaFree(p));
+    scratch.clear();
+    plans.clear();
+  }
+  // The plan (planned once, as the engine plans once per call) and its scratch for `segments`.
+  std::pair<const kernels::Plan*, float*> plan_for(int segments) {
+    for (size_t i = 0; i < plans.size(); ++i)
+      if (plans[i].first == segments) return {&plans[i].second, scratch[i]};
+    kernels::Plan plan;
+    CHECK_CUDA(kernels::plan_chunked(args, &plan));
+    if (segments > 0) {  // forced: as if `segments` pass-2 blocks per (batch, head) fit at once
+      const int64_t heads = int64_t(args.batch) * args.heads;
+      plan = kernels::make_plan(args.length, args.state_dim, heads, heads * segments,
+                                int64_t(plan.pieces_per_segment) * heads * std::max(1, segments - 1));
+    }
+    float* buf = nullptr;
+    CHECK_CUDA(cudaMalloc(&buf, std::max<size_t>(1, kernels::chunked_scratch_floats(args, plan)) * sizeof(float)));
+    plans.push_back({segments, plan});
+    scratch.push_back(buf);
+    return {&plans.back().second, buf};
+  }
 };
 
-enum class Version { v1, v2 };
+enum class Version { v1, chunked };
 
 template <class T>
-void run(Device<T>& d, Version v, bool state_io, cudaStream_t stream) {
+void run(Device<T>& d, Version v, bool state_io, cudaStream_t stream, const Config& config = {"", 0, 3}) {
   if (v == Version::v1) {
     CHECK_CUDA(kernels::launch_recurrent(d.args, d.state, stream));
     return;
   }
-  if (!d.scratch) {  // planned once per input set, as the engine plans once per call
-    CHECK_CUDA(kernels::plan_chunked(d.args, &d.plan));
-    const size_t floats = std::max<size_t>(1, kernels::chunked_scratch_floats(d.args, d.plan));
-    CHECK_CUDA(cudaMalloc(&d.scratch, floats * sizeof(float)));
-  }
-  CHECK_CUDA(kernels::launch_chunked(d.args, d.plan, state_io ? d.state : nullptr, d.scratch, stream));
+  const auto [plan, scratch] = d.plan_for(config.segments);
+  CHECK_CUDA(kernels::launch_chunked(d.args, *plan, state_io ? d.state : nullptr, scratch, stream, config.passes));
 }
 
 double rel_error(const std::vector<float>& got, const std::vector<double>& want) {
@@ -202,7 +295,7 @@ double rel_error(const std::vector<float>& got, const std::vector<float>& want) 
   return rel_error(got, std::vector<double>(want.begin(), want.end()));
 }
 
-const char* name(Version v) { return v == Version::v1 ? "v1" : "v2"; }
+const char* name(Version v) { return v == Version::v1 ? "v1" : "v3"; }
 template <class T>
 const char* dtype_name() {
   return sizeof(T) == 2 ? "bf16" : "f32";
@@ -231,16 +324,16 @@ bool check(const Shape& s, Version v, unsigned seed) {
 // Median over `batches` of the mean time of 10 back-to-back runs (CUDA events around each batch), the
 // runs rotating among input sets so that the inputs are not L2-resident.
 template <class T>
-double time_ms(std::vector<Device<T>>& sets, Version v, int batches) {
+double time_ms(std::vector<Device<T>>& sets, Version v, int batches, const Config& config = {"", 0, 3}) {
   constexpr int kPerBatch = 10;
   cudaEvent_t start, stop;
   CHECK_CUDA(cudaEventCreate(&start));
   CHECK_CUDA(cudaEventCreate(&stop));
-  for (int i = 0; i < 3; ++i) run(sets[i % sets.size()], v, false, nullptr);  // warm-up
+  for (int i = 0; i < 3; ++i) run(sets[i % sets.size()], v, false, nullptr, config);  // warm-up
   std::vector<float> times;
   for (int i = 0; i < batches; ++i) {
     CHECK_CUDA(cudaEventRecord(start));
-    for (int j = 0; j < kPerBatch; ++j) run(sets[(i * kPerBatch + j) % sets.size()], v, false, nullptr);
+    for (int j = 0; j < kPerBatch; ++j) run(sets[(i * kPerBatch + j) % sets.size()], v, false, nullptr, config);
     CHECK_CUDA(cudaEventRecord(stop));
     CHECK_CUDA(cudaEventSynchronize(stop));
     float ms = 0;
@@ -254,6 +347,7 @@ double time_ms(std::vector<Device<T>>& sets, Version v, int batches) {
 }
 
 int main() {
+  std::setvbuf(stdout, nullptr, _IONBF, 0);  // every line out as it is printed, even into a pipe
   cudaDeviceProp prop;
   CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
   std::printf("%s, %d SMs\n", prop.name, prop.multiProcessorCount);
@@ -266,43 +360,63 @@ int main() {
                            {2, 1000, 6, 24, 2, 16, true, false},
                            {3, 63, 4, 32, 1, 128, true, true}};
   for (const Shape& s : checked)
-    for (Version v : {Version::v1, Version::v2}) {
+    for (Version v : {Version::v1, Version::chunked}) {
       ok &= check<float>(s, v, 1);
       ok &= check<bf16>(s, v, 2);
     }
 
-  // The timed shapes: v2 against v1 (the reference is too slow there), then timings.
-  std::printf("\n| tokens | v2 bf16 ms | peer ms | v2 / peer | floor ms | v2 f32 ms | v1 bf16 ms | segments |\n");
-  std::printf("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
+  // The timed shapes: each configuration against v1 (the reference is too slow there), then timings.
+  // "4 seg." is v2's plan (one pass-2 block per multiprocessor); "pass 1" / "pass 2" run one pass alone.
+  const Config engine{"v3", 0, kernels::kBothPasses};
+  const Config configs[] = {engine,
+                            {"v3 pass 1", 0, kernels::kPieceStates},
+                            {"v3 pass 2", 0, kernels::kChunkScan},
+                            {"4 seg.", 4, kernels::kBothPasses},
+                            {"16 seg.", 16, kernels::kBothPasses}};
+  std::printf("\n| tokens | v3 bf16 ms | peer ms | v3 / peer | floor ms |");
+  for (const Config& c : configs)
+    if (&c != &configs[0]) std::printf(" %s |", c.name);
+  std::printf(" v3 f32 | v1 bf16 | v3 plan |\n|---|---|---|---|---|");
+  for (size_t i = 1; i < std::size(configs); ++i) std::printf("---|");
+  std::printf("---|---|---|\n");
   for (int i = 0; i < 4; ++i) {
     const Shape s{1, kLengths[i], 32, 64, 1, 128, true, false};
     const size_t set_bytes = size_t(s.T) * 8768;
     const int n_sets = int(std::max<size_t>(1, (size_t(256) << 20) / set_bytes + 1));
     std::vector<Device<bf16>> sets;
-    for (int k = 0; k < n_sets; ++k) sets.emplace_back(make_host<bf16>(s, 10 + k));
+    for (int k = 0; k < n_sets; ++k) sets.emplace_back(s, 10 + k);
     Device<bf16>& first = sets[0];
-    first.poison();
-    run(first, Version::v2, false, nullptr);
-    CHECK_CUDA(cudaDeviceSynchronize());
     const size_t ny = size_t(s.T) * s.H * s.P;
-    const std::vector<float> y2 = download(first.args.y, ny);
     first.poison();
     first.reset_state();
     run(first, Version::v1, true, nullptr);
     CHECK_CUDA(cudaDeviceSynchronize());
-    const double e = rel_error(y2, download(first.args.y, ny));
-    if (!(e < 2e-2)) {
-      std::printf("v2 vs v1 at T %d: %.2e FAIL\n", s.T, e);
-      ok = false;
+    const std::vector<float> y1 = download(first.args.y, ny);
+    for (const Config& c : configs) {
+      if (c.passes != kernels::kBothPasses) continue;
+      first.poison();
+      run(first, Version::chunked, false, nullptr, c);
+      CHECK_CUDA(cudaDeviceSynchronize());
+      const double e = rel_error(download(first.args.y, ny), y1);
+      if (!(e < 2e-2)) {
+        std::printf("%s vs v1 at T %d: %.2e FAIL\n", c.name, s.T, e);
+        ok = false;
+      }
     }
-    const double v2 = time_ms(sets, Version::v2, 20);
+    std::vector<double> ms;
+    for (const Config& c : configs) ms.push_back(time_ms(sets, Version::chunked, 20, c));
     const double v1 = i == 0 ? time_ms(sets, Version::v1, 1) : NAN;
     std::vector<Device<float>> sets32;
-    sets32.emplace_back(make_host<float>(s, 20));
-    const double v2f = time_ms(sets32, Version::v2, 5);
+    sets32.emplace_back(s, 20);
+    const double v3f = time_ms(sets32, Version::chunked, 5);
     const double floor_ms = double(set_bytes) / 4.24e12 * 1e3;
-    std::printf("| %d | %.3f | %.2f | %.2fx | %.3f | %.3f | %.3f | %d (v2 vs v1 %.1e) |\n", s.T, v2, kPeerMs[i],
-                v2 / kPeerMs[i], floor_ms, v2f, v1, first.plan.segments, e);
+    const kernels::Plan& plan = *first.plan_for(0).first;
+    std::printf("| %d | %.3f | %.2f | %.2fx | %.3f |", s.T, ms[0], kPeerMs[i], ms[0] / kPeerMs[i], floor_ms);
+    for (size_t k = 1; k < ms.size(); ++k) std::printf(" %.3f |", ms[k]);
+    std::printf(" %.3f | %.3f | %d x %d chunks, pieces %d x %d |\n", v3f, v1, plan.segments, plan.chunks_per_segment,
+                plan.pieces_per_segment, plan.chunks_per_piece);
+    for (Device<bf16>& d : sets) d.release();
+    for (Device<float>& d : sets32) d.release();
   }
   std::printf("%s\n", ok ? "all checks passed" : "SOME CHECKS FAILED");
   return ok ? 0 : 1;

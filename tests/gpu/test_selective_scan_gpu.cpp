@@ -28,13 +28,16 @@ enum Flags {
   kGate = 8,
   kState = 16,
   kStrided = 32,
-  kAllFlags = 64,
+  kAllFlags = 64,  // the options above; MatchesTheCpuWithEveryOption sweeps every combination of them
+  kAligned = 64,   // with kStrided: slices at 16-byte aligned offsets of 16-byte rows (the staged kernels)
+  kOddDelta = 128,  // with kStrided | kAligned: delta still at an odd offset (the direct kernels)
 };
 
 std::string describe(const ScanCase& c, int flags, DType dt) {
-  return fmt::format("{} B {} T {} D {} N {} bias {} softplus {} D {} z {} state {} strided {}", dtype_name(dt), c.B,
-                     c.T, c.D, c.N, bool(flags & kBias), bool(flags & kSoftplus), bool(flags & kSkip),
-                     bool(flags & kGate), bool(flags & kState), bool(flags & kStrided));
+  return fmt::format("{} B {} T {} D {} N {} bias {} softplus {} D {} z {} state {} strided {} aligned {} odd delta {}",
+                     dtype_name(dt), c.B, c.T, c.D, c.N, bool(flags & kBias), bool(flags & kSoftplus),
+                     bool(flags & kSkip), bool(flags & kGate), bool(flags & kState), bool(flags & kStrided),
+                     bool(flags & kAligned), bool(flags & kOddDelta));
 }
 
 // The state is F32 arithmetic on identical inputs in both modes. In F32 mode its decays are as
@@ -50,9 +53,10 @@ struct Pair {
 // Random activations of the given widths over rows `rows` ([B, T] or [B]). Strided, they are column
 // slices of one wider tensor, side by side after 3 leading columns (as Mamba-1 slices dt, B and C
 // out of x_proj's output, and x and z out of in_proj's): rows a whole wide row apart, starting at odd
-// offsets. Otherwise each is a contiguous tensor of its own.
+// offsets; with `aligned`, every slice starts at a multiple of 8 columns of a wide row of a multiple
+// of 8 columns (16-byte aligned rows in both dtypes). Otherwise each is a contiguous tensor of its own.
 std::vector<Pair> random_activations(Shape rows, const std::vector<int64_t>& widths, double lo, double hi, DType dt,
-                                     bool strided, Rng& rng) {
+                                     bool strided, Rng& rng, bool aligned = false) {
   std::vector<Pair> out;
   if (!strided) {
     for (int64_t w : widths) {
@@ -63,17 +67,19 @@ std::vector<Pair> random_activations(Shape rows, const std::vector<int64_t>& wid
     }
     return out;
   }
-  int64_t total = 3;
-  for (int64_t w : widths) total += w;
+  auto start = [&](int64_t column) { return aligned ? (column + 7) / 8 * 8 : column; };
+  std::vector<int64_t> offsets;
+  int64_t end = 3;
+  for (int64_t w : widths) {
+    offsets.push_back(start(end));
+    end = offsets.back() + w;
+  }
   Shape wide = rows;
-  wide.push_back(total + 4);
+  wide.push_back(start(end + 4));
   const Tensor host = rounded(random_cpu(wide, rng, lo, hi), dt);
   const Tensor gpu = to_gpu(host, dt);
-  int64_t offset = 3;
-  for (int64_t w : widths) {
-    out.push_back({host.slice(-1, offset, w), gpu.slice(-1, offset, w)});
-    offset += w;
-  }
+  for (size_t i = 0; i < widths.size(); ++i)
+    out.push_back({host.slice(-1, offsets[i], widths[i]), gpu.slice(-1, offsets[i], widths[i])});
   return out;
 }
 
@@ -93,12 +99,13 @@ struct ScanProblem {
   Tensor cpu_state, gpu_state;  // defined with kState
 
   ScanProblem(const ScanCase& c, const Shape& rows, int flags, DType dt, Rng& rng) {
-    const bool strided = flags & kStrided;
+    const bool strided = flags & kStrided, aligned = flags & kAligned, delta_aligned = aligned && !(flags & kOddDelta);
     cpu.delta_softplus = gpu.delta_softplus = flags & kSoftplus;
-    const std::vector<Pair> xz = random_activations(rows, {c.D, c.D}, -2, 2, dt, strided, rng);
-    const std::vector<Pair> x_dbl = random_activations(rows, {c.N, c.N}, -1, 1, dt, strided, rng);
-    const Pair delta = cpu.delta_softplus ? random_activations(rows, {c.D}, -4, 1, dt, strided, rng)[0]
-                                          : random_activations(rows, {c.D}, 0.01, 0.5, dt, strided, rng)[0];
+    const std::vector<Pair> xz = random_activations(rows, {c.D, c.D}, -2, 2, dt, strided, rng, aligned);
+    const std::vector<Pair> x_dbl = random_activations(rows, {c.N, c.N}, -1, 1, dt, strided, rng, aligned);
+    const Pair delta = cpu.delta_softplus
+                           ? random_activations(rows, {c.D}, -4, 1, dt, strided, rng, delta_aligned)[0]
+                           : random_activations(rows, {c.D}, 0.01, 0.5, dt, strided, rng, delta_aligned)[0];
     set(&ops::SelectiveScanInputs::u, xz[0]);
     set(&ops::SelectiveScanInputs::delta, delta);
     set(&ops::SelectiveScanInputs::B, x_dbl[0]);
@@ -156,6 +163,41 @@ TEST_P(SelectiveScanGpu, MatchesTheCpuAtOddLengthsAndWidths) {
                             ScanCase{1, 2049, 257, 4}, ScanCase{1, 77, 96, 32}, ScanCase{2, 130, 70, 64}}) {
     for (int flags : {all, all | kStrided, int(kSoftplus), kSoftplus | kStrided, kGate | kStrided})
       expect_forward_matches(c, flags, GetParam(), rng);
+  }
+}
+
+// Whether rows of t can be copied 16 bytes at a time: the staged kernels' condition for u, delta, z.
+bool rows_16_byte_aligned(const Tensor& t) {
+  const int64_t row_bytes = t.row_stride() * int64_t(dtype_size(t.dtype()));
+  return reinterpret_cast<uintptr_t>(t.raw()) % 16 == 0 && row_bytes % 16 == 0;
+}
+
+// The two ways the scan kernels read u, delta and z: staged through shared memory by 16-byte copies
+// when all their rows are 16-byte aligned (contiguous at widths of a multiple of 16 bytes, or slices at
+// aligned offsets), each thread its own values otherwise (odd widths, slices at odd offsets, or only
+// delta misaligned). Several chunks (T 300 and 2049), partial last blocks of channels (1544, 200).
+TEST_P(SelectiveScanGpu, AlignedAndUnalignedRowsTakeBothPaths) {
+  require_gpu();
+  const DType dt = GetParam();
+  Rng rng(49);
+  const int all = kBias | kSoftplus | kSkip | kGate | kState;
+  for (const ScanCase& c : {ScanCase{2, 300, 1544, 16}, ScanCase{1, 2049, 256, 16}, ScanCase{3, 9, 200, 5},
+                            ScanCase{2, 300, 1537, 16}}) {
+    for (int layout : {0, int(kStrided), kStrided | kAligned, kStrided | kAligned | kOddDelta}) {
+      for (int options : {all, int(kSoftplus)}) {
+        const int flags = options | layout;
+        const ScanProblem probe(c, {c.B, c.T}, flags, dt, rng);
+        const bool staged = rows_16_byte_aligned(probe.gpu.u) && rows_16_byte_aligned(probe.gpu.delta) &&
+                            (!probe.gpu.z.defined() || rows_16_byte_aligned(probe.gpu.z));
+        // The layouts this test names must give the path it names.
+        if (flags & kAligned) {
+          EXPECT_EQ(staged, !(flags & kOddDelta)) << describe(c, flags, dt);
+        } else if (flags & kStrided) {
+          EXPECT_FALSE(staged) << describe(c, flags, dt);
+        }
+        expect_forward_matches(c, flags, dt, rng);
+      }
+    }
   }
 }
 

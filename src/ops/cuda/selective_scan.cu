@@ -14,15 +14,20 @@
 //   3. output: each chunk runs again from its h_in, now writing y.
 // Every decay is computed twice (in 1 and 3), the price of the parallelism; a short sequence, a large
 // batch and the one-token step fit the GPU in one chunk: kernel 3 alone, on the initial state.
+// Kernels 1 and 3 stage each tile's u, delta and z through shared memory by cp.async when their rows
+// are 16-byte aligned (the usual case), else each thread loads its own (strided slices at odd offsets).
 // dev/cuda/selective_scan.cu holds this kernel's versions, timings and the arithmetic behind them.
 //
 // Decays: in F32 mode (the parity mode) by poly_exp2, whose errors do not add up along a slow
 // decay's thousands of steps; in BF16 mode on the exp unit, several times faster, whose ~1e-7 per
-// step stays far below bf16's rounding.
+// step stays far below bf16's rounding. Likewise softplus and the silu gate: the accurate library
+// functions in F32 mode, the exp unit's short forms (activation_math.cuh) in BF16 mode, where the
+// kernel is bound by issued instructions as much as by the exp unit.
 //
 // N is rounded up to a compiled state width kN (4, 8, 16, 32, 64); the padding states have A = 0 and
 // B = C = 0, so they stay 0 and add nothing, with no masks in the token loop.
 #include <algorithm>
+#include <cstdint>
 #include <type_traits>
 
 #include "ops/cuda/activation_math.cuh"  // silu, softplus
@@ -69,13 +74,46 @@ __device__ __forceinline__ void load_row(const float* row, float* out) {
   }
 }
 
+// 16 bytes global -> shared without passing through registers; `bytes` < 16 fills the rest with zeros.
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int bytes) {
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(gmem), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async_wait_all_but_newest() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
+
+// dt and the gate: the accurate functions in F32 mode (the parity mode), the exp unit's in BF16 mode.
+template <class Act>
+__device__ __forceinline__ float dt_softplus(float x) {
+  if constexpr (std::is_same_v<Act, float>) return softplus(x);
+  else return fast_softplus(x);
+}
+template <class Act>
+__device__ __forceinline__ float gate(float z) {
+  if constexpr (std::is_same_v<Act, float>) return silu(z);
+  else return fast_silu(z);
+}
+
 // Kernels 1 (kOutput false) and 3 (kOutput true). Grid: (channel blocks, chunks, batch).
-template <class Act, int kN, bool kOutput>
+// Each tile's delta, u (and z) reach a thread one of two ways:
+//  - kStaged (rows of u, delta and z 16-byte aligned): the block copies the tile global -> shared by
+//    cp.async, 16 bytes a copy, one tile ahead (two buffers), and B and C of the next tile are loaded
+//    into registers during the current one; the load latency hides behind a tile of work and each
+//    thread issues a few vector copies instead of 16-24 scalar loads with their 64-bit address math.
+//  - otherwise: each thread loads its own values of the tile into registers (all in flight before the
+//    first use), B and C go straight to the one shared buffer, between two barriers.
+template <class Act, int kN, bool kOutput, bool kStaged>
 __global__ void __launch_bounds__(kThreads) scan_chunk_kernel(const ScanArgs<Act> a) {
-  __shared__ __align__(16) float B_tile[kTile][kN];
-  __shared__ __align__(16) float C_tile[kOutput ? kTile : 1][kN];
+  constexpr int kInputs = kOutput ? 3 : 2;  // delta, u, z
+  constexpr int kBuffers = kStaged ? 2 : 1;
+  constexpr int kPerCopy = 16 / int(sizeof(Act));         // channels per 16-byte copy
+  constexpr int kCopiesPerRow = kThreads / kPerCopy;      // copies per tile row of one input
+  constexpr int kBCPerThread = (kTile * kN + kThreads - 1) / kThreads;
+  __shared__ __align__(16) float B_tile[kBuffers][kTile][kN];
+  __shared__ __align__(16) float C_tile[kBuffers][kOutput ? kTile : 1][kN];
+  __shared__ __align__(16) Act in_tile[kStaged ? 2 : 1][kInputs][kTile][kStaged ? kThreads : 1];
   const int64_t b = blockIdx.z, chunk = blockIdx.y;
-  const int64_t channel = int64_t(blockIdx.x) * kThreads + threadIdx.x;
+  const int64_t d0 = int64_t(blockIdx.x) * kThreads, channel = d0 + threadIdx.x;
   const bool active = channel < a.channels;
   // Threads past the last channel compute on the last one (valid reads) and write nothing; they
   // still take part in the tile loads and barriers.
@@ -101,50 +139,120 @@ __global__ void __launch_bounds__(kThreads) scan_chunk_kernel(const ScanArgs<Act
   }
   const float bias = a.delta_bias ? a.delta_bias[d] : 0.0f;
   const float skip = a.D ? a.D[d] : 0.0f;
+  // The inputs by number: 0 delta, 1 u, 2 z (null when absent); `which` known or not at compile time.
+  auto input_rows = [&](int which) { return which == 0 ? a.delta : which == 1 ? a.u : a.z; };
+  auto input_ld = [&](int which) { return which == 0 ? a.ld_delta : which == 1 ? a.ld_u : a.ld_z; };
+  // Element i of tile t0's B (or C) as [kTile][kN]: 0 past the chunk and past N.
+  auto bc_value = [&](const Act* rows, int64_t ld, int64_t t0, int i) {
+    const int k = i / kN, n = i % kN;
+    return k < t_end - t0 && n < a.N ? to_float(rows[(b * a.T + t0 + k) * ld + n]) : 0.0f;
+  };
   float dt_sum = 0.0f;
 
-  for (int64_t t0 = t_begin; t0 < t_end; t0 += kTile) {
-    const int tokens = int(min(int64_t(kTile), t_end - t0));
-    const int64_t row0 = b * a.T + t0;
-    __syncthreads();  // the previous tile's B and C are read
-    for (int i = threadIdx.x; i < kTile * kN; i += kThreads) {
-      const int k = i / kN, n = i % kN;
-      const bool real = k < tokens && n < a.N;
-      B_tile[k][n] = real ? to_float(a.B[(row0 + k) * a.ld_B + n]) : 0.0f;
-      if constexpr (kOutput) C_tile[k][n] = real ? to_float(a.C[(row0 + k) * a.ld_C + n]) : 0.0f;
-    }
-    // This thread's inputs for the tile, all loads in flight before the first use.
-    float delta[kTile], u[kTile], z[kTile];
+  // Staged: B and C of the next tile, this thread's share, in registers until its buffer is free.
+  float B_next[kBCPerThread], C_next[kBCPerThread];
+  auto load_bc = [&](int64_t t0) {
 #pragma unroll
-    for (int k = 0; k < kTile; ++k) {
-      if (k < tokens) {
-        delta[k] = to_float(a.delta[(row0 + k) * a.ld_delta + d]);
-        u[k] = to_float(a.u[(row0 + k) * a.ld_u + d]);
-        if (kOutput && a.z) z[k] = to_float(a.z[(row0 + k) * a.ld_z + d]);
+    for (int j = 0; j < kBCPerThread; ++j) {
+      const int i = threadIdx.x + j * kThreads;
+      B_next[j] = i < kTile * kN ? bc_value(a.B, a.ld_B, t0, i) : 0.0f;
+      if constexpr (kOutput) C_next[j] = i < kTile * kN ? bc_value(a.C, a.ld_C, t0, i) : 0.0f;
+    }
+  };
+  auto store_bc = [&](int buf) {
+#pragma unroll
+    for (int j = 0; j < kBCPerThread; ++j) {
+      const int i = threadIdx.x + j * kThreads;
+      if (i < kTile * kN) {
+        B_tile[buf][i / kN][i % kN] = B_next[j];
+        if constexpr (kOutput) C_tile[buf][i / kN][i % kN] = C_next[j];
       }
     }
-    __syncthreads();
+  };
+  // Staged: the copies of tile t0's inputs into buffer `buf`, as one commit group.
+  auto issue_copies = [&](int64_t t0, int buf) {
+    const int tokens = int(min(int64_t(kTile), t_end - t0));
+    for (int i = threadIdx.x; i < kInputs * kTile * kCopiesPerRow; i += kThreads) {
+      const int which = i / (kTile * kCopiesPerRow), k = i / kCopiesPerRow % kTile, v = i % kCopiesPerRow;
+      const int64_t c = d0 + int64_t(v) * kPerCopy;
+      const Act* const rows = input_rows(which);
+      int bytes = 0;
+      const Act* src = a.u;  // any valid address when nothing is read
+      if (rows && k < tokens && c < a.channels) {
+        bytes = int(min(int64_t(kPerCopy), a.channels - c) * int64_t(sizeof(Act)));
+        src = rows + (b * a.T + t0 + k) * input_ld(which) + c;
+      }
+      cp_async16(&in_tile[kStaged ? buf : 0][which][k][kStaged ? v * kPerCopy : 0], src, bytes);
+    }
+    cp_async_commit();
+  };
+
+  if constexpr (kStaged) {
+    issue_copies(t_begin, 0);
+    load_bc(t_begin);
+    store_bc(0);
+  }
+  int buf = 0;
+  for (int64_t t0 = t_begin; t0 < t_end; t0 += kTile, buf ^= kBuffers - 1) {
+    const int tokens = int(min(int64_t(kTile), t_end - t0));
+    const bool has_next = t0 + kTile < t_end;
+    const int64_t row0 = b * a.T + t0;
+    float in_reg[kStaged ? 1 : kInputs][kTile];  // direct: this thread's delta, u, z of the tile
+    if constexpr (kStaged) {
+      // The other buffer was last read in the previous tile, before the barrier that ended it.
+      if (has_next) {
+        issue_copies(t0 + kTile, buf ^ 1);
+        load_bc(t0 + kTile);
+      } else {
+        cp_async_commit();  // an empty group: "all but the newest" below is still this tile's
+      }
+      cp_async_wait_all_but_newest();
+      __syncthreads();  // every thread's copies and B/C stores of this tile are visible
+    } else {
+      __syncthreads();  // the previous tile's B and C are read
+      for (int i = threadIdx.x; i < kTile * kN; i += kThreads) {
+        B_tile[0][i / kN][i % kN] = bc_value(a.B, a.ld_B, t0, i);
+        if constexpr (kOutput) C_tile[0][i / kN][i % kN] = bc_value(a.C, a.ld_C, t0, i);
+      }
+#pragma unroll
+      for (int k = 0; k < kTile; ++k) {
+        if (k < tokens) {
+          in_reg[0][k] = to_float(a.delta[(row0 + k) * a.ld_delta + d]);
+          in_reg[1][k] = to_float(a.u[(row0 + k) * a.ld_u + d]);
+          if (kOutput && a.z) in_reg[kInputs - 1][k] = to_float(a.z[(row0 + k) * a.ld_z + d]);
+        }
+      }
+      __syncthreads();
+    }
+    auto input = [&](int which, int k) {
+      if constexpr (kStaged) return to_float(in_tile[buf][which][k][threadIdx.x]);
+      else return in_reg[which][k];
+    };
 #pragma unroll
     for (int k = 0; k < kTile; ++k) {
       if (k >= tokens) break;
-      float dt = delta[k] + bias;
-      if (a.softplus) dt = softplus(dt);
-      const float du = dt * u[k];
+      float dt = input(0, k) + bias;
+      if (a.softplus) dt = dt_softplus<Act>(dt);
+      const float u = input(1, k), du = dt * u;
       float Bk[kN], Ck[kN], y = 0.0f;
-      load_row<kN>(B_tile[k], Bk);
-      if constexpr (kOutput) load_row<kN>(C_tile[k], Ck);
+      load_row<kN>(B_tile[buf][k], Bk);
+      if constexpr (kOutput) load_row<kN>(C_tile[buf][k], Ck);
 #pragma unroll
       for (int n = 0; n < kN; ++n) {
         h[n] = decay<Act>(A2[n] * dt) * h[n] + du * Bk[n];
         if constexpr (kOutput) y += Ck[n] * h[n];
       }
       if constexpr (kOutput) {
-        y += skip * u[k];
-        if (a.z) y *= silu(z[k]);
+        y += skip * u;
+        if (a.z) y *= gate<Act>(input(2, k));
         if (active) a.y[(row0 + k) * a.ld_y + d] = from_float<Act>(y);
       } else {
         dt_sum += dt;
       }
+    }
+    if constexpr (kStaged) {
+      if (has_next) store_bc(buf ^ 1);
+      __syncthreads();  // this buffer is read by all before the next tile's copies overwrite it
     }
   }
 
@@ -195,24 +303,14 @@ __global__ void scan_carry_kernel(const float* A, float* state_io, float* chunk_
   if (state) *state = carry;
 }
 
-int sm_count() {
-  static const int count = [] {
-    int device = 0, n = 0;
-    SSM_CUDA_CHECK(cudaGetDevice(&device), "selective_scan: reading the current device");
-    SSM_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device),
-                   "selective_scan: reading the multiprocessor count");
-    return n;
-  }();
-  return count;
-}
-
 // Blocks of the output kernel one multiprocessor holds at once.
-template <class Act, int kN>
+template <class Act, int kN, bool kStaged>
 int resident_blocks() {
   static const int blocks = [] {
     int n = 0;
-    SSM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, scan_chunk_kernel<Act, kN, true>, kThreads, 0),
-                   "selective_scan: reading the kernel's occupancy");
+    SSM_CUDA_CHECK(
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, scan_chunk_kernel<Act, kN, true, kStaged>, kThreads, 0),
+        "selective_scan: reading the kernel's occupancy");
     return std::max(n, 1);
   }();
   return blocks;
@@ -220,7 +318,7 @@ int resident_blocks() {
 
 // Chunk length: enough chunks for kWaves full waves of blocks (never more, so no wave is left
 // mostly empty), each at least kMinChunkLen tokens, a multiple of kTile.
-template <class Act, int kN>
+template <class Act, int kN, bool kStaged>
 void choose_chunks(ScanArgs<Act>& a) {
   if (a.T <= kMinChunkLen) {  // one chunk; no device queries (the step may run inside a graph capture)
     a.chunk_len = a.T;
@@ -228,16 +326,16 @@ void choose_chunks(ScanArgs<Act>& a) {
     return;
   }
   const int64_t row_blocks = a.batch * ((a.channels + kThreads - 1) / kThreads);
-  const int64_t wanted = int64_t(kWaves) * sm_count() * resident_blocks<Act, kN>();
+  const int64_t wanted = int64_t(kWaves) * multiprocessor_count() * resident_blocks<Act, kN, kStaged>();
   const int64_t chunks = std::clamp<int64_t>(wanted / row_blocks, 1, (a.T + kMinChunkLen - 1) / kMinChunkLen);
   const int64_t len = (a.T + chunks - 1) / chunks;
   a.chunk_len = (len + kTile - 1) / kTile * kTile;
   a.chunks = (a.T + a.chunk_len - 1) / a.chunk_len;
 }
 
-template <class Act, int kN>
+template <class Act, int kN, bool kStaged>
 void launch(const char* op, ScanArgs<Act> a) {
-  choose_chunks<Act, kN>(a);
+  choose_chunks<Act, kN, kStaged>(a);
   const int64_t batch = a.batch;
   const unsigned channel_blocks = blocks_for(a.channels, kThreads);
   Tensor chunk_state, chunk_dt_sum;  // scratch from the stream-ordered pool, freed after the kernels
@@ -247,16 +345,30 @@ void launch(const char* op, ScanArgs<Act> a) {
     a.chunk_state = chunk_state.data<float>();
     a.chunk_dt_sum = chunk_dt_sum.data<float>();
     const int64_t summaries = a.state ? a.chunks : a.chunks - 1;
-    scan_chunk_kernel<Act, kN, false>
+    scan_chunk_kernel<Act, kN, false, kStaged>
         <<<dim3(channel_blocks, unsigned(summaries), unsigned(batch)), kThreads, 0, stream()>>>(a);
     SSM_CUDA_CHECK_LAUNCH("{} (chunk summaries) of batch {}, T {}, D {}, N {}", op, batch, a.T, a.channels, a.N);
     scan_carry_kernel<<<blocks_for(batch * a.channels * kN, 256), 256, 0, stream()>>>(
         a.A, a.state, a.chunk_state, a.chunk_dt_sum, batch, a.channels, a.N, kN, a.chunks);
     SSM_CUDA_CHECK_LAUNCH("{} (chunk carries) of batch {}, T {}, D {}, N {}", op, batch, a.T, a.channels, a.N);
   }
-  scan_chunk_kernel<Act, kN, true>
+  scan_chunk_kernel<Act, kN, true, kStaged>
       <<<dim3(channel_blocks, unsigned(a.chunks), unsigned(batch)), kThreads, 0, stream()>>>(a);
   SSM_CUDA_CHECK_LAUNCH("{} of batch {}, T {}, D {}, N {}", op, batch, a.T, a.channels, a.N);
+}
+
+// Whether rows at `p`, `ld` elements apart, can be copied 16 bytes at a time (the staged kernels).
+template <class Act>
+bool aligned_rows(const Act* p, int64_t ld) {
+  return reinterpret_cast<uintptr_t>(p) % 16 == 0 && ld * int64_t(sizeof(Act)) % 16 == 0;
+}
+
+template <class Act, int kN>
+void launch(const char* op, const ScanArgs<Act>& a) {
+  if (aligned_rows(a.u, a.ld_u) && aligned_rows(a.delta, a.ld_delta) && (!a.z || aligned_rows(a.z, a.ld_z)))
+    launch<Act, kN, true>(op, a);
+  else
+    launch<Act, kN, false>(op, a);
 }
 
 // Checks either form (dims 3: [B, T, *], dims 2: [B, *]) and runs it.

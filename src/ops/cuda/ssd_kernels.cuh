@@ -113,31 +113,34 @@ struct WarpMma<bf16> {
     uint32_t r[2];
   };
 
-  // A with element (m, k) at s[m * pitch + k].
-  static __device__ __forceinline__ void load_a(FragA& f, const bf16* s, int pitch, int m0, int k0) {
+  // A with element (m, k) at s[L::at(m, k)].
+  template <class L>
+  static __device__ __forceinline__ void load_a(FragA& f, const bf16* s, L, int m0, int k0) {
     const int lane = threadIdx.x & 31, q = lane >> 3, r = lane & 7;
-    ptx::ldmatrix_x4(f.r, s + (m0 + r + 8 * (q & 1)) * pitch + k0 + 8 * (q >> 1));
+    ptx::ldmatrix_x4(f.r, s + L::at(m0 + r + 8 * (q & 1), k0 + 8 * (q >> 1)));
   }
-  // A with element (m, k) at s[k * pitch + m], column k multiplied by w[k].
-  static __device__ __forceinline__ void load_a_t_scaled(FragA& f, const bf16* s, int pitch, int m0, int k0,
-                                                         const float* w) {
+  // A with element (m, k) at s[L::at(k, m)], column k multiplied by w[k].
+  template <class L>
+  static __device__ __forceinline__ void load_a_t_scaled(FragA& f, const bf16* s, L, int m0, int k0, const float* w) {
     const int lane = threadIdx.x & 31, q = lane >> 3, r = lane & 7, t = lane & 3;
-    ptx::ldmatrix_x4_trans(f.r, s + (k0 + r + 8 * (q >> 1)) * pitch + m0 + 8 * (q & 1));
+    ptx::ldmatrix_x4_trans(f.r, s + L::at(k0 + r + 8 * (q >> 1), m0 + 8 * (q & 1)));
     const float w0 = w[k0 + 2 * t], w1 = w[k0 + 2 * t + 1], w8 = w[k0 + 8 + 2 * t], w9 = w[k0 + 9 + 2 * t];
     f.r[0] = scale(f.r[0], w0, w1);
     f.r[1] = scale(f.r[1], w0, w1);
     f.r[2] = scale(f.r[2], w8, w9);
     f.r[3] = scale(f.r[3], w8, w9);
   }
-  // B with element (k, n) at s[n * pitch + k].
-  static __device__ __forceinline__ void load_b(FragB& f, const bf16* s, int pitch, int k0, int n0) {
+  // B with element (k, n) at s[L::at(n, k)].
+  template <class L>
+  static __device__ __forceinline__ void load_b(FragB& f, const bf16* s, L, int k0, int n0) {
     const int lane = threadIdx.x & 31, q = (lane >> 3) & 1, r = lane & 7;
-    ptx::ldmatrix_x2(f.r, s + (n0 + r) * pitch + k0 + 8 * q);
+    ptx::ldmatrix_x2(f.r, s + L::at(n0 + r, k0 + 8 * q));
   }
-  // B with element (k, n) at s[k * pitch + n].
-  static __device__ __forceinline__ void load_b_t(FragB& f, const bf16* s, int pitch, int k0, int n0) {
+  // B with element (k, n) at s[L::at(k, n)].
+  template <class L>
+  static __device__ __forceinline__ void load_b_t(FragB& f, const bf16* s, L, int k0, int n0) {
     const int lane = threadIdx.x & 31, q = (lane >> 3) & 1, r = lane & 7;
-    ptx::ldmatrix_x2_trans(f.r, s + (k0 + r + 8 * q) * pitch + n0);
+    ptx::ldmatrix_x2_trans(f.r, s + L::at(k0 + r + 8 * q, n0));
   }
   static __device__ __forceinline__ void mma(float (&c)[4], const FragA& a, const FragB& b) {
     ptx::mma_bf16_16816(c, a.r, b.r);
@@ -167,31 +170,34 @@ struct WarpMma<float> {
     uint32_t hi[2], lo[2];
   };
 
-  static __device__ __forceinline__ void load_a(FragA& f, const float* s, int pitch, int m0, int k0) {
+  template <class L>
+  static __device__ __forceinline__ void load_a(FragA& f, const float* s, L, int m0, int k0) {
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    split(s[(m0 + g) * pitch + k0 + t], f.hi[0], f.lo[0]);
-    split(s[(m0 + g + 8) * pitch + k0 + t], f.hi[1], f.lo[1]);
-    split(s[(m0 + g) * pitch + k0 + t + 4], f.hi[2], f.lo[2]);
-    split(s[(m0 + g + 8) * pitch + k0 + t + 4], f.hi[3], f.lo[3]);
+    split(s[L::at(m0 + g, k0 + t)], f.hi[0], f.lo[0]);
+    split(s[L::at(m0 + g + 8, k0 + t)], f.hi[1], f.lo[1]);
+    split(s[L::at(m0 + g, k0 + t + 4)], f.hi[2], f.lo[2]);
+    split(s[L::at(m0 + g + 8, k0 + t + 4)], f.hi[3], f.lo[3]);
   }
-  static __device__ __forceinline__ void load_a_t_scaled(FragA& f, const float* s, int pitch, int m0, int k0,
-                                                         const float* w) {
+  template <class L>
+  static __device__ __forceinline__ void load_a_t_scaled(FragA& f, const float* s, L, int m0, int k0, const float* w) {
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const float w0 = w[k0 + t], w4 = w[k0 + t + 4];
-    split(s[(k0 + t) * pitch + m0 + g] * w0, f.hi[0], f.lo[0]);
-    split(s[(k0 + t) * pitch + m0 + g + 8] * w0, f.hi[1], f.lo[1]);
-    split(s[(k0 + t + 4) * pitch + m0 + g] * w4, f.hi[2], f.lo[2]);
-    split(s[(k0 + t + 4) * pitch + m0 + g + 8] * w4, f.hi[3], f.lo[3]);
+    split(s[L::at(k0 + t, m0 + g)] * w0, f.hi[0], f.lo[0]);
+    split(s[L::at(k0 + t, m0 + g + 8)] * w0, f.hi[1], f.lo[1]);
+    split(s[L::at(k0 + t + 4, m0 + g)] * w4, f.hi[2], f.lo[2]);
+    split(s[L::at(k0 + t + 4, m0 + g + 8)] * w4, f.hi[3], f.lo[3]);
   }
-  static __device__ __forceinline__ void load_b(FragB& f, const float* s, int pitch, int k0, int n0) {
+  template <class L>
+  static __device__ __forceinline__ void load_b(FragB& f, const float* s, L, int k0, int n0) {
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    split(s[(n0 + g) * pitch + k0 + t], f.hi[0], f.lo[0]);
-    split(s[(n0 + g) * pitch + k0 + t + 4], f.hi[1], f.lo[1]);
+    split(s[L::at(n0 + g, k0 + t)], f.hi[0], f.lo[0]);
+    split(s[L::at(n0 + g, k0 + t + 4)], f.hi[1], f.lo[1]);
   }
-  static __device__ __forceinline__ void load_b_t(FragB& f, const float* s, int pitch, int k0, int n0) {
+  template <class L>
+  static __device__ __forceinline__ void load_b_t(FragB& f, const float* s, L, int k0, int n0) {
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-    split(s[(k0 + t) * pitch + n0 + g], f.hi[0], f.lo[0]);
-    split(s[(k0 + t + 4) * pitch + n0 + g], f.hi[1], f.lo[1]);
+    split(s[L::at(k0 + t, n0 + g)], f.hi[0], f.lo[0]);
+    split(s[L::at(k0 + t + 4, n0 + g)], f.hi[1], f.lo[1]);
   }
   static __device__ __forceinline__ void mma(float (&c)[4], const FragA& a, const FragB& b) {
     ptx::mma_tf32_1688(c, a.lo, b.hi);
@@ -222,16 +228,27 @@ constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
 constexpr int kMaxSegments = 16;
 
-// Shared-memory tiles in elements of T; every row padded by 16 bytes so that the 8 rows one
-// ldmatrix (or one fragment load) touches fall in different banks.
+// A shared-memory tile of rows of kCols values of T, unpadded: the 16-byte pieces of row r are
+// permuted by XOR with r % 8, so that the 8 rows one ldmatrix (or one fragment load) reads at the
+// same columns fall in different banks. Element (r, c) is at at(r, c); a 16-byte piece (c a multiple
+// of 16 / sizeof(T)) stays whole. Rows of at least 8 pieces (kCols * sizeof(T) a multiple of 128).
+template <class T, int kCols>
+struct SwizzledRows {
+  static constexpr int kVec = 16 / int(sizeof(T));
+  static_assert(kCols * int(sizeof(T)) % 128 == 0, "rows of a multiple of 8 pieces of 16 bytes");
+  __host__ __device__ static constexpr int at(int r, int c) {
+    return r * kCols + (((c / kVec) ^ (r & 7)) * kVec) + c % kVec;
+  }
+};
+
+// The tiles of the chunked kernels, in elements of T.
 template <class T, int kN>
 struct Tiles {
-  static constexpr int kPad = 16 / int(sizeof(T));
-  static constexpr int kPitchP = kHeadDimTile + kPad, kPitchN = kN + kPad, kPitchQ = kChunk + kPad;
-  static constexpr int kX = kChunk * kPitchP;       // a chunk of x: [s][p]
-  static constexpr int kBC = kChunk * kPitchN;      // a chunk of B or C: [s][n]
-  static constexpr int kM = kChunk * kPitchQ;       // C Bᵀ ⊙ L + D I: [l][s]
-  static constexpr int kS = kHeadDimTile * kPitchN;  // the state entering the chunk: [p][n]
+  using X = SwizzledRows<T, kHeadDimTile>;  // a chunk of x: [s][p]
+  using BC = SwizzledRows<T, kN>;           // a chunk of B or C: [s][n]
+  using M = SwizzledRows<T, kChunk>;        // C Bᵀ ⊙ L + D I: [l][s]
+  using S = SwizzledRows<T, kN>;            // the state entering the chunk: [p][n]
+  static constexpr int kX = kChunk * kHeadDimTile, kBC = kChunk * kN, kM = kChunk * kChunk, kS = kHeadDimTile * kN;
 };
 
 // The per-token values of one chunk, written by one warp (scan_chunk).
@@ -255,6 +272,7 @@ constexpr size_t chunk_scan_smem() {
   return (2 * size_t(L::kX + 2 * L::kBC) + L::kM + L::kS) * sizeof(T) + 2 * sizeof(ChunkScan);
 }
 static_assert(chunk_scan_smem<float, 128>() <= 227 * 1024, "pass 2 must fit one multiprocessor's shared memory");
+static_assert(2 * (chunk_scan_smem<bf16, 128>() + 1024) <= 228 * 1024, "two BF16 pass-2 blocks must fit one");
 
 // How the chunks of a (batch, head) are cut: into segments (pass 2), and every segment but the last
 // into pieces (pass 1).
@@ -328,17 +346,17 @@ __device__ __forceinline__ void scan_chunk(ChunkScan& sc, const float (&raw)[2],
   }
 }
 
-// Queues the copy of rows [row0, row0 + rows) (cols [0, cols) from `src`) into a [kChunk][pitch] tile;
-// rows past `rows` become zeros. Columns past `cols` are left as they are (zero from the start).
-template <class T>
-__device__ __forceinline__ void copy_chunk_async(T* dst, int pitch, const T* src, int64_t ld, int64_t row0, int rows,
+// Queues the copy of rows [row0, row0 + rows) (cols [0, cols) from `src`) into a [kChunk][...] tile of
+// layout L; rows past `rows` become zeros. Columns past `cols` are left as they are (zero from the start).
+template <class T, class L>
+__device__ __forceinline__ void copy_chunk_async(T* dst, L, const T* src, int64_t ld, int64_t row0, int rows,
                                                  int cols) {
   constexpr int kVec = 16 / int(sizeof(T));
   const int per_row = cols / kVec;
   for (int i = threadIdx.x; i < kChunk * per_row; i += kThreads) {
     const int r = i / per_row, c = (i - r * per_row) * kVec;
     const bool valid = r < rows;
-    ptx::cp_async_16(dst + r * pitch + c, valid ? src + (row0 + r) * ld + c : src, valid ? 16 : 0);
+    ptx::cp_async_16(dst + L::at(r, c), valid ? src + (row0 + r) * ld + c : src, valid ? 16 : 0);
   }
 }
 
@@ -401,11 +419,11 @@ __device__ __forceinline__ void update_state(StateTiles<kN>& S, const T* Xs, con
   for (int k0 = 0; k0 < kChunk; k0 += M::kK) {
     typename M::FragA fa[2];
 #pragma unroll
-    for (int mt = 0; mt < 2; ++mt) M::load_a_t_scaled(fa[mt], Xs, L::kPitchP, p0 + 16 * mt, k0, sc.weight);
+    for (int mt = 0; mt < 2; ++mt) M::load_a_t_scaled(fa[mt], Xs, typename L::X{}, p0 + 16 * mt, k0, sc.weight);
 #pragma unroll
     for (int nt = 0; nt < kN / 32; ++nt) {
       typename M::FragB fb;
-      M::load_b_t(fb, Bs, L::kPitchN, k0, n0 + 8 * nt);
+      M::load_b_t(fb, Bs, typename L::BC{}, k0, n0 + 8 * nt);
 #pragma unroll
       for (int mt = 0; mt < 2; ++mt) M::mma(S[mt][nt], fa[mt], fb);
     }
@@ -425,12 +443,12 @@ __device__ __forceinline__ void masked_cb(T* Ms, const T* Cs, const T* Bs, const
 #pragma unroll
   for (int k0 = 0; k0 < kN; k0 += M::kK) {
     typename M::FragA fa;
-    M::load_a(fa, Cs, L::kPitchN, m0, k0);
+    M::load_a(fa, Cs, typename L::BC{}, m0, k0);
 #pragma unroll
     for (int nt = 0; nt < 4; ++nt) {
       if (s0 + 8 * nt > m0 + 15) continue;
       typename M::FragB fb;
-      M::load_b(fb, Bs, L::kPitchN, k0, s0 + 8 * nt);
+      M::load_b(fb, Bs, typename L::BC{}, k0, s0 + 8 * nt);
       M::mma(acc[nt], fa, fb);
     }
   }
@@ -445,7 +463,7 @@ __device__ __forceinline__ void masked_cb(T* Ms, const T* Cs, const T* Bs, const
       float v1 = s + 1 <= l ? acc[nt][2 * half + 1] * expf(sc.acum[l] - sc.acum[s + 1]) * sc.dt[s + 1] : 0.0f;
       if (s == l) v0 += D;
       if (s + 1 == l) v1 += D;
-      store_pair(Ms + l * L::kPitchQ + s, v0, v1);
+      store_pair(Ms + L::M::at(l, s), v0, v1);
     }
   }
 }
@@ -464,11 +482,11 @@ __device__ __forceinline__ void chunk_output(T* y, int64_t ldy, int rows, int P,
 #pragma unroll
     for (int k0 = 0; k0 < kN; k0 += M::kK) {
       typename M::FragA fa;
-      M::load_a(fa, Cs, L::kPitchN, m0, k0);
+      M::load_a(fa, Cs, typename L::BC{}, m0, k0);
 #pragma unroll
       for (int nt = 0; nt < 4; ++nt) {
         typename M::FragB fb;
-        M::load_b(fb, Ss, L::kPitchN, k0, p0 + 8 * nt);
+        M::load_b(fb, Ss, typename L::S{}, k0, p0 + 8 * nt);
         M::mma(acc[nt], fa, fb);
       }
     }
@@ -483,11 +501,11 @@ __device__ __forceinline__ void chunk_output(T* y, int64_t ldy, int rows, int P,
   }
   for (int k0 = 0; k0 < m0 + 16; k0 += M::kK) {  // Ms is zero right of the diagonal block
     typename M::FragA fa;
-    M::load_a(fa, Ms, L::kPitchQ, m0, k0);
+    M::load_a(fa, Ms, typename L::M{}, m0, k0);
 #pragma unroll
     for (int nt = 0; nt < 4; ++nt) {
       typename M::FragB fb;
-      M::load_b_t(fb, Xs, L::kPitchP, k0, p0 + 8 * nt);
+      M::load_b_t(fb, Xs, typename L::X{}, k0, p0 + 8 * nt);
       M::mma(acc[nt], fa, fb);
     }
   }
@@ -508,9 +526,9 @@ __device__ __forceinline__ void copy_stage(const Args<T>& a, const BlockCoords& 
   using L = Tiles<T, kN>;
   const int64_t row0 = int64_t(bc.b) * a.length + int64_t(c) * kChunk;
   const int rows = chunk_rows(a.length, c);
-  copy_chunk_async(Xs, L::kPitchP, a.x + int64_t(bc.h) * a.head_dim, a.ldx, row0, rows, a.head_dim);
-  copy_chunk_async(Bs, L::kPitchN, a.B + int64_t(bc.g) * a.state_dim, a.ldB, row0, rows, a.state_dim);
-  if (Cs) copy_chunk_async(Cs, L::kPitchN, a.C + int64_t(bc.g) * a.state_dim, a.ldC, row0, rows, a.state_dim);
+  copy_chunk_async(Xs, typename L::X{}, a.x + int64_t(bc.h) * a.head_dim, a.ldx, row0, rows, a.head_dim);
+  copy_chunk_async(Bs, typename L::BC{}, a.B + int64_t(bc.g) * a.state_dim, a.ldB, row0, rows, a.state_dim);
+  if (Cs) copy_chunk_async(Cs, typename L::BC{}, a.C + int64_t(bc.g) * a.state_dim, a.ldC, row0, rows, a.state_dim);
   ptx::cp_async_commit();
 }
 
@@ -571,8 +589,14 @@ __global__ void __launch_bounds__(kThreads) piece_state_kernel(Args<T> a, Plan p
 // into `state` (when given). The state entering segment 0 is `state` itself when there is one segment,
 // else its copy in slot 0 (the last segment overwrites `state` while segment 0 may not have read it).
 // `slots` and `log_decays` as pass 1 left them (unused with one segment).
+// Pass-2 blocks meant to share a multiprocessor: for BF16 two (at most 128 registers a thread and
+// 106 KB of shared memory each at N 128), so one block's barriers and latencies overlap the other's
+// work; for F32 one (its tiles and 3xTF32 fragments take twice the room).
+template <class T>
+constexpr int kScanBlocksPerSm = sizeof(T) == 2 ? 2 : 1;
+
 template <class T, int kN>
-__global__ void __launch_bounds__(kThreads, 1) chunk_scan_kernel(Args<T> a, Plan plan, float* __restrict__ state,
+__global__ void __launch_bounds__(kThreads, kScanBlocksPerSm<T>) chunk_scan_kernel(Args<T> a, Plan plan, float* __restrict__ state,
                                                                  const float* __restrict__ slots,
                                                                  const float* __restrict__ log_decays) {
   using L = Tiles<T, kN>;
@@ -624,7 +648,7 @@ __global__ void __launch_bounds__(kThreads, 1) chunk_scan_kernel(Args<T> a, Plan
     if (c + 1 < c_end) copy_stage<T, kN>(a, bc, c + 1, next, next + L::kX, next + L::kX + L::kBC);
     if (has_prev)
       for_state_pairs<kN>([&](int mt, int nt, int half, int p, int n) {
-        store_pair(Ss + p * L::kPitchN + n, S[mt][nt][2 * half], S[mt][nt][2 * half + 1]);
+        store_pair(Ss + L::S::at(p, n), S[mt][nt][2 * half], S[mt][nt][2 * half + 1]);
       });
     masked_cb<T, kN>(Ms, Cs, Bs, sc, D);
     if (warp == kScanWarp && c + 1 < c_end) {

@@ -43,6 +43,14 @@ const KernelSetup& kernel_setup() {
     if (s.error == cudaSuccess)
       s.error = cudaFuncSetAttribute(chunk_scan_kernel<T, kN>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                      int(chunk_scan_smem<T, kN>()));
+    // All of the unified L1/shared memory as shared memory, so that two BF16 pass-2 blocks (three
+    // pass-1 blocks) fit one multiprocessor.
+    if (s.error == cudaSuccess)
+      s.error = cudaFuncSetAttribute(piece_state_kernel<T, kN>, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                     int(cudaSharedmemCarveoutMaxShared));
+    if (s.error == cudaSuccess)
+      s.error = cudaFuncSetAttribute(chunk_scan_kernel<T, kN>, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                     int(cudaSharedmemCarveoutMaxShared));
     if (s.error == cudaSuccess)
       s.error = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&s.piece_blocks_per_sm, piece_state_kernel<T, kN>,
                                                               kThreads, piece_state_smem<T, kN>());
@@ -72,18 +80,22 @@ size_t chunked_scratch_floats(const Args<T>& a, const Plan& plan) {
   return scratch_floats(plan, int64_t(a.batch) * a.heads, a.head_dim, a.state_dim);
 }
 
+// Which passes a launch runs: both (the op); one alone only to time it (dev/cuda/ssd.cu).
+enum Passes { kPieceStates = 1, kChunkScan = 2, kBothPasses = 3 };
+
 template <class T, int kN>
 cudaError_t launch_chunked_tile(const Args<T>& a, const Plan& plan, float* state, float* scratch,
-                                cudaStream_t stream) {
+                                cudaStream_t stream, int passes) {
   const unsigned heads = unsigned(a.batch) * unsigned(a.heads);
   float* const slots = scratch;
   float* const log_decays =
       scratch ? scratch + size_t(heads) * (1 + plan.pieces()) * a.head_dim * a.state_dim : nullptr;
-  if (plan.segments > 1) {
+  if (plan.segments > 1 && (passes & kPieceStates)) {
     piece_state_kernel<T, kN><<<heads * plan.pieces(), kThreads, piece_state_smem<T, kN>(), stream>>>(
         a, plan, state, slots, log_decays);
     if (const cudaError_t error = cudaGetLastError(); error != cudaSuccess) return error;
   }
+  if (!(passes & kChunkScan)) return cudaSuccess;
   chunk_scan_kernel<T, kN><<<heads * plan.segments, kThreads, chunk_scan_smem<T, kN>(), stream>>>(
       a, plan, state, slots, log_decays);
   return cudaGetLastError();
@@ -92,9 +104,10 @@ cudaError_t launch_chunked_tile(const Args<T>& a, const Plan& plan, float* state
 // The chunked forward: `state` [B,H,P,N] F32 (null when absent) read as the initial state and
 // overwritten with the final one; `scratch` holds chunked_scratch_floats(a, plan) floats.
 template <class T>
-cudaError_t launch_chunked(const Args<T>& a, const Plan& plan, float* state, float* scratch, cudaStream_t stream) {
-  return plan.state_tile == 64 ? launch_chunked_tile<T, 64>(a, plan, state, scratch, stream)
-                               : launch_chunked_tile<T, 128>(a, plan, state, scratch, stream);
+cudaError_t launch_chunked(const Args<T>& a, const Plan& plan, float* state, float* scratch, cudaStream_t stream,
+                           int passes = kBothPasses) {
+  return plan.state_tile == 64 ? launch_chunked_tile<T, 64>(a, plan, state, scratch, stream, passes)
+                               : launch_chunked_tile<T, 128>(a, plan, state, scratch, stream, passes);
 }
 
 }  // namespace ssm::ops::cuda::ssd_kernels
