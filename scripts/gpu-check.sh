@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# On a machine with an NVIDIA GPU: every GPU test, then the GPU benchmarks, with a short table last.
-# Uses the build in build/release (configured and built first when it is missing); where the build
-# was made on another machine, scripts/gpu-carry.sh packs the shared libraries it needs beside it.
-# Logs go to $OUT when set (the device tool), else to build/gpu-check/.
+# On a machine with an NVIDIA GPU: every GPU test, the GPU benchmarks (`ssm bench --device cuda`, the
+# standalone kernel files of dev/cuda, `ssm generate --device cuda` end to end), with a short table last.
+# Uses the build in build/release (configured and built first when it is missing) and build/dev-cuda
+# (dev/cuda/build.sh); where the build was made on another machine, scripts/gpu-carry.sh packs the
+# shared libraries it needs beside it. Logs go to $OUT when set (the device tool), else to build/gpu-check/.
+#   SSM_GPU_CHECK_PARTS="tests bench kernels generate"   the parts to run (default: all)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bin=build/release/bin
 logs=${OUT:-build/gpu-check}
+parts=${SSM_GPU_CHECK_PARTS:-tests bench kernels generate}
 mkdir -p "$logs"
 if [ ! -x "$bin/ssm_gpu_tests" ]; then
   cmake --preset release && cmake --build --preset release || exit 1
@@ -16,18 +19,54 @@ if [ -f .gpu-libs.tar.xz ]; then
   export LD_LIBRARY_PATH=/tmp/ssm-gpu-libs:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+wants() { [[ " $parts " == *" $1 "* ]]; }
+rc=0
+summary=()
 
-echo "== GPU tests"
-"$bin/ssm_gpu_tests" --gtest_brief=1 --gtest_output="json:$logs/gpu-tests.json" 2>&1 | tee "$logs/gpu-tests.log"
-tests_rc=${PIPESTATUS[0]}
-
-echo
-echo "== summary"
-python3 - "$logs/gpu-tests.json" <<'PY'
+if wants tests; then
+  echo "== GPU tests"
+  "$bin/ssm_gpu_tests" --gtest_brief=1 --gtest_output="json:$logs/gpu-tests.json" > "$logs/gpu-tests.log" 2>&1
+  [ $? -eq 0 ] || rc=1
+  tail -n 30 "$logs/gpu-tests.log"
+  summary+=("$(python3 - "$logs/gpu-tests.json" <<'PY'
 import json, sys
 report = json.load(open(sys.argv[1]))
 failed = [f"{s['name']}.{t['name']}" for s in report["testsuites"] for t in s["testsuite"] if t.get("failures")]
-print(f"| GPU tests | {report['tests'] - len(failed)} passed | {len(failed)} failed |")
-for name in failed: print(f"| failed | {name} | |")
+print(f"| GPU tests | {report['tests'] - len(failed)} passed, {len(failed)} failed |")
+for name in failed: print(f"| failed | {name} |")
 PY
-exit $tests_rc
+)")
+fi
+
+if wants bench; then
+  echo "== ssm bench --device cuda"
+  timeout 420 "$bin/ssm" bench --device cuda --models mamba2-130m mamba2-1.3b mamba-130m mamba-1.4b 2>&1 |
+    tee "$logs/bench.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
+  summary+=("$(grep -E '^\| mamba' "$logs/bench.log" | cut -d'|' -f2,4,6,7 | sed 's/^/| bench /')")
+fi
+
+if wants kernels; then
+  for kernel in selective_scan ssd attention; do
+    [ -x "build/dev-cuda/$kernel" ] || continue
+    echo "== dev/cuda/$kernel"
+    timeout 300 "build/dev-cuda/$kernel" 2>&1 | tee "$logs/$kernel.log"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || { rc=1; summary+=("| dev/cuda/$kernel | FAILED (log: $kernel.log) |"); }
+  done
+fi
+
+if wants generate; then
+  echo "== ssm generate --device cuda (random mamba2-1.3b-shaped folder, BF16)"
+  model=$(mktemp -d)
+  "$bin/ssm" bench --write-model mamba2-1.3b --dtype bf16 --out "$model/m" > /dev/null &&
+    "$bin/ssm" generate --model "$model/m" --device cuda --prompt "$(head -c 2000 README.md)" --max-new-tokens 256 \
+      --ignore-eos --temperature 0 2>&1 > /dev/null | tee "$logs/generate.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
+  summary+=("| generate 1.3b | $(grep -E 'tok/s' "$logs/generate.log" | tr '\n' ' ') |")
+  rm -rf "$model"
+fi
+
+echo
+echo "== summary"
+printf '%s\n' "${summary[@]}"
+exit $rc

@@ -170,6 +170,9 @@ Tensor Generator::decode_step(const Tensor& ids, ModelState& state) {
   Tensor logits = model_.step(ids, state, ws_);
   ws_.release(mark);
   graph_blocks_ = ws_.block_allocations();
+  // The last recording's logits may hold the only reference to a replaced workspace block: let it go
+  // now, since memory allocated outside a recording cannot be freed inside one.
+  graph_logits_ = Tensor();
   graph_refused_ = !step_graph_.record([&] { graph_logits_ = model_.step(ids, state, ws_); });
   ws_.release(mark);
   return logits;

@@ -30,8 +30,14 @@ TEST_P(ModelGpu, F32LogitsMatchTransformers) {
   EXPECT_LT(relative_error(to_cpu(model.forward(ids, nullptr, true)), want), 1e-4);
 }
 
+// Jamba and Nemotron-H are left out, as in the CPU's 16-bit test (test_checkpoint_formats.cpp): their
+// top-k expert routing is discontinuous, so BF16 rounding of the router's inputs flips experts and
+// moves whole positions' logits (measured on the H200: 0.22 and 0.90 of the range).
+bool routes_experts(const std::string& name) { return name == "jamba_tiny" || name == "nemotron_h_tiny"; }
+
 TEST_P(ModelGpu, Bf16LogitsStayClose) {
   require_gpu();
+  if (routes_experts(GetParam())) return;
   const LanguageModel model = on_gpu(GetParam(), WeightDType::Auto);
   EXPECT_EQ(model.activation_dtype(), DType::BF16);
   const Tensor ids = read_npy(fixture(GetParam()) + "/input_ids.npy").to(DType::I32);
@@ -51,6 +57,35 @@ TEST_P(ModelGpu, F32GreedyIdsMatchTransformers) {
   const std::vector<int32_t> prompt_ids(prompt.data<int32_t>(), prompt.data<int32_t>() + prompt.numel());
   const auto result = Generator(model).generate({prompt_ids}, options);
   EXPECT_EQ(result.sequences[0], std::vector<int32_t>(want.data<int32_t>(), want.data<int32_t>() + want.numel()));
+}
+
+// Three prompts of equal length in one batch (prefilled together, decoded through the recorded CUDA
+// graph where the model's step allows one), and a fourth of another length: the same ids as on the CPU.
+TEST_P(ModelGpu, F32BatchedGenerationMatchesCpu) {
+  require_gpu();
+  const LanguageModel gpu = on_gpu(GetParam(), WeightDType::F32);
+  LoadOptions cpu_options;
+  cpu_options.weights = WeightDType::F32;
+  const LanguageModel cpu = LanguageModel::load(fixture(GetParam()), cpu_options);
+  const Tensor ids = read_npy(fixture(GetParam()) + "/input_ids.npy").to(DType::I32);
+  const int64_t vocab = gpu.config().vocab_size;
+  std::vector<std::vector<int32_t>> prompts;
+  for (int64_t p = 0; p < 4; ++p) {
+    std::vector<int32_t> prompt;
+    for (int64_t t = 0; t < (p < 3 ? 7 : 4); ++t) prompt.push_back(int32_t((ids.data<int32_t>()[t] + 31 * p) % vocab));
+    prompts.push_back(prompt);
+  }
+  GenerateOptions options;
+  options.max_new_tokens = 20;
+  options.sampling.temperature = 0;
+  // First a call of another shape on the same generator, as a benchmark's warm-up: the second call
+  // re-plans its workspace and records its step again.
+  Generator on_gpu_generator(gpu);
+  GenerateOptions warm_up = options;
+  warm_up.max_new_tokens = 2;
+  on_gpu_generator.generate({std::vector<int32_t>(prompts[0].begin(), prompts[0].begin() + 2)}, warm_up);
+  on_gpu_generator.generate({prompts[0], prompts[1], prompts[2], prompts[3], prompts[0]}, warm_up);
+  EXPECT_EQ(on_gpu_generator.generate(prompts, options).sequences, Generator(cpu).generate(prompts, options).sequences);
 }
 
 // Prefill a prefix on the GPU, then step token by token: each step's logits equal the forward's.

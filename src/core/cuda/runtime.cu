@@ -136,7 +136,10 @@ bool Graph::record(const std::function<void()>& work) {
   }
   cudaGraph_t graph = nullptr;
   const cudaError_t ended = cudaStreamEndCapture(stream, &graph);
-  if (!ok || ended != cudaSuccess || !graph) {
+  // A call that failed inside the recording without throwing (its error only in cudaGetLastError)
+  // refuses the recording too.
+  const cudaError_t failed_inside = cudaGetLastError();
+  if (!ok || ended != cudaSuccess || failed_inside != cudaSuccess || !graph) {
     cudaGetLastError();
     if (graph) cudaGraphDestroy(graph);
     return false;
