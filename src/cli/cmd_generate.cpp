@@ -34,6 +34,8 @@ void print_summary(const GenerationResult& result, const LanguageModel& model) {
   std::fprintf(stderr, "\nprefill %lld tokens in %.3f s (%.1f tok/s), decode %lld tokens in %.3f s (%.1f tok/s)\n",
                (long long)result.prefill.tokens, result.prefill.seconds, result.prefill.tokens_per_second(),
                (long long)result.decode.tokens, result.decode.seconds, result.decode.tokens_per_second());
+  if (result.replayed_steps > 0)
+    std::fprintf(stderr, "%lld of the decode steps replayed as one CUDA graph each\n", (long long)result.replayed_steps);
   std::fprintf(stderr, "weights %.1f MiB, peak resident memory %.1f MiB\n", double(model.weight_bytes()) / 1048576.0,
                double(peak_resident_bytes()) / 1048576.0);
 }

@@ -130,7 +130,7 @@ GenerationResult Generator::generate(const std::vector<std::vector<int32_t>>& pr
     if (active == 0 || produced + 1 == options.max_new_tokens) break;
     if (device_ids.defined()) {
       device_ids.copy_from(step_ids);
-      receive(decode_step(device_ids, state), 0);
+      receive(decode_step(device_ids, state, result.replayed_steps), 0);
     } else {
       ws_.release(step_base);
       receive(model_.step(step_ids, state, ws_), 0);
@@ -153,7 +153,7 @@ ModelState& Generator::prepare_states(int64_t batch) {
   return state_;
 }
 
-Tensor Generator::decode_step(const Tensor& ids, ModelState& state) {
+Tensor Generator::decode_step(const Tensor& ids, ModelState& state, int64_t& replayed) {
   const Workspace::Mark mark = ws_.mark();
   if (!model_.replayable_step() || graph_refused_) {
     ws_.release(mark);
@@ -163,6 +163,7 @@ Tensor Generator::decode_step(const Tensor& ids, ModelState& state) {
   }
   if (step_graph_.recorded() && graph_blocks_ == ws_.block_allocations()) {
     step_graph_.replay();
+    ++replayed;
     return graph_logits_;
   }
   // Run one step directly first: it plans the workspace for the step's shapes, so that the recording

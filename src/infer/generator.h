@@ -32,6 +32,7 @@ struct PhaseStats {
 struct GenerationResult {
   std::vector<std::vector<int32_t>> sequences;  // prompt + generated tokens, per prompt
   PhaseStats prefill, decode;
+  int64_t replayed_steps = 0;  // decode steps run by replaying a recorded device graph (GPU)
 };
 
 // Called for each generated token; return false to end that sequence (a stop string, say).
@@ -51,7 +52,7 @@ class Generator {
   ModelState& prepare_states(int64_t batch);
   // One decode step from the ids on the model's device: replayed from a recording where the model
   // allows it (one launch for the whole step), else run op by op. Returns the logits there.
-  Tensor decode_step(const Tensor& ids, ModelState& state);
+  Tensor decode_step(const Tensor& ids, ModelState& state, int64_t& replayed);
 
   const LanguageModel& model_;
   Workspace ws_;    // activations of prefill and decode, on the model's device: planned by the first call, then reused

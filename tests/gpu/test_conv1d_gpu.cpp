@@ -70,7 +70,7 @@ TEST_P(Conv1dGpu, StepsMatchTheCpuStep) {
   Rng rng(22);
   const int64_t batch = 3;
   for (int64_t C : {1, 33, 1000, 1537}) {
-    for (int64_t K : {4, 2, 1}) {
+    for (int64_t K : {4, 2, 1, 11}) {
       for (int64_t offset : kOffsets) {
         SCOPED_TRACE(::testing::Message() << "conv1d_causal_step " << dtype_name(dt) << " x [" << batch << ", " << C
                                           << "], K " << K << ", column offset " << offset);

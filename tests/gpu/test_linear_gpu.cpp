@@ -40,6 +40,10 @@ INSTANTIATE_TEST_SUITE_P(Shapes, LinearGpu,
                          ::testing::Combine(::testing::Values(DType::F32, DType::BF16),
                                             ::testing::Values(LinearCase{1, 768, 1536, false, false, false},
                                                               LinearCase{7, 33, 65, true, false, true},
+                                                              // decoding rows (skinny_linear.cu for BF16)
+                                                              LinearCase{3, 3352, 768, true, true, false},
+                                                              LinearCase{8, 129, 1032, false, false, false},
+                                                              LinearCase{5, 77, 24, false, true, false},
                                                               LinearCase{300, 513, 129, true, true, false},
                                                               LinearCase{64, 50280, 768, false, false, false},
                                                               LinearCase{2049, 96, 64, false, true, true})));

@@ -85,24 +85,35 @@ __global__ void conv_state_kernel(Rows<const T> x, Rows<float> state, ConvShape 
 }
 
 // One token: state row j is read once, used as tap j and written back as row j - 1; x becomes the
-// last row.
+// last row. Rows are read kStepRows at a time before any is written back: with the writes between
+// them, the compiler could not issue the next read (it may alias), and each would wait its full
+// latency in turn (9 us for the step of a 1792-channel layer on the H200).
+constexpr int kStepRows = 8;
+
 template <class T, int N>
 __global__ void conv_step_kernel(Rows<const T> x, const float* w, const float* bias, Rows<float> state, Rows<T> y,
                                  ConvShape s, bool apply_silu) {
   const int64_t packs = s.C / N, i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= s.batch * packs) return;
-  const int64_t b = i / packs;
+  const int64_t b = i / packs, first_row = b * (s.K - 1);
   const Taps<N> taps{w, i % packs * N, s.K};
-  float acc[N], in[N];
+  float acc[N], last[N];
   taps.start(acc, bias);
-  for (int64_t j = 0; j < s.K - 1; ++j) {
-    load_pack<N>(&state.at(b * (s.K - 1) + j, taps.c), in);
-    taps.add(acc, j, in);
-    if (j > 0) store_pack<N>(&state.at(b * (s.K - 1) + j - 1, taps.c), in);
+  load_pack<N>(&x.at(b, taps.c), last);
+  for (int64_t j0 = 0; j0 < s.K - 1; j0 += kStepRows) {
+    float in[kStepRows][N];
+#pragma unroll
+    for (int r = 0; r < kStepRows; ++r)
+      if (j0 + r < s.K - 1) load_pack<N>(&state.at(first_row + j0 + r, taps.c), in[r]);
+#pragma unroll
+    for (int r = 0; r < kStepRows; ++r) {
+      if (j0 + r >= s.K - 1) break;
+      taps.add(acc, j0 + r, in[r]);
+      if (j0 + r > 0) store_pack<N>(&state.at(first_row + j0 + r - 1, taps.c), in[r]);
+    }
   }
-  load_pack<N>(&x.at(b, taps.c), in);
-  taps.add(acc, s.K - 1, in);
-  if (s.K > 1) store_pack<N>(&state.at(b * (s.K - 1) + s.K - 2, taps.c), in);
+  taps.add(acc, s.K - 1, last);
+  if (s.K > 1) store_pack<N>(&state.at(first_row + s.K - 2, taps.c), last);
   taps.finish(acc, apply_silu);
   store_pack<N>(&y.at(b, taps.c), acc);
 }

@@ -1,4 +1,4 @@
-// ops::linear on the GPU through cuBLASLt: y[M,N] (=|+=) x[M,K] · w[N,K]ᵀ + bias, F32 accumulation.
+// ops::linear on the GPU through cuBLASLt (a few BF16 rows: skinny_linear.cu): y[M,N] (=|+=) x[M,K] · w[N,K]ᵀ + bias, F32 accumulation.
 // Weights and activations of one call share a dtype (BF16 in the default mode, F32 under --dtype f32,
 // where cuBLASLt's exact F32 compute keeps parity with the CPU); y may be F32 or the activation dtype
 // (the head writes F32 logits from BF16 rows). A bias is written into y first and taken with beta = 1.
@@ -11,6 +11,7 @@
 
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/cuda_ops.h"
+#include "ops/cuda/skinny_linear.h"
 
 namespace ssm::ops::cuda {
 
@@ -108,6 +109,7 @@ void linear(const Tensor& x, const Tensor& w, const Tensor& bias, Tensor& y, boo
               "linear: bias must be F32 [{}] on the GPU", N);
   const int64_t M = x.rows();
   if (M == 0 || N == 0) return;
+  if (K > 0 && try_skinny_linear(x, w, bias, y, accumulate)) return;
   const int64_t ldx = x.numel() ? x.row_stride() : K, ldy = y.row_stride();
   if (bias.defined()) {
     with_activation_type(y.dtype(), "linear", [&]<class T>() {
