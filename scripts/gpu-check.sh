@@ -43,6 +43,7 @@ if wants bench; then
   timeout 420 "$bin/ssm" bench --device cuda --models mamba2-130m mamba2-1.3b mamba-130m mamba-1.4b 2>&1 |
     tee "$logs/bench.log"
   [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
+  summary+=("$(grep -E '^\| Mamba-' "$logs/bench.log")")
   summary+=("$(grep -E '^\| mamba' "$logs/bench.log" | cut -d'|' -f2,4,6,7 | sed 's/^/| bench /')")
 fi
 

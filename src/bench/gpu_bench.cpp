@@ -66,6 +66,55 @@ GpuCeilings measure_gpu() {
 
 std::string ratio(double ours, double peer) { return peer > 0 ? fmt::format(" ({:.2f}x)", ours / peer) : ""; }
 
+// The scan kernels alone, batch 1, BF16, forward: Mamba-1's at D_inner 4096, N 16 (with z, D, dt bias
+// and softplus) beside mamba_ssm's CUDA kernel, and SSD at H 32, P 64, N 128, G 1 beside mamba_ssm's
+// Triton kernels (ms, ../shared/BENCHMARKS.md).
+void scan_kernels(uint64_t seed) {
+  constexpr int64_t kLengths[4] = {4096, 16384, 65536, 102400};
+  constexpr double kPeerScan[4] = {0.32, 1.52, 5.95, 9.50}, kPeerSsd[4] = {0.54, 1.11, 1.27, 2.00};
+  Rng rng(seed);
+  const auto uniform = [&](const Shape& shape, float lo, float hi, DType dtype) {
+    Tensor host = Tensor::empty(shape);
+    for (int64_t i = 0; i < host.numel(); ++i) host.data<float>()[i] = rng.uniform(lo, hi);
+    return host.to(dtype).to_device(Device::CUDA);
+  };
+  std::printf("| scan kernel, batch 1, BF16 | 4K | 16K | 64K | 100K tokens (ms, x peer) |\n| --- | --- | --- | --- | --- |\n");
+  std::string scan_row = "| Mamba-1 selective scan, D 4096, N 16 (peer: mamba_ssm CUDA)", ssd_row =
+                             "| Mamba-2 SSD, H 32, P 64, N 128 (peer: mamba_ssm Triton)";
+  for (int i = 0; i < 4; ++i) {
+    const int64_t T = kLengths[i], D = 4096, N = 16, H = 32, P = 64, S = 128;
+    {
+      ops::SelectiveScanInputs in;
+      in.u = uniform({1, T, D}, -1, 1, DType::BF16);
+      in.delta = uniform({1, T, D}, -3, 0, DType::BF16);
+      in.delta_bias = uniform({D}, -1, 0, DType::F32);
+      in.A = uniform({D, N}, -4, -0.5f, DType::F32);
+      in.B = uniform({1, T, N}, -1, 1, DType::BF16);
+      in.C = uniform({1, T, N}, -1, 1, DType::BF16);
+      in.D = uniform({D}, -1, 1, DType::F32);
+      in.z = uniform({1, T, D}, -2, 2, DType::BF16);
+      Tensor y = Tensor::zeros({1, T, D}, DType::BF16, Device::CUDA);
+      const double ms = 1000 * seconds_of(20, [&] { ops::selective_scan(in, nullptr, y); });
+      scan_row += fmt::format(" | {:.3f}{}", ms, ratio(ms, kPeerScan[i]));
+    }
+    {
+      ops::SsdInputs in;
+      in.x = uniform({1, T, H * P}, -1, 1, DType::BF16);
+      in.dt = uniform({1, T, H}, -1, 1, DType::BF16);
+      in.dt_bias = uniform({H}, -3.5f, -2.5f, DType::F32);
+      in.A = uniform({H}, -16, -1, DType::F32);
+      in.B = uniform({1, T, S}, -1, 1, DType::BF16);
+      in.C = uniform({1, T, S}, -1, 1, DType::BF16);
+      in.D = uniform({H}, -1, 1, DType::F32);
+      Tensor y = Tensor::zeros({1, T, H * P}, DType::BF16, Device::CUDA);
+      const double ms = 1000 * seconds_of(20, [&] { ops::ssd(in, nullptr, y); });
+      ssd_row += fmt::format(" | {:.3f}{}", ms, ratio(ms, kPeerSsd[i]));
+    }
+  }
+  std::printf("%s |\n%s |\n\n", scan_row.c_str(), ssd_row.c_str());
+  std::fflush(stdout);
+}
+
 }  // namespace
 
 void run_gpu_bench(const GpuBenchOptions& o) {
@@ -73,6 +122,7 @@ void run_gpu_bench(const GpuBenchOptions& o) {
   const GpuCeilings machine = measure_gpu();
   std::printf("GPU ceilings: device-to-device copy %.0f GB/s (read + write), BF16 matrix product %.0f TFLOP/s\n\n",
               machine.copy_gbs, machine.bf16_tflops);
+  scan_kernels(o.seed);
   std::printf("| model | weights | decode ms/step, batch 1 / 16 / 64 (x mamba_ssm) | decode tok/s at 64 | batch-1 "
               "floor ms (reached) | prefill ms, 1x2048 / 8x2048 / 1x65536 (x mamba_ssm) | matmul TFLOP/s at 8x2048 "
               "(%% of peak) | peak GPU MiB |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n");

@@ -1,5 +1,5 @@
 // `ssm bench --device cuda`: the GPU's ceilings measured in the same run (a device-to-device copy, a
-// BF16 matrix product), then decoding at batch 1, 16 and 64 and prefill at 1 x 2048, 8 x 2048 and
+// BF16 matrix product), the scan kernels alone at 4K-100K tokens, then decoding at batch 1, 16 and 64 and prefill at 1 x 2048, 8 x 2048 and
 // 1 x 65536 tokens of models at published shapes, through the generator `ssm generate` runs, beside
 // mamba_ssm's figures measured on the same card (../shared/BENCHMARKS.md, copied into gpu_bench.cpp).
 #pragma once

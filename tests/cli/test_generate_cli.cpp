@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "cli/run_cli.h"
+#include "core/device.h"
 #include "core/npy.h"
 #include "model/fixture_util.h"
 
@@ -131,6 +132,34 @@ TEST(CliGenerate, BadSamplingFlagIsOneClearError) {
   const CliResult r = run_ssm("generate --model " + fixture_dir("mamba_tiny") + " --prompt x --top-p 1.5");
   EXPECT_EQ(r.exit_code, 1) << r.output;
   EXPECT_NE(r.output.find("--top-p"), std::string::npos) << r.output;
+}
+
+// `--device cuda` on `generate`, `logits` and `bench`: where no GPU is visible (or the build has no CUDA
+// backend) one clear error and exit 1; where one is, the fixture's greedy ids in F32 as on the CPU.
+TEST(CliGenerate, DeviceCudaRunsOrSaysWhyNot) {
+  const std::string dir = fixture_dir("mamba2_tiny"), out = temp_path("cuda.npy");
+  const std::vector<std::string> commands = {
+      "generate --model " + dir + " --device cuda --dtype f32 --prompt-ids " + dir +
+          "/greedy_prompt.npy --max-new-tokens 24 --temperature 0 --ids-out " + out,
+      "logits --model " + dir + " --device cuda --ids " + dir + "/input_ids.npy --out " + out,
+      "bench --device cuda --models mamba2-130m --decode-tokens 1",
+  };
+  for (const std::string& command : commands) {
+    if (!cuda_available()) {
+      const CliResult r = run_ssm(command);
+      EXPECT_EQ(r.exit_code, 1) << command << ": " << r.output;
+      EXPECT_EQ(r.output.rfind("error: --device cuda: ", 0), 0u) << command << ": " << r.output;
+      EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << command << ": " << r.output;
+      EXPECT_FALSE(fs::exists(out));
+    } else if (command.rfind("generate", 0) == 0) {
+      const CliResult r = run_ssm(command);
+      ASSERT_EQ(r.exit_code, 0) << r.output;
+      const Tensor got = read_npy(out), want = read_npy(dir + "/greedy_out.npy");
+      ASSERT_EQ(got.shape(), want.shape());
+      for (int64_t i = 0; i < want.numel(); ++i) EXPECT_EQ(got.data<int32_t>()[i], want.data<int32_t>()[i]);
+      fs::remove(out);
+    }
+  }
 }
 
 }  // namespace
