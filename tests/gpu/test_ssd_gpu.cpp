@@ -289,7 +289,10 @@ TEST_P(SsdGpu, TwoPiecesEqualOne) {
 TEST_P(SsdGpu, StepMatchesTheCpuStep) {
   require_gpu();
   const DType dtype = GetParam();
-  for (const auto& [P, N, G] : {std::tuple{64, 128, 1}, std::tuple{24, 16, 2}, std::tuple{5, 12, 2}}) {
+  // Step kernel: N a multiple of 4 up to 256 (two pieces a lane), P not a multiple of its 4 rows;
+  // N 10: the recurrent kernel.
+  for (const auto& [P, N, G] : {std::tuple{64, 128, 1}, std::tuple{24, 16, 2}, std::tuple{5, 12, 2},
+                                std::tuple{7, 256, 1}, std::tuple{3, 10, 1}}) {
     Case k;
     k.batch = 3;
     k.P = P;

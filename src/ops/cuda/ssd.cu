@@ -88,7 +88,7 @@ void ssd_step(const SsdInputs& in, Tensor& state, Tensor& y) {
   const detail::SsdSizes d = detail::check_ssd_args("ssd_step", in, &state, y, 2, Device::CUDA, dtype);
   if (d.batch == 0) return;
   with_activation_type(dtype, "ssd_step", [&]<class T>() {
-    SSM_CUDA_CHECK(kernels::launch_recurrent(kernel_args<T>(in, d, y), state.data<float>(), stream()),
+    SSM_CUDA_CHECK(kernels::launch_step(kernel_args<T>(in, d, y), state.data<float>(), stream()),
                    "ssd_step of {}", sizes_str(d));
   });
 }

@@ -18,6 +18,17 @@ cudaError_t launch_recurrent(const Args<T>& a, float* state, cudaStream_t stream
   return cudaGetLastError();
 }
 
+// One token per sequence (a.length 1): the step kernel where it takes the state, else the recurrent one.
+template <class T>
+cudaError_t launch_step(const Args<T>& a, float* state, cudaStream_t stream) {
+  if (a.state_dim % 4 != 0 || a.state_dim > 4 * 32 * kStepPieces || reinterpret_cast<uintptr_t>(state) % 16 != 0)
+    return launch_recurrent(a, state, stream);
+  const int64_t threads = int64_t(a.batch) * a.heads * ((a.head_dim + kStepRows - 1) / kStepRows) * 32;
+  if (threads == 0) return cudaSuccess;
+  step_kernel<T><<<unsigned((threads + 255) / 256), 256, 0, stream>>>(a, state);
+  return cudaGetLastError();
+}
+
 // Whether the chunked kernels take these arguments (else the recurrent kernel runs the forward).
 template <class T>
 bool chunked_supports(const Args<T>& a) {
