@@ -304,68 +304,104 @@ void LanguageModel::embed(const Tensor& ids, Tensor& out) const {
   if (config_.embedding_scale != 1.0f) ops::scale(out, config_.embedding_scale, out);
 }
 
-void LanguageModel::logits(const Tensor& hidden, Tensor& out, Workspace& ws) const {
+void LanguageModel::normalize(Residual& r, const Tensor& w, Tensor& out) const {
+  if (r.pending) ops::add_rmsnorm(r.h, r.mixed, r.pending_scale, w, float(config_.norm_eps), out);
+  else ops::rmsnorm(r.h, w, float(config_.norm_eps), out);
+  r.pending = false;
+}
+
+void LanguageModel::logits(Residual& r, Tensor& out, Workspace& ws) const {
   WorkspaceScope scope(ws);
-  Tensor normed = ws.take({hidden.rows(), config_.d_model}, activation_dtype());
-  ops::rmsnorm(hidden, norm_f_, float(config_.norm_eps), normed);
+  Tensor normed = ws.take({r.h.rows(), config_.d_model}, activation_dtype());
+  normalize(r, norm_f_, normed);
   ops::linear(normed, head_weight(), Tensor(), out);
   if (config_.logit_scale != 1.0f) ops::scale(out, config_.logit_scale, out);
 }
 
-void LanguageModel::apply_branch(size_t index, Tensor& h, ModelState* state, bool one_token, Workspace& ws) const {
+void LanguageModel::apply_branch(size_t index, Residual& r, ModelState* state, bool one_token, Workspace& ws) const {
   WorkspaceScope scope(ws);
   const Branch& branch = branches_[index];
   const DType act = activation_dtype();
-  Tensor normed = ws.take(h.shape(), act), mixed = ws.take(h.shape(), act);
-  ops::rmsnorm(h, branch.norm, float(config_.norm_eps), normed);
+  Tensor normed = ws.take(r.h.shape(), act);
+  normalize(r, branch.norm, normed);  // consumes the pending output, so r.mixed is free again
   Tensor scaled;  // the input of a mixer with an input multiplier (Falcon-H1)
   for (size_t j = 0; j < branch.mixers.size(); ++j) {
     const MixerSlot& slot = branch.mixers[j];
     const Tensor* input = &normed;
     if (slot.input_scale != 1.0f) {
-      if (!scaled.defined()) scaled = ws.take(h.shape(), act);
+      if (!scaled.defined()) scaled = ws.take(r.h.shape(), act);
       ops::scale(normed, slot.input_scale, scaled);
       input = &scaled;
     }
     MixerState* mixer_state = state ? state->mixers[first_slot_[index] + j].get() : nullptr;
-    if (one_token) slot.mixer->step(*input, mixer_state, mixed, ws);
-    else slot.mixer->forward(*input, mixer_state, mixed, ws);
-    if (slot.output_scale == 1.0f) ops::add_inplace(h, mixed);
-    else ops::add_scaled_inplace(h, mixed, slot.output_scale);
+    if (one_token) slot.mixer->step(*input, mixer_state, r.mixed, ws);
+    else slot.mixer->forward(*input, mixer_state, r.mixed, ws);
+    if (j + 1 == branch.mixers.size()) {
+      r.pending = true;
+      r.pending_scale = slot.output_scale;
+    } else if (slot.output_scale == 1.0f) {
+      ops::add_inplace(r.h, r.mixed);
+    } else {
+      ops::add_scaled_inplace(r.h, r.mixed, slot.output_scale);
+    }
   }
 }
 
-Tensor LanguageModel::hidden_states(const Tensor& ids, ModelState* state, Workspace& ws) const {
+namespace {
+
+void check_prompt_ids(const Tensor& ids, const ModelState* state) {
   SSM_CHECK(ids.dim() == 2 && ids.size(0) > 0 && ids.size(1) > 0, "token ids must be [batch, length], got {}",
             shape_str(ids.shape()));
   if (state) SSM_CHECK(state->batch == ids.size(0), "state holds {} sequences, ids {}", state->batch, ids.size(0));
-  Tensor h = ws.take({ids.size(0), ids.size(1), config_.d_model}, activation_dtype());
-  embed(ids_here(ids, ws), h);
-  for (size_t i = 0; i < branches_.size(); ++i) apply_branch(i, h, state, false, ws);
-  return h;
+}
+
+}  // namespace
+
+Residual LanguageModel::run_branches(const Tensor& ids, ModelState* state, bool one_token, Workspace& ws) const {
+  Shape shape = ids.shape();
+  shape.push_back(config_.d_model);
+  Residual r{ws.take(shape, activation_dtype()), ws.take(shape, activation_dtype())};
+  embed(ids_here(ids, ws), r.h);
+  for (size_t i = 0; i < branches_.size(); ++i) apply_branch(i, r, state, one_token, ws);
+  return r;
+}
+
+Tensor LanguageModel::hidden_states(const Tensor& ids, ModelState* state, Workspace& ws) const {
+  check_prompt_ids(ids, state);
+  Residual r = run_branches(ids, state, false, ws);
+  if (r.pending) {
+    if (r.pending_scale == 1.0f) ops::add_inplace(r.h, r.mixed);
+    else ops::add_scaled_inplace(r.h, r.mixed, r.pending_scale);
+  }
+  return r.h;
 }
 
 Tensor LanguageModel::forward(const Tensor& ids, ModelState* state, bool all_positions, Workspace& ws) const {
-  SSM_CHECK(ids.dim() == 2, "token ids must be [batch, length], got {}", shape_str(ids.shape()));
+  check_prompt_ids(ids, state);
   const int64_t batch = ids.size(0), length = ids.size(1), d = config_.d_model, v = config_.vocab_size;
   Tensor out = all_positions ? ws.take({batch, length, v}) : ws.take({batch, v});
   WorkspaceScope scope(ws);
-  const Tensor h = hidden_states(ids, state, ws);
+  Residual r = run_branches(ids, state, false, ws);
+  // The head reads every position, or only the last of each sequence (and adds only there).
+  if (all_positions) {
+    r.h = r.h.view({batch * length, d});
+    r.mixed = r.mixed.view({batch * length, d});
+  } else {
+    r.h = r.h.select(1, length - 1);
+    r.mixed = r.mixed.select(1, length - 1);
+  }
   Tensor rows = all_positions ? out.view({batch * length, v}) : out;
-  logits(all_positions ? h.view({batch * length, d}) : h.select(1, length - 1), rows, ws);
+  logits(r, rows, ws);
   return out;
 }
 
 Tensor LanguageModel::step(const Tensor& ids, ModelState& state, Workspace& ws) const {
   SSM_CHECK(ids.dim() == 1 && ids.size(0) == state.batch, "step takes one id per sequence ({}), got {}",
             state.batch, shape_str(ids.shape()));
-  const int64_t batch = ids.size(0);
-  Tensor out = ws.take({batch, config_.vocab_size});
+  Tensor out = ws.take({ids.size(0), config_.vocab_size});
   WorkspaceScope scope(ws);
-  Tensor h = ws.take({batch, config_.d_model}, activation_dtype());
-  embed(ids_here(ids, ws), h);
-  for (size_t i = 0; i < branches_.size(); ++i) apply_branch(i, h, &state, true, ws);
-  logits(h, out, ws);
+  Residual r = run_branches(ids, &state, true, ws);
+  logits(r, out, ws);
   return out;
 }
 

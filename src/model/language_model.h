@@ -52,6 +52,14 @@ struct Branch {
   std::vector<MixerSlot> mixers;
 };
 
+// The residual stream between branches: h, and the last mixer's output not yet added to it. The next
+// norm adds it as it reads h (ops::add_rmsnorm): one pass over h and one launch fewer per branch.
+struct Residual {
+  Tensor h, mixed;  // mixed: where mixers write their output, h's shape
+  float pending_scale = 1.0f;
+  bool pending = false;  // mixed · pending_scale still to be added to h
+};
+
 class LanguageModel {
  public:
   // Parameters are not allocated: load() fills them from a checkpoint, allocate() with zeros.
@@ -94,8 +102,6 @@ class LanguageModel {
   Tensor hidden_states(const Tensor& ids, ModelState* state, Workspace& ws) const;
   // Embedding rows of ids (I32 [...]) into out [..., D], times the embedding multiplier.
   void embed(const Tensor& ids, Tensor& out) const;
-  // Final norm + head on hidden rows [M, D] into logits [M, V].
-  void logits(const Tensor& hidden, Tensor& out, Workspace& ws) const;
 
   Device device() const { return embedding_.defined() ? embedding_.device() : Device::CPU; }
   // The dtype the mixers compute their activations in: F32 on the CPU, the matrices' dtype on the GPU.
@@ -104,8 +110,15 @@ class LanguageModel {
   void to_device(Device device, DType matrix_dtype);
 
  private:
-  // One residual branch: h += Σ out_scale · mixer(in_scale · rmsnorm(h)), through forward or step.
-  void apply_branch(size_t index, Tensor& h, ModelState* state, bool one_token, Workspace& ws) const;
+  // Embedding, then every branch, through forward (rows [B, T]) or step (rows [B]); the last
+  // branch's output is left pending. r.h and r.mixed come from ws.
+  Residual run_branches(const Tensor& ids, ModelState* state, bool one_token, Workspace& ws) const;
+  // One residual branch: h += Σ out_scale · mixer(in_scale · rmsnorm(h)), the last term left pending.
+  void apply_branch(size_t index, Residual& r, ModelState* state, bool one_token, Workspace& ws) const;
+  // out = rmsnorm(h) · w, adding what is pending to h first.
+  void normalize(Residual& r, const Tensor& w, Tensor& out) const;
+  // Final norm + head on the stream's rows [M, D] into logits [M, V].
+  void logits(Residual& r, Tensor& out, Workspace& ws) const;
   // ids (I32, on the host or the model's device) on the model's device, checked against the vocabulary.
   Tensor ids_here(const Tensor& ids, Workspace& ws) const;
 

@@ -46,6 +46,9 @@ void neg_exp(const Tensor& x, Tensor& y);
 // ---- norms (over the last dim) ----
 // y = x / sqrt(mean(x²) + eps) * w. y may alias x.
 void rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& y);
+// The residual add fused into the norm that follows it: h += delta_scale · delta (rounded to h's
+// dtype), then y = rmsnorm(h) · w, as add_scaled_inplace then rmsnorm compute it. y aliases neither.
+void add_rmsnorm(Tensor& h, const Tensor& delta, float delta_scale, const Tensor& w, float eps, Tensor& y);
 // mamba_ssm RMSNormGated, normalised per group of `group_size` channels:
 //   norm_before_gate: y = rmsnorm_g(x) * w * silu(z);  otherwise y = rmsnorm_g(x * silu(z)) * w.
 void gated_rmsnorm(const Tensor& x, const Tensor& z, const Tensor& w, int64_t group_size,

@@ -1,4 +1,4 @@
-// ops::rmsnorm and ops::gated_rmsnorm on the GPU against the CPU ops: F32 and BF16 activations, odd
+// ops::rmsnorm, ops::add_rmsnorm and ops::gated_rmsnorm on the GPU against the CPU ops: F32 and BF16 activations, odd
 // widths, rows longer than the kernel keeps in registers, batch > 1, strided inputs and outputs, y
 // aliasing an input, n_groups 1 and 2, both gate orders and no gate.
 #include <string>
@@ -49,6 +49,34 @@ TEST_P(NormGpu, RmsnormMatchesTheCpu) {
   Tensor g = to_gpu(x, dt);
   ops::rmsnorm(g, to_gpu(w), 1e-6f, g);
   EXPECT_LT(relative_error(to_cpu(g), want), tolerance(dt)) << "in place";
+}
+
+// The residual add fused into the norm: the same y and the same h as the CPU's add_rmsnorm (h rounded
+// to the activation dtype before the norm reads it).
+TEST_P(NormGpu, AddRmsnormMatchesTheCpu) {
+  require_gpu();
+  const DType dt = GetParam();
+  Rng rng(13);
+  for (int64_t width : kWidths) {
+    for (int64_t offset : {0, 3}) {
+      const Shape shape{2, 3, width};
+      SCOPED_TRACE(::testing::Message() << "add_rmsnorm of " << shape_str(shape) << " " << dtype_name(dt)
+                                        << ", column offset " << offset);
+      Tensor h = rounded(random_cpu(shape, rng, -2, 2), dt);
+      const Tensor delta = rounded(random_cpu(shape, rng, -2, 2), dt), w = random_cpu({width}, rng, 0.5, 1.5);
+      const StridedGpu hs = strided_gpu(shape, dt, offset, &h), ds = strided_gpu(shape, dt, offset, &delta);
+      StridedGpu ys = strided_gpu(shape, dt, offset);
+      Tensor gh = offset ? hs.view : to_gpu(h, dt), gy = offset ? ys.view : nan_gpu(shape, dt);
+      ops::add_rmsnorm(gh, offset ? ds.view : to_gpu(delta, dt), 0.5f, to_gpu(w), 1e-5f, gy);
+      Tensor want = Tensor::empty(shape);
+      ops::add_rmsnorm(h, delta, 0.5f, w, 1e-5f, want);
+      EXPECT_LT(relative_error(to_cpu(gh), h), tolerance(dt)) << "h";
+      EXPECT_LT(relative_error(to_cpu(gy), want), tolerance(dt)) << "y";
+      if (offset) {
+        EXPECT_TRUE(ys.padding_untouched());
+      }
+    }
+  }
 }
 
 TEST_P(NormGpu, GatedRmsnormMatchesTheCpu) {

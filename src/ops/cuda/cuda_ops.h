@@ -26,6 +26,7 @@ void fill(Tensor& x, float value);
 void argmax(const Tensor& logits, Tensor& ids);
 void neg_exp(const Tensor& x, Tensor& y);
 void rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& y);
+void add_rmsnorm(Tensor& h, const Tensor& delta, float delta_scale, const Tensor& w, float eps, Tensor& y);
 void gated_rmsnorm(const Tensor& x, const Tensor& z, const Tensor& w, int64_t group_size, bool norm_before_gate,
                    float eps, Tensor& y);
 void conv1d_causal(const Tensor& x, const Tensor& w, const Tensor& bias, bool silu, Tensor* state, Tensor& y);

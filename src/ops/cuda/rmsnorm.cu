@@ -1,5 +1,6 @@
-// ops::rmsnorm and ops::gated_rmsnorm on the GPU: one block per (row, group) segment, sums in F32.
-// rmsnorm is the gated norm without a gate and with one group per row, so both run one kernel.
+// ops::rmsnorm, ops::add_rmsnorm and ops::gated_rmsnorm on the GPU: one block per (row, group)
+// segment, sums in F32. rmsnorm is the gated norm without a gate and with one group per row, and
+// add_rmsnorm its z added to x first, so all three run one kernel.
 //
 // Each thread keeps up to kCached packs of its segment in registers between the sum of squares and
 // the scaled write, so a segment of up to kMaxThreads · kCached packs (8192 F32 or 16384 BF16 values)
@@ -21,8 +22,9 @@ constexpr int kCached = 4;
 constexpr int kMaxThreads = 512;
 
 // Where the gate silu(z) goes: nowhere (no z), after the norm (y = norm(x) · w · silu(z)), or before
-// it (y = norm(x · silu(z)) · w).
-enum class Gate { None, AfterNorm, BeforeNorm };
+// it (y = norm(x · silu(z)) · w); or z is a residual branch's output: x += scale · z (rounded to T and
+// written back to x), then y = norm(x) · w.
+enum class Gate { None, AfterNorm, BeforeNorm, Add };
 
 // One block's segment: group_size channels of one row.
 template <class T, int N, Gate G>
@@ -31,6 +33,8 @@ struct Segment {
   const T* z;
   const float* w;
   T* y;
+  T* x_out;  // Add: where the sum goes (x itself)
+  float z_scale;
 
   // At pack p: the values to normalise (x, or x · silu(z) before the norm), and silu(z) after it.
   __device__ __forceinline__ void load(int64_t p, float (&v)[N], float (&gate)[N]) const {
@@ -41,6 +45,7 @@ struct Segment {
 #pragma unroll
       for (int i = 0; i < N; ++i) {
         if constexpr (G == Gate::BeforeNorm) v[i] *= silu(zv[i]);
+        else if constexpr (G == Gate::Add) v[i] = to_float(from_float<T>(v[i] + z_scale * zv[i]));
         else gate[i] = silu(zv[i]);
       }
     }
@@ -55,15 +60,21 @@ struct Segment {
       if constexpr (G == Gate::AfterNorm) out[i] *= gate[i];
     }
     store_pack<N>(y + p * N, out);
+    if constexpr (G == Gate::Add) store_pack<N>(x_out + p * N, v);
   }
 };
 
 template <class T, int N, Gate G>
 __global__ void __launch_bounds__(kMaxThreads)
     norm_kernel(Rows<const T> x, Rows<const T> z, const float* w, Rows<T> y, int64_t groups, int64_t group_size,
-                float eps) {
+                float eps, float z_scale) {
   const int64_t row = blockIdx.x / groups, c0 = blockIdx.x % groups * group_size;
-  const Segment<T, N, G> seg{&x.at(row, c0), G == Gate::None ? nullptr : &z.at(row, c0), w + c0, &y.at(row, c0)};
+  const Segment<T, N, G> seg{&x.at(row, c0),
+                             G == Gate::None ? nullptr : &z.at(row, c0),
+                             w + c0,
+                             &y.at(row, c0),
+                             G == Gate::Add ? const_cast<T*>(&x.at(row, c0)) : nullptr,
+                             z_scale};
   const int64_t packs = group_size / N, stride = blockDim.x;
   float v[kCached][N], gate[kCached][N], sum_sq = 0.0f;
 #pragma unroll
@@ -102,7 +113,7 @@ int norm_threads(int64_t packs) {
 
 // Both ops once their arguments are checked: x, y (and z) rows of one shape and activation dtype.
 void run_norm(const char* op, const Tensor& x, const Tensor& z, const Tensor& w, int64_t group_size, Gate gate,
-              float eps, Tensor& y) {
+              float eps, Tensor& y, float z_scale = 1.0f) {
   const int64_t width = x.size(-1), rows = x.rows();
   if (rows == 0 || width == 0) return;
   const int64_t groups = width / group_size;
@@ -115,10 +126,11 @@ void run_norm(const char* op, const Tensor& x, const Tensor& z, const Tensor& w,
       const int threads = norm_threads(group_size / N);
       auto launch = [&]<Gate G>() {
         norm_kernel<T, N, G><<<unsigned(rows * groups), threads, 0, stream()>>>(
-            rows_of<const T>(x), zr, w.data<float>(), rows_of<T>(y), groups, group_size, eps);
+            rows_of<const T>(x), zr, w.data<float>(), rows_of<T>(y), groups, group_size, eps, z_scale);
       };
       if (gate == Gate::None) launch.template operator()<Gate::None>();
       else if (gate == Gate::AfterNorm) launch.template operator()<Gate::AfterNorm>();
+      else if (gate == Gate::Add) launch.template operator()<Gate::Add>();
       else launch.template operator()<Gate::BeforeNorm>();
       SSM_CUDA_CHECK_LAUNCH("{} of {} in groups of {}", op, shape_str(x.shape()), group_size);
     });
@@ -136,6 +148,19 @@ void rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& y) {
   SSM_CHECK(is_gpu_rows(y, x.dtype(), x.shape()), "rmsnorm: y must be rows of x's shape and dtype ({}), got {}",
             describe(x), describe(y));
   run_norm("rmsnorm", x, Tensor(), w, width, Gate::None, eps, y);
+}
+
+void add_rmsnorm(Tensor& h, const Tensor& delta, float delta_scale, const Tensor& w, float eps, Tensor& y) {
+  check_on_gpu("add_rmsnorm", {&h, &delta, &w, &y});
+  SSM_CHECK(is_gpu_rows(h, h.dtype()) && is_activation_dtype(h.dtype()),
+            "add_rmsnorm: h must be F32 or BF16 rows [..., W], got {}", describe(h));
+  const int64_t width = h.size(-1);
+  SSM_CHECK(is_gpu_rows(delta, h.dtype(), h.shape()), "add_rmsnorm: delta must be rows of h's shape and dtype ({}), got {}",
+            describe(h), describe(delta));
+  SSM_CHECK(is_gpu_vector(w, width), "add_rmsnorm: w must be F32 [{}] for h {}, got {}", width, describe(h), describe(w));
+  SSM_CHECK(is_gpu_rows(y, h.dtype(), h.shape()), "add_rmsnorm: y must be rows of h's shape and dtype ({}), got {}",
+            describe(h), describe(y));
+  run_norm("add_rmsnorm", h, delta, w, width, Gate::Add, eps, y, delta_scale);
 }
 
 void gated_rmsnorm(const Tensor& x, const Tensor& z, const Tensor& w, int64_t group_size, bool norm_before_gate,
