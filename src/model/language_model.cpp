@@ -310,6 +310,7 @@ void LanguageModel::logits(const Tensor& hidden, Tensor& out, Workspace& ws) con
   ops::rmsnorm(hidden, norm_f_, float(config_.norm_eps), normed);
   ops::linear(normed, head_weight(), Tensor(), out);
   if (config_.logit_scale != 1.0f) ops::scale(out, config_.logit_scale, out);
+  if (config_.logit_soft_cap > 0) ops::soft_cap(out, config_.logit_soft_cap, out);
 }
 
 void LanguageModel::apply_branch(size_t index, Tensor& h, ModelState* state, bool one_token, Workspace& ws) const {
