@@ -205,9 +205,9 @@ Vec mlstm(const MlstmSettings& s, const Named& p, const Vec& x, int64_t Bt, int6
     return s.gate_soft_cap > 0 ? ref::soft_cap(pre, s.gate_soft_cap) : pre;
   };
   ref::MlstmRefInputs in;
-  in.q = proj("query", s.qk_dim);
-  in.k = proj("key", s.qk_dim);
-  in.v = proj("value", s.v_dim);
+  in.q = proj("q", s.qk_dim);
+  in.k = proj("k", s.qk_dim);
+  in.v = proj("v", s.v_dim);
   in.i = gate("igate_preact");
   in.f = gate("fgate_preact");
   in.eps = s.eps;

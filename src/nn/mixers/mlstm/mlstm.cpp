@@ -79,9 +79,10 @@ MlstmMixer::MlstmMixer(const MlstmSettings& settings)
       out_proj(s.v_dim, s.d_model, false) {}
 
 void MlstmMixer::add_params(const std::string& prefix, ParamList& params) {
-  query.add_params(prefix + ".query", params);
-  key.add_params(prefix + ".key", params);
-  value.add_params(prefix + ".value", params);
+  // The names of the checkpoints (NX-AI's xlstm_large, as transformers 5 saves them).
+  query.add_params(prefix + ".q", params);
+  key.add_params(prefix + ".k", params);
+  value.add_params(prefix + ".v", params);
   ogate.add_params(prefix + ".ogate_preact", params);
   igate.add_params(prefix + ".igate_preact", params);
   fgate.add_params(prefix + ".fgate_preact", params);

@@ -1,6 +1,6 @@
 // The mLSTM layer of xLSTM as transformers' `xlstm` (the xLSTM-7B layout, xLSTMLayer with
 // weight_mode "single") applies it:
-//   q = query(x), k = key(x), v = value(x), o = ogate_preact(x)     no bias
+//   q = q(x), k = k(x), v = v(x), o = ogate_preact(x)                no bias
 //   i = cap(igate_preact(x)), f = cap(fgate_preact(x))               [H] each, with bias; cap = c·tanh(·/c)
 //   h = mlstm(q, k, v, i, f)                                         ops::mlstm, state (C, n, m) per head
 //   y = out_proj(σ(o) ⊙ multihead_norm(h))                           LayerNorm per head (weight, no bias)
