@@ -124,6 +124,18 @@ FIXTURES = {
             time_step_limit=[0.0, float("inf")], tie_word_embeddings=False,
         ),
     ),
+    "xlstm_tiny": dict(
+        # xLSTM-7B layout (mLSTM blocks, SwiGLU feed-forward). 45 tokens = two chunks of 16 through
+        # transformers' chunkwise kernel and 13 through its recurrent one; the 17-token greedy
+        # prompt is one chunk and one step. Small caps so that both soft caps bend their inputs.
+        config="xLSTMConfig", model="xLSTMForCausalLM", length=45,
+        kwargs=dict(
+            vocab_size=512, hidden_size=128, num_hidden_layers=2, num_heads=4, qk_dim_factor=0.5,
+            v_dim_factor=1.0, chunk_size=16, gate_soft_cap=5.0, output_logit_soft_cap=1.5,
+            ffn_proj_factor=2.667, ffn_round_up_to_multiple_of=64, norm_eps=1e-6, eps=1e-6,
+            use_bias=False, weight_mode="single", mode="inference", tie_word_embeddings=False,
+        ),
+    ),
 }
 
 RECIPE = (
@@ -131,7 +143,9 @@ RECIPE = (
     "A_log = log(1..n along its last axis) + 0.1 N; dt_bias and Mamba-1 dt_proj.bias = "
     "softplus^-1(dt) with log dt ~ U(log 1e-3, log 1e-1); other biases (incl. "
     "e_score_correction_bias) 0.1 N; D and 1-D weights (norms) 1 + 0.1 N; tensors of 2+ dims "
-    "0.5 N / sqrt(last dim). Non-persistent buffers (rotary inv_freq, Falcon-H1 mup_vector) are "
+    "0.5 N / sqrt(last dim), except xLSTM's gate pre-activations (igate_preact, fgate_preact): weights "
+    "3 N / sqrt(last dim) and biases 2 N, so that the gate soft cap and the stabiliser's max both act. "
+    "Non-persistent buffers (rotary inv_freq, Falcon-H1 mup_vector) are "
     "derived from the config and left as built."
 )
 
@@ -140,6 +154,8 @@ def redraw_value(name, tensor, gen):
     """A fresh value for one stored tensor (see RECIPE)."""
     leaf = name.rsplit(".", 1)[-1]
     normal = torch.randn(tensor.shape, generator=gen, dtype=torch.float64)
+    if ".igate_preact." in name or ".fgate_preact." in name:
+        return normal * (3.0 / math.sqrt(tensor.shape[-1]) if tensor.dim() >= 2 else 2.0)
     if leaf == "A_log":
         base = torch.log(torch.arange(1, tensor.shape[-1] + 1, dtype=torch.float64))
         return base.expand(tensor.shape) + 0.1 * normal
@@ -284,20 +300,27 @@ def greedy_uncached(model, prompt, eos):
     return ids, min(margins)
 
 
+def cached_forward(model, ids, start, cache):
+    """model(ids) at positions start.. continuing from cache (None: a fresh one); (logits, cache).
+    xLSTM keeps its recurrent state in cache_params and has no positions."""
+    if model.config.model_type == "xlstm":
+        out = model(input_ids=ids, cache_params=cache, use_cache=True)
+        return out.logits, out.cache_params
+    positions = torch.arange(start, start + ids.shape[1])[None]
+    out = model(input_ids=ids, position_ids=positions, past_key_values=cache, use_cache=True)
+    return out.logits, out.past_key_values
+
+
 def decode_logits_max_rel(model, row, ref_logits):
     """Prefill PROMPT_LEN tokens with a cache, then feed the rest one token at a time."""
     length = row.shape[1]
     scale = np.abs(ref_logits).max()
     with torch.no_grad():
-        out = model(input_ids=row[:, :PROMPT_LEN], position_ids=torch.arange(PROMPT_LEN)[None],
-                    use_cache=True)
-        cache = out.past_key_values
-        got = [out.logits[0, -1]]
+        logits, cache = cached_forward(model, row[:, :PROMPT_LEN], 0, None)
+        got = [logits[0, -1]]
         for t in range(PROMPT_LEN, length):
-            out = model(input_ids=row[:, t:t + 1], position_ids=torch.tensor([[t]]),
-                        past_key_values=cache, use_cache=True)
-            cache = out.past_key_values
-            got.append(out.logits[0, -1])
+            logits, cache = cached_forward(model, row[:, t:t + 1], t, cache)
+            got.append(logits[0, -1])
     got = torch.stack(got).numpy()
     return float(np.abs(got - ref_logits[0, PROMPT_LEN - 1:]).max() / scale)
 

@@ -33,6 +33,7 @@ struct ModelConfig {
   std::string embedding_name, final_norm_name;
   std::string head_name;  // empty: the head is tied to the embedding
   float embedding_scale = 1.0f, logit_scale = 1.0f;
+  float logit_soft_cap = 0.0f;  // xLSTM: logits = cap · tanh(logits / cap) after the head; 0: none
   std::vector<BranchPlan> branches;
   InitOptions init;
   int64_t bos_id = -1, pad_id = -1;

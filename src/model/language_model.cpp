@@ -316,6 +316,7 @@ void LanguageModel::logits(Residual& r, Tensor& out, Workspace& ws) const {
   normalize(r, norm_f_, normed);
   ops::linear(normed, head_weight(), Tensor(), out);
   if (config_.logit_scale != 1.0f) ops::scale(out, config_.logit_scale, out);
+  if (config_.logit_soft_cap > 0) ops::soft_cap(out, config_.logit_soft_cap, out);
 }
 
 void LanguageModel::apply_branch(size_t index, Residual& r, ModelState* state, bool one_token, Workspace& ws) const {

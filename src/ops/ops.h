@@ -42,6 +42,9 @@ void fill(Tensor& x, float value);
 void argmax(const Tensor& logits, Tensor& ids);
 // y = -exp(x) elementwise, contiguous F32 (A = -exp(A_log), recomputed at every decode step).
 void neg_exp(const Tensor& x, Tensor& y);
+// y = cap · tanh(x / cap) elementwise (xLSTM's gate and logit soft caps); cap > 0. Rows tensors of one
+// shape; y may alias x.
+void soft_cap(const Tensor& x, float cap, Tensor& y);
 
 // ---- norms (over the last dim) ----
 // y = x / sqrt(mean(x²) + eps) * w. y may alias x.
@@ -53,6 +56,10 @@ void add_rmsnorm(Tensor& h, const Tensor& delta, float delta_scale, const Tensor
 //   norm_before_gate: y = rmsnorm_g(x) * w * silu(z);  otherwise y = rmsnorm_g(x * silu(z)) * w.
 void gated_rmsnorm(const Tensor& x, const Tensor& z, const Tensor& w, int64_t group_size,
                    bool norm_before_gate, float eps, Tensor& y);
+
+// LayerNorm of each group of group_size channels (xLSTM's per-head norm): with μ, σ² the mean and
+// biased variance of the group, y = (x − μ) / sqrt(σ² + eps) · w + b. w, b [width] (b optional).
+void group_layernorm(const Tensor& x, const Tensor& w, const Tensor& b, int64_t group_size, float eps, Tensor& y);
 
 // ---- depthwise causal conv1d ----
 // x [B,T,C] rows, w [C,K] contiguous, bias [C] optional; y [B,T,C].
@@ -228,6 +235,35 @@ struct RatCache {
 void rat(const RatInputs& in, RatCache* cache, Tensor& y);
 // One token per sequence: q/k [B,G*dh], v/g [B,H*dh]; cache required and advanced; y [B,H*dh].
 void rat_step(const RatInputs& in, RatCache& cache, Tensor& y);
+
+// ---- mLSTM (xLSTM's matrix memory; Beck et al. 2024, transformers' `xlstm`) ----
+// Per head h (H heads; keys/queries of dk channels, values of dv), from the zero state
+// (C = 0, n = 0, m = 0) or a given one, with i, f the gate pre-activations (after any soft cap):
+//   m_t = max(logσ(f_t) + m_{t-1}, i_t)                          (the stabiliser)
+//   f'_t = exp(logσ(f_t) + m_{t-1} − m_t),  i'_t = exp(i_t − m_t)
+//   C_t = f'_t C_{t-1} + i'_t k_t v_tᵀ   [dk, dv];   n_t = f'_t n_{t-1} + i'_t k_t   [dk]
+//   h_t = (q̂_tᵀ C_t) / (max(|q̂_t · n_t|, exp(−m_t)) + eps),   q̂_t = q_t / sqrt(dk).
+// The forward computes the same in chunks of chunk_size tokens (transformers' chunkwise form: the
+// in-chunk part as a masked dk-product matrix, the earlier chunks through the state at the chunk
+// start); its stabiliser max(b_t + m_start, max_{s≤t}(b_t − b_s + i_s)), b the in-chunk cumulative
+// logσ(f), is the recurrent m_t exactly, so the chunk size changes rounding only.
+struct MlstmInputs {
+  Tensor q, k;  // [B,T,H*dk] rows
+  Tensor v;     // [B,T,H*dv] rows
+  Tensor i, f;  // [B,T,H] rows: input and forget gate pre-activations
+  int64_t n_heads = 1;
+  float eps = 1e-6f;
+  int64_t chunk_size = 64;
+};
+// The recurrent state of B sequences: contiguous F32 C [B,H,dk,dv], n [B,H,dk], m [B,H].
+struct MlstmState {
+  Tensor C, n, m;
+  static MlstmState zeros(int64_t batch, int64_t n_heads, int64_t dk, int64_t dv);
+};
+// h [B,T,H*dv] rows. state (optional): the starting state (absent = zeros), overwritten with the final one.
+void mlstm(const MlstmInputs& in, MlstmState* state, Tensor& h);
+// One token: q/k [B,H*dk], v [B,H*dv], i/f [B,H]; state required and advanced; h [B,H*dv].
+void mlstm_step(const MlstmInputs& in, MlstmState& state, Tensor& h);
 
 // ---- rotary position embedding and softmax attention ----
 // RoPE as transformers applies it (rotate-half form). Per head of head_dim channels, the first

@@ -37,11 +37,17 @@ void rmsnorm_backward(const Tensor& x, const Tensor& w, float eps, const Tensor&
 void gated_rmsnorm_backward(const Tensor& x, const Tensor& z, const Tensor& w, int64_t group_size,
                             bool norm_before_gate, float eps, const Tensor& dy, Tensor& dx, Tensor* dz, Tensor* dw);
 
+// Forward ops::group_layernorm.  dx written;  dw += ;  db += .
+void group_layernorm_backward(const Tensor& x, const Tensor& w, int64_t group_size, float eps, const Tensor& dy,
+                              Tensor& dx, Tensor* dw, Tensor* db);
+
 // ---- elementwise (the gates fused into the ops above, exposed for layers that apply them alone) ----
 // dx (=|+=) dy * silu'(x),  silu(x) = x σ(x).
 void silu_backward(const Tensor& x, const Tensor& dy, Tensor& dx, bool accumulate_dx = false);
 // dx (=|+=) dy * softplus'(x) = dy σ(x)  (1 above the threshold 20, as torch's softplus).
 void softplus_backward(const Tensor& x, const Tensor& dy, Tensor& dx, bool accumulate_dx = false);
+// Forward y = cap · tanh(x / cap).  dx = dy (1 − tanh²(x / cap)), written; dx may alias dy.
+void soft_cap_backward(const Tensor& x, float cap, const Tensor& dy, Tensor& dx);
 
 // ---- depthwise causal conv1d ----
 // Forward ops::conv1d_causal(x, w, bias, silu, state, y) with `state0` the left context it read
@@ -149,6 +155,17 @@ struct RatGrads {
   Tensor dgate_bias;
 };
 void rat_backward(const RatInputs& in, const Tensor& dy, RatGrads& grads);
+
+// ---- mLSTM ----
+// Gradients of ops::mlstm's inputs, from the zero state: dq, dk [B,T,H*dk], dv [B,T,H*dv], di, df
+// [B,T,H] (with respect to the pre-activations), written, rows tensors. The gradient flows through
+// the stabiliser m as well (it enters h through exp(−m_t) and eps; at a tie of the max it is split
+// in halves, as torch does). Per head, the states at every chunk start are kept and each chunk's
+// per-token states recomputed from them while going back: memory O(B·H·dk·dv·(T/chunk + chunk)).
+struct MlstmGrads {
+  Tensor dq, dk, dv, di, df;
+};
+void mlstm_backward(const MlstmInputs& in, const Tensor& dh, MlstmGrads& grads);
 
 // ---- rotary position embedding and softmax attention ----
 // Forward ops::rope (a rotation per channel pair): dx = the inverse rotation of dy, in place on dx

@@ -59,6 +59,11 @@ struct SavedBranch {
 
 TrainingPass::TrainingPass(LanguageModel& model, const TrainPassOptions& options) : model_(model), options_(options) {
   SSM_CHECK(options.vocab_chunk >= 1, "TrainingPass: the vocabulary chunk must be positive");
+  // The fused head + loss sees the logits before any cap.
+  SSM_CHECK(model.config().logit_soft_cap == 0,
+            "training a model with an output logit soft cap ({}) is not supported yet; set output_logit_soft_cap "
+            "to null in config.json to train without it",
+            model.config().logit_soft_cap);
 }
 
 // The head and loss on the final hidden rows h [M, D]: s_l · rmsnorm_f(h) · headᵀ under cross-entropy.

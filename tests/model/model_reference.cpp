@@ -4,6 +4,7 @@
 
 #include "ops/ref/cross_entropy.h"
 #include "ops/ref/linear.h"
+#include "ops/ref/mlstm.h"
 #include "ops/ref/rmsnorm.h"
 
 namespace ssm::testing {
@@ -41,7 +42,8 @@ const Vec& head(const ModelConfig& c, const Params& P) {
 
 Vec reference_logits(const ModelConfig& c, const Params& P, const Tensor& ids) {
   const int64_t M = ids.numel();
-  return ref::linear(final_rows(c, P, ids), head(c, P), {}, M, c.vocab_size, c.d_model);
+  const Vec logits = ref::linear(final_rows(c, P, ids), head(c, P), {}, M, c.vocab_size, c.d_model);
+  return c.logit_soft_cap > 0 ? ref::soft_cap(logits, c.logit_soft_cap) : logits;
 }
 
 double reference_loss(const ModelConfig& c, const Params& P, const Tensor& ids, const Tensor& targets) {

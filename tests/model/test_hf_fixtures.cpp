@@ -24,8 +24,6 @@ double relative_max_error(const Tensor& got, const Tensor& want) {
   return max_diff / max_ref;
 }
 
-class HfFixture : public ::testing::TestWithParam<std::string> {};
-
 TEST_P(HfFixture, LogitsMatchTransformers) {
   const std::string dir = fixture_dir(GetParam());
   const LanguageModel model = LanguageModel::load(dir);

@@ -7,6 +7,7 @@
 #include "nn/mixers/mamba1/mamba1.h"
 #include "nn/mixers/mamba2/mamba2.h"
 #include "nn/mixers/mlp/mlp.h"
+#include "nn/mixers/mlstm/mlstm.h"
 #include "nn/mixers/moe/moe.h"
 #include "nn/mixers/rat/rat.h"
 #include "ops/ref/activation.h"
@@ -14,6 +15,7 @@
 #include "ops/ref/conv1d.h"
 #include "ops/ref/gated_rmsnorm.h"
 #include "ops/ref/linear.h"
+#include "ops/ref/mlstm.h"
 #include "ops/ref/moe.h"
 #include "ops/ref/rat.h"
 #include "ops/ref/rope.h"
@@ -140,13 +142,14 @@ Vec attention(const AttentionSettings& s, const Named& p, const Vec& x, int64_t 
 }
 
 Vec mlp(const MlpSettings& s, const Named& p, const Vec& x, int64_t M) {
-  const Vec up = ref::linear(x, p("up_proj.weight"), p("up_proj.bias"), M, s.d_ff, s.d_model);
-  const Vec hidden = s.gated ? ref::gated_activation(s.activation,
-                                                     ref::linear(x, p("gate_proj.weight"), p("gate_proj.bias"), M,
-                                                                 s.d_ff, s.d_model),
-                                                     up, s.gate_scale)
+  const auto proj = [&](const std::string& name, const Vec& in, int64_t out, int64_t width) {
+    return ref::linear(in, p(name + ".weight"), p(name + ".bias"), M, out, width);
+  };
+  const Vec up = proj(s.up_name, x, s.d_ff, s.d_model);
+  const Vec hidden = s.gated ? ref::gated_activation(s.activation, proj(s.gate_name, x, s.d_ff, s.d_model), up,
+                                                     s.gate_scale)
                              : ref::activation(s.activation, up);
-  return ref::linear(hidden, p("down_proj.weight"), p("down_proj.bias"), M, s.d_model, s.d_ff);
+  return proj(s.down_name, hidden, s.d_model, s.d_ff);
 }
 
 // Every expert on every token, combined with the routing weights (a plain form of the dispatch).
@@ -191,6 +194,29 @@ Vec rat(const RatSettings& s, const Named& p, const Vec& x, int64_t Bt, int64_t 
   return ref::linear(gated, p("out_proj.weight"), {}, M, D, W);
 }
 
+// transformers' xLSTMLayer: y = out_proj(σ(o) ⊙ multihead_norm(mlstm(q, k, v, cap(i), cap(f)))).
+Vec mlstm(const MlstmSettings& s, const Named& p, const Vec& x, int64_t Bt, int64_t T) {
+  const int64_t M = Bt * T, D = s.d_model, H = s.n_heads;
+  const auto proj = [&](const std::string& name, int64_t out) {
+    return ref::linear(x, p(name + ".weight"), p(name + ".bias"), M, out, D);
+  };
+  const auto gate = [&](const std::string& name) {
+    const Vec pre = proj(name, H);
+    return s.gate_soft_cap > 0 ? ref::soft_cap(pre, s.gate_soft_cap) : pre;
+  };
+  ref::MlstmRefInputs in;
+  in.q = proj("q", s.qk_dim);
+  in.k = proj("k", s.qk_dim);
+  in.v = proj("v", s.v_dim);
+  in.i = gate("igate_preact");
+  in.f = gate("fgate_preact");
+  in.eps = s.eps;
+  const Vec h = ref::mlstm({Bt, T, H, s.qk_head_dim(), s.v_head_dim()}, in);
+  const Vec normed = ref::group_layernorm(h, p("multihead_norm.weight"), {}, M, s.v_dim, s.v_head_dim(), s.norm_eps);
+  const Vec gated = ref::gated_activation(ops::Activation::Sigmoid, proj("ogate_preact", s.v_dim), normed, 1.0);
+  return ref::linear(gated, p("out_proj.weight"), {}, M, D, s.v_dim);
+}
+
 }  // namespace
 
 Vec reference_mixer(const MixerPlan& mixer, const Params& P, const Vec& x, int64_t Bt, int64_t T) {
@@ -202,6 +228,7 @@ Vec reference_mixer(const MixerPlan& mixer, const Params& P, const Vec& x, int64
   if (const auto* m = dynamic_cast<const MlpSettings*>(s)) return mlp(*m, named, x, Bt * T);
   if (const auto* e = dynamic_cast<const MoeSettings*>(s)) return moe(*e, named, x, Bt * T);
   if (const auto* r = dynamic_cast<const RatSettings*>(s)) return rat(*r, named, x, Bt, T);
+  if (const auto* l = dynamic_cast<const MlstmSettings*>(s)) return mlstm(*l, named, x, Bt, T);
   fail("reference_mixer: no reference for mixer kind '{}'", s->kind());
 }
 

@@ -128,6 +128,18 @@ TEST(TrainModelBackward, Mamba1UntiedWithBiasesMatchesFiniteDifferences) { check
 TEST(TrainModelBackward, Mamba2MatchesFiniteDifferences) { check_gradients(parse(kMamba2)); }
 TEST(TrainModelBackward, Mamba2GateFirstUntiedMatchesFiniteDifferences) { check_gradients(parse(kMamba2Gate)); }
 
+// mLSTM layers (gates soft-capped, chunks of 4 over 11 tokens) with an MLP, in the project's own plan.
+TEST(TrainModelBackward, MlstmPlanMatchesFiniteDifferences) {
+  const Json plan = {{"model_type", "ssm"},
+                     {"vocab_size", 23},
+                     {"hidden_size", 16},
+                     {"tie_word_embeddings", false},
+                     {"layers", {"mlstm+mlp", "mlstm"}},
+                     {"mlstm", {{"num_heads", 2}, {"chunk_size", 4}, {"gate_soft_cap", 3.0}}},
+                     {"mlp", {{"intermediate_size", 24}}}};
+  check_gradients(parse(plan));
+}
+
 // The plan's own mechanics, as Falcon-H1 uses them: embedding and logit multipliers, two mixers side
 // by side in one branch with input and output multipliers, per-part in_proj multipliers, Jamba's
 // dt/B/C norms.

@@ -9,6 +9,7 @@ void read_bamba(const ConfigReader& config, ModelConfig& out);
 void read_jamba(const ConfigReader& config, ModelConfig& out);
 void read_falcon_h1(const ConfigReader& config, ModelConfig& out);
 void read_nemotron_h(const ConfigReader& config, ModelConfig& out);
+void read_xlstm(const ConfigReader& config, ModelConfig& out);
 
 const std::vector<Architecture>& architectures() {
   static const std::vector<Architecture> table = {
@@ -18,6 +19,7 @@ const std::vector<Architecture>& architectures() {
       {"jamba", &read_jamba},
       {"falcon_h1", &read_falcon_h1},
       {"nemotron_h", &read_nemotron_h},
+      {"xlstm", &read_xlstm},
       {"ssm", &read_ssm},
   };
   return table;

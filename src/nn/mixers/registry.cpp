@@ -4,6 +4,7 @@
 #include "nn/mixers/mamba1/mamba1.h"
 #include "nn/mixers/mamba2/mamba2.h"
 #include "nn/mixers/mlp/mlp.h"
+#include "nn/mixers/mlstm/mlstm.h"
 #include "nn/mixers/moe/moe.h"
 #include "nn/mixers/rat/rat.h"
 
@@ -26,6 +27,7 @@ const std::vector<MixerKind>& mixer_kinds() {
       {"attention", true, &AttentionSettings::config_keys, &read<AttentionSettings>},
       {"swa", true, &AttentionSettings::config_keys, &read_sliding},
       {"rat", true, &RatSettings::config_keys, &read<RatSettings>},
+      {"mlstm", true, &MlstmSettings::config_keys, &read<MlstmSettings>},
       {"mlp", false, &MlpSettings::config_keys, &read<MlpSettings>},
       {"moe", false, &MoeSettings::config_keys, &read<MoeSettings>},
   };

@@ -39,9 +39,9 @@ MlpMixer::MlpMixer(const MlpSettings& settings)
       down_proj(s.d_ff, s.d_model, s.bias) {}
 
 void MlpMixer::add_params(const std::string& prefix, ParamList& params) {
-  if (s.gated) gate_proj.add_params(prefix + ".gate_proj", params);
-  up_proj.add_params(prefix + ".up_proj", params);
-  down_proj.add_params(prefix + ".down_proj", params);
+  if (s.gated) gate_proj.add_params(prefix + "." + s.gate_name, params);
+  up_proj.add_params(prefix + "." + s.up_name, params);
+  down_proj.add_params(prefix + "." + s.down_name, params);
 }
 
 void MlpMixer::init_parameters(Rng& rng, const InitOptions& o) {

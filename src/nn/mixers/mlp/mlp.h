@@ -16,6 +16,8 @@ struct MlpSettings final : MixerSettings {
   bool gated = true;
   bool bias = false;
   float gate_scale = 1.0f;  // Falcon-H1's mlp_multipliers[0], on gate_proj's output
+  // The projections' names under the mixer's prefix (xLSTM: proj_up_gate, proj_up, proj_down).
+  std::string gate_name = "gate_proj", up_name = "up_proj", down_name = "down_proj";
 
   // The project's own section keys: intermediate_size, hidden_act, gated, mlp_bias.
   static MlpSettings from_config(const ConfigReader& r, int64_t d_model);
