@@ -110,6 +110,11 @@ double MlstmMixer::matmul_macs_per_token() const {
   return double(s.d_model) * double(2 * s.qk_dim + 2 * s.v_dim + 2 * s.n_heads) + double(s.v_dim) * double(s.d_model);
 }
 
+void MlstmMixer::to_device(Device device) {
+  SSM_CHECK(device == Device::CPU, "--device {}: mLSTM layers have no GPU kernels yet (they run on the CPU)",
+            device_name(device));
+}
+
 std::unique_ptr<MixerState> MlstmMixer::new_state(int64_t batch) const {
   return std::make_unique<MlstmState>(batch, s);
 }
