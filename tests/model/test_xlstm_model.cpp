@@ -1,8 +1,8 @@
 // transformers' `xlstm` checkpoints (xLSTM-7B layout): the config reader's plan, names and errors;
 // a random model's logits against the double reference built from the mixers' references (mLSTM
 // with soft-capped gates, per-head norm, SwiGLU feed-forward, capped logits); prefill in pieces
-// and token-by-token steps against the parallel forward; save and reload. The transformers
-// fixture test waits in tests/pending/ (see tests/CMakeLists.txt).
+// and token-by-token steps against the parallel forward; save and reload. Parity with transformers
+// itself is the xlstm_tiny fixture's (tests/model/test_hf_fixtures.cpp).
 #include <gtest/gtest.h>
 
 #include <filesystem>
