@@ -106,6 +106,10 @@ void MlstmMixer::init_parameters(Rng& rng, const InitOptions& o) {
   init::constant(norm_weight, 1.0f);
 }
 
+void MlstmMixer::to_device(Device device) {
+  SSM_CHECK(device == Device::CPU, "the mLSTM (xLSTM) layers run on the CPU only for now: use --device cpu");
+}
+
 double MlstmMixer::matmul_macs_per_token() const {
   return double(s.d_model) * double(2 * s.qk_dim + 2 * s.v_dim + 2 * s.n_heads) + double(s.v_dim) * double(s.d_model);
 }

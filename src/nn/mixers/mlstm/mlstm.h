@@ -54,6 +54,7 @@ class MlstmMixer final : public Mixer {
   explicit MlstmMixer(const MlstmSettings& settings);
   void add_params(const std::string& prefix, ParamList& params) override;
   void init_parameters(Rng& rng, const InitOptions& options) override;
+  void to_device(Device device) override;  // the CPU only, for now
   std::unique_ptr<MixerState> new_state(int64_t batch) const override;
   void forward(const Tensor& x, MixerState* state, Tensor& y, Workspace& ws) const override;
   void step(const Tensor& x, MixerState* state, Tensor& y, Workspace& ws) const override;
