@@ -96,6 +96,7 @@ std::string ModelConfig::describe() const {
     for (const MixerPlan& mixer : branch.mixers) kinds.emplace(std::string(mixer.settings->kind()), mixer.settings->describe());
   std::string out = fmt::format("{}: d_model {}, {} layers, vocab {}", model_type, d_model, n_layers, vocab_size);
   for (const auto& [kind, text] : kinds) out += "; " + text;
+  if (logit_soft_cap > 0) out += fmt::format("; logits soft-capped at {}", logit_soft_cap);
   return out;
 }
 

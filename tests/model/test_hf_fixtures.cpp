@@ -24,6 +24,8 @@ double relative_max_error(const Tensor& got, const Tensor& want) {
   return max_diff / max_ref;
 }
 
+class HfFixture : public ::testing::TestWithParam<std::string> {};
+
 TEST_P(HfFixture, LogitsMatchTransformers) {
   const std::string dir = fixture_dir(GetParam());
   const LanguageModel model = LanguageModel::load(dir);
@@ -71,7 +73,8 @@ TEST_P(HfFixture, StepMatchesForward) {
 
 INSTANTIATE_TEST_SUITE_P(Model, HfFixture,
                          ::testing::Values("mamba_tiny", "mamba2_tiny", "mamba2_groups", "bamba_tiny", "bamba_groups",
-                                           "jamba_tiny", "falcon_h1_tiny", "falcon_h1_nonorm", "nemotron_h_tiny"),
+                                           "jamba_tiny", "falcon_h1_tiny", "falcon_h1_nonorm", "nemotron_h_tiny",
+                                           "xlstm_tiny"),
                          [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
 
 }  // namespace

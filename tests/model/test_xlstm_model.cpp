@@ -1,13 +1,15 @@
 // transformers' `xlstm` checkpoints (xLSTM-7B layout): the config reader's plan, names and errors;
 // a random model's logits against the double reference built from the mixers' references (mLSTM
 // with soft-capped gates, per-head norm, SwiGLU feed-forward, capped logits); prefill in pieces
-// and token-by-token steps against the parallel forward; save and reload. The transformers
-// fixture test waits in tests/pending/ (see tests/CMakeLists.txt).
+// and token-by-token steps against the parallel forward; batched decoding; save and reload; the
+// GPU and training refusals. Parity with transformers
+// itself is the xlstm_tiny fixture's (tests/model/test_hf_fixtures.cpp).
 #include <gtest/gtest.h>
 
 #include <filesystem>
 
 #include "core/random.h"
+#include "infer/generator.h"
 #include "model/language_model.h"
 #include "model/model_reference.h"
 #include "nn/mixers/mlp/mlp.h"
@@ -174,6 +176,19 @@ TEST(XlstmModel, PrefillInPiecesAndStepMatchForward) {
   }
 }
 
+// Prompts of different lengths decoded together (each sequence's state copied into the batch) give
+// what each prompt gives alone.
+TEST(XlstmModel, BatchedDecodeEqualsEachSequenceAlone) {
+  const LanguageModel model = random_model(xlstm_config(), 11);
+  const std::vector<std::vector<int32_t>> prompts = {{3, 4, 5, 6, 7, 8, 9, 10, 11}, {12, 13}, {14, 15, 16, 17, 18}};
+  GenerateOptions options;
+  options.max_new_tokens = 9;
+  options.sampling.temperature = 0;
+  const auto together = Generator(model).generate(prompts, options);
+  for (size_t i = 0; i < prompts.size(); ++i)
+    EXPECT_EQ(together.sequences[i], Generator(model).generate({prompts[i]}, options).sequences[0]) << i;
+}
+
 TEST(XlstmModel, SavesAndReloads) {
   const LanguageModel model = random_model(xlstm_config(), 7);
   const std::string dir = (std::filesystem::temp_directory_path() / "ssm_test_xlstm_save").string();
@@ -185,9 +200,11 @@ TEST(XlstmModel, SavesAndReloads) {
   std::filesystem::remove_all(dir);
 }
 
-TEST(XlstmModel, TrainingRefusesTheLogitCap) {
+TEST(XlstmModel, TrainingRefusesTheLogitCapAndTheGpuTheMlstm) {
   LanguageModel model = random_model(xlstm_config(), 9);
   test::expect_error([&] { TrainingPass pass(model, {}); }, {"output logit soft cap", "output_logit_soft_cap"});
+  test::expect_error([&] { model.branches()[0].mixers[0].mixer->to_device(Device::CUDA); },
+                     {"mLSTM (xLSTM) layers run on the CPU only"});
 }
 
 }  // namespace

@@ -190,7 +190,7 @@ TEST_F(TrainTrainer, CheckpointIsAHuggingFaceFolder) {
 // The shipped byte-level configs of every plan train, save, and generate through both decode paths
 // (the recurrent state and the KV / chunk caches): greedy continuations equal the full forward's argmax.
 TEST_F(TrainTrainer, ShippedConfigsTrainAndGenerate) {
-  for (const std::string name : {"demo-byte", "attention-bytes", "hybrid-bytes", "rat-bytes", "rat-swa-bytes"}) {
+  for (const std::string name : {"demo-byte", "attention-bytes", "hybrid-bytes", "rat-bytes", "rat-swa-bytes", "xlstm-bytes"}) {
     SCOPED_TRACE(name);
     TrainOptions o = options(std::string(SSM_SOURCE_DIR) + "/configs/" + name + ".json", "run_" + name, 3);
     o.batch_size = 2;
