@@ -15,6 +15,7 @@ std::string Metrics::prometheus() const {
   metric("completion_tokens_total", "counter", "Tokens generated", completion_tokens);
   metric("prefill_tokens_total", "counter", "Prompt tokens run through the model (cache hits left out)", prefill_tokens);
   metric("prefill_seconds_total", "counter", "Time spent prefilling", prefill_seconds);
+  metric("decode_steps_total", "counter", "Decode steps, each one token for every active sequence", decode_steps);
   metric("decode_tokens_total", "counter", "Tokens run through decode steps", decode_tokens);
   metric("decode_seconds_total", "counter", "Time spent in decode steps", decode_seconds);
   metric("prefix_cache_hits_total", "counter", "Prompts that started from a cached state", cache_hits);

@@ -137,6 +137,7 @@ void Scheduler::step() {
     return;
   }
   metrics_.decode_seconds += seconds_since(start);
+  ++metrics_.decode_steps;
   metrics_.decode_tokens += rows;
   keep.assign(size_t(rows), false);
   for (int64_t i = 0; i < rows; ++i) {

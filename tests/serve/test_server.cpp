@@ -1,0 +1,205 @@
+// The server as clients use it: an httplib client against a server started in this process.
+// Completions, streamed chat, requests decoding together, the prefix cache seen through usage, a
+// client that goes away mid-stream, and the endpoints around them.
+#include <gtest/gtest.h>
+
+#include <atomic>
+
+#include "tokenizer/utf8_stream.h"
+#include "server_fixture.h"
+
+namespace ssm::serve {
+namespace {
+
+using nlohmann::json;
+
+const std::string kKey = "test-key";
+
+class ServerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    model_ = std::make_unique<LanguageModel>(LanguageModel::load(fixture_dir("mamba2_tiny")));
+    tokenizer_ = make_byte_tokenizer();
+  }
+  static void TearDownTestSuite() {
+    model_.reset();
+    tokenizer_.reset();
+  }
+  static ServerOptions options() {
+    ServerOptions o;
+    o.api_key = kKey;
+    o.limits.context = 512;
+    o.max_body_bytes = 1 << 16;
+    o.scheduler = {.slots = 4, .queue_limit = 8, .cache_bytes = 16 << 20, .cache_chunk = 16};
+    return o;
+  }
+  void SetUp() override { server_ = std::make_unique<RunningServer>(*model_, *tokenizer_, options()); }
+
+  httplib::Result post(const std::string& path, const std::string& body) {
+    return server_->client(kKey).Post(path.c_str(), body, "application/json");
+  }
+  json post_ok(const std::string& path, const json& body) {
+    const auto res = post(path, body.dump());
+    EXPECT_TRUE(res);
+    if (!res) return {};
+    EXPECT_EQ(res->status, 200) << res->body;
+    return json::parse(res->body);
+  }
+  json metrics() {
+    const auto res = server_->client(kKey).Get("/metrics");
+    json values;
+    std::istringstream lines(res->body);
+    for (std::string line; std::getline(lines, line);)
+      if (line.rfind("ssm_", 0) == 0) values[line.substr(4, line.find(' ') - 4)] = std::stod(line.substr(line.find(' ')));
+    return values;
+  }
+  // The data of each server-sent event ("[DONE]" as a string); stops reading after `keep` events.
+  std::vector<json> events(const std::string& path, const json& body, size_t keep = SIZE_MAX) {
+    httplib::Request req;
+    req.method = "POST";
+    req.path = path;
+    req.body = body.dump();
+    req.set_header("Content-Type", "application/json");
+    req.set_header("Authorization", "Bearer " + kKey);
+    std::string buffer;
+    std::vector<json> out;
+    req.content_receiver = [&](const char* data, size_t size, uint64_t, uint64_t) {
+      buffer.append(data, size);
+      for (size_t end; (end = buffer.find("\n\n")) != std::string::npos; buffer.erase(0, end + 2)) {
+        EXPECT_EQ(buffer.rfind("data: ", 0), 0u) << buffer;
+        const std::string data_text = buffer.substr(6, end - 6);
+        out.push_back(data_text == "[DONE]" ? json(data_text) : json::parse(data_text));
+      }
+      return out.size() < keep;
+    };
+    server_->client().send(req);
+    return out;
+  }
+
+  static std::unique_ptr<LanguageModel> model_;
+  static std::unique_ptr<Tokenizer> tokenizer_;
+  std::unique_ptr<RunningServer> server_;
+};
+
+std::unique_ptr<LanguageModel> ServerTest::model_;
+std::unique_ptr<Tokenizer> ServerTest::tokenizer_;
+
+json greedy(const std::string& prompt, int max_tokens) {
+  return {{"model", "m"}, {"prompt", prompt}, {"max_tokens", max_tokens}, {"temperature", 0}};
+}
+
+TEST_F(ServerTest, CompletesAPromptAndReportsUsage) {
+  const json first = post_ok("/v1/completions", greedy("Hello", 8));
+  EXPECT_EQ(first["object"], "text_completion");
+  EXPECT_EQ(first["choices"][0]["finish_reason"], "length");
+  EXPECT_TRUE(first["choices"][0]["text"].is_string());
+  EXPECT_EQ(first["usage"]["prompt_tokens"], 5);
+  EXPECT_EQ(first["usage"]["completion_tokens"], 8);
+  EXPECT_EQ(first["usage"]["total_tokens"], 13);
+  // The same prompt again starts from its cached state and, greedy, says the same.
+  const json again = post_ok("/v1/completions", greedy("Hello", 8));
+  EXPECT_EQ(again["usage"]["prompt_tokens_details"]["cached_tokens"], 5);
+  EXPECT_EQ(again["choices"][0]["text"], first["choices"][0]["text"]);
+  // Token ids are a prompt too: "Hello" as bytes.
+  json ids = greedy("", 8);
+  ids["prompt"] = {72, 101, 108, 108, 111};
+  EXPECT_EQ(post_ok("/v1/completions", ids)["choices"][0]["text"], first["choices"][0]["text"]);
+}
+
+TEST_F(ServerTest, StopsAtAStopString) {
+  const std::string text = post_ok("/v1/completions", greedy("Stop", 24))["choices"][0]["text"];
+  ASSERT_GE(text.size(), 4u);
+  // A whole character from the middle of the text (a U+FFFD is three bytes).
+  size_t at = text.size() / 2;
+  while ((static_cast<unsigned char>(text[at]) & 0xC0) == 0x80) --at;
+  const std::string stop = text.substr(at, utf8_next(text.data() + at, text.size() - at).len);
+  json request = greedy("Stop", 24);
+  request["stop"] = {stop};
+  const json stopped = post_ok("/v1/completions", request);
+  EXPECT_EQ(stopped["choices"][0]["text"], text.substr(0, text.find(stop)));
+  EXPECT_EQ(stopped["choices"][0]["finish_reason"], "stop");
+}
+
+TEST_F(ServerTest, StreamsAChatCompletion) {
+  json request = {{"messages", {{{"role", "system"}, {"content", "Be brief."}}, {{"role", "user"}, {"content", "Hi"}}}},
+                  {"max_tokens", 12}, {"temperature", 0}};
+  const json whole = post_ok("/v1/chat/completions", request);
+  EXPECT_EQ(whole["object"], "chat.completion");
+  EXPECT_EQ(whole["choices"][0]["message"]["role"], "assistant");
+  request["stream"] = true;
+  request["stream_options"] = {{"include_usage", true}};
+  const std::vector<json> got = events("/v1/chat/completions", request);
+  ASSERT_GE(got.size(), 4u);
+  EXPECT_EQ(got.front()["choices"][0]["delta"]["role"], "assistant");
+  std::string content;
+  for (const json& e : got)
+    if (e.is_object() && !e["choices"].empty()) {
+      EXPECT_EQ(e["object"], "chat.completion.chunk");
+      content += e["choices"][0]["delta"].value("content", "");
+    }
+  EXPECT_EQ(content, whole["choices"][0]["message"]["content"]);
+  const json& last = got[got.size() - 3];
+  EXPECT_EQ(last["choices"][0]["finish_reason"], whole["choices"][0]["finish_reason"]);
+  const json& usage = got[got.size() - 2]["usage"];
+  EXPECT_EQ(usage["completion_tokens"], whole["usage"]["completion_tokens"]);
+  EXPECT_EQ(usage["prompt_tokens_details"]["cached_tokens"], whole["usage"]["prompt_tokens"]);  // the same prompt
+  EXPECT_EQ(got.back(), "[DONE]");
+}
+
+TEST_F(ServerTest, ConcurrentRequestsDecodeTogether) {
+  const std::vector<std::string> prompts = {"one", "two two", "three three three", "four"};
+  std::vector<json> alone;
+  for (const auto& p : prompts) alone.push_back(post_ok("/v1/completions", greedy(p, 48))["choices"][0]["text"]);
+  const json before = metrics();
+  std::vector<json> together(prompts.size());
+  std::vector<std::thread> clients;
+  for (size_t i = 0; i < prompts.size(); ++i)
+    clients.emplace_back([&, i] { together[i] = post_ok("/v1/completions", greedy(prompts[i], 48))["choices"][0]["text"]; });
+  for (auto& c : clients) c.join();
+  EXPECT_EQ(together, alone);
+  const json after = metrics();
+  const double steps = after["decode_steps_total"].get<double>() - before["decode_steps_total"].get<double>();
+  const double rows = after["decode_tokens_total"].get<double>() - before["decode_tokens_total"].get<double>();
+  EXPECT_EQ(rows, 4 * 47);
+  EXPECT_LT(steps, rows) << "no step ran more than one sequence";
+}
+
+TEST_F(ServerTest, AClientThatDisconnectsLeavesTheBatch) {
+  const json before = metrics();
+  json request = greedy("Going away", 400);
+  request["stream"] = true;
+  EXPECT_EQ(events("/v1/completions", request, 2).size(), 2u);
+  json now = metrics();
+  for (int i = 0; i < 500 && now["slots_in_use"] != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    now = metrics();
+  }
+  EXPECT_EQ(now["slots_in_use"], 0);
+  EXPECT_LT(now["completion_tokens_total"].get<double>() - before["completion_tokens_total"].get<double>(), 400);
+  EXPECT_EQ(post_ok("/v1/completions", greedy("Still here", 2))["usage"]["completion_tokens"], 2);
+}
+
+TEST_F(ServerTest, ListsTheModelAndAnswersHealthAndMetrics) {
+  const auto models = server_->client(kKey).Get("/v1/models");
+  ASSERT_TRUE(models);
+  EXPECT_EQ(json::parse(models->body)["data"][0]["id"], "model");
+  const auto health = server_->client().Get("/health");  // no key needed
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+  post_ok("/v1/completions", greedy("count me", 3));
+  const json m = metrics();
+  EXPECT_EQ(m["completion_tokens_total"], 3);
+  EXPECT_EQ(m["prompt_tokens_total"], 8);
+  EXPECT_EQ(m["slots"], 4);
+  EXPECT_GE(m["requests_total"], 2);
+}
+
+TEST_F(ServerTest, TokenizesAndDetokenizes) {
+  const json ids = post_ok("/tokenize", {{"content", "Hé!"}})["tokens"];
+  EXPECT_EQ(ids, json({72, 195, 169, 33}));
+  EXPECT_EQ(post_ok("/detokenize", {{"tokens", ids}})["content"], "Hé!");
+  EXPECT_EQ(post_ok("/detokenize", {{"tokens", {72, 195}}})["content"], "H\xEF\xBF\xBD");  // a cut character: U+FFFD
+}
+
+}  // namespace
+}  // namespace ssm::serve
