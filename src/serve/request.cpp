@@ -131,7 +131,7 @@ json parse_body(const std::string& body) {
   if (!utf8_valid(body)) throw ApiError(400, "the request body is not valid UTF-8");
   try {
     return json::parse(body);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // syntax errors, and numbers beyond a double
     throw ApiError(400, fmt::format("the request body is not valid JSON: {}", e.what()));
   }
 }

@@ -1,9 +1,11 @@
 // A server on an ephemeral port in this process, over the tiny Mamba-2 fixture and byte tokens, and
-// an httplib client for it.
+// the requests the tests send it.
 #pragma once
+#include <gtest/gtest.h>
 #include <httplib.h>
 
 #include <memory>
+#include <sstream>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -41,5 +43,92 @@ class RunningServer {
   int port_;
   std::thread thread_;
 };
+
+using nlohmann::json;
+
+inline const std::string kKey = "test-key";
+
+inline json greedy(const std::string& prompt, int max_tokens) {
+  return {{"model", "m"}, {"prompt", prompt}, {"max_tokens", max_tokens}, {"temperature", 0}};
+}
+
+
+class ServerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    model_ = std::make_unique<LanguageModel>(LanguageModel::load(fixture_dir("mamba2_tiny")));
+    tokenizer_ = make_byte_tokenizer();
+  }
+  static void TearDownTestSuite() {
+    model_.reset();
+    tokenizer_.reset();
+  }
+  static ServerOptions options() {
+    ServerOptions o;
+    o.api_key = kKey;
+    o.limits.context = 512;
+    o.max_body_bytes = 1 << 16;
+    o.scheduler = {.slots = 4, .queue_limit = 8, .cache_bytes = 16 << 20, .cache_chunk = 16};
+    return o;
+  }
+  void SetUp() override { server_ = std::make_unique<RunningServer>(*model_, *tokenizer_, options()); }
+
+  httplib::Result post(const std::string& path, const std::string& body) {
+    return server_->client(kKey).Post(path.c_str(), body, "application/json");
+  }
+  json post_ok(const std::string& path, const json& body) {
+    const auto res = post(path, body.dump());
+    EXPECT_TRUE(res);
+    if (!res) return {};
+    EXPECT_EQ(res->status, 200) << res->body;
+    return json::parse(res->body);
+  }
+  // A 4xx/5xx with OpenAI's error object naming `param` (empty: null), after which the server still serves.
+  void expect_error(const httplib::Result& res, int status, const std::string& param, const std::string& code = {}) {
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, status) << res->body;
+    const json error = json::parse(res->body)["error"];
+    EXPECT_TRUE(error["message"].is_string() && !error["message"].get<std::string>().empty()) << res->body;
+    EXPECT_TRUE(error["type"].is_string()) << res->body;
+    EXPECT_EQ(error["param"], param.empty() ? json() : json(param)) << res->body;
+    EXPECT_EQ(error["code"], code.empty() ? json() : json(code)) << res->body;
+    EXPECT_EQ(post_ok("/v1/completions", greedy("still serving?", 2))["usage"]["completion_tokens"], 2);
+  }
+  json metrics() {
+    const auto res = server_->client(kKey).Get("/metrics");
+    json values;
+    std::istringstream lines(res->body);
+    for (std::string line; std::getline(lines, line);)
+      if (line.rfind("ssm_", 0) == 0) values[line.substr(4, line.find(' ') - 4)] = std::stod(line.substr(line.find(' ')));
+    return values;
+  }
+  // The data of each server-sent event ("[DONE]" as a string); stops reading after `keep` events.
+  std::vector<json> events(const std::string& path, const json& body, size_t keep = SIZE_MAX) {
+    httplib::Request req;
+    req.method = "POST";
+    req.path = path;
+    req.body = body.dump();
+    req.set_header("Content-Type", "application/json");
+    req.set_header("Authorization", "Bearer " + kKey);
+    std::string buffer;
+    std::vector<json> out;
+    req.content_receiver = [&](const char* data, size_t size, uint64_t, uint64_t) {
+      buffer.append(data, size);
+      for (size_t end; (end = buffer.find("\n\n")) != std::string::npos; buffer.erase(0, end + 2)) {
+        EXPECT_EQ(buffer.rfind("data: ", 0), 0u) << buffer;
+        const std::string data_text = buffer.substr(6, end - 6);
+        out.push_back(data_text == "[DONE]" ? json(data_text) : json::parse(data_text));
+      }
+      return out.size() < keep;
+    };
+    server_->client().send(req);
+    return out;
+  }
+
+  static inline std::unique_ptr<LanguageModel> model_;
+  static inline std::unique_ptr<Tokenizer> tokenizer_;
+  std::unique_ptr<RunningServer> server_;
+};
+
 
 }  // namespace ssm::serve

@@ -3,90 +3,13 @@
 // client that goes away mid-stream, and the endpoints around them.
 #include <gtest/gtest.h>
 
-#include <atomic>
-
-#include "tokenizer/utf8_stream.h"
 #include "server_fixture.h"
+#include "tokenizer/utf8_stream.h"
 
 namespace ssm::serve {
 namespace {
 
 using nlohmann::json;
-
-const std::string kKey = "test-key";
-
-class ServerTest : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    model_ = std::make_unique<LanguageModel>(LanguageModel::load(fixture_dir("mamba2_tiny")));
-    tokenizer_ = make_byte_tokenizer();
-  }
-  static void TearDownTestSuite() {
-    model_.reset();
-    tokenizer_.reset();
-  }
-  static ServerOptions options() {
-    ServerOptions o;
-    o.api_key = kKey;
-    o.limits.context = 512;
-    o.max_body_bytes = 1 << 16;
-    o.scheduler = {.slots = 4, .queue_limit = 8, .cache_bytes = 16 << 20, .cache_chunk = 16};
-    return o;
-  }
-  void SetUp() override { server_ = std::make_unique<RunningServer>(*model_, *tokenizer_, options()); }
-
-  httplib::Result post(const std::string& path, const std::string& body) {
-    return server_->client(kKey).Post(path.c_str(), body, "application/json");
-  }
-  json post_ok(const std::string& path, const json& body) {
-    const auto res = post(path, body.dump());
-    EXPECT_TRUE(res);
-    if (!res) return {};
-    EXPECT_EQ(res->status, 200) << res->body;
-    return json::parse(res->body);
-  }
-  json metrics() {
-    const auto res = server_->client(kKey).Get("/metrics");
-    json values;
-    std::istringstream lines(res->body);
-    for (std::string line; std::getline(lines, line);)
-      if (line.rfind("ssm_", 0) == 0) values[line.substr(4, line.find(' ') - 4)] = std::stod(line.substr(line.find(' ')));
-    return values;
-  }
-  // The data of each server-sent event ("[DONE]" as a string); stops reading after `keep` events.
-  std::vector<json> events(const std::string& path, const json& body, size_t keep = SIZE_MAX) {
-    httplib::Request req;
-    req.method = "POST";
-    req.path = path;
-    req.body = body.dump();
-    req.set_header("Content-Type", "application/json");
-    req.set_header("Authorization", "Bearer " + kKey);
-    std::string buffer;
-    std::vector<json> out;
-    req.content_receiver = [&](const char* data, size_t size, uint64_t, uint64_t) {
-      buffer.append(data, size);
-      for (size_t end; (end = buffer.find("\n\n")) != std::string::npos; buffer.erase(0, end + 2)) {
-        EXPECT_EQ(buffer.rfind("data: ", 0), 0u) << buffer;
-        const std::string data_text = buffer.substr(6, end - 6);
-        out.push_back(data_text == "[DONE]" ? json(data_text) : json::parse(data_text));
-      }
-      return out.size() < keep;
-    };
-    server_->client().send(req);
-    return out;
-  }
-
-  static std::unique_ptr<LanguageModel> model_;
-  static std::unique_ptr<Tokenizer> tokenizer_;
-  std::unique_ptr<RunningServer> server_;
-};
-
-std::unique_ptr<LanguageModel> ServerTest::model_;
-std::unique_ptr<Tokenizer> ServerTest::tokenizer_;
-
-json greedy(const std::string& prompt, int max_tokens) {
-  return {{"model", "m"}, {"prompt", prompt}, {"max_tokens", max_tokens}, {"temperature", 0}};
-}
 
 TEST_F(ServerTest, CompletesAPromptAndReportsUsage) {
   const json first = post_ok("/v1/completions", greedy("Hello", 8));
