@@ -2,8 +2,10 @@
 #include <cstdio>
 #include <filesystem>
 
+#include <nlohmann/json.hpp>
+
 #include "cli/command.h"
-#include "core/threads.h"
+#include "core/file_util.h"
 #include "serve/server.h"
 
 namespace ssm::cli {
@@ -12,23 +14,30 @@ namespace {
 struct ServeArgs {
   std::string model, tokenizer, dtype = "auto", name;
   serve::ServerOptions options;
-  int threads = 0;
   int64_t cache_mib = 256;
 };
 
+// Whether the folder's tokenizer_config.json has a chat template (which the server does not render yet).
+bool has_chat_template(const std::filesystem::path& folder) {
+  const auto config = folder / "tokenizer_config.json";
+  if (!std::filesystem::exists(config)) return false;
+  const auto json = nlohmann::json::parse(read_text_file(config.string()), nullptr, false);
+  return json.is_object() && json.contains("chat_template");
+}
+
 void run_serve(ServeArgs& args) {
-  set_num_threads(args.threads);
   const LanguageModel model = LanguageModel::load(args.model, {.weights = weight_dtype_from_name(args.dtype)});
   const auto tokenizer = model_tokenizer(args.tokenizer, args.model, model);
   std::filesystem::path folder = std::filesystem::path(args.model).lexically_normal();
-  if (folder.filename().empty()) folder = folder.parent_path();  // "dir/" names its parent's child "dir"
+  if (folder.filename().empty()) folder = folder.parent_path();  // "dir/": the name is dir
   args.options.model_name = args.name.empty() ? folder.filename().string() : args.name;
   args.options.scheduler.cache_bytes = args.cache_mib << 20;
   serve::Server server(model, *tokenizer, args.options);
   const int port = server.bind();
-  std::fprintf(stderr, "serving '%s' on http://%s:%d (%lld slots); chat prompts use the plain role format\n",
-               args.options.model_name.c_str(), args.options.host.c_str(), port,
-               (long long)args.options.scheduler.slots);
+  std::fprintf(stderr, "serving '%s' on http://%s:%d (%lld slots)\n", args.options.model_name.c_str(),
+               args.options.host.c_str(), port, (long long)args.options.scheduler.slots);
+  if (has_chat_template(folder))
+    std::fprintf(stderr, "note: the model's chat template is not rendered yet; chat prompts use the plain role format\n");
   server.run();
 }
 
@@ -55,7 +64,7 @@ const CommandRegistrar registrar(25, [](CLI::App& root) {
   cmd->add_option("--cache-chunk", o.scheduler.cache_chunk, "Prefill chunk; snapshots at its multiples")
       ->check(CLI::PositiveNumber)->capture_default_str();
   add_dtype_option(*cmd, &args->dtype);
-  add_threads_option(*cmd, &args->threads);
+  add_threads_option(*cmd, &o.scheduler.threads);
   cmd->callback([args] { run_serve(*args); });
 });
 

@@ -4,6 +4,7 @@
 #include <chrono>
 
 #include "core/error.h"
+#include "core/threads.h"
 #include "infer/sampler.h"
 #include "infer/stop_strings.h"
 #include "tokenizer/utf8_stream.h"
@@ -69,6 +70,7 @@ void Scheduler::shut_down() {
 }
 
 void Scheduler::loop() {
+  set_num_threads(options_.threads);  // OpenMP's thread count is per thread: set it on the one that computes
   while (true) {
     std::shared_ptr<Job> job;
     {

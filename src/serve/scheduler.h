@@ -24,6 +24,7 @@ struct SchedulerOptions {
   int64_t queue_limit = 64;          // requests waiting for a slot, beyond which submit() refuses
   int64_t cache_bytes = 256 << 20;   // prefix-cache budget (0: no cache)
   int64_t cache_chunk = 256;         // prefill chunk, and where snapshots are taken
+  int threads = 0;                   // CPU threads of the model's ops (0: all cores)
 };
 
 class Scheduler {
