@@ -29,6 +29,15 @@ TEST_F(ServerTest, CompletesAPromptAndReportsUsage) {
   EXPECT_EQ(post_ok("/v1/completions", ids)["choices"][0]["text"], first["choices"][0]["text"]);
 }
 
+TEST_F(ServerTest, APromptResumesFromTheDeepestChunkEnd) {
+  const std::string prompt(40, 'a');
+  EXPECT_EQ(post_ok("/v1/completions", greedy(prompt, 4))["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+  // Snapshots now at 16, 32 (chunk ends) and 40 (the prompt).
+  EXPECT_EQ(post_ok("/v1/completions", greedy(prompt + "cc", 4))["usage"]["prompt_tokens_details"]["cached_tokens"], 32);
+  EXPECT_EQ(post_ok("/v1/completions", greedy(prompt, 4))["usage"]["prompt_tokens_details"]["cached_tokens"], 40);
+  EXPECT_EQ(post_ok("/v1/completions", greedy("b" + prompt, 4))["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+}
+
 TEST_F(ServerTest, StopsAtAStopString) {
   const std::string text = post_ok("/v1/completions", greedy("Stop", 24))["choices"][0]["text"];
   ASSERT_GE(text.size(), 4u);
@@ -49,6 +58,7 @@ TEST_F(ServerTest, StreamsAChatCompletion) {
   const json whole = post_ok("/v1/chat/completions", request);
   EXPECT_EQ(whole["object"], "chat.completion");
   EXPECT_EQ(whole["choices"][0]["message"]["role"], "assistant");
+  EXPECT_EQ(whole["usage"]["prompt_tokens"], std::string("System: Be brief.\n\nUser: Hi\n\nAssistant:").size());
   request["stream"] = true;
   request["stream_options"] = {{"include_usage", true}};
   const std::vector<json> got = events("/v1/chat/completions", request);
