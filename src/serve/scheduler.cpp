@@ -43,23 +43,21 @@ Scheduler::Scheduler(const LanguageModel& model, const Tokenizer& tokenizer, con
   thread_ = std::thread([this] { loop(); });
 }
 
-Scheduler::~Scheduler() {
-  shut_down();
-  thread_.join();
-}
+Scheduler::~Scheduler() { stop(); }
 
-bool Scheduler::submit(std::shared_ptr<Job> job) {
+Scheduler::Submitted Scheduler::submit(std::shared_ptr<Job> job) {
   {
     const std::lock_guard lock(mutex_);
-    if (stopping_ || int64_t(queue_.size()) >= options_.queue_limit) return false;
+    if (stopping_) return Submitted::stopped;
+    if (int64_t(queue_.size()) >= options_.queue_limit) return Submitted::queue_full;
     queue_.push_back(std::move(job));
     metrics_.queue_length = int64_t(queue_.size());
   }
   wake_.notify_one();
-  return true;
+  return Submitted::queued;
 }
 
-void Scheduler::shut_down() {
+void Scheduler::stop() {
   {
     const std::lock_guard lock(mutex_);
     stopping_ = true;
@@ -67,6 +65,7 @@ void Scheduler::shut_down() {
     queue_.clear();
   }
   wake_.notify_one();
+  if (thread_.joinable()) thread_.join();
 }
 
 void Scheduler::loop() {

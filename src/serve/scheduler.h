@@ -30,12 +30,12 @@ struct SchedulerOptions {
 class Scheduler {
  public:
   Scheduler(const LanguageModel& model, const Tokenizer& tokenizer, const SchedulerOptions& options, Metrics& metrics);
-  ~Scheduler();  // fails what is queued or running, then stops the thread
+  ~Scheduler();  // stop()
 
-  // Queues a job; false when the queue is full or the scheduler is stopping.
-  bool submit(std::shared_ptr<Job> job);
-  // Fails every job and refuses new ones (the server is going down).
-  void shut_down();
+  enum class Submitted { queued, queue_full, stopped };
+  Submitted submit(std::shared_ptr<Job> job);
+  // Fails every job queued or running, refuses new ones, and returns once the thread has ended.
+  void stop();
 
  private:
   struct Sequence;

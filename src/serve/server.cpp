@@ -3,6 +3,7 @@
 #include <httplib.h>
 
 #include <chrono>
+#include <thread>
 
 #include "core/error.h"
 #include "serve/api_error.h"
@@ -13,13 +14,24 @@ namespace ssm::serve {
 
 using nlohmann::json;
 
+namespace {
+// Counts a request in flight for as long as the last copy lives (a stream's provider holds one).
+class InFlight {
+ public:
+  explicit InFlight(std::atomic<int>& count) : count_(&count, [](std::atomic<int>* c) { --*c; }) { ++count; }
+
+ private:
+  std::shared_ptr<std::atomic<int>> count_;
+};
+}  // namespace
+
 struct Server::Impl {
   Impl(const LanguageModel& model, const Tokenizer& tokenizer, ServerOptions options);
   void routes();
   // Runs a handler, turning what it throws into OpenAI's error object.
   httplib::Server::Handler guarded(std::function<void(const httplib::Request&, httplib::Response&)> handler);
   void generate(const httplib::Request& req, httplib::Response& res, bool chat);
-  void stream(httplib::Response& res, std::shared_ptr<Job> job, ResponseContext context);
+  void stream(httplib::Response& res, std::shared_ptr<Job> job, ResponseContext context, InFlight counted);
 
   const LanguageModel& model;
   const Tokenizer& tokenizer;
@@ -28,6 +40,8 @@ struct Server::Impl {
   Scheduler scheduler;
   httplib::Server http;
   std::atomic<int64_t> next_id = 0;
+  // Generation requests not yet answered: stop() lets them end (httplib cuts a stream short once stopped).
+  std::atomic<int> in_flight = 0;
   const int64_t started = std::chrono::duration_cast<std::chrono::seconds>(
                               std::chrono::system_clock::now().time_since_epoch()).count();
 };
@@ -119,29 +133,35 @@ void Server::Impl::routes() {
 }
 
 void Server::Impl::generate(const httplib::Request& req, httplib::Response& res, bool chat) {
+  const InFlight counted(in_flight);
   const json body = parse_body(req.body);
   GenerationRequest request = chat ? parse_chat(body, tokenizer, options.limits)
                                    : parse_completion(body, tokenizer, options.limits);
   const bool streamed = request.stream;
   const int64_t prompt_tokens = int64_t(request.prompt.size());
   auto job = std::make_shared<Job>(std::move(request));
-  if (!scheduler.submit(job))
+  const auto submitted = scheduler.submit(job);
+  if (submitted == Scheduler::Submitted::queue_full)
     throw ApiError(429, "the server is busy: too many requests are waiting; retry later", {}, "queue_full",
                    "rate_limit_error");
+  if (submitted == Scheduler::Submitted::stopped)
+    throw ApiError(503, "the server is shutting down", {}, {}, "server_error");
   const ResponseContext context{chat, fmt::format("{}-{}", chat ? "chatcmpl" : "cmpl", next_id++), options.model_name,
                                 std::chrono::duration_cast<std::chrono::seconds>(
                                     std::chrono::system_clock::now().time_since_epoch()).count()};
-  if (streamed) return stream(res, job, context);
+  if (streamed) return stream(res, job, context, counted);
   const Job::Update done = job->wait();
   if (!done.error.empty()) throw ApiError(500, done.error, {}, {}, "server_error");
   send_json(res, completion(context, done, prompt_tokens));
 }
 
-void Server::Impl::stream(httplib::Response& res, std::shared_ptr<Job> job, ResponseContext context) {
+void Server::Impl::stream(httplib::Response& res, std::shared_ptr<Job> job, ResponseContext context,
+                          InFlight counted) {
   res.set_header("Cache-Control", "no-cache");
   const int64_t prompt_tokens = int64_t(job->request().prompt.size());
   const bool include_usage = job->request().include_usage;
-  auto provider = [job, context, prompt_tokens, include_usage, first = true](size_t, httplib::DataSink& sink) mutable {
+  auto provider = [job, context, prompt_tokens, include_usage, counted, first = true](size_t,
+                                                                                    httplib::DataSink& sink) mutable {
     const auto send = [&](const json& event) {
       const std::string line = "data: " + dump(event) + "\n\n";
       return sink.write(line.data(), line.size());
@@ -183,7 +203,9 @@ int Server::bind() {
 void Server::run() { impl_->http.listen_after_bind(); }
 
 void Server::stop() {
-  impl_->scheduler.shut_down();
+  impl_->scheduler.stop();  // every job ends, with an error if it was running
+  // Let the handlers send those ends, within reason: a client that reads nothing must not hold stop() up.
+  for (int i = 0; i < 2000 && impl_->in_flight > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   impl_->http.stop();
 }
 

@@ -51,6 +51,10 @@ inline const std::string kKey = "test-key";
 inline json greedy(const std::string& prompt, int max_tokens) {
   return {{"model", "m"}, {"prompt", prompt}, {"max_tokens", max_tokens}, {"temperature", 0}};
 }
+inline json with_stream(json request) {
+  request["stream"] = true;
+  return request;
+}
 
 
 class ServerTest : public ::testing::Test {

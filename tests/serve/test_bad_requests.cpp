@@ -1,6 +1,9 @@
 // Malformed and hostile requests: each gets one OpenAI-style error with the right status, naming
 // the field at fault, and the server keeps serving.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "server_fixture.h"
 
@@ -108,6 +111,21 @@ TEST_F(ServerTest, AFullQueueAnswers429) {
   const RunningServer busy(*model_, *tokenizer_, o);
   expect_error(busy.client(kKey).Post("/v1/completions", greedy("Hi", 2).dump(), "application/json"), 429, "",
                "queue_full");
+}
+
+TEST_F(ServerTest, ASlowClientHoldsUpNoOne) {
+  // A client that sends its headers and one byte of a 100-byte body, then nothing.
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(uint16_t(server_->port()));
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
+  const std::string start = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{";
+  ASSERT_EQ(write(fd, start.data(), start.size()), ssize_t(start.size()));
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(post_ok("/v1/completions", greedy("meanwhile", 2))["usage"]["completion_tokens"], 2);
+  close(fd);
 }
 
 }  // namespace

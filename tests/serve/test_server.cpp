@@ -99,9 +99,7 @@ TEST_F(ServerTest, ConcurrentRequestsDecodeTogether) {
 
 TEST_F(ServerTest, AClientThatDisconnectsLeavesTheBatch) {
   const json before = metrics();
-  json request = greedy("Going away", 400);
-  request["stream"] = true;
-  EXPECT_EQ(events("/v1/completions", request, 2).size(), 2u);
+  EXPECT_EQ(events("/v1/completions", with_stream(greedy("Going away", 400)), 2).size(), 2u);
   json now = metrics();
   for (int i = 0; i < 500 && now["slots_in_use"] != 0; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -110,6 +108,32 @@ TEST_F(ServerTest, AClientThatDisconnectsLeavesTheBatch) {
   EXPECT_EQ(now["slots_in_use"], 0);
   EXPECT_LT(now["completion_tokens_total"].get<double>() - before["completion_tokens_total"].get<double>(), 400);
   EXPECT_EQ(post_ok("/v1/completions", greedy("Still here", 2))["usage"]["completion_tokens"], 2);
+}
+
+TEST_F(ServerTest, StoppingTheServerEndsAStreamWithAnError) {
+  ServerOptions o = options();
+  o.limits.context = 1 << 20;
+  auto server = std::make_unique<RunningServer>(*model_, *tokenizer_, o);
+  std::atomic<int> received = 0;
+  std::string stream;
+  std::thread client([&] {
+    httplib::Request req;
+    req.method = "POST";
+    req.path = "/v1/completions";
+    req.body = with_stream(greedy("Long story", 1 << 19)).dump();
+    req.set_header("Authorization", "Bearer " + kKey);
+    req.content_receiver = [&](const char* data, size_t size, uint64_t, uint64_t) {
+      stream.append(data, size);
+      ++received;
+      return true;
+    };
+    server->client().send(req);
+  });
+  while (received == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  server.reset();  // returns once the stream has ended
+  client.join();
+  EXPECT_NE(stream.find("the server is shutting down"), std::string::npos);
+  EXPECT_TRUE(stream.ends_with("data: [DONE]\n\n"));
 }
 
 TEST_F(ServerTest, ListsTheModelAndAnswersHealthAndMetrics) {
