@@ -13,6 +13,13 @@ CachedPrefill::CachedPrefill(const LanguageModel& model, PrefixCache* cache, int
 }
 
 CachedPrefill::Result CachedPrefill::run(std::span<const int32_t> prompt) {
+  Result progress = start(prompt);
+  while (!advance(prompt, progress)) {
+  }
+  return progress;
+}
+
+CachedPrefill::Result CachedPrefill::start(std::span<const int32_t> prompt) {
   SSM_CHECK(!prompt.empty(), "empty prompt: give at least one token");
   Result result;
   result.state = model_.new_state(1);
@@ -20,22 +27,27 @@ CachedPrefill::Result CachedPrefill::run(std::span<const int32_t> prompt) {
   if (hit.snapshot) {
     hit.snapshot->state.copy_sequence(0, result.state, 0);
     result.logits = hit.snapshot->logits;
-    result.cached_tokens = hit.length;
-  }
-  const int64_t vocab = model_.config().vocab_size;
-  for (int64_t pos = hit.length, end; pos < int64_t(prompt.size()); pos = end) {
-    end = std::min<int64_t>((pos / chunk_ + 1) * chunk_, int64_t(prompt.size()));
-    const WorkspaceScope scope(ws_);
-    Tensor ids = ws_.take({1, end - pos}, DType::I32);
-    std::copy(prompt.begin() + pos, prompt.begin() + end, ids.data<int32_t>());
-    const Tensor logits = model_.forward(ids, &result.state, false, ws_);
-    result.logits.assign(logits.data<float>(), logits.data<float>() + vocab);
-    if (!cache_) continue;
-    Snapshot snapshot{model_.new_state(1), result.logits};
-    result.state.copy_sequence(0, snapshot.state, 0);
-    cache_->insert(prompt.first(size_t(end)), std::move(snapshot));
+    result.cached_tokens = result.done = hit.length;
   }
   return result;
+}
+
+bool CachedPrefill::advance(std::span<const int32_t> prompt, Result& progress) {
+  const int64_t size = int64_t(prompt.size()), pos = progress.done;
+  if (pos == size) return true;
+  const int64_t end = std::min((pos / chunk_ + 1) * chunk_, size);
+  const WorkspaceScope scope(ws_);
+  Tensor ids = ws_.take({1, end - pos}, DType::I32);
+  std::copy(prompt.begin() + pos, prompt.begin() + end, ids.data<int32_t>());
+  const Tensor logits = model_.forward(ids, &progress.state, false, ws_);
+  progress.logits.assign(logits.data<float>(), logits.data<float>() + model_.config().vocab_size);
+  progress.done = end;
+  if (cache_) {
+    Snapshot snapshot{model_.new_state(1), progress.logits};
+    progress.state.copy_sequence(0, snapshot.state, 0);
+    cache_->insert(prompt.first(size_t(end)), std::move(snapshot));
+  }
+  return end == size;
 }
 
 }  // namespace ssm

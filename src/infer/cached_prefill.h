@@ -19,13 +19,19 @@ class CachedPrefill {
   // cache may be null (chunked prefill without snapshots). The model computes on the CPU.
   CachedPrefill(const LanguageModel& model, PrefixCache* cache, int64_t chunk);
 
+  // A prompt's prefill so far.
   struct Result {
-    ModelState state;           // batch 1, after the whole prompt
-    std::vector<float> logits;  // the next token's logits
+    ModelState state;           // batch 1, after the first `done` tokens
+    std::vector<float> logits;  // the next token's logits after them
     int64_t cached_tokens = 0;  // prompt tokens the snapshot covered
+    int64_t done = 0;           // prompt tokens in the state
   };
-  // prompt: non-empty ids inside the vocabulary.
+  // The whole prefill. prompt: non-empty ids inside the vocabulary.
   Result run(std::span<const int32_t> prompt);
+  // The same a chunk at a time (a server runs other work between chunks): start() takes the snapshot,
+  // each advance() runs one chunk of the same prompt and says whether the prompt is all in.
+  Result start(std::span<const int32_t> prompt);
+  bool advance(std::span<const int32_t> prompt, Result& progress);
 
  private:
   const LanguageModel& model_;

@@ -17,7 +17,7 @@ using nlohmann::json;
 const std::vector<std::string> kCommon = {"model", "max_tokens", "temperature", "top_p", "top_k", "min_p", "seed",
                                           "stop", "n", "stream", "stream_options", "user", "repetition_penalty",
                                           "presence_penalty", "frequency_penalty", "logprobs", "top_logprobs",
-                                          "logit_bias"};
+                                          "logit_bias", "ignore_eos"};
 
 std::vector<std::string> with(std::vector<std::string> fields, const std::vector<std::string>& more) {
   fields.insert(fields.end(), more.begin(), more.end());
@@ -94,6 +94,7 @@ GenerationRequest read_common(const Fields& fields, std::vector<int32_t> prompt,
   fields.unsupported("top_logprobs", 0);
   fields.unsupported("logit_bias", json::object());
   r.stop = read_stop(fields);
+  r.ignore_eos = fields.boolean("ignore_eos").value_or(false);
   r.stream = fields.boolean("stream").value_or(false);
   if (const json* options = fields.get("stream_options")) {
     if (!r.stream) bad_field("stream_options", "'stream_options' is only allowed when 'stream' is true");

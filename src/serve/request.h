@@ -23,6 +23,7 @@ struct GenerationRequest {
   SamplingOptions sampling;
   std::vector<std::string> stop;
   bool stream = false, include_usage = false;
+  bool ignore_eos = false;  // llama.cpp's extension: generate past EOS (fixed lengths for benchmarks)
 };
 
 // The body as a JSON value: 400 for text that is not UTF-8 or not JSON.

@@ -74,48 +74,67 @@ void Scheduler::loop() {
     std::shared_ptr<Job> job;
     {
       std::unique_lock lock(mutex_);
-      wake_.wait(lock, [&] { return stopping_ || !queue_.empty() || !active_.empty(); });
+      wake_.wait(lock, [&] { return stopping_ || !queue_.empty() || !active_.empty() || prefilling_; });
       if (stopping_) break;
-      if (!queue_.empty() && int64_t(active_.size()) < options_.slots) {
+      if (!prefilling_ && !queue_.empty() && int64_t(active_.size()) < options_.slots) {
         job = std::move(queue_.front());
         queue_.pop_front();
         metrics_.queue_length = int64_t(queue_.size());
       }
     }
-    if (job) admit(job);
+    if (job) start_prefill(job);
+    if (prefilling_) prefill_chunk();
     if (!active_.empty()) step();
-    metrics_.slots_in_use = int64_t(active_.size());
+    metrics_.slots_in_use = int64_t(active_.size()) + (prefilling_ ? 1 : 0);
   }
+  if (prefilling_) prefilling_->job->fail("the server is shutting down");
   for (auto& sequence : active_) sequence->job->fail("the server is shutting down");
 }
 
-void Scheduler::admit(const std::shared_ptr<Job>& job) {
+void Scheduler::start_prefill(const std::shared_ptr<Job>& job) {
   if (job->cancelled()) return;
+  try {
+    prefilling_ = Prefilling{job, prefill_.start(job->request().prompt)};
+  } catch (const std::exception& e) {
+    job->fail(e.what());
+    return;
+  }
+  const int64_t cached = prefilling_->progress.cached_tokens;
+  metrics_.prompt_tokens += int64_t(job->request().prompt.size());
+  if (cached > 0) {
+    ++metrics_.cache_hits;
+    metrics_.cache_hit_tokens += cached;
+  }
+  job->set_cached_tokens(cached);
+}
+
+void Scheduler::prefill_chunk() {
+  const std::shared_ptr<Job> job = prefilling_->job;
+  CachedPrefill::Result& progress = prefilling_->progress;
   const GenerationRequest& request = job->request();
   try {
+    if (job->cancelled()) throw std::runtime_error("cancelled");
     const auto start = std::chrono::steady_clock::now();
-    CachedPrefill::Result prefilled = prefill_.run(request.prompt);
+    const int64_t before = progress.done;
+    const bool all_in = prefill_.advance(request.prompt, progress);
     metrics_.prefill_seconds += seconds_since(start);
-    metrics_.prompt_tokens += int64_t(request.prompt.size());
-    metrics_.prefill_tokens += int64_t(request.prompt.size()) - prefilled.cached_tokens;
-    if (prefilled.cached_tokens > 0) {
-      ++metrics_.cache_hits;
-      metrics_.cache_hit_tokens += prefilled.cached_tokens;
-    }
+    metrics_.prefill_tokens += progress.done - before;
     if (cache_) {
       metrics_.cache_bytes = cache_->bytes();
       metrics_.cache_entries = cache_->entries();
     }
-    job->set_cached_tokens(prefilled.cached_tokens);
+    if (!all_in) return;
     auto sequence = std::make_unique<Sequence>(Sequence{job, Sampler(request.sampling), request.prompt, Utf8Stream(),
                                                         StopStringFilter(request.stop)});
-    const int32_t token = sequence->sampler.sample(prefilled.logits.data(), sample_vocab_, sequence->history);
-    if (!accept(*sequence, token)) return;
-    batch_.append(prefilled.state);
-    active_.push_back(std::move(sequence));
+    const int32_t token = sequence->sampler.sample(progress.logits.data(), sample_vocab_, sequence->history);
+    if (accept(*sequence, token)) {
+      batch_.append(progress.state);
+      active_.push_back(std::move(sequence));
+    }
   } catch (const std::exception& e) {
-    job->fail(e.what());
+    if (!job->cancelled()) job->fail(e.what());
   }
+  prefilling_.reset();
 }
 
 void Scheduler::step() {
@@ -159,7 +178,7 @@ bool Scheduler::accept(Sequence& s, int32_t token) {
   ++metrics_.completion_tokens;
   s.next = token;
   const auto& eos = model_.config().eos_ids;
-  const bool is_eos = std::find(eos.begin(), eos.end(), token) != eos.end();
+  const bool is_eos = !s.job->request().ignore_eos && std::find(eos.begin(), eos.end(), token) != eos.end();
   std::string text;
   if (!is_eos && !tokenizer_.is_special(token)) text = s.stops.push(s.utf8.feed(tokenizer_.token_bytes(token)));
   const bool at_limit = s.generated >= s.job->request().max_tokens;

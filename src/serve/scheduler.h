@@ -1,13 +1,15 @@
-// Continuous batching on one thread that owns the model: requests wait in a bounded queue, are
-// prefilled one per iteration (through the prefix cache), then decode together, one step for every
-// active sequence per iteration. Finished and cancelled sequences leave the batch at a step
-// boundary; the others carry on.
+// Continuous batching on one thread that owns the model: requests wait in a bounded queue, then are
+// prefilled one at a time through the prefix cache, a chunk per iteration, so that a long prompt
+// delays the running streams by a chunk's time per token rather than by its whole prefill; then
+// they decode together, one step for every active sequence per iteration. Finished and cancelled
+// sequences leave the batch at a step boundary; the others carry on.
 #pragma once
 #include <cstdint>
 #include <deque>
 #include <memory>
 #include <mutex>
 #include <condition_variable>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -39,8 +41,14 @@ class Scheduler {
 
  private:
   struct Sequence;
+  struct Prefilling {
+    std::shared_ptr<Job> job;
+    CachedPrefill::Result progress;
+  };
   void loop();
-  void admit(const std::shared_ptr<Job>& job);
+  void start_prefill(const std::shared_ptr<Job>& job);
+  // Runs the next chunk of the prompt prefilling; one that is all in joins the batch.
+  void prefill_chunk();
   void step();
   // Takes a sampled token: text to the job, and whether the sequence goes on.
   bool accept(Sequence& sequence, int32_t token);
@@ -54,6 +62,7 @@ class Scheduler {
   std::unique_ptr<PrefixCache> cache_;
   CachedPrefill prefill_;
   BatchState batch_;
+  std::optional<Prefilling> prefilling_;  // holds a slot
   std::vector<std::unique_ptr<Sequence>> active_;  // row i of batch_ is active_[i]
   Workspace ws_;
 

@@ -77,6 +77,16 @@ TEST_P(CachedPrefillTest, AHitGivesTheColdLogitsBitForBit) {
     EXPECT_EQ(hit.logits, cold.run(p).logits) << length << " tokens, " << hit.cached_tokens << " from the cache";
   }
   EXPECT_EQ(warm.run(prompt).cached_tokens, 45);
+  // A chunk at a time: from the snapshot at 32, chunks to 48 and 50.
+  Ids longer = prompt;
+  longer.insert(longer.end(), {7, 8, 9, 10, 11});
+  auto progress = warm.start(longer);
+  EXPECT_EQ(progress.done, 32);
+  EXPECT_FALSE(warm.advance(longer, progress));
+  EXPECT_EQ(progress.done, 48);
+  EXPECT_TRUE(warm.advance(longer, progress));
+  EXPECT_EQ(progress.done, 50);
+  EXPECT_EQ(progress.logits, cold.run(longer).logits);
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, CachedPrefillTest, ::testing::Values("mamba2_tiny", "bamba_tiny", "mamba_tiny"));
