@@ -1,7 +1,6 @@
 // ssm serve: the model behind an OpenAI-compatible HTTP API (serve/server.h), until the process is stopped.
 #include <cstdio>
 #include <filesystem>
-
 #include <nlohmann/json.hpp>
 
 #include "cli/command.h"
@@ -37,7 +36,8 @@ void run_serve(ServeArgs& args) {
   std::fprintf(stderr, "serving '%s' on http://%s:%d (%lld slots)\n", args.options.model_name.c_str(),
                args.options.host.c_str(), port, (long long)args.options.scheduler.slots);
   if (has_chat_template(folder))
-    std::fprintf(stderr, "note: the model's chat template is not rendered yet; chat prompts use the plain role format\n");
+    std::fprintf(stderr,
+                 "note: the model's chat template is not rendered yet; chat prompts use the plain role format\n");
   server.run();
 }
 
@@ -51,18 +51,24 @@ const CommandRegistrar registrar(25, [](CLI::App& root) {
   cmd->add_option("--host", o.host, "Address to listen on")->capture_default_str();
   cmd->add_option("--port", o.port, "Port (0: any free one)")->check(CLI::Range(0, 65535))->capture_default_str();
   cmd->add_option("--api-key", o.api_key, "Require 'Authorization: Bearer KEY' (all endpoints but /health)");
-  cmd->add_option("--slots", o.scheduler.slots, "Sequences decoding together")->check(CLI::PositiveNumber)
+  cmd->add_option("--slots", o.scheduler.slots, "Sequences decoding together")
+      ->check(CLI::PositiveNumber)
       ->capture_default_str();
   cmd->add_option("--queue", o.scheduler.queue_limit, "Requests that may wait for a slot (then 429)")
-      ->check(CLI::NonNegativeNumber)->capture_default_str();
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   cmd->add_option("--context", o.limits.context, "Prompt + completion tokens per request")
-      ->check(CLI::PositiveNumber)->capture_default_str();
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   cmd->add_option("--max-tokens", o.limits.default_max_tokens, "Chat completion tokens when a request sets none")
-      ->check(CLI::PositiveNumber)->capture_default_str();
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   cmd->add_option("--cache-mib", args->cache_mib, "Prefix-cache budget in MiB (0: off)")
-      ->check(CLI::NonNegativeNumber)->capture_default_str();
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   cmd->add_option("--cache-chunk", o.scheduler.cache_chunk, "Prefill chunk; snapshots at its multiples")
-      ->check(CLI::PositiveNumber)->capture_default_str();
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   add_dtype_option(*cmd, &args->dtype);
   add_threads_option(*cmd, &o.scheduler.threads);
   cmd->callback([args] { run_serve(*args); });

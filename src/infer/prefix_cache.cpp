@@ -55,8 +55,8 @@ void PrefixCache::insert(std::span<const int32_t> tokens, Snapshot snapshot) {
     }
     Node* child = it->second.get();
     const auto rest = tokens.subspan(pos);
-    const size_t common = size_t(
-        std::mismatch(child->edge.begin(), child->edge.end(), rest.begin(), rest.end()).first - child->edge.begin());
+    const size_t common = size_t(std::mismatch(child->edge.begin(), child->edge.end(), rest.begin(), rest.end()).first -
+                                 child->edge.begin());
     if (common < child->edge.size()) {  // split the edge: a new node at the divergence owns the child
       auto middle = std::make_unique<Node>();
       middle->edge.assign(child->edge.begin(), child->edge.begin() + ptrdiff_t(common));

@@ -26,7 +26,7 @@ class PrefixCache {
   PrefixCache& operator=(const PrefixCache&) = delete;
 
   struct Hit {
-    int64_t length = 0;                 // tokens the snapshot covers (0: none)
+    int64_t length = 0;                  // tokens the snapshot covers (0: none)
     const Snapshot* snapshot = nullptr;  // valid until the next insert
   };
   // The deepest snapshot of a prefix of `tokens` whose length is a multiple of `align` or all of

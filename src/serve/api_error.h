@@ -14,7 +14,10 @@ class ApiError : public std::runtime_error {
   ApiError(int status, std::string message, std::string param = {}, std::string code = {},
            std::string type = "invalid_request_error")
       : std::runtime_error(std::move(message)),
-        status(status), param(std::move(param)), code(std::move(code)), type(std::move(type)) {}
+        status(status),
+        param(std::move(param)),
+        code(std::move(code)),
+        type(std::move(type)) {}
 
   nlohmann::json body() const;  // the error object; empty param or code become null
 

@@ -13,7 +13,8 @@ Fields::Fields(const nlohmann::json& object, const std::vector<std::string>& kno
     bad_field(where_.empty() ? "" : where_.substr(0, where_.size() - 1), "{} must be a JSON object",
               where_.empty() ? "the request body" : "'" + where_.substr(0, where_.size() - 1) + "'");
   for (const auto& [key, value] : object.items())
-    if (std::find(known.begin(), known.end(), key) == known.end()) bad_field(path(key), "unknown field '{}'", path(key));
+    if (std::find(known.begin(), known.end(), key) == known.end())
+      bad_field(path(key), "unknown field '{}'", path(key));
 }
 
 const nlohmann::json* Fields::get(const std::string& name) const {

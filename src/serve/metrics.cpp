@@ -13,7 +13,8 @@ std::string Metrics::prometheus() const {
   metric("request_errors_total", "counter", "HTTP requests answered with an error status", errors);
   metric("prompt_tokens_total", "counter", "Prompt tokens of the requests run", prompt_tokens);
   metric("completion_tokens_total", "counter", "Tokens generated", completion_tokens);
-  metric("prefill_tokens_total", "counter", "Prompt tokens run through the model (cache hits left out)", prefill_tokens);
+  metric("prefill_tokens_total", "counter", "Prompt tokens run through the model (cache hits left out)",
+         prefill_tokens);
   metric("prefill_seconds_total", "counter", "Time spent prefilling", prefill_seconds);
   metric("decode_steps_total", "counter", "Decode steps, each one token for every active sequence", decode_steps);
   metric("decode_tokens_total", "counter", "Tokens run through decode steps", decode_tokens);

@@ -14,10 +14,25 @@ namespace {
 using nlohmann::json;
 
 // The fields both endpoints share: sampling, limits, stop strings, streaming.
-const std::vector<std::string> kCommon = {"model", "max_tokens", "temperature", "top_p", "top_k", "min_p", "seed",
-                                          "stop", "n", "stream", "stream_options", "user", "repetition_penalty",
-                                          "presence_penalty", "frequency_penalty", "logprobs", "top_logprobs",
-                                          "logit_bias", "ignore_eos"};
+const std::vector<std::string> kCommon = {"model",
+                                          "max_tokens",
+                                          "temperature",
+                                          "top_p",
+                                          "top_k",
+                                          "min_p",
+                                          "seed",
+                                          "stop",
+                                          "n",
+                                          "stream",
+                                          "stream_options",
+                                          "user",
+                                          "repetition_penalty",
+                                          "presence_penalty",
+                                          "frequency_penalty",
+                                          "logprobs",
+                                          "top_logprobs",
+                                          "logit_bias",
+                                          "ignore_eos"};
 
 std::vector<std::string> with(std::vector<std::string> fields, const std::vector<std::string>& more) {
   fields.insert(fields.end(), more.begin(), more.end());
@@ -29,7 +44,8 @@ std::vector<int32_t> checked_ids(const json& ids, const std::string& param, int6
   for (const json& id : ids) {
     if (!id.is_number_integer()) bad_field(param, "'{}' must be an array of integer token ids", param);
     const int64_t v = id.is_number_unsigned() && id.get<uint64_t>() > uint64_t(INT64_MAX) ? -1 : id.get<int64_t>();
-    if (v < 0 || v >= vocab) bad_field(param, "token id {} in '{}' is outside the vocabulary [0, {})", id.dump(), param, vocab);
+    if (v < 0 || v >= vocab)
+      bad_field(param, "token id {} in '{}' is outside the vocabulary [0, {})", id.dump(), param, vocab);
     out.push_back(int32_t(v));
   }
   return out;
@@ -50,7 +66,8 @@ std::vector<std::string> read_stop(const Fields& fields) {
   const json* stop = fields.get("stop");
   if (!stop) return {};
   if (stop->is_string()) return {stop->get<std::string>()};
-  if (!stop->is_array() || stop->size() > 4) bad_field("stop", "'stop' must be a string or an array of up to 4 strings");
+  if (!stop->is_array() || stop->size() > 4)
+    bad_field("stop", "'stop' must be a string or an array of up to 4 strings");
   std::vector<std::string> out;
   for (const json& s : *stop) {
     if (!s.is_string()) bad_field("stop", "'stop' must be a string or an array of up to 4 strings");
@@ -66,24 +83,28 @@ GenerationRequest read_common(const Fields& fields, std::vector<int32_t> prompt,
   if (prompt.empty()) bad_field(prompt_param, "'{}' is empty: give at least one token", prompt_param);
   const int64_t room = limits.context - int64_t(prompt.size());
   if (room < 1)
-    throw ApiError(400, fmt::format("the prompt has {} tokens, and this server's context is {} tokens", prompt.size(),
-                                    limits.context), prompt_param, "context_length_exceeded");
+    throw ApiError(
+        400,
+        fmt::format("the prompt has {} tokens, and this server's context is {} tokens", prompt.size(), limits.context),
+        prompt_param, "context_length_exceeded");
   r.prompt = std::move(prompt);
   fields.string("model");
   fields.string("user");
   const std::string max_name = fields.get("max_completion_tokens") ? "max_completion_tokens" : "max_tokens";
   r.max_tokens = fields.integer(max_name, 1, INT64_MAX).value_or(std::min(default_max_tokens, room));
   if (r.max_tokens > room)
-    throw ApiError(400, fmt::format("'{}' is {}, but the prompt's {} tokens leave {} of the context's {}", max_name,
-                                    r.max_tokens, r.prompt.size(), room, limits.context), max_name,
-                   "context_length_exceeded");
+    throw ApiError(400,
+                   fmt::format("'{}' is {}, but the prompt's {} tokens leave {} of the context's {}", max_name,
+                               r.max_tokens, r.prompt.size(), room, limits.context),
+                   max_name, "context_length_exceeded");
   // OpenAI's defaults: plain sampling from the whole distribution.
-  r.sampling = {.temperature = float(fields.number("temperature", 0, 2).value_or(1.0)),
-                .top_k = fields.integer("top_k", 0, INT64_MAX).value_or(0),
-                .top_p = float(fields.number("top_p", 0, 1).value_or(1.0)),
-                .min_p = float(fields.number("min_p", 0, 1).value_or(0.0)),
-                .repetition_penalty = float(fields.number("repetition_penalty", 1e-3, 1e3).value_or(1.0)),
-                .seed = uint64_t(fields.integer("seed", INT64_MIN, INT64_MAX).value_or(int64_t(std::random_device()())))};
+  r.sampling = {
+      .temperature = float(fields.number("temperature", 0, 2).value_or(1.0)),
+      .top_k = fields.integer("top_k", 0, INT64_MAX).value_or(0),
+      .top_p = float(fields.number("top_p", 0, 1).value_or(1.0)),
+      .min_p = float(fields.number("min_p", 0, 1).value_or(0.0)),
+      .repetition_penalty = float(fields.number("repetition_penalty", 1e-3, 1e3).value_or(1.0)),
+      .seed = uint64_t(fields.integer("seed", INT64_MIN, INT64_MAX).value_or(int64_t(std::random_device()())))};
   if (r.sampling.top_p == 0) bad_field("top_p", "'top_p' must be above 0");
   if (fields.integer("n", 1, INT64_MAX).value_or(1) > 1) bad_field("n", "'n' above 1 is not supported yet");
   for (const char* name : {"presence_penalty", "frequency_penalty"}) {
@@ -116,8 +137,8 @@ ChatMessage read_message(const json& message, size_t index) {
     m.content = content->get<std::string>();
     return m;
   }
-  if (!content->is_array()) bad_field(fields.path("content"), "'{}' must be a string or an array of text parts",
-                                      fields.path("content"));
+  if (!content->is_array())
+    bad_field(fields.path("content"), "'{}' must be a string or an array of text parts", fields.path("content"));
   for (size_t i = 0; i < content->size(); ++i) {
     const Fields part((*content)[i], {"type", "text"}, fields.path(fmt::format("content[{}].", i)));
     if (part.string("type") != "text") bad_field(part.path("type"), "only text parts are supported ('type': 'text')");
@@ -154,8 +175,8 @@ GenerationRequest parse_chat(const json& body, const Tokenizer& tokenizer, const
     bad_field("messages", "'messages' must be a non-empty array of messages");
   std::vector<ChatMessage> chat;
   for (size_t i = 0; i < messages->size(); ++i) chat.push_back(read_message((*messages)[i], i));
-  GenerationRequest r = read_common(fields, tokenizer.encode(plain_chat_prompt(chat)), "messages",
-                                    limits.default_max_tokens, limits);
+  GenerationRequest r =
+      read_common(fields, tokenizer.encode(plain_chat_prompt(chat)), "messages", limits.default_max_tokens, limits);
   r.stop.push_back(kPlainChatStop);
   return r;
 }

@@ -11,7 +11,7 @@
 namespace ssm::serve {
 
 struct RequestLimits {
-  int64_t context = 4096;           // prompt + completion tokens per request
+  int64_t context = 4096;            // prompt + completion tokens per request
   int64_t default_max_tokens = 256;  // when a chat request gives no max_tokens (completions: 16, as OpenAI)
   int64_t vocab = 0;                 // the model's: prompt ids must be below it
 };

@@ -7,7 +7,8 @@ using nlohmann::json;
 namespace {
 json envelope(const ResponseContext& c, bool streamed, json choices) {
   const char* object = c.chat ? (streamed ? "chat.completion.chunk" : "chat.completion") : "text_completion";
-  return {{"id", c.id}, {"object", object}, {"created", c.created}, {"model", c.model}, {"choices", std::move(choices)}};
+  return {
+      {"id", c.id}, {"object", object}, {"created", c.created}, {"model", c.model}, {"choices", std::move(choices)}};
 }
 
 json reason(const std::string& finish_reason) { return finish_reason.empty() ? json() : json(finish_reason); }
@@ -22,8 +23,10 @@ json usage(int64_t prompt_tokens, const Job::Update& update) {
 
 json completion(const ResponseContext& c, const Job::Update& update, int64_t prompt_tokens) {
   json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", reason(update.finish_reason)}};
-  if (c.chat) choice["message"] = {{"role", "assistant"}, {"content", update.text}};
-  else choice["text"] = update.text;
+  if (c.chat)
+    choice["message"] = {{"role", "assistant"}, {"content", update.text}};
+  else
+    choice["text"] = update.text;
   json out = envelope(c, false, json::array({choice}));
   out["usage"] = usage(prompt_tokens, update);
   return out;

@@ -124,8 +124,8 @@ void Scheduler::prefill_chunk() {
       metrics_.cache_entries = cache_->entries();
     }
     if (!all_in) return;
-    auto sequence = std::make_unique<Sequence>(Sequence{job, Sampler(request.sampling), request.prompt, Utf8Stream(),
-                                                        StopStringFilter(request.stop)});
+    auto sequence = std::make_unique<Sequence>(
+        Sequence{job, Sampler(request.sampling), request.prompt, Utf8Stream(), StopStringFilter(request.stop)});
     const int32_t token = sequence->sampler.sample(progress.logits.data(), sample_vocab_, sequence->history);
     if (accept(*sequence, token)) {
       batch_.append(progress.state);
@@ -163,7 +163,8 @@ void Scheduler::step() {
   for (int64_t i = 0; i < rows; ++i) {
     Sequence& s = *active_[size_t(i)];
     try {
-      keep[size_t(i)] = accept(s, s.sampler.sample(logits.data<float>() + i * logits.size(1), sample_vocab_, s.history));
+      keep[size_t(i)] =
+          accept(s, s.sampler.sample(logits.data<float>() + i * logits.size(1), sample_vocab_, s.history));
     } catch (const std::exception& e) {
       s.job->fail(e.what());
       keep[size_t(i)] = false;

@@ -4,11 +4,11 @@
 // they decode together, one step for every active sequence per iteration. Finished and cancelled
 // sequences leave the batch at a step boundary; the others carry on.
 #pragma once
+#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <memory>
 #include <mutex>
-#include <condition_variable>
 #include <optional>
 #include <thread>
 #include <vector>
@@ -22,11 +22,11 @@
 namespace ssm::serve {
 
 struct SchedulerOptions {
-  int64_t slots = 4;                 // sequences decoding together
-  int64_t queue_limit = 64;          // requests waiting for a slot, beyond which submit() refuses
-  int64_t cache_bytes = 256 << 20;   // prefix-cache budget (0: no cache)
-  int64_t cache_chunk = 256;         // prefill chunk, and where snapshots are taken
-  int threads = 0;                   // CPU threads of the model's ops (0: all cores)
+  int64_t slots = 4;                // sequences decoding together
+  int64_t queue_limit = 64;         // requests waiting for a slot, beyond which submit() refuses
+  int64_t cache_bytes = 256 << 20;  // prefix-cache budget (0: no cache)
+  int64_t cache_chunk = 256;        // prefill chunk, and where snapshots are taken
+  int threads = 0;                  // CPU threads of the model's ops (0: all cores)
 };
 
 class Scheduler {
@@ -62,7 +62,7 @@ class Scheduler {
   std::unique_ptr<PrefixCache> cache_;
   CachedPrefill prefill_;
   BatchState batch_;
-  std::optional<Prefilling> prefilling_;  // holds a slot
+  std::optional<Prefilling> prefilling_;           // holds a slot
   std::vector<std::unique_ptr<Sequence>> active_;  // row i of batch_ is active_[i]
   Workspace ws_;
 

@@ -15,6 +15,7 @@ namespace ssm::serve {
 using nlohmann::json;
 
 namespace {
+
 // Counts a request in flight for as long as the last copy lives (a stream's provider holds one).
 class InFlight {
  public:
@@ -23,30 +24,6 @@ class InFlight {
  private:
   std::shared_ptr<std::atomic<int>> count_;
 };
-}  // namespace
-
-struct Server::Impl {
-  Impl(const LanguageModel& model, const Tokenizer& tokenizer, ServerOptions options);
-  void routes();
-  // Runs a handler, turning what it throws into OpenAI's error object.
-  httplib::Server::Handler guarded(std::function<void(const httplib::Request&, httplib::Response&)> handler);
-  void generate(const httplib::Request& req, httplib::Response& res, bool chat);
-  void stream(httplib::Response& res, std::shared_ptr<Job> job, ResponseContext context, InFlight counted);
-
-  const LanguageModel& model;
-  const Tokenizer& tokenizer;
-  ServerOptions options;
-  Metrics metrics;
-  Scheduler scheduler;
-  httplib::Server http;
-  std::atomic<int64_t> next_id = 0;
-  // Generation requests not yet answered: stop() lets them end (httplib cuts a stream short once stopped).
-  std::atomic<int> in_flight = 0;
-  const int64_t started = std::chrono::duration_cast<std::chrono::seconds>(
-                              std::chrono::system_clock::now().time_since_epoch()).count();
-};
-
-namespace {
 
 void send_error(httplib::Response& res, const ApiError& error) {
   res.status = error.status;
@@ -66,8 +43,28 @@ bool authorized(const httplib::Request& req, const std::string& key) {
 
 }  // namespace
 
+struct Server::Impl {
+  Impl(const LanguageModel& model, const Tokenizer& tokenizer, ServerOptions options);
+  void routes();
+  // Runs a handler, turning what it throws into OpenAI's error object.
+  httplib::Server::Handler guarded(std::function<void(const httplib::Request&, httplib::Response&)> handler);
+  void generate(const httplib::Request& req, httplib::Response& res, bool chat);
+  void stream(httplib::Response& res, std::shared_ptr<Job> job, ResponseContext context, InFlight counted);
+
+  const Tokenizer& tokenizer;
+  ServerOptions options;
+  Metrics metrics;
+  Scheduler scheduler;
+  httplib::Server http;
+  std::atomic<int64_t> next_id = 0;
+  // Generation requests not yet answered: stop() lets them end (httplib cuts a stream short once stopped).
+  std::atomic<int> in_flight = 0;
+  const int64_t started =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+};
+
 Server::Impl::Impl(const LanguageModel& model, const Tokenizer& tokenizer, ServerOptions opts)
-    : model(model), tokenizer(tokenizer), options(std::move(opts)), scheduler(model, tokenizer, options.scheduler, metrics) {
+    : tokenizer(tokenizer), options(std::move(opts)), scheduler(model, tokenizer, options.scheduler, metrics) {
   options.limits.vocab = model.config().vocab_size;
   // Each streamed or waiting request holds a thread: room for every slot and the whole queue.
   const size_t threads = size_t(options.scheduler.slots + options.scheduler.queue_limit + 4);
@@ -77,16 +74,17 @@ Server::Impl::Impl(const LanguageModel& model, const Tokenizer& tokenizer, Serve
     ++metrics.requests;
     if (options.api_key.empty() || req.path == "/health" || authorized(req, options.api_key))
       return httplib::Server::HandlerResponse::Unhandled;
-    send_error(res, ApiError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'", {}, "invalid_api_key"));
+    send_error(res,
+               ApiError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'", {}, "invalid_api_key"));
     return httplib::Server::HandlerResponse::Handled;
   });
   // Statuses httplib sets itself (404, 413, ...) get an error object too.
   http.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
-    const std::string message =
-        res.status == 404   ? "no such endpoint: " + req.method + " " + req.path
-        : res.status == 413 ? fmt::format("the request body is larger than {} bytes", options.max_body_bytes)
-                            : fmt::format("HTTP error {}", res.status);
+    const std::string message = res.status == 404 ? "no such endpoint: " + req.method + " " + req.path
+                                : res.status == 413
+                                    ? fmt::format("the request body is larger than {} bytes", options.max_body_bytes)
+                                    : fmt::format("HTTP error {}", res.status);
     send_error(res, ApiError(res.status, message, {}, res.status == 404 ? "not_found" : ""));
   });
   http.set_logger([this](const httplib::Request&, const httplib::Response& res) {
@@ -113,21 +111,22 @@ httplib::Server::Handler Server::Impl::guarded(
 void Server::Impl::routes() {
   http.Get("/health", guarded([](const auto&, auto& res) { send_json(res, {{"status", "ok"}}); }));
   http.Get("/v1/models", guarded([this](const auto&, auto& res) {
-    const json model_entry = {{"id", options.model_name}, {"object", "model"}, {"created", started}, {"owned_by", "ssm.cpp"}};
-    send_json(res, {{"object", "list"}, {"data", json::array({model_entry})}});
-  }));
+             const json model_entry = {
+                 {"id", options.model_name}, {"object", "model"}, {"created", started}, {"owned_by", "ssm.cpp"}};
+             send_json(res, {{"object", "list"}, {"data", json::array({model_entry})}});
+           }));
   http.Get("/metrics", guarded([this](const auto&, auto& res) {
-    res.set_content(metrics.prometheus(), "text/plain; version=0.0.4");
-  }));
+             res.set_content(metrics.prometheus(), "text/plain; version=0.0.4");
+           }));
   http.Post("/tokenize", guarded([this](const auto& req, auto& res) {
-    send_json(res, {{"tokens", parse_tokenize(parse_body(req.body), tokenizer)}});
-  }));
+              send_json(res, {{"tokens", parse_tokenize(parse_body(req.body), tokenizer)}});
+            }));
   http.Post("/detokenize", guarded([this](const auto& req, auto& res) {
-    Utf8Stream utf8;  // ids may end inside a character: what cannot be text becomes U+FFFD
-    std::string text = utf8.feed(tokenizer.decode(parse_detokenize(parse_body(req.body), tokenizer)));
-    text += utf8.flush();
-    send_json(res, {{"content", text}});
-  }));
+              Utf8Stream utf8;  // ids may end inside a character: what cannot be text becomes U+FFFD
+              std::string text = utf8.feed(tokenizer.decode(parse_detokenize(parse_body(req.body), tokenizer)));
+              text += utf8.flush();
+              send_json(res, {{"content", text}});
+            }));
   http.Post("/v1/completions", guarded([this](const auto& req, auto& res) { generate(req, res, false); }));
   http.Post("/v1/chat/completions", guarded([this](const auto& req, auto& res) { generate(req, res, true); }));
 }
@@ -135,8 +134,8 @@ void Server::Impl::routes() {
 void Server::Impl::generate(const httplib::Request& req, httplib::Response& res, bool chat) {
   const InFlight counted(in_flight);
   const json body = parse_body(req.body);
-  GenerationRequest request = chat ? parse_chat(body, tokenizer, options.limits)
-                                   : parse_completion(body, tokenizer, options.limits);
+  GenerationRequest request =
+      chat ? parse_chat(body, tokenizer, options.limits) : parse_completion(body, tokenizer, options.limits);
   const bool streamed = request.stream;
   const int64_t prompt_tokens = int64_t(request.prompt.size());
   auto job = std::make_shared<Job>(std::move(request));
@@ -146,22 +145,21 @@ void Server::Impl::generate(const httplib::Request& req, httplib::Response& res,
                    "rate_limit_error");
   if (submitted == Scheduler::Submitted::stopped)
     throw ApiError(503, "the server is shutting down", {}, {}, "server_error");
-  const ResponseContext context{chat, fmt::format("{}-{}", chat ? "chatcmpl" : "cmpl", next_id++), options.model_name,
-                                std::chrono::duration_cast<std::chrono::seconds>(
-                                    std::chrono::system_clock::now().time_since_epoch()).count()};
+  const ResponseContext context{
+      chat, fmt::format("{}-{}", chat ? "chatcmpl" : "cmpl", next_id++), options.model_name,
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count()};
   if (streamed) return stream(res, job, context, counted);
   const Job::Update done = job->wait();
   if (!done.error.empty()) throw ApiError(500, done.error, {}, {}, "server_error");
   send_json(res, completion(context, done, prompt_tokens));
 }
 
-void Server::Impl::stream(httplib::Response& res, std::shared_ptr<Job> job, ResponseContext context,
-                          InFlight counted) {
+void Server::Impl::stream(httplib::Response& res, std::shared_ptr<Job> job, ResponseContext context, InFlight counted) {
   res.set_header("Cache-Control", "no-cache");
   const int64_t prompt_tokens = int64_t(job->request().prompt.size());
   const bool include_usage = job->request().include_usage;
   auto provider = [job, context, prompt_tokens, include_usage, counted, first = true](size_t,
-                                                                                    httplib::DataSink& sink) mutable {
+                                                                                      httplib::DataSink& sink) mutable {
     const auto send = [&](const json& event) {
       const std::string line = "data: " + dump(event) + "\n\n";
       return sink.write(line.data(), line.size());
@@ -173,8 +171,10 @@ void Server::Impl::stream(httplib::Response& res, std::shared_ptr<Job> job, Resp
     if (ok && !update.text.empty()) ok = send(chunk(context, update.text));
     if (ok && update.finished) {
       // An error after the stream began can only be told inside it, as OpenAI's API does.
-      if (!update.error.empty()) ok = send(ApiError(500, update.error, {}, {}, "server_error").body());
-      else ok = send(chunk(context, "", update.finish_reason));
+      if (!update.error.empty())
+        ok = send(ApiError(500, update.error, {}, {}, "server_error").body());
+      else
+        ok = send(chunk(context, "", update.finish_reason));
       if (ok && include_usage && update.error.empty()) ok = send(usage_chunk(context, prompt_tokens, update));
       const std::string done = "data: [DONE]\n\n";
       if (ok && sink.write(done.data(), done.size())) sink.done();
@@ -194,8 +194,8 @@ Server::~Server() { stop(); }
 
 int Server::bind() {
   const auto& o = impl_->options;
-  const int port = o.port == 0 ? impl_->http.bind_to_any_port(o.host)
-                               : (impl_->http.bind_to_port(o.host, o.port) ? o.port : -1);
+  const int port =
+      o.port == 0 ? impl_->http.bind_to_any_port(o.host) : (impl_->http.bind_to_port(o.host, o.port) ? o.port : -1);
   SSM_CHECK(port > 0, "cannot listen on {}:{}", o.host, o.port);
   return port;
 }

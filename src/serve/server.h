@@ -16,7 +16,7 @@ namespace ssm::serve {
 
 struct ServerOptions {
   std::string host = "127.0.0.1";
-  int port = 8080;  // 0: any free port
+  int port = 8080;      // 0: any free port
   std::string api_key;  // empty: no authentication
   std::string model_name = "model";
   RequestLimits limits;  // vocab is the model's

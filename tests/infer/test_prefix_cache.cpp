@@ -18,7 +18,7 @@ float tag_of(const PrefixCache::Hit& hit) { return hit.snapshot ? hit.snapshot->
 TEST(PrefixCache, FindsTheDeepestSnapshotOfAPrefix) {
   PrefixCache cache(1 << 20);
   cache.insert(Ids{1, 2, 3, 4}, of_size(1, 4));
-  cache.insert(Ids{1, 2}, of_size(1, 2));        // splits the edge
+  cache.insert(Ids{1, 2}, of_size(1, 2));           // splits the edge
   cache.insert(Ids{1, 2, 9, 9, 9}, of_size(1, 9));  // branches at the split
   EXPECT_EQ(cache.entries(), 3);
   EXPECT_EQ(cache.find(Ids{1, 2, 3, 4, 5}).length, 4);

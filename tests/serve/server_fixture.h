@@ -5,8 +5,8 @@
 #include <httplib.h>
 
 #include <memory>
-#include <sstream>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <thread>
 
 #include "serve/server.h"
@@ -19,10 +19,11 @@ inline std::string fixture_dir(const std::string& name) { return std::string(SSM
 class RunningServer {
  public:
   RunningServer(const LanguageModel& model, const Tokenizer& tokenizer, ServerOptions options)
-      : server_(model, tokenizer, [&] {
-          options.port = 0;
-          return options;
-        }()),
+      : server_(model, tokenizer,
+                [&] {
+                  options.port = 0;
+                  return options;
+                }()),
         port_(server_.bind()),
         thread_([this] { server_.run(); }) {}
   ~RunningServer() {
@@ -55,7 +56,6 @@ inline json with_stream(json request) {
   request["stream"] = true;
   return request;
 }
-
 
 class ServerTest : public ::testing::Test {
  protected:
@@ -103,7 +103,8 @@ class ServerTest : public ::testing::Test {
     json values;
     std::istringstream lines(res->body);
     for (std::string line; std::getline(lines, line);)
-      if (line.rfind("ssm_", 0) == 0) values[line.substr(4, line.find(' ') - 4)] = std::stod(line.substr(line.find(' ')));
+      if (line.rfind("ssm_", 0) == 0)
+        values[line.substr(4, line.find(' ') - 4)] = std::stod(line.substr(line.find(' ')));
     return values;
   }
   // The data of each server-sent event ("[DONE]" as a string); stops reading after `keep` events.
@@ -133,6 +134,5 @@ class ServerTest : public ::testing::Test {
   static inline std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<RunningServer> server_;
 };
-
 
 }  // namespace ssm::serve

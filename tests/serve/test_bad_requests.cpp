@@ -124,7 +124,8 @@ TEST_F(ServerTest, ASlowClientHoldsUpNoOne) {
   ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)), 0);
   const std::string start = "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{";
   ASSERT_EQ(write(fd, start.data(), start.size()), ssize_t(start.size()));
-  for (int i = 0; i < 3; ++i) EXPECT_EQ(post_ok("/v1/completions", greedy("meanwhile", 2))["usage"]["completion_tokens"], 2);
+  for (int i = 0; i < 3; ++i)
+    EXPECT_EQ(post_ok("/v1/completions", greedy("meanwhile", 2))["usage"]["completion_tokens"], 2);
   close(fd);
 }
 

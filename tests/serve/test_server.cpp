@@ -33,7 +33,8 @@ TEST_F(ServerTest, APromptResumesFromTheDeepestChunkEnd) {
   const std::string prompt(40, 'a');
   EXPECT_EQ(post_ok("/v1/completions", greedy(prompt, 4))["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
   // Snapshots now at 16, 32 (chunk ends) and 40 (the prompt).
-  EXPECT_EQ(post_ok("/v1/completions", greedy(prompt + "cc", 4))["usage"]["prompt_tokens_details"]["cached_tokens"], 32);
+  EXPECT_EQ(post_ok("/v1/completions", greedy(prompt + "cc", 4))["usage"]["prompt_tokens_details"]["cached_tokens"],
+            32);
   EXPECT_EQ(post_ok("/v1/completions", greedy(prompt, 4))["usage"]["prompt_tokens_details"]["cached_tokens"], 40);
   EXPECT_EQ(post_ok("/v1/completions", greedy("b" + prompt, 4))["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
 }
@@ -54,7 +55,8 @@ TEST_F(ServerTest, StopsAtAStopString) {
 
 TEST_F(ServerTest, StreamsAChatCompletion) {
   json request = {{"messages", {{{"role", "system"}, {"content", "Be brief."}}, {{"role", "user"}, {"content", "Hi"}}}},
-                  {"max_tokens", 12}, {"temperature", 0}};
+                  {"max_tokens", 12},
+                  {"temperature", 0}};
   const json whole = post_ok("/v1/chat/completions", request);
   EXPECT_EQ(whole["object"], "chat.completion");
   EXPECT_EQ(whole["choices"][0]["message"]["role"], "assistant");
@@ -92,7 +94,8 @@ TEST_F(ServerTest, ConcurrentRequestsDecodeTogether) {
   std::vector<json> together(prompts.size());
   std::vector<std::thread> clients;
   for (size_t i = 0; i < prompts.size(); ++i)
-    clients.emplace_back([&, i] { together[i] = post_ok("/v1/completions", request(prompts[i]))["choices"][0]["text"]; });
+    clients.emplace_back(
+        [&, i] { together[i] = post_ok("/v1/completions", request(prompts[i]))["choices"][0]["text"]; });
   for (auto& c : clients) c.join();
   EXPECT_EQ(together, alone);
   const json after = metrics();
@@ -147,7 +150,8 @@ TEST_F(ServerTest, StoppingTheServerEndsAStreamWithAnError) {
   while (received == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   server.reset();  // returns once the stream has ended
   client.join();
-  EXPECT_NE(stream.find("the server is shutting down"), std::string::npos) << stream.substr(stream.size() - std::min<size_t>(stream.size(), 600));
+  EXPECT_NE(stream.find("the server is shutting down"), std::string::npos)
+      << stream.substr(stream.size() - std::min<size_t>(stream.size(), 600));
   EXPECT_TRUE(stream.ends_with("data: [DONE]\n\n"));
 }
 
