@@ -9,9 +9,11 @@ namespace ssm::serve {
 
 Fields::Fields(const nlohmann::json& object, const std::vector<std::string>& known, std::string where)
     : object_(object), where_(std::move(where)) {
-  if (!object.is_object())
-    bad_field(where_.empty() ? "" : where_.substr(0, where_.size() - 1), "{} must be a JSON object",
-              where_.empty() ? "the request body" : "'" + where_.substr(0, where_.size() - 1) + "'");
+  if (!object.is_object()) {
+    if (where_.empty()) bad_field("", "the request body must be a JSON object");
+    const std::string self = where_.substr(0, where_.size() - 1);  // "messages[2]." names "messages[2]"
+    bad_field(self, "'{}' must be a JSON object", self);
+  }
   for (const auto& [key, value] : object.items())
     if (std::find(known.begin(), known.end(), key) == known.end())
       bad_field(path(key), "unknown field '{}'", path(key));

@@ -34,6 +34,8 @@ TEST_F(ServerTest, WrongTypes) {
   expect_error(post("/v1/completions", with(base, "prompt", 5).dump()), 400, "prompt");
   expect_error(post("/v1/completions", with(base, "seed", true).dump()), 400, "seed");
   expect_error(post("/v1/chat/completions", chat("Hi").dump()), 400, "messages");
+  expect_error(post("/v1/chat/completions", chat({"Hi"}).dump()), 400, "messages[0]");
+  expect_error(post("/v1/completions", with(base, "stream_options", 1).dump()), 400, "stream_options");
   expect_error(post("/v1/chat/completions", chat({{{"role", 5}, {"content", "Hi"}}}).dump()), 400, "messages[0].role");
   expect_error(post("/v1/chat/completions", chat({{{"role", "user"}, {"content", 5}}}).dump()), 400,
                "messages[0].content");
