@@ -14,25 +14,10 @@ namespace {
 using nlohmann::json;
 
 // The fields both endpoints share: sampling, limits, stop strings, streaming.
-const std::vector<std::string> kCommon = {"model",
-                                          "max_tokens",
-                                          "temperature",
-                                          "top_p",
-                                          "top_k",
-                                          "min_p",
-                                          "seed",
-                                          "stop",
-                                          "n",
-                                          "stream",
-                                          "stream_options",
-                                          "user",
-                                          "repetition_penalty",
-                                          "presence_penalty",
-                                          "frequency_penalty",
-                                          "logprobs",
-                                          "top_logprobs",
-                                          "logit_bias",
-                                          "ignore_eos"};
+const std::vector<std::string> kCommon = {
+    "model", "max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "stop", "n", "stream", "stream_options",
+    "user", "repetition_penalty", "presence_penalty", "frequency_penalty", "logprobs", "top_logprobs", "logit_bias",
+    "ignore_eos"};
 
 std::vector<std::string> with(std::vector<std::string> fields, const std::vector<std::string>& more) {
   fields.insert(fields.end(), more.begin(), more.end());
@@ -175,8 +160,9 @@ GenerationRequest parse_chat(const json& body, const Tokenizer& tokenizer, const
     bad_field("messages", "'messages' must be a non-empty array of messages");
   std::vector<ChatMessage> chat;
   for (size_t i = 0; i < messages->size(); ++i) chat.push_back(read_message((*messages)[i], i));
-  GenerationRequest r =
-      read_common(fields, tokenizer.encode(plain_chat_prompt(chat)), "messages", limits.default_max_tokens, limits);
+  // Special tokens typed into a message stay text: a user cannot end the prompt's turns with them.
+  GenerationRequest r = read_common(fields, tokenizer.encode_ordinary(plain_chat_prompt(chat)), "messages",
+                                    limits.default_max_tokens, limits);
   r.stop.push_back(kPlainChatStop);
   return r;
 }

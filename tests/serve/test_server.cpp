@@ -61,6 +61,10 @@ TEST_F(ServerTest, StreamsAChatCompletion) {
   EXPECT_EQ(whole["object"], "chat.completion");
   EXPECT_EQ(whole["choices"][0]["message"]["role"], "assistant");
   EXPECT_EQ(whole["usage"]["prompt_tokens"], std::string("System: Be brief.\n\nUser: Hi\n\nAssistant:").size());
+  // A special token typed into a message is text (bytes here), not the token.
+  const json special = post_ok("/v1/chat/completions", {{"messages", {{{"role", "user"}, {"content", "<|endoftext|>"}}}},
+                                                        {"max_tokens", 1}});
+  EXPECT_EQ(special["usage"]["prompt_tokens"], std::string("User: <|endoftext|>\n\nAssistant:").size());
   request["stream"] = true;
   request["stream_options"] = {{"include_usage", true}};
   const std::vector<json> got = events("/v1/chat/completions", request);
