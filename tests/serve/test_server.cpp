@@ -37,6 +37,11 @@ TEST_F(ServerTest, APromptResumesFromTheDeepestChunkEnd) {
             32);
   EXPECT_EQ(post_ok("/v1/completions", greedy(prompt, 4))["usage"]["prompt_tokens_details"]["cached_tokens"], 40);
   EXPECT_EQ(post_ok("/v1/completions", greedy("b" + prompt, 4))["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+  const json m = metrics();
+  EXPECT_EQ(m["prefix_cache_hits_total"], 2);
+  EXPECT_EQ(m["prefix_cache_hit_tokens_total"], 72);
+  EXPECT_EQ(m["prefill_tokens_total"], 40 + 10 + 0 + 41);
+  EXPECT_GT(m["prefix_cache_bytes"], 0);
 }
 
 TEST_F(ServerTest, StopsAtAStopString) {
