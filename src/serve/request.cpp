@@ -66,6 +66,9 @@ GenerationRequest read_common(const Fields& fields, std::vector<int32_t> prompt,
                               int64_t default_max_tokens, const RequestLimits& limits) {
   GenerationRequest r;
   if (prompt.empty()) bad_field(prompt_param, "'{}' is empty: give at least one token", prompt_param);
+  for (int32_t id : prompt)  // text can encode past a model's vocabulary when its tokenizer is larger
+    if (id >= limits.vocab)
+      bad_field(prompt_param, "the tokenizer gives id {} but the model's vocabulary has {} ids", id, limits.vocab);
   const int64_t room = limits.context - int64_t(prompt.size());
   if (room < 1)
     throw ApiError(
