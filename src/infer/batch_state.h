@@ -22,8 +22,9 @@ class BatchState {
 
  private:
   const LanguageModel& model_;
-  // Rebuilt at each change: a step runs on a state whose batch is exactly the active rows, and a
-  // change copies one row per sequence, little next to the step that follows.
+  // Rebuilt at each change, since a step runs on a state whose batch is exactly the active rows: a
+  // change allocates the new batch and copies every row, about the state traffic of one decode step.
+  // Keeping the memory of the largest batch and stepping a view of its first rows would save that.
   ModelState state_;
 };
 
