@@ -3,6 +3,7 @@
 #include <httplib.h>
 
 #include <chrono>
+#include <mutex>
 #include <thread>
 
 #include "core/error.h"
@@ -59,6 +60,10 @@ struct Server::Impl {
   std::atomic<int64_t> next_id = 0;
   // Generation requests not yet answered: stop() lets them end (httplib cuts a stream short once stopped).
   std::atomic<int> in_flight = 0;
+  // httplib's stop() acts only while its loop runs: stop() must know whether run() has begun or ended.
+  std::mutex run_mutex;
+  bool run_called = false, stopped = false;
+  std::atomic<bool> run_returned = false;
   const int64_t started =
       std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 };
@@ -200,12 +205,29 @@ int Server::bind() {
   return port;
 }
 
-void Server::run() { impl_->http.listen_after_bind(); }
+void Server::run() {
+  {
+    const std::lock_guard lock(impl_->run_mutex);
+    if (impl_->stopped) return;
+    impl_->run_called = true;
+  }
+  impl_->http.listen_after_bind();
+  impl_->run_returned = true;
+}
 
 void Server::stop() {
   impl_->scheduler.stop();  // every job ends, with an error if it was running
   // Let the handlers send those ends, within reason: a client that reads nothing must not hold stop() up.
   for (int i = 0; i < 2000 && impl_->in_flight > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  bool run_called;
+  {
+    const std::lock_guard lock(impl_->run_mutex);
+    impl_->stopped = true;
+    run_called = impl_->run_called;
+  }
+  // A run() that has begun may not have reached httplib's loop yet, which a stop() before it would miss.
+  while (run_called && !impl_->http.is_running() && !impl_->run_returned)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   impl_->http.stop();
 }
 
