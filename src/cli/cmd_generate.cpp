@@ -20,6 +20,16 @@ namespace ssm::cli {
 
 Tensor read_token_ids(const std::string& path);  // cmd_ids.cpp
 
+std::unique_ptr<Tokenizer> model_tokenizer(const std::string& tokenizer, const std::string& folder,
+                                           const LanguageModel& model) {
+  if (!tokenizer.empty()) return load_tokenizer(tokenizer);
+  if (std::filesystem::exists(std::filesystem::path(folder) / "tokenizer.json")) return load_tokenizer(folder);
+  SSM_CHECK(model.config().vocab_size >= 257,
+            "model folder '{}' has no tokenizer.json and its vocabulary ({}) is too small for bytes: give --tokenizer",
+            folder, model.config().vocab_size);
+  return make_byte_tokenizer();
+}
+
 namespace {
 
 struct GenerateArgs {
@@ -38,15 +48,6 @@ void print_summary(const GenerationResult& result, const LanguageModel& model) {
     std::fprintf(stderr, "%lld of the decode steps replayed as one CUDA graph each\n", (long long)result.replayed_steps);
   std::fprintf(stderr, "weights %.1f MiB, peak resident memory %.1f MiB\n", double(model.weight_bytes()) / 1048576.0,
                double(peak_resident_bytes()) / 1048576.0);
-}
-
-std::unique_ptr<Tokenizer> tokenizer_for(const GenerateArgs& args, const LanguageModel& model) {
-  if (!args.tokenizer.empty()) return load_tokenizer(args.tokenizer);
-  if (std::filesystem::exists(std::filesystem::path(args.model) / "tokenizer.json")) return load_tokenizer(args.model);
-  SSM_CHECK(model.config().vocab_size >= 257,
-            "model folder '{}' has no tokenizer.json and its vocabulary ({}) is too small for bytes: give --tokenizer",
-            args.model, model.config().vocab_size);
-  return make_byte_tokenizer();
 }
 
 void write_ids(const std::string& path, const GenerationResult& result, int32_t pad) {
@@ -79,7 +80,7 @@ void run_from_ids(GenerateArgs& args, const LanguageModel& model) {
 }
 
 void run_from_text(GenerateArgs& args, const LanguageModel& model) {
-  const auto tokenizer = tokenizer_for(args, model);
+  const auto tokenizer = model_tokenizer(args.tokenizer, args.model, model);
   std::vector<std::string> texts = args.prompts;
   for (const auto& file : args.prompt_files) texts.push_back(read_text_file(file));
   std::vector<std::vector<int32_t>> prompts;

@@ -4,7 +4,13 @@
 #include <CLI/CLI.hpp>
 
 #include <functional>
+#include <memory>
 #include <string>
+
+namespace ssm {
+class LanguageModel;
+class Tokenizer;
+}  // namespace ssm
 
 namespace ssm::cli {
 
@@ -24,5 +30,10 @@ void add_threads_option(CLI::App& command, int* threads);
 void add_dtype_option(CLI::App& command, std::string* dtype);
 // --device cpu|cuda: where the model computes (cuda: BF16 unless --dtype f32).
 void add_device_option(CLI::App& command, std::string* device);
+
+// The tokenizer a model runs with: `tokenizer` when given (a tokenizer.json or a folder), else the
+// model folder's tokenizer.json, else bytes (when the vocabulary has room for them).
+std::unique_ptr<Tokenizer> model_tokenizer(const std::string& tokenizer, const std::string& folder,
+                                           const LanguageModel& model);
 
 }  // namespace ssm::cli

@@ -1,0 +1,43 @@
+// Prefill of one prompt through a prefix cache: start from the deepest snapshot of a prefix of the
+// prompt, run the rest in chunks that end at multiples of `chunk` tokens, and leave a snapshot at
+// each chunk end and at the prompt end. A run resumes only at a chunk end or from the snapshot of its
+// whole prompt: its chunks then end where a cold run's do, so on the CPU a hit gives a cold run's
+// logits bit for bit (resuming mid-chunk would change the sums' order, and the bits).
+#pragma once
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "core/workspace.h"
+#include "infer/prefix_cache.h"
+#include "model/language_model.h"
+
+namespace ssm {
+
+class CachedPrefill {
+ public:
+  // cache may be null (chunked prefill without snapshots). The model computes on the CPU.
+  CachedPrefill(const LanguageModel& model, PrefixCache* cache, int64_t chunk);
+
+  // A prompt's prefill so far.
+  struct Result {
+    ModelState state;           // batch 1, after the first `done` tokens
+    std::vector<float> logits;  // the next token's logits after them
+    int64_t cached_tokens = 0;  // prompt tokens the snapshot covered
+    int64_t done = 0;           // prompt tokens in the state
+  };
+  // The whole prefill. prompt: non-empty ids inside the vocabulary.
+  Result run(std::span<const int32_t> prompt);
+  // The same a chunk at a time (a server runs other work between chunks): start() takes the snapshot,
+  // each advance() runs one chunk of the same prompt and says whether the prompt is all in.
+  Result start(std::span<const int32_t> prompt);
+  bool advance(std::span<const int32_t> prompt, Result& progress);
+
+ private:
+  const LanguageModel& model_;
+  PrefixCache* cache_;
+  int64_t chunk_;
+  Workspace ws_;
+};
+
+}  // namespace ssm

@@ -1,0 +1,53 @@
+// Snapshots of one sequence's model state after a prompt prefix, kept in a radix tree over token ids
+// under a memory budget, the least recently used evicted first. A recurrent state has a fixed size
+// whatever the prefix's length, so a snapshot replaces the prefill of everything before it.
+#pragma once
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "model/language_model.h"
+
+namespace ssm {
+
+struct Snapshot {
+  ModelState state;           // batch 1
+  std::vector<float> logits;  // the next token's logits after the prefix (a whole-prompt hit needs no forward)
+  int64_t bytes() const { return state.bytes() + int64_t(logits.size() * sizeof(float)); }
+};
+
+class PrefixCache {
+ public:
+  explicit PrefixCache(int64_t budget_bytes);
+  ~PrefixCache();
+  PrefixCache(const PrefixCache&) = delete;
+  PrefixCache& operator=(const PrefixCache&) = delete;
+
+  struct Hit {
+    int64_t length = 0;                  // tokens the snapshot covers (0: none)
+    const Snapshot* snapshot = nullptr;  // valid until the next insert
+  };
+  // The deepest snapshot of a prefix of `tokens` whose length is a multiple of `align` or all of
+  // `tokens` (counted as a use).
+  Hit find(std::span<const int32_t> tokens, int64_t align = 1);
+  // Stores the snapshot after `tokens` (replacing one there), then evicts down to the budget. A
+  // snapshot larger than the whole budget is not kept.
+  void insert(std::span<const int32_t> tokens, Snapshot snapshot);
+
+  int64_t bytes() const { return bytes_; }
+  int64_t entries() const { return int64_t(lru_.size()); }
+
+ private:
+  struct Node;
+  void evict(Node* node);
+  // A node with no snapshot and one child takes the child's place (the tree stays a radix tree).
+  void merge_with_child(Node* node);
+
+  std::unique_ptr<Node> root_;
+  std::list<Node*> lru_;  // nodes holding a snapshot, most recently used first
+  int64_t budget_, bytes_ = 0;
+};
+
+}  // namespace ssm

@@ -1,0 +1,204 @@
+#include "serve/scheduler.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "core/error.h"
+#include "core/threads.h"
+#include "infer/sampler.h"
+#include "infer/stop_strings.h"
+#include "tokenizer/utf8_stream.h"
+
+namespace ssm::serve {
+
+struct Scheduler::Sequence {
+  std::shared_ptr<Job> job;
+  Sampler sampler;
+  std::vector<int32_t> history;  // prompt + generated, for the repetition penalty
+  Utf8Stream utf8;
+  StopStringFilter stops;
+  int32_t next = 0;  // the token the next step feeds
+  int64_t generated = 0;
+};
+
+namespace {
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+}  // namespace
+
+Scheduler::Scheduler(const LanguageModel& model, const Tokenizer& tokenizer, const SchedulerOptions& options,
+                     Metrics& metrics)
+    : model_(model),
+      tokenizer_(tokenizer),
+      options_(options),
+      metrics_(metrics),
+      sample_vocab_(std::min<int64_t>(tokenizer.vocab_size(), model.config().vocab_size)),
+      cache_(options.cache_bytes > 0 ? std::make_unique<PrefixCache>(options.cache_bytes) : nullptr),
+      prefill_(model, cache_.get(), options.cache_chunk),
+      batch_(model),
+      ws_(model.device()) {
+  SSM_CHECK(options.slots >= 1 && options.queue_limit >= 0, "--slots must be >= 1 and the queue limit >= 0");
+  metrics_.slots = options.slots;
+  thread_ = std::thread([this] { loop(); });
+}
+
+Scheduler::~Scheduler() { stop(); }
+
+Scheduler::Submitted Scheduler::submit(std::shared_ptr<Job> job) {
+  {
+    const std::lock_guard lock(mutex_);
+    if (stopping_) return Submitted::stopped;
+    if (int64_t(queue_.size()) >= options_.queue_limit) return Submitted::queue_full;
+    queue_.push_back(std::move(job));
+    metrics_.queue_length = int64_t(queue_.size());
+  }
+  wake_.notify_one();
+  return Submitted::queued;
+}
+
+void Scheduler::stop() {
+  {
+    const std::lock_guard lock(mutex_);
+    stopping_ = true;
+    for (auto& job : queue_) job->fail("the server is shutting down");
+    queue_.clear();
+  }
+  wake_.notify_one();
+  if (thread_.joinable()) thread_.join();
+}
+
+void Scheduler::loop() {
+  set_num_threads(options_.threads);  // OpenMP's thread count is per thread: set it on the one that computes
+  while (true) {
+    std::shared_ptr<Job> job;
+    {
+      std::unique_lock lock(mutex_);
+      wake_.wait(lock, [&] { return stopping_ || !queue_.empty() || !active_.empty() || prefilling_; });
+      if (stopping_) break;
+      if (!prefilling_ && !queue_.empty() && int64_t(active_.size()) < options_.slots) {
+        job = std::move(queue_.front());
+        queue_.pop_front();
+        metrics_.queue_length = int64_t(queue_.size());
+      }
+    }
+    if (job) start_prefill(job);
+    if (prefilling_) prefill_chunk();
+    if (!active_.empty()) step();
+    metrics_.slots_in_use = int64_t(active_.size()) + (prefilling_ ? 1 : 0);
+  }
+  if (prefilling_) prefilling_->job->fail("the server is shutting down");
+  for (auto& sequence : active_) sequence->job->fail("the server is shutting down");
+}
+
+void Scheduler::start_prefill(const std::shared_ptr<Job>& job) {
+  if (job->cancelled()) return;
+  try {
+    prefilling_ = Prefilling{job, prefill_.start(job->request().prompt)};
+  } catch (const std::exception& e) {
+    job->fail(e.what());
+    return;
+  }
+  const int64_t cached = prefilling_->progress.cached_tokens;
+  metrics_.prompt_tokens += int64_t(job->request().prompt.size());
+  if (cached > 0) {
+    ++metrics_.cache_hits;
+    metrics_.cache_hit_tokens += cached;
+  }
+  job->set_cached_tokens(cached);
+}
+
+void Scheduler::prefill_chunk() {
+  const std::shared_ptr<Job> job = prefilling_->job;
+  CachedPrefill::Result& progress = prefilling_->progress;
+  const GenerationRequest& request = job->request();
+  try {
+    if (job->cancelled()) throw std::runtime_error("cancelled");
+    const auto start = std::chrono::steady_clock::now();
+    const int64_t before = progress.done;
+    const bool all_in = prefill_.advance(request.prompt, progress);
+    metrics_.prefill_seconds += seconds_since(start);
+    metrics_.prefill_tokens += progress.done - before;
+    if (cache_) {
+      metrics_.cache_bytes = cache_->bytes();
+      metrics_.cache_entries = cache_->entries();
+    }
+    if (!all_in) return;
+    auto sequence = std::make_unique<Sequence>(
+        Sequence{job, Sampler(request.sampling), request.prompt, Utf8Stream(), StopStringFilter(request.stop)});
+    const int32_t token = sequence->sampler.sample(progress.logits.data(), sample_vocab_, sequence->history);
+    if (accept(*sequence, token)) {
+      batch_.append(progress.state);
+      active_.push_back(std::move(sequence));
+    }
+  } catch (const std::exception& e) {
+    if (!job->cancelled()) job->fail(e.what());
+  }
+  prefilling_.reset();
+}
+
+void Scheduler::step() {
+  // Cancelled sequences (the client went away) leave before the step rather than after it.
+  std::vector<bool> keep(active_.size());
+  for (size_t i = 0; i < active_.size(); ++i) keep[i] = !active_[i]->job->cancelled();
+  leave(keep);
+  if (active_.empty()) return;
+  const auto start = std::chrono::steady_clock::now();
+  const int64_t rows = int64_t(active_.size());
+  const WorkspaceScope scope(ws_);
+  Tensor ids = ws_.take({rows}, DType::I32);
+  for (int64_t i = 0; i < rows; ++i) ids.data<int32_t>()[i] = active_[size_t(i)]->next;
+  Tensor logits;
+  try {
+    logits = model_.step(ids, batch_.state(), ws_);
+  } catch (const std::exception& e) {  // a failed step leaves every state unknown: all sequences end
+    for (auto& sequence : active_) sequence->job->fail(e.what());
+    leave(std::vector<bool>(size_t(rows), false));
+    return;
+  }
+  metrics_.decode_seconds += seconds_since(start);
+  ++metrics_.decode_steps;
+  metrics_.decode_tokens += rows;
+  keep.assign(size_t(rows), false);
+  for (int64_t i = 0; i < rows; ++i) {
+    Sequence& s = *active_[size_t(i)];
+    try {
+      keep[size_t(i)] =
+          accept(s, s.sampler.sample(logits.data<float>() + i * logits.size(1), sample_vocab_, s.history));
+    } catch (const std::exception& e) {
+      s.job->fail(e.what());
+      keep[size_t(i)] = false;
+    }
+  }
+  leave(keep);
+}
+
+bool Scheduler::accept(Sequence& s, int32_t token) {
+  s.history.push_back(token);
+  ++s.generated;
+  ++metrics_.completion_tokens;
+  s.next = token;
+  const auto& eos = model_.config().eos_ids;
+  const bool is_eos = !s.job->request().ignore_eos && std::find(eos.begin(), eos.end(), token) != eos.end();
+  std::string text;
+  if (!is_eos && !tokenizer_.is_special(token)) text = s.stops.push(s.utf8.feed(tokenizer_.token_bytes(token)));
+  const bool at_limit = s.generated >= s.job->request().max_tokens;
+  const bool ends = is_eos || s.stops.stopped() || at_limit;
+  if (ends && !s.stops.stopped()) {
+    text += s.stops.push(s.utf8.flush());
+    text += s.stops.finish();
+  }
+  s.job->append(text, s.generated);
+  if (ends) s.job->finish(is_eos || s.stops.stopped() ? "stop" : "length");
+  return !ends;
+}
+
+void Scheduler::leave(const std::vector<bool>& keep) {
+  batch_.retain(keep);
+  std::vector<std::unique_ptr<Sequence>> kept;
+  for (size_t i = 0; i < active_.size(); ++i)
+    if (keep[i]) kept.push_back(std::move(active_[i]));
+  active_ = std::move(kept);
+}
+
+}  // namespace ssm::serve

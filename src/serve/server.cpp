@@ -1,0 +1,234 @@
+#include "serve/server.h"
+
+#include <httplib.h>
+
+#include <chrono>
+#include <mutex>
+#include <thread>
+
+#include "core/error.h"
+#include "serve/api_error.h"
+#include "serve/responses.h"
+#include "tokenizer/utf8_stream.h"
+
+namespace ssm::serve {
+
+using nlohmann::json;
+
+namespace {
+
+// Counts a request in flight for as long as the last copy lives (a stream's provider holds one).
+class InFlight {
+ public:
+  explicit InFlight(std::atomic<int>& count) : count_(&count, [](std::atomic<int>* c) { --*c; }) { ++count; }
+
+ private:
+  std::shared_ptr<std::atomic<int>> count_;
+};
+
+void send_error(httplib::Response& res, const ApiError& error) {
+  res.status = error.status;
+  res.set_content(dump(error.body()), "application/json");
+}
+
+void send_json(httplib::Response& res, const json& body) { res.set_content(dump(body), "application/json"); }
+
+bool authorized(const httplib::Request& req, const std::string& key) {
+  const std::string given = req.get_header_value("Authorization");
+  const std::string expected = "Bearer " + key;
+  // Compares every byte whatever the first difference: the time taken says nothing about the key.
+  unsigned char diff = given.size() != expected.size();
+  for (size_t i = 0; i < std::min(given.size(), expected.size()); ++i) diff |= given[i] ^ expected[i];
+  return diff == 0;
+}
+
+}  // namespace
+
+struct Server::Impl {
+  Impl(const LanguageModel& model, const Tokenizer& tokenizer, ServerOptions options);
+  void routes();
+  // Runs a handler, turning what it throws into OpenAI's error object.
+  httplib::Server::Handler guarded(std::function<void(const httplib::Request&, httplib::Response&)> handler);
+  void generate(const httplib::Request& req, httplib::Response& res, bool chat);
+  void stream(httplib::Response& res, std::shared_ptr<Job> job, ResponseContext context, InFlight counted);
+
+  const Tokenizer& tokenizer;
+  ServerOptions options;
+  Metrics metrics;
+  Scheduler scheduler;
+  httplib::Server http;
+  std::atomic<int64_t> next_id = 0;
+  // Generation requests not yet answered: stop() lets them end (httplib cuts a stream short once stopped).
+  std::atomic<int> in_flight = 0;
+  // httplib's stop() acts only while its loop runs: stop() must know whether run() has begun or ended.
+  std::mutex run_mutex;
+  bool run_called = false, stopped = false;
+  std::atomic<bool> run_returned = false;
+  const int64_t started =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+};
+
+Server::Impl::Impl(const LanguageModel& model, const Tokenizer& tokenizer, ServerOptions opts)
+    : tokenizer(tokenizer), options(std::move(opts)), scheduler(model, tokenizer, options.scheduler, metrics) {
+  options.limits.vocab = model.config().vocab_size;
+  // Each streamed or waiting request holds a thread: room for every slot and the whole queue.
+  const size_t threads = size_t(options.scheduler.slots + options.scheduler.queue_limit + 4);
+  http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  http.set_payload_max_length(options.max_body_bytes);
+  http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+    ++metrics.requests;
+    if (options.api_key.empty() || req.path == "/health" || authorized(req, options.api_key))
+      return httplib::Server::HandlerResponse::Unhandled;
+    send_error(res,
+               ApiError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'", {}, "invalid_api_key"));
+    return httplib::Server::HandlerResponse::Handled;
+  });
+  // Statuses httplib sets itself (404, 413, ...) get an error object too.
+  http.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty()) return;
+    const std::string message = res.status == 404 ? "no such endpoint: " + req.method + " " + req.path
+                                : res.status == 413
+                                    ? fmt::format("the request body is larger than {} bytes", options.max_body_bytes)
+                                    : fmt::format("HTTP error {}", res.status);
+    send_error(res, ApiError(res.status, message, {}, res.status == 404 ? "not_found" : ""));
+  });
+  http.set_logger([this](const httplib::Request&, const httplib::Response& res) {
+    if (res.status >= 400) ++metrics.errors;
+  });
+  routes();
+}
+
+httplib::Server::Handler Server::Impl::guarded(
+    std::function<void(const httplib::Request&, httplib::Response&)> handler) {
+  return [handler = std::move(handler)](const httplib::Request& req, httplib::Response& res) {
+    try {
+      handler(req, res);
+    } catch (const ApiError& e) {
+      send_error(res, e);
+    } catch (const ssm::Error& e) {  // bad input the layers below found (an unused token id, ...)
+      send_error(res, ApiError(400, e.what()));
+    } catch (const std::exception& e) {
+      send_error(res, ApiError(500, e.what(), {}, {}, "server_error"));
+    }
+  };
+}
+
+void Server::Impl::routes() {
+  http.Get("/health", guarded([](const auto&, auto& res) { send_json(res, {{"status", "ok"}}); }));
+  http.Get("/v1/models", guarded([this](const auto&, auto& res) {
+             const json model_entry = {
+                 {"id", options.model_name}, {"object", "model"}, {"created", started}, {"owned_by", "ssm.cpp"}};
+             send_json(res, {{"object", "list"}, {"data", json::array({model_entry})}});
+           }));
+  http.Get("/metrics", guarded([this](const auto&, auto& res) {
+             res.set_content(metrics.prometheus(), "text/plain; version=0.0.4");
+           }));
+  http.Post("/tokenize", guarded([this](const auto& req, auto& res) {
+              send_json(res, {{"tokens", parse_tokenize(parse_body(req.body), tokenizer)}});
+            }));
+  http.Post("/detokenize", guarded([this](const auto& req, auto& res) {
+              Utf8Stream utf8;  // ids may end inside a character: what cannot be text becomes U+FFFD
+              std::string text = utf8.feed(tokenizer.decode(parse_detokenize(parse_body(req.body), tokenizer)));
+              text += utf8.flush();
+              send_json(res, {{"content", text}});
+            }));
+  http.Post("/v1/completions", guarded([this](const auto& req, auto& res) { generate(req, res, false); }));
+  http.Post("/v1/chat/completions", guarded([this](const auto& req, auto& res) { generate(req, res, true); }));
+}
+
+void Server::Impl::generate(const httplib::Request& req, httplib::Response& res, bool chat) {
+  const InFlight counted(in_flight);
+  const json body = parse_body(req.body);
+  GenerationRequest request =
+      chat ? parse_chat(body, tokenizer, options.limits) : parse_completion(body, tokenizer, options.limits);
+  const bool streamed = request.stream;
+  const int64_t prompt_tokens = int64_t(request.prompt.size());
+  auto job = std::make_shared<Job>(std::move(request));
+  const auto submitted = scheduler.submit(job);
+  if (submitted == Scheduler::Submitted::queue_full)
+    throw ApiError(429, "the server is busy: too many requests are waiting; retry later", {}, "queue_full",
+                   "rate_limit_error");
+  if (submitted == Scheduler::Submitted::stopped)
+    throw ApiError(503, "the server is shutting down", {}, {}, "server_error");
+  const ResponseContext context{
+      chat, fmt::format("{}-{}", chat ? "chatcmpl" : "cmpl", next_id++), options.model_name,
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count()};
+  if (streamed) return stream(res, job, context, counted);
+  const Job::Update done = job->wait();
+  if (!done.error.empty()) throw ApiError(500, done.error, {}, {}, "server_error");
+  send_json(res, completion(context, done, prompt_tokens));
+}
+
+void Server::Impl::stream(httplib::Response& res, std::shared_ptr<Job> job, ResponseContext context, InFlight counted) {
+  res.set_header("Cache-Control", "no-cache");
+  const int64_t prompt_tokens = int64_t(job->request().prompt.size());
+  const bool include_usage = job->request().include_usage;
+  auto provider = [job, context, prompt_tokens, include_usage, counted, first = true](size_t,
+                                                                                      httplib::DataSink& sink) mutable {
+    const auto send = [&](const json& event) {
+      const std::string line = "data: " + dump(event) + "\n\n";
+      return sink.write(line.data(), line.size());
+    };
+    const Job::Update update = job->take(std::chrono::milliseconds(500));
+    bool ok = true;
+    if (context.chat && first) ok = send(chunk(context, "", {}, true));
+    first = false;
+    if (ok && !update.text.empty()) ok = send(chunk(context, update.text));
+    if (ok && update.finished) {
+      // An error after the stream began can only be told inside it, as OpenAI's API does.
+      if (!update.error.empty())
+        ok = send(ApiError(500, update.error, {}, {}, "server_error").body());
+      else
+        ok = send(chunk(context, "", update.finish_reason));
+      if (ok && include_usage && update.error.empty()) ok = send(usage_chunk(context, prompt_tokens, update));
+      const std::string done = "data: [DONE]\n\n";
+      if (ok && sink.write(done.data(), done.size())) sink.done();
+    }
+    if (!ok) job->cancel();  // the client went away: its sequence leaves the batch at the next step
+    return ok;
+  };
+  res.set_chunked_content_provider("text/event-stream", std::move(provider), [job](bool success) {
+    if (!success) job->cancel();
+  });
+}
+
+Server::Server(const LanguageModel& model, const Tokenizer& tokenizer, ServerOptions options)
+    : impl_(std::make_unique<Impl>(model, tokenizer, std::move(options))) {}
+
+Server::~Server() { stop(); }
+
+int Server::bind() {
+  const auto& o = impl_->options;
+  const int port =
+      o.port == 0 ? impl_->http.bind_to_any_port(o.host) : (impl_->http.bind_to_port(o.host, o.port) ? o.port : -1);
+  SSM_CHECK(port > 0, "cannot listen on {}:{}", o.host, o.port);
+  return port;
+}
+
+void Server::run() {
+  {
+    const std::lock_guard lock(impl_->run_mutex);
+    if (impl_->stopped) return;
+    impl_->run_called = true;
+  }
+  impl_->http.listen_after_bind();
+  impl_->run_returned = true;
+}
+
+void Server::stop() {
+  impl_->scheduler.stop();  // every job ends, with an error if it was running
+  // Let the handlers send those ends, within reason: a client that reads nothing must not hold stop() up.
+  for (int i = 0; i < 2000 && impl_->in_flight > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  bool run_called;
+  {
+    const std::lock_guard lock(impl_->run_mutex);
+    impl_->stopped = true;
+    run_called = impl_->run_called;
+  }
+  // A run() that has begun may not have reached httplib's loop yet, which a stop() before it would miss.
+  while (run_called && !impl_->http.is_running() && !impl_->run_returned)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  impl_->http.stop();
+}
+
+}  // namespace ssm::serve

@@ -1,0 +1,95 @@
+// The prefix cache: the deepest snapshot of a prefix wins, edges split and merge as a radix tree's
+// do, the budget holds with the least recently used evicted; and on the CPU a prefill that starts
+// from a snapshot gives a cold prefill's logits bit for bit.
+#include <gtest/gtest.h>
+
+#include "infer/cached_prefill.h"
+#include "model/fixture_util.h"
+
+namespace ssm {
+namespace {
+
+Snapshot of_size(int64_t floats, float tag) { return {ModelState(), std::vector<float>(size_t(floats), tag)}; }
+
+using Ids = std::vector<int32_t>;
+
+float tag_of(const PrefixCache::Hit& hit) { return hit.snapshot ? hit.snapshot->logits[0] : -1; }
+
+TEST(PrefixCache, FindsTheDeepestSnapshotOfAPrefix) {
+  PrefixCache cache(1 << 20);
+  cache.insert(Ids{1, 2, 3, 4}, of_size(1, 4));
+  cache.insert(Ids{1, 2}, of_size(1, 2));           // splits the edge
+  cache.insert(Ids{1, 2, 9, 9, 9}, of_size(1, 9));  // branches at the split
+  EXPECT_EQ(cache.entries(), 3);
+  EXPECT_EQ(cache.find(Ids{1, 2, 3, 4, 5}).length, 4);
+  EXPECT_EQ(tag_of(cache.find(Ids{1, 2, 3, 4, 5})), 4);
+  EXPECT_EQ(cache.find(Ids{1, 2, 3}).length, 2);  // a snapshot must cover whole tokens of the prompt only
+  EXPECT_EQ(cache.find(Ids{1, 2, 9, 9, 9}).length, 5);
+  EXPECT_EQ(cache.find(Ids{1, 2, 9, 9}).length, 2);
+  EXPECT_EQ(cache.find(Ids{1}).snapshot, nullptr);
+  EXPECT_EQ(cache.find(Ids{1, 2, 3, 4, 5}, 2).length, 4);
+  EXPECT_EQ(cache.find(Ids{1, 2, 9, 9, 9, 0}, 2).length, 2);  // 5 is not a multiple of 2
+  EXPECT_EQ(cache.find(Ids{1, 2, 9, 9, 9}, 2).length, 5);     // but is the whole prompt
+  EXPECT_EQ(cache.find(Ids{7, 1, 2}).snapshot, nullptr);
+  cache.insert(Ids{1, 2}, of_size(1, 22));  // replaces
+  EXPECT_EQ(tag_of(cache.find(Ids{1, 2, 3})), 22);
+  EXPECT_EQ(cache.entries(), 3);
+  EXPECT_EQ(cache.bytes(), 3 * int64_t(sizeof(float)));
+}
+
+TEST(PrefixCache, EvictsTheLeastRecentlyUsedWithinTheBudget) {
+  PrefixCache cache(10 * sizeof(float));
+  cache.insert(Ids{1, 2, 3}, of_size(4, 1));
+  cache.insert(Ids{1, 2, 5}, of_size(4, 2));
+  EXPECT_EQ(tag_of(cache.find(Ids{1, 2, 3})), 1);  // now {1,2,5} is the least recently used
+  cache.insert(Ids{8}, of_size(4, 3));
+  EXPECT_EQ(cache.entries(), 2);
+  EXPECT_EQ(cache.find(Ids{1, 2, 5}).snapshot, nullptr);
+  EXPECT_EQ(tag_of(cache.find(Ids{1, 2, 3})), 1);
+  EXPECT_EQ(tag_of(cache.find(Ids{8})), 3);
+  EXPECT_LE(cache.bytes(), 10 * int64_t(sizeof(float)));
+  cache.insert(Ids{9}, of_size(11, 4));  // larger than the whole budget: not kept, nothing evicted
+  EXPECT_EQ(cache.entries(), 2);
+  // Evicting down to one branch leaves a path that still finds what remains.
+  cache.insert(Ids{1, 2, 3, 4}, of_size(9, 5));
+  EXPECT_EQ(cache.entries(), 1);
+  EXPECT_EQ(cache.find(Ids{1, 2, 3, 4, 0}).length, 4);
+  EXPECT_EQ(cache.find(Ids{1, 2, 3}).snapshot, nullptr);
+}
+
+class CachedPrefillTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(CachedPrefillTest, AHitGivesTheColdLogitsBitForBit) {
+  const LanguageModel model = LanguageModel::load(fixture_dir(GetParam()));
+  Ids prompt;
+  for (int i = 0; i < 45; ++i) prompt.push_back(int32_t((i * 37 + 11) % 500));
+  const int64_t chunk = 16;
+  PrefixCache cache(64 << 20);
+  CachedPrefill warm(model, &cache, chunk), cold(model, nullptr, chunk);
+  // First the prompt's first 20 tokens (snapshots at 16 and 20), then prompts that extend them:
+  // each resumes from the deepest chunk end or from its own whole prompt.
+  const Ids first20(prompt.begin(), prompt.begin() + 20);
+  EXPECT_EQ(warm.run(first20).cached_tokens, 0);
+  for (auto [length, cached] : {std::pair{20, 20}, {21, 16}, {32, 16}, {45, 32}, {33, 32}}) {
+    const Ids p(prompt.begin(), prompt.begin() + length);
+    const auto hit = warm.run(p);
+    EXPECT_EQ(hit.cached_tokens, cached) << length;
+    EXPECT_EQ(hit.logits, cold.run(p).logits) << length << " tokens, " << hit.cached_tokens << " from the cache";
+  }
+  EXPECT_EQ(warm.run(prompt).cached_tokens, 45);
+  // A chunk at a time: from the snapshot at 32, chunks to 48 and 50.
+  Ids longer = prompt;
+  longer.insert(longer.end(), {7, 8, 9, 10, 11});
+  auto progress = warm.start(longer);
+  EXPECT_EQ(progress.done, 32);
+  EXPECT_FALSE(warm.advance(longer, progress));
+  EXPECT_EQ(progress.done, 48);
+  EXPECT_TRUE(warm.advance(longer, progress));
+  EXPECT_EQ(progress.done, 50);
+  EXPECT_EQ(progress.logits, cold.run(longer).logits);
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, CachedPrefillTest, ::testing::Values("mamba2_tiny", "bamba_tiny", "mamba_tiny"));
+
+}  // namespace
+}  // namespace ssm
