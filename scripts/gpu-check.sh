@@ -5,6 +5,7 @@
 # (dev/cuda/build.sh); where the build was made on another machine, scripts/gpu-carry.sh packs the
 # shared libraries it needs beside it. Logs go to $OUT when set (the device tool), else to build/gpu-check/.
 #   SSM_GPU_CHECK_PARTS="tests bench kernels generate"   the parts to run (default: all)
+#   SSM_DEMO_MODEL=DIR   the model `generate` runs besides a random 1.3B one (default runs/demo)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bin=build/release/bin
@@ -57,6 +58,14 @@ if wants kernels; then
 fi
 
 if wants generate; then
+  demo=${SSM_DEMO_MODEL:-runs/demo}  # scripts/demo.sh's model, where it has been trained
+  if [ -f "$demo/config.json" ]; then
+    echo "== ssm generate --device cuda (the demo model, $demo)"
+    "$bin/ssm" generate --model "$demo" --device cuda --prompt "Call me Ishmael." --max-new-tokens 400 \
+      --temperature 0.8 --seed 1 2>&1 | tee "$logs/generate-demo.log"
+    [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
+    summary+=("| generate demo | $(grep -E 'tok/s' "$logs/generate-demo.log" | tr '\n' ' ') |")
+  fi
   echo "== ssm generate --device cuda (random mamba2-1.3b-shaped folder, BF16)"
   model=$(mktemp -d)
   "$bin/ssm" bench --write-model mamba2-1.3b --dtype bf16 --out "$model/m" > /dev/null &&
