@@ -17,6 +17,13 @@ int64_t shape_numel(const Shape& shape) {
   return n;
 }
 
+std::optional<int64_t> checked_nbytes(const Shape& shape, DType dtype) {
+  int64_t n = int64_t(dtype_size(dtype));
+  for (int64_t extent : shape)
+    if (extent < 0 || __builtin_mul_overflow(n, extent, &n)) return std::nullopt;
+  return n;
+}
+
 Shape with_last(Shape shape, int64_t width) {
   SSM_CHECK(!shape.empty(), "with_last: a shape without dims");
   shape.back() = width;

@@ -17,6 +17,8 @@
 namespace ssm {
 namespace {
 
+// Far above any released tokenizer (about 256k ids); bounds the per-id tables.
+constexpr int64_t kMaxVocab = 1 << 24;
 // GPT-2's pre-tokenizer pattern: Hugging Face's ByteLevel default.
 constexpr const char* kGpt2Pattern =
     R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
@@ -391,6 +393,9 @@ BpeTokenizer::BpeTokenizer(const Json& json, const std::string& source) : serial
       }
     }
     SSM_CHECK(max_id >= 0, "'{}': the vocabulary is empty", source);
+    // The tables below are indexed by id: one stray huge id would size them in gigabytes.
+    SSM_CHECK(max_id < kMaxVocab, "'{}': token id {} is beyond any real vocabulary (at most {} ids)", source, max_id,
+              kMaxVocab);
     token_bytes_.assign(size_t(max_id + 1), std::string());
     has_token_.assign(size_t(max_id + 1), 0);
     special_.assign(size_t(max_id + 1), 0);
