@@ -261,7 +261,7 @@ void Tensor::copy_from(const Tensor& source) {
   const char* src = static_cast<const char*>(source.raw());
   const size_t src_size = dtype_size(source.dtype_), dest_size = dtype_size(dtype_);
   if (source.dtype_ == dtype_ && source.is_contiguous()) {
-    std::memcpy(dest, src, nbytes());
+    if (nbytes()) std::memcpy(dest, src, nbytes());  // an empty tensor's pointers may be null
     return;
   }
   const bool same_type = source.dtype_ == dtype_;
