@@ -9,14 +9,14 @@ cd "$(dirname "$0")/.."
 target=${1:?usage: scripts/fuzz.sh TARGET|all SECONDS [libFuzzer flags...]}
 seconds=${2:?usage: scripts/fuzz.sh TARGET|all SECONDS [libFuzzer flags...]}
 shift 2
-cmake --preset fuzz > /dev/null
-nice cmake --build --preset fuzz -j "${JOBS:-1}"
 if [[ $target == all ]]; then
   targets=$(cd fuzz && ls *.cpp | sed 's/\.cpp$//')
 else
   [[ -f fuzz/$target.cpp ]] || { echo "no fuzz target '$target' (see fuzz/*.cpp)" >&2; exit 2; }
   targets=$target
 fi
+cmake --preset fuzz > /dev/null
+nice cmake --build --preset fuzz -j "${JOBS:-1}"
 mkdir -p build/fuzz/artifacts
 for t in $targets; do
   mkdir -p "build/fuzz/corpus/$t"
