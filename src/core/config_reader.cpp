@@ -25,6 +25,14 @@ int64_t ConfigReader::integer(const std::string& key) const {
 int64_t ConfigReader::positive(const std::string& key) const {
   const int64_t v = integer(key);
   SSM_CHECK(v > 0, "{}: '{}' must be positive, got {}", source_, key, v);
+  SSM_CHECK(v <= kMaxSize, "{}: '{}' is {}, beyond any real model (at most {})", source_, key, v, kMaxSize);
+  return v;
+}
+
+int64_t ConfigReader::layers(const std::string& key) const {
+  const int64_t v = positive(key);
+  SSM_CHECK(v <= kMaxLayers, "{}: '{}' asks for {} layers, beyond any real model (at most {})", source_, key, v,
+            kMaxLayers);
   return v;
 }
 

@@ -1,6 +1,7 @@
 #include "core/npy.h"
 
 #include <cerrno>
+#include <charconv>
 #include <cstring>
 #include <fstream>
 #include <regex>
@@ -11,6 +12,9 @@ namespace ssm {
 
 namespace {
 const char kMagic[] = "\x93NUMPY";
+// NumPy's own reading limit (numpy.load's max_header_size); it also bounds std::regex, which recurses per
+// character and would overflow the stack on a header of megabytes.
+constexpr size_t kMaxHeaderBytes = 10000;
 
 bool dtype_from_descr(const std::string& descr, DType* out) {
   if (descr == "<i4") *out = DType::I32;
@@ -46,6 +50,8 @@ Tensor read_npy(const std::string& path) {
     for (int i = 3; i >= 0; --i) header_len = (header_len << 8) | uint8_t(bytes[8 + i]);
     header_start = 12;
   }
+  SSM_CHECK(header_len <= kMaxHeaderBytes, "'{}': .npy header of {} bytes is longer than NumPy's limit ({})", path,
+            header_len, kMaxHeaderBytes);
   SSM_CHECK(header_start + header_len <= bytes.size(), "'{}': truncated .npy header", path);
   const std::string header = bytes.substr(header_start, header_len);
 
@@ -67,13 +73,20 @@ Tensor read_npy(const std::string& path) {
   size_t consumed = 0;
   for (auto it = std::sregex_iterator(dims.begin(), dims.end(), number); it != std::sregex_iterator(); ++it) {
     SSM_CHECK(size_t(it->position()) == consumed, "'{}': bad .npy shape ({})", path, dims);
-    shape.push_back(std::stoll((*it)[1].str()));
+    const std::string digits = (*it)[1].str();
+    int64_t extent = 0;
+    const auto [end, error] = std::from_chars(digits.data(), digits.data() + digits.size(), extent);
+    SSM_CHECK(error == std::errc() && end == digits.data() + digits.size(), "'{}': .npy extent {} is too large",
+              path, digits);
+    shape.push_back(extent);
     consumed = size_t(it->position() + it->length());
   }
   SSM_CHECK(dims.find_first_not_of(" ,", consumed) == std::string::npos, "'{}': bad .npy shape ({})", path, dims);
 
   const size_t data_start = header_start + header_len;
-  const size_t expected = size_t(shape_numel(shape)) * dtype_size(dtype);
+  const std::optional<int64_t> nbytes = checked_nbytes(shape, dtype);
+  SSM_CHECK(nbytes, "'{}': .npy shape ({}) is too large", path, dims);
+  const size_t expected = size_t(*nbytes);
   SSM_CHECK(bytes.size() - data_start == expected, "'{}': shape {} needs {} data bytes but the file has {}", path,
             shape_str(shape), expected, bytes.size() - data_start);
   Tensor tensor = Tensor::empty(shape, dtype);

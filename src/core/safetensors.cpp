@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/file_util.h"
+#include "core/json.h"
 
 namespace ssm {
 
@@ -71,7 +72,9 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
     SSM_CHECK(begin <= end && end <= data_size,
               "'{}': tensor '{}' data [{}, {}) lies outside the file's {} data bytes (truncated file?)", path,
               name, begin, end, data_size);
-    const uint64_t expected = uint64_t(shape_numel(shape)) * dtype_size(dtype);
+    const std::optional<int64_t> nbytes = checked_nbytes(shape, dtype);
+    SSM_CHECK(nbytes, "'{}': tensor '{}' has an impossible shape {}", path, name, entry["shape"].dump());
+    const uint64_t expected = uint64_t(*nbytes);
     SSM_CHECK(end - begin == expected, "'{}': tensor '{}' of shape {} {} needs {} bytes but has {}", path, name,
               shape_str(shape), dtype_name(dtype), expected, end - begin);
     spans.push_back({begin, end, name});
@@ -95,6 +98,22 @@ std::vector<std::string> SafetensorsFile::names() const {
   std::vector<std::string> out;
   for (const auto& [name, tensor] : tensors_) out.push_back(name);
   return out;
+}
+
+std::map<std::string, std::string> read_safetensors_index(const std::string& path) {
+  const Json json = read_json_file(path);
+  SSM_CHECK(json.is_object() && json.contains("weight_map") && json["weight_map"].is_object(),
+            "'{}' has no weight_map", path);
+  std::map<std::string, std::string> shards;
+  for (const auto& [name, shard] : json["weight_map"].items()) {
+    SSM_CHECK(shard.is_string(), "'{}': weight_map entry '{}' is not a file name", path, name);
+    const std::string file = shard.get<std::string>();
+    SSM_CHECK(!file.empty() && file != "." && file != ".." && file.find('/') == std::string::npos &&
+                  file.find('\0') == std::string::npos,
+              "'{}': weight_map entry '{}' names '{}', which is not a file beside the index", path, name, file);
+    shards[name] = file;
+  }
+  return shards;
 }
 
 void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,

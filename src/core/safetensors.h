@@ -28,6 +28,10 @@ class SafetensorsFile {
   std::map<std::string, std::string> metadata_;
 };
 
+// A sharded checkpoint's model.safetensors.index.json: tensor name → shard file. Shards are plain file
+// names beside the index (a name with a folder in it could point anywhere). Throws ssm::Error naming the file.
+std::map<std::string, std::string> read_safetensors_index(const std::string& path);
+
 // Writes tensors (in the given order) to `path` through a temporary file and a rename.
 void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
                        const std::map<std::string, std::string>& metadata = {{"format", "pt"}});

@@ -17,6 +17,13 @@ int64_t shape_numel(const Shape& shape) {
   return n;
 }
 
+std::optional<int64_t> checked_nbytes(const Shape& shape, DType dtype) {
+  int64_t n = int64_t(dtype_size(dtype));
+  for (int64_t extent : shape)
+    if (extent < 0 || __builtin_mul_overflow(n, extent, &n)) return std::nullopt;
+  return n;
+}
+
 Shape with_last(Shape shape, int64_t width) {
   SSM_CHECK(!shape.empty(), "with_last: a shape without dims");
   shape.back() = width;
@@ -254,7 +261,7 @@ void Tensor::copy_from(const Tensor& source) {
   const char* src = static_cast<const char*>(source.raw());
   const size_t src_size = dtype_size(source.dtype_), dest_size = dtype_size(dtype_);
   if (source.dtype_ == dtype_ && source.is_contiguous()) {
-    std::memcpy(dest, src, nbytes());
+    if (nbytes()) std::memcpy(dest, src, nbytes());  // an empty tensor's pointers may be null
     return;
   }
   const bool same_type = source.dtype_ == dtype_;

@@ -5,6 +5,7 @@
 #include <functional>
 #include <initializer_list>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,9 @@ namespace ssm {
 using Shape = std::vector<int64_t>;
 std::string shape_str(const Shape& shape);
 int64_t shape_numel(const Shape& shape);
+// The bytes of a tensor of `shape` read from a file: nullopt for a negative extent, or when the
+// element count or the byte count does not fit in int64 (a file's shape must not wrap to a small size).
+std::optional<int64_t> checked_nbytes(const Shape& shape, DType dtype);
 // `shape` with its last extent replaced by `width` (the output shape of a row-wise map).
 Shape with_last(Shape shape, int64_t width);
 

@@ -161,18 +161,11 @@ std::map<std::string, std::shared_ptr<SafetensorsFile>> open_weights(const std::
     auto file = std::make_shared<SafetensorsFile>(SafetensorsFile::open(single.string()));
     for (const auto& name : file->names()) by_name[name] = file;
   } else if (fs::exists(index)) {
-    const Json json = read_json_file(index.string());
-    SSM_CHECK(json.contains("weight_map") && json["weight_map"].is_object(), "'{}' has no weight_map",
-              index.string());
     std::map<std::string, std::shared_ptr<SafetensorsFile>> files;
-    for (const auto& [name, shard] : json["weight_map"].items()) {
-      SSM_CHECK(shard.is_string(), "'{}': weight_map entry '{}' is not a file name", index.string(), name);
-      auto& file = files[shard.get<std::string>()];
-      if (!file)
-        file = std::make_shared<SafetensorsFile>(
-            SafetensorsFile::open((fs::path(folder) / shard.get<std::string>()).string()));
-      SSM_CHECK(file->contains(name), "'{}': tensor '{}' is not in '{}'", index.string(), name,
-                shard.get<std::string>());
+    for (const auto& [name, shard] : read_safetensors_index(index.string())) {
+      auto& file = files[shard];
+      if (!file) file = std::make_shared<SafetensorsFile>(SafetensorsFile::open((fs::path(folder) / shard).string()));
+      SSM_CHECK(file->contains(name), "'{}': tensor '{}' is not in '{}'", index.string(), name, shard);
       by_name[name] = file;
     }
   } else {

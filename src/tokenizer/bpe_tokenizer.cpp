@@ -17,6 +17,18 @@
 namespace ssm {
 namespace {
 
+// Far above any released tokenizer (about 256k ids); bounds the per-id tables, which one stray huge id
+// would otherwise size in gigabytes.
+constexpr int64_t kMaxVocab = 1 << 24;
+
+// A token's id as the file gives it: an integer in [0, kMaxVocab). Checked before get<int64_t>(), which
+// is undefined for a float such as 1e77.
+int32_t file_token_id(const Json& id, const std::string& source, const std::string& token) {
+  SSM_CHECK(id.is_number_integer() && id.get<int64_t>() >= 0 && id.get<int64_t>() < kMaxVocab,
+            "'{}': token '{}' has a bad id {} (ids are integers from 0 to {})", source, token, id.dump(),
+            kMaxVocab - 1);
+  return int32_t(id.get<int64_t>());
+}
 // GPT-2's pre-tokenizer pattern: Hugging Face's ByteLevel default.
 constexpr const char* kGpt2Pattern =
     R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
@@ -368,25 +380,22 @@ BpeTokenizer::BpeTokenizer(const Json& json, const std::string& source) : serial
     id_of_text.reserve(vocab.size() * 2);
     int64_t max_id = -1;
     for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-      const int64_t id = it.value().get<int64_t>();
-      SSM_CHECK(id >= 0 && id < INT32_MAX, "'{}': vocabulary token '{}' has a bad id {}", source, it.key(), id);
-      id_of_text.emplace(it.key(), int32_t(id));
-      max_id = std::max(max_id, id);
+      const int32_t id = file_token_id(it.value(), source, it.key());
+      id_of_text.emplace(it.key(), id);
+      max_id = std::max<int64_t>(max_id, id);
     }
     std::vector<AddedToken> added;
     if (json.contains("added_tokens") && json["added_tokens"].is_array()) {
       for (const Json& node : json["added_tokens"]) {
         AddedToken token;
         token.content = node.at("content").get<std::string>();
-        const int64_t id = node.at("id").get<int64_t>();
-        SSM_CHECK(id >= 0 && id < INT32_MAX, "'{}': added token '{}' has a bad id {}", source, token.content, id);
-        token.id = int32_t(id);
+        token.id = file_token_id(node.at("id"), source, token.content);
         token.special = node.value("special", false);
         token.single_word = node.value("single_word", false);
         token.lstrip = node.value("lstrip", false);
         token.rstrip = node.value("rstrip", false);
         token.normalized = node.value("normalized", !token.special);
-        max_id = std::max(max_id, id);
+        max_id = std::max<int64_t>(max_id, token.id);
         added.push_back(token);
       }
     }

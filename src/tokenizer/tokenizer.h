@@ -3,7 +3,8 @@
 //     Mamba, Llama-3-style Split+ByteLevel), loaded by load_tokenizer();
 //   - ByteTokenizer (byte_tokenizer.h): 256 byte ids plus specials, for models without a tokenizer.json,
 //     made by make_byte_tokenizer().
-// Text is bytes: encode() accepts any bytes, including invalid UTF-8, and decode(encode(x)) == x. decode()
+// Text is bytes: encode() accepts any bytes, including invalid UTF-8, and decode(encode(x)) == x (but for the
+// spaces that an added token with lstrip/rstrip swallows, as in Hugging Face's, and NFC's changes). decode()
 // returns bytes too, which may end inside a UTF-8 character when the ids stop mid-character (use
 // Utf8Stream, utf8_stream.h, to print text as tokens arrive).
 // encode()/decode() are const and thread-safe.

@@ -76,8 +76,12 @@ TokenFile read_token_file(const std::string& path) {
     SSM_CHECK(count <= (bytes.size() - kHeader) / width && bytes.size() - kHeader == count * width,
               "'{}': the header promises {} ids ({} bytes) but the file holds {} bytes of ids", path, count,
               count * width, bytes.size() - kHeader);
-    out.vocab_size = int64_t(read_le<uint64_t>(p + 24));
-    out.text_bytes = int64_t(read_le<uint64_t>(p + 32));
+    const uint64_t vocab_size = read_le<uint64_t>(p + 24), text_bytes = read_le<uint64_t>(p + 32);
+    // Ids are int32; a larger field would turn negative in int64 and poison every later size check.
+    SSM_CHECK(vocab_size <= uint64_t(INT32_MAX) + 1 && text_bytes <= uint64_t(INT64_MAX),
+              "'{}': the header's vocab_size {} or text_bytes {} is out of range", path, vocab_size, text_bytes);
+    out.vocab_size = int64_t(vocab_size);
+    out.text_bytes = int64_t(text_bytes);
     out.ids.resize(count);
     const unsigned char* d = p + kHeader;
     for (uint64_t i = 0; i < count; ++i) {

@@ -20,6 +20,21 @@ std::string temp_file(const std::string& name) {
   return (fs::temp_directory_path() / ("ssm_core_" + std::to_string(::getpid()) + "_" + name)).string();
 }
 
+// A safetensors file's bytes: the header's length, the header, the data.
+std::string safetensors_bytes(const Json& header, const std::string& data) {
+  const std::string text = header.dump();
+  std::string bytes(8, '\0');
+  for (int i = 0; i < 8; ++i) bytes[size_t(i)] = char((text.size() >> (8 * i)) & 0xff);
+  return bytes + text + data;
+}
+
+// A version 1.0 .npy file's bytes with `header` (padded) and `data`.
+std::string npy_bytes(std::string header, const std::string& data) {
+  header.append((64 - (10 + header.size() + 1) % 64) % 64, ' ');
+  header.push_back('\n');
+  return std::string("\x93NUMPY\x01\x00", 8) + char(header.size() & 0xff) + char(header.size() >> 8) + header + data;
+}
+
 TEST(CoreDType, HalfAndBfloatConversions) {
   for (float v : {0.0f, 1.0f, -2.5f, 65504.0f, 6.1035156e-05f, 5.9604645e-08f, 0.333251953125f}) {
     EXPECT_EQ(f16_to_f32(f32_to_f16(v)), v) << v;  // exactly representable in f16
@@ -105,15 +120,69 @@ TEST(CoreSafetensors, RoundTripAndOverlapRefused) {
   for (int i = 7; i >= 0; --i) header_size = (header_size << 8) | uint8_t(bytes[size_t(i)]);
   Json header = Json::parse(bytes.substr(8, header_size));
   header["b"]["data_offsets"] = {8, 16};
-  std::string text = header.dump();
-  std::string rebuilt(8, '\0');
-  for (int i = 0; i < 8; ++i) rebuilt[size_t(i)] = char((text.size() >> (8 * i)) & 0xff);
-  write_text_file(path, rebuilt + text + bytes.substr(8 + header_size));
+  write_text_file(path, safetensors_bytes(header, bytes.substr(8 + header_size)));
   try {
     SafetensorsFile::open(path);
     FAIL() << "overlap accepted";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("overlap"), std::string::npos) << e.what();
+  }
+  fs::remove(path);
+}
+
+// Sanitizer finding: the element count of a stored shape was multiplied without a bound, so a shape
+// whose size wraps (2^32 × 2^32 = 2^64 → 0, signed overflow) passed as a tensor of 0 bytes, and an extent
+// above 2^63 became negative.
+TEST(CoreSafetensors, RefusesShapesWhoseSizeOverflows) {
+  const std::string path = temp_file("huge.safetensors");
+  const uint64_t big = 1ull << 32;
+  for (const Json& shape : {Json{big, big}, Json{(1ull << 63) + 1}, Json{1ull << 62, 4}}) {
+    write_text_file(path, safetensors_bytes({{"w", {{"dtype", "F32"}, {"shape", shape}, {"data_offsets", {0, 0}}}}}, ""));
+    try {
+      SafetensorsFile::open(path);
+      FAIL() << "shape " << shape.dump() << " accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("impossible shape"), std::string::npos) << e.what();
+    }
+  }
+  fs::remove(path);
+}
+
+TEST(CoreSafetensors, IndexNamesOnlyFilesBesideIt) {
+  const std::string path = temp_file("model.safetensors.index.json");
+  write_text_file(path, R"({"metadata": {}, "weight_map": {"a": "model-1.safetensors", "b": "model-2.safetensors"}})");
+  const auto shards = read_safetensors_index(path);
+  EXPECT_EQ(shards.at("a"), "model-1.safetensors");
+  EXPECT_EQ(shards.at("b"), "model-2.safetensors");
+  for (const char* shard : {"../secret.safetensors", "/etc/passwd", "", "..", "sub/model.safetensors"}) {
+    write_text_file(path, Json{{"weight_map", {{"a", shard}}}}.dump());
+    EXPECT_THROW(read_safetensors_index(path), Error) << shard;
+  }
+  for (const char* text : {R"({"weight_map": {"a": 1}})", R"({"weight_map": []})", "[]"}) {
+    write_text_file(path, text);
+    EXPECT_THROW(read_safetensors_index(path), Error) << text;
+  }
+  fs::remove(path);
+}
+
+// Sanitizer findings: an extent with more digits than int64 holds escaped as std::out_of_range (not
+// ssm::Error), a shape whose size wraps passed the size check, and a header of megabytes sent std::regex
+// (recursive) into a stack overflow.
+TEST(CoreNpy, RefusesHugeExtentsAndHeaders) {
+  const std::string path = temp_file("huge.npy");
+  for (const char* shape : {"(99999999999999999999,)", "(4294967296, 4294967296)", "(4611686018427387904, 2)"}) {
+    write_text_file(path, npy_bytes(fmt::format("{{'descr': '<f4', 'fortran_order': False, 'shape': {}, }}", shape), ""));
+    EXPECT_THROW(read_npy(path), Error) << shape;
+  }
+  std::string header = "{'descr': '" + std::string(200000, 'x') + "', 'fortran_order': False, 'shape': (1,), }\n";
+  std::string v2("\x93NUMPY\x02\x00", 8);
+  for (int i = 0; i < 4; ++i) v2.push_back(char((header.size() >> (8 * i)) & 0xff));
+  write_text_file(path, v2 + header + "abcd");
+  try {
+    read_npy(path);
+    FAIL() << "a 200 kB header accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("limit"), std::string::npos) << e.what();
   }
   fs::remove(path);
 }

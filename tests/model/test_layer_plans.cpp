@@ -5,11 +5,13 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/json.h"
 #include "core/random.h"
 #include "infer/generator.h"
 #include "model/config.h"
 #include "model/language_model.h"
 #include "train/init.h"
+#include "model/fixture_util.h"
 
 namespace ssm {
 namespace {
@@ -65,6 +67,25 @@ TEST(LayerPlan, OneClearErrorPerMistake) {
   Json mamba = plan({"mamba2"});
   mamba["mamba2"]["n_groups"] = 3;
   EXPECT_NE(error_of(mamba).find("multiple of n_groups"), std::string::npos);
+}
+
+// Found while writing the config fuzz target: a layer count of 10^12 built a plan per layer until memory
+// ran out, and sizes near 2^63 overflowed in products (pad_vocab_size_multiple rounding, expand × d_model).
+TEST(LayerPlan, SizesAndLayerCountsAreBounded) {
+  for (const char* name : {"mamba_tiny", "mamba2_tiny", "bamba_tiny", "jamba_tiny", "falcon_h1_tiny", "xlstm_tiny"}) {
+    const Json config = read_json_file(fixture_dir(name) + "/config.json");
+    const char* layers_key = config.contains("num_blocks") ? "num_blocks" : "num_hidden_layers";
+    Json many_layers = config;
+    many_layers[layers_key] = int64_t(1e12);
+    if (config.contains("num_hidden_layers")) many_layers["num_hidden_layers"] = int64_t(1e12);
+    EXPECT_NE(error_of(many_layers).find("beyond any real model"), std::string::npos) << name;
+    Json wide = config;
+    wide["hidden_size"] = int64_t(1) << 62;
+    if (config.contains("embedding_dim")) wide["embedding_dim"] = int64_t(1) << 62;
+    EXPECT_NE(error_of(wide).find("beyond any real model"), std::string::npos) << name;
+  }
+  const Json state_spaces = {{"d_model", 64}, {"n_layer", 2}, {"vocab_size", INT64_MAX}};
+  EXPECT_NE(error_of(state_spaces).find("beyond any real model"), std::string::npos);
 }
 
 double relative_error(const Tensor& got, const Tensor& want) {

@@ -304,5 +304,25 @@ TEST(TokenizerBpe, BadIdsAreErrors) {
   EXPECT_THROW(tok.set_eos_id(401), Error);
 }
 
+// One id near INT32_MAX sized the per-id tables at 2^31 entries (tens of GB: bad_alloc or the OOM killer
+// instead of an error); fuzz_tokenizer_json found that an id of 2.5e77 (a float) reached get<int64_t>(),
+// undefined behaviour.
+TEST(TokenizerBpe, AHugeOrFractionalIdIsAnError) {
+  for (const Json& id : {Json(2147483000), Json(2.5e77), Json(3.5), Json(-1)}) {
+    Json vocab_id = make_bpe_json({});
+    vocab_id["model"]["vocab"]["zz"] = id;
+    Json added_id = make_bpe_json({});
+    added_id["added_tokens"].push_back({{"id", id}, {"content", "<x>"}, {"special", true}});
+    for (const Json& json : {vocab_id, added_id}) {
+      try {
+        BpeTokenizer tok(json, "huge");
+        FAIL() << "id " << id.dump() << " accepted";
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("has a bad id"), std::string::npos) << e.what();
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace ssm

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -67,6 +68,10 @@ TEST_F(TrainData, BadFilesGiveClearErrors) {
   std::string bytes = read_text_file(path("t.tok"));
   write_text_file(path("trunc.tok"), bytes.substr(0, bytes.size() - 1));
   expect_error([&] { read_token_file(path("trunc.tok")); }, "promises 4 ids");
+  std::string huge_vocab = bytes;
+  std::memset(huge_vocab.data() + 24, 0xff, 8);  // vocab_size 2^64 - 1, -1 as int64
+  write_text_file(path("vocab.tok"), huge_vocab);
+  expect_error([&] { read_token_file(path("vocab.tok")); }, "out of range");
   write_text_file(path("short.tok"), bytes.substr(0, 20));
   expect_error([&] { read_token_file(path("short.tok")); }, "truncated");
   f.ids.clear();

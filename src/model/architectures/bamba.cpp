@@ -15,7 +15,7 @@ void read_bamba(const ConfigReader& r, ModelConfig& c) {
       "max_position_embeddings", "num_logits_to_keep", "z_loss_coefficient", "attention_dropout"};
   r.reject_unknown(generic_keys(), keys);
   c.d_model = r.positive("hidden_size");
-  c.n_layers = r.positive("num_hidden_layers");
+  c.n_layers = r.layers("num_hidden_layers");
   c.vocab_size = r.positive("vocab_size");
   c.norm_eps = r.number("rms_norm_eps", 1e-5);
   const std::string act = r.string("hidden_act", "silu");

@@ -20,7 +20,7 @@ void read_falcon_h1(const ConfigReader& r, ModelConfig& c) {
   r.reject_unknown(generic_keys(), keys);
   SSM_CHECK(!r.has("rope_scaling"), "{}: rope_scaling is not supported", r.source());
   c.d_model = r.positive("hidden_size");
-  c.n_layers = r.positive("num_hidden_layers");
+  c.n_layers = r.layers("num_hidden_layers");
   c.vocab_size = r.positive("vocab_size");
   c.norm_eps = r.number("rms_norm_eps", 1e-5);
   c.embedding_scale = float(r.number("embedding_multiplier", 1.0));

@@ -19,7 +19,7 @@ void read_jamba(const ConfigReader& r, ModelConfig& c) {
   r.reject_unknown(generic_keys(), keys);
   SSM_CHECK(!r.has("sliding_window"), "{}: sliding_window is not supported for jamba", r.source());
   c.d_model = r.positive("hidden_size");
-  c.n_layers = r.positive("num_hidden_layers");
+  c.n_layers = r.layers("num_hidden_layers");
   c.vocab_size = r.positive("vocab_size");
   c.norm_eps = r.number("rms_norm_eps", 1e-6);
   const std::string act = r.string("hidden_act", "silu");

@@ -22,7 +22,7 @@ void read_backbone_model(const ConfigReader& r, ModelConfig& c, bool tie_default
   keys.insert(Settings::config_keys().begin(), Settings::config_keys().end());
   r.reject_unknown(generic_keys(), keys);
   c.d_model = r.positive("hidden_size");
-  c.n_layers = r.positive("num_hidden_layers");
+  c.n_layers = r.layers("num_hidden_layers");
   c.vocab_size = r.positive("vocab_size");
   c.norm_eps = r.number("layer_norm_epsilon", 1e-5);
   const auto settings = std::make_shared<Settings>(Settings::from_config(r, c.d_model));
@@ -61,7 +61,7 @@ void read_state_spaces(const ConfigReader& r, ModelConfig& c) {
   const int64_t expand = s.positive("expand", 2);
   // The equivalent transformers config: what the model is read as and saved as.
   Json hf = {{"hidden_size", d_model},
-             {"num_hidden_layers", r.positive("n_layer")},
+             {"num_hidden_layers", r.layers("n_layer")},
              {"vocab_size", vocab},
              {"tie_word_embeddings", r.boolean("tie_embeddings", true)},
              {"conv_kernel", s.positive("d_conv", 4)},

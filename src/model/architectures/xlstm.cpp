@@ -43,7 +43,8 @@ void read_xlstm(const ConfigReader& r, ModelConfig& c) {
       "gate_soft_cap", "output_logit_soft_cap", "weight_mode", "max_inference_chunksize"};
   r.reject_unknown(generic_keys(), keys);
   c.d_model = either(r, "hidden_size", "embedding_dim");
-  c.n_layers = either(r, "num_blocks", "num_hidden_layers");
+  either(r, "num_blocks", "num_hidden_layers");  // one of them, equal when both
+  c.n_layers = r.layers(r.has("num_blocks") ? "num_blocks" : "num_hidden_layers");
   c.vocab_size = r.positive("vocab_size");
   c.norm_eps = r.number("norm_eps", 1e-6);
   SSM_CHECK(!r.boolean("use_bias", false), "{}: use_bias true is not supported (xLSTM-7B has no biases)", r.source());

@@ -86,9 +86,11 @@ struct MatmulShape {
 // few hundred microseconds), then reused; at most kCached are kept (prompts of many lengths).
 class Bf16Matmul {
  public:
+  // Lives until the process ends, never destroyed: as a plain static its destructor-less exit dropped the
+  // cached primitives (an ASan leak), and destroying them at exit could run after oneDNN's own statics.
   static Bf16Matmul& instance() {
-    static Bf16Matmul matmul;
-    return matmul;
+    static Bf16Matmul* matmul = new Bf16Matmul;
+    return *matmul;
   }
 
   // Calls are serialised (each runs on all threads).

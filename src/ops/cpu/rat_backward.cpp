@@ -92,13 +92,14 @@ void rat_backward(const RatInputs& in, const Tensor& dy, RatGrads& grads) {
   std::vector<float> lse(size_t(Bt * H * T)), dyy(lse.size());
   std::vector<float> dbias_part(size_t(Bt * n_chunks * W));
   auto dy_row = [&](int64_t b, int64_t t, int64_t h) { return dyp + (b * T + t) * lddy + h * dh; };
-  auto grad_rows = [&](const Tensor& t) {
-    return std::pair{t.defined() ? t.data<float>() : nullptr, t.defined() ? detail::ld(t) : int64_t(0)};
-  };
-  const auto [dqp, lddq] = grad_rows(grads.dq);
-  const auto [dkp, lddk] = grad_rows(grads.dk);
-  const auto [dvp, lddv] = grad_rows(grads.dv);
-  const auto [dgp, lddg] = grad_rows(grads.dg);
+  // Plain variables, not structured bindings: clang before 16 cannot capture those into the parallel region.
+  const auto rows = [](const Tensor& t) { return t.defined() ? t.data<float>() : nullptr; };
+  const auto stride = [](const Tensor& t) { return t.defined() ? detail::ld(t) : int64_t(0); };
+  float* const dqp = rows(grads.dq);
+  float* const dkp = rows(grads.dk);
+  float* const dvp = rows(grads.dv);
+  float* const dgp = rows(grads.dg);
+  const int64_t lddq = stride(grads.dq), lddk = stride(grads.dk), lddv = stride(grads.dv), lddg = stride(grads.dg);
 
 #pragma omp parallel
   {

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets (clang, ASan + UBSan; build/fuzz) and runs one for a given time:
+#   scripts/fuzz.sh TARGET SECONDS [LIBFUZZER FLAGS...]   TARGET is a fuzz/<name>.cpp, or `all` (each in turn)
+# The run starts from the seeds in fuzz/corpus/TARGET and keeps what it finds in build/fuzz/corpus/TARGET;
+# a crash, leak or hang stops it, leaves the input in build/fuzz/artifacts/ and exits non-zero. Make each such
+# input a regression test in tests/ before fixing it. JOBS (default 1) sets the build's parallelism.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+target=${1:?usage: scripts/fuzz.sh TARGET|all SECONDS [libFuzzer flags...]}
+seconds=${2:?usage: scripts/fuzz.sh TARGET|all SECONDS [libFuzzer flags...]}
+shift 2
+if [[ $target == all ]]; then
+  targets=$(cd fuzz && ls *.cpp | sed 's/\.cpp$//')
+else
+  [[ -f fuzz/$target.cpp ]] || { echo "no fuzz target '$target' (see fuzz/*.cpp)" >&2; exit 2; }
+  targets=$target
+fi
+cmake --preset fuzz > /dev/null
+nice cmake --build --preset fuzz -j "${JOBS:-1}"
+mkdir -p build/fuzz/artifacts
+for t in $targets; do
+  mkdir -p "build/fuzz/corpus/$t"
+  echo "== fuzz_$t for ${seconds}s"
+  # -timeout: an input that takes 10 s is a hang; -rss_limit_mb: libFuzzer's default, stated.
+  nice "build/fuzz/bin/fuzz_$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+    -artifact_prefix="build/fuzz/artifacts/$t-" "$@" "build/fuzz/corpus/$t" "fuzz/corpus/$t"
+done

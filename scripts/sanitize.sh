@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Builds the CPU engine and its tests under a sanitizer and runs the CPU test suite:
+#   scripts/sanitize.sh asan [CTEST ARGS...]   AddressSanitizer + UndefinedBehaviorSanitizer (build/asan)
+#   scripts/sanitize.sh tsan [CTEST ARGS...]   ThreadSanitizer (build/tsan; see docs/reliability.md for its limits)
+# Any finding fails the test that hit it. Extra arguments go to ctest, e.g. `-R 'Npy|Safetensors'`.
+# JOBS (default 1) sets the build's parallelism; the build runs under nice.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+preset=${1:?usage: scripts/sanitize.sh asan|tsan [ctest args...]}
+shift
+case $preset in asan | tsan) ;; *) echo "unknown sanitizer '$preset' (asan or tsan)" >&2; exit 2 ;; esac
+cmake --preset "$preset" > /dev/null
+nice cmake --build --preset "$preset" -j "${JOBS:-1}"
+ctest --preset "$preset" "$@"
