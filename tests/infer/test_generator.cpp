@@ -3,6 +3,9 @@
 // after a warm-up call at a shape take no page faults at that shape.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdint>
+
 #include "core/threads.h"
 #include "infer/generator.h"
 #include "model/fixture_util.h"
@@ -54,9 +57,17 @@ TEST_P(GeneratorTest, NoPageFaultsAfterWarmUp) {
   Generator generator(model);
   for (const Prompts& prompts : {Prompts{kLong}, Prompts{kShort, kLong}}) {
     generator.generate(prompts, greedy(16));  // plans the workspace and the states for this shape
-    const auto result = generator.generate(prompts, greedy(16));
-    EXPECT_EQ(result.prefill.page_faults, 0) << prompts.size() << " prompt(s)";
-    EXPECT_EQ(result.decode.page_faults, 0) << prompts.size() << " prompt(s)";
+    // The fewest faults of three calls: memory the generator allocates per call faults in every call,
+    // while the kernel may now and then fault a page on its own (page migration, huge-page collapse),
+    // seen once in a while under ctest.
+    int64_t prefill_faults = INT64_MAX, decode_faults = INT64_MAX;
+    for (int call = 0; call < 3; ++call) {
+      const auto result = generator.generate(prompts, greedy(16));
+      prefill_faults = std::min(prefill_faults, result.prefill.page_faults);
+      decode_faults = std::min(decode_faults, result.decode.page_faults);
+    }
+    EXPECT_EQ(prefill_faults, 0) << prompts.size() << " prompt(s)";
+    EXPECT_EQ(decode_faults, 0) << prompts.size() << " prompt(s)";
   }
   set_num_threads(threads);
 }
