@@ -45,9 +45,9 @@ double seconds_of(int repeats, const std::function<void()>& work) {
   return std::chrono::duration<double>(Clock::now() - start).count() / repeats;
 }
 
-Tensor random_gpu(const Shape& shape, DType dtype, Rng& rng) {
+Tensor random_gpu(const Shape& shape, DType dtype, Rng& rng, float lo = -1.0f, float hi = 1.0f) {
   Tensor host = Tensor::empty(shape);
-  for (int64_t i = 0; i < host.numel(); ++i) host.data<float>()[i] = rng.uniform(-1.0f, 1.0f);
+  for (int64_t i = 0; i < host.numel(); ++i) host.data<float>()[i] = rng.uniform(lo, hi);
   return host.to(dtype).to_device(Device::CUDA);
 }
 
@@ -74,9 +74,7 @@ void scan_kernels(uint64_t seed) {
   constexpr double kPeerScan[4] = {0.32, 1.52, 5.95, 9.50}, kPeerSsd[4] = {0.54, 1.11, 1.27, 2.00};
   Rng rng(seed);
   const auto uniform = [&](const Shape& shape, float lo, float hi, DType dtype) {
-    Tensor host = Tensor::empty(shape);
-    for (int64_t i = 0; i < host.numel(); ++i) host.data<float>()[i] = rng.uniform(lo, hi);
-    return host.to(dtype).to_device(Device::CUDA);
+    return random_gpu(shape, dtype, rng, lo, hi);
   };
   std::printf("| scan kernel, batch 1, BF16 | 4K | 16K | 64K | 100K tokens (ms, x peer) |\n| --- | --- | --- | --- | --- |\n");
   std::string scan_row = "| Mamba-1 selective scan, D 4096, N 16 (peer: mamba_ssm CUDA)", ssd_row =

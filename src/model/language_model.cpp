@@ -300,6 +300,18 @@ void LanguageModel::embed(const Tensor& ids, Tensor& out) const {
   if (config_.embedding_scale != 1.0f) ops::scale(out, config_.embedding_scale, out);
 }
 
+namespace {
+
+// h += the pending output, where one is pending.
+void add_pending(Residual& r) {
+  if (!r.pending) return;
+  if (r.pending_scale == 1.0f) ops::add_inplace(r.h, r.mixed);
+  else ops::add_scaled_inplace(r.h, r.mixed, r.pending_scale);
+  r.pending = false;
+}
+
+}  // namespace
+
 void LanguageModel::normalize(Residual& r, const Tensor& w, Tensor& out) const {
   if (r.pending) ops::add_rmsnorm(r.h, r.mixed, r.pending_scale, w, float(config_.norm_eps), out);
   else ops::rmsnorm(r.h, w, float(config_.norm_eps), out);
@@ -333,14 +345,9 @@ void LanguageModel::apply_branch(size_t index, Residual& r, ModelState* state, b
     MixerState* mixer_state = state ? state->mixers[first_slot_[index] + j].get() : nullptr;
     if (one_token) slot.mixer->step(*input, mixer_state, r.mixed, ws);
     else slot.mixer->forward(*input, mixer_state, r.mixed, ws);
-    if (j + 1 == branch.mixers.size()) {
-      r.pending = true;
-      r.pending_scale = slot.output_scale;
-    } else if (slot.output_scale == 1.0f) {
-      ops::add_inplace(r.h, r.mixed);
-    } else {
-      ops::add_scaled_inplace(r.h, r.mixed, slot.output_scale);
-    }
+    r.pending = true;
+    r.pending_scale = slot.output_scale;
+    if (j + 1 < branch.mixers.size()) add_pending(r);  // the next mixer writes r.mixed again
   }
 }
 
@@ -366,10 +373,7 @@ Residual LanguageModel::run_branches(const Tensor& ids, ModelState* state, bool 
 Tensor LanguageModel::hidden_states(const Tensor& ids, ModelState* state, Workspace& ws) const {
   check_prompt_ids(ids, state);
   Residual r = run_branches(ids, state, false, ws);
-  if (r.pending) {
-    if (r.pending_scale == 1.0f) ops::add_inplace(r.h, r.mixed);
-    else ops::add_scaled_inplace(r.h, r.mixed, r.pending_scale);
-  }
+  add_pending(r);
   return r.h;
 }
 

@@ -102,13 +102,11 @@ __global__ void __launch_bounds__(256) recurrent_kernel(Args<T> a, float* __rest
 // 16-byte aligned state.
 constexpr int kStepRows = 4, kStepPieces = 2;
 
+// Four elements of a B or C row, element by element: those rows are column slices of the layer's
+// projection, not always 16-byte aligned.
 template <class T>
 __device__ __forceinline__ float4 load4(const T* p) {
-  if constexpr (sizeof(T) == 4) {
-    return *reinterpret_cast<const float4*>(p);
-  } else {
-    return make_float4(to_float(p[0]), to_float(p[1]), to_float(p[2]), to_float(p[3]));
-  }
+  return make_float4(to_float(p[0]), to_float(p[1]), to_float(p[2]), to_float(p[3]));
 }
 
 template <class T>
