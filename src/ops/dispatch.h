@@ -5,6 +5,7 @@
 
 #ifdef SSM_CUDA
 #include "ops/cuda/cuda_ops.h"
+#include "ops/cuda/cuda_ops_backward.h"
 // Returns ops::cuda::op(args...) when `tensor` (the op's output, say) lives on the GPU.
 #define SSM_GPU_DISPATCH(tensor, op, ...) \
   if ((tensor).device() == ::ssm::Device::CUDA) return ::ssm::ops::cuda::op(__VA_ARGS__)
