@@ -50,6 +50,7 @@ const CommandRegistrar kTrainCommand(30, [](CLI::App& root) {
   cmd->add_option("--keep-checkpoints", o->keep_checkpoints, "checkpoints kept (default 2)");
   cmd->add_option("--progress", o->progress, "progress bar: 1 on, 0 off (default: when stderr is a terminal)");
   cmd->add_flag("--quiet", o->quiet, "no per-evaluation lines");
+  add_device_option(*cmd, &o->device);
   add_threads_option(*cmd, &o->threads);
   cmd->callback([o] { run_train(*o); });
 });

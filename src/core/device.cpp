@@ -88,6 +88,19 @@ void copy_rows(void* dst, size_t dst_pitch, Device dst_device, const void* src, 
 #endif
 }
 
+void zero_bytes(void* dst, Device device, size_t bytes) {
+  if (bytes == 0) return;
+  if (device == Device::CPU) {
+    std::memset(dst, 0, bytes);
+    return;
+  }
+#ifdef SSM_CUDA
+  cuda::zero(dst, bytes);
+#else
+  require_device(device);
+#endif
+}
+
 size_t device_peak_bytes() {
 #ifdef SSM_CUDA
   if (cuda_available()) return cuda::peak_pool_bytes();

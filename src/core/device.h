@@ -30,6 +30,8 @@ void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device
 // Copies `rows` rows of `row_bytes` each, rows `dst_pitch` / `src_pitch` bytes apart; waits as above.
 void copy_rows(void* dst, size_t dst_pitch, Device dst_device, const void* src, size_t src_pitch, Device src_device,
                size_t row_bytes, size_t rows);
+// Sets `bytes` bytes at dst to zero (on the GPU: queued on the current stream, no wait).
+void zero_bytes(void* dst, Device device, size_t bytes);
 // Waits until all work queued on the device has finished (no-op on the CPU).
 void synchronize(Device device);
 // GPU memory the process has held at most since the last reset (0 on the CPU or without CUDA).

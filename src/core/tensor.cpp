@@ -55,9 +55,8 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
 }
 
 Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
-  if (device != Device::CPU) return Tensor::zeros(shape, dtype).to_device(device);
-  Tensor t = empty(shape, dtype);
-  if (t.nbytes()) std::memset(t.raw(), 0, t.nbytes());
+  Tensor t = empty(shape, dtype, device);
+  zero_bytes(t.raw(), device, t.nbytes());
   return t;
 }
 

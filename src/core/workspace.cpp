@@ -40,9 +40,8 @@ Tensor Workspace::take(const Shape& shape, DType dtype) {
 }
 
 Tensor Workspace::zeros(const Shape& shape, DType dtype) {
-  SSM_CHECK(device_ == Device::CPU, "Workspace::zeros: fill GPU tensors with an op");
   Tensor t = take(shape, dtype);
-  if (t.nbytes()) std::memset(t.raw(), 0, t.nbytes());
+  zero_bytes(t.raw(), device_, t.nbytes());
   return t;
 }
 

@@ -233,7 +233,7 @@ void LanguageModel::save(const std::string& folder, DType matrix_dtype) const {
   std::vector<std::pair<std::string, Tensor>> tensors;
   for (size_t i = 0; i < params.size(); ++i) {
     const DType dtype = params[i].kind == ParamKind::Vector ? DType::F32 : matrix_dtype;
-    tensors.emplace_back(names[i].name, params[i].tensor->to(dtype));
+    tensors.emplace_back(names[i].name, params[i].tensor->to_device(Device::CPU).to(dtype));
   }
   write_safetensors((fs::path(folder) / "model.safetensors").string(), tensors);
   write_text_file((fs::path(folder) / "config.json").string(), config_.hf_config.dump(2) + "\n");

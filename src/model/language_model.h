@@ -102,6 +102,8 @@ class LanguageModel {
   Tensor hidden_states(const Tensor& ids, ModelState* state, Workspace& ws) const;
   // Embedding rows of ids (I32 [...]) into out [..., D], times the embedding multiplier.
   void embed(const Tensor& ids, Tensor& out) const;
+  // ids (I32, on the host or the model's device) on the model's device, checked against the vocabulary.
+  Tensor ids_here(const Tensor& ids, Workspace& ws) const;
 
   Device device() const { return embedding_.defined() ? embedding_.device() : Device::CPU; }
   // The dtype the mixers compute their activations in: F32 on the CPU, the matrices' dtype on the GPU.
@@ -119,9 +121,6 @@ class LanguageModel {
   void normalize(Residual& r, const Tensor& w, Tensor& out) const;
   // Final norm + head on the stream's rows [M, D] into logits [M, V].
   void logits(Residual& r, Tensor& out, Workspace& ws) const;
-  // ids (I32, on the host or the model's device) on the model's device, checked against the vocabulary.
-  Tensor ids_here(const Tensor& ids, Workspace& ws) const;
-
   ModelConfig config_;
   Tensor embedding_, norm_f_, lm_head_;
   std::vector<Branch> branches_;

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <limits>
 #include <string_view>
+#include <vector>
 
 #include "core/tensor.h"
 
@@ -45,6 +46,31 @@ void neg_exp(const Tensor& x, Tensor& y);
 // y = cap · tanh(x / cap) elementwise (xLSTM's gate and logit soft caps); cap > 0. Rows tensors of one
 // shape; y may alias x.
 void soft_cap(const Tensor& x, float cap, Tensor& y);
+
+// ---- the optimizer's elementwise work (training) ----
+// acc += a ⊙ b, contiguous F32 tensors of one shape (a gradient through a reparametrisation:
+// dA_log += dA ⊙ A).
+void add_product_inplace(Tensor& acc, const Tensor& a, const Tensor& b);
+// Σ x² over every element of every tensor (contiguous F32, all on one device), in double: each tensor
+// in blocks of 65536 elements whose sums are added in a fixed order, so the result does not depend on
+// the thread count. On the GPU it waits for the sum: the caller needs it on the host.
+double sum_of_squares(const std::vector<const Tensor*>& tensors);
+// One AdamW step (decoupled weight decay, bias-corrected moments) of each tensor, elementwise:
+//   g = grad_scale · grad;  m = β1 m + (1 − β1) g;  v = β2 v + (1 − β2) g²;
+//   w = w · (decay ? decay_factor : 1) − step_size · m / (√v / bc2_sqrt + eps)
+// with step_size = lr / (1 − β1^t), bc2_sqrt = √(1 − β2^t), decay_factor = 1 − lr · weight_decay.
+// Every tensor contiguous F32 on one device; the GPU updates many tensors per kernel.
+struct AdamWTensor {
+  Tensor* param;
+  const Tensor* grad;
+  Tensor* m;
+  Tensor* v;
+  bool decay;
+};
+struct AdamWStep {
+  float beta1, beta2, eps, step_size, bc2_sqrt, decay_factor, grad_scale;
+};
+void adamw_update(const std::vector<AdamWTensor>& tensors, const AdamWStep& step);
 
 // ---- norms (over the last dim) ----
 // y = x / sqrt(mean(x²) + eps) * w. y may alias x.

@@ -14,7 +14,7 @@ namespace ssm {
 ModelGrads::ModelGrads(LanguageModel& model) : params_(model.params()) {
   grads_.reserve(params_.size());
   for (size_t i = 0; i < params_.size(); ++i) {
-    grads_.push_back(Tensor::zeros(params_[i].shape));
+    grads_.push_back(Tensor::zeros(params_[i].shape, DType::F32, model.device()));
     index_[params_[i].tensor] = i;
   }
 }
@@ -32,8 +32,7 @@ std::vector<Tensor*> ModelGrads::tensors() {
 }
 
 void ModelGrads::zero() {
-  for (Tensor& g : grads_)
-    if (g.nbytes()) std::memset(g.raw(), 0, g.nbytes());
+  for (Tensor& g : grads_) zero_bytes(g.raw(), g.device(), g.nbytes());
 }
 
 namespace {
@@ -43,6 +42,8 @@ void check_batch(const Tensor& ids, const Tensor& targets, int64_t vocab) {
             "training ids must be contiguous I32 [batch, length], got {}", shape_str(ids.shape()));
   SSM_CHECK(targets.dtype() == DType::I32 && targets.shape() == ids.shape() && targets.is_contiguous(),
             "training targets must be contiguous I32 {}, got {}", shape_str(ids.shape()), shape_str(targets.shape()));
+  SSM_CHECK(ids.device() == Device::CPU && targets.device() == Device::CPU,
+            "training ids and targets come from the host (the model's device gets a checked copy)");
   const int32_t* p = ids.data<int32_t>();
   for (int64_t i = 0; i < ids.numel(); ++i)
     SSM_CHECK(p[i] >= 0 && p[i] < vocab, "token id {} is outside the model's vocabulary ({})", p[i], vocab);
@@ -57,7 +58,8 @@ struct SavedBranch {
 
 }  // namespace
 
-TrainingPass::TrainingPass(LanguageModel& model, const TrainPassOptions& options) : model_(model), options_(options) {
+TrainingPass::TrainingPass(LanguageModel& model, const TrainPassOptions& options)
+    : model_(model), options_(options), ws_(model.device()) {
   SSM_CHECK(options.vocab_chunk >= 1, "TrainingPass: the vocabulary chunk must be positive");
   // The fused head + loss sees the logits before any cap.
   SSM_CHECK(model.config().logit_soft_cap == 0,
@@ -119,7 +121,7 @@ double TrainingPass::forward_backward(const Tensor& ids, const Tensor& targets, 
   Tensor h = ws_.take({Bt, T, D});
   {
     Timed t(prof, &StepProfile::other);
-    model_.embed(ids, h);
+    model_.embed(model_.ids_here(ids, ws_), h);
   }
   std::vector<SavedBranch> saved(branches.size());
   for (size_t i = 0; i < branches.size(); ++i) {

@@ -181,6 +181,8 @@ class Progress {
 
 TrainResult train(const TrainOptions& o) {
   check_options(o);
+  const Device device = parse_device(o.device, "--device");
+  require_device(device);
   set_num_threads(o.threads);
   SSM_CHECK(fs::is_regular_file(o.model_config), "model config '{}' does not exist", o.model_config);
   const ModelConfig config = ModelConfig::from_json(read_json_file(o.model_config), o.model_config);
@@ -219,6 +221,8 @@ TrainResult train(const TrainOptions& o) {
     init_parameters(m, o.seed);
     return m;
   }();
+  // Initialised (or read) on the host, so that a run on the GPU starts from the CPU run's weights.
+  if (device != Device::CPU) model.to_device(device, DType::F32);
   ModelGrads grads(model);
   std::vector<OptimizerParam> opt_params;
   for (const ParamRef& p : grads.params())
@@ -239,7 +243,8 @@ TrainResult train(const TrainOptions& o) {
                             {"steps", o.steps},
                             {"seed", o.seed},
                             {"data", data.source},
-                            {"threads", num_threads()}};
+                            {"threads", num_threads()},
+                            {"device", o.device}};
   TrainerState state;
   state.seed = o.seed;
   state.options = run_options;
@@ -247,7 +252,8 @@ TrainResult train(const TrainOptions& o) {
   if (resume_from) {
     state = read_trainer_state(*resume_from);
     load_optimizer_state(*resume_from, optimizer, state.step);
-    for (const char* key : {"batch_size", "seq_len", "grad_accum", "lr", "warmup", "decay_steps", "seed", "threads"})
+    for (const char* key : {"batch_size", "seq_len", "grad_accum", "lr", "warmup", "decay_steps", "seed", "threads",
+                            "device"})
       if (state.options.contains(key) && state.options[key] != run_options[key])
         std::fprintf(stderr, "warning: resuming with %s = %s, the checkpoint used %s (the curve will differ)\n", key,
                      run_options[key].dump().c_str(), state.options[key].dump().c_str());
@@ -263,9 +269,10 @@ TrainResult train(const TrainOptions& o) {
                                 removed, o.out_dir));
   }
   if (!o.quiet)
-    progress.line(fmt::format("model: {} ({:.2f}M parameters); data: {} train / {} validation tokens; {} threads",
+    progress.line(fmt::format("model: {} ({:.2f}M parameters); data: {} train / {} validation tokens; {}",
                               config.describe(), double(model.parameter_count()) / 1e6, data.train.ids.size(),
-                              data.val.ids.size(), num_threads()));
+                              data.val.ids.size(),
+                              device == Device::CPU ? fmt::format("{} threads", num_threads()) : "on the GPU"));
 
   const std::string metrics_path = o.metrics.empty() ? (fs::path(o.out_dir) / "metrics.jsonl").string() : o.metrics;
   if (const fs::path parent = fs::path(metrics_path).parent_path(); !parent.empty()) {

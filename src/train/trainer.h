@@ -45,6 +45,7 @@ struct TrainOptions {
   int64_t checkpoint_every = -1;  // < 0: at each evaluation
   int keep_checkpoints = 2;
   int threads = 0;
+  std::string device = "cpu";  // cpu or cuda: where the model, its gradients and the optimizer live
   int progress = -1;   // 1 on, 0 off, -1 when stderr is a terminal
   bool quiet = false;  // no per-evaluation lines
 };

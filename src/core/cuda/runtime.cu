@@ -124,6 +124,11 @@ void copy_rows(void* dst, size_t dst_pitch, bool dst_on_device, const void* src,
   SSM_CUDA_CHECK(cudaStreamSynchronize(stream), "copying {} rows of {} bytes", rows, row_bytes);
 }
 
+void zero(void* dst, size_t bytes) {
+  SSM_CUDA_CHECK(cudaMemsetAsync(dst, 0, bytes, static_cast<cudaStream_t>(current_stream())), "zeroing {} bytes",
+                 bytes);
+}
+
 bool Graph::record(const std::function<void()>& work) {
   clear();
   cudaStream_t stream = static_cast<cudaStream_t>(current_stream());

@@ -19,6 +19,7 @@ std::shared_ptr<Storage> allocate(size_t bytes);
 void copy(void* dst, bool dst_on_device, const void* src, bool src_on_device, size_t bytes);
 void copy_rows(void* dst, size_t dst_pitch, bool dst_on_device, const void* src, size_t src_pitch, bool src_on_device,
                size_t row_bytes, size_t rows);
+void zero(void* dst, size_t bytes);  // queued on the current stream
 void synchronize();               // the current stream
 size_t free_memory();             // bytes free on the GPU now
 size_t peak_pool_bytes();         // the most the memory pool has held since the last reset

@@ -10,4 +10,11 @@
 #pragma once
 #include "ops/ops_backward.h"
 
-namespace ssm::ops::cuda {}  // namespace ssm::ops::cuda
+namespace ssm::ops::cuda {
+
+// ---- the optimizer (ops.h) ----
+void add_product_inplace(Tensor& acc, const Tensor& a, const Tensor& b);
+double sum_of_squares(const std::vector<const Tensor*>& tensors);
+void adamw_update(const std::vector<AdamWTensor>& tensors, const AdamWStep& step);
+
+}  // namespace ssm::ops::cuda

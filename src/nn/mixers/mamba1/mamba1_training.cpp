@@ -10,14 +10,6 @@ namespace {
 // The saved-state / recompute chunk of the selective scan's backward.
 constexpr int64_t kScanChunk = 64;
 
-// g_A_log += dA ⊙ A  (A = -exp(A_log), so dA/dA_log = A).
-void add_dA_log(const Tensor& dA, const Tensor& A, Tensor& g_A_log) {
-  const float* d = dA.data<float>();
-  const float* a = A.data<float>();
-  float* g = g_A_log.data<float>();
-  for (int64_t i = 0; i < dA.numel(); ++i) g[i] += d[i] * a[i];
-}
-
 class Mamba1Training final : public MixerTraining {
  public:
   explicit Mamba1Training(const Mamba1Mixer& mixer) : m_(mixer) {}
@@ -101,7 +93,7 @@ class Mamba1Training final : public MixerTraining {
       Timed t(prof, &StepProfile::mixing);
       ops::selective_scan_backward(in, Tensor(), chunk_states_, kScanChunk, dy, sg);
     }
-    add_dA_log(dA, A_, g.of(m_.A_log));
+    ops::add_product_inplace(g.of(m_.A_log), dA, A_);  // dA_log = dA ⊙ A (A = -exp(A_log))
     {
       Timed t(prof, &StepProfile::matmul);
       Tensor ddt_in = dx_dbl.slice(2, 0, R);

@@ -76,13 +76,7 @@ class Mamba2Training final : public MixerTraining {
       Timed t(prof, &StepProfile::mixing);
       ops::ssd_backward(in_, Tensor(), dy, sg);
     }
-    {
-      // dA_log = dA ⊙ A  (A = -exp(A_log)).
-      const float* d = dA.data<float>();
-      const float* a = in_.A.data<float>();
-      float* ga = g.of(m_.A_log).data<float>();
-      for (int64_t h = 0; h < s.n_heads; ++h) ga[h] += d[h] * a[h];
-    }
+    ops::add_product_inplace(g.of(m_.A_log), dA, in_.A);  // dA_log = dA ⊙ A (A = -exp(A_log))
     {
       Timed t(prof, &StepProfile::conv);
       Tensor dxbc_in = dzxbcdt.slice(2, m_.xbc_offset(), Cc);
