@@ -25,12 +25,13 @@ struct NormCase {
 };
 
 // Few rows at every width (odd ones take the one-element path; 20000 and 20001 are longer than the
-// registers hold), and more rows than row blocks (1024) at a narrow, a packed and a long width.
+// registers hold), and more rows than row blocks (1024) at a narrow, a packed and a long width. No
+// group of one channel: its dx = g r eps / (x² + eps) is all cancellation, F32 rounding noise.
 std::vector<NormCase> norm_cases() {
   constexpr int64_t kOffsets[] = {0, 3, 8};  // contiguous, misaligned, 16-byte aligned
   std::vector<NormCase> cases;
   int i = 0;
-  for (int64_t width : {1, 7, 33, 1000, 1537, 20000, 20001}) cases.push_back({{2, 3, width}, kOffsets[i++ % 3]});
+  for (int64_t width : {3, 7, 33, 1000, 1537, 20000, 20001}) cases.push_back({{2, 3, width}, kOffsets[i++ % 3]});
   cases.push_back({{3, 521, 33}, 3});
   cases.push_back({{2, 550, 1000}, 8});
   cases.push_back({{2, 600, 4097}, 0});
@@ -80,7 +81,7 @@ TEST(NormBackwardGpu, GatedRmsnormMatchesTheCpu) {
   Rng rng(42);
   for (DType dt : kDtypes) {
     int variant = 0;
-    for (int64_t group_size : {1, 7, 33, 1000, 1537, 20001}) {
+    for (int64_t group_size : {3, 7, 33, 1000, 1537, 20001}) {
       for (int64_t groups : {1, 2}) {
         for (int gate : {0, 1, 2}) {  // no z, norm before gate, gate before norm
           ++variant;
