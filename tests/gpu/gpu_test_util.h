@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "core/device.h"
@@ -71,6 +72,22 @@ inline StridedGpu strided_gpu(const Shape& shape, DType dtype, int64_t offset, c
   return s;
 }
 
+// A GPU rows tensor of `shape` holding `host` (rounded to `dtype`), or NaN without it: contiguous for
+// offset 0, else the strided column slice of strided_gpu (padding_untouched is then the real check).
+inline StridedGpu gpu_rows(const Shape& shape, DType dtype, int64_t offset, const Tensor* host = nullptr) {
+  if (offset) return strided_gpu(shape, dtype, offset, host);
+  StridedGpu s;
+  s.view = host ? to_gpu(*host, dtype) : nan_gpu(shape, dtype);
+  s.wide = s.view;
+  return s;
+}
+
+// Whether two tensors hold the same values bit for bit (a deterministic GPU op run twice).
+inline bool same_bits(const Tensor& a, const Tensor& b) {
+  const Tensor ha = to_cpu(a), hb = to_cpu(b);
+  return ha.shape() == hb.shape() && std::memcmp(ha.raw(), hb.raw(), ha.nbytes()) == 0;
+}
+
 // max |got - want| / max |want| (NaN anywhere in got gives infinity).
 inline double relative_error(const Tensor& got, const Tensor& want) {
   const Tensor g = got.contiguous(), w = want.contiguous();
@@ -86,5 +103,7 @@ inline double relative_error(const Tensor& got, const Tensor& want) {
 
 // The tolerance of a GPU op against the CPU op: F32 arithmetic in both, or BF16 activations.
 inline double tolerance(DType activations) { return activations == DType::F32 ? 1e-5 : 2e-2; }
+// A backward op on the GPU against the CPU backward (issue 10: fp32 mode, bf16 mode).
+inline double backward_tolerance(DType activations) { return activations == DType::F32 ? 1e-4 : 3e-2; }
 
 }  // namespace ssm::gpu_test

@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "ops/cpu/activation_math.h"
 #include "ops/cpu/op_util.h"  // describe, is_f32_rows
+#include "ops/dispatch.h"
 #include "ops/ops_backward.h"
 
 namespace ssm::ops {
@@ -14,6 +15,7 @@ using detail::describe;
 using detail::is_f32_rows;
 
 void activation_backward(Activation act, const Tensor& x, const Tensor& dy, Tensor& dx, bool accumulate_dx) {
+  SSM_GPU_DISPATCH(dx, activation_backward, act, x, dy, dx, accumulate_dx);
   SSM_CHECK(is_f32_rows(x) && is_f32_rows(dy, x.shape()) && is_f32_rows(dx, x.shape()),
             "activation_backward {}: x, dy and dx must be F32 rows of one shape, got {}, {} and {}",
             activation_name(act), describe(x), describe(dy), describe(dx));
@@ -39,6 +41,7 @@ void activation_backward(Activation act, const Tensor& x, const Tensor& dy, Tens
 
 void gated_activation_backward(Activation act, const Tensor& gate, const Tensor& up, float gate_scale, const Tensor& dy,
                                Tensor* dgate, Tensor* dup, bool accumulate) {
+  SSM_GPU_DISPATCH(dy, gated_activation_backward, act, gate, up, gate_scale, dy, dgate, dup, accumulate);
   const char* op = "gated_activation_backward";
   SSM_CHECK(is_f32_rows(gate) && is_f32_rows(up, gate.shape()) && is_f32_rows(dy, gate.shape()),
             "{} {}: gate, up and dy must be F32 rows of one shape, got {}, {} and {}", op, activation_name(act),

@@ -11,6 +11,7 @@
 #include "ops/cpu/op_util.h"
 #include "ops/cpu/scratch.h"
 #include "ops/cpu/vec_math.h"
+#include "ops/dispatch.h"
 #include "ops/ops_backward.h"
 
 namespace ssm::ops {
@@ -20,6 +21,7 @@ using detail::is_f32_rows;
 
 void conv1d_causal_backward(const Tensor& x, const Tensor& w, const Tensor& bias, bool silu, const Tensor& state0,
                             const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* dbias) {
+  SSM_GPU_DISPATCH(dx, conv1d_causal_backward, x, w, bias, silu, state0, dy, dx, dw, dbias);
   SSM_CHECK(is_f32_rows(x) && x.dim() == 3, "conv1d_causal_backward: x must be F32 rows [B,T,C], got {}", describe(x));
   const int64_t Bt = x.size(0), T = x.size(1), C = x.size(2);
   SSM_CHECK(

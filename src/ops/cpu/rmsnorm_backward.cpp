@@ -15,6 +15,7 @@
 #include "ops/cpu/op_util.h"
 #include "ops/cpu/scratch.h"
 #include "ops/cpu/vec_math.h"
+#include "ops/dispatch.h"
 #include "ops/ops_backward.h"
 
 namespace ssm::ops {
@@ -147,12 +148,14 @@ void norm_backward(const char* op, const Tensor& x, const Tensor& z, const Tenso
 
 void rmsnorm_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx, Tensor* dw,
                       bool accumulate_dx) {
+  SSM_GPU_DISPATCH(dx, rmsnorm_backward, x, w, eps, dy, dx, dw, accumulate_dx);
   SSM_CHECK(x.defined() && x.dim() >= 1, "rmsnorm_backward: x must be F32 rows, got {}", describe(x));
   norm_backward("rmsnorm_backward", x, Tensor(), w, x.size(-1), true, eps, dy, dx, nullptr, dw, accumulate_dx);
 }
 
 void gated_rmsnorm_backward(const Tensor& x, const Tensor& z, const Tensor& w, int64_t group_size,
                             bool norm_before_gate, float eps, const Tensor& dy, Tensor& dx, Tensor* dz, Tensor* dw) {
+  SSM_GPU_DISPATCH(dx, gated_rmsnorm_backward, x, z, w, group_size, norm_before_gate, eps, dy, dx, dz, dw);
   norm_backward("gated_rmsnorm_backward", x, z, w, group_size, norm_before_gate, eps, dy, dx, dz, dw, false);
 }
 

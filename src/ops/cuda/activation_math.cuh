@@ -1,7 +1,7 @@
-// The activations at one point on the GPU (ops.h's Activation), in F32 with the accurate expf/erfcf:
-// the same functions as ops/cpu/activation_math.h, whose branch-free fast_exp they agree with to a
-// few ulp. silu also serves the gated norm, the conv and the selective scan's gate; softplus the
-// scan's dt.
+// The activations at one point on the GPU (ops.h's Activation), and their derivatives for the
+// backward ops, in F32 with the accurate expf/erfcf: the same functions as ops/cpu/activation_math.h,
+// whose branch-free fast_exp they agree with to a few ulp. silu also serves the gated norm, the conv
+// and the selective scan's gate; softplus the scan's dt.
 #pragma once
 #include "ops/cuda/common.cuh"
 #include "ops/ops.h"
@@ -42,15 +42,24 @@ __device__ __forceinline__ float fast_softplus(float x) {
   return fmaxf(x, 0.0f) + log1p_e;
 }
 
+constexpr float kSqrt2OverPi = 0.7978845608028654f;
+constexpr float kGeluTanhCubic = 0.044715f;
+// gelu_tanh(x) = 0.5 x (1 + tanh(u)) = x σ(2u), u = √(2/π) (x + 0.044715 x³): no cancellation for
+// negative x. The argument 2u.
+__device__ __forceinline__ float gelu_tanh_arg(float x) {
+  return 2.0f * kSqrt2OverPi * x * (1.0f + kGeluTanhCubic * x * x);
+}
+// Φ(x) through erfc keeps negative x accurate.
+__device__ __forceinline__ float normal_cdf(float x) { return 0.5f * erfcf(-x * 0.70710678118654752f); }
+
 template <Activation A>
 __device__ __forceinline__ float activation_value(float x) {
   if constexpr (A == Activation::Silu) {
     return x * sigmoid(x);
   } else if constexpr (A == Activation::GeluTanh) {
-    // 0.5 x (1 + tanh(u)) = x σ(2u), u = √(2/π) (x + 0.044715 x³): no cancellation for negative x.
-    return x * sigmoid(2.0f * 0.7978845608028654f * x * (1.0f + 0.044715f * x * x));
+    return x * sigmoid(gelu_tanh_arg(x));
   } else if constexpr (A == Activation::Gelu) {
-    return x * (0.5f * erfcf(-x * 0.70710678118654752f));  // Φ(x) through erfc keeps negative x accurate
+    return x * normal_cdf(x);
   } else if constexpr (A == Activation::Sigmoid) {
     return sigmoid(x);
   } else {
@@ -59,6 +68,36 @@ __device__ __forceinline__ float activation_value(float x) {
     return r * r;
   }
 }
+
+struct ValueGrad {
+  float value, grad;
+};
+
+// The activation and its derivative at x, as ops/cpu/activation_math.h's activation_value_grad.
+template <Activation A>
+__device__ __forceinline__ ValueGrad activation_value_grad(float x) {
+  if constexpr (A == Activation::Silu) {
+    const float s = sigmoid(x);
+    return {x * s, s * (1.0f + x * (1.0f - s))};
+  } else if constexpr (A == Activation::GeluTanh) {
+    const float s = sigmoid(gelu_tanh_arg(x));
+    const float du = kSqrt2OverPi * (1.0f + 3.0f * kGeluTanhCubic * x * x);  // du/dx
+    return {x * s, s + 2.0f * x * s * (1.0f - s) * du};
+  } else if constexpr (A == Activation::Gelu) {
+    const float cdf = normal_cdf(x), pdf = 0.39894228040143268f * expf(-0.5f * x * x);
+    return {x * cdf, cdf + x * pdf};
+  } else if constexpr (A == Activation::Sigmoid) {
+    const float s = sigmoid(x);
+    return {s, s * (1.0f - s)};
+  } else {
+    static_assert(A == Activation::Relu2);
+    const float r = x < 0.0f ? 0.0f : x;
+    return {r * r, 2.0f * r};
+  }
+}
+
+// silu'(x), for the gates fused into the norm and the conv.
+__device__ __forceinline__ float silu_grad(float x) { return activation_value_grad<Activation::Silu>(x).grad; }
 
 // Calls fn.template operator()<A>() with A = act known at compile time.
 template <class Fn>

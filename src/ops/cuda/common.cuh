@@ -50,6 +50,11 @@ template <class T>
 Rows<T> rows_of(const Tensor& t) {
   return {static_cast<T*>(t.raw()), t.numel() == 0 ? t.size(-1) : t.row_stride()};
 }
+// The rows of an optional tensor: a null view when it is undefined.
+template <class T>
+Rows<T> optional_rows_of(const Tensor& t) {
+  return t.defined() ? rows_of<T>(t) : Rows<T>{nullptr, 0};
+}
 
 inline cudaStream_t stream() { return static_cast<cudaStream_t>(::ssm::cuda::current_stream()); }
 

@@ -17,4 +17,17 @@ void add_product_inplace(Tensor& acc, const Tensor& a, const Tensor& b);
 double sum_of_squares(const std::vector<const Tensor*>& tensors);
 void adamw_update(const std::vector<AdamWTensor>& tensors, const AdamWStep& step);
 
+// rmsnorm_backward.cu
+void rmsnorm_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx, Tensor* dw,
+                      bool accumulate_dx);
+void gated_rmsnorm_backward(const Tensor& x, const Tensor& z, const Tensor& w, int64_t group_size,
+                            bool norm_before_gate, float eps, const Tensor& dy, Tensor& dx, Tensor* dz, Tensor* dw);
+// conv1d_backward.cu
+void conv1d_causal_backward(const Tensor& x, const Tensor& w, const Tensor& bias, bool silu, const Tensor& state0,
+                            const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* dbias);
+// activation_backward.cu
+void activation_backward(Activation act, const Tensor& x, const Tensor& dy, Tensor& dx, bool accumulate_dx);
+void gated_activation_backward(Activation act, const Tensor& gate, const Tensor& up, float gate_scale, const Tensor& dy,
+                               Tensor* dgate, Tensor* dup, bool accumulate);
+
 }  // namespace ssm::ops::cuda
