@@ -10,4 +10,9 @@
 #pragma once
 #include "ops/ops_backward.h"
 
-namespace ssm::ops::cuda {}  // namespace ssm::ops::cuda
+namespace ssm::ops::cuda {
+
+void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, SsdGrads& grads,
+                  const Tensor& dfinal_state);
+
+}  // namespace ssm::ops::cuda
