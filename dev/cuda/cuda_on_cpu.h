@@ -39,6 +39,9 @@ ucontext_t contexts[kMaxThreads];
 std::vector<char> stacks[kMaxThreads];
 bool finished[kMaxThreads];
 int current = 0, threads = 0;
+// Whether the fibers of a block run last to first between barriers: a barrier missing between one
+// thread's write and another's read (or a read and the next write) changes the result in one order.
+bool reverse_order = false;
 std::function<void()> body;
 
 void yield() { swapcontext(&contexts[current], &scheduler); }
@@ -83,7 +86,8 @@ void launch(unsigned grid, int block, const std::function<void()>& kernel) {
     }
     for (int left = block; left > 0;) {
       left = 0;
-      for (int t = 0; t < block; ++t) {
+      for (int u = 0; u < block; ++u) {
+        const int t = reverse_order ? block - 1 - u : u;
         if (finished[t]) continue;
         current = t;
         threadIdx.x = unsigned(t);

@@ -2,9 +2,11 @@
 // of cuda_on_cpu.h), in the order ssd_backward_launch.cuh launches them, and checks every gradient
 // against the backward of the plain recurrence in double: partial chunks, one token, P and N over one
 // tile and under it, groups, dt clamps, with and without state0 / dfinal / D, gradients not asked for,
-// both dtypes. Inputs and gradients are column slices of wide rows, as the model passes them. Gradient
-// outputs start as NaN (parameter gradients from random values, since they accumulate); the columns
-// beside the gradients must stay NaN.
+// both dtypes; each case with a block's threads run first to last, then last to first (a missing
+// barrier shows in one of the two). Inputs and gradients are column slices of wide rows, as the model
+// passes them. Gradient outputs start as NaN (parameter gradients from random values, since they
+// accumulate); the columns beside the gradients must stay NaN, and no kernel may touch shared memory
+// past its launch's size.
 //
 //   g++ -std=c++20 -O2 -I/usr/local/cuda/include dev/cuda/ssd_backward_host_check.cpp
 //       -o build/dev-cuda/ssd_backward_host_check
@@ -209,8 +211,8 @@ bool run_case(const Case& k, unsigned seed) {
         break;
       }
     }
-  std::printf("%-4s B %d T %4d H %d P %2d G %d N %3d D %d state0 %d dfinal %d pad %d all %d dt [%g, %g] |%s %s\n",
-              sizeof(T) == 2 ? "bf16" : "f32", k.batch, k.T, k.H, k.P, k.G, k.N, k.with_D, k.with_state0,
+  std::printf("%-4s %s B %d T %4d H %d P %2d G %d N %3d D %d state0 %d dfinal %d pad %d all %d dt [%g, %g] |%s %s\n",
+              sizeof(T) == 2 ? "bf16" : "f32", fibers::reverse_order ? "rev" : "fwd", k.batch, k.T, k.H, k.P, k.G, k.N, k.with_D, k.with_state0,
               k.with_dfinal, k.pad, k.all_grads, k.dt_min, k.dt_max, report.c_str(), ok ? "ok" : "FAIL");
   std::fflush(stdout);
   return ok;
@@ -239,8 +241,12 @@ int main() {
   bool ok = true;
   unsigned seed = 1;
   for (const Case& k : cases) {
-    ok &= run_case<float>(k, seed++);
-    ok &= run_case<bf16>(k, seed++);
+    for (bool reverse : {false, true}) {  // the threads of a block in both orders (see fibers::reverse_order)
+      fibers::reverse_order = reverse;
+      ok &= run_case<float>(k, seed);
+      ok &= run_case<bf16>(k, seed + 1);
+    }
+    seed += 2;
   }
   std::printf("%s\n", ok ? "all cases passed" : "SOME CASES FAILED");
   return ok ? 0 : 1;
