@@ -26,6 +26,7 @@
 #include "ops/cpu/scratch.h"
 #include "ops/cpu/ssd_inputs.h"
 #include "ops/cpu/vec_math.h"
+#include "ops/dispatch.h"
 #include "ops/ops_backward.h"
 
 namespace ssm::ops {
@@ -37,6 +38,7 @@ using detail::is_f32_rows;
 
 void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, SsdGrads& g,
                   const Tensor& dfinal_state) {
+  SSM_GPU_DISPATCH(dy, ssd_backward, in, state0, dy, g, dfinal_state);
   const char* op = "ssd_backward";
   SSM_CHECK(is_f32_rows(in.x) && in.x.dim() == 3, "{}: x must be F32 rows [B,T,H*P], got {}", op, describe(in.x));
   SSM_CHECK(is_f32_rows(in.dt) && in.dt.dim() == 3, "{}: dt must be F32 rows [B,T,H], got {}", op, describe(in.dt));

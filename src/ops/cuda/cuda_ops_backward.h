@@ -30,4 +30,7 @@ void activation_backward(Activation act, const Tensor& x, const Tensor& dy, Tens
 void gated_activation_backward(Activation act, const Tensor& gate, const Tensor& up, float gate_scale, const Tensor& dy,
                                Tensor* dgate, Tensor* dup, bool accumulate);
 
+void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, SsdGrads& grads,
+                  const Tensor& dfinal_state);
+
 }  // namespace ssm::ops::cuda

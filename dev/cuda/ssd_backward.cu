@@ -1,0 +1,347 @@
+// Mamba-2 SSD backward on the GPU, standalone (no engine library): checks against the backward of the
+// plain recurrence in double (ssd_backward_reference.h), then a timing of forward + backward at the
+// issue's shapes beside mamba_ssm's.
+//
+//   dev/cuda/build.sh           (or: nvcc -O3 -std=c++20 -gencode=arch=compute_90a,code=sm_90a
+//                                 dev/cuda/ssd_backward.cu -o build/dev-cuda/ssd_backward)
+//   build/dev-cuda/ssd_backward (checks first, then the timing table)
+// Without a GPU, build/dev-cuda/ssd_backward_host_check runs the same kernels on the CPU.
+//
+// The versions are the kernels the engine op runs (src/ops/cuda/ssd_backward_kernels.cuh, launched by
+// ssd_backward_launch.cuh); the forward timed with it is the engine's (ssd_kernels.cuh, chunked):
+//   v1  the CPU op's chunked algorithm in seven launches (see ssd_backward_kernels.cuh): chunk values,
+//       chunk-local states and state gradients, an element-wise pass over the chunks for both, C Bᵀ
+//       and d(C Bᵀ) per group, the per-head gradients, dB/dC per group, the parameter sums. Every
+//       product on the CUDA cores in F32 from shared tiles (4 x 4 outputs a thread); the states and
+//       state gradients of every chunk go through global memory in F32. Correctness first.
+//
+// Timed shapes (the issue's): batch 1, H 32, P 64, N 128, G 1, BF16, T = 4096 / 16384 / 65536 / 102400.
+// Floor of the backward (METHOD.md's two numbers), per token:
+//   bytes: read x, dy (H*P*2 each), B, C (N*2 each), dt (H*2); write dx (H*P*2), dB, dC (N*2 each),
+//     ddt (H*2): 13.4 KB -> 55 / 220 / 880 / 1375 MB -> 0.013 / 0.052 / 0.21 / 0.32 ms at 4.24 TB/s.
+//   FLOPs at Q = 64 (causal products halved, per group C Bᵀ and its two uses): per head
+//     2 * (6 P N + Q P) (the chunk-local state and state gradient, C Sᵀ, B dSᵀ, dY S, X dS; dY Xᵀ and
+//     Mᵀ dY) and per group 3 Q N: 3.43 MFLOP -> 14 / 56 / 225 / 351 GFLOP -> 0.02 / 0.08 / 0.31 /
+//     0.48 ms at 730 TFLOP/s (BF16 matrix rate).
+//   v1 runs the products on the CUDA cores (~60 TFLOP/s F32 at best: 6 ms at 100K before any loss),
+//   recomputes dY Xᵀ (per group and per head), and moves the [P, N] state and state gradient of every
+//   (head, chunk) through global memory about 5 times: ~160 KB per token (16 GB at 100K, ~4 ms).
+// Peer: mamba_ssm's Triton SSD forward + backward on the same card, 4.35 / 3.72 / 5.72 / 9.08 ms
+// (../shared/BENCHMARKS.md, via issue 10). Goal: at most 0.8x the peer at every length.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <vector>
+
+#include "../../src/ops/cuda/ssd_backward_launch.cuh"
+#include "../../src/ops/cuda/ssd_launch.cuh"
+#include "ssd_backward_reference.h"
+
+namespace forward = ssm::ops::cuda::ssd_kernels;
+namespace backward = ssm::ops::cuda::ssd_backward_kernels;
+using bf16 = __nv_bfloat16;
+
+#define CHECK_CUDA(call)                                                                              \
+  do {                                                                                                \
+    const cudaError_t error_ = (call);                                                                \
+    if (error_ != cudaSuccess) {                                                                      \
+      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(error_)); \
+      std::exit(1);                                                                                   \
+    }                                                                                                 \
+  } while (0)
+
+constexpr double kPeerMs[] = {4.35, 3.72, 5.72, 9.08};  // mamba_ssm Triton SSD forward + backward
+constexpr int kLengths[] = {4096, 16384, 65536, 102400};
+
+template <class T>
+float round_to(float v) {
+  if constexpr (sizeof(T) == 2) return __bfloat162float(__float2bfloat16(v));
+  return v;
+}
+
+template <class T>
+T* upload(const std::vector<float>& v) {
+  std::vector<T> converted(v.size());
+  for (size_t i = 0; i < v.size(); ++i) converted[i] = T(v[i]);
+  T* d = nullptr;
+  CHECK_CUDA(cudaMalloc(&d, std::max<size_t>(1, v.size()) * sizeof(T)));
+  CHECK_CUDA(cudaMemcpy(d, converted.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
+  return d;
+}
+template <class T>
+T* upload_or_null(const std::vector<float>& v) {
+  return v.empty() ? nullptr : upload<T>(v);
+}
+
+template <class T>
+std::vector<float> download(const T* d, size_t n) {
+  std::vector<T> raw(n);
+  CHECK_CUDA(cudaMemcpy(raw.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost));
+  std::vector<float> out(n);
+  for (size_t i = 0; i < n; ++i) out[i] = float(raw[i]);
+  return out;
+}
+
+template <class T>
+T* nan_on_gpu(size_t n) {
+  T* d = nullptr;
+  CHECK_CUDA(cudaMalloc(&d, std::max<size_t>(1, n) * sizeof(T)));
+  CHECK_CUDA(cudaMemset(d, 0xff, n * sizeof(T)));
+  return d;
+}
+
+// Uniform values in [lo, hi) from a hash of (seed, i), converted to T: the timing inputs, made on the GPU.
+template <class T>
+__global__ void fill_kernel(T* out, size_t n, uint64_t seed, float lo, float hi) {
+  const size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  uint64_t x = (uint64_t(i) + 1) * 0x9E3779B97F4A7C15ULL + seed;
+  x ^= x >> 33, x *= 0xff51afd7ed558ccdULL, x ^= x >> 33, x *= 0xc4ceb9fe1a85ec53ULL, x ^= x >> 33;
+  out[i] = T(lo + (hi - lo) * float(uint32_t(x) >> 8) * (1.0f / 16777216.0f));
+}
+template <class T>
+T* random_on_gpu(size_t n, uint64_t seed, float lo, float hi) {
+  T* d = nullptr;
+  CHECK_CUDA(cudaMalloc(&d, std::max<size_t>(1, n) * sizeof(T)));
+  fill_kernel<T><<<unsigned((n + 255) / 256), 256>>>(d, n, seed, lo, hi);
+  CHECK_CUDA(cudaGetLastError());
+  return d;
+}
+
+// One call's arguments on the GPU (dense rows), gradients NaN, parameter gradients zero, and its scratch.
+template <class T>
+struct Call {
+  forward::Args<T> args{};
+  backward::Grads<T> grads{};
+  backward::Plan plan{};
+  float* scratch = nullptr;
+  std::vector<void*> owned;
+
+  template <class U>
+  U* own(U* p) {
+    if (p) owned.push_back((void*)p);
+    return p;
+  }
+  // Gradient buffers and the plan, once args and the state inputs are set.
+  void finish(bool with_D) {
+    const size_t rows = size_t(args.batch) * args.length, HP = size_t(args.heads) * args.head_dim;
+    const size_t GN = size_t(args.groups) * args.state_dim;
+    grads.lddy = grads.lddx = int64_t(HP);
+    grads.ldddt = args.heads;
+    grads.lddB = grads.lddC = int64_t(GN);
+    grads.dx = own(nan_on_gpu<T>(rows * HP));
+    grads.ddt = own(nan_on_gpu<T>(rows * args.heads));
+    grads.dB = own(nan_on_gpu<T>(rows * GN));
+    grads.dC = own(nan_on_gpu<T>(rows * GN));
+    for (float** p : {&grads.dA, &grads.dD, &grads.ddt_bias}) {
+      *p = own(nan_on_gpu<float>(args.heads));
+      CHECK_CUDA(cudaMemset(*p, 0, args.heads * sizeof(float)));
+    }
+    if (!with_D) grads.dD = nullptr;
+    grads.dstate0 = own(nan_on_gpu<float>(size_t(args.batch) * args.heads * args.head_dim * args.state_dim));
+    plan = backward::make_plan(args, grads);
+    CHECK_CUDA(cudaMalloc(&scratch, plan.scratch_floats * sizeof(float)));
+    own(scratch);
+  }
+  void release() {
+    for (void* p : owned) CHECK_CUDA(cudaFree(p));
+    owned.clear();
+  }
+};
+
+template <class T>
+Call<T> call_from(const ssd_reference::Problem& p) {
+  Call<T> c;
+  c.args = {c.own(upload<T>(p.x)), c.own(upload<T>(p.dt)), c.own(upload<T>(p.B)), c.own(upload<T>(p.C)), nullptr,
+            c.own(upload<float>(p.A)), c.own(upload<float>(p.dt_bias)), c.own(upload_or_null<float>(p.D)),
+            int64_t(p.H) * p.P, p.H, int64_t(p.G) * p.N, int64_t(p.G) * p.N, 0, p.batch, p.T, p.H, p.P, p.G, p.N,
+            p.dt_min, p.dt_max};
+  c.grads.dy = c.own(upload<T>(p.dy));
+  c.grads.state0 = c.own(upload_or_null<float>(p.state0));
+  c.grads.dfinal = c.own(upload_or_null<float>(p.dfinal));
+  c.finish(!p.D.empty());
+  return c;
+}
+
+double rel_error(const std::vector<float>& got, const std::vector<double>& want) {
+  double diff = 0.0, scale = 0.0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    if (std::isnan(got[i])) return INFINITY;
+    diff = std::max(diff, std::fabs(got[i] - want[i]));
+    scale = std::max(scale, std::fabs(want[i]));
+  }
+  return diff / std::max(scale, 1e-30);
+}
+
+struct CheckShape {
+  int batch, T, H, P, G, N;
+  bool with_D, with_state0, with_dfinal;
+};
+
+// Every gradient against the double reference on random inputs; false on a failure.
+template <class T>
+bool check(const CheckShape& s, unsigned seed) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_real_distribution<float> uniform(0.0f, std::log(16.0f));
+  auto fill = [&](std::vector<float>& v, size_t n, float scale, float offset, bool activation) {
+    v.resize(n);
+    for (float& e : v) e = activation ? round_to<T>(offset + scale * normal(gen)) : offset + scale * normal(gen);
+  };
+  ssd_reference::Problem p{s.batch, s.T, s.H, s.P, s.G, s.N, 0.0f, INFINITY};
+  const size_t rows = size_t(s.batch) * s.T, states = size_t(s.batch) * s.H * s.P * s.N;
+  fill(p.x, rows * s.H * s.P, 1.0f, 0.0f, true);
+  fill(p.dt, rows * s.H, 0.5f, 0.0f, true);
+  fill(p.B, rows * s.G * s.N, 0.5f, 0.0f, true);
+  fill(p.C, rows * s.G * s.N, 0.5f, 0.0f, true);
+  fill(p.dy, rows * s.H * s.P, 1.0f, 0.0f, true);
+  fill(p.dt_bias, s.H, 0.3f, -3.0f, false);
+  p.A.resize(s.H);
+  for (float& a : p.A) a = -std::exp(uniform(gen));
+  if (s.with_D) fill(p.D, s.H, 1.0f, 0.0f, false);
+  if (s.with_state0) fill(p.state0, states, 0.5f, 0.0f, false);
+  if (s.with_dfinal) fill(p.dfinal, states, 0.5f, 0.0f, false);
+  const ssd_reference::Gradients want = ssd_reference::backward(p);
+
+  Call<T> c = call_from<T>(p);
+  CHECK_CUDA(backward::launch_backward(c.args, c.grads, c.plan, c.scratch, nullptr));
+  CHECK_CUDA(cudaDeviceSynchronize());
+  const double tol = sizeof(T) == 2 ? 3e-2 : 1e-4;
+  bool ok = true;
+  std::printf("check v1 %-4s B %d T %4d H %d P %3d G %d N %3d D %d state0 %d dfinal %d:",
+              sizeof(T) == 2 ? "bf16" : "f32", s.batch, s.T, s.H, s.P, s.G, s.N, s.with_D, s.with_state0,
+              s.with_dfinal);
+  auto report = [&](const char* name, const std::vector<float>& got, const std::vector<double>& ref) {
+    const double e = rel_error(got, ref);
+    std::printf(" %s %.1e", name, e);
+    ok &= e < tol;
+  };
+  report("dx", download(c.grads.dx, want.dx.size()), want.dx);
+  report("ddt", download(c.grads.ddt, want.ddt.size()), want.ddt);
+  report("dB", download(c.grads.dB, want.dB.size()), want.dB);
+  report("dC", download(c.grads.dC, want.dC.size()), want.dC);
+  report("dA", download(c.grads.dA, want.dA.size()), want.dA);
+  if (s.with_D) report("dD", download(c.grads.dD, want.dD.size()), want.dD);
+  report("dbias", download(c.grads.ddt_bias, want.dbias.size()), want.dbias);
+  report("dstate0", download(c.grads.dstate0, want.dstate0.size()), want.dstate0);
+  std::printf(" %s\n", ok ? "ok" : "FAIL");
+  c.release();
+  return ok;
+}
+
+// The timed call: random BF16 inputs made on the GPU, D, no state0 or dfinal (as in training).
+Call<bf16> timed_call(int T, unsigned seed) {
+  constexpr int H = 32, P = 64, N = 128;
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<float> bias(-3.5f, -2.5f), log_a(0.0f, std::log(16.0f)), d(-1.0f, 1.0f);
+  std::vector<float> dt_bias(H), A(H), D(H);
+  for (int i = 0; i < H; ++i) dt_bias[i] = bias(gen), A[i] = -std::exp(log_a(gen)), D[i] = d(gen);
+  Call<bf16> c;
+  const size_t rows = size_t(T);
+  c.args = {c.own(random_on_gpu<bf16>(rows * H * P, seed + 1, -1.7f, 1.7f)),
+            c.own(random_on_gpu<bf16>(rows * H, seed + 2, -0.9f, 0.9f)),
+            c.own(random_on_gpu<bf16>(rows * N, seed + 3, -0.87f, 0.87f)),
+            c.own(random_on_gpu<bf16>(rows * N, seed + 4, -0.87f, 0.87f)),
+            c.own(nan_on_gpu<bf16>(rows * H * P)),
+            c.own(upload<float>(A)),
+            c.own(upload<float>(dt_bias)),
+            c.own(upload<float>(D)),
+            H * P, H, N, N, H * P, 1, T, H, P, 1, N, 0.0f, INFINITY};
+  c.grads.dy = c.own(random_on_gpu<bf16>(rows * H * P, seed + 5, -1.7f, 1.7f));
+  c.finish(true);
+  return c;
+}
+
+// Median over `batches` of the mean time of 5 back-to-back runs of `work` (CUDA events around each batch).
+template <class F>
+double time_ms(F&& work, int batches) {
+  constexpr int kPerBatch = 5;
+  cudaEvent_t start, stop;
+  CHECK_CUDA(cudaEventCreate(&start));
+  CHECK_CUDA(cudaEventCreate(&stop));
+  for (int i = 0; i < 2; ++i) work();  // warm-up
+  std::vector<float> times;
+  for (int i = 0; i < batches; ++i) {
+    CHECK_CUDA(cudaEventRecord(start));
+    for (int j = 0; j < kPerBatch; ++j) work();
+    CHECK_CUDA(cudaEventRecord(stop));
+    CHECK_CUDA(cudaEventSynchronize(stop));
+    float ms = 0;
+    CHECK_CUDA(cudaEventElapsedTime(&ms, start, stop));
+    times.push_back(ms / kPerBatch);
+  }
+  CHECK_CUDA(cudaEventDestroy(start));
+  CHECK_CUDA(cudaEventDestroy(stop));
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
+int main() {
+  std::setvbuf(stdout, nullptr, _IONBF, 0);
+  cudaDeviceProp prop;
+  CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
+  std::printf("%s, %d SMs\n", prop.name, prop.multiProcessorCount);
+
+  bool ok = true;
+  const CheckShape checked[] = {{2, 300, 4, 64, 2, 128, true, true, true},
+                                {1, 130, 3, 24, 1, 16, false, false, true},
+                                {2, 70, 4, 80, 2, 72, true, true, false},
+                                {1, 37, 2, 64, 1, 128, true, false, false}};
+  unsigned seed = 1;
+  for (const CheckShape& s : checked) {
+    ok &= check<float>(s, seed++);
+    ok &= check<bf16>(s, seed++);
+  }
+
+  // Forward (the engine's chunked kernels) + backward v1, then each backward kernel alone (on the
+  // scratch a whole run left).
+  const struct {
+    const char* name;
+    int stages;
+  } stages[] = {{"values", backward::kChunkValues}, {"states", backward::kChunkStates},
+                {"pass", backward::kStatePass},     {"group", backward::kGroup},
+                {"head", backward::kHead},          {"dB dC", backward::kDbc},
+                {"params", backward::kParams}};
+  std::printf("\n| tokens | fwd ms | bwd v1 ms | fwd+bwd ms | peer ms | ratio |");
+  for (const auto& s : stages) std::printf(" %s |", s.name);
+  std::printf("\n|---|---|---|---|---|---|");
+  for (size_t i = 0; i < std::size(stages); ++i) std::printf("---|");
+  std::printf("\n");
+  for (int i = 0; i < 4; ++i) {
+    Call<bf16> c = timed_call(kLengths[i], 10 + i);
+    forward::Plan fplan;
+    CHECK_CUDA(forward::plan_chunked(c.args, &fplan));
+    float* fscratch = nullptr;
+    CHECK_CUDA(cudaMalloc(&fscratch, std::max<size_t>(1, forward::chunked_scratch_floats(c.args, fplan)) * 4));
+    auto run_forward = [&] { CHECK_CUDA(forward::launch_chunked(c.args, fplan, nullptr, fscratch, nullptr)); };
+    auto run_backward = [&](int which) {
+      CHECK_CUDA(backward::launch_backward(c.args, c.grads, c.plan, c.scratch, nullptr, which));
+    };
+    const int batches = kLengths[i] > 20000 ? 5 : 20;
+    const double fwd = time_ms(run_forward, batches);
+    const double bwd = time_ms([&] { run_backward(backward::kAllStages); }, batches);
+    std::vector<double> parts;
+    for (const auto& s : stages) parts.push_back(time_ms([&] { run_backward(s.stages); }, batches));
+    std::printf("| %d | %.3f | %.3f | %.3f | %.2f | %.2fx |", kLengths[i], fwd, bwd, fwd + bwd, kPeerMs[i],
+                (fwd + bwd) / kPeerMs[i]);
+    for (double ms : parts) std::printf(" %.3f |", ms);
+    std::printf("\n");
+    // The timed gradients are finite (the checks above hold the values).
+    const std::vector<float> dx = download(c.grads.dx, size_t(kLengths[i]) * 32 * 64);
+    for (float v : dx)
+      if (!std::isfinite(v)) {
+        std::printf("non-finite dx at T %d: FAIL\n", kLengths[i]);
+        ok = false;
+        break;
+      }
+    CHECK_CUDA(cudaFree(fscratch));
+    c.release();
+  }
+  std::printf("%s\n", ok ? "all checks passed" : "SOME CHECKS FAILED");
+  return ok ? 0 : 1;
+}

@@ -1,0 +1,253 @@
+// Runs the SSD backward kernels of src/ops/cuda/ssd_backward_kernels.cuh on the CPU (the execution model
+// of cuda_on_cpu.h), in the order ssd_backward_launch.cuh launches them, and checks every gradient
+// against the backward of the plain recurrence in double: partial chunks, one token, P and N over one
+// tile and under it, groups, dt clamps, with and without state0 / dfinal / D, gradients not asked for,
+// both dtypes; each case with a block's threads run first to last, then last to first (a missing
+// barrier shows in one of the two). Inputs and gradients are column slices of wide rows, as the model
+// passes them. Gradient outputs start as NaN (parameter gradients from random values, since they
+// accumulate); the columns beside the gradients must stay NaN, and no kernel may touch shared memory
+// past its launch's size.
+//
+//   g++ -std=c++20 -O2 -I/usr/local/cuda/include dev/cuda/ssd_backward_host_check.cpp
+//       -o build/dev-cuda/ssd_backward_host_check
+//   build/dev-cuda/ssd_backward_host_check        (one line per case; exit 1 on a failure)
+#include "cuda_on_cpu.h"
+
+namespace ssm::ops::cuda::ssd_backward_kernels {
+alignas(16) unsigned char smem[232448];
+}
+
+#define SSM_SSD_HOST_CHECK
+#include "../../src/ops/cuda/ssd_backward_kernels.cuh"
+#include "ssd_backward_reference.h"
+
+namespace kernels = ssm::ops::cuda::ssd_backward_kernels;
+using bf16 = __nv_bfloat16;
+
+struct Case {
+  int batch, T, H, P, G, N;
+  bool with_D, with_state0, with_dfinal;
+  int pad = 0;  // columns in front of the inputs' and the gradients' wide rows
+  bool all_grads = true;  // false: no dB, dC, dstate0 and dA
+  float dt_min = 0.0f, dt_max = INFINITY, dt_noise = 0.5f;
+};
+
+// The problem (ssd_reference::Problem) and the parameter gradients' starting values.
+struct Problem : ssd_reference::Problem {
+  std::vector<float> dA0, dD0, dbias0;
+};
+
+template <class T>
+float round_to(float v) {
+  if constexpr (sizeof(T) == 2) return __bfloat162float(__float2bfloat16(v));
+  return v;
+}
+
+template <class T>
+Problem make_problem(const Case& k, unsigned seed) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::uniform_real_distribution<float> uniform(0.0f, std::log(16.0f));
+  auto fill = [&](std::vector<float>& v, size_t n, float scale, float offset, bool activation) {
+    v.resize(n);
+    for (float& e : v) e = activation ? round_to<T>(offset + scale * normal(gen)) : offset + scale * normal(gen);
+  };
+  Problem p;
+  static_cast<ssd_reference::Problem&>(p) = {k.batch, k.T, k.H, k.P, k.G, k.N, k.dt_min, k.dt_max};
+  const size_t rows = size_t(k.batch) * k.T, states = size_t(k.batch) * k.H * k.P * k.N;
+  fill(p.x, rows * k.H * k.P, 1.0f, 0.0f, true);
+  fill(p.dt, rows * k.H, k.dt_noise, 0.0f, true);
+  fill(p.B, rows * k.G * k.N, 0.5f, 0.0f, true);
+  fill(p.C, rows * k.G * k.N, 0.5f, 0.0f, true);
+  fill(p.dy, rows * k.H * k.P, 1.0f, 0.0f, true);
+  fill(p.dt_bias, k.H, 0.3f, -3.0f, false);
+  p.A.resize(k.H);
+  for (float& a : p.A) a = -std::exp(uniform(gen));
+  if (k.with_D) fill(p.D, k.H, 1.0f, 0.0f, false);
+  if (k.with_state0) fill(p.state0, states, 0.5f, 0.0f, false);
+  if (k.with_dfinal) fill(p.dfinal, states, 0.5f, 0.0f, false);
+  fill(p.dA0, k.H, 1.0f, 0.0f, false);
+  fill(p.dD0, k.H, 1.0f, 0.0f, false);
+  fill(p.dbias0, k.H, 1.0f, 0.0f, false);
+  return p;
+}
+
+// The reference gradients, the parameter gradients' starting values added.
+ssd_reference::Gradients reference(const Problem& p) {
+  ssd_reference::Gradients r = ssd_reference::backward(p);
+  for (size_t h = 0; h < r.dA.size(); ++h) {
+    r.dA[h] += p.dA0[h];
+    r.dD[h] += p.dD0[h];
+    r.dbias[h] += p.dbias0[h];
+  }
+  return r;
+}
+
+// max |got - want| / max |want|, over `count` values of got read through `at`; NaN gives infinity.
+template <class F>
+double rel_error(const std::vector<double>& want, F&& at) {
+  double diff = 0.0, scale = 0.0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    const double g = at(i);
+    if (std::isnan(g)) return INFINITY;
+    diff = std::max(diff, std::fabs(g - want[i]));
+    scale = std::max(scale, std::fabs(want[i]));
+  }
+  return diff / std::max(scale, 1e-30);
+}
+
+void poison_shared() { std::memset(kernels::smem, 0xff, sizeof kernels::smem); }
+
+template <class T>
+bool run_case(const Case& k, unsigned seed) {
+  const Problem p = make_problem<T>(k, seed);
+  const ssd_reference::Gradients want = reference(p);
+  const int HP = k.H * k.P, GN = k.G * k.N, rows = k.batch * k.T;
+  const size_t states = size_t(k.batch) * k.H * k.P * k.N;
+
+  // Inputs: [pad | x | B | C | dt | dy] in one row.
+  const int pad = k.pad;
+  const int in_width = pad + 2 * HP + 2 * GN + k.H;
+  std::vector<T> inputs(size_t(rows) * in_width, T(NAN));
+  const int x_at = pad, B_at = x_at + HP, C_at = B_at + GN, dt_at = C_at + GN, dy_at = dt_at + k.H;
+  auto place = [&](const std::vector<float>& v, int at, int width) {
+    for (int r = 0; r < rows; ++r)
+      for (int c = 0; c < width; ++c) inputs[size_t(r) * in_width + at + c] = T(v[size_t(r) * width + c]);
+  };
+  place(p.x, x_at, HP);
+  place(p.B, B_at, GN);
+  place(p.C, C_at, GN);
+  place(p.dt, dt_at, k.H);
+  place(p.dy, dy_at, HP);
+  // Gradients: [pad + 2 | dx | dB | dC | ddt | 2] in one NaN row.
+  const int out_pad = k.pad + 2, out_width = out_pad + HP + 2 * GN + k.H + 2;
+  const int dx_at = out_pad, dB_at = dx_at + HP, dC_at = dB_at + GN, ddt_at = dC_at + GN;
+  std::vector<T> outputs(size_t(rows) * out_width, T(NAN));
+  std::vector<float> dA(p.dA0), dD(p.dD0), dbias(p.dbias0), dstate0(states, NAN);
+
+  kernels::Args<T> a{inputs.data() + x_at, inputs.data() + dt_at, inputs.data() + B_at, inputs.data() + C_at,
+                     nullptr, p.A.data(), p.dt_bias.data(), k.with_D ? p.D.data() : nullptr, in_width, in_width,
+                     in_width, in_width, 0, k.batch, k.T, k.H, k.P, k.G, k.N, k.dt_min, k.dt_max};
+  kernels::Grads<T> g{inputs.data() + dy_at,
+                      in_width,
+                      outputs.data() + dx_at,
+                      outputs.data() + ddt_at,
+                      k.all_grads ? outputs.data() + dB_at : nullptr,
+                      k.all_grads ? outputs.data() + dC_at : nullptr,
+                      out_width,
+                      out_width,
+                      out_width,
+                      out_width,
+                      k.all_grads ? dA.data() : nullptr,
+                      dD.data(),
+                      dbias.data(),
+                      k.all_grads ? dstate0.data() : nullptr,
+                      k.with_state0 ? p.state0.data() : nullptr,
+                      k.with_dfinal ? p.dfinal.data() : nullptr};
+  const kernels::Plan plan = kernels::make_plan(a, g);
+  std::vector<float> scratch(plan.scratch_floats, NAN);
+  const kernels::Scratch s = kernels::carve_scratch(a, plan, scratch.data());
+  using kernels::kThreads;
+  // Each kernel with its shared memory poisoned, and none of it touched past what the launch asks for.
+  bool smem_ok = true;
+  auto launch = [&](unsigned blocks, size_t smem_bytes, auto&& kernel) {
+    poison_shared();
+    fibers::launch(blocks, kThreads, kernel);
+    for (size_t i = smem_bytes; i < sizeof kernels::smem; ++i) smem_ok &= kernels::smem[i] == 0xff;
+  };
+  launch(plan.values_blocks, kernels::chunk_values_smem(), [&] { kernels::chunk_values_kernel<T>(a, s); });
+  if (plan.states || plan.dstates) {
+    launch(plan.states_blocks, kernels::chunk_states_smem(), [&] { kernels::chunk_states_kernel<T>(a, g, s); });
+    launch(plan.pass_blocks, 0, [&] { kernels::state_pass_kernel<T>(a, g, s); });
+  }
+  launch(plan.group_blocks, kernels::group_smem(), [&] { kernels::group_kernel<T>(a, g, s); });
+  launch(plan.head_blocks, kernels::head_smem(), [&] { kernels::head_kernel<T>(a, g, s); });
+  if (plan.dbc) launch(plan.dbc_blocks, kernels::dbc_smem(), [&] { kernels::dbc_kernel<T>(a, g, s); });
+  if (g.dA || g.dD || g.ddt_bias)
+    launch(plan.param_blocks, 0, [&] {
+      kernels::param_kernel(a.heads, int64_t(a.batch) * plan.chunks, s.parts, g.dA, g.dD, g.ddt_bias);
+    });
+
+  auto column = [&](int at, int width) {
+    return [&, at, width](size_t i) { return double(float(outputs[(i / width) * out_width + at + i % width])); };
+  };
+  auto vec = [](const std::vector<float>& v) { return [&v](size_t i) { return double(v[i]); }; };
+  const double tol = sizeof(T) == 2 ? 3e-2 : 1e-4;
+  bool ok = true;
+  std::string report;
+  auto check = [&](const char* name, const std::vector<double>& ref, auto&& at) {
+    const double e = rel_error(ref, at);
+    char text[48];
+    std::snprintf(text, sizeof text, " %s %.1e", name, e);
+    report += text;
+    if (!(e < tol)) {
+      ok = false;
+      report += "(FAIL)";
+    }
+  };
+  check("dx", want.dx, column(dx_at, HP));
+  check("ddt", want.ddt, column(ddt_at, k.H));
+  check("dD", want.dD, vec(dD));
+  check("dbias", want.dbias, vec(dbias));
+  if (k.all_grads) {
+    check("dB", want.dB, column(dB_at, GN));
+    check("dC", want.dC, column(dC_at, GN));
+    check("dA", want.dA, vec(dA));
+    check("dstate0", want.dstate0, vec(dstate0));
+  }
+  if (!smem_ok) {
+    report += " shared memory used past the launch's size (FAIL)";
+    ok = false;
+  }
+  // Nothing written outside the gradients' columns (and dB, dC untouched when not asked for).
+  for (int r = 0; r < rows; ++r)
+    for (int c = 0; c < out_width; ++c) {
+      const bool asked = (c >= dx_at && c < dx_at + HP) || (c >= ddt_at && c < ddt_at + k.H) ||
+                         (k.all_grads && c >= dB_at && c < dC_at + GN);
+      if (!asked && !std::isnan(float(outputs[size_t(r) * out_width + c]))) {
+        if (ok) report += " wrote outside the gradients (FAIL)";
+        ok = false;
+        r = rows;
+        break;
+      }
+    }
+  std::printf("%-4s %s B %d T %4d H %d P %2d G %d N %3d D %d state0 %d dfinal %d pad %d all %d dt [%g, %g] |%s %s\n",
+              sizeof(T) == 2 ? "bf16" : "f32", fibers::reverse_order ? "rev" : "fwd", k.batch, k.T, k.H, k.P, k.G, k.N, k.with_D, k.with_state0,
+              k.with_dfinal, k.pad, k.all_grads, k.dt_min, k.dt_max, report.c_str(), ok ? "ok" : "FAIL");
+  std::fflush(stdout);
+  return ok;
+}
+
+int main() {
+  std::vector<Case> cases = {
+      {1, 64, 2, 64, 1, 128, true, false, false},   // one chunk: the intra-chunk products and D only
+      {2, 70, 4, 24, 2, 16, true, true, true},      // groups, state0 and dfinal, a partial second chunk
+      {1, 200, 2, 64, 1, 128, false, true, false},  // the benchmark's head shape, four chunks
+      {1, 37, 2, 80, 1, 72, true, false, true},     // T < chunk; two tiles of P and of N, partial
+      {1, 1, 2, 8, 1, 8, true, true, true},         // one token
+      {2, 130, 4, 16, 2, 32, true, false, false},   // no state at either end, three chunks
+  };
+  Case padded{2, 90, 4, 24, 2, 16, true, true, true};
+  padded.pad = 3;
+  cases.push_back(padded);
+  Case clamped{2, 100, 2, 16, 1, 32, false, true, true};
+  clamped.dt_min = 0.02f;
+  clamped.dt_max = 0.1f;
+  clamped.dt_noise = 2.0f;
+  cases.push_back(clamped);
+  Case fewer{2, 70, 4, 16, 2, 16, true, true, false};
+  fewer.all_grads = false;
+  cases.push_back(fewer);
+  bool ok = true;
+  unsigned seed = 1;
+  for (const Case& k : cases) {
+    for (bool reverse : {false, true}) {  // the threads of a block in both orders (see fibers::reverse_order)
+      fibers::reverse_order = reverse;
+      ok &= run_case<float>(k, seed);
+      ok &= run_case<bf16>(k, seed + 1);
+    }
+    seed += 2;
+  }
+  std::printf("%s\n", ok ? "all cases passed" : "SOME CASES FAILED");
+  return ok ? 0 : 1;
+}

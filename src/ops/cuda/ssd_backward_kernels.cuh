@@ -1,0 +1,698 @@
+// The kernels of ops::cuda::ssd_backward (Mamba-2 SSD, chunked), launched from ssd_backward_launch.cuh.
+// No engine headers: dev/cuda/ssd_backward_host_check.cpp runs them on the CPU.
+//
+// The CPU op's algorithm (ops/cpu/ssd_backward.cpp) in chunks of Q = 64 tokens (the forward's), per
+// (batch b, head h, chunk; group g = h / (H/G)), a_l the in-chunk inclusive cumsum of dt·A, S the
+// state entering the chunk, dS the gradient at the state leaving it, E[l,s] = exp(a_l − a_s) (s <= l),
+// M = C Bᵀ ⊙ E ⊙ dt_s, dM = dY Xᵀ, w_s = exp(a_last − a_s) dt_s. Seven launches:
+//   1. chunk_values_kernel  (warp per b, h, chunk): dt after bias, softplus and clamp, and a_l, as the
+//      forward computes them (ssd_kernels::scan_chunk).
+//   2. chunk_states_kernel  (b, h, chunk, 64 x 64 tile of P x N): what the chunk alone adds to the
+//      state, Σ_s w_s X_s B_sᵀ, and to the state gradient, Σ_l exp(a_l) dY_lᵀ C_l.
+//   3. state_pass_kernel    (thread per b, h, state element): walks the chunks forward (S entering each)
+//      and backward (dS leaving each, and dstate0), in place over kernel 2's results.
+//   4. group_kernel         (b, g, chunk): C Bᵀ, and d(C Bᵀ) = Σ_h dM ⊙ E ⊙ dt_s over the group's heads.
+//   5. head_kernel          (b, h, chunk): dX = Mᵀ dY + D dY + diag(w) B dSᵀ; the gradient of every a_l
+//      and dt_s; their reverse cumsum into ddt (through clamp and softplus); the chunk's dA, dD and
+//      ddt_bias terms into partials.
+//   6. dbc_kernel           (b, g, chunk, 64 columns of N): dC = Σ_h diag(exp(a)) dY S + d(C Bᵀ) B,
+//      dB = Σ_h diag(w) X dS + d(C Bᵀ)ᵀ C, the heads of the group in order.
+//   7. param_kernel         (thread per head): the partials summed over (batch, chunk) in order, added
+//      to dA, dD, ddt_bias.
+// dY Xᵀ is computed twice (kernels 4 and 5), so that d(C Bᵀ) needs no per-head scratch.
+// Deterministic: every sum has a fixed order (no atomics). Arithmetic in F32 from F32 or BF16
+// activations. The products run on the CUDA cores over F32 tiles in shared memory (16 x 16 threads,
+// each a 4 x 4 piece of a 64 x 64 result); every one is a [64 x 64] x [64 x 64] step, the shape a
+// tensor-core version takes over.
+#pragma once
+#include "ssd_kernels.cuh"
+
+namespace ssm::ops::cuda::ssd_backward_kernels {
+
+using ssd_kernels::Args;  // the forward's inputs (y unused)
+using ssd_kernels::kChunk;
+
+constexpr int kTile = 64;       // columns of a shared tile: a slice of P or N, or a chunk's tokens
+constexpr int kLd = kTile + 1;  // its row stride: the 16 rows a column read touches fall in 16 banks
+constexpr int kTileFloats = kTile * kLd;
+constexpr int kThreads = 256;  // 16 x 16; thread (ty, tx) holds rows ty + 16 i, columns tx + 16 j
+static_assert(kChunk == kTile, "a chunk's tokens fill one tile");
+
+// The gradients: activation gradients of type T (null: not asked for), the rest F32.
+template <class T>
+struct Grads {
+  const T* dy;
+  int64_t lddy;
+  T *dx, *ddt, *dB, *dC;
+  int64_t lddx, ldddt, lddB, lddC;
+  float *dA, *dD, *ddt_bias;  // [H], accumulated
+  float* dstate0;             // [B,H,P,N], written
+  const float *state0, *dfinal;  // [B,H,P,N] inputs; null when absent
+};
+
+// The F32 scratch of one call (carve_scratch; its size in make_plan).
+struct Scratch {
+  float* dt;       // [B*H, T]: dt after bias, softplus and clamp
+  float* acum;     // [B*H, T]: a, the in-chunk inclusive cumsum of dt A
+  float* states;   // [B*H, chunks, P*N]: the state entering each chunk (null when no chunk has one)
+  float* dstates;  // [B*H, chunks, P*N]: the gradient at the state leaving each chunk (null when none)
+  float* cb;       // [B*G, chunks, Q*Q]: C Bᵀ
+  float* dcb;      // [B*G, chunks, Q*Q]: d(C Bᵀ), summed over the group's heads
+  float* parts;    // [3, B*chunks, H]: the dA, dD, ddt_bias terms of each (batch, chunk)
+};
+
+__host__ __device__ inline int chunk_count(int length) { return (length + kChunk - 1) / kChunk; }
+
+__device__ __forceinline__ float softplus_grad(float v) { return v > 20.0f ? 1.0f : 1.0f / (1.0f + expf(-v)); }
+
+// ---------------------------------------------------------------------------------------------------
+// Block helpers (kThreads threads).
+
+__device__ __forceinline__ int thread_row() { return int(threadIdx.x) / 16; }
+__device__ __forceinline__ int thread_col() { return int(threadIdx.x) % 16; }
+
+// acc[i][j] += Σ_{k < kTile} a(ty + 16 i, k) b(k, tx + 16 j).
+template <class FA, class FB>
+__device__ __forceinline__ void mac(float (&acc)[4][4], FA&& a, FB&& b) {
+  const int ty = thread_row(), tx = thread_col();
+#pragma unroll 4
+  for (int k = 0; k < kTile; ++k) {
+    float av[4], bv[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) av[i] = a(ty + 16 * i, k);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) bv[j] = b(k, tx + 16 * j);
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+      for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+  }
+}
+
+// Calls f(i, j, r, c) for each element of the thread's 4 x 4 piece at (r, c) = (ty + 16 i, tx + 16 j).
+template <class F>
+__device__ __forceinline__ void for_piece(F&& f) {
+  const int ty = thread_row(), tx = thread_col();
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) f(i, j, ty + 16 * i, tx + 16 * j);
+}
+
+// tile[r * kLd + c] = value(r, c) for r < rows and c < cols, 0 elsewhere in [kTile][kTile].
+template <class F>
+__device__ __forceinline__ void fill_tile(float* tile, int rows, int cols, F&& value) {
+  for (int i = int(threadIdx.x); i < kTile * kTile; i += kThreads) {
+    const int r = i / kTile, c = i % kTile;
+    tile[r * kLd + c] = r < rows && c < cols ? value(r, c) : 0.0f;
+  }
+}
+
+// The sum over the 16 threads of a row (same ty): every one of them gets it. Fixed order.
+__device__ __forceinline__ float row_sum(float v) {
+#pragma unroll
+  for (int offset = 8; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+  return v;
+}
+
+// Where a chunk is: its tokens [t0, t0 + rows) of sequence b, as rows row0 + [0, rows) of the inputs.
+struct ChunkAt {
+  int c, t0, rows;
+  int64_t row0;
+};
+template <class T>
+__device__ __forceinline__ ChunkAt chunk_at(const Args<T>& a, int b, int c) {
+  const int t0 = c * kChunk;
+  return {c, t0, min(kChunk, a.length - t0), int64_t(b) * a.length + t0};
+}
+
+// The chunk's dt and a of head (b, h) into shared vectors (0 past the chunk's rows).
+template <class T>
+__device__ __forceinline__ void load_chunk_values(const Args<T>& a, const Scratch& s, int64_t bh, const ChunkAt& ch,
+                                                  float* dt, float* acum) {
+  for (int i = int(threadIdx.x); i < kChunk; i += kThreads) {
+    const bool in = i < ch.rows;
+    dt[i] = in ? s.dt[bh * a.length + ch.t0 + i] : 0.0f;
+    acum[i] = in ? s.acum[bh * a.length + ch.t0 + i] : 0.0f;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// 1. Warp per (b, h, chunk), 8 warps a block: dt and a into s.dt, s.acum.
+
+template <class T>
+__global__ void __launch_bounds__(kThreads) chunk_values_kernel(Args<T> a, Scratch s) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  ssd_kernels::ChunkScan* const scans = reinterpret_cast<ssd_kernels::ChunkScan*>(smem);
+  const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32, chunks = chunk_count(a.length);
+  const int64_t item = int64_t(blockIdx.x) * (kThreads / 32) + warp;  // (b * H + h) * chunks + c
+  if (item >= int64_t(a.batch) * a.heads * chunks) return;
+  const int c = int(item % chunks);
+  const int64_t bh = item / chunks;
+  const int h = int(bh % a.heads), b = int(bh / a.heads);
+  const ssd_kernels::BlockCoords bc{b, h, h / (a.heads / a.groups), 0, bh};
+  float raw[2];
+  ssd_kernels::load_raw_dt(a, bc, c, raw);
+  const int rows = ssd_kernels::chunk_rows(a.length, c);
+  ssd_kernels::ChunkScan& sc = scans[warp];
+  ssd_kernels::scan_chunk(sc, raw, rows, a, h);
+  for (int i = 2 * lane; i < 2 * lane + 2 && i < rows; ++i) {  // the lane's own two tokens
+    s.dt[bh * a.length + c * kChunk + i] = sc.dt[i];
+    s.acum[bh * a.length + c * kChunk + i] = sc.acum[i];
+  }
+}
+
+constexpr size_t chunk_values_smem() { return (kThreads / 32) * sizeof(ssd_kernels::ChunkScan); }
+
+// ---------------------------------------------------------------------------------------------------
+// 2. Block per (b, h, chunk, 64 x 64 tile of the state): the chunk's own state Σ_s w_s X_s B_sᵀ into
+// s.states and state gradient Σ_l exp(a_l) dY_lᵀ C_l into s.dstates (each when not null).
+
+template <class T>
+__global__ void __launch_bounds__(kThreads) chunk_states_kernel(Args<T> a, Grads<T> g, Scratch s) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  float* const dt = reinterpret_cast<float*>(smem);
+  float* const acum = dt + kChunk;
+  float* const weight = acum + kChunk;  // w_s
+  float* const decay_in = weight + kChunk;  // exp(a_l)
+  float* const Xw = decay_in + kChunk;  // [s][p]: w_s X
+  float* const Bs = Xw + kTileFloats;   // [s][n]
+  float* const dYe = Bs + kTileFloats;  // [l][p]: exp(a_l) dY
+  float* const Cs = dYe + kTileFloats;  // [l][n]
+
+  const int P = a.head_dim, N = a.state_dim, chunks = chunk_count(a.length);
+  const int p_tiles = (P + kTile - 1) / kTile, n_tiles = (N + kTile - 1) / kTile;
+  int64_t rest = blockIdx.x;
+  const int nt = int(rest % n_tiles);
+  rest /= n_tiles;
+  const int pt = int(rest % p_tiles);
+  rest /= p_tiles;
+  const int c = int(rest % chunks);
+  const int64_t bh = rest / chunks;
+  const int h = int(bh % a.heads), b = int(bh / a.heads), grp = h / (a.heads / a.groups);
+  const int p0 = pt * kTile, n0 = nt * kTile, pw = min(kTile, P - p0), nw = min(kTile, N - n0);
+  const ChunkAt ch = chunk_at(a, b, c);
+
+  load_chunk_values(a, s, bh, ch, dt, acum);
+  __syncthreads();
+  const float alast = acum[ch.rows - 1];
+  for (int i = int(threadIdx.x); i < kChunk; i += kThreads) {
+    weight[i] = i < ch.rows ? expf(alast - acum[i]) * dt[i] : 0.0f;
+    decay_in[i] = i < ch.rows ? expf(acum[i]) : 0.0f;
+  }
+  __syncthreads();
+  const T* const x = a.x + ch.row0 * a.ldx + int64_t(h) * P + p0;
+  const T* const dy = g.dy + ch.row0 * g.lddy + int64_t(h) * P + p0;
+  const T* const B = a.B + ch.row0 * a.ldB + int64_t(grp) * N + n0;
+  const T* const C = a.C + ch.row0 * a.ldC + int64_t(grp) * N + n0;
+  fill_tile(Xw, ch.rows, pw, [&](int r, int col) { return weight[r] * to_float(x[r * a.ldx + col]); });
+  fill_tile(Bs, ch.rows, nw, [&](int r, int col) { return to_float(B[r * a.ldB + col]); });
+  fill_tile(dYe, ch.rows, pw, [&](int r, int col) { return decay_in[r] * to_float(dy[r * g.lddy + col]); });
+  fill_tile(Cs, ch.rows, nw, [&](int r, int col) { return to_float(C[r * a.ldC + col]); });
+  __syncthreads();
+
+  const int64_t PN = int64_t(P) * N, slot = (bh * chunks + c) * PN;
+  auto store = [&](float* dst, const float (&acc)[4][4]) {
+    for_piece([&](int i, int j, int p, int n) {
+      if (p < pw && n < nw) dst[slot + int64_t(p0 + p) * N + n0 + n] = acc[i][j];
+    });
+  };
+  if (s.states) {
+    float acc[4][4] = {};
+    mac(acc, [&](int p, int k) { return Xw[k * kLd + p]; }, [&](int k, int n) { return Bs[k * kLd + n]; });
+    store(s.states, acc);
+  }
+  if (s.dstates) {
+    float acc[4][4] = {};
+    mac(acc, [&](int p, int k) { return dYe[k * kLd + p]; }, [&](int k, int n) { return Cs[k * kLd + n]; });
+    store(s.dstates, acc);
+  }
+}
+
+constexpr size_t chunk_states_smem() { return (4 * kChunk + 4 * size_t(kTileFloats)) * sizeof(float); }
+
+// ---------------------------------------------------------------------------------------------------
+// 3. Thread per (b, h, state element): s.states from the chunks' own states to the state entering each
+// chunk (S_0 = state0 or 0, S_{c+1} = exp(a_last,c) S_c + own_c); s.dstates from the chunks' own
+// gradients to the gradient at the state leaving each chunk (dS_last = dfinal or 0,
+// dS_{c-1} = exp(a_last,c) dS_c + own_c), and dstate0 = exp(a_last,0) dS_0 + own_0.
+
+template <class T>
+__global__ void __launch_bounds__(kThreads) state_pass_kernel(Args<T> a, Grads<T> g, Scratch s) {
+  const int64_t PN = int64_t(a.head_dim) * a.state_dim;
+  const int64_t index = int64_t(blockIdx.x) * kThreads + threadIdx.x;
+  if (index >= int64_t(a.batch) * a.heads * PN) return;
+  const int64_t bh = index / PN, e = index % PN;
+  const int chunks = chunk_count(a.length);
+  const float* const acum = s.acum + bh * a.length;
+  auto chunk_decay = [&](int c) { return expf(acum[min(a.length, (c + 1) * kChunk) - 1]); };
+  if (s.states) {
+    float S = g.state0 ? g.state0[bh * PN + e] : 0.0f;
+    for (int c = 0; c < chunks; ++c) {
+      float* const slot = s.states + (bh * chunks + c) * PN + e;
+      const float own = *slot;
+      *slot = S;
+      S = chunk_decay(c) * S + own;
+    }
+  }
+  if (s.dstates) {
+    float dS = g.dfinal ? g.dfinal[bh * PN + e] : 0.0f;
+    for (int c = chunks - 1; c >= 0; --c) {
+      float* const slot = s.dstates + (bh * chunks + c) * PN + e;
+      const float own = *slot;
+      *slot = dS;
+      dS = chunk_decay(c) * dS + own;
+    }
+    if (g.dstate0) g.dstate0[bh * PN + e] = dS;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// 4. Block per (b, g, chunk): C Bᵀ into s.cb; d(C Bᵀ) = Σ_h (dY_h X_hᵀ) ⊙ E_h ⊙ dt_h (lower triangle,
+// the group's heads in order) into s.dcb.
+
+template <class T>
+__global__ void __launch_bounds__(kThreads) group_kernel(Args<T> a, Grads<T> g, Scratch s) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  float* const dt = reinterpret_cast<float*>(smem);
+  float* const acum = dt + kChunk;
+  float* const left = acum + kChunk;      // [l][k]: C, then dY
+  float* const right = left + kTileFloats;  // [s][k]: B, then X
+
+  const int P = a.head_dim, N = a.state_dim, chunks = chunk_count(a.length), per_group = a.heads / a.groups;
+  const int c = int(blockIdx.x % unsigned(chunks));
+  const int bg = int(blockIdx.x / unsigned(chunks)), grp = bg % a.groups, b = bg / a.groups;
+  const ChunkAt ch = chunk_at(a, b, c);
+  const int64_t slot = (int64_t(bg) * chunks + c) * kChunk * kChunk;
+  auto at = [](const float* tile) { return [tile](int r, int k) { return tile[r * kLd + k]; }; };
+  auto transposed = [](const float* tile) { return [tile](int k, int col) { return tile[col * kLd + k]; }; };
+
+  float cb[4][4] = {};
+  for (int n0 = 0; n0 < N; n0 += kTile) {
+    const T* const C = a.C + ch.row0 * a.ldC + int64_t(grp) * N + n0;
+    const T* const B = a.B + ch.row0 * a.ldB + int64_t(grp) * N + n0;
+    const int nw = min(kTile, N - n0);
+    fill_tile(left, ch.rows, nw, [&](int r, int col) { return to_float(C[r * a.ldC + col]); });
+    fill_tile(right, ch.rows, nw, [&](int r, int col) { return to_float(B[r * a.ldB + col]); });
+    __syncthreads();
+    mac(cb, at(left), transposed(right));
+    __syncthreads();
+  }
+  for_piece([&](int i, int j, int l, int t) { s.cb[slot + l * kChunk + t] = cb[i][j]; });
+  if (!g.dB && !g.dC) return;  // d(C Bᵀ) feeds only dB and dC
+
+  float dcb[4][4] = {};
+  for (int h = grp * per_group; h < (grp + 1) * per_group; ++h) {
+    const int64_t bh = int64_t(b) * a.heads + h;
+    load_chunk_values(a, s, bh, ch, dt, acum);
+    float dm[4][4] = {};
+    for (int p0 = 0; p0 < P; p0 += kTile) {
+      const T* const dy = g.dy + ch.row0 * g.lddy + int64_t(h) * P + p0;
+      const T* const x = a.x + ch.row0 * a.ldx + int64_t(h) * P + p0;
+      const int pw = min(kTile, P - p0);
+      fill_tile(left, ch.rows, pw, [&](int r, int col) { return to_float(dy[r * g.lddy + col]); });
+      fill_tile(right, ch.rows, pw, [&](int r, int col) { return to_float(x[r * a.ldx + col]); });
+      __syncthreads();
+      mac(dm, at(left), transposed(right));
+      __syncthreads();
+    }
+    for_piece([&](int i, int j, int l, int t) {
+      if (t <= l && l < ch.rows) dcb[i][j] += dm[i][j] * expf(acum[l] - acum[t]) * dt[t];
+    });
+    __syncthreads();  // every thread is done with this head's dt and a
+  }
+  for_piece([&](int i, int j, int l, int t) { s.dcb[slot + l * kChunk + t] = dcb[i][j]; });
+}
+
+constexpr size_t group_smem() { return (2 * kChunk + 2 * size_t(kTileFloats)) * sizeof(float); }
+
+// ---------------------------------------------------------------------------------------------------
+// 5. Block per (b, h, chunk): dx; the gradients of a and dt, reverse-summed into ddt; the partials.
+
+template <class T>
+__global__ void __launch_bounds__(kThreads) head_kernel(Args<T> a, Grads<T> g, Scratch s) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  float* const dt = reinterpret_cast<float*>(smem);
+  float* const acum = dt + kChunk;
+  float* const decay_in = acum + kChunk;   // exp(a_l)
+  float* const decay_out = decay_in + kChunk;  // exp(a_last − a_s)
+  float* const weight = decay_out + kChunk;  // w_s = exp(a_last − a_s) dt_s
+  float* const dt_grad = weight + kChunk;    // d softplus-and-clamp / d raw dt
+  float* const da = dt_grad + kChunk;        // gradient of a_l
+  float* const ddt = da + kChunk;            // gradient of dt_s (but through a)
+  float* const dw = ddt + kChunk;            // X_s · (B dSᵀ)_s, then the raw dt's gradient
+  float* const partial = dw + kChunk;        // [2][kThreads]: each thread's <dS, S> and dD terms
+  float* const Ms = partial + 2 * kThreads;  // [l][s] M, later dM ⊙ M
+  float* const CBs = Ms + kTileFloats;       // [l][s] C Bᵀ, later dM ⊙ E ⊙ C Bᵀ
+  float* const Xs = CBs + kTileFloats;       // [s][p]
+  float* const dYs = Xs + kTileFloats;       // [l][p]
+  float* const Bn = dYs + kTileFloats;       // [s][n]
+  float* const Cn = Bn + kTileFloats;        // [l][n]
+  float* const dSs = Cn + kTileFloats;       // [p][n]
+  float* const Ss = dSs + kTileFloats;       // [p][n]
+
+  const int P = a.head_dim, N = a.state_dim, chunks = chunk_count(a.length);
+  const int c = int(blockIdx.x % unsigned(chunks));
+  const int64_t bh = blockIdx.x / unsigned(chunks);
+  const int h = int(bh % a.heads), b = int(bh / a.heads), grp = h / (a.heads / a.groups);
+  const ChunkAt ch = chunk_at(a, b, c);
+  const int L = ch.rows, tid = int(threadIdx.x);
+  const int64_t PN = int64_t(P) * N, state_slot = (bh * chunks + c) * PN;
+  const bool has_prev = s.states != nullptr && (c > 0 || g.state0 != nullptr);
+  const bool has_ds = s.dstates != nullptr && (c + 1 < chunks || g.dfinal != nullptr);
+  const float* const S = has_prev ? s.states + state_slot : nullptr;
+  const float* const dS = has_ds ? s.dstates + state_slot : nullptr;
+  const float bias = a.dt_bias ? a.dt_bias[h] : 0.0f, D = a.D ? a.D[h] : 0.0f;
+
+  load_chunk_values(a, s, bh, ch, dt, acum);
+  __syncthreads();
+  const float alast = acum[L - 1];
+  for (int i = tid; i < kChunk; i += kThreads) {
+    const bool in = i < L;
+    decay_in[i] = in ? expf(acum[i]) : 0.0f;
+    decay_out[i] = in ? expf(alast - acum[i]) : 0.0f;
+    weight[i] = decay_out[i] * dt[i];
+    float grad = 0.0f;
+    if (in) {
+      const float raw = to_float(a.dt[(ch.row0 + i) * a.lddt + h]) + bias;
+      const float sp = ssd_kernels::softplus(raw);
+      grad = sp >= a.dt_min && sp <= a.dt_max ? softplus_grad(raw) : 0.0f;
+    }
+    dt_grad[i] = grad;
+    da[i] = ddt[i] = dw[i] = 0.0f;
+  }
+  {
+    const float* const cb = s.cb + (int64_t(b * a.groups + grp) * chunks + c) * kChunk * kChunk;
+    for (int i = tid; i < kChunk * kChunk; i += kThreads) {
+      const int l = i / kChunk, t = i % kChunk;
+      const float v = cb[i];
+      CBs[l * kLd + t] = v;
+      Ms[l * kLd + t] = t <= l && l < L ? v * expf(acum[l] - acum[t]) * dt[t] : 0.0f;
+    }
+  }
+  // The state term of a_last: exp(a_last) <dS, S>, summed per thread, then over threads in order.
+  float dot = 0.0f;
+  if (has_ds && has_prev)
+    for (int64_t e = tid; e < PN; e += kThreads) dot += dS[e] * S[e];
+  partial[tid] = dot;
+  __syncthreads();
+
+  float dm[4][4] = {};
+  float dD_sum = 0.0f;
+  for (int p0 = 0; p0 < P; p0 += kTile) {
+    const int pw = min(kTile, P - p0);
+    const T* const x = a.x + ch.row0 * a.ldx + int64_t(h) * P + p0;
+    const T* const dy = g.dy + ch.row0 * g.lddy + int64_t(h) * P + p0;
+    fill_tile(Xs, L, pw, [&](int r, int col) { return to_float(x[r * a.ldx + col]); });
+    fill_tile(dYs, L, pw, [&](int r, int col) { return to_float(dy[r * g.lddy + col]); });
+    __syncthreads();
+    for (int i = tid; i < kTile * kTile; i += kThreads) {
+      const int e = (i / kTile) * kLd + i % kTile;
+      dD_sum += dYs[e] * Xs[e];
+    }
+    mac(dm, [&](int l, int k) { return dYs[l * kLd + k]; }, [&](int k, int t) { return Xs[t * kLd + k]; });
+    // dX = Mᵀ dY + D dY (+ diag(w) B dSᵀ below): rows s, columns p.
+    float dx[4][4] = {};
+    mac(dx, [&](int t, int k) { return Ms[k * kLd + t]; }, [&](int k, int p) { return dYs[k * kLd + p]; });
+    for_piece([&](int i, int j, int t, int p) { dx[i][j] += D * dYs[t * kLd + p]; });
+    // B dSᵀ (rows s) and C Sᵀ (rows l), columns p, over the tiles of N.
+    float bds[4][4] = {}, cs[4][4] = {};
+    if (has_ds || has_prev) {
+      for (int n0 = 0; n0 < N; n0 += kTile) {
+        const int nw = min(kTile, N - n0);
+        if (has_ds) {
+          const T* const B = a.B + ch.row0 * a.ldB + int64_t(grp) * N + n0;
+          fill_tile(Bn, L, nw, [&](int r, int col) { return to_float(B[r * a.ldB + col]); });
+          fill_tile(dSs, pw, nw, [&](int r, int col) { return dS[int64_t(p0 + r) * N + n0 + col]; });
+        }
+        if (has_prev) {
+          const T* const C = a.C + ch.row0 * a.ldC + int64_t(grp) * N + n0;
+          fill_tile(Cn, L, nw, [&](int r, int col) { return to_float(C[r * a.ldC + col]); });
+          fill_tile(Ss, pw, nw, [&](int r, int col) { return S[int64_t(p0 + r) * N + n0 + col]; });
+        }
+        __syncthreads();
+        if (has_ds)
+          mac(bds, [&](int t, int k) { return Bn[t * kLd + k]; }, [&](int k, int p) { return dSs[p * kLd + k]; });
+        if (has_prev)
+          mac(cs, [&](int l, int k) { return Cn[l * kLd + k]; }, [&](int k, int p) { return Ss[p * kLd + k]; });
+        __syncthreads();
+      }
+    }
+    // Per row: dw_s += X_s · (B dSᵀ)_s and da_l += exp(a_l) dY_l · (C Sᵀ)_l (each row owned by the
+    // 16 threads of one ty, summed in a fixed order; tx 0 adds).
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int r = thread_row() + 16 * i;
+      float xb = 0.0f, ycs = 0.0f;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int p = thread_col() + 16 * j;
+        xb += Xs[r * kLd + p] * bds[i][j];
+        ycs += dYs[r * kLd + p] * cs[i][j];
+      }
+      xb = row_sum(xb);
+      ycs = row_sum(ycs);
+      if (thread_col() == 0) {
+        dw[r] += xb;
+        da[r] += decay_in[r] * ycs;
+      }
+    }
+    if (g.dx) {
+      T* const out = g.dx + ch.row0 * g.lddx + int64_t(h) * P + p0;
+      for_piece([&](int i, int j, int t, int p) {
+        if (t < L && p < pw) out[t * g.lddx + p] = from_float<T>(dx[i][j] + weight[t] * bds[i][j]);
+      });
+    }
+    __syncthreads();  // Xs and dYs are read; the next tile may overwrite them
+  }
+
+
+  // From dM: da_l += Σ_s dM⊙M [l,s] − Σ_s dM⊙M [s,l];  ddt_s += Σ_l dM⊙E⊙C Bᵀ [l,s]. Each thread
+  // replaces its own elements of Ms and CBs by the products, then row l / column s is summed in order.
+  for_piece([&](int i, int j, int l, int t) {
+    const bool in = t <= l && l < L;
+    const float m = Ms[l * kLd + t], cb = CBs[l * kLd + t];
+    Ms[l * kLd + t] = in ? dm[i][j] * m : 0.0f;
+    CBs[l * kLd + t] = in ? dm[i][j] * expf(acum[l] - acum[t]) * cb : 0.0f;
+  });
+  partial[kThreads + tid] = dD_sum;
+  __syncthreads();
+  if (tid < kChunk) {
+    float row = 0.0f, column = 0.0f, column_dt = 0.0f;
+    for (int k = 0; k < kChunk; ++k) {
+      row += Ms[tid * kLd + k];
+      column += Ms[k * kLd + tid];
+      column_dt += CBs[k * kLd + tid];
+    }
+    da[tid] += row - column;
+    ddt[tid] += column_dt;
+  }
+  __syncthreads();
+
+  // One thread: the state terms at s and at a_last, then the reverse cumsum of da (a = cumsum(dt A))
+  // into ddt and dA, through the clamp and softplus into the raw dt (into dw), and the partials.
+  if (tid == 0) {
+    if (has_ds) {
+      float da_last = 0.0f;
+      for (int t = 0; t < L; ++t) {
+        const float v = dw[t] * weight[t];
+        ddt[t] += dw[t] * decay_out[t];
+        da_last += v;
+        da[t] -= v;
+      }
+      if (has_prev) {
+        float dot_sum = 0.0f;
+        for (int i = 0; i < kThreads; ++i) dot_sum += partial[i];
+        da_last += expf(alast) * dot_sum;
+      }
+      da[L - 1] += da_last;
+    }
+    const float A = a.A[h];
+    float r = 0.0f, dA_sum = 0.0f, bias_sum = 0.0f, dD_total = 0.0f;
+    for (int l = L - 1; l >= 0; --l) {
+      r += da[l];
+      const float raw_grad = (ddt[l] + A * r) * dt_grad[l];
+      dA_sum += dt[l] * r;
+      bias_sum += raw_grad;
+      dw[l] = raw_grad;
+    }
+    for (int i = 0; i < kThreads; ++i) dD_total += partial[kThreads + i];
+    const int64_t items = int64_t(a.batch) * chunks, item = int64_t(b) * chunks + c;
+    s.parts[item * a.heads + h] = dA_sum;
+    s.parts[(items + item) * a.heads + h] = a.D ? dD_total : 0.0f;
+    s.parts[(2 * items + item) * a.heads + h] = bias_sum;
+  }
+  __syncthreads();
+  if (g.ddt)
+    for (int i = tid; i < L; i += kThreads) g.ddt[(ch.row0 + i) * g.ldddt + h] = from_float<T>(dw[i]);
+}
+
+constexpr size_t head_smem() { return (9 * kChunk + 2 * kThreads + 8 * size_t(kTileFloats)) * sizeof(float); }
+
+// ---------------------------------------------------------------------------------------------------
+// 6. Block per (b, g, chunk, 64 columns of N): dC = Σ_h diag(exp(a)) dY S + d(C Bᵀ) B and
+// dB = Σ_h diag(w) X dS + d(C Bᵀ)ᵀ C, the group's heads in order (each output when asked for).
+
+template <class T>
+__global__ void __launch_bounds__(kThreads) dbc_kernel(Args<T> a, Grads<T> g, Scratch s) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  float* const dt = reinterpret_cast<float*>(smem);
+  float* const acum = dt + kChunk;
+  float* const decay_in = acum + kChunk;  // exp(a_l)
+  float* const weight = decay_in + kChunk;  // w_s
+  float* const left = weight + kChunk;      // [l][p] dY, then [l][s] d(C Bᵀ)
+  float* const right = left + kTileFloats;  // [s][p] X, then [s][n] B
+  float* const Sp = right + kTileFloats;    // [p][n] S, then [l][n] C
+  float* const dSp = Sp + kTileFloats;      // [p][n] dS
+
+  const int P = a.head_dim, N = a.state_dim, chunks = chunk_count(a.length), per_group = a.heads / a.groups;
+  const int n_tiles = (N + kTile - 1) / kTile;
+  const int nt = int(blockIdx.x % unsigned(n_tiles));
+  const int c = int(blockIdx.x / unsigned(n_tiles) % unsigned(chunks));
+  const int bg = int(blockIdx.x / unsigned(n_tiles) / unsigned(chunks)), grp = bg % a.groups, b = bg / a.groups;
+  const ChunkAt ch = chunk_at(a, b, c);
+  const int L = ch.rows, tid = int(threadIdx.x), n0 = nt * kTile, nw = min(kTile, N - n0);
+  const int64_t PN = int64_t(P) * N;
+
+  float dc[4][4] = {}, db[4][4] = {};  // rows l (dC) or s (dB), columns n
+  for (int h = grp * per_group; h < (grp + 1) * per_group; ++h) {
+    const int64_t bh = int64_t(b) * a.heads + h, state_slot = (bh * chunks + c) * PN;
+    const bool has_prev = g.dC && s.states != nullptr && (c > 0 || g.state0 != nullptr);
+    const bool has_ds = g.dB && s.dstates != nullptr && (c + 1 < chunks || g.dfinal != nullptr);
+    if (!has_prev && !has_ds) continue;
+    load_chunk_values(a, s, bh, ch, dt, acum);
+    __syncthreads();
+    const float alast = acum[L - 1];
+    for (int i = tid; i < kChunk; i += kThreads) {
+      decay_in[i] = i < L ? expf(acum[i]) : 0.0f;
+      weight[i] = i < L ? expf(alast - acum[i]) * dt[i] : 0.0f;
+    }
+    float ys[4][4] = {}, xds[4][4] = {};  // dY S and X dS
+    for (int p0 = 0; p0 < P; p0 += kTile) {
+      const int pw = min(kTile, P - p0);
+      if (has_prev) {
+        const T* const dy = g.dy + ch.row0 * g.lddy + int64_t(h) * P + p0;
+        const float* const S = s.states + state_slot;
+        fill_tile(left, L, pw, [&](int r, int col) { return to_float(dy[r * g.lddy + col]); });
+        fill_tile(Sp, pw, nw, [&](int r, int col) { return S[int64_t(p0 + r) * N + n0 + col]; });
+      }
+      if (has_ds) {
+        const T* const x = a.x + ch.row0 * a.ldx + int64_t(h) * P + p0;
+        const float* const dS = s.dstates + state_slot;
+        fill_tile(right, L, pw, [&](int r, int col) { return to_float(x[r * a.ldx + col]); });
+        fill_tile(dSp, pw, nw, [&](int r, int col) { return dS[int64_t(p0 + r) * N + n0 + col]; });
+      }
+      __syncthreads();
+      if (has_prev)
+        mac(ys, [&](int l, int k) { return left[l * kLd + k]; }, [&](int k, int n) { return Sp[k * kLd + n]; });
+      if (has_ds)
+        mac(xds, [&](int t, int k) { return right[t * kLd + k]; }, [&](int k, int n) { return dSp[k * kLd + n]; });
+      __syncthreads();  // the tiles are read; decay_in and weight are complete
+    }
+    for_piece([&](int i, int j, int r, int) {
+      dc[i][j] += decay_in[r] * ys[i][j];
+      db[i][j] += weight[r] * xds[i][j];
+    });
+  }
+
+  // The group's term through C Bᵀ.
+  const float* const dcb = s.dcb + (int64_t(bg) * chunks + c) * kChunk * kChunk;
+  const T* const B = a.B + ch.row0 * a.ldB + int64_t(grp) * N + n0;
+  const T* const C = a.C + ch.row0 * a.ldC + int64_t(grp) * N + n0;
+  fill_tile(left, kChunk, kChunk, [&](int r, int col) { return dcb[r * kChunk + col]; });
+  fill_tile(right, L, nw, [&](int r, int col) { return to_float(B[r * a.ldB + col]); });
+  fill_tile(Sp, L, nw, [&](int r, int col) { return to_float(C[r * a.ldC + col]); });
+  __syncthreads();
+  if (g.dC) {
+    mac(dc, [&](int l, int k) { return left[l * kLd + k]; }, [&](int k, int n) { return right[k * kLd + n]; });
+    T* const out = g.dC + ch.row0 * g.lddC + int64_t(grp) * N + n0;
+    for_piece([&](int i, int j, int l, int n) {
+      if (l < L && n < nw) out[l * g.lddC + n] = from_float<T>(dc[i][j]);
+    });
+  }
+  if (g.dB) {
+    mac(db, [&](int t, int k) { return left[k * kLd + t]; }, [&](int k, int n) { return Sp[k * kLd + n]; });
+    T* const out = g.dB + ch.row0 * g.lddB + int64_t(grp) * N + n0;
+    for_piece([&](int i, int j, int t, int n) {
+      if (t < L && n < nw) out[t * g.lddB + n] = from_float<T>(db[i][j]);
+    });
+  }
+}
+
+constexpr size_t dbc_smem() { return (4 * kChunk + 4 * size_t(kTileFloats)) * sizeof(float); }
+
+// ---------------------------------------------------------------------------------------------------
+// 7. Thread per head: the (batch, chunk) partials summed in order and added to dA, dD, ddt_bias.
+
+__global__ void __launch_bounds__(kThreads) param_kernel(int heads, int64_t items, const float* __restrict__ parts,
+                                                        float* dA, float* dD, float* ddt_bias) {
+  const int h = int(blockIdx.x * kThreads + threadIdx.x);
+  if (h >= heads) return;
+  float* const outs[3] = {dA, dD, ddt_bias};
+  for (int k = 0; k < 3; ++k) {
+    if (!outs[k]) continue;
+    float sum = 0.0f;
+    for (int64_t i = 0; i < items; ++i) sum += parts[(k * items + i) * heads + h];
+    outs[k][h] += sum;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Host side: which intermediates a call needs, its scratch, the launches' grids and shared memory.
+
+struct Plan {
+  int chunks, p_tiles, n_tiles;
+  bool states, dstates;  // whether s.states / s.dstates exist
+  bool dbc;              // whether dB or dC is asked for
+  size_t scratch_floats;
+  unsigned values_blocks, states_blocks, pass_blocks, group_blocks, head_blocks, dbc_blocks, param_blocks;
+};
+
+template <class T>
+Plan make_plan(const Args<T>& a, const Grads<T>& g) {
+  Plan p{};
+  const int64_t bh = int64_t(a.batch) * a.heads, bg = int64_t(a.batch) * a.groups;
+  const int64_t PN = int64_t(a.head_dim) * a.state_dim;
+  p.chunks = chunk_count(a.length);
+  p.p_tiles = (a.head_dim + kTile - 1) / kTile;
+  p.n_tiles = (a.state_dim + kTile - 1) / kTile;
+  p.states = g.state0 != nullptr || p.chunks > 1;
+  p.dstates = p.chunks > 1 || g.dfinal != nullptr || g.dstate0 != nullptr;
+  p.dbc = g.dB != nullptr || g.dC != nullptr;
+  const int64_t state_floats = bh * p.chunks * PN;
+  p.scratch_floats = size_t(2 * bh * a.length + (p.states ? state_floats : 0) + (p.dstates ? state_floats : 0) +
+                            2 * bg * p.chunks * kChunk * kChunk + 3 * int64_t(a.batch) * p.chunks * a.heads);
+  auto blocks = [](int64_t n) { return unsigned(n); };
+  p.values_blocks = blocks((bh * p.chunks + kThreads / 32 - 1) / (kThreads / 32));
+  p.states_blocks = blocks(bh * p.chunks * p.p_tiles * p.n_tiles);
+  p.pass_blocks = blocks((bh * PN + kThreads - 1) / kThreads);
+  p.group_blocks = blocks(bg * p.chunks);
+  p.head_blocks = blocks(bh * p.chunks);
+  p.dbc_blocks = blocks(bg * p.chunks * p.n_tiles);
+  p.param_blocks = blocks((a.heads + kThreads - 1) / kThreads);
+  return p;
+}
+
+// The scratch of `plan` carved from `base` (plan.scratch_floats floats).
+template <class T>
+Scratch carve_scratch(const Args<T>& a, const Plan& plan, float* base) {
+  const int64_t bh = int64_t(a.batch) * a.heads, bg = int64_t(a.batch) * a.groups;
+  const int64_t state_floats = bh * plan.chunks * int64_t(a.head_dim) * a.state_dim;
+  Scratch s{};
+  float* next = base;
+  auto take = [&](int64_t n) {
+    float* const p = next;
+    next += n;
+    return p;
+  };
+  s.dt = take(bh * a.length);
+  s.acum = take(bh * a.length);
+  s.states = plan.states ? take(state_floats) : nullptr;
+  s.dstates = plan.dstates ? take(state_floats) : nullptr;
+  s.cb = take(bg * plan.chunks * kChunk * kChunk);
+  s.dcb = take(bg * plan.chunks * kChunk * kChunk);
+  s.parts = take(3 * int64_t(a.batch) * plan.chunks * a.heads);
+  return s;
+}
+
+}  // namespace ssm::ops::cuda::ssd_backward_kernels

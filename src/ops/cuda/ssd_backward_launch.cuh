@@ -1,0 +1,78 @@
+// Host side of the SSD backward kernels (ssd_backward_kernels.cuh): their launches in order. Returns
+// CUDA's error codes; no engine headers.
+#pragma once
+#include <cuda_runtime.h>
+
+#include "ssd_backward_kernels.cuh"
+
+namespace ssm::ops::cuda::ssd_backward_kernels {
+
+// Once per instantiation: the shared-memory limits of the kernels that take more than 48 KB.
+template <class T>
+cudaError_t kernel_setup() {
+  static const cudaError_t error = [] {
+    cudaError_t e = cudaFuncSetAttribute(chunk_states_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         int(chunk_states_smem()));
+    if (e == cudaSuccess)
+      e = cudaFuncSetAttribute(head_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(head_smem()));
+    if (e == cudaSuccess)
+      e = cudaFuncSetAttribute(dbc_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(dbc_smem()));
+    return e;
+  }();
+  return error;
+}
+
+// Which kernels a launch runs: all (the op); one alone only to time it (dev/cuda/ssd_backward.cu).
+enum Stages {
+  kChunkValues = 1,
+  kChunkStates = 2,
+  kStatePass = 4,
+  kGroup = 8,
+  kHead = 16,
+  kDbc = 32,
+  kParams = 64,
+  kAllStages = 127
+};
+
+// The backward of one call: `scratch` holds plan.scratch_floats floats (plan = make_plan(a, g)).
+template <class T>
+cudaError_t launch_backward(const Args<T>& a, const Grads<T>& g, const Plan& plan, float* scratch,
+                            cudaStream_t stream, int stages = kAllStages) {
+  if (const cudaError_t e = kernel_setup<T>(); e != cudaSuccess) return e;
+  const Scratch s = carve_scratch(a, plan, scratch);
+  const bool states = plan.states || plan.dstates, params = g.dA || g.dD || g.ddt_bias;
+  // Each launch checked at once: a launch that fails stops the sequence.
+  cudaError_t e = cudaSuccess;
+  if (stages & kChunkValues) {
+    chunk_values_kernel<T><<<plan.values_blocks, kThreads, chunk_values_smem(), stream>>>(a, s);
+    if ((e = cudaGetLastError()) != cudaSuccess) return e;
+  }
+  if (states && (stages & kChunkStates)) {
+    chunk_states_kernel<T><<<plan.states_blocks, kThreads, chunk_states_smem(), stream>>>(a, g, s);
+    if ((e = cudaGetLastError()) != cudaSuccess) return e;
+  }
+  if (states && (stages & kStatePass)) {
+    state_pass_kernel<T><<<plan.pass_blocks, kThreads, 0, stream>>>(a, g, s);
+    if ((e = cudaGetLastError()) != cudaSuccess) return e;
+  }
+  if (stages & kGroup) {
+    group_kernel<T><<<plan.group_blocks, kThreads, group_smem(), stream>>>(a, g, s);
+    if ((e = cudaGetLastError()) != cudaSuccess) return e;
+  }
+  if (stages & kHead) {
+    head_kernel<T><<<plan.head_blocks, kThreads, head_smem(), stream>>>(a, g, s);
+    if ((e = cudaGetLastError()) != cudaSuccess) return e;
+  }
+  if (plan.dbc && (stages & kDbc)) {
+    dbc_kernel<T><<<plan.dbc_blocks, kThreads, dbc_smem(), stream>>>(a, g, s);
+    if ((e = cudaGetLastError()) != cudaSuccess) return e;
+  }
+  if (params && (stages & kParams)) {
+    param_kernel<<<plan.param_blocks, kThreads, 0, stream>>>(a.heads, int64_t(a.batch) * plan.chunks, s.parts, g.dA,
+                                                             g.dD, g.ddt_bias);
+    e = cudaGetLastError();
+  }
+  return e;
+}
+
+}  // namespace ssm::ops::cuda::ssd_backward_kernels
