@@ -173,13 +173,49 @@ void run_gpu(const BenchArgs& args, const CLI::App& cmd) {
   bench::run_gpu_bench(options);
 }
 
+// Training steps on the GPU at the shapes and batches mamba_ssm + PyTorch were timed at on the H200
+// (../shared/BENCHMARKS.md: bf16 autocast, AdamW, random tokens), their figures beside ours.
+void run_gpu_training_bench(const BenchArgs& args) {
+  struct Peer {
+    const char* shape;
+    int64_t batch, seq_len;
+    double tokens_per_second, peak_gib;
+  };
+  const Peer peers[] = {{"mamba2-130m", 8, 2048, 129.7e3, 21.6}, {"mamba2-1.3b", 4, 2048, 24.6e3, 46.3}};
+  std::vector<TrainBenchResult> results;
+  std::string versus =
+      "| model | batch x length | tokens/s | mamba_ssm + PyTorch | ratio | peak GiB | theirs | ratio |\n"
+      "| --- | --- | --- | --- | --- | --- | --- | --- |\n";
+  for (const Peer& peer : peers) {
+    results.push_back(bench_training(bench::published_shape(peer.shape), peer.shape, peer.batch, peer.seq_len,
+                                     args.train_steps, 1, Device::CUDA));
+    const TrainBenchResult& r = results.back();
+    const double gib = r.peak_device_bytes / double(1 << 30);
+    versus += fmt::format("| {} | {} x {} | {:.0f} | {:.0f} | {:.2f}x | {:.1f} | {:.1f} | {:.2f}x |\n", peer.shape,
+                          peer.batch, peer.seq_len, r.tokens_per_second, peer.tokens_per_second,
+                          r.tokens_per_second / peer.tokens_per_second, gib, peer.peak_gib, gib / peer.peak_gib);
+    std::printf("%s", bench_table({r}).c_str());
+    std::fflush(stdout);
+  }
+  std::printf("\nF32 weights, gradients and activations (mixed precision is next); goal: >= 1.5x their tokens/s "
+              "at <= 0.7x their memory\n%s", versus.c_str());
+}
+
 void run_bench(const BenchArgs& args, const CLI::App& cmd) {
   if (!args.write_shape.empty()) return write_model(args);
   const Device device = parse_device(args.device, "--device");
   if (device == Device::CUDA) {
-    SSM_CHECK(args.model_dir.empty() && cmd.count("--suite") == 0,
-              "--device cuda times the published shapes' inference (no --model, no --suite yet)");
-    return run_gpu(args, cmd);
+    SSM_CHECK(args.model_dir.empty(), "--device cuda times the published shapes (no --model yet)");
+    const bool suite_given = cmd.count("--suite") > 0;
+    for (const auto& suite : args.suites)
+      SSM_CHECK(!suite_given || suite == "inference" || suite == "training",
+                "--device cuda runs the inference and training suites, got '{}'", suite);
+    const auto wants = [&](const char* suite) {
+      return std::find(args.suites.begin(), args.suites.end(), suite) != args.suites.end();
+    };
+    if (!suite_given || wants("inference")) run_gpu(args, cmd);
+    if (suite_given && wants("training")) run_gpu_training_bench(args);
+    return;
   }
   for (const char* flag : {"--out", "--dtype"})
     SSM_CHECK(cmd.count(flag) == 0, "{} goes with --write-model SHAPE (the inference suite takes --dtypes)", flag);

@@ -3,6 +3,7 @@
 #pragma once
 #include <chrono>
 
+#include "core/device.h"
 #include "core/tensor.h"
 #include "core/workspace.h"
 
@@ -23,6 +24,7 @@ struct StepProfile {
   double mixing = 0;  // the sequence-mixing cores: selective scan, SSD, attention, RAT (forward and backward)
   double conv = 0;    // depthwise conv1d (forward and backward)
   double other = 0;   // norms, embedding, residuals, gates, routing
+  Device device = Device::CPU;  // on the GPU each timed piece waits for its kernels (profiling runs only)
   double total() const { return matmul + mixing + conv + other; }
 };
 
@@ -30,10 +32,14 @@ struct StepProfile {
 class Timed {
  public:
   Timed(StepProfile* profile, double StepProfile::*slot) : profile_(profile), slot_(slot) {
-    if (profile_) start_ = Clock::now();
+    if (!profile_) return;
+    synchronize(profile_->device);
+    start_ = Clock::now();
   }
   ~Timed() {
-    if (profile_) profile_->*slot_ += std::chrono::duration<double>(Clock::now() - start_).count();
+    if (!profile_) return;
+    synchronize(profile_->device);
+    profile_->*slot_ += std::chrono::duration<double>(Clock::now() - start_).count();
   }
   Timed(const Timed&) = delete;
   Timed& operator=(const Timed&) = delete;

@@ -29,9 +29,10 @@ ModelConfig demo_model_config() {
 }
 
 TrainBenchResult bench_training(const ModelConfig& config, const std::string& name, int64_t batch, int64_t seq_len,
-                                int64_t steps, int64_t warmup) {
+                                int64_t steps, int64_t warmup, Device device) {
   LanguageModel model(config);
   init_parameters(model, 1);
+  if (device != Device::CPU) model.to_device(device, DType::F32);
   ModelGrads grads(model);
   std::vector<OptimizerParam> params;
   for (const ParamRef& p : grads.params()) params.push_back({p.name, p.tensor, &grads.of(*p.tensor), p.weight_decay});
@@ -48,45 +49,47 @@ TrainBenchResult bench_training(const ModelConfig& config, const std::string& na
   r.threads = num_threads();
   r.batch = batch;
   r.seq_len = seq_len;
+  r.device = device;
   const std::vector<Tensor*> g = grads.tensors();
-  double total = 0;
-  for (int64_t s = 0; s < warmup + steps; ++s) {
-    const bool timed = s >= warmup;
-    StepProfile prof;
-    const auto t0 = Clock::now();
+  // One step; with a profile, the forward + backward split by kind and the optimizer's time.
+  auto step = [&](StepProfile* prof) {
     grads.zero();
-    pass.forward_backward(ids, targets, grads, 1.0f, timed ? &prof : nullptr);
+    pass.forward_backward(ids, targets, grads, 1.0f, prof);
     const auto t1 = Clock::now();
     clip_grad_norm(g, 1.0);
     opt.step(1e-4);
-    if (!timed) continue;
-    total += since(t0);
-    r.optimizer_seconds += since(t1);
-    r.profile.matmul += prof.matmul;
-    r.profile.mixing += prof.mixing;
-    r.profile.conv += prof.conv;
-    r.profile.other += prof.other;
-  }
-  const double n = double(steps);
-  r.step_seconds = total / n;
-  r.optimizer_seconds /= n;
-  r.profile.matmul /= n;
-  r.profile.mixing /= n;
-  r.profile.conv /= n;
-  r.profile.other /= n;
+    if (prof) {
+      synchronize(device);
+      r.optimizer_seconds = since(t1);
+    }
+  };
+  for (int64_t s = 0; s < warmup; ++s) step(nullptr);
+  synchronize(device);
+  reset_device_peak_bytes();
+  const auto t0 = Clock::now();
+  for (int64_t s = 0; s < steps; ++s) step(nullptr);
+  synchronize(device);
+  r.step_seconds = since(t0) / double(steps);
+  r.peak_device_bytes = double(device_peak_bytes());
+  r.profile.device = device;
+  step(&r.profile);
   r.tokens_per_second = double(batch * seq_len) / r.step_seconds;
   return r;
 }
 
 std::string bench_table(const std::vector<TrainBenchResult>& results) {
   std::string out =
-      "| model | threads | batch x length | tokens/s | step (ms) | matmul | mixing | conv | norms/other | optimizer |\n"
+      "| model | where | batch x length | tokens/s | step (ms) | matmul | mixing | conv | norms/other | optimizer |\n"
       "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
   for (const auto& r : results) {
-    const double s = r.step_seconds;
+    // Shares of the profiled step (its pieces wait for their kernels, so they add up to it).
+    const double s = r.profile.total() + r.optimizer_seconds;
     auto pct = [&](double v) { return fmt::format("{:.0f}%", 100.0 * v / s); };
-    out += fmt::format("| {} | {} | {} x {} | {:.0f} | {:.1f} | {} | {} | {} | {} | {} |\n", r.name, r.threads, r.batch,
-                       r.seq_len, r.tokens_per_second, 1000 * s, pct(r.profile.matmul), pct(r.profile.mixing),
+    const std::string where =
+        r.device == Device::CPU ? fmt::format("{} threads", r.threads)
+                                : fmt::format("GPU, peak {:.1f} GiB", r.peak_device_bytes / double(1 << 30));
+    out += fmt::format("| {} | {} | {} x {} | {:.0f} | {:.1f} | {} | {} | {} | {} | {} |\n", r.name, where, r.batch,
+                       r.seq_len, r.tokens_per_second, 1000 * r.step_seconds, pct(r.profile.matmul), pct(r.profile.mixing),
                        pct(r.profile.conv), pct(r.profile.other), pct(r.optimizer_seconds));
   }
   return out;
