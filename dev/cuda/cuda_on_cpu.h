@@ -1,0 +1,226 @@
+// The CUDA execution model on the CPU, for the host checks of dev/cuda/ (kernels run without a GPU):
+// every CUDA thread of a block is a fiber (ucontext), __syncthreads and the warp-wide instructions
+// (shuffles, and the PTX of ptx.cuh: ldmatrix, mma.sync, cp.async) are emulated from their
+// definitions. Blocks run one at a time and fibers switch only at barriers, so this checks indexing,
+// masking, staging and arithmetic; not timing, not races, not the hardware's reading of the PTX.
+// A kernel's dynamic shared memory is an array `smem` its host check defines in the kernel's namespace.
+// Include it in one translation unit (a host check is one file): it defines globals.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <ucontext.h>
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <vector>
+
+// ---- the CUDA execution model on fibers ----
+
+#define __launch_bounds__(...)
+
+struct Dim3 {
+  unsigned x = 0, y = 0, z = 0;
+};
+Dim3 threadIdx, blockIdx, blockDim;  // threadIdx is switched with the running fiber
+
+namespace fibers {
+
+constexpr int kMaxThreads = 256;
+constexpr size_t kStack = 256 * 1024;
+
+ucontext_t scheduler;
+ucontext_t contexts[kMaxThreads];
+std::vector<char> stacks[kMaxThreads];
+bool finished[kMaxThreads];
+int current = 0, threads = 0;
+std::function<void()> body;
+
+void yield() { swapcontext(&contexts[current], &scheduler); }
+
+// A barrier of `count` threads: arrive, then wait (switching) until the last one arrives.
+struct Barrier {
+  int arrived = 0;
+  unsigned generation = 0;
+  void wait(int count) {
+    const unsigned mine = generation;
+    if (++arrived == count) {
+      arrived = 0;
+      ++generation;
+      return;
+    }
+    while (generation == mine) yield();
+  }
+};
+Barrier block_barrier, warp_barriers[kMaxThreads / 32];
+
+void entry() {
+  body();
+  finished[current] = true;
+  swapcontext(&contexts[current], &scheduler);
+}
+
+// Runs `kernel` for every block of `grid` with `block` threads each, round-robin between barriers.
+void launch(unsigned grid, int block, const std::function<void()>& kernel) {
+  threads = block;
+  blockDim.x = unsigned(block);
+  body = kernel;
+  for (unsigned b = 0; b < grid; ++b) {
+    blockIdx.x = b;
+    for (int t = 0; t < block; ++t) {
+      stacks[t].resize(kStack);
+      getcontext(&contexts[t]);
+      contexts[t].uc_stack.ss_sp = stacks[t].data();
+      contexts[t].uc_stack.ss_size = kStack;
+      contexts[t].uc_link = nullptr;
+      makecontext(&contexts[t], entry, 0);
+      finished[t] = false;
+    }
+    for (int left = block; left > 0;) {
+      left = 0;
+      for (int t = 0; t < block; ++t) {
+        if (finished[t]) continue;
+        current = t;
+        threadIdx.x = unsigned(t);
+        swapcontext(&scheduler, &contexts[t]);
+        if (!finished[t]) ++left;
+      }
+    }
+  }
+}
+
+}  // namespace fibers
+
+void __syncthreads() { fibers::block_barrier.wait(fibers::threads); }
+
+namespace warp {
+
+int lane() { return int(threadIdx.x & 31); }
+void sync() { fibers::warp_barriers[threadIdx.x >> 5].wait(32); }
+
+// Per warp: what each lane hands to the others in one warp-wide instruction.
+struct Exchange {
+  const void* address[32];
+  uint32_t a[32][4], b[32][2];
+  double value[32];
+};
+Exchange exchanges[fibers::kMaxThreads / 32];
+Exchange& mine() { return exchanges[threadIdx.x >> 5]; }
+
+double shuffle(double v, int source) {
+  Exchange& x = mine();
+  x.value[lane()] = v;
+  sync();
+  const double r = x.value[source & 31];
+  sync();
+  return r;
+}
+
+}  // namespace warp
+
+template <class V>
+V __shfl_up_sync(unsigned, V v, int delta) {
+  const int l = warp::lane();
+  const V other = V(warp::shuffle(double(v), l >= delta ? l - delta : l));
+  return l >= delta ? other : v;
+}
+template <class V>
+V __shfl_xor_sync(unsigned, V v, int mask) {
+  return V(warp::shuffle(double(v), warp::lane() ^ mask));
+}
+template <class V>
+V __shfl_sync(unsigned, V v, int source) {
+  return V(warp::shuffle(double(v), source));
+}
+using std::max;
+using std::min;
+
+// ---- the PTX the kernels use (ptx.cuh), from its definitions ----
+
+namespace ssm::ops::cuda::ptx {
+
+uint16_t half_at(const void* row, int column) {
+  uint16_t v;
+  std::memcpy(&v, static_cast<const char*>(row) + 2 * column, 2);
+  return v;
+}
+
+template <int kMatrices, bool kTrans>
+void ldmatrix(uint32_t* r, const void* p) {
+  warp::Exchange& x = warp::mine();
+  const int l = warp::lane();
+  x.address[l] = p;
+  warp::sync();
+  for (int i = 0; i < kMatrices; ++i) {
+    if (kTrans) {
+      const int row = 2 * (l % 4), column = l / 4;
+      r[i] = uint32_t(half_at(x.address[8 * i + row], column)) |
+             uint32_t(half_at(x.address[8 * i + row + 1], column)) << 16;
+    } else {
+      std::memcpy(&r[i], static_cast<const char*>(x.address[8 * i + l / 4]) + 4 * (l % 4), 4);
+    }
+  }
+  warp::sync();
+}
+void ldmatrix_x4(uint32_t (&r)[4], const void* p) { ldmatrix<4, false>(r, p); }
+void ldmatrix_x4_trans(uint32_t (&r)[4], const void* p) { ldmatrix<4, true>(r, p); }
+void ldmatrix_x2(uint32_t (&r)[2], const void* p) { ldmatrix<2, false>(r, p); }
+void ldmatrix_x2_trans(uint32_t (&r)[2], const void* p) { ldmatrix<2, true>(r, p); }
+
+float bf16_bits(uint32_t bits) { return std::bit_cast<float>(bits << 16); }
+
+// D = A B + C from the fragments of all lanes: A 16 x K, B K x 8 (K 16 for bf16, 8 for tf32).
+template <int K>
+void mma(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  warp::Exchange& x = warp::mine();
+  const int l = warp::lane();
+  std::memcpy(x.a[l], a, sizeof a);
+  std::memcpy(x.b[l], b, sizeof b);
+  warp::sync();
+  float A[16][K], B[K][8];
+  for (int L = 0; L < 32; ++L) {
+    const int g = L / 4, t = L % 4;
+    if (K == 16) {
+      for (int reg = 0; reg < 4; ++reg) {
+        const int row = g + 8 * (reg & 1), col = 2 * t + 8 * (reg >> 1);
+        A[row][col] = bf16_bits(x.a[L][reg] & 0xffff);
+        A[row][col + 1] = bf16_bits(x.a[L][reg] >> 16);
+      }
+      for (int reg = 0; reg < 2; ++reg) {
+        B[2 * t + 8 * reg][g] = bf16_bits(x.b[L][reg] & 0xffff);
+        B[2 * t + 8 * reg + 1][g] = bf16_bits(x.b[L][reg] >> 16);
+      }
+    } else {
+      for (int reg = 0; reg < 4; ++reg) A[g + 8 * (reg & 1)][t + 4 * (reg >> 1)] = std::bit_cast<float>(x.a[L][reg]);
+      for (int reg = 0; reg < 2; ++reg) B[t + 4 * reg][g] = std::bit_cast<float>(x.b[L][reg]);
+    }
+  }
+  const int g = l / 4, t = l % 4;
+  for (int reg = 0; reg < 4; ++reg) {
+    const int row = g + 8 * (reg >> 1), col = 2 * t + (reg & 1);
+    float acc = c[reg];
+    for (int k = 0; k < K; ++k) acc += float(double(A[row][k]) * double(B[k][col]));
+    c[reg] = acc;
+  }
+  warp::sync();
+}
+void mma_bf16_16816(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) { mma<16>(c, a, b); }
+void mma_tf32_1688(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) { mma<8>(c, a, b); }
+
+uint32_t to_tf32(float v) {  // round to nearest, ties away from zero, at 13 dropped bits
+  return (std::bit_cast<uint32_t>(v) + 0x1000u) & 0xffffe000u;
+}
+
+void cp_async_16(void* dst, const void* src, int bytes) {
+  std::memset(dst, 0, 16);
+  std::memcpy(dst, src, size_t(bytes));
+}
+void cp_async_commit() {}
+void cp_async_wait_all() {}
+
+}  // namespace ssm::ops::cuda::ptx
