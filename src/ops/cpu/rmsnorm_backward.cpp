@@ -181,10 +181,12 @@ void pointwise_backward(const char* op, const Tensor& x, const Tensor& dy, Tenso
 }  // namespace
 
 void silu_backward(const Tensor& x, const Tensor& dy, Tensor& dx, bool accumulate_dx) {
+  SSM_GPU_DISPATCH(dx, silu_backward, x, dy, dx, accumulate_dx);
   pointwise_backward("silu_backward", x, dy, dx, accumulate_dx, [](float v) { return detail::silu_grad_f(v); });
 }
 
 void softplus_backward(const Tensor& x, const Tensor& dy, Tensor& dx, bool accumulate_dx) {
+  SSM_GPU_DISPATCH(dx, softplus_backward, x, dy, dx, accumulate_dx);
   pointwise_backward("softplus_backward", x, dy, dx, accumulate_dx,
                      [](float v) { return detail::softplus_grad_f(v); });
 }

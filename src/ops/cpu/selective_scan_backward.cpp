@@ -19,6 +19,7 @@
 #include "ops/cpu/op_util.h"
 #include "ops/cpu/scratch.h"
 #include "ops/cpu/vec_math.h"
+#include "ops/dispatch.h"
 #include "ops/ops_backward.h"
 
 namespace ssm::ops {
@@ -183,6 +184,8 @@ int64_t selective_scan_chunk_count(int64_t T, int64_t chunk_size) {
 void selective_scan_forward_saving_chunk_states(const SelectiveScanInputs& in, const Tensor& state0,
                                                 int64_t chunk_size, Tensor& y, Tensor& chunk_states,
                                                 Tensor* final_state) {
+  SSM_GPU_DISPATCH(y, selective_scan_forward_saving_chunk_states, in, state0, chunk_size, y, chunk_states,
+                   final_state);
   const char* op = "selective_scan_forward_saving_chunk_states";
   const ScanDims d = check_scan(op, in, state0);
   const int64_t n_chunks = selective_scan_chunk_count(d.T, chunk_size);
@@ -247,6 +250,7 @@ void selective_scan_forward_saving_chunk_states(const SelectiveScanInputs& in, c
 
 void selective_scan_backward(const SelectiveScanInputs& in, const Tensor& state0, const Tensor& chunk_states,
                              int64_t chunk_size, const Tensor& dy, SelectiveScanGrads& g) {
+  SSM_GPU_DISPATCH(dy, selective_scan_backward, in, state0, chunk_states, chunk_size, dy, g);
   const char* op = "selective_scan_backward";
   const ScanDims d = check_scan(op, in, state0);
   const int64_t Bt = d.Bt, T = d.T, D = d.D, N = d.N;

@@ -3,6 +3,7 @@
 
 #include "core/error.h"
 #include "ops/cpu/op_util.h"
+#include "ops/dispatch.h"
 #include "ops/ops_backward.h"
 
 namespace ssm::ops {
@@ -24,6 +25,7 @@ void soft_cap(const Tensor& x, float cap, Tensor& y) {
 }
 
 void soft_cap_backward(const Tensor& x, float cap, const Tensor& dy, Tensor& dx) {
+  SSM_GPU_DISPATCH(dx, soft_cap_backward, x, cap, dy, dx);
   SSM_CHECK(cap > 0 && std::isfinite(cap), "soft_cap_backward: the cap must be positive, got {}", cap);
   SSM_CHECK(is_f32_rows(x) && is_f32_rows(dy, x.shape()) && is_f32_rows(dx, x.shape()),
             "soft_cap_backward: x, dy and dx must be F32 rows of one shape, got {}, {} and {}", describe(x),

@@ -33,4 +33,19 @@ void gated_activation_backward(Activation act, const Tensor& gate, const Tensor&
 void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, SsdGrads& grads,
                   const Tensor& dfinal_state);
 
+// ---- elementwise (elementwise_backward.cu): x, dy, dx in one activation dtype ----
+void silu_backward(const Tensor& x, const Tensor& dy, Tensor& dx, bool accumulate_dx = false);
+void softplus_backward(const Tensor& x, const Tensor& dy, Tensor& dx, bool accumulate_dx = false);
+void soft_cap_backward(const Tensor& x, float cap, const Tensor& dy, Tensor& dx);
+
+// ---- Mamba-1 selective scan ----
+// The forward saving chunk states (selective_scan.cu): y in u's dtype; chunk_states, state0 and
+// final_state F32. selective_scan_chunk_count stays host-only (ops_backward.h).
+void selective_scan_forward_saving_chunk_states(const SelectiveScanInputs& in, const Tensor& state0,
+                                                int64_t chunk_size, Tensor& y, Tensor& chunk_states,
+                                                Tensor* final_state = nullptr);
+// The backward (selective_scan_backward.cu): dy, du, ddelta, dz, dB, dC in u's dtype; the rest F32.
+void selective_scan_backward(const SelectiveScanInputs& in, const Tensor& state0, const Tensor& chunk_states,
+                             int64_t chunk_size, const Tensor& dy, SelectiveScanGrads& grads);
+
 }  // namespace ssm::ops::cuda

@@ -18,11 +18,11 @@
 // are 16-byte aligned (the usual case), else each thread loads its own (strided slices at odd offsets).
 // dev/cuda/selective_scan.cu holds this kernel's versions, timings and the arithmetic behind them.
 //
-// Decays: in F32 mode (the parity mode) by poly_exp2, whose errors do not add up along a slow
-// decay's thousands of steps; in BF16 mode on the exp unit, several times faster, whose ~1e-7 per
-// step stays far below bf16's rounding. Likewise softplus and the silu gate: the accurate library
-// functions in F32 mode, the exp unit's short forms (activation_math.cuh) in BF16 mode, where the
-// kernel is bound by issued instructions as much as by the exp unit.
+// Decays, softplus and the gate: accurate in F32 mode, on the exp unit in BF16 mode, where the kernel
+// is bound by issued instructions as much as by the exp unit (selective_scan_math.cuh).
+//
+// selective_scan_forward_saving_chunk_states is the same three kernels with the caller's chunk length:
+// kernel 3 also writes each chunk's starting state (kernel 2's h_in) for the backward.
 //
 // N is rounded up to a compiled state width kN (4, 8, 16, 32, 64); the padding states have A = 0 and
 // B = C = 0, so they stay 0 and add nothing, with no masks in the token loop.
@@ -30,10 +30,11 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "ops/cuda/activation_math.cuh"  // silu, softplus
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/cuda_ops.h"
-#include "ops/cuda/op_checks.h"
+#include "ops/cuda/cuda_ops_backward.h"
+#include "ops/cuda/selective_scan_checks.h"
+#include "ops/cuda/selective_scan_math.cuh"  // decay, dt_softplus, gate
 
 namespace ssm::ops::cuda {
 
@@ -51,18 +52,15 @@ struct ScanArgs {
   Act* y;
   int64_t ld_u, ld_delta, ld_B, ld_C, ld_z, ld_y;
   const float *delta_bias, *A, *D;  // [channels] or null, [channels, N], [channels] or null
-  float* state;                     // [batch, channels, N]; null: zeros in, nothing out
+  const float* state_in;            // [batch, channels, N]; null: zeros
+  float* state_out;                 // [batch, channels, N] (may be state_in); null: not written
+  float* saved_states;              // [batch, chunks, channels, N]: h_in(c) written; may be null
   float* chunk_state;               // [batch, chunks, channels, kN]: h_c from 1, then h_in(c) from 2
   float* chunk_dt_sum;              // [batch, chunks, channels]: S_c
-  int64_t batch, T, channels, N, chunk_len, chunks;
+  int64_t batch, T, channels, N;
+  int64_t chunk_len, chunks;        // chunk_len 0: chosen by launch()
   bool softplus;
 };
-
-template <class Act>
-__device__ __forceinline__ float decay(float x) {
-  if constexpr (std::is_same_v<Act, float>) return poly_exp2(x);
-  else return fast_exp2(x);
-}
 
 // A row of a shared-memory tile into registers, 16 bytes a load (every thread reads the same row).
 template <int kN>
@@ -81,18 +79,6 @@ __device__ __forceinline__ void cp_async16(void* smem, const void* gmem, int byt
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 __device__ __forceinline__ void cp_async_wait_all_but_newest() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
-
-// dt and the gate: the accurate functions in F32 mode (the parity mode), the exp unit's in BF16 mode.
-template <class Act>
-__device__ __forceinline__ float dt_softplus(float x) {
-  if constexpr (std::is_same_v<Act, float>) return softplus(x);
-  else return fast_softplus(x);
-}
-template <class Act>
-__device__ __forceinline__ float gate(float z) {
-  if constexpr (std::is_same_v<Act, float>) return silu(z);
-  else return fast_silu(z);
-}
 
 // Kernels 1 (kOutput false) and 3 (kOutput true). Grid: (channel blocks, chunks, batch).
 // Each tile's delta, u (and z) reach a thread one of two ways:
@@ -133,9 +119,14 @@ __global__ void __launch_bounds__(kThreads) scan_chunk_kernel(const ScanArgs<Act
       const float4 v = *reinterpret_cast<const float4*>(a.chunk_state + chunk_at * kN + n);
       h[n] = v.x, h[n + 1] = v.y, h[n + 2] = v.z, h[n + 3] = v.w;
     }
-  } else if (kOutput && a.state) {
+  } else if (kOutput && a.state_in) {
 #pragma unroll
-    for (int n = 0; n < kN; ++n) h[n] = n < a.N ? a.state[(b * a.channels + d) * a.N + n] : 0.0f;
+    for (int n = 0; n < kN; ++n) h[n] = n < a.N ? a.state_in[(b * a.channels + d) * a.N + n] : 0.0f;
+  }
+  if (kOutput && a.saved_states && active) {
+#pragma unroll
+    for (int n = 0; n < kN; ++n)
+      if (n < a.N) a.saved_states[chunk_at * a.N + n] = h[n];
   }
   const float bias = a.delta_bias ? a.delta_bias[d] : 0.0f;
   const float skip = a.D ? a.D[d] : 0.0f;
@@ -262,26 +253,27 @@ __global__ void __launch_bounds__(kThreads) scan_chunk_kernel(const ScanArgs<Act
     for (int n = 0; n < kN; n += 4)
       *reinterpret_cast<float4*>(a.chunk_state + chunk_at * kN + n) = make_float4(h[n], h[n + 1], h[n + 2], h[n + 3]);
     a.chunk_dt_sum[chunk_at] = dt_sum;
-  } else if (a.chunks == 1 && a.state) {
+  } else if (a.chunks == 1 && a.state_out) {
 #pragma unroll
     for (int n = 0; n < kN; ++n)
-      if (n < a.N) a.state[(b * a.channels + d) * a.N + n] = h[n];
+      if (n < a.N) a.state_out[(b * a.channels + d) * a.N + n] = h[n];
   }
 }
 
 // Kernel 2: one thread per (row, channel, state), walking the chunks in order. Summaries exist for
 // every chunk when the final state is wanted, else for all but the last. `width` is kN.
-__global__ void scan_carry_kernel(const float* A, float* state_io, float* chunk_state, const float* chunk_dt_sum,
-                                  int64_t batch, int64_t channels, int64_t N, int width, int64_t chunks) {
+__global__ void scan_carry_kernel(const float* A, const float* state_in, float* state_out, float* chunk_state,
+                                  const float* chunk_dt_sum, int64_t batch, int64_t channels, int64_t N, int width,
+                                  int64_t chunks) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= batch * channels * width) return;
   const int n = int(i % width);
   const int64_t d = i / width % channels, b = i / (width * channels);
   const bool real = n < N;
   const float A2 = real ? A[d * N + n] * kLog2e : 0.0f;
-  float* state = state_io && real ? state_io + (b * channels + d) * N + n : nullptr;
-  float carry = state ? *state : 0.0f;
-  const int64_t summaries = state_io ? chunks : chunks - 1;
+  const int64_t at_state = (b * channels + d) * N + n;
+  float carry = state_in && real ? state_in[at_state] : 0.0f;
+  const int64_t summaries = state_out ? chunks : chunks - 1;
   auto at = [&](int64_t c) { return (b * chunks + c) * channels + d; };
   for (int64_t c0 = 0; c0 < chunks; c0 += kCarryBatch) {
     float h_end[kCarryBatch], dt_sum[kCarryBatch];
@@ -300,7 +292,7 @@ __global__ void scan_carry_kernel(const float* A, float* state_io, float* chunk_
       if (c < summaries) carry = poly_exp2(A2 * dt_sum[j]) * carry + h_end[j];
     }
   }
-  if (state) *state = carry;
+  if (state_out && real) state_out[at_state] = carry;
 }
 
 // Blocks of the output kernel one multiprocessor holds at once.
@@ -335,7 +327,7 @@ void choose_chunks(ScanArgs<Act>& a) {
 
 template <class Act, int kN, bool kStaged>
 void launch(const char* op, ScanArgs<Act> a) {
-  choose_chunks<Act, kN, kStaged>(a);
+  if (a.chunk_len == 0) choose_chunks<Act, kN, kStaged>(a);
   const int64_t batch = a.batch;
   const unsigned channel_blocks = blocks_for(a.channels, kThreads);
   Tensor chunk_state, chunk_dt_sum;  // scratch from the stream-ordered pool, freed after the kernels
@@ -344,12 +336,12 @@ void launch(const char* op, ScanArgs<Act> a) {
     chunk_dt_sum = Tensor::empty(Shape{batch, a.chunks, a.channels}, DType::F32, Device::CUDA);
     a.chunk_state = chunk_state.data<float>();
     a.chunk_dt_sum = chunk_dt_sum.data<float>();
-    const int64_t summaries = a.state ? a.chunks : a.chunks - 1;
+    const int64_t summaries = a.state_out ? a.chunks : a.chunks - 1;
     scan_chunk_kernel<Act, kN, false, kStaged>
         <<<dim3(channel_blocks, unsigned(summaries), unsigned(batch)), kThreads, 0, stream()>>>(a);
     SSM_CUDA_CHECK_LAUNCH("{} (chunk summaries) of batch {}, T {}, D {}, N {}", op, batch, a.T, a.channels, a.N);
     scan_carry_kernel<<<blocks_for(batch * a.channels * kN, 256), 256, 0, stream()>>>(
-        a.A, a.state, a.chunk_state, a.chunk_dt_sum, batch, a.channels, a.N, kN, a.chunks);
+        a.A, a.state_in, a.state_out, a.chunk_state, a.chunk_dt_sum, batch, a.channels, a.N, kN, a.chunks);
     SSM_CUDA_CHECK_LAUNCH("{} (chunk carries) of batch {}, T {}, D {}, N {}", op, batch, a.T, a.channels, a.N);
   }
   scan_chunk_kernel<Act, kN, true, kStaged>
@@ -365,83 +357,68 @@ bool aligned_rows(const Act* p, int64_t ld) {
 
 template <class Act, int kN>
 void launch(const char* op, const ScanArgs<Act>& a) {
-  if (aligned_rows(a.u, a.ld_u) && aligned_rows(a.delta, a.ld_delta) && (!a.z || aligned_rows(a.z, a.ld_z)))
+  if (a.T > 0 && aligned_rows(a.u, a.ld_u) && aligned_rows(a.delta, a.ld_delta) && (!a.z || aligned_rows(a.z, a.ld_z)))
     launch<Act, kN, true>(op, a);
   else
     launch<Act, kN, false>(op, a);
 }
 
+// The kernels' arguments for checked inputs, y and T (1 for the step); states and chunks unset.
+template <class Act>
+ScanArgs<Act> scan_args(const SelectiveScanInputs& in, Tensor& y, int64_t T, int64_t N) {
+  ScanArgs<Act> a{};
+  a.u = static_cast<const Act*>(in.u.raw());
+  a.delta = static_cast<const Act*>(in.delta.raw());
+  a.B = static_cast<const Act*>(in.B.raw());
+  a.C = static_cast<const Act*>(in.C.raw());
+  a.z = in.z.defined() ? static_cast<const Act*>(in.z.raw()) : nullptr;
+  a.y = static_cast<Act*>(y.raw());
+  a.ld_u = rows_of<const Act>(in.u).ld;
+  a.ld_delta = rows_of<const Act>(in.delta).ld;
+  a.ld_B = rows_of<const Act>(in.B).ld;
+  a.ld_C = rows_of<const Act>(in.C).ld;
+  a.ld_z = in.z.defined() ? rows_of<const Act>(in.z).ld : 0;
+  a.ld_y = rows_of<Act>(y).ld;
+  a.delta_bias = in.delta_bias.defined() ? in.delta_bias.data<float>() : nullptr;
+  a.A = in.A.data<float>();
+  a.D = in.D.defined() ? in.D.data<float>() : nullptr;
+  a.batch = in.u.size(0);
+  a.T = T;
+  a.channels = in.u.size(-1);
+  a.N = N;
+  a.softplus = in.delta_softplus;
+  return a;
+}
+
+// Runs the kernels with N rounded up to a compiled width.
+template <class Act>
+void launch_for_width(const char* op, const ScanArgs<Act>& a) {
+  if (a.N <= 4) launch<Act, 4>(op, a);
+  else if (a.N <= 8) launch<Act, 8>(op, a);
+  else if (a.N <= 16) launch<Act, 16>(op, a);
+  else if (a.N <= 32) launch<Act, 32>(op, a);
+  else launch<Act, 64>(op, a);
+}
+
+// y: rows of u's shape and dtype on the GPU.
+void check_y(const char* op, const SelectiveScanInputs& in, const Tensor& y) {
+  SSM_CHECK(is_gpu_rows(y, in.u.dtype(), in.u.shape()), "{}: y must be rows of u's shape {} and dtype {}, got {}", op,
+            shape_str(in.u.shape()), dtype_name(in.u.dtype()), describe(y));
+}
+
 // Checks either form (dims 3: [B, T, *], dims 2: [B, *]) and runs it.
 void run(const char* op, const SelectiveScanInputs& in, Tensor* state, Tensor& y, int64_t dims) {
-  check_on_gpu(op, {&in.u, &in.delta, &in.A, &in.B, &in.C, &y});
-  for (const Tensor* t : {&in.delta_bias, &in.D, &in.z})
-    if (t->defined()) check_on_gpu(op, {t});
-  if (state) check_on_gpu(op, {state});
-  const char* layout = dims == 3 ? "[B, T, D]" : "[B, D]";
-  const DType dtype = in.u.dtype();
-  SSM_CHECK(is_activation_dtype(dtype) && is_gpu_rows(in.u, dtype) && in.u.dim() == dims,
-            "{}: u must be F32 or BF16 rows {}, got {}", op, layout, describe(in.u));
+  const int64_t N = check_scan_inputs(op, in, dims);
+  check_y(op, in, y);
   const Shape& shape = in.u.shape();
   const int64_t batch = shape[0], channels = shape.back();
-  SSM_CHECK(is_gpu_rows(in.delta, dtype, shape), "{}: delta must be rows of u's shape {} and dtype {}, got {}", op,
-            shape_str(shape), dtype_name(dtype), describe(in.delta));
-  SSM_CHECK(in.A.dtype() == DType::F32 && in.A.dim() == 2 && in.A.size(0) == channels && in.A.is_contiguous(),
-            "{}: A must be contiguous F32 [{}, N] for u {}, got {}", op, channels, shape_str(shape), describe(in.A));
-  const int64_t N = in.A.size(1);
-  SSM_CHECK(N <= 64, "{}: the GPU scan holds at most 64 states per channel, A is {}", op, describe(in.A));
-  Shape bc_shape = shape;
-  bc_shape.back() = N;
-  SSM_CHECK(is_gpu_rows(in.B, dtype, bc_shape), "{}: B must be {} rows {} for A {}, got {}", op, dtype_name(dtype),
-            shape_str(bc_shape), describe(in.A), describe(in.B));
-  SSM_CHECK(is_gpu_rows(in.C, dtype, bc_shape), "{}: C must be {} rows {} for A {}, got {}", op, dtype_name(dtype),
-            shape_str(bc_shape), describe(in.A), describe(in.C));
-  SSM_CHECK(!in.delta_bias.defined() || is_gpu_vector(in.delta_bias, channels),
-            "{}: delta_bias must be F32 [{}], got {}", op, channels, describe(in.delta_bias));
-  SSM_CHECK(!in.D.defined() || is_gpu_vector(in.D, channels), "{}: D must be F32 [{}], got {}", op, channels,
-            describe(in.D));
-  SSM_CHECK(!in.z.defined() || is_gpu_rows(in.z, dtype, shape),
-            "{}: z must be rows of u's shape {} and dtype {}, got {}", op, shape_str(shape), dtype_name(dtype),
-            describe(in.z));
-  SSM_CHECK(is_gpu_rows(y, dtype, shape), "{}: y must be rows of u's shape {} and dtype {}, got {}", op,
-            shape_str(shape), dtype_name(dtype), describe(y));
-  if (state) {
-    const Shape expected{batch, channels, N};
-    SSM_CHECK(state->dtype() == DType::F32 && state->shape() == expected && state->is_contiguous(),
-              "{}: state must be contiguous F32 {} for u {} and A {}, got {}", op, shape_str(expected),
-              shape_str(shape), describe(in.A), describe(*state));
-  }
+  if (state) check_gpu_f32(op, "state", *state, {batch, channels, N});
   const int64_t T = dims == 3 ? shape[1] : 1;
-  SSM_CHECK(batch <= 65535, "{}: the GPU scan takes at most 65535 sequences per call, got {}", op, batch);
   if (batch == 0 || T == 0 || channels == 0) return;
-
-  with_activation_type(dtype, op, [&]<class Act>() {
-    ScanArgs<Act> a{};
-    a.u = static_cast<const Act*>(in.u.raw());
-    a.delta = static_cast<const Act*>(in.delta.raw());
-    a.B = static_cast<const Act*>(in.B.raw());
-    a.C = static_cast<const Act*>(in.C.raw());
-    a.z = in.z.defined() ? static_cast<const Act*>(in.z.raw()) : nullptr;
-    a.y = static_cast<Act*>(y.raw());
-    a.ld_u = rows_of<const Act>(in.u).ld;
-    a.ld_delta = rows_of<const Act>(in.delta).ld;
-    a.ld_B = rows_of<const Act>(in.B).ld;
-    a.ld_C = rows_of<const Act>(in.C).ld;
-    a.ld_z = in.z.defined() ? rows_of<const Act>(in.z).ld : 0;
-    a.ld_y = rows_of<Act>(y).ld;
-    a.delta_bias = in.delta_bias.defined() ? in.delta_bias.data<float>() : nullptr;
-    a.A = in.A.data<float>();
-    a.D = in.D.defined() ? in.D.data<float>() : nullptr;
-    a.state = state ? state->data<float>() : nullptr;
-    a.batch = batch;
-    a.T = T;
-    a.channels = channels;
-    a.N = N;
-    a.softplus = in.delta_softplus;
-    if (N <= 4) launch<Act, 4>(op, a);
-    else if (N <= 8) launch<Act, 8>(op, a);
-    else if (N <= 16) launch<Act, 16>(op, a);
-    else if (N <= 32) launch<Act, 32>(op, a);
-    else launch<Act, 64>(op, a);
+  with_activation_type(in.u.dtype(), op, [&]<class Act>() {
+    ScanArgs<Act> a = scan_args<Act>(in, y, T, N);
+    a.state_in = a.state_out = state ? state->data<float>() : nullptr;
+    launch_for_width(op, a);
   });
 }
 
@@ -454,6 +431,32 @@ void selective_scan(const SelectiveScanInputs& in, Tensor* state, Tensor& y) {
 void selective_scan_step(const SelectiveScanInputs& in, Tensor& state, Tensor& y) {
   SSM_CHECK(state.defined(), "selective_scan_step: state is required");
   run("selective_scan_step", in, &state, y, 2);
+}
+
+void selective_scan_forward_saving_chunk_states(const SelectiveScanInputs& in, const Tensor& state0,
+                                                int64_t chunk_size, Tensor& y, Tensor& chunk_states,
+                                                Tensor* final_state) {
+  const char* op = "selective_scan_forward_saving_chunk_states";
+  const int64_t N = check_scan_inputs(op, in, 3);
+  check_y(op, in, y);
+  const int64_t batch = in.u.size(0), T = in.u.size(1), channels = in.u.size(2);
+  const int64_t chunks = selective_scan_chunk_count(T, chunk_size);
+  SSM_CHECK(chunks <= 65535, "{}: the GPU scan takes at most 65535 chunks, got T {} in chunks of {}", op, T,
+            chunk_size);
+  check_gpu_f32(op, "chunk_states", chunk_states, {batch, chunks, channels, N});
+  if (state0.defined()) check_gpu_f32(op, "state0", state0, {batch, channels, N});
+  if (final_state) check_gpu_f32(op, "final_state", *final_state, {batch, channels, N});
+  if (batch == 0 || channels == 0) return;
+  // T = 0 runs too: kernel 3 alone, writing the initial state as chunk 0's and as the final state.
+  with_activation_type(in.u.dtype(), op, [&]<class Act>() {
+    ScanArgs<Act> a = scan_args<Act>(in, y, T, N);
+    a.state_in = state0.defined() ? state0.data<float>() : nullptr;
+    a.state_out = final_state ? final_state->data<float>() : nullptr;
+    a.saved_states = chunk_states.data<float>();
+    a.chunk_len = chunk_size;
+    a.chunks = chunks;
+    launch_for_width(op, a);
+  });
 }
 
 }  // namespace ssm::ops::cuda

@@ -1,0 +1,46 @@
+// The pointwise math of the Mamba-1 selective scan's GPU kernels (forward in selective_scan.cu,
+// backward in selective_scan_backward.cu), so that the backward recomputes exactly the forward's values.
+//
+// Decays: in F32 mode (the parity mode) by poly_exp2, whose errors do not add up along a slow
+// decay's thousands of steps; in BF16 mode on the exp unit, several times faster, whose ~1e-7 per
+// step stays far below bf16's rounding. Likewise softplus, the silu gate and their derivatives: the
+// accurate library functions in F32 mode, the exp unit's short forms (activation_math.cuh) in BF16 mode.
+#pragma once
+#include <type_traits>
+
+#include "ops/cuda/activation_math.cuh"  // sigmoid, silu, softplus and their fast forms
+#include "ops/cuda/common.cuh"
+
+namespace ssm::ops::cuda {
+
+template <class Act>
+__device__ __forceinline__ float decay(float x) {
+  if constexpr (std::is_same_v<Act, float>) return poly_exp2(x);
+  else return fast_exp2(x);
+}
+
+template <class Act>
+__device__ __forceinline__ float dt_softplus(float x) {
+  if constexpr (std::is_same_v<Act, float>) return softplus(x);
+  else return fast_softplus(x);
+}
+
+template <class Act>
+__device__ __forceinline__ float gate(float z) {
+  if constexpr (std::is_same_v<Act, float>) return silu(z);
+  else return fast_silu(z);
+}
+
+template <class Act>
+__device__ __forceinline__ float scan_sigmoid(float x) {
+  if constexpr (std::is_same_v<Act, float>) return sigmoid(x);
+  else return fast_rcp(1.0f + fast_exp2(-x * kLog2e));
+}
+
+// softplus'(x) = σ(x), and 1 above torch's threshold 20 (where softplus(x) = x), as on the CPU.
+template <class Act>
+__device__ __forceinline__ float dt_softplus_grad(float x) {
+  return x > 20.0f ? 1.0f : scan_sigmoid<Act>(x);
+}
+
+}  // namespace ssm::ops::cuda
