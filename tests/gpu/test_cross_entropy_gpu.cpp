@@ -126,6 +126,9 @@ TEST_P(CrossEntropyGpu, MatchesTheCpu) {
   }
   if (c.want_dweight) {
     EXPECT_LT(relative_error(got.dweight, want.dweight), backward_tolerance(dt)) << "dweight";
+    EXPECT_LT(relative_error(difference(got.dweight, in.dweight0), difference(want.dweight, in.dweight0)),
+              backward_tolerance(dt))
+        << "dweight added";
   } else {
     EXPECT_EQ(relative_error(got.dweight, in.dweight0), 0.0) << "dweight changed though not asked for";
   }

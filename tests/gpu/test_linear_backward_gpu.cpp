@@ -73,8 +73,14 @@ TEST_P(LinearBackwardGpu, MatchesTheCpu) {
   GpuLinearBackward g = gpu_inputs(c, dt, x, w, dy, dx0, dw0, db0);
   ops::linear_backward(g.x, g.w, g.dy, &g.dx, &g.dw, c.bias ? &g.dbias : nullptr, c.accumulate_dx);
   EXPECT_LT(relative_error(to_cpu(g.dx), want_dx), backward_tolerance(dt)) << "dx";
-  EXPECT_LT(relative_error(to_cpu(g.dw), want_dw), backward_tolerance(dt)) << "dw";
-  EXPECT_LT(relative_error(to_cpu(g.dbias), want_db), backward_tolerance(dt)) << "dbias";
+  const Tensor got_dw = to_cpu(g.dw), got_db = to_cpu(g.dbias);
+  EXPECT_LT(relative_error(got_dw, want_dw), backward_tolerance(dt)) << "dw";
+  EXPECT_LT(relative_error(difference(got_dw, dw0), difference(want_dw, dw0)), backward_tolerance(dt)) << "dw added";
+  EXPECT_LT(relative_error(got_db, want_db), backward_tolerance(dt)) << "dbias";
+  if (c.bias) {
+    EXPECT_LT(relative_error(difference(got_db, db0), difference(want_db, db0)), backward_tolerance(dt))
+        << "dbias added";
+  }
   if (c.strided) {
     EXPECT_TRUE(g.dx_wide.padding_untouched()) << "dx written outside its columns";
   }
@@ -119,11 +125,13 @@ TEST(LinearBackwardGpu, OutputsLeftOut) {
     Tensor dw = to_gpu(dw0);
     const Tensor other_dtype_w = to_gpu(w, dt == DType::F32 ? DType::BF16 : DType::F32);
     ops::linear_backward(to_gpu(x, dt), other_dtype_w, to_gpu(dy, dt), nullptr, &dw, nullptr);
-    EXPECT_LT(relative_error(to_cpu(dw), want_dw), backward_tolerance(dt)) << "dw alone";
+    EXPECT_LT(relative_error(difference(to_cpu(dw), dw0), difference(want_dw, dw0)), backward_tolerance(dt))
+        << "dw alone";
 
     Tensor db = to_gpu(db0);
     ops::linear_backward(Tensor(), to_gpu(w, dt), to_gpu(dy, dt), nullptr, nullptr, &db);
-    EXPECT_LT(relative_error(to_cpu(db), want_db), backward_tolerance(dt)) << "dbias alone";
+    EXPECT_LT(relative_error(difference(to_cpu(db), db0), difference(want_db, db0)), backward_tolerance(dt))
+        << "dbias alone";
   }
 }
 
