@@ -101,6 +101,15 @@ inline double relative_error(const Tensor& got, const Tensor& want) {
   return diff / std::max(scale, 1e-30);
 }
 
+// a − b on the host (F32 tensors of one shape): what an op that accumulates added to its start
+// values, compared on its own so that the start values do not hide an error in it.
+inline Tensor difference(const Tensor& a, const Tensor& b) {
+  const Tensor x = a.contiguous(), y = b.contiguous();
+  Tensor out = Tensor::empty(x.shape());
+  for (int64_t i = 0; i < x.numel(); ++i) out.data<float>()[i] = x.data<float>()[i] - y.data<float>()[i];
+  return out;
+}
+
 // The tolerance of a GPU op against the CPU op: F32 arithmetic in both, or BF16 activations.
 inline double tolerance(DType activations) { return activations == DType::F32 ? 1e-5 : 2e-2; }
 // A backward op on the GPU against the CPU backward (issue 10: fp32 mode, bf16 mode).

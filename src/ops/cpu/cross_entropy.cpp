@@ -15,6 +15,7 @@
 #include "ops/cpu/op_util.h"
 #include "ops/cpu/vec_math.h"
 #include "ops/cpu/weights.h"
+#include "ops/dispatch.h"
 #include "ops/ops_backward.h"
 
 namespace ssm::ops {
@@ -24,17 +25,19 @@ using detail::is_f32_rows;
 
 double cross_entropy(const Tensor& hidden, const Tensor& weight, const Tensor& targets, Tensor* dhidden,
                      Tensor* dweight, const CrossEntropyOptions& options, int64_t* counted) {
+  SSM_GPU_DISPATCH(hidden, cross_entropy, hidden, weight, targets, dhidden, dweight, options, counted);
   const char* op = "cross_entropy";
   SSM_CHECK(is_f32_rows(hidden) && hidden.dim() == 2, "{}: hidden must be F32 rows [M, D], got {}", op,
             describe(hidden));
   const int64_t M = hidden.size(0), Dm = hidden.size(1);
-  SSM_CHECK(weight.defined() && weight.dim() == 2 && weight.size(1) == Dm && weight.is_contiguous() &&
-                detail::is_weight_dtype(weight.dtype()),
-            "{}: weight must be contiguous F32/BF16/F16 [V, {}], got {}", op, Dm, describe(weight));
+  SSM_CHECK(weight.defined() && weight.device() == Device::CPU && weight.dim() == 2 && weight.size(1) == Dm &&
+                weight.is_contiguous() && detail::is_weight_dtype(weight.dtype()),
+            "{}: weight must be contiguous F32/BF16/F16 [V, {}] on the host, got {}", op, Dm, describe(weight));
   const int64_t V = weight.size(0);
   SSM_CHECK(V > 0, "{}: empty vocabulary", op);
-  SSM_CHECK(targets.defined() && targets.dtype() == DType::I32 && targets.numel() == M && targets.is_contiguous(),
-            "{}: targets must be contiguous I32 with {} values, got {}", op, M, describe(targets));
+  SSM_CHECK(targets.defined() && targets.device() == Device::CPU && targets.dtype() == DType::I32 &&
+                targets.numel() == M && targets.is_contiguous(),
+            "{}: targets must be contiguous I32 with {} values on the host, got {}", op, M, describe(targets));
   if (dhidden)
     SSM_CHECK(is_f32_rows(*dhidden, hidden.shape()), "{}: dhidden must be F32 rows {}, got {}", op,
               shape_str(hidden.shape()), describe(*dhidden));

@@ -2,6 +2,7 @@
 #include <algorithm>
 
 #include "ops/cpu/op_util.h"
+#include "ops/dispatch.h"
 #include "ops/ops_backward.h"
 
 namespace ssm::ops {
@@ -10,8 +11,9 @@ using detail::describe;
 using detail::is_f32_rows;
 
 void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable) {
-  SSM_CHECK(ids.defined() && ids.dtype() == DType::I32 && ids.is_contiguous(),
-            "embedding_backward: ids must be contiguous I32, got {}", describe(ids));
+  SSM_GPU_DISPATCH(dtable, embedding_backward, ids, dout, dtable);
+  SSM_CHECK(ids.defined() && ids.device() == Device::CPU && ids.dtype() == DType::I32 && ids.is_contiguous(),
+            "embedding_backward: ids must be contiguous I32 on the host, got {}", describe(ids));
   SSM_CHECK(dtable.defined() && dtable.dtype() == DType::F32 && dtable.dim() == 2 && dtable.is_contiguous(),
             "embedding_backward: dtable must be contiguous F32 [V, D], got {}", describe(dtable));
   const int64_t V = dtable.size(0), D = dtable.size(1), M = ids.numel();

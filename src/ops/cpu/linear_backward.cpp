@@ -8,6 +8,7 @@
 #include "ops/cpu/gemm.h"
 #include "ops/cpu/op_util.h"
 #include "ops/cpu/weights.h"
+#include "ops/dispatch.h"
 #include "ops/ops_backward.h"
 
 namespace ssm::ops {
@@ -17,8 +18,10 @@ using detail::is_f32_rows;
 
 void linear_backward(const Tensor& x, const Tensor& w, const Tensor& dy, Tensor* dx, Tensor* dw, Tensor* dbias,
                      bool accumulate_dx) {
-  SSM_CHECK(w.defined() && w.dim() == 2 && w.is_contiguous() && detail::is_weight_dtype(w.dtype()),
-            "linear_backward: w must be contiguous F32/BF16/F16 [N,K], got {}", describe(w));
+  SSM_GPU_DISPATCH(dy, linear_backward, x, w, dy, dx, dw, dbias, accumulate_dx);
+  SSM_CHECK(w.defined() && w.device() == Device::CPU && w.dim() == 2 && w.is_contiguous() &&
+                detail::is_weight_dtype(w.dtype()),
+            "linear_backward: w must be contiguous F32/BF16/F16 [N,K] on the host, got {}", describe(w));
   const int64_t N = w.size(0), K = w.size(1);
   SSM_CHECK(is_f32_rows(dy) && dy.size(-1) == N, "linear_backward: dy must be F32 rows [..., {}], got {}", N,
             describe(dy));

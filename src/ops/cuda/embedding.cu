@@ -3,12 +3,14 @@
 //
 // Ids live on the GPU, so checking them on the host would mean waiting for every upload or sampled
 // token. Instead the kernel checks each id: an id outside [0, V) reads nothing, its output row
-// becomes NaN, and the lowest such position is recorded in a device flag. ops::check_embedding_ids
-// reads the flag where the caller waits anyway and throws the CPU op's error for it.
+// becomes NaN, and the lowest such position is recorded on the device (embedding_ids.cuh; the
+// backward records there too). ops::check_embedding_ids reads the record where the caller waits
+// anyway and throws the CPU op's error for it.
 #include <cmath>
 
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/cuda_ops.h"
+#include "ops/cuda/embedding_ids.cuh"
 #include "ops/cuda/op_checks.h"
 #include "ops/cuda/packs.cuh"
 
@@ -16,13 +18,6 @@ namespace ssm::ops::cuda {
 
 namespace {
 
-// The first bad id since the last check: position << 32 | id bits (the lowest position wins the
-// atomicMin; kNoBadId when none), and the vocabulary size of the call that recorded it.
-constexpr unsigned long long kNoBadId = ~0ull;
-struct BadId {
-  unsigned long long position_and_id;
-  long long vocab;
-};
 __device__ BadId g_bad_id = {kNoBadId, 0};
 
 template <class W, class T, int N>
@@ -31,10 +26,7 @@ __global__ void embedding_kernel(const W* table, int64_t vocab, int64_t width, c
   const int32_t id = ids[position];
   T* dst = &out.at(position, 0);
   if (id < 0 || id >= vocab) {
-    if (threadIdx.x == 0) {
-      const unsigned long long key = (static_cast<unsigned long long>(position) << 32) | uint32_t(id);
-      if (atomicMin(&g_bad_id.position_and_id, key) > key) g_bad_id.vocab = vocab;
-    }
+    if (threadIdx.x == 0) record_bad_id(&g_bad_id, position, id, vocab);
     for (int64_t c = threadIdx.x; c < width; c += blockDim.x) dst[c] = from_float<T>(NAN);
     return;
   }
@@ -79,6 +71,15 @@ void embedding(const Tensor& table, const Tensor& ids, Tensor& out) {
       });
     });
   });
+}
+
+BadId* bad_id_record() {
+  static BadId* const address = [] {
+    void* p = nullptr;
+    SSM_CUDA_CHECK(cudaGetSymbolAddress(&p, g_bad_id), "finding the embedding's id check");
+    return static_cast<BadId*>(p);
+  }();
+  return address;
 }
 
 void check_embedding_ids() {
