@@ -1,4 +1,13 @@
 // ssm train: train a mamba / mamba2 model from scratch (or resume), see train/trainer.h.
+//
+// SIGINT (Ctrl-C) and SIGTERM stop a run cleanly: the step in progress finishes, a checkpoint of it is
+// written, one line says where, and the exit code is 128 + the signal (130, 143) so that scripts can
+// tell an interrupted run from a finished one; --resume continues it. A second signal exits at once
+// (the checkpoint being written, if any, is left unfinished and removed by the next run).
+#include <unistd.h>
+
+#include <atomic>
+#include <csignal>
 #include <cstdio>
 
 #include "cli/command.h"
@@ -7,8 +16,39 @@
 namespace ssm::cli {
 namespace {
 
-void run_train(const TrainOptions& o) {
+std::atomic<int> stop_signal{0};
+static_assert(std::atomic<int>::is_always_lock_free, "the flag is set from a signal handler");
+bool stderr_is_terminal = false;  // the note starts on a new line (below the progress bar and ^C)
+
+extern "C" void request_stop(int signal_number) {
+  if (stop_signal.exchange(signal_number) != 0) ::_exit(128 + signal_number);
+  static const char note[] = "\nssm train: stopping after this step with a checkpoint (signal again to quit at once)\n";
+  const size_t skip = stderr_is_terminal ? 0 : 1;
+  [[maybe_unused]] const ssize_t ignored = ::write(2, note + skip, sizeof note - 1 - skip);
+}
+
+void catch_stop_signals() {
+  stderr_is_terminal = ::isatty(2);
+  struct sigaction action {};
+  action.sa_handler = request_stop;
+  sigemptyset(&action.sa_mask);  // one handler at a time: the second signal's ends the process
+  sigaddset(&action.sa_mask, SIGINT);
+  sigaddset(&action.sa_mask, SIGTERM);
+  action.sa_flags = SA_RESTART;  // the file writes of a step or checkpoint carry on
+  sigaction(SIGINT, &action, nullptr);
+  sigaction(SIGTERM, &action, nullptr);
+}
+
+void run_train(TrainOptions o) {
+  catch_stop_signals();
+  o.stop_request = &stop_signal;
   const TrainResult r = train(o);
+  if (r.stopped_by != 0) {
+    const char* name = r.stopped_by == SIGINT ? "SIGINT" : "SIGTERM";
+    std::fprintf(stderr, "%s: stopped at step %lld; checkpoint %s (continue with --resume)\n", name,
+                 (long long)r.step, r.checkpoint.c_str());
+    throw CLI::RuntimeError(128 + r.stopped_by);
+  }
   std::printf("trained %lld steps: loss %.4f", (long long)r.steps_done, r.final_loss);
   if (r.val_loss >= 0) std::printf(", validation loss %.4f", r.val_loss);
   if (r.val_bpb >= 0) std::printf(", validation bits per byte %.4f", r.val_bpb);

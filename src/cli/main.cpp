@@ -1,6 +1,7 @@
 // ssm: the command-line entry point. Every error ends here as one line on stderr and exit code 1.
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -57,6 +58,9 @@ void use_short_omp_spins(char** argv) {
 }  // namespace ssm::cli
 
 int main(int argc, char** argv) {
+  // Past a file size limit (ulimit -f) a write fails with EFBIG, reported like a full disk, instead of
+  // SIGXFSZ killing the process with a core dump.
+  std::signal(SIGXFSZ, SIG_IGN);
   ssm::cli::use_short_omp_spins(argv);
   CLI::App app{"ssm.cpp: train and run state-space and hybrid sequence models"};
   app.require_subcommand(1);
@@ -66,6 +70,8 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::Success& e) {  // --help, --version
     return app.exit(e);
+  } catch (const CLI::RuntimeError& e) {  // a command's own exit code (after its own message)
+    return e.get_exit_code();
   } catch (const CLI::ParseError& e) {
     std::fprintf(stderr, "error: %s (see --help)\n", e.what());
     return 1;

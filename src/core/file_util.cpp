@@ -1,6 +1,7 @@
 #include "core/file_util.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -14,6 +15,31 @@
 
 namespace ssm {
 
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string kTemporaryMark = ".tmp-";
+
+std::string folder_of(const std::string& path) {
+  const fs::path parent = fs::path(path).parent_path();
+  return parent.empty() ? "." : parent.string();
+}
+
+// `.NAME.tmp-PID` for NAME, as write_atomically names its temporaries.
+std::string temporary_name(const std::string& name) { return "." + name + kTemporaryMark + std::to_string(::getpid()); }
+
+// The NAME of a temporary `.NAME.tmp-DIGITS`, or "" when `file` is not one.
+std::string temporary_target(const std::string& file) {
+  const size_t mark = file.rfind(kTemporaryMark);
+  if (file.size() < 2 || file[0] != '.' || mark == std::string::npos || mark < 2) return "";
+  const std::string digits = file.substr(mark + kTemporaryMark.size());
+  if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos) return "";
+  return file.substr(1, mark - 1);
+}
+
+}  // namespace
+
 std::string read_text_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   SSM_CHECK(in.good(), "cannot open '{}': {}", path, std::strerror(errno));
@@ -23,32 +49,87 @@ std::string read_text_file(const std::string& path) {
   return buffer.str();
 }
 
-void write_atomically(const std::string& path, const std::function<void(const std::string&)>& write) {
-  const std::string tmp_path = path + ".tmp" + std::to_string(::getpid());
-  try {
-    write(tmp_path);
-  } catch (...) {
-    std::error_code ignored;
-    std::filesystem::remove(tmp_path, ignored);
-    throw;
-  }
-  std::error_code error;
-  std::filesystem::rename(tmp_path, path, error);
-  if (error) {
-    std::filesystem::remove(tmp_path, error);
-    fail("cannot write '{}': {}", path, error.message());
+OutputFile::OutputFile(const std::string& path, const std::string& shown_name) : name_(shown_name) {
+  fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+  SSM_CHECK(fd_ >= 0, "cannot create '{}': {}", name_, std::strerror(errno));
+}
+
+OutputFile::~OutputFile() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void OutputFile::write(const void* data, size_t bytes) {
+  SSM_CHECK(fd_ >= 0, "'{}' is already closed", name_);
+  const char* p = static_cast<const char*>(data);
+  while (bytes > 0) {
+    const ssize_t n = ::write(fd_, p, bytes);
+    if (n < 0 && errno == EINTR) continue;
+    SSM_CHECK(n > 0, "cannot write '{}': {}", name_, std::strerror(n < 0 ? errno : ENOSPC));
+    p += n;
+    bytes -= size_t(n);
   }
 }
 
-void write_text_file(const std::string& path, const std::string& text) {
-  write_atomically(path, [&](const std::string& tmp_path) {
-    std::ofstream out(tmp_path, std::ios::binary);
-    SSM_CHECK(out.good(), "cannot create '{}': {}", tmp_path, std::strerror(errno));
-    out.write(text.data(), std::streamsize(text.size()));
-    out.close();
-    SSM_CHECK(out.good(), "cannot write '{}'", tmp_path);
-  });
+void OutputFile::commit() {
+  SSM_CHECK(fd_ >= 0, "'{}' is already closed", name_);
+  const int synced = ::fsync(fd_), sync_error = errno;
+  const int closed = ::close(fd_), close_error = errno;
+  fd_ = -1;
+  SSM_CHECK(synced == 0, "cannot write '{}': {}", name_, std::strerror(sync_error));
+  SSM_CHECK(closed == 0, "cannot write '{}': {}", name_, std::strerror(close_error));
 }
+
+void write_atomically(const std::string& path, const std::function<void(OutputFile&)>& write) {
+  const std::string folder = folder_of(path);
+  const std::string tmp_path = (fs::path(folder) / temporary_name(fs::path(path).filename().string())).string();
+  try {
+    OutputFile out(tmp_path, path);
+    write(out);
+    out.commit();
+    SSM_CHECK(::rename(tmp_path.c_str(), path.c_str()) == 0, "cannot write '{}': {}", path, std::strerror(errno));
+  } catch (...) {
+    ::unlink(tmp_path.c_str());
+    throw;
+  }
+  sync_folder(folder);
+}
+
+void write_text_file(const std::string& path, std::string_view text) {
+  write_atomically(path, [&](OutputFile& out) { out.write(text); });
+}
+
+void sync_folder(const std::string& folder) {
+  const int fd = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  SSM_CHECK(fd >= 0, "cannot open folder '{}': {}", folder, std::strerror(errno));
+  // EINVAL: a file system that cannot sync folders (some FUSE and network ones); nothing to wait for.
+  const int synced = ::fsync(fd), sync_error = errno;
+  ::close(fd);
+  SSM_CHECK(synced == 0 || sync_error == EINVAL, "cannot sync folder '{}': {}", folder, std::strerror(sync_error));
+}
+
+int remove_leftover_temporaries(const std::string& folder, const std::string& name) {
+  int removed = 0;
+  std::error_code error;
+  for (const auto& entry : fs::directory_iterator(folder, error)) {
+    const std::string target = temporary_target(entry.path().filename().string());
+    if (target.empty() || (!name.empty() && target != name) || !entry.is_regular_file(error)) continue;
+    if (fs::remove(entry.path(), error)) ++removed;
+  }
+  return removed;
+}
+
+FolderLock::FolderLock(const std::string& folder, const std::string& purpose) {
+  fd_ = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  SSM_CHECK(fd_ >= 0, "cannot open folder '{}': {}", folder, std::strerror(errno));
+  if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+    const int error = errno;
+    ::close(fd_);
+    SSM_CHECK(error != EWOULDBLOCK, "'{}' is in use by another process ({})", folder, purpose);
+    fail("cannot lock folder '{}': {}", folder, std::strerror(error));
+  }
+}
+
+FolderLock::~FolderLock() { ::close(fd_); }
 
 std::shared_ptr<Storage> map_file(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY);

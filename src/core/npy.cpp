@@ -1,9 +1,7 @@
 #include "core/npy.h"
 
-#include <cerrno>
 #include <charconv>
 #include <cstring>
-#include <fstream>
 #include <regex>
 
 #include "core/file_util.h"
@@ -106,16 +104,12 @@ void write_npy(const std::string& path, const Tensor& tensor) {
   header.append((64 - total % 64) % 64, ' ');
   header.push_back('\n');
   const Tensor dense = tensor.contiguous();
-  write_atomically(path, [&](const std::string& tmp_path) {
-    std::ofstream out(tmp_path, std::ios::binary);
-    SSM_CHECK(out.good(), "cannot create '{}': {}", tmp_path, std::strerror(errno));
+  write_atomically(path, [&](OutputFile& out) {
     out.write(kMagic, 6);
     const char version_and_length[4] = {1, 0, char(header.size() & 0xff), char(header.size() >> 8)};
     out.write(version_and_length, 4);
-    out.write(header.data(), std::streamsize(header.size()));
-    out.write(static_cast<const char*>(dense.raw()), std::streamsize(dense.nbytes()));
-    out.close();
-    SSM_CHECK(out.good(), "cannot write '{}'", tmp_path);
+    out.write(header);
+    out.write(dense.raw(), dense.nbytes());
   });
 }
 

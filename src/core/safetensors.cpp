@@ -1,9 +1,6 @@
 #include "core/safetensors.h"
 
 #include <algorithm>
-#include <cerrno>
-#include <cstring>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "core/file_util.h"
@@ -130,19 +127,15 @@ void write_safetensors(const std::string& path, const std::vector<std::pair<std:
   }
   std::string header_text = header.dump();
   header_text.append((8 - header_text.size() % 8) % 8, ' ');  // keeps the data 8-byte aligned
-  write_atomically(path, [&](const std::string& tmp_path) {
-    std::ofstream out(tmp_path, std::ios::binary);
-    SSM_CHECK(out.good(), "cannot create '{}': {}", tmp_path, std::strerror(errno));
+  write_atomically(path, [&](OutputFile& out) {
     uint8_t size_bytes[8];
     for (int i = 0; i < 8; ++i) size_bytes[i] = uint8_t(uint64_t(header_text.size()) >> (8 * i));
-    out.write(reinterpret_cast<const char*>(size_bytes), 8);
-    out.write(header_text.data(), std::streamsize(header_text.size()));
+    out.write(size_bytes, 8);
+    out.write(header_text);
     for (const auto& [name, tensor] : tensors) {
       const Tensor dense = tensor.contiguous();
-      out.write(static_cast<const char*>(dense.raw()), std::streamsize(dense.nbytes()));
+      out.write(dense.raw(), dense.nbytes());
     }
-    out.close();
-    SSM_CHECK(out.good(), "cannot write '{}' (disk full?)", tmp_path);
   });
 }
 

@@ -3,6 +3,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <vector>
@@ -50,6 +53,26 @@ std::optional<int64_t> checkpoint_step(const fs::path& p) {
     step = step * 10 + (ch - '0');
   }
   return step;
+}
+
+// Checkpoint folders being written, or being removed, have names that latest_checkpoint ignores.
+const std::string kUnfinishedPrefix = ".tmp-";
+const std::string kRetiredPrefix = ".old-";
+
+bool is_unfinished_checkpoint(const std::string& name) {
+  return name.rfind(kUnfinishedPrefix + "checkpoint-", 0) == 0 || name.rfind(kRetiredPrefix + "checkpoint-", 0) == 0;
+}
+
+// Removes a checkpoint folder: first renamed out of sight (one atomic step), then deleted file by file,
+// so that a crash midway never leaves a checkpoint-* folder with files missing.
+void retire(const fs::path& checkpoint) {
+  const fs::path old =
+      checkpoint.parent_path() / fmt::format("{}{}-{}", kRetiredPrefix, checkpoint.filename().string(), ::getpid());
+  std::error_code error;
+  fs::remove_all(old, error);
+  fs::rename(checkpoint, old, error);
+  if (error) fail("cannot remove checkpoint '{}': {}", checkpoint.string(), error.message());
+  fs::remove_all(old, error);
 }
 
 }  // namespace
@@ -100,12 +123,13 @@ void write_model_folder(const std::string& folder, const LanguageModel& model, c
 std::string save_checkpoint(const std::string& dir, const LanguageModel& model, const AdamW& optimizer,
                             const TrainerState& state, const std::string& tokenizer_json, int keep) {
   const fs::path final_path = fs::path(dir) / checkpoint_name(state.step);
-  const fs::path tmp = fs::path(dir) / fmt::format(".tmp-{}-{}", checkpoint_name(state.step), ::getpid());
-  std::error_code error;
-  fs::remove_all(tmp, error);
-  fs::create_directories(tmp, error);
-  SSM_CHECK(!error, "cannot create checkpoint folder '{}': {}", tmp.string(), error.message());
+  const fs::path tmp =
+      fs::path(dir) / fmt::format("{}{}-{}", kUnfinishedPrefix, checkpoint_name(state.step), ::getpid());
   try {
+    std::error_code error;
+    fs::remove_all(tmp, error);
+    fs::create_directory(tmp, error);
+    SSM_CHECK(!error, "cannot create folder '{}': {}", tmp.string(), error.message());
     write_model_folder(tmp.string(), model, tokenizer_json);
     write_safetensors((tmp / "optimizer.safetensors").string(), optimizer.state_tensors());
     Json js = {{"step", state.step},
@@ -114,21 +138,20 @@ std::string save_checkpoint(const std::string& dir, const LanguageModel& model, 
                {"optimizer_steps", optimizer.steps()},
                {"options", state.options}};
     write_text_file((tmp / "trainer_state.json").string(), js.dump(2) + "\n");
-    // Replace an older checkpoint of the same step (a re-run) only once the new one is complete.
-    if (fs::exists(final_path)) {
-      const fs::path old = fs::path(dir) / fmt::format(".old-{}-{}", checkpoint_name(state.step), ::getpid());
-      fs::rename(final_path, old);
-      fs::rename(tmp, final_path);
-      fs::remove_all(old, error);
-    } else {
-      fs::rename(tmp, final_path);
-    }
-  } catch (const fs::filesystem_error& e) {
-    fs::remove_all(tmp, error);
-    fail("cannot write checkpoint '{}': {}", final_path.string(), e.what());
-  } catch (...) {
-    fs::remove_all(tmp, error);
-    throw;
+    // The files are on the disk (write_text_file syncs them and the folder); the rename publishes them whole.
+    // A checkpoint of the same step (one that latest_checkpoint skipped) is replaced only once the new one
+    // is complete; a crash between the two renames leaves both under unfinished names, and --resume
+    // continues from an earlier checkpoint.
+    if (fs::exists(final_path)) retire(final_path);
+    SSM_CHECK(::rename(tmp.c_str(), final_path.c_str()) == 0, "cannot rename '{}' to '{}': {}", tmp.string(),
+              final_path.string(), std::strerror(errno));
+    sync_folder(dir);
+  } catch (const std::exception& e) {
+    std::error_code ignored;
+    fs::remove_all(tmp, ignored);
+    const std::optional<std::string> last = latest_checkpoint(dir);
+    fail("cannot save checkpoint '{}': {}; {}", final_path.string(), e.what(),
+         last ? fmt::format("the last complete checkpoint, '{}', is intact", *last) : "no complete checkpoint yet");
   }
   // Keep the newest `keep`.
   std::vector<std::pair<int64_t, fs::path>> all;
@@ -136,7 +159,7 @@ std::string save_checkpoint(const std::string& dir, const LanguageModel& model, 
     if (entry.is_directory())
       if (auto s = checkpoint_step(entry.path())) all.emplace_back(*s, entry.path());
   std::sort(all.begin(), all.end());
-  for (size_t i = 0; i + size_t(std::max(keep, 1)) < all.size(); ++i) fs::remove_all(all[i].second, error);
+  for (size_t i = 0; i + size_t(std::max(keep, 1)) < all.size(); ++i) retire(all[i].second);
   return final_path.string();
 }
 
@@ -155,21 +178,23 @@ std::optional<std::string> latest_checkpoint(const std::string& dir) {
 
 int remove_checkpoints(const std::string& dir) {
   if (!fs::is_directory(dir)) return 0;
-  int removed = 0;
+  remove_unfinished_checkpoints(dir);
   std::vector<fs::path> doomed;
-  for (const auto& entry : fs::directory_iterator(dir)) {
-    if (!entry.is_directory()) continue;
-    const std::string name = entry.path().filename().string();
-    if (checkpoint_step(entry.path())) {
+  for (const auto& entry : fs::directory_iterator(dir))
+    if (entry.is_directory() && checkpoint_step(entry.path())) doomed.push_back(entry.path());
+  for (const auto& p : doomed) retire(p);
+  return int(doomed.size());
+}
+
+int remove_unfinished_checkpoints(const std::string& dir) {
+  if (!fs::is_directory(dir)) return 0;
+  std::vector<fs::path> doomed;
+  for (const auto& entry : fs::directory_iterator(dir))
+    if (entry.is_directory() && is_unfinished_checkpoint(entry.path().filename().string()))
       doomed.push_back(entry.path());
-      ++removed;
-    } else if (name.rfind(".tmp-checkpoint-", 0) == 0 || name.rfind(".old-checkpoint-", 0) == 0) {
-      doomed.push_back(entry.path());
-    }
-  }
   std::error_code error;
   for (const auto& p : doomed) fs::remove_all(p, error);
-  return removed;
+  return int(doomed.size());
 }
 
 TrainerState read_trainer_state(const std::string& checkpoint) {

@@ -6,8 +6,10 @@
 //     tokenizer.json                                            (when the model has one; see below)
 //     optimizer.safetensors    AdamW moments: "<param>.exp_avg", "<param>.exp_avg_sq" (F32)
 //     trainer_state.json       step, seed, tokens seen, the options that shape the run
-// A checkpoint is written to DIR/.tmp-checkpoint-<step>-<pid> and renamed into place, so a crash
-// never leaves a broken checkpoint-* folder; the oldest are removed beyond `keep`.
+// A checkpoint is written to DIR/.tmp-checkpoint-<step>-<pid>, synced to the disk and renamed into
+// place; the oldest beyond `keep` are renamed to .old-checkpoint-... before they are deleted. So a
+// crash, a kill or a full disk never leaves a checkpoint-* folder that is half-written or half-removed;
+// what it leaves under the unfinished names is removed when the next run starts.
 // Byte-level models without a tokenizer file get a tokenizer.json that maps byte b to id b
 // (a byte-level BPE with no merges, plus <|endoftext|> at 256 when the vocabulary has room).
 #pragma once
@@ -35,14 +37,18 @@ std::string byte_tokenizer_json(int64_t vocab_size);
 void write_model_folder(const std::string& folder, const LanguageModel& model, const std::string& tokenizer_json);
 
 // Writes DIR/checkpoint-<step> (atomically, as above) and returns its path; keeps the newest `keep` (≥ 1).
+// A failure is one ssm::Error naming the checkpoint, the file and the reason, and the last complete
+// checkpoint (which it leaves as it was).
 std::string save_checkpoint(const std::string& dir, const LanguageModel& model, const AdamW& optimizer,
                             const TrainerState& state, const std::string& tokenizer_json, int keep = 2);
 
 // The checkpoint-* folder of DIR with the highest step, if any.
 std::optional<std::string> latest_checkpoint(const std::string& dir);
 
-// Removes every checkpoint-* folder (and leftover temporary ones) of DIR; returns how many checkpoints.
+// Removes every checkpoint-* folder (and unfinished ones) of DIR; returns how many checkpoints.
 int remove_checkpoints(const std::string& dir);
+// Removes what a killed run left of the checkpoint it was writing or removing; returns how many folders.
+int remove_unfinished_checkpoints(const std::string& dir);
 
 // Reads a checkpoint's trainer state, and loads its optimizer moments into `optimizer` (built over
 // the parameters of a model loaded from the same folder).

@@ -6,7 +6,6 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
 #include <map>
 
 #include "core/error.h"
@@ -70,26 +69,29 @@ class Canvas {
       x += 12;
     }
   }
+  // Encodes the PNG in memory (libpng reports errors by longjmp, which must not cross C++ frames
+  // that own resources), then writes it atomically.
   void write(const std::string& path) const {
-    write_atomically(path, [&](const std::string& tmp) {
-      FILE* f = std::fopen(tmp.c_str(), "wb");
-      SSM_CHECK(f, "cannot create '{}': {}", tmp, std::strerror(errno));
-      png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
-      png_infop info = png ? png_create_info_struct(png) : nullptr;
-      if (!png || !info || setjmp(png_jmpbuf(png))) {
-        png_destroy_write_struct(&png, &info);
-        std::fclose(f);
-        fail("cannot write PNG '{}'", tmp);
-      }
-      png_init_io(png, f);
-      png_set_IHDR(png, info, png_uint_32(w_), png_uint_32(h_), 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
-                   PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
-      png_write_info(png, info);
-      for (int y = 0; y < h_; ++y) png_write_row(png, const_cast<png_bytep>(&px_[size_t(y) * size_t(w_) * 3]));
-      png_write_end(png, nullptr);
+    std::string png_bytes;
+    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
+    png_infop info = png ? png_create_info_struct(png) : nullptr;
+    if (!png || !info || setjmp(png_jmpbuf(png))) {
       png_destroy_write_struct(&png, &info);
-      SSM_CHECK(std::fclose(f) == 0, "cannot write '{}'", tmp);
-    });
+      fail("cannot encode PNG '{}'", path);
+    }
+    png_set_write_fn(
+        png, &png_bytes,
+        [](png_structp p, png_bytep data, png_size_t n) {
+          static_cast<std::string*>(png_get_io_ptr(p))->append(reinterpret_cast<const char*>(data), n);
+        },
+        [](png_structp) {});
+    png_set_IHDR(png, info, png_uint_32(w_), png_uint_32(h_), 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
+                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+    png_write_info(png, info);
+    for (int y = 0; y < h_; ++y) png_write_row(png, const_cast<png_bytep>(&px_[size_t(y) * size_t(w_) * 3]));
+    png_write_end(png, nullptr);
+    png_destroy_write_struct(&png, &info);
+    write_text_file(path, png_bytes);
   }
 
  private:

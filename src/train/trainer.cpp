@@ -2,9 +2,11 @@
 
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -58,13 +60,14 @@ void check_options(const TrainOptions& o) {
   SSM_CHECK(o.val_fraction >= 0 && o.val_fraction < 1, "--val-fraction must be in [0, 1), got {}", o.val_fraction);
 }
 
-// The output folder, created and probed for writing.
+// The output folder, created and probed for writing. The probe is named like write_atomically's
+// temporaries, so that one left by a kill is removed with them.
 void prepare_out_dir(const std::string& dir) {
   std::error_code error;
   fs::create_directories(dir, error);
   SSM_CHECK(!error && fs::is_directory(dir), "cannot create output folder '{}': {}", dir,
             error ? error.message() : "not a folder");
-  const fs::path probe = fs::path(dir) / fmt::format(".write-test-{}", ::getpid());
+  const fs::path probe = fs::path(dir) / fmt::format(".write-test.tmp-{}", ::getpid());
   {
     std::ofstream out(probe);
     SSM_CHECK(out.good(), "output folder '{}' is not writable: {}", dir, std::strerror(errno));
@@ -188,6 +191,7 @@ TrainResult train(const TrainOptions& o) {
   const ModelConfig config = ModelConfig::from_json(read_json_file(o.model_config), o.model_config);
   TokenizerChoice tok = choose_tokenizer(o, config);
   prepare_out_dir(o.out_dir);
+  const FolderLock lock(o.out_dir, "an ssm train writes its checkpoints there");
 
   DataSplits data = load_training_data(o.data, *tok.tokenizer, o.val_fraction);
   check_ids(data.train, config.vocab_size, data.source);
@@ -275,10 +279,13 @@ TrainResult train(const TrainOptions& o) {
                               device == Device::CPU ? fmt::format("{} threads", num_threads()) : "on the GPU"));
 
   const std::string metrics_path = o.metrics.empty() ? (fs::path(o.out_dir) / "metrics.jsonl").string() : o.metrics;
-  if (const fs::path parent = fs::path(metrics_path).parent_path(); !parent.empty()) {
-    std::error_code error;
-    fs::create_directories(parent, error);
-  }
+  const fs::path metrics_folder = fs::absolute(metrics_path).parent_path();
+  std::error_code error;
+  fs::create_directories(metrics_folder, error);
+  // What a killed run left half-written: a checkpoint folder, temporaries of the files in DIR and of the metrics.
+  remove_unfinished_checkpoints(o.out_dir);
+  remove_leftover_temporaries(o.out_dir);
+  remove_leftover_temporaries(metrics_folder.string(), fs::path(metrics_path).filename().string());
   if (resume_from)
     truncate_metrics(metrics_path, state.step);
   else
@@ -366,8 +373,8 @@ TrainResult train(const TrainOptions& o) {
       }
     }
     const std::string text = line.dump() + "\n";
-    std::fputs(text.c_str(), metrics);
-    std::fflush(metrics);
+    SSM_CHECK(std::fputs(text.c_str(), metrics) >= 0 && std::fflush(metrics) == 0, "cannot write '{}': {}",
+              metrics_path, std::strerror(errno));
     const double rate = train_seconds > 0 ? double(timed_tokens) / train_seconds : 0;
     result.tokens_per_second = rate;
     if (eval_now && !o.quiet) {
@@ -382,10 +389,25 @@ TrainResult train(const TrainOptions& o) {
     if (!progress.enabled() && !o.quiet && !eval_now && step % std::max<int64_t>(1, o.steps / 10) == 0)
       progress.line(fmt::format("step {}/{}: loss {:.4f} | {} tok/s | ETA {}", step, o.steps, loss, format_rate(rate),
                                 format_duration(eta)));
-    if (step % ckpt_every == 0 || step == o.steps)
+    auto save = [&] {
+      // The metrics lines up to this step reach the disk before the checkpoint that resumes after them.
+      ::fsync(::fileno(metrics));
       result.checkpoint = save_checkpoint(o.out_dir, model, optimizer, state, tok.json, o.keep_checkpoints);
+    };
+    const bool scheduled = step % ckpt_every == 0 || step == o.steps;
+    if (scheduled) save();
+    // A stop request (SIGINT / SIGTERM in the CLI) ends the run after this step, with a checkpoint of it;
+    // during the last step it lets the run finish.
+    if (const int stop = o.stop_request ? o.stop_request->load() : 0; stop != 0 && step < o.steps) {
+      if (!scheduled) save();
+      result.step = step;
+      result.stopped_by = stop;
+      progress.finish();
+      return result;
+    }
   }
   progress.finish();
+  result.step = state.step;
   if (result.steps_done == 0)
     progress.line(
         fmt::format("'{}' is already at step {} (--steps {}): nothing to do", o.out_dir, state.step, o.steps));

@@ -14,7 +14,13 @@
 // plus "val_loss" and "val_bpb" (validation bits per byte) on evaluation steps: multiples of
 // --eval-every, and the last step of the run. Only deterministic values go there; speed is reported
 // on the terminal and in DIR/train_summary.json.
+//
+// Faults: a run killed at any moment (SIGKILL, a crash, a power cut) resumes with --resume from its
+// last complete checkpoint, and what it left half-written is removed when the next run starts (see
+// train/checkpoint.h); a failed save (full disk, unwritable folder) is one ssm::Error and leaves the
+// last checkpoint intact; `stop_request` stops a run cleanly with a checkpoint (the CLI's SIGINT / SIGTERM).
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <string>
 
@@ -48,15 +54,21 @@ struct TrainOptions {
   std::string device = "cpu";  // cpu or cuda: where the model, its gradients and the optimizer live
   int progress = -1;   // 1 on, 0 off, -1 when stderr is a terminal
   bool quiet = false;  // no per-evaluation lines
+  // Set (to a signal number, from a signal handler) to stop the run: the step in progress finishes, a
+  // checkpoint of it is written and train() returns with `stopped_by` set, before the final model is
+  // written. Not consulted after the last step. nullptr: runs to the end.
+  const std::atomic<int>* stop_request = nullptr;
 };
 
 struct TrainResult {
   int64_t steps_done = 0;  // optimizer steps in this invocation
+  int64_t step = 0;        // the step the model is at on return
   double final_loss = 0;   // training loss of the last step
   double val_loss = -1;    // last validation loss (-1: none)
   double val_bpb = -1;     // last validation bits per byte (-1: unknown)
   double tokens_per_second = 0;
   std::string checkpoint;  // the last checkpoint written
+  int stopped_by = 0;      // the stop request's value when it ended the run early, else 0
 };
 
 TrainResult train(const TrainOptions& options);

@@ -2,9 +2,11 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <limits>
+#include <vector>
 
 #include "core/file_util.h"
 #include "core/json.h"
@@ -197,9 +199,70 @@ TEST(CoreJson, TransformersInfinityEncoding) {
 TEST(CoreFiles, FailedWriteLeavesTheOldFile) {
   const std::string path = temp_file("keep.txt");
   write_text_file(path, "old");
-  EXPECT_THROW(write_atomically(path, [](const std::string&) { fail("disk full"); }), Error);
+  EXPECT_THROW(write_atomically(path, [](OutputFile& out) {
+                 out.write("new, partly");
+                 fail("disk full");
+               }),
+               Error);
   EXPECT_EQ(read_text_file(path), "old");
+  EXPECT_EQ(remove_leftover_temporaries(fs::path(path).parent_path().string(), fs::path(path).filename().string()), 0)
+      << "the failed write left its temporary";
   fs::remove(path);
+}
+
+// A full disk: the error names the file and the reason.
+TEST(CoreFiles, WriteErrorsNameTheFileAndTheReason) {
+  try {
+    OutputFile out("/dev/full", "the output");
+    out.write(std::string(100000, 'x'));
+    out.commit();
+    FAIL() << "writing /dev/full succeeded";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "cannot write 'the output': No space left on device");
+  }
+  try {
+    write_text_file(temp_file("no_such_folder") + "/file.txt", "x");
+    FAIL() << "writing into a missing folder succeeded";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no_such_folder/file.txt': No such file or directory"), std::string::npos)
+        << e.what();
+  }
+}
+
+// What a killed writer leaves (.NAME.tmp-PID) is found and removed; other files stay.
+TEST(CoreFiles, LeftoverTemporariesAreRemoved) {
+  const fs::path folder = temp_file("leftovers");
+  fs::create_directories(folder);
+  for (const char* name : {".model.safetensors.tmp-123", ".metrics.jsonl.tmp-9", "keep.txt", "keep.tmp-12",
+                           ".keep.tmp-", ".keep.tmp-12a", ".tmp-34"})
+    write_text_file((folder / name).string(), "x");
+  fs::create_directories(folder / ".dir.tmp-5");
+  EXPECT_EQ(remove_leftover_temporaries(folder.string(), "metrics.jsonl"), 1);
+  EXPECT_TRUE(fs::exists(folder / ".model.safetensors.tmp-123"));
+  EXPECT_EQ(remove_leftover_temporaries(folder.string()), 1);
+  std::vector<std::string> left;
+  for (const auto& entry : fs::directory_iterator(folder)) left.push_back(entry.path().filename().string());
+  std::sort(left.begin(), left.end());
+  EXPECT_EQ(left, (std::vector<std::string>{".dir.tmp-5", ".keep.tmp-", ".keep.tmp-12a", ".tmp-34", "keep.tmp-12",
+                                            "keep.txt"}));
+  fs::remove_all(folder);
+}
+
+TEST(CoreFiles, FolderLockIsExclusive) {
+  const fs::path folder = temp_file("locked");
+  fs::create_directories(folder);
+  {
+    const FolderLock lock(folder.string(), "a test holds it");
+    try {
+      const FolderLock second(folder.string(), "a test holds it");
+      FAIL() << "a second lock was granted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("is in use by another process (a test holds it)"), std::string::npos)
+          << e.what();
+    }
+  }
+  EXPECT_NO_THROW(FolderLock(folder.string(), "a test holds it"));  // released with the first
+  fs::remove_all(folder);
 }
 
 }  // namespace
