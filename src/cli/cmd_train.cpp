@@ -91,6 +91,9 @@ const CommandRegistrar kTrainCommand(30, [](CLI::App& root) {
   cmd->add_option("--progress", o->progress, "progress bar: 1 on, 0 off (default: when stderr is a terminal)");
   cmd->add_flag("--quiet", o->quiet, "no per-evaluation lines");
   add_device_option(*cmd, &o->device);
+  cmd->add_option("--dtype", o->dtype,
+                  "f32, or bf16: mixed precision (F32 master weights, BF16 matrix products and activations); "
+                  "default: bf16 on the GPU, f32 on the CPU");
   add_threads_option(*cmd, &o->threads);
   cmd->callback([o] { run_train(*o); });
 });

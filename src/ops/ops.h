@@ -59,13 +59,16 @@ double sum_of_squares(const std::vector<const Tensor*>& tensors);
 //   g = grad_scale · grad;  m = β1 m + (1 − β1) g;  v = β2 v + (1 − β2) g²;
 //   w = w · (decay ? decay_factor : 1) − step_size · m / (√v / bc2_sqrt + eps)
 // with step_size = lr / (1 − β1^t), bc2_sqrt = √(1 − β2^t), decay_factor = 1 − lr · weight_decay.
-// Every tensor contiguous F32 on one device; the GPU updates many tensors per kernel.
+// Every tensor contiguous F32 on one device; the GPU updates many tensors per kernel. `shadow`
+// (optional, BF16 of the param's shape) receives the updated weights rounded to BF16: the copy the
+// matrix products of mixed-precision training read.
 struct AdamWTensor {
   Tensor* param;
   const Tensor* grad;
   Tensor* m;
   Tensor* v;
   bool decay;
+  Tensor* shadow = nullptr;
 };
 struct AdamWStep {
   float beta1, beta2, eps, step_size, bc2_sqrt, decay_factor, grad_scale;

@@ -78,7 +78,7 @@ static double head_loss(const LanguageModel& model, const Tensor& h, const Tenso
   const int64_t M = h.size(0), D = h.size(1);
   const float eps = float(c.norm_eps), s = c.logit_scale;
   WorkspaceScope scope(ws);
-  Tensor normed = ws.take({M, D});
+  Tensor normed = ws.take({M, D}, h.dtype());
   {
     Timed t(prof, &StepProfile::other);
     ops::rmsnorm(h, model.final_norm(), eps, normed);
@@ -87,7 +87,7 @@ static double head_loss(const LanguageModel& model, const Tensor& h, const Tenso
   ops::CrossEntropyOptions ce;
   ce.vocab_chunk = vocab_chunk;
   ce.grad_scale = grad_scale;
-  Tensor dnormed = dh ? ws.take({M, D}) : Tensor();
+  Tensor dnormed = dh ? ws.take({M, D}, h.dtype()) : Tensor();
   double loss;
   {
     Timed t(prof, &StepProfile::matmul);
@@ -109,16 +109,17 @@ double TrainingPass::forward_backward(const Tensor& ids, const Tensor& targets, 
   const int64_t Bt = ids.size(0), T = ids.size(1), D = c.d_model, M = Bt * T;
   const float eps = float(c.norm_eps);
   const auto& branches = model_.branches();
+  const DType act = model_.activation_dtype();  // F32, or BF16 on the GPU in mixed precision
   ws_.reset();
 
   // Gradient buffers first: they live through the whole backward, below every saved activation.
   //   dh: the residual stream's gradient;  dnormed: a branch's normalised input's;
   //   dy / dx: a mixer's output / input gradient where a multiplier or a second mixer needs its own.
-  Tensor dh = ws_.take({Bt, T, D}), dnormed = ws_.take({Bt, T, D});
-  Tensor dy = ws_.take({Bt, T, D}), dx = ws_.take({Bt, T, D});
+  Tensor dh = ws_.take({Bt, T, D}, act), dnormed = ws_.take({Bt, T, D}, act);
+  Tensor dy = ws_.take({Bt, T, D}, act), dx = ws_.take({Bt, T, D}, act);
 
   // Forward, saving the residual stream entering each branch and each mixer's activations.
-  Tensor h = ws_.take({Bt, T, D});
+  Tensor h = ws_.take({Bt, T, D}, act);
   {
     Timed t(prof, &StepProfile::other);
     model_.embed(model_.ids_here(ids, ws_), h);
@@ -128,8 +129,8 @@ double TrainingPass::forward_backward(const Tensor& ids, const Tensor& targets, 
     SavedBranch& s = saved[i];
     s.mark = ws_.mark();
     s.h_in = h;
-    Tensor normed = ws_.take({Bt, T, D}), mixed = ws_.take({Bt, T, D});
-    h = ws_.take({Bt, T, D});
+    Tensor normed = ws_.take({Bt, T, D}, act), mixed = ws_.take({Bt, T, D}, act);
+    h = ws_.take({Bt, T, D}, act);
     {
       Timed t(prof, &StepProfile::other);
       ops::rmsnorm(s.h_in, branches[i].norm, eps, normed);
@@ -138,7 +139,7 @@ double TrainingPass::forward_backward(const Tensor& ids, const Tensor& targets, 
     for (const MixerSlot& slot : branches[i].mixers) {
       Tensor input = normed;
       if (slot.input_scale != 1.0f) {
-        input = ws_.take({Bt, T, D});
+        input = ws_.take({Bt, T, D}, act);
         ops::scale(normed, slot.input_scale, input);
       }
       s.faces.push_back(slot.mixer->training());

@@ -36,7 +36,8 @@ void AdamW::step(double lr) {
   s.grad_scale = 1.0f;
   std::vector<ops::AdamWTensor> tensors;
   for (size_t i = 0; i < params_.size(); ++i)
-    tensors.push_back({params_[i].param, params_[i].grad, &m_[i], &v_[i], params_[i].weight_decay});
+    tensors.push_back(
+        {params_[i].param, params_[i].grad, &m_[i], &v_[i], params_[i].weight_decay, params_[i].shadow});
   ops::adamw_update(tensors, s);
 }
 

@@ -23,6 +23,7 @@ struct OptimizerParam {
   Tensor* param = nullptr;  // F32, contiguous; updated in place
   Tensor* grad = nullptr;   // F32, same shape
   bool weight_decay = true;
+  Tensor* shadow = nullptr;  // BF16 copy refreshed after every update (mixed precision), or none
 };
 
 class AdamW {

@@ -180,12 +180,30 @@ class Progress {
   Clock::time_point last_{};
 };
 
+// A model of the master's configuration on its device whose matrices are BF16 copies of the
+// master's and whose vectors (norms, biases, A_log, D, ...) are the master's own tensors.
+LanguageModel bf16_working_copy(LanguageModel& master) {
+  LanguageModel copy(master.config());
+  copy.to_device(master.device(), DType::BF16);
+  const ParamList from = master.params(), to = copy.params();
+  for (size_t i = 0; i < from.size(); ++i) {
+    if (to[i].tensor->dtype() == DType::F32) *to[i].tensor = *from[i].tensor;
+    else to[i].tensor->copy_from(from[i].tensor->to(DType::BF16));
+  }
+  return copy;
+}
+
 }  // namespace
 
 TrainResult train(const TrainOptions& o) {
   check_options(o);
   const Device device = parse_device(o.device, "--device");
   require_device(device);
+  SSM_CHECK(o.dtype == "auto" || o.dtype == "f32" || o.dtype == "bf16", "--dtype takes auto, f32 or bf16, got '{}'",
+            o.dtype);
+  SSM_CHECK(o.dtype != "bf16" || device != Device::CPU,
+            "--dtype bf16 (mixed precision) trains on the GPU; the CPU trains in F32");
+  const bool mixed = device != Device::CPU && o.dtype != "f32";
   set_num_threads(o.threads);
   SSM_CHECK(fs::is_regular_file(o.model_config), "model config '{}' does not exist", o.model_config);
   const ModelConfig config = ModelConfig::from_json(read_json_file(o.model_config), o.model_config);
@@ -227,10 +245,21 @@ TrainResult train(const TrainOptions& o) {
   }();
   // Initialised (or read) on the host, so that a run on the GPU starts from the CPU run's weights.
   if (device != Device::CPU) model.to_device(device, DType::F32);
-  ModelGrads grads(model);
+  // Mixed precision: the passes run a copy whose matrices are BF16 (its vectors are the master's
+  // tensors); AdamW updates the F32 masters and refreshes the copies. `model` stays the F32 master
+  // that checkpoints hold.
+  std::unique_ptr<LanguageModel> bf16_copy;
+  if (mixed) bf16_copy = std::make_unique<LanguageModel>(bf16_working_copy(model));
+  LanguageModel& working = mixed ? *bf16_copy : model;
+  ModelGrads grads(working);
   std::vector<OptimizerParam> opt_params;
-  for (const ParamRef& p : grads.params())
-    opt_params.push_back({p.name, p.tensor, &grads.of(*p.tensor), p.weight_decay});
+  const ParamList masters = model.params();
+  for (size_t i = 0; i < masters.size(); ++i) {
+    const ParamRef& p = grads.params()[i];
+    const bool shadowed = p.tensor->dtype() != DType::F32;
+    opt_params.push_back(
+        {p.name, masters[i].tensor, &grads.of(*p.tensor), p.weight_decay, shadowed ? p.tensor : nullptr});
+  }
   AdamW optimizer(opt_params, {o.beta1, o.beta2, 1e-8, o.weight_decay});
 
   const Json run_options = {{"batch_size", o.batch_size},
@@ -248,7 +277,8 @@ TrainResult train(const TrainOptions& o) {
                             {"seed", o.seed},
                             {"data", data.source},
                             {"threads", num_threads()},
-                            {"device", o.device}};
+                            {"device", o.device},
+                            {"dtype", mixed ? "bf16" : "f32"}};
   TrainerState state;
   state.seed = o.seed;
   state.options = run_options;
@@ -257,7 +287,7 @@ TrainResult train(const TrainOptions& o) {
     state = read_trainer_state(*resume_from);
     load_optimizer_state(*resume_from, optimizer, state.step);
     for (const char* key : {"batch_size", "seq_len", "grad_accum", "lr", "warmup", "decay_steps", "seed", "threads",
-                            "device"})
+                            "device", "dtype"})
       if (state.options.contains(key) && state.options[key] != run_options[key])
         std::fprintf(stderr, "warning: resuming with %s = %s, the checkpoint used %s (the curve will differ)\n", key,
                      run_options[key].dump().c_str(), state.options[key].dump().c_str());
@@ -305,7 +335,7 @@ TrainResult train(const TrainOptions& o) {
   const int64_t eval_every = std::max<int64_t>(1, o.eval_every);
   const int64_t ckpt_every = o.checkpoint_every > 0 ? o.checkpoint_every : eval_every;
 
-  TrainingPass pass(model);
+  TrainingPass pass(working);
   Tensor ids = Tensor::empty({o.batch_size, o.seq_len}, DType::I32);
   Tensor targets = Tensor::empty({o.batch_size, o.seq_len}, DType::I32);
 

@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/dtype.h"
 #include "core/error.h"
 #include "ops/dispatch.h"
 #include "ops/ops.h"
@@ -58,6 +59,9 @@ void adamw_update(const std::vector<AdamWTensor>& tensors, const AdamWStep& step
     check_f32("adamw_update", *t.m, *t.param);
     check_f32("adamw_update", *t.v, *t.param);
     check_f32("adamw_update", *t.param, *t.param);
+    SSM_CHECK(!t.shadow || (t.shadow->dtype() == DType::BF16 && t.shadow->is_contiguous() &&
+                            t.shadow->shape() == t.param->shape() && t.shadow->device() == t.param->device()),
+              "adamw_update: a shadow copy must be contiguous BF16 of the parameter's shape and device");
   }
   SSM_GPU_DISPATCH(*tensors[0].param, adamw_update, tensors, step);
   const float b1 = step.beta1, b2 = step.beta2;
@@ -75,6 +79,10 @@ void adamw_update(const std::vector<AdamWTensor>& tensors, const AdamWStep& step
       v[j] = b2 * v[j] + (1.0f - b2) * gj * gj;
       const float denom = std::sqrt(v[j]) / step.bc2_sqrt + step.eps;
       w[j] = w[j] * decay - step.step_size * m[j] / denom;
+    }
+    if (t.shadow) {
+      uint16_t* copy = t.shadow->data<uint16_t>();
+      for (int64_t j = 0; j < n; ++j) copy[j] = f32_to_bf16(w[j]);
     }
   }
 }

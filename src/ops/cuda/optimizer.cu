@@ -23,6 +23,7 @@ struct AdamBatch {
   const float* grad[kTensorsPerLaunch];
   float* m[kTensorsPerLaunch];
   float* v[kTensorsPerLaunch];
+  bf16* shadow[kTensorsPerLaunch];  // null: no BF16 copy
   int64_t numel[kTensorsPerLaunch];
   int64_t first_block[kTensorsPerLaunch + 1];
   float decay[kTensorsPerLaunch];
@@ -37,13 +38,16 @@ __global__ void adamw_kernel(AdamBatch batch, AdamWStep s) {
   float *w = batch.param[t], *m = batch.m[t], *v = batch.v[t];
   const float* g = batch.grad[t];
   const float decay = batch.decay[t];
+  bf16* shadow = batch.shadow[t];
   for (int64_t j = begin + threadIdx.x; j < end; j += blockDim.x) {
     const float gj = g[j] * s.grad_scale;
     const float mj = s.beta1 * m[j] + (1.0f - s.beta1) * gj;
     const float vj = s.beta2 * v[j] + (1.0f - s.beta2) * gj * gj;
     m[j] = mj;
     v[j] = vj;
-    w[j] = w[j] * decay - s.step_size * mj / (sqrtf(vj) / s.bc2_sqrt + s.eps);
+    const float wj = w[j] * decay - s.step_size * mj / (sqrtf(vj) / s.bc2_sqrt + s.eps);
+    w[j] = wj;
+    if (shadow) shadow[j] = from_float<bf16>(wj);
   }
 }
 
@@ -121,6 +125,7 @@ void adamw_update(const std::vector<AdamWTensor>& tensors, const AdamWStep& step
       batch.grad[k] = t.grad->data<float>();
       batch.m[k] = t.m->data<float>();
       batch.v[k] = t.v->data<float>();
+      batch.shadow[k] = t.shadow ? static_cast<bf16*>(t.shadow->raw()) : nullptr;
       batch.numel[k] = t.param->numel();
       batch.decay[k] = t.decay ? step.decay_factor : 1.0f;
       batch.first_block[k] = blocks;

@@ -18,10 +18,10 @@ class AttentionTraining final : public MixerTraining {
     positions_ = ws.take({B, T}, DType::I32);
     for (int64_t b = 0; b < B; ++b)
       for (int64_t t = 0; t < T; ++t) positions_.data<int32_t>()[b * T + t] = int32_t(t);
-    q_ = ws.take({B, T, qw});
-    k_ = ws.take({B, T, kw});
-    v_ = ws.take({B, T, kw});
-    o_ = ws.take({B, T, qw});
+    q_ = ws.take({B, T, qw}, x.dtype());
+    k_ = ws.take({B, T, kw}, x.dtype());
+    v_ = ws.take({B, T, kw}, x.dtype());
+    o_ = ws.take({B, T, qw}, x.dtype());
     lse_ = ws.take({B, s.n_heads, T});
     {
       Timed t(prof, &StepProfile::matmul);
@@ -38,7 +38,8 @@ class AttentionTraining final : public MixerTraining {
   void backward(const Tensor& dy, Tensor& dx, Gradients& g, Workspace& ws, StepProfile* prof) override {
     WorkspaceScope scope(ws);
     const AttentionSettings& s = m_.s;
-    Tensor d_o = ws.take(o_.shape()), dq = ws.take(q_.shape()), dk = ws.take(k_.shape()), dv = ws.take(v_.shape());
+    const auto like = [&](const Tensor& t) { return ws.take(t.shape(), t.dtype()); };
+    Tensor d_o = like(o_), dq = like(q_), dk = like(k_), dv = like(v_);
     {
       Timed t(prof, &StepProfile::matmul);
       ops::linear_backward(o_, m_.o_proj.weight, dy, &d_o, &g.of(m_.o_proj.weight), g.of_optional(m_.o_proj.bias));

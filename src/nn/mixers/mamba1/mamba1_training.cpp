@@ -18,12 +18,12 @@ class Mamba1Training final : public MixerTraining {
     const Mamba1Settings& s = m_.s;
     const int64_t Bt = x.size(0), T = x.size(1), Di = s.d_inner;
     x_ = x;
-    xz_ = ws.take({Bt, T, 2 * Di});
-    u_ = ws.take({Bt, T, Di});
-    x_dbl_raw_ = ws.take({Bt, T, m_.x_proj.out});
-    x_dbl_ = s.dt_bc_norms ? ws.take({Bt, T, m_.x_proj.out}) : x_dbl_raw_;
-    delta_ = ws.take({Bt, T, Di});
-    y_ = ws.take({Bt, T, Di});
+    xz_ = ws.take({Bt, T, 2 * Di}, x.dtype());
+    u_ = ws.take({Bt, T, Di}, x.dtype());
+    x_dbl_raw_ = ws.take({Bt, T, m_.x_proj.out}, x.dtype());
+    x_dbl_ = s.dt_bc_norms ? ws.take({Bt, T, m_.x_proj.out}, x.dtype()) : x_dbl_raw_;
+    delta_ = ws.take({Bt, T, Di}, x.dtype());
+    y_ = ws.take({Bt, T, Di}, x.dtype());
     A_ = m_.A(ws);
     chunk_states_ = ws.take({Bt, ops::selective_scan_chunk_count(T, kScanChunk), Di, s.d_state});
     {
@@ -60,16 +60,16 @@ class Mamba1Training final : public MixerTraining {
     WorkspaceScope scope(ws);
     const Mamba1Settings& s = m_.s;
     const int64_t Bt = dout.size(0), T = dout.size(1), Di = s.d_inner, R = s.dt_rank, N = s.d_state;
-    Tensor dy = ws.take({Bt, T, Di});
+    Tensor dy = ws.take({Bt, T, Di}, dout.dtype());
     {
       Timed t(prof, &StepProfile::matmul);
       ops::linear_backward(y_, m_.out_proj.weight, dout, &dy, &g.of(m_.out_proj.weight),
                            g.of_optional(m_.out_proj.bias));
     }
-    Tensor dxz = ws.take({Bt, T, 2 * Di});
-    Tensor dx_dbl = ws.take({Bt, T, m_.x_proj.out});
-    Tensor du = ws.take({Bt, T, Di});
-    Tensor ddelta = ws.take({Bt, T, Di});
+    Tensor dxz = ws.take({Bt, T, 2 * Di}, dout.dtype());
+    Tensor dx_dbl = ws.take({Bt, T, m_.x_proj.out}, dout.dtype());
+    Tensor du = ws.take({Bt, T, Di}, dout.dtype());
+    Tensor ddelta = ws.take({Bt, T, Di}, dout.dtype());
     Tensor dA = ws.zeros({Di, N});
     ops::SelectiveScanInputs in;
     in.u = u_;
@@ -107,7 +107,7 @@ class Mamba1Training final : public MixerTraining {
       for (const auto& [offset, weight] : parts) {
         const int64_t width = weight->size(0);
         Tensor d_normed = dx_dbl.slice(2, offset, width);
-        Tensor d_raw = ws.take({Bt, T, width});
+        Tensor d_raw = ws.take({Bt, T, width}, dout.dtype());
         ops::rmsnorm_backward(x_dbl_raw_.slice(2, offset, width), *weight, eps, d_normed, d_raw, &g.of(*weight));
         d_normed.copy_from(d_raw);
       }

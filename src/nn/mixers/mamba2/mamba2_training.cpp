@@ -15,10 +15,10 @@ class Mamba2Training final : public MixerTraining {
     const Mamba2Settings& s = m_.s;
     const int64_t Bt = x.size(0), T = x.size(1), Di = s.d_inner, Cc = s.conv_channels();
     x_ = x;
-    zxbcdt_ = ws.take({Bt, T, m_.in_proj.out});
-    xbc_ = ws.take({Bt, T, Cc});
-    y_ = ws.take({Bt, T, Di});
-    gated_ = ws.take({Bt, T, Di});
+    zxbcdt_ = ws.take({Bt, T, m_.in_proj.out}, x.dtype());
+    xbc_ = ws.take({Bt, T, Cc}, x.dtype());
+    y_ = ws.take({Bt, T, Di}, x.dtype());
+    gated_ = ws.take({Bt, T, Di}, x.dtype());
     {
       Timed t(prof, &StepProfile::matmul);
       m_.project_in(x, zxbcdt_);
@@ -45,15 +45,15 @@ class Mamba2Training final : public MixerTraining {
     const Mamba2Settings& s = m_.s;
     const int64_t Bt = dout.size(0), T = dout.size(1), Di = s.d_inner, Cc = s.conv_channels();
     const int64_t GN = s.n_groups * s.d_state;
-    Tensor dgated = ws.take({Bt, T, Di});
+    Tensor dgated = ws.take({Bt, T, Di}, dout.dtype());
     {
       Timed t(prof, &StepProfile::matmul);
       ops::linear_backward(gated_, m_.out_proj.weight, dout, &dgated, &g.of(m_.out_proj.weight),
                            g.of_optional(m_.out_proj.bias));
     }
-    Tensor dzxbcdt = ws.take({Bt, T, m_.in_proj.out});
-    Tensor dxbc = ws.take({Bt, T, Cc});
-    Tensor dy = ws.take({Bt, T, Di});
+    Tensor dzxbcdt = ws.take({Bt, T, m_.in_proj.out}, dout.dtype());
+    Tensor dxbc = ws.take({Bt, T, Cc}, dout.dtype());
+    Tensor dy = ws.take({Bt, T, Di}, dout.dtype());
     {
       Timed t(prof, &StepProfile::other);
       Tensor dz = dzxbcdt.slice(2, m_.z_offset(), Di);

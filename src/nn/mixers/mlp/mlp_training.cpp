@@ -7,9 +7,9 @@ namespace ssm {
 void MlpTraining::forward(const Tensor& x, Tensor& y, Workspace& ws, StepProfile* prof) {
   const MlpSettings& s = m_.s;
   x_ = x;
-  up_ = ws.take(with_last(x.shape(), s.d_ff));
-  hidden_ = ws.take(up_.shape());
-  if (s.gated) gate_ = ws.take(up_.shape());
+  up_ = ws.take(with_last(x.shape(), s.d_ff), x.dtype());
+  hidden_ = ws.take(up_.shape(), up_.dtype());
+  if (s.gated) gate_ = ws.take(up_.shape(), up_.dtype());
   {
     Timed t(prof, &StepProfile::matmul);
     m_.up_proj.forward(x, up_);
@@ -27,13 +27,13 @@ void MlpTraining::forward(const Tensor& x, Tensor& y, Workspace& ws, StepProfile
 void MlpTraining::backward(const Tensor& dy, Tensor& dx, Gradients& g, Workspace& ws, StepProfile* prof) {
   WorkspaceScope scope(ws);
   const MlpSettings& s = m_.s;
-  Tensor dhidden = ws.take(up_.shape());
+  Tensor dhidden = ws.take(up_.shape(), up_.dtype());
   {
     Timed t(prof, &StepProfile::matmul);
     ops::linear_backward(hidden_, m_.down_proj.weight, dy, &dhidden, &g.of(m_.down_proj.weight),
                          g.of_optional(m_.down_proj.bias));
   }
-  Tensor dup = ws.take(up_.shape()), dgate = s.gated ? ws.take(up_.shape()) : Tensor();
+  Tensor dup = ws.take(up_.shape(), up_.dtype()), dgate = s.gated ? ws.take(up_.shape(), up_.dtype()) : Tensor();
   {
     Timed t(prof, &StepProfile::other);
     if (s.gated) ops::gated_activation_backward(s.activation, gate_, up_, s.gate_scale, dhidden, &dgate, &dup);

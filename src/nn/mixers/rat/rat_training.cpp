@@ -16,9 +16,9 @@ class RatTraining final : public MixerTraining {
     const RatSettings& s = m_.s;
     const int64_t B = x.size(0), T = x.size(1);
     x_ = x;
-    projected_ = ws.take({B, T, s.in_proj_width()});
-    mixed_ = ws.take({B, T, s.width()});
-    gated_ = ws.take({B, T, s.width()});
+    projected_ = ws.take({B, T, s.in_proj_width()}, x.dtype());
+    mixed_ = ws.take({B, T, s.width()}, x.dtype());
+    gated_ = ws.take({B, T, s.width()}, x.dtype());
     {
       Timed t(prof, &StepProfile::matmul);
       m_.in_proj.forward(x, projected_);
@@ -37,13 +37,13 @@ class RatTraining final : public MixerTraining {
 
   void backward(const Tensor& dy, Tensor& dx, Gradients& g, Workspace& ws, StepProfile* prof) override {
     WorkspaceScope scope(ws);
-    Tensor dgated = ws.take(gated_.shape());
+    Tensor dgated = ws.take(gated_.shape(), gated_.dtype());
     {
       Timed t(prof, &StepProfile::matmul);
       ops::linear_backward(gated_, m_.out_proj.weight, dy, &dgated, &g.of(m_.out_proj.weight), nullptr);
     }
-    Tensor dprojected = ws.take(projected_.shape());
-    Tensor dmixed = ws.take(mixed_.shape());
+    Tensor dprojected = ws.take(projected_.shape(), projected_.dtype());
+    Tensor dmixed = ws.take(mixed_.shape(), mixed_.dtype());
     {
       Timed t(prof, &StepProfile::other);
       Tensor dz = m_.z_of(dprojected);
