@@ -49,7 +49,7 @@ if wants bench; then
 fi
 
 if wants kernels; then
-  for kernel in selective_scan ssd attention; do
+  for kernel in selective_scan ssd attention attention_backward; do
     [ -x "build/dev-cuda/$kernel" ] || continue
     echo "== dev/cuda/$kernel"
     timeout 300 "build/dev-cuda/$kernel" 2>&1 | tee "$logs/$kernel.log"

@@ -1,5 +1,5 @@
 // `ssm train --device cuda` against the CPU: in F32 the GPU run follows the CPU run's loss curve
-// (the demo model for 200 steps within 1e-3 at every step; Mamba-1 and Mamba-2 tiny models), a
+// (the demo model for 200 steps within 1e-3 at every step; Mamba-1, Mamba-2 and attention tiny models), a
 // resumed GPU run continues the uninterrupted one bit for bit, and checkpoints move between devices.
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -23,6 +23,18 @@ const Json kTinyMamba = {{"model_type", "mamba"}, {"hidden_size", 32}, {"num_hid
 const Json kTinyMamba2 = {{"model_type", "mamba2"}, {"hidden_size", 32}, {"num_hidden_layers", 2},
                           {"vocab_size", 257},      {"state_size", 8},   {"expand", 2},
                           {"head_dim", 16},         {"conv_kernel", 4},  {"chunk_size", 16}};
+
+// Attention layers (GQA with partial RoPE, then a sliding window) with MLPs: the attention backward and
+// rope_backward on the GPU.
+const Json kTinyAttention = {
+    {"model_type", "ssm"},
+    {"vocab_size", 256},
+    {"hidden_size", 32},
+    {"layers", {"attention+mlp", "swa+mlp"}},
+    {"attention",
+     {{"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"head_dim", 8}, {"partial_rotary_factor", 0.5}}},
+    {"swa", {{"num_attention_heads", 2}, {"head_dim", 16}, {"sliding_window", 9}}},
+    {"mlp", {{"intermediate_size", 48}, {"hidden_act", "silu"}}}};
 
 class TrainGpu : public ::testing::Test {
  protected:
@@ -118,8 +130,21 @@ TEST_F(TrainGpu, TinyMambaAndMamba2InF32MatchTheCpu) {
   }
 }
 
+TEST_F(TrainGpu, TinyAttentionInF32MatchesTheCpu) {
+  const std::string cfg = config(kTinyAttention);
+  TrainOptions cpu = options(cfg, "cpu", 12, "cpu");
+  cpu.seq_len = 70;  // two tiles of the attention kernels
+  TrainOptions gpu = cpu;
+  gpu.out_dir = path("gpu");
+  gpu.metrics = path("gpu.jsonl");
+  gpu.device = "cuda";
+  train(cpu);
+  train(gpu);
+  expect_same_curve(cpu.metrics, gpu.metrics, 1e-4);
+}
+
 TEST_F(TrainGpu, ResumedRunContinuesTheCurveBitForBit) {
-  for (const Json& j : {kTinyMamba, kTinyMamba2}) {
+  for (const Json& j : {kTinyMamba, kTinyMamba2, kTinyAttention}) {
     SCOPED_TRACE(j["model_type"].get<std::string>());
     const std::string cfg = config(j);
     const TrainOptions whole = options(cfg, "whole", 9, "cuda");

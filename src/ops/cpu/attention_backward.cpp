@@ -15,6 +15,7 @@
 #include <cmath>
 
 #include "ops/cpu/attention_tiles.h"
+#include "ops/dispatch.h"
 #include "ops/ops_backward.h"
 
 namespace ssm::ops {
@@ -125,22 +126,9 @@ void dq_block(const BackwardArgs& a, int64_t b, int64_t h, int64_t t0) {
 
 void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o, const Tensor& lse,
                         const Tensor& dout, const AttentionParams& params, Tensor& dq, Tensor& dk, Tensor& dv) {
-  using detail::describe;
-  constexpr const char* op = "attention_backward";
-  const detail::AttentionDims d = detail::check_attention(op, q, k, v, params);
-  auto check_like = [&](const Tensor& t, const char* name, const Tensor& like, const char* like_name) {
-    SSM_CHECK(detail::is_f32_seq(t, 3) && t.shape() == like.shape(),
-              "{}: {} must be F32 of {}'s shape {} with a contiguous last dim, got {}", op, name, like_name,
-              shape_str(like.shape()), describe(t));
-  };
-  check_like(o, "o", q, "q");
-  check_like(dout, "dout", q, "q");
-  check_like(dq, "dq", q, "q");
-  check_like(dk, "dk", k, "k");
-  check_like(dv, "dv", k, "k");
-  const Shape lse_shape{d.batch, d.n_heads, d.T};
-  SSM_CHECK(detail::is_f32_contig(lse, lse_shape), "{}: lse must be F32 contiguous {}, got {}", op,
-            shape_str(lse_shape), describe(lse));
+  SSM_GPU_DISPATCH(dq, attention_backward, q, k, v, o, lse, dout, params, dq, dk, dv);
+  const detail::AttentionDims d =
+      detail::check_attention_backward("attention_backward", q, k, v, o, lse, dout, params, dq, dk, dv);
   if (d.batch == 0 || d.S == 0) return;
 
   const int64_t hd = d.head_dim, heads = d.batch * d.n_heads;

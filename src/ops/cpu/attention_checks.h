@@ -1,5 +1,6 @@
 // Validation of attention's tensors, shared by the CPU kernels (attention.cpp, attention_backward.cpp)
-// and the GPU backend (ops/cuda/attention.cu): the checked dimensions of q, k, v and the caches.
+// and the GPU backend (ops/cuda/attention.cu, attention_backward.cu): the checked dimensions of q, k, v
+// and the caches.
 // The CPU takes F32 tensors on the CPU; the GPU F32 or BF16 tensors (one dtype per call) on the GPU.
 #pragma once
 #include <cmath>
@@ -73,6 +74,31 @@ inline void check_attention_outputs(const char* op, const AttentionDims& d, cons
                 lse->is_contiguous(),
             "{}: lse must be F32 contiguous {}{}, got {}", op, shape_str(want), on_device(where.device),
             describe(*lse));
+}
+
+// attention_backward's tensors: q, k, v as for attention; o, dout and dq of q's shape and dk, dv of k's,
+// with `where`'s dtype and device and a contiguous last dim; lse F32 contiguous [B,n_heads,T].
+inline AttentionDims check_attention_backward(const char* op, const Tensor& q, const Tensor& k, const Tensor& v,
+                                              const Tensor& o, const Tensor& lse, const Tensor& dout,
+                                              const AttentionParams& p, const Tensor& dq, const Tensor& dk,
+                                              const Tensor& dv, const Placement& where = {}) {
+  const AttentionDims d = check_attention(op, q, k, v, p, where);
+  auto check_like = [&](const Tensor& t, const char* name, const Tensor& like, const char* like_name) {
+    SSM_CHECK(is_seq(t, 3, where) && t.shape() == like.shape(),
+              "{}: {} must be {} of {}'s shape {} with a contiguous last dim, got {}", op, name, where.str(), like_name,
+              shape_str(like.shape()), describe(t));
+  };
+  check_like(o, "o", q, "q");
+  check_like(dout, "dout", q, "q");
+  check_like(dq, "dq", q, "q");
+  check_like(dk, "dk", k, "k");
+  check_like(dv, "dv", k, "k");
+  const Shape lse_shape{d.batch, d.n_heads, d.T};
+  SSM_CHECK(lse.defined() && lse.device() == where.device && lse.dtype() == DType::F32 && lse.shape() == lse_shape &&
+                lse.is_contiguous(),
+            "{}: lse must be F32 contiguous {}{}, got {}", op, shape_str(lse_shape), on_device(where.device),
+            describe(lse));
+  return d;
 }
 
 // attention_decode's tensors: q [B,n_heads*d], caches [B,C,n_kv_heads*d], lengths I32 [B] (its

@@ -81,6 +81,7 @@ void rope(Tensor& x, const Tensor& positions, const RopeParams& params) {
 }
 
 void rope_backward(Tensor& dx, const Tensor& positions, const RopeParams& params) {
+  SSM_GPU_DISPATCH(dx, rope_backward, dx, positions, params);
   rotate("rope_backward", dx, positions, params, -1.0f);
 }
 

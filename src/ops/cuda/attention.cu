@@ -2,42 +2,11 @@
 // ops/cpu/attention_checks.h) and the launches. The kernels live in flash_attention.cuh (prefill:
 // tensor cores for BF16, f32 CUDA cores for F32) and flash_decode.cuh (one token over a cache, the
 // context split across blocks); dev/cuda/attention.cu times them against the peers.
-#include <climits>
-
-#include "ops/cpu/attention_checks.h"
-#include "ops/cuda/common.cuh"
+#include "ops/cuda/attention_args.cuh"
 #include "ops/cuda/cuda_ops.h"
-#include "ops/cuda/flash_attention.cuh"
 #include "ops/cuda/flash_decode.cuh"
 
 namespace ssm::ops::cuda {
-
-namespace {
-
-// A [B, rows, width] or [B, width] tensor (last dim contiguous) as the kernels see it.
-template <class T>
-flash::SeqPtr<T> seq_ptr(const Tensor& t) {
-  return {static_cast<T*>(t.raw()), t.stride(0), t.dim() == 3 ? t.stride(1) : 0};
-}
-
-// The dtype of the call (q's, which the checks then ask of every activation), on the GPU.
-detail::Placement gpu_placement(const char* op, const Tensor& q) {
-  SSM_CHECK(q.defined() && q.device() == Device::CUDA && is_activation_dtype(q.dtype()),
-            "{}: q must be F32 or BF16 on the GPU, got {}", op, detail::describe(q));
-  return {q.dtype(), Device::CUDA};
-}
-
-// Sizes the kernels index with int and put in the grid (heads in y, batch in z).
-void check_kernel_sizes(const char* op, const detail::AttentionDims& d) {
-  SSM_CHECK(d.batch <= 65535 && d.n_heads <= 65535 && d.T < INT_MAX && d.S < INT_MAX,
-            "{}: the GPU kernels take batch and n_heads up to 65535 and T, S below 2^31, got batch {} n_heads {} T {} "
-            "S {}",
-            op, d.batch, d.n_heads, d.T, d.S);
-  SSM_CHECK(d.head_dim <= flash::kExactMaxHeadDim, "{}: the GPU kernels take head_dim up to {}, got {}", op,
-            flash::kExactMaxHeadDim, d.head_dim);
-}
-
-}  // namespace
 
 void attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionParams& params, Tensor& o,
                Tensor* lse) {

@@ -66,4 +66,12 @@ void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable);
 double cross_entropy(const Tensor& hidden, const Tensor& weight, const Tensor& targets, Tensor* dhidden,
                      Tensor* dweight, const CrossEntropyOptions& options, int64_t* counted);
 
+// ---- rotary position embedding and softmax attention ----
+// rope.cu: dx F32 or BF16 rows, positions I32 on the GPU.
+void rope_backward(Tensor& dx, const Tensor& positions, const RopeParams& params);
+// attention_backward.cu: q, k, v, o, dout, dq, dk, dv in one activation dtype, lse F32 (the GPU
+// forward's, or the CPU's copied over). D = rowsum(dout ∘ o) goes through a scratch from the pool.
+void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o, const Tensor& lse,
+                        const Tensor& dout, const AttentionParams& params, Tensor& dq, Tensor& dk, Tensor& dv);
+
 }  // namespace ssm::ops::cuda

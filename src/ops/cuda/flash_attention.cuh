@@ -24,19 +24,9 @@
 #include <cstdint>
 
 #include "ops/cuda/element.cuh"
+#include "ops/cuda/flash_common.cuh"  // SeqPtr, CausalWindow, kLog2e, kLn2
 
 namespace ssm::ops::cuda::flash {
-
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
-
-// A [B, rows, width] tensor whose last dim is contiguous: row r of batch b at data + b*batch_stride + r*row_stride.
-template <class T>
-struct SeqPtr {
-  T* data;
-  int64_t batch_stride, row_stride;
-  __device__ __forceinline__ T* row(int64_t b, int64_t r) const { return data + b * batch_stride + r * row_stride; }
-};
 
 template <class E>
 struct FlashArgs {
@@ -46,16 +36,6 @@ struct FlashArgs {
   float* lse;            // [B, n_heads, T]: log Σ exp(scale q·k) (natural log), or null; -inf where no key is seen
   int batch, T, S, n_heads, n_kv_heads, head_dim;
   float scale_log2;      // softmax scale * log2(e): the kernels work with exp2
-};
-
-// Attention's visibility: query t sits at position offset + t and sees the keys j <= its position,
-// and with a window W > 0 only those with position - j < W.
-struct CausalWindow {
-  int64_t offset, window;
-  __device__ __forceinline__ int64_t last(int, int64_t t) const { return offset + t; }
-  __device__ __forceinline__ int64_t first(int, int64_t t) const {
-    return window > 0 ? max(int64_t(0), offset + t - window + 1) : 0;
-  }
 };
 
 // ---- exact kernel (CUDA cores, f32) ----

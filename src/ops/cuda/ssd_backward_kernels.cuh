@@ -26,16 +26,16 @@
 // tensor-core version takes over.
 #pragma once
 #include "ssd_kernels.cuh"
+#include "tile_mac.cuh"
 
 namespace ssm::ops::cuda::ssd_backward_kernels {
 
 using ssd_kernels::Args;  // the forward's inputs (y unused)
 using ssd_kernels::kChunk;
 
-constexpr int kTile = 64;       // columns of a shared tile: a slice of P or N, or a chunk's tokens
-constexpr int kLd = kTile + 1;  // its row stride: the 16 rows a column read touches fall in 16 banks
-constexpr int kTileFloats = kTile * kLd;
-constexpr int kThreads = 256;  // 16 x 16; thread (ty, tx) holds rows ty + 16 i, columns tx + 16 j
+// Shared tiles (tile_mac.cuh): 64 columns, a slice of P or N or a chunk's tokens; 256 threads as 16 x 16,
+// thread (ty, tx) holding rows ty + 16 i, columns tx + 16 j.
+using namespace tile_mac;
 static_assert(kChunk == kTile, "a chunk's tokens fill one tile");
 
 // The gradients: activation gradients of type T (null: not asked for), the rest F32.
@@ -64,56 +64,6 @@ struct Scratch {
 __host__ __device__ inline int chunk_count(int length) { return (length + kChunk - 1) / kChunk; }
 
 __device__ __forceinline__ float softplus_grad(float v) { return v > 20.0f ? 1.0f : 1.0f / (1.0f + expf(-v)); }
-
-// ---------------------------------------------------------------------------------------------------
-// Block helpers (kThreads threads).
-
-__device__ __forceinline__ int thread_row() { return int(threadIdx.x) / 16; }
-__device__ __forceinline__ int thread_col() { return int(threadIdx.x) % 16; }
-
-// acc[i][j] += Σ_{k < kTile} a(ty + 16 i, k) b(k, tx + 16 j).
-template <class FA, class FB>
-__device__ __forceinline__ void mac(float (&acc)[4][4], FA&& a, FB&& b) {
-  const int ty = thread_row(), tx = thread_col();
-#pragma unroll 4
-  for (int k = 0; k < kTile; ++k) {
-    float av[4], bv[4];
-#pragma unroll
-    for (int i = 0; i < 4; ++i) av[i] = a(ty + 16 * i, k);
-#pragma unroll
-    for (int j = 0; j < 4; ++j) bv[j] = b(k, tx + 16 * j);
-#pragma unroll
-    for (int i = 0; i < 4; ++i)
-#pragma unroll
-      for (int j = 0; j < 4; ++j) acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
-  }
-}
-
-// Calls f(i, j, r, c) for each element of the thread's 4 x 4 piece at (r, c) = (ty + 16 i, tx + 16 j).
-template <class F>
-__device__ __forceinline__ void for_piece(F&& f) {
-  const int ty = thread_row(), tx = thread_col();
-#pragma unroll
-  for (int i = 0; i < 4; ++i)
-#pragma unroll
-    for (int j = 0; j < 4; ++j) f(i, j, ty + 16 * i, tx + 16 * j);
-}
-
-// tile[r * kLd + c] = value(r, c) for r < rows and c < cols, 0 elsewhere in [kTile][kTile].
-template <class F>
-__device__ __forceinline__ void fill_tile(float* tile, int rows, int cols, F&& value) {
-  for (int i = int(threadIdx.x); i < kTile * kTile; i += kThreads) {
-    const int r = i / kTile, c = i % kTile;
-    tile[r * kLd + c] = r < rows && c < cols ? value(r, c) : 0.0f;
-  }
-}
-
-// The sum over the 16 threads of a row (same ty): every one of them gets it. Fixed order.
-__device__ __forceinline__ float row_sum(float v) {
-#pragma unroll
-  for (int offset = 8; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
-  return v;
-}
 
 // Where a chunk is: its tokens [t0, t0 + rows) of sequence b, as rows row0 + [0, rows) of the inputs.
 struct ChunkAt {

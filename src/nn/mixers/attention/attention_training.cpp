@@ -1,5 +1,6 @@
 // Attention's training face: the forward keeps q, k, v (after RoPE), the attention output and its
 // log-sum-exp; the backward recomputes the probabilities tile by tile (flash-attention-2).
+#include "nn/device_values.h"
 #include "nn/mixers/attention/attention.h"
 #include "ops/ops_backward.h"
 
@@ -15,9 +16,9 @@ class AttentionTraining final : public MixerTraining {
     const AttentionSettings& s = m_.s;
     const int64_t B = x.size(0), T = x.size(1), qw = s.n_heads * s.head_dim, kw = s.n_kv_heads * s.head_dim;
     x_ = x;
-    positions_ = ws.take({B, T}, DType::I32);
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t t = 0; t < T; ++t) positions_.data<int32_t>()[b * T + t] = int32_t(t);
+    positions_ = host_filled_i32(ws, {B, T}, [&](int32_t* p) {
+      for (int64_t i = 0; i < B * T; ++i) p[i] = int32_t(i % T);
+    });
     q_ = ws.take({B, T, qw}, x.dtype());
     k_ = ws.take({B, T, kw}, x.dtype());
     v_ = ws.take({B, T, kw}, x.dtype());
