@@ -29,7 +29,7 @@ inline void expect_training_step_matches_cpu(const Json& config_json, int64_t ba
   TrainingPass cpu_pass(cpu), gpu_pass(gpu);
   const double cpu_loss = cpu_pass.forward_backward(ids, targets, cpu_grads, 1.0f);
   const double gpu_loss = gpu_pass.forward_backward(ids, targets, gpu_grads, 1.0f);
-  EXPECT_NEAR(gpu_loss, cpu_loss, 1e-5 * cpu_loss) << "loss";
+  EXPECT_NEAR(gpu_loss, cpu_loss, 1e-4 * cpu_loss) << "loss";
   ASSERT_EQ(cpu_grads.params().size(), gpu_grads.params().size());
   for (size_t i = 0; i < cpu_grads.params().size(); ++i) {
     const ParamRef& c = cpu_grads.params()[i];
