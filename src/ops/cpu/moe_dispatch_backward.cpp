@@ -3,6 +3,7 @@
 #include "core/error.h"
 #include "ops/cpu/moe_plan.h"
 #include "ops/cpu/op_util.h"  // describe, is_f32_rows
+#include "ops/dispatch.h"
 #include "ops/ops_backward.h"
 
 namespace ssm::ops {
@@ -12,6 +13,7 @@ using detail::is_f32_rows;
 
 void moe_scatter_add_backward(const Tensor& rows, const Tensor& weights, const MoePlan& plan, int64_t first_row,
                               const Tensor& dy, Tensor* drows, Tensor* dweights) {
+  SSM_GPU_DISPATCH(dy, moe_scatter_add_backward, rows, weights, plan, first_row, dy, drows, dweights);
   const char* op = "moe_scatter_add_backward";
   const detail::MoePlanDims d = detail::check_moe_plan(op, plan);
   SSM_CHECK(is_f32_rows(dy) && dy.dim() == 2 && dy.size(0) == d.tokens,

@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "ops/cpu/moe_router.h"
 #include "ops/cpu/op_util.h"  // describe, is_f32_rows
+#include "ops/dispatch.h"
 #include "ops/ops_backward.h"
 
 namespace ssm::ops {
@@ -15,6 +16,7 @@ using detail::describe;
 
 void moe_route_backward(const Tensor& logits, const Tensor& indices, const MoeRouterOptions& options,
                         const Tensor& dweights, Tensor& dlogits, bool accumulate_dlogits) {
+  SSM_GPU_DISPATCH(dlogits, moe_route_backward, logits, indices, options, dweights, dlogits, accumulate_dlogits);
   const char* op = "moe_route_backward";
   SSM_CHECK(detail::is_f32_rows(logits) && logits.dim() == 2 && logits.size(1) >= 1,
             "{}: logits must be F32 rows [M, E], got {}", op, describe(logits));

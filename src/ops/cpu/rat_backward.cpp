@@ -29,6 +29,7 @@
 #include "ops/cpu/op_util.h"
 #include "ops/cpu/rat_common.h"
 #include "ops/cpu/vec_math.h"
+#include "ops/dispatch.h"
 #include "ops/ops_backward.h"
 
 namespace ssm::ops {
@@ -62,6 +63,7 @@ inline float dot(const float* a, const float* b, int64_t n) {
 }  // namespace
 
 void rat_backward(const RatInputs& in, const Tensor& dy, RatGrads& grads) {
+  SSM_GPU_DISPATCH(dy, rat_backward, in, dy, grads);
   const char* op = "rat_backward";
   const detail::RatDims d = detail::rat_check_inputs(op, in, 3);
   SSM_CHECK(detail::is_f32_rows(dy, in.v.shape()), "{}: dy must be F32 rows of v's shape {}, got {}", op,

@@ -74,4 +74,17 @@ void rope_backward(Tensor& dx, const Tensor& positions, const RopeParams& params
 void attention_backward(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& o, const Tensor& lse,
                         const Tensor& dout, const AttentionParams& params, Tensor& dq, Tensor& dk, Tensor& dv);
 
+// ---- RAT (rat_backward.cu): q, k, v, g, dy and dq, dk, dv, dg in one activation dtype ----
+void rat_backward(const RatInputs& in, const Tensor& dy, RatGrads& grads);
+
+// ---- MoE dispatch and router (moe_backward.cu) ----
+// rows, dy and drows in one activation dtype; weights and dweights F32; the plan's tensors on the GPU
+// (as for moe_scatter_add: its offsets stay wherever the layer reads them).
+void moe_scatter_add_backward(const Tensor& rows, const Tensor& weights, const MoePlan& plan, int64_t first_row,
+                              const Tensor& dy, Tensor* drows, Tensor* dweights);
+// logits, dweights, dlogits F32; indices I32 on the GPU (not read back, so not checked there: an id
+// outside [0, E) adds nothing, where the CPU op reports it; moe_plan checks every id on the host).
+void moe_route_backward(const Tensor& logits, const Tensor& indices, const MoeRouterOptions& options,
+                        const Tensor& dweights, Tensor& dlogits, bool accumulate_dlogits);
+
 }  // namespace ssm::ops::cuda

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "nn/init_util.h"
+#include "nn/mixers/moe/moe_routing.h"
 
 namespace ssm {
 
@@ -110,57 +111,6 @@ double MoeMixer::matmul_macs_per_token() const {
   return macs;
 }
 
-namespace {
-
-ops::MoePlan plan_in(Workspace& ws, int64_t tokens, int64_t top_k, int64_t n_experts) {
-  ops::MoePlan plan;
-  plan.expert_offsets = ws.take({n_experts + 1}, DType::I32);
-  plan.row_token = ws.take({tokens * top_k}, DType::I32);
-  plan.row_slot = ws.take({tokens * top_k}, DType::I32);
-  plan.slot_row = ws.take({tokens, top_k}, DType::I32);
-  return plan;
-}
-
-// The routing of a batch of tokens, where the experts run and where the host reads it.
-struct Routing {
-  Tensor weights;         // [M, k] F32, on the layer's device
-  ops::MoePlan plan;      // on the layer's device
-  ops::MoePlan host_plan; // the same on the host (the expert loop reads its offsets)
-};
-
-// Routes on the host: the router logits are small, and the expert loop needs the plan there anyway.
-// On the CPU the two plans are the same tensors.
-Routing route(const Tensor& logits, const Tensor& correction_bias, const ops::MoeRouterOptions& options,
-              int64_t n_experts, Workspace& ws) {
-  const int64_t M = logits.size(0), k = options.top_k;
-  Routing r;
-  if (logits.device() == Device::CPU) {
-    Tensor indices = ws.take({M, k}, DType::I32);
-    r.weights = ws.take({M, k});
-    ops::moe_route(logits, correction_bias, options, indices, r.weights);
-    r.plan = r.host_plan = plan_in(ws, M, k, n_experts);
-    ops::moe_plan(indices, r.plan);
-    return r;
-  }
-  const Tensor host_logits = logits.to_device(Device::CPU);
-  const Tensor host_bias = correction_bias.defined() ? correction_bias.to_device(Device::CPU) : Tensor();
-  Tensor indices = Tensor::empty({M, k}, DType::I32), weights = Tensor::empty({M, k});
-  ops::moe_route(host_logits, host_bias, options, indices, weights);
-  r.host_plan = ops::MoePlan::allocate(M, k, n_experts);
-  ops::moe_plan(indices, r.host_plan);
-  r.weights = ws.take({M, k});
-  r.weights.copy_from(weights);
-  r.plan = plan_in(ws, M, k, n_experts);
-  for (auto [to, from] : {std::pair{&r.plan.expert_offsets, &r.host_plan.expert_offsets},
-                          std::pair{&r.plan.row_token, &r.host_plan.row_token},
-                          std::pair{&r.plan.row_slot, &r.host_plan.row_slot},
-                          std::pair{&r.plan.slot_row, &r.host_plan.slot_row}})
-    to->copy_from(*from);
-  return r;
-}
-
-}  // namespace
-
 void MoeMixer::forward(const Tensor& x_in, MixerState*, Tensor& y_out, Workspace& ws) const {
   WorkspaceScope scope(ws);
   const int64_t M = x_in.rows(), D = s.d_model, k = s.router.top_k, Dx = s.expert.d_model;
@@ -169,7 +119,7 @@ void MoeMixer::forward(const Tensor& x_in, MixerState*, Tensor& y_out, Workspace
   Tensor y = y_out.view({M, D});
   Tensor logits = ws.take({M, s.n_experts});  // F32 whatever the activations: the routing is exact
   router.forward(x, logits);
-  const Routing routing = route(logits, correction_bias, s.router, s.n_experts, ws);
+  const MoeRouting routing = route_tokens(logits, correction_bias, s.router, ws);
   Tensor latent_in = x;
   if (s.latent_size > 0) {
     latent_in = ws.take({M, Dx}, act);
@@ -177,12 +127,10 @@ void MoeMixer::forward(const Tensor& x_in, MixerState*, Tensor& y_out, Workspace
   }
   Tensor rows = ws.take({M * k, Dx}, act), outputs = ws.take({M * k, Dx}, act);
   ops::moe_gather(latent_in, routing.plan, 0, rows);
-  const int32_t* offsets = routing.host_plan.expert_offsets.data<int32_t>();
   for (int64_t e = 0; e < s.n_experts; ++e) {
-    const int64_t first = offsets[e], count = offsets[e + 1] - offsets[e];
-    if (count == 0) continue;
-    Tensor out = outputs.slice(0, first, count);
-    experts[size_t(e)].apply(rows.slice(0, first, count), out, ws);
+    if (routing.count(e) == 0) continue;
+    Tensor out = outputs.slice(0, routing.first(e), routing.count(e));
+    experts[size_t(e)].apply(rows.slice(0, routing.first(e), routing.count(e)), out, ws);
   }
   Tensor combined = s.latent_size > 0 ? ws.take({M, Dx}, act) : y;
   ops::fill(combined, 0.0f);
