@@ -5,6 +5,7 @@
 #include "core/random.h"
 #include "core/threads.h"
 #include "train/init.h"
+#include "train/mixed_precision.h"
 #include "train/optimizer.h"
 
 namespace ssm {
@@ -29,15 +30,16 @@ ModelConfig demo_model_config() {
 }
 
 TrainBenchResult bench_training(const ModelConfig& config, const std::string& name, int64_t batch, int64_t seq_len,
-                                int64_t steps, int64_t warmup, Device device) {
+                                int64_t steps, int64_t warmup, Device device, bool mixed) {
   LanguageModel model(config);
   init_parameters(model, 1);
   if (device != Device::CPU) model.to_device(device, DType::F32);
-  ModelGrads grads(model);
-  std::vector<OptimizerParam> params;
-  for (const ParamRef& p : grads.params()) params.push_back({p.name, p.tensor, &grads.of(*p.tensor), p.weight_decay});
-  AdamW opt(params, {});
-  TrainingPass pass(model);
+  std::unique_ptr<LanguageModel> bf16_copy;
+  if (mixed) bf16_copy = std::make_unique<LanguageModel>(bf16_working_copy(model));
+  LanguageModel& working = mixed ? *bf16_copy : model;
+  ModelGrads grads(working);
+  AdamW opt(optimizer_params(model, grads), {});
+  TrainingPass pass(working);
   Tensor ids = Tensor::empty({batch, seq_len}, DType::I32), targets = Tensor::empty({batch, seq_len}, DType::I32);
   Rng rng(3);
   for (int64_t i = 0; i < ids.numel(); ++i) {
@@ -50,6 +52,7 @@ TrainBenchResult bench_training(const ModelConfig& config, const std::string& na
   r.batch = batch;
   r.seq_len = seq_len;
   r.device = device;
+  r.mixed = mixed;
   const std::vector<Tensor*> g = grads.tensors();
   // One step; with a profile, the forward + backward split by kind and the optimizer's time.
   auto step = [&](StepProfile* prof) {
@@ -87,7 +90,8 @@ std::string bench_table(const std::vector<TrainBenchResult>& results) {
     auto pct = [&](double v) { return fmt::format("{:.0f}%", 100.0 * v / s); };
     const std::string where =
         r.device == Device::CPU ? fmt::format("{} threads", r.threads)
-                                : fmt::format("GPU, peak {:.1f} GiB", r.peak_device_bytes / double(1 << 30));
+                                : fmt::format("GPU {}, peak {:.1f} GiB", r.mixed ? "bf16" : "f32",
+                                              r.peak_device_bytes / double(1 << 30));
     out += fmt::format("| {} | {} | {} x {} | {:.0f} | {:.1f} | {} | {} | {} | {} | {} |\n", r.name, where, r.batch,
                        r.seq_len, r.tokens_per_second, 1000 * r.step_seconds, pct(r.profile.matmul), pct(r.profile.mixing),
                        pct(r.profile.conv), pct(r.profile.other), pct(r.optimizer_seconds));

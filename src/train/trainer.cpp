@@ -20,6 +20,7 @@
 #include "train/data.h"
 #include "train/init.h"
 #include "train/loss_plot.h"
+#include "train/mixed_precision.h"
 #include "train/model_backward.h"
 #include "train/optimizer.h"
 #include "train/schedule.h"
@@ -180,19 +181,6 @@ class Progress {
   Clock::time_point last_{};
 };
 
-// A model of the master's configuration on its device whose matrices are BF16 copies of the
-// master's and whose vectors (norms, biases, A_log, D, ...) are the master's own tensors.
-LanguageModel bf16_working_copy(LanguageModel& master) {
-  LanguageModel copy(master.config());
-  copy.to_device(master.device(), DType::BF16);
-  const ParamList from = master.params(), to = copy.params();
-  for (size_t i = 0; i < from.size(); ++i) {
-    if (to[i].tensor->dtype() == DType::F32) *to[i].tensor = *from[i].tensor;
-    else to[i].tensor->copy_from(from[i].tensor->to(DType::BF16));
-  }
-  return copy;
-}
-
 }  // namespace
 
 TrainResult train(const TrainOptions& o) {
@@ -245,22 +233,13 @@ TrainResult train(const TrainOptions& o) {
   }();
   // Initialised (or read) on the host, so that a run on the GPU starts from the CPU run's weights.
   if (device != Device::CPU) model.to_device(device, DType::F32);
-  // Mixed precision: the passes run a copy whose matrices are BF16 (its vectors are the master's
-  // tensors); AdamW updates the F32 masters and refreshes the copies. `model` stays the F32 master
-  // that checkpoints hold.
+  // Mixed precision (train/mixed_precision.h): the passes run a BF16 working copy; `model` stays the
+  // F32 master that AdamW updates and checkpoints hold.
   std::unique_ptr<LanguageModel> bf16_copy;
   if (mixed) bf16_copy = std::make_unique<LanguageModel>(bf16_working_copy(model));
   LanguageModel& working = mixed ? *bf16_copy : model;
   ModelGrads grads(working);
-  std::vector<OptimizerParam> opt_params;
-  const ParamList masters = model.params();
-  for (size_t i = 0; i < masters.size(); ++i) {
-    const ParamRef& p = grads.params()[i];
-    const bool shadowed = p.tensor->dtype() != DType::F32;
-    opt_params.push_back(
-        {p.name, masters[i].tensor, &grads.of(*p.tensor), p.weight_decay, shadowed ? p.tensor : nullptr});
-  }
-  AdamW optimizer(opt_params, {o.beta1, o.beta2, 1e-8, o.weight_decay});
+  AdamW optimizer(optimizer_params(model, grads), {o.beta1, o.beta2, 1e-8, o.weight_decay});
 
   const Json run_options = {{"batch_size", o.batch_size},
                             {"seq_len", o.seq_len},
