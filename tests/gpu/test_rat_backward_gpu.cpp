@@ -234,7 +234,7 @@ const Json kRatModel = {{"model_type", "ssm"},
                         {"vocab_size", 31},
                         {"hidden_size", 16},
                         {"layers", {"rat+mlp", "rat"}},
-                        {"rat", {{"num_heads", 4}, {"head_dim", 8}, {"qk_groups", 2}, {"chunk_size", 4}}},
+                        {"rat", {{"num_heads", 4}, {"head_dim", 4}, {"qk_groups", 2}, {"chunk_size", 4}}},
                         {"mlp", {{"intermediate_size", 24}}}};
 
 TEST(RatBackwardGpu, TrainingStepMatchesTheCpu) {
