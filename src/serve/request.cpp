@@ -156,18 +156,31 @@ GenerationRequest parse_completion(const json& body, const Tokenizer& tokenizer,
   return read_common(fields, read_prompt(*prompt, tokenizer, limits.vocab), "prompt", 16, limits);
 }
 
-GenerationRequest parse_chat(const json& body, const Tokenizer& tokenizer, const RequestLimits& limits) {
+GenerationRequest parse_chat(const json& body, const Tokenizer& tokenizer, const RequestLimits& limits,
+                             const ChatTemplate* chat_template) {
   const Fields fields(body, with(kCommon, {"messages", "max_completion_tokens"}));
   const json* messages = fields.get("messages");
   if (!messages || !messages->is_array() || messages->empty())
     bad_field("messages", "'messages' must be a non-empty array of messages");
   std::vector<ChatMessage> chat;
   for (size_t i = 0; i < messages->size(); ++i) chat.push_back(read_message((*messages)[i], i));
-  // Special tokens typed into a message stay text: a user cannot end the prompt's turns with them.
-  GenerationRequest r = read_common(fields, tokenizer.encode_ordinary(plain_chat_prompt(chat)), "messages",
-                                    limits.default_max_tokens, limits);
-  r.stop.push_back(kPlainChatStop);
-  return r;
+  if (!chat_template) {
+    // Special tokens typed into a message stay text: a user cannot end the prompt's turns with them.
+    GenerationRequest r = read_common(fields, tokenizer.encode_ordinary(plain_chat_prompt(chat)), "messages",
+                                      limits.default_max_tokens, limits);
+    r.stop.push_back(kPlainChatStop);
+    return r;
+  }
+  std::vector<int32_t> prompt;
+  try {
+    prompt = chat_template->encode(chat);
+  } catch (const jinja::Raised& e) {  // the template's own check of the messages (roles out of order, ...)
+    bad_field("messages", "the model's chat template refuses these messages: {}", e.what());
+  } catch (const jinja::Error& e) {
+    throw ApiError(500, fmt::format("the model's chat template failed on these messages: {}", e.what()), {}, {},
+                   "server_error");
+  }
+  return read_common(fields, std::move(prompt), "messages", limits.default_max_tokens, limits);
 }
 
 std::vector<int32_t> parse_tokenize(const json& body, const Tokenizer& tokenizer) {

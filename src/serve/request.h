@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "infer/sampler.h"
+#include "serve/chat_template.h"
 #include "tokenizer/tokenizer.h"
 
 namespace ssm::serve {
@@ -30,7 +31,9 @@ struct GenerationRequest {
 nlohmann::json parse_body(const std::string& body);
 
 GenerationRequest parse_completion(const nlohmann::json& body, const Tokenizer& tokenizer, const RequestLimits& limits);
-GenerationRequest parse_chat(const nlohmann::json& body, const Tokenizer& tokenizer, const RequestLimits& limits);
+// The messages through the model's chat template, or (chat_template null) the plain role format.
+GenerationRequest parse_chat(const nlohmann::json& body, const Tokenizer& tokenizer, const RequestLimits& limits,
+                             const ChatTemplate* chat_template);
 
 // /tokenize {"content": text} and /detokenize {"tokens": [ids]}.
 std::vector<int32_t> parse_tokenize(const nlohmann::json& body, const Tokenizer& tokenizer);

@@ -140,7 +140,8 @@ void Server::Impl::generate(const httplib::Request& req, httplib::Response& res,
   const InFlight counted(in_flight);
   const json body = parse_body(req.body);
   GenerationRequest request =
-      chat ? parse_chat(body, tokenizer, options.limits) : parse_completion(body, tokenizer, options.limits);
+      chat ? parse_chat(body, tokenizer, options.limits, options.chat_template.get())
+           : parse_completion(body, tokenizer, options.limits);
   const bool streamed = request.stream;
   const int64_t prompt_tokens = int64_t(request.prompt.size());
   auto job = std::make_shared<Job>(std::move(request));

@@ -67,8 +67,8 @@ TEST_F(ServerTest, StreamsAChatCompletion) {
   EXPECT_EQ(whole["choices"][0]["message"]["role"], "assistant");
   EXPECT_EQ(whole["usage"]["prompt_tokens"], std::string("System: Be brief.\n\nUser: Hi\n\nAssistant:").size());
   // A special token typed into a message is text (bytes here), not the token.
-  const json special = post_ok("/v1/chat/completions", {{"messages", {{{"role", "user"}, {"content", "<|endoftext|>"}}}},
-                                                        {"max_tokens", 1}});
+  const json special = post_ok("/v1/chat/completions",
+                               {{"messages", {{{"role", "user"}, {"content", "<|endoftext|>"}}}}, {"max_tokens", 1}});
   EXPECT_EQ(special["usage"]["prompt_tokens"], std::string("User: <|endoftext|>\n\nAssistant:").size());
   request["stream"] = true;
   request["stream_options"] = {{"include_usage", true}};
@@ -88,6 +88,29 @@ TEST_F(ServerTest, StreamsAChatCompletion) {
   EXPECT_EQ(usage["completion_tokens"], whole["usage"]["completion_tokens"]);
   EXPECT_EQ(usage["prompt_tokens_details"]["cached_tokens"], whole["usage"]["prompt_tokens"]);  // the same prompt
   EXPECT_EQ(got.back(), "[DONE]");
+}
+
+// With the model's chat template, the prompt is the template's (its special tokens one id each), and a
+// conversation the template refuses is a 400.
+TEST_F(ServerTest, ChatUsesTheModelsTemplate) {
+  const auto tokenizer = make_byte_tokenizer({"<|endoftext|>", "<|im_start|>", "<|im_end|>"});
+  const std::string templates = std::string(SSM_TEST_DATA_DIR) + "/chat_templates/";
+  for (const char* name : {"chatml", "mistral"}) {
+    ServerOptions o = options();
+    o.chat_template = std::make_shared<const ChatTemplate>(*ChatTemplate::from_folder(templates + name, *tokenizer));
+    server_ = std::make_unique<RunningServer>(*model_, *tokenizer, o);
+    const json hi = {{"messages", {{{"role", "user"}, {"content", "Hi"}}}}, {"max_tokens", 2}};
+    if (std::string(name) == "chatml") {
+      // <|im_start|> "user\nHi" <|im_end|> "\n" <|im_start|> "assistant\n"
+      EXPECT_EQ(post_ok("/v1/chat/completions", hi)["usage"]["prompt_tokens"], 3 + 7 + 1 + 10);
+    } else {
+      const json twice = {{"messages", {{{"role", "user"}, {"content", "Hi"}}, {{"role", "user"}, {"content", "Hi"}}}}};
+      expect_error(post("/v1/chat/completions", twice.dump()), 400, "messages");
+      EXPECT_EQ(post_ok("/v1/chat/completions", hi)["usage"]["prompt_tokens"],
+                std::string("<s> [INST] Hi [/INST]").size());
+    }
+    server_.reset();  // before the tokenizer it uses goes
+  }
 }
 
 class BatchingTest : public ServerTest {
