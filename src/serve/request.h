@@ -24,7 +24,10 @@ struct GenerationRequest {
   SamplingOptions sampling;
   std::vector<std::string> stop;
   bool stream = false, include_usage = false;
-  bool ignore_eos = false;  // llama.cpp's extension: generate past EOS (fixed lengths for benchmarks)
+  bool ignore_eos = false;   // llama.cpp's extension: generate past EOS (fixed lengths for benchmarks)
+  int64_t n = 1;             // choices: sequences of their own, choice i sampled with seed + i
+  bool logprobs = false;     // report each generated token's log-probability (logprobs.h) ...
+  int64_t top_logprobs = 0;  // ... and those of the this many most likely tokens
 };
 
 // The body as a JSON value: 400 for text that is not UTF-8 or not JSON.

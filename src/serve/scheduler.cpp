@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
 
 #include "core/error.h"
 #include "core/threads.h"
@@ -13,6 +14,7 @@ namespace ssm::serve {
 
 struct Scheduler::Sequence {
   std::shared_ptr<Job> job;
+  int64_t choice = 0;
   Sampler sampler;
   std::vector<int32_t> history;  // prompt + generated, for the repetition penalty
   Utf8Stream utf8;
@@ -49,8 +51,8 @@ Scheduler::Submitted Scheduler::submit(std::shared_ptr<Job> job) {
   {
     const std::lock_guard lock(mutex_);
     if (stopping_) return Submitted::stopped;
-    if (int64_t(queue_.size()) >= options_.queue_limit) return Submitted::queue_full;
-    queue_.push_back(std::move(job));
+    if (int64_t(queue_.size()) + job->choices() > options_.queue_limit) return Submitted::queue_full;
+    for (int64_t choice = 0; choice < job->choices(); ++choice) queue_.push_back({job, choice});
     metrics_.queue_length = int64_t(queue_.size());
   }
   wake_.notify_one();
@@ -61,7 +63,7 @@ void Scheduler::stop() {
   {
     const std::lock_guard lock(mutex_);
     stopping_ = true;
-    for (auto& job : queue_) job->fail("the server is shutting down");
+    for (auto& pending : queue_) pending.job->fail("the server is shutting down");
     queue_.clear();
   }
   wake_.notify_one();
@@ -71,49 +73,50 @@ void Scheduler::stop() {
 void Scheduler::loop() {
   set_num_threads(options_.threads);  // OpenMP's thread count is per thread: set it on the one that computes
   while (true) {
-    std::shared_ptr<Job> job;
+    std::optional<Pending> next;
     {
       std::unique_lock lock(mutex_);
       wake_.wait(lock, [&] { return stopping_ || !queue_.empty() || !active_.empty() || prefilling_; });
       if (stopping_) break;
       if (!prefilling_ && !queue_.empty() && int64_t(active_.size()) < options_.slots) {
-        job = std::move(queue_.front());
+        next = std::move(queue_.front());
         queue_.pop_front();
         metrics_.queue_length = int64_t(queue_.size());
       }
     }
-    if (job) start_prefill(job);
+    if (next) start_prefill(*next);
     if (prefilling_) prefill_chunk();
     if (!active_.empty()) step();
     metrics_.slots_in_use = int64_t(active_.size()) + (prefilling_ ? 1 : 0);
   }
-  if (prefilling_) prefilling_->job->fail("the server is shutting down");
+  if (prefilling_) prefilling_->pending.job->fail("the server is shutting down");
   for (auto& sequence : active_) sequence->job->fail("the server is shutting down");
 }
 
-void Scheduler::start_prefill(const std::shared_ptr<Job>& job) {
-  if (job->cancelled()) return;
+void Scheduler::start_prefill(const Pending& pending) {
+  const Job& job = *pending.job;
+  if (job.cancelled()) return;
   try {
-    prefilling_ = Prefilling{job, prefill_.start(job->request().prompt)};
+    prefilling_ = Prefilling{pending, prefill_.start(job.request().prompt)};
   } catch (const std::exception& e) {
-    job->fail(e.what());
+    pending.job->fail(e.what());
     return;
   }
   const int64_t cached = prefilling_->progress.cached_tokens;
-  metrics_.prompt_tokens += int64_t(job->request().prompt.size());
+  if (pending.choice == 0) metrics_.prompt_tokens += int64_t(job.request().prompt.size());
   if (cached > 0) {
     ++metrics_.cache_hits;
     metrics_.cache_hit_tokens += cached;
   }
-  job->set_cached_tokens(cached);
+  pending.job->set_cached_tokens(pending.choice, cached);
 }
 
 void Scheduler::prefill_chunk() {
-  const std::shared_ptr<Job> job = prefilling_->job;
+  const Pending pending = prefilling_->pending;
   CachedPrefill::Result& progress = prefilling_->progress;
-  const GenerationRequest& request = job->request();
+  const GenerationRequest& request = pending.job->request();
   try {
-    if (job->cancelled()) throw std::runtime_error("cancelled");
+    if (pending.job->cancelled()) throw std::runtime_error("cancelled");
     const auto start = std::chrono::steady_clock::now();
     const int64_t before = progress.done;
     const bool all_in = prefill_.advance(request.prompt, progress);
@@ -124,15 +127,16 @@ void Scheduler::prefill_chunk() {
       metrics_.cache_entries = cache_->entries();
     }
     if (!all_in) return;
-    auto sequence = std::make_unique<Sequence>(
-        Sequence{job, Sampler(request.sampling), request.prompt, Utf8Stream(), StopStringFilter(request.stop)});
-    const int32_t token = sequence->sampler.sample(progress.logits.data(), sample_vocab_, sequence->history);
-    if (accept(*sequence, token)) {
+    SamplingOptions sampling = request.sampling;
+    sampling.seed += uint64_t(pending.choice);  // each choice its own draws
+    auto sequence = std::make_unique<Sequence>(Sequence{pending.job, pending.choice, Sampler(sampling), request.prompt,
+                                                        Utf8Stream(), StopStringFilter(request.stop)});
+    if (sample_and_accept(*sequence, progress.logits.data())) {
       batch_.append(progress.state);
       active_.push_back(std::move(sequence));
     }
   } catch (const std::exception& e) {
-    if (!job->cancelled()) job->fail(e.what());
+    if (!pending.job->cancelled()) pending.job->fail(e.what());
   }
   prefilling_.reset();
 }
@@ -163,8 +167,7 @@ void Scheduler::step() {
   for (int64_t i = 0; i < rows; ++i) {
     Sequence& s = *active_[size_t(i)];
     try {
-      keep[size_t(i)] =
-          accept(s, s.sampler.sample(logits.data<float>() + i * logits.size(1), sample_vocab_, s.history));
+      keep[size_t(i)] = sample_and_accept(s, logits.data<float>() + i * logits.size(1));
     } catch (const std::exception& e) {
       s.job->fail(e.what());
       keep[size_t(i)] = false;
@@ -173,23 +176,30 @@ void Scheduler::step() {
   leave(keep);
 }
 
-bool Scheduler::accept(Sequence& s, int32_t token) {
+bool Scheduler::sample_and_accept(Sequence& s, float* logits) {
+  const GenerationRequest& request = s.job->request();
+  if (request.logprobs) raw_logits_.assign(logits, logits + sample_vocab_);  // the sampler may change them
+  const int32_t token = s.sampler.sample(logits, sample_vocab_, s.history);
   s.history.push_back(token);
   ++s.generated;
   ++metrics_.completion_tokens;
   s.next = token;
   const auto& eos = model_.config().eos_ids;
-  const bool is_eos = !s.job->request().ignore_eos && std::find(eos.begin(), eos.end(), token) != eos.end();
+  const bool is_eos = !request.ignore_eos && std::find(eos.begin(), eos.end(), token) != eos.end();
   std::string text;
   if (!is_eos && !tokenizer_.is_special(token)) text = s.stops.push(s.utf8.feed(tokenizer_.token_bytes(token)));
-  const bool at_limit = s.generated >= s.job->request().max_tokens;
+  const bool at_limit = s.generated >= request.max_tokens;
   const bool ends = is_eos || s.stops.stopped() || at_limit;
   if (ends && !s.stops.stopped()) {
     text += s.stops.push(s.utf8.flush());
     text += s.stops.finish();
   }
-  s.job->append(text, s.generated);
-  if (ends) s.job->finish(is_eos || s.stops.stopped() ? "stop" : "length");
+  // The EOS that ends a sequence is no part of the completion's text, nor of its log-probabilities.
+  std::optional<TokenLogprob> logprob;
+  if (request.logprobs && !is_eos)
+    logprob = token_logprob(raw_logits_.data(), sample_vocab_, token, request.top_logprobs);
+  s.job->append(s.choice, text, s.generated, logprob ? &*logprob : nullptr);
+  if (ends) s.job->finish(s.choice, is_eos || s.stops.stopped() ? "stop" : "length");
   return !ends;
 }
 

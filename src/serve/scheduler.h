@@ -35,23 +35,29 @@ class Scheduler {
   ~Scheduler();  // stop()
 
   enum class Submitted { queued, queue_full, stopped };
+  // Queues the job's choices, each a sequence of its own (queue_full unless there is room for all).
   Submitted submit(std::shared_ptr<Job> job);
   // Fails every job queued or running, refuses new ones, and returns once the thread has ended.
   void stop();
 
  private:
   struct Sequence;
-  struct Prefilling {
+  struct Pending {  // one choice of a job
     std::shared_ptr<Job> job;
+    int64_t choice = 0;
+  };
+  struct Prefilling {
+    Pending pending;
     CachedPrefill::Result progress;
   };
   void loop();
-  void start_prefill(const std::shared_ptr<Job>& job);
+  void start_prefill(const Pending& pending);
   // Runs the next chunk of the prompt prefilling; one that is all in joins the batch.
   void prefill_chunk();
   void step();
-  // Takes a sampled token: text to the job, and whether the sequence goes on.
-  bool accept(Sequence& sequence, int32_t token);
+  // Samples the sequence's next token from `logits` (which it may change), with its log-probability
+  // when the request asked for them; then takes it: text to the job, and whether the sequence goes on.
+  bool sample_and_accept(Sequence& sequence, float* logits);
   void leave(const std::vector<bool>& keep);
 
   const LanguageModel& model_;
@@ -65,10 +71,11 @@ class Scheduler {
   std::optional<Prefilling> prefilling_;           // holds a slot
   std::vector<std::unique_ptr<Sequence>> active_;  // row i of batch_ is active_[i]
   Workspace ws_;
+  std::vector<float> raw_logits_;  // a row's logits before sampling, for its log-probabilities
 
   std::mutex mutex_;
   std::condition_variable wake_;
-  std::deque<std::shared_ptr<Job>> queue_;
+  std::deque<Pending> queue_;
   bool stopping_ = false;
   std::thread thread_;  // last: starts once everything above exists
 };

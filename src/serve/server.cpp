@@ -139,11 +139,11 @@ void Server::Impl::routes() {
 void Server::Impl::generate(const httplib::Request& req, httplib::Response& res, bool chat) {
   const InFlight counted(in_flight);
   const json body = parse_body(req.body);
-  GenerationRequest request =
-      chat ? parse_chat(body, tokenizer, options.limits, options.chat_template.get())
-           : parse_completion(body, tokenizer, options.limits);
+  GenerationRequest request = chat ? parse_chat(body, tokenizer, options.limits, options.chat_template.get())
+                                   : parse_completion(body, tokenizer, options.limits);
   const bool streamed = request.stream;
   const int64_t prompt_tokens = int64_t(request.prompt.size());
+  const bool logprobs = request.logprobs;
   auto job = std::make_shared<Job>(std::move(request));
   const auto submitted = scheduler.submit(job);
   if (submitted == Scheduler::Submitted::queue_full)
@@ -152,8 +152,13 @@ void Server::Impl::generate(const httplib::Request& req, httplib::Response& res,
   if (submitted == Scheduler::Submitted::stopped)
     throw ApiError(503, "the server is shutting down", {}, {}, "server_error");
   const ResponseContext context{
-      chat, fmt::format("{}-{}", chat ? "chatcmpl" : "cmpl", next_id++), options.model_name,
-      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count()};
+      .chat = chat,
+      .id = fmt::format("{}-{}", chat ? "chatcmpl" : "cmpl", next_id++),
+      .model = options.model_name,
+      .created =
+          std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count(),
+      .tokenizer = &tokenizer,
+      .logprobs = logprobs};
   if (streamed) return stream(res, job, context, counted);
   const Job::Update done = job->wait();
   if (!done.error.empty()) throw ApiError(500, done.error, {}, {}, "server_error");
@@ -164,28 +169,25 @@ void Server::Impl::stream(httplib::Response& res, std::shared_ptr<Job> job, Resp
   res.set_header("Cache-Control", "no-cache");
   const int64_t prompt_tokens = int64_t(job->request().prompt.size());
   const bool include_usage = job->request().include_usage;
-  auto provider = [job, context, prompt_tokens, include_usage, counted, first = true](size_t,
-                                                                                      httplib::DataSink& sink) mutable {
+  std::vector<ChoiceStream> sent(size_t(job->choices()));
+  auto provider = [job, context, prompt_tokens, include_usage, counted, sent](size_t, httplib::DataSink& sink) mutable {
     const auto send = [&](const json& event) {
       const std::string line = "data: " + dump(event) + "\n\n";
       return sink.write(line.data(), line.size());
     };
     const Job::Update update = job->take(std::chrono::milliseconds(500));
     bool ok = true;
-    if (context.chat && first) ok = send(chunk(context, "", {}, true));
-    first = false;
-    if (ok && !update.text.empty()) ok = send(chunk(context, update.text));
+    for (size_t i = 0; i < update.choices.size() && ok && update.error.empty(); ++i)
+      for (const json& event : chunks(context, int64_t(i), update.choices[i], sent[i]))
+        if (ok) ok = send(event);
     if (ok && update.finished) {
       // An error after the stream began can only be told inside it, as OpenAI's API does.
-      if (!update.error.empty())
-        ok = send(ApiError(500, update.error, {}, {}, "server_error").body());
-      else
-        ok = send(chunk(context, "", update.finish_reason));
+      if (!update.error.empty()) ok = send(ApiError(500, update.error, {}, {}, "server_error").body());
       if (ok && include_usage && update.error.empty()) ok = send(usage_chunk(context, prompt_tokens, update));
       const std::string done = "data: [DONE]\n\n";
       if (ok && sink.write(done.data(), done.size())) sink.done();
     }
-    if (!ok) job->cancel();  // the client went away: its sequence leaves the batch at the next step
+    if (!ok) job->cancel();  // the client went away: its sequences leave the batch at the next step
     return ok;
   };
   res.set_chunked_content_provider("text/event-stream", std::move(provider), [job](bool success) {

@@ -19,7 +19,7 @@ struct ServerOptions {
   int port = 8080;      // 0: any free port
   std::string api_key;  // empty: no authentication
   std::string model_name = "model";
-  RequestLimits limits;  // vocab is the model's
+  RequestLimits limits;                               // vocab is the model's
   std::shared_ptr<const ChatTemplate> chat_template;  // null: chat prompts use the plain role format
   SchedulerOptions scheduler;
   size_t max_body_bytes = 8 << 20;
