@@ -1,6 +1,8 @@
 // ssm serve: the model behind an OpenAI-compatible HTTP API (serve/server.h), until the process is stopped.
 #include <cstdio>
 #include <filesystem>
+#include <optional>
+#include <thread>
 
 #include "cli/command.h"
 #include "core/error.h"
@@ -44,19 +46,33 @@ std::shared_ptr<const serve::ChatTemplate> load_chat_template(const ServeArgs& a
   return nullptr;
 }
 
+// Listens first, then loads the model: /health answers 503 {"status": "loading"} meanwhile, so that
+// an orchestrator can tell a server that is loading from one that is not there.
 void run_serve(ServeArgs& args) {
-  const LanguageModel model = LanguageModel::load(args.model, {.weights = weight_dtype_from_name(args.dtype)});
-  const auto tokenizer = model_tokenizer(args.tokenizer, args.model, model);
   std::filesystem::path folder = std::filesystem::path(args.model).lexically_normal();
   if (folder.filename().empty()) folder = folder.parent_path();  // "dir/": the name is dir
   args.options.model_name = args.name.empty() ? folder.filename().string() : args.name;
   args.options.scheduler.cache_bytes = args.cache_mib << 20;
-  args.options.chat_template = load_chat_template(args, *tokenizer);
-  serve::Server server(model, *tokenizer, args.options);
+  // Declared before the server, which uses them until it is destroyed.
+  std::optional<LanguageModel> model;
+  std::unique_ptr<Tokenizer> tokenizer;
+  serve::Server server(args.options);
   const int port = server.bind();
+  std::fprintf(stderr, "listening on http://%s:%d, loading '%s'\n", args.options.host.c_str(), port,
+               args.options.model_name.c_str());
+  std::thread listener([&] { server.run(); });
+  try {
+    model.emplace(LanguageModel::load(args.model, {.weights = weight_dtype_from_name(args.dtype)}));
+    tokenizer = model_tokenizer(args.tokenizer, args.model, *model);
+    server.ready(*model, *tokenizer, load_chat_template(args, *tokenizer));
+  } catch (...) {
+    server.stop();
+    listener.join();
+    throw;
+  }
   std::fprintf(stderr, "serving '%s' on http://%s:%d (%lld slots)\n", args.options.model_name.c_str(),
                args.options.host.c_str(), port, (long long)args.options.scheduler.slots);
-  server.run();
+  listener.join();
 }
 
 const CommandRegistrar registrar(25, [](CLI::App& root) {
@@ -88,6 +104,10 @@ const CommandRegistrar registrar(25, [](CLI::App& root) {
       ->capture_default_str();
   cmd->add_option("--cache-chunk", o.scheduler.cache_chunk, "Prefill chunk; snapshots at its multiples")
       ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--timeout", o.request_timeout_seconds,
+                  "Seconds a generation request may take, queue included (then 504, or an error event; 0: no limit)")
+      ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   add_dtype_option(*cmd, &args->dtype);
   add_threads_option(*cmd, &o.scheduler.threads);

@@ -2,7 +2,8 @@
 
 namespace ssm::serve {
 
-Job::Job(GenerationRequest request) : request_(std::move(request)), unfinished_(request_.n) {
+Job::Job(GenerationRequest request, Clock::time_point deadline)
+    : request_(std::move(request)), deadline_(deadline), unfinished_(request_.n) {
   state_.choices.resize(size_t(request_.n));
 }
 
@@ -35,10 +36,13 @@ void Job::finish(int64_t choice, std::string reason) {
   changed(lock);
 }
 
-void Job::fail(std::string message) {
+void Job::fail(std::string message, int status) {
   cancelled_ = true;
   std::unique_lock lock(mutex_);
-  if (state_.error.empty()) state_.error = std::move(message);
+  if (state_.error.empty()) {
+    state_.error = std::move(message);
+    state_.error_status = status;
+  }
   state_.finished = true;
   changed(lock);
 }

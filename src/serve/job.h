@@ -16,16 +16,20 @@ namespace ssm::serve {
 
 class Job {
  public:
-  explicit Job(GenerationRequest request);
+  using Clock = std::chrono::steady_clock;
+  // deadline: when the scheduler ends the request with a 504 if it has not finished.
+  explicit Job(GenerationRequest request, Clock::time_point deadline = Clock::time_point::max());
   const GenerationRequest& request() const { return request_; }
+  bool expired(Clock::time_point now) const { return now >= deadline_; }
   int64_t choices() const { return int64_t(state_.choices.size()); }
 
   // Scheduler side. `logprob`: the token's, when the request asked for them (null otherwise, or for EOS).
   void set_cached_tokens(int64_t choice, int64_t tokens);
   void append(int64_t choice, const std::string& text, int64_t completion_tokens, const TokenLogprob* logprob);
   void finish(int64_t choice, std::string reason);  // "stop" or "length"
-  // The server could not run it: every choice ends, and the sequences of the others leave the batch.
-  void fail(std::string message);
+  // The server could not run it (`status`: the HTTP status that says why): every choice ends, and the
+  // sequences of the others leave the batch.
+  void fail(std::string message, int status = 500);
   bool cancelled() const { return cancelled_; }
 
   // Handler side.
@@ -40,6 +44,7 @@ class Job {
     std::vector<Choice> choices;
     bool finished = false;  // every choice, or the request failed
     std::string error;
+    int error_status = 500;
   };
   // Waits up to `timeout` for anything new, then takes what there is.
   Update take(std::chrono::milliseconds timeout);
@@ -50,6 +55,7 @@ class Job {
  private:
   void changed(std::unique_lock<std::mutex>& lock);
   const GenerationRequest request_;
+  const Clock::time_point deadline_;
   std::mutex mutex_;
   std::condition_variable changed_;
   Update state_;

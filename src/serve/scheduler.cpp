@@ -84,6 +84,7 @@ void Scheduler::loop() {
         metrics_.queue_length = int64_t(queue_.size());
       }
     }
+    expire();
     if (next) start_prefill(*next);
     if (prefilling_) prefill_chunk();
     if (!active_.empty()) step();
@@ -91,6 +92,26 @@ void Scheduler::loop() {
   }
   if (prefilling_) prefilling_->pending.job->fail("the server is shutting down");
   for (auto& sequence : active_) sequence->job->fail("the server is shutting down");
+}
+
+void Scheduler::expire() {
+  const Job::Clock::time_point now = Job::Clock::now();
+  // Whether the job has expired now (failing it) or before (a job's later choices).
+  const auto fail_expired = [&](Job& job) {
+    if (!job.expired(now)) return false;
+    if (!job.cancelled()) {
+      ++metrics_.timeouts;
+      job.fail("the request did not finish within the server's time limit (--timeout)", 504);
+    }
+    return true;
+  };
+  {
+    const std::lock_guard lock(mutex_);
+    std::erase_if(queue_, [&](const Pending& pending) { return fail_expired(*pending.job); });
+    metrics_.queue_length = int64_t(queue_.size());
+  }
+  if (prefilling_) fail_expired(*prefilling_->pending.job);
+  for (const auto& sequence : active_) fail_expired(*sequence->job);  // they leave before the next step
 }
 
 void Scheduler::start_prefill(const Pending& pending) {

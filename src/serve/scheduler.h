@@ -2,7 +2,8 @@
 // prefilled one at a time through the prefix cache, a chunk per iteration, so that a long prompt
 // delays the running streams by a chunk's time per token rather than by its whole prefill; then
 // they decode together, one step for every active sequence per iteration. Finished and cancelled
-// sequences leave the batch at a step boundary; the others carry on.
+// sequences leave the batch at a step boundary; the others carry on. A job past its deadline ends with
+// a 504 wherever it is.
 #pragma once
 #include <condition_variable>
 #include <cstdint>
@@ -51,6 +52,8 @@ class Scheduler {
     CachedPrefill::Result progress;
   };
   void loop();
+  // Fails the jobs whose deadline has passed (queued, prefilling or decoding) with a 504.
+  void expire();
   void start_prefill(const Pending& pending);
   // Runs the next chunk of the prompt prefilling; one that is all in joins the batch.
   void prefill_chunk();

@@ -33,6 +33,11 @@ void send_error(httplib::Response& res, const ApiError& error) {
 
 void send_json(httplib::Response& res, const json& body) { res.set_content(dump(body), "application/json"); }
 
+// A failed job's error: a timeout (504) or the server's own failure (500, 503 when it is stopping).
+ApiError job_error(const Job::Update& update) {
+  return ApiError(update.error_status, update.error, {}, update.error_status == 504 ? "timeout" : "", "server_error");
+}
+
 bool authorized(const httplib::Request& req, const std::string& key) {
   const std::string given = req.get_header_value("Authorization");
   const std::string expected = "Bearer " + key;
@@ -45,18 +50,35 @@ bool authorized(const httplib::Request& req, const std::string& key) {
 }  // namespace
 
 struct Server::Impl {
-  Impl(const LanguageModel& model, const Tokenizer& tokenizer, ServerOptions options);
+  explicit Impl(ServerOptions options);
+  // What exists once the model is loaded.
+  struct Served {
+    Served(const LanguageModel& model, const Tokenizer& tokenizer, std::shared_ptr<const ChatTemplate> chat_template,
+           const ServerOptions& options, Metrics& metrics)
+        : tokenizer(tokenizer),
+          chat_template(std::move(chat_template)),
+          limits(options.limits),
+          scheduler(model, tokenizer, options.scheduler, metrics) {
+      limits.vocab = model.config().vocab_size;
+    }
+    const Tokenizer& tokenizer;
+    const std::shared_ptr<const ChatTemplate> chat_template;
+    RequestLimits limits;
+    Scheduler scheduler;
+  };
+  // The loaded model's parts; a 503 while it loads.
+  Served& served() const;
   void routes();
   // Runs a handler, turning what it throws into OpenAI's error object.
   httplib::Server::Handler guarded(std::function<void(const httplib::Request&, httplib::Response&)> handler);
   void generate(const httplib::Request& req, httplib::Response& res, bool chat);
   void stream(httplib::Response& res, std::shared_ptr<Job> job, ResponseContext context, InFlight counted);
 
-  const Tokenizer& tokenizer;
   ServerOptions options;
   Metrics metrics;
-  Scheduler scheduler;
   httplib::Server http;
+  std::unique_ptr<Served> served_storage;
+  std::atomic<Served*> served_ready = nullptr;  // set once ready() has built served_storage
   std::atomic<int64_t> next_id = 0;
   // Generation requests not yet answered: stop() lets them end (httplib cuts a stream short once stopped).
   std::atomic<int> in_flight = 0;
@@ -68,9 +90,7 @@ struct Server::Impl {
       std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 };
 
-Server::Impl::Impl(const LanguageModel& model, const Tokenizer& tokenizer, ServerOptions opts)
-    : tokenizer(tokenizer), options(std::move(opts)), scheduler(model, tokenizer, options.scheduler, metrics) {
-  options.limits.vocab = model.config().vocab_size;
+Server::Impl::Impl(ServerOptions opts) : options(std::move(opts)) {
   // Each streamed or waiting request holds a thread: room for every slot and the whole queue.
   const size_t threads = size_t(options.scheduler.slots + options.scheduler.queue_limit + 4);
   http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
@@ -98,6 +118,12 @@ Server::Impl::Impl(const LanguageModel& model, const Tokenizer& tokenizer, Serve
   routes();
 }
 
+Server::Impl::Served& Server::Impl::served() const {
+  Served* s = served_ready.load();
+  if (!s) throw ApiError(503, "the model is still loading; retry shortly", {}, "model_loading", "server_error");
+  return *s;
+}
+
 httplib::Server::Handler Server::Impl::guarded(
     std::function<void(const httplib::Request&, httplib::Response&)> handler) {
   return [handler = std::move(handler)](const httplib::Request& req, httplib::Response& res) {
@@ -114,7 +140,11 @@ httplib::Server::Handler Server::Impl::guarded(
 }
 
 void Server::Impl::routes() {
-  http.Get("/health", guarded([](const auto&, auto& res) { send_json(res, {{"status", "ok"}}); }));
+  http.Get("/health", [this](const auto&, auto& res) {
+    const bool loaded = served_ready.load() != nullptr;
+    res.status = loaded ? 200 : 503;
+    send_json(res, {{"status", loaded ? "ok" : "loading"}});
+  });
   http.Get("/v1/models", guarded([this](const auto&, auto& res) {
              const json model_entry = {
                  {"id", options.model_name}, {"object", "model"}, {"created", started}, {"owned_by", "ssm.cpp"}};
@@ -124,9 +154,10 @@ void Server::Impl::routes() {
              res.set_content(metrics.prometheus(), "text/plain; version=0.0.4");
            }));
   http.Post("/tokenize", guarded([this](const auto& req, auto& res) {
-              send_json(res, {{"tokens", parse_tokenize(parse_body(req.body), tokenizer)}});
+              send_json(res, {{"tokens", parse_tokenize(parse_body(req.body), served().tokenizer)}});
             }));
   http.Post("/detokenize", guarded([this](const auto& req, auto& res) {
+              const Tokenizer& tokenizer = served().tokenizer;
               Utf8Stream utf8;  // ids may end inside a character: what cannot be text becomes U+FFFD
               std::string text = utf8.feed(tokenizer.decode(parse_detokenize(parse_body(req.body), tokenizer)));
               text += utf8.flush();
@@ -138,14 +169,20 @@ void Server::Impl::routes() {
 
 void Server::Impl::generate(const httplib::Request& req, httplib::Response& res, bool chat) {
   const InFlight counted(in_flight);
+  const auto arrived = Job::Clock::now();
+  Served& s = served();
   const json body = parse_body(req.body);
-  GenerationRequest request = chat ? parse_chat(body, tokenizer, options.limits, options.chat_template.get())
-                                   : parse_completion(body, tokenizer, options.limits);
+  GenerationRequest request = chat ? parse_chat(body, s.tokenizer, s.limits, s.chat_template.get())
+                                   : parse_completion(body, s.tokenizer, s.limits);
   const bool streamed = request.stream;
   const int64_t prompt_tokens = int64_t(request.prompt.size());
   const bool logprobs = request.logprobs;
-  auto job = std::make_shared<Job>(std::move(request));
-  const auto submitted = scheduler.submit(job);
+  const auto deadline = options.request_timeout_seconds > 0
+                            ? arrived + std::chrono::duration_cast<Job::Clock::duration>(
+                                            std::chrono::duration<double>(options.request_timeout_seconds))
+                            : Job::Clock::time_point::max();
+  auto job = std::make_shared<Job>(std::move(request), deadline);
+  const auto submitted = s.scheduler.submit(job);
   if (submitted == Scheduler::Submitted::queue_full)
     throw ApiError(429, "the server is busy: too many requests are waiting; retry later", {}, "queue_full",
                    "rate_limit_error");
@@ -157,11 +194,11 @@ void Server::Impl::generate(const httplib::Request& req, httplib::Response& res,
       .model = options.model_name,
       .created =
           std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count(),
-      .tokenizer = &tokenizer,
+      .tokenizer = &s.tokenizer,
       .logprobs = logprobs};
   if (streamed) return stream(res, job, context, counted);
   const Job::Update done = job->wait();
-  if (!done.error.empty()) throw ApiError(500, done.error, {}, {}, "server_error");
+  if (!done.error.empty()) throw job_error(done);
   send_json(res, completion(context, done, prompt_tokens));
 }
 
@@ -182,7 +219,7 @@ void Server::Impl::stream(httplib::Response& res, std::shared_ptr<Job> job, Resp
         if (ok) ok = send(event);
     if (ok && update.finished) {
       // An error after the stream began can only be told inside it, as OpenAI's API does.
-      if (!update.error.empty()) ok = send(ApiError(500, update.error, {}, {}, "server_error").body());
+      if (!update.error.empty()) ok = send(job_error(update).body());
       if (ok && include_usage && update.error.empty()) ok = send(usage_chunk(context, prompt_tokens, update));
       const std::string done = "data: [DONE]\n\n";
       if (ok && sink.write(done.data(), done.size())) sink.done();
@@ -195,8 +232,23 @@ void Server::Impl::stream(httplib::Response& res, std::shared_ptr<Job> job, Resp
   });
 }
 
-Server::Server(const LanguageModel& model, const Tokenizer& tokenizer, ServerOptions options)
-    : impl_(std::make_unique<Impl>(model, tokenizer, std::move(options))) {}
+Server::Server(ServerOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+
+Server::Server(const LanguageModel& model, const Tokenizer& tokenizer, ServerOptions options,
+               std::shared_ptr<const ChatTemplate> chat_template)
+    : Server(std::move(options)) {
+  ready(model, tokenizer, std::move(chat_template));
+}
+
+void Server::ready(const LanguageModel& model, const Tokenizer& tokenizer,
+                   std::shared_ptr<const ChatTemplate> chat_template) {
+  const std::lock_guard lock(impl_->run_mutex);
+  SSM_CHECK(!impl_->served_storage, "Server::ready: the server has its model already");
+  if (impl_->stopped) return;
+  impl_->served_storage =
+      std::make_unique<Impl::Served>(model, tokenizer, std::move(chat_template), impl_->options, impl_->metrics);
+  impl_->served_ready = impl_->served_storage.get();
+}
 
 Server::~Server() { stop(); }
 
@@ -219,13 +271,16 @@ void Server::run() {
 }
 
 void Server::stop() {
-  impl_->scheduler.stop();  // every job ends, with an error if it was running
+  {
+    const std::lock_guard lock(impl_->run_mutex);
+    impl_->stopped = true;  // a ready() after this starts nothing
+  }
+  if (impl_->served_storage) impl_->served_storage->scheduler.stop();  // every job ends, with an error if it ran
   // Let the handlers send those ends, within reason: a client that reads nothing must not hold stop() up.
   for (int i = 0; i < 2000 && impl_->in_flight > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   bool run_called;
   {
     const std::lock_guard lock(impl_->run_mutex);
-    impl_->stopped = true;
     run_called = impl_->run_called;
   }
   // A run() that has begun may not have reached httplib's loop yet, which a stop() before it would miss.
