@@ -53,6 +53,7 @@ void run_serve(ServeArgs& args) {
   if (folder.filename().empty()) folder = folder.parent_path();  // "dir/": the name is dir
   args.options.model_name = args.name.empty() ? folder.filename().string() : args.name;
   args.options.scheduler.cache_bytes = args.cache_mib << 20;
+  if (!args.options.slot_save_path.empty()) std::filesystem::create_directories(args.options.slot_save_path);
   // Declared before the server, which uses them until it is destroyed.
   std::optional<LanguageModel> model;
   std::unique_ptr<Tokenizer> tokenizer;
@@ -109,6 +110,8 @@ const CommandRegistrar registrar(25, [](CLI::App& root) {
                   "Seconds a generation request may take, queue included (then 504, or an error event; 0: no limit)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
+  cmd->add_option("--slot-save-path", o.slot_save_path,
+                  "Folder of POST /slots/{id}?action=save|restore (created if missing; unset: off)");
   add_dtype_option(*cmd, &args->dtype);
   add_threads_option(*cmd, &o.scheduler.threads);
   cmd->callback([args] { run_serve(*args); });

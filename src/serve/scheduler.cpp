@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <optional>
+#include <span>
 
 #include "core/error.h"
 #include "core/threads.h"
@@ -15,6 +16,7 @@ namespace ssm::serve {
 struct Scheduler::Sequence {
   std::shared_ptr<Job> job;
   int64_t choice = 0;
+  int64_t slot = 0;
   Sampler sampler;
   std::vector<int32_t> history;  // prompt + generated, for the repetition penalty
   Utf8Stream utf8;
@@ -42,6 +44,7 @@ Scheduler::Scheduler(const LanguageModel& model, const Tokenizer& tokenizer, con
       ws_(model.device()) {
   SSM_CHECK(options.slots >= 1 && options.queue_limit >= 0, "--slots must be >= 1 and the queue limit >= 0");
   metrics_.slots = options.slots;
+  slots_.resize(size_t(options.slots));
   thread_ = std::thread([this] { loop(); });
 }
 
@@ -68,20 +71,45 @@ void Scheduler::stop() {
   }
   wake_.notify_one();
   if (thread_.joinable()) thread_.join();
+  for (Task& task : tasks_) task.done.set_exception(std::make_exception_ptr(Error("the server is shutting down")));
+  tasks_.clear();
+}
+
+void Scheduler::run_on_thread(std::function<void()> work) {
+  std::future<void> done;
+  {
+    const std::lock_guard lock(mutex_);
+    SSM_CHECK(!stopping_, "the server is shutting down");
+    tasks_.push_back({std::move(work), {}});
+    done = tasks_.back().done.get_future();
+  }
+  wake_.notify_one();
+  done.get();
 }
 
 void Scheduler::loop() {
   set_num_threads(options_.threads);  // OpenMP's thread count is per thread: set it on the one that computes
   while (true) {
     std::optional<Pending> next;
+    std::deque<Task> tasks;
     {
       std::unique_lock lock(mutex_);
-      wake_.wait(lock, [&] { return stopping_ || !queue_.empty() || !active_.empty() || prefilling_; });
+      wake_.wait(lock,
+                 [&] { return stopping_ || !queue_.empty() || !tasks_.empty() || !active_.empty() || prefilling_; });
       if (stopping_) break;
+      tasks.swap(tasks_);
       if (!prefilling_ && !queue_.empty() && int64_t(active_.size()) < options_.slots) {
         next = std::move(queue_.front());
         queue_.pop_front();
         metrics_.queue_length = int64_t(queue_.size());
+      }
+    }
+    for (Task& task : tasks) {
+      try {
+        task.work();
+        task.done.set_value();
+      } catch (...) {
+        task.done.set_exception(std::current_exception());
       }
     }
     expire();
@@ -118,11 +146,12 @@ void Scheduler::start_prefill(const Pending& pending) {
   const Job& job = *pending.job;
   if (job.cancelled()) return;
   try {
-    prefilling_ = Prefilling{pending, prefill_.start(job.request().prompt)};
+    prefilling_ = Prefilling{pending, 0, prefill_.start(job.request().prompt)};
   } catch (const std::exception& e) {
     pending.job->fail(e.what());
     return;
   }
+  prefilling_->slot = take_slot(job.request().prompt);
   const int64_t cached = prefilling_->progress.cached_tokens;
   if (pending.choice == 0) metrics_.prompt_tokens += int64_t(job.request().prompt.size());
   if (cached > 0) {
@@ -150,15 +179,19 @@ void Scheduler::prefill_chunk() {
     if (!all_in) return;
     SamplingOptions sampling = request.sampling;
     sampling.seed += uint64_t(pending.choice);  // each choice its own draws
-    auto sequence = std::make_unique<Sequence>(Sequence{pending.job, pending.choice, Sampler(sampling), request.prompt,
-                                                        Utf8Stream(), StopStringFilter(request.stop)});
+    auto sequence =
+        std::make_unique<Sequence>(Sequence{pending.job, pending.choice, prefilling_->slot, Sampler(sampling),
+                                            request.prompt, Utf8Stream(), StopStringFilter(request.stop)});
     if (sample_and_accept(*sequence, progress.logits.data())) {
       batch_.append(progress.state);
       active_.push_back(std::move(sequence));
+      prefilling_.reset();
+      return;
     }
   } catch (const std::exception& e) {
     if (!pending.job->cancelled()) pending.job->fail(e.what());
   }
+  slots_[size_t(prefilling_->slot)].busy = false;
   prefilling_.reset();
 }
 
@@ -227,9 +260,61 @@ bool Scheduler::sample_and_accept(Sequence& s, float* logits) {
 void Scheduler::leave(const std::vector<bool>& keep) {
   batch_.retain(keep);
   std::vector<std::unique_ptr<Sequence>> kept;
-  for (size_t i = 0; i < active_.size(); ++i)
+  for (size_t i = 0; i < active_.size(); ++i) {
     if (keep[i]) kept.push_back(std::move(active_[i]));
+    else
+      slots_[size_t(active_[i]->slot)].busy = false;
+  }
   active_ = std::move(kept);
+}
+
+int64_t Scheduler::take_slot(const std::vector<int32_t>& prompt) {
+  const auto free = std::find_if(slots_.begin(), slots_.end(), [](const Slot& slot) { return !slot.busy; });
+  SSM_CHECK(free != slots_.end(), "Scheduler: no free slot");  // the loop starts no more than slots_ sequences
+  free->busy = true;
+  free->prompt = prompt;
+  return free - slots_.begin();
+}
+
+SlotSnapshots Scheduler::slot_snapshots(int64_t slot) {
+  SlotSnapshots out;
+  run_on_thread([&] {
+    SSM_CHECK(cache_, "the prefix cache is off (--cache-mib 0): slots have nothing to save");
+    const std::vector<int32_t>& prompt = slots_[size_t(slot)].prompt;
+    SSM_CHECK(!prompt.empty(), "slot {} has run no prompt yet", slot);
+    const std::span<const int32_t> tokens(prompt);
+    const int64_t length = int64_t(prompt.size());
+    for (int64_t covered = std::min(options_.cache_chunk, length);;
+         covered = std::min(covered + options_.cache_chunk, length)) {
+      // The snapshot after exactly `covered` tokens, when the cache holds it.
+      const PrefixCache::Hit hit = cache_->find(tokens.first(size_t(covered)), covered);
+      if (hit.length == covered) {
+        Snapshot copy{model_.new_state(1), hit.snapshot->logits};
+        hit.snapshot->state.copy_sequence(0, copy.state, 0);
+        out.snapshots.emplace_back(covered, std::move(copy));
+      }
+      if (covered == length) break;
+    }
+    SSM_CHECK(!out.snapshots.empty(), "the prefix cache holds nothing of slot {}'s prompt any more", slot);
+    out.tokens = prompt;
+  });
+  return out;
+}
+
+int64_t Scheduler::restore_slot(int64_t slot, SlotSnapshots snapshots) {
+  int64_t kept = 0;
+  run_on_thread([&] {
+    SSM_CHECK(cache_, "the prefix cache is off (--cache-mib 0): a slot has nowhere to be restored");
+    const std::span<const int32_t> tokens(snapshots.tokens);
+    for (auto& [covered, snapshot] : snapshots.snapshots)
+      cache_->insert(tokens.first(size_t(covered)), std::move(snapshot));
+    for (const auto& [covered, snapshot] : snapshots.snapshots)
+      kept += cache_->find(tokens.first(size_t(covered)), covered).length == covered;
+    metrics_.cache_bytes = cache_->bytes();
+    metrics_.cache_entries = cache_->entries();
+    slots_[size_t(slot)].prompt = snapshots.tokens;
+  });
+  return kept;
 }
 
 }  // namespace ssm::serve

@@ -8,6 +8,8 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -18,6 +20,7 @@
 #include "infer/cached_prefill.h"
 #include "serve/job.h"
 #include "serve/metrics.h"
+#include "serve/slot_file.h"
 #include "tokenizer/tokenizer.h"
 
 namespace ssm::serve {
@@ -41,15 +44,36 @@ class Scheduler {
   // Fails every job queued or running, refuses new ones, and returns once the thread has ended.
   void stop();
 
+  // Slots are the places sequences run in (0 .. slots-1); each remembers the prompt it ran last.
+  // The prompt slot `slot` ran last and the prefix cache's snapshots along it (copies), for saving the
+  // slot (ssm::Error when it ran none yet, or none of it is cached).
+  SlotSnapshots slot_snapshots(int64_t slot);
+  // Puts the snapshots into the prefix cache, where they stay as any other (LRU within the budget), and
+  // makes their prompt the slot's last; returns how many the budget kept.
+  int64_t restore_slot(int64_t slot, SlotSnapshots snapshots);
+
  private:
   struct Sequence;
+  struct Task {  // work for the scheduler thread, and its end
+    std::function<void()> work;
+    std::promise<void> done;
+  };
+  // Runs `work` on the scheduler thread between iterations (the prefix cache and the slots are that
+  // thread's own) and returns once it has run; rethrows what it threw.
+  void run_on_thread(std::function<void()> work);
+  int64_t take_slot(const std::vector<int32_t>& prompt);  // the lowest free one
   struct Pending {  // one choice of a job
     std::shared_ptr<Job> job;
     int64_t choice = 0;
   };
   struct Prefilling {
     Pending pending;
+    int64_t slot = 0;
     CachedPrefill::Result progress;
+  };
+  struct Slot {
+    bool busy = false;
+    std::vector<int32_t> prompt;  // the last one it ran
   };
   void loop();
   // Fails the jobs whose deadline has passed (queued, prefilling or decoding) with a 504.
@@ -75,10 +99,12 @@ class Scheduler {
   std::vector<std::unique_ptr<Sequence>> active_;  // row i of batch_ is active_[i]
   Workspace ws_;
   std::vector<float> raw_logits_;  // a row's logits before sampling, for its log-probabilities
+  std::vector<Slot> slots_;
 
   std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<Pending> queue_;
+  std::deque<Task> tasks_;
   bool stopping_ = false;
   std::thread thread_;  // last: starts once everything above exists
 };

@@ -2,6 +2,7 @@
 
 #include <httplib.h>
 
+#include <charconv>
 #include <chrono>
 #include <mutex>
 #include <thread>
@@ -9,6 +10,7 @@
 #include "core/error.h"
 #include "serve/api_error.h"
 #include "serve/responses.h"
+#include "serve/slots.h"
 #include "tokenizer/utf8_stream.h"
 
 namespace ssm::serve {
@@ -55,12 +57,14 @@ struct Server::Impl {
   struct Served {
     Served(const LanguageModel& model, const Tokenizer& tokenizer, std::shared_ptr<const ChatTemplate> chat_template,
            const ServerOptions& options, Metrics& metrics)
-        : tokenizer(tokenizer),
+        : model(model),
+          tokenizer(tokenizer),
           chat_template(std::move(chat_template)),
           limits(options.limits),
           scheduler(model, tokenizer, options.scheduler, metrics) {
       limits.vocab = model.config().vocab_size;
     }
+    const LanguageModel& model;
     const Tokenizer& tokenizer;
     const std::shared_ptr<const ChatTemplate> chat_template;
     RequestLimits limits;
@@ -162,6 +166,15 @@ void Server::Impl::routes() {
               std::string text = utf8.feed(tokenizer.decode(parse_detokenize(parse_body(req.body), tokenizer)));
               text += utf8.flush();
               send_json(res, {{"content", text}});
+            }));
+  http.Post(R"(/slots/(\d+))", guarded([this](const auto& req, auto& res) {
+              Served& s = served();
+              int64_t slot = -1;  // an id too long for int64 is no slot
+              const std::string id = req.matches[1].str();
+              std::from_chars(id.data(), id.data() + id.size(), slot);
+              const SlotFolder folder{options.slot_save_path, options.model_name, options.scheduler.slots};
+              send_json(res, slot_action(s.scheduler, s.model, folder, slot, req.get_param_value("action"),
+                                         parse_body(req.body)));
             }));
   http.Post("/v1/completions", guarded([this](const auto& req, auto& res) { generate(req, res, false); }));
   http.Post("/v1/chat/completions", guarded([this](const auto& req, auto& res) { generate(req, res, true); }));

@@ -1,7 +1,7 @@
 // ssm serve: an OpenAI-compatible HTTP server (cpp-httplib) in front of the scheduler.
 //   POST /v1/completions, POST /v1/chat/completions (JSON, or server-sent events with "stream")
 //   GET /v1/models, GET /health (503 while the model loads), GET /metrics (Prometheus text),
-//   POST /tokenize, POST /detokenize
+//   POST /tokenize, POST /detokenize, POST /slots/{id}?action=save|restore (slots.h)
 // Every error is OpenAI's error object with a 4xx/5xx status; with an API key set, every endpoint
 // but /health wants "Authorization: Bearer KEY".
 #pragma once
@@ -26,6 +26,7 @@ struct ServerOptions {
   // A generation request that has not finished this long after it arrived ends with an error: 504
   // when nothing was sent yet, else an error event in its stream (0: no limit).
   double request_timeout_seconds = 600;
+  std::string slot_save_path;  // the folder of POST /slots/{id}?action=save|restore (empty: off)
 };
 
 class Server {
