@@ -1,6 +1,7 @@
 #include "serve/server.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
 #include <charconv>
 #include <chrono>
@@ -84,6 +85,7 @@ struct Server::Impl {
   std::unique_ptr<Served> served_storage;
   std::atomic<Served*> served_ready = nullptr;  // set once ready() has built served_storage
   std::atomic<int64_t> next_id = 0;
+  socket_t listen_socket = INVALID_SOCKET;
   // Generation requests not yet answered: stop() lets them end (httplib cuts a stream short once stopped).
   std::atomic<int> in_flight = 0;
   // httplib's stop() acts only while its loop runs: stop() must know whether run() has begun or ended.
@@ -99,6 +101,10 @@ Server::Impl::Impl(ServerOptions opts) : options(std::move(opts)) {
   const size_t threads = size_t(options.scheduler.slots + options.scheduler.queue_limit + 4);
   http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   http.set_payload_max_length(options.max_body_bytes);
+  http.set_socket_options([this](socket_t sock) {
+    httplib::default_socket_options(sock);
+    listen_socket = sock;  // the listening socket: bind() raises its backlog
+  });
   http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     ++metrics.requests;
     if (options.api_key.empty() || req.path == "/health" || authorized(req, options.api_key))
@@ -270,6 +276,10 @@ int Server::bind() {
   const int port =
       o.port == 0 ? impl_->http.bind_to_any_port(o.host) : (impl_->http.bind_to_port(o.host, o.port) ? o.port : -1);
   SSM_CHECK(port > 0, "cannot listen on {}:{}", o.host, o.port);
+  // httplib listens with a backlog of 5: clients connecting at once beyond it wait for their SYN's
+  // retransmission, a second or more each. Listening again sets the backlog the kernel allows.
+  SSM_CHECK(::listen(impl_->listen_socket, SOMAXCONN) == 0, "cannot listen on {}:{} with a backlog of {}", o.host,
+            port, SOMAXCONN);
   return port;
 }
 
