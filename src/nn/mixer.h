@@ -6,9 +6,12 @@
 // its kernels are tested against. A mixer kind lives in one folder, nn/mixers/<kind>/, and is
 // registered in nn/mixers/registry.cpp.
 #pragma once
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "core/random.h"
 #include "core/workspace.h"
@@ -16,6 +19,9 @@
 #include "nn/training.h"
 
 namespace ssm {
+
+using StateTensors = std::vector<std::pair<std::string, Tensor>>;
+using StateTensorMap = std::map<std::string, Tensor>;
 
 // Recurrent state of one mixer layer for a batch of sequences (conv + SSM states, a KV cache, ...).
 class MixerState {
@@ -27,7 +33,18 @@ class MixerState {
   // without reallocating.
   virtual void reserve(int64_t length) {}
   virtual int64_t bytes() const = 0;  // memory held now, all sequences
+  // Sequence `index` as named host tensors (copies, without the batch axis), and back into sequence
+  // `index` of a state of the same mixer: how `ssm serve` saves states to files and restores them.
+  // import_sequence throws ssm::Error naming a tensor that is missing or of another shape or dtype.
+  virtual StateTensors export_sequence(int64_t index) const = 0;
+  virtual void import_sequence(int64_t index, const StateTensorMap& tensors) = 0;
 };
+
+// `name` of `tensors`, checked to be `shape` and `dtype` (ssm::Error naming `owner` otherwise).
+const Tensor& state_tensor(const StateTensorMap& tensors, const std::string& name, const Shape& shape, DType dtype,
+                           const char* owner);
+// A contiguous host copy of t.
+Tensor host_copy(const Tensor& t);
 
 // How parameters are initialised for training from scratch (the mixer-independent part; each
 // mixer's settings carry their own, such as Mamba's dt range).

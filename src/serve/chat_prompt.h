@@ -1,7 +1,6 @@
-// A chat as one prompt. Without a chat template (a Jinja-subset renderer for tokenizer_config.json's
-// is a later step) every message becomes "Role: content" in a paragraph of its own, and the prompt
-// ends with "Assistant:" for the model to go on from; the reply ends where the model starts the
-// user's next turn.
+// A chat as one prompt, for a model without a chat template (chat_template.h renders those): every
+// message becomes "Role: content" in a paragraph of its own, and the prompt ends with "Assistant:"
+// for the model to go on from; the reply ends where the model starts the user's next turn.
 #pragma once
 #include <string>
 #include <vector>

@@ -2,43 +2,60 @@
 
 namespace ssm::serve {
 
-void Job::set_cached_tokens(int64_t tokens) {
+Job::Job(GenerationRequest request, Clock::time_point deadline)
+    : request_(std::move(request)), deadline_(deadline), unfinished_(request_.n) {
+  state_.choices.resize(size_t(request_.n));
+}
+
+void Job::changed(std::unique_lock<std::mutex>& lock) {
+  news_ = true;
+  lock.unlock();
+  changed_.notify_all();
+}
+
+void Job::set_cached_tokens(int64_t choice, int64_t tokens) {
   const std::lock_guard lock(mutex_);
-  state_.cached_tokens = tokens;
+  state_.choices[size_t(choice)].cached_tokens = tokens;
 }
 
-void Job::append(const std::string& text, int64_t completion_tokens) {
-  {
-    const std::lock_guard lock(mutex_);
-    state_.text += text;
-    state_.completion_tokens = completion_tokens;
-  }
-  if (!text.empty()) changed_.notify_all();
+void Job::append(int64_t choice, const std::string& text, int64_t completion_tokens, const TokenLogprob* logprob) {
+  std::unique_lock lock(mutex_);
+  Choice& c = state_.choices[size_t(choice)];
+  c.text += text;
+  c.completion_tokens = completion_tokens;
+  if (logprob) c.logprobs.push_back(*logprob);
+  if (!text.empty() || logprob) changed(lock);
 }
 
-void Job::finish(std::string reason) {
-  {
-    const std::lock_guard lock(mutex_);
-    state_.finished = true;
-    state_.finish_reason = std::move(reason);
-  }
-  changed_.notify_all();
+void Job::finish(int64_t choice, std::string reason) {
+  std::unique_lock lock(mutex_);
+  Choice& c = state_.choices[size_t(choice)];
+  c.finished = true;
+  c.finish_reason = std::move(reason);
+  state_.finished = --unfinished_ == 0;
+  changed(lock);
 }
 
-void Job::fail(std::string message) {
-  {
-    const std::lock_guard lock(mutex_);
-    state_.finished = true;
+void Job::fail(std::string message, int status) {
+  cancelled_ = true;
+  std::unique_lock lock(mutex_);
+  if (state_.error.empty()) {
     state_.error = std::move(message);
+    state_.error_status = status;
   }
-  changed_.notify_all();
+  state_.finished = true;
+  changed(lock);
 }
 
 Job::Update Job::take(std::chrono::milliseconds timeout) {
   std::unique_lock lock(mutex_);
-  changed_.wait_for(lock, timeout, [&] { return state_.finished || !state_.text.empty(); });
+  changed_.wait_for(lock, timeout, [&] { return news_; });
+  news_ = false;
   Update update = state_;
-  state_.text.clear();
+  for (Choice& c : state_.choices) {
+    c.text.clear();
+    c.logprobs.clear();
+  }
   return update;
 }
 

@@ -1,46 +1,66 @@
-// One request's generation, shared by the scheduler thread, which appends text as tokens arrive and
-// then finishes it, and the HTTP handler thread, which takes what is new and may cancel it.
+// One request's generation, shared by the scheduler thread, which appends each choice's text as its
+// tokens arrive and then finishes it, and the HTTP handler thread, which takes what is new and may
+// cancel it. A request with `n` choices runs n sequences, each appending to its own choice.
 #pragma once
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <string>
+#include <vector>
 
+#include "serve/logprobs.h"
 #include "serve/request.h"
 
 namespace ssm::serve {
 
 class Job {
  public:
-  explicit Job(GenerationRequest request) : request_(std::move(request)) {}
+  using Clock = std::chrono::steady_clock;
+  // deadline: when the scheduler ends the request with a 504 if it has not finished.
+  explicit Job(GenerationRequest request, Clock::time_point deadline = Clock::time_point::max());
   const GenerationRequest& request() const { return request_; }
+  bool expired(Clock::time_point now) const { return now >= deadline_; }
+  int64_t choices() const { return int64_t(state_.choices.size()); }
 
-  // Scheduler side.
-  void set_cached_tokens(int64_t tokens);
-  void append(const std::string& text, int64_t completion_tokens);
-  void finish(std::string reason);  // "stop" or "length"
-  void fail(std::string message);   // the server could not run it
+  // Scheduler side. `logprob`: the token's, when the request asked for them (null otherwise, or for EOS).
+  void set_cached_tokens(int64_t choice, int64_t tokens);
+  void append(int64_t choice, const std::string& text, int64_t completion_tokens, const TokenLogprob* logprob);
+  void finish(int64_t choice, std::string reason);  // "stop" or "length"
+  // The server could not run it (`status`: the HTTP status that says why): every choice ends, and the
+  // sequences of the others leave the batch.
+  void fail(std::string message, int status = 500);
   bool cancelled() const { return cancelled_; }
 
   // Handler side.
-  struct Update {
-    std::string text;  // new since the last take
+  struct Choice {
+    std::string text;                    // new since the last take
+    std::vector<TokenLogprob> logprobs;  // the new tokens' (when asked for)
     bool finished = false;
-    std::string finish_reason, error;
+    std::string finish_reason;
     int64_t completion_tokens = 0, cached_tokens = 0;
   };
-  // Waits up to `timeout` for new text or the end, then takes what there is.
+  struct Update {
+    std::vector<Choice> choices;
+    bool finished = false;  // every choice, or the request failed
+    std::string error;
+    int error_status = 500;
+  };
+  // Waits up to `timeout` for anything new, then takes what there is.
   Update take(std::chrono::milliseconds timeout);
   // Waits for the end; all the text.
   Update wait();
   void cancel() { cancelled_ = true; }
 
  private:
+  void changed(std::unique_lock<std::mutex>& lock);
   const GenerationRequest request_;
+  const Clock::time_point deadline_;
   std::mutex mutex_;
   std::condition_variable changed_;
   Update state_;
+  int64_t unfinished_;
+  bool news_ = false;  // changed since the last take
   std::atomic<bool> cancelled_ = false;
 };
 

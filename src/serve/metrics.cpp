@@ -11,6 +11,7 @@ std::string Metrics::prometheus() const {
   };
   metric("requests_total", "counter", "HTTP requests received", requests);
   metric("request_errors_total", "counter", "HTTP requests answered with an error status", errors);
+  metric("timeouts_total", "counter", "Generation requests ended by the --timeout deadline", timeouts);
   metric("prompt_tokens_total", "counter", "Prompt tokens of the requests run", prompt_tokens);
   metric("completion_tokens_total", "counter", "Tokens generated", completion_tokens);
   metric("prefill_tokens_total", "counter", "Prompt tokens run through the model (cache hits left out)",

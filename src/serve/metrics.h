@@ -9,6 +9,7 @@ namespace ssm::serve {
 
 struct Metrics {
   std::atomic<int64_t> requests = 0, errors = 0;  // HTTP requests; those answered with a status >= 400
+  std::atomic<int64_t> timeouts = 0;              // generation requests ended by their deadline
   std::atomic<int64_t> prompt_tokens = 0, completion_tokens = 0;
   std::atomic<int64_t> prefill_tokens = 0;  // prompt tokens run through the model (cache hits left out)
   std::atomic<int64_t> decode_steps = 0,

@@ -13,11 +13,12 @@ namespace {
 
 using nlohmann::json;
 
+constexpr int64_t kMaxChoices = 128, kMaxTopLogprobs = 20;
+
 // The fields both endpoints share: sampling, limits, stop strings, streaming.
 const std::vector<std::string> kCommon = {
     "model", "max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "stop", "n", "stream", "stream_options",
-    "user", "repetition_penalty", "presence_penalty", "frequency_penalty", "logprobs", "top_logprobs", "logit_bias",
-    "ignore_eos"};
+    "user", "repetition_penalty", "presence_penalty", "frequency_penalty", "logit_bias", "ignore_eos"};
 
 std::vector<std::string> with(std::vector<std::string> fields, const std::vector<std::string>& more) {
   fields.insert(fields.end(), more.begin(), more.end());
@@ -94,13 +95,11 @@ GenerationRequest read_common(const Fields& fields, std::vector<int32_t> prompt,
       .repetition_penalty = float(fields.number("repetition_penalty", 1e-3, 1e3).value_or(1.0)),
       .seed = uint64_t(fields.integer("seed", INT64_MIN, INT64_MAX).value_or(int64_t(std::random_device()())))};
   if (r.sampling.top_p == 0) bad_field("top_p", "'top_p' must be above 0");
-  if (fields.integer("n", 1, INT64_MAX).value_or(1) > 1) bad_field("n", "'n' above 1 is not supported yet");
+  r.n = fields.integer("n", 1, kMaxChoices).value_or(1);
   for (const char* name : {"presence_penalty", "frequency_penalty"}) {
     fields.number(name, -2, 2);
     fields.unsupported(name, 0);
   }
-  fields.unsupported("logprobs", false);
-  fields.unsupported("top_logprobs", 0);
   fields.unsupported("logit_bias", json::object());
   r.stop = read_stop(fields);
   r.ignore_eos = fields.boolean("ignore_eos").value_or(false);
@@ -135,6 +134,20 @@ ChatMessage read_message(const json& message, size_t index) {
   return m;
 }
 
+std::vector<int32_t> chat_prompt(const std::vector<ChatMessage>& chat, const Tokenizer& tokenizer,
+                                 const ChatTemplate* chat_template) {
+  // Special tokens typed into a message stay text: a user cannot end the prompt's turns with them.
+  if (!chat_template) return tokenizer.encode_ordinary(plain_chat_prompt(chat));
+  try {
+    return chat_template->encode(chat);
+  } catch (const jinja::Raised& e) {  // the template's own check of the messages (roles out of order, ...)
+    bad_field("messages", "the model's chat template refuses these messages: {}", e.what());
+  } catch (const jinja::Error& e) {
+    throw ApiError(500, fmt::format("the model's chat template failed on these messages: {}", e.what()), {}, {},
+                   "server_error");
+  }
+}
+
 }  // namespace
 
 json parse_body(const std::string& body) {
@@ -147,26 +160,35 @@ json parse_body(const std::string& body) {
 }
 
 GenerationRequest parse_completion(const json& body, const Tokenizer& tokenizer, const RequestLimits& limits) {
-  const Fields fields(body, with(kCommon, {"prompt", "echo", "best_of", "suffix"}));
+  const Fields fields(body, with(kCommon, {"prompt", "logprobs", "echo", "best_of", "suffix"}));
   fields.unsupported("echo", false);
   fields.unsupported("best_of", 1);
   fields.unsupported("suffix", "");
   const json* prompt = fields.get("prompt");
   if (!prompt) bad_field("prompt", "'prompt' is required");
-  return read_common(fields, read_prompt(*prompt, tokenizer, limits.vocab), "prompt", 16, limits);
+  GenerationRequest r = read_common(fields, read_prompt(*prompt, tokenizer, limits.vocab), "prompt", 16, limits);
+  // The legacy API's logprobs: how many of the most likely tokens to list beside each one generated.
+  const auto logprobs = fields.integer("logprobs", 0, kMaxTopLogprobs);
+  r.logprobs = logprobs.has_value();
+  r.top_logprobs = logprobs.value_or(0);
+  return r;
 }
 
-GenerationRequest parse_chat(const json& body, const Tokenizer& tokenizer, const RequestLimits& limits) {
-  const Fields fields(body, with(kCommon, {"messages", "max_completion_tokens"}));
+GenerationRequest parse_chat(const json& body, const Tokenizer& tokenizer, const RequestLimits& limits,
+                             const ChatTemplate* chat_template) {
+  const Fields fields(body, with(kCommon, {"messages", "max_completion_tokens", "logprobs", "top_logprobs"}));
   const json* messages = fields.get("messages");
   if (!messages || !messages->is_array() || messages->empty())
     bad_field("messages", "'messages' must be a non-empty array of messages");
   std::vector<ChatMessage> chat;
   for (size_t i = 0; i < messages->size(); ++i) chat.push_back(read_message((*messages)[i], i));
-  // Special tokens typed into a message stay text: a user cannot end the prompt's turns with them.
-  GenerationRequest r = read_common(fields, tokenizer.encode_ordinary(plain_chat_prompt(chat)), "messages",
-                                    limits.default_max_tokens, limits);
-  r.stop.push_back(kPlainChatStop);
+  GenerationRequest r =
+      read_common(fields, chat_prompt(chat, tokenizer, chat_template), "messages", limits.default_max_tokens, limits);
+  if (!chat_template) r.stop.push_back(kPlainChatStop);
+  r.logprobs = fields.boolean("logprobs").value_or(false);
+  r.top_logprobs = fields.integer("top_logprobs", 0, kMaxTopLogprobs).value_or(0);
+  if (fields.get("top_logprobs") && !r.logprobs)
+    bad_field("top_logprobs", "'top_logprobs' needs 'logprobs' to be true");
   return r;
 }
 

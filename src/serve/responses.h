@@ -1,11 +1,17 @@
 // The JSON OpenAI's clients expect back: whole completions, streamed chunks and usage counts, for
-// /v1/completions ("text_completion") and /v1/chat/completions ("chat.completion").
+// /v1/completions ("text_completion") and /v1/chat/completions ("chat.completion"), with their
+// log-probabilities in each endpoint's shape: the legacy {"tokens", "token_logprobs", "top_logprobs",
+// "text_offset"} (offsets in bytes of the choice's text) and the chat's {"content": [{"token",
+// "logprob", "bytes", "top_logprobs"}]}. A token that is not UTF-8 on its own is written "bytes:\xNN..."
+// as OpenAI's API writes it.
 #pragma once
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "serve/job.h"
+#include "tokenizer/tokenizer.h"
 
 namespace ssm::serve {
 
@@ -13,14 +19,25 @@ struct ResponseContext {
   bool chat = false;
   std::string id, model;
   int64_t created = 0;  // Unix seconds
+  const Tokenizer* tokenizer = nullptr;
+  bool logprobs = false;  // the request asked for them
 };
 
-// usage: prompt, completion and total tokens, and the prompt tokens the prefix cache covered.
+// usage: prompt tokens, completion tokens of all choices, their total, and the prompt tokens the prefix
+// cache covered (the least over the choices: later ones find the first's prompt cached).
 nlohmann::json usage(int64_t prompt_tokens, const Job::Update& update);
 nlohmann::json completion(const ResponseContext& context, const Job::Update& update, int64_t prompt_tokens);
-// A streamed chunk with new text, or (finish_reason set) the last one; a chat's first chunk names the role.
-nlohmann::json chunk(const ResponseContext& context, const std::string& text, const std::string& finish_reason = {},
-                     bool first = false);
+
+// What the stream has sent of one choice: whether its first chunk went (a chat's names the role), the
+// bytes of its text so far (the legacy text_offset), whether its last chunk went.
+struct ChoiceStream {
+  bool started = false, ended = false;
+  int64_t text_bytes = 0;
+};
+// The chunks of one choice's update: new text and log-probabilities, then (when it finished) the last
+// chunk with its finish_reason. None when there is nothing to send.
+std::vector<nlohmann::json> chunks(const ResponseContext& context, int64_t index, const Job::Choice& choice,
+                                   ChoiceStream& sent);
 // The chunk after the last that carries usage (stream_options.include_usage).
 nlohmann::json usage_chunk(const ResponseContext& context, int64_t prompt_tokens, const Job::Update& update);
 

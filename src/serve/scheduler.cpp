@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <optional>
+#include <span>
 
 #include "core/error.h"
 #include "core/threads.h"
@@ -13,6 +15,8 @@ namespace ssm::serve {
 
 struct Scheduler::Sequence {
   std::shared_ptr<Job> job;
+  int64_t choice = 0;
+  int64_t slot = 0;
   Sampler sampler;
   std::vector<int32_t> history;  // prompt + generated, for the repetition penalty
   Utf8Stream utf8;
@@ -40,6 +44,7 @@ Scheduler::Scheduler(const LanguageModel& model, const Tokenizer& tokenizer, con
       ws_(model.device()) {
   SSM_CHECK(options.slots >= 1 && options.queue_limit >= 0, "--slots must be >= 1 and the queue limit >= 0");
   metrics_.slots = options.slots;
+  slots_.resize(size_t(options.slots));
   thread_ = std::thread([this] { loop(); });
 }
 
@@ -49,8 +54,8 @@ Scheduler::Submitted Scheduler::submit(std::shared_ptr<Job> job) {
   {
     const std::lock_guard lock(mutex_);
     if (stopping_) return Submitted::stopped;
-    if (int64_t(queue_.size()) >= options_.queue_limit) return Submitted::queue_full;
-    queue_.push_back(std::move(job));
+    if (int64_t(queue_.size()) + job->choices() > options_.queue_limit) return Submitted::queue_full;
+    for (int64_t choice = 0; choice < job->choices(); ++choice) queue_.push_back({job, choice});
     metrics_.queue_length = int64_t(queue_.size());
   }
   wake_.notify_one();
@@ -61,59 +66,107 @@ void Scheduler::stop() {
   {
     const std::lock_guard lock(mutex_);
     stopping_ = true;
-    for (auto& job : queue_) job->fail("the server is shutting down");
+    for (auto& pending : queue_) pending.job->fail("the server is shutting down");
     queue_.clear();
   }
   wake_.notify_one();
   if (thread_.joinable()) thread_.join();
+  for (Task& task : tasks_) task.done.set_exception(std::make_exception_ptr(Error("the server is shutting down")));
+  tasks_.clear();
+}
+
+void Scheduler::run_on_thread(std::function<void()> work) {
+  std::future<void> done;
+  {
+    const std::lock_guard lock(mutex_);
+    SSM_CHECK(!stopping_, "the server is shutting down");
+    tasks_.push_back({std::move(work), {}});
+    done = tasks_.back().done.get_future();
+  }
+  wake_.notify_one();
+  done.get();
 }
 
 void Scheduler::loop() {
   set_num_threads(options_.threads);  // OpenMP's thread count is per thread: set it on the one that computes
   while (true) {
-    std::shared_ptr<Job> job;
+    std::optional<Pending> next;
+    std::deque<Task> tasks;
     {
       std::unique_lock lock(mutex_);
-      wake_.wait(lock, [&] { return stopping_ || !queue_.empty() || !active_.empty() || prefilling_; });
+      wake_.wait(lock,
+                 [&] { return stopping_ || !queue_.empty() || !tasks_.empty() || !active_.empty() || prefilling_; });
       if (stopping_) break;
+      tasks.swap(tasks_);
       if (!prefilling_ && !queue_.empty() && int64_t(active_.size()) < options_.slots) {
-        job = std::move(queue_.front());
+        next = std::move(queue_.front());
         queue_.pop_front();
         metrics_.queue_length = int64_t(queue_.size());
       }
     }
-    if (job) start_prefill(job);
+    for (Task& task : tasks) {
+      try {
+        task.work();
+        task.done.set_value();
+      } catch (...) {
+        task.done.set_exception(std::current_exception());
+      }
+    }
+    expire();
+    if (next) start_prefill(*next);
     if (prefilling_) prefill_chunk();
     if (!active_.empty()) step();
     metrics_.slots_in_use = int64_t(active_.size()) + (prefilling_ ? 1 : 0);
   }
-  if (prefilling_) prefilling_->job->fail("the server is shutting down");
+  if (prefilling_) prefilling_->pending.job->fail("the server is shutting down");
   for (auto& sequence : active_) sequence->job->fail("the server is shutting down");
 }
 
-void Scheduler::start_prefill(const std::shared_ptr<Job>& job) {
-  if (job->cancelled()) return;
+void Scheduler::expire() {
+  const Job::Clock::time_point now = Job::Clock::now();
+  // Whether the job has expired now (failing it) or before (a job's later choices).
+  const auto fail_expired = [&](Job& job) {
+    if (!job.expired(now)) return false;
+    if (!job.cancelled()) {
+      ++metrics_.timeouts;
+      job.fail("the request did not finish within the server's time limit (--timeout)", 504);
+    }
+    return true;
+  };
+  {
+    const std::lock_guard lock(mutex_);
+    std::erase_if(queue_, [&](const Pending& pending) { return fail_expired(*pending.job); });
+    metrics_.queue_length = int64_t(queue_.size());
+  }
+  if (prefilling_) fail_expired(*prefilling_->pending.job);
+  for (const auto& sequence : active_) fail_expired(*sequence->job);  // they leave before the next step
+}
+
+void Scheduler::start_prefill(const Pending& pending) {
+  const Job& job = *pending.job;
+  if (job.cancelled()) return;
   try {
-    prefilling_ = Prefilling{job, prefill_.start(job->request().prompt)};
+    prefilling_ = Prefilling{pending, 0, prefill_.start(job.request().prompt)};
   } catch (const std::exception& e) {
-    job->fail(e.what());
+    pending.job->fail(e.what());
     return;
   }
+  prefilling_->slot = take_slot(job.request().prompt);
   const int64_t cached = prefilling_->progress.cached_tokens;
-  metrics_.prompt_tokens += int64_t(job->request().prompt.size());
+  if (pending.choice == 0) metrics_.prompt_tokens += int64_t(job.request().prompt.size());
   if (cached > 0) {
     ++metrics_.cache_hits;
     metrics_.cache_hit_tokens += cached;
   }
-  job->set_cached_tokens(cached);
+  pending.job->set_cached_tokens(pending.choice, cached);
 }
 
 void Scheduler::prefill_chunk() {
-  const std::shared_ptr<Job> job = prefilling_->job;
+  const Pending pending = prefilling_->pending;
   CachedPrefill::Result& progress = prefilling_->progress;
-  const GenerationRequest& request = job->request();
+  const GenerationRequest& request = pending.job->request();
   try {
-    if (job->cancelled()) throw std::runtime_error("cancelled");
+    if (pending.job->cancelled()) throw std::runtime_error("cancelled");
     const auto start = std::chrono::steady_clock::now();
     const int64_t before = progress.done;
     const bool all_in = prefill_.advance(request.prompt, progress);
@@ -124,16 +177,21 @@ void Scheduler::prefill_chunk() {
       metrics_.cache_entries = cache_->entries();
     }
     if (!all_in) return;
-    auto sequence = std::make_unique<Sequence>(
-        Sequence{job, Sampler(request.sampling), request.prompt, Utf8Stream(), StopStringFilter(request.stop)});
-    const int32_t token = sequence->sampler.sample(progress.logits.data(), sample_vocab_, sequence->history);
-    if (accept(*sequence, token)) {
+    SamplingOptions sampling = request.sampling;
+    sampling.seed += uint64_t(pending.choice);  // each choice its own draws
+    auto sequence =
+        std::make_unique<Sequence>(Sequence{pending.job, pending.choice, prefilling_->slot, Sampler(sampling),
+                                            request.prompt, Utf8Stream(), StopStringFilter(request.stop)});
+    if (sample_and_accept(*sequence, progress.logits.data())) {
       batch_.append(progress.state);
       active_.push_back(std::move(sequence));
+      prefilling_.reset();
+      return;
     }
   } catch (const std::exception& e) {
-    if (!job->cancelled()) job->fail(e.what());
+    if (!pending.job->cancelled()) pending.job->fail(e.what());
   }
+  slots_[size_t(prefilling_->slot)].busy = false;
   prefilling_.reset();
 }
 
@@ -163,8 +221,7 @@ void Scheduler::step() {
   for (int64_t i = 0; i < rows; ++i) {
     Sequence& s = *active_[size_t(i)];
     try {
-      keep[size_t(i)] =
-          accept(s, s.sampler.sample(logits.data<float>() + i * logits.size(1), sample_vocab_, s.history));
+      keep[size_t(i)] = sample_and_accept(s, logits.data<float>() + i * logits.size(1));
     } catch (const std::exception& e) {
       s.job->fail(e.what());
       keep[size_t(i)] = false;
@@ -173,32 +230,91 @@ void Scheduler::step() {
   leave(keep);
 }
 
-bool Scheduler::accept(Sequence& s, int32_t token) {
+bool Scheduler::sample_and_accept(Sequence& s, float* logits) {
+  const GenerationRequest& request = s.job->request();
+  if (request.logprobs) raw_logits_.assign(logits, logits + sample_vocab_);  // the sampler may change them
+  const int32_t token = s.sampler.sample(logits, sample_vocab_, s.history);
   s.history.push_back(token);
   ++s.generated;
   ++metrics_.completion_tokens;
   s.next = token;
   const auto& eos = model_.config().eos_ids;
-  const bool is_eos = !s.job->request().ignore_eos && std::find(eos.begin(), eos.end(), token) != eos.end();
+  const bool is_eos = !request.ignore_eos && std::find(eos.begin(), eos.end(), token) != eos.end();
   std::string text;
   if (!is_eos && !tokenizer_.is_special(token)) text = s.stops.push(s.utf8.feed(tokenizer_.token_bytes(token)));
-  const bool at_limit = s.generated >= s.job->request().max_tokens;
+  const bool at_limit = s.generated >= request.max_tokens;
   const bool ends = is_eos || s.stops.stopped() || at_limit;
   if (ends && !s.stops.stopped()) {
     text += s.stops.push(s.utf8.flush());
     text += s.stops.finish();
   }
-  s.job->append(text, s.generated);
-  if (ends) s.job->finish(is_eos || s.stops.stopped() ? "stop" : "length");
+  // The EOS that ends a sequence is no part of the completion's text, nor of its log-probabilities.
+  std::optional<TokenLogprob> logprob;
+  if (request.logprobs && !is_eos)
+    logprob = token_logprob(raw_logits_.data(), sample_vocab_, token, request.top_logprobs);
+  s.job->append(s.choice, text, s.generated, logprob ? &*logprob : nullptr);
+  if (ends) s.job->finish(s.choice, is_eos || s.stops.stopped() ? "stop" : "length");
   return !ends;
 }
 
 void Scheduler::leave(const std::vector<bool>& keep) {
   batch_.retain(keep);
   std::vector<std::unique_ptr<Sequence>> kept;
-  for (size_t i = 0; i < active_.size(); ++i)
+  for (size_t i = 0; i < active_.size(); ++i) {
     if (keep[i]) kept.push_back(std::move(active_[i]));
+    else
+      slots_[size_t(active_[i]->slot)].busy = false;
+  }
   active_ = std::move(kept);
+}
+
+int64_t Scheduler::take_slot(const std::vector<int32_t>& prompt) {
+  const auto free = std::find_if(slots_.begin(), slots_.end(), [](const Slot& slot) { return !slot.busy; });
+  SSM_CHECK(free != slots_.end(), "Scheduler: no free slot");  // the loop starts no more than slots_ sequences
+  free->busy = true;
+  free->prompt = prompt;
+  return free - slots_.begin();
+}
+
+SlotSnapshots Scheduler::slot_snapshots(int64_t slot) {
+  SlotSnapshots out;
+  run_on_thread([&] {
+    SSM_CHECK(cache_, "the prefix cache is off (--cache-mib 0): slots have nothing to save");
+    const std::vector<int32_t>& prompt = slots_[size_t(slot)].prompt;
+    SSM_CHECK(!prompt.empty(), "slot {} has run no prompt yet", slot);
+    const std::span<const int32_t> tokens(prompt);
+    const int64_t length = int64_t(prompt.size());
+    for (int64_t covered = std::min(options_.cache_chunk, length);;
+         covered = std::min(covered + options_.cache_chunk, length)) {
+      // The snapshot after exactly `covered` tokens, when the cache holds it.
+      const PrefixCache::Hit hit = cache_->find(tokens.first(size_t(covered)), covered);
+      if (hit.length == covered) {
+        Snapshot copy{model_.new_state(1), hit.snapshot->logits};
+        hit.snapshot->state.copy_sequence(0, copy.state, 0);
+        out.snapshots.emplace_back(covered, std::move(copy));
+      }
+      if (covered == length) break;
+    }
+    SSM_CHECK(!out.snapshots.empty(), "the prefix cache holds nothing of slot {}'s prompt any more", slot);
+    out.tokens = prompt;
+  });
+  return out;
+}
+
+int64_t Scheduler::restore_slot(int64_t slot, SlotSnapshots snapshots) {
+  int64_t kept = 0;
+  run_on_thread([&] {
+    SSM_CHECK(cache_, "the prefix cache is off (--cache-mib 0): a slot has nowhere to be restored");
+    const std::span<const int32_t> tokens(snapshots.tokens);
+    for (auto& [covered, snapshot] : snapshots.snapshots)
+      cache_->insert(tokens.first(size_t(covered)), std::move(snapshot));
+    for (const auto& [covered, snapshot] : snapshots.snapshots)
+      kept += cache_->find(tokens.first(size_t(covered)), covered).length == covered;
+    metrics_.cache_bytes = cache_->bytes();
+    metrics_.cache_entries = cache_->entries();
+    slots_[size_t(slot)].prompt = snapshots.tokens;
+  });
+  return kept;
 }
 
 }  // namespace ssm::serve

@@ -1,7 +1,9 @@
 #include "serve/server.h"
 
 #include <httplib.h>
+#include <sys/socket.h>
 
+#include <charconv>
 #include <chrono>
 #include <mutex>
 #include <thread>
@@ -9,6 +11,7 @@
 #include "core/error.h"
 #include "serve/api_error.h"
 #include "serve/responses.h"
+#include "serve/slots.h"
 #include "tokenizer/utf8_stream.h"
 
 namespace ssm::serve {
@@ -33,6 +36,11 @@ void send_error(httplib::Response& res, const ApiError& error) {
 
 void send_json(httplib::Response& res, const json& body) { res.set_content(dump(body), "application/json"); }
 
+// A failed job's error: a timeout (504) or the server's own failure (500, 503 when it is stopping).
+ApiError job_error(const Job::Update& update) {
+  return ApiError(update.error_status, update.error, {}, update.error_status == 504 ? "timeout" : "", "server_error");
+}
+
 bool authorized(const httplib::Request& req, const std::string& key) {
   const std::string given = req.get_header_value("Authorization");
   const std::string expected = "Bearer " + key;
@@ -45,19 +53,39 @@ bool authorized(const httplib::Request& req, const std::string& key) {
 }  // namespace
 
 struct Server::Impl {
-  Impl(const LanguageModel& model, const Tokenizer& tokenizer, ServerOptions options);
+  explicit Impl(ServerOptions options);
+  // What exists once the model is loaded.
+  struct Served {
+    Served(const LanguageModel& model, const Tokenizer& tokenizer, std::shared_ptr<const ChatTemplate> chat_template,
+           const ServerOptions& options, Metrics& metrics)
+        : model(model),
+          tokenizer(tokenizer),
+          chat_template(std::move(chat_template)),
+          limits(options.limits),
+          scheduler(model, tokenizer, options.scheduler, metrics) {
+      limits.vocab = model.config().vocab_size;
+    }
+    const LanguageModel& model;
+    const Tokenizer& tokenizer;
+    const std::shared_ptr<const ChatTemplate> chat_template;
+    RequestLimits limits;
+    Scheduler scheduler;
+  };
+  // The loaded model's parts; a 503 while it loads.
+  Served& served() const;
   void routes();
   // Runs a handler, turning what it throws into OpenAI's error object.
   httplib::Server::Handler guarded(std::function<void(const httplib::Request&, httplib::Response&)> handler);
   void generate(const httplib::Request& req, httplib::Response& res, bool chat);
   void stream(httplib::Response& res, std::shared_ptr<Job> job, ResponseContext context, InFlight counted);
 
-  const Tokenizer& tokenizer;
   ServerOptions options;
   Metrics metrics;
-  Scheduler scheduler;
   httplib::Server http;
+  std::unique_ptr<Served> served_storage;
+  std::atomic<Served*> served_ready = nullptr;  // set once ready() has built served_storage
   std::atomic<int64_t> next_id = 0;
+  socket_t listen_socket = INVALID_SOCKET;
   // Generation requests not yet answered: stop() lets them end (httplib cuts a stream short once stopped).
   std::atomic<int> in_flight = 0;
   // httplib's stop() acts only while its loop runs: stop() must know whether run() has begun or ended.
@@ -68,13 +96,15 @@ struct Server::Impl {
       std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 };
 
-Server::Impl::Impl(const LanguageModel& model, const Tokenizer& tokenizer, ServerOptions opts)
-    : tokenizer(tokenizer), options(std::move(opts)), scheduler(model, tokenizer, options.scheduler, metrics) {
-  options.limits.vocab = model.config().vocab_size;
+Server::Impl::Impl(ServerOptions opts) : options(std::move(opts)) {
   // Each streamed or waiting request holds a thread: room for every slot and the whole queue.
   const size_t threads = size_t(options.scheduler.slots + options.scheduler.queue_limit + 4);
   http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   http.set_payload_max_length(options.max_body_bytes);
+  http.set_socket_options([this](socket_t sock) {
+    httplib::default_socket_options(sock);
+    listen_socket = sock;  // the listening socket: bind() raises its backlog
+  });
   http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
     ++metrics.requests;
     if (options.api_key.empty() || req.path == "/health" || authorized(req, options.api_key))
@@ -98,6 +128,12 @@ Server::Impl::Impl(const LanguageModel& model, const Tokenizer& tokenizer, Serve
   routes();
 }
 
+Server::Impl::Served& Server::Impl::served() const {
+  Served* s = served_ready.load();
+  if (!s) throw ApiError(503, "the model is still loading; retry shortly", {}, "model_loading", "server_error");
+  return *s;
+}
+
 httplib::Server::Handler Server::Impl::guarded(
     std::function<void(const httplib::Request&, httplib::Response&)> handler) {
   return [handler = std::move(handler)](const httplib::Request& req, httplib::Response& res) {
@@ -114,7 +150,11 @@ httplib::Server::Handler Server::Impl::guarded(
 }
 
 void Server::Impl::routes() {
-  http.Get("/health", guarded([](const auto&, auto& res) { send_json(res, {{"status", "ok"}}); }));
+  http.Get("/health", [this](const auto&, auto& res) {
+    const bool loaded = served_ready.load() != nullptr;
+    res.status = loaded ? 200 : 503;
+    send_json(res, {{"status", loaded ? "ok" : "loading"}});
+  });
   http.Get("/v1/models", guarded([this](const auto&, auto& res) {
              const json model_entry = {
                  {"id", options.model_name}, {"object", "model"}, {"created", started}, {"owned_by", "ssm.cpp"}};
@@ -124,13 +164,23 @@ void Server::Impl::routes() {
              res.set_content(metrics.prometheus(), "text/plain; version=0.0.4");
            }));
   http.Post("/tokenize", guarded([this](const auto& req, auto& res) {
-              send_json(res, {{"tokens", parse_tokenize(parse_body(req.body), tokenizer)}});
+              send_json(res, {{"tokens", parse_tokenize(parse_body(req.body), served().tokenizer)}});
             }));
   http.Post("/detokenize", guarded([this](const auto& req, auto& res) {
+              const Tokenizer& tokenizer = served().tokenizer;
               Utf8Stream utf8;  // ids may end inside a character: what cannot be text becomes U+FFFD
               std::string text = utf8.feed(tokenizer.decode(parse_detokenize(parse_body(req.body), tokenizer)));
               text += utf8.flush();
               send_json(res, {{"content", text}});
+            }));
+  http.Post(R"(/slots/(\d+))", guarded([this](const auto& req, auto& res) {
+              Served& s = served();
+              int64_t slot = -1;  // an id too long for int64 is no slot
+              const std::string id = req.matches[1].str();
+              std::from_chars(id.data(), id.data() + id.size(), slot);
+              const SlotFolder folder{options.slot_save_path, options.model_name, options.scheduler.slots};
+              send_json(res, slot_action(s.scheduler, s.model, folder, slot, req.get_param_value("action"),
+                                         parse_body(req.body)));
             }));
   http.Post("/v1/completions", guarded([this](const auto& req, auto& res) { generate(req, res, false); }));
   http.Post("/v1/chat/completions", guarded([this](const auto& req, auto& res) { generate(req, res, true); }));
@@ -138,24 +188,36 @@ void Server::Impl::routes() {
 
 void Server::Impl::generate(const httplib::Request& req, httplib::Response& res, bool chat) {
   const InFlight counted(in_flight);
+  const auto arrived = Job::Clock::now();
+  Served& s = served();
   const json body = parse_body(req.body);
-  GenerationRequest request =
-      chat ? parse_chat(body, tokenizer, options.limits) : parse_completion(body, tokenizer, options.limits);
+  GenerationRequest request = chat ? parse_chat(body, s.tokenizer, s.limits, s.chat_template.get())
+                                   : parse_completion(body, s.tokenizer, s.limits);
   const bool streamed = request.stream;
   const int64_t prompt_tokens = int64_t(request.prompt.size());
-  auto job = std::make_shared<Job>(std::move(request));
-  const auto submitted = scheduler.submit(job);
+  const bool logprobs = request.logprobs;
+  const auto deadline = options.request_timeout_seconds > 0
+                            ? arrived + std::chrono::duration_cast<Job::Clock::duration>(
+                                            std::chrono::duration<double>(options.request_timeout_seconds))
+                            : Job::Clock::time_point::max();
+  auto job = std::make_shared<Job>(std::move(request), deadline);
+  const auto submitted = s.scheduler.submit(job);
   if (submitted == Scheduler::Submitted::queue_full)
     throw ApiError(429, "the server is busy: too many requests are waiting; retry later", {}, "queue_full",
                    "rate_limit_error");
   if (submitted == Scheduler::Submitted::stopped)
     throw ApiError(503, "the server is shutting down", {}, {}, "server_error");
   const ResponseContext context{
-      chat, fmt::format("{}-{}", chat ? "chatcmpl" : "cmpl", next_id++), options.model_name,
-      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count()};
+      .chat = chat,
+      .id = fmt::format("{}-{}", chat ? "chatcmpl" : "cmpl", next_id++),
+      .model = options.model_name,
+      .created =
+          std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count(),
+      .tokenizer = &s.tokenizer,
+      .logprobs = logprobs};
   if (streamed) return stream(res, job, context, counted);
   const Job::Update done = job->wait();
-  if (!done.error.empty()) throw ApiError(500, done.error, {}, {}, "server_error");
+  if (!done.error.empty()) throw job_error(done);
   send_json(res, completion(context, done, prompt_tokens));
 }
 
@@ -163,28 +225,25 @@ void Server::Impl::stream(httplib::Response& res, std::shared_ptr<Job> job, Resp
   res.set_header("Cache-Control", "no-cache");
   const int64_t prompt_tokens = int64_t(job->request().prompt.size());
   const bool include_usage = job->request().include_usage;
-  auto provider = [job, context, prompt_tokens, include_usage, counted, first = true](size_t,
-                                                                                      httplib::DataSink& sink) mutable {
+  std::vector<ChoiceStream> sent(size_t(job->choices()));
+  auto provider = [job, context, prompt_tokens, include_usage, counted, sent](size_t, httplib::DataSink& sink) mutable {
     const auto send = [&](const json& event) {
       const std::string line = "data: " + dump(event) + "\n\n";
       return sink.write(line.data(), line.size());
     };
     const Job::Update update = job->take(std::chrono::milliseconds(500));
     bool ok = true;
-    if (context.chat && first) ok = send(chunk(context, "", {}, true));
-    first = false;
-    if (ok && !update.text.empty()) ok = send(chunk(context, update.text));
+    for (size_t i = 0; i < update.choices.size() && ok && update.error.empty(); ++i)
+      for (const json& event : chunks(context, int64_t(i), update.choices[i], sent[i]))
+        if (ok) ok = send(event);
     if (ok && update.finished) {
       // An error after the stream began can only be told inside it, as OpenAI's API does.
-      if (!update.error.empty())
-        ok = send(ApiError(500, update.error, {}, {}, "server_error").body());
-      else
-        ok = send(chunk(context, "", update.finish_reason));
+      if (!update.error.empty()) ok = send(job_error(update).body());
       if (ok && include_usage && update.error.empty()) ok = send(usage_chunk(context, prompt_tokens, update));
       const std::string done = "data: [DONE]\n\n";
       if (ok && sink.write(done.data(), done.size())) sink.done();
     }
-    if (!ok) job->cancel();  // the client went away: its sequence leaves the batch at the next step
+    if (!ok) job->cancel();  // the client went away: its sequences leave the batch at the next step
     return ok;
   };
   res.set_chunked_content_provider("text/event-stream", std::move(provider), [job](bool success) {
@@ -192,8 +251,23 @@ void Server::Impl::stream(httplib::Response& res, std::shared_ptr<Job> job, Resp
   });
 }
 
-Server::Server(const LanguageModel& model, const Tokenizer& tokenizer, ServerOptions options)
-    : impl_(std::make_unique<Impl>(model, tokenizer, std::move(options))) {}
+Server::Server(ServerOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+
+Server::Server(const LanguageModel& model, const Tokenizer& tokenizer, ServerOptions options,
+               std::shared_ptr<const ChatTemplate> chat_template)
+    : Server(std::move(options)) {
+  ready(model, tokenizer, std::move(chat_template));
+}
+
+void Server::ready(const LanguageModel& model, const Tokenizer& tokenizer,
+                   std::shared_ptr<const ChatTemplate> chat_template) {
+  const std::lock_guard lock(impl_->run_mutex);
+  SSM_CHECK(!impl_->served_storage, "Server::ready: the server has its model already");
+  if (impl_->stopped) return;
+  impl_->served_storage =
+      std::make_unique<Impl::Served>(model, tokenizer, std::move(chat_template), impl_->options, impl_->metrics);
+  impl_->served_ready = impl_->served_storage.get();
+}
 
 Server::~Server() { stop(); }
 
@@ -202,6 +276,10 @@ int Server::bind() {
   const int port =
       o.port == 0 ? impl_->http.bind_to_any_port(o.host) : (impl_->http.bind_to_port(o.host, o.port) ? o.port : -1);
   SSM_CHECK(port > 0, "cannot listen on {}:{}", o.host, o.port);
+  // httplib listens with a backlog of 5: clients connecting at once beyond it wait for their SYN's
+  // retransmission, a second or more each. Listening again sets the backlog the kernel allows.
+  SSM_CHECK(::listen(impl_->listen_socket, SOMAXCONN) == 0, "cannot listen on {}:{} with a backlog of {}", o.host,
+            port, SOMAXCONN);
   return port;
 }
 
@@ -216,13 +294,16 @@ void Server::run() {
 }
 
 void Server::stop() {
-  impl_->scheduler.stop();  // every job ends, with an error if it was running
+  {
+    const std::lock_guard lock(impl_->run_mutex);
+    impl_->stopped = true;  // a ready() after this starts nothing
+  }
+  if (impl_->served_storage) impl_->served_storage->scheduler.stop();  // every job ends, with an error if it ran
   // Let the handlers send those ends, within reason: a client that reads nothing must not hold stop() up.
   for (int i = 0; i < 2000 && impl_->in_flight > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   bool run_called;
   {
     const std::lock_guard lock(impl_->run_mutex);
-    impl_->stopped = true;
     run_called = impl_->run_called;
   }
   // A run() that has begun may not have reached httplib's loop yet, which a stop() before it would miss.

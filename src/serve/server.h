@@ -1,6 +1,7 @@
 // ssm serve: an OpenAI-compatible HTTP server (cpp-httplib) in front of the scheduler.
 //   POST /v1/completions, POST /v1/chat/completions (JSON, or server-sent events with "stream")
-//   GET /v1/models, GET /health, GET /metrics (Prometheus text), POST /tokenize, POST /detokenize
+//   GET /v1/models, GET /health (503 while the model loads), GET /metrics (Prometheus text),
+//   POST /tokenize, POST /detokenize, POST /slots/{id}?action=save|restore (slots.h)
 // Every error is OpenAI's error object with a 4xx/5xx status; with an API key set, every endpoint
 // but /health wants "Authorization: Bearer KEY".
 #pragma once
@@ -22,12 +23,25 @@ struct ServerOptions {
   RequestLimits limits;  // vocab is the model's
   SchedulerOptions scheduler;
   size_t max_body_bytes = 8 << 20;
+  // A generation request that has not finished this long after it arrived ends with an error: 504
+  // when nothing was sent yet, else an error event in its stream (0: no limit).
+  double request_timeout_seconds = 600;
+  std::string slot_save_path;  // the folder of POST /slots/{id}?action=save|restore (empty: off)
 };
 
 class Server {
  public:
-  Server(const LanguageModel& model, const Tokenizer& tokenizer, ServerOptions options);
+  // A server without its model yet: it can listen while the model loads, answering /health with 503
+  // {"status": "loading"} and the model's endpoints with 503, until ready().
+  explicit Server(ServerOptions options);
+  // A server with its model, ready at once.
+  Server(const LanguageModel& model, const Tokenizer& tokenizer, ServerOptions options,
+         std::shared_ptr<const ChatTemplate> chat_template = nullptr);
   ~Server();
+  // Starts serving the model with its tokenizer (both must outlive the server) and chat template
+  // (null: the plain role format). Once only.
+  void ready(const LanguageModel& model, const Tokenizer& tokenizer,
+             std::shared_ptr<const ChatTemplate> chat_template = nullptr);
   // Binds the listening socket (ssm::Error when it cannot); returns the port.
   int bind();
   // Serves until stop(), on the socket bind() opened.

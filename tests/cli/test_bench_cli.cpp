@@ -1,6 +1,6 @@
 // `ssm bench` as a user runs it: a checkpoint folder timed through the generator, a random model
-// written as a folder that generate reads, and bad flags refused with one clear error before
-// anything is measured.
+// written as a folder that generate reads, the server under load, and bad flags refused with one
+// clear error before anything is measured.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -81,12 +81,30 @@ TEST(CliBench, WritesARandomModelThatGenerateRuns) {
   fs::remove_all(dir);
 }
 
+// The server under load, briefly: every request at each level completes (nothing lost), and the
+// shared-prefix probe reports both times.
+TEST(CliBench, ServeSuiteLosesNoRequest) {
+  const CliResult r = run_ssm("bench --suite serve --threads 1 --serve-clients 1,3 --serve-seconds 0.3 "
+                              "--serve-prompt 8 --serve-max-tokens 4 --serve-prefix 64");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (const char* clients : {"1", "3"}) {
+    const auto cells = row_cells(r.output, clients);
+    ASSERT_EQ(cells.size(), 7u) << r.output;
+    EXPECT_GT(std::stoll(cells[1]), 0) << r.output;  // requests
+    EXPECT_EQ(cells[2], "0") << r.output;            // errors
+    EXPECT_GT(std::stod(cells[3]), 0) << r.output;   // tokens/s
+  }
+  EXPECT_NE(r.output.find("shared 64-token prefix: time to first token"), std::string::npos) << r.output;
+}
+
 TEST(CliBench, BadFlagsAreOneClearError) {
   const std::string tiny = " --model " + fixture_dir("mamba_tiny");
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"--models mamba-7b --suite inference", "unknown model shape 'mamba-7b'"},
       {"--dtypes f16 --suite inference", "--dtypes takes f32 or bf16, got 'f16'"},
-      {"--suite inference,serving", "--suite takes inference, training and layers, got 'serving'"},
+      {"--suite inference,serving", "--suite takes inference, training, layers and serve, got 'serving'"},
+      {"--suite serve --serve-clients 4,0", "--serve-clients"},
+      {"--suite serve --serve-seconds 0", "--serve-seconds"},
       {"--prefill 512,0" + tiny, "--prefill lengths must be >= 1, got 0"},
       {"--decode-tokens 0" + tiny, "--decode-tokens must be >= 1"},
       {"--threads 0" + tiny, "--threads must be >= 1"},

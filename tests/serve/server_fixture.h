@@ -18,12 +18,14 @@ inline std::string fixture_dir(const std::string& name) { return std::string(SSM
 
 class RunningServer {
  public:
-  RunningServer(const LanguageModel& model, const Tokenizer& tokenizer, ServerOptions options)
+  RunningServer(const LanguageModel& model, const Tokenizer& tokenizer, ServerOptions options,
+                std::shared_ptr<const ChatTemplate> chat_template = nullptr)
       : server_(model, tokenizer,
                 [&] {
                   options.port = 0;
                   return options;
-                }()),
+                }(),
+                std::move(chat_template)),
         port_(server_.bind()),
         thread_([this] { server_.run(); }) {}
   ~RunningServer() {

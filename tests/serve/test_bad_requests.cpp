@@ -94,9 +94,23 @@ TEST_F(ServerTest, MissingOrWrongApiKey) {
   expect_error(server_->client(kKey + "x").Get("/v1/models"), 401, "", "invalid_api_key");
 }
 
+TEST_F(ServerTest, ChoicesAndLogprobsOutOfRange) {
+  const json base = greedy("Hi", 2);
+  expect_error(post("/v1/completions", with(base, "n", 0).dump()), 400, "n");
+  expect_error(post("/v1/completions", with(base, "n", 129).dump()), 400, "n");
+  expect_error(post("/v1/completions", with(base, "logprobs", 21).dump()), 400, "logprobs");
+  expect_error(post("/v1/completions", with(base, "logprobs", true).dump()), 400, "logprobs");
+  expect_error(post("/v1/completions", with(base, "top_logprobs", 2).dump()), 400, "top_logprobs");  // chat's
+  const json hi = chat({{{"role", "user"}, {"content", "Hi"}}});
+  expect_error(post("/v1/chat/completions", with(hi, "logprobs", 3).dump()), 400, "logprobs");
+  expect_error(post("/v1/chat/completions", with(hi, "top_logprobs", 2).dump()), 400, "top_logprobs");
+  expect_error(post("/v1/chat/completions", with(with(hi, "logprobs", true), "top_logprobs", 21).dump()), 400,
+               "top_logprobs");
+  // A request's choices all wait in the queue (8 places here): 9 do not fit.
+  expect_error(post("/v1/completions", with(base, "n", 9).dump()), 429, "", "queue_full");
+}
+
 TEST_F(ServerTest, WhatIsNotSupportedYet) {
-  expect_error(post("/v1/completions", with(greedy("Hi", 2), "n", 2).dump()), 400, "n");
-  expect_error(post("/v1/completions", with(greedy("Hi", 2), "logprobs", 3).dump()), 400, "logprobs");
   expect_error(post("/v1/completions", with(greedy("Hi", 2), "prompt", {"a", "b"}).dump()), 400, "prompt");
   expect_error(post("/v1/completions", with(greedy("Hi", 2), "stream_options", {{"include_usage", true}}).dump()), 400,
                "stream_options");

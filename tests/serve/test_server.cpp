@@ -67,8 +67,8 @@ TEST_F(ServerTest, StreamsAChatCompletion) {
   EXPECT_EQ(whole["choices"][0]["message"]["role"], "assistant");
   EXPECT_EQ(whole["usage"]["prompt_tokens"], std::string("System: Be brief.\n\nUser: Hi\n\nAssistant:").size());
   // A special token typed into a message is text (bytes here), not the token.
-  const json special = post_ok("/v1/chat/completions", {{"messages", {{{"role", "user"}, {"content", "<|endoftext|>"}}}},
-                                                        {"max_tokens", 1}});
+  const json special = post_ok("/v1/chat/completions",
+                               {{"messages", {{{"role", "user"}, {"content", "<|endoftext|>"}}}}, {"max_tokens", 1}});
   EXPECT_EQ(special["usage"]["prompt_tokens"], std::string("User: <|endoftext|>\n\nAssistant:").size());
   request["stream"] = true;
   request["stream_options"] = {{"include_usage", true}};
@@ -88,6 +88,29 @@ TEST_F(ServerTest, StreamsAChatCompletion) {
   EXPECT_EQ(usage["completion_tokens"], whole["usage"]["completion_tokens"]);
   EXPECT_EQ(usage["prompt_tokens_details"]["cached_tokens"], whole["usage"]["prompt_tokens"]);  // the same prompt
   EXPECT_EQ(got.back(), "[DONE]");
+}
+
+// With the model's chat template, the prompt is the template's (its special tokens one id each), and a
+// conversation the template refuses is a 400.
+TEST_F(ServerTest, ChatUsesTheModelsTemplate) {
+  const auto tokenizer = make_byte_tokenizer({"<|endoftext|>", "<|im_start|>", "<|im_end|>"});
+  const std::string templates = std::string(SSM_TEST_DATA_DIR) + "/chat_templates/";
+  for (const char* name : {"chatml", "mistral"}) {
+    server_ = std::make_unique<RunningServer>(
+        *model_, *tokenizer, options(),
+        std::make_shared<const ChatTemplate>(*ChatTemplate::from_folder(templates + name, *tokenizer)));
+    const json hi = {{"messages", {{{"role", "user"}, {"content", "Hi"}}}}, {"max_tokens", 2}};
+    if (std::string(name) == "chatml") {
+      // <|im_start|> "user\nHi" <|im_end|> "\n" <|im_start|> "assistant\n"
+      EXPECT_EQ(post_ok("/v1/chat/completions", hi)["usage"]["prompt_tokens"], 3 + 7 + 1 + 10);
+    } else {
+      const json twice = {{"messages", {{{"role", "user"}, {"content", "Hi"}}, {{"role", "user"}, {"content", "Hi"}}}}};
+      expect_error(post("/v1/chat/completions", twice.dump()), 400, "messages");
+      EXPECT_EQ(post_ok("/v1/chat/completions", hi)["usage"]["prompt_tokens"],
+                std::string("<s> [INST] Hi [/INST]").size());
+    }
+    server_.reset();  // before the tokenizer it uses goes
+  }
 }
 
 class BatchingTest : public ServerTest {
@@ -179,6 +202,56 @@ TEST_F(ServerTest, StoppingTheServerEndsAStreamWithAnError) {
   EXPECT_NE(stream.find("the server is shutting down"), std::string::npos)
       << stream.substr(stream.size() - std::min<size_t>(stream.size(), 600));
   EXPECT_TRUE(stream.ends_with("data: [DONE]\n\n"));
+}
+
+// A request past the --timeout deadline: a 504 when nothing was sent, an error event ending its stream.
+TEST_F(ServerTest, TheDeadlineEndsARequest) {
+  ServerOptions o = options();
+  o.limits.context = 1 << 20;
+  o.request_timeout_seconds = 1;
+  server_ = std::make_unique<RunningServer>(*model_, *tokenizer_, o);
+  json whole = endless("Too long");
+  whole.erase("stream");
+  const auto start = std::chrono::steady_clock::now();
+  const auto res = post("/v1/completions", whole.dump());
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 504) << res->body;
+  EXPECT_EQ(json::parse(res->body)["error"]["code"], "timeout");
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(20));
+  const std::vector<json> got = events("/v1/completions", endless("Too long"));
+  ASSERT_GE(got.size(), 3u);
+  EXPECT_EQ(got[got.size() - 2]["error"]["code"], "timeout");
+  EXPECT_EQ(got.back(), "[DONE]");
+  EXPECT_EQ(metrics()["timeouts_total"], 2);
+  EXPECT_EQ(post_ok("/v1/completions", greedy("In time", 2))["usage"]["completion_tokens"], 2);
+}
+
+// The server listens before its model is loaded: /health says so with a 503, and so do the model's
+// endpoints, until the model is ready.
+TEST_F(ServerTest, HealthSaysLoadingUntilTheModelIsReady) {
+  ServerOptions o = options();
+  o.port = 0;
+  Server loading(o);
+  const int port = loading.bind();
+  std::thread listener([&] { loading.run(); });
+  httplib::Client client("127.0.0.1", port);
+  client.set_bearer_token_auth(kKey);
+  const auto health = client.Get("/health");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 503);
+  EXPECT_EQ(json::parse(health->body), json({{"status", "loading"}}));
+  const auto early = client.Post("/v1/completions", greedy("Hi", 2).dump(), "application/json");
+  ASSERT_TRUE(early);
+  EXPECT_EQ(early->status, 503);
+  EXPECT_EQ(json::parse(early->body)["error"]["code"], "model_loading");
+  EXPECT_EQ(client.Get("/v1/models")->status, 200);
+  loading.ready(*model_, *tokenizer_);
+  EXPECT_EQ(client.Get("/health")->status, 200);
+  const auto late = client.Post("/v1/completions", greedy("Hi", 2).dump(), "application/json");
+  ASSERT_TRUE(late);
+  EXPECT_EQ(late->status, 200) << late->body;
+  loading.stop();
+  listener.join();
 }
 
 TEST_F(ServerTest, ListsTheModelAndAnswersHealthAndMetrics) {

@@ -22,6 +22,37 @@ void copy_batch_row(const Tensor& from, int64_t from_index, const Tensor& to, in
   to.slice(0, to_index, 1).copy_from(from.slice(0, from_index, 1));
 }
 
+Tensor host_copy(const Tensor& t) {
+  return t.device() == Device::CPU ? t.contiguous().clone() : t.to_device(Device::CPU);
+}
+
+const Tensor& state_tensor(const StateTensorMap& tensors, const std::string& name, const Shape& shape, DType dtype,
+                           const char* owner) {
+  const auto it = tensors.find(name);
+  SSM_CHECK(it != tensors.end(), "{}: the state has no tensor '{}'", owner, name);
+  SSM_CHECK(it->second.shape() == shape && it->second.dtype() == dtype, "{}: '{}' is {} {}, this mixer's is {} {}",
+            owner, name, dtype_name(it->second.dtype()), shape_str(it->second.shape()), dtype_name(dtype),
+            shape_str(shape));
+  return it->second;
+}
+
+Tensor export_row(const Tensor& batch, int64_t index) { return host_copy(batch.select(0, index)); }
+
+void import_row(const StateTensorMap& tensors, const std::string& name, const Tensor& batch, int64_t index,
+                const char* owner) {
+  Tensor row = batch.select(0, index);
+  row.copy_from(state_tensor(tensors, name, row.shape(), row.dtype(), owner));
+}
+
+StateTensors ConvSsmState::export_sequence(int64_t index) const {
+  return {{"conv", export_row(conv, index)}, {"ssm", export_row(ssm, index)}};
+}
+
+void ConvSsmState::import_sequence(int64_t index, const StateTensorMap& tensors) {
+  import_row(tensors, "conv", conv, index, "ConvSsmState");
+  import_row(tensors, "ssm", ssm, index, "ConvSsmState");
+}
+
 void ConvSsmState::copy_sequence(int64_t from, MixerState& to, int64_t to_index) const {
   auto& target = state_as<ConvSsmState>(&to, "ConvSsmState::copy_sequence");
   copy_batch_row(conv, from, target.conv, to_index);

@@ -17,6 +17,8 @@ class ConvSsmState final : public MixerState {
         A(std::move(A)) {}
   void copy_sequence(int64_t from, MixerState& to, int64_t to_index) const override;
   int64_t bytes() const override { return int64_t(conv.nbytes() + ssm.nbytes()); }
+  StateTensors export_sequence(int64_t index) const override;
+  void import_sequence(int64_t index, const StateTensorMap& tensors) override;
 
   Tensor conv;  // [B, K-1, conv channels]
   Tensor ssm;   // Mamba-1: [B, d_inner, N]; Mamba-2: [B, H, P, N]
@@ -36,5 +38,9 @@ Tensor decode_A(const Tensor& A_log);
 
 // Copies row `from` of a [B, ...] tensor into row `to_index` of another.
 void copy_batch_row(const Tensor& from, int64_t from_index, const Tensor& to, int64_t to_index);
+// Row `index` of a [B, ...] tensor as a host copy [...], and `name` of `tensors` into that row (checked).
+Tensor export_row(const Tensor& batch, int64_t index);
+void import_row(const StateTensorMap& tensors, const std::string& name, const Tensor& batch, int64_t index,
+                const char* owner);
 
 }  // namespace ssm

@@ -116,6 +116,33 @@ void KvCache::copy_sequence(int64_t from, MixerState& to, int64_t to_index) cons
   target.upload_lengths();
 }
 
+// The rows a sequence that has seen `tokens` uses: all of a sliding window's ring, else one per token.
+static int64_t rows_in_use(const KvCache& cache, int64_t tokens) {
+  return cache.window > 0 ? cache.capacity() : tokens;
+}
+
+StateTensors KvCache::export_sequence(int64_t index) const {
+  Tensor count = Tensor::empty({1}, DType::I64);
+  count.data<int64_t>()[0] = seen[size_t(index)];
+  const int64_t rows = rows_in_use(*this, seen[size_t(index)]);
+  return {{"seen", count},
+          {"k", host_copy(k.select(0, index).slice(0, 0, rows))},
+          {"v", host_copy(v.select(0, index).slice(0, 0, rows))}};
+}
+
+void KvCache::import_sequence(int64_t index, const StateTensorMap& tensors) {
+  const int64_t tokens = state_tensor(tensors, "seen", {1}, DType::I64, "KvCache").data<int64_t>()[0];
+  SSM_CHECK(tokens >= 0, "KvCache: 'seen' is negative ({})", tokens);
+  reserve(tokens);
+  const int64_t rows = rows_in_use(*this, tokens);
+  for (auto [name, cache] : {std::pair{"k", &k}, std::pair{"v", &v}})
+    cache->select(0, index)
+        .slice(0, 0, rows)
+        .copy_from(state_tensor(tensors, name, {rows, cache->size(2)}, cache->dtype(), "KvCache"));
+  seen[size_t(index)] = tokens;
+  upload_lengths();
+}
+
 // ---- mixer ----
 
 AttentionMixer::AttentionMixer(const AttentionSettings& settings)

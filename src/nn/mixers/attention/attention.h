@@ -45,6 +45,8 @@ class KvCache final : public MixerState {
   void copy_sequence(int64_t from, MixerState& to, int64_t to_index) const override;
   void reserve(int64_t length) override;
   int64_t bytes() const override { return int64_t(k.nbytes() + v.nbytes()); }
+  StateTensors export_sequence(int64_t index) const override;  // seen, and k/v of the rows in use
+  void import_sequence(int64_t index, const StateTensorMap& tensors) override;
 
   int64_t capacity() const { return k.size(1); }
   int64_t row_of(int64_t position) const { return window > 0 ? position % window : position; }

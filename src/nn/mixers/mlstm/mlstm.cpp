@@ -66,6 +66,16 @@ void MlstmState::copy_sequence(int64_t from, MixerState& to, int64_t to_index) c
   copy_batch_row(state.m, from, target.state.m, to_index);
 }
 
+StateTensors MlstmState::export_sequence(int64_t index) const {
+  return {{"C", export_row(state.C, index)}, {"n", export_row(state.n, index)}, {"m", export_row(state.m, index)}};
+}
+
+void MlstmState::import_sequence(int64_t index, const StateTensorMap& tensors) {
+  import_row(tensors, "C", state.C, index, "MlstmState");
+  import_row(tensors, "n", state.n, index, "MlstmState");
+  import_row(tensors, "m", state.m, index, "MlstmState");
+}
+
 // ---- mixer ----
 
 MlstmMixer::MlstmMixer(const MlstmSettings& settings)

@@ -45,6 +45,8 @@ class MlstmState final : public MixerState {
   MlstmState(int64_t batch, const MlstmSettings& s);
   void copy_sequence(int64_t from, MixerState& to, int64_t to_index) const override;
   int64_t bytes() const override { return int64_t(state.C.nbytes() + state.n.nbytes() + state.m.nbytes()); }
+  StateTensors export_sequence(int64_t index) const override;
+  void import_sequence(int64_t index, const StateTensorMap& tensors) override;
 
   ops::MlstmState state;
 };

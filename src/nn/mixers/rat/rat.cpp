@@ -89,6 +89,31 @@ void RatState::copy_sequence(int64_t from, MixerState& to, int64_t to_index) con
   target.cache.set_tokens(to_index, tokens);
 }
 
+StateTensors RatState::export_sequence(int64_t index) const {
+  const int64_t tokens = cache.tokens.data<int64_t>()[index], finished = tokens / chunk_size;
+  Tensor count = Tensor::empty({1}, DType::I64);
+  count.data<int64_t>()[0] = tokens;
+  return {{"tokens", count},
+          {"key", export_row(cache.key, index)},
+          {"value", export_row(cache.value, index)},
+          {"chunk_keys", host_copy(cache.chunk_keys.select(0, index).slice(0, 0, finished))},
+          {"chunk_values", host_copy(cache.chunk_values.select(0, index).slice(0, 0, finished))}};
+}
+
+void RatState::import_sequence(int64_t index, const StateTensorMap& tensors) {
+  const int64_t tokens = state_tensor(tensors, "tokens", {1}, DType::I64, "RatState").data<int64_t>()[0];
+  SSM_CHECK(tokens >= 0, "RatState: 'tokens' is negative ({})", tokens);
+  const int64_t finished = tokens / chunk_size, width = cache.key.size(1);
+  import_row(tensors, "key", cache.key, index, "RatState");
+  import_row(tensors, "value", cache.value, index, "RatState");
+  cache.reserve(finished);
+  for (auto [name, ends] : {std::pair{"chunk_keys", &cache.chunk_keys}, std::pair{"chunk_values", &cache.chunk_values}})
+    ends->select(0, index)
+        .slice(0, 0, finished)
+        .copy_from(state_tensor(tensors, name, {finished, width}, DType::F32, "RatState"));
+  cache.set_tokens(index, tokens);
+}
+
 // ---- mixer ----
 
 RatMixer::RatMixer(const RatSettings& settings)

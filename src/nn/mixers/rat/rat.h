@@ -50,6 +50,8 @@ class RatState final : public MixerState {
   // Room for the chunks finished by `length` tokens (the running chunk lives in cache.key/value).
   void reserve(int64_t length) override { cache.reserve(length / chunk_size); }
   int64_t bytes() const override;
+  StateTensors export_sequence(int64_t index) const override;  // tokens, the running pair, finished chunks
+  void import_sequence(int64_t index, const StateTensorMap& tensors) override;
 
   ops::RatCache cache;
   int64_t chunk_size;

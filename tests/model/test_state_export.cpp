@@ -1,0 +1,98 @@
+// A sequence's state exported as named host tensors and imported into another state goes on exactly
+// as a copy of it does, for every kind of state: Mamba-1/2 conv + SSM, full and sliding-window KV
+// caches, RAT's chunk cache, the mLSTM's matrix memory; and an import that does not fit is one error.
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "core/random.h"
+#include "fixture_util.h"
+#include "model/language_model.h"
+#include "train/init.h"
+
+namespace ssm {
+namespace {
+
+Tensor ids_of(const std::vector<int32_t>& values, Shape shape) {
+  Tensor t = Tensor::empty(shape, DType::I32);
+  std::memcpy(t.data<int32_t>(), values.data(), values.size() * sizeof(int32_t));
+  return t;
+}
+
+StateTensorMap as_map(const StateTensors& tensors) { return StateTensorMap(tensors.begin(), tensors.end()); }
+
+bool same_bits(const Tensor& a, const Tensor& b) {
+  return a.shape() == b.shape() && std::memcmp(a.contiguous().raw(), b.contiguous().raw(), a.nbytes()) == 0;
+}
+
+// Prefills two sequences of 13 tokens (past an RAT chunk and a sliding window), moves sequence 1 into a
+// batch-1 state by export/import and by copy_sequence, then decodes three tokens from each.
+void expect_round_trip(const LanguageModel& model) {
+  const int64_t vocab = model.config().vocab_size, length = 13;
+  Rng rng(5);
+  std::vector<int32_t> prompt(size_t(2 * length));
+  for (int32_t& id : prompt) id = int32_t(rng.below(uint64_t(vocab)));
+  ModelState state = model.new_state(2);
+  model.forward(ids_of(prompt, {2, length}), &state, false);
+
+  const StateTensors exported = state.export_sequence(1);
+  ASSERT_FALSE(exported.empty());
+  for (const auto& [name, tensor] : exported) EXPECT_EQ(tensor.device(), Device::CPU) << name;
+  ModelState imported = model.new_state(1), copied = model.new_state(1), fresh = model.new_state(1);
+  imported.import_sequence(0, as_map(exported));
+  state.copy_sequence(1, copied, 0);
+  for (int32_t token : {3, 1, 4}) {
+    const Tensor id = ids_of({token % int32_t(vocab)}, {1});
+    const Tensor from_import = model.step(id, imported), from_copy = model.step(id, copied);
+    EXPECT_TRUE(same_bits(from_import, from_copy)) << "token " << token;
+    EXPECT_FALSE(same_bits(from_import, model.step(id, fresh)));  // the state mattered
+  }
+}
+
+TEST(StateExport, EveryKindOfStateRoundTrips) {
+  for (const char* name : {"mamba_tiny", "mamba2_tiny", "bamba_tiny", "jamba_tiny", "xlstm_tiny"}) {
+    SCOPED_TRACE(name);
+    expect_round_trip(LanguageModel::load(fixture_dir(name)));
+  }
+  // RAT (chunks of 4) and sliding-window attention (a window of 5) in a model of the project's own type.
+  LanguageModel rat(
+      ModelConfig::from_json({{"model_type", "ssm"},
+                              {"vocab_size", 37},
+                              {"hidden_size", 24},
+                              {"layers", {"rat+mlp", "swa+mlp"}},
+                              {"rat", {{"num_heads", 3}, {"head_dim", 8}, {"qk_groups", 3}, {"chunk_size", 4}}},
+                              {"swa", {{"num_attention_heads", 2}, {"head_dim", 12}, {"sliding_window", 5}}},
+                              {"mlp", {{"intermediate_size", 40}}}},
+                             "test config"));
+  init_parameters(rat, 9);
+  SCOPED_TRACE("rat + swa");
+  expect_round_trip(rat);
+}
+
+TEST(StateExport, AnImportThatDoesNotFitIsAnError) {
+  const LanguageModel mamba2 = LanguageModel::load(fixture_dir("mamba2_tiny"));
+  const LanguageModel bamba = LanguageModel::load(fixture_dir("bamba_tiny"));
+  const StateTensorMap good = as_map(mamba2.new_state(1).export_sequence(0));
+  ModelState target = mamba2.new_state(1);
+  // Another model's state.
+  EXPECT_THROW(target.import_sequence(0, as_map(bamba.new_state(1).export_sequence(0))), Error);
+  // A tensor missing, one of the wrong shape or dtype, a name this model has no place for.
+  StateTensorMap missing = good;
+  missing.erase(missing.begin());
+  EXPECT_THROW(target.import_sequence(0, missing), Error);
+  StateTensorMap reshaped = good;
+  reshaped.begin()->second = Tensor::zeros({1, 2, 3});
+  EXPECT_THROW(target.import_sequence(0, reshaped), Error);
+  StateTensorMap retyped = good;
+  retyped.begin()->second = retyped.begin()->second.to(DType::BF16);
+  EXPECT_THROW(target.import_sequence(0, retyped), Error);
+  for (const char* extra : {"mixer.99.conv", "mixer.x.conv", "mixer.0", "other"}) {
+    StateTensorMap more = good;
+    more.emplace(extra, Tensor::zeros({1}));
+    EXPECT_THROW(target.import_sequence(0, more), Error) << extra;
+  }
+  EXPECT_NO_THROW(target.import_sequence(0, good));
+}
+
+}  // namespace
+}  // namespace ssm
