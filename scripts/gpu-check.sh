@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # On a machine with an NVIDIA GPU: every GPU test, the GPU benchmarks (`ssm bench --device cuda`, the
-# standalone kernel files of dev/cuda, `ssm generate --device cuda` end to end), with a short table last.
+# training steps (`--suite training`), the standalone kernel files of dev/cuda, `ssm generate --device
+# cuda` end to end), with a short table last.
 # Uses the build in build/release (configured and built first when it is missing) and build/dev-cuda
 # (dev/cuda/build.sh); where the build was made on another machine, scripts/gpu-carry.sh packs the
 # shared libraries it needs beside it. Logs go to $OUT when set (the device tool), else to build/gpu-check/.
-#   SSM_GPU_CHECK_PARTS="tests bench kernels generate"   the parts to run (default: all)
+#   SSM_GPU_CHECK_PARTS="tests bench train kernels generate"   the parts to run (default: all)
 #   SSM_DEMO_MODEL=DIR   the model `generate` runs besides a random 1.3B one (default runs/demo)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bin=build/release/bin
 logs=${OUT:-build/gpu-check}
-parts=${SSM_GPU_CHECK_PARTS:-tests bench kernels generate}
+parts=${SSM_GPU_CHECK_PARTS:-tests bench train kernels generate}
 mkdir -p "$logs"
 if [ ! -x "$bin/ssm_gpu_tests" ]; then
   cmake --preset release && cmake --build --preset release || exit 1
@@ -46,6 +47,13 @@ if wants bench; then
   [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
   summary+=("$(grep -E '^\| Mamba-' "$logs/bench.log")")
   summary+=("$(grep -E '^\| mamba' "$logs/bench.log" | cut -d'|' -f2,4,6,7 | sed 's/^/| bench /')")
+fi
+
+if wants train; then
+  echo "== ssm bench --device cuda --suite training"
+  timeout 300 "$bin/ssm" bench --device cuda --suite training 2>&1 | tee "$logs/train-bench.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
+  summary+=("$(grep -E '^\| mamba2-[0-9.]+[mb] \| [0-9]+ x' "$logs/train-bench.log" | cut -d'|' -f2-6 | sed 's/^/| train /')")
 fi
 
 if wants kernels; then
