@@ -12,6 +12,7 @@
 #include "core/device.h"
 #include "core/random.h"
 #include "ops/ops.h"
+#include "ops/ops_backward.h"
 
 namespace ssm::bench {
 
@@ -66,61 +67,115 @@ GpuCeilings measure_gpu() {
 
 std::string ratio(double ours, double peer) { return peer > 0 ? fmt::format(" ({:.2f}x)", ours / peer) : ""; }
 
-// The scan kernels alone, batch 1, BF16, forward: Mamba-1's at D_inner 4096, N 16 (with z, D, dt bias
-// and softplus) beside mamba_ssm's CUDA kernel, and SSD at H 32, P 64, N 128, G 1 beside mamba_ssm's
-// Triton kernels (ms, ../shared/BENCHMARKS.md).
-void scan_kernels(uint64_t seed) {
+// Random inputs of the two scan kernels at the shapes the issue times: Mamba-1 at D_inner 4096, N 16
+// (with z, D, dt bias and softplus) and SSD at H 32, P 64, N 128, G 1; batch 1, BF16.
+ops::SelectiveScanInputs scan_inputs(int64_t T, Rng& rng) {
+  const int64_t D = 4096, N = 16;
+  ops::SelectiveScanInputs in;
+  in.u = random_gpu({1, T, D}, DType::BF16, rng);
+  in.delta = random_gpu({1, T, D}, DType::BF16, rng, -3, 0);
+  in.delta_bias = random_gpu({D}, DType::F32, rng, -1, 0);
+  in.A = random_gpu({D, N}, DType::F32, rng, -4, -0.5f);
+  in.B = random_gpu({1, T, N}, DType::BF16, rng);
+  in.C = random_gpu({1, T, N}, DType::BF16, rng);
+  in.D = random_gpu({D}, DType::F32, rng);
+  in.z = random_gpu({1, T, D}, DType::BF16, rng, -2, 2);
+  return in;
+}
+
+ops::SsdInputs ssd_inputs(int64_t T, Rng& rng) {
+  const int64_t H = 32, P = 64, S = 128;
+  ops::SsdInputs in;
+  in.x = random_gpu({1, T, H * P}, DType::BF16, rng);
+  in.dt = random_gpu({1, T, H}, DType::BF16, rng);
+  in.dt_bias = random_gpu({H}, DType::F32, rng, -3.5f, -2.5f);
+  in.A = random_gpu({H}, DType::F32, rng, -16, -1);
+  in.B = random_gpu({1, T, S}, DType::BF16, rng);
+  in.C = random_gpu({1, T, S}, DType::BF16, rng);
+  in.D = random_gpu({H}, DType::F32, rng);
+  return in;
+}
+
+Tensor gpu_zeros(const Tensor& like) { return Tensor::zeros(like.shape(), like.dtype(), Device::CUDA); }
+
+// Mamba-1's training pair: the forward saving chunk states, then the backward of every input.
+double scan_training_ms(const ops::SelectiveScanInputs& in, Rng& rng) {
+  constexpr int64_t kChunk = 64;
+  const int64_t T = in.u.size(1);
+  Tensor y = gpu_zeros(in.u), dy = random_gpu(in.u.shape(), DType::BF16, rng);
+  Tensor states = Tensor::zeros({1, ops::selective_scan_chunk_count(T, kChunk), in.A.size(0), in.A.size(1)},
+                                DType::F32, Device::CUDA);
+  ops::SelectiveScanGrads g;
+  g.du = gpu_zeros(in.u);
+  g.ddelta = gpu_zeros(in.delta);
+  g.dB = gpu_zeros(in.B);
+  g.dC = gpu_zeros(in.C);
+  g.dz = gpu_zeros(in.z);
+  g.dA = gpu_zeros(in.A);
+  g.dD = gpu_zeros(in.D);
+  g.ddelta_bias = gpu_zeros(in.delta_bias);
+  return 1000 * seconds_of(10, [&] {
+    ops::selective_scan_forward_saving_chunk_states(in, Tensor(), kChunk, y, states);
+    ops::selective_scan_backward(in, Tensor(), states, kChunk, dy, g);
+  });
+}
+
+// SSD's training pair: the forward, then the backward of every input.
+double ssd_training_ms(const ops::SsdInputs& in, Rng& rng) {
+  Tensor y = gpu_zeros(in.x), dy = random_gpu(in.x.shape(), DType::BF16, rng);
+  ops::SsdGrads g;
+  g.dx = gpu_zeros(in.x);
+  g.ddt = gpu_zeros(in.dt);
+  g.dB = gpu_zeros(in.B);
+  g.dC = gpu_zeros(in.C);
+  g.dA = gpu_zeros(in.A);
+  g.dD = gpu_zeros(in.D);
+  g.ddt_bias = gpu_zeros(in.dt_bias);
+  return 1000 * seconds_of(10, [&] {
+    ops::ssd(in, nullptr, y);
+    ops::ssd_backward(in, Tensor(), dy, g);
+  });
+}
+
+}  // namespace
+
+void scan_kernel_table(uint64_t seed, bool training) {
   constexpr int64_t kLengths[4] = {4096, 16384, 65536, 102400};
+  // mamba_ssm on the H200 (../shared/BENCHMARKS.md), ms: forward, and forward + backward.
   constexpr double kPeerScan[4] = {0.32, 1.52, 5.95, 9.50}, kPeerSsd[4] = {0.54, 1.11, 1.27, 2.00};
+  constexpr double kPeerScanTrain[4] = {1.66, 6.57, 25.9, 42.5}, kPeerSsdTrain[4] = {4.35, 3.72, 5.72, 9.08};
   Rng rng(seed);
-  const auto uniform = [&](const Shape& shape, float lo, float hi, DType dtype) {
-    return random_gpu(shape, dtype, rng, lo, hi);
-  };
-  std::printf("| scan kernel, batch 1, BF16 | 4K | 16K | 64K | 100K tokens (ms, x peer) |\n| --- | --- | --- | --- | --- |\n");
+  std::printf("| scan kernel, batch 1, BF16, %s | 4K | 16K | 64K | 100K tokens (ms, x peer) |\n"
+              "| --- | --- | --- | --- | --- |\n",
+              training ? "forward + backward" : "forward");
   std::string scan_row = "| Mamba-1 selective scan, D 4096, N 16 (peer: mamba_ssm CUDA)", ssd_row =
                              "| Mamba-2 SSD, H 32, P 64, N 128 (peer: mamba_ssm Triton)";
   for (int i = 0; i < 4; ++i) {
-    const int64_t T = kLengths[i], D = 4096, N = 16, H = 32, P = 64, S = 128;
+    const int64_t T = kLengths[i];
     {
-      ops::SelectiveScanInputs in;
-      in.u = uniform({1, T, D}, -1, 1, DType::BF16);
-      in.delta = uniform({1, T, D}, -3, 0, DType::BF16);
-      in.delta_bias = uniform({D}, -1, 0, DType::F32);
-      in.A = uniform({D, N}, -4, -0.5f, DType::F32);
-      in.B = uniform({1, T, N}, -1, 1, DType::BF16);
-      in.C = uniform({1, T, N}, -1, 1, DType::BF16);
-      in.D = uniform({D}, -1, 1, DType::F32);
-      in.z = uniform({1, T, D}, -2, 2, DType::BF16);
-      Tensor y = Tensor::zeros({1, T, D}, DType::BF16, Device::CUDA);
-      const double ms = 1000 * seconds_of(20, [&] { ops::selective_scan(in, nullptr, y); });
-      scan_row += fmt::format(" | {:.3f}{}", ms, ratio(ms, kPeerScan[i]));
+      const ops::SelectiveScanInputs in = scan_inputs(T, rng);
+      Tensor y = gpu_zeros(in.u);
+      const double ms = training ? scan_training_ms(in, rng)
+                                 : 1000 * seconds_of(20, [&] { ops::selective_scan(in, nullptr, y); });
+      scan_row += fmt::format(" | {:.3f}{}", ms, ratio(ms, training ? kPeerScanTrain[i] : kPeerScan[i]));
     }
     {
-      ops::SsdInputs in;
-      in.x = uniform({1, T, H * P}, -1, 1, DType::BF16);
-      in.dt = uniform({1, T, H}, -1, 1, DType::BF16);
-      in.dt_bias = uniform({H}, -3.5f, -2.5f, DType::F32);
-      in.A = uniform({H}, -16, -1, DType::F32);
-      in.B = uniform({1, T, S}, -1, 1, DType::BF16);
-      in.C = uniform({1, T, S}, -1, 1, DType::BF16);
-      in.D = uniform({H}, -1, 1, DType::F32);
-      Tensor y = Tensor::zeros({1, T, H * P}, DType::BF16, Device::CUDA);
-      const double ms = 1000 * seconds_of(20, [&] { ops::ssd(in, nullptr, y); });
-      ssd_row += fmt::format(" | {:.3f}{}", ms, ratio(ms, kPeerSsd[i]));
+      const ops::SsdInputs in = ssd_inputs(T, rng);
+      Tensor y = gpu_zeros(in.x);
+      const double ms = training ? ssd_training_ms(in, rng) : 1000 * seconds_of(20, [&] { ops::ssd(in, nullptr, y); });
+      ssd_row += fmt::format(" | {:.3f}{}", ms, ratio(ms, training ? kPeerSsdTrain[i] : kPeerSsd[i]));
     }
   }
   std::printf("%s |\n%s |\n\n", scan_row.c_str(), ssd_row.c_str());
   std::fflush(stdout);
 }
 
-}  // namespace
-
 void run_gpu_bench(const GpuBenchOptions& o) {
   require_device(Device::CUDA);
   const GpuCeilings machine = measure_gpu();
   std::printf("GPU ceilings: device-to-device copy %.0f GB/s (read + write), BF16 matrix product %.0f TFLOP/s\n\n",
               machine.copy_gbs, machine.bf16_tflops);
-  scan_kernels(o.seed);
+  scan_kernel_table(o.seed, /*training=*/false);
   std::printf("| model | weights | decode ms/step, batch 1 / 16 / 64 (x mamba_ssm) | decode tok/s at 64 | batch-1 "
               "floor ms (reached) | prefill ms, 1x2048 / 8x2048 / 1x65536 (x mamba_ssm) | matmul TFLOP/s at 8x2048 "
               "(%% of peak) | peak GPU MiB |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n");

@@ -22,4 +22,8 @@ struct GpuBenchOptions {
 // Runs everything and prints the tables (markdown) as it goes.
 void run_gpu_bench(const GpuBenchOptions& options);
 
+// The scan kernels alone (Mamba-1's selective scan and Mamba-2's SSD), batch 1, BF16, at 4K-100K tokens
+// beside mamba_ssm's times on the H200: the forward, or (`training`) the forward and the backward.
+void scan_kernel_table(uint64_t seed, bool training);
+
 }  // namespace ssm::bench

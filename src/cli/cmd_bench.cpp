@@ -186,6 +186,7 @@ void run_gpu_training_bench(const BenchArgs& args) {
     double tokens_per_second, peak_gib;
   };
   const Peer peers[] = {{"mamba2-130m", 8, 2048, 129.7e3, 21.6}, {"mamba2-1.3b", 4, 2048, 24.6e3, 46.3}};
+  bench::scan_kernel_table(args.seed, /*training=*/true);
   std::vector<TrainBenchResult> results;
   std::string versus =
       "| model | batch x length | tokens/s | mamba_ssm + PyTorch | ratio | peak GiB | theirs | ratio |\n"
