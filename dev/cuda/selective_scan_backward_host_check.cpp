@@ -12,6 +12,7 @@
 //   build/dev-cuda/selective_scan_backward_host_check        (one line per case; exit 1 on a failure)
 #include <string>
 
+#include "check_util.h"
 #include "cuda_on_cpu.h"
 
 // The scan's math (selective_scan_math.cuh), accurate, on the CPU.
@@ -60,12 +61,6 @@ struct Reference {
   std::vector<double> du, ddelta, dz, dB, dC, dA, dD, dbias, dstate0;
   std::vector<float> chunk_states;  // [batch, chunks, D, N] of the double forward
 };
-
-template <class T>
-float round_to(float v) {
-  if constexpr (sizeof(T) == 2) return __bfloat162float(__float2bfloat16(v));
-  return v;
-}
 
 template <class T>
 Problem make_problem(const Case& k, unsigned seed) {
@@ -158,19 +153,6 @@ Reference reference(const Case& k, const Problem& p) {
       for (int n = 0; n < N; ++n) r.dstate0[(size_t(b) * D + d) * N + n] = adj[n];
     }
   return r;
-}
-
-// max |got - want| / max |want| over want's elements, got read through `at`; NaN gives infinity.
-template <class F>
-double rel_error(const std::vector<double>& want, F&& at) {
-  double diff = 0.0, scale = 0.0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    const double g = at(i);
-    if (std::isnan(g)) return INFINITY;
-    diff = std::max(diff, std::fabs(g - want[i]));
-    scale = std::max(scale, std::fabs(want[i]));
-  }
-  return diff / std::max(scale, 1e-30);
 }
 
 void poison_shared() { std::memset(kernels::smem, 0xff, sizeof kernels::smem); }
@@ -280,14 +262,7 @@ bool run_case(const Case& k, unsigned seed) {
   bool ok = true;
   std::string report;
   auto check = [&](const char* name, const std::vector<double>& ref, auto&& at) {
-    const double e = rel_error(ref, at);
-    char text[48];
-    std::snprintf(text, sizeof text, " %s %.1e", name, e);
-    report += text;
-    if (!(e < tol)) {
-      ok = false;
-      report += "(FAIL)";
-    }
+    report_error(report, ok, name, rel_error(ref, at), tol);
   };
   check("du", want.du, column(du_at, D));
   check("dB", want.dB, column(dB_at, N));

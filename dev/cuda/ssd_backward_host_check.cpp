@@ -11,6 +11,7 @@
 //   g++ -std=c++20 -O2 -I/usr/local/cuda/include dev/cuda/ssd_backward_host_check.cpp
 //       -o build/dev-cuda/ssd_backward_host_check
 //   build/dev-cuda/ssd_backward_host_check        (one line per case; exit 1 on a failure)
+#include "check_util.h"
 #include "cuda_on_cpu.h"
 
 namespace ssm::ops::cuda::ssd_backward_kernels {
@@ -38,20 +39,10 @@ struct Problem : ssd_reference::Problem {
 };
 
 template <class T>
-float round_to(float v) {
-  if constexpr (sizeof(T) == 2) return __bfloat162float(__float2bfloat16(v));
-  return v;
-}
-
-template <class T>
 Problem make_problem(const Case& k, unsigned seed) {
   std::mt19937 gen(seed);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
   std::uniform_real_distribution<float> uniform(0.0f, std::log(16.0f));
-  auto fill = [&](std::vector<float>& v, size_t n, float scale, float offset, bool activation) {
-    v.resize(n);
-    for (float& e : v) e = activation ? round_to<T>(offset + scale * normal(gen)) : offset + scale * normal(gen);
-  };
+  NormalFill<T> fill{gen};
   Problem p;
   static_cast<ssd_reference::Problem&>(p) = {k.batch, k.T, k.H, k.P, k.G, k.N, k.dt_min, k.dt_max};
   const size_t rows = size_t(k.batch) * k.T, states = size_t(k.batch) * k.H * k.P * k.N;
@@ -81,19 +72,6 @@ ssd_reference::Gradients reference(const Problem& p) {
     r.dbias[h] += p.dbias0[h];
   }
   return r;
-}
-
-// max |got - want| / max |want|, over `count` values of got read through `at`; NaN gives infinity.
-template <class F>
-double rel_error(const std::vector<double>& want, F&& at) {
-  double diff = 0.0, scale = 0.0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    const double g = at(i);
-    if (std::isnan(g)) return INFINITY;
-    diff = std::max(diff, std::fabs(g - want[i]));
-    scale = std::max(scale, std::fabs(want[i]));
-  }
-  return diff / std::max(scale, 1e-30);
 }
 
 void poison_shared() { std::memset(kernels::smem, 0xff, sizeof kernels::smem); }
@@ -176,14 +154,7 @@ bool run_case(const Case& k, unsigned seed) {
   bool ok = true;
   std::string report;
   auto check = [&](const char* name, const std::vector<double>& ref, auto&& at) {
-    const double e = rel_error(ref, at);
-    char text[48];
-    std::snprintf(text, sizeof text, " %s %.1e", name, e);
-    report += text;
-    if (!(e < tol)) {
-      ok = false;
-      report += "(FAIL)";
-    }
+    report_error(report, ok, name, rel_error(ref, at), tol);
   };
   check("dx", want.dx, column(dx_at, HP));
   check("ddt", want.ddt, column(ddt_at, k.H));
