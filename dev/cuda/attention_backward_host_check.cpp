@@ -60,8 +60,6 @@ struct Seq {
   }
 };
 
-void poison_shared() { std::memset(kernels::smem, 0xff, sizeof kernels::smem); }
-
 // Runs a kernel over a 3-d grid of 256-thread blocks (cuda_on_cpu.h's launch walks x).
 template <class F>
 void launch_grid(unsigned x, unsigned y, unsigned z, int threads, F&& kernel) {
@@ -81,9 +79,9 @@ struct Outputs {
 template <class T, int kChunks>
 void run_kernels(const kernels::Args<T>& a, bool& smem_ok) {
   auto launch = [&](unsigned x, unsigned y, unsigned z, int threads, size_t smem_bytes, auto&& kernel) {
-    poison_shared();
+    poison_shared(kernels::smem);
     launch_grid(x, y, z, threads, kernel);
-    for (size_t i = smem_bytes; i < sizeof kernels::smem; ++i) smem_ok &= kernels::smem[i] == 0xff;
+    smem_ok &= shared_untouched_from(kernels::smem, smem_bytes);
   };
   const int64_t rows = int64_t(a.batch) * a.T * a.n_heads;
   if (rows > 0)

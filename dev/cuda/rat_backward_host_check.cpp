@@ -165,8 +165,6 @@ Reference reference(const Case& k, const Problem& p) {
   return r;
 }
 
-void poison_shared() { std::memset(kernels::smem, 0xff, sizeof kernels::smem); }
-
 template <class E>
 bool run_case(const Case& k, unsigned seed) {
   std::mt19937 gen(seed);
@@ -236,9 +234,9 @@ bool run_case(const Case& k, unsigned seed) {
   // The launches of rat_backward.cu, each with its shared memory poisoned and checked.
   bool smem_ok = true;
   auto launch = [&](int64_t blocks, int threads, size_t smem_floats, auto&& kernel) {
-    poison_shared();
+    poison_shared(kernels::smem);
     fibers::launch(unsigned(blocks), threads, kernel);
-    for (size_t i = smem_floats * sizeof(float); i < sizeof kernels::smem; ++i) smem_ok &= kernels::smem[i] == 0xff;
+    smem_ok &= shared_untouched_from(kernels::smem, smem_floats * sizeof(float));
   };
   const int64_t chunk_blocks = int64_t(B) * H * a.chunks(), query_blocks = int64_t(B) * H * a.query_tiles();
   const int64_t end_blocks = int64_t(B) * H * a.end_tiles();
@@ -333,16 +331,5 @@ int main() {
   Case only_bias{1, 40, 2, 1, 8, 3};
   only_bias.dq = only_bias.dk = only_bias.dv = only_bias.dg = false;
   cases.push_back(only_bias);
-  bool ok = true;
-  unsigned seed = 1;
-  for (const Case& k : cases) {
-    for (bool reverse : {false, true}) {  // the threads of a block in both orders (see fibers::reverse_order)
-      fibers::reverse_order = reverse;
-      ok &= run_case<float>(k, seed);
-      ok &= run_case<bf16>(k, seed + 1);
-    }
-    seed += 2;
-  }
-  std::printf("%s\n", ok ? "all cases passed" : "SOME CASES FAILED");
-  return ok ? 0 : 1;
+  return run_cases_both_orders(cases, run_case<float>, run_case<bf16>);
 }

@@ -155,14 +155,6 @@ Reference reference(const Case& k, const Problem& p) {
   return r;
 }
 
-void poison_shared() { std::memset(kernels::smem, 0xff, sizeof kernels::smem); }
-bool shared_untouched_from(size_t bytes) {
-  const unsigned char* s = reinterpret_cast<const unsigned char*>(kernels::smem);
-  for (size_t i = bytes; i < sizeof kernels::smem; ++i)
-    if (s[i] != 0xff) return false;
-  return true;
-}
-
 template <class T, int kN>
 bool run_case(const Case& k, unsigned seed) {
   using L = kernels::Layout<kN>;
@@ -218,14 +210,14 @@ bool run_case(const Case& k, unsigned seed) {
   bool smem_ok = true;
   // Every block of a (x, y, z) grid, shared memory poisoned first and untouched past what the launch asks for.
   auto launch = [&](unsigned gx, unsigned gy, unsigned gz, int threads, size_t smem_bytes, auto&& kernel) {
-    poison_shared();
+    poison_shared(kernels::smem);
     for (unsigned z = 0; z < gz; ++z)
       for (unsigned y = 0; y < gy; ++y) {
         blockIdx.y = y;
         blockIdx.z = z;
         fibers::launch(gx, threads, kernel);
       }
-    smem_ok &= shared_untouched_from(smem_bytes);
+    smem_ok &= shared_untouched_from(kernels::smem, smem_bytes);
   };
   auto blocks = [](int64_t n) { return unsigned((n + 255) / 256); };
   if (chunks > 1) {

@@ -76,14 +76,8 @@ struct Host {
 template <class T>
 Host make_host(const Shape& s, unsigned seed) {
   std::mt19937 gen(seed);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
   std::uniform_real_distribution<float> uniform(0.0f, std::log(16.0f));
-  auto fill = [&](std::vector<float>& v, size_t n, float scale, float offset, bool round) {
-    v.resize(n);
-    for (float& e : v) e = offset + scale * normal(gen);
-    if (round)
-      for (float& e : v) e = round_to<T>(e);
-  };
+  NormalFill<T> fill{gen};
   Host h{s, {}, {}, {}, {}, {}, {}, {}, {}};
   const size_t rows = size_t(s.batch) * s.T;
   fill(h.x, rows * s.H * s.P, 1.0f, 0.0f, true);

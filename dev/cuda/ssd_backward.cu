@@ -114,12 +114,8 @@ struct CheckShape {
 template <class T>
 bool check(const CheckShape& s, unsigned seed) {
   std::mt19937 gen(seed);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
   std::uniform_real_distribution<float> uniform(0.0f, std::log(16.0f));
-  auto fill = [&](std::vector<float>& v, size_t n, float scale, float offset, bool activation) {
-    v.resize(n);
-    for (float& e : v) e = activation ? round_to<T>(offset + scale * normal(gen)) : offset + scale * normal(gen);
-  };
+  NormalFill<T> fill{gen};
   ssd_reference::Problem p{s.batch, s.T, s.H, s.P, s.G, s.N, 0.0f, INFINITY};
   const size_t rows = size_t(s.batch) * s.T, states = size_t(s.batch) * s.H * s.P * s.N;
   fill(p.x, rows * s.H * s.P, 1.0f, 0.0f, true);

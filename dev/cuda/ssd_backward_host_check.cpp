@@ -74,8 +74,6 @@ ssd_reference::Gradients reference(const Problem& p) {
   return r;
 }
 
-void poison_shared() { std::memset(kernels::smem, 0xff, sizeof kernels::smem); }
-
 template <class T>
 bool run_case(const Case& k, unsigned seed) {
   const Problem p = make_problem<T>(k, seed);
@@ -129,9 +127,9 @@ bool run_case(const Case& k, unsigned seed) {
   // Each kernel with its shared memory poisoned, and none of it touched past what the launch asks for.
   bool smem_ok = true;
   auto launch = [&](unsigned blocks, size_t smem_bytes, auto&& kernel) {
-    poison_shared();
+    poison_shared(kernels::smem);
     fibers::launch(blocks, kThreads, kernel);
-    for (size_t i = smem_bytes; i < sizeof kernels::smem; ++i) smem_ok &= kernels::smem[i] == 0xff;
+    smem_ok &= shared_untouched_from(kernels::smem, smem_bytes);
   };
   launch(plan.values_blocks, kernels::chunk_values_smem(), [&] { kernels::chunk_values_kernel<T>(a, s); });
   if (plan.states || plan.dstates) {
@@ -209,16 +207,5 @@ int main() {
   Case fewer{2, 70, 4, 16, 2, 16, true, true, false};
   fewer.all_grads = false;
   cases.push_back(fewer);
-  bool ok = true;
-  unsigned seed = 1;
-  for (const Case& k : cases) {
-    for (bool reverse : {false, true}) {  // the threads of a block in both orders (see fibers::reverse_order)
-      fibers::reverse_order = reverse;
-      ok &= run_case<float>(k, seed);
-      ok &= run_case<bf16>(k, seed + 1);
-    }
-    seed += 2;
-  }
-  std::printf("%s\n", ok ? "all cases passed" : "SOME CASES FAILED");
-  return ok ? 0 : 1;
+  return run_cases_both_orders(cases, run_case<float>, run_case<bf16>);
 }

@@ -85,9 +85,6 @@ std::vector<T> converted(const std::vector<float>& v) {
   return out;
 }
 
-// Poisons shared memory so that a read of something never written shows as NaN.
-void poison_shared() { std::memset(kernels::smem, 0xff, sizeof kernels::smem); }
-
 template <class T>
 bool run_case(const Case& k, bool chunked, unsigned seed) {
   const Inputs in = make_inputs<T>(k, seed);
@@ -114,12 +111,12 @@ bool run_case(const Case& k, bool chunked, unsigned seed) {
         fibers::launch(unsigned(heads * plan.pieces()), kernels::kThreads, [&] {
           kernels::piece_state_kernel<T, kN>(a, plan, state_ptr, slots, log_decays);
         });
-      poison_shared();
+      poison_shared(kernels::smem);
       fibers::launch(unsigned(heads * plan.segments), kernels::kThreads, [&] {
         kernels::chunk_scan_kernel<T, kN>(a, plan, state_ptr, slots, log_decays);
       });
     };
-    poison_shared();
+    poison_shared(kernels::smem);
     if (plan.state_tile == 64) both.template operator()<64>();
     else both.template operator()<128>();
   } else {
