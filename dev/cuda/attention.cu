@@ -419,10 +419,7 @@ void time_decode(int context, int batch, std::mt19937& rng) {
 }
 
 int main() {
-  cudaDeviceProp prop{};
-  CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
-  std::printf("%s, %d multiprocessors, %zu KB shared memory per block (opt-in)\n", prop.name,
-              prop.multiProcessorCount, prop.sharedMemPerBlockOptin / 1024);
+  print_gpu();
   std::mt19937 rng(1234);
   bool ok = true;
 

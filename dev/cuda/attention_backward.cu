@@ -200,10 +200,7 @@ Row time_backward(int T, std::mt19937& rng) {
 }
 
 int main() {
-  cudaDeviceProp prop{};
-  CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
-  std::printf("%s, %d multiprocessors, %zu KB shared memory per block (opt-in)\n", prop.name,
-              prop.multiProcessorCount, prop.sharedMemPerBlockOptin / 1024);
+  print_gpu();
   std::mt19937 rng(4321);
   bool ok = true;
   ok &= check<float>(2, 200, 263, 8, 2, 128, 0, rng);

@@ -48,6 +48,18 @@ inline double rel_error(const std::vector<float>& got, const std::vector<float>&
   return rel_error(got, std::vector<double>(want.begin(), want.end()));
 }
 
+// Readers of a kernel's outputs for rel_error: element i of a [rows, width] block starting at column
+// `at` of rows `row_width` wide, and element i of a vector.
+template <class E>
+auto column_reader(const std::vector<E>& rows, int row_width, int at, int width) {
+  return [&rows, row_width, at, width](size_t i) {
+    return double(float(rows[(i / width) * row_width + at + i % width]));
+  };
+}
+inline auto vector_reader(const std::vector<float>& v) {
+  return [&v](size_t i) { return double(v[i]); };
+}
+
 // Appends " name error" to report; below tol or else "(FAIL)" appended and ok cleared.
 inline void report_error(std::string& report, bool& ok, const char* name, double error, double tol) {
   char text[48];

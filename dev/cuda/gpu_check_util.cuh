@@ -120,3 +120,11 @@ double median_batch_ms(Fn fn, int warmup, int batches, int per_batch) {
   std::sort(times.begin(), times.end());
   return times[times.size() / 2];
 }
+
+// Prints the GPU's name, multiprocessor count and the shared memory a block may opt in to.
+inline void print_gpu() {
+  cudaDeviceProp prop{};
+  CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
+  std::printf("%s, %d multiprocessors, %zu KB shared memory per block (opt-in)\n", prop.name,
+              prop.multiProcessorCount, prop.sharedMemPerBlockOptin / 1024);
+}

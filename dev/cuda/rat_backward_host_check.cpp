@@ -272,14 +272,12 @@ bool run_case(const Case& k, unsigned seed) {
   auto check = [&](const char* name, const std::vector<double>& ref, auto&& at) {
     report_error(report, ok, name, rel_error(ref, at), tol);
   };
-  auto column = [&](int at, int width) {
-    return [&, at, width](size_t i) { return double(float(outputs[(i / width) * out_width + at + i % width])); };
-  };
+  auto column = [&](int at, int width) { return column_reader(outputs, out_width, at, width); };
   if (k.dq) check("dq", want.dq, column(q_at, QW));
   if (k.dk) check("dk", want.dk, column(k_at, QW));
   if (k.dv) check("dv", want.dv, column(v_at, W));
   if (k.dg) check("dg", want.dg, column(g_at, W));
-  if (k.dbias) check("dbias", want.dbias, [&](size_t i) { return double(dbias[i]); });
+  if (k.dbias) check("dbias", want.dbias, vector_reader(dbias));
   if (!k.dbias && dbias != p.dbias0) {
     report += " dgate_bias changed though not asked for (FAIL)";
     ok = false;

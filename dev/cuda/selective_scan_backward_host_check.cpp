@@ -246,10 +246,7 @@ bool run_case(const Case& k, unsigned seed) {
   sum_blocks(a.dB_part, dB_at);
   if (all) sum_blocks(a.dC_part, dC_at);
 
-  auto column = [&](int at, int width) {
-    return [&, at, width](size_t i) { return double(float(outputs[(i / width) * out_width + at + i % width])); };
-  };
-  auto vec = [](const std::vector<float>& v) { return [&v](size_t i) { return double(v[i]); }; };
+  auto column = [&](int at, int width) { return column_reader(outputs, out_width, at, width); };
   const double tol = sizeof(T) == 2 ? 3e-2 : 1e-4;
   bool ok = true;
   std::string report;
@@ -258,14 +255,14 @@ bool run_case(const Case& k, unsigned seed) {
   };
   check("du", want.du, column(du_at, D));
   check("dB", want.dB, column(dB_at, N));
-  check("dA", want.dA, vec(dA));
+  check("dA", want.dA, vector_reader(dA));
   if (all) {
     check("ddelta", want.ddelta, column(ddelta_at, D));
     if (k.gate) check("dz", want.dz, column(dz_at, D));
     check("dC", want.dC, column(dC_at, N));
-    check("dD", want.dD, vec(dD));
-    check("dbias", want.dbias, vec(dbias));
-    check("dstate0", want.dstate0, vec(dstate0));
+    check("dD", want.dD, vector_reader(dD));
+    check("dbias", want.dbias, vector_reader(dbias));
+    check("dstate0", want.dstate0, vector_reader(dstate0));
   }
   if (!smem_ok) {
     report += " shared memory used past the launch's size (FAIL)";

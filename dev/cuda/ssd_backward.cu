@@ -114,21 +114,9 @@ struct CheckShape {
 template <class T>
 bool check(const CheckShape& s, unsigned seed) {
   std::mt19937 gen(seed);
-  std::uniform_real_distribution<float> uniform(0.0f, std::log(16.0f));
   NormalFill<T> fill{gen};
   ssd_reference::Problem p{s.batch, s.T, s.H, s.P, s.G, s.N, 0.0f, INFINITY};
-  const size_t rows = size_t(s.batch) * s.T, states = size_t(s.batch) * s.H * s.P * s.N;
-  fill(p.x, rows * s.H * s.P, 1.0f, 0.0f, true);
-  fill(p.dt, rows * s.H, 0.5f, 0.0f, true);
-  fill(p.B, rows * s.G * s.N, 0.5f, 0.0f, true);
-  fill(p.C, rows * s.G * s.N, 0.5f, 0.0f, true);
-  fill(p.dy, rows * s.H * s.P, 1.0f, 0.0f, true);
-  fill(p.dt_bias, s.H, 0.3f, -3.0f, false);
-  p.A.resize(s.H);
-  for (float& a : p.A) a = -std::exp(uniform(gen));
-  if (s.with_D) fill(p.D, s.H, 1.0f, 0.0f, false);
-  if (s.with_state0) fill(p.state0, states, 0.5f, 0.0f, false);
-  if (s.with_dfinal) fill(p.dfinal, states, 0.5f, 0.0f, false);
+  ssd_reference::fill_random(p, fill, 0.5f, s.with_D, s.with_state0, s.with_dfinal);
   const ssd_reference::Gradients want = ssd_reference::backward(p);
 
   Call<T> c = call_from<T>(p);

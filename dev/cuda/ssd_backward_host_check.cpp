@@ -41,22 +41,10 @@ struct Problem : ssd_reference::Problem {
 template <class T>
 Problem make_problem(const Case& k, unsigned seed) {
   std::mt19937 gen(seed);
-  std::uniform_real_distribution<float> uniform(0.0f, std::log(16.0f));
   NormalFill<T> fill{gen};
   Problem p;
   static_cast<ssd_reference::Problem&>(p) = {k.batch, k.T, k.H, k.P, k.G, k.N, k.dt_min, k.dt_max};
-  const size_t rows = size_t(k.batch) * k.T, states = size_t(k.batch) * k.H * k.P * k.N;
-  fill(p.x, rows * k.H * k.P, 1.0f, 0.0f, true);
-  fill(p.dt, rows * k.H, k.dt_noise, 0.0f, true);
-  fill(p.B, rows * k.G * k.N, 0.5f, 0.0f, true);
-  fill(p.C, rows * k.G * k.N, 0.5f, 0.0f, true);
-  fill(p.dy, rows * k.H * k.P, 1.0f, 0.0f, true);
-  fill(p.dt_bias, k.H, 0.3f, -3.0f, false);
-  p.A.resize(k.H);
-  for (float& a : p.A) a = -std::exp(uniform(gen));
-  if (k.with_D) fill(p.D, k.H, 1.0f, 0.0f, false);
-  if (k.with_state0) fill(p.state0, states, 0.5f, 0.0f, false);
-  if (k.with_dfinal) fill(p.dfinal, states, 0.5f, 0.0f, false);
+  ssd_reference::fill_random(p, fill, k.dt_noise, k.with_D, k.with_state0, k.with_dfinal);
   fill(p.dA0, k.H, 1.0f, 0.0f, false);
   fill(p.dD0, k.H, 1.0f, 0.0f, false);
   fill(p.dbias0, k.H, 1.0f, 0.0f, false);
@@ -144,10 +132,7 @@ bool run_case(const Case& k, unsigned seed) {
       kernels::param_kernel(a.heads, int64_t(a.batch) * plan.chunks, s.parts, g.dA, g.dD, g.ddt_bias);
     });
 
-  auto column = [&](int at, int width) {
-    return [&, at, width](size_t i) { return double(float(outputs[(i / width) * out_width + at + i % width])); };
-  };
-  auto vec = [](const std::vector<float>& v) { return [&v](size_t i) { return double(v[i]); }; };
+  auto column = [&](int at, int width) { return column_reader(outputs, out_width, at, width); };
   const double tol = sizeof(T) == 2 ? 3e-2 : 1e-4;
   bool ok = true;
   std::string report;
@@ -156,13 +141,13 @@ bool run_case(const Case& k, unsigned seed) {
   };
   check("dx", want.dx, column(dx_at, HP));
   check("ddt", want.ddt, column(ddt_at, k.H));
-  check("dD", want.dD, vec(dD));
-  check("dbias", want.dbias, vec(dbias));
+  check("dD", want.dD, vector_reader(dD));
+  check("dbias", want.dbias, vector_reader(dbias));
   if (k.all_grads) {
     check("dB", want.dB, column(dB_at, GN));
     check("dC", want.dC, column(dC_at, GN));
-    check("dA", want.dA, vec(dA));
-    check("dstate0", want.dstate0, vec(dstate0));
+    check("dA", want.dA, vector_reader(dA));
+    check("dstate0", want.dstate0, vector_reader(dstate0));
   }
   if (!smem_ok) {
     report += " shared memory used past the launch's size (FAIL)";
