@@ -334,7 +334,8 @@ struct DecodeData {
     upload(q, hq);
     upload(k, hk);
     upload(v, hv);
-    CHECK_CUDA(cudaMemcpy(lengths.data, pr.lengths.data(), pr.lengths.size() * sizeof(int32_t), cudaMemcpyHostToDevice));
+    CHECK_CUDA(
+        cudaMemcpy(lengths.data, pr.lengths.data(), pr.lengths.size() * sizeof(int32_t), cudaMemcpyHostToDevice));
     if (!keep_host) hk.clear(), hv.clear();
   }
   cudaError_t run(int splits, cudaStream_t stream) const {
