@@ -47,18 +47,10 @@
 
 #include "ops/cuda/flash_attention.cuh"
 #include "ops/cuda/flash_decode.cuh"
+#include "gpu_check_util.cuh"
 
 using namespace ssm::ops::cuda;
 using namespace ssm::ops::cuda::flash;
-
-#define CHECK(call)                                                                                 \
-  do {                                                                                              \
-    const cudaError_t e_ = (call);                                                                  \
-    if (e_ != cudaSuccess) {                                                                        \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                                 \
-    }                                                                                               \
-  } while (0)
 
 // Peers on the same card (../shared/BENCHMARKS.md, 2026-11-28): torch SDPA (FlashAttention) causal
 // forward, batch 1, H 16, d 128, bf16; attention over a KV cache, H 16, d 128.
@@ -125,7 +117,7 @@ template <class T>
 struct Buffer {
   T* data = nullptr;
   size_t n = 0;
-  explicit Buffer(size_t count) : n(count) { CHECK(cudaMalloc(&data, std::max<size_t>(1, n) * sizeof(T))); }
+  explicit Buffer(size_t count) : n(count) { CHECK_CUDA(cudaMalloc(&data, std::max<size_t>(1, n) * sizeof(T))); }
   ~Buffer() { cudaFree(data); }
   Buffer(const Buffer&) = delete;
   Buffer& operator=(const Buffer&) = delete;
@@ -143,29 +135,16 @@ template <class T>
 void upload(Buffer<T>& dst, const std::vector<float>& src) {
   std::vector<T> host(src.size());
   for (size_t i = 0; i < src.size(); ++i) host[i] = T(src[i]);
-  CHECK(cudaMemcpy(dst.data, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
+  CHECK_CUDA(cudaMemcpy(dst.data, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
 }
 
 template <class T>
 std::vector<float> download(const Buffer<T>& src, size_t n) {
   std::vector<T> host(n);
-  CHECK(cudaMemcpy(host.data(), src.data, n * sizeof(T), cudaMemcpyDeviceToHost));
+  CHECK_CUDA(cudaMemcpy(host.data(), src.data, n * sizeof(T), cudaMemcpyDeviceToHost));
   std::vector<float> out(n);
   for (size_t i = 0; i < n; ++i) out[i] = float(host[i]);
   return out;
-}
-
-double rel_error(const std::vector<float>& got, const std::vector<double>& want) {
-  double diff = 0.0, scale = 0.0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    if (!std::isfinite(got[i])) return INFINITY;
-    diff = std::max(diff, std::fabs(double(got[i]) - want[i]));
-    scale = std::max(scale, std::fabs(want[i]));
-  }
-  return diff / std::max(scale, 1e-30);
-}
-double rel_error(const std::vector<float>& got, const std::vector<float>& want) {
-  return rel_error(got, std::vector<double>(want.begin(), want.end()));
 }
 
 // ---- CPU reference (double) ----
@@ -260,14 +239,14 @@ struct ForwardData {
   }
   CausalWindow mask() const { return {p.S - p.T, p.window}; }
   // The output poisoned with NaN (0xFFFF in bf16, 0xFFFFFFFF in f32), so an unwritten element shows.
-  void poison() { CHECK(cudaMemset(o.data, 0xFF, o.n * sizeof(T))); }
+  void poison() { CHECK_CUDA(cudaMemset(o.data, 0xFF, o.n * sizeof(T))); }
 };
 
 bool check_forward(Forward version, const ForwardProblem& p, std::mt19937& rng) {
   ForwardData<bf16> data(p, rng);
   data.poison();
-  CHECK(run_forward(version, data.args(), data.mask(), nullptr));
-  CHECK(cudaDeviceSynchronize());
+  CHECK_CUDA(run_forward(version, data.args(), data.mask(), nullptr));
+  CHECK_CUDA(cudaDeviceSynchronize());
   const std::vector<double> want = reference_forward(data.hq, data.hk, data.hv, p.B, p.T, p.S, p.H, p.Hkv, p.d, p.window);
   const double err = rel_error(download(data.o, data.o.n), want);
   const bool ok = err < 2e-2;
@@ -279,8 +258,8 @@ bool check_forward(Forward version, const ForwardProblem& p, std::mt19937& rng) 
 bool check_forward_f32(const ForwardProblem& p, std::mt19937& rng) {
   ForwardData<float> data(p, rng);
   data.poison();
-  CHECK(run_forward(Forward::V2, data.args(), data.mask(), nullptr));
-  CHECK(cudaDeviceSynchronize());
+  CHECK_CUDA(run_forward(Forward::V2, data.args(), data.mask(), nullptr));
+  CHECK_CUDA(cudaDeviceSynchronize());
   const std::vector<double> want = reference_forward(data.hq, data.hk, data.hv, p.B, p.T, p.S, p.H, p.Hkv, p.d, p.window);
   const double err = rel_error(download(data.o, data.o.n), want);
   const bool ok = err < 1e-5;
@@ -290,29 +269,6 @@ bool check_forward_f32(const ForwardProblem& p, std::mt19937& rng) {
 }
 
 // ---- timing ----
-
-// Median milliseconds of `reps` runs of fn() (each between two events) after `warmup` runs.
-template <class Fn>
-double median_ms(Fn fn, int warmup, int reps) {
-  for (int i = 0; i < warmup; ++i) fn(i);
-  std::vector<cudaEvent_t> events(2 * size_t(reps));
-  for (cudaEvent_t& e : events) CHECK(cudaEventCreate(&e));
-  for (int i = 0; i < reps; ++i) {
-    CHECK(cudaEventRecord(events[2 * i]));
-    fn(warmup + i);
-    CHECK(cudaEventRecord(events[2 * i + 1]));
-  }
-  CHECK(cudaDeviceSynchronize());
-  std::vector<double> ms(reps);
-  for (int i = 0; i < reps; ++i) {
-    float t = 0.0f;
-    CHECK(cudaEventElapsedTime(&t, events[2 * i], events[2 * i + 1]));
-    ms[i] = t;
-  }
-  for (cudaEvent_t& e : events) CHECK(cudaEventDestroy(e));
-  std::nth_element(ms.begin(), ms.begin() + reps / 2, ms.end());
-  return ms[reps / 2];
-}
 
 struct Row {
   std::string what, version;
@@ -329,21 +285,21 @@ void time_forward(int T, std::mt19937& rng) {
     if (pf.T == T) peer = pf.ms;
   // The versions must agree with v2 (f32) at this shape too.
   data.poison();
-  CHECK(run_forward(Forward::V2, data.args(), data.mask(), nullptr));
-  CHECK(cudaDeviceSynchronize());
+  CHECK_CUDA(run_forward(Forward::V2, data.args(), data.mask(), nullptr));
+  CHECK_CUDA(cudaDeviceSynchronize());
   const std::vector<float> exact = download(data.o, data.o.n);
   for (Forward v : {Forward::V1, Forward::V2, Forward::V3, Forward::V4}) {
     if (v == Forward::V1 && T > 4096) continue;  // seconds
     if (v == Forward::V2 && T > 16384) continue;
     if (v != Forward::V2) {
       data.poison();
-      CHECK(run_forward(v, data.args(), data.mask(), nullptr));
-      CHECK(cudaDeviceSynchronize());
+      CHECK_CUDA(run_forward(v, data.args(), data.mask(), nullptr));
+      CHECK_CUDA(cudaDeviceSynchronize());
       const double err = rel_error(download(data.o, data.o.n), exact);
       if (err > 2e-2) std::printf("MISMATCH %s at T %d: rel err %.2e against v2\n", forward_name(v), T, err);
     }
     const int reps = T <= 16384 && v != Forward::V1 ? 20 : 5;
-    const double ms = median_ms([&](int) { CHECK(run_forward(v, data.args(), data.mask(), nullptr)); }, 2, reps);
+    const double ms = median_ms([&](int) { CHECK_CUDA(run_forward(v, data.args(), data.mask(), nullptr)); }, 2, reps);
     table.push_back({"fwd causal B 1 H 16 d 128 T " + std::to_string(T), forward_name(v), ms, peer, floor_ms});
     std::printf("time %-16s T %6d: %8.3f ms  %6.1f TFLOP/s  (peer %.2f ms)\n", forward_name(v), T, ms,
                 flops / ms * 1e-9, peer);
@@ -378,7 +334,8 @@ struct DecodeData {
     upload(q, hq);
     upload(k, hk);
     upload(v, hv);
-    CHECK(cudaMemcpy(lengths.data, pr.lengths.data(), pr.lengths.size() * sizeof(int32_t), cudaMemcpyHostToDevice));
+    CHECK_CUDA(
+        cudaMemcpy(lengths.data, pr.lengths.data(), pr.lengths.size() * sizeof(int32_t), cudaMemcpyHostToDevice));
     if (!keep_host) hk.clear(), hv.clear();
   }
   cudaError_t run(int splits, cudaStream_t stream) const {
@@ -394,8 +351,8 @@ struct DecodeData {
 
 int multiprocessors() {
   int device = 0, n = 0;
-  CHECK(cudaGetDevice(&device));
-  CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
+  CHECK_CUDA(cudaGetDevice(&device));
+  CHECK_CUDA(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
   return n;
 }
 
@@ -411,9 +368,9 @@ int decode_splits_of(Decode v, const DecodeProblem& p) {
 
 bool check_decode(Decode version, const DecodeProblem& p, std::mt19937& rng) {
   DecodeData data(p, rng);
-  CHECK(cudaMemset(data.o.data, 0xFF, data.o.n * sizeof(bf16)));
-  CHECK(data.run(decode_splits_of(version, p), nullptr));
-  CHECK(cudaDeviceSynchronize());
+  CHECK_CUDA(cudaMemset(data.o.data, 0xFF, data.o.n * sizeof(bf16)));
+  CHECK_CUDA(data.run(decode_splits_of(version, p), nullptr));
+  CHECK_CUDA(cudaDeviceSynchronize());
   const std::vector<float> got = download(data.o, data.o.n);
   double worst = 0.0;
   const size_t qw = size_t(p.H) * p.d, kw = size_t(p.Hkv) * p.d;
@@ -443,17 +400,17 @@ void time_decode(int context, int batch, std::mt19937& rng) {
   for (const PeerDecode& pd : kPeerDecode)
     if (pd.context == context && pd.batch == batch) peer = pd.ms;
   const double floor_ms = double(cache_bytes) / kCopyBandwidth * 1e3;
-  CHECK(sets[0]->run(1, nullptr));
-  CHECK(cudaDeviceSynchronize());
+  CHECK_CUDA(sets[0]->run(1, nullptr));
+  CHECK_CUDA(cudaDeviceSynchronize());
   const std::vector<float> one_split = download(sets[0]->o, sets[0]->o.n);
   for (Decode v : {Decode::V1, Decode::V2, Decode::V3}) {
     const int splits = decode_splits_of(v, p);
-    CHECK(cudaMemset(sets[0]->o.data, 0xFF, sets[0]->o.n * sizeof(bf16)));
-    CHECK(sets[0]->run(splits, nullptr));
-    CHECK(cudaDeviceSynchronize());
+    CHECK_CUDA(cudaMemset(sets[0]->o.data, 0xFF, sets[0]->o.n * sizeof(bf16)));
+    CHECK_CUDA(sets[0]->run(splits, nullptr));
+    CHECK_CUDA(cudaDeviceSynchronize());
     const double err = rel_error(download(sets[0]->o, sets[0]->o.n), one_split);
     if (err > 2e-2) std::printf("MISMATCH %s at C %d B %d: rel err %.2e against v1\n", decode_name(v), context, batch, err);
-    const double ms = median_ms([&](int i) { CHECK(sets[size_t(i) % sets.size()]->run(splits, nullptr)); }, 3, 50);
+    const double ms = median_ms([&](int i) { CHECK_CUDA(sets[size_t(i) % sets.size()]->run(splits, nullptr)); }, 3, 50);
     table.push_back({"decode C " + std::to_string(context) + " B " + std::to_string(batch) + " H 16 d 128",
                      std::string(decode_name(v)) + " (" + std::to_string(splits) + ")", ms, peer, floor_ms});
     std::printf("time %-16s C %5d B %2d splits %3d: %8.4f ms  %5.2f TB/s  (peer %.3f ms)\n", decode_name(v), context,
@@ -463,10 +420,7 @@ void time_decode(int context, int batch, std::mt19937& rng) {
 }
 
 int main() {
-  cudaDeviceProp prop{};
-  CHECK(cudaGetDeviceProperties(&prop, 0));
-  std::printf("%s, %d multiprocessors, %zu KB shared memory per block (opt-in)\n", prop.name,
-              prop.multiProcessorCount, prop.sharedMemPerBlockOptin / 1024);
+  print_gpu();
   std::mt19937 rng(1234);
   bool ok = true;
 

@@ -35,19 +35,11 @@
 #include <vector>
 
 #include "attention_backward_reference.h"
+#include "gpu_check_util.cuh"
 #include "ops/cuda/attention_backward_launch.cuh"
 
 using namespace ssm::ops::cuda;
 namespace kernels = ssm::ops::cuda::attention_backward_kernels;
-
-#define CHECK(call)                                                                                 \
-  do {                                                                                              \
-    const cudaError_t e_ = (call);                                                                  \
-    if (e_ != cudaSuccess) {                                                                        \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-      std::exit(1);                                                                                 \
-    }                                                                                               \
-  } while (0)
 
 // The peer on the same card (../shared/BENCHMARKS.md, 2026-11-28): torch SDPA (FlashAttention) causal,
 // batch 1, H 16, d 128, bf16: forward + backward, and forward alone.
@@ -59,30 +51,24 @@ constexpr Peer kPeers[] = {{4096, 1.15, 0.32}, {16384, 12.4, 3.39}, {65536, 188.
 constexpr double kMatrixRate = 730e12;  // bf16 FLOP/s (BENCHMARKS.md)
 
 template <class T>
-float round_to(float v) {
-  if constexpr (sizeof(T) == 2) return __bfloat162float(__float2bfloat16(v));
-  return v;
-}
-
-template <class T>
 struct DeviceBuffer {
   T* p = nullptr;
   size_t n = 0;
-  explicit DeviceBuffer(size_t count) : n(count) { CHECK(cudaMalloc(&p, std::max<size_t>(n, 1) * sizeof(T))); }
+  explicit DeviceBuffer(size_t count) : n(count) { CHECK_CUDA(cudaMalloc(&p, std::max<size_t>(n, 1) * sizeof(T))); }
   ~DeviceBuffer() { cudaFree(p); }
   DeviceBuffer(const DeviceBuffer&) = delete;
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
   void upload(const std::vector<float>& host) {
     std::vector<T> v(host.size());
     for (size_t i = 0; i < host.size(); ++i) v[i] = T(host[i]);
-    CHECK(cudaMemcpy(p, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
+    CHECK_CUDA(cudaMemcpy(p, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
   }
   std::vector<float> download() const {
     std::vector<T> v(n);
-    CHECK(cudaMemcpy(v.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost));
+    CHECK_CUDA(cudaMemcpy(v.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost));
     return std::vector<float>(v.begin(), v.end());
   }
-  void poison() { CHECK(cudaMemset(p, 0xff, n * sizeof(T))); }  // NaN in F32 and BF16
+  void poison() { CHECK_CUDA(cudaMemset(p, 0xff, n * sizeof(T))); }  // NaN in F32 and BF16
 };
 
 // A problem on the GPU, contiguous tensors: inputs, o and lse (from the reference or the forward) and
@@ -155,15 +141,6 @@ attention_reference::Problem random_problem(int batch, int T, int S, int heads, 
   return p;
 }
 
-double rel_error(const std::vector<float>& got, const std::vector<double>& want) {
-  double diff = 0.0, scale = 0.0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    if (std::isnan(got[i])) return INFINITY;
-    diff = std::max(diff, std::fabs(double(got[i]) - want[i]));
-    scale = std::max(scale, std::fabs(want[i]));
-  }
-  return diff / std::max(scale, 1e-30);
-}
 
 // v1 against the reference, o and lse from the reference.
 template <class T>
@@ -173,8 +150,8 @@ bool check(int batch, int T_, int S, int heads, int kv_heads, int d, int64_t win
   data.o.upload(std::vector<float>(want.o.begin(), want.o.end()));
   data.lse.upload(std::vector<float>(want.lse.begin(), want.lse.end()));
   data.poison();
-  CHECK(kernels::launch(data.args(), nullptr));
-  CHECK(cudaDeviceSynchronize());
+  CHECK_CUDA(kernels::launch(data.args(), nullptr));
+  CHECK_CUDA(cudaDeviceSynchronize());
   const double tol = sizeof(T) == 2 ? 3e-2 : 1e-4;
   const double eq = rel_error(data.dq.download(), want.dq), ek = rel_error(data.dk.download(), want.dk),
                ev = rel_error(data.dv.download(), want.dv);
@@ -183,28 +160,6 @@ bool check(int batch, int T_, int S, int heads, int kv_heads, int d, int64_t win
               sizeof(T) == 2 ? "bf16" : "f32 ", batch, T_, S, heads, kv_heads, d, (long long)window, eq, ek, ev,
               ok ? "ok" : "FAIL");
   return ok;
-}
-
-template <class Fn>
-double median_ms(Fn fn, int warmup, int reps) {
-  for (int i = 0; i < warmup; ++i) fn();
-  std::vector<cudaEvent_t> events(2 * size_t(reps));
-  for (cudaEvent_t& e : events) CHECK(cudaEventCreate(&e));
-  for (int i = 0; i < reps; ++i) {
-    CHECK(cudaEventRecord(events[2 * i]));
-    fn();
-    CHECK(cudaEventRecord(events[2 * i + 1]));
-  }
-  CHECK(cudaDeviceSynchronize());
-  std::vector<double> ms(reps);
-  for (int i = 0; i < reps; ++i) {
-    float t = 0.0f;
-    CHECK(cudaEventElapsedTime(&t, events[2 * i], events[2 * i + 1]));
-    ms[i] = t;
-  }
-  for (cudaEvent_t& e : events) CHECK(cudaEventDestroy(e));
-  std::nth_element(ms.begin(), ms.begin() + reps / 2, ms.end());
-  return ms[reps / 2];
 }
 
 struct Row {
@@ -230,11 +185,11 @@ Row time_backward(int T, std::mt19937& rng) {
                                                 128,
                                                 float(data.p.scale) * flash::kLog2e};
   const flash::CausalWindow mask{0, 0};
-  CHECK(flash::launch(forward, mask, nullptr));
-  CHECK(cudaDeviceSynchronize());
+  CHECK_CUDA(flash::launch(forward, mask, nullptr));
+  CHECK_CUDA(cudaDeviceSynchronize());
   const int reps = T <= 4096 ? 10 : 3;
-  const double forward_ms = median_ms([&] { CHECK(flash::launch(forward, mask, nullptr)); }, 1, reps);
-  const double ms = median_ms([&] { CHECK(kernels::launch(data.args(), nullptr)); }, 1, reps);
+  const double forward_ms = median_ms([&](int) { CHECK_CUDA(flash::launch(forward, mask, nullptr)); }, 1, reps);
+  const double ms = median_ms([&](int) { CHECK_CUDA(kernels::launch(data.args(), nullptr)); }, 1, reps);
   Peer peer{};
   for (const Peer& pr : kPeers)
     if (pr.T == T) peer = pr;
@@ -245,10 +200,7 @@ Row time_backward(int T, std::mt19937& rng) {
 }
 
 int main() {
-  cudaDeviceProp prop{};
-  CHECK(cudaGetDeviceProperties(&prop, 0));
-  std::printf("%s, %d multiprocessors, %zu KB shared memory per block (opt-in)\n", prop.name,
-              prop.multiProcessorCount, prop.sharedMemPerBlockOptin / 1024);
+  print_gpu();
   std::mt19937 rng(4321);
   bool ok = true;
   ok &= check<float>(2, 200, 263, 8, 2, 128, 0, rng);

@@ -12,6 +12,7 @@
 //   g++ -std=c++20 -O2 -I/usr/local/cuda/include dev/cuda/attention_backward_host_check.cpp
 //       -o build/dev-cuda/attention_backward_host_check
 //   build/dev-cuda/attention_backward_host_check        (one line per case; exit 1 on a failure)
+#include "check_util.h"
 #include "cuda_on_cpu.h"
 
 namespace ssm::ops::cuda::attention_backward_kernels {
@@ -29,12 +30,6 @@ struct Case {
   int64_t window;
   float scale = 0.0f;  // 0: 1 / sqrt(head_dim)
 };
-
-template <class T>
-float round_to(float v) {
-  if constexpr (sizeof(T) == 2) return __bfloat162float(__float2bfloat16(v));
-  return v;
-}
 
 // A [B, rows, width] sequence tensor inside a NaN buffer of [B, rows + 3, width + 7] starting at
 // column 4: batch and row strides unlike the shape's.
@@ -65,8 +60,6 @@ struct Seq {
   }
 };
 
-void poison_shared() { std::memset(kernels::smem, 0xff, sizeof kernels::smem); }
-
 // Runs a kernel over a 3-d grid of 256-thread blocks (cuda_on_cpu.h's launch walks x).
 template <class F>
 void launch_grid(unsigned x, unsigned y, unsigned z, int threads, F&& kernel) {
@@ -86,9 +79,9 @@ struct Outputs {
 template <class T, int kChunks>
 void run_kernels(const kernels::Args<T>& a, bool& smem_ok) {
   auto launch = [&](unsigned x, unsigned y, unsigned z, int threads, size_t smem_bytes, auto&& kernel) {
-    poison_shared();
+    poison_shared(kernels::smem);
     launch_grid(x, y, z, threads, kernel);
-    for (size_t i = smem_bytes; i < sizeof kernels::smem; ++i) smem_ok &= kernels::smem[i] == 0xff;
+    smem_ok &= shared_untouched_from(kernels::smem, smem_bytes);
   };
   const int64_t rows = int64_t(a.batch) * a.T * a.n_heads;
   if (rows > 0)
@@ -130,19 +123,13 @@ Outputs run(const Case& k, float scale, const Seq<T>& q, const Seq<T>& kk, const
   return out;
 }
 
-// max |got - want| / max |want| over the slice of `seq`'s layout; NaN gives infinity.
+// rel_error over the slice of `layout` in got (want is the slice, dense).
 template <class T>
 double rel_error(const std::vector<double>& want, const std::vector<float>& got, const Seq<T>& layout) {
-  double diff = 0.0, scale = 0.0;
-  for (int b = 0; b < layout.batch; ++b)
-    for (int r = 0; r < layout.rows; ++r)
-      for (int c = 0; c < layout.width; ++c) {
-        const double w = want[(size_t(b) * layout.rows + r) * layout.width + c], g = got[layout.at(b, r, c)];
-        if (std::isnan(g)) return INFINITY;
-        diff = std::max(diff, std::fabs(g - w));
-        scale = std::max(scale, std::fabs(w));
-      }
-  return diff / std::max(scale, 1e-30);
+  const size_t per_batch = size_t(layout.rows) * layout.width;
+  return rel_error(want, [&](size_t i) {
+    return double(got[layout.at(int(i / per_batch), int(i % per_batch / layout.width), int(i % layout.width))]);
+  });
 }
 
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
@@ -187,14 +174,7 @@ bool run_case(const Case& k, unsigned seed) {
   bool ok = true;
   std::string report;
   auto check = [&](const char* name, const std::vector<double>& ref, const std::vector<float>& got, const Seq<T>& at) {
-    const double e = rel_error(ref, got, at);
-    char text[48];
-    std::snprintf(text, sizeof text, " %s %.1e", name, e);
-    report += text;
-    if (!(e < tol)) {
-      ok = false;
-      report += "(FAIL)";
-    }
+    report_error(report, ok, name, rel_error(ref, got, at), tol);
   };
   const Seq<T> dq_at(k.batch, k.T, qw), dkv_at(k.batch, k.S, kw);
   check("dq", want.dq, first.dq, dq_at);

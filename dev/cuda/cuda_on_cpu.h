@@ -228,3 +228,39 @@ void cp_async_commit() {}
 void cp_async_wait_all() {}
 
 }  // namespace ssm::ops::cuda::ptx
+
+// ---- what the host checks share around the kernels ----
+
+// Fills a kernel's dynamic shared memory (its namespace's `smem`) with 0xff bytes, NaN in F32 and
+// BF16, so that a read of something never written shows.
+template <class E, size_t kCount>
+void poison_shared(E (&smem)[kCount]) {
+  std::memset(smem, 0xff, sizeof smem);
+}
+// Whether smem past its first `bytes` bytes still holds the poison (the launch used no more).
+template <class E, size_t kCount>
+bool shared_untouched_from(const E (&smem)[kCount], size_t bytes) {
+  const unsigned char* s = reinterpret_cast<const unsigned char*>(smem);
+  for (size_t i = bytes; i < sizeof smem; ++i)
+    if (s[i] != 0xff) return false;
+  return true;
+}
+
+// Runs every case in F32 (seed) and BF16 (seed + 1), each with the threads of a block in both orders
+// (see fibers::reverse_order), the seed advancing by 2 a case; prints the verdict and returns the
+// program's exit status.
+template <class Case, class RunF32, class RunBf16>
+int run_cases_both_orders(const std::vector<Case>& cases, RunF32&& run_f32, RunBf16&& run_bf16) {
+  bool ok = true;
+  unsigned seed = 1;
+  for (const Case& k : cases) {
+    for (bool reverse : {false, true}) {
+      fibers::reverse_order = reverse;
+      ok &= run_f32(k, seed);
+      ok &= run_bf16(k, seed + 1);
+    }
+    seed += 2;
+  }
+  std::printf("%s\n", ok ? "all cases passed" : "SOME CASES FAILED");
+  return ok ? 0 : 1;
+}

@@ -14,6 +14,7 @@
 //   build/dev-cuda/rat_backward_host_check        (one line per case; exit 1 on a failure)
 #include <string>
 
+#include "check_util.h"
 #include "cuda_on_cpu.h"
 
 namespace ssm::ops::cuda::rat_backward_kernels {
@@ -30,12 +31,6 @@ struct Case {
   float theta = 10000.0f, scale = 0.0f;  // scale 0: dh^-1/2
   bool dq = true, dk = true, dv = true, dg = true, dbias = true;
 };
-
-template <class E>
-float round_to(float v) {
-  if constexpr (sizeof(E) == 2) return __bfloat162float(__float2bfloat16(v));
-  return v;
-}
 
 // The inputs in F32 (activations already rounded to the dtype), rows [batch·T, width] each.
 struct Problem {
@@ -170,29 +165,12 @@ Reference reference(const Case& k, const Problem& p) {
   return r;
 }
 
-double rel_error(const std::vector<double>& want, const std::function<double(size_t)>& got) {
-  double diff = 0, scale = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    const double g = got(i);
-    if (std::isnan(g)) return INFINITY;
-    diff = std::max(diff, std::fabs(g - want[i]));
-    scale = std::max(scale, std::fabs(want[i]));
-  }
-  return diff / std::max(scale, 1e-30);
-}
-
-void poison_shared() { std::memset(kernels::smem, 0xff, sizeof kernels::smem); }
-
 template <class E>
 bool run_case(const Case& k, unsigned seed) {
   std::mt19937 gen(seed);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
   const int B = k.batch, T = k.T, H = k.heads, G = k.groups, dh = k.dh, W = H * dh, QW = G * dh;
   const size_t rows = size_t(B) * T;
-  auto fill = [&](std::vector<float>& v, size_t n, float scale, float offset, bool activation) {
-    v.resize(n);
-    for (float& e : v) e = activation ? round_to<E>(offset + scale * normal(gen)) : offset + scale * normal(gen);
-  };
+  NormalFill<E> fill{gen};
   Problem p;
   fill(p.q, rows * QW, 1.0f, 0.0f, true);
   fill(p.k, rows * QW, 1.0f, 0.0f, true);
@@ -256,9 +234,9 @@ bool run_case(const Case& k, unsigned seed) {
   // The launches of rat_backward.cu, each with its shared memory poisoned and checked.
   bool smem_ok = true;
   auto launch = [&](int64_t blocks, int threads, size_t smem_floats, auto&& kernel) {
-    poison_shared();
+    poison_shared(kernels::smem);
     fibers::launch(unsigned(blocks), threads, kernel);
-    for (size_t i = smem_floats * sizeof(float); i < sizeof kernels::smem; ++i) smem_ok &= kernels::smem[i] == 0xff;
+    smem_ok &= shared_untouched_from(kernels::smem, smem_floats * sizeof(float));
   };
   const int64_t chunk_blocks = int64_t(B) * H * a.chunks(), query_blocks = int64_t(B) * H * a.query_tiles();
   const int64_t end_blocks = int64_t(B) * H * a.end_tiles();
@@ -292,23 +270,14 @@ bool run_case(const Case& k, unsigned seed) {
   bool ok = true;
   std::string report;
   auto check = [&](const char* name, const std::vector<double>& ref, auto&& at) {
-    const double e = rel_error(ref, at);
-    char text[48];
-    std::snprintf(text, sizeof text, " %s %.1e", name, e);
-    report += text;
-    if (!(e < tol)) {
-      ok = false;
-      report += "(FAIL)";
-    }
+    report_error(report, ok, name, rel_error(ref, at), tol);
   };
-  auto column = [&](int at, int width) {
-    return [&, at, width](size_t i) { return double(float(outputs[(i / width) * out_width + at + i % width])); };
-  };
+  auto column = [&](int at, int width) { return column_reader(outputs, out_width, at, width); };
   if (k.dq) check("dq", want.dq, column(q_at, QW));
   if (k.dk) check("dk", want.dk, column(k_at, QW));
   if (k.dv) check("dv", want.dv, column(v_at, W));
   if (k.dg) check("dg", want.dg, column(g_at, W));
-  if (k.dbias) check("dbias", want.dbias, [&](size_t i) { return double(dbias[i]); });
+  if (k.dbias) check("dbias", want.dbias, vector_reader(dbias));
   if (!k.dbias && dbias != p.dbias0) {
     report += " dgate_bias changed though not asked for (FAIL)";
     ok = false;
@@ -360,16 +329,5 @@ int main() {
   Case only_bias{1, 40, 2, 1, 8, 3};
   only_bias.dq = only_bias.dk = only_bias.dv = only_bias.dg = false;
   cases.push_back(only_bias);
-  bool ok = true;
-  unsigned seed = 1;
-  for (const Case& k : cases) {
-    for (bool reverse : {false, true}) {  // the threads of a block in both orders (see fibers::reverse_order)
-      fibers::reverse_order = reverse;
-      ok &= run_case<float>(k, seed);
-      ok &= run_case<bf16>(k, seed + 1);
-    }
-    seed += 2;
-  }
-  std::printf("%s\n", ok ? "all cases passed" : "SOME CASES FAILED");
-  return ok ? 0 : 1;
+  return run_cases_both_orders(cases, run_case<float>, run_case<bf16>);
 }

@@ -12,6 +12,7 @@
 //   build/dev-cuda/selective_scan_backward_host_check        (one line per case; exit 1 on a failure)
 #include <string>
 
+#include "check_util.h"
 #include "cuda_on_cpu.h"
 
 // The scan's math (selective_scan_math.cuh), accurate, on the CPU.
@@ -60,12 +61,6 @@ struct Reference {
   std::vector<double> du, ddelta, dz, dB, dC, dA, dD, dbias, dstate0;
   std::vector<float> chunk_states;  // [batch, chunks, D, N] of the double forward
 };
-
-template <class T>
-float round_to(float v) {
-  if constexpr (sizeof(T) == 2) return __bfloat162float(__float2bfloat16(v));
-  return v;
-}
 
 template <class T>
 Problem make_problem(const Case& k, unsigned seed) {
@@ -160,27 +155,6 @@ Reference reference(const Case& k, const Problem& p) {
   return r;
 }
 
-// max |got - want| / max |want| over want's elements, got read through `at`; NaN gives infinity.
-template <class F>
-double rel_error(const std::vector<double>& want, F&& at) {
-  double diff = 0.0, scale = 0.0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    const double g = at(i);
-    if (std::isnan(g)) return INFINITY;
-    diff = std::max(diff, std::fabs(g - want[i]));
-    scale = std::max(scale, std::fabs(want[i]));
-  }
-  return diff / std::max(scale, 1e-30);
-}
-
-void poison_shared() { std::memset(kernels::smem, 0xff, sizeof kernels::smem); }
-bool shared_untouched_from(size_t bytes) {
-  const unsigned char* s = reinterpret_cast<const unsigned char*>(kernels::smem);
-  for (size_t i = bytes; i < sizeof kernels::smem; ++i)
-    if (s[i] != 0xff) return false;
-  return true;
-}
-
 template <class T, int kN>
 bool run_case(const Case& k, unsigned seed) {
   using L = kernels::Layout<kN>;
@@ -236,14 +210,14 @@ bool run_case(const Case& k, unsigned seed) {
   bool smem_ok = true;
   // Every block of a (x, y, z) grid, shared memory poisoned first and untouched past what the launch asks for.
   auto launch = [&](unsigned gx, unsigned gy, unsigned gz, int threads, size_t smem_bytes, auto&& kernel) {
-    poison_shared();
+    poison_shared(kernels::smem);
     for (unsigned z = 0; z < gz; ++z)
       for (unsigned y = 0; y < gy; ++y) {
         blockIdx.y = y;
         blockIdx.z = z;
         fibers::launch(gx, threads, kernel);
       }
-    smem_ok &= shared_untouched_from(smem_bytes);
+    smem_ok &= shared_untouched_from(kernels::smem, smem_bytes);
   };
   auto blocks = [](int64_t n) { return unsigned((n + 255) / 256); };
   if (chunks > 1) {
@@ -272,33 +246,23 @@ bool run_case(const Case& k, unsigned seed) {
   sum_blocks(a.dB_part, dB_at);
   if (all) sum_blocks(a.dC_part, dC_at);
 
-  auto column = [&](int at, int width) {
-    return [&, at, width](size_t i) { return double(float(outputs[(i / width) * out_width + at + i % width])); };
-  };
-  auto vec = [](const std::vector<float>& v) { return [&v](size_t i) { return double(v[i]); }; };
+  auto column = [&](int at, int width) { return column_reader(outputs, out_width, at, width); };
   const double tol = sizeof(T) == 2 ? 3e-2 : 1e-4;
   bool ok = true;
   std::string report;
   auto check = [&](const char* name, const std::vector<double>& ref, auto&& at) {
-    const double e = rel_error(ref, at);
-    char text[48];
-    std::snprintf(text, sizeof text, " %s %.1e", name, e);
-    report += text;
-    if (!(e < tol)) {
-      ok = false;
-      report += "(FAIL)";
-    }
+    report_error(report, ok, name, rel_error(ref, at), tol);
   };
   check("du", want.du, column(du_at, D));
   check("dB", want.dB, column(dB_at, N));
-  check("dA", want.dA, vec(dA));
+  check("dA", want.dA, vector_reader(dA));
   if (all) {
     check("ddelta", want.ddelta, column(ddelta_at, D));
     if (k.gate) check("dz", want.dz, column(dz_at, D));
     check("dC", want.dC, column(dC_at, N));
-    check("dD", want.dD, vec(dD));
-    check("dbias", want.dbias, vec(dbias));
-    check("dstate0", want.dstate0, vec(dstate0));
+    check("dD", want.dD, vector_reader(dD));
+    check("dbias", want.dbias, vector_reader(dbias));
+    check("dstate0", want.dstate0, vector_reader(dstate0));
   }
   if (!smem_ok) {
     report += " shared memory used past the launch's size (FAIL)";

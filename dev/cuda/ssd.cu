@@ -54,18 +54,10 @@
 #include <vector>
 
 #include "../../src/ops/cuda/ssd_launch.cuh"
+#include "gpu_check_util.cuh"
 
 namespace kernels = ssm::ops::cuda::ssd_kernels;
 using bf16 = __nv_bfloat16;
-
-#define CHECK_CUDA(call)                                                                          \
-  do {                                                                                            \
-    const cudaError_t error_ = (call);                                                            \
-    if (error_ != cudaSuccess) {                                                                  \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(error_)); \
-      std::exit(1);                                                                               \
-    }                                                                                             \
-  } while (0)
 
 constexpr double kPeerMs[] = {0.54, 1.11, 1.27, 2.00};  // mamba_ssm Triton SSD forward, BENCHMARKS.md
 constexpr int kLengths[] = {4096, 16384, 65536, 102400};
@@ -82,22 +74,10 @@ struct Host {
 };
 
 template <class T>
-float round_to(float v) {
-  if constexpr (sizeof(T) == 2) return __bfloat162float(__float2bfloat16(v));
-  return v;
-}
-
-template <class T>
 Host make_host(const Shape& s, unsigned seed) {
   std::mt19937 gen(seed);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
   std::uniform_real_distribution<float> uniform(0.0f, std::log(16.0f));
-  auto fill = [&](std::vector<float>& v, size_t n, float scale, float offset, bool round) {
-    v.resize(n);
-    for (float& e : v) e = offset + scale * normal(gen);
-    if (round)
-      for (float& e : v) e = round_to<T>(e);
-  };
+  NormalFill<T> fill{gen};
   Host h{s, {}, {}, {}, {}, {}, {}, {}, {}};
   const size_t rows = size_t(s.batch) * s.T;
   fill(h.x, rows * s.H * s.P, 1.0f, 0.0f, true);
@@ -139,44 +119,6 @@ void reference(const Host& h, std::vector<double>& y, std::vector<double>& state
         }
       }
     }
-}
-
-template <class T>
-T* upload(const std::vector<float>& v) {
-  std::vector<T> converted(v.size());
-  for (size_t i = 0; i < v.size(); ++i) converted[i] = T(v[i]);
-  T* d = nullptr;
-  CHECK_CUDA(cudaMalloc(&d, std::max<size_t>(1, v.size()) * sizeof(T)));
-  CHECK_CUDA(cudaMemcpy(d, converted.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
-  return d;
-}
-
-template <class T>
-std::vector<float> download(const T* d, size_t n) {
-  std::vector<T> raw(n);
-  CHECK_CUDA(cudaMemcpy(raw.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost));
-  std::vector<float> out(n);
-  for (size_t i = 0; i < n; ++i) out[i] = float(raw[i]);
-  return out;
-}
-
-// Uniform values in [lo, hi) from a hash of (seed, i), converted to T: the timing inputs, made on the
-// GPU (a host generator would take seconds at 100K tokens).
-template <class T>
-__global__ void fill_kernel(T* out, size_t n, uint64_t seed, float lo, float hi) {
-  const size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= n) return;
-  uint64_t x = (uint64_t(i) + 1) * 0x9E3779B97F4A7C15ULL + seed;
-  x ^= x >> 33, x *= 0xff51afd7ed558ccdULL, x ^= x >> 33, x *= 0xc4ceb9fe1a85ec53ULL, x ^= x >> 33;
-  out[i] = T(lo + (hi - lo) * float(uint32_t(x) >> 8) * (1.0f / 16777216.0f));
-}
-template <class T>
-T* random_on_gpu(size_t n, uint64_t seed, float lo, float hi) {
-  T* d = nullptr;
-  CHECK_CUDA(cudaMalloc(&d, std::max<size_t>(1, n) * sizeof(T)));
-  fill_kernel<T><<<unsigned((n + 255) / 256), 256>>>(d, n, seed, lo, hi);
-  CHECK_CUDA(cudaGetLastError());
-  return d;
 }
 
 // How a timed run plans the chunked forward: the engine's plan, or a forced number of segments; and
@@ -282,19 +224,6 @@ void run(Device<T>& d, Version v, bool state_io, cudaStream_t stream, const Conf
   CHECK_CUDA(kernels::launch_chunked(d.args, *plan, state_io ? d.state : nullptr, scratch, stream, config.passes));
 }
 
-double rel_error(const std::vector<float>& got, const std::vector<double>& want) {
-  double diff = 0.0, scale = 0.0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    if (std::isnan(got[i])) return INFINITY;
-    diff = std::max(diff, std::fabs(got[i] - want[i]));
-    scale = std::max(scale, std::fabs(want[i]));
-  }
-  return diff / std::max(scale, 1e-30);
-}
-double rel_error(const std::vector<float>& got, const std::vector<float>& want) {
-  return rel_error(got, std::vector<double>(want.begin(), want.end()));
-}
-
 const char* name(Version v) { return v == Version::v1 ? "v1" : "v3"; }
 template <class T>
 const char* dtype_name() {
@@ -325,25 +254,8 @@ bool check(const Shape& s, Version v, unsigned seed) {
 // runs rotating among input sets so that the inputs are not L2-resident.
 template <class T>
 double time_ms(std::vector<Device<T>>& sets, Version v, int batches, const Config& config = {"", 0, 3}) {
-  constexpr int kPerBatch = 10;
-  cudaEvent_t start, stop;
-  CHECK_CUDA(cudaEventCreate(&start));
-  CHECK_CUDA(cudaEventCreate(&stop));
-  for (int i = 0; i < 3; ++i) run(sets[i % sets.size()], v, false, nullptr, config);  // warm-up
-  std::vector<float> times;
-  for (int i = 0; i < batches; ++i) {
-    CHECK_CUDA(cudaEventRecord(start));
-    for (int j = 0; j < kPerBatch; ++j) run(sets[(i * kPerBatch + j) % sets.size()], v, false, nullptr, config);
-    CHECK_CUDA(cudaEventRecord(stop));
-    CHECK_CUDA(cudaEventSynchronize(stop));
-    float ms = 0;
-    CHECK_CUDA(cudaEventElapsedTime(&ms, start, stop));
-    times.push_back(ms / kPerBatch);
-  }
-  CHECK_CUDA(cudaEventDestroy(start));
-  CHECK_CUDA(cudaEventDestroy(stop));
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
+  auto run_one = [&](int i) { run(sets[size_t(i) % sets.size()], v, false, nullptr, config); };
+  return median_batch_ms(run_one, 3, batches, 10);
 }
 
 int main() {

@@ -40,78 +40,15 @@
 
 #include "../../src/ops/cuda/ssd_backward_launch.cuh"
 #include "../../src/ops/cuda/ssd_launch.cuh"
+#include "gpu_check_util.cuh"
 #include "ssd_backward_reference.h"
 
 namespace forward = ssm::ops::cuda::ssd_kernels;
 namespace backward = ssm::ops::cuda::ssd_backward_kernels;
 using bf16 = __nv_bfloat16;
 
-#define CHECK_CUDA(call)                                                                              \
-  do {                                                                                                \
-    const cudaError_t error_ = (call);                                                                \
-    if (error_ != cudaSuccess) {                                                                      \
-      std::fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(error_)); \
-      std::exit(1);                                                                                   \
-    }                                                                                                 \
-  } while (0)
-
 constexpr double kPeerMs[] = {4.35, 3.72, 5.72, 9.08};  // mamba_ssm Triton SSD forward + backward
 constexpr int kLengths[] = {4096, 16384, 65536, 102400};
-
-template <class T>
-float round_to(float v) {
-  if constexpr (sizeof(T) == 2) return __bfloat162float(__float2bfloat16(v));
-  return v;
-}
-
-template <class T>
-T* upload(const std::vector<float>& v) {
-  std::vector<T> converted(v.size());
-  for (size_t i = 0; i < v.size(); ++i) converted[i] = T(v[i]);
-  T* d = nullptr;
-  CHECK_CUDA(cudaMalloc(&d, std::max<size_t>(1, v.size()) * sizeof(T)));
-  CHECK_CUDA(cudaMemcpy(d, converted.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
-  return d;
-}
-template <class T>
-T* upload_or_null(const std::vector<float>& v) {
-  return v.empty() ? nullptr : upload<T>(v);
-}
-
-template <class T>
-std::vector<float> download(const T* d, size_t n) {
-  std::vector<T> raw(n);
-  CHECK_CUDA(cudaMemcpy(raw.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost));
-  std::vector<float> out(n);
-  for (size_t i = 0; i < n; ++i) out[i] = float(raw[i]);
-  return out;
-}
-
-template <class T>
-T* nan_on_gpu(size_t n) {
-  T* d = nullptr;
-  CHECK_CUDA(cudaMalloc(&d, std::max<size_t>(1, n) * sizeof(T)));
-  CHECK_CUDA(cudaMemset(d, 0xff, n * sizeof(T)));
-  return d;
-}
-
-// Uniform values in [lo, hi) from a hash of (seed, i), converted to T: the timing inputs, made on the GPU.
-template <class T>
-__global__ void fill_kernel(T* out, size_t n, uint64_t seed, float lo, float hi) {
-  const size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= n) return;
-  uint64_t x = (uint64_t(i) + 1) * 0x9E3779B97F4A7C15ULL + seed;
-  x ^= x >> 33, x *= 0xff51afd7ed558ccdULL, x ^= x >> 33, x *= 0xc4ceb9fe1a85ec53ULL, x ^= x >> 33;
-  out[i] = T(lo + (hi - lo) * float(uint32_t(x) >> 8) * (1.0f / 16777216.0f));
-}
-template <class T>
-T* random_on_gpu(size_t n, uint64_t seed, float lo, float hi) {
-  T* d = nullptr;
-  CHECK_CUDA(cudaMalloc(&d, std::max<size_t>(1, n) * sizeof(T)));
-  fill_kernel<T><<<unsigned((n + 255) / 256), 256>>>(d, n, seed, lo, hi);
-  CHECK_CUDA(cudaGetLastError());
-  return d;
-}
 
 // One call's arguments on the GPU (dense rows), gradients NaN, parameter gradients zero, and its scratch.
 template <class T>
@@ -168,16 +105,6 @@ Call<T> call_from(const ssd_reference::Problem& p) {
   return c;
 }
 
-double rel_error(const std::vector<float>& got, const std::vector<double>& want) {
-  double diff = 0.0, scale = 0.0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    if (std::isnan(got[i])) return INFINITY;
-    diff = std::max(diff, std::fabs(got[i] - want[i]));
-    scale = std::max(scale, std::fabs(want[i]));
-  }
-  return diff / std::max(scale, 1e-30);
-}
-
 struct CheckShape {
   int batch, T, H, P, G, N;
   bool with_D, with_state0, with_dfinal;
@@ -187,25 +114,9 @@ struct CheckShape {
 template <class T>
 bool check(const CheckShape& s, unsigned seed) {
   std::mt19937 gen(seed);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::uniform_real_distribution<float> uniform(0.0f, std::log(16.0f));
-  auto fill = [&](std::vector<float>& v, size_t n, float scale, float offset, bool activation) {
-    v.resize(n);
-    for (float& e : v) e = activation ? round_to<T>(offset + scale * normal(gen)) : offset + scale * normal(gen);
-  };
+  NormalFill<T> fill{gen};
   ssd_reference::Problem p{s.batch, s.T, s.H, s.P, s.G, s.N, 0.0f, INFINITY};
-  const size_t rows = size_t(s.batch) * s.T, states = size_t(s.batch) * s.H * s.P * s.N;
-  fill(p.x, rows * s.H * s.P, 1.0f, 0.0f, true);
-  fill(p.dt, rows * s.H, 0.5f, 0.0f, true);
-  fill(p.B, rows * s.G * s.N, 0.5f, 0.0f, true);
-  fill(p.C, rows * s.G * s.N, 0.5f, 0.0f, true);
-  fill(p.dy, rows * s.H * s.P, 1.0f, 0.0f, true);
-  fill(p.dt_bias, s.H, 0.3f, -3.0f, false);
-  p.A.resize(s.H);
-  for (float& a : p.A) a = -std::exp(uniform(gen));
-  if (s.with_D) fill(p.D, s.H, 1.0f, 0.0f, false);
-  if (s.with_state0) fill(p.state0, states, 0.5f, 0.0f, false);
-  if (s.with_dfinal) fill(p.dfinal, states, 0.5f, 0.0f, false);
+  ssd_reference::fill_random(p, fill, 0.5f, s.with_D, s.with_state0, s.with_dfinal);
   const ssd_reference::Gradients want = ssd_reference::backward(p);
 
   Call<T> c = call_from<T>(p);
@@ -257,28 +168,10 @@ Call<bf16> timed_call(int T, unsigned seed) {
   return c;
 }
 
-// Median over `batches` of the mean time of 5 back-to-back runs of `work` (CUDA events around each batch).
+// Median over `batches` of the mean time of 5 back-to-back runs of `work` after 2 warm-up runs.
 template <class F>
 double time_ms(F&& work, int batches) {
-  constexpr int kPerBatch = 5;
-  cudaEvent_t start, stop;
-  CHECK_CUDA(cudaEventCreate(&start));
-  CHECK_CUDA(cudaEventCreate(&stop));
-  for (int i = 0; i < 2; ++i) work();  // warm-up
-  std::vector<float> times;
-  for (int i = 0; i < batches; ++i) {
-    CHECK_CUDA(cudaEventRecord(start));
-    for (int j = 0; j < kPerBatch; ++j) work();
-    CHECK_CUDA(cudaEventRecord(stop));
-    CHECK_CUDA(cudaEventSynchronize(stop));
-    float ms = 0;
-    CHECK_CUDA(cudaEventElapsedTime(&ms, start, stop));
-    times.push_back(ms / kPerBatch);
-  }
-  CHECK_CUDA(cudaEventDestroy(start));
-  CHECK_CUDA(cudaEventDestroy(stop));
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
+  return median_batch_ms([&](int) { work(); }, 2, batches, 5);
 }
 
 int main() {

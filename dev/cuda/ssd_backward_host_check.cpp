@@ -11,6 +11,7 @@
 //   g++ -std=c++20 -O2 -I/usr/local/cuda/include dev/cuda/ssd_backward_host_check.cpp
 //       -o build/dev-cuda/ssd_backward_host_check
 //   build/dev-cuda/ssd_backward_host_check        (one line per case; exit 1 on a failure)
+#include "check_util.h"
 #include "cuda_on_cpu.h"
 
 namespace ssm::ops::cuda::ssd_backward_kernels {
@@ -38,34 +39,12 @@ struct Problem : ssd_reference::Problem {
 };
 
 template <class T>
-float round_to(float v) {
-  if constexpr (sizeof(T) == 2) return __bfloat162float(__float2bfloat16(v));
-  return v;
-}
-
-template <class T>
 Problem make_problem(const Case& k, unsigned seed) {
   std::mt19937 gen(seed);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
-  std::uniform_real_distribution<float> uniform(0.0f, std::log(16.0f));
-  auto fill = [&](std::vector<float>& v, size_t n, float scale, float offset, bool activation) {
-    v.resize(n);
-    for (float& e : v) e = activation ? round_to<T>(offset + scale * normal(gen)) : offset + scale * normal(gen);
-  };
+  NormalFill<T> fill{gen};
   Problem p;
   static_cast<ssd_reference::Problem&>(p) = {k.batch, k.T, k.H, k.P, k.G, k.N, k.dt_min, k.dt_max};
-  const size_t rows = size_t(k.batch) * k.T, states = size_t(k.batch) * k.H * k.P * k.N;
-  fill(p.x, rows * k.H * k.P, 1.0f, 0.0f, true);
-  fill(p.dt, rows * k.H, k.dt_noise, 0.0f, true);
-  fill(p.B, rows * k.G * k.N, 0.5f, 0.0f, true);
-  fill(p.C, rows * k.G * k.N, 0.5f, 0.0f, true);
-  fill(p.dy, rows * k.H * k.P, 1.0f, 0.0f, true);
-  fill(p.dt_bias, k.H, 0.3f, -3.0f, false);
-  p.A.resize(k.H);
-  for (float& a : p.A) a = -std::exp(uniform(gen));
-  if (k.with_D) fill(p.D, k.H, 1.0f, 0.0f, false);
-  if (k.with_state0) fill(p.state0, states, 0.5f, 0.0f, false);
-  if (k.with_dfinal) fill(p.dfinal, states, 0.5f, 0.0f, false);
+  ssd_reference::fill_random(p, fill, k.dt_noise, k.with_D, k.with_state0, k.with_dfinal);
   fill(p.dA0, k.H, 1.0f, 0.0f, false);
   fill(p.dD0, k.H, 1.0f, 0.0f, false);
   fill(p.dbias0, k.H, 1.0f, 0.0f, false);
@@ -82,21 +61,6 @@ ssd_reference::Gradients reference(const Problem& p) {
   }
   return r;
 }
-
-// max |got - want| / max |want|, over `count` values of got read through `at`; NaN gives infinity.
-template <class F>
-double rel_error(const std::vector<double>& want, F&& at) {
-  double diff = 0.0, scale = 0.0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    const double g = at(i);
-    if (std::isnan(g)) return INFINITY;
-    diff = std::max(diff, std::fabs(g - want[i]));
-    scale = std::max(scale, std::fabs(want[i]));
-  }
-  return diff / std::max(scale, 1e-30);
-}
-
-void poison_shared() { std::memset(kernels::smem, 0xff, sizeof kernels::smem); }
 
 template <class T>
 bool run_case(const Case& k, unsigned seed) {
@@ -151,9 +115,9 @@ bool run_case(const Case& k, unsigned seed) {
   // Each kernel with its shared memory poisoned, and none of it touched past what the launch asks for.
   bool smem_ok = true;
   auto launch = [&](unsigned blocks, size_t smem_bytes, auto&& kernel) {
-    poison_shared();
+    poison_shared(kernels::smem);
     fibers::launch(blocks, kThreads, kernel);
-    for (size_t i = smem_bytes; i < sizeof kernels::smem; ++i) smem_ok &= kernels::smem[i] == 0xff;
+    smem_ok &= shared_untouched_from(kernels::smem, smem_bytes);
   };
   launch(plan.values_blocks, kernels::chunk_values_smem(), [&] { kernels::chunk_values_kernel<T>(a, s); });
   if (plan.states || plan.dstates) {
@@ -168,32 +132,22 @@ bool run_case(const Case& k, unsigned seed) {
       kernels::param_kernel(a.heads, int64_t(a.batch) * plan.chunks, s.parts, g.dA, g.dD, g.ddt_bias);
     });
 
-  auto column = [&](int at, int width) {
-    return [&, at, width](size_t i) { return double(float(outputs[(i / width) * out_width + at + i % width])); };
-  };
-  auto vec = [](const std::vector<float>& v) { return [&v](size_t i) { return double(v[i]); }; };
+  auto column = [&](int at, int width) { return column_reader(outputs, out_width, at, width); };
   const double tol = sizeof(T) == 2 ? 3e-2 : 1e-4;
   bool ok = true;
   std::string report;
   auto check = [&](const char* name, const std::vector<double>& ref, auto&& at) {
-    const double e = rel_error(ref, at);
-    char text[48];
-    std::snprintf(text, sizeof text, " %s %.1e", name, e);
-    report += text;
-    if (!(e < tol)) {
-      ok = false;
-      report += "(FAIL)";
-    }
+    report_error(report, ok, name, rel_error(ref, at), tol);
   };
   check("dx", want.dx, column(dx_at, HP));
   check("ddt", want.ddt, column(ddt_at, k.H));
-  check("dD", want.dD, vec(dD));
-  check("dbias", want.dbias, vec(dbias));
+  check("dD", want.dD, vector_reader(dD));
+  check("dbias", want.dbias, vector_reader(dbias));
   if (k.all_grads) {
     check("dB", want.dB, column(dB_at, GN));
     check("dC", want.dC, column(dC_at, GN));
-    check("dA", want.dA, vec(dA));
-    check("dstate0", want.dstate0, vec(dstate0));
+    check("dA", want.dA, vector_reader(dA));
+    check("dstate0", want.dstate0, vector_reader(dstate0));
   }
   if (!smem_ok) {
     report += " shared memory used past the launch's size (FAIL)";
@@ -238,16 +192,5 @@ int main() {
   Case fewer{2, 70, 4, 16, 2, 16, true, true, false};
   fewer.all_grads = false;
   cases.push_back(fewer);
-  bool ok = true;
-  unsigned seed = 1;
-  for (const Case& k : cases) {
-    for (bool reverse : {false, true}) {  // the threads of a block in both orders (see fibers::reverse_order)
-      fibers::reverse_order = reverse;
-      ok &= run_case<float>(k, seed);
-      ok &= run_case<bf16>(k, seed + 1);
-    }
-    seed += 2;
-  }
-  std::printf("%s\n", ok ? "all cases passed" : "SOME CASES FAILED");
-  return ok ? 0 : 1;
+  return run_cases_both_orders(cases, run_case<float>, run_case<bf16>);
 }

@@ -5,6 +5,7 @@
 #pragma once
 #include <algorithm>
 #include <cmath>
+#include <random>
 #include <vector>
 
 namespace ssd_reference {
@@ -16,6 +17,26 @@ struct Problem {
   float dt_min, dt_max;
   std::vector<float> x, dt, B, C, dt_bias, A, D, state0, dy, dfinal;
 };
+
+// Random inputs and dy for p's sizes, drawn through `fill` (check_util.h's NormalFill: activations
+// rounded to the dtype under test): x, dy ~ N(0, 1), dt ~ N(0, dt_noise), B, C ~ N(0, 0.5),
+// dt_bias ~ -3 + N(0, 0.3), A = -exp(U[0, ln 16]); D ~ N(0, 1), state0, dfinal ~ N(0, 0.5) when asked.
+template <class Fill>
+void fill_random(Problem& p, Fill& fill, float dt_noise, bool with_D, bool with_state0, bool with_dfinal) {
+  std::uniform_real_distribution<float> uniform(0.0f, std::log(16.0f));
+  const size_t rows = size_t(p.batch) * p.T, states = size_t(p.batch) * p.H * p.P * p.N;
+  fill(p.x, rows * p.H * p.P, 1.0f, 0.0f, true);
+  fill(p.dt, rows * p.H, dt_noise, 0.0f, true);
+  fill(p.B, rows * p.G * p.N, 0.5f, 0.0f, true);
+  fill(p.C, rows * p.G * p.N, 0.5f, 0.0f, true);
+  fill(p.dy, rows * p.H * p.P, 1.0f, 0.0f, true);
+  fill(p.dt_bias, p.H, 0.3f, -3.0f, false);
+  p.A.resize(p.H);
+  for (float& a : p.A) a = -std::exp(uniform(fill.gen));
+  if (with_D) fill(p.D, p.H, 1.0f, 0.0f, false);
+  if (with_state0) fill(p.state0, states, 0.5f, 0.0f, false);
+  if (with_dfinal) fill(p.dfinal, states, 0.5f, 0.0f, false);
+}
 
 // The gradients (the parameter gradients dA, dD, dbias from zero).
 struct Gradients {

@@ -6,6 +6,7 @@
 //
 //   g++ -std=c++20 -O2 -I/usr/local/cuda/include dev/cuda/ssd_host_check.cpp -o build/dev-cuda/ssd_host_check
 //   build/dev-cuda/ssd_host_check        (prints one line per case; exit 1 on a failure)
+#include "check_util.h"
 #include "cuda_on_cpu.h"
 
 // The kernels' dynamic shared memory: one block runs at a time.
@@ -32,20 +33,10 @@ struct Inputs {
 };
 
 template <class T>
-float round_to(float v) {
-  if constexpr (sizeof(T) == 2) return __bfloat162float(__float2bfloat16(v));
-  return v;
-}
-
-template <class T>
 Inputs make_inputs(const Case& k, unsigned seed) {
   std::mt19937 gen(seed);
-  std::normal_distribution<float> normal(0.0f, 1.0f);
   std::uniform_real_distribution<float> uniform(0.0f, std::log(16.0f));
-  auto fill = [&](std::vector<float>& v, size_t n, float scale, float offset, bool activation) {
-    v.resize(n);
-    for (float& e : v) e = activation ? round_to<T>(offset + scale * normal(gen)) : offset + scale * normal(gen);
-  };
+  NormalFill<T> fill{gen};
   Inputs in;
   const size_t rows = size_t(k.batch) * k.T;
   fill(in.x, rows * k.H * k.P, 1.0f, 0.0f, true);
@@ -87,25 +78,12 @@ void reference(const Case& k, const Inputs& in, std::vector<double>& y, std::vec
     }
 }
 
-double rel_error(const std::vector<float>& got, const std::vector<double>& want) {
-  double diff = 0.0, scale = 0.0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    if (std::isnan(got[i])) return INFINITY;
-    diff = std::max(diff, std::fabs(got[i] - want[i]));
-    scale = std::max(scale, std::fabs(want[i]));
-  }
-  return diff / std::max(scale, 1e-30);
-}
-
 template <class T>
 std::vector<T> converted(const std::vector<float>& v) {
   std::vector<T> out(v.size());
   for (size_t i = 0; i < v.size(); ++i) out[i] = T(v[i]);
   return out;
 }
-
-// Poisons shared memory so that a read of something never written shows as NaN.
-void poison_shared() { std::memset(kernels::smem, 0xff, sizeof kernels::smem); }
 
 template <class T>
 bool run_case(const Case& k, bool chunked, unsigned seed) {
@@ -133,12 +111,12 @@ bool run_case(const Case& k, bool chunked, unsigned seed) {
         fibers::launch(unsigned(heads * plan.pieces()), kernels::kThreads, [&] {
           kernels::piece_state_kernel<T, kN>(a, plan, state_ptr, slots, log_decays);
         });
-      poison_shared();
+      poison_shared(kernels::smem);
       fibers::launch(unsigned(heads * plan.segments), kernels::kThreads, [&] {
         kernels::chunk_scan_kernel<T, kN>(a, plan, state_ptr, slots, log_decays);
       });
     };
-    poison_shared();
+    poison_shared(kernels::smem);
     if (plan.state_tile == 64) both.template operator()<64>();
     else both.template operator()<128>();
   } else {

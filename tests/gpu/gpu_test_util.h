@@ -115,4 +115,20 @@ inline double tolerance(DType activations) { return activations == DType::F32 ? 
 // A backward op on the GPU against the CPU backward (issue 10: fp32 mode, bf16 mode).
 inline double backward_tolerance(DType activations) { return activations == DType::F32 ? 1e-4 : 3e-2; }
 
+// Rope positions of `shape` (I32, on the CPU) uniform in [0, max], max itself at the first element.
+inline Tensor positions_tensor(const Shape& shape, Rng& rng, int32_t max) {
+  Tensor t = Tensor::empty(shape, DType::I32);
+  for (int64_t i = 0; i < t.numel(); ++i) t.data<int32_t>()[i] = int32_t(rng.below(uint64_t(max) + 1));
+  if (t.numel() > 0) t.data<int32_t>()[0] = max;  // the largest position always appears
+  return t;
+}
+
+// A rope case of the rope and rope-backward GPU tests.
+struct RopeCase {
+  Shape shape;  // [B,T,H*head_dim] or [B,H*head_dim]
+  int64_t head_dim, rotary_dim;
+  float theta;
+  int32_t max_position;
+};
+
 }  // namespace ssm::gpu_test

@@ -189,20 +189,6 @@ TEST(AttentionBackwardGpu, BadInputIsOneClearError) {
 
 // ---- rope ----
 
-Tensor positions_tensor(const Shape& shape, Rng& rng, int32_t max) {
-  Tensor t = Tensor::empty(shape, DType::I32);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data<int32_t>()[i] = int32_t(rng.below(uint64_t(max) + 1));
-  if (t.numel() > 0) t.data<int32_t>()[0] = max;  // the largest position always appears
-  return t;
-}
-
-struct RopeCase {
-  Shape shape;  // [B,T,H*head_dim] or [B,H*head_dim]
-  int64_t head_dim, rotary_dim;
-  float theta;
-  int32_t max_position;
-};
-
 const RopeCase kRopeCases[] = {
     {{2, 7, 4 * 16}, 16, 16, 10000.0f, 100000},     // full rotary, long positions
     {{3, 5, 6 * 64}, 64, 32, 10000.0f, 100000},     // partial rotary (factor 0.5)

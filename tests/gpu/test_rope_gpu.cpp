@@ -13,20 +13,6 @@ namespace {
 
 using namespace gpu_test;
 
-Tensor positions_tensor(const Shape& shape, Rng& rng, int32_t max) {
-  Tensor t = Tensor::empty(shape, DType::I32);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data<int32_t>()[i] = int32_t(rng.below(uint64_t(max) + 1));
-  if (t.numel() > 0) t.data<int32_t>()[0] = max;  // the largest position always appears
-  return t;
-}
-
-struct RopeCase {
-  Shape shape;  // [B,T,H*head_dim] or [B,H*head_dim]
-  int64_t head_dim, rotary_dim;
-  float theta;
-  int32_t max_position;
-};
-
 class RopeGpu : public ::testing::TestWithParam<DType> {};
 
 TEST_P(RopeGpu, MatchesTheCpu) {

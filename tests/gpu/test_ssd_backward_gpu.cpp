@@ -231,15 +231,9 @@ TEST_P(SsdBackwardGpu, LengthsAndShapesMatchTheCpu) {
   require_gpu();
   for (const auto& [P, N, G] : {std::tuple{64, 128, 1}, std::tuple{24, 16, 2}}) {
     for (int64_t T : {1, 37, 64, 65, 200}) {
-      Case k;
-      k.P = P;
-      k.N = N;
-      k.G = G;
-      k.T = T;
-      k.with_state0 = T != 65;
-      k.with_dfinal = T != 37;
-      k.seed = uint64_t(T * 7 + P);
-      check_backward(k, GetParam());
+      check_backward({.T = T, .P = P, .G = G, .N = N, .with_state0 = T != 65, .with_dfinal = T != 37,
+                      .seed = uint64_t(T * 7 + P)},
+                     GetParam());
     }
   }
 }
@@ -247,42 +241,28 @@ TEST_P(SsdBackwardGpu, LengthsAndShapesMatchTheCpu) {
 // Many chunks: the state passes over 33 chunks, one sequence and four heads of one group.
 TEST_P(SsdBackwardGpu, ManyChunksMatchTheCpu) {
   require_gpu();
-  Case k;
-  k.batch = 1;
-  k.T = 2049;
-  k.P = 64;
-  k.N = 128;
-  k.G = 1;
-  k.seed = 3;
-  check_backward(k, GetParam());
+  check_backward({.batch = 1, .T = 2049, .P = 64, .G = 1, .N = 128, .seed = 3}, GetParam());
 }
 
 // Without D, dt_bias, state0 and dfinal_state (one at a time, then all), and the CPU at another chunk.
 TEST_P(SsdBackwardGpu, OptionalInputsLeftOut) {
   require_gpu();
   for (int variant = 0; variant < 5; ++variant) {
-    Case k;
-    k.T = 130;
-    k.with_D = variant != 0 && variant != 4;
-    k.with_bias = variant != 1 && variant != 4;
-    k.with_state0 = variant != 2 && variant != 4;
-    k.with_dfinal = variant != 3 && variant != 4;
-    k.cpu_chunk = variant == 4 ? 32 : 64;
-    k.seed = uint64_t(100 + variant);
-    check_backward(k, GetParam());
+    check_backward({.T = 130,
+                    .with_D = variant != 0 && variant != 4,
+                    .with_bias = variant != 1 && variant != 4,
+                    .with_state0 = variant != 2 && variant != 4,
+                    .with_dfinal = variant != 3 && variant != 4,
+                    .cpu_chunk = variant == 4 ? 32 : 64,
+                    .seed = uint64_t(100 + variant)},
+                   GetParam());
   }
 }
 
 // dt clamped below and above: the clamped tokens' raw dt get no gradient.
 TEST_P(SsdBackwardGpu, DtClamp) {
   require_gpu();
-  Case k;
-  k.T = 150;
-  k.dt_noise = 2.0;
-  k.dt_min = 0.02f;
-  k.dt_max = 0.1f;
-  k.seed = 7;
-  check_backward(k, GetParam());
+  check_backward({.T = 150, .dt_noise = 2.0, .dt_min = 0.02f, .dt_max = 0.1f, .seed = 7}, GetParam());
 }
 
 // Inputs and gradients as column slices: 16-byte aligned rows (pad 8) and misaligned ones (pad 3).
@@ -290,11 +270,7 @@ TEST_P(SsdBackwardGpu, StridedRows) {
   require_gpu();
   for (int64_t pad : {8, 3}) {
     for (int64_t T : {65, 130}) {
-      Case k;
-      k.pad = pad;
-      k.T = T;
-      k.seed = uint64_t(20 + pad + T);
-      check_backward(k, GetParam());
+      check_backward({.T = T, .pad = pad, .seed = uint64_t(20 + pad + T)}, GetParam());
     }
   }
 }
@@ -304,14 +280,7 @@ TEST_P(SsdBackwardGpu, HeadAndStateSizes) {
   require_gpu();
   for (const auto& [P, N, G, H] : {std::tuple{80, 72, 1, 2}, std::tuple{5, 12, 2, 4}, std::tuple{64, 256, 1, 2},
                                    std::tuple{128, 64, 2, 4}}) {
-    Case k;
-    k.P = P;
-    k.N = N;
-    k.G = G;
-    k.H = H;
-    k.T = 90;
-    k.seed = uint64_t(30 + P + N);
-    check_backward(k, GetParam());
+    check_backward({.T = 90, .H = H, .P = P, .G = G, .N = N, .seed = uint64_t(30 + P + N)}, GetParam());
   }
 }
 
@@ -319,11 +288,7 @@ TEST_P(SsdBackwardGpu, HeadAndStateSizes) {
 TEST_P(SsdBackwardGpu, GradientsNotAskedFor) {
   require_gpu();
   for (int64_t pad : {-1, 4}) {
-    Case k;
-    k.all_grads = false;
-    k.pad = pad;
-    k.seed = uint64_t(40 + pad);
-    check_backward(k, GetParam());
+    check_backward({.all_grads = false, .pad = pad, .seed = uint64_t(40 + pad)}, GetParam());
   }
 }
 
@@ -337,13 +302,7 @@ bool same_bits(const Tensor& a, const Tensor& b) {
 TEST_P(SsdBackwardGpu, Deterministic) {
   require_gpu();
   const DType dtype = GetParam();
-  Case k;
-  k.T = 1000;
-  k.H = 8;
-  k.P = 32;
-  k.N = 64;
-  k.G = 2;
-  k.seed = 50;
+  const Case k{.T = 1000, .H = 8, .P = 32, .G = 2, .N = 64, .seed = 50};
   SCOPED_TRACE(k.str());
   const Host h = make_host(k, dtype);
   const Grads first = run_gpu(k, h, dtype), second = run_gpu(k, h, dtype);

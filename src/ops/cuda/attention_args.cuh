@@ -1,4 +1,4 @@
-// Host code shared by the GPU attention ops (attention.cu, attention_backward.cu): the call's
+// Host code shared by the GPU attention ops (attention.cu, attention_backward.cu, rat.cu): the call's
 // placement, the sizes the kernels index with int, and tensors as the kernels see them.
 #pragma once
 #include <climits>
@@ -15,11 +15,12 @@ flash::SeqPtr<T> seq_ptr(const Tensor& t) {
   return {static_cast<T*>(t.raw()), t.stride(0), t.dim() == 3 ? t.stride(1) : 0};
 }
 
-// The dtype of the call (q's, which the checks then ask of every activation), on the GPU.
-inline detail::Placement gpu_placement(const char* op, const Tensor& q) {
-  SSM_CHECK(q.defined() && q.device() == Device::CUDA && is_activation_dtype(q.dtype()),
-            "{}: q must be F32 or BF16 on the GPU, got {}", op, detail::describe(q));
-  return {q.dtype(), Device::CUDA};
+// The dtype of the call (that of `first`, named `name`, which the checks then ask of every activation),
+// on the GPU.
+inline detail::Placement gpu_placement(const char* op, const Tensor& first, const char* name = "q") {
+  SSM_CHECK(first.defined() && first.device() == Device::CUDA && is_activation_dtype(first.dtype()),
+            "{}: {} must be F32 or BF16 on the GPU, got {}", op, name, detail::describe(first));
+  return {first.dtype(), Device::CUDA};
 }
 
 // Sizes the kernels index with int and put in the grid (heads in y, batch in z).

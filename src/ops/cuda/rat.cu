@@ -24,6 +24,7 @@
 #include <climits>
 
 #include "ops/cpu/rat_checks.h"
+#include "ops/cuda/attention_args.cuh"  // seq_ptr, gpu_placement
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/cuda_ops.h"
 #include "ops/cuda/flash_attention.cuh"
@@ -282,17 +283,6 @@ struct RunningPair : flash::NoExtra {
   }
 };
 
-template <class T>
-SeqPtr<T> seq_ptr(const Tensor& t) {
-  return {static_cast<T*>(t.raw()), t.stride(0), t.dim() == 3 ? t.stride(1) : 0};
-}
-
-detail::Placement gpu_placement(const char* op, const Tensor& v) {
-  SSM_CHECK(v.defined() && v.device() == Device::CUDA && is_activation_dtype(v.dtype()),
-            "{}: v must be F32 or BF16 on the GPU, got {}", op, detail::describe(v));
-  return {v.dtype(), Device::CUDA};
-}
-
 // The checks both ops share on top of rat_check_inputs; returns the frequency table.
 RatFreqs check_and_freqs(const char* op, const RatInputs& in, const detail::RatDims& d, const Tensor& y,
                          const detail::Placement& where) {
@@ -334,7 +324,7 @@ int pair_threads(const detail::RatDims& d) { return int((d.head_dim / 2 + 31) / 
 
 void rat(const RatInputs& in, RatCache* cache, Tensor& y) {
   constexpr const char* op = "rat";
-  const detail::Placement where = gpu_placement(op, in.v);
+  const detail::Placement where = gpu_placement(op, in.v, "v");
   const detail::RatDims d = detail::rat_check_inputs(op, in, 3, where);
   const RatFreqs freqs = check_and_freqs(op, in, d, y, where);
   if (cache) detail::rat_check_cache(op, *cache, d, d.T, Device::CUDA);
@@ -429,7 +419,7 @@ void rat(const RatInputs& in, RatCache* cache, Tensor& y) {
 
 void rat_step(const RatInputs& in, RatCache& cache, Tensor& y) {
   constexpr const char* op = "rat_step";
-  const detail::Placement where = gpu_placement(op, in.v);
+  const detail::Placement where = gpu_placement(op, in.v, "v");
   const detail::RatDims d = detail::rat_check_inputs(op, in, 2, where);
   const RatFreqs freqs = check_and_freqs(op, in, d, y, where);
   detail::rat_check_cache(op, cache, d, 1, Device::CUDA);

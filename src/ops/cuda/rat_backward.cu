@@ -20,12 +20,6 @@ namespace {
 namespace kernels = rat_backward_kernels;
 
 template <class E>
-E* data_or_null(const Tensor& t) {
-  return t.defined() ? t.data<E>() : nullptr;
-}
-int64_t stride_or_zero(const Tensor& t) { return t.defined() ? t.row_stride() : 0; }
-
-template <class E>
 kernels::Args<E> kernel_args(const RatInputs& in, const Tensor& dy, const RatGrads& g, const detail::RatDims& d) {
   return {in.q.data<E>(),
           in.k.data<E>(),

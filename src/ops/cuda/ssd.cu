@@ -6,6 +6,7 @@
 #include "ops/cpu/ssd_inputs.h"
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/cuda_ops.h"
+#include "ops/cuda/ssd_args.h"
 #include "ops/cuda/ssd_launch.cuh"
 
 namespace ssm::ops::cuda {
@@ -13,31 +14,6 @@ namespace ssm::ops::cuda {
 namespace {
 
 namespace kernels = ssd_kernels;
-
-template <class T>
-kernels::Args<T> kernel_args(const SsdInputs& in, const detail::SsdSizes& d, Tensor& y) {
-  return {in.x.data<T>(),
-          in.dt.data<T>(),
-          in.B.data<T>(),
-          in.C.data<T>(),
-          y.data<T>(),
-          in.A.data<float>(),
-          in.dt_bias.defined() ? in.dt_bias.data<float>() : nullptr,
-          in.D.defined() ? in.D.data<float>() : nullptr,
-          in.x.row_stride(),
-          in.dt.row_stride(),
-          in.B.row_stride(),
-          in.C.row_stride(),
-          y.row_stride(),
-          int(d.batch),
-          int(d.T),
-          int(d.H),
-          int(d.P),
-          int(d.G),
-          int(d.N),
-          in.dt_min,
-          in.dt_max};
-}
 
 // The activation dtype of the call (x's), checked to be one the GPU ops take.
 DType activation_dtype(const char* op, const SsdInputs& in) {
@@ -59,7 +35,7 @@ void ssd(const SsdInputs& in, Tensor* state, Tensor& y) {
   SSM_CHECK(in.chunk_size >= 1, "ssd: chunk_size must be positive, got {}", in.chunk_size);
   if (d.batch == 0 || d.T == 0) return;
   with_activation_type(dtype, "ssd", [&]<class T>() {
-    const kernels::Args<T> args = kernel_args<T>(in, d, y);
+    const kernels::Args<T> args = ssd_kernel_args<T>(in, d, y);
     float* const state_data = st ? st->data<float>() : nullptr;
     if (kernels::chunked_supports(args)) {
       kernels::Plan plan;
@@ -88,7 +64,7 @@ void ssd_step(const SsdInputs& in, Tensor& state, Tensor& y) {
   const detail::SsdSizes d = detail::check_ssd_args("ssd_step", in, &state, y, 2, Device::CUDA, dtype);
   if (d.batch == 0) return;
   with_activation_type(dtype, "ssd_step", [&]<class T>() {
-    SSM_CUDA_CHECK(kernels::launch_step(kernel_args<T>(in, d, y), state.data<float>(), stream()),
+    SSM_CUDA_CHECK(kernels::launch_step(ssd_kernel_args<T>(in, d, y), state.data<float>(), stream()),
                    "ssd_step of {}", sizes_str(d));
   });
 }

@@ -5,6 +5,7 @@
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/cuda_ops_backward.h"
 #include "ops/cuda/op_checks.h"
+#include "ops/cuda/ssd_args.h"
 #include "ops/cuda/ssd_backward_launch.cuh"
 
 namespace ssm::ops::cuda {
@@ -12,37 +13,6 @@ namespace ssm::ops::cuda {
 namespace {
 
 namespace kernels = ssd_backward_kernels;
-
-template <class T>
-T* data_or_null(const Tensor& t) {
-  return t.defined() ? t.data<T>() : nullptr;
-}
-int64_t stride_or_zero(const Tensor& t) { return t.defined() ? t.row_stride() : 0; }
-
-template <class T>
-kernels::Args<T> input_args(const SsdInputs& in, const detail::SsdSizes& d) {
-  return {in.x.data<T>(),
-          in.dt.data<T>(),
-          in.B.data<T>(),
-          in.C.data<T>(),
-          nullptr,
-          in.A.data<float>(),
-          data_or_null<float>(in.dt_bias),
-          data_or_null<float>(in.D),
-          in.x.row_stride(),
-          in.dt.row_stride(),
-          in.B.row_stride(),
-          in.C.row_stride(),
-          0,
-          int(d.batch),
-          int(d.T),
-          int(d.H),
-          int(d.P),
-          int(d.G),
-          int(d.N),
-          in.dt_min,
-          in.dt_max};
-}
 
 template <class T>
 kernels::Grads<T> grad_args(const Tensor& state0, const Tensor& dy, const SsdGrads& g, const Tensor& dfinal_state) {
@@ -105,7 +75,7 @@ void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, S
     return;
   }
   with_activation_type(dtype, op, [&]<class T>() {
-    const kernels::Args<T> args = input_args<T>(in, d);
+    const kernels::Args<T> args = ssd_kernel_args<T>(in, d, Tensor());
     const kernels::Grads<T> grads = grad_args<T>(state0, dy, g, dfinal_state);
     const kernels::Plan plan = kernels::make_plan(args, grads);
     const Tensor scratch = Tensor::empty({int64_t(plan.scratch_floats)}, DType::F32, Device::CUDA);

@@ -1,0 +1,72 @@
+// What the kernel checks of dev/cuda/ share (the host checks and the GPU benchmarks): rounding to the
+// dtype under test, normal random inputs, the relative error against a double reference, and the
+// one-line report of a case's errors.
+#pragma once
+#include <cuda_bf16.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+// v as the dtype T holds it (BF16 rounds; F32 keeps it).
+template <class T>
+float round_to(float v) {
+  if constexpr (sizeof(T) == 2) return __bfloat162float(__float2bfloat16(v));
+  return v;
+}
+
+// Fills v with n values offset + scale * N(0, 1) from gen; activations rounded to the dtype T.
+template <class T>
+struct NormalFill {
+  std::mt19937& gen;
+  std::normal_distribution<float> normal{0.0f, 1.0f};
+  void operator()(std::vector<float>& v, size_t n, float scale, float offset, bool activation) {
+    v.resize(n);
+    for (float& e : v) e = activation ? round_to<T>(offset + scale * normal(gen)) : offset + scale * normal(gen);
+  }
+};
+
+// max |got - want| / max |want| over want's elements, got read through `at`; NaN gives infinity.
+template <class F>
+double rel_error(const std::vector<double>& want, F&& at) {
+  double diff = 0.0, scale = 0.0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    const double g = at(i);
+    if (std::isnan(g)) return INFINITY;
+    diff = std::max(diff, std::fabs(g - want[i]));
+    scale = std::max(scale, std::fabs(want[i]));
+  }
+  return diff / std::max(scale, 1e-30);
+}
+inline double rel_error(const std::vector<float>& got, const std::vector<double>& want) {
+  return rel_error(want, [&got](size_t i) { return double(got[i]); });
+}
+inline double rel_error(const std::vector<float>& got, const std::vector<float>& want) {
+  return rel_error(got, std::vector<double>(want.begin(), want.end()));
+}
+
+// Readers of a kernel's outputs for rel_error: element i of a [rows, width] block starting at column
+// `at` of rows `row_width` wide, and element i of a vector.
+template <class E>
+auto column_reader(const std::vector<E>& rows, int row_width, int at, int width) {
+  return [&rows, row_width, at, width](size_t i) {
+    return double(float(rows[(i / width) * row_width + at + i % width]));
+  };
+}
+inline auto vector_reader(const std::vector<float>& v) {
+  return [&v](size_t i) { return double(v[i]); };
+}
+
+// Appends " name error" to report; below tol or else "(FAIL)" appended and ok cleared.
+inline void report_error(std::string& report, bool& ok, const char* name, double error, double tol) {
+  char text[48];
+  std::snprintf(text, sizeof text, " %s %.1e", name, error);
+  report += text;
+  if (!(error < tol)) {
+    ok = false;
+    report += "(FAIL)";
+  }
+}
