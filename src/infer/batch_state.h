@@ -22,9 +22,12 @@ class BatchState {
 
  private:
   const LanguageModel& model_;
-  // Rebuilt at each change, since a step runs on a state whose batch is exactly the active rows: a
-  // change allocates the new batch and copies every row, about the state traffic of one decode step.
-  // Keeping the memory of the largest batch and stepping a view of its first rows would save that.
+  // A step runs on a state whose batch is exactly the active rows. Where every mixer's state can
+  // resize in place (ModelState::resizable), that batch is a view of the first rows of memory kept
+  // for the largest batch seen: a join writes the row after the last, a leave moves the kept rows
+  // down, and steady serving allocates nothing (reallocating at every change fragmented the heap:
+  // docs/performance.md, Server). Otherwise (KV caches, RAT) a change builds the new batch and
+  // copies every row into it.
   ModelState state_;
 };
 

@@ -22,6 +22,17 @@ void ModelState::reserve(int64_t length) {
     if (state) state->reserve(length);
 }
 
+bool ModelState::resizable() const {
+  return std::all_of(mixers.begin(), mixers.end(), [](const auto& state) { return !state || state->resizable(); });
+}
+
+void ModelState::resize(int64_t new_batch) {
+  SSM_CHECK(resizable(), "ModelState::resize: a mixer's state cannot change its number of sequences in place");
+  for (auto& state : mixers)
+    if (state) state->resize(new_batch);
+  batch = new_batch;
+}
+
 int64_t ModelState::bytes() const {
   int64_t total = 0;
   for (const auto& state : mixers)

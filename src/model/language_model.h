@@ -18,6 +18,10 @@ struct ModelState {
   int64_t batch = 0;
 
   void reserve(int64_t length);  // lets KV caches hold `length` tokens without reallocating
+  // Whether every mixer's state can change its number of sequences in place (MixerState::resize),
+  // and that change: sequences below both sizes are kept, memory of the largest batch is kept.
+  bool resizable() const;
+  void resize(int64_t new_batch);
   int64_t bytes() const;
   // Copies sequence `from_index` of this state into sequence `to_index` of `to`.
   void copy_sequence(int64_t from_index, ModelState& to, int64_t to_index) const;

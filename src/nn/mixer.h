@@ -33,6 +33,12 @@ class MixerState {
   // without reallocating.
   virtual void reserve(int64_t length) {}
   virtual int64_t bytes() const = 0;  // memory held now, all sequences
+  // Whether resize() can change the number of sequences in place. resize keeps sequences
+  // [0, min(old, batch)) and leaves added ones unspecified until written (copy_sequence,
+  // import_sequence); it keeps the memory of the largest batch seen, so that a batch whose
+  // membership changes allocates nothing once it has been at its largest.
+  virtual bool resizable() const { return false; }
+  virtual void resize(int64_t batch);
   // Sequence `index` as named host tensors (copies, without the batch axis), and back into sequence
   // `index` of a state of the same mixer: how `ssm serve` saves states to files and restores them.
   // import_sequence throws ssm::Error naming a tensor that is missing or of another shape or dtype.

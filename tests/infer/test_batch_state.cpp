@@ -6,6 +6,8 @@
 
 #include "infer/batch_state.h"
 #include "model/fixture_util.h"
+#include "nn/mixers/conv_ssm_state.h"
+#include "nn/mixers/mlstm/mlstm.h"
 
 namespace ssm {
 namespace {
@@ -68,6 +70,77 @@ TEST_P(BatchStateTest, RowsJoiningAndLeavingStepAsAlone) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, BatchStateTest, ::testing::Values("mamba2_tiny", "bamba_tiny"));
+
+// Where the state tensors of every mixer start (they move only when reallocated).
+std::vector<const void*> state_addresses(const ModelState& state) {
+  std::vector<const void*> out;
+  for (const auto& mixer : state.mixers) {
+    if (const auto* conv_ssm = dynamic_cast<const ConvSsmState*>(mixer.get())) {
+      out.push_back(conv_ssm->conv.raw());
+      out.push_back(conv_ssm->ssm.raw());
+    } else if (const auto* mlstm = dynamic_cast<const MlstmState*>(mixer.get())) {
+      for (const Tensor* t : {&mlstm->state.C, &mlstm->state.n, &mlstm->state.m}) out.push_back(t->raw());
+    }
+  }
+  return out;
+}
+
+class BatchCapacityTest : public ::testing::TestWithParam<std::string> {};
+
+// Many sequences join and leave, in two identical rounds: every row steps as its sequence alone,
+// and in the second round (the batch has been at its largest) the state is never reallocated.
+TEST_P(BatchCapacityTest, SteadyJoinsAndLeavesReuseTheStateMemory) {
+  const LanguageModel model = LanguageModel::load(fixture_dir(GetParam()));
+  ASSERT_TRUE(model.new_state(1).resizable());
+  constexpr int kSequences = 24;
+  std::vector<std::vector<int32_t>> tokens(kSequences);
+  std::vector<std::vector<std::vector<float>>> expected;
+  for (int s = 0; s < kSequences; ++s) {
+    for (int t = 0; t < 1 + (s * 5) % 7; ++t) tokens[size_t(s)].push_back(int32_t((s * 37 + t * 11 + 1) % 250));
+    expected.push_back(alone(model, tokens[size_t(s)]));
+  }
+
+  BatchState batch(model);
+  const ModelState fresh = model.new_state(1);
+  int64_t warm_bytes = 0;
+  std::vector<const void*> warm_addresses;
+  for (int round = 0; round < 2; ++round) {
+    std::vector<int> rows;  // sequence of each row
+    std::vector<size_t> fed(kSequences, 0);
+    for (int step = 0, next = 0; next < kSequences || !rows.empty(); ++step) {
+      for (int join = 0; join < 1 + step % 3 && next < kSequences; ++join, ++next) {
+        EXPECT_EQ(batch.append(fresh), int64_t(rows.size()));
+        rows.push_back(next);
+      }
+      if (round == 1) {
+        EXPECT_EQ(batch.state().bytes(), warm_bytes) << "step " << step;
+        EXPECT_EQ(state_addresses(batch.state()), warm_addresses) << "step " << step;
+      }
+      Tensor ids = Tensor::empty({int64_t(rows.size())}, DType::I32);
+      for (size_t r = 0; r < rows.size(); ++r) ids.data<int32_t>()[r] = tokens[size_t(rows[r])][fed[size_t(rows[r])]];
+      const Tensor logits = model.step(ids, batch.state());
+      std::vector<bool> keep;
+      for (size_t r = 0; r < rows.size(); ++r) {
+        const size_t s = size_t(rows[r]);
+        EXPECT_LT(max_difference(logits.data<float>() + int64_t(r) * logits.size(1), expected[s][fed[s]]), 1e-4f)
+            << "round " << round << " sequence " << s << " token " << fed[s];
+        keep.push_back(++fed[s] < tokens[s].size());
+      }
+      batch.retain(keep);
+      std::erase_if(rows, [&](int s) { return fed[size_t(s)] == tokens[size_t(s)].size(); });
+      ASSERT_EQ(batch.size(), int64_t(rows.size()));
+    }
+    EXPECT_EQ(batch.size(), 0);
+    if (round == 0) {
+      warm_bytes = batch.state().bytes();
+      warm_addresses = state_addresses(batch.state());
+      EXPECT_GT(warm_bytes, 0);
+      EXPECT_FALSE(warm_addresses.empty());
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, BatchCapacityTest, ::testing::Values("mamba_tiny", "mamba2_tiny", "xlstm_tiny"));
 
 }  // namespace
 }  // namespace ssm

@@ -1,5 +1,6 @@
 #include "nn/mixers/conv_ssm_state.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "ops/ops.h"
@@ -20,6 +21,23 @@ void copy_batch_row(const Tensor& from, int64_t from_index, const Tensor& to, in
             "copy_batch_row: row {} of {} into row {} of {}", from_index, from.size(0), to_index, to.size(0));
   SSM_CHECK(from.nbytes() / size_t(from.size(0)) == to.nbytes() / size_t(to.size(0)), "copy_batch_row: row sizes differ");
   to.slice(0, to_index, 1).copy_from(from.slice(0, from_index, 1));
+}
+
+void resize_batch_rows(Tensor& storage, Tensor& rows, int64_t batch) {
+  SSM_CHECK(batch >= 0, "resize_batch_rows: batch {}", batch);
+  if (batch > storage.size(0)) {
+    Shape shape = storage.shape();
+    shape[0] = std::max(batch, 2 * shape[0]);
+    Tensor grown = Tensor::zeros(shape, storage.dtype(), storage.device());
+    const int64_t kept = std::min(rows.size(0), batch);
+    grown.slice(0, 0, kept).copy_from(rows.slice(0, 0, kept));
+    storage = std::move(grown);
+  }
+  rows = storage.slice(0, 0, batch);
+}
+
+void MixerState::resize(int64_t) {
+  fail("this recurrent state cannot change its number of sequences in place (see resizable())");
 }
 
 Tensor host_copy(const Tensor& t) {
@@ -51,6 +69,11 @@ StateTensors ConvSsmState::export_sequence(int64_t index) const {
 void ConvSsmState::import_sequence(int64_t index, const StateTensorMap& tensors) {
   import_row(tensors, "conv", conv, index, "ConvSsmState");
   import_row(tensors, "ssm", ssm, index, "ConvSsmState");
+}
+
+void ConvSsmState::resize(int64_t batch) {
+  resize_batch_rows(conv_storage_, conv, batch);
+  resize_batch_rows(ssm_storage_, ssm, batch);
 }
 
 void ConvSsmState::copy_sequence(int64_t from, MixerState& to, int64_t to_index) const {

@@ -14,15 +14,22 @@ class ConvSsmState final : public MixerState {
   ConvSsmState(const Shape& conv_shape, const Shape& ssm_shape, Tensor A)
       : conv(Tensor::zeros(conv_shape, DType::F32, A.device())),
         ssm(Tensor::zeros(ssm_shape, DType::F32, A.device())),
-        A(std::move(A)) {}
+        A(std::move(A)),
+        conv_storage_(conv),
+        ssm_storage_(ssm) {}
   void copy_sequence(int64_t from, MixerState& to, int64_t to_index) const override;
-  int64_t bytes() const override { return int64_t(conv.nbytes() + ssm.nbytes()); }
+  int64_t bytes() const override { return int64_t(conv_storage_.nbytes() + ssm_storage_.nbytes()); }
+  bool resizable() const override { return true; }
+  void resize(int64_t batch) override;
   StateTensors export_sequence(int64_t index) const override;
   void import_sequence(int64_t index, const StateTensorMap& tensors) override;
 
   Tensor conv;  // [B, K-1, conv channels]
   Tensor ssm;   // Mamba-1: [B, d_inner, N]; Mamba-2: [B, H, P, N]
   Tensor A;     // -exp(A_log): Mamba-1 [d_inner, N], Mamba-2 [H]; not part of bytes() (not per sequence)
+
+ private:
+  Tensor conv_storage_, ssm_storage_;  // conv and ssm are their first B rows
 };
 
 // The state a mixer made, as its own type (an error if the model paired it with another mixer's).
@@ -38,6 +45,9 @@ Tensor decode_A(const Tensor& A_log);
 
 // Copies row `from` of a [B, ...] tensor into row `to_index` of another.
 void copy_batch_row(const Tensor& from, int64_t from_index, const Tensor& to, int64_t to_index);
+// Makes `rows` (the first rows of `storage`, a [capacity, ...] tensor) its first `batch` rows, first
+// growing storage at least twofold, rows kept, when it has fewer than `batch`; it never shrinks.
+void resize_batch_rows(Tensor& storage, Tensor& rows, int64_t batch);
 // Row `index` of a [B, ...] tensor as a host copy [...], and `name` of `tensors` into that row (checked).
 Tensor export_row(const Tensor& batch, int64_t index);
 void import_row(const StateTensorMap& tensors, const std::string& name, const Tensor& batch, int64_t index,

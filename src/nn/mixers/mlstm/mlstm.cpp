@@ -57,7 +57,13 @@ std::unique_ptr<Mixer> MlstmSettings::build() const { return std::make_unique<Ml
 // ---- state ----
 
 MlstmState::MlstmState(int64_t batch, const MlstmSettings& s)
-    : state(ops::MlstmState::zeros(batch, s.n_heads, s.qk_head_dim(), s.v_head_dim())) {}
+    : state(ops::MlstmState::zeros(batch, s.n_heads, s.qk_head_dim(), s.v_head_dim())), storage_(state) {}
+
+void MlstmState::resize(int64_t batch) {
+  resize_batch_rows(storage_.C, state.C, batch);
+  resize_batch_rows(storage_.n, state.n, batch);
+  resize_batch_rows(storage_.m, state.m, batch);
+}
 
 void MlstmState::copy_sequence(int64_t from, MixerState& to, int64_t to_index) const {
   auto& target = state_as<MlstmState>(&to, "MlstmState::copy_sequence");

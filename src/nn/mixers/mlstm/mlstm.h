@@ -44,11 +44,16 @@ class MlstmState final : public MixerState {
  public:
   MlstmState(int64_t batch, const MlstmSettings& s);
   void copy_sequence(int64_t from, MixerState& to, int64_t to_index) const override;
-  int64_t bytes() const override { return int64_t(state.C.nbytes() + state.n.nbytes() + state.m.nbytes()); }
+  int64_t bytes() const override { return int64_t(storage_.C.nbytes() + storage_.n.nbytes() + storage_.m.nbytes()); }
+  bool resizable() const override { return true; }
+  void resize(int64_t batch) override;
   StateTensors export_sequence(int64_t index) const override;
   void import_sequence(int64_t index, const StateTensorMap& tensors) override;
 
   ops::MlstmState state;
+
+ private:
+  ops::MlstmState storage_;  // state's tensors are the first B rows of these
 };
 
 class MlstmMixer final : public Mixer {
