@@ -207,7 +207,9 @@ TEST_F(TrainFaults, SurvivesTwentyKillsAtRandomMoments) {
     const int kind = trial % 3, nth = 1 + int(rng() % 2);
     if (kind == 0 && events.wait_for(".tmp-checkpoint-", nth, p)) test::sleep_seconds(uniform(times.write));
     if (kind == 1 && events.wait_for("checkpoint-", nth, p)) test::sleep_seconds(uniform(times.between));
-    if (kind == 2) test::sleep_seconds(uniform(times.first_complete));
+    // Anywhere from the start, but no later than this run's first checkpoint write begins (load
+    // varies between this run and the reference's, and a run must not end before its kill).
+    if (kind == 2) events.wait_for(".tmp-checkpoint-", 1, p, uniform(times.first_complete));
     p.signal(SIGKILL);
     ASSERT_TRUE(p.killed_by(SIGKILL)) << "the run ended before it was killed:\n" << p.output();
 

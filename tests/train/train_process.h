@@ -122,10 +122,13 @@ class FolderEvents {
     for (const Event& e : events_) n += e.name.rfind(prefix, 0) == 0;
     return n;
   }
-  // Waits until `count` such entries have been seen; false when `process` ended first.
-  bool wait_for(const std::string& prefix, int count, SsmProcess& process) {
+  // Waits until `count` such entries have been seen; false when `process` ended first or
+  // `max_seconds` passed.
+  bool wait_for(const std::string& prefix, int count, SsmProcess& process, double max_seconds = 1e9) {
+    const auto deadline = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                             std::chrono::duration<double>(max_seconds));
     while (seen(prefix) < count) {
-      if (!process.running()) {
+      if (!process.running() || Clock::now() >= deadline) {
         drain();
         return seen(prefix) >= count;
       }

@@ -196,22 +196,49 @@ __global__ void __launch_bounds__(kThreads) state_pass_kernel(Args<T> a, Grads<T
   const int chunks = chunk_count(a.length);
   const float* const acum = s.acum + bh * a.length;
   auto chunk_decay = [&](int c) { return expf(acum[min(a.length, (c + 1) * kChunk) - 1]); };
+  // The walk is a chain of dependent FMAs over thousands of chunks; the loads of kAhead chunks are
+  // issued before their updates so that their latencies overlap (the same arithmetic, in order).
+  constexpr int kAhead = 8;
   if (s.states) {
     float S = g.state0 ? g.state0[bh * PN + e] : 0.0f;
-    for (int c = 0; c < chunks; ++c) {
-      float* const slot = s.states + (bh * chunks + c) * PN + e;
-      const float own = *slot;
-      *slot = S;
-      S = chunk_decay(c) * S + own;
+    float* const slots = s.states + bh * chunks * PN + e;
+    for (int c0 = 0; c0 < chunks; c0 += kAhead) {
+      float own[kAhead], decay[kAhead];
+#pragma unroll
+      for (int k = 0; k < kAhead; ++k) {
+        if (c0 + k < chunks) {
+          own[k] = slots[int64_t(c0 + k) * PN];
+          decay[k] = chunk_decay(c0 + k);
+        }
+      }
+#pragma unroll
+      for (int k = 0; k < kAhead; ++k) {
+        if (c0 + k < chunks) {
+          slots[int64_t(c0 + k) * PN] = S;
+          S = decay[k] * S + own[k];
+        }
+      }
     }
   }
   if (s.dstates) {
     float dS = g.dfinal ? g.dfinal[bh * PN + e] : 0.0f;
-    for (int c = chunks - 1; c >= 0; --c) {
-      float* const slot = s.dstates + (bh * chunks + c) * PN + e;
-      const float own = *slot;
-      *slot = dS;
-      dS = chunk_decay(c) * dS + own;
+    float* const slots = s.dstates + bh * chunks * PN + e;
+    for (int c0 = chunks - 1; c0 >= 0; c0 -= kAhead) {
+      float own[kAhead], decay[kAhead];
+#pragma unroll
+      for (int k = 0; k < kAhead; ++k) {
+        if (c0 - k >= 0) {
+          own[k] = slots[int64_t(c0 - k) * PN];
+          decay[k] = chunk_decay(c0 - k);
+        }
+      }
+#pragma unroll
+      for (int k = 0; k < kAhead; ++k) {
+        if (c0 - k >= 0) {
+          slots[int64_t(c0 - k) * PN] = dS;
+          dS = decay[k] * dS + own[k];
+        }
+      }
     }
     if (g.dstate0) g.dstate0[bh * PN + e] = dS;
   }
