@@ -21,11 +21,13 @@ export LD_LIBRARY_PATH="$PWD/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" SSM_FUZZ_
 fuzz_for() {
   local target=$1 deadline=$((SECONDS + seconds)) executions=0 started=$SECONDS run=0
   mkdir -p "found/$target"
+  local dict=()
+  [[ -f fuzz/$target.dict ]] && dict=(-dict="fuzz/$target.dict")
   while ((SECONDS < deadline)); do
     run=$((run + 1))
     # -timeout: an input that takes 10 s is a hang; -rss_limit_mb: libFuzzer's default, stated.
     "bin/fuzz_$target" -max_total_time=$((deadline - SECONDS)) -timeout=10 -rss_limit_mb=2048 \
-      -print_final_stats=1 -artifact_prefix="artifacts/$target-" "found/$target" "corpus/$target" \
+      -print_final_stats=1 -artifact_prefix="artifacts/$target-" "${dict[@]}" "found/$target" "corpus/$target" \
       > "logs/$target.$run.log" 2>&1 || true
     executions=$((executions + $(awk '/^stat::number_of_executed_units:/ {n = $2} END {print n + 0}' \
       "logs/$target.$run.log")))
