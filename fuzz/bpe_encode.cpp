@@ -5,7 +5,7 @@
 #include "tokenizer/tokenizer.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static const auto tokenizer = ssm::load_tokenizer(SSM_SOURCE_DIR "/fuzz/tokenizer.json");
+  static const auto tokenizer = ssm::load_tokenizer(ssm::fuzz::source_file("fuzz/tokenizer.json"));
   const std::string_view text(reinterpret_cast<const char*>(data), size);
   if (tokenizer->decode(tokenizer->encode(text)) != text) std::abort();
   if (tokenizer->decode(tokenizer->encode_ordinary(text)) != text) std::abort();

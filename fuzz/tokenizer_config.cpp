@@ -5,7 +5,7 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const std::string folder = [] {
-    std::filesystem::copy_file(SSM_SOURCE_DIR "/fuzz/tokenizer.json",
+    std::filesystem::copy_file(ssm::fuzz::source_file("fuzz/tokenizer.json"),
                                ssm::fuzz::scratch_folder() / "tokenizer.json");
     return ssm::fuzz::scratch_folder().string();
   }();

@@ -22,6 +22,9 @@ for t in $targets; do
   mkdir -p "build/fuzz/corpus/$t"
   echo "== fuzz_$t for ${seconds}s"
   # -timeout: an input that takes 10 s is a hang; -rss_limit_mb: libFuzzer's default, stated.
+  # fuzz/TARGET.dict, where there is one: tokens of the input's syntax, which mutations then insert whole.
+  dict=()
+  [[ -f fuzz/$t.dict ]] && dict=(-dict="fuzz/$t.dict")
   nice "build/fuzz/bin/fuzz_$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-    -artifact_prefix="build/fuzz/artifacts/$t-" "$@" "build/fuzz/corpus/$t" "fuzz/corpus/$t"
+    -artifact_prefix="build/fuzz/artifacts/$t-" "${dict[@]}" "$@" "build/fuzz/corpus/$t" "fuzz/corpus/$t"
 done

@@ -7,9 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 libs=$(mktemp -d)
 trap 'rm -rf "$libs"' EXIT
-for binary in build/release/bin/ssm build/release/bin/ssm_gpu_tests; do
-  ldd "$binary" | awk '$3 ~ /^\// {print $3}'
-done | sort -u | grep -v -E '/(libc|libm|libstdc\+\+|libgcc_s|libpthread|libdl|librt|ld-linux[^/]*)\.so' |
-  grep -v -E 'libcuda|libcublas|libcudart|libnccl' | while read -r lib; do cp -L "$lib" "$libs"/; done
+scripts/shared-libs.sh build/release/bin/ssm build/release/bin/ssm_gpu_tests |
+  while read -r lib; do cp -L "$lib" "$libs"/; done
 tar -cJf .gpu-libs.tar.xz -C "$libs" .
 du -h .gpu-libs.tar.xz

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "serve/jinja_value.h"
+#include "tokenizer/utf8_stream.h"
 
 namespace ssm::serve::jinja {
 
@@ -190,11 +191,7 @@ class Lexer {
         static const char kValues[] = "\n\r\t\\'\"\0\a\b\f\v";
         t.text += kValues[simple - "nrt\\'\"0abfv"];
       } else if (e == 'x' || e == 'u') {
-        const size_t digits = e == 'x' ? 2 : 4;
-        if (pos_ + digits > source_.size()) fail(t.line, "a truncated \\{} escape", e);
-        const uint32_t code = uint32_t(std::stoul(source_.substr(pos_, digits), nullptr, 16));
-        pos_ += digits;
-        append_utf8(code, t.text);
+        utf8_append(t.text, hex_escape(e, t.line));
       } else {
         t.text += '\\';
         t.text += e;
@@ -202,17 +199,19 @@ class Lexer {
     }
   }
 
-  static void append_utf8(uint32_t code, std::string& out) {
-    if (code < 0x80) {
-      out += char(code);
-    } else if (code < 0x800) {
-      out += char(0xC0 | (code >> 6));
-      out += char(0x80 | (code & 0x3F));
-    } else {
-      out += char(0xE0 | (code >> 12));
-      out += char(0x80 | ((code >> 6) & 0x3F));
-      out += char(0x80 | (code & 0x3F));
+  // The code point of \xHH or \uHHHH (pos_ after the x or u), as Python reads them: exactly 2 or 4 hex
+  // digits; a surrogate (half of a UTF-16 pair) has no UTF-8 form and is an error as well.
+  uint32_t hex_escape(char e, int line) {
+    const size_t digits = e == 'x' ? 2 : 4;
+    uint32_t code = 0;
+    for (size_t i = 0; i < digits; ++i, ++pos_) {
+      if (pos_ >= source_.size() || !std::isxdigit(static_cast<unsigned char>(source_[pos_])))
+        fail(line, "a \\{} escape takes {} hex digits", e, digits);
+      const char c = char(std::tolower(static_cast<unsigned char>(source_[pos_])));
+      code = code * 16 + uint32_t(c <= '9' ? c - '0' : c - 'a' + 10);
     }
+    if (code >= 0xD800 && code <= 0xDFFF) fail(line, "the \\u escape of a surrogate, {:04x}, is not text", code);
+    return code;
   }
 
   std::string source_;

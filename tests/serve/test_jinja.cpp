@@ -126,6 +126,14 @@ TEST(Jinja, UnsupportedConstructsFailAtLoad) {
       {"{% endfor %}", "unexpected {% endfor %}"},
       {"{% if a %}{% else %}{% elif b %}{% endif %}", "unexpected {% elif %}"},
       {"{{ 'unclosed }}", "a string is not closed"},
+      // Escapes take exactly their digits (fuzz_jinja_template: '\\user' escaped std::stoul's invalid_argument;
+      // ' 1', '-1' and '12zz' were read as numbers).
+      {"{{ '<\\user|>' }}", "line 1: a \\u escape takes 4 hex digits"},
+      {"{{ '\\u12zz' }}", "a \\u escape takes 4 hex digits"},
+      {"{{ '\\x 1' }}", "a \\x escape takes 2 hex digits"},
+      {"{{ '\\x-1' }}", "a \\x escape takes 2 hex digits"},
+      {"{{ '\\x4' }}", "a \\x escape takes 2 hex digits"},
+      {"{{ '\\ud800' }}", "the \\u escape of a surrogate, d800, is not text"},
       {"{{ x ", "a tag is not closed"},
       {"{{ (1 }}", "unbalanced '}'"},
       {"{{ (1 ] }}", "expected ')'"},
