@@ -5,6 +5,7 @@
 #include <cmath>
 #include <map>
 
+#include "core/error.h"
 #include "core/random.h"
 #include "train/optimizer.h"
 #include "train/schedule.h"
@@ -44,6 +45,23 @@ TEST(TrainOptimizer, AdamWMatchesDoubleTranscription) {
   EXPECT_EQ(adam.steps(), 5);
   for (int i = 0; i < 12; ++i) EXPECT_NEAR(w.data<float>()[i], wd[size_t(i)], 1e-5);
   for (int i = 0; i < 4; ++i) EXPECT_NEAR(b.data<float>()[i], bd[size_t(i)], 1e-5);
+}
+
+// Mixed precision: after each update the shadow holds the new weights rounded to BF16.
+TEST(TrainOptimizer, ShadowCopyHoldsTheUpdatedWeightsInBf16) {
+  Rng rng(5);
+  Tensor w = Tensor::empty({7, 3}), g = Tensor::empty({7, 3}), shadow = Tensor::empty({7, 3}, DType::BF16);
+  for (Tensor* t : {&w, &g})
+    for (int64_t i = 0; i < t->numel(); ++i) t->data<float>()[i] = rng.normal();
+  AdamW adam({{"w", &w, &g, true, &shadow}}, {});
+  for (int step = 0; step < 3; ++step) {
+    adam.step(0.01);
+    const Tensor want = w.to(DType::BF16);
+    for (int64_t i = 0; i < w.numel(); ++i)
+      EXPECT_EQ(shadow.data<uint16_t>()[i], want.data<uint16_t>()[i]) << "element " << i << ", step " << step;
+  }
+  Tensor bad = Tensor::empty({7, 3});
+  EXPECT_THROW(AdamW({{"w", &w, &g, true, &bad}}, {}).step(0.01), Error);  // an F32 "copy"
 }
 
 TEST(TrainOptimizer, StateRoundTripContinuesIdentically) {

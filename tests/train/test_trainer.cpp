@@ -237,6 +237,8 @@ TEST_F(TrainTrainer, BadInputGivesClearErrors) {
   write_token_file(path("big.tok"), big);
   expect_error("--data " + path("big.tok") + " --out " + path("o1") + " --seq-len 2",
                "outside the model's vocabulary (256)");
+  expect_error("--data " + kExcerpt + " --out " + path("o1") + " --dtype f16", "--dtype takes auto, f32 or bf16");
+  expect_error("--data " + kExcerpt + " --out " + path("o1") + " --dtype bf16", "the CPU trains in F32");
   write_text_file(path("badcfg.json"), "{\"model_type\": \"mamba\", \"hidden_size\": 0}");
   const CliResult r = run_ssm("train --model-config " + path("badcfg.json") + " --data " + kExcerpt + " --out " +
                               path("o2") + " --steps 1 --progress 0");

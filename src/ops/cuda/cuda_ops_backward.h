@@ -12,24 +12,25 @@
 
 namespace ssm::ops::cuda {
 
-// ---- the optimizer (ops.h) ----
+// ---- the optimizer (ops.h; optimizer.cu). sum_of_squares waits for its sum: the caller needs it ----
 void add_product_inplace(Tensor& acc, const Tensor& a, const Tensor& b);
 double sum_of_squares(const std::vector<const Tensor*>& tensors);
 void adamw_update(const std::vector<AdamWTensor>& tensors, const AdamWStep& step);
 
-// rmsnorm_backward.cu
+// ---- norms (rmsnorm_backward.cu) ----
 void rmsnorm_backward(const Tensor& x, const Tensor& w, float eps, const Tensor& dy, Tensor& dx, Tensor* dw,
                       bool accumulate_dx);
 void gated_rmsnorm_backward(const Tensor& x, const Tensor& z, const Tensor& w, int64_t group_size,
                             bool norm_before_gate, float eps, const Tensor& dy, Tensor& dx, Tensor* dz, Tensor* dw);
-// conv1d_backward.cu
+// ---- depthwise causal conv1d (conv1d_backward.cu) ----
 void conv1d_causal_backward(const Tensor& x, const Tensor& w, const Tensor& bias, bool silu, const Tensor& state0,
                             const Tensor& dy, Tensor& dx, Tensor* dw, Tensor* dbias);
-// activation_backward.cu
+// ---- MLP activations (activation_backward.cu) ----
 void activation_backward(Activation act, const Tensor& x, const Tensor& dy, Tensor& dx, bool accumulate_dx);
 void gated_activation_backward(Activation act, const Tensor& gate, const Tensor& up, float gate_scale, const Tensor& dy,
                                Tensor* dgate, Tensor* dup, bool accumulate);
 
+// ---- Mamba-2 SSD (ssd_backward.cu; the chunk size is the GPU forward's, 64, whatever in.chunk_size says) ----
 void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, SsdGrads& grads,
                   const Tensor& dfinal_state);
 
@@ -59,8 +60,7 @@ void embedding_backward(const Tensor& ids, const Tensor& dout, Tensor& dtable);
 
 // ---- head + cross-entropy (cross_entropy.cu) ----
 // hidden, weight and dhidden share the activation dtype; dweight F32. Targets I32 on the host or the
-// GPU. The one op that waits for the GPU: it returns the loss (and `counted`), so it synchronises
-// once at its end. With targets on the GPU the count of rows that count stays there (the gradient
+// GPU. It returns the loss (and `counted`), so it waits for the GPU once, at its end. With targets on the GPU the count of rows that count stays there (the gradient
 // kernels read it), and a target outside the vocabulary is reported after that wait, when the
 // outputs have been written.
 double cross_entropy(const Tensor& hidden, const Tensor& weight, const Tensor& targets, Tensor* dhidden,
