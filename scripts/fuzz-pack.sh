@@ -8,16 +8,18 @@
 #   fuzz/*.dict  the targets' libFuzzer dictionaries
 # The targets read fuzz/tokenizer.json and tests/fixtures/chat_templates, so those come too, at the
 # same place relative to the pack's root (the targets find them through SSM_FUZZ_SOURCE_DIR).
-# JOBS (default 1) sets the build's parallelism.
+# JOBS (default 1) sets the build's parallelism; PRESET (default fuzz) the build (ci-sanitize holds the
+# same targets).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cmake --preset fuzz > /dev/null
-nice cmake --build --preset fuzz -j "${JOBS:-1}"
+preset=${PRESET:-fuzz}
+cmake --preset "$preset" > /dev/null
+nice cmake --build --preset "$preset" -j "${JOBS:-1}"
 pack=$(mktemp -d)
 trap 'rm -rf "$pack"' EXIT
 mkdir -p "$pack/bin" "$pack/lib" "$pack/fuzz" "$pack/tests/fixtures"
-for binary in build/fuzz/bin/fuzz_*; do strip --strip-debug -o "$pack/bin/${binary##*/}" "$binary"; done
-scripts/shared-libs.sh build/fuzz/bin/fuzz_* | while read -r lib; do cp -L "$lib" "$pack/lib/"; done
+for binary in "build/$preset"/bin/fuzz_*; do strip --strip-debug -o "$pack/bin/${binary##*/}" "$binary"; done
+scripts/shared-libs.sh "build/$preset"/bin/fuzz_* | while read -r lib; do cp -L "$lib" "$pack/lib/"; done
 cp -r fuzz/corpus "$pack/corpus"
 cp fuzz/tokenizer.json fuzz/*.dict "$pack/fuzz/"
 cp -r tests/fixtures/chat_templates "$pack/tests/fixtures/"

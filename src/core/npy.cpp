@@ -53,21 +53,25 @@ Tensor read_npy(const std::string& path) {
   SSM_CHECK(header_start + header_len <= bytes.size(), "'{}': truncated .npy header", path);
   const std::string header = bytes.substr(header_start, header_len);
 
+  // Compiled once: compiling them took most of the time of reading a small file.
+  static const std::regex descr_field(R"('descr'\s*:\s*'([^']*)')");
+  static const std::regex fortran_field(R"('fortran_order'\s*:\s*(True|False))");
+  static const std::regex shape_field(R"('shape'\s*:\s*\(([^)]*)\))");
+  static const std::regex number(R"(\s*(\d+)\s*(,|$))");
   std::smatch match;
-  SSM_CHECK(std::regex_search(header, match, std::regex(R"('descr'\s*:\s*'([^']*)')")),
+  SSM_CHECK(std::regex_search(header, match, descr_field),
             "'{}': .npy header has no descr", path);
   DType dtype;
   SSM_CHECK(dtype_from_descr(match[1].str(), &dtype),
             "'{}': unsupported .npy dtype '{}' (int32, int64 and float32 little-endian are read)", path,
             match[1].str());
-  SSM_CHECK(std::regex_search(header, match, std::regex(R"('fortran_order'\s*:\s*(True|False))")),
+  SSM_CHECK(std::regex_search(header, match, fortran_field),
             "'{}': .npy header has no fortran_order", path);
   SSM_CHECK(match[1].str() == "False", "'{}': Fortran-ordered .npy arrays are not supported", path);
-  SSM_CHECK(std::regex_search(header, match, std::regex(R"('shape'\s*:\s*\(([^)]*)\))")),
+  SSM_CHECK(std::regex_search(header, match, shape_field),
             "'{}': .npy header has no shape", path);
   Shape shape;
   const std::string dims = match[1].str();
-  const std::regex number(R"(\s*(\d+)\s*(,|$))");
   size_t consumed = 0;
   for (auto it = std::sregex_iterator(dims.begin(), dims.end(), number); it != std::sregex_iterator(); ++it) {
     SSM_CHECK(size_t(it->position()) == consumed, "'{}': bad .npy shape ({})", path, dims);

@@ -18,10 +18,14 @@ int64_t shape_numel(const Shape& shape) {
 }
 
 std::optional<int64_t> checked_nbytes(const Shape& shape, DType dtype) {
+  // The product of the non-zero extents must fit as well: an empty tensor's strides are made of them.
   int64_t n = int64_t(dtype_size(dtype));
-  for (int64_t extent : shape)
-    if (extent < 0 || __builtin_mul_overflow(n, extent, &n)) return std::nullopt;
-  return n;
+  bool empty = false;
+  for (int64_t extent : shape) {
+    if (extent < 0 || (extent > 0 && __builtin_mul_overflow(n, extent, &n))) return std::nullopt;
+    empty = empty || extent == 0;
+  }
+  return empty ? 0 : n;
 }
 
 Shape with_last(Shape shape, int64_t width) {

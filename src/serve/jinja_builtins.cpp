@@ -171,9 +171,10 @@ Value range(const std::vector<Value>& args) {
   const int64_t step = args.size() > 2 ? args[2].integer : 1;
   if (step == 0) throw Error("range: the step cannot be zero");
   List out;
-  for (int64_t i = start; step > 0 ? i < stop : i > stop; i += step) {
+  for (int64_t i = start; step > 0 ? i < stop : i > stop;) {
     if (out.size() >= 100000) throw Error("range: more than 100000 items");
     out.push_back(Value::of(i));
+    if (__builtin_add_overflow(i, step, &i)) break;  // past the end of int64 is past `stop` too
   }
   return Value::of(std::move(out));
 }

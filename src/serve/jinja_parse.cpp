@@ -11,12 +11,23 @@ namespace ssm::serve::jinja {
 
 namespace {
 
+// Rendering and freeing an expression recurse once per level, and so does parsing a nested one: deeper
+// expressions (`- - - ... 1`, `1 + 1 + ... + 1`, thousands of brackets) are refused rather than
+// overflowing the stack. Real templates nest a few levels.
+constexpr int kMaxExprDepth = 128;
+
+void adopt_depth(Expr& parent, const Expr& child) {
+  parent.depth = std::max(parent.depth, child.depth + 1);
+  if (parent.depth > kMaxExprDepth) fail(parent.line, "an expression nested more than {} levels deep", kMaxExprDepth);
+}
+
 ExprPtr make(Expr::Kind kind, int line, std::vector<ExprPtr> args = {}, std::string name = {}) {
   auto e = std::make_unique<Expr>();
   e->kind = kind;
   e->line = line;
   e->args = std::move(args);
   e->name = std::move(name);
+  for (const ExprPtr& arg : e->args) adopt_depth(*e, *arg);
   return e;
 }
 
@@ -71,6 +82,7 @@ class ExprParser {
 
   // conditional: whether "a if b else c" is read ({% for %}'s sequence stops before an "if").
   ExprPtr expression(bool conditional = true) {
+    const Nesting nesting(*this);
     ExprPtr value = or_expr();
     while (conditional && at_name("if")) {
       const int line = next().line;
@@ -87,6 +99,21 @@ class ExprParser {
   }
 
  private:
+  // One level of the parser's own recursion (brackets, prefix operators), bounded as the trees are.
+  class Nesting {
+   public:
+    explicit Nesting(ExprParser& parser) : parser_(parser) {
+      if (++parser_.nesting_ > kMaxExprDepth)
+        fail(parser_.peek().line, "an expression nested more than {} levels deep", kMaxExprDepth);
+    }
+    ~Nesting() { --parser_.nesting_; }
+    Nesting(const Nesting&) = delete;
+    Nesting& operator=(const Nesting&) = delete;
+
+   private:
+    ExprParser& parser_;
+  };
+
   ExprPtr or_expr() {
     ExprPtr left = and_expr();
     while (at_name("or")) {
@@ -106,6 +133,7 @@ class ExprParser {
   ExprPtr not_expr() {
     if (!at_name("not")) return compare();
     const int line = next().line;
+    const Nesting nesting(*this);
     std::vector<ExprPtr> args;
     args.push_back(not_expr());
     return make(Expr::Kind::unary, line, std::move(args), "not");
@@ -174,6 +202,7 @@ class ExprParser {
     ExprPtr e;
     if (at_op("-") || at_op("+")) {
       const Token& op = next();
+      const Nesting nesting(*this);
       std::vector<ExprPtr> args;
       args.push_back(unary(false));
       e = make(Expr::Kind::unary, op.line, std::move(args), op.text);
@@ -337,9 +366,11 @@ class ExprParser {
         std::string name = next().text;
         next();
         e.keywords.emplace_back(std::move(name), expression());
+        adopt_depth(e, *e.keywords.back().second);
       } else {
         if (!e.keywords.empty()) fail(peek().line, "a positional argument after a keyword argument");
         e.args.push_back(expression());
+        adopt_depth(e, *e.args.back());
       }
       if (!at_op(",")) break;
       next();
@@ -349,6 +380,7 @@ class ExprParser {
 
   const std::vector<Token>& tokens_;
   size_t pos_;
+  int nesting_ = 0;
 };
 
 // Statements: nests if and for bodies, checking that each is closed.

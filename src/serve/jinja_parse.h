@@ -49,6 +49,7 @@ struct Expr {
   std::vector<ExprPtr> args;
   std::vector<std::pair<std::string, ExprPtr>> keywords;
   std::vector<std::string> ops;
+  int depth = 1;  // the levels of the tree from here down (kMaxExprDepth at most)
 };
 
 struct Node;

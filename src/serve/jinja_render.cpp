@@ -47,6 +47,35 @@ List items_of(const Value& v) {
   }
 }
 
+// Python's integer arithmetic in int64: a result that does not fit is an Error (Python's ints would
+// grow), never undefined behaviour.
+void check_overflow(bool overflowed, const std::string& op) {
+  if (overflowed) throw Error(fmt::format("integer overflow in '{}'", op));
+}
+
+int64_t integer_arithmetic(const std::string& op, int64_t i, int64_t j) {
+  int64_t r = 0;
+  if (op == "+") check_overflow(__builtin_add_overflow(i, j, &r), op);
+  if (op == "-") check_overflow(__builtin_sub_overflow(i, j, &r), op);
+  if (op == "*") check_overflow(__builtin_mul_overflow(i, j, &r), op);
+  if (op == "//") {  // floor division
+    check_overflow(i == INT64_MIN && j == -1, op);
+    r = i / j - ((i % j != 0) && ((i < 0) != (j < 0)) ? 1 : 0);
+  }
+  if (op == "%") {  // the sign of the divisor, as Python's
+    r = j == -1 ? 0 : i % j;
+    if (r != 0 && (r < 0) != (j < 0)) r += j;
+  }
+  if (op == "**") {  // j >= 0, by squaring
+    r = 1;
+    for (int64_t base = i, e = j; e > 0; e >>= 1) {
+      if (e & 1) check_overflow(__builtin_mul_overflow(r, base, &r), op);
+      if (e > 1) check_overflow(__builtin_mul_overflow(base, base, &base), op);
+    }
+  }
+  return r;
+}
+
 Value arithmetic(const std::string& op, const Value& a, const Value& b) {
   if (a.is(T::undefined)) undefined_error(a);
   if (b.is(T::undefined)) undefined_error(b);
@@ -57,6 +86,8 @@ Value arithmetic(const std::string& op, const Value& a, const Value& b) {
     return Value::of(std::move(items));
   }
   if (op == "*" && a.is(T::string) && b.is(T::integer)) {
+    if (b.integer > 0 && a.text.size() > kMaxStringBytes / size_t(b.integer))
+      throw Error(fmt::format("a string longer than {} bytes", kMaxStringBytes));
     Value out = Value::of(std::string());
     for (int64_t i = 0; i < b.integer; ++i) append(out, a);
     return out;
@@ -65,16 +96,12 @@ Value arithmetic(const std::string& op, const Value& a, const Value& b) {
     throw Error(fmt::format("unsupported operand types for {}: {} and {}", op, a.type_name(), b.type_name()));
   const bool integers = !a.is(T::real) && !b.is(T::real);
   const double x = a.number(), y = b.number();
-  const int64_t i = int64_t(x), j = int64_t(y);
   if ((op == "/" || op == "//" || op == "%") && y == 0) throw Error("division by zero");
   if (op == "/") return Value::of(x / y);
   if (integers) {
-    if (op == "+") return Value::of(i + j);
-    if (op == "-") return Value::of(i - j);
-    if (op == "*") return Value::of(i * j);
-    if (op == "//") return Value::of(int64_t(std::floor(double(i) / double(j))));
-    if (op == "%") return Value::of(((i % j) + j) % j);
-    if (op == "**" && j >= 0) return Value::of(int64_t(std::llround(std::pow(x, y))));
+    const auto integer_of = [](const Value& v) { return v.is(T::integer) ? v.integer : int64_t(v.boolean); };
+    const int64_t j = integer_of(b);
+    if (op != "**" || j >= 0) return Value::of(integer_arithmetic(op, integer_of(a), j));
   }
   if (op == "+") return Value::of(x + y);
   if (op == "-") return Value::of(x - y);
@@ -291,7 +318,8 @@ class Renderer {
         if (v.is(T::undefined)) undefined_error(v);
         if (!v.is_number()) throw Error(fmt::format("bad operand type for unary {}: {}", e.name, v.type_name()));
         if (e.name == "+") return v.is(T::boolean) ? Value::of(int64_t(v.boolean)) : v;
-        return v.is(T::real) ? Value::of(-v.real) : Value::of(-(v.is(T::integer) ? v.integer : int64_t(v.boolean)));
+        if (v.is(T::real)) return Value::of(-v.real);
+        return Value::of(integer_arithmetic("-", 0, v.is(T::integer) ? v.integer : int64_t(v.boolean)));
       }
       case K::binary: {
         const Value a = eval(*e.args[0]);

@@ -295,6 +295,8 @@ bool less(const Value& a, const Value& b) {
 
 void append(Value& out, const Value& s) {
   const size_t offset = out.text.size();
+  if (offset + s.text.size() > kMaxStringBytes)
+    throw Error(fmt::format("a string longer than {} bytes", kMaxStringBytes));
   out.text += s.text;
   for (const Span& span : s.user) {
     const Span shifted{span.begin + offset, span.end + offset};

@@ -119,7 +119,9 @@ std::string to_json(const Value& value, int indent = -1);
 bool equal(const Value& a, const Value& b);
 bool less(const Value& a, const Value& b);
 
-// Strings with their user spans: out += s, a + b, and the bytes [begin, end) of s.
+// Strings with their user spans: out += s, a + b, and the bytes [begin, end) of s. A string (the rendered
+// prompt included) grows to kMaxStringBytes at most: `'ab' * 10**9` is an Error, not all of memory.
+inline constexpr size_t kMaxStringBytes = size_t(64) << 20;
 void append(Value& out, const Value& s);
 Value concat(const Value& a, const Value& b);
 Value substring(const Value& s, size_t begin, size_t end);

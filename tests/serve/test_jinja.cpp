@@ -105,11 +105,41 @@ TEST(Jinja, RenderErrors) {
   expect_error("{% for i in 5 %}{% endfor %}", "'int' object is not iterable");
   expect_error("{% set n = 1 %}{% set n.x = 2 %}", "'n' is not a namespace");
   expect_error("{{ {'a': 1} | tojson }}{{ x | tojson }}", "not JSON serializable");
+  // Found by fuzz_jinja_template: integer results past int64 were undefined behaviour (Python's ints
+  // grow; here they are an error), and a repeated string took all memory.
+  expect_error("{{ 2 ** 70 * 2 }}", "integer overflow in '**'");
+  expect_error("{{ -7 % 3 ** 110 }}", "integer overflow in '**'");
+  expect_error("{{ 9223372036854775807 + 1 }}", "integer overflow in '+'");
+  expect_error("{{ -9223372036854775807 - 2 }}", "integer overflow in '-'");
+  expect_error("{{ 4294967296 * 4294967296 }}", "integer overflow in '*'");
+  expect_error("{{ (-9223372036854775807 - 1) // -1 }}", "integer overflow in '//'");
+  expect_error("{{ -(-9223372036854775807 - 1) }}", "integer overflow in '-'");
+  expect_error("{{ 1 + '<=ab' * 4333333333 }}", "a string longer than");
+  expect_error("{% set s = 'x' * 40000000 %}{{ s ~ s }}", "a string longer than");
+}
+
+// Python's results at the edges of int64, computed without overflow.
+TEST(Jinja, IntegerArithmeticAtTheEdges) {
+  EXPECT_EQ(render("{{ 9223372036854775807 - 1 }} {{ -9223372036854775807 - 1 }} {{ 2 ** 62 }} {{ (-2) ** 63 }} "
+                   "{{ 3 ** 0 }} {{ 0 ** 0 }}")
+                .text,
+            "9223372036854775806 -9223372036854775808 4611686018427387904 -9223372036854775808 1 1");
+  EXPECT_EQ(render("{{ -7 // 2 }} {{ 7 // -2 }} {{ -8 // 2 }} {{ 7 % -3 }} {{ -7 % 3 }} {{ -6 % 3 }} "
+                   "{{ (-9223372036854775807 - 1) % -1 }} {{ (-9223372036854775807 - 1) // 1 }}")
+                .text,
+            "-4 -4 -4 -2 2 0 0 -9223372036854775808");
+  EXPECT_EQ(render("{{ range(9223372036854775806, 9223372036854775807, 5) | list }}").text,
+            "[9223372036854775806]");
 }
 
 // Unsupported constructs are refused when the template is loaded, with the line they are on.
 TEST(Jinja, UnsupportedConstructsFailAtLoad) {
-  const std::pair<const char*, const char*> cases[] = {
+  const auto repeated = [](const std::string& piece, int times) {
+    std::string out;
+    for (int i = 0; i < times; ++i) out += piece;
+    return out;
+  };
+  const std::pair<std::string, const char*> cases[] = {
       {"{% macro m() %}x{% endmacro %}", "line 1: the statement {% macro %} is not supported"},
       {"a\n{% raw %}{{ x }}{% endraw %}", "line 2: the statement {% raw %} is not supported"},
       {"{% for x in xs %}{% else %}none{% endfor %}", "{% for %} ... {% else %} is not supported"},
@@ -141,6 +171,13 @@ TEST(Jinja, UnsupportedConstructsFailAtLoad) {
       {"{{ }}", "an empty {{ }} tag"},
       {"{# open", "a comment {# is not closed"},
       {"{{ a ! b }}", "unexpected character '!'"},
+      // Found by fuzz_jinja_template: 2000 nested minus signs overflowed the renderer's stack.
+      {"{{ " + std::string(2000, '-') + "1 }}", "an expression nested more than 128 levels deep"},
+      {"{{ " + std::string(2000, '(') + "1" + std::string(2000, ')') + " }}", "nested more than 128 levels"},
+      {"{{ 1" + repeated(" + 1", 2000) + " }}", "nested more than 128 levels"},
+      {"{{ x" + repeated(".y", 2000) + " }}", "nested more than 128 levels"},
+      {"{{ x" + repeated(" | trim", 2000) + " }}", "nested more than 128 levels"},
+      {"{{ f" + repeated("|join(x", 200) + repeated(")", 200) + " }}", "nested more than 128 levels"},
   };
   for (const auto& [source, message] : cases) {
     SCOPED_TRACE(source);
