@@ -124,8 +124,14 @@ bool run_case(const Case& k, unsigned seed) {
     launch(plan.states_blocks, kernels::chunk_states_smem(), [&] { kernels::chunk_states_kernel<T>(a, g, s); });
     launch(plan.pass_blocks, 0, [&] { kernels::state_pass_kernel<T>(a, g, s); });
   }
-  launch(plan.group_blocks, kernels::group_smem(), [&] { kernels::group_kernel<T>(a, g, s); });
-  launch(plan.head_blocks, kernels::head_smem(), [&] { kernels::head_kernel<T>(a, g, s); });
+  if (plan.dbc || !plan.head_tiles)
+    launch(plan.group_blocks, kernels::group_smem(), [&] { kernels::group_kernel<T>(a, g, s); });
+  if (plan.head_tiles == 64)
+    launch(plan.head_blocks, kernels::head_mma_smem<T, 64>(), [&] { kernels::head_mma_kernel<T, 64>(a, g, s); });
+  else if (plan.head_tiles == 128)
+    launch(plan.head_blocks, kernels::head_mma_smem<T, 128>(), [&] { kernels::head_mma_kernel<T, 128>(a, g, s); });
+  else
+    launch(plan.head_blocks, kernels::head_smem(), [&] { kernels::head_kernel<T>(a, g, s); });
   if (plan.dbc) launch(plan.dbc_blocks, kernels::dbc_smem(), [&] { kernels::dbc_kernel<T>(a, g, s); });
   if (g.dA || g.dD || g.ddt_bias)
     launch(plan.param_blocks, 0, [&] {

@@ -56,7 +56,7 @@ struct Scratch {
   float* acum;     // [B*H, T]: a, the in-chunk inclusive cumsum of dt A
   float* states;   // [B*H, chunks, P*N]: the state entering each chunk (null when no chunk has one)
   float* dstates;  // [B*H, chunks, P*N]: the gradient at the state leaving each chunk (null when none)
-  float* cb;       // [B*G, chunks, Q*Q]: C Bᵀ
+  float* cb;       // [B*G, chunks, Q*Q]: C Bᵀ, for head_kernel (null for head_mma_kernel)
   float* dcb;      // [B*G, chunks, Q*Q]: d(C Bᵀ), summed over the group's heads
   float* parts;    // [3, B*chunks, H]: the dA, dD, ddt_bias terms of each (batch, chunk)
 };
@@ -265,7 +265,7 @@ __global__ void __launch_bounds__(kThreads) group_kernel(Args<T> a, Grads<T> g, 
   auto transposed = [](const float* tile) { return [tile](int k, int col) { return tile[col * kLd + k]; }; };
 
   float cb[4][4] = {};
-  for (int n0 = 0; n0 < N; n0 += kTile) {
+  for (int n0 = 0; s.cb && n0 < N; n0 += kTile) {
     const T* const C = a.C + ch.row0 * a.ldC + int64_t(grp) * N + n0;
     const T* const B = a.B + ch.row0 * a.ldB + int64_t(grp) * N + n0;
     const int nw = min(kTile, N - n0);
@@ -275,7 +275,7 @@ __global__ void __launch_bounds__(kThreads) group_kernel(Args<T> a, Grads<T> g, 
     mac(cb, at(left), transposed(right));
     __syncthreads();
   }
-  for_piece([&](int i, int j, int l, int t) { s.cb[slot + l * kChunk + t] = cb[i][j]; });
+  if (s.cb) for_piece([&](int i, int j, int l, int t) { s.cb[slot + l * kChunk + t] = cb[i][j]; });
   if (!g.dB && !g.dC) return;  // d(C Bᵀ) feeds only dB and dC
 
   float dcb[4][4] = {};
@@ -507,6 +507,353 @@ __global__ void __launch_bounds__(kThreads) head_kernel(Args<T> a, Grads<T> g, S
 constexpr size_t head_smem() { return (9 * kChunk + 2 * kThreads + 8 * size_t(kTileFloats)) * sizeof(float); }
 
 // ---------------------------------------------------------------------------------------------------
+// Tensor-core pieces (the forward's WarpMma, ssd_kernels.cuh): BF16 operands with F32 accumulators for
+// BF16 activations (F32 intermediates such as M and the states rounded to BF16 as operands, as
+// mamba_ssm does), 3xTF32 for F32 ones. Tiles of T in shared memory, the forward's swizzled layouts:
+// a chunk of x or dy [kChunk][64], of B or C [kChunk][kN], a state [64][kN], M [kChunk][kChunk].
+
+using ssd_kernels::kHeadDimTile;
+using ssd_kernels::WarpMma;
+using ssd_kernels::warp_sum;
+
+// Rows [0, rows) and columns [0, cols) of `src` (row stride ld) into the [kChunk][Lay::kWidth] tile
+// `dst`, zeros elsewhere: 16-byte cp.async pieces when the rows allow them (the caller commits and
+// waits), else element by element.
+template <class T, class Lay>
+__device__ __forceinline__ void load_chunk_tile(T* dst, const T* src, int64_t ld, int rows, int cols) {
+  constexpr int kVec = Lay::kVec, kPieces = Lay::kWidth / kVec;
+  const bool pieces = (reinterpret_cast<uintptr_t>(src) | uintptr_t(ld * int64_t(sizeof(T)))) % 16 == 0 &&
+                      cols % kVec == 0;
+  if (pieces) {
+    for (int i = int(threadIdx.x); i < kChunk * kPieces; i += kThreads) {
+      const int r = i / kPieces, c = (i % kPieces) * kVec;
+      const bool valid = r < rows && c < cols;
+      ptx::cp_async_16(dst + Lay::at(r, c), valid ? src + r * ld + c : src, valid ? 16 : 0);
+    }
+  } else {
+    for (int i = int(threadIdx.x); i < kChunk * Lay::kWidth; i += kThreads) {
+      const int r = i / Lay::kWidth, c = i % Lay::kWidth;
+      dst[Lay::at(r, c)] = r < rows && c < cols ? src[r * ld + c] : from_float<T>(0.0f);
+    }
+  }
+}
+
+// Elements (p, n .. n + 3) of a [P][N] F32 state, zeros past P and N (16-byte loads when N % 4 == 0:
+// the scratch's states start 16-byte aligned).
+__device__ __forceinline__ float4 state_quad(const float* src, int p, int n, int P, int N) {
+  float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  if (p >= P) return v;
+  const float* const row = src + int64_t(p) * N;
+  if (N % 4 == 0) {
+    if (n < N) v = *reinterpret_cast<const float4*>(row + n);
+  } else {
+    v.x = n < N ? row[n] : 0.0f;
+    v.y = n + 1 < N ? row[n + 1] : 0.0f;
+    v.z = n + 2 < N ? row[n + 2] : 0.0f;
+    v.w = n + 3 < N ? row[n + 3] : 0.0f;
+  }
+  return v;
+}
+__device__ __forceinline__ void store_quad(float* dst, float4 v) { *reinterpret_cast<float4*>(dst) = v; }
+__device__ __forceinline__ void store_quad(bf16* dst, float4 v) {
+  dst[0] = from_float<bf16>(v.x);
+  dst[1] = from_float<bf16>(v.y);
+  dst[2] = from_float<bf16>(v.z);
+  dst[3] = from_float<bf16>(v.w);
+}
+
+// One warp's 16 x 32 piece of a product on the tensor cores: acc[nt] += Σ_{k0 <= k < k_end} A(·, k) B(k, ·)
+// over n-tiles nt of 8 columns, `load_a(frag, k0)` and `load_b(frag, k0, nt)` reading the fragments;
+// n-tiles with skip(nt) are left out.
+template <class T, class LoadA, class LoadB, class Skip>
+__device__ __forceinline__ void warp_product(float (&acc)[4][4], int k0, int k_end, LoadA&& load_a, LoadB&& load_b,
+                                             Skip&& skip) {
+  using M = WarpMma<T>;
+#pragma unroll 4
+  for (; k0 < k_end; k0 += M::kK) {
+    typename M::FragA fa;
+    load_a(fa, k0);
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt) {
+      if (skip(nt)) continue;
+      typename M::FragB fb;
+      load_b(fb, k0, nt);
+      M::mma(acc[nt], fa, fb);
+    }
+  }
+}
+__device__ __forceinline__ bool no_skip(int) { return false; }
+
+// Calls f(nt, i, r, col) for each accumulator element acc[nt][i] of a warp's 16 x 32 piece at rows
+// m0 + [0, 16), columns n0 + [0, 32): (r, col) = (m0 + lane / 4 + 8 (i / 2), n0 + 8 nt + 2 (lane % 4) + i % 2).
+template <class F>
+__device__ __forceinline__ void for_fragment(int m0, int n0, F&& f) {
+  const int lane = int(threadIdx.x) & 31;
+#pragma unroll
+  for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) f(nt, i, m0 + (lane >> 2) + 8 * (i >> 1), n0 + 8 * nt + 2 * (lane & 3) + (i & 1));
+}
+// Sums over the lanes that hold the same row (the 4 of one lane / 4), or the same column (the 8 of one lane % 4).
+__device__ __forceinline__ float fragment_row_sum(float v) {
+  v += __shfl_xor_sync(0xffffffffu, v, 1);
+  return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+__device__ __forceinline__ float fragment_column_sum(float v) {
+  v += __shfl_xor_sync(0xffffffffu, v, 4);
+  v += __shfl_xor_sync(0xffffffffu, v, 8);
+  return v + __shfl_xor_sync(0xffffffffu, v, 16);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// 5 (v2). head_kernel for P <= 64 and N <= kN (64 or 128) with the products on the tensor cores: block per
+// (b, h, chunk), warp w computing rows 16 (w / 2) + [0, 16), columns 32 (w % 2) + [0, 32) of each
+// 64 x 64 result. C Bᵀ is recomputed here (no scratch); the row and column sums go through per-warp
+// partials added in a fixed order, the reverse cumsum through one warp's shuffles.
+
+// The per-token vectors and the per-warp partial sums of head_mma_kernel.
+struct HeadVectors {
+  float dt[kChunk], acum[kChunk];
+  float decay_in[kChunk];   // exp(a_l)
+  float decay_out[kChunk];  // exp(a_last − a_s)
+  float weight[kChunk];     // w_s = exp(a_last − a_s) dt_s
+  float dt_grad[kChunk];    // d softplus-and-clamp / d raw dt
+  float row_mm[2][kChunk];  // Σ_s dM⊙M [l, s], over each half of s
+  float col_mm[4][kChunk];  // Σ_l dM⊙M [l, s], over each quarter of l
+  float col_cb[4][kChunk];  // Σ_l dM⊙E⊙C Bᵀ [l, s], over each quarter of l
+  float row_xb[2][kChunk];  // X_s · (B dSᵀ)_s, over each half of p
+  float row_ycs[2][kChunk];  // dY_l · (C Sᵀ)_l, over each half of p
+  float warp_dot[kThreads / 32], warp_dD[kThreads / 32];  // <dS, S> and Σ dY ⊙ X
+};
+
+template <class T, int kN>
+constexpr size_t head_mma_smem() {
+  using L = ssd_kernels::Tiles<T, kN>;
+  return (2 * size_t(L::kX) + L::kM + 2 * L::kBC + 2 * L::kS) * sizeof(T) + sizeof(HeadVectors);
+}
+
+// Two BF16 blocks a multiprocessor (at most 128 registers a thread, ~93 KB of shared memory each); one F32.
+template <class T, int kN>
+__global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 2 : 1) head_mma_kernel(Args<T> a, Grads<T> g, Scratch s) {
+  using L = ssd_kernels::Tiles<T, kN>;
+  using M = WarpMma<T>;
+  using XL = typename L::X;
+  using BCL = typename L::BC;
+  using SL = typename L::S;
+  using ML = typename L::M;
+  extern __shared__ __align__(16) unsigned char smem[];
+  T* const Xs = reinterpret_cast<T*>(smem);  // [s][p]
+  T* const dYs = Xs + L::kX;                 // [l][p]
+  T* const Ms = dYs + L::kX;                 // [l][s]: M
+  T* const Bs = Ms + L::kM;                  // [s][n]
+  T* const Cs = Bs + L::kBC;                 // [l][n]
+  T* const Ss = Cs + L::kBC;                 // [p][n]: S
+  T* const dSs = Ss + L::kS;                 // [p][n]: dS
+  HeadVectors& v = *reinterpret_cast<HeadVectors*>(dSs + L::kS);
+
+  const int P = a.head_dim, N = a.state_dim, chunks = chunk_count(a.length);
+  const int c = int(blockIdx.x % unsigned(chunks));
+  const int64_t bh = blockIdx.x / unsigned(chunks);
+  const int h = int(bh % a.heads), b = int(bh / a.heads), grp = h / (a.heads / a.groups);
+  const ChunkAt ch = chunk_at(a, b, c);
+  const int rows = ch.rows, tid = int(threadIdx.x), warp = tid >> 5, lane = tid & 31;
+  const int64_t PN = int64_t(P) * N, state_slot = (bh * chunks + c) * PN;
+  const bool has_prev = s.states != nullptr && (c > 0 || g.state0 != nullptr);
+  const bool has_ds = s.dstates != nullptr && (c + 1 < chunks || g.dfinal != nullptr);
+  const float* const S = has_prev ? s.states + state_slot : nullptr;
+  const float* const dS = has_ds ? s.dstates + state_slot : nullptr;
+
+  load_chunk_tile<T, XL>(Xs, a.x + ch.row0 * a.ldx + int64_t(h) * P, a.ldx, rows, P);
+  load_chunk_tile<T, XL>(dYs, g.dy + ch.row0 * g.lddy + int64_t(h) * P, g.lddy, rows, P);
+  load_chunk_tile<T, BCL>(Bs, a.B + ch.row0 * a.ldB + int64_t(grp) * N, a.ldB, rows, N);
+  load_chunk_tile<T, BCL>(Cs, a.C + ch.row0 * a.ldC + int64_t(grp) * N, a.ldC, rows, N);
+  ptx::cp_async_commit();
+  {
+    const float bias = a.dt_bias ? a.dt_bias[h] : 0.0f;
+    const float* const acum = s.acum + bh * a.length + ch.t0;
+    const float alast = acum[rows - 1];
+    for (int i = tid; i < kChunk; i += kThreads) {
+      const bool in = i < rows;
+      const float dt = in ? s.dt[bh * a.length + ch.t0 + i] : 0.0f, ai = in ? acum[i] : 0.0f;
+      float grad = 0.0f;
+      if (in) {
+        const float raw = to_float(a.dt[(ch.row0 + i) * a.lddt + h]) + bias;
+        const float sp = ssd_kernels::softplus(raw);
+        grad = sp >= a.dt_min && sp <= a.dt_max ? softplus_grad(raw) : 0.0f;
+      }
+      v.dt[i] = dt;
+      v.acum[i] = ai;
+      v.decay_in[i] = in ? expf(ai) : 0.0f;
+      v.decay_out[i] = in ? expf(alast - ai) : 0.0f;
+      v.weight[i] = in ? expf(alast - ai) * dt : 0.0f;
+      v.dt_grad[i] = grad;
+    }
+  }
+  // S and dS rounded to T, and <dS, S> from their F32 values (zero tiles where absent).
+  float dot = 0.0f;
+  constexpr int kQuads = kHeadDimTile * kN / 4;
+  for (int i = tid; i < kQuads; i += kThreads) {
+    const int p = i / (kN / 4), n = 4 * (i % (kN / 4));
+    const float4 sv = S ? state_quad(S, p, n, P, N) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    const float4 dv = dS ? state_quad(dS, p, n, P, N) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    dot += sv.x * dv.x + sv.y * dv.y + sv.z * dv.z + sv.w * dv.w;
+    store_quad(Ss + SL::at(p, n), sv);
+    store_quad(dSs + SL::at(p, n), dv);
+  }
+  dot = warp_sum(dot);
+  if (lane == 0) v.warp_dot[warp] = dot;
+  ptx::cp_async_wait_all();
+  __syncthreads();  // tiles and vectors in
+
+  const int m0 = 16 * (warp >> 1), n0 = 32 * (warp & 1);
+  auto above_diagonal = [&](int nt) { return n0 + 8 * nt > m0 + 15; };
+  // C Bᵀ and dM = dY Xᵀ on and below the diagonal; M = C Bᵀ ⊙ E ⊙ dt_s into Ms (T; zero above the
+  // diagonal and past the chunk); the row and column sums of dM⊙M and dM⊙E⊙C Bᵀ.
+  {
+    float cb[4][4] = {}, dm[4][4] = {};
+    warp_product<T>(
+        cb, 0, kN, [&](auto& f, int k0) { M::load_a(f, Cs, BCL{}, m0, k0); },
+        [&](auto& f, int k0, int nt) { M::load_b(f, Bs, BCL{}, k0, n0 + 8 * nt); }, above_diagonal);
+    warp_product<T>(
+        dm, 0, kHeadDimTile, [&](auto& f, int k0) { M::load_a(f, dYs, XL{}, m0, k0); },
+        [&](auto& f, int k0, int nt) { M::load_b(f, Xs, XL{}, k0, n0 + 8 * nt); }, above_diagonal);
+    float row[2] = {}, col_mm[4][2] = {}, col_cb[4][2] = {}, m[4][4];
+    for_fragment(m0, n0, [&](int nt, int i, int l, int t) {
+      const bool in = t <= l && l < rows;
+      const float e = in ? expf(v.acum[l] - v.acum[t]) : 0.0f;
+      m[nt][i] = cb[nt][i] * e * v.dt[t];
+      const float mm = dm[nt][i] * m[nt][i];
+      row[i >> 1] += mm;
+      col_mm[nt][i & 1] += mm;
+      col_cb[nt][i & 1] += dm[nt][i] * e * cb[nt][i];
+    });
+    for_fragment(m0, n0, [&](int nt, int i, int l, int t) {
+      if (!(i & 1)) ssd_kernels::store_pair(Ms + ML::at(l, t), m[nt][i], m[nt][i + 1]);
+    });
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const float r = fragment_row_sum(row[half]);
+      if ((lane & 3) == 0) v.row_mm[warp & 1][m0 + (lane >> 2) + 8 * half] = r;
+    }
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        const float cm = fragment_column_sum(col_mm[nt][j]), cc = fragment_column_sum(col_cb[nt][j]);
+        if ((lane >> 2) == 0) {
+          v.col_mm[warp >> 1][n0 + 8 * nt + 2 * lane + j] = cm;
+          v.col_cb[warp >> 1][n0 + 8 * nt + 2 * lane + j] = cc;
+        }
+      }
+  }
+  __syncthreads();  // Ms complete
+
+  // dX = Mᵀ dY + D dY + diag(w) B dSᵀ (rows s, columns p), C Sᵀ (rows l); the row sums X_s · (B dSᵀ)_s
+  // and dY_l · (C Sᵀ)_l, and Σ dY ⊙ X.
+  {
+    float bds[4][4] = {}, cs[4][4] = {}, dx[4][4] = {};
+    if (S)
+      warp_product<T>(
+          cs, 0, kN, [&](auto& f, int k0) { M::load_a(f, Cs, BCL{}, m0, k0); },
+          [&](auto& f, int k0, int nt) { M::load_b(f, Ss, SL{}, k0, n0 + 8 * nt); }, no_skip);
+    if (dS)
+      warp_product<T>(
+          bds, 0, kN, [&](auto& f, int k0) { M::load_a(f, Bs, BCL{}, m0, k0); },
+          [&](auto& f, int k0, int nt) { M::load_b(f, dSs, SL{}, k0, n0 + 8 * nt); }, no_skip);
+    warp_product<T>(  // M is zero above the diagonal: rows s take l >= m0 only
+        dx, m0, kChunk, [&](auto& f, int k0) { M::load_a_t(f, Ms, ML{}, m0, k0); },
+        [&](auto& f, int k0, int nt) { M::load_b_t(f, dYs, XL{}, k0, n0 + 8 * nt); }, no_skip);
+    const float D = a.D ? a.D[h] : 0.0f;
+    float xb[2] = {}, ycs[2] = {}, dD = 0.0f;
+    for_fragment(m0, n0, [&](int nt, int i, int r, int p) {
+      const float x = to_float(Xs[XL::at(r, p)]), y = to_float(dYs[XL::at(r, p)]);
+      xb[i >> 1] += x * bds[nt][i];
+      ycs[i >> 1] += y * cs[nt][i];
+      dD += x * y;
+      dx[nt][i] += D * y + v.weight[r] * bds[nt][i];
+    });
+    if (g.dx) {
+      T* const out = g.dx + ch.row0 * g.lddx + int64_t(h) * P;
+      for_fragment(m0, n0, [&](int nt, int i, int r, int p) {
+        if (r < rows && p < P) out[r * g.lddx + p] = from_float<T>(dx[nt][i]);
+      });
+    }
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const float x = fragment_row_sum(xb[half]), y = fragment_row_sum(ycs[half]);
+      if ((lane & 3) == 0) {
+        v.row_xb[warp & 1][m0 + (lane >> 2) + 8 * half] = x;
+        v.row_ycs[warp & 1][m0 + (lane >> 2) + 8 * half] = y;
+      }
+    }
+    dD = warp_sum(dD);
+    if (lane == 0) v.warp_dD[warp] = dD;
+  }
+  __syncthreads();  // the partials complete
+  if (warp != 0) return;
+
+  // Warp 0, lane holding tokens 2 lane and 2 lane + 1: the gradients of a_l and dt_s, the state terms at
+  // s and at a_last, the reverse cumsum of da (a = cumsum(dt A)) into ddt and dA, through the clamp and
+  // softplus into the raw dt, and the partials.
+  float da[2], ddt[2], last = 0.0f;
+#pragma unroll
+  for (int j = 0; j < 2; ++j) {
+    const int i = 2 * lane + j;
+    da[j] = v.row_mm[0][i] + v.row_mm[1][i] - (v.col_mm[0][i] + v.col_mm[1][i] + v.col_mm[2][i] + v.col_mm[3][i]) +
+            v.decay_in[i] * (v.row_ycs[0][i] + v.row_ycs[1][i]);
+    ddt[j] = v.col_cb[0][i] + v.col_cb[1][i] + v.col_cb[2][i] + v.col_cb[3][i];
+    if (has_ds) {
+      const float dw = v.row_xb[0][i] + v.row_xb[1][i], term = dw * v.weight[i];
+      ddt[j] += dw * v.decay_out[i];
+      da[j] -= term;
+      last += term;
+    }
+  }
+  if (has_ds) {
+    float da_last = warp_sum(last);
+    if (has_prev) {
+      float dot_sum = 0.0f;
+      for (int w = 0; w < kThreads / 32; ++w) dot_sum += v.warp_dot[w];
+      da_last += expf(v.acum[rows - 1]) * dot_sum;
+    }
+    if (2 * lane == rows - 1) da[0] += da_last;
+    if (2 * lane + 1 == rows - 1) da[1] += da_last;
+  }
+  // r_l = Σ_{l' >= l} da_l': the pair sums scanned from the last lane down.
+  const float pair = da[0] + da[1];
+  float run = pair;
+#pragma unroll
+  for (int offset = 1; offset < 32; offset <<= 1) {
+    const float other = __shfl_sync(0xffffffffu, run, min(lane + offset, 31));
+    if (lane + offset < 32) run += other;
+  }
+  float after = __shfl_sync(0xffffffffu, run, min(lane + 1, 31));
+  if (lane == 31) after = 0.0f;
+  const float A = a.A[h];
+  float r[2], raw_grad[2];
+  r[1] = after + da[1];
+  r[0] = r[1] + da[0];
+  float dA_part = 0.0f, bias_part = 0.0f;
+#pragma unroll
+  for (int j = 0; j < 2; ++j) {
+    const int i = 2 * lane + j;
+    raw_grad[j] = (ddt[j] + A * r[j]) * v.dt_grad[i];
+    dA_part += v.dt[i] * r[j];
+    bias_part += raw_grad[j];
+    if (g.ddt && i < rows) g.ddt[(ch.row0 + i) * g.ldddt + h] = from_float<T>(raw_grad[j]);
+  }
+  const float dA_sum = warp_sum(dA_part), bias_sum = warp_sum(bias_part);
+  if (lane == 0) {
+    float dD_total = 0.0f;
+    for (int w = 0; w < kThreads / 32; ++w) dD_total += v.warp_dD[w];
+    const int64_t items = int64_t(a.batch) * chunks, item = int64_t(b) * chunks + c;
+    s.parts[item * a.heads + h] = dA_sum;
+    s.parts[(items + item) * a.heads + h] = a.D ? dD_total : 0.0f;
+    s.parts[(2 * items + item) * a.heads + h] = bias_sum;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
 // 6. Block per (b, g, chunk, 64 columns of N): dC = Σ_h diag(exp(a)) dY S + d(C Bᵀ) B and
 // dB = Σ_h diag(w) X dS + d(C Bᵀ)ᵀ C, the group's heads in order (each output when asked for).
 
@@ -621,9 +968,25 @@ struct Plan {
   int chunks, p_tiles, n_tiles;
   bool states, dstates;  // whether s.states / s.dstates exist
   bool dbc;              // whether dB or dC is asked for
+  int head_tiles;        // kN of head_mma_kernel (64 or 128); 0: head_kernel (P > 64 or N > 128)
   size_t scratch_floats;
   unsigned values_blocks, states_blocks, pass_blocks, group_blocks, head_blocks, dbc_blocks, param_blocks;
 };
+
+// The floats of each part of the scratch (Scratch's members in order; 0: absent), each part starting
+// 16-byte aligned.
+struct ScratchParts {
+  int64_t floats[7];
+};
+template <class T>
+ScratchParts scratch_parts(const Args<T>& a, const Plan& p) {
+  const int64_t bh = int64_t(a.batch) * a.heads, bg = int64_t(a.batch) * a.groups;
+  const int64_t state_floats = bh * p.chunks * int64_t(a.head_dim) * a.state_dim, cb = bg * p.chunks * kChunk * kChunk;
+  ScratchParts parts{{bh * a.length, bh * a.length, p.states ? state_floats : 0, p.dstates ? state_floats : 0,
+                      p.head_tiles ? 0 : cb, cb, 3 * int64_t(a.batch) * p.chunks * a.heads}};
+  for (int64_t& n : parts.floats) n = (n + 3) / 4 * 4;
+  return parts;
+}
 
 template <class T>
 Plan make_plan(const Args<T>& a, const Grads<T>& g) {
@@ -636,9 +999,9 @@ Plan make_plan(const Args<T>& a, const Grads<T>& g) {
   p.states = g.state0 != nullptr || p.chunks > 1;
   p.dstates = p.chunks > 1 || g.dfinal != nullptr || g.dstate0 != nullptr;
   p.dbc = g.dB != nullptr || g.dC != nullptr;
-  const int64_t state_floats = bh * p.chunks * PN;
-  p.scratch_floats = size_t(2 * bh * a.length + (p.states ? state_floats : 0) + (p.dstates ? state_floats : 0) +
-                            2 * bg * p.chunks * kChunk * kChunk + 3 * int64_t(a.batch) * p.chunks * a.heads);
+  p.head_tiles = a.head_dim > kHeadDimTile || a.state_dim > 128 ? 0 : a.state_dim <= 64 ? 64 : 128;
+  p.scratch_floats = 0;
+  for (int64_t n : scratch_parts(a, p).floats) p.scratch_floats += size_t(n);
   auto blocks = [](int64_t n) { return unsigned(n); };
   p.values_blocks = blocks((bh * p.chunks + kThreads / 32 - 1) / (kThreads / 32));
   p.states_blocks = blocks(bh * p.chunks * p.p_tiles * p.n_tiles);
@@ -650,26 +1013,17 @@ Plan make_plan(const Args<T>& a, const Grads<T>& g) {
   return p;
 }
 
-// The scratch of `plan` carved from `base` (plan.scratch_floats floats).
+// The scratch of `plan` carved from `base` (plan.scratch_floats floats, 16-byte aligned).
 template <class T>
 Scratch carve_scratch(const Args<T>& a, const Plan& plan, float* base) {
-  const int64_t bh = int64_t(a.batch) * a.heads, bg = int64_t(a.batch) * a.groups;
-  const int64_t state_floats = bh * plan.chunks * int64_t(a.head_dim) * a.state_dim;
-  Scratch s{};
+  const ScratchParts parts = scratch_parts(a, plan);
   float* next = base;
-  auto take = [&](int64_t n) {
-    float* const p = next;
-    next += n;
-    return p;
-  };
-  s.dt = take(bh * a.length);
-  s.acum = take(bh * a.length);
-  s.states = plan.states ? take(state_floats) : nullptr;
-  s.dstates = plan.dstates ? take(state_floats) : nullptr;
-  s.cb = take(bg * plan.chunks * kChunk * kChunk);
-  s.dcb = take(bg * plan.chunks * kChunk * kChunk);
-  s.parts = take(3 * int64_t(a.batch) * plan.chunks * a.heads);
-  return s;
+  float* ptrs[7];
+  for (int i = 0; i < 7; ++i) {
+    ptrs[i] = parts.floats[i] ? next : nullptr;
+    next += parts.floats[i];
+  }
+  return {ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5], ptrs[6]};
 }
 
 }  // namespace ssm::ops::cuda::ssd_backward_kernels

@@ -16,6 +16,12 @@ cudaError_t kernel_setup() {
     if (e == cudaSuccess)
       e = cudaFuncSetAttribute(head_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(head_smem()));
     if (e == cudaSuccess)
+      e = cudaFuncSetAttribute(head_mma_kernel<T, 64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               int(head_mma_smem<T, 64>()));
+    if (e == cudaSuccess)
+      e = cudaFuncSetAttribute(head_mma_kernel<T, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               int(head_mma_smem<T, 128>()));
+    if (e == cudaSuccess)
       e = cudaFuncSetAttribute(dbc_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(dbc_smem()));
     return e;
   }();
@@ -55,12 +61,17 @@ cudaError_t launch_backward(const Args<T>& a, const Grads<T>& g, const Plan& pla
     state_pass_kernel<T><<<plan.pass_blocks, kThreads, 0, stream>>>(a, g, s);
     if ((e = cudaGetLastError()) != cudaSuccess) return e;
   }
-  if (stages & kGroup) {
+  if ((stages & kGroup) && (plan.dbc || !plan.head_tiles)) {  // C Bᵀ for head_kernel, d(C Bᵀ) for dbc_kernel
     group_kernel<T><<<plan.group_blocks, kThreads, group_smem(), stream>>>(a, g, s);
     if ((e = cudaGetLastError()) != cudaSuccess) return e;
   }
   if (stages & kHead) {
-    head_kernel<T><<<plan.head_blocks, kThreads, head_smem(), stream>>>(a, g, s);
+    if (plan.head_tiles == 64)
+      head_mma_kernel<T, 64><<<plan.head_blocks, kThreads, head_mma_smem<T, 64>(), stream>>>(a, g, s);
+    else if (plan.head_tiles == 128)
+      head_mma_kernel<T, 128><<<plan.head_blocks, kThreads, head_mma_smem<T, 128>(), stream>>>(a, g, s);
+    else
+      head_kernel<T><<<plan.head_blocks, kThreads, head_smem(), stream>>>(a, g, s);
     if ((e = cudaGetLastError()) != cudaSuccess) return e;
   }
   if (plan.dbc && (stages & kDbc)) {
