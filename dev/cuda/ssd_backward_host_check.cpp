@@ -132,7 +132,7 @@ bool run_case(const Case& k, unsigned seed) {
     launch(plan.head_blocks, kernels::head_mma_smem<T, 128>(), [&] { kernels::head_mma_kernel<T, 128>(a, g, s); });
   else
     launch(plan.head_blocks, kernels::head_smem(), [&] { kernels::head_kernel<T>(a, g, s); });
-  if (plan.dbc) launch(plan.dbc_blocks, kernels::dbc_smem(), [&] { kernels::dbc_kernel<T>(a, g, s); });
+  if (plan.dbc) launch(plan.dbc_blocks, kernels::dbc_smem<T>(), [&] { kernels::dbc_kernel<T>(a, g, s); });
   if (g.dA || g.dD || g.ddt_bias)
     launch(plan.param_blocks, 0, [&] {
       kernels::param_kernel(a.heads, int64_t(a.batch) * plan.chunks, s.parts, g.dA, g.dD, g.ddt_bias);
@@ -190,6 +190,12 @@ int main() {
   Case padded{2, 90, 4, 24, 2, 16, true, true, true};
   padded.pad = 3;
   cases.push_back(padded);
+  Case odd{1, 100, 2, 5, 1, 13, true, true, true};  // odd P and N: element loads of states and rows
+  odd.pad = 1;
+  cases.push_back(odd);
+  Case wide{2, 80, 4, 64, 2, 128, true, true, true};  // the benchmark's head shape from misaligned rows
+  wide.pad = 3;
+  cases.push_back(wide);
   Case clamped{2, 100, 2, 16, 1, 32, false, true, true};
   clamped.dt_min = 0.02f;
   clamped.dt_max = 0.1f;

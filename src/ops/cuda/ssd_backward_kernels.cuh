@@ -538,19 +538,19 @@ __device__ __forceinline__ void load_chunk_tile(T* dst, const T* src, int64_t ld
   }
 }
 
-// Elements (p, n .. n + 3) of a [P][N] F32 state, zeros past P and N (16-byte loads when N % 4 == 0:
-// the scratch's states start 16-byte aligned).
-__device__ __forceinline__ float4 state_quad(const float* src, int p, int n, int P, int N) {
+// Elements (r, c .. c + 3) of an F32 matrix with row stride ld, zeros past `rows` and `cols`: one
+// 16-byte load when ld % 4 == 0 (src 16-byte aligned then: the scratch's parts start so, c % 4 == 0).
+__device__ __forceinline__ float4 f32_quad(const float* src, int64_t ld, int r, int c, int rows, int cols) {
   float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-  if (p >= P) return v;
-  const float* const row = src + int64_t(p) * N;
-  if (N % 4 == 0) {
-    if (n < N) v = *reinterpret_cast<const float4*>(row + n);
+  if (r >= rows) return v;
+  const float* const row = src + r * ld;
+  if (ld % 4 == 0 && cols % 4 == 0) {
+    if (c < cols) v = *reinterpret_cast<const float4*>(row + c);
   } else {
-    v.x = n < N ? row[n] : 0.0f;
-    v.y = n + 1 < N ? row[n + 1] : 0.0f;
-    v.z = n + 2 < N ? row[n + 2] : 0.0f;
-    v.w = n + 3 < N ? row[n + 3] : 0.0f;
+    v.x = c < cols ? row[c] : 0.0f;
+    v.y = c + 1 < cols ? row[c + 1] : 0.0f;
+    v.z = c + 2 < cols ? row[c + 2] : 0.0f;
+    v.w = c + 3 < cols ? row[c + 3] : 0.0f;
   }
   return v;
 }
@@ -560,6 +560,19 @@ __device__ __forceinline__ void store_quad(bf16* dst, float4 v) {
   dst[1] = from_float<bf16>(v.y);
   dst[2] = from_float<bf16>(v.z);
   dst[3] = from_float<bf16>(v.w);
+}
+
+// Rows [0, rows) and columns [0, cols) of an F32 matrix (row stride ld; see f32_quad) rounded to T
+// into the [kChunk][Lay::kWidth] tile dst, zeros elsewhere.
+template <class T, class Lay>
+__device__ __forceinline__ void load_f32_tile(T* dst, const float* src, int64_t ld, int rows, int cols) {
+  constexpr int kQuads = Lay::kWidth / 4, kPerThread = kChunk * kQuads / kThreads;
+  static_assert(kChunk * kQuads % kThreads == 0, "whole quads a thread");
+#pragma unroll
+  for (int k = 0; k < kPerThread; ++k) {
+    const int i = int(threadIdx.x) + k * kThreads, r = i / kQuads, c = 4 * (i % kQuads);
+    store_quad(dst + Lay::at(r, c), f32_quad(src, ld, r, c, rows, cols));
+  }
 }
 
 // One warp's 16 x 32 piece of a product on the tensor cores: acc[nt] += Σ_{k0 <= k < k_end} A(·, k) B(k, ·)
@@ -694,8 +707,8 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 2 : 1) head_mma_ker
   constexpr int kQuads = kHeadDimTile * kN / 4;
   for (int i = tid; i < kQuads; i += kThreads) {
     const int p = i / (kN / 4), n = 4 * (i % (kN / 4));
-    const float4 sv = S ? state_quad(S, p, n, P, N) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    const float4 dv = dS ? state_quad(dS, p, n, P, N) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    const float4 sv = S ? f32_quad(S, N, p, n, P, N) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    const float4 dv = dS ? f32_quad(dS, N, p, n, P, N) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     dot += sv.x * dv.x + sv.y * dv.y + sv.z * dv.z + sv.w * dv.w;
     store_quad(Ss + SL::at(p, n), sv);
     store_quad(dSs + SL::at(p, n), dv);
@@ -855,19 +868,25 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 2 : 1) head_mma_ker
 
 // ---------------------------------------------------------------------------------------------------
 // 6. Block per (b, g, chunk, 64 columns of N): dC = Σ_h diag(exp(a)) dY S + d(C Bᵀ) B and
-// dB = Σ_h diag(w) X dS + d(C Bᵀ)ᵀ C, the group's heads in order (each output when asked for).
+// dB = Σ_h diag(w) X dS + d(C Bᵀ)ᵀ C, the group's heads in order (each output when asked for), on the
+// tensor cores over [64][64] tiles of T; warp w computes rows 16 (w / 2) + [0, 16), columns
+// 32 (w % 2) + [0, 32) of the block's 64 x 64 pieces of dC and dB.
 
 template <class T>
-__global__ void __launch_bounds__(kThreads) dbc_kernel(Args<T> a, Grads<T> g, Scratch s) {
+using DbcLayout = ssd_kernels::SwizzledRows<T, 64>;
+
+template <class T>
+constexpr size_t dbc_smem() { return 4 * size_t(kChunk) * 64 * sizeof(T); }
+
+template <class T>
+__global__ void __launch_bounds__(kThreads, 2) dbc_kernel(Args<T> a, Grads<T> g, Scratch s) {
+  using Lay = DbcLayout<T>;
+  using M = WarpMma<T>;
   extern __shared__ __align__(16) unsigned char smem[];
-  float* const dt = reinterpret_cast<float*>(smem);
-  float* const acum = dt + kChunk;
-  float* const decay_in = acum + kChunk;  // exp(a_l)
-  float* const weight = decay_in + kChunk;  // w_s
-  float* const left = weight + kChunk;      // [l][p] dY, then [l][s] d(C Bᵀ)
-  float* const right = left + kTileFloats;  // [s][p] X, then [s][n] B
-  float* const Sp = right + kTileFloats;    // [p][n] S, then [l][n] C
-  float* const dSp = Sp + kTileFloats;      // [p][n] dS
+  T* const left = reinterpret_cast<T*>(smem);  // [l][p] dY, then [l][s] d(C Bᵀ)
+  T* const right = left + kChunk * 64;          // [s][p] X, then [s][n] B
+  T* const Sp = right + kChunk * 64;            // [p][n] S, then [l][n] C
+  T* const dSp = Sp + kChunk * 64;              // [p][n] dS
 
   const int P = a.head_dim, N = a.state_dim, chunks = chunk_count(a.length), per_group = a.heads / a.groups;
   const int n_tiles = (N + kTile - 1) / kTile;
@@ -875,75 +894,82 @@ __global__ void __launch_bounds__(kThreads) dbc_kernel(Args<T> a, Grads<T> g, Sc
   const int c = int(blockIdx.x / unsigned(n_tiles) % unsigned(chunks));
   const int bg = int(blockIdx.x / unsigned(n_tiles) / unsigned(chunks)), grp = bg % a.groups, b = bg / a.groups;
   const ChunkAt ch = chunk_at(a, b, c);
-  const int L = ch.rows, tid = int(threadIdx.x), n0 = nt * kTile, nw = min(kTile, N - n0);
+  const int rows = ch.rows, warp = int(threadIdx.x) >> 5, lane = int(threadIdx.x) & 31;
+  const int n0 = nt * kTile, nw = min(kTile, N - n0), m0 = 16 * (warp >> 1), w0 = 32 * (warp & 1);
   const int64_t PN = int64_t(P) * N;
+  const bool has_prev = g.dC && s.states != nullptr && (c > 0 || g.state0 != nullptr);
+  const bool has_ds = g.dB && s.dstates != nullptr && (c + 1 < chunks || g.dfinal != nullptr);
 
   float dc[4][4] = {}, db[4][4] = {};  // rows l (dC) or s (dB), columns n
-  for (int h = grp * per_group; h < (grp + 1) * per_group; ++h) {
-    const int64_t bh = int64_t(b) * a.heads + h, state_slot = (bh * chunks + c) * PN;
-    const bool has_prev = g.dC && s.states != nullptr && (c > 0 || g.state0 != nullptr);
-    const bool has_ds = g.dB && s.dstates != nullptr && (c + 1 < chunks || g.dfinal != nullptr);
-    if (!has_prev && !has_ds) continue;
-    load_chunk_values(a, s, bh, ch, dt, acum);
-    __syncthreads();
-    const float alast = acum[L - 1];
-    for (int i = tid; i < kChunk; i += kThreads) {
-      decay_in[i] = i < L ? expf(acum[i]) : 0.0f;
-      weight[i] = i < L ? expf(alast - acum[i]) * dt[i] : 0.0f;
-    }
+  for (int h = grp * per_group; (has_prev || has_ds) && h < (grp + 1) * per_group; ++h) {
+    const int64_t bh = int64_t(b) * a.heads + h, state_slot = (bh * chunks + c) * PN + n0;
     float ys[4][4] = {}, xds[4][4] = {};  // dY S and X dS
     for (int p0 = 0; p0 < P; p0 += kTile) {
       const int pw = min(kTile, P - p0);
       if (has_prev) {
-        const T* const dy = g.dy + ch.row0 * g.lddy + int64_t(h) * P + p0;
-        const float* const S = s.states + state_slot;
-        fill_tile(left, L, pw, [&](int r, int col) { return to_float(dy[r * g.lddy + col]); });
-        fill_tile(Sp, pw, nw, [&](int r, int col) { return S[int64_t(p0 + r) * N + n0 + col]; });
+        load_chunk_tile<T, Lay>(left, g.dy + ch.row0 * g.lddy + int64_t(h) * P + p0, g.lddy, rows, pw);
+        load_f32_tile<T, Lay>(Sp, s.states + state_slot + int64_t(p0) * N, N, pw, nw);
       }
       if (has_ds) {
-        const T* const x = a.x + ch.row0 * a.ldx + int64_t(h) * P + p0;
-        const float* const dS = s.dstates + state_slot;
-        fill_tile(right, L, pw, [&](int r, int col) { return to_float(x[r * a.ldx + col]); });
-        fill_tile(dSp, pw, nw, [&](int r, int col) { return dS[int64_t(p0 + r) * N + n0 + col]; });
+        load_chunk_tile<T, Lay>(right, a.x + ch.row0 * a.ldx + int64_t(h) * P + p0, a.ldx, rows, pw);
+        load_f32_tile<T, Lay>(dSp, s.dstates + state_slot + int64_t(p0) * N, N, pw, nw);
       }
+      ptx::cp_async_commit();
+      ptx::cp_async_wait_all();
       __syncthreads();
       if (has_prev)
-        mac(ys, [&](int l, int k) { return left[l * kLd + k]; }, [&](int k, int n) { return Sp[k * kLd + n]; });
+        warp_product<T>(
+            ys, 0, kTile, [&](auto& f, int k0) { M::load_a(f, left, Lay{}, m0, k0); },
+            [&](auto& f, int k0, int j) { M::load_b_t(f, Sp, Lay{}, k0, w0 + 8 * j); }, no_skip);
       if (has_ds)
-        mac(xds, [&](int t, int k) { return right[t * kLd + k]; }, [&](int k, int n) { return dSp[k * kLd + n]; });
-      __syncthreads();  // the tiles are read; decay_in and weight are complete
+        warp_product<T>(
+            xds, 0, kTile, [&](auto& f, int k0) { M::load_a(f, right, Lay{}, m0, k0); },
+            [&](auto& f, int k0, int j) { M::load_b_t(f, dSp, Lay{}, k0, w0 + 8 * j); }, no_skip);
+      __syncthreads();  // the tiles are read
     }
-    for_piece([&](int i, int j, int r, int) {
-      dc[i][j] += decay_in[r] * ys[i][j];
-      db[i][j] += weight[r] * xds[i][j];
+    // The factors exp(a_r) and w_r = exp(a_last − a_r) dt_r of the thread's rows r (0 past the chunk).
+    const float* const acum = s.acum + bh * a.length + ch.t0;
+    const float* const dt = s.dt + bh * a.length + ch.t0;
+    const float alast = acum[rows - 1];
+    float decay_in[2], weight[2];
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int r = m0 + (lane >> 2) + 8 * half;
+      decay_in[half] = r < rows ? expf(acum[r]) : 0.0f;
+      weight[half] = r < rows ? expf(alast - acum[r]) * dt[r] : 0.0f;
+    }
+    for_fragment(m0, w0, [&](int j, int i, int, int) {
+      dc[j][i] += decay_in[i >> 1] * ys[j][i];
+      db[j][i] += weight[i >> 1] * xds[j][i];
     });
   }
 
-  // The group's term through C Bᵀ.
+  // The group's term through C Bᵀ (d(C Bᵀ) is zero above the diagonal).
   const float* const dcb = s.dcb + (int64_t(bg) * chunks + c) * kChunk * kChunk;
-  const T* const B = a.B + ch.row0 * a.ldB + int64_t(grp) * N + n0;
-  const T* const C = a.C + ch.row0 * a.ldC + int64_t(grp) * N + n0;
-  fill_tile(left, kChunk, kChunk, [&](int r, int col) { return dcb[r * kChunk + col]; });
-  fill_tile(right, L, nw, [&](int r, int col) { return to_float(B[r * a.ldB + col]); });
-  fill_tile(Sp, L, nw, [&](int r, int col) { return to_float(C[r * a.ldC + col]); });
+  load_f32_tile<T, Lay>(left, dcb, kChunk, kChunk, kChunk);
+  load_chunk_tile<T, Lay>(right, a.B + ch.row0 * a.ldB + int64_t(grp) * N + n0, a.ldB, rows, nw);
+  load_chunk_tile<T, Lay>(Sp, a.C + ch.row0 * a.ldC + int64_t(grp) * N + n0, a.ldC, rows, nw);
+  ptx::cp_async_commit();
+  ptx::cp_async_wait_all();
   __syncthreads();
-  if (g.dC) {
-    mac(dc, [&](int l, int k) { return left[l * kLd + k]; }, [&](int k, int n) { return right[k * kLd + n]; });
-    T* const out = g.dC + ch.row0 * g.lddC + int64_t(grp) * N + n0;
-    for_piece([&](int i, int j, int l, int n) {
-      if (l < L && n < nw) out[l * g.lddC + n] = from_float<T>(dc[i][j]);
+  auto store = [&](T* out, int64_t ld, const float (&acc)[4][4]) {
+    for_fragment(m0, w0, [&](int j, int i, int r, int n) {
+      if (r < rows && n < nw) out[r * ld + n] = from_float<T>(acc[j][i]);
     });
+  };
+  if (g.dC) {
+    warp_product<T>(  // rows l take s <= l only
+        dc, 0, m0 + 16, [&](auto& f, int k0) { M::load_a(f, left, Lay{}, m0, k0); },
+        [&](auto& f, int k0, int j) { M::load_b_t(f, right, Lay{}, k0, w0 + 8 * j); }, no_skip);
+    store(g.dC + ch.row0 * g.lddC + int64_t(grp) * N + n0, g.lddC, dc);
   }
   if (g.dB) {
-    mac(db, [&](int t, int k) { return left[k * kLd + t]; }, [&](int k, int n) { return Sp[k * kLd + n]; });
-    T* const out = g.dB + ch.row0 * g.lddB + int64_t(grp) * N + n0;
-    for_piece([&](int i, int j, int t, int n) {
-      if (t < L && n < nw) out[t * g.lddB + n] = from_float<T>(db[i][j]);
-    });
+    warp_product<T>(  // rows s take l >= s only
+        db, m0, kChunk, [&](auto& f, int k0) { M::load_a_t(f, left, Lay{}, m0, k0); },
+        [&](auto& f, int k0, int j) { M::load_b_t(f, Sp, Lay{}, k0, w0 + 8 * j); }, no_skip);
+    store(g.dB + ch.row0 * g.lddB + int64_t(grp) * N + n0, g.lddB, db);
   }
 }
-
-constexpr size_t dbc_smem() { return (4 * kChunk + 4 * size_t(kTileFloats)) * sizeof(float); }
 
 // ---------------------------------------------------------------------------------------------------
 // 7. Thread per head: the (batch, chunk) partials summed in order and added to dA, dD, ddt_bias.

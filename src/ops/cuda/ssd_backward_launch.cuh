@@ -22,7 +22,7 @@ cudaError_t kernel_setup() {
       e = cudaFuncSetAttribute(head_mma_kernel<T, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                int(head_mma_smem<T, 128>()));
     if (e == cudaSuccess)
-      e = cudaFuncSetAttribute(dbc_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(dbc_smem()));
+      e = cudaFuncSetAttribute(dbc_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(dbc_smem<T>()));
     return e;
   }();
   return error;
@@ -75,7 +75,7 @@ cudaError_t launch_backward(const Args<T>& a, const Grads<T>& g, const Plan& pla
     if ((e = cudaGetLastError()) != cudaSuccess) return e;
   }
   if (plan.dbc && (stages & kDbc)) {
-    dbc_kernel<T><<<plan.dbc_blocks, kThreads, dbc_smem(), stream>>>(a, g, s);
+    dbc_kernel<T><<<plan.dbc_blocks, kThreads, dbc_smem<T>(), stream>>>(a, g, s);
     if ((e = cudaGetLastError()) != cudaSuccess) return e;
   }
   if (params && (stages & kParams)) {
