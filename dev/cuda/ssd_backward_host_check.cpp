@@ -121,7 +121,7 @@ bool run_case(const Case& k, unsigned seed) {
   };
   launch(plan.values_blocks, kernels::chunk_values_smem(), [&] { kernels::chunk_values_kernel<T>(a, s); });
   if (plan.states || plan.dstates) {
-    launch(plan.states_blocks, kernels::chunk_states_smem(), [&] { kernels::chunk_states_kernel<T>(a, g, s); });
+    launch(plan.states_blocks, kernels::chunk_states_smem<T>(), [&] { kernels::chunk_states_kernel<T>(a, g, s); });
     launch(plan.pass_blocks, 0, [&] { kernels::state_pass_kernel<T>(a, g, s); });
   }
   if (plan.dbc || !plan.head_tiles)

@@ -115,20 +115,139 @@ __global__ void __launch_bounds__(kThreads) chunk_values_kernel(Args<T> a, Scrat
 constexpr size_t chunk_values_smem() { return (kThreads / 32) * sizeof(ssd_kernels::ChunkScan); }
 
 // ---------------------------------------------------------------------------------------------------
+// Tensor-core pieces (the forward's WarpMma, ssd_kernels.cuh): BF16 operands with F32 accumulators for
+// BF16 activations (F32 intermediates such as M and the states rounded to BF16 as operands, as
+// mamba_ssm does), 3xTF32 for F32 ones. Tiles of T in shared memory, the forward's swizzled layouts:
+// a chunk of x or dy [kChunk][64], of B or C [kChunk][kN], a state [64][kN], M [kChunk][kChunk].
+
+using ssd_kernels::kHeadDimTile;
+using ssd_kernels::WarpMma;
+using ssd_kernels::warp_sum;
+template <class T>
+using Tile64 = ssd_kernels::SwizzledRows<T, 64>;  // a [kChunk][64] tile of T
+
+// Rows [0, rows) and columns [0, cols) of `src` (row stride ld) into the [kChunk][Lay::kWidth] tile
+// `dst`, zeros elsewhere: 16-byte cp.async pieces when the rows allow them (the caller commits and
+// waits), else element by element.
+template <class T, class Lay>
+__device__ __forceinline__ void load_chunk_tile(T* dst, const T* src, int64_t ld, int rows, int cols) {
+  constexpr int kVec = Lay::kVec, kPieces = Lay::kWidth / kVec;
+  const bool pieces = (reinterpret_cast<uintptr_t>(src) | uintptr_t(ld * int64_t(sizeof(T)))) % 16 == 0 &&
+                      cols % kVec == 0;
+  if (pieces) {
+    for (int i = int(threadIdx.x); i < kChunk * kPieces; i += kThreads) {
+      const int r = i / kPieces, c = (i % kPieces) * kVec;
+      const bool valid = r < rows && c < cols;
+      ptx::cp_async_16(dst + Lay::at(r, c), valid ? src + r * ld + c : src, valid ? 16 : 0);
+    }
+  } else {
+    for (int i = int(threadIdx.x); i < kChunk * Lay::kWidth; i += kThreads) {
+      const int r = i / Lay::kWidth, c = i % Lay::kWidth;
+      dst[Lay::at(r, c)] = r < rows && c < cols ? src[r * ld + c] : from_float<T>(0.0f);
+    }
+  }
+}
+
+// Elements (r, c .. c + 3) of an F32 matrix with row stride ld, zeros past `rows` and `cols`: one
+// 16-byte load when ld % 4 == 0 (src 16-byte aligned then: the scratch's parts start so, c % 4 == 0).
+__device__ __forceinline__ float4 f32_quad(const float* src, int64_t ld, int r, int c, int rows, int cols) {
+  float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  if (r >= rows) return v;
+  const float* const row = src + r * ld;
+  if (ld % 4 == 0 && cols % 4 == 0) {
+    if (c < cols) v = *reinterpret_cast<const float4*>(row + c);
+  } else {
+    v.x = c < cols ? row[c] : 0.0f;
+    v.y = c + 1 < cols ? row[c + 1] : 0.0f;
+    v.z = c + 2 < cols ? row[c + 2] : 0.0f;
+    v.w = c + 3 < cols ? row[c + 3] : 0.0f;
+  }
+  return v;
+}
+__device__ __forceinline__ void store_quad(float* dst, float4 v) { *reinterpret_cast<float4*>(dst) = v; }
+__device__ __forceinline__ void store_quad(bf16* dst, float4 v) {
+  dst[0] = from_float<bf16>(v.x);
+  dst[1] = from_float<bf16>(v.y);
+  dst[2] = from_float<bf16>(v.z);
+  dst[3] = from_float<bf16>(v.w);
+}
+
+// Rows [0, rows) and columns [0, cols) of an F32 matrix (row stride ld; see f32_quad) rounded to T
+// into the [kChunk][Lay::kWidth] tile dst, zeros elsewhere.
+template <class T, class Lay>
+__device__ __forceinline__ void load_f32_tile(T* dst, const float* src, int64_t ld, int rows, int cols) {
+  constexpr int kQuads = Lay::kWidth / 4, kPerThread = kChunk * kQuads / kThreads;
+  static_assert(kChunk * kQuads % kThreads == 0, "whole quads a thread");
+#pragma unroll
+  for (int k = 0; k < kPerThread; ++k) {
+    const int i = int(threadIdx.x) + k * kThreads, r = i / kQuads, c = 4 * (i % kQuads);
+    store_quad(dst + Lay::at(r, c), f32_quad(src, ld, r, c, rows, cols));
+  }
+}
+
+// One warp's 16 x 32 piece of a product on the tensor cores: acc[nt] += Σ_{k0 <= k < k_end} A(·, k) B(k, ·)
+// over n-tiles nt of 8 columns, `load_a(frag, k0)` and `load_b(frag, k0, nt)` reading the fragments;
+// n-tiles with skip(nt) are left out.
+template <class T, class LoadA, class LoadB, class Skip>
+__device__ __forceinline__ void warp_product(float (&acc)[4][4], int k0, int k_end, LoadA&& load_a, LoadB&& load_b,
+                                             Skip&& skip) {
+  using M = WarpMma<T>;
+#pragma unroll 4
+  for (; k0 < k_end; k0 += M::kK) {
+    typename M::FragA fa;
+    load_a(fa, k0);
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt) {
+      if (skip(nt)) continue;
+      typename M::FragB fb;
+      load_b(fb, k0, nt);
+      M::mma(acc[nt], fa, fb);
+    }
+  }
+}
+__device__ __forceinline__ bool no_skip(int) { return false; }
+
+// Calls f(nt, i, r, col) for each accumulator element acc[nt][i] of a warp's 16 x 32 piece at rows
+// m0 + [0, 16), columns n0 + [0, 32): (r, col) = (m0 + lane / 4 + 8 (i / 2), n0 + 8 nt + 2 (lane % 4) + i % 2).
+template <class F>
+__device__ __forceinline__ void for_fragment(int m0, int n0, F&& f) {
+  const int lane = int(threadIdx.x) & 31;
+#pragma unroll
+  for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) f(nt, i, m0 + (lane >> 2) + 8 * (i >> 1), n0 + 8 * nt + 2 * (lane & 3) + (i & 1));
+}
+// Sums over the lanes that hold the same row (the 4 of one lane / 4), or the same column (the 8 of one lane % 4).
+__device__ __forceinline__ float fragment_row_sum(float v) {
+  v += __shfl_xor_sync(0xffffffffu, v, 1);
+  return v + __shfl_xor_sync(0xffffffffu, v, 2);
+}
+__device__ __forceinline__ float fragment_column_sum(float v) {
+  v += __shfl_xor_sync(0xffffffffu, v, 4);
+  v += __shfl_xor_sync(0xffffffffu, v, 8);
+  return v + __shfl_xor_sync(0xffffffffu, v, 16);
+}
+
+// ---------------------------------------------------------------------------------------------------
 // 2. Block per (b, h, chunk, 64 x 64 tile of the state): the chunk's own state Σ_s w_s X_s B_sᵀ into
-// s.states and state gradient Σ_l exp(a_l) dY_lᵀ C_l into s.dstates (each when not null).
+// s.states and state gradient Σ_l exp(a_l) dY_lᵀ C_l into s.dstates (each when not null), on the
+// tensor cores (the forward's update_state); warp w computes rows p 16 (w / 2) + [0, 16), columns n
+// 32 (w % 2) + [0, 32) of the tile.
+
+template <class T>
+constexpr size_t chunk_states_smem() { return 4 * size_t(kChunk) * 64 * sizeof(T) + 2 * kChunk * sizeof(float); }
 
 template <class T>
 __global__ void __launch_bounds__(kThreads) chunk_states_kernel(Args<T> a, Grads<T> g, Scratch s) {
+  using Lay = Tile64<T>;
+  using M = WarpMma<T>;
   extern __shared__ __align__(16) unsigned char smem[];
-  float* const dt = reinterpret_cast<float*>(smem);
-  float* const acum = dt + kChunk;
-  float* const weight = acum + kChunk;  // w_s
-  float* const decay_in = weight + kChunk;  // exp(a_l)
-  float* const Xw = decay_in + kChunk;  // [s][p]: w_s X
-  float* const Bs = Xw + kTileFloats;   // [s][n]
-  float* const dYe = Bs + kTileFloats;  // [l][p]: exp(a_l) dY
-  float* const Cs = dYe + kTileFloats;  // [l][n]
+  T* const Xs = reinterpret_cast<T*>(smem);  // [s][p]
+  T* const Bs = Xs + kChunk * 64;              // [s][n]
+  T* const dYs = Bs + kChunk * 64;             // [l][p]
+  T* const Cs = dYs + kChunk * 64;             // [l][n]
+  float* const weight = reinterpret_cast<float*>(Cs + kChunk * 64);  // w_s
+  float* const decay_in = weight + kChunk;                           // exp(a_l)
 
   const int P = a.head_dim, N = a.state_dim, chunks = chunk_count(a.length);
   const int p_tiles = (P + kTile - 1) / kTile, n_tiles = (N + kTile - 1) / kTile;
@@ -142,44 +261,43 @@ __global__ void __launch_bounds__(kThreads) chunk_states_kernel(Args<T> a, Grads
   const int h = int(bh % a.heads), b = int(bh / a.heads), grp = h / (a.heads / a.groups);
   const int p0 = pt * kTile, n0 = nt * kTile, pw = min(kTile, P - p0), nw = min(kTile, N - n0);
   const ChunkAt ch = chunk_at(a, b, c);
+  const int warp = int(threadIdx.x) >> 5, m0 = 16 * (warp >> 1), w0 = 32 * (warp & 1);
 
-  load_chunk_values(a, s, bh, ch, dt, acum);
-  __syncthreads();
-  const float alast = acum[ch.rows - 1];
-  for (int i = int(threadIdx.x); i < kChunk; i += kThreads) {
-    weight[i] = i < ch.rows ? expf(alast - acum[i]) * dt[i] : 0.0f;
-    decay_in[i] = i < ch.rows ? expf(acum[i]) : 0.0f;
+  if (s.states) {
+    load_chunk_tile<T, Lay>(Xs, a.x + ch.row0 * a.ldx + int64_t(h) * P + p0, a.ldx, ch.rows, pw);
+    load_chunk_tile<T, Lay>(Bs, a.B + ch.row0 * a.ldB + int64_t(grp) * N + n0, a.ldB, ch.rows, nw);
   }
-  __syncthreads();
-  const T* const x = a.x + ch.row0 * a.ldx + int64_t(h) * P + p0;
-  const T* const dy = g.dy + ch.row0 * g.lddy + int64_t(h) * P + p0;
-  const T* const B = a.B + ch.row0 * a.ldB + int64_t(grp) * N + n0;
-  const T* const C = a.C + ch.row0 * a.ldC + int64_t(grp) * N + n0;
-  fill_tile(Xw, ch.rows, pw, [&](int r, int col) { return weight[r] * to_float(x[r * a.ldx + col]); });
-  fill_tile(Bs, ch.rows, nw, [&](int r, int col) { return to_float(B[r * a.ldB + col]); });
-  fill_tile(dYe, ch.rows, pw, [&](int r, int col) { return decay_in[r] * to_float(dy[r * g.lddy + col]); });
-  fill_tile(Cs, ch.rows, nw, [&](int r, int col) { return to_float(C[r * a.ldC + col]); });
+  if (s.dstates) {
+    load_chunk_tile<T, Lay>(dYs, g.dy + ch.row0 * g.lddy + int64_t(h) * P + p0, g.lddy, ch.rows, pw);
+    load_chunk_tile<T, Lay>(Cs, a.C + ch.row0 * a.ldC + int64_t(grp) * N + n0, a.ldC, ch.rows, nw);
+  }
+  ptx::cp_async_commit();
+  {
+    const float* const acum = s.acum + bh * a.length + ch.t0;
+    const float* const dt = s.dt + bh * a.length + ch.t0;
+    const float alast = acum[ch.rows - 1];
+    for (int i = int(threadIdx.x); i < kChunk; i += kThreads) {
+      weight[i] = i < ch.rows ? expf(alast - acum[i]) * dt[i] : 0.0f;
+      decay_in[i] = i < ch.rows ? expf(acum[i]) : 0.0f;
+    }
+  }
+  ptx::cp_async_wait_all();
   __syncthreads();
 
   const int64_t PN = int64_t(P) * N, slot = (bh * chunks + c) * PN;
-  auto store = [&](float* dst, const float (&acc)[4][4]) {
-    for_piece([&](int i, int j, int p, int n) {
-      if (p < pw && n < nw) dst[slot + int64_t(p0 + p) * N + n0 + n] = acc[i][j];
+  // dst[p][n] = Σ_s scale_s left[s][p] right[s][n] over the warp's piece.
+  auto own = [&](float* dst, const T* left, const T* right, const float* scale) {
+    float acc[4][4] = {};
+    warp_product<T>(
+        acc, 0, kChunk, [&](auto& f, int k0) { M::load_a_t_scaled(f, left, Lay{}, m0, k0, scale); },
+        [&](auto& f, int k0, int j) { M::load_b_t(f, right, Lay{}, k0, w0 + 8 * j); }, no_skip);
+    for_fragment(m0, w0, [&](int j, int i, int p, int n) {
+      if (p < pw && n < nw) dst[slot + int64_t(p0 + p) * N + n0 + n] = acc[j][i];
     });
   };
-  if (s.states) {
-    float acc[4][4] = {};
-    mac(acc, [&](int p, int k) { return Xw[k * kLd + p]; }, [&](int k, int n) { return Bs[k * kLd + n]; });
-    store(s.states, acc);
-  }
-  if (s.dstates) {
-    float acc[4][4] = {};
-    mac(acc, [&](int p, int k) { return dYe[k * kLd + p]; }, [&](int k, int n) { return Cs[k * kLd + n]; });
-    store(s.dstates, acc);
-  }
+  if (s.states) own(s.states, Xs, Bs, weight);
+  if (s.dstates) own(s.dstates, dYs, Cs, decay_in);
 }
-
-constexpr size_t chunk_states_smem() { return (4 * kChunk + 4 * size_t(kTileFloats)) * sizeof(float); }
 
 // ---------------------------------------------------------------------------------------------------
 // 3. Thread per (b, h, state element): s.states from the chunks' own states to the state entering each
@@ -507,118 +625,6 @@ __global__ void __launch_bounds__(kThreads) head_kernel(Args<T> a, Grads<T> g, S
 constexpr size_t head_smem() { return (9 * kChunk + 2 * kThreads + 8 * size_t(kTileFloats)) * sizeof(float); }
 
 // ---------------------------------------------------------------------------------------------------
-// Tensor-core pieces (the forward's WarpMma, ssd_kernels.cuh): BF16 operands with F32 accumulators for
-// BF16 activations (F32 intermediates such as M and the states rounded to BF16 as operands, as
-// mamba_ssm does), 3xTF32 for F32 ones. Tiles of T in shared memory, the forward's swizzled layouts:
-// a chunk of x or dy [kChunk][64], of B or C [kChunk][kN], a state [64][kN], M [kChunk][kChunk].
-
-using ssd_kernels::kHeadDimTile;
-using ssd_kernels::WarpMma;
-using ssd_kernels::warp_sum;
-
-// Rows [0, rows) and columns [0, cols) of `src` (row stride ld) into the [kChunk][Lay::kWidth] tile
-// `dst`, zeros elsewhere: 16-byte cp.async pieces when the rows allow them (the caller commits and
-// waits), else element by element.
-template <class T, class Lay>
-__device__ __forceinline__ void load_chunk_tile(T* dst, const T* src, int64_t ld, int rows, int cols) {
-  constexpr int kVec = Lay::kVec, kPieces = Lay::kWidth / kVec;
-  const bool pieces = (reinterpret_cast<uintptr_t>(src) | uintptr_t(ld * int64_t(sizeof(T)))) % 16 == 0 &&
-                      cols % kVec == 0;
-  if (pieces) {
-    for (int i = int(threadIdx.x); i < kChunk * kPieces; i += kThreads) {
-      const int r = i / kPieces, c = (i % kPieces) * kVec;
-      const bool valid = r < rows && c < cols;
-      ptx::cp_async_16(dst + Lay::at(r, c), valid ? src + r * ld + c : src, valid ? 16 : 0);
-    }
-  } else {
-    for (int i = int(threadIdx.x); i < kChunk * Lay::kWidth; i += kThreads) {
-      const int r = i / Lay::kWidth, c = i % Lay::kWidth;
-      dst[Lay::at(r, c)] = r < rows && c < cols ? src[r * ld + c] : from_float<T>(0.0f);
-    }
-  }
-}
-
-// Elements (r, c .. c + 3) of an F32 matrix with row stride ld, zeros past `rows` and `cols`: one
-// 16-byte load when ld % 4 == 0 (src 16-byte aligned then: the scratch's parts start so, c % 4 == 0).
-__device__ __forceinline__ float4 f32_quad(const float* src, int64_t ld, int r, int c, int rows, int cols) {
-  float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-  if (r >= rows) return v;
-  const float* const row = src + r * ld;
-  if (ld % 4 == 0 && cols % 4 == 0) {
-    if (c < cols) v = *reinterpret_cast<const float4*>(row + c);
-  } else {
-    v.x = c < cols ? row[c] : 0.0f;
-    v.y = c + 1 < cols ? row[c + 1] : 0.0f;
-    v.z = c + 2 < cols ? row[c + 2] : 0.0f;
-    v.w = c + 3 < cols ? row[c + 3] : 0.0f;
-  }
-  return v;
-}
-__device__ __forceinline__ void store_quad(float* dst, float4 v) { *reinterpret_cast<float4*>(dst) = v; }
-__device__ __forceinline__ void store_quad(bf16* dst, float4 v) {
-  dst[0] = from_float<bf16>(v.x);
-  dst[1] = from_float<bf16>(v.y);
-  dst[2] = from_float<bf16>(v.z);
-  dst[3] = from_float<bf16>(v.w);
-}
-
-// Rows [0, rows) and columns [0, cols) of an F32 matrix (row stride ld; see f32_quad) rounded to T
-// into the [kChunk][Lay::kWidth] tile dst, zeros elsewhere.
-template <class T, class Lay>
-__device__ __forceinline__ void load_f32_tile(T* dst, const float* src, int64_t ld, int rows, int cols) {
-  constexpr int kQuads = Lay::kWidth / 4, kPerThread = kChunk * kQuads / kThreads;
-  static_assert(kChunk * kQuads % kThreads == 0, "whole quads a thread");
-#pragma unroll
-  for (int k = 0; k < kPerThread; ++k) {
-    const int i = int(threadIdx.x) + k * kThreads, r = i / kQuads, c = 4 * (i % kQuads);
-    store_quad(dst + Lay::at(r, c), f32_quad(src, ld, r, c, rows, cols));
-  }
-}
-
-// One warp's 16 x 32 piece of a product on the tensor cores: acc[nt] += Σ_{k0 <= k < k_end} A(·, k) B(k, ·)
-// over n-tiles nt of 8 columns, `load_a(frag, k0)` and `load_b(frag, k0, nt)` reading the fragments;
-// n-tiles with skip(nt) are left out.
-template <class T, class LoadA, class LoadB, class Skip>
-__device__ __forceinline__ void warp_product(float (&acc)[4][4], int k0, int k_end, LoadA&& load_a, LoadB&& load_b,
-                                             Skip&& skip) {
-  using M = WarpMma<T>;
-#pragma unroll 4
-  for (; k0 < k_end; k0 += M::kK) {
-    typename M::FragA fa;
-    load_a(fa, k0);
-#pragma unroll
-    for (int nt = 0; nt < 4; ++nt) {
-      if (skip(nt)) continue;
-      typename M::FragB fb;
-      load_b(fb, k0, nt);
-      M::mma(acc[nt], fa, fb);
-    }
-  }
-}
-__device__ __forceinline__ bool no_skip(int) { return false; }
-
-// Calls f(nt, i, r, col) for each accumulator element acc[nt][i] of a warp's 16 x 32 piece at rows
-// m0 + [0, 16), columns n0 + [0, 32): (r, col) = (m0 + lane / 4 + 8 (i / 2), n0 + 8 nt + 2 (lane % 4) + i % 2).
-template <class F>
-__device__ __forceinline__ void for_fragment(int m0, int n0, F&& f) {
-  const int lane = int(threadIdx.x) & 31;
-#pragma unroll
-  for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-    for (int i = 0; i < 4; ++i) f(nt, i, m0 + (lane >> 2) + 8 * (i >> 1), n0 + 8 * nt + 2 * (lane & 3) + (i & 1));
-}
-// Sums over the lanes that hold the same row (the 4 of one lane / 4), or the same column (the 8 of one lane % 4).
-__device__ __forceinline__ float fragment_row_sum(float v) {
-  v += __shfl_xor_sync(0xffffffffu, v, 1);
-  return v + __shfl_xor_sync(0xffffffffu, v, 2);
-}
-__device__ __forceinline__ float fragment_column_sum(float v) {
-  v += __shfl_xor_sync(0xffffffffu, v, 4);
-  v += __shfl_xor_sync(0xffffffffu, v, 8);
-  return v + __shfl_xor_sync(0xffffffffu, v, 16);
-}
-
-// ---------------------------------------------------------------------------------------------------
 // 5 (v2). head_kernel for P <= 64 and N <= kN (64 or 128) with the products on the tensor cores: block per
 // (b, h, chunk), warp w computing rows 16 (w / 2) + [0, 16), columns 32 (w % 2) + [0, 32) of each
 // 64 x 64 result. C Bᵀ is recomputed here (no scratch); the row and column sums go through per-warp
@@ -873,14 +879,11 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 2 : 1) head_mma_ker
 // 32 (w % 2) + [0, 32) of the block's 64 x 64 pieces of dC and dB.
 
 template <class T>
-using DbcLayout = ssd_kernels::SwizzledRows<T, 64>;
-
-template <class T>
 constexpr size_t dbc_smem() { return 4 * size_t(kChunk) * 64 * sizeof(T); }
 
 template <class T>
-__global__ void __launch_bounds__(kThreads, 2) dbc_kernel(Args<T> a, Grads<T> g, Scratch s) {
-  using Lay = DbcLayout<T>;
+__global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 2 : 1) dbc_kernel(Args<T> a, Grads<T> g, Scratch s) {
+  using Lay = Tile64<T>;
   using M = WarpMma<T>;
   extern __shared__ __align__(16) unsigned char smem[];
   T* const left = reinterpret_cast<T*>(smem);  // [l][p] dY, then [l][s] d(C Bᵀ)

@@ -12,7 +12,7 @@ template <class T>
 cudaError_t kernel_setup() {
   static const cudaError_t error = [] {
     cudaError_t e = cudaFuncSetAttribute(chunk_states_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         int(chunk_states_smem()));
+                                         int(chunk_states_smem<T>()));
     if (e == cudaSuccess)
       e = cudaFuncSetAttribute(head_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(head_smem()));
     if (e == cudaSuccess)
@@ -54,7 +54,7 @@ cudaError_t launch_backward(const Args<T>& a, const Grads<T>& g, const Plan& pla
     if ((e = cudaGetLastError()) != cudaSuccess) return e;
   }
   if (states && (stages & kChunkStates)) {
-    chunk_states_kernel<T><<<plan.states_blocks, kThreads, chunk_states_smem(), stream>>>(a, g, s);
+    chunk_states_kernel<T><<<plan.states_blocks, kThreads, chunk_states_smem<T>(), stream>>>(a, g, s);
     if ((e = cudaGetLastError()) != cudaSuccess) return e;
   }
   if (states && (stages & kStatePass)) {
