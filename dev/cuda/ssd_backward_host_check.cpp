@@ -125,7 +125,7 @@ bool run_case(const Case& k, unsigned seed) {
     launch(plan.pass_blocks, 0, [&] { kernels::state_pass_kernel<T>(a, g, s); });
   }
   if (plan.dbc || !plan.head_tiles)
-    launch(plan.group_blocks, kernels::group_smem(), [&] { kernels::group_kernel<T>(a, g, s); });
+    launch(plan.group_blocks, kernels::group_smem<T>(), [&] { kernels::group_kernel<T>(a, g, s); });
   if (plan.head_tiles == 64)
     launch(plan.head_blocks, kernels::head_mma_smem<T, 64>(), [&] { kernels::head_mma_kernel<T, 64>(a, g, s); });
   else if (plan.head_tiles == 128)

@@ -363,63 +363,67 @@ __global__ void __launch_bounds__(kThreads) state_pass_kernel(Args<T> a, Grads<T
 }
 
 // ---------------------------------------------------------------------------------------------------
-// 4. Block per (b, g, chunk): C Bᵀ into s.cb; d(C Bᵀ) = Σ_h (dY_h X_hᵀ) ⊙ E_h ⊙ dt_h (lower triangle,
-// the group's heads in order) into s.dcb.
+// 4. Block per (b, g, chunk): C Bᵀ into s.cb (when head_kernel needs it); d(C Bᵀ) = Σ_h (dY_h X_hᵀ) ⊙
+// E_h ⊙ dt_h (lower triangle, the group's heads in order) into s.dcb. On the tensor cores over
+// [64][64] tiles of T, the blocks above the diagonal left out; warp w computes rows 16 (w / 2) + [0, 16),
+// columns 32 (w % 2) + [0, 32).
+
+template <class T>
+constexpr size_t group_smem() { return 2 * size_t(kChunk) * 64 * sizeof(T); }
 
 template <class T>
 __global__ void __launch_bounds__(kThreads) group_kernel(Args<T> a, Grads<T> g, Scratch s) {
+  using Lay = Tile64<T>;
+  using M = WarpMma<T>;
   extern __shared__ __align__(16) unsigned char smem[];
-  float* const dt = reinterpret_cast<float*>(smem);
-  float* const acum = dt + kChunk;
-  float* const left = acum + kChunk;      // [l][k]: C, then dY
-  float* const right = left + kTileFloats;  // [s][k]: B, then X
+  T* const left = reinterpret_cast<T*>(smem);  // [l][k]: C, then dY
+  T* const right = left + kChunk * 64;          // [s][k]: B, then X
 
   const int P = a.head_dim, N = a.state_dim, chunks = chunk_count(a.length), per_group = a.heads / a.groups;
   const int c = int(blockIdx.x % unsigned(chunks));
   const int bg = int(blockIdx.x / unsigned(chunks)), grp = bg % a.groups, b = bg / a.groups;
   const ChunkAt ch = chunk_at(a, b, c);
+  const int rows = ch.rows, warp = int(threadIdx.x) >> 5, m0 = 16 * (warp >> 1), w0 = 32 * (warp & 1);
   const int64_t slot = (int64_t(bg) * chunks + c) * kChunk * kChunk;
-  auto at = [](const float* tile) { return [tile](int r, int k) { return tile[r * kLd + k]; }; };
-  auto transposed = [](const float* tile) { return [tile](int k, int col) { return tile[col * kLd + k]; }; };
+  auto above_diagonal = [&](int j) { return w0 + 8 * j > m0 + 15; };
+  // acc += L Rᵀ over the `width` columns of the chunk's rows of L and R.
+  auto gram = [&](float(&acc)[4][4], const T* L, int64_t ldl, const T* R, int64_t ldr, int width) {
+    for (int k0 = 0; k0 < width; k0 += 64) {
+      load_chunk_tile<T, Lay>(left, L + k0, ldl, rows, min(64, width - k0));
+      load_chunk_tile<T, Lay>(right, R + k0, ldr, rows, min(64, width - k0));
+      ptx::cp_async_commit();
+      ptx::cp_async_wait_all();
+      __syncthreads();
+      warp_product<T>(
+          acc, 0, 64, [&](auto& f, int k) { M::load_a(f, left, Lay{}, m0, k); },
+          [&](auto& f, int k, int j) { M::load_b(f, right, Lay{}, k, w0 + 8 * j); }, above_diagonal);
+      __syncthreads();  // the tiles are read
+    }
+  };
+  auto store = [&](float* dst, const float(&acc)[4][4]) {
+    for_fragment(m0, w0, [&](int j, int i, int l, int t) { dst[slot + l * kChunk + t] = acc[j][i]; });
+  };
 
-  float cb[4][4] = {};
-  for (int n0 = 0; s.cb && n0 < N; n0 += kTile) {
-    const T* const C = a.C + ch.row0 * a.ldC + int64_t(grp) * N + n0;
-    const T* const B = a.B + ch.row0 * a.ldB + int64_t(grp) * N + n0;
-    const int nw = min(kTile, N - n0);
-    fill_tile(left, ch.rows, nw, [&](int r, int col) { return to_float(C[r * a.ldC + col]); });
-    fill_tile(right, ch.rows, nw, [&](int r, int col) { return to_float(B[r * a.ldB + col]); });
-    __syncthreads();
-    mac(cb, at(left), transposed(right));
-    __syncthreads();
+  if (s.cb) {
+    float cb[4][4] = {};
+    gram(cb, a.C + ch.row0 * a.ldC + int64_t(grp) * N, a.ldC, a.B + ch.row0 * a.ldB + int64_t(grp) * N, a.ldB, N);
+    store(s.cb, cb);
   }
-  if (s.cb) for_piece([&](int i, int j, int l, int t) { s.cb[slot + l * kChunk + t] = cb[i][j]; });
   if (!g.dB && !g.dC) return;  // d(C Bᵀ) feeds only dB and dC
 
   float dcb[4][4] = {};
   for (int h = grp * per_group; h < (grp + 1) * per_group; ++h) {
     const int64_t bh = int64_t(b) * a.heads + h;
-    load_chunk_values(a, s, bh, ch, dt, acum);
     float dm[4][4] = {};
-    for (int p0 = 0; p0 < P; p0 += kTile) {
-      const T* const dy = g.dy + ch.row0 * g.lddy + int64_t(h) * P + p0;
-      const T* const x = a.x + ch.row0 * a.ldx + int64_t(h) * P + p0;
-      const int pw = min(kTile, P - p0);
-      fill_tile(left, ch.rows, pw, [&](int r, int col) { return to_float(dy[r * g.lddy + col]); });
-      fill_tile(right, ch.rows, pw, [&](int r, int col) { return to_float(x[r * a.ldx + col]); });
-      __syncthreads();
-      mac(dm, at(left), transposed(right));
-      __syncthreads();
-    }
-    for_piece([&](int i, int j, int l, int t) {
-      if (t <= l && l < ch.rows) dcb[i][j] += dm[i][j] * expf(acum[l] - acum[t]) * dt[t];
+    gram(dm, g.dy + ch.row0 * g.lddy + int64_t(h) * P, g.lddy, a.x + ch.row0 * a.ldx + int64_t(h) * P, a.ldx, P);
+    const float* const acum = s.acum + bh * a.length + ch.t0;
+    const float* const dt = s.dt + bh * a.length + ch.t0;
+    for_fragment(m0, w0, [&](int j, int i, int l, int t) {
+      if (t <= l && l < rows) dcb[j][i] += dm[j][i] * expf(acum[l] - acum[t]) * dt[t];
     });
-    __syncthreads();  // every thread is done with this head's dt and a
   }
-  for_piece([&](int i, int j, int l, int t) { s.dcb[slot + l * kChunk + t] = dcb[i][j]; });
+  store(s.dcb, dcb);
 }
-
-constexpr size_t group_smem() { return (2 * kChunk + 2 * size_t(kTileFloats)) * sizeof(float); }
 
 // ---------------------------------------------------------------------------------------------------
 // 5. Block per (b, h, chunk): dx; the gradients of a and dt, reverse-summed into ddt; the partials.

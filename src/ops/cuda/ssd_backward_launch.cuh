@@ -62,7 +62,7 @@ cudaError_t launch_backward(const Args<T>& a, const Grads<T>& g, const Plan& pla
     if ((e = cudaGetLastError()) != cudaSuccess) return e;
   }
   if ((stages & kGroup) && (plan.dbc || !plan.head_tiles)) {  // C Bᵀ for head_kernel, d(C Bᵀ) for dbc_kernel
-    group_kernel<T><<<plan.group_blocks, kThreads, group_smem(), stream>>>(a, g, s);
+    group_kernel<T><<<plan.group_blocks, kThreads, group_smem<T>(), stream>>>(a, g, s);
     if ((e = cudaGetLastError()) != cudaSuccess) return e;
   }
   if (stages & kHead) {
