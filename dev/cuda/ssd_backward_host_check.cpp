@@ -134,7 +134,7 @@ bool run_case(const Case& k, unsigned seed) {
     launch(plan.head_blocks, kernels::head_smem(), [&] { kernels::head_kernel<T>(a, g, s); });
   if (plan.dbc) launch(plan.dbc_blocks, kernels::dbc_smem<T>(), [&] { kernels::dbc_kernel<T>(a, g, s); });
   if (g.dA || g.dD || g.ddt_bias)
-    launch(plan.param_blocks, 0, [&] {
+    launch(plan.param_blocks, kernels::param_smem(), [&] {
       kernels::param_kernel(a.heads, int64_t(a.batch) * plan.chunks, s.parts, g.dA, g.dD, g.ddt_bias);
     });
 

@@ -11,19 +11,22 @@
 //      state, Σ_s w_s X_s B_sᵀ, and to the state gradient, Σ_l exp(a_l) dY_lᵀ C_l.
 //   3. state_pass_kernel    (thread per b, h, state element): walks the chunks forward (S entering each)
 //      and backward (dS leaving each, and dstate0), in place over kernel 2's results.
-//   4. group_kernel         (b, g, chunk): C Bᵀ, and d(C Bᵀ) = Σ_h dM ⊙ E ⊙ dt_s over the group's heads.
-//   5. head_kernel          (b, h, chunk): dX = Mᵀ dY + D dY + diag(w) B dSᵀ; the gradient of every a_l
-//      and dt_s; their reverse cumsum into ddt (through clamp and softplus); the chunk's dA, dD and
-//      ddt_bias terms into partials.
+//   4. group_kernel         (b, g, chunk): d(C Bᵀ) = Σ_h dM ⊙ E ⊙ dt_s over the group's heads (and C Bᵀ
+//      when head_kernel runs).
+//   5. head_mma_kernel      (b, h, chunk; P <= 64, N <= 128): dX = Mᵀ dY + D dY + diag(w) B dSᵀ; the
+//      gradient of every a_l and dt_s; their reverse cumsum into ddt (through clamp and softplus); the
+//      chunk's dA, dD and ddt_bias terms into partials. head_kernel, the same on the CUDA cores over
+//      F32 tiles (tile_mac.cuh), for larger P or N.
 //   6. dbc_kernel           (b, g, chunk, 64 columns of N): dC = Σ_h diag(exp(a)) dY S + d(C Bᵀ) B,
 //      dB = Σ_h diag(w) X dS + d(C Bᵀ)ᵀ C, the heads of the group in order.
-//   7. param_kernel         (thread per head): the partials summed over (batch, chunk) in order, added
-//      to dA, dD, ddt_bias.
+//   7. param_kernel         (block per parameter and head): the partials summed over (batch, chunk) in a
+//      fixed order, added to dA, dD, ddt_bias.
 // dY Xᵀ is computed twice (kernels 4 and 5), so that d(C Bᵀ) needs no per-head scratch.
 // Deterministic: every sum has a fixed order (no atomics). Arithmetic in F32 from F32 or BF16
-// activations. The products run on the CUDA cores over F32 tiles in shared memory (16 x 16 threads,
-// each a 4 x 4 piece of a 64 x 64 result); every one is a [64 x 64] x [64 x 64] step, the shape a
-// tensor-core version takes over.
+// activations. The products of kernels 2, 4, 5 and 6 run on the tensor cores (mma.sync, the forward's
+// WarpMma): BF16 operands with F32 accumulators for BF16 activations (F32 intermediates — M, the
+// states, d(C Bᵀ), the decays folded into operands — rounded to BF16 as operands, as mamba_ssm
+// does), 3xTF32 for F32 activations (~1e-6 relative).
 #pragma once
 #include "ssd_kernels.cuh"
 #include "tile_mac.cuh"
@@ -979,18 +982,27 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 2 : 1) dbc_kernel(A
 }
 
 // ---------------------------------------------------------------------------------------------------
-// 7. Thread per head: the (batch, chunk) partials summed in order and added to dA, dD, ddt_bias.
+// 7. Block per (parameter, head): the (batch, chunk) partials summed in a fixed order (thread t over
+// items t, t + kThreads, ..., then over the lanes and the warps) and added to dA, dD or ddt_bias.
+
+constexpr size_t param_smem() { return (kThreads / 32) * sizeof(float); }
 
 __global__ void __launch_bounds__(kThreads) param_kernel(int heads, int64_t items, const float* __restrict__ parts,
                                                         float* dA, float* dD, float* ddt_bias) {
-  const int h = int(blockIdx.x * kThreads + threadIdx.x);
-  if (h >= heads) return;
-  float* const outs[3] = {dA, dD, ddt_bias};
-  for (int k = 0; k < 3; ++k) {
-    if (!outs[k]) continue;
-    float sum = 0.0f;
-    for (int64_t i = 0; i < items; ++i) sum += parts[(k * items + i) * heads + h];
-    outs[k][h] += sum;
+  extern __shared__ __align__(16) unsigned char smem[];
+  float* const warp_sums = reinterpret_cast<float*>(smem);
+  const int k = int(blockIdx.x) / heads, h = int(blockIdx.x) % heads;
+  float* const out = k == 0 ? dA : k == 1 ? dD : ddt_bias;
+  if (!out) return;
+  float sum = 0.0f;
+  for (int64_t i = threadIdx.x; i < items; i += kThreads) sum += parts[(k * items + i) * heads + h];
+  sum = warp_sum(sum);
+  if ((threadIdx.x & 31) == 0) warp_sums[threadIdx.x >> 5] = sum;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float total = 0.0f;
+    for (int w = 0; w < kThreads / 32; ++w) total += warp_sums[w];
+    out[h] += total;
   }
 }
 
@@ -1042,7 +1054,7 @@ Plan make_plan(const Args<T>& a, const Grads<T>& g) {
   p.group_blocks = blocks(bg * p.chunks);
   p.head_blocks = blocks(bh * p.chunks);
   p.dbc_blocks = blocks(bg * p.chunks * p.n_tiles);
-  p.param_blocks = blocks((a.heads + kThreads - 1) / kThreads);
+  p.param_blocks = blocks(3 * int64_t(a.heads));
   return p;
 }
 

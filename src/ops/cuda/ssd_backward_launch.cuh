@@ -79,7 +79,7 @@ cudaError_t launch_backward(const Args<T>& a, const Grads<T>& g, const Plan& pla
     if ((e = cudaGetLastError()) != cudaSuccess) return e;
   }
   if (params && (stages & kParams)) {
-    param_kernel<<<plan.param_blocks, kThreads, 0, stream>>>(a.heads, int64_t(a.batch) * plan.chunks, s.parts, g.dA,
+    param_kernel<<<plan.param_blocks, kThreads, param_smem(), stream>>>(a.heads, int64_t(a.batch) * plan.chunks, s.parts, g.dA,
                                                              g.dD, g.ddt_bias);
     e = cudaGetLastError();
   }
