@@ -110,7 +110,7 @@ bool run_case(const Case& k, unsigned seed) {
                       k.with_dfinal ? p.dfinal.data() : nullptr};
   const kernels::Plan plan = kernels::make_plan(a, g);
   std::vector<float> scratch(plan.scratch_floats, NAN);
-  const kernels::Scratch s = kernels::carve_scratch(a, plan, scratch.data());
+  const kernels::Scratch<T> s = kernels::carve_scratch(a, plan, scratch.data());
   using kernels::kThreads;
   // Each kernel with its shared memory poisoned, and none of it touched past what the launch asks for.
   bool smem_ok = true;
@@ -190,6 +190,7 @@ int main() {
   Case padded{2, 90, 4, 24, 2, 16, true, true, true};
   padded.pad = 3;
   cases.push_back(padded);
+  cases.push_back({1, 2100, 2, 32, 1, 64, true, true, true});  // 33 chunks: BF16 states through a long pass
   Case odd{1, 100, 2, 5, 1, 13, true, true, true};  // odd P and N: element loads of states and rows
   odd.pad = 1;
   cases.push_back(odd);

@@ -53,12 +53,15 @@ struct Grads {
   const float *state0, *dfinal;  // [B,H,P,N] inputs; null when absent
 };
 
-// The F32 scratch of one call (carve_scratch; its size in make_plan).
+// The scratch of one call (carve_scratch; its size in make_plan). The per-chunk states and state
+// gradients are of the activations' type: BF16 for BF16 activations (half the memory and traffic;
+// the products round them to BF16 anyway), F32 for F32 ones; every sum over chunks runs in F32.
+template <class T>
 struct Scratch {
   float* dt;       // [B*H, T]: dt after bias, softplus and clamp
   float* acum;     // [B*H, T]: a, the in-chunk inclusive cumsum of dt A
-  float* states;   // [B*H, chunks, P*N]: the state entering each chunk (null when no chunk has one)
-  float* dstates;  // [B*H, chunks, P*N]: the gradient at the state leaving each chunk (null when none)
+  T* states;       // [B*H, chunks, P*N]: the state entering each chunk (null when no chunk has one)
+  T* dstates;      // [B*H, chunks, P*N]: the gradient at the state leaving each chunk (null when none)
   float* cb;       // [B*G, chunks, Q*Q]: C Bᵀ, for head_kernel (null for head_mma_kernel)
   float* dcb;      // [B*G, chunks, Q*Q]: d(C Bᵀ), summed over the group's heads
   float* parts;    // [3, B*chunks, H]: the dA, dD, ddt_bias terms of each (batch, chunk)
@@ -81,7 +84,7 @@ __device__ __forceinline__ ChunkAt chunk_at(const Args<T>& a, int b, int c) {
 
 // The chunk's dt and a of head (b, h) into shared vectors (0 past the chunk's rows).
 template <class T>
-__device__ __forceinline__ void load_chunk_values(const Args<T>& a, const Scratch& s, int64_t bh, const ChunkAt& ch,
+__device__ __forceinline__ void load_chunk_values(const Args<T>& a, const Scratch<T>& s, int64_t bh, const ChunkAt& ch,
                                                   float* dt, float* acum) {
   for (int i = int(threadIdx.x); i < kChunk; i += kThreads) {
     const bool in = i < ch.rows;
@@ -94,7 +97,7 @@ __device__ __forceinline__ void load_chunk_values(const Args<T>& a, const Scratc
 // 1. Warp per (b, h, chunk), 8 warps a block: dt and a into s.dt, s.acum.
 
 template <class T>
-__global__ void __launch_bounds__(kThreads) chunk_values_kernel(Args<T> a, Scratch s) {
+__global__ void __launch_bounds__(kThreads) chunk_values_kernel(Args<T> a, Scratch<T> s) {
   extern __shared__ __align__(16) unsigned char smem[];
   ssd_kernels::ChunkScan* const scans = reinterpret_cast<ssd_kernels::ChunkScan*>(smem);
   const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32, chunks = chunk_count(a.length);
@@ -241,7 +244,7 @@ template <class T>
 constexpr size_t chunk_states_smem() { return 4 * size_t(kChunk) * 64 * sizeof(T) + 2 * kChunk * sizeof(float); }
 
 template <class T>
-__global__ void __launch_bounds__(kThreads) chunk_states_kernel(Args<T> a, Grads<T> g, Scratch s) {
+__global__ void __launch_bounds__(kThreads) chunk_states_kernel(Args<T> a, Grads<T> g, Scratch<T> s) {
   using Lay = Tile64<T>;
   using M = WarpMma<T>;
   extern __shared__ __align__(16) unsigned char smem[];
@@ -289,13 +292,13 @@ __global__ void __launch_bounds__(kThreads) chunk_states_kernel(Args<T> a, Grads
 
   const int64_t PN = int64_t(P) * N, slot = (bh * chunks + c) * PN;
   // dst[p][n] = Σ_s scale_s left[s][p] right[s][n] over the warp's piece.
-  auto own = [&](float* dst, const T* left, const T* right, const float* scale) {
+  auto own = [&](T* dst, const T* left, const T* right, const float* scale) {
     float acc[4][4] = {};
     warp_product<T>(
         acc, 0, kChunk, [&](auto& f, int k0) { M::load_a_t_scaled(f, left, Lay{}, m0, k0, scale); },
         [&](auto& f, int k0, int j) { M::load_b_t(f, right, Lay{}, k0, w0 + 8 * j); }, no_skip);
     for_fragment(m0, w0, [&](int j, int i, int p, int n) {
-      if (p < pw && n < nw) dst[slot + int64_t(p0 + p) * N + n0 + n] = acc[j][i];
+      if (p < pw && n < nw) dst[slot + int64_t(p0 + p) * N + n0 + n] = from_float<T>(acc[j][i]);
     });
   };
   if (s.states) own(s.states, Xs, Bs, weight);
@@ -309,7 +312,7 @@ __global__ void __launch_bounds__(kThreads) chunk_states_kernel(Args<T> a, Grads
 // dS_{c-1} = exp(a_last,c) dS_c + own_c), and dstate0 = exp(a_last,0) dS_0 + own_0.
 
 template <class T>
-__global__ void __launch_bounds__(kThreads) state_pass_kernel(Args<T> a, Grads<T> g, Scratch s) {
+__global__ void __launch_bounds__(kThreads) state_pass_kernel(Args<T> a, Grads<T> g, Scratch<T> s) {
   const int64_t PN = int64_t(a.head_dim) * a.state_dim;
   const int64_t index = int64_t(blockIdx.x) * kThreads + threadIdx.x;
   if (index >= int64_t(a.batch) * a.heads * PN) return;
@@ -322,20 +325,20 @@ __global__ void __launch_bounds__(kThreads) state_pass_kernel(Args<T> a, Grads<T
   constexpr int kAhead = 8;
   if (s.states) {
     float S = g.state0 ? g.state0[bh * PN + e] : 0.0f;
-    float* const slots = s.states + bh * chunks * PN + e;
+    T* const slots = s.states + bh * chunks * PN + e;
     for (int c0 = 0; c0 < chunks; c0 += kAhead) {
       float own[kAhead], decay[kAhead];
 #pragma unroll
       for (int k = 0; k < kAhead; ++k) {
         if (c0 + k < chunks) {
-          own[k] = slots[int64_t(c0 + k) * PN];
+          own[k] = to_float(slots[int64_t(c0 + k) * PN]);
           decay[k] = chunk_decay(c0 + k);
         }
       }
 #pragma unroll
       for (int k = 0; k < kAhead; ++k) {
         if (c0 + k < chunks) {
-          slots[int64_t(c0 + k) * PN] = S;
+          slots[int64_t(c0 + k) * PN] = from_float<T>(S);
           S = decay[k] * S + own[k];
         }
       }
@@ -343,20 +346,20 @@ __global__ void __launch_bounds__(kThreads) state_pass_kernel(Args<T> a, Grads<T
   }
   if (s.dstates) {
     float dS = g.dfinal ? g.dfinal[bh * PN + e] : 0.0f;
-    float* const slots = s.dstates + bh * chunks * PN + e;
+    T* const slots = s.dstates + bh * chunks * PN + e;
     for (int c0 = chunks - 1; c0 >= 0; c0 -= kAhead) {
       float own[kAhead], decay[kAhead];
 #pragma unroll
       for (int k = 0; k < kAhead; ++k) {
         if (c0 - k >= 0) {
-          own[k] = slots[int64_t(c0 - k) * PN];
+          own[k] = to_float(slots[int64_t(c0 - k) * PN]);
           decay[k] = chunk_decay(c0 - k);
         }
       }
 #pragma unroll
       for (int k = 0; k < kAhead; ++k) {
         if (c0 - k >= 0) {
-          slots[int64_t(c0 - k) * PN] = dS;
+          slots[int64_t(c0 - k) * PN] = from_float<T>(dS);
           dS = decay[k] * dS + own[k];
         }
       }
@@ -375,7 +378,7 @@ template <class T>
 constexpr size_t group_smem() { return 2 * size_t(kChunk) * 64 * sizeof(T); }
 
 template <class T>
-__global__ void __launch_bounds__(kThreads) group_kernel(Args<T> a, Grads<T> g, Scratch s) {
+__global__ void __launch_bounds__(kThreads) group_kernel(Args<T> a, Grads<T> g, Scratch<T> s) {
   using Lay = Tile64<T>;
   using M = WarpMma<T>;
   extern __shared__ __align__(16) unsigned char smem[];
@@ -432,7 +435,7 @@ __global__ void __launch_bounds__(kThreads) group_kernel(Args<T> a, Grads<T> g, 
 // 5. Block per (b, h, chunk): dx; the gradients of a and dt, reverse-summed into ddt; the partials.
 
 template <class T>
-__global__ void __launch_bounds__(kThreads) head_kernel(Args<T> a, Grads<T> g, Scratch s) {
+__global__ void __launch_bounds__(kThreads) head_kernel(Args<T> a, Grads<T> g, Scratch<T> s) {
   extern __shared__ __align__(16) unsigned char smem[];
   float* const dt = reinterpret_cast<float*>(smem);
   float* const acum = dt + kChunk;
@@ -462,8 +465,8 @@ __global__ void __launch_bounds__(kThreads) head_kernel(Args<T> a, Grads<T> g, S
   const int64_t PN = int64_t(P) * N, state_slot = (bh * chunks + c) * PN;
   const bool has_prev = s.states != nullptr && (c > 0 || g.state0 != nullptr);
   const bool has_ds = s.dstates != nullptr && (c + 1 < chunks || g.dfinal != nullptr);
-  const float* const S = has_prev ? s.states + state_slot : nullptr;
-  const float* const dS = has_ds ? s.dstates + state_slot : nullptr;
+  const T* const S = has_prev ? s.states + state_slot : nullptr;
+  const T* const dS = has_ds ? s.dstates + state_slot : nullptr;
   const float bias = a.dt_bias ? a.dt_bias[h] : 0.0f, D = a.D ? a.D[h] : 0.0f;
 
   load_chunk_values(a, s, bh, ch, dt, acum);
@@ -495,7 +498,7 @@ __global__ void __launch_bounds__(kThreads) head_kernel(Args<T> a, Grads<T> g, S
   // The state term of a_last: exp(a_last) <dS, S>, summed per thread, then over threads in order.
   float dot = 0.0f;
   if (has_ds && has_prev)
-    for (int64_t e = tid; e < PN; e += kThreads) dot += dS[e] * S[e];
+    for (int64_t e = tid; e < PN; e += kThreads) dot += to_float(dS[e]) * to_float(S[e]);
   partial[tid] = dot;
   __syncthreads();
 
@@ -525,12 +528,12 @@ __global__ void __launch_bounds__(kThreads) head_kernel(Args<T> a, Grads<T> g, S
         if (has_ds) {
           const T* const B = a.B + ch.row0 * a.ldB + int64_t(grp) * N + n0;
           fill_tile(Bn, L, nw, [&](int r, int col) { return to_float(B[r * a.ldB + col]); });
-          fill_tile(dSs, pw, nw, [&](int r, int col) { return dS[int64_t(p0 + r) * N + n0 + col]; });
+          fill_tile(dSs, pw, nw, [&](int r, int col) { return to_float(dS[int64_t(p0 + r) * N + n0 + col]); });
         }
         if (has_prev) {
           const T* const C = a.C + ch.row0 * a.ldC + int64_t(grp) * N + n0;
           fill_tile(Cn, L, nw, [&](int r, int col) { return to_float(C[r * a.ldC + col]); });
-          fill_tile(Ss, pw, nw, [&](int r, int col) { return S[int64_t(p0 + r) * N + n0 + col]; });
+          fill_tile(Ss, pw, nw, [&](int r, int col) { return to_float(S[int64_t(p0 + r) * N + n0 + col]); });
         }
         __syncthreads();
         if (has_ds)
@@ -660,7 +663,7 @@ constexpr size_t head_mma_smem() {
 
 // Two BF16 blocks a multiprocessor (at most 128 registers a thread, ~93 KB of shared memory each); one F32.
 template <class T, int kN>
-__global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 2 : 1) head_mma_kernel(Args<T> a, Grads<T> g, Scratch s) {
+__global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 2 : 1) head_mma_kernel(Args<T> a, Grads<T> g, Scratch<T> s) {
   using L = ssd_kernels::Tiles<T, kN>;
   using M = WarpMma<T>;
   using XL = typename L::X;
@@ -686,13 +689,19 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 2 : 1) head_mma_ker
   const int64_t PN = int64_t(P) * N, state_slot = (bh * chunks + c) * PN;
   const bool has_prev = s.states != nullptr && (c > 0 || g.state0 != nullptr);
   const bool has_ds = s.dstates != nullptr && (c + 1 < chunks || g.dfinal != nullptr);
-  const float* const S = has_prev ? s.states + state_slot : nullptr;
-  const float* const dS = has_ds ? s.dstates + state_slot : nullptr;
+  const T* const S = has_prev ? s.states + state_slot : nullptr;
+  const T* const dS = has_ds ? s.dstates + state_slot : nullptr;
 
   load_chunk_tile<T, XL>(Xs, a.x + ch.row0 * a.ldx + int64_t(h) * P, a.ldx, rows, P);
   load_chunk_tile<T, XL>(dYs, g.dy + ch.row0 * g.lddy + int64_t(h) * P, g.lddy, rows, P);
   load_chunk_tile<T, BCL>(Bs, a.B + ch.row0 * a.ldB + int64_t(grp) * N, a.ldB, rows, N);
   load_chunk_tile<T, BCL>(Cs, a.C + ch.row0 * a.ldC + int64_t(grp) * N, a.ldC, rows, N);
+  auto load_state = [&](T* tile, const T* state) {
+    if (state) load_chunk_tile<T, SL>(tile, state, N, P, N);
+    else ssd_kernels::zero_shared(tile, L::kS * sizeof(T));
+  };
+  load_state(Ss, S);
+  load_state(dSs, dS);
   ptx::cp_async_commit();
   {
     const float bias = a.dt_bias ? a.dt_bias[h] : 0.0f;
@@ -715,21 +724,14 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 2 : 1) head_mma_ker
       v.dt_grad[i] = grad;
     }
   }
-  // S and dS rounded to T, and <dS, S> from their F32 values (zero tiles where absent).
-  float dot = 0.0f;
-  constexpr int kQuads = kHeadDimTile * kN / 4;
-  for (int i = tid; i < kQuads; i += kThreads) {
-    const int p = i / (kN / 4), n = 4 * (i % (kN / 4));
-    const float4 sv = S ? f32_quad(S, N, p, n, P, N) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    const float4 dv = dS ? f32_quad(dS, N, p, n, P, N) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    dot += sv.x * dv.x + sv.y * dv.y + sv.z * dv.z + sv.w * dv.w;
-    store_quad(Ss + SL::at(p, n), sv);
-    store_quad(dSs + SL::at(p, n), dv);
-  }
-  dot = warp_sum(dot);
-  if (lane == 0) v.warp_dot[warp] = dot;
   ptx::cp_async_wait_all();
   __syncthreads();  // tiles and vectors in
+  if (S && dS) {  // <dS, S> for the gradient of a_last
+    float dot = 0.0f;
+    for (int i = tid; i < L::kS; i += kThreads) dot += to_float(Ss[i]) * to_float(dSs[i]);
+    dot = warp_sum(dot);
+    if (lane == 0) v.warp_dot[warp] = dot;
+  }
 
   const int m0 = 16 * (warp >> 1), n0 = 32 * (warp & 1);
   auto above_diagonal = [&](int nt) { return n0 + 8 * nt > m0 + 15; };
@@ -839,7 +841,7 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 2 : 1) head_mma_ker
     float da_last = warp_sum(last);
     if (has_prev) {
       float dot_sum = 0.0f;
-      for (int w = 0; w < kThreads / 32; ++w) dot_sum += v.warp_dot[w];
+      for (int w = 0; w < kThreads / 32; ++w) dot_sum += v.warp_dot[w];  // written when S and dS exist
       da_last += expf(v.acum[rows - 1]) * dot_sum;
     }
     if (2 * lane == rows - 1) da[0] += da_last;
@@ -889,7 +891,7 @@ template <class T>
 constexpr size_t dbc_smem() { return 4 * size_t(kChunk) * 64 * sizeof(T); }
 
 template <class T>
-__global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 2 : 1) dbc_kernel(Args<T> a, Grads<T> g, Scratch s) {
+__global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 2 : 1) dbc_kernel(Args<T> a, Grads<T> g, Scratch<T> s) {
   using Lay = Tile64<T>;
   using M = WarpMma<T>;
   extern __shared__ __align__(16) unsigned char smem[];
@@ -918,11 +920,11 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 2 : 1) dbc_kernel(A
       const int pw = min(kTile, P - p0);
       if (has_prev) {
         load_chunk_tile<T, Lay>(left, g.dy + ch.row0 * g.lddy + int64_t(h) * P + p0, g.lddy, rows, pw);
-        load_f32_tile<T, Lay>(Sp, s.states + state_slot + int64_t(p0) * N, N, pw, nw);
+        load_chunk_tile<T, Lay>(Sp, s.states + state_slot + int64_t(p0) * N, N, pw, nw);
       }
       if (has_ds) {
         load_chunk_tile<T, Lay>(right, a.x + ch.row0 * a.ldx + int64_t(h) * P + p0, a.ldx, rows, pw);
-        load_f32_tile<T, Lay>(dSp, s.dstates + state_slot + int64_t(p0) * N, N, pw, nw);
+        load_chunk_tile<T, Lay>(dSp, s.dstates + state_slot + int64_t(p0) * N, N, pw, nw);
       }
       ptx::cp_async_commit();
       ptx::cp_async_wait_all();
@@ -1018,7 +1020,7 @@ struct Plan {
   unsigned values_blocks, states_blocks, pass_blocks, group_blocks, head_blocks, dbc_blocks, param_blocks;
 };
 
-// The floats of each part of the scratch (Scratch's members in order; 0: absent), each part starting
+// The floats each part of the scratch takes (Scratch's members in order; 0: absent), each part starting
 // 16-byte aligned.
 struct ScratchParts {
   int64_t floats[7];
@@ -1026,7 +1028,8 @@ struct ScratchParts {
 template <class T>
 ScratchParts scratch_parts(const Args<T>& a, const Plan& p) {
   const int64_t bh = int64_t(a.batch) * a.heads, bg = int64_t(a.batch) * a.groups;
-  const int64_t state_floats = bh * p.chunks * int64_t(a.head_dim) * a.state_dim, cb = bg * p.chunks * kChunk * kChunk;
+  const int64_t state_floats = (bh * p.chunks * int64_t(a.head_dim) * a.state_dim * int64_t(sizeof(T)) + 3) / 4;
+  const int64_t cb = bg * p.chunks * kChunk * kChunk;
   ScratchParts parts{{bh * a.length, bh * a.length, p.states ? state_floats : 0, p.dstates ? state_floats : 0,
                       p.head_tiles ? 0 : cb, cb, 3 * int64_t(a.batch) * p.chunks * a.heads}};
   for (int64_t& n : parts.floats) n = (n + 3) / 4 * 4;
@@ -1060,7 +1063,7 @@ Plan make_plan(const Args<T>& a, const Grads<T>& g) {
 
 // The scratch of `plan` carved from `base` (plan.scratch_floats floats, 16-byte aligned).
 template <class T>
-Scratch carve_scratch(const Args<T>& a, const Plan& plan, float* base) {
+Scratch<T> carve_scratch(const Args<T>& a, const Plan& plan, float* base) {
   const ScratchParts parts = scratch_parts(a, plan);
   float* next = base;
   float* ptrs[7];
@@ -1068,7 +1071,7 @@ Scratch carve_scratch(const Args<T>& a, const Plan& plan, float* base) {
     ptrs[i] = parts.floats[i] ? next : nullptr;
     next += parts.floats[i];
   }
-  return {ptrs[0], ptrs[1], ptrs[2], ptrs[3], ptrs[4], ptrs[5], ptrs[6]};
+  return {ptrs[0], ptrs[1], reinterpret_cast<T*>(ptrs[2]), reinterpret_cast<T*>(ptrs[3]), ptrs[4], ptrs[5], ptrs[6]};
 }
 
 }  // namespace ssm::ops::cuda::ssd_backward_kernels

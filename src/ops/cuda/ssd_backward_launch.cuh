@@ -45,7 +45,7 @@ template <class T>
 cudaError_t launch_backward(const Args<T>& a, const Grads<T>& g, const Plan& plan, float* scratch,
                             cudaStream_t stream, int stages = kAllStages) {
   if (const cudaError_t e = kernel_setup<T>(); e != cudaSuccess) return e;
-  const Scratch s = carve_scratch(a, plan, scratch);
+  const Scratch<T> s = carve_scratch(a, plan, scratch);
   const bool states = plan.states || plan.dstates, params = g.dA || g.dD || g.ddt_bias;
   // Each launch checked at once: a launch that fails stops the sequence.
   cudaError_t e = cudaSuccess;
