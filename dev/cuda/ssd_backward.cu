@@ -26,13 +26,16 @@
 //       per-warp partials, the reverse cumsum and the partial sums in one warp's shuffles (v1: one
 //       thread over 64 tokens and 2 x 256 partials). Group: only d(C Bᵀ), above-diagonal blocks
 //       skipped. Params: a block per (parameter, head) instead of a thread per head over every chunk.
-//       Values and the state pass unchanged.
-//       Prediction (written before the run; ms at 4K / 16K / 64K / 100K): states 0.05 / 0.18 / 0.72 /
-//       1.1 (the F32 own states written, 3.4 GB at 100K); group 0.07 / 0.10 / 0.30 / 0.45; head 0.10 /
-//       0.33 / 1.3 / 2.0 (S, dS in F32 plus the x, dy, B, C tiles: 5.7 GB at 100K); dB dC 0.10 / 0.35 /
-//       1.1 / 1.6; params ~0.01; pass as v1 (~3.2 at 100K, now the largest). Backward 0.46 / 1.5 /
-//       5.5 / 8.5; with the forward (0.10 / 0.36 / 1.36 / 2.10) 0.56 / 1.8 / 6.9 / 10.6 ms, 0.13 / 0.49
-//       / 1.2 / 1.17x the peer: the goal met at 4K and 16K, not yet at 64K and 100K.
+//       The per-chunk states and state gradients stored in BF16 for BF16 activations (F32 for F32;
+//       the sums over chunks still in F32): half their memory (3.4 -> 1.7 GB at 100K) and traffic.
+//       Values unchanged; the state pass the same walk over BF16 slots.
+//       Prediction (written before the run; ms at 4K / 16K / 64K / 100K): states 0.03 / 0.10 / 0.40 /
+//       0.60 (1.7 GB of BF16 own states written at 100K); pass 0.10 / 0.30 / 1.1 / 1.7 (half v1's
+//       bytes); group 0.07 / 0.10 / 0.30 / 0.45; head 0.08 / 0.25 / 0.85 / 1.3 (S, dS and the x, dy,
+//       B, C tiles: 4.1 GB at 100K, two blocks a multiprocessor); dB dC 0.08 / 0.25 / 0.70 / 1.1;
+//       params ~0.01. Backward ~0.38 / 1.0 / 3.4 / 5.2; with the forward (0.10 / 0.36 / 1.36 / 2.10)
+//       ~0.48 / 1.4 / 4.8 / 7.3 ms, 0.11 / 0.37 / 0.83 / 0.80x the peer. The state pass, then the
+//       per-head kernel, are the largest pieces left.
 //
 // Timed shapes (the issue's): batch 1, H 32, P 64, N 128, G 1, BF16, T = 4096 / 16384 / 65536 / 102400.
 // Floor of the backward (METHOD.md's two numbers), per token:
