@@ -14,6 +14,28 @@
 //       and d(C Bᵀ) per group, the per-head gradients, dB/dC per group, the parameter sums. Every
 //       product on the CUDA cores in F32 from shared tiles (4 x 4 outputs a thread); the states and
 //       state gradients of every chunk go through global memory in F32. Correctness first.
+//       Measured (H200, ms at 4K / 16K / 64K / 100K): values 0.005 / 0.008 / 0.022 / 0.032, states
+//       0.266 / 1.095 / 4.307 / 6.719, pass 0.12 / .. / .. / 3.2 (after its fix), group 0.509 / 0.620 /
+//       2.405 / 4.058, head 0.852 / 3.945 / 16.952 / 26.521, dB dC 0.615 / 1.426 / 5.517 / 8.612, params
+//       0.011 / 0.035 / 0.131 / 0.202; forward + backward 2.58 / 7.89 / 33.0 / 51.7 (0.59x-5.7x the peer).
+//   v2  the products of the states, group, head and dB dC kernels on the tensor cores (mma.sync through
+//       the forward's WarpMma: BF16 operands, F32 accumulators; 3xTF32 for F32 activations). Per head
+//       (head_mma_kernel, P <= 64 and N <= 128): C Bᵀ recomputed from the B and C tiles (no C Bᵀ
+//       scratch), M rounded to BF16 in shared memory, 93 KB of shared memory and 121 registers (two
+//       blocks a multiprocessor; v1 had 137 KB, one block), the row and column sums of dM ⊙ M through
+//       per-warp partials, the reverse cumsum and the partial sums in one warp's shuffles (v1: one
+//       thread over 64 tokens and 2 x 256 partials). Group: only d(C Bᵀ), above-diagonal blocks
+//       skipped. Params: a block per (parameter, head) instead of a thread per head over every chunk.
+//       The per-chunk states and state gradients stored in BF16 for BF16 activations (F32 for F32;
+//       the sums over chunks still in F32): half their memory (3.4 -> 1.7 GB at 100K) and traffic.
+//       Values unchanged; the state pass the same walk over BF16 slots.
+//       Prediction (written before the run; ms at 4K / 16K / 64K / 100K): states 0.03 / 0.10 / 0.40 /
+//       0.60 (1.7 GB of BF16 own states written at 100K); pass 0.10 / 0.30 / 1.1 / 1.7 (half v1's
+//       bytes); group 0.07 / 0.10 / 0.30 / 0.45; head 0.08 / 0.25 / 0.85 / 1.3 (S, dS and the x, dy,
+//       B, C tiles: 4.1 GB at 100K, two blocks a multiprocessor); dB dC 0.08 / 0.25 / 0.70 / 1.1;
+//       params ~0.01. Backward ~0.38 / 1.0 / 3.4 / 5.2; with the forward (0.10 / 0.36 / 1.36 / 2.10)
+//       ~0.48 / 1.4 / 4.8 / 7.3 ms, 0.11 / 0.37 / 0.83 / 0.80x the peer. The state pass, then the
+//       per-head kernel, are the largest pieces left.
 //
 // Timed shapes (the issue's): batch 1, H 32, P 64, N 128, G 1, BF16, T = 4096 / 16384 / 65536 / 102400.
 // Floor of the backward (METHOD.md's two numbers), per token:
@@ -124,7 +146,7 @@ bool check(const CheckShape& s, unsigned seed) {
   CHECK_CUDA(cudaDeviceSynchronize());
   const double tol = sizeof(T) == 2 ? 3e-2 : 1e-4;
   bool ok = true;
-  std::printf("check v1 %-4s B %d T %4d H %d P %3d G %d N %3d D %d state0 %d dfinal %d:",
+  std::printf("check v2 %-4s B %d T %4d H %d P %3d G %d N %3d D %d state0 %d dfinal %d:",
               sizeof(T) == 2 ? "bf16" : "f32", s.batch, s.T, s.H, s.P, s.G, s.N, s.with_D, s.with_state0,
               s.with_dfinal);
   auto report = [&](const char* name, const std::vector<float>& got, const std::vector<double>& ref) {
@@ -191,7 +213,7 @@ int main() {
     ok &= check<bf16>(s, seed++);
   }
 
-  // Forward (the engine's chunked kernels) + backward v1, then each backward kernel alone (on the
+  // Forward (the engine's chunked kernels) + backward v2, then each backward kernel alone (on the
   // scratch a whole run left).
   const struct {
     const char* name;
@@ -200,7 +222,7 @@ int main() {
                 {"pass", backward::kStatePass},     {"group", backward::kGroup},
                 {"head", backward::kHead},          {"dB dC", backward::kDbc},
                 {"params", backward::kParams}};
-  std::printf("\n| tokens | fwd ms | bwd v1 ms | fwd+bwd ms | peer ms | ratio |");
+  std::printf("\n| tokens | fwd ms | bwd v2 ms | fwd+bwd ms | peer ms | ratio |");
   for (const auto& s : stages) std::printf(" %s |", s.name);
   std::printf("\n|---|---|---|---|---|---|");
   for (size_t i = 0; i < std::size(stages); ++i) std::printf("---|");

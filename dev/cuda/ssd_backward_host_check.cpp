@@ -110,7 +110,7 @@ bool run_case(const Case& k, unsigned seed) {
                       k.with_dfinal ? p.dfinal.data() : nullptr};
   const kernels::Plan plan = kernels::make_plan(a, g);
   std::vector<float> scratch(plan.scratch_floats, NAN);
-  const kernels::Scratch s = kernels::carve_scratch(a, plan, scratch.data());
+  const kernels::Scratch<T> s = kernels::carve_scratch(a, plan, scratch.data());
   using kernels::kThreads;
   // Each kernel with its shared memory poisoned, and none of it touched past what the launch asks for.
   bool smem_ok = true;
@@ -121,14 +121,20 @@ bool run_case(const Case& k, unsigned seed) {
   };
   launch(plan.values_blocks, kernels::chunk_values_smem(), [&] { kernels::chunk_values_kernel<T>(a, s); });
   if (plan.states || plan.dstates) {
-    launch(plan.states_blocks, kernels::chunk_states_smem(), [&] { kernels::chunk_states_kernel<T>(a, g, s); });
+    launch(plan.states_blocks, kernels::chunk_states_smem<T>(), [&] { kernels::chunk_states_kernel<T>(a, g, s); });
     launch(plan.pass_blocks, 0, [&] { kernels::state_pass_kernel<T>(a, g, s); });
   }
-  launch(plan.group_blocks, kernels::group_smem(), [&] { kernels::group_kernel<T>(a, g, s); });
-  launch(plan.head_blocks, kernels::head_smem(), [&] { kernels::head_kernel<T>(a, g, s); });
-  if (plan.dbc) launch(plan.dbc_blocks, kernels::dbc_smem(), [&] { kernels::dbc_kernel<T>(a, g, s); });
+  if (plan.dbc || !plan.head_tiles)
+    launch(plan.group_blocks, kernels::group_smem<T>(), [&] { kernels::group_kernel<T>(a, g, s); });
+  if (plan.head_tiles == 64)
+    launch(plan.head_blocks, kernels::head_mma_smem<T, 64>(), [&] { kernels::head_mma_kernel<T, 64>(a, g, s); });
+  else if (plan.head_tiles == 128)
+    launch(plan.head_blocks, kernels::head_mma_smem<T, 128>(), [&] { kernels::head_mma_kernel<T, 128>(a, g, s); });
+  else
+    launch(plan.head_blocks, kernels::head_smem(), [&] { kernels::head_kernel<T>(a, g, s); });
+  if (plan.dbc) launch(plan.dbc_blocks, kernels::dbc_smem<T>(), [&] { kernels::dbc_kernel<T>(a, g, s); });
   if (g.dA || g.dD || g.ddt_bias)
-    launch(plan.param_blocks, 0, [&] {
+    launch(plan.param_blocks, kernels::param_smem(), [&] {
       kernels::param_kernel(a.heads, int64_t(a.batch) * plan.chunks, s.parts, g.dA, g.dD, g.ddt_bias);
     });
 
@@ -184,6 +190,13 @@ int main() {
   Case padded{2, 90, 4, 24, 2, 16, true, true, true};
   padded.pad = 3;
   cases.push_back(padded);
+  cases.push_back({1, 2100, 2, 32, 1, 64, true, true, true});  // 33 chunks: BF16 states through a long pass
+  Case odd{1, 100, 2, 5, 1, 13, true, true, true};  // odd P and N: element loads of states and rows
+  odd.pad = 1;
+  cases.push_back(odd);
+  Case wide{2, 80, 4, 64, 2, 128, true, true, true};  // the benchmark's head shape from misaligned rows
+  wide.pad = 3;
+  cases.push_back(wide);
   Case clamped{2, 100, 2, 16, 1, 32, false, true, true};
   clamped.dt_min = 0.02f;
   clamped.dt_max = 0.1f;

@@ -11,20 +11,24 @@
 //      state, Σ_s w_s X_s B_sᵀ, and to the state gradient, Σ_l exp(a_l) dY_lᵀ C_l.
 //   3. state_pass_kernel    (thread per b, h, state element): walks the chunks forward (S entering each)
 //      and backward (dS leaving each, and dstate0), in place over kernel 2's results.
-//   4. group_kernel         (b, g, chunk): C Bᵀ, and d(C Bᵀ) = Σ_h dM ⊙ E ⊙ dt_s over the group's heads.
-//   5. head_kernel          (b, h, chunk): dX = Mᵀ dY + D dY + diag(w) B dSᵀ; the gradient of every a_l
-//      and dt_s; their reverse cumsum into ddt (through clamp and softplus); the chunk's dA, dD and
-//      ddt_bias terms into partials.
+//   4. group_kernel         (b, g, chunk): d(C Bᵀ) = Σ_h dM ⊙ E ⊙ dt_s over the group's heads (and C Bᵀ
+//      when head_kernel runs).
+//   5. head_mma_kernel      (b, h, chunk; P <= 64, N <= 128): dX = Mᵀ dY + D dY + diag(w) B dSᵀ; the
+//      gradient of every a_l and dt_s; their reverse cumsum into ddt (through clamp and softplus); the
+//      chunk's dA, dD and ddt_bias terms into partials. head_kernel, the same on the CUDA cores over
+//      F32 tiles (tile_mac.cuh), for larger P or N.
 //   6. dbc_kernel           (b, g, chunk, 64 columns of N): dC = Σ_h diag(exp(a)) dY S + d(C Bᵀ) B,
 //      dB = Σ_h diag(w) X dS + d(C Bᵀ)ᵀ C, the heads of the group in order.
-//   7. param_kernel         (thread per head): the partials summed over (batch, chunk) in order, added
-//      to dA, dD, ddt_bias.
+//   7. param_kernel         (block per parameter and head): the partials summed over (batch, chunk) in a
+//      fixed order, added to dA, dD, ddt_bias.
 // dY Xᵀ is computed twice (kernels 4 and 5), so that d(C Bᵀ) needs no per-head scratch.
 // Deterministic: every sum has a fixed order (no atomics). Arithmetic in F32 from F32 or BF16
-// activations. The products run on the CUDA cores over F32 tiles in shared memory (16 x 16 threads,
-// each a 4 x 4 piece of a 64 x 64 result); every one is a [64 x 64] x [64 x 64] step, the shape a
-// tensor-core version takes over.
+// activations. The products of kernels 2, 4, 5 and 6 run on the tensor cores (mma.sync, the forward's
+// WarpMma): BF16 operands with F32 accumulators for BF16 activations (F32 intermediates — M, the
+// states, d(C Bᵀ), the decays folded into operands — rounded to BF16 as operands, as mamba_ssm
+// does), 3xTF32 for F32 activations (~1e-6 relative).
 #pragma once
+#include "ssd_backward_mma.cuh"
 #include "ssd_kernels.cuh"
 #include "tile_mac.cuh"
 
@@ -50,13 +54,16 @@ struct Grads {
   const float *state0, *dfinal;  // [B,H,P,N] inputs; null when absent
 };
 
-// The F32 scratch of one call (carve_scratch; its size in make_plan).
+// The scratch of one call (carve_scratch; its size in make_plan). The per-chunk states and state
+// gradients are of the activations' type: BF16 for BF16 activations (half the memory and traffic;
+// the products round them to BF16 anyway), F32 for F32 ones; every sum over chunks runs in F32.
+template <class T>
 struct Scratch {
   float* dt;       // [B*H, T]: dt after bias, softplus and clamp
   float* acum;     // [B*H, T]: a, the in-chunk inclusive cumsum of dt A
-  float* states;   // [B*H, chunks, P*N]: the state entering each chunk (null when no chunk has one)
-  float* dstates;  // [B*H, chunks, P*N]: the gradient at the state leaving each chunk (null when none)
-  float* cb;       // [B*G, chunks, Q*Q]: C Bᵀ
+  T* states;       // [B*H, chunks, P*N]: the state entering each chunk (null when no chunk has one)
+  T* dstates;      // [B*H, chunks, P*N]: the gradient at the state leaving each chunk (null when none)
+  float* cb;       // [B*G, chunks, Q*Q]: C Bᵀ, for head_kernel (null for head_mma_kernel)
   float* dcb;      // [B*G, chunks, Q*Q]: d(C Bᵀ), summed over the group's heads
   float* parts;    // [3, B*chunks, H]: the dA, dD, ddt_bias terms of each (batch, chunk)
 };
@@ -78,7 +85,7 @@ __device__ __forceinline__ ChunkAt chunk_at(const Args<T>& a, int b, int c) {
 
 // The chunk's dt and a of head (b, h) into shared vectors (0 past the chunk's rows).
 template <class T>
-__device__ __forceinline__ void load_chunk_values(const Args<T>& a, const Scratch& s, int64_t bh, const ChunkAt& ch,
+__device__ __forceinline__ void load_chunk_values(const Args<T>& a, const Scratch<T>& s, int64_t bh, const ChunkAt& ch,
                                                   float* dt, float* acum) {
   for (int i = int(threadIdx.x); i < kChunk; i += kThreads) {
     const bool in = i < ch.rows;
@@ -91,7 +98,7 @@ __device__ __forceinline__ void load_chunk_values(const Args<T>& a, const Scratc
 // 1. Warp per (b, h, chunk), 8 warps a block: dt and a into s.dt, s.acum.
 
 template <class T>
-__global__ void __launch_bounds__(kThreads) chunk_values_kernel(Args<T> a, Scratch s) {
+__global__ void __launch_bounds__(kThreads) chunk_values_kernel(Args<T> a, Scratch<T> s) {
   extern __shared__ __align__(16) unsigned char smem[];
   ssd_kernels::ChunkScan* const scans = reinterpret_cast<ssd_kernels::ChunkScan*>(smem);
   const int warp = int(threadIdx.x) / 32, lane = int(threadIdx.x) % 32, chunks = chunk_count(a.length);
@@ -116,19 +123,24 @@ constexpr size_t chunk_values_smem() { return (kThreads / 32) * sizeof(ssd_kerne
 
 // ---------------------------------------------------------------------------------------------------
 // 2. Block per (b, h, chunk, 64 x 64 tile of the state): the chunk's own state Σ_s w_s X_s B_sᵀ into
-// s.states and state gradient Σ_l exp(a_l) dY_lᵀ C_l into s.dstates (each when not null).
+// s.states and state gradient Σ_l exp(a_l) dY_lᵀ C_l into s.dstates (each when not null), on the
+// tensor cores (the forward's update_state); warp w computes rows p 16 (w / 2) + [0, 16), columns n
+// 32 (w % 2) + [0, 32) of the tile.
 
 template <class T>
-__global__ void __launch_bounds__(kThreads) chunk_states_kernel(Args<T> a, Grads<T> g, Scratch s) {
+constexpr size_t chunk_states_smem() { return 4 * size_t(kChunk) * 64 * sizeof(T) + 2 * kChunk * sizeof(float); }
+
+template <class T>
+__global__ void __launch_bounds__(kThreads) chunk_states_kernel(Args<T> a, Grads<T> g, Scratch<T> s) {
+  using Lay = Tile64<T>;
+  using M = WarpMma<T>;
   extern __shared__ __align__(16) unsigned char smem[];
-  float* const dt = reinterpret_cast<float*>(smem);
-  float* const acum = dt + kChunk;
-  float* const weight = acum + kChunk;  // w_s
-  float* const decay_in = weight + kChunk;  // exp(a_l)
-  float* const Xw = decay_in + kChunk;  // [s][p]: w_s X
-  float* const Bs = Xw + kTileFloats;   // [s][n]
-  float* const dYe = Bs + kTileFloats;  // [l][p]: exp(a_l) dY
-  float* const Cs = dYe + kTileFloats;  // [l][n]
+  T* const Xs = reinterpret_cast<T*>(smem);  // [s][p]
+  T* const Bs = Xs + kChunk * 64;              // [s][n]
+  T* const dYs = Bs + kChunk * 64;             // [l][p]
+  T* const Cs = dYs + kChunk * 64;             // [l][n]
+  float* const weight = reinterpret_cast<float*>(Cs + kChunk * 64);  // w_s
+  float* const decay_in = weight + kChunk;                           // exp(a_l)
 
   const int P = a.head_dim, N = a.state_dim, chunks = chunk_count(a.length);
   const int p_tiles = (P + kTile - 1) / kTile, n_tiles = (N + kTile - 1) / kTile;
@@ -142,44 +154,43 @@ __global__ void __launch_bounds__(kThreads) chunk_states_kernel(Args<T> a, Grads
   const int h = int(bh % a.heads), b = int(bh / a.heads), grp = h / (a.heads / a.groups);
   const int p0 = pt * kTile, n0 = nt * kTile, pw = min(kTile, P - p0), nw = min(kTile, N - n0);
   const ChunkAt ch = chunk_at(a, b, c);
+  const int warp = int(threadIdx.x) >> 5, m0 = 16 * (warp >> 1), w0 = 32 * (warp & 1);
 
-  load_chunk_values(a, s, bh, ch, dt, acum);
-  __syncthreads();
-  const float alast = acum[ch.rows - 1];
-  for (int i = int(threadIdx.x); i < kChunk; i += kThreads) {
-    weight[i] = i < ch.rows ? expf(alast - acum[i]) * dt[i] : 0.0f;
-    decay_in[i] = i < ch.rows ? expf(acum[i]) : 0.0f;
+  if (s.states) {
+    load_chunk_tile<T, Lay>(Xs, a.x + ch.row0 * a.ldx + int64_t(h) * P + p0, a.ldx, ch.rows, pw);
+    load_chunk_tile<T, Lay>(Bs, a.B + ch.row0 * a.ldB + int64_t(grp) * N + n0, a.ldB, ch.rows, nw);
   }
-  __syncthreads();
-  const T* const x = a.x + ch.row0 * a.ldx + int64_t(h) * P + p0;
-  const T* const dy = g.dy + ch.row0 * g.lddy + int64_t(h) * P + p0;
-  const T* const B = a.B + ch.row0 * a.ldB + int64_t(grp) * N + n0;
-  const T* const C = a.C + ch.row0 * a.ldC + int64_t(grp) * N + n0;
-  fill_tile(Xw, ch.rows, pw, [&](int r, int col) { return weight[r] * to_float(x[r * a.ldx + col]); });
-  fill_tile(Bs, ch.rows, nw, [&](int r, int col) { return to_float(B[r * a.ldB + col]); });
-  fill_tile(dYe, ch.rows, pw, [&](int r, int col) { return decay_in[r] * to_float(dy[r * g.lddy + col]); });
-  fill_tile(Cs, ch.rows, nw, [&](int r, int col) { return to_float(C[r * a.ldC + col]); });
+  if (s.dstates) {
+    load_chunk_tile<T, Lay>(dYs, g.dy + ch.row0 * g.lddy + int64_t(h) * P + p0, g.lddy, ch.rows, pw);
+    load_chunk_tile<T, Lay>(Cs, a.C + ch.row0 * a.ldC + int64_t(grp) * N + n0, a.ldC, ch.rows, nw);
+  }
+  ptx::cp_async_commit();
+  {
+    const float* const acum = s.acum + bh * a.length + ch.t0;
+    const float* const dt = s.dt + bh * a.length + ch.t0;
+    const float alast = acum[ch.rows - 1];
+    for (int i = int(threadIdx.x); i < kChunk; i += kThreads) {
+      weight[i] = i < ch.rows ? expf(alast - acum[i]) * dt[i] : 0.0f;
+      decay_in[i] = i < ch.rows ? expf(acum[i]) : 0.0f;
+    }
+  }
+  ptx::cp_async_wait_all();
   __syncthreads();
 
   const int64_t PN = int64_t(P) * N, slot = (bh * chunks + c) * PN;
-  auto store = [&](float* dst, const float (&acc)[4][4]) {
-    for_piece([&](int i, int j, int p, int n) {
-      if (p < pw && n < nw) dst[slot + int64_t(p0 + p) * N + n0 + n] = acc[i][j];
+  // dst[p][n] = Σ_s scale_s left[s][p] right[s][n] over the warp's piece.
+  auto own = [&](T* dst, const T* left, const T* right, const float* scale) {
+    float acc[4][4] = {};
+    warp_product<T>(
+        acc, 0, kChunk, [&](auto& f, int k0) { M::load_a_t_scaled(f, left, Lay{}, m0, k0, scale); },
+        [&](auto& f, int k0, int j) { M::load_b_t(f, right, Lay{}, k0, w0 + 8 * j); }, no_skip);
+    for_fragment(m0, w0, [&](int j, int i, int p, int n) {
+      if (p < pw && n < nw) dst[slot + int64_t(p0 + p) * N + n0 + n] = from_float<T>(acc[j][i]);
     });
   };
-  if (s.states) {
-    float acc[4][4] = {};
-    mac(acc, [&](int p, int k) { return Xw[k * kLd + p]; }, [&](int k, int n) { return Bs[k * kLd + n]; });
-    store(s.states, acc);
-  }
-  if (s.dstates) {
-    float acc[4][4] = {};
-    mac(acc, [&](int p, int k) { return dYe[k * kLd + p]; }, [&](int k, int n) { return Cs[k * kLd + n]; });
-    store(s.dstates, acc);
-  }
+  if (s.states) own(s.states, Xs, Bs, weight);
+  if (s.dstates) own(s.dstates, dYs, Cs, decay_in);
 }
-
-constexpr size_t chunk_states_smem() { return (4 * kChunk + 4 * size_t(kTileFloats)) * sizeof(float); }
 
 // ---------------------------------------------------------------------------------------------------
 // 3. Thread per (b, h, state element): s.states from the chunks' own states to the state entering each
@@ -188,7 +199,7 @@ constexpr size_t chunk_states_smem() { return (4 * kChunk + 4 * size_t(kTileFloa
 // dS_{c-1} = exp(a_last,c) dS_c + own_c), and dstate0 = exp(a_last,0) dS_0 + own_0.
 
 template <class T>
-__global__ void __launch_bounds__(kThreads) state_pass_kernel(Args<T> a, Grads<T> g, Scratch s) {
+__global__ void __launch_bounds__(kThreads) state_pass_kernel(Args<T> a, Grads<T> g, Scratch<T> s) {
   const int64_t PN = int64_t(a.head_dim) * a.state_dim;
   const int64_t index = int64_t(blockIdx.x) * kThreads + threadIdx.x;
   if (index >= int64_t(a.batch) * a.heads * PN) return;
@@ -201,20 +212,20 @@ __global__ void __launch_bounds__(kThreads) state_pass_kernel(Args<T> a, Grads<T
   constexpr int kAhead = 8;
   if (s.states) {
     float S = g.state0 ? g.state0[bh * PN + e] : 0.0f;
-    float* const slots = s.states + bh * chunks * PN + e;
+    T* const slots = s.states + bh * chunks * PN + e;
     for (int c0 = 0; c0 < chunks; c0 += kAhead) {
       float own[kAhead], decay[kAhead];
 #pragma unroll
       for (int k = 0; k < kAhead; ++k) {
         if (c0 + k < chunks) {
-          own[k] = slots[int64_t(c0 + k) * PN];
+          own[k] = to_float(slots[int64_t(c0 + k) * PN]);
           decay[k] = chunk_decay(c0 + k);
         }
       }
 #pragma unroll
       for (int k = 0; k < kAhead; ++k) {
         if (c0 + k < chunks) {
-          slots[int64_t(c0 + k) * PN] = S;
+          slots[int64_t(c0 + k) * PN] = from_float<T>(S);
           S = decay[k] * S + own[k];
         }
       }
@@ -222,20 +233,20 @@ __global__ void __launch_bounds__(kThreads) state_pass_kernel(Args<T> a, Grads<T
   }
   if (s.dstates) {
     float dS = g.dfinal ? g.dfinal[bh * PN + e] : 0.0f;
-    float* const slots = s.dstates + bh * chunks * PN + e;
+    T* const slots = s.dstates + bh * chunks * PN + e;
     for (int c0 = chunks - 1; c0 >= 0; c0 -= kAhead) {
       float own[kAhead], decay[kAhead];
 #pragma unroll
       for (int k = 0; k < kAhead; ++k) {
         if (c0 - k >= 0) {
-          own[k] = slots[int64_t(c0 - k) * PN];
+          own[k] = to_float(slots[int64_t(c0 - k) * PN]);
           decay[k] = chunk_decay(c0 - k);
         }
       }
 #pragma unroll
       for (int k = 0; k < kAhead; ++k) {
         if (c0 - k >= 0) {
-          slots[int64_t(c0 - k) * PN] = dS;
+          slots[int64_t(c0 - k) * PN] = from_float<T>(dS);
           dS = decay[k] * dS + own[k];
         }
       }
@@ -245,69 +256,73 @@ __global__ void __launch_bounds__(kThreads) state_pass_kernel(Args<T> a, Grads<T
 }
 
 // ---------------------------------------------------------------------------------------------------
-// 4. Block per (b, g, chunk): C Bᵀ into s.cb; d(C Bᵀ) = Σ_h (dY_h X_hᵀ) ⊙ E_h ⊙ dt_h (lower triangle,
-// the group's heads in order) into s.dcb.
+// 4. Block per (b, g, chunk): C Bᵀ into s.cb (when head_kernel needs it); d(C Bᵀ) = Σ_h (dY_h X_hᵀ) ⊙
+// E_h ⊙ dt_h (lower triangle, the group's heads in order) into s.dcb. On the tensor cores over
+// [64][64] tiles of T, the blocks above the diagonal left out; warp w computes rows 16 (w / 2) + [0, 16),
+// columns 32 (w % 2) + [0, 32).
 
 template <class T>
-__global__ void __launch_bounds__(kThreads) group_kernel(Args<T> a, Grads<T> g, Scratch s) {
+constexpr size_t group_smem() { return 2 * size_t(kChunk) * 64 * sizeof(T); }
+
+template <class T>
+__global__ void __launch_bounds__(kThreads) group_kernel(Args<T> a, Grads<T> g, Scratch<T> s) {
+  using Lay = Tile64<T>;
+  using M = WarpMma<T>;
   extern __shared__ __align__(16) unsigned char smem[];
-  float* const dt = reinterpret_cast<float*>(smem);
-  float* const acum = dt + kChunk;
-  float* const left = acum + kChunk;      // [l][k]: C, then dY
-  float* const right = left + kTileFloats;  // [s][k]: B, then X
+  T* const left = reinterpret_cast<T*>(smem);  // [l][k]: C, then dY
+  T* const right = left + kChunk * 64;          // [s][k]: B, then X
 
   const int P = a.head_dim, N = a.state_dim, chunks = chunk_count(a.length), per_group = a.heads / a.groups;
   const int c = int(blockIdx.x % unsigned(chunks));
   const int bg = int(blockIdx.x / unsigned(chunks)), grp = bg % a.groups, b = bg / a.groups;
   const ChunkAt ch = chunk_at(a, b, c);
+  const int rows = ch.rows, warp = int(threadIdx.x) >> 5, m0 = 16 * (warp >> 1), w0 = 32 * (warp & 1);
   const int64_t slot = (int64_t(bg) * chunks + c) * kChunk * kChunk;
-  auto at = [](const float* tile) { return [tile](int r, int k) { return tile[r * kLd + k]; }; };
-  auto transposed = [](const float* tile) { return [tile](int k, int col) { return tile[col * kLd + k]; }; };
+  auto above_diagonal = [&](int j) { return w0 + 8 * j > m0 + 15; };
+  // acc += L Rᵀ over the `width` columns of the chunk's rows of L and R.
+  auto gram = [&](float(&acc)[4][4], const T* L, int64_t ldl, const T* R, int64_t ldr, int width) {
+    for (int k0 = 0; k0 < width; k0 += 64) {
+      load_chunk_tile<T, Lay>(left, L + k0, ldl, rows, min(64, width - k0));
+      load_chunk_tile<T, Lay>(right, R + k0, ldr, rows, min(64, width - k0));
+      ptx::cp_async_commit();
+      ptx::cp_async_wait_all();
+      __syncthreads();
+      warp_product<T>(
+          acc, 0, 64, [&](auto& f, int k) { M::load_a(f, left, Lay{}, m0, k); },
+          [&](auto& f, int k, int j) { M::load_b(f, right, Lay{}, k, w0 + 8 * j); }, above_diagonal);
+      __syncthreads();  // the tiles are read
+    }
+  };
+  auto store = [&](float* dst, const float(&acc)[4][4]) {
+    for_fragment(m0, w0, [&](int j, int i, int l, int t) { dst[slot + l * kChunk + t] = acc[j][i]; });
+  };
 
-  float cb[4][4] = {};
-  for (int n0 = 0; n0 < N; n0 += kTile) {
-    const T* const C = a.C + ch.row0 * a.ldC + int64_t(grp) * N + n0;
-    const T* const B = a.B + ch.row0 * a.ldB + int64_t(grp) * N + n0;
-    const int nw = min(kTile, N - n0);
-    fill_tile(left, ch.rows, nw, [&](int r, int col) { return to_float(C[r * a.ldC + col]); });
-    fill_tile(right, ch.rows, nw, [&](int r, int col) { return to_float(B[r * a.ldB + col]); });
-    __syncthreads();
-    mac(cb, at(left), transposed(right));
-    __syncthreads();
+  if (s.cb) {
+    float cb[4][4] = {};
+    gram(cb, a.C + ch.row0 * a.ldC + int64_t(grp) * N, a.ldC, a.B + ch.row0 * a.ldB + int64_t(grp) * N, a.ldB, N);
+    store(s.cb, cb);
   }
-  for_piece([&](int i, int j, int l, int t) { s.cb[slot + l * kChunk + t] = cb[i][j]; });
   if (!g.dB && !g.dC) return;  // d(C Bᵀ) feeds only dB and dC
 
   float dcb[4][4] = {};
   for (int h = grp * per_group; h < (grp + 1) * per_group; ++h) {
     const int64_t bh = int64_t(b) * a.heads + h;
-    load_chunk_values(a, s, bh, ch, dt, acum);
     float dm[4][4] = {};
-    for (int p0 = 0; p0 < P; p0 += kTile) {
-      const T* const dy = g.dy + ch.row0 * g.lddy + int64_t(h) * P + p0;
-      const T* const x = a.x + ch.row0 * a.ldx + int64_t(h) * P + p0;
-      const int pw = min(kTile, P - p0);
-      fill_tile(left, ch.rows, pw, [&](int r, int col) { return to_float(dy[r * g.lddy + col]); });
-      fill_tile(right, ch.rows, pw, [&](int r, int col) { return to_float(x[r * a.ldx + col]); });
-      __syncthreads();
-      mac(dm, at(left), transposed(right));
-      __syncthreads();
-    }
-    for_piece([&](int i, int j, int l, int t) {
-      if (t <= l && l < ch.rows) dcb[i][j] += dm[i][j] * expf(acum[l] - acum[t]) * dt[t];
+    gram(dm, g.dy + ch.row0 * g.lddy + int64_t(h) * P, g.lddy, a.x + ch.row0 * a.ldx + int64_t(h) * P, a.ldx, P);
+    const float* const acum = s.acum + bh * a.length + ch.t0;
+    const float* const dt = s.dt + bh * a.length + ch.t0;
+    for_fragment(m0, w0, [&](int j, int i, int l, int t) {
+      if (t <= l && l < rows) dcb[j][i] += dm[j][i] * expf(acum[l] - acum[t]) * dt[t];
     });
-    __syncthreads();  // every thread is done with this head's dt and a
   }
-  for_piece([&](int i, int j, int l, int t) { s.dcb[slot + l * kChunk + t] = dcb[i][j]; });
+  store(s.dcb, dcb);
 }
-
-constexpr size_t group_smem() { return (2 * kChunk + 2 * size_t(kTileFloats)) * sizeof(float); }
 
 // ---------------------------------------------------------------------------------------------------
 // 5. Block per (b, h, chunk): dx; the gradients of a and dt, reverse-summed into ddt; the partials.
 
 template <class T>
-__global__ void __launch_bounds__(kThreads) head_kernel(Args<T> a, Grads<T> g, Scratch s) {
+__global__ void __launch_bounds__(kThreads) head_kernel(Args<T> a, Grads<T> g, Scratch<T> s) {
   extern __shared__ __align__(16) unsigned char smem[];
   float* const dt = reinterpret_cast<float*>(smem);
   float* const acum = dt + kChunk;
@@ -337,8 +352,8 @@ __global__ void __launch_bounds__(kThreads) head_kernel(Args<T> a, Grads<T> g, S
   const int64_t PN = int64_t(P) * N, state_slot = (bh * chunks + c) * PN;
   const bool has_prev = s.states != nullptr && (c > 0 || g.state0 != nullptr);
   const bool has_ds = s.dstates != nullptr && (c + 1 < chunks || g.dfinal != nullptr);
-  const float* const S = has_prev ? s.states + state_slot : nullptr;
-  const float* const dS = has_ds ? s.dstates + state_slot : nullptr;
+  const T* const S = has_prev ? s.states + state_slot : nullptr;
+  const T* const dS = has_ds ? s.dstates + state_slot : nullptr;
   const float bias = a.dt_bias ? a.dt_bias[h] : 0.0f, D = a.D ? a.D[h] : 0.0f;
 
   load_chunk_values(a, s, bh, ch, dt, acum);
@@ -370,7 +385,7 @@ __global__ void __launch_bounds__(kThreads) head_kernel(Args<T> a, Grads<T> g, S
   // The state term of a_last: exp(a_last) <dS, S>, summed per thread, then over threads in order.
   float dot = 0.0f;
   if (has_ds && has_prev)
-    for (int64_t e = tid; e < PN; e += kThreads) dot += dS[e] * S[e];
+    for (int64_t e = tid; e < PN; e += kThreads) dot += to_float(dS[e]) * to_float(S[e]);
   partial[tid] = dot;
   __syncthreads();
 
@@ -400,12 +415,12 @@ __global__ void __launch_bounds__(kThreads) head_kernel(Args<T> a, Grads<T> g, S
         if (has_ds) {
           const T* const B = a.B + ch.row0 * a.ldB + int64_t(grp) * N + n0;
           fill_tile(Bn, L, nw, [&](int r, int col) { return to_float(B[r * a.ldB + col]); });
-          fill_tile(dSs, pw, nw, [&](int r, int col) { return dS[int64_t(p0 + r) * N + n0 + col]; });
+          fill_tile(dSs, pw, nw, [&](int r, int col) { return to_float(dS[int64_t(p0 + r) * N + n0 + col]); });
         }
         if (has_prev) {
           const T* const C = a.C + ch.row0 * a.ldC + int64_t(grp) * N + n0;
           fill_tile(Cn, L, nw, [&](int r, int col) { return to_float(C[r * a.ldC + col]); });
-          fill_tile(Ss, pw, nw, [&](int r, int col) { return S[int64_t(p0 + r) * N + n0 + col]; });
+          fill_tile(Ss, pw, nw, [&](int r, int col) { return to_float(S[int64_t(p0 + r) * N + n0 + col]); });
         }
         __syncthreads();
         if (has_ds)
@@ -507,20 +522,270 @@ __global__ void __launch_bounds__(kThreads) head_kernel(Args<T> a, Grads<T> g, S
 constexpr size_t head_smem() { return (9 * kChunk + 2 * kThreads + 8 * size_t(kTileFloats)) * sizeof(float); }
 
 // ---------------------------------------------------------------------------------------------------
+// 5 (v2). head_kernel for P <= 64 and N <= kN (64 or 128) with the products on the tensor cores: block per
+// (b, h, chunk), warp w computing rows 16 (w / 2) + [0, 16), columns 32 (w % 2) + [0, 32) of each
+// 64 x 64 result. C Bᵀ is recomputed here (no scratch); the row and column sums go through per-warp
+// partials added in a fixed order, the reverse cumsum through one warp's shuffles.
+
+// The per-token vectors and the per-warp partial sums of head_mma_kernel.
+struct HeadVectors {
+  float dt[kChunk], acum[kChunk];
+  float decay_in[kChunk];   // exp(a_l)
+  float decay_out[kChunk];  // exp(a_last − a_s)
+  float weight[kChunk];     // w_s = exp(a_last − a_s) dt_s
+  float dt_grad[kChunk];    // d softplus-and-clamp / d raw dt
+  float row_mm[2][kChunk];  // Σ_s dM⊙M [l, s], over each half of s
+  float col_mm[4][kChunk];  // Σ_l dM⊙M [l, s], over each quarter of l
+  float col_cb[4][kChunk];  // Σ_l dM⊙E⊙C Bᵀ [l, s], over each quarter of l
+  float row_xb[2][kChunk];  // X_s · (B dSᵀ)_s, over each half of p
+  float row_ycs[2][kChunk];  // dY_l · (C Sᵀ)_l, over each half of p
+  float warp_dot[kThreads / 32], warp_dD[kThreads / 32];  // <dS, S> and Σ dY ⊙ X
+};
+
+template <class T, int kN>
+constexpr size_t head_mma_smem() {
+  using L = ssd_kernels::Tiles<T, kN>;
+  return (2 * size_t(L::kX) + L::kM + 2 * L::kBC + 2 * L::kS) * sizeof(T) + sizeof(HeadVectors);
+}
+
+// Two BF16 blocks a multiprocessor (at most 128 registers a thread, ~93 KB of shared memory each); one F32.
+template <class T, int kN>
+__global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 2 : 1) head_mma_kernel(Args<T> a, Grads<T> g, Scratch<T> s) {
+  using L = ssd_kernels::Tiles<T, kN>;
+  using M = WarpMma<T>;
+  using XL = typename L::X;
+  using BCL = typename L::BC;
+  using SL = typename L::S;
+  using ML = typename L::M;
+  extern __shared__ __align__(16) unsigned char smem[];
+  T* const Xs = reinterpret_cast<T*>(smem);  // [s][p]
+  T* const dYs = Xs + L::kX;                 // [l][p]
+  T* const Ms = dYs + L::kX;                 // [l][s]: M
+  T* const Bs = Ms + L::kM;                  // [s][n]
+  T* const Cs = Bs + L::kBC;                 // [l][n]
+  T* const Ss = Cs + L::kBC;                 // [p][n]: S
+  T* const dSs = Ss + L::kS;                 // [p][n]: dS
+  HeadVectors& v = *reinterpret_cast<HeadVectors*>(dSs + L::kS);
+
+  const int P = a.head_dim, N = a.state_dim, chunks = chunk_count(a.length);
+  const int c = int(blockIdx.x % unsigned(chunks));
+  const int64_t bh = blockIdx.x / unsigned(chunks);
+  const int h = int(bh % a.heads), b = int(bh / a.heads), grp = h / (a.heads / a.groups);
+  const ChunkAt ch = chunk_at(a, b, c);
+  const int rows = ch.rows, tid = int(threadIdx.x), warp = tid >> 5, lane = tid & 31;
+  const int64_t PN = int64_t(P) * N, state_slot = (bh * chunks + c) * PN;
+  const bool has_prev = s.states != nullptr && (c > 0 || g.state0 != nullptr);
+  const bool has_ds = s.dstates != nullptr && (c + 1 < chunks || g.dfinal != nullptr);
+  const T* const S = has_prev ? s.states + state_slot : nullptr;
+  const T* const dS = has_ds ? s.dstates + state_slot : nullptr;
+
+  load_chunk_tile<T, XL>(Xs, a.x + ch.row0 * a.ldx + int64_t(h) * P, a.ldx, rows, P);
+  load_chunk_tile<T, XL>(dYs, g.dy + ch.row0 * g.lddy + int64_t(h) * P, g.lddy, rows, P);
+  load_chunk_tile<T, BCL>(Bs, a.B + ch.row0 * a.ldB + int64_t(grp) * N, a.ldB, rows, N);
+  load_chunk_tile<T, BCL>(Cs, a.C + ch.row0 * a.ldC + int64_t(grp) * N, a.ldC, rows, N);
+  auto load_state = [&](T* tile, const T* state) {
+    if (state) load_chunk_tile<T, SL>(tile, state, N, P, N);
+    else ssd_kernels::zero_shared(tile, L::kS * sizeof(T));
+  };
+  load_state(Ss, S);
+  load_state(dSs, dS);
+  ptx::cp_async_commit();
+  {
+    const float bias = a.dt_bias ? a.dt_bias[h] : 0.0f;
+    const float* const acum = s.acum + bh * a.length + ch.t0;
+    const float alast = acum[rows - 1];
+    for (int i = tid; i < kChunk; i += kThreads) {
+      const bool in = i < rows;
+      const float dt = in ? s.dt[bh * a.length + ch.t0 + i] : 0.0f, ai = in ? acum[i] : 0.0f;
+      float grad = 0.0f;
+      if (in) {
+        const float raw = to_float(a.dt[(ch.row0 + i) * a.lddt + h]) + bias;
+        const float sp = ssd_kernels::softplus(raw);
+        grad = sp >= a.dt_min && sp <= a.dt_max ? softplus_grad(raw) : 0.0f;
+      }
+      v.dt[i] = dt;
+      v.acum[i] = ai;
+      v.decay_in[i] = in ? expf(ai) : 0.0f;
+      v.decay_out[i] = in ? expf(alast - ai) : 0.0f;
+      v.weight[i] = in ? expf(alast - ai) * dt : 0.0f;
+      v.dt_grad[i] = grad;
+    }
+  }
+  ptx::cp_async_wait_all();
+  __syncthreads();  // tiles and vectors in
+  if (S && dS) {  // <dS, S> for the gradient of a_last
+    float dot = 0.0f;
+    for (int i = tid; i < L::kS; i += kThreads) dot += to_float(Ss[i]) * to_float(dSs[i]);
+    dot = warp_sum(dot);
+    if (lane == 0) v.warp_dot[warp] = dot;
+  }
+
+  const int m0 = 16 * (warp >> 1), n0 = 32 * (warp & 1);
+  auto above_diagonal = [&](int nt) { return n0 + 8 * nt > m0 + 15; };
+  // C Bᵀ and dM = dY Xᵀ on and below the diagonal; M = C Bᵀ ⊙ E ⊙ dt_s into Ms (T; zero above the
+  // diagonal and past the chunk); the row and column sums of dM⊙M and dM⊙E⊙C Bᵀ.
+  {
+    float cb[4][4] = {}, dm[4][4] = {};
+    warp_product<T>(
+        cb, 0, kN, [&](auto& f, int k0) { M::load_a(f, Cs, BCL{}, m0, k0); },
+        [&](auto& f, int k0, int nt) { M::load_b(f, Bs, BCL{}, k0, n0 + 8 * nt); }, above_diagonal);
+    warp_product<T>(
+        dm, 0, kHeadDimTile, [&](auto& f, int k0) { M::load_a(f, dYs, XL{}, m0, k0); },
+        [&](auto& f, int k0, int nt) { M::load_b(f, Xs, XL{}, k0, n0 + 8 * nt); }, above_diagonal);
+    float row[2] = {}, col_mm[4][2] = {}, col_cb[4][2] = {}, m[4][4];
+    for_fragment(m0, n0, [&](int nt, int i, int l, int t) {
+      const bool in = t <= l && l < rows;
+      const float e = in ? expf(v.acum[l] - v.acum[t]) : 0.0f;
+      m[nt][i] = cb[nt][i] * e * v.dt[t];
+      const float mm = dm[nt][i] * m[nt][i];
+      row[i >> 1] += mm;
+      col_mm[nt][i & 1] += mm;
+      col_cb[nt][i & 1] += dm[nt][i] * e * cb[nt][i];
+    });
+    for_fragment(m0, n0, [&](int nt, int i, int l, int t) {
+      if (!(i & 1)) ssd_kernels::store_pair(Ms + ML::at(l, t), m[nt][i], m[nt][i + 1]);
+    });
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const float r = fragment_row_sum(row[half]);
+      if ((lane & 3) == 0) v.row_mm[warp & 1][m0 + (lane >> 2) + 8 * half] = r;
+    }
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        const float cm = fragment_column_sum(col_mm[nt][j]), cc = fragment_column_sum(col_cb[nt][j]);
+        if ((lane >> 2) == 0) {
+          v.col_mm[warp >> 1][n0 + 8 * nt + 2 * lane + j] = cm;
+          v.col_cb[warp >> 1][n0 + 8 * nt + 2 * lane + j] = cc;
+        }
+      }
+  }
+  __syncthreads();  // Ms complete
+
+  // dX = Mᵀ dY + D dY + diag(w) B dSᵀ (rows s, columns p), C Sᵀ (rows l); the row sums X_s · (B dSᵀ)_s
+  // and dY_l · (C Sᵀ)_l, and Σ dY ⊙ X.
+  {
+    float bds[4][4] = {}, cs[4][4] = {}, dx[4][4] = {};
+    if (S)
+      warp_product<T>(
+          cs, 0, kN, [&](auto& f, int k0) { M::load_a(f, Cs, BCL{}, m0, k0); },
+          [&](auto& f, int k0, int nt) { M::load_b(f, Ss, SL{}, k0, n0 + 8 * nt); }, no_skip);
+    if (dS)
+      warp_product<T>(
+          bds, 0, kN, [&](auto& f, int k0) { M::load_a(f, Bs, BCL{}, m0, k0); },
+          [&](auto& f, int k0, int nt) { M::load_b(f, dSs, SL{}, k0, n0 + 8 * nt); }, no_skip);
+    warp_product<T>(  // M is zero above the diagonal: rows s take l >= m0 only
+        dx, m0, kChunk, [&](auto& f, int k0) { M::load_a_t(f, Ms, ML{}, m0, k0); },
+        [&](auto& f, int k0, int nt) { M::load_b_t(f, dYs, XL{}, k0, n0 + 8 * nt); }, no_skip);
+    const float D = a.D ? a.D[h] : 0.0f;
+    float xb[2] = {}, ycs[2] = {}, dD = 0.0f;
+    for_fragment(m0, n0, [&](int nt, int i, int r, int p) {
+      const float x = to_float(Xs[XL::at(r, p)]), y = to_float(dYs[XL::at(r, p)]);
+      xb[i >> 1] += x * bds[nt][i];
+      ycs[i >> 1] += y * cs[nt][i];
+      dD += x * y;
+      dx[nt][i] += D * y + v.weight[r] * bds[nt][i];
+    });
+    if (g.dx) {
+      T* const out = g.dx + ch.row0 * g.lddx + int64_t(h) * P;
+      for_fragment(m0, n0, [&](int nt, int i, int r, int p) {
+        if (r < rows && p < P) out[r * g.lddx + p] = from_float<T>(dx[nt][i]);
+      });
+    }
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const float x = fragment_row_sum(xb[half]), y = fragment_row_sum(ycs[half]);
+      if ((lane & 3) == 0) {
+        v.row_xb[warp & 1][m0 + (lane >> 2) + 8 * half] = x;
+        v.row_ycs[warp & 1][m0 + (lane >> 2) + 8 * half] = y;
+      }
+    }
+    dD = warp_sum(dD);
+    if (lane == 0) v.warp_dD[warp] = dD;
+  }
+  __syncthreads();  // the partials complete
+  if (warp != 0) return;
+
+  // Warp 0, lane holding tokens 2 lane and 2 lane + 1: the gradients of a_l and dt_s, the state terms at
+  // s and at a_last, the reverse cumsum of da (a = cumsum(dt A)) into ddt and dA, through the clamp and
+  // softplus into the raw dt, and the partials.
+  float da[2], ddt[2], last = 0.0f;
+#pragma unroll
+  for (int j = 0; j < 2; ++j) {
+    const int i = 2 * lane + j;
+    da[j] = v.row_mm[0][i] + v.row_mm[1][i] - (v.col_mm[0][i] + v.col_mm[1][i] + v.col_mm[2][i] + v.col_mm[3][i]) +
+            v.decay_in[i] * (v.row_ycs[0][i] + v.row_ycs[1][i]);
+    ddt[j] = v.col_cb[0][i] + v.col_cb[1][i] + v.col_cb[2][i] + v.col_cb[3][i];
+    if (has_ds) {
+      const float dw = v.row_xb[0][i] + v.row_xb[1][i], term = dw * v.weight[i];
+      ddt[j] += dw * v.decay_out[i];
+      da[j] -= term;
+      last += term;
+    }
+  }
+  if (has_ds) {
+    float da_last = warp_sum(last);
+    if (has_prev) {
+      float dot_sum = 0.0f;
+      for (int w = 0; w < kThreads / 32; ++w) dot_sum += v.warp_dot[w];  // written when S and dS exist
+      da_last += expf(v.acum[rows - 1]) * dot_sum;
+    }
+    if (2 * lane == rows - 1) da[0] += da_last;
+    if (2 * lane + 1 == rows - 1) da[1] += da_last;
+  }
+  // r_l = Σ_{l' >= l} da_l': the pair sums scanned from the last lane down.
+  const float pair = da[0] + da[1];
+  float run = pair;
+#pragma unroll
+  for (int offset = 1; offset < 32; offset <<= 1) {
+    const float other = __shfl_sync(0xffffffffu, run, min(lane + offset, 31));
+    if (lane + offset < 32) run += other;
+  }
+  float after = __shfl_sync(0xffffffffu, run, min(lane + 1, 31));
+  if (lane == 31) after = 0.0f;
+  const float A = a.A[h];
+  float r[2], raw_grad[2];
+  r[1] = after + da[1];
+  r[0] = r[1] + da[0];
+  float dA_part = 0.0f, bias_part = 0.0f;
+#pragma unroll
+  for (int j = 0; j < 2; ++j) {
+    const int i = 2 * lane + j;
+    raw_grad[j] = (ddt[j] + A * r[j]) * v.dt_grad[i];
+    dA_part += v.dt[i] * r[j];
+    bias_part += raw_grad[j];
+    if (g.ddt && i < rows) g.ddt[(ch.row0 + i) * g.ldddt + h] = from_float<T>(raw_grad[j]);
+  }
+  const float dA_sum = warp_sum(dA_part), bias_sum = warp_sum(bias_part);
+  if (lane == 0) {
+    float dD_total = 0.0f;
+    for (int w = 0; w < kThreads / 32; ++w) dD_total += v.warp_dD[w];
+    const int64_t items = int64_t(a.batch) * chunks, item = int64_t(b) * chunks + c;
+    s.parts[item * a.heads + h] = dA_sum;
+    s.parts[(items + item) * a.heads + h] = a.D ? dD_total : 0.0f;
+    s.parts[(2 * items + item) * a.heads + h] = bias_sum;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
 // 6. Block per (b, g, chunk, 64 columns of N): dC = Σ_h diag(exp(a)) dY S + d(C Bᵀ) B and
-// dB = Σ_h diag(w) X dS + d(C Bᵀ)ᵀ C, the group's heads in order (each output when asked for).
+// dB = Σ_h diag(w) X dS + d(C Bᵀ)ᵀ C, the group's heads in order (each output when asked for), on the
+// tensor cores over [64][64] tiles of T; warp w computes rows 16 (w / 2) + [0, 16), columns
+// 32 (w % 2) + [0, 32) of the block's 64 x 64 pieces of dC and dB.
 
 template <class T>
-__global__ void __launch_bounds__(kThreads) dbc_kernel(Args<T> a, Grads<T> g, Scratch s) {
+constexpr size_t dbc_smem() { return 4 * size_t(kChunk) * 64 * sizeof(T); }
+
+template <class T>
+__global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 2 : 1) dbc_kernel(Args<T> a, Grads<T> g, Scratch<T> s) {
+  using Lay = Tile64<T>;
+  using M = WarpMma<T>;
   extern __shared__ __align__(16) unsigned char smem[];
-  float* const dt = reinterpret_cast<float*>(smem);
-  float* const acum = dt + kChunk;
-  float* const decay_in = acum + kChunk;  // exp(a_l)
-  float* const weight = decay_in + kChunk;  // w_s
-  float* const left = weight + kChunk;      // [l][p] dY, then [l][s] d(C Bᵀ)
-  float* const right = left + kTileFloats;  // [s][p] X, then [s][n] B
-  float* const Sp = right + kTileFloats;    // [p][n] S, then [l][n] C
-  float* const dSp = Sp + kTileFloats;      // [p][n] dS
+  T* const left = reinterpret_cast<T*>(smem);  // [l][p] dY, then [l][s] d(C Bᵀ)
+  T* const right = left + kChunk * 64;          // [s][p] X, then [s][n] B
+  T* const Sp = right + kChunk * 64;            // [p][n] S, then [l][n] C
+  T* const dSp = Sp + kChunk * 64;              // [p][n] dS
 
   const int P = a.head_dim, N = a.state_dim, chunks = chunk_count(a.length), per_group = a.heads / a.groups;
   const int n_tiles = (N + kTile - 1) / kTile;
@@ -528,89 +793,105 @@ __global__ void __launch_bounds__(kThreads) dbc_kernel(Args<T> a, Grads<T> g, Sc
   const int c = int(blockIdx.x / unsigned(n_tiles) % unsigned(chunks));
   const int bg = int(blockIdx.x / unsigned(n_tiles) / unsigned(chunks)), grp = bg % a.groups, b = bg / a.groups;
   const ChunkAt ch = chunk_at(a, b, c);
-  const int L = ch.rows, tid = int(threadIdx.x), n0 = nt * kTile, nw = min(kTile, N - n0);
+  const int rows = ch.rows, warp = int(threadIdx.x) >> 5, lane = int(threadIdx.x) & 31;
+  const int n0 = nt * kTile, nw = min(kTile, N - n0), m0 = 16 * (warp >> 1), w0 = 32 * (warp & 1);
   const int64_t PN = int64_t(P) * N;
+  const bool has_prev = g.dC && s.states != nullptr && (c > 0 || g.state0 != nullptr);
+  const bool has_ds = g.dB && s.dstates != nullptr && (c + 1 < chunks || g.dfinal != nullptr);
 
   float dc[4][4] = {}, db[4][4] = {};  // rows l (dC) or s (dB), columns n
-  for (int h = grp * per_group; h < (grp + 1) * per_group; ++h) {
-    const int64_t bh = int64_t(b) * a.heads + h, state_slot = (bh * chunks + c) * PN;
-    const bool has_prev = g.dC && s.states != nullptr && (c > 0 || g.state0 != nullptr);
-    const bool has_ds = g.dB && s.dstates != nullptr && (c + 1 < chunks || g.dfinal != nullptr);
-    if (!has_prev && !has_ds) continue;
-    load_chunk_values(a, s, bh, ch, dt, acum);
-    __syncthreads();
-    const float alast = acum[L - 1];
-    for (int i = tid; i < kChunk; i += kThreads) {
-      decay_in[i] = i < L ? expf(acum[i]) : 0.0f;
-      weight[i] = i < L ? expf(alast - acum[i]) * dt[i] : 0.0f;
-    }
+  for (int h = grp * per_group; (has_prev || has_ds) && h < (grp + 1) * per_group; ++h) {
+    const int64_t bh = int64_t(b) * a.heads + h, state_slot = (bh * chunks + c) * PN + n0;
     float ys[4][4] = {}, xds[4][4] = {};  // dY S and X dS
     for (int p0 = 0; p0 < P; p0 += kTile) {
       const int pw = min(kTile, P - p0);
       if (has_prev) {
-        const T* const dy = g.dy + ch.row0 * g.lddy + int64_t(h) * P + p0;
-        const float* const S = s.states + state_slot;
-        fill_tile(left, L, pw, [&](int r, int col) { return to_float(dy[r * g.lddy + col]); });
-        fill_tile(Sp, pw, nw, [&](int r, int col) { return S[int64_t(p0 + r) * N + n0 + col]; });
+        load_chunk_tile<T, Lay>(left, g.dy + ch.row0 * g.lddy + int64_t(h) * P + p0, g.lddy, rows, pw);
+        load_chunk_tile<T, Lay>(Sp, s.states + state_slot + int64_t(p0) * N, N, pw, nw);
       }
       if (has_ds) {
-        const T* const x = a.x + ch.row0 * a.ldx + int64_t(h) * P + p0;
-        const float* const dS = s.dstates + state_slot;
-        fill_tile(right, L, pw, [&](int r, int col) { return to_float(x[r * a.ldx + col]); });
-        fill_tile(dSp, pw, nw, [&](int r, int col) { return dS[int64_t(p0 + r) * N + n0 + col]; });
+        load_chunk_tile<T, Lay>(right, a.x + ch.row0 * a.ldx + int64_t(h) * P + p0, a.ldx, rows, pw);
+        load_chunk_tile<T, Lay>(dSp, s.dstates + state_slot + int64_t(p0) * N, N, pw, nw);
       }
+      ptx::cp_async_commit();
+      ptx::cp_async_wait_all();
       __syncthreads();
       if (has_prev)
-        mac(ys, [&](int l, int k) { return left[l * kLd + k]; }, [&](int k, int n) { return Sp[k * kLd + n]; });
+        warp_product<T>(
+            ys, 0, kTile, [&](auto& f, int k0) { M::load_a(f, left, Lay{}, m0, k0); },
+            [&](auto& f, int k0, int j) { M::load_b_t(f, Sp, Lay{}, k0, w0 + 8 * j); }, no_skip);
       if (has_ds)
-        mac(xds, [&](int t, int k) { return right[t * kLd + k]; }, [&](int k, int n) { return dSp[k * kLd + n]; });
-      __syncthreads();  // the tiles are read; decay_in and weight are complete
+        warp_product<T>(
+            xds, 0, kTile, [&](auto& f, int k0) { M::load_a(f, right, Lay{}, m0, k0); },
+            [&](auto& f, int k0, int j) { M::load_b_t(f, dSp, Lay{}, k0, w0 + 8 * j); }, no_skip);
+      __syncthreads();  // the tiles are read
     }
-    for_piece([&](int i, int j, int r, int) {
-      dc[i][j] += decay_in[r] * ys[i][j];
-      db[i][j] += weight[r] * xds[i][j];
+    // The factors exp(a_r) and w_r = exp(a_last − a_r) dt_r of the thread's rows r (0 past the chunk).
+    const float* const acum = s.acum + bh * a.length + ch.t0;
+    const float* const dt = s.dt + bh * a.length + ch.t0;
+    const float alast = acum[rows - 1];
+    float decay_in[2], weight[2];
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int r = m0 + (lane >> 2) + 8 * half;
+      decay_in[half] = r < rows ? expf(acum[r]) : 0.0f;
+      weight[half] = r < rows ? expf(alast - acum[r]) * dt[r] : 0.0f;
+    }
+    for_fragment(m0, w0, [&](int j, int i, int, int) {
+      dc[j][i] += decay_in[i >> 1] * ys[j][i];
+      db[j][i] += weight[i >> 1] * xds[j][i];
     });
   }
 
-  // The group's term through C Bᵀ.
+  // The group's term through C Bᵀ (d(C Bᵀ) is zero above the diagonal).
   const float* const dcb = s.dcb + (int64_t(bg) * chunks + c) * kChunk * kChunk;
-  const T* const B = a.B + ch.row0 * a.ldB + int64_t(grp) * N + n0;
-  const T* const C = a.C + ch.row0 * a.ldC + int64_t(grp) * N + n0;
-  fill_tile(left, kChunk, kChunk, [&](int r, int col) { return dcb[r * kChunk + col]; });
-  fill_tile(right, L, nw, [&](int r, int col) { return to_float(B[r * a.ldB + col]); });
-  fill_tile(Sp, L, nw, [&](int r, int col) { return to_float(C[r * a.ldC + col]); });
+  load_f32_tile<T, Lay>(left, dcb, kChunk, kChunk, kChunk);
+  load_chunk_tile<T, Lay>(right, a.B + ch.row0 * a.ldB + int64_t(grp) * N + n0, a.ldB, rows, nw);
+  load_chunk_tile<T, Lay>(Sp, a.C + ch.row0 * a.ldC + int64_t(grp) * N + n0, a.ldC, rows, nw);
+  ptx::cp_async_commit();
+  ptx::cp_async_wait_all();
   __syncthreads();
-  if (g.dC) {
-    mac(dc, [&](int l, int k) { return left[l * kLd + k]; }, [&](int k, int n) { return right[k * kLd + n]; });
-    T* const out = g.dC + ch.row0 * g.lddC + int64_t(grp) * N + n0;
-    for_piece([&](int i, int j, int l, int n) {
-      if (l < L && n < nw) out[l * g.lddC + n] = from_float<T>(dc[i][j]);
+  auto store = [&](T* out, int64_t ld, const float (&acc)[4][4]) {
+    for_fragment(m0, w0, [&](int j, int i, int r, int n) {
+      if (r < rows && n < nw) out[r * ld + n] = from_float<T>(acc[j][i]);
     });
+  };
+  if (g.dC) {
+    warp_product<T>(  // rows l take s <= l only
+        dc, 0, m0 + 16, [&](auto& f, int k0) { M::load_a(f, left, Lay{}, m0, k0); },
+        [&](auto& f, int k0, int j) { M::load_b_t(f, right, Lay{}, k0, w0 + 8 * j); }, no_skip);
+    store(g.dC + ch.row0 * g.lddC + int64_t(grp) * N + n0, g.lddC, dc);
   }
   if (g.dB) {
-    mac(db, [&](int t, int k) { return left[k * kLd + t]; }, [&](int k, int n) { return Sp[k * kLd + n]; });
-    T* const out = g.dB + ch.row0 * g.lddB + int64_t(grp) * N + n0;
-    for_piece([&](int i, int j, int t, int n) {
-      if (t < L && n < nw) out[t * g.lddB + n] = from_float<T>(db[i][j]);
-    });
+    warp_product<T>(  // rows s take l >= s only
+        db, m0, kChunk, [&](auto& f, int k0) { M::load_a_t(f, left, Lay{}, m0, k0); },
+        [&](auto& f, int k0, int j) { M::load_b_t(f, Sp, Lay{}, k0, w0 + 8 * j); }, no_skip);
+    store(g.dB + ch.row0 * g.lddB + int64_t(grp) * N + n0, g.lddB, db);
   }
 }
 
-constexpr size_t dbc_smem() { return (4 * kChunk + 4 * size_t(kTileFloats)) * sizeof(float); }
-
 // ---------------------------------------------------------------------------------------------------
-// 7. Thread per head: the (batch, chunk) partials summed in order and added to dA, dD, ddt_bias.
+// 7. Block per (parameter, head): the (batch, chunk) partials summed in a fixed order (thread t over
+// items t, t + kThreads, ..., then over the lanes and the warps) and added to dA, dD or ddt_bias.
+
+constexpr size_t param_smem() { return (kThreads / 32) * sizeof(float); }
 
 __global__ void __launch_bounds__(kThreads) param_kernel(int heads, int64_t items, const float* __restrict__ parts,
                                                         float* dA, float* dD, float* ddt_bias) {
-  const int h = int(blockIdx.x * kThreads + threadIdx.x);
-  if (h >= heads) return;
-  float* const outs[3] = {dA, dD, ddt_bias};
-  for (int k = 0; k < 3; ++k) {
-    if (!outs[k]) continue;
-    float sum = 0.0f;
-    for (int64_t i = 0; i < items; ++i) sum += parts[(k * items + i) * heads + h];
-    outs[k][h] += sum;
+  extern __shared__ __align__(16) unsigned char smem[];
+  float* const warp_sums = reinterpret_cast<float*>(smem);
+  const int k = int(blockIdx.x) / heads, h = int(blockIdx.x) % heads;
+  float* const out = k == 0 ? dA : k == 1 ? dD : ddt_bias;
+  if (!out) return;
+  float sum = 0.0f;
+  for (int64_t i = threadIdx.x; i < items; i += kThreads) sum += parts[(k * items + i) * heads + h];
+  sum = warp_sum(sum);
+  if ((threadIdx.x & 31) == 0) warp_sums[threadIdx.x >> 5] = sum;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float total = 0.0f;
+    for (int w = 0; w < kThreads / 32; ++w) total += warp_sums[w];
+    out[h] += total;
   }
 }
 
@@ -621,9 +902,26 @@ struct Plan {
   int chunks, p_tiles, n_tiles;
   bool states, dstates;  // whether s.states / s.dstates exist
   bool dbc;              // whether dB or dC is asked for
+  int head_tiles;        // kN of head_mma_kernel (64 or 128); 0: head_kernel (P > 64 or N > 128)
   size_t scratch_floats;
   unsigned values_blocks, states_blocks, pass_blocks, group_blocks, head_blocks, dbc_blocks, param_blocks;
 };
+
+// The floats each part of the scratch takes (Scratch's members in order; 0: absent), each part starting
+// 16-byte aligned.
+struct ScratchParts {
+  int64_t floats[7];
+};
+template <class T>
+ScratchParts scratch_parts(const Args<T>& a, const Plan& p) {
+  const int64_t bh = int64_t(a.batch) * a.heads, bg = int64_t(a.batch) * a.groups;
+  const int64_t state_floats = (bh * p.chunks * int64_t(a.head_dim) * a.state_dim * int64_t(sizeof(T)) + 3) / 4;
+  const int64_t cb = bg * p.chunks * kChunk * kChunk;
+  ScratchParts parts{{bh * a.length, bh * a.length, p.states ? state_floats : 0, p.dstates ? state_floats : 0,
+                      p.head_tiles ? 0 : cb, cb, 3 * int64_t(a.batch) * p.chunks * a.heads}};
+  for (int64_t& n : parts.floats) n = (n + 3) / 4 * 4;
+  return parts;
+}
 
 template <class T>
 Plan make_plan(const Args<T>& a, const Grads<T>& g) {
@@ -636,9 +934,9 @@ Plan make_plan(const Args<T>& a, const Grads<T>& g) {
   p.states = g.state0 != nullptr || p.chunks > 1;
   p.dstates = p.chunks > 1 || g.dfinal != nullptr || g.dstate0 != nullptr;
   p.dbc = g.dB != nullptr || g.dC != nullptr;
-  const int64_t state_floats = bh * p.chunks * PN;
-  p.scratch_floats = size_t(2 * bh * a.length + (p.states ? state_floats : 0) + (p.dstates ? state_floats : 0) +
-                            2 * bg * p.chunks * kChunk * kChunk + 3 * int64_t(a.batch) * p.chunks * a.heads);
+  p.head_tiles = a.head_dim > kHeadDimTile || a.state_dim > 128 ? 0 : a.state_dim <= 64 ? 64 : 128;
+  p.scratch_floats = 0;
+  for (int64_t n : scratch_parts(a, p).floats) p.scratch_floats += size_t(n);
   auto blocks = [](int64_t n) { return unsigned(n); };
   p.values_blocks = blocks((bh * p.chunks + kThreads / 32 - 1) / (kThreads / 32));
   p.states_blocks = blocks(bh * p.chunks * p.p_tiles * p.n_tiles);
@@ -646,30 +944,21 @@ Plan make_plan(const Args<T>& a, const Grads<T>& g) {
   p.group_blocks = blocks(bg * p.chunks);
   p.head_blocks = blocks(bh * p.chunks);
   p.dbc_blocks = blocks(bg * p.chunks * p.n_tiles);
-  p.param_blocks = blocks((a.heads + kThreads - 1) / kThreads);
+  p.param_blocks = blocks(3 * int64_t(a.heads));
   return p;
 }
 
-// The scratch of `plan` carved from `base` (plan.scratch_floats floats).
+// The scratch of `plan` carved from `base` (plan.scratch_floats floats, 16-byte aligned).
 template <class T>
-Scratch carve_scratch(const Args<T>& a, const Plan& plan, float* base) {
-  const int64_t bh = int64_t(a.batch) * a.heads, bg = int64_t(a.batch) * a.groups;
-  const int64_t state_floats = bh * plan.chunks * int64_t(a.head_dim) * a.state_dim;
-  Scratch s{};
+Scratch<T> carve_scratch(const Args<T>& a, const Plan& plan, float* base) {
+  const ScratchParts parts = scratch_parts(a, plan);
   float* next = base;
-  auto take = [&](int64_t n) {
-    float* const p = next;
-    next += n;
-    return p;
-  };
-  s.dt = take(bh * a.length);
-  s.acum = take(bh * a.length);
-  s.states = plan.states ? take(state_floats) : nullptr;
-  s.dstates = plan.dstates ? take(state_floats) : nullptr;
-  s.cb = take(bg * plan.chunks * kChunk * kChunk);
-  s.dcb = take(bg * plan.chunks * kChunk * kChunk);
-  s.parts = take(3 * int64_t(a.batch) * plan.chunks * a.heads);
-  return s;
+  float* ptrs[7];
+  for (int i = 0; i < 7; ++i) {
+    ptrs[i] = parts.floats[i] ? next : nullptr;
+    next += parts.floats[i];
+  }
+  return {ptrs[0], ptrs[1], reinterpret_cast<T*>(ptrs[2]), reinterpret_cast<T*>(ptrs[3]), ptrs[4], ptrs[5], ptrs[6]};
 }
 
 }  // namespace ssm::ops::cuda::ssd_backward_kernels

@@ -12,11 +12,17 @@ template <class T>
 cudaError_t kernel_setup() {
   static const cudaError_t error = [] {
     cudaError_t e = cudaFuncSetAttribute(chunk_states_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         int(chunk_states_smem()));
+                                         int(chunk_states_smem<T>()));
     if (e == cudaSuccess)
       e = cudaFuncSetAttribute(head_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(head_smem()));
     if (e == cudaSuccess)
-      e = cudaFuncSetAttribute(dbc_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(dbc_smem()));
+      e = cudaFuncSetAttribute(head_mma_kernel<T, 64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               int(head_mma_smem<T, 64>()));
+    if (e == cudaSuccess)
+      e = cudaFuncSetAttribute(head_mma_kernel<T, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               int(head_mma_smem<T, 128>()));
+    if (e == cudaSuccess)
+      e = cudaFuncSetAttribute(dbc_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(dbc_smem<T>()));
     return e;
   }();
   return error;
@@ -39,7 +45,7 @@ template <class T>
 cudaError_t launch_backward(const Args<T>& a, const Grads<T>& g, const Plan& plan, float* scratch,
                             cudaStream_t stream, int stages = kAllStages) {
   if (const cudaError_t e = kernel_setup<T>(); e != cudaSuccess) return e;
-  const Scratch s = carve_scratch(a, plan, scratch);
+  const Scratch<T> s = carve_scratch(a, plan, scratch);
   const bool states = plan.states || plan.dstates, params = g.dA || g.dD || g.ddt_bias;
   // Each launch checked at once: a launch that fails stops the sequence.
   cudaError_t e = cudaSuccess;
@@ -48,27 +54,32 @@ cudaError_t launch_backward(const Args<T>& a, const Grads<T>& g, const Plan& pla
     if ((e = cudaGetLastError()) != cudaSuccess) return e;
   }
   if (states && (stages & kChunkStates)) {
-    chunk_states_kernel<T><<<plan.states_blocks, kThreads, chunk_states_smem(), stream>>>(a, g, s);
+    chunk_states_kernel<T><<<plan.states_blocks, kThreads, chunk_states_smem<T>(), stream>>>(a, g, s);
     if ((e = cudaGetLastError()) != cudaSuccess) return e;
   }
   if (states && (stages & kStatePass)) {
     state_pass_kernel<T><<<plan.pass_blocks, kThreads, 0, stream>>>(a, g, s);
     if ((e = cudaGetLastError()) != cudaSuccess) return e;
   }
-  if (stages & kGroup) {
-    group_kernel<T><<<plan.group_blocks, kThreads, group_smem(), stream>>>(a, g, s);
+  if ((stages & kGroup) && (plan.dbc || !plan.head_tiles)) {  // C Bᵀ for head_kernel, d(C Bᵀ) for dbc_kernel
+    group_kernel<T><<<plan.group_blocks, kThreads, group_smem<T>(), stream>>>(a, g, s);
     if ((e = cudaGetLastError()) != cudaSuccess) return e;
   }
   if (stages & kHead) {
-    head_kernel<T><<<plan.head_blocks, kThreads, head_smem(), stream>>>(a, g, s);
+    if (plan.head_tiles == 64)
+      head_mma_kernel<T, 64><<<plan.head_blocks, kThreads, head_mma_smem<T, 64>(), stream>>>(a, g, s);
+    else if (plan.head_tiles == 128)
+      head_mma_kernel<T, 128><<<plan.head_blocks, kThreads, head_mma_smem<T, 128>(), stream>>>(a, g, s);
+    else
+      head_kernel<T><<<plan.head_blocks, kThreads, head_smem(), stream>>>(a, g, s);
     if ((e = cudaGetLastError()) != cudaSuccess) return e;
   }
   if (plan.dbc && (stages & kDbc)) {
-    dbc_kernel<T><<<plan.dbc_blocks, kThreads, dbc_smem(), stream>>>(a, g, s);
+    dbc_kernel<T><<<plan.dbc_blocks, kThreads, dbc_smem<T>(), stream>>>(a, g, s);
     if ((e = cudaGetLastError()) != cudaSuccess) return e;
   }
   if (params && (stages & kParams)) {
-    param_kernel<<<plan.param_blocks, kThreads, 0, stream>>>(a.heads, int64_t(a.batch) * plan.chunks, s.parts, g.dA,
+    param_kernel<<<plan.param_blocks, kThreads, param_smem(), stream>>>(a.heads, int64_t(a.batch) * plan.chunks, s.parts, g.dA,
                                                              g.dD, g.ddt_bias);
     e = cudaGetLastError();
   }

@@ -188,11 +188,17 @@ struct WarpMma<bf16> {
     const int lane = threadIdx.x & 31, q = lane >> 3, r = lane & 7;
     ptx::ldmatrix_x4(f.r, s + L::at(m0 + r + 8 * (q & 1), k0 + 8 * (q >> 1)));
   }
+  // A with element (m, k) at s[L::at(k, m)].
+  template <class L>
+  static __device__ __forceinline__ void load_a_t(FragA& f, const bf16* s, L, int m0, int k0) {
+    const int lane = threadIdx.x & 31, q = lane >> 3, r = lane & 7;
+    ptx::ldmatrix_x4_trans(f.r, s + L::at(k0 + r + 8 * (q >> 1), m0 + 8 * (q & 1)));
+  }
   // A with element (m, k) at s[L::at(k, m)], column k multiplied by w[k].
   template <class L>
   static __device__ __forceinline__ void load_a_t_scaled(FragA& f, const bf16* s, L, int m0, int k0, const float* w) {
-    const int lane = threadIdx.x & 31, q = lane >> 3, r = lane & 7, t = lane & 3;
-    ptx::ldmatrix_x4_trans(f.r, s + L::at(k0 + r + 8 * (q >> 1), m0 + 8 * (q & 1)));
+    const int t = threadIdx.x & 3;
+    load_a_t(f, s, L{}, m0, k0);
     const float w0 = w[k0 + 2 * t], w1 = w[k0 + 2 * t + 1], w8 = w[k0 + 8 + 2 * t], w9 = w[k0 + 9 + 2 * t];
     f.r[0] = scale(f.r[0], w0, w1);
     f.r[1] = scale(f.r[1], w0, w1);
@@ -246,6 +252,14 @@ struct WarpMma<float> {
     split(s[L::at(m0 + g + 8, k0 + t)], f.hi[1], f.lo[1]);
     split(s[L::at(m0 + g, k0 + t + 4)], f.hi[2], f.lo[2]);
     split(s[L::at(m0 + g + 8, k0 + t + 4)], f.hi[3], f.lo[3]);
+  }
+  template <class L>
+  static __device__ __forceinline__ void load_a_t(FragA& f, const float* s, L, int m0, int k0) {
+    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    split(s[L::at(k0 + t, m0 + g)], f.hi[0], f.lo[0]);
+    split(s[L::at(k0 + t, m0 + g + 8)], f.hi[1], f.lo[1]);
+    split(s[L::at(k0 + t + 4, m0 + g)], f.hi[2], f.lo[2]);
+    split(s[L::at(k0 + t + 4, m0 + g + 8)], f.hi[3], f.lo[3]);
   }
   template <class L>
   static __device__ __forceinline__ void load_a_t_scaled(FragA& f, const float* s, L, int m0, int k0, const float* w) {
@@ -303,7 +317,7 @@ constexpr int kMaxSegments = 16;
 // of 16 / sizeof(T)) stays whole. Rows of at least 8 pieces (kCols * sizeof(T) a multiple of 128).
 template <class T, int kCols>
 struct SwizzledRows {
-  static constexpr int kVec = 16 / int(sizeof(T));
+  static constexpr int kVec = 16 / int(sizeof(T)), kWidth = kCols;
   static_assert(kCols * int(sizeof(T)) % 128 == 0, "rows of a multiple of 8 pieces of 16 bytes");
   __host__ __device__ static constexpr int at(int r, int c) {
     return r * kCols + (((c / kVec) ^ (r & 7)) * kVec) + c % kVec;
