@@ -22,24 +22,25 @@ void head_backward(const SlstmInputs& in, const Tensor& dy, const SlstmDims& d, 
   const float* R = in.R.data<float>() + hd * dh * 4 * dh;
   const float* bias = in.bias.data<float>() + hd * 4 * dh;
   thread_local detail::Scratch scratch;
-  // raw [T, 4dh]; c, n, m [T+1, dh] (row 0: the zero state); carried dh, dc, dn and draw [4dh].
-  float* raw = scratch.get<float>(size_t(T * 4 * dh + 3 * (T + 1) * dh + 7 * dh));
+  // raw [T, 4dh]; c, n, m [T+1, dh] (row 0: the zero state); the forward's running h; going back,
+  // the carried gradients into h_{t-1}, c and n, and one step's pre-activation gradients [4dh].
+  float* raw = scratch.get<float>(size_t(T * 4 * dh + 3 * (T + 1) * dh + 8 * dh));
   float *cs = raw + T * 4 * dh, *ns = cs + (T + 1) * dh, *ms = ns + (T + 1) * dh;
-  float *dh_next = ms + (T + 1) * dh, *dc = dh_next + dh, *dn = dc + dh, *draw = dn + dh;
+  float *h = ms + (T + 1) * dh, *dh_next = h + dh, *dc = dh_next + dh, *dn = dc + dh, *draw = dn + dh;
   std::fill(cs, cs + dh, 0.0f);
   std::fill(ns, ns + dh, 0.0f);
   std::fill(ms, ms + dh, 0.0f);
-  std::fill(dh_next, dh_next + 3 * dh, 0.0f);  // h_{-1} = 0 (forward), then dh, dc, dn = 0 (backward)
+  std::fill(h, h + 4 * dh, 0.0f);  // h, dh_next, dc, dn
   const int64_t ldx = in.wx.row_stride(), ldy = dy.row_stride(), ldd = dwx.row_stride();
-  float* h = dh_next;
   for (int64_t t = 0; t < T; ++t) {
     float *c = cs + (t + 1) * dh, *n = ns + (t + 1) * dh, *m = ms + (t + 1) * dh;
-    std::copy(c - dh, c, c), std::copy(n - dh, n, n), std::copy(m - dh, m, m);
+    std::copy(c - dh, c, c);
+    std::copy(n - dh, n, n);
+    std::copy(m - dh, m, m);
     const int64_t row = b * T + t;
     detail::slstm_head_step(in.wx.data<float>() + row * ldx + hd * dh, D, R, bias, dh, raw + t * 4 * dh, c, n, m, h);
     std::copy(h, h + dh, hs + row * D + hd * dh);
   }
-  std::fill(dh_next, dh_next + dh, 0.0f);
   for (int64_t t = T - 1; t >= 0; --t) {
     const int64_t row = b * T + t;
     const float* r = raw + t * 4 * dh;
