@@ -59,6 +59,9 @@ struct InitOptions {
   // mamba_ssm / GPT-2: output projections of residual branches scaled by 1/sqrt(number of branches).
   bool rescale_prenorm_residual = true;
   int64_t residual_branches = 1;
+  // The decoder layer of the branch being initialised and the model's layer count (xLSTM's sLSTM
+  // forget-gate biases depend on the block's place in the stack).
+  int64_t layer = 0, n_layers = 1;
 };
 
 class Mixer {

@@ -294,6 +294,30 @@ void mlstm(const MlstmInputs& in, MlstmState* state, Tensor& h);
 // One token: q/k [B,H*dk], v [B,H*dv], i/f [B,H]; state required and advanced; h [B,H*dv].
 void mlstm_step(const MlstmInputs& in, MlstmState& state, Tensor& h);
 
+// ---- sLSTM (xLSTM's scalar memory; Beck et al. 2024, NX-AI's xlstm sLSTM cell) ----
+// H heads of dh units (D = H·dh), each unit with its own c, n, m and output h. The gate
+// pre-activations, in NX-AI's order i, f, z, o, are the input's share wx plus the recurrence and bias:
+//   [ĩ, f̃, z̃, õ]_t = wx_t + R h_{t-1} + bias      (R block-diagonal: a head reads only its own units)
+//   m_t = ĩ_t where n_{t-1} = 0 (a fresh state), else max(logσ(f̃_t) + m_{t-1}, ĩ_t)     (the stabiliser)
+//   i'_t = exp(ĩ_t − m_t),  f'_t = exp(logσ(f̃_t) + m_{t-1} − m_t)
+//   c_t = f'_t c_{t-1} + i'_t tanh(z̃_t),  n_t = f'_t n_{t-1} + i'_t,  h_t = σ(õ_t) c_t / n_t
+// Sequential in time (h_{t-1} feeds the gates); parallel over sequences and heads.
+struct SlstmInputs {
+  Tensor wx;    // [B,T,4·D] rows (a step: [B,4·D]), gate-major: i | f | z | o, each [H, dh]
+  Tensor R;     // [H, dh, 4·dh] F32 contiguous: R[h, j, g·dh + k] weighs unit j's h_{t-1} into gate g of unit k
+  Tensor bias;  // [H·4·dh] F32: bias[(h·4 + g)·dh + k]   (R and bias as NX-AI's CUDA backend stores them)
+  int64_t n_heads = 1;
+};
+// The recurrent state of B sequences: contiguous F32 [B, D] each (zeros: a fresh state).
+struct SlstmState {
+  Tensor c, n, m, h;
+  static SlstmState zeros(int64_t batch, int64_t width);
+};
+// y [B,T,D] rows (h_t). state (optional): the starting state (absent = zeros), overwritten with the final one.
+void slstm(const SlstmInputs& in, SlstmState* state, Tensor& y);
+// One token: wx [B,4·D]; state required and advanced; y [B,D].
+void slstm_step(const SlstmInputs& in, SlstmState& state, Tensor& y);
+
 // ---- rotary position embedding and softmax attention ----
 // RoPE as transformers applies it (rotate-half form). Per head of head_dim channels, the first
 // rotary_dim (even, <= head_dim) rotate and the rest pass through; with half = rotary_dim / 2 and

@@ -167,6 +167,17 @@ struct MlstmGrads {
 };
 void mlstm_backward(const MlstmInputs& in, const Tensor& dh, MlstmGrads& grads);
 
+// ---- sLSTM ----
+// Gradients of ops::slstm from the zero state (back-propagation through time): dwx [B,T,4·D] rows
+// (with respect to the gate pre-activations, which is also the gradient of the bias and of R h_{t-1})
+// written; dR [H, dh, 4·dh] and dbias [H·4·dh] accumulated. The stabiliser m is held constant: h does
+// not depend on it (c and n carry the same factor exp(−m)), so this is the exact gradient. The forward
+// is recomputed; dR and dbias are summed in a fixed order (no result depends on the threads).
+struct SlstmGrads {
+  Tensor dwx, dR, dbias;
+};
+void slstm_backward(const SlstmInputs& in, const Tensor& dy, SlstmGrads& grads);
+
 // ---- rotary position embedding and softmax attention ----
 // Forward ops::rope (a rotation per channel pair): dx = the inverse rotation of dy, in place on dx
 // (which holds dy on entry). Same shapes and positions as the forward.

@@ -15,7 +15,10 @@ void init_parameters(LanguageModel& model, uint64_t seed) {
   init::normal(*by_name.at(c.embedding_name), rng, c.init.initializer_range);
   for (size_t i = 0; i < c.branches.size(); ++i) {
     init::constant(*by_name.at(c.branches[i].norm), 1.0f);
-    for (const MixerSlot& slot : model.branches()[i].mixers) slot.mixer->init_parameters(rng, c.init);
+    InitOptions options = c.init;
+    options.layer = c.branches[i].layer;
+    options.n_layers = c.n_layers;
+    for (const MixerSlot& slot : model.branches()[i].mixers) slot.mixer->init_parameters(rng, options);
   }
   init::constant(*by_name.at(c.final_norm_name), 1.0f);
   if (!c.tie_embeddings()) init::normal(*by_name.at(c.head_name), rng, c.init.initializer_range);

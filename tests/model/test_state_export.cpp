@@ -1,6 +1,7 @@
 // A sequence's state exported as named host tensors and imported into another state goes on exactly
 // as a copy of it does, for every kind of state: Mamba-1/2 conv + SSM, full and sliding-window KV
-// caches, RAT's chunk cache, the mLSTM's matrix memory; and an import that does not fit is one error.
+// caches, RAT's chunk cache, the mLSTM's matrix memory, the sLSTM's conv and (c, n, m, h); and an import
+// that does not fit is one error.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -67,6 +68,17 @@ TEST(StateExport, EveryKindOfStateRoundTrips) {
   init_parameters(rat, 9);
   SCOPED_TRACE("rat + swa");
   expect_round_trip(rat);
+  LanguageModel xlstm(ModelConfig::from_json({{"model_type", "ssm"},
+                                              {"vocab_size", 37},
+                                              {"hidden_size", 24},
+                                              {"layers", {"slstm+mlp", "mlstm"}},
+                                              {"slstm", {{"num_heads", 2}, {"recurrent_weight_init", "standard"}}},
+                                              {"mlstm", {{"num_heads", 2}}},
+                                              {"mlp", {{"intermediate_size", 40}}}},
+                                             "test config"));
+  init_parameters(xlstm, 11);
+  SCOPED_TRACE("slstm + mlstm");
+  expect_round_trip(xlstm);
 }
 
 TEST(StateExport, AnImportThatDoesNotFitIsAnError) {

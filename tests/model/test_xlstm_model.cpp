@@ -3,10 +3,15 @@
 // with soft-capped gates, per-head norm, SwiGLU feed-forward, capped logits); prefill in pieces
 // and token-by-token steps against the parallel forward; batched decoding; save and reload; the
 // GPU and training refusals. Parity with transformers
-// itself is the xlstm_tiny fixture's (tests/model/test_hf_fixtures.cpp).
+// itself is the xlstm_tiny fixture's (tests/model/test_hf_fixtures.cpp). Then xLSTM[a:b] plans of
+// the project's own type mixing mLSTM and sLSTM layers (NX-AI's sLSTM layer): the same checks, and
+// NX-AI's initialisation of the sLSTM.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <map>
+#include <set>
 
 #include "core/random.h"
 #include "infer/generator.h"
@@ -14,6 +19,7 @@
 #include "model/model_reference.h"
 #include "nn/mixers/mlp/mlp.h"
 #include "nn/mixers/mlstm/mlstm.h"
+#include "nn/mixers/slstm/slstm.h"
 #include "ops/test_util.h"
 #include "train/init.h"
 #include "train/model_backward.h"
@@ -205,6 +211,136 @@ TEST(XlstmModel, TrainingRefusesTheLogitCapAndTheGpuTheMlstm) {
   test::expect_error([&] { TrainingPass pass(model, {}); }, {"output logit soft cap", "output_logit_soft_cap"});
   test::expect_error([&] { model.branches()[0].mixers[0].mixer->to_device(Device::CUDA); },
                      {"--device cuda: mLSTM layers have no GPU kernels yet"});
+}
+
+// An xLSTM[2:1] plan of the project's own type: mLSTM and sLSTM layers, each with a GELU feed-forward.
+Json slstm_plan(int64_t conv_kernel) {
+  return {{"model_type", "ssm"},
+          {"vocab_size", 37},
+          {"hidden_size", 24},
+          {"tie_word_embeddings", false},
+          {"layers", {"mlstm+mlp", "slstm+mlp", "mlstm", "slstm"}},
+          {"mlstm", {{"num_heads", 2}, {"chunk_size", 4}}},
+          {"slstm", {{"num_heads", 3}, {"conv1d_kernel_size", conv_kernel}}},
+          {"mlp", {{"intermediate_size", 32}, {"hidden_act", "gelu"}}}};
+}
+
+TEST(XlstmModel, SlstmPlanReadsNxAiNames) {
+  const ModelConfig c = parse(slstm_plan(4));
+  EXPECT_EQ(c.layer_pattern(), "mlstm mlp | slstm mlp | mlstm | slstm");
+  const auto& s = dynamic_cast<const SlstmSettings&>(*c.branches[2].mixers[0].settings);
+  EXPECT_EQ(s.head_dim(), 8);
+  EXPECT_EQ(s.conv_kernel, 4);
+  LanguageModel model(c);
+  std::set<std::string> names;
+  for (const ParamRef& p : model.params())
+    if (p.name.rfind("model.layers.1.mixer.", 0) == 0) names.insert(p.name.substr(21) + " " + shape_str(p.shape));
+  EXPECT_EQ(names, (std::set<std::string>{"conv1d.conv.weight [24, 1, 4]", "conv1d.conv.bias [24]",
+                                          "fgate.weight [3, 8, 8]", "igate.weight [3, 8, 8]", "zgate.weight [3, 8, 8]",
+                                          "ogate.weight [3, 8, 8]", "slstm_cell._recurrent_kernel_ [3, 8, 32]",
+                                          "slstm_cell._bias_ [96]", "group_norm.weight [24]"}));
+  const auto with = [](const char* key, Json value) {
+    Json c = slstm_plan(4);
+    c["slstm"][key] = value;
+    return [c] { parse(c); };
+  };
+  test::expect_error(with("num_heads", 5), {"the sLSTM width 24 must be a positive multiple of num_heads 5"});
+  test::expect_error(with("conv1d_kernel_size", -1), {"conv1d_kernel_size must not be negative"});
+  test::expect_error(with("bias_init", "ones"), {"bias_init 'ones' is none of"});
+  test::expect_error(with("recurrent_weight_init", "ones"), {"recurrent_weight_init 'ones' is none of"});
+  test::expect_error(with("backend", "cuda"), {"unknown config key 'backend'"});
+}
+
+// NX-AI's sLSTMLayer init: zero R, the forget gate's power-law biases by block (layer 1 of 4 here),
+// the other biases zero, the norm's residual weight zero, small-init gate projections.
+TEST(XlstmModel, SlstmInitFollowsNxAi) {
+  LanguageModel model(parse(slstm_plan(4)));
+  init_parameters(model, 3);
+  std::map<std::string, const Tensor*> by_name;
+  for (const ParamRef& p : model.params()) by_name[p.name] = p.tensor;
+  const std::string prefix = "model.layers.1.mixer.";
+  const float* R = by_name.at(prefix + "slstm_cell._recurrent_kernel_")->data<float>();
+  EXPECT_TRUE(std::all_of(R, R + 3 * 8 * 32, [](float v) { return v == 0.0f; }));
+  const float* bias = by_name.at(prefix + "slstm_cell._bias_")->data<float>();
+  const double ratio = 1.0 / 3.0;  // block 1 of 4
+  for (int64_t h = 0; h < 3; ++h)
+    for (int64_t g = 0; g < 4; ++g)
+      for (int64_t k = 0; k < 8; ++k) {
+        const double want = g == 1 ? -(-5.0 + 12.0 * std::pow(double(k) / 7.0, 0.3 + 1.3 * ratio)) : 0.0;
+        EXPECT_NEAR(bias[(h * 4 + g) * 8 + k], want, 1e-6) << "head " << h << " gate " << g << " unit " << k;
+      }
+  const Tensor& norm = *by_name.at(prefix + "group_norm.weight");
+  EXPECT_TRUE(std::all_of(norm.data<float>(), norm.data<float>() + 24, [](float v) { return v == 0.0f; }));
+  const Tensor& z = *by_name.at(prefix + "zgate.weight");
+  double sum_sq = 0;
+  for (int64_t i = 0; i < z.numel(); ++i) sum_sq += double(z.data<float>()[i]) * z.data<float>()[i];
+  EXPECT_NEAR(std::sqrt(sum_sq / double(z.numel())), std::sqrt(2.0 / (5.0 * 24.0)), 0.05);
+}
+
+TEST(XlstmModel, SlstmPlanLogitsMatchTheDoubleReference) {
+  for (int64_t conv : {4, 0}) {
+    LanguageModel model = random_model(slstm_plan(conv), 13);
+    const Tensor ids = random_ids(2, 11, 37, 4);
+    const Tensor got = model.forward(ids, nullptr, true);
+    testing::Params P;
+    for (const ParamRef& p : model.params())
+      P[p.name] = testing::Vec(p.tensor->data<float>(), p.tensor->data<float>() + p.tensor->numel());
+    const testing::Vec want = testing::reference_logits(model.config(), P, ids);
+    double diff = 0, ref = 0;
+    for (int64_t i = 0; i < got.numel(); ++i) {
+      diff = std::max(diff, std::fabs(double(got.data<float>()[i]) - want[size_t(i)]));
+      ref = std::max(ref, std::fabs(want[size_t(i)]));
+    }
+    EXPECT_LT(diff / ref, 1e-5) << "conv " << conv;
+  }
+}
+
+TEST(XlstmModel, SlstmPlanPrefillInPiecesAndStepMatchForward) {
+  for (int64_t conv : {3, 0}) {
+    const LanguageModel model = random_model(slstm_plan(conv), 15);
+    const int64_t batch = 2, length = 19;
+    const Tensor ids = random_ids(batch, length, 37, 6);
+    const Tensor full = model.forward(ids, nullptr, true);
+    ModelState state = model.new_state(batch);
+    int64_t t = 0;
+    for (int64_t piece : {5, 1, 6}) {
+      const Tensor logits = model.forward(ids.slice(1, t, piece).contiguous(), &state, true);
+      ASSERT_LT(relative_max_error(logits, full.slice(1, t, piece)), 1e-5) << "conv " << conv << " piece at " << t;
+      t += piece;
+    }
+    for (; t < length; ++t) {
+      const Tensor logits = model.step(ids.select(1, t).contiguous(), state);
+      ASSERT_LT(relative_max_error(logits, full.select(1, t)), 1e-5) << "conv " << conv << " position " << t;
+    }
+  }
+}
+
+TEST(XlstmModel, SlstmPlanBatchedDecodeEqualsEachSequenceAlone) {
+  const LanguageModel model = random_model(slstm_plan(4), 17);
+  const std::vector<std::vector<int32_t>> prompts = {{3, 4, 5, 6, 7, 8, 9}, {12, 13}, {14, 15, 16, 17, 18}};
+  GenerateOptions options;
+  options.max_new_tokens = 8;
+  options.sampling.temperature = 0;
+  const auto together = Generator(model).generate(prompts, options);
+  for (size_t i = 0; i < prompts.size(); ++i)
+    EXPECT_EQ(together.sequences[i], Generator(model).generate({prompts[i]}, options).sequences[0]) << i;
+}
+
+TEST(XlstmModel, SlstmPlanSavesAndReloads) {
+  const LanguageModel model = random_model(slstm_plan(4), 19);
+  const std::string dir = (std::filesystem::temp_directory_path() / "ssm_test_slstm_save").string();
+  std::filesystem::remove_all(dir);
+  model.save(dir);
+  const LanguageModel loaded = LanguageModel::load(dir);
+  const Tensor ids = random_ids(2, 9, 37, 8);
+  EXPECT_EQ(relative_max_error(loaded.forward(ids, nullptr, true), model.forward(ids, nullptr, true)), 0.0);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(XlstmModel, SlstmRefusesTheGpu) {
+  LanguageModel model = random_model(slstm_plan(4), 21);
+  test::expect_error([&] { model.branches()[2].mixers[0].mixer->to_device(Device::CUDA); },
+                     {"--device cuda: sLSTM layers have no GPU kernels yet"});
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include "nn/mixers/mlstm/mlstm.h"
 #include "nn/mixers/moe/moe.h"
 #include "nn/mixers/rat/rat.h"
+#include "nn/mixers/slstm/slstm.h"
 #include "ops/ref/activation.h"
 #include "ops/ref/attention.h"
 #include "ops/ref/conv1d.h"
@@ -21,6 +22,7 @@
 #include "ops/ref/rope.h"
 #include "ops/ref/rmsnorm.h"
 #include "ops/ref/selective_scan.h"
+#include "ops/ref/slstm.h"
 #include "ops/ref/ssd.h"
 
 namespace ssm::testing {
@@ -217,6 +219,35 @@ Vec mlstm(const MlstmSettings& s, const Named& p, const Vec& x, int64_t Bt, int6
   return ref::linear(gated, p("out_proj.weight"), {}, M, D, s.v_dim);
 }
 
+// NX-AI's sLSTMLayer: wx = [fgate(xc), igate(xc), zgate(x), ogate(x)] (headwise) with xc = silu(conv(x)),
+// y = group_norm(slstm(wx)) with the norm's weight 1 + w.
+Vec slstm(const SlstmSettings& s, const Named& p, const Vec& x, int64_t Bt, int64_t T) {
+  const int64_t M = Bt * T, D = s.d_model, H = s.n_heads, dh = s.head_dim();
+  const Vec xc = s.conv_kernel > 0 ? ref::conv1d_causal(x, p("conv1d.conv.weight"), p("conv1d.conv.bias"), {}, true,
+                                                        Bt, T, D, s.conv_kernel)
+                                         .y
+                                   : x;
+  ref::SlstmRefInputs in;
+  in.wx.assign(size_t(M * 4 * D), 0.0);
+  const auto headwise = [&](const Vec& input, const std::string& name, int64_t gate) {
+    const Vec& w = p(name + ".weight");  // [H, dh, dh]
+    for (int64_t h = 0; h < H; ++h) {
+      const Vec wh(w.begin() + h * dh * dh, w.begin() + (h + 1) * dh * dh);
+      set_columns(in.wx, M, 4 * D, gate * D + h * dh, ref::linear(columns(input, M, D, h * dh, dh), wh, {}, M, dh, dh),
+                  dh);
+    }
+  };
+  headwise(xc, "fgate", 0);
+  headwise(xc, "igate", 1);
+  headwise(x, "zgate", 2);
+  headwise(x, "ogate", 3);
+  in.R = p("slstm_cell._recurrent_kernel_");
+  in.bias = p("slstm_cell._bias_");
+  Vec scale = p("group_norm.weight");
+  for (double& w : scale) w += 1.0;
+  return ref::group_layernorm(ref::slstm({Bt, T, H, dh}, in), scale, {}, M, D, dh, SlstmSettings::kNormEps);
+}
+
 }  // namespace
 
 Vec reference_mixer(const MixerPlan& mixer, const Params& P, const Vec& x, int64_t Bt, int64_t T) {
@@ -229,6 +260,7 @@ Vec reference_mixer(const MixerPlan& mixer, const Params& P, const Vec& x, int64
   if (const auto* e = dynamic_cast<const MoeSettings*>(s)) return moe(*e, named, x, Bt * T);
   if (const auto* r = dynamic_cast<const RatSettings*>(s)) return rat(*r, named, x, Bt, T);
   if (const auto* l = dynamic_cast<const MlstmSettings*>(s)) return mlstm(*l, named, x, Bt, T);
+  if (const auto* l = dynamic_cast<const SlstmSettings*>(s)) return slstm(*l, named, x, Bt, T);
   fail("reference_mixer: no reference for mixer kind '{}'", s->kind());
 }
 

@@ -140,6 +140,23 @@ TEST(TrainModelBackward, MlstmPlanMatchesFiniteDifferences) {
   check_gradients(parse(plan));
 }
 
+// xLSTM[a:b]: sLSTM layers (NX-AI's: conv into the i and f gates, or none; the recurrence through R)
+// beside an mLSTM, with GELU feed-forwards.
+TEST(TrainModelBackward, SlstmPlanMatchesFiniteDifferences) {
+  for (int64_t conv : {3, 0}) {
+    SCOPED_TRACE("conv " + std::to_string(conv));
+    const Json plan = {{"model_type", "ssm"},
+                       {"vocab_size", 19},
+                       {"hidden_size", 12},
+                       {"tie_word_embeddings", false},
+                       {"layers", {"slstm+mlp", "mlstm", "slstm"}},
+                       {"slstm", {{"num_heads", 2}, {"conv1d_kernel_size", conv}, {"recurrent_weight_init", "standard"}}},
+                       {"mlstm", {{"num_heads", 2}, {"chunk_size", 4}, {"gate_soft_cap", 3.0}}},
+                       {"mlp", {{"intermediate_size", 16}, {"hidden_act", "gelu"}}}};
+    check_gradients(parse(plan));
+  }
+}
+
 // The plan's own mechanics, as Falcon-H1 uses them: embedding and logit multipliers, two mixers side
 // by side in one branch with input and output multipliers, per-part in_proj multipliers, Jamba's
 // dt/B/C norms.

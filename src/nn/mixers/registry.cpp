@@ -7,6 +7,7 @@
 #include "nn/mixers/mlstm/mlstm.h"
 #include "nn/mixers/moe/moe.h"
 #include "nn/mixers/rat/rat.h"
+#include "nn/mixers/slstm/slstm.h"
 
 namespace ssm {
 
@@ -28,6 +29,7 @@ const std::vector<MixerKind>& mixer_kinds() {
       {"swa", true, &AttentionSettings::config_keys, &read_sliding},
       {"rat", true, &RatSettings::config_keys, &read<RatSettings>},
       {"mlstm", true, &MlstmSettings::config_keys, &read<MlstmSettings>},
+      {"slstm", true, &SlstmSettings::config_keys, &read<SlstmSettings>},
       {"mlp", false, &MlpSettings::config_keys, &read<MlpSettings>},
       {"moe", false, &MoeSettings::config_keys, &read<MoeSettings>},
   };

@@ -68,8 +68,6 @@ struct MlstmHead {
         ldq(ld(in.q)), ldk(ld(in.k)), ldv(ld(in.v)), ldi(ld(in.i)), ldf(ld(in.f)) {}
 };
 
-inline float log_sigmoid(float x) { return std::min(x, 0.0f) - std::log1p(std::exp(-std::fabs(x))); }
-
 // One recurrent step of one head on its state C [dk, dv], n [dk], m; writes h [dv] when given.
 inline void mlstm_head_step(const float* q, const float* k, const float* v, float i, float f, int64_t dk, int64_t dv,
                             float eps, float* C, float* n, float& m, float* h) {

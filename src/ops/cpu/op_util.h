@@ -1,5 +1,6 @@
 // Small helpers shared by the CPU kernels (shape checks and descriptions for messages, row access).
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -71,6 +72,9 @@ float rope_inv_freq(float theta, int64_t rotary_dim, int64_t i);
 inline float softplus_f(float v) { return v > 20.0f ? v : std::log1p(std::exp(v)); }
 // d softplus / dv (torch: 1 above the threshold 20).
 inline float softplus_grad_f(float v) { return v > 20.0f ? 1.0f : 1.0f / (1.0f + std::exp(-v)); }
+// log σ(x), without overflow for either sign (the xLSTM forget gates).
+inline float log_sigmoid(float x) { return std::min(x, 0.0f) - std::log1p(std::exp(-std::fabs(x))); }
+inline float sigmoid_f(float v) { return 1.0f / (1.0f + std::exp(-v)); }
 inline float silu_f(float v) { return v / (1.0f + std::exp(-v)); }
 inline float silu_grad_f(float v) {
   const float s = 1.0f / (1.0f + std::exp(-v));
