@@ -1,5 +1,13 @@
 // Mamba-3 (SISO) on the CPU: the recurrence of ops.h token by token, one (sequence, head) per task.
 // Each token costs O(P·N) per head, the same as a decode step; the state never leaves the cache.
+//
+// Facts from mamba_ssm (state-spaces/mamba, 2026): modules/mamba3.py splits in_proj's output as
+// [z, x, B, C, dd_dt, dd_A, trap, angles], takes A = clamp(−heavy_tail(dd_A), max=−A_floor),
+// DT = softplus(dd_dt + dt_bias), RMSNorms B and C per group and passes Q = C, K = B with biases
+// C_bias, B_bias; ops/triton/mamba3/angle_dt.py accumulates φ = Σ tanh(angles)·π·DT (mod 2π);
+// mamba3_siso_fwd.py applies σ(trap) and turns adjacent pairs (2j, 2j+1) of q and k by φ[j] (pairs
+// past the angles unturned); tests/ops/triton/test_mamba3_siso.py's mamba3_siso_step_ref is the
+// recurrence of ops.h, state (angle, ssm, k, v). Checkpoint names: nn/mixers/mamba3/mamba3.h.
 #include <algorithm>
 
 #include "ops/cpu/mamba3_common.h"
