@@ -157,6 +157,7 @@ struct Mamba3Inputs {
   Tensor D;               // [H] optional
   int64_t n_groups = 1;
   float A_floor = 1e-4f;
+  int64_t chunk_size = 64;  // of the chunked forward and of the backward's saved states (rounding only)
 };
 // The recurrent state of B sequences (mamba_ssm's angle, ssm, k and v states): contiguous F32
 // angle [B,H,S] (φ, kept in [0, 2π)), ssm [B,H,P,N] (h), k [B,H,N] (the last rotated k), x [B,H,P] (the last x).
@@ -164,8 +165,8 @@ struct Mamba3State {
   Tensor angle, ssm, k, x;
   static Mamba3State zeros(int64_t batch, int64_t n_heads, int64_t head_dim, int64_t d_state, int64_t n_angles);
 };
-// Sequential in time, parallel over sequences and heads. y [B,T,H*P] rows. state (optional): the
-// starting state (absent = zeros), overwritten with the final one.
+// Chunked (ops/cpu/mamba3.cpp: an SSD with per-token decays), parallel over sequences and heads.
+// y [B,T,H*P] rows. state (optional): the starting state (absent = zeros), overwritten with the final one.
 void mamba3(const Mamba3Inputs& in, Mamba3State* state, Tensor& y);
 // One token: x [B,H*P], B/C [B,G*N], dt/A/trap [B,H], angles [B,S]; state required and advanced; y [B,H*P].
 void mamba3_step(const Mamba3Inputs& in, Mamba3State& state, Tensor& y);

@@ -172,13 +172,13 @@ void mlstm_backward(const MlstmInputs& in, const Tensor& dh, MlstmGrads& grads);
 // dB/dC [B,T,G*N] (summed over the heads of a group), ddt/dA/dtrap [B,T,H] (with respect to the raw
 // projections, through dt_bias, softplus, the A floor and the sigmoid), dangles [B,T,S] (summed over
 // heads). Parameter grads accumulated: ddt_bias [H], dB_bias/dC_bias [H,N], dD [H]. Per head the
-// states at every chunk start (chunk_size tokens) are kept and each chunk's states recomputed from
-// them while going back: memory O(B·H·P·N·(T/chunk + chunk)).
+// states at every chunk start (in.chunk_size tokens) are kept and each chunk's states recomputed from
+// them while going back, token by token: memory O(B·H·P·N·(T/chunk + chunk)).
 struct Mamba3Grads {
   Tensor dx, dB, dC, ddt, dA, dtrap, dangles;
   Tensor ddt_bias, dB_bias, dC_bias, dD;
 };
-void mamba3_backward(const Mamba3Inputs& in, const Tensor& dy, Mamba3Grads& grads, int64_t chunk_size = 64);
+void mamba3_backward(const Mamba3Inputs& in, const Tensor& dy, Mamba3Grads& grads);
 
 // ---- rotary position embedding and softmax attention ----
 // Forward ops::rope (a rotation per channel pair): dx = the inverse rotation of dy, in place on dx

@@ -12,7 +12,7 @@
 namespace ssm::testing {
 
 struct Mamba3Case {
-  int64_t batch = 2, T = 13, H = 4, P = 3, G = 2, N = 8, S = 2;
+  int64_t batch = 2, T = 13, H = 4, P = 3, G = 2, N = 8, S = 2, chunk = 4;
   double A_floor = 1e-4;  // 0.3: the floor acts for A below about −2.3
   bool with_D = true, strided = false;
   uint64_t seed = 1;
@@ -21,7 +21,7 @@ struct Mamba3Case {
   std::string describe() const {
     return "batch " + std::to_string(batch) + " T " + std::to_string(T) + " H " + std::to_string(H) + " P " +
            std::to_string(P) + " G " + std::to_string(G) + " N " + std::to_string(N) + " S " + std::to_string(S) +
-           " A_floor " + std::to_string(A_floor) + (with_D ? "" : " no D") + (strided ? " strided" : "");
+           " chunk " + std::to_string(chunk) + " A_floor " + std::to_string(A_floor) + (with_D ? "" : " no D") + (strided ? " strided" : "");
   }
 };
 
@@ -74,6 +74,7 @@ inline ops::Mamba3Inputs make_mamba3_inputs(const Mamba3Case& c, const ref::Mamb
   if (c.with_D) in.D = make({c.H}, d.D);
   in.n_groups = c.G;
   in.A_floor = float(c.A_floor);
+  in.chunk_size = c.chunk;
   return in;
 }
 

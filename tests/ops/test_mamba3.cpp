@@ -1,7 +1,7 @@
-// ops::mamba3 and ops::mamba3_step against the double recurrence ref::mamba3: odd lengths, batch > 1,
-// several heads, 1 and 2 groups, partial and full rotation, with and without D, the A floor acting,
-// strided inputs, outputs poisoned with NaN; a prefill in pieces through the state = one piece;
-// the step token by token = the forward.
+// ops::mamba3 (chunked) and ops::mamba3_step against the double recurrence ref::mamba3: odd lengths,
+// batch > 1, chunks of 1, 4 and 64 tokens, several heads, 1 and 2 groups, partial and full rotation,
+// with and without D, the A floor acting, strided inputs, outputs poisoned with NaN; a prefill in pieces
+// (not multiples of the chunk) through the state = one piece; the step token by token = the forward.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -34,25 +34,27 @@ TEST(OpsMamba3, ForwardMatchesReference) {
   uint64_t seed = 0;
   for (int64_t batch : {1, 3})
     for (int64_t T : {1, 7, 33})
-      for (int64_t G : {1, 2})
-        for (int64_t S : {1, 4})  // N 8: a quarter of the pairs rotating (rope_fraction 0.5), or all
-          for (double A_floor : {1e-4, 0.3}) {
-            Mamba3Case c;
-            c.batch = batch;
-            c.T = T;
-            c.G = G;
-            c.S = S;
-            c.A_floor = A_floor;
-            c.with_D = ++seed % 3 != 0;
-            c.strided = seed % 2 == 0;
-            c.seed = seed;
-            SCOPED_TRACE(c.describe());
-            const ref::Mamba3RefInputs data = make_mamba3_data(c);
-            const Vec want = ref::mamba3(c.dims(), data);
-            Tensor y = poisoned({c.batch, c.T, c.H * c.P});
-            ops::mamba3(make_mamba3_inputs(c, data, 0, c.T), nullptr, y);
-            EXPECT_LT(rel_err(to_vec(y), want), kTol);
-          }
+      for (int64_t chunk : {1, 4, 64})
+        for (int64_t G : {1, 2})
+          for (int64_t S : {1, 4})  // N 8: a quarter of the pairs rotating (rope_fraction 0.5), or all
+            for (double A_floor : {1e-4, 0.3}) {
+              Mamba3Case c;
+              c.batch = batch;
+              c.T = T;
+              c.chunk = chunk;
+              c.G = G;
+              c.S = S;
+              c.A_floor = A_floor;
+              c.with_D = ++seed % 3 != 0;
+              c.strided = seed % 2 == 0;
+              c.seed = seed;
+              SCOPED_TRACE(c.describe());
+              const ref::Mamba3RefInputs data = make_mamba3_data(c);
+              const Vec want = ref::mamba3(c.dims(), data);
+              Tensor y = poisoned({c.batch, c.T, c.H * c.P});
+              ops::mamba3(make_mamba3_inputs(c, data, 0, c.T), nullptr, y);
+              EXPECT_LT(rel_err(to_vec(y), want), kTol);
+            }
 }
 
 // A prefill in three pieces through the state equals one piece, and the final states agree.

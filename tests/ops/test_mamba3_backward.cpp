@@ -36,6 +36,7 @@ TEST_P(BackwardMamba3, MatchesFiniteDifferences) {
   const Vec wy = randn(rng, c.batch * c.T * c.H * c.P);
   const auto loss = [&] { return dot(wy, ref::mamba3(c.dims(), in)); };
 
+  c.chunk = bc.chunk;
   const ops::Mamba3Inputs t = make_mamba3_inputs(c, in, 0, c.T);
   const auto zeros = [](const Shape& shape) { return Tensor::zeros(shape); };
   ops::Mamba3Grads g;
@@ -50,7 +51,7 @@ TEST_P(BackwardMamba3, MatchesFiniteDifferences) {
   g.dB_bias = zeros({c.H, c.N});
   g.dC_bias = zeros({c.H, c.N});
   g.dD = make({c.H}, Vec(size_t(c.H), -0.25));
-  ops::mamba3_backward(t, make_strided({c.batch, c.T, c.H * c.P}, wy, 1), g, bc.chunk);
+  ops::mamba3_backward(t, make_strided({c.batch, c.T, c.H * c.P}, wy, 1), g);
 
   constexpr double kTol = 2e-3;
   EXPECT_GRAD_NEAR(to_vec(g.dx), central_diff(in.x, loss), kTol, "x");
@@ -84,7 +85,9 @@ TEST(BackwardMamba3Checks, BadShapesAreErrors) {
   g.dx = Tensor::zeros(in.x.shape());
   Tensor dy = Tensor::zeros({c.batch, c.T, c.H * c.P});
   EXPECT_THROW(ops::mamba3_backward(in, Tensor::zeros({c.batch, c.T + 1, c.H * c.P}), g), Error);
-  EXPECT_THROW(ops::mamba3_backward(in, dy, g, 0), Error);
+  ops::Mamba3Inputs no_chunk = in;
+  no_chunk.chunk_size = 0;
+  EXPECT_THROW(ops::mamba3_backward(no_chunk, dy, g), Error);
   g.dB = Tensor::zeros({c.batch, c.T, c.H * c.N});  // per head instead of per group
   EXPECT_THROW(ops::mamba3_backward(in, dy, g), Error);
   g.dB = Tensor();

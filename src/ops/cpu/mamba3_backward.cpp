@@ -178,13 +178,12 @@ float* head_rows(const Tensor& t, const Mamba3Dims& d, int64_t b, int64_t column
 
 }  // namespace
 
-void mamba3_backward(const Mamba3Inputs& in, const Tensor& dy, Mamba3Grads& grads, int64_t chunk_size) {
+void mamba3_backward(const Mamba3Inputs& in, const Tensor& dy, Mamba3Grads& grads) {
   const char* op = "mamba3_backward";
   const Mamba3Dims d = detail::check_mamba3_inputs(op, in, false);
   const Shape x_shape{d.B, d.T, d.H * d.P}, bc_shape{d.B, d.T, d.G * d.N}, head_shape{d.B, d.T, d.H};
   SSM_CHECK(detail::is_f32_rows(dy, x_shape), "{}: dy must be F32 rows {}, got {}", op, shape_str(x_shape),
             detail::describe(dy));
-  SSM_CHECK(chunk_size > 0, "{}: chunk_size must be positive, got {}", op, chunk_size);
   detail::check_optional_rows(op, grads.dx, "dx", x_shape);
   detail::check_optional_rows(op, grads.dB, "dB", bc_shape);
   detail::check_optional_rows(op, grads.dC, "dC", bc_shape);
@@ -223,7 +222,7 @@ void mamba3_backward(const Mamba3Inputs& in, const Tensor& dy, Mamba3Grads& grad
       g.dangles = g.dq + d.T * d.N;
       g.dD = head_dD + bh;
       g.ddt_bias = head_ddt_bias + bh;
-      head_backward(Mamba3Head(in, d, b, h), d.T, chunk_size, dy.data<float>() + b * d.T * ldy + h * d.P, ldy, g);
+      head_backward(Mamba3Head(in, d, b, h), d.T, in.chunk_size, dy.data<float>() + b * d.T * ldy + h * d.P, ldy, g);
     }
 
   // Sums over the heads of a group (dB, dC), over all heads (dangles), over sequences and tokens (biases).

@@ -178,6 +178,7 @@ Mamba3Mixer::Projected Mamba3Mixer::project(const Tensor& x, Workspace& ws) cons
   in.D = D;
   in.n_groups = s.n_groups;
   in.A_floor = float(s.A_floor);
+  in.chunk_size = s.chunk_size;
   return p;
 }
 

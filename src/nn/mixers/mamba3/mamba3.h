@@ -26,7 +26,7 @@ struct Mamba3Settings final : MixerSettings {
   double rope_fraction = 0.5;
   double A_floor = 1e-4;
   bool outproj_norm = false;  // is_outproj_norm
-  int64_t chunk_size = 64;    // of the backward's saved states (changes memory, not results)
+  int64_t chunk_size = 64;    // of the chunked forward and the backward (changes rounding only)
   double dt_init_min = 0.001, dt_init_max = 0.1, dt_init_floor = 1e-4;
 
   // mamba_ssm's Mamba3 keyword arguments (ssm_cfg, and the project's own `mamba3` section):

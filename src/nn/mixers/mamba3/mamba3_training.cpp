@@ -70,7 +70,7 @@ class Mamba3Training final : public MixerTraining {
     grads.dD = g.of(m_.D);
     {
       Timed t(prof, &StepProfile::mixing);
-      ops::mamba3_backward(p_.in, dy, grads, s.chunk_size);
+      ops::mamba3_backward(p_.in, dy, grads);
     }
     {
       Timed t(prof, &StepProfile::other);
