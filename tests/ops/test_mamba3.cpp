@@ -127,6 +127,9 @@ TEST(OpsMamba3, BadShapesAreErrors) {
   in = good;
   in.trap = Tensor::zeros({c.batch, c.T + 1, c.H});
   EXPECT_THROW(ops::mamba3(in, nullptr, y), Error);
+  in = good;
+  in.chunk_size = 0;
+  EXPECT_THROW(ops::mamba3(in, nullptr, y), Error);
   ops::Mamba3State wrong = ops::Mamba3State::zeros(c.batch + 1, c.H, c.P, c.N, c.S);
   EXPECT_THROW(ops::mamba3(good, &wrong, y), Error);
   Tensor y_step = Tensor::empty({c.batch, c.H * c.P});
