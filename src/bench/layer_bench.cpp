@@ -24,6 +24,7 @@ ModelConfig stack_of(const std::string& kind, int64_t d, int64_t layers) {
   config["attention"] = {{"num_attention_heads", heads}, {"head_dim", 64}};
   config["rat"] = {{"num_heads", heads}, {"head_dim", 64}, {"qk_groups", 2}, {"chunk_size", 16}};
   config["mamba2"] = {{"head_dim", 64}, {"state_size", 128}, {"expand", 2}};
+  config["mamba3"] = {{"headdim", 64}, {"d_state", 128}, {"expand", 2}};
   return ModelConfig::from_json(config, "layer bench (" + kind + ")");
 }
 

@@ -10,8 +10,9 @@
 namespace ssm::bench {
 
 struct LayerBenchOptions {
-  std::vector<std::string> kinds = {"attention", "rat", "mamba2"};
-  int64_t d_model = 512;  // 8 heads of 64 for attention and RAT; Mamba-2 expand 2, heads of 64, state 128
+  std::vector<std::string> kinds = {"attention", "rat", "mamba2", "mamba3"};
+  // 8 heads of 64 for attention and RAT; Mamba-2 and Mamba-3 expand 2, heads of 64, state 128.
+  int64_t d_model = 512;
   int64_t layers = 2;
   std::vector<int64_t> prefill_lengths = {2048, 8192};
   std::vector<int64_t> contexts = {512, 4096, 16384};

@@ -158,7 +158,7 @@ void write_model(const BenchArgs& args) {
               std::string(dtype_name(dtype)).c_str(), (unsigned long long)args.seed);
 }
 
-// Stacks of attention, RAT and Mamba-2 layers side by side, at the first thread count.
+// Stacks of attention, RAT, Mamba-2 and Mamba-3 layers side by side, at the first thread count.
 void run_layer_bench(const BenchArgs& args) {
   set_num_threads(args.threads.front());
   std::printf("\n%d thread(s)\n%s", args.threads.front(), bench::layer_bench({}).c_str());
@@ -281,7 +281,7 @@ const CommandRegistrar registrar(40, [](CLI::App& root) {
       ->capture_default_str();
   cmd->add_option("--seed", args->seed, "Seed of the random weights and prompt ids")->capture_default_str();
   cmd->add_option("--suite", args->suites,
-                  "inference, training, layers (attention, RAT and Mamba-2 stacks), serve (the server under load)")
+                  "inference, training, layers (attention, RAT, Mamba-2 and Mamba-3 stacks), serve (the server under load)")
       ->delimiter(',')
       ->capture_default_str();
   cmd->add_option("--device", args->device, "cpu, or cuda: the published shapes on the GPU beside mamba_ssm")

@@ -178,6 +178,19 @@ struct SlstmGrads {
 };
 void slstm_backward(const SlstmInputs& in, const Tensor& dy, SlstmGrads& grads);
 
+// ---- Mamba-3 ----
+// Gradients of ops::mamba3's inputs, from the zero state. Activation grads written: dx [B,T,H*P],
+// dB/dC [B,T,G*N] (summed over the heads of a group), ddt/dA/dtrap [B,T,H] (with respect to the raw
+// projections, through dt_bias, softplus, the A floor and the sigmoid), dangles [B,T,S] (summed over
+// heads). Parameter grads accumulated: ddt_bias [H], dB_bias/dC_bias [H,N], dD [H]. Per head the
+// states at every chunk start (in.chunk_size tokens) are kept and each chunk's states recomputed from
+// them while going back, token by token: memory O(B·H·P·N·(T/chunk + chunk)).
+struct Mamba3Grads {
+  Tensor dx, dB, dC, ddt, dA, dtrap, dangles;
+  Tensor ddt_bias, dB_bias, dC_bias, dD;
+};
+void mamba3_backward(const Mamba3Inputs& in, const Tensor& dy, Mamba3Grads& grads);
+
 // ---- rotary position embedding and softmax attention ----
 // Forward ops::rope (a rotation per channel pair): dx = the inverse rotation of dy, in place on dx
 // (which holds dy on entry). Same shapes and positions as the forward.

@@ -1,5 +1,7 @@
 // Model-level parity with transformers: logits and greedy ids of the committed HF fixtures, plus
-// the recurrent (step) path agreeing with the parallel one.
+// the recurrent (step) path agreeing with the parallel one. The mamba3_* fixtures are mamba_ssm
+// folders whose references come from a float64 implementation of its Mamba3 module
+// (scripts/fixtures/make_mamba3_fixture.py), transformers having no Mamba-3.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -74,7 +76,7 @@ TEST_P(HfFixture, StepMatchesForward) {
 INSTANTIATE_TEST_SUITE_P(Model, HfFixture,
                          ::testing::Values("mamba_tiny", "mamba2_tiny", "mamba2_groups", "bamba_tiny", "bamba_groups",
                                            "jamba_tiny", "falcon_h1_tiny", "falcon_h1_nonorm", "nemotron_h_tiny",
-                                           "xlstm_tiny"),
+                                           "xlstm_tiny", "mamba3_tiny", "mamba3_groups"),
                          [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
 
 }  // namespace

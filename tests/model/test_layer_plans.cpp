@@ -22,6 +22,7 @@ Json plan(const Json& layers) {
           {"hidden_size", 32},
           {"layers", layers},
           {"mamba2", {{"state_size", 8}, {"head_dim", 16}}},
+          {"mamba3", {{"d_state", 8}, {"headdim", 16}, {"ngroups", 2}}},
           {"attention", {{"num_attention_heads", 4}}},
           {"swa", {{"num_attention_heads", 4}, {"sliding_window", 8}}},
           {"mlp", {{"intermediate_size", 64}}}};
@@ -50,7 +51,7 @@ TEST(LayerPlan, ReadsAnyPattern) {
 }
 
 TEST(LayerPlan, OneClearErrorPerMistake) {
-  EXPECT_NE(error_of(plan({"mamba2", "mamba3"})).find("unknown layer kind 'mamba3'"), std::string::npos);
+  EXPECT_NE(error_of(plan({"mamba2", "mamba4"})).find("unknown layer kind 'mamba4'"), std::string::npos);
   EXPECT_NE(error_of(plan({"mlp+mamba2"})).find("a sequence mixer followed by a channel mixer"), std::string::npos);
   EXPECT_NE(error_of(plan({"mamba2+attention"})).find("a sequence mixer followed by a channel mixer"),
             std::string::npos);
@@ -67,6 +68,15 @@ TEST(LayerPlan, OneClearErrorPerMistake) {
   Json mamba = plan({"mamba2"});
   mamba["mamba2"]["n_groups"] = 3;
   EXPECT_NE(error_of(mamba).find("multiple of n_groups"), std::string::npos);
+  Json mamba3 = plan({"mamba3"});
+  mamba3["mamba3"]["ngroups"] = 3;
+  EXPECT_NE(error_of(mamba3).find("multiple of ngroups"), std::string::npos);
+  mamba3["mamba3"]["ngroups"] = 1;
+  mamba3["mamba3"]["is_mimo"] = true;
+  EXPECT_NE(error_of(mamba3).find("MIMO variant of Mamba-3"), std::string::npos);
+  mamba3["mamba3"]["is_mimo"] = false;
+  mamba3["mamba3"]["rope_fraction"] = 0.25;
+  EXPECT_NE(error_of(mamba3).find("rope_fraction must be 0.5 or 1"), std::string::npos);
 }
 
 // Found while writing the config fuzz target: a layer count of 10^12 built a plan per layer until memory
@@ -100,7 +110,7 @@ double relative_error(const Tensor& got, const Tensor& want) {
 // A model of every cached kind (a sliding window shorter than the prompt, so its ring buffer wraps):
 // prefill in pieces and token-by-token steps give the parallel forward's logits.
 TEST(LayerPlan, CachesContinueExactlyWhereTheForwardIs) {
-  Json config = plan({"mamba2+mlp", "attention+mlp", "swa+mlp", "swa"});
+  Json config = plan({"mamba2+mlp", "attention+mlp", "swa+mlp", "swa", "mamba3"});
   config["swa"]["sliding_window"] = 5;
   config["attention"]["partial_rotary_factor"] = 0.5;
   LanguageModel model(ModelConfig::from_json(config, "plan.json"));
@@ -127,7 +137,7 @@ TEST(LayerPlan, CachesContinueExactlyWhereTheForwardIs) {
 // Prompts of different lengths decoded together (each sequence's cache at its own position) give
 // what each prompt gives alone.
 TEST(LayerPlan, BatchedDecodeEqualsEachSequenceAlone) {
-  Json config = plan({"mamba2", "attention+mlp", "swa+mlp"});
+  Json config = plan({"mamba2", "attention+mlp", "swa+mlp", "mamba3"});
   config["swa"]["sliding_window"] = 4;
   LanguageModel model(ModelConfig::from_json(config, "plan.json"));
   init_parameters(model, 3);

@@ -1,7 +1,7 @@
 // A sequence's state exported as named host tensors and imported into another state goes on exactly
 // as a copy of it does, for every kind of state: Mamba-1/2 conv + SSM, full and sliding-window KV
-// caches, RAT's chunk cache, the mLSTM's matrix memory, the sLSTM's conv and (c, n, m, h); and an import
-// that does not fit is one error.
+// caches, RAT's chunk cache, the mLSTM's matrix memory, the sLSTM's conv and (c, n, m, h), Mamba-3's (angle, ssm,
+// k, x); and an import that does not fit is one error.
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -51,7 +51,7 @@ void expect_round_trip(const LanguageModel& model) {
 }
 
 TEST(StateExport, EveryKindOfStateRoundTrips) {
-  for (const char* name : {"mamba_tiny", "mamba2_tiny", "bamba_tiny", "jamba_tiny", "xlstm_tiny"}) {
+  for (const char* name : {"mamba_tiny", "mamba2_tiny", "bamba_tiny", "jamba_tiny", "xlstm_tiny", "mamba3_groups"}) {
     SCOPED_TRACE(name);
     expect_round_trip(LanguageModel::load(fixture_dir(name)));
   }

@@ -6,6 +6,7 @@
 #include "nn/mixers/attention/attention.h"
 #include "nn/mixers/mamba1/mamba1.h"
 #include "nn/mixers/mamba2/mamba2.h"
+#include "nn/mixers/mamba3/mamba3.h"
 #include "nn/mixers/mlp/mlp.h"
 #include "nn/mixers/mlstm/mlstm.h"
 #include "nn/mixers/moe/moe.h"
@@ -16,6 +17,7 @@
 #include "ops/ref/conv1d.h"
 #include "ops/ref/gated_rmsnorm.h"
 #include "ops/ref/linear.h"
+#include "ops/ref/mamba3.h"
 #include "ops/ref/mlstm.h"
 #include "ops/ref/moe.h"
 #include "ops/ref/rat.h"
@@ -117,6 +119,42 @@ Vec mamba2(const Mamba2Settings& s, const Named& p, const Vec& x, int64_t Bt, in
     for (size_t i = 0; i < y.size(); ++i) gated[i] = y[i] * z[i] / (1.0 + std::exp(-z[i]));
   }
   return ref::linear(gated, p("out_proj.weight"), p("out_proj.bias"), M, D, Di);
+}
+
+// mamba_ssm's Mamba3 (SISO): in_proj → [z, x, B, C, dt, A, trap, angles]; B/C RMSNorm per group;
+// the recurrence; y · silu(z) or the per-head gated norm; out_proj.
+Vec mamba3(const Mamba3Settings& s, const Named& p, const Vec& x, int64_t Bt, int64_t T) {
+  const int64_t M = Bt * T, D = s.d_model, Di = s.d_inner, G = s.n_groups, N = s.d_state, H = s.n_heads;
+  const int64_t W = s.in_proj_width(), S = s.n_angles;
+  const Vec proj = ref::linear(x, p("in_proj.weight"), {}, M, W, D);
+  int64_t column = 0;
+  const auto part = [&](int64_t width) {
+    column += width;
+    return columns(proj, M, W, column - width, width);
+  };
+  const Vec z = part(Di);
+  ref::Mamba3RefInputs in;
+  in.x = part(Di);
+  in.B = ref::rmsnorm(part(G * N), p("B_norm.weight"), M * G, N, Mamba3Mixer::kNormEps);
+  in.C = ref::rmsnorm(part(G * N), p("C_norm.weight"), M * G, N, Mamba3Mixer::kNormEps);
+  in.dt = part(H);
+  in.A = part(H);
+  in.trap = part(H);
+  in.angles = part(S);
+  in.dt_bias = p("dt_bias");
+  in.B_bias = p("B_bias");
+  in.C_bias = p("C_bias");
+  in.D = p("D");
+  in.A_floor = double(float(s.A_floor));
+  const Vec y = ref::mamba3({Bt, T, H, s.head_dim, G, N, S}, in);
+  Vec gated;
+  if (s.outproj_norm) {
+    gated = ref::gated_rmsnorm(y, z, p("norm.weight"), M, Di, s.head_dim, true, Mamba3Mixer::kNormEps);
+  } else {
+    gated.resize(y.size());
+    for (size_t i = 0; i < y.size(); ++i) gated[i] = y[i] * z[i] / (1.0 + std::exp(-z[i]));
+  }
+  return ref::linear(gated, p("out_proj.weight"), {}, M, D, Di);
 }
 
 Vec attention(const AttentionSettings& s, const Named& p, const Vec& x, int64_t Bt, int64_t T) {
@@ -255,6 +293,7 @@ Vec reference_mixer(const MixerPlan& mixer, const Params& P, const Vec& x, int64
   const MixerSettings* s = mixer.settings.get();
   if (const auto* m1 = dynamic_cast<const Mamba1Settings*>(s)) return mamba1(*m1, named, x, Bt, T);
   if (const auto* m2 = dynamic_cast<const Mamba2Settings*>(s)) return mamba2(*m2, named, x, Bt, T);
+  if (const auto* m3 = dynamic_cast<const Mamba3Settings*>(s)) return mamba3(*m3, named, x, Bt, T);
   if (const auto* a = dynamic_cast<const AttentionSettings*>(s)) return attention(*a, named, x, Bt, T);
   if (const auto* m = dynamic_cast<const MlpSettings*>(s)) return mlp(*m, named, x, Bt * T);
   if (const auto* e = dynamic_cast<const MoeSettings*>(s)) return moe(*e, named, x, Bt * T);

@@ -157,6 +157,21 @@ TEST(TrainModelBackward, SlstmPlanMatchesFiniteDifferences) {
   }
 }
 
+// Mamba-3 layers in the project's own plan: two B/C groups, partial rotation, and the A floor acting
+// (A_floor 0.6 is above f(A) for A < −0.67); then the per-head output norm with full rotation, untied.
+TEST(TrainModelBackward, Mamba3PlanMatchesFiniteDifferences) {
+  Json plan = {{"model_type", "ssm"},
+               {"vocab_size", 23},
+               {"hidden_size", 16},
+               {"layers", {"mamba3+mlp", "mamba3"}},
+               {"mamba3", {{"d_state", 8}, {"headdim", 8}, {"ngroups", 2}, {"A_floor", 0.6}, {"chunk_size", 4}}},
+               {"mlp", {{"intermediate_size", 24}}}};
+  check_gradients(parse(plan));
+  plan["tie_word_embeddings"] = false;
+  plan["mamba3"] = {{"d_state", 6}, {"headdim", 4}, {"rope_fraction", 1.0}, {"is_outproj_norm", true}};
+  check_gradients(parse(plan));
+}
+
 // The plan's own mechanics, as Falcon-H1 uses them: embedding and logit multipliers, two mixers side
 // by side in one branch with input and output multipliers, per-part in_proj multipliers, Jamba's
 // dt/B/C norms.

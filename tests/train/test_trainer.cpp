@@ -191,7 +191,7 @@ TEST_F(TrainTrainer, CheckpointIsAHuggingFaceFolder) {
 // (the recurrent state and the KV / chunk caches): greedy continuations equal the full forward's argmax.
 TEST_F(TrainTrainer, ShippedConfigsTrainAndGenerate) {
   for (const std::string name : {"demo-byte", "attention-bytes", "hybrid-bytes", "rat-bytes", "rat-swa-bytes", "xlstm-bytes",
-                                 "xlstm-7-1-bytes"}) {
+                                 "xlstm-7-1-bytes", "mamba3-bytes"}) {
     SCOPED_TRACE(name);
     TrainOptions o = options(std::string(SSM_SOURCE_DIR) + "/configs/" + name + ".json", "run_" + name, 3);
     o.batch_size = 2;
@@ -232,6 +232,26 @@ TEST_F(TrainTrainer, XlstmSevenToOneConfigLossFalls) {
   const double first = mean_loss(0, 3), last = mean_loss(21, 24);
   EXPECT_GT(first, 5.0);
   EXPECT_LT(last, first - 1.5) << "first steps " << first << ", last steps " << last;
+}
+
+// A Mamba-3 plan learns: the training loss after 40 steps is well below the first step's, and the
+// validation loss below the uniform 8 bits per byte.
+TEST_F(TrainTrainer, Mamba3PlanLowersTheLoss) {
+  const std::string cfg = config({{"model_type", "ssm"},
+                                  {"vocab_size", 256},
+                                  {"hidden_size", 32},
+                                  {"initializer_range", 0.08},
+                                  {"layers", {"mamba3", "mamba3"}},
+                                  {"mamba3", {{"d_state", 16}, {"headdim", 16}, {"ngroups", 2}}}});
+  TrainOptions first = options(cfg, "first", 1);
+  const double first_loss = train(first).final_loss;
+  TrainOptions o = options(cfg, "run", 40);
+  o.decay_steps = 40;
+  o.eval_every = 40;
+  const TrainResult r = train(o);
+  EXPECT_EQ(r.steps_done, 40);
+  EXPECT_LT(r.final_loss, 0.75 * first_loss) << "first step " << first_loss;
+  EXPECT_LT(r.val_loss, std::log(256.0));
 }
 
 TEST_F(TrainTrainer, BadInputGivesClearErrors) {

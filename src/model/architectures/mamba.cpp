@@ -1,10 +1,12 @@
 // transformers' `mamba` and `mamba2` model types, and the original state-spaces folders (mamba_ssm's
-// MambaConfig: d_model, n_layer, ssm_cfg), which are read as the equivalent transformers config.
+// MambaConfig: d_model, n_layer, ssm_cfg), which are read as the equivalent transformers config;
+// Mamba-3 (ssm_cfg layer "Mamba3"), which transformers lacks, is read as it is and saved unchanged.
 #include <cmath>
 
 #include "model/architectures/architectures.h"
 #include "nn/mixers/mamba1/mamba1.h"
 #include "nn/mixers/mamba2/mamba2.h"
+#include "nn/mixers/mamba3/mamba3.h"
 
 namespace ssm::arch {
 
@@ -32,6 +34,21 @@ void read_backbone_model(const ConfigReader& r, ModelConfig& c, bool tie_default
   if (!r.boolean("tie_word_embeddings", tie_default)) c.head_name = "lm_head.weight";
 }
 
+// MambaLMHeadModel with Mamba3 mixers: backbone.embedding, backbone.layers.{i}.{norm,mixer},
+// backbone.norm_f, lm_head (untied only); RMSNorm eps 1e-5 (mamba_ssm's norm_epsilon).
+void read_state_spaces_mamba3(const ConfigReader& r, const ConfigReader& ssm_cfg, int64_t vocab, ModelConfig& c) {
+  c.model_type = "mamba3";
+  c.d_model = r.positive("d_model");
+  c.n_layers = r.layers("n_layer");
+  c.vocab_size = vocab;
+  c.norm_eps = 1e-5;
+  const auto settings = std::make_shared<Mamba3Settings>(Mamba3Settings::from_config(ssm_cfg, c.d_model));
+  use_backbone_names(c, true);
+  for (int64_t i = 0; i < c.n_layers; ++i)
+    add_branch(c, i, backbone_layer(i) + ".norm.weight", settings, backbone_layer(i) + ".mixer");
+  if (!r.boolean("tie_embeddings", true)) c.head_name = "lm_head.weight";
+}
+
 }  // namespace
 
 void read_mamba(const ConfigReader& r, ModelConfig& c) { read_backbone_model<Mamba1Settings>(r, c, true); }
@@ -53,11 +70,18 @@ void read_state_spaces(const ConfigReader& r, ModelConfig& c) {
   SSM_CHECK(!r.has("attn_layer_idx") || r.json()["attn_layer_idx"].empty(),
             "{}: attention layers (attn_layer_idx) are not supported yet", r.source());
   const ConfigReader s = r.section("ssm_cfg");
-  s.reject_unknown(ssm_cfg_keys);
   const std::string layer = s.string("layer", "Mamba1");
-  SSM_CHECK(layer == "Mamba1" || layer == "Mamba2", "{}: unknown layer '{}'", s.source(), layer);
+  SSM_CHECK(layer == "Mamba1" || layer == "Mamba2" || layer == "Mamba3", "{}: unknown layer '{}'", s.source(), layer);
   const int64_t d_model = r.positive("d_model"), multiple = r.positive("pad_vocab_size_multiple", 8);
   const int64_t vocab = (r.positive("vocab_size") + multiple - 1) / multiple * multiple;
+  if (layer == "Mamba3") {
+    std::set<std::string> keys = Mamba3Settings::config_keys();
+    keys.insert("layer");
+    s.reject_unknown(keys);
+    read_state_spaces_mamba3(r, s, vocab, c);
+    return;
+  }
+  s.reject_unknown(ssm_cfg_keys);
   const int64_t expand = s.positive("expand", 2);
   // The equivalent transformers config: what the model is read as and saved as.
   Json hf = {{"hidden_size", d_model},

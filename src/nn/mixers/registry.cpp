@@ -3,6 +3,7 @@
 #include "nn/mixers/attention/attention.h"
 #include "nn/mixers/mamba1/mamba1.h"
 #include "nn/mixers/mamba2/mamba2.h"
+#include "nn/mixers/mamba3/mamba3.h"
 #include "nn/mixers/mlp/mlp.h"
 #include "nn/mixers/mlstm/mlstm.h"
 #include "nn/mixers/moe/moe.h"
@@ -25,6 +26,7 @@ const std::vector<MixerKind>& mixer_kinds() {
   static const std::vector<MixerKind> kinds = {
       {"mamba1", true, &Mamba1Settings::config_keys, &read<Mamba1Settings>},
       {"mamba2", true, &Mamba2Settings::config_keys, &read<Mamba2Settings>},
+      {"mamba3", true, &Mamba3Settings::config_keys, &read<Mamba3Settings>},
       {"attention", true, &AttentionSettings::config_keys, &read<AttentionSettings>},
       {"swa", true, &AttentionSettings::config_keys, &read_sliding},
       {"rat", true, &RatSettings::config_keys, &read<RatSettings>},
