@@ -6,8 +6,6 @@
 
 #include <cstdint>
 #include <cstdlib>
-#include <filesystem>
-#include <fstream>
 #include <string>
 
 #include "core/error.h"
@@ -26,23 +24,6 @@ inline std::string as_file(const uint8_t* data, size_t size) {
   static const int fd = ::memfd_create("ssm-fuzz-input", 0);
   if (fd < 0 || ::ftruncate(fd, 0) != 0 || ::pwrite(fd, data, size, 0) != ssize_t(size)) std::abort();
   return "/proc/self/fd/" + std::to_string(fd);
-}
-
-// A folder of this process's own (for parsers that read files beside each other), removed at exit.
-inline const std::filesystem::path& scratch_folder() {
-  static const std::filesystem::path folder = [] {
-    const auto path = std::filesystem::temp_directory_path() / ("ssm-fuzz-" + std::to_string(::getpid()));
-    std::filesystem::create_directories(path);
-    std::atexit([] { std::filesystem::remove_all(scratch_folder()); });
-    return path;
-  }();
-  return folder;
-}
-
-inline void write_file(const std::filesystem::path& path, const uint8_t* data, size_t size) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(reinterpret_cast<const char*>(data), std::streamsize(size));
-  if (!out.good()) std::abort();
 }
 
 // `parse()` succeeds or throws one of `Expected` (bad input, reported as such); any other exception

@@ -193,6 +193,8 @@ class Renderer {
   void execute(const Node& node) {
     switch (node.kind) {
       case Node::Kind::text:
+        if (output.text.size() + node.text.size() > kMaxStringBytes)
+          throw Error(fmt::format("a string longer than {} bytes", kMaxStringBytes));
         output.text += node.text;
         return;
       case Node::Kind::output:
@@ -213,6 +215,10 @@ class Renderer {
     const List items = items_of(eval(*node.expr));
     const int64_t n = int64_t(items.size());
     for (int64_t i = 0; i < n; ++i) {
+      // Nested loops over long strings can multiply into billions of steps; a chat template makes a few
+      // per message.
+      if (++loop_iterations_ > kMaxLoopIterations)
+        throw Error(fmt::format("the template ran more than {} loop iterations", kMaxLoopIterations));
       Dict scope;
       const Value& item = items[size_t(i)];
       if (node.targets.size() == 1) {
@@ -244,7 +250,20 @@ class Renderer {
     if (!ns.is(T::ns))
       throw Error(fmt::format("cannot set '{}.{}': '{}' is not a namespace", node.targets[0], node.targets[1],
                               node.targets[0]));
+    // No namespace inside a namespace: namespaces are the only values that change, so this keeps every
+    // value a tree (`set ns.self = ns` would make a cycle that is never freed).
+    if (holds_namespace(value))
+      throw Error(fmt::format("cannot set '{}.{}': a namespace cannot hold a namespace", node.targets[0],
+                              node.targets[1]));
     set(*ns.dict, node.targets[1], std::move(value));
+  }
+
+  static bool holds_namespace(const Value& v) {
+    if (v.is(T::ns)) return true;
+    if (v.is(T::list)) return std::any_of(v.list->begin(), v.list->end(), holds_namespace);
+    if (v.is(T::dict))
+      return std::any_of(v.dict->begin(), v.dict->end(), [](const auto& entry) { return holds_namespace(entry.second); });
+    return false;
   }
 
   static void set(Dict& scope, const std::string& name, Value value) {
@@ -366,6 +385,8 @@ class Renderer {
   }
 
   std::vector<Dict> scopes_;  // the globals, then one per enclosing loop iteration
+  static constexpr int64_t kMaxLoopIterations = 100000;
+  int64_t loop_iterations_ = 0;  // over the whole render
 };
 
 }  // namespace

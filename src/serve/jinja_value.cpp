@@ -169,7 +169,11 @@ const char* Value::type_name() const {
   return names[int(type)];
 }
 
-Value from_json(const nlohmann::json& json, bool from_user) {
+namespace {
+
+Value from_json_at(const nlohmann::json& json, bool from_user, int level) {
+  if (level > Value::kMaxValueDepth)
+    throw Error(fmt::format("a value nested more than {} levels deep", Value::kMaxValueDepth));
   if (json.is_null()) return Value::none();
   if (json.is_boolean()) return Value::of(json.get<bool>());
   if (json.is_number_unsigned() && json.get<uint64_t>() > uint64_t(INT64_MAX)) return Value::of(json.get<double>());
@@ -178,13 +182,17 @@ Value from_json(const nlohmann::json& json, bool from_user) {
   if (json.is_string()) return Value::of(json.get<std::string>(), from_user);
   if (json.is_array()) {
     List items;
-    for (const auto& item : json) items.push_back(from_json(item, from_user));
+    for (const auto& item : json) items.push_back(from_json_at(item, from_user, level + 1));
     return Value::of(std::move(items));
   }
   Dict items;
-  for (const auto& [key, item] : json.items()) items.emplace_back(key, from_json(item, from_user));
+  for (const auto& [key, item] : json.items()) items.emplace_back(key, from_json_at(item, from_user, level + 1));
   return Value::of(std::move(items));
 }
+
+}  // namespace
+
+Value from_json(const nlohmann::json& json, bool from_user) { return from_json_at(json, from_user, 0); }
 
 bool has_user(const Value& v) {
   if (v.is(Value::Type::string)) return !v.user.empty();

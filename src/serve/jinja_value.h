@@ -5,6 +5,7 @@
 #pragma once
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -52,6 +53,7 @@ struct Value {
   std::shared_ptr<List> list;  // list
   std::shared_ptr<Dict> dict;  // dict and namespace (a namespace is shared: `set ns.x` changes every copy)
   std::string undefined_name;  // undefined: what was looked up, for the error that using it raises
+  int depth = 0;               // list, dict, namespace: the levels of items inside (kMaxValueDepth at most)
 
   static Value none() { return make(Type::none); }
   static Value of(bool b) {
@@ -72,13 +74,22 @@ struct Value {
   static Value of(std::string s, bool from_user = false);
   static Value of(List items) {
     Value v = make(Type::list);
+    for (const Value& item : items) v.hold(item);
     v.list = std::make_shared<List>(std::move(items));
     return v;
   }
   static Value of(Dict items, Type type = Type::dict) {
     Value v = make(type);
+    for (const auto& entry : items) v.hold(entry.second);
     v.dict = std::make_shared<Dict>(std::move(items));
     return v;
+  }
+  // Printing, comparing and freeing a value recurse once per level: `{% set x = [x] %}` in a loop, or a
+  // request's deeply nested JSON, stops here instead of at the end of the stack.
+  static constexpr int kMaxValueDepth = 128;
+  void hold(const Value& item) {
+    depth = std::max(depth, item.depth + 1);
+    if (depth > kMaxValueDepth) throw Error(fmt::format("a value nested more than {} levels deep", kMaxValueDepth));
   }
   static Value missing(std::string name) {
     Value v;
@@ -121,7 +132,7 @@ bool less(const Value& a, const Value& b);
 
 // Strings with their user spans: out += s, a + b, and the bytes [begin, end) of s. A string (the rendered
 // prompt included) grows to kMaxStringBytes at most: `'ab' * 10**9` is an Error, not all of memory.
-inline constexpr size_t kMaxStringBytes = size_t(64) << 20;
+inline constexpr size_t kMaxStringBytes = size_t(16) << 20;
 void append(Value& out, const Value& s);
 Value concat(const Value& a, const Value& b);
 Value substring(const Value& s, size_t begin, size_t end);

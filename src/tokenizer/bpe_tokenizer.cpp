@@ -676,6 +676,33 @@ std::optional<int32_t> BpeTokenizer::token_id(std::string_view token) const {
   return std::nullopt;
 }
 
+void set_special_ids(Tokenizer& tokenizer, const std::string& config_path) {
+  std::error_code error;
+  if (std::filesystem::exists(config_path, error)) {
+    const Json config = read_json_file(config_path);
+    auto lookup = [&](const char* key) -> std::optional<int32_t> {
+      if (!config.is_object() || !config.contains(key)) return std::nullopt;
+      const Json& value = config[key];
+      std::string content;
+      if (value.is_string()) content = value.get<std::string>();
+      else if (value.is_object() && value.contains("content") && value["content"].is_string())
+        content = value["content"].get<std::string>();
+      else return std::nullopt;
+      return tokenizer.token_id(content);
+    };
+    const auto bos = lookup("bos_token"), eos = lookup("eos_token");
+    if (bos || eos) {
+      tokenizer.set_bos_id(bos);
+      tokenizer.set_eos_id(eos);
+      return;
+    }
+  }
+  const auto end = tokenizer.token_id("<|endoftext|>");
+  const bool special_end = end && tokenizer.is_special(*end);
+  tokenizer.set_bos_id(special_end ? end : std::nullopt);
+  tokenizer.set_eos_id(special_end ? end : std::nullopt);
+}
+
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
   namespace fs = std::filesystem;
   std::error_code error;
@@ -690,36 +717,7 @@ std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {
               "tokenizer: --tokenizer byte)", path);
   }
   auto tokenizer = BpeTokenizer::from_file(file.string());
-
-  // bos/eos from tokenizer_config.json beside it; else <|endoftext|>, GPT-2's and GPT-NeoX's bos and eos.
-  const fs::path config_path = file.parent_path() / "tokenizer_config.json";
-  bool from_config = false;
-  if (fs::exists(config_path, error)) {
-    const Json config = read_json_file(config_path.string());
-    auto lookup = [&](const char* key) -> std::optional<int32_t> {
-      if (!config.is_object() || !config.contains(key)) return std::nullopt;
-      const Json& value = config[key];
-      std::string content;
-      if (value.is_string()) content = value.get<std::string>();
-      else if (value.is_object() && value.contains("content") && value["content"].is_string())
-        content = value["content"].get<std::string>();
-      else return std::nullopt;
-      return tokenizer->token_id(content);
-    };
-    const auto bos = lookup("bos_token"), eos = lookup("eos_token");
-    if (bos || eos) {
-      tokenizer->set_bos_id(bos);
-      tokenizer->set_eos_id(eos);
-      from_config = true;
-    }
-  }
-  if (!from_config) {
-    const auto end = tokenizer->token_id("<|endoftext|>");
-    if (end && tokenizer->is_special(*end)) {
-      tokenizer->set_bos_id(end);
-      tokenizer->set_eos_id(end);
-    }
-  }
+  set_special_ids(*tokenizer, (file.parent_path() / "tokenizer_config.json").string());
   return tokenizer;
 }
 

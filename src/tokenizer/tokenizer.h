@@ -70,6 +70,10 @@ class Tokenizer {
 // make_byte_tokenizer(). Throws ssm::Error naming the file for a missing file, bad JSON or an
 // unsupported tokenizer (the message names the unsupported type).
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path);
+// What load_tokenizer does with a folder's tokenizer_config.json: bos_token/eos_token (strings or
+// {"content": ...}) set the tokenizer's bos and eos ids; without the file or the keys, <|endoftext|> is
+// both when the vocabulary has it as a special token (GPT-2's and GPT-NeoX's).
+void set_special_ids(Tokenizer& tokenizer, const std::string& config_path);
 
 // Byte tokenizer: ids 0..255 are the bytes, ids 256.. are `specials` in order (matched in text by
 // encode(), leftmost-longest). bos/eos are the named specials when given (empty: none).
