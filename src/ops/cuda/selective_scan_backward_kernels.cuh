@@ -72,40 +72,25 @@ struct BwdArgs {
 template <int kN, bool kSummary>
 struct SmemPlan {
   using L = Layout<kN>;
-  static constexpr int kPerChannel = kSummary ? 2 : 8;  // dt, gy (, u, softplus', dz factor, y, du, ddelta)
+  static constexpr int kPerChannel = kSummary ? 2 : 6;  // dt, gy (, u, softplus', dz factor, ddelta)
   __host__ __device__ static constexpr int64_t floats(int64_t q) {
-    int64_t n = q * kN * (kSummary ? 1 : 2) + q * kChannels * kPerChannel;     // C (and B); per channel
-    if (!kSummary) n += q * L::kS * L::kThreads + 2 * q * L::kWarps * kN + 2 * q * kN;  // states; dB/dC sums
+    int64_t n = q * kN * (kSummary ? 1 : 2) + q * kChannels * kPerChannel;  // C (and B); per channel
+    if (!kSummary) n += 2 * (q + 1) * L::kS * L::kThreads + 2 * q * kN + kChannels * kN;  // H, G; dB/dC; A2
     return n;
   }
 };
-
-// Sum over the kLanes threads of a channel (every one gets it), and over the channels of a warp
-// (lanes below kLanes get it): fixed butterflies, so the same bits every run.
-template <int kLanes>
-__device__ __forceinline__ float sum_over_lanes(float v) {
-#pragma unroll
-  for (int o = kLanes / 2; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-template <int kLanes>
-__device__ __forceinline__ float sum_over_warp_channels(float v) {
-#pragma unroll
-  for (int o = kLanes; o < 32; o *= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
 
 // Kernels A (kSummary) and C. Grid: (channel blocks of kGroups * kChannels, chunks (A: chunks - 1), batch).
 template <class Act, int kN, bool kSummary>
 __global__ void __launch_bounds__(Layout<kN>::kThreads) scan_backward_kernel(const BwdArgs<Act> a) {
   using L = Layout<kN>;
-  constexpr int kS = L::kS, kLanes = L::kLanes, kThreads = L::kThreads, kWarps = L::kWarps;
+  constexpr int kS = L::kS, kLanes = L::kLanes, kThreads = L::kThreads;
   extern __shared__ __align__(16) float smem[];
   const int64_t b = blockIdx.z, chunk = blockIdx.y + (kSummary ? 1 : 0);
   const int64_t t0 = chunk * a.chunk_len, row0 = b * a.T + t0, bc = b * a.chunks + chunk;
   const int q = int(a.chunk_len);            // shared-memory rows
   const int tokens = int(min(a.chunk_len, a.T - t0));
-  const int tid = threadIdx.x, c = tid / kLanes, j = tid % kLanes, warp = tid / 32, lane = tid % 32;
+  const int tid = threadIdx.x, c = tid / kLanes, j = tid % kLanes;
 
   float* const C_tile = smem;                                      // [q][kN]
   float* const B_tile = C_tile + q * kN;                           // [q][kN] (C only)
@@ -114,14 +99,14 @@ __global__ void __launch_bounds__(Layout<kN>::kThreads) scan_backward_kernel(con
   float* const sh_u = sh_gy + q * kChannels;
   float* const sh_spg = sh_u + q * kChannels;                      // softplus'(delta + bias)
   float* const sh_dzf = sh_spg + q * kChannels;                    // dout silu'(z)
-  float* const sh_y = sh_dzf + q * kChannels;                      // y before the gate, then dz
-  float* const sh_du = sh_y + q * kChannels;
-  float* const sh_ddelta = sh_du + q * kChannels;
-  float* const states = sh_ddelta + q * kChannels;                 // [q][kS][kThreads]: h after each token
-  float* const warp_dB = states + q * kS * kThreads;               // [q][kWarps][kN]
-  float* const warp_dC = warp_dB + q * kWarps * kN;
-  float* const sum_dB = warp_dC + q * kWarps * kN;                 // [q][kN]: over the block's groups
+  float* const sh_ddelta = sh_dzf + q * kChannels;
+  // Row r of H: the states before token r (row 0: the chunk's start state); row r of G: the adjoint
+  // reaching token r - 1 from the tokens after it (row `tokens`: the one arriving at the chunk's end).
+  float* const H = sh_ddelta + q * kChannels;                      // [q + 1][kS][kThreads]
+  float* const G = H + (q + 1) * kS * kThreads;                    // [q + 1][kS][kThreads]
+  float* const sum_dB = G + (q + 1) * kS * kThreads;               // [q][kN]: over the block's groups
   float* const sum_dC = sum_dB + q * kN;
+  float* const sh_A2 = sum_dC + q * kN;                            // [kChannels][kN]: A log2(e)
   const bool want_bc = a.dB_part || a.dC_part;
 
   for (int i = tid; i < tokens * kN; i += kThreads) {
@@ -138,7 +123,7 @@ __global__ void __launch_bounds__(Layout<kN>::kThreads) scan_backward_kernel(con
     const int64_t group_d0 = block_d0 + group * kChannels;
     if (group_d0 >= a.channels) break;  // the same for the whole block
     // The group's per-channel values of every token; zeros past the last channel, so that those
-    // threads (which take part in the shuffles) add nothing anywhere.
+    // threads add nothing anywhere.
     for (int i = tid; i < tokens * kChannels; i += kThreads) {
       const int l = i / kChannels;
       const int64_t d = group_d0 + i % kChannels, row = row0 + l;
@@ -182,6 +167,7 @@ __global__ void __launch_bounds__(Layout<kN>::kThreads) scan_backward_kernel(con
 
     if constexpr (kSummary) {
       float dt_sum = 0.0f;
+#pragma unroll 4
       for (int l = tokens - 1; l >= 0; --l) {
         const float dt = sh_dt[l * kChannels + c], gy = sh_gy[l * kChannels + c];
         dt_sum += dt;
@@ -194,77 +180,37 @@ __global__ void __launch_bounds__(Layout<kN>::kThreads) scan_backward_kernel(con
         if (real[s]) a.carry[(bc * a.channels + d) * a.N + s * kLanes + j] = adj[s];
       if (active && j == 0) a.dt_sum[bc * a.channels + d] = dt_sum;
     } else {
-      float h0[kS], h[kS], dA[kS];
+      // Each thread walks its own states through the chunk, forward then back, writing only its own
+      // columns of H and G: no sums over states or channels in the serial loops.
+      auto at = [&](int row, int s) { return (row * kS + s) * kThreads + tid; };
+      float h[kS], dA[kS];
 #pragma unroll
       for (int s = 0; s < kS; ++s) {
-        h0[s] = real[s] ? a.chunk_states[(bc * a.channels + d) * a.N + s * kLanes + j] : 0.0f;
-        h[s] = h0[s];
+        h[s] = real[s] ? a.chunk_states[(bc * a.channels + d) * a.N + s * kLanes + j] : 0.0f;
         dA[s] = 0.0f;
+        H[at(0, s)] = h[s];
+        G[at(tokens, s)] = adj[s];
+        sh_A2[c * kN + s * kLanes + j] = A2[s];
       }
-      const float skip = active && a.D ? a.D[d] : 0.0f;
-      const bool want_dz = a.dz != nullptr;
-
-      // Forward through the chunk, keeping every state (and y before the gate where dz is wanted).
+#pragma unroll 4
       for (int l = 0; l < tokens; ++l) {
         const float dt = sh_dt[l * kChannels + c], dtu = dt * sh_u[l * kChannels + c];
-        float y = 0.0f;
 #pragma unroll
         for (int s = 0; s < kS; ++s) {
-          const int n = s * kLanes + j;
-          h[s] = decay<Act>(A2[s] * dt) * h[s] + dtu * B_tile[l * kN + n];
-          states[(l * kS + s) * kThreads + tid] = h[s];
-          y += C_tile[l * kN + n] * h[s];
-        }
-        if (want_dz) {
-          y = sum_over_lanes<kLanes>(y);
-          if (j == 0) sh_y[l * kChannels + c] = y + skip * sh_u[l * kChannels + c];
+          h[s] = decay<Act>(A2[s] * dt) * h[s] + dtu * B_tile[l * kN + s * kLanes + j];
+          H[at(l + 1, s)] = h[s];
         }
       }
-
-      // Backward through the chunk.
-      float dD_sum = 0.0f, dbias_sum = 0.0f;
+#pragma unroll 4
       for (int l = tokens - 1; l >= 0; --l) {
-        const int at = l * kChannels + c;
-        const float dt = sh_dt[at], u = sh_u[at], gy = sh_gy[at], dtu = dt * u;
-        float gB = 0.0f, ghaA2 = 0.0f, dB_t[kS], dC_t[kS];
+        const float dt = sh_dt[l * kChannels + c], gy = sh_gy[l * kChannels + c];
 #pragma unroll
         for (int s = 0; s < kS; ++s) {
-          const int n = s * kLanes + j;
-          const float h_now = states[(l * kS + s) * kThreads + tid];
-          const float h_before = l > 0 ? states[((l - 1) * kS + s) * kThreads + tid] : h0[s];
-          const float decay_t = decay<Act>(A2[s] * dt);
-          const float g = adj[s] + gy * C_tile[l * kN + n];
-          dC_t[s] = gy * h_now;
-          dB_t[s] = g * dtu;
-          gB += g * B_tile[l * kN + n];
-          const float gha = g * h_before * decay_t;  // ∂L/∂(A dt) of this state
-          ghaA2 += gha * A2[s];
-          dA[s] += gha * dt;
-          adj[s] = g * decay_t;
-        }
-        gB = sum_over_lanes<kLanes>(gB);
-        const float ghaA = sum_over_lanes<kLanes>(ghaA2) * kLn2;
-        if (want_bc) {
-#pragma unroll
-          for (int s = 0; s < kS; ++s) {
-            dB_t[s] = sum_over_warp_channels<kLanes>(dB_t[s]);
-            dC_t[s] = sum_over_warp_channels<kLanes>(dC_t[s]);
-            if (lane < kLanes) {
-              warp_dB[(l * kWarps + warp) * kN + s * kLanes + j] = dB_t[s];
-              warp_dC[(l * kWarps + warp) * kN + s * kLanes + j] = dC_t[s];
-            }
-          }
-        }
-        if (j == 0) {
-          const float ddelta = (ghaA + u * gB) * sh_spg[at];
-          dD_sum += gy * u;
-          dbias_sum += ddelta;
-          sh_du[at] = gy * skip + dt * gB;
-          sh_ddelta[at] = ddelta;
-          if (want_dz) sh_y[at] *= sh_dzf[at];
+          adj[s] = (adj[s] + gy * C_tile[l * kN + s * kLanes + j]) * decay<Act>(A2[s] * dt);  // g a_t
+          G[at(l, s)] = adj[s];
+          dA[s] += adj[s] * H[at(l, s)] * dt;  // g h_{t-1} a_t dt
         }
       }
-
 #pragma unroll
       for (int s = 0; s < kS; ++s) {
         if (!real[s]) continue;
@@ -272,33 +218,65 @@ __global__ void __launch_bounds__(Layout<kN>::kThreads) scan_backward_kernel(con
         if (a.dA_part) a.dA_part[(bc * a.channels + d) * a.N + n] = dA[s];
         if (a.dstate0 && chunk == 0) a.dstate0[(b * a.channels + d) * a.N + n] = adj[s];
       }
-      if (active && j == 0) {
-        if (a.dD_part) a.dD_part[bc * a.channels + d] = dD_sum;
-        if (a.dbias_part) a.dbias_part[bc * a.channels + d] = dbias_sum;
-      }
-      __syncthreads();  // the group's per-token results are in shared memory
+      __syncthreads();  // H, G and sh_A2 complete
+
+      // Sums over states, one (token, channel) per step; g = G[l + 1] + gy C. The states are visited
+      // from a rotating start so that the lanes of a warp read different banks (a fixed order per i).
+      auto hg_at = [&](int row, int n, int channel) {
+        return (row * kS + n / kLanes) * kThreads + channel * kLanes + n % kLanes;
+      };
+      const bool want_dz = a.dz != nullptr;
       for (int i = tid; i < tokens * kChannels; i += kThreads) {
-        const int64_t dd = group_d0 + i % kChannels, row = row0 + i / kChannels;
+        const int l = i / kChannels, cc = i % kChannels;
+        const float gy = sh_gy[i], u = sh_u[i], dt = sh_dt[i];
+        float gB = 0.0f, ghaA2 = 0.0f, y = 0.0f;
+#pragma unroll
+        for (int k = 0; k < kN; ++k) {
+          const int n = (k + i) & (kN - 1);
+          const float Cn = C_tile[l * kN + n];
+          const float g = G[hg_at(l + 1, n, cc)] + gy * Cn;
+          gB += g * B_tile[l * kN + n];
+          ghaA2 += G[hg_at(l, n, cc)] * H[hg_at(l, n, cc)] * sh_A2[cc * kN + n];
+          if (want_dz) y += Cn * H[hg_at(l + 1, n, cc)];
+        }
+        const float ddelta = (ghaA2 * kLn2 + u * gB) * sh_spg[i];
+        sh_ddelta[i] = ddelta;
+        const int64_t dd = group_d0 + cc, row = row0 + l;
         if (dd >= a.channels) continue;
-        if (a.du) a.du[row * a.ld_du + dd] = from_float<Act>(sh_du[i]);
-        if (a.ddelta) a.ddelta[row * a.ld_ddelta + dd] = from_float<Act>(sh_ddelta[i]);
-        if (a.dz) a.dz[row * a.ld_dz + dd] = from_float<Act>(sh_y[i]);
+        const float skip = a.D ? a.D[dd] : 0.0f;
+        if (a.du) a.du[row * a.ld_du + dd] = from_float<Act>(gy * skip + dt * gB);
+        if (a.ddelta) a.ddelta[row * a.ld_ddelta + dd] = from_float<Act>(ddelta);
+        if (want_dz) a.dz[row * a.ld_dz + dd] = from_float<Act>((y + skip * u) * sh_dzf[i]);
       }
+      // Sums over the group's channels, one (token, state) per step, added to the block's.
       if (want_bc) {
         for (int i = tid; i < tokens * kN; i += kThreads) {
           const int l = i / kN, n = i % kN;
+          const float Cn = C_tile[i];
           float dB = 0.0f, dC = 0.0f;
 #pragma unroll
-          for (int w = 0; w < kWarps; ++w) {
-            dB += warp_dB[(l * kWarps + w) * kN + n];
-            dC += warp_dC[(l * kWarps + w) * kN + n];
+          for (int cc = 0; cc < kChannels; ++cc) {
+            const int pc = l * kChannels + cc;
+            const float gy = sh_gy[pc], h_now = H[hg_at(l + 1, n, cc)];
+            dB += (G[hg_at(l + 1, n, cc)] + gy * Cn) * sh_dt[pc] * sh_u[pc];
+            dC += gy * h_now;
           }
           sum_dB[i] += dB;
           sum_dC[i] += dC;
         }
       }
+      __syncthreads();  // sh_ddelta complete
+      if (tid < kChannels && group_d0 + tid < a.channels) {
+        float dD_sum = 0.0f, dbias_sum = 0.0f;
+        for (int l = 0; l < tokens; ++l) {
+          dD_sum += sh_gy[l * kChannels + tid] * sh_u[l * kChannels + tid];
+          dbias_sum += sh_ddelta[l * kChannels + tid];
+        }
+        if (a.dD_part) a.dD_part[bc * a.channels + group_d0 + tid] = dD_sum;
+        if (a.dbias_part) a.dbias_part[bc * a.channels + group_d0 + tid] = dbias_sum;
+      }
     }
-    __syncthreads();  // before the next group overwrites the per-channel values and the warps' sums
+    __syncthreads();  // before the next group overwrites the per-channel values, H and G
   }
 
   if constexpr (!kSummary) {
