@@ -30,10 +30,12 @@
 // The exp unit: 4 decays per (token, state) (forward, A, C's forward and back) = 1.1e9 at 4K,
 // 0.26 ms at 16/clock/SM. Floor ~0.26 / 1.0 / 4.2 / 6.5 ms at 4K / 16K / 64K / 100K.
 // Before this layout (sums over states by ten warp shuffles in the serial loop): 4.90 / 19.3 /
-// 75.8 / 118.3 ms. Prediction for this one: shared-memory traffic (~30 wavefronts per warp of
-// (token, state) pairs, ~0.24 us a token at 100%) and 2 blocks (8 warps) per multiprocessor bound
-// it: ~0.4 us a token for the backward, so 1.9 / 7.5 / 30 / 47 ms (about 1.1x mamba_ssm's 1.66 /
-// 6.57 / 25.9 / 42.5), range 1.5-2.5x faster than before.
+// 75.8 / 118.3 ms. This one is bound by shared memory: per 32 (token, state) pairs, wavefronts
+// 3 (C's forward) + 4 (C's backward) + 7 (sums over states) + 3 (sums over channels) + 2 (A) = 19,
+// 0.15 us a token at one wavefront per clock per multiprocessor; 2 blocks (8 warps) per
+// multiprocessor at chunks of 64 (95.5 KB each). Prediction, forward (0.064 us a token) + backward
+// at ~65% of that: ~0.29 us a token, 1.2 / 4.8 / 19 / 30 ms at 4K / 16K / 64K / 100K (0.72x
+// mamba_ssm's 1.66 / 6.57 / 25.9 / 42.5), uncertain by about a third either way.
 //
 // The caller's chunk states serve when their chunk is at most kMaxChunk tokens (shared memory); else,
 // or when none are given, the states are recomputed by the forward at kMaxChunk.
@@ -52,6 +54,7 @@ namespace ssm::ops::cuda::scan_backward_kernels {
 constexpr int kChannels = 8;  // channels of a group: the block's threads work on one group at a time
 constexpr int kGroups = 16;   // groups per block: dB and dC get one partial per 128 channels
 constexpr int kCarryBatch = 8;  // chunk summaries the carry kernel loads before using them
+constexpr int kBatch = 8;       // tokens whose values kernel C's serial loops load before using them
 constexpr float kLn2 = 0.6931471805599453f;
 
 // How kernels A and C spread a channel's kN (compiled width >= N) states over threads.
@@ -87,7 +90,7 @@ struct BwdArgs {
 template <int kN, bool kSummary>
 struct SmemPlan {
   using L = Layout<kN>;
-  static constexpr int kPerChannel = kSummary ? 2 : 6;  // dt, gy (, u, softplus', dz factor, ddelta)
+  static constexpr int kPerChannel = kSummary ? 4 : 7;  // (dt, dt u, gy, u) (, softplus', dz factor, ddelta)
   __host__ __device__ static constexpr int64_t floats(int64_t q) {
     int64_t n = q * kN * (kSummary ? 1 : 2) + q * kChannels * kPerChannel;  // C (and B); per channel
     if (!kSummary) n += 2 * (q + 1) * L::kS * L::kThreads + 2 * q * kN + kChannels * kN;  // H, G; dB/dC; A2
@@ -109,10 +112,10 @@ __global__ void __launch_bounds__(Layout<kN>::kThreads) scan_backward_kernel(con
 
   float* const C_tile = smem;                                      // [q][kN]
   float* const B_tile = C_tile + q * kN;                           // [q][kN] (C only)
-  float* const sh_dt = B_tile + (kSummary ? 0 : q * kN);           // [q][kChannels] each
-  float* const sh_gy = sh_dt + q * kChannels;
-  float* const sh_u = sh_gy + q * kChannels;
-  float* const sh_spg = sh_u + q * kChannels;                      // softplus'(delta + bias)
+  // [q][kChannels] each. One token's (dt, dt u, gy, u) of a channel in one 16-byte load: a warp's
+  // threads read those of two channels at a time (one shared-memory wavefront).
+  float4* const sh_tok = reinterpret_cast<float4*>(B_tile + (kSummary ? 0 : q * kN));
+  float* const sh_spg = reinterpret_cast<float*>(sh_tok + q * kChannels);  // softplus'(delta + bias)
   float* const sh_dzf = sh_spg + q * kChannels;                    // dout silu'(z)
   float* const sh_ddelta = sh_dzf + q * kChannels;
   // Row r of H: the states before token r (row 0: the chunk's start state); row r of G: the adjoint
@@ -158,10 +161,8 @@ __global__ void __launch_bounds__(Layout<kN>::kThreads) scan_backward_kernel(con
           spg = a.softplus ? dt_softplus_grad<Act>(raw) : 1.0f;
         }
       }
-      sh_dt[i] = dt;
-      sh_gy[i] = gy;
+      sh_tok[i] = make_float4(dt, dt * u, gy, u);
       if constexpr (!kSummary) {
-        sh_u[i] = u;
         sh_spg[i] = spg;
         sh_dzf[i] = dzf;
       }
@@ -184,7 +185,8 @@ __global__ void __launch_bounds__(Layout<kN>::kThreads) scan_backward_kernel(con
       float dt_sum = 0.0f;
 #pragma unroll 4
       for (int l = tokens - 1; l >= 0; --l) {
-        const float dt = sh_dt[l * kChannels + c], gy = sh_gy[l * kChannels + c];
+        const float4 tok = sh_tok[l * kChannels + c];
+        const float dt = tok.x, gy = tok.z;
         dt_sum += dt;
 #pragma unroll
         for (int s = 0; s < kS; ++s)
@@ -207,23 +209,51 @@ __global__ void __launch_bounds__(Layout<kN>::kThreads) scan_backward_kernel(con
         G[at(tokens, s)] = adj[s];
         sh_A2[c * kN + s * kLanes + j] = A2[s];
       }
-#pragma unroll 4
-      for (int l = 0; l < tokens; ++l) {
-        const float dt = sh_dt[l * kChannels + c], dtu = dt * sh_u[l * kChannels + c];
+      // kBatch tokens' shared-memory values are loaded before any of them is used (the loads cannot
+      // move past the previous batch's stores, which the compiler cannot tell apart from them).
+      for (int l0 = 0; l0 < tokens; l0 += kBatch) {
+        float4 tok[kBatch];
+        float Bv[kBatch][kS];
 #pragma unroll
-        for (int s = 0; s < kS; ++s) {
-          h[s] = decay<Act>(A2[s] * dt) * h[s] + dtu * B_tile[l * kN + s * kLanes + j];
-          H[at(l + 1, s)] = h[s];
+        for (int k = 0; k < kBatch; ++k) {
+          if (l0 + k >= tokens) break;
+          tok[k] = sh_tok[(l0 + k) * kChannels + c];
+#pragma unroll
+          for (int s = 0; s < kS; ++s) Bv[k][s] = B_tile[(l0 + k) * kN + s * kLanes + j];
+        }
+#pragma unroll
+        for (int k = 0; k < kBatch; ++k) {
+          if (l0 + k >= tokens) break;
+#pragma unroll
+          for (int s = 0; s < kS; ++s) {
+            h[s] = decay<Act>(A2[s] * tok[k].x) * h[s] + tok[k].y * Bv[k][s];  // tok: dt, dt u
+            H[at(l0 + k + 1, s)] = h[s];
+          }
         }
       }
-#pragma unroll 4
-      for (int l = tokens - 1; l >= 0; --l) {
-        const float dt = sh_dt[l * kChannels + c], gy = sh_gy[l * kChannels + c];
+      for (int l0 = tokens - 1; l0 >= 0; l0 -= kBatch) {
+        float4 tok[kBatch];
+        float Cv[kBatch][kS], h_before[kBatch][kS];
 #pragma unroll
-        for (int s = 0; s < kS; ++s) {
-          adj[s] = (adj[s] + gy * C_tile[l * kN + s * kLanes + j]) * decay<Act>(A2[s] * dt);  // g a_t
-          G[at(l, s)] = adj[s];
-          dA[s] += adj[s] * H[at(l, s)] * dt;  // g h_{t-1} a_t dt
+        for (int k = 0; k < kBatch; ++k) {
+          if (l0 - k < 0) break;
+          tok[k] = sh_tok[(l0 - k) * kChannels + c];
+#pragma unroll
+          for (int s = 0; s < kS; ++s) {
+            Cv[k][s] = C_tile[(l0 - k) * kN + s * kLanes + j];
+            h_before[k][s] = H[at(l0 - k, s)];
+          }
+        }
+#pragma unroll
+        for (int k = 0; k < kBatch; ++k) {
+          if (l0 - k < 0) break;
+          const float dt = tok[k].x, gy = tok[k].z;
+#pragma unroll
+          for (int s = 0; s < kS; ++s) {
+            adj[s] = (adj[s] + gy * Cv[k][s]) * decay<Act>(A2[s] * dt);  // g a_t
+            G[at(l0 - k, s)] = adj[s];
+            dA[s] += adj[s] * h_before[k][s] * dt;  // g h_{t-1} a_t dt
+          }
         }
       }
 #pragma unroll
@@ -235,19 +265,22 @@ __global__ void __launch_bounds__(Layout<kN>::kThreads) scan_backward_kernel(con
       }
       __syncthreads();  // H, G and sh_A2 complete
 
-      // Sums over states, one (token, channel) per step; g = G[l + 1] + gy C. The states are visited
-      // from a rotating start so that the lanes of a warp read different banks (a fixed order per i).
+      // Sums over states, one (token, channel) per step; g = G[l + 1] + gy C. Each (token, channel)
+      // visits the states from its own start, a fixed order: the 32 lanes of a warp (8 channels of 4
+      // tokens) then read 32 different banks of H and G at N 16.
       auto hg_at = [&](int row, int n, int channel) {
         return (row * kS + n / kLanes) * kThreads + channel * kLanes + n % kLanes;
       };
       const bool want_dz = a.dz != nullptr;
       for (int i = tid; i < tokens * kChannels; i += kThreads) {
         const int l = i / kChannels, cc = i % kChannels;
-        const float gy = sh_gy[i], u = sh_u[i], dt = sh_dt[i];
+        const float4 tok = sh_tok[i];
+        const float dt = tok.x, gy = tok.z, u = tok.w;
+        const int start = (cc >> 1) + 4 * (l & 3);
         float gB = 0.0f, ghaA2 = 0.0f, y = 0.0f;
 #pragma unroll
         for (int k = 0; k < kN; ++k) {
-          const int n = (k + i) & (kN - 1);
+          const int n = (k + start) & (kN - 1);
           const float Cn = C_tile[l * kN + n];
           const float g = G[hg_at(l + 1, n, cc)] + gy * Cn;
           gB += g * B_tile[l * kN + n];
@@ -263,17 +296,19 @@ __global__ void __launch_bounds__(Layout<kN>::kThreads) scan_backward_kernel(con
         if (a.ddelta) a.ddelta[row * a.ld_ddelta + dd] = from_float<Act>(ddelta);
         if (want_dz) a.dz[row * a.ld_dz + dd] = from_float<Act>((y + skip * u) * sh_dzf[i]);
       }
-      // Sums over the group's channels, one (token, state) per step, added to the block's.
+      // Sums over the group's channels, one (token, state) per step, added to the block's. Odd tokens
+      // start one channel later, so that the two tokens of a warp (at N 16) read different banks.
       if (want_bc) {
         for (int i = tid; i < tokens * kN; i += kThreads) {
           const int l = i / kN, n = i % kN;
           const float Cn = C_tile[i];
           float dB = 0.0f, dC = 0.0f;
 #pragma unroll
-          for (int cc = 0; cc < kChannels; ++cc) {
-            const int pc = l * kChannels + cc;
-            const float gy = sh_gy[pc], h_now = H[hg_at(l + 1, n, cc)];
-            dB += (G[hg_at(l + 1, n, cc)] + gy * Cn) * sh_dt[pc] * sh_u[pc];
+          for (int k = 0; k < kChannels; ++k) {
+            const int cc = (k + l) & (kChannels - 1);
+            const float4 tok = sh_tok[l * kChannels + cc];
+            const float gy = tok.z, h_now = H[hg_at(l + 1, n, cc)];
+            dB += (G[hg_at(l + 1, n, cc)] + gy * Cn) * tok.y;
             dC += gy * h_now;
           }
           sum_dB[i] += dB;
@@ -284,7 +319,8 @@ __global__ void __launch_bounds__(Layout<kN>::kThreads) scan_backward_kernel(con
       if (tid < kChannels && group_d0 + tid < a.channels) {
         float dD_sum = 0.0f, dbias_sum = 0.0f;
         for (int l = 0; l < tokens; ++l) {
-          dD_sum += sh_gy[l * kChannels + tid] * sh_u[l * kChannels + tid];
+          const float4 tok = sh_tok[l * kChannels + tid];
+          dD_sum += tok.z * tok.w;
           dbias_sum += sh_ddelta[l * kChannels + tid];
         }
         if (a.dD_part) a.dD_part[bc * a.channels + group_d0 + tid] = dD_sum;
