@@ -30,12 +30,14 @@
 // The exp unit: 4 decays per (token, state) (forward, A, C's forward and back) = 1.1e9 at 4K,
 // 0.26 ms at 16/clock/SM. Floor ~0.26 / 1.0 / 4.2 / 6.5 ms at 4K / 16K / 64K / 100K.
 // Before this layout (sums over states by ten warp shuffles in the serial loop): 4.90 / 19.3 /
-// 75.8 / 118.3 ms. This one is bound by shared memory: per 32 (token, state) pairs, wavefronts
-// 3 (C's forward) + 4 (C's backward) + 7 (sums over states) + 3 (sums over channels) + 2 (A) = 19,
-// 0.15 us a token at one wavefront per clock per multiprocessor; 2 blocks (8 warps) per
-// multiprocessor at chunks of 64 (95.5 KB each). Prediction, forward (0.064 us a token) + backward
-// at ~65% of that: ~0.29 us a token, 1.2 / 4.8 / 19 / 30 ms at 4K / 16K / 64K / 100K (0.72x
-// mamba_ssm's 1.66 / 6.57 / 25.9 / 42.5), uncertain by about a third either way.
+// 75.8 / 118.3 ms. This one is bound by shared memory, which returns one register of a warp per
+// clock per multiprocessor: per 32 (token, state) pairs about 4 (C's forward: (dt, dt u), B, the
+// store of H) + 5 (C's backward: (dt, gy), C, H, the store of G) + 7 (sums over states: C, B, A2,
+// G twice, H twice) + 4 (sums over channels) + 3 (A) = 23 such clocks, 0.18 us a token at the
+// limit; 2 blocks (8 warps) per multiprocessor at chunks of 64 (97.5 KB each). Prediction, the
+// forward (0.064 us a token) + the backward at ~65% of that limit: ~0.34 us a token, 1.3 / 5.2 /
+// 21 / 33 ms at 4K / 16K / 64K / 100K (~0.8x mamba_ssm's 1.66 / 6.57 / 25.9 / 42.5), uncertain by
+// about a third either way.
 //
 // The caller's chunk states serve when their chunk is at most kMaxChunk tokens (shared memory); else,
 // or when none are given, the states are recomputed by the forward at kMaxChunk.
@@ -90,7 +92,7 @@ struct BwdArgs {
 template <int kN, bool kSummary>
 struct SmemPlan {
   using L = Layout<kN>;
-  static constexpr int kPerChannel = kSummary ? 4 : 7;  // (dt, dt u, gy, u) (, softplus', dz factor, ddelta)
+  static constexpr int kPerChannel = kSummary ? 2 : 8;  // (dt, gy) (, (dt, dt u), u, softplus', dz factor, ddelta)
   __host__ __device__ static constexpr int64_t floats(int64_t q) {
     int64_t n = q * kN * (kSummary ? 1 : 2) + q * kChannels * kPerChannel;  // C (and B); per channel
     if (!kSummary) n += 2 * (q + 1) * L::kS * L::kThreads + 2 * q * kN + kChannels * kN;  // H, G; dB/dC; A2
@@ -112,10 +114,12 @@ __global__ void __launch_bounds__(Layout<kN>::kThreads) scan_backward_kernel(con
 
   float* const C_tile = smem;                                      // [q][kN]
   float* const B_tile = C_tile + q * kN;                           // [q][kN] (C only)
-  // [q][kChannels] each. One token's (dt, dt u, gy, u) of a channel in one 16-byte load: a warp's
-  // threads read those of two channels at a time (one shared-memory wavefront).
-  float4* const sh_tok = reinterpret_cast<float4*>(B_tile + (kSummary ? 0 : q * kN));
-  float* const sh_spg = reinterpret_cast<float*>(sh_tok + q * kChannels);  // softplus'(delta + bias)
+  // [q][kChannels] each. The pairs that the serial loops use together (a token's (dt, gy) going
+  // back, (dt, dt u) going forward) in one 8-byte load: every lane of a warp gets both registers.
+  float2* const sh_dt_gy = reinterpret_cast<float2*>(B_tile + (kSummary ? 0 : q * kN));
+  float2* const sh_dt_dtu = sh_dt_gy + q * kChannels;
+  float* const sh_u = reinterpret_cast<float*>(sh_dt_dtu + (kSummary ? 0 : q * kChannels));
+  float* const sh_spg = sh_u + q * kChannels;                      // softplus'(delta + bias)
   float* const sh_dzf = sh_spg + q * kChannels;                    // dout silu'(z)
   float* const sh_ddelta = sh_dzf + q * kChannels;
   // Row r of H: the states before token r (row 0: the chunk's start state); row r of G: the adjoint
@@ -161,8 +165,10 @@ __global__ void __launch_bounds__(Layout<kN>::kThreads) scan_backward_kernel(con
           spg = a.softplus ? dt_softplus_grad<Act>(raw) : 1.0f;
         }
       }
-      sh_tok[i] = make_float4(dt, dt * u, gy, u);
+      sh_dt_gy[i] = make_float2(dt, gy);
       if constexpr (!kSummary) {
+        sh_dt_dtu[i] = make_float2(dt, dt * u);
+        sh_u[i] = u;
         sh_spg[i] = spg;
         sh_dzf[i] = dzf;
       }
@@ -185,8 +191,8 @@ __global__ void __launch_bounds__(Layout<kN>::kThreads) scan_backward_kernel(con
       float dt_sum = 0.0f;
 #pragma unroll 4
       for (int l = tokens - 1; l >= 0; --l) {
-        const float4 tok = sh_tok[l * kChannels + c];
-        const float dt = tok.x, gy = tok.z;
+        const float2 dt_gy = sh_dt_gy[l * kChannels + c];
+        const float dt = dt_gy.x, gy = dt_gy.y;
         dt_sum += dt;
 #pragma unroll
         for (int s = 0; s < kS; ++s)
@@ -212,12 +218,12 @@ __global__ void __launch_bounds__(Layout<kN>::kThreads) scan_backward_kernel(con
       // kBatch tokens' shared-memory values are loaded before any of them is used (the loads cannot
       // move past the previous batch's stores, which the compiler cannot tell apart from them).
       for (int l0 = 0; l0 < tokens; l0 += kBatch) {
-        float4 tok[kBatch];
+        float2 dt_dtu[kBatch];
         float Bv[kBatch][kS];
 #pragma unroll
         for (int k = 0; k < kBatch; ++k) {
           if (l0 + k >= tokens) break;
-          tok[k] = sh_tok[(l0 + k) * kChannels + c];
+          dt_dtu[k] = sh_dt_dtu[(l0 + k) * kChannels + c];
 #pragma unroll
           for (int s = 0; s < kS; ++s) Bv[k][s] = B_tile[(l0 + k) * kN + s * kLanes + j];
         }
@@ -226,18 +232,18 @@ __global__ void __launch_bounds__(Layout<kN>::kThreads) scan_backward_kernel(con
           if (l0 + k >= tokens) break;
 #pragma unroll
           for (int s = 0; s < kS; ++s) {
-            h[s] = decay<Act>(A2[s] * tok[k].x) * h[s] + tok[k].y * Bv[k][s];  // tok: dt, dt u
+            h[s] = decay<Act>(A2[s] * dt_dtu[k].x) * h[s] + dt_dtu[k].y * Bv[k][s];
             H[at(l0 + k + 1, s)] = h[s];
           }
         }
       }
       for (int l0 = tokens - 1; l0 >= 0; l0 -= kBatch) {
-        float4 tok[kBatch];
+        float2 dt_gy[kBatch];
         float Cv[kBatch][kS], h_before[kBatch][kS];
 #pragma unroll
         for (int k = 0; k < kBatch; ++k) {
           if (l0 - k < 0) break;
-          tok[k] = sh_tok[(l0 - k) * kChannels + c];
+          dt_gy[k] = sh_dt_gy[(l0 - k) * kChannels + c];
 #pragma unroll
           for (int s = 0; s < kS; ++s) {
             Cv[k][s] = C_tile[(l0 - k) * kN + s * kLanes + j];
@@ -247,7 +253,7 @@ __global__ void __launch_bounds__(Layout<kN>::kThreads) scan_backward_kernel(con
 #pragma unroll
         for (int k = 0; k < kBatch; ++k) {
           if (l0 - k < 0) break;
-          const float dt = tok[k].x, gy = tok[k].z;
+          const float dt = dt_gy[k].x, gy = dt_gy[k].y;
 #pragma unroll
           for (int s = 0; s < kS; ++s) {
             adj[s] = (adj[s] + gy * Cv[k][s]) * decay<Act>(A2[s] * dt);  // g a_t
@@ -274,8 +280,8 @@ __global__ void __launch_bounds__(Layout<kN>::kThreads) scan_backward_kernel(con
       const bool want_dz = a.dz != nullptr;
       for (int i = tid; i < tokens * kChannels; i += kThreads) {
         const int l = i / kChannels, cc = i % kChannels;
-        const float4 tok = sh_tok[i];
-        const float dt = tok.x, gy = tok.z, u = tok.w;
+        const float2 dt_gy = sh_dt_gy[i];
+        const float dt = dt_gy.x, gy = dt_gy.y, u = sh_u[i];
         const int start = (cc >> 1) + 4 * (l & 3);
         float gB = 0.0f, ghaA2 = 0.0f, y = 0.0f;
 #pragma unroll
@@ -306,9 +312,8 @@ __global__ void __launch_bounds__(Layout<kN>::kThreads) scan_backward_kernel(con
 #pragma unroll
           for (int k = 0; k < kChannels; ++k) {
             const int cc = (k + l) & (kChannels - 1);
-            const float4 tok = sh_tok[l * kChannels + cc];
-            const float gy = tok.z, h_now = H[hg_at(l + 1, n, cc)];
-            dB += (G[hg_at(l + 1, n, cc)] + gy * Cn) * tok.y;
+            const float gy = sh_dt_gy[l * kChannels + cc].y, h_now = H[hg_at(l + 1, n, cc)];
+            dB += (G[hg_at(l + 1, n, cc)] + gy * Cn) * sh_dt_dtu[l * kChannels + cc].y;
             dC += gy * h_now;
           }
           sum_dB[i] += dB;
@@ -319,8 +324,7 @@ __global__ void __launch_bounds__(Layout<kN>::kThreads) scan_backward_kernel(con
       if (tid < kChannels && group_d0 + tid < a.channels) {
         float dD_sum = 0.0f, dbias_sum = 0.0f;
         for (int l = 0; l < tokens; ++l) {
-          const float4 tok = sh_tok[l * kChannels + tid];
-          dD_sum += tok.z * tok.w;
+          dD_sum += sh_dt_gy[l * kChannels + tid].y * sh_u[l * kChannels + tid];
           dbias_sum += sh_ddelta[l * kChannels + tid];
         }
         if (a.dD_part) a.dD_part[bc * a.channels + group_d0 + tid] = dD_sum;
