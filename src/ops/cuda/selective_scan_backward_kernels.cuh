@@ -31,13 +31,14 @@
 // 0.26 ms at 16/clock/SM. Floor ~0.26 / 1.0 / 4.2 / 6.5 ms at 4K / 16K / 64K / 100K.
 // Before this layout (sums over states by ten warp shuffles in the serial loop): 4.90 / 19.3 /
 // 75.8 / 118.3 ms. This one is bound by shared memory, which returns one register of a warp per
-// clock per multiprocessor: per 32 (token, state) pairs about 4 (C's forward: (dt, dt u), B, the
-// store of H) + 5 (C's backward: (dt, gy), C, H, the store of G) + 7 (sums over states: C, B, A2,
-// G twice, H twice) + 4 (sums over channels) + 3 (A) = 23 such clocks, 0.18 us a token at the
-// limit; 2 blocks (8 warps) per multiprocessor at chunks of 64 (97.5 KB each). Prediction, the
-// forward (0.064 us a token) + the backward at ~65% of that limit: ~0.34 us a token, 1.3 / 5.2 /
-// 21 / 33 ms at 4K / 16K / 64K / 100K (~0.8x mamba_ssm's 1.66 / 6.57 / 25.9 / 42.5), uncertain by
-// about a third either way.
+// clock per multiprocessor (two where lanes 2k and 2k + 1 read one address): per 32 (token, state)
+// pairs about 4 (C's forward: (dt, dt u), B, the store of H) + 5 (C's backward: (dt, gy), C, H, the
+// store of G) + 7 (sums over states: (C, B), A2, G twice, H twice) + 4 (sums over channels:
+// (gy, dt u), G, H) + 3 (A) = 23 such clocks (18 where the paired loads go at the double rate),
+// 0.14-0.18 us a token at the limit; 2 blocks (8 warps) per multiprocessor at chunks of 64 (101.5 KB
+// each). Prediction, the forward (0.064 us a token) + the backward at ~65% of that limit: ~0.34 us a
+// token, 1.3 / 5.2 / 21 / 33 ms at 4K / 16K / 64K / 100K (~0.8x mamba_ssm's 1.66 / 6.57 / 25.9 /
+// 42.5), uncertain by about a third either way.
 //
 // The caller's chunk states serve when their chunk is at most kMaxChunk tokens (shared memory); else,
 // or when none are given, the states are recomputed by the forward at kMaxChunk.
@@ -92,9 +93,10 @@ struct BwdArgs {
 template <int kN, bool kSummary>
 struct SmemPlan {
   using L = Layout<kN>;
-  static constexpr int kPerChannel = kSummary ? 2 : 8;  // (dt, gy) (, (dt, dt u), u, softplus', dz factor, ddelta)
+  // (dt, gy) (, (dt, dt u), (gy, dt u), u, softplus', dz factor, ddelta)
+  static constexpr int kPerChannel = kSummary ? 2 : 10;
   __host__ __device__ static constexpr int64_t floats(int64_t q) {
-    int64_t n = q * kN * (kSummary ? 1 : 2) + q * kChannels * kPerChannel;  // C (and B); per channel
+    int64_t n = 2 * q * kN + q * kChannels * kPerChannel;  // (C, B); per channel
     if (!kSummary) n += 2 * (q + 1) * L::kS * L::kThreads + 2 * q * kN + kChannels * kN;  // H, G; dB/dC; A2
     return n;
   }
@@ -112,13 +114,15 @@ __global__ void __launch_bounds__(Layout<kN>::kThreads) scan_backward_kernel(con
   const int tokens = int(min(a.chunk_len, a.T - t0));
   const int tid = threadIdx.x, c = tid / kLanes, j = tid % kLanes;
 
-  float* const C_tile = smem;                                      // [q][kN]
-  float* const B_tile = C_tile + q * kN;                           // [q][kN] (C only)
-  // [q][kChannels] each. The pairs that the serial loops use together (a token's (dt, gy) going
-  // back, (dt, dt u) going forward) in one 8-byte load: every lane of a warp gets both registers.
-  float2* const sh_dt_gy = reinterpret_cast<float2*>(B_tile + (kSummary ? 0 : q * kN));
+  // Values used together are stored together, one 8-byte load for two (shared memory returns one
+  // register of a warp a clock, or two where lanes 2k and 2k + 1 read the same address).
+  float2* const CB = reinterpret_cast<float2*>(smem);             // [q][kN]: (C, B) (A: C only)
+  // [q][kChannels] each: a token's (dt, gy) going back, (dt, dt u) going forward, (gy, dt u) in the
+  // sums over channels.
+  float2* const sh_dt_gy = CB + q * kN;
   float2* const sh_dt_dtu = sh_dt_gy + q * kChannels;
-  float* const sh_u = reinterpret_cast<float*>(sh_dt_dtu + (kSummary ? 0 : q * kChannels));
+  float2* const sh_gy_dtu = sh_dt_dtu + (kSummary ? 0 : q * kChannels);
+  float* const sh_u = reinterpret_cast<float*>(sh_gy_dtu + (kSummary ? 0 : q * kChannels));
   float* const sh_spg = sh_u + q * kChannels;                      // softplus'(delta + bias)
   float* const sh_dzf = sh_spg + q * kChannels;                    // dout silu'(z)
   float* const sh_ddelta = sh_dzf + q * kChannels;
@@ -133,9 +137,9 @@ __global__ void __launch_bounds__(Layout<kN>::kThreads) scan_backward_kernel(con
 
   for (int i = tid; i < tokens * kN; i += kThreads) {
     const int l = i / kN, n = i % kN;
-    C_tile[i] = n < a.N ? to_float(a.C[(row0 + l) * a.ld_C + n]) : 0.0f;
+    CB[i].x = n < a.N ? to_float(a.C[(row0 + l) * a.ld_C + n]) : 0.0f;
     if constexpr (!kSummary) {
-      B_tile[i] = n < a.N ? to_float(a.B[(row0 + l) * a.ld_B + n]) : 0.0f;
+      CB[i].y = n < a.N ? to_float(a.B[(row0 + l) * a.ld_B + n]) : 0.0f;
       sum_dB[i] = sum_dC[i] = 0.0f;
     }
   }
@@ -168,6 +172,7 @@ __global__ void __launch_bounds__(Layout<kN>::kThreads) scan_backward_kernel(con
       sh_dt_gy[i] = make_float2(dt, gy);
       if constexpr (!kSummary) {
         sh_dt_dtu[i] = make_float2(dt, dt * u);
+        sh_gy_dtu[i] = make_float2(gy, dt * u);
         sh_u[i] = u;
         sh_spg[i] = spg;
         sh_dzf[i] = dzf;
@@ -196,7 +201,7 @@ __global__ void __launch_bounds__(Layout<kN>::kThreads) scan_backward_kernel(con
         dt_sum += dt;
 #pragma unroll
         for (int s = 0; s < kS; ++s)
-          adj[s] = (adj[s] + gy * C_tile[l * kN + s * kLanes + j]) * decay<Act>(A2[s] * dt);
+          adj[s] = (adj[s] + gy * CB[l * kN + s * kLanes + j].x) * decay<Act>(A2[s] * dt);
       }
 #pragma unroll
       for (int s = 0; s < kS; ++s)
@@ -225,7 +230,7 @@ __global__ void __launch_bounds__(Layout<kN>::kThreads) scan_backward_kernel(con
           if (l0 + k >= tokens) break;
           dt_dtu[k] = sh_dt_dtu[(l0 + k) * kChannels + c];
 #pragma unroll
-          for (int s = 0; s < kS; ++s) Bv[k][s] = B_tile[(l0 + k) * kN + s * kLanes + j];
+          for (int s = 0; s < kS; ++s) Bv[k][s] = CB[(l0 + k) * kN + s * kLanes + j].y;
         }
 #pragma unroll
         for (int k = 0; k < kBatch; ++k) {
@@ -246,7 +251,7 @@ __global__ void __launch_bounds__(Layout<kN>::kThreads) scan_backward_kernel(con
           dt_gy[k] = sh_dt_gy[(l0 - k) * kChannels + c];
 #pragma unroll
           for (int s = 0; s < kS; ++s) {
-            Cv[k][s] = C_tile[(l0 - k) * kN + s * kLanes + j];
+            Cv[k][s] = CB[(l0 - k) * kN + s * kLanes + j].x;
             h_before[k][s] = H[at(l0 - k, s)];
           }
         }
@@ -287,9 +292,9 @@ __global__ void __launch_bounds__(Layout<kN>::kThreads) scan_backward_kernel(con
 #pragma unroll
         for (int k = 0; k < kN; ++k) {
           const int n = (k + start) & (kN - 1);
-          const float Cn = C_tile[l * kN + n];
-          const float g = G[hg_at(l + 1, n, cc)] + gy * Cn;
-          gB += g * B_tile[l * kN + n];
+          const float2 cb = CB[l * kN + n];
+          const float Cn = cb.x, g = G[hg_at(l + 1, n, cc)] + gy * Cn;
+          gB += g * cb.y;
           ghaA2 += G[hg_at(l, n, cc)] * H[hg_at(l, n, cc)] * sh_A2[cc * kN + n];
           if (want_dz) y += Cn * H[hg_at(l + 1, n, cc)];
         }
@@ -307,13 +312,14 @@ __global__ void __launch_bounds__(Layout<kN>::kThreads) scan_backward_kernel(con
       if (want_bc) {
         for (int i = tid; i < tokens * kN; i += kThreads) {
           const int l = i / kN, n = i % kN;
-          const float Cn = C_tile[i];
+          const float Cn = CB[i].x;
           float dB = 0.0f, dC = 0.0f;
 #pragma unroll
           for (int k = 0; k < kChannels; ++k) {
             const int cc = (k + l) & (kChannels - 1);
-            const float gy = sh_dt_gy[l * kChannels + cc].y, h_now = H[hg_at(l + 1, n, cc)];
-            dB += (G[hg_at(l + 1, n, cc)] + gy * Cn) * sh_dt_dtu[l * kChannels + cc].y;
+            const float2 gy_dtu = sh_gy_dtu[l * kChannels + cc];
+            const float gy = gy_dtu.x, h_now = H[hg_at(l + 1, n, cc)];
+            dB += (G[hg_at(l + 1, n, cc)] + gy * Cn) * gy_dtu.y;
             dC += gy * h_now;
           }
           sum_dB[i] += dB;
