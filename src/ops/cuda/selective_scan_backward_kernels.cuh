@@ -35,7 +35,7 @@
 // pairs about 4 (C's forward: (dt, dt u), B, the store of H) + 5 (C's backward: (dt, gy), C, H, the
 // store of G) + 7 (sums over states: (C, B), A2, G twice, H twice) + 4 (sums over channels:
 // (gy, dt u), G, H) + 3 (A) = 23 such clocks (18 where the paired loads go at the double rate),
-// 0.14-0.18 us a token at the limit; 2 blocks (8 warps) per multiprocessor at chunks of 64 (101.5 KB
+// 0.14-0.18 us a token at the limit; 2 blocks (8 warps) per multiprocessor at chunks of 64 (100.5 KB
 // each). Prediction, the forward (0.064 us a token) + the backward at ~65% of that limit: ~0.34 us a
 // token, 1.3 / 5.2 / 21 / 33 ms at 4K / 16K / 64K / 100K (~0.8x mamba_ssm's 1.66 / 6.57 / 25.9 /
 // 42.5), uncertain by about a third either way.
@@ -93,11 +93,12 @@ struct BwdArgs {
 template <int kN, bool kSummary>
 struct SmemPlan {
   using L = Layout<kN>;
-  // (dt, gy) (, (dt, dt u), (gy, dt u), u, softplus', dz factor, ddelta)
-  static constexpr int kPerChannel = kSummary ? 2 : 10;
+  // (dt, gy) (, (dt, dt u), (gy, dt u), u, softplus', dz factor)
+  static constexpr int kPerChannel = kSummary ? 2 : 9;
   __host__ __device__ static constexpr int64_t floats(int64_t q) {
     int64_t n = 2 * q * kN + q * kChannels * kPerChannel;  // (C, B); per channel
-    if (!kSummary) n += 2 * (q + 1) * L::kS * L::kThreads + 2 * q * kN + kChannels * kN;  // H, G; dB/dC; A2
+    // H, G; dB, dC; A2; the threads' dD and ddelta_bias sums
+    if (!kSummary) n += 2 * (q + 1) * L::kS * L::kThreads + 2 * q * kN + kChannels * kN + 2 * L::kThreads;
     return n;
   }
 };
@@ -125,14 +126,15 @@ __global__ void __launch_bounds__(Layout<kN>::kThreads) scan_backward_kernel(con
   float* const sh_u = reinterpret_cast<float*>(sh_gy_dtu + (kSummary ? 0 : q * kChannels));
   float* const sh_spg = sh_u + q * kChannels;                      // softplus'(delta + bias)
   float* const sh_dzf = sh_spg + q * kChannels;                    // dout silu'(z)
-  float* const sh_ddelta = sh_dzf + q * kChannels;
   // Row r of H: the states before token r (row 0: the chunk's start state); row r of G: the adjoint
   // reaching token r - 1 from the tokens after it (row `tokens`: the one arriving at the chunk's end).
-  float* const H = sh_ddelta + q * kChannels;                      // [q + 1][kS][kThreads]
+  float* const H = sh_dzf + q * kChannels;                         // [q + 1][kS][kThreads]
   float* const G = H + (q + 1) * kS * kThreads;                    // [q + 1][kS][kThreads]
   float* const sum_dB = G + (q + 1) * kS * kThreads;               // [q][kN]: over the block's groups
   float* const sum_dC = sum_dB + q * kN;
   float* const sh_A2 = sum_dC + q * kN;                            // [kChannels][kN]: A log2(e)
+  float* const thread_dD = sh_A2 + kChannels * kN;                 // [kThreads]: over its tokens
+  float* const thread_dbias = thread_dD + kThreads;
   const bool want_bc = a.dB_part || a.dC_part;
 
   for (int i = tid; i < tokens * kN; i += kThreads) {
@@ -283,6 +285,7 @@ __global__ void __launch_bounds__(Layout<kN>::kThreads) scan_backward_kernel(con
         return (row * kS + n / kLanes) * kThreads + channel * kLanes + n % kLanes;
       };
       const bool want_dz = a.dz != nullptr;
+      float dD_sum = 0.0f, dbias_sum = 0.0f;  // over this thread's tokens, all of channel tid % kChannels
       for (int i = tid; i < tokens * kChannels; i += kThreads) {
         const int l = i / kChannels, cc = i % kChannels;
         const float2 dt_gy = sh_dt_gy[i];
@@ -299,7 +302,8 @@ __global__ void __launch_bounds__(Layout<kN>::kThreads) scan_backward_kernel(con
           if (want_dz) y += Cn * H[hg_at(l + 1, n, cc)];
         }
         const float ddelta = (ghaA2 * kLn2 + u * gB) * sh_spg[i];
-        sh_ddelta[i] = ddelta;
+        dD_sum += gy * u;  // zero past the last channel
+        dbias_sum += ddelta;
         const int64_t dd = group_d0 + cc, row = row0 + l;
         if (dd >= a.channels) continue;
         const float skip = a.D ? a.D[dd] : 0.0f;
@@ -326,15 +330,17 @@ __global__ void __launch_bounds__(Layout<kN>::kThreads) scan_backward_kernel(con
           sum_dC[i] += dC;
         }
       }
-      __syncthreads();  // sh_ddelta complete
+      thread_dD[tid] = dD_sum;
+      thread_dbias[tid] = dbias_sum;
+      __syncthreads();  // the threads' sums complete
       if (tid < kChannels && group_d0 + tid < a.channels) {
-        float dD_sum = 0.0f, dbias_sum = 0.0f;
-        for (int l = 0; l < tokens; ++l) {
-          dD_sum += sh_dt_gy[l * kChannels + tid].y * sh_u[l * kChannels + tid];
-          dbias_sum += sh_ddelta[l * kChannels + tid];
+        float dD = 0.0f, dbias = 0.0f;
+        for (int r = tid; r < kThreads; r += kChannels) {
+          dD += thread_dD[r];
+          dbias += thread_dbias[r];
         }
-        if (a.dD_part) a.dD_part[bc * a.channels + group_d0 + tid] = dD_sum;
-        if (a.dbias_part) a.dbias_part[bc * a.channels + group_d0 + tid] = dbias_sum;
+        if (a.dD_part) a.dD_part[bc * a.channels + group_d0 + tid] = dD;
+        if (a.dbias_part) a.dbias_part[bc * a.channels + group_d0 + tid] = dbias;
       }
     }
     __syncthreads();  // before the next group overwrites the per-channel values, H and G
