@@ -146,28 +146,42 @@ __global__ void __launch_bounds__(Layout<kN>::kThreads) scan_backward_kernel(con
     }
   }
 
-  const int64_t block_d0 = int64_t(blockIdx.x) * kGroups * kChannels;
-  for (int group = 0; group < kGroups; ++group) {
-    const int64_t group_d0 = block_d0 + group * kChannels;
-    if (group_d0 >= a.channels) break;  // the same for the whole block
-    // The group's per-channel values of every token; zeros past the last channel, so that those
-    // threads add nothing anywhere.
-    for (int i = tid; i < tokens * kChannels; i += kThreads) {
-      const int l = i / kChannels;
-      const int64_t d = group_d0 + i % kChannels, row = row0 + l;
+  // A group's inputs of every token, this thread's (token, channel) pairs: loaded into registers
+  // while the previous group computes (fetch), then turned into its per-channel values (stage).
+  // Zeros past the last channel, so that those threads add nothing anywhere.
+  constexpr int kItems = (L::kMaxChunk * kChannels + kThreads - 1) / kThreads;
+  float raw_delta[kItems], raw_dy[kItems], raw_z[kItems], raw_u[kItems];
+  auto fetch = [&](int64_t group_d0) {
+#pragma unroll
+    for (int m = 0; m < kItems; ++m) {
+      const int i = tid + m * kThreads;
+      const int64_t d = group_d0 + i % kChannels, row = row0 + i / kChannels;
+      const bool real = i < tokens * kChannels && d < a.channels;
+      raw_delta[m] = real ? to_float(a.delta[row * a.ld_delta + d]) : 0.0f;
+      raw_dy[m] = real ? to_float(a.dy[row * a.ld_dy + d]) : 0.0f;
+      raw_z[m] = real && a.z ? to_float(a.z[row * a.ld_z + d]) : 0.0f;
+      raw_u[m] = real && !kSummary ? to_float(a.u[row * a.ld_u + d]) : 0.0f;
+    }
+  };
+  auto stage = [&](int64_t group_d0) {
+#pragma unroll
+    for (int m = 0; m < kItems; ++m) {
+      const int i = tid + m * kThreads;
+      if (i >= tokens * kChannels) break;
+      const int64_t d = group_d0 + i % kChannels;
       float dt = 0.0f, gy = 0.0f, u = 0.0f, spg = 0.0f, dzf = 0.0f;
       if (d < a.channels) {
-        const float raw = to_float(a.delta[row * a.ld_delta + d]) + (a.delta_bias ? a.delta_bias[d] : 0.0f);
+        const float raw = raw_delta[m] + (a.delta_bias ? a.delta_bias[d] : 0.0f);
         dt = a.softplus ? dt_softplus<Act>(raw) : raw;
-        const float dout = to_float(a.dy[row * a.ld_dy + d]);
+        const float dout = raw_dy[m];
         gy = dout;
         if (a.z) {
-          const float z = to_float(a.z[row * a.ld_z + d]), sg = scan_sigmoid<Act>(z);
+          const float z = raw_z[m], sg = scan_sigmoid<Act>(z);
           gy = dout * z * sg;
           dzf = dout * sg * (1.0f + z * (1.0f - sg));
         }
         if constexpr (!kSummary) {
-          u = to_float(a.u[row * a.ld_u + d]);
+          u = raw_u[m];
           spg = a.softplus ? dt_softplus_grad<Act>(raw) : 1.0f;
         }
       }
@@ -180,7 +194,16 @@ __global__ void __launch_bounds__(Layout<kN>::kThreads) scan_backward_kernel(con
         sh_dzf[i] = dzf;
       }
     }
+  };
+
+  const int64_t block_d0 = int64_t(blockIdx.x) * kGroups * kChannels;
+  fetch(block_d0);
+  for (int group = 0; group < kGroups; ++group) {
+    const int64_t group_d0 = block_d0 + group * kChannels;
+    if (group_d0 >= a.channels) break;  // the same for the whole block
+    stage(group_d0);
     __syncthreads();
+    const bool more = group + 1 < kGroups && group_d0 + kChannels < a.channels;  // another group follows
 
     const int64_t d = group_d0 + c;
     const bool active = d < a.channels;
@@ -195,6 +218,7 @@ __global__ void __launch_bounds__(Layout<kN>::kThreads) scan_backward_kernel(con
     }
 
     if constexpr (kSummary) {
+      if (more) fetch(group_d0 + kChannels);
       float dt_sum = 0.0f;
 #pragma unroll 4
       for (int l = tokens - 1; l >= 0; --l) {
@@ -276,6 +300,7 @@ __global__ void __launch_bounds__(Layout<kN>::kThreads) scan_backward_kernel(con
         if (a.dA_part) a.dA_part[(bc * a.channels + d) * a.N + n] = dA[s];
         if (a.dstate0 && chunk == 0) a.dstate0[(b * a.channels + d) * a.N + n] = adj[s];
       }
+      if (more) fetch(group_d0 + kChannels);
       __syncthreads();  // H, G and sh_A2 complete
 
       // Sums over states, one (token, channel) per step; g = G[l + 1] + gy C. Each (token, channel)
