@@ -308,6 +308,8 @@ int main() {
       {1, 37, 9, 64, 16, true, true, true, true, true},     // N 64: four per thread
       {2, 30, 10, 8, 7, true, true, true, false, true},     // N 8
       {1, 50, 300, 13, 16, true, true, true, true, true},   // three channel blocks, N 13 of 16
+      {3, 201, 130, 16, 64, true, true, true, true, true},  // batch 3, full chunks of 64 and a partial one
+      {2, 129, 20, 16, 64, false, false, false, false, false},  // no optional input, one token past 2 chunks
   };
   Case fewer{2, 33, 40, 16, 8, true, true, true, true, true};
   fewer.all_grads = false;
