@@ -146,7 +146,7 @@ bool check(const CheckShape& s, unsigned seed) {
   CHECK_CUDA(cudaDeviceSynchronize());
   const double tol = sizeof(T) == 2 ? 3e-2 : 1e-4;
   bool ok = true;
-  std::printf("check v2 %-4s B %d T %4d H %d P %3d G %d N %3d D %d state0 %d dfinal %d:",
+  std::printf("check v3 %-4s B %d T %4d H %d P %3d G %d N %3d D %d state0 %d dfinal %d:",
               sizeof(T) == 2 ? "bf16" : "f32", s.batch, s.T, s.H, s.P, s.G, s.N, s.with_D, s.with_state0,
               s.with_dfinal);
   auto report = [&](const char* name, const std::vector<float>& got, const std::vector<double>& ref) {
@@ -218,11 +218,11 @@ int main() {
   const struct {
     const char* name;
     int stages;
-  } stages[] = {{"values", backward::kChunkValues}, {"states", backward::kChunkStates},
-                {"pass", backward::kStatePass},     {"group", backward::kGroup},
-                {"head", backward::kHead},          {"dB dC", backward::kDbc},
-                {"params", backward::kParams}};
-  std::printf("\n| tokens | fwd ms | bwd v2 ms | fwd+bwd ms | peer ms | ratio |");
+  } stages[] = {{"values", backward::kChunkValues}, {"seg sums", backward::kSegmentSums},
+                {"seg pass", backward::kSegmentPass}, {"walk", backward::kStateWalk},
+                {"group", backward::kGroup},          {"head", backward::kHead},
+                {"dB dC", backward::kDbc},            {"params", backward::kParams}};
+  std::printf("\n| tokens | fwd ms | bwd v3 ms | fwd+bwd ms | peer ms | ratio |");
   for (const auto& s : stages) std::printf(" %s |", s.name);
   std::printf("\n|---|---|---|---|---|---|");
   for (size_t i = 0; i < std::size(stages); ++i) std::printf("---|");
