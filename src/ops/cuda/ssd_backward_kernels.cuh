@@ -150,7 +150,7 @@ struct Segments {
 // (w_s or exp(a_l)) and decays exp(a_last), then (writing walk only) the [64][64] tile of the state
 // going out.
 template <class T>
-constexpr size_t state_walk_vectors_offset() { return 4 * size_t(kChunk) * 64 * sizeof(T); }
+__host__ __device__ constexpr size_t state_walk_vectors_offset() { return 4 * size_t(kChunk) * 64 * sizeof(T); }
 constexpr size_t kStateWalkVectorBytes = (2 * kChunk + 4) * sizeof(float);
 template <class T, bool kWrite>
 constexpr size_t state_walk_smem() {
@@ -158,7 +158,7 @@ constexpr size_t state_walk_smem() {
 }
 
 template <class T, bool kWrite>
-__global__ void __launch_bounds__(kThreads) state_walk_kernel(Args<T> a, Grads<T> g, Scratch<T> s, Segments seg) {
+__global__ void __launch_bounds__(kThreads, 2) state_walk_kernel(Args<T> a, Grads<T> g, Scratch<T> s, Segments seg) {
   using Lay = Tile64<T>;
   using M = WarpMma<T>;
   extern __shared__ __align__(16) unsigned char smem[];
@@ -630,6 +630,8 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 2 : 1) head_mma_ker
   load_chunk_tile<T, XL>(dYs, g.dy + ch.row0 * g.lddy + int64_t(h) * P, g.lddy, rows, P);
   load_chunk_tile<T, BCL>(Bs, a.B + ch.row0 * a.ldB + int64_t(grp) * N, a.ldB, rows, N);
   load_chunk_tile<T, BCL>(Cs, a.C + ch.row0 * a.ldC + int64_t(grp) * N, a.ldC, rows, N);
+  ptx::cp_async_commit();
+  // The states in a second group: they arrive while C Bᵀ and dY Xᵀ are computed.
   auto load_state = [&](T* tile, const T* state) {
     if (state) load_chunk_tile<T, SL>(tile, state, N, P, N);
     else ssd_kernels::zero_shared(tile, L::kS * sizeof(T));
@@ -658,14 +660,8 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 2 : 1) head_mma_ker
       v.dt_grad[i] = grad;
     }
   }
-  ptx::cp_async_wait_all();
-  __syncthreads();  // tiles and vectors in
-  if (S && dS) {  // <dS, S> for the gradient of a_last
-    float dot = 0.0f;
-    for (int i = tid; i < L::kS; i += kThreads) dot += to_float(Ss[i]) * to_float(dSs[i]);
-    dot = warp_sum(dot);
-    if (lane == 0) v.warp_dot[warp] = dot;
-  }
+  ptx::cp_async_wait_all_but_last();
+  __syncthreads();  // the chunk's tiles and the vectors in
 
   const int m0 = 16 * (warp >> 1), n0 = 32 * (warp & 1);
   auto above_diagonal = [&](int nt) { return n0 + 8 * nt > m0 + 15; };
@@ -708,7 +704,14 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 2 : 1) head_mma_ker
         }
       }
   }
-  __syncthreads();  // Ms complete
+  ptx::cp_async_wait_all();
+  __syncthreads();  // Ms and the states complete
+  if (S && dS) {  // <dS, S> for the gradient of a_last
+    float dot = 0.0f;
+    for (int i = tid; i < L::kS; i += kThreads) dot += to_float(Ss[i]) * to_float(dSs[i]);
+    dot = warp_sum(dot);
+    if (lane == 0) v.warp_dot[warp] = dot;
+  }
 
   // dX = Mᵀ dY + D dY + diag(w) B dSᵀ (rows s, columns p), C Sᵀ (rows l); the row sums X_s · (B dSᵀ)_s
   // and dY_l · (C Sᵀ)_l, and Σ dY ⊙ X.
@@ -822,17 +825,20 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 2 : 1) head_mma_ker
 // 32 (w % 2) + [0, 32) of the block's 64 x 64 pieces of dC and dB.
 
 template <class T>
-constexpr size_t dbc_smem() { return 4 * size_t(kChunk) * 64 * sizeof(T); }
+constexpr size_t dbc_smem() { return 8 * size_t(kChunk) * 64 * sizeof(T); }
 
 template <class T>
 __global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 2 : 1) dbc_kernel(Args<T> a, Grads<T> g, Scratch<T> s) {
   using Lay = Tile64<T>;
   using M = WarpMma<T>;
   extern __shared__ __align__(16) unsigned char smem[];
-  T* const left = reinterpret_cast<T*>(smem);  // [l][p] dY, then [l][s] d(C Bᵀ)
-  T* const right = left + kChunk * 64;          // [s][p] X, then [s][n] B
-  T* const Sp = right + kChunk * 64;            // [p][n] S, then [l][n] C
-  T* const dSp = Sp + kChunk * 64;              // [p][n] dS
+  // Two buffers of four tiles: [l][p] dY, [s][p] X, [p][n] S, [p][n] dS of one (head, tile of P), the
+  // next one's copied in while the current one is used; then [l][s] d(C Bᵀ), [s][n] B, [l][n] C.
+  T* const tiles = reinterpret_cast<T*>(smem);
+  constexpr int kTileElems = kChunk * 64;
+  T* const left = tiles;                // d(C Bᵀ)
+  T* const right = tiles + kTileElems;  // B
+  T* const Sp = right + kTileElems;     // C
 
   const int P = a.head_dim, N = a.state_dim, chunks = chunk_count(a.length), per_group = a.heads / a.groups;
   const int n_tiles = (N + kTile - 1) / kTile;
@@ -847,33 +853,47 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 2 : 1) dbc_kernel(A
   const bool has_ds = g.dB && s.dstates != nullptr && (c + 1 < chunks || g.dfinal != nullptr);
 
   float dc[4][4] = {}, db[4][4] = {};  // rows l (dC) or s (dB), columns n
-  for (int h = grp * per_group; (has_prev || has_ds) && h < (grp + 1) * per_group; ++h) {
-    const int64_t bh = int64_t(b) * a.heads + h, state_slot = (bh * chunks + c) * PN + n0;
-    float ys[4][4] = {}, xds[4][4] = {};  // dY S and X dS
-    for (int p0 = 0; p0 < P; p0 += kTile) {
-      const int pw = min(kTile, P - p0);
-      if (has_prev) {
-        load_chunk_tile<T, Lay>(left, g.dy + ch.row0 * g.lddy + int64_t(h) * P + p0, g.lddy, rows, pw);
-        load_chunk_tile<T, Lay>(Sp, s.states + state_slot + int64_t(p0) * N, N, pw, nw);
-      }
-      if (has_ds) {
-        load_chunk_tile<T, Lay>(right, a.x + ch.row0 * a.ldx + int64_t(h) * P + p0, a.ldx, rows, pw);
-        load_chunk_tile<T, Lay>(dSp, s.dstates + state_slot + int64_t(p0) * N, N, pw, nw);
-      }
-      ptx::cp_async_commit();
-      ptx::cp_async_wait_all();
-      __syncthreads();
-      if (has_prev)
-        warp_product<T>(
-            ys, 0, kTile, [&](auto& f, int k0) { M::load_a(f, left, Lay{}, m0, k0); },
-            [&](auto& f, int k0, int j) { M::load_b_t(f, Sp, Lay{}, k0, w0 + 8 * j); }, no_skip);
-      if (has_ds)
-        warp_product<T>(
-            xds, 0, kTile, [&](auto& f, int k0) { M::load_a(f, right, Lay{}, m0, k0); },
-            [&](auto& f, int k0, int j) { M::load_b_t(f, dSp, Lay{}, k0, w0 + 8 * j); }, no_skip);
-      __syncthreads();  // the tiles are read
+  const int p_tiles = (P + kTile - 1) / kTile, items = has_prev || has_ds ? per_group * p_tiles : 0;
+  // Item i: head grp * per_group + i / p_tiles, columns p0 = kTile (i % p_tiles) of P.
+  auto prefetch = [&](int item, int buf) {
+    const int h = grp * per_group + item / p_tiles, p0 = (item % p_tiles) * kTile, pw = min(kTile, P - p0);
+    const int64_t state_at = ((int64_t(b) * a.heads + h) * chunks + c) * PN + n0 + int64_t(p0) * N;
+    T* const t = tiles + buf * 4 * kTileElems;
+    if (has_prev) {
+      load_chunk_tile<T, Lay>(t, g.dy + ch.row0 * g.lddy + int64_t(h) * P + p0, g.lddy, rows, pw);
+      load_chunk_tile<T, Lay>(t + 2 * kTileElems, s.states + state_at, N, pw, nw);
     }
-    // The factors exp(a_r) and w_r = exp(a_last − a_r) dt_r of the thread's rows r (0 past the chunk).
+    if (has_ds) {
+      load_chunk_tile<T, Lay>(t + kTileElems, a.x + ch.row0 * a.ldx + int64_t(h) * P + p0, a.ldx, rows, pw);
+      load_chunk_tile<T, Lay>(t + 3 * kTileElems, s.dstates + state_at, N, pw, nw);
+    }
+    ptx::cp_async_commit();
+  };
+  float ys[4][4] = {}, xds[4][4] = {};  // dY S and X dS of the current head
+  if (items > 0) prefetch(0, 0);
+  for (int item = 0; item < items; ++item) {
+    const int buf = item & 1;
+    if (item + 1 < items) {
+      prefetch(item + 1, buf ^ 1);
+      ptx::cp_async_wait_all_but_last();
+    } else {
+      ptx::cp_async_wait_all();
+    }
+    __syncthreads();  // buffer buf complete
+    const T* const t = tiles + buf * 4 * kTileElems;
+    if (has_prev)
+      warp_product<T>(
+          ys, 0, kTile, [&](auto& f, int k0) { M::load_a(f, t, Lay{}, m0, k0); },
+          [&](auto& f, int k0, int j) { M::load_b_t(f, t + 2 * kTileElems, Lay{}, k0, w0 + 8 * j); }, no_skip);
+    if (has_ds)
+      warp_product<T>(
+          xds, 0, kTile, [&](auto& f, int k0) { M::load_a(f, t + kTileElems, Lay{}, m0, k0); },
+          [&](auto& f, int k0, int j) { M::load_b_t(f, t + 3 * kTileElems, Lay{}, k0, w0 + 8 * j); }, no_skip);
+    __syncthreads();  // buffer buf read
+    if (item % p_tiles != p_tiles - 1) continue;
+    // The head's last tile of P: its terms, scaled by exp(a_r) and w_r = exp(a_last − a_r) dt_r of the
+    // thread's rows r (0 past the chunk).
+    const int64_t bh = int64_t(b) * a.heads + grp * per_group + item / p_tiles;
     const float* const acum = s.acum + bh * a.length + ch.t0;
     const float* const dt = s.dt + bh * a.length + ch.t0;
     const float alast = acum[rows - 1];
@@ -887,6 +907,7 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 2 : 1) dbc_kernel(A
     for_fragment(m0, w0, [&](int j, int i, int, int) {
       dc[j][i] += decay_in[i >> 1] * ys[j][i];
       db[j][i] += weight[i >> 1] * xds[j][i];
+      ys[j][i] = xds[j][i] = 0.0f;
     });
   }
 
