@@ -142,16 +142,17 @@ constexpr size_t chunk_values_smem() { return (kThreads / 32) * sizeof(ssd_kerne
 // current one is computed; the states go out through a shared tile in 16-byte pieces.
 
 struct Segments {
-  int chunks;  // per segment, the last may have fewer
+  int chunks;  // per segment (at most kMaxSegmentChunks), the last may have fewer
   int count;   // per (b, h)
 };
+constexpr int kMaxSegmentChunks = 32;
 
-// Shared memory: two buffers of the chunk's [kChunk][64] tiles (X or dY, B or C), their scale vectors
-// (w_s or exp(a_l)) and decays exp(a_last), then (writing walk only) the [64][64] tile of the state
-// going out.
+// Shared memory: two buffers of the chunk's [kChunk][64] tiles (X or dY, B or C), the segment's scale
+// vectors (w_s or exp(a_l)) and decays exp(a_last) in walk order, then (writing walk only) the [64][64]
+// tile of the state going out.
 template <class T>
 __host__ __device__ constexpr size_t state_walk_vectors_offset() { return 4 * size_t(kChunk) * 64 * sizeof(T); }
-constexpr size_t kStateWalkVectorBytes = (2 * kChunk + 4) * sizeof(float);
+constexpr size_t kStateWalkVectorBytes = kMaxSegmentChunks * (kChunk + 1) * sizeof(float);
 template <class T, bool kWrite>
 constexpr size_t state_walk_smem() {
   return state_walk_vectors_offset<T>() + kStateWalkVectorBytes + (kWrite ? size_t(kChunk) * 64 * sizeof(T) : 0);
@@ -163,8 +164,8 @@ __global__ void __launch_bounds__(kThreads, 2) state_walk_kernel(Args<T> a, Grad
   using M = WarpMma<T>;
   extern __shared__ __align__(16) unsigned char smem[];
   T* const tiles = reinterpret_cast<T*>(smem);  // [buffer][left, right][kChunk * 64]
-  float* const scale = reinterpret_cast<float*>(smem + state_walk_vectors_offset<T>());  // [buffer][kChunk]
-  float* const decay = scale + 2 * kChunk;                                               // [buffer]
+  float* const scale = reinterpret_cast<float*>(smem + state_walk_vectors_offset<T>());  // [i][kChunk]
+  float* const decay = scale + kMaxSegmentChunks * kChunk;                                // [i]
   T* const stage = reinterpret_cast<T*>(smem + state_walk_vectors_offset<T>() + kStateWalkVectorBytes);
 
   const int P = a.head_dim, N = a.state_dim, chunks = chunk_count(a.length);
@@ -191,22 +192,25 @@ __global__ void __launch_bounds__(kThreads, 2) state_walk_kernel(Args<T> a, Grad
   const int64_t ldr = dir == 0 ? a.ldB : a.ldC;
   const int tid = int(threadIdx.x), warp = tid >> 5, m0 = 16 * (warp >> 1), w0 = 32 * (warp & 1);
 
-  // Chunk chunk_of(i)'s tiles (cp.async, committed) and vectors into buffer buf.
+  // Chunk chunk_of(i)'s tiles into buffer buf (cp.async, committed).
   auto prefetch = [&](int i, int buf) {
     const ChunkAt ch = chunk_at(a, b, chunk_of(i));
     T* const dst = tiles + buf * 2 * kChunk * 64;
     load_chunk_tile<T, Lay>(dst, left + ch.row0 * ldl, ldl, ch.rows, pw);
     load_chunk_tile<T, Lay>(dst + kChunk * 64, right + ch.row0 * ldr, ldr, ch.rows, nw);
     ptx::cp_async_commit();
-    if (tid < kChunk) {
-      const float* const acum = s.acum + bh * a.length + ch.t0;
-      const float alast = acum[ch.rows - 1];
-      float v = 0.0f;
-      if (tid < ch.rows) v = dir == 0 ? expf(alast - acum[tid]) * s.dt[bh * a.length + ch.t0 + tid] : expf(acum[tid]);
-      scale[buf * kChunk + tid] = v;
-      if (tid == 0) decay[buf] = expf(alast);
-    }
   };
+  // The segment's vectors at once (their loads in flight together, not one chunk's each step).
+  for (int e = tid; e < count * kChunk; e += kThreads) {
+    const int i = e / kChunk, r = e % kChunk;
+    const ChunkAt ch = chunk_at(a, b, chunk_of(i));
+    const float* const acum = s.acum + bh * a.length + ch.t0;
+    const float alast = acum[ch.rows - 1];
+    float v = 0.0f;
+    if (r < ch.rows) v = dir == 0 ? expf(alast - acum[r]) * s.dt[bh * a.length + ch.t0 + r] : expf(acum[r]);
+    scale[e] = v;
+    if (r == 0) decay[i] = expf(alast);
+  }
 
   // The running state (F32, the accumulators' layout): from the segment's entering state, or zero.
   float run[4][4] = {};
@@ -247,12 +251,12 @@ __global__ void __launch_bounds__(kThreads, 2) state_walk_kernel(Args<T> a, Grad
       }
     }
     const T* const lt = tiles + buf * 2 * kChunk * 64;
-    const float* const w = scale + buf * kChunk;
+    const float* const w = scale + i * kChunk;
     float own[4][4] = {};
     warp_product<T>(
         own, 0, kChunk, [&](auto& f, int k0) { M::load_a_t_scaled(f, lt, Lay{}, m0, k0, w); },
         [&](auto& f, int k0, int j) { M::load_b_t(f, lt + kChunk * 64, Lay{}, k0, w0 + 8 * j); }, no_skip);
-    const float d = decay[buf];
+    const float d = decay[i];
     segment_decay *= d;
     for_fragment(m0, w0, [&](int j, int k, int, int) { run[j][k] = d * run[j][k] + own[j][k]; });
     __syncthreads();  // buffer buf and the stage read
@@ -873,6 +877,18 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 2 : 1) dbc_kernel(A
   if (items > 0) prefetch(0, 0);
   for (int item = 0; item < items; ++item) {
     const int buf = item & 1;
+    // The head's a and dt at the thread's rows r, loaded here so that they arrive during the products.
+    const int64_t bh = int64_t(b) * a.heads + grp * per_group + item / p_tiles;
+    const float* const acum = s.acum + bh * a.length + ch.t0;
+    const float* const dt = s.dt + bh * a.length + ch.t0;
+    const float alast = acum[rows - 1];
+    float a_r[2], dt_r[2];
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int r = m0 + (lane >> 2) + 8 * half;
+      a_r[half] = r < rows ? acum[r] : 0.0f;
+      dt_r[half] = r < rows ? dt[r] : 0.0f;
+    }
     if (item + 1 < items) {
       prefetch(item + 1, buf ^ 1);
       ptx::cp_async_wait_all_but_last();
@@ -893,16 +909,12 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 2 : 1) dbc_kernel(A
     if (item % p_tiles != p_tiles - 1) continue;
     // The head's last tile of P: its terms, scaled by exp(a_r) and w_r = exp(a_last − a_r) dt_r of the
     // thread's rows r (0 past the chunk).
-    const int64_t bh = int64_t(b) * a.heads + grp * per_group + item / p_tiles;
-    const float* const acum = s.acum + bh * a.length + ch.t0;
-    const float* const dt = s.dt + bh * a.length + ch.t0;
-    const float alast = acum[rows - 1];
     float decay_in[2], weight[2];
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
-      const int r = m0 + (lane >> 2) + 8 * half;
-      decay_in[half] = r < rows ? expf(acum[r]) : 0.0f;
-      weight[half] = r < rows ? expf(alast - acum[r]) * dt[r] : 0.0f;
+      const bool in = m0 + (lane >> 2) + 8 * half < rows;
+      decay_in[half] = in ? expf(a_r[half]) : 0.0f;
+      weight[half] = in ? expf(alast - a_r[half]) * dt_r[half] : 0.0f;
     }
     for_fragment(m0, w0, [&](int j, int i, int, int) {
       dc[j][i] += decay_in[i >> 1] * ys[j][i];
@@ -1010,7 +1022,7 @@ Plan make_plan(const Args<T>& a, const Grads<T>& g) {
   // Segments of 4 to 32 chunks, as many as give the walks ~2048 blocks.
   const int64_t blocks_per_segment = 2 * bh * p.p_tiles * p.n_tiles;
   const int64_t wanted = (2048 + blocks_per_segment - 1) / blocks_per_segment;
-  p.segments.chunks = int(std::clamp<int64_t>((p.chunks + wanted - 1) / wanted, 4, 32));
+  p.segments.chunks = int(std::clamp<int64_t>((p.chunks + wanted - 1) / wanted, 4, kMaxSegmentChunks));
   p.segments.count = (p.chunks + p.segments.chunks - 1) / p.segments.chunks;
   p.scratch_floats = 0;
   for (int64_t n : scratch_parts(a, p).floats) p.scratch_floats += size_t(n);
