@@ -52,18 +52,20 @@
 //       current one, and writes each chunk's state once, in 16-byte pieces through a shared tile;
 //       dstate0 from the walk that ends at chunk 0. Each chunk's state is now rounded to BF16 once
 //       (v2 rounded each chunk's own state before summing). Head: S and dS in a second cp.async
-//       group, arriving while C Bᵀ and dY Xᵀ are computed. dB dC: the heads' tiles double-buffered,
-//       each head's a and dt loaded before the products that hide their latency. The walks take
-//       their segment's decays at once (not one chunk's global loads a step) and run two blocks a
+//       group, arriving while C Bᵀ and dY Xᵀ are computed. Group and dB dC: the heads' tiles
+//       double-buffered, each head's a and dt loaded before the products that hide their latency
+//       (group: 128 registers, two blocks a multiprocessor; v2 80, three). The walks take their
+//       segment's decays at once (not one chunk's global loads a step) and run two blocks a
 //       multiprocessor (128 registers; the writing one spills 16 bytes).
 //       Bytes at 100K: sums 0.9 GB read, walk 0.9 GB read + 1.7 GB written (v2 states + pass:
 //       6 GB).
 //       Prediction (written before the run; ms at 4K / 16K / 64K / 100K): segment sums 0.03 / 0.07 /
 //       0.22 / 0.33; segment pass 0.01 / 0.01 / 0.03 / 0.05; walk 0.05 / 0.17 / 0.60 / 0.92 (states +
-//       pass + walk 1.3 ms at 100K against v2's 6.2); group unchanged; head 0.10 / 0.37 / 1.45 / 2.25;
-//       dB dC 0.08 / 0.18 / 0.70 / 1.10; backward ~0.38 / 0.95 / 3.4 / 5.4; with the forward ~0.48 /
-//       1.3 / 4.8 / 7.5 ms, 0.11 / 0.35 / 0.84 / 0.82x the peer. Next: the per-head kernel (2.3 ms
-//       against a ~1 ms byte floor: one 80 KB load phase a block, two blocks a multiprocessor).
+//       pass + walk 1.3 ms at 100K against v2's 6.2); group 0.09 / 0.12 / 0.32 / 0.50; head 0.10 /
+//       0.37 / 1.45 / 2.25; dB dC 0.08 / 0.18 / 0.70 / 1.10; backward ~0.37 / 0.93 / 3.35 / 5.2; with
+//       the forward ~0.47 / 1.29 / 4.7 / 7.3 ms, 0.11 / 0.35 / 0.82 / 0.80x the peer. Next: the
+//       per-head kernel (2.3 ms against a ~1 ms byte floor: one 80 KB load phase a block, two blocks
+//       a multiprocessor).
 //
 // Timed shapes (the issue's): batch 1, H 32, P 64, N 128, G 1, BF16, T = 4096 / 16384 / 65536 / 102400.
 // Floor of the backward (METHOD.md's two numbers), per token:

@@ -241,7 +241,8 @@ __global__ void __launch_bounds__(kThreads, 2) state_walk_kernel(Args<T> a, Grad
         for (int e = tid; e < kChunk * kPieces; e += kThreads) {
           const int r = e / kPieces, c = (e % kPieces) * kVec;
           if (r < pw && c < nw)
-            *reinterpret_cast<float4*>(slot + int64_t(r) * N + c) = *reinterpret_cast<const float4*>(stage + Lay::at(r, c));
+            *reinterpret_cast<float4*>(slot + int64_t(r) * N + c) =
+                *reinterpret_cast<const float4*>(stage + Lay::at(r, c));
         }
       } else {
         for (int e = tid; e < kChunk * 64; e += kThreads) {
@@ -313,15 +314,17 @@ __global__ void __launch_bounds__(kThreads) segment_pass_kernel(Args<T> a, Grads
 // columns 32 (w % 2) + [0, 32).
 
 template <class T>
-constexpr size_t group_smem() { return 2 * size_t(kChunk) * 64 * sizeof(T); }
+constexpr size_t group_smem() { return 4 * size_t(kChunk) * 64 * sizeof(T); }
 
 template <class T>
 __global__ void __launch_bounds__(kThreads) group_kernel(Args<T> a, Grads<T> g, Scratch<T> s) {
   using Lay = Tile64<T>;
   using M = WarpMma<T>;
   extern __shared__ __align__(16) unsigned char smem[];
-  T* const left = reinterpret_cast<T*>(smem);  // [l][k]: C, then dY
-  T* const right = left + kChunk * 64;          // [s][k]: B, then X
+  // Two buffers of [l][k] and [s][k] tiles: C and B (buffer 0), then dY and X of each (head, tile of
+  // P), the next one's copied in while the current one is used.
+  T* const left = reinterpret_cast<T*>(smem);
+  T* const right = left + kChunk * 64;
 
   const int P = a.head_dim, N = a.state_dim, chunks = chunk_count(a.length), per_group = a.heads / a.groups;
   const int c = int(blockIdx.x % unsigned(chunks));
@@ -355,15 +358,55 @@ __global__ void __launch_bounds__(kThreads) group_kernel(Args<T> a, Grads<T> g, 
   }
   if (!g.dB && !g.dC) return;  // d(C Bᵀ) feeds only dB and dC
 
-  float dcb[4][4] = {};
-  for (int h = grp * per_group; h < (grp + 1) * per_group; ++h) {
-    const int64_t bh = int64_t(b) * a.heads + h;
-    float dm[4][4] = {};
-    gram(dm, g.dy + ch.row0 * g.lddy + int64_t(h) * P, g.lddy, a.x + ch.row0 * a.ldx + int64_t(h) * P, a.ldx, P);
+  // Item i: head grp * per_group + i / p_tiles, columns k0 = 64 (i % p_tiles) of P.
+  const int p_tiles = (P + 63) / 64, items = per_group * p_tiles, lane = int(threadIdx.x) & 31;
+  auto prefetch = [&](int item, int buf) {
+    const int h = grp * per_group + item / p_tiles, k0 = (item % p_tiles) * 64, width = min(64, P - k0);
+    T* const t = left + buf * 2 * kChunk * 64;
+    load_chunk_tile<T, Lay>(t, g.dy + ch.row0 * g.lddy + int64_t(h) * P + k0, g.lddy, rows, width);
+    load_chunk_tile<T, Lay>(t + kChunk * 64, a.x + ch.row0 * a.ldx + int64_t(h) * P + k0, a.ldx, rows, width);
+    ptx::cp_async_commit();
+  };
+  float dcb[4][4] = {}, dm[4][4] = {};
+  prefetch(0, 0);
+  for (int item = 0; item < items; ++item) {
+    const int buf = item & 1;
+    // The head's a at the thread's rows l and a, dt at its columns t, loaded here so that they arrive
+    // during the product.
+    const int64_t bh = int64_t(b) * a.heads + grp * per_group + item / p_tiles;
     const float* const acum = s.acum + bh * a.length + ch.t0;
     const float* const dt = s.dt + bh * a.length + ch.t0;
+    float a_l[2], a_t[4][2], dt_t[4][2];
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int l = m0 + (lane >> 2) + 8 * half;
+      a_l[half] = l < rows ? acum[l] : 0.0f;
+    }
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int t = w0 + 8 * j + 2 * (lane & 3) + e;
+        a_t[j][e] = t < rows ? acum[t] : 0.0f;
+        dt_t[j][e] = t < rows ? dt[t] : 0.0f;
+      }
+    if (item + 1 < items) {
+      prefetch(item + 1, buf ^ 1);
+      ptx::cp_async_wait_all_but_last();
+    } else {
+      ptx::cp_async_wait_all();
+    }
+    __syncthreads();  // buffer buf complete
+    const T* const L = left + buf * 2 * kChunk * 64;
+    warp_product<T>(
+        dm, 0, 64, [&](auto& f, int k) { M::load_a(f, L, Lay{}, m0, k); },
+        [&](auto& f, int k, int j) { M::load_b(f, L + kChunk * 64, Lay{}, k, w0 + 8 * j); }, above_diagonal);
+    __syncthreads();  // buffer buf read
+    if (item % p_tiles != p_tiles - 1) continue;
+    // The head's dM complete: its term, dM ⊙ E ⊙ dt_s.
     for_fragment(m0, w0, [&](int j, int i, int l, int t) {
-      if (t <= l && l < rows) dcb[j][i] += dm[j][i] * expf(acum[l] - acum[t]) * dt[t];
+      if (t <= l && l < rows) dcb[j][i] += dm[j][i] * expf(a_l[i >> 1] - a_t[j][i & 1]) * dt_t[j][i & 1];
+      dm[j][i] = 0.0f;
     });
   }
   store(s.dcb, dcb);

@@ -17,6 +17,8 @@ cudaError_t kernel_setup() {
       e = cudaFuncSetAttribute(state_walk_kernel<T, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                int(state_walk_smem<T, true>()));
     if (e == cudaSuccess)
+      e = cudaFuncSetAttribute(group_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(group_smem<T>()));
+    if (e == cudaSuccess)
       e = cudaFuncSetAttribute(head_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(head_smem()));
     if (e == cudaSuccess)
       e = cudaFuncSetAttribute(head_mma_kernel<T, 64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
