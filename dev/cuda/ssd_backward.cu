@@ -52,7 +52,9 @@
 //       current one, and writes each chunk's state once, in 16-byte pieces through a shared tile;
 //       dstate0 from the walk that ends at chunk 0. Each chunk's state is now rounded to BF16 once
 //       (v2 rounded each chunk's own state before summing). Head: S and dS in a second cp.async
-//       group, arriving while C Bᵀ and dY Xᵀ are computed. Group and dB dC: the heads' tiles
+//       group, arriving while C Bᵀ and dY Xᵀ are computed; blocks heads fastest, so that a chunk's B
+//       and C come from L2 for all the heads (v2 walked every chunk of one head first: up to 32 reads
+//       of B and C from DRAM, 1.7 GB at 100K). Group and dB dC: the heads' tiles
 //       double-buffered, each head's a and dt loaded before the products that hide their latency
 //       (group: 128 registers, two blocks a multiprocessor; v2 80, three). The walks take their
 //       segment's decays at once (not one chunk's global loads a step) and run two blocks a
@@ -61,10 +63,10 @@
 //       6 GB).
 //       Prediction (written before the run; ms at 4K / 16K / 64K / 100K): segment sums 0.03 / 0.07 /
 //       0.22 / 0.33; segment pass 0.01 / 0.01 / 0.03 / 0.05; walk 0.05 / 0.17 / 0.60 / 0.92 (states +
-//       pass + walk 1.3 ms at 100K against v2's 6.2); group 0.09 / 0.12 / 0.32 / 0.50; head 0.10 /
-//       0.37 / 1.45 / 2.25; dB dC 0.08 / 0.18 / 0.70 / 1.10; backward ~0.37 / 0.93 / 3.35 / 5.2; with
-//       the forward ~0.47 / 1.29 / 4.7 / 7.3 ms, 0.11 / 0.35 / 0.82 / 0.80x the peer. Next: the
-//       per-head kernel (2.3 ms against a ~1 ms byte floor: one 80 KB load phase a block, two blocks
+//       pass + walk 1.3 ms at 100K against v2's 6.2); group 0.09 / 0.12 / 0.32 / 0.50; head 0.09 /
+//       0.32 / 1.25 / 1.95; dB dC 0.08 / 0.18 / 0.70 / 1.10; backward ~0.36 / 0.88 / 3.15 / 4.9; with
+//       the forward ~0.46 / 1.24 / 4.5 / 7.0 ms, 0.11 / 0.33 / 0.79 / 0.77x the peer. Next: the
+//       per-head kernel (~2 ms against a ~0.6 ms byte floor: one 80 KB load phase a block, two blocks
 //       a multiprocessor).
 //
 // Timed shapes (the issue's): batch 1, H 32, P 64, N 128, G 1, BF16, T = 4096 / 16384 / 65536 / 102400.

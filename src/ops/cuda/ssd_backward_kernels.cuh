@@ -438,8 +438,10 @@ __global__ void __launch_bounds__(kThreads) head_kernel(Args<T> a, Grads<T> g, S
   float* const Ss = dSs + kTileFloats;       // [p][n]
 
   const int P = a.head_dim, N = a.state_dim, chunks = chunk_count(a.length);
-  const int c = int(blockIdx.x % unsigned(chunks));
-  const int64_t bh = blockIdx.x / unsigned(chunks);
+  // Heads fastest: the heads of a group read the chunk's B and C rows together (from L2, not once a head).
+  const unsigned heads_total = unsigned(a.batch) * unsigned(a.heads);
+  const int c = int(blockIdx.x / heads_total);
+  const int64_t bh = blockIdx.x % heads_total;
   const int h = int(bh % a.heads), b = int(bh / a.heads), grp = h / (a.heads / a.groups);
   const ChunkAt ch = chunk_at(a, b, c);
   const int L = ch.rows, tid = int(threadIdx.x);
@@ -662,8 +664,10 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 2 : 1) head_mma_ker
   HeadVectors& v = *reinterpret_cast<HeadVectors*>(dSs + L::kS);
 
   const int P = a.head_dim, N = a.state_dim, chunks = chunk_count(a.length);
-  const int c = int(blockIdx.x % unsigned(chunks));
-  const int64_t bh = blockIdx.x / unsigned(chunks);
+  // Heads fastest: the heads of a group read the chunk's B and C rows together (from L2, not once a head).
+  const unsigned heads_total = unsigned(a.batch) * unsigned(a.heads);
+  const int c = int(blockIdx.x / heads_total);
+  const int64_t bh = blockIdx.x % heads_total;
   const int h = int(bh % a.heads), b = int(bh / a.heads), grp = h / (a.heads / a.groups);
   const ChunkAt ch = chunk_at(a, b, c);
   const int rows = ch.rows, tid = int(threadIdx.x), warp = tid >> 5, lane = tid & 31;
