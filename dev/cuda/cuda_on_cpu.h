@@ -226,6 +226,7 @@ void cp_async_16(void* dst, const void* src, int bytes) {
 }
 void cp_async_commit() {}
 void cp_async_wait_all() {}
+void cp_async_wait_all_but_last() {}
 
 }  // namespace ssm::ops::cuda::ptx
 

@@ -36,6 +36,38 @@
 //       params ~0.01. Backward ~0.38 / 1.0 / 3.4 / 5.2; with the forward (0.10 / 0.36 / 1.36 / 2.10)
 //       ~0.48 / 1.4 / 4.8 / 7.3 ms, 0.11 / 0.37 / 0.83 / 0.80x the peer. The state pass, then the
 //       per-head kernel, are the largest pieces left.
+//       Measured (H200, ms at 4K / 16K / 64K / 100K): values 0.005 / 0.009 / 0.022 / 0.032, states
+//       0.119 / 0.452 / 1.782 / 2.798, pass 0.141 / 0.552 / 2.178 / 3.401, group 0.098 / 0.138 / 0.415 /
+//       0.677, head 0.114 / 0.425 / 1.671 / 2.596, dB dC 0.102 / 0.236 / 0.921 / 1.440, params 0.005 /
+//       0.004 / 0.005 / 0.006; backward 0.621 / 1.820 / 6.990 / 10.939, forward + backward 0.722 /
+//       2.173 / 8.341 / 13.039 (0.17 / 0.58 / 1.46 / 1.44x the peer). The states kernel wrote its
+//       BF16 own states element by element from the accumulators (2-byte stores, 8 sectors a warp
+//       store) with no overlap of its loads; the pass read and wrote every chunk's state and gradient
+//       (3.4 GB at 100K: 0.8 ms at the bandwidth) from a thread's chain of dependent 2-byte loads.
+//   v3  the chunk states and the pass replaced by walks over segments of 4 to 32 chunks (the forward's
+//       piece + scan decomposition): segment sums (the state each segment alone leaves, per walk, in
+//       F32), a pass over the segment bounds only (105 MB at 100K), then a walk per (direction,
+//       segment, 64 x 64 tile, head) that keeps the running state in F32 registers (the mma
+//       accumulators' layout), copies the next chunk's tiles in (cp.async) while computing the
+//       current one, and writes each chunk's state once, in 16-byte pieces through a shared tile;
+//       dstate0 from the walk that ends at chunk 0. Each chunk's state is now rounded to BF16 once
+//       (v2 rounded each chunk's own state before summing). Head: S and dS in a second cp.async
+//       group, arriving while C Bᵀ and dY Xᵀ are computed; blocks heads fastest, so that a chunk's B
+//       and C come from L2 for all the heads (v2 walked every chunk of one head first: up to 32 reads
+//       of B and C from DRAM, 1.7 GB at 100K). Group and dB dC: the heads' tiles
+//       double-buffered, each head's a and dt loaded before the products that hide their latency
+//       (group: 128 registers, two blocks a multiprocessor; v2 80, three). The walks take their
+//       segment's decays at once (not one chunk's global loads a step) and run two blocks a
+//       multiprocessor (128 registers; the writing one spills 16 bytes).
+//       Bytes at 100K: sums 0.9 GB read, walk 0.9 GB read + 1.7 GB written (v2 states + pass:
+//       6 GB).
+//       Prediction (written before the run; ms at 4K / 16K / 64K / 100K): segment sums 0.03 / 0.07 /
+//       0.22 / 0.33; segment pass 0.01 / 0.01 / 0.03 / 0.05; walk 0.05 / 0.17 / 0.60 / 0.92 (states +
+//       pass + walk 1.3 ms at 100K against v2's 6.2); group 0.09 / 0.12 / 0.32 / 0.50; head 0.09 /
+//       0.32 / 1.25 / 1.95; dB dC 0.08 / 0.18 / 0.70 / 1.10; backward ~0.36 / 0.88 / 3.15 / 4.9; with
+//       the forward ~0.46 / 1.24 / 4.5 / 7.0 ms, 0.11 / 0.33 / 0.79 / 0.77x the peer. Next: the
+//       per-head kernel (~2 ms against a ~0.6 ms byte floor: one 80 KB load phase a block, two blocks
+//       a multiprocessor).
 //
 // Timed shapes (the issue's): batch 1, H 32, P 64, N 128, G 1, BF16, T = 4096 / 16384 / 65536 / 102400.
 // Floor of the backward (METHOD.md's two numbers), per token:
@@ -146,7 +178,7 @@ bool check(const CheckShape& s, unsigned seed) {
   CHECK_CUDA(cudaDeviceSynchronize());
   const double tol = sizeof(T) == 2 ? 3e-2 : 1e-4;
   bool ok = true;
-  std::printf("check v2 %-4s B %d T %4d H %d P %3d G %d N %3d D %d state0 %d dfinal %d:",
+  std::printf("check v3 %-4s B %d T %4d H %d P %3d G %d N %3d D %d state0 %d dfinal %d:",
               sizeof(T) == 2 ? "bf16" : "f32", s.batch, s.T, s.H, s.P, s.G, s.N, s.with_D, s.with_state0,
               s.with_dfinal);
   auto report = [&](const char* name, const std::vector<float>& got, const std::vector<double>& ref) {
@@ -206,23 +238,24 @@ int main() {
   const CheckShape checked[] = {{2, 300, 4, 64, 2, 128, true, true, true},
                                 {1, 130, 3, 24, 1, 16, false, false, true},
                                 {2, 70, 4, 80, 2, 72, true, true, false},
-                                {1, 37, 2, 64, 1, 128, true, false, false}};
+                                {1, 37, 2, 64, 1, 128, true, false, false},
+                                {2, 8229, 32, 32, 1, 64, true, true, true}};  // 15 segments of 9 chunks
   unsigned seed = 1;
   for (const CheckShape& s : checked) {
     ok &= check<float>(s, seed++);
     ok &= check<bf16>(s, seed++);
   }
 
-  // Forward (the engine's chunked kernels) + backward v2, then each backward kernel alone (on the
+  // Forward (the engine's chunked kernels) + backward v3, then each backward kernel alone (on the
   // scratch a whole run left).
   const struct {
     const char* name;
     int stages;
-  } stages[] = {{"values", backward::kChunkValues}, {"states", backward::kChunkStates},
-                {"pass", backward::kStatePass},     {"group", backward::kGroup},
-                {"head", backward::kHead},          {"dB dC", backward::kDbc},
-                {"params", backward::kParams}};
-  std::printf("\n| tokens | fwd ms | bwd v2 ms | fwd+bwd ms | peer ms | ratio |");
+  } stages[] = {{"values", backward::kChunkValues}, {"seg sums", backward::kSegmentSums},
+                {"seg pass", backward::kSegmentPass}, {"walk", backward::kStateWalk},
+                {"group", backward::kGroup},          {"head", backward::kHead},
+                {"dB dC", backward::kDbc},            {"params", backward::kParams}};
+  std::printf("\n| tokens | fwd ms | bwd v3 ms | fwd+bwd ms | peer ms | ratio |");
   for (const auto& s : stages) std::printf(" %s |", s.name);
   std::printf("\n|---|---|---|---|---|---|");
   for (size_t i = 0; i < std::size(stages); ++i) std::printf("---|");
@@ -246,7 +279,10 @@ int main() {
                 (fwd + bwd) / kPeerMs[i]);
     for (double ms : parts) std::printf(" %.3f |", ms);
     std::printf("\n");
-    // The timed gradients are finite (the checks above hold the values).
+    // The gradients of one more whole run are finite (the checks above hold the values; the stages
+    // timed alone ran on each other's leftovers).
+    run_backward(backward::kAllStages);
+    CHECK_CUDA(cudaDeviceSynchronize());
     const std::vector<float> dx = download(c.grads.dx, size_t(kLengths[i]) * 32 * 64);
     for (float v : dx)
       if (!std::isfinite(v)) {

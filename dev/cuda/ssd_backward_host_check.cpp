@@ -121,8 +121,12 @@ bool run_case(const Case& k, unsigned seed) {
   };
   launch(plan.values_blocks, kernels::chunk_values_smem(), [&] { kernels::chunk_values_kernel<T>(a, s); });
   if (plan.states || plan.dstates) {
-    launch(plan.states_blocks, kernels::chunk_states_smem<T>(), [&] { kernels::chunk_states_kernel<T>(a, g, s); });
-    launch(plan.pass_blocks, 0, [&] { kernels::state_pass_kernel<T>(a, g, s); });
+    if (plan.segments.count > 1)
+      launch(plan.walk_blocks, kernels::state_walk_smem<T, false>(),
+             [&] { kernels::state_walk_kernel<T, false>(a, g, s, plan.segments); });
+    launch(plan.pass_blocks, 0, [&] { kernels::segment_pass_kernel<T>(a, g, s, plan.segments); });
+    launch(plan.walk_blocks, kernels::state_walk_smem<T, true>(),
+           [&] { kernels::state_walk_kernel<T, true>(a, g, s, plan.segments); });
   }
   if (plan.dbc || !plan.head_tiles)
     launch(plan.group_blocks, kernels::group_smem<T>(), [&] { kernels::group_kernel<T>(a, g, s); });
@@ -190,7 +194,10 @@ int main() {
   Case padded{2, 90, 4, 24, 2, 16, true, true, true};
   padded.pad = 3;
   cases.push_back(padded);
-  cases.push_back({1, 2100, 2, 32, 1, 64, true, true, true});  // 33 chunks: BF16 states through a long pass
+  cases.push_back({1, 2100, 2, 32, 1, 64, true, true, true});  // 33 chunks: 9 segments, the last of one chunk
+  Case segments{2, 700, 3, 5, 1, 13, true, true, true};  // 11 chunks, 3 segments: element stores of the states
+  segments.pad = 1;
+  cases.push_back(segments);
   Case odd{1, 100, 2, 5, 1, 13, true, true, true};  // odd P and N: element loads of states and rows
   odd.pad = 1;
   cases.push_back(odd);

@@ -238,7 +238,8 @@ TEST_P(SsdBackwardGpu, LengthsAndShapesMatchTheCpu) {
   }
 }
 
-// Many chunks: the state passes over 33 chunks, one sequence and four heads of one group.
+// Many chunks: the state walks over 33 chunks in 9 segments (the last of one chunk), one sequence and
+// four heads of one group.
 TEST_P(SsdBackwardGpu, ManyChunksMatchTheCpu) {
   require_gpu();
   check_backward({.batch = 1, .T = 2049, .P = 64, .G = 1, .N = 128, .seed = 3}, GetParam());

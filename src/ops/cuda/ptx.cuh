@@ -59,5 +59,7 @@ __device__ __forceinline__ void cp_async_16(void* dst, const void* src, int byte
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+// All committed groups but the latest complete (that one may still be in flight).
+__device__ __forceinline__ void cp_async_wait_all_but_last() { asm volatile("cp.async.wait_group 1;\n" ::: "memory"); }
 
 }  // namespace ssm::ops::cuda::ptx

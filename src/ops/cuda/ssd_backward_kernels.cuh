@@ -4,26 +4,25 @@
 // The CPU op's algorithm (ops/cpu/ssd_backward.cpp) in chunks of Q = 64 tokens (the forward's), per
 // (batch b, head h, chunk; group g = h / (H/G)), a_l the in-chunk inclusive cumsum of dt·A, S the
 // state entering the chunk, dS the gradient at the state leaving it, E[l,s] = exp(a_l − a_s) (s <= l),
-// M = C Bᵀ ⊙ E ⊙ dt_s, dM = dY Xᵀ, w_s = exp(a_last − a_s) dt_s. Seven launches:
+// M = C Bᵀ ⊙ E ⊙ dt_s, dM = dY Xᵀ, w_s = exp(a_last − a_s) dt_s. Eight launches:
 //   1. chunk_values_kernel  (warp per b, h, chunk): dt after bias, softplus and clamp, and a_l, as the
 //      forward computes them (ssd_kernels::scan_chunk).
-//   2. chunk_states_kernel  (b, h, chunk, 64 x 64 tile of P x N): what the chunk alone adds to the
-//      state, Σ_s w_s X_s B_sᵀ, and to the state gradient, Σ_l exp(a_l) dY_lᵀ C_l.
-//   3. state_pass_kernel    (thread per b, h, state element): walks the chunks forward (S entering each)
-//      and backward (dS leaving each, and dstate0), in place over kernel 2's results.
-//   4. group_kernel         (b, g, chunk): d(C Bᵀ) = Σ_h dM ⊙ E ⊙ dt_s over the group's heads (and C Bᵀ
+//   2-4. state_walk_kernel (sums), segment_pass_kernel, state_walk_kernel (walk): S entering and dS
+//      leaving every chunk, and dstate0, from what each chunk alone adds to the state, Σ_s w_s X_s B_sᵀ,
+//      and to the state gradient, Σ_l exp(a_l) dY_lᵀ C_l, walked in segments of chunks (see below).
+//   5. group_kernel         (b, g, chunk): d(C Bᵀ) = Σ_h dM ⊙ E ⊙ dt_s over the group's heads (and C Bᵀ
 //      when head_kernel runs).
-//   5. head_mma_kernel      (b, h, chunk; P <= 64, N <= 128): dX = Mᵀ dY + D dY + diag(w) B dSᵀ; the
+//   6. head_mma_kernel      (b, h, chunk; P <= 64, N <= 128): dX = Mᵀ dY + D dY + diag(w) B dSᵀ; the
 //      gradient of every a_l and dt_s; their reverse cumsum into ddt (through clamp and softplus); the
 //      chunk's dA, dD and ddt_bias terms into partials. head_kernel, the same on the CUDA cores over
 //      F32 tiles (tile_mac.cuh), for larger P or N.
-//   6. dbc_kernel           (b, g, chunk, 64 columns of N): dC = Σ_h diag(exp(a)) dY S + d(C Bᵀ) B,
+//   7. dbc_kernel           (b, g, chunk, 64 columns of N): dC = Σ_h diag(exp(a)) dY S + d(C Bᵀ) B,
 //      dB = Σ_h diag(w) X dS + d(C Bᵀ)ᵀ C, the heads of the group in order.
-//   7. param_kernel         (block per parameter and head): the partials summed over (batch, chunk) in a
+//   8. param_kernel         (block per parameter and head): the partials summed over (batch, chunk) in a
 //      fixed order, added to dA, dD, ddt_bias.
-// dY Xᵀ is computed twice (kernels 4 and 5), so that d(C Bᵀ) needs no per-head scratch.
+// dY Xᵀ is computed twice (kernels 5 and 6), so that d(C Bᵀ) needs no per-head scratch.
 // Deterministic: every sum has a fixed order (no atomics). Arithmetic in F32 from F32 or BF16
-// activations. The products of kernels 2, 4, 5 and 6 run on the tensor cores (mma.sync, the forward's
+// activations. The products of kernels 2, 4, 5, 6 and 7 run on the tensor cores (mma.sync, the forward's
 // WarpMma): BF16 operands with F32 accumulators for BF16 activations (F32 intermediates — M, the
 // states, d(C Bᵀ), the decays folded into operands — rounded to BF16 as operands, as mamba_ssm
 // does), 3xTF32 for F32 activations (~1e-6 relative).
@@ -66,6 +65,8 @@ struct Scratch {
   float* cb;       // [B*G, chunks, Q*Q]: C Bᵀ, for head_kernel (null for head_mma_kernel)
   float* dcb;      // [B*G, chunks, Q*Q]: d(C Bᵀ), summed over the group's heads
   float* parts;    // [3, B*chunks, H]: the dA, dD, ddt_bias terms of each (batch, chunk)
+  float* bounds;     // [2, B*H, segments, P*N]: per walk, each segment's own sum, then its entering state
+  float* seg_decay;  // [2, B*H, segments]: per walk, each segment's decay Π exp(a_last,c)
 };
 
 __host__ __device__ inline int chunk_count(int length) { return (length + kChunk - 1) / kChunk; }
@@ -122,155 +123,208 @@ __global__ void __launch_bounds__(kThreads) chunk_values_kernel(Args<T> a, Scrat
 constexpr size_t chunk_values_smem() { return (kThreads / 32) * sizeof(ssd_kernels::ChunkScan); }
 
 // ---------------------------------------------------------------------------------------------------
-// 2. Block per (b, h, chunk, 64 x 64 tile of the state): the chunk's own state Σ_s w_s X_s B_sᵀ into
-// s.states and state gradient Σ_l exp(a_l) dY_lᵀ C_l into s.dstates (each when not null), on the
-// tensor cores (the forward's update_state); warp w computes rows p 16 (w / 2) + [0, 16), columns n
-// 32 (w % 2) + [0, 32) of the tile.
+// 2-4. The state entering every chunk (s.states) and the state gradient leaving it (s.dstates), walked
+// in segments of seg.chunks chunks so that no pass reads and writes every chunk's state twice. Walk
+// d = 0 (s.states) runs the chunks forward: S_0 = state0 or 0, S_{c+1} = exp(a_last,c) S_c + own_c with
+// own_c = Σ_s w_s X_s B_sᵀ; walk d = 1 (s.dstates) runs them backward: dS_last = dfinal or 0,
+// dS_{c-1} = exp(a_last,c) dS_c + own_c with own_c = Σ_l exp(a_l) dY_lᵀ C_l, and dstate0 =
+// exp(a_last,0) dS_0 + own_0. Three launches:
+//   2. state_walk_kernel<T, false>, block per (d, segment, 64 x 64 tile of P x N, b, h): the state the
+//      segment alone leaves (from zero, in walk order) into s.bounds and its decay Π exp(a_last,c) into
+//      s.seg_decay; not for the segment each walk reaches last (nothing needs its sum).
+//   3. segment_pass_kernel, thread per (d, b, h, state element): s.bounds from the segments' own sums
+//      to the state entering each segment in walk order (F32).
+//   4. state_walk_kernel<T, true>, the same blocks from s.bounds: every chunk's state (of type T) into
+//      s.states / s.dstates; the block of d = 1 that walks chunk 0 last writes dstate0.
+// The own states are products on the tensor cores (the forward's update_state): warp w computes rows p
+// 16 (w / 2) + [0, 16), columns n 32 (w % 2) + [0, 32) of the tile; the running state stays in F32
+// registers in the accumulators' layout. The next chunk's tiles are copied in (cp.async) while the
+// current one is computed; the states go out through a shared tile in 16-byte pieces.
 
-template <class T>
-constexpr size_t chunk_states_smem() { return 4 * size_t(kChunk) * 64 * sizeof(T) + 2 * kChunk * sizeof(float); }
+struct Segments {
+  int chunks;  // per segment (at most kMaxSegmentChunks), the last may have fewer
+  int count;   // per (b, h)
+};
+constexpr int kMaxSegmentChunks = 32;
 
+// Shared memory: two buffers of the chunk's [kChunk][64] tiles (X or dY, B or C), the segment's scale
+// vectors (w_s or exp(a_l)) and decays exp(a_last) in walk order, then (writing walk only) the [64][64]
+// tile of the state going out.
 template <class T>
-__global__ void __launch_bounds__(kThreads) chunk_states_kernel(Args<T> a, Grads<T> g, Scratch<T> s) {
+__host__ __device__ constexpr size_t state_walk_vectors_offset() { return 4 * size_t(kChunk) * 64 * sizeof(T); }
+constexpr size_t kStateWalkVectorBytes = kMaxSegmentChunks * (kChunk + 1) * sizeof(float);
+template <class T, bool kWrite>
+constexpr size_t state_walk_smem() {
+  return state_walk_vectors_offset<T>() + kStateWalkVectorBytes + (kWrite ? size_t(kChunk) * 64 * sizeof(T) : 0);
+}
+
+template <class T, bool kWrite>
+__global__ void __launch_bounds__(kThreads, 2) state_walk_kernel(Args<T> a, Grads<T> g, Scratch<T> s, Segments seg) {
   using Lay = Tile64<T>;
   using M = WarpMma<T>;
   extern __shared__ __align__(16) unsigned char smem[];
-  T* const Xs = reinterpret_cast<T*>(smem);  // [s][p]
-  T* const Bs = Xs + kChunk * 64;              // [s][n]
-  T* const dYs = Bs + kChunk * 64;             // [l][p]
-  T* const Cs = dYs + kChunk * 64;             // [l][n]
-  float* const weight = reinterpret_cast<float*>(Cs + kChunk * 64);  // w_s
-  float* const decay_in = weight + kChunk;                           // exp(a_l)
+  T* const tiles = reinterpret_cast<T*>(smem);  // [buffer][left, right][kChunk * 64]
+  float* const scale = reinterpret_cast<float*>(smem + state_walk_vectors_offset<T>());  // [i][kChunk]
+  float* const decay = scale + kMaxSegmentChunks * kChunk;                                // [i]
+  T* const stage = reinterpret_cast<T*>(smem + state_walk_vectors_offset<T>() + kStateWalkVectorBytes);
 
   const int P = a.head_dim, N = a.state_dim, chunks = chunk_count(a.length);
   const int p_tiles = (P + kTile - 1) / kTile, n_tiles = (N + kTile - 1) / kTile;
-  int64_t rest = blockIdx.x;
-  const int nt = int(rest % n_tiles);
-  rest /= n_tiles;
-  const int pt = int(rest % p_tiles);
-  rest /= p_tiles;
-  const int c = int(rest % chunks);
-  const int64_t bh = rest / chunks;
+  const int64_t BH = int64_t(a.batch) * a.heads, PN = int64_t(P) * N;
+  int64_t rest = blockIdx.x;  // heads fastest: the heads of a group read the same B and C rows together
+  const int64_t bh = rest % BH;
+  rest /= BH;
+  const int tile = int(rest % (p_tiles * n_tiles));
+  rest /= p_tiles * n_tiles;
+  const int segment = int(rest % seg.count), dir = int(rest / seg.count);
+  T* const out = dir == 0 ? s.states : s.dstates;
+  const int walked_last = dir == 0 ? seg.count - 1 : 0;
+  if (!out || (!kWrite && segment == walked_last)) return;
+
   const int h = int(bh % a.heads), b = int(bh / a.heads), grp = h / (a.heads / a.groups);
-  const int p0 = pt * kTile, n0 = nt * kTile, pw = min(kTile, P - p0), nw = min(kTile, N - n0);
-  const ChunkAt ch = chunk_at(a, b, c);
-  const int warp = int(threadIdx.x) >> 5, m0 = 16 * (warp >> 1), w0 = 32 * (warp & 1);
+  const int p0 = (tile / n_tiles) * kTile, n0 = (tile % n_tiles) * kTile;
+  const int pw = min(kTile, P - p0), nw = min(kTile, N - n0);
+  const int first = segment * seg.chunks, count = min(seg.chunks, chunks - first);
+  auto chunk_of = [&](int i) { return dir == 0 ? first + i : first + count - 1 - i; };
+  const T* const left = dir == 0 ? a.x + int64_t(h) * P + p0 : g.dy + int64_t(h) * P + p0;
+  const int64_t ldl = dir == 0 ? a.ldx : g.lddy;
+  const T* const right = (dir == 0 ? a.B : a.C) + int64_t(grp) * N + n0;
+  const int64_t ldr = dir == 0 ? a.ldB : a.ldC;
+  const int tid = int(threadIdx.x), warp = tid >> 5, m0 = 16 * (warp >> 1), w0 = 32 * (warp & 1);
 
-  if (s.states) {
-    load_chunk_tile<T, Lay>(Xs, a.x + ch.row0 * a.ldx + int64_t(h) * P + p0, a.ldx, ch.rows, pw);
-    load_chunk_tile<T, Lay>(Bs, a.B + ch.row0 * a.ldB + int64_t(grp) * N + n0, a.ldB, ch.rows, nw);
-  }
-  if (s.dstates) {
-    load_chunk_tile<T, Lay>(dYs, g.dy + ch.row0 * g.lddy + int64_t(h) * P + p0, g.lddy, ch.rows, pw);
-    load_chunk_tile<T, Lay>(Cs, a.C + ch.row0 * a.ldC + int64_t(grp) * N + n0, a.ldC, ch.rows, nw);
-  }
-  ptx::cp_async_commit();
-  {
-    const float* const acum = s.acum + bh * a.length + ch.t0;
-    const float* const dt = s.dt + bh * a.length + ch.t0;
-    const float alast = acum[ch.rows - 1];
-    for (int i = int(threadIdx.x); i < kChunk; i += kThreads) {
-      weight[i] = i < ch.rows ? expf(alast - acum[i]) * dt[i] : 0.0f;
-      decay_in[i] = i < ch.rows ? expf(acum[i]) : 0.0f;
-    }
-  }
-  ptx::cp_async_wait_all();
-  __syncthreads();
-
-  const int64_t PN = int64_t(P) * N, slot = (bh * chunks + c) * PN;
-  // dst[p][n] = Σ_s scale_s left[s][p] right[s][n] over the warp's piece.
-  auto own = [&](T* dst, const T* left, const T* right, const float* scale) {
-    float acc[4][4] = {};
-    warp_product<T>(
-        acc, 0, kChunk, [&](auto& f, int k0) { M::load_a_t_scaled(f, left, Lay{}, m0, k0, scale); },
-        [&](auto& f, int k0, int j) { M::load_b_t(f, right, Lay{}, k0, w0 + 8 * j); }, no_skip);
-    for_fragment(m0, w0, [&](int j, int i, int p, int n) {
-      if (p < pw && n < nw) dst[slot + int64_t(p0 + p) * N + n0 + n] = from_float<T>(acc[j][i]);
-    });
+  // Chunk chunk_of(i)'s tiles into buffer buf (cp.async, committed).
+  auto prefetch = [&](int i, int buf) {
+    const ChunkAt ch = chunk_at(a, b, chunk_of(i));
+    T* const dst = tiles + buf * 2 * kChunk * 64;
+    load_chunk_tile<T, Lay>(dst, left + ch.row0 * ldl, ldl, ch.rows, pw);
+    load_chunk_tile<T, Lay>(dst + kChunk * 64, right + ch.row0 * ldr, ldr, ch.rows, nw);
+    ptx::cp_async_commit();
   };
-  if (s.states) own(s.states, Xs, Bs, weight);
-  if (s.dstates) own(s.dstates, dYs, Cs, decay_in);
+  // The segment's vectors at once (their loads in flight together, not one chunk's each step).
+  for (int e = tid; e < count * kChunk; e += kThreads) {
+    const int i = e / kChunk, r = e % kChunk;
+    const ChunkAt ch = chunk_at(a, b, chunk_of(i));
+    const float* const acum = s.acum + bh * a.length + ch.t0;
+    const float alast = acum[ch.rows - 1];
+    float v = 0.0f;
+    if (r < ch.rows) v = dir == 0 ? expf(alast - acum[r]) * s.dt[bh * a.length + ch.t0 + r] : expf(acum[r]);
+    scale[e] = v;
+    if (r == 0) decay[i] = expf(alast);
+  }
+
+  // The running state (F32, the accumulators' layout): from the segment's entering state, or zero.
+  float run[4][4] = {};
+  const int64_t bound = ((int64_t(dir) * BH + bh) * seg.count + segment) * PN;
+  if (kWrite)
+    for_fragment(m0, w0, [&](int j, int i, int p, int n) {
+      if (p < pw && n < nw) run[j][i] = s.bounds[bound + int64_t(p0 + p) * N + n0 + n];
+    });
+  float segment_decay = 1.0f;
+  prefetch(0, 0);
+  for (int i = 0; i < count; ++i) {
+    const int buf = i & 1;
+    if (kWrite)  // the state at chunk_of(i), out below (the stage was read before the last barrier)
+      for_fragment(m0, w0, [&](int j, int k, int p, int n) {
+        if (!(k & 1)) ssd_kernels::store_pair(stage + Lay::at(p, n), run[j][k], run[j][k + 1]);
+      });
+    if (i + 1 < count) {
+      prefetch(i + 1, buf ^ 1);
+      ptx::cp_async_wait_all_but_last();
+    } else {
+      ptx::cp_async_wait_all();
+    }
+    __syncthreads();  // buffer buf and the stage complete
+    if (kWrite) {
+      T* const slot = out + (bh * chunks + chunk_of(i)) * PN + int64_t(p0) * N + n0;
+      constexpr int kVec = Lay::kVec, kPieces = 64 / kVec;
+      if (N % kVec == 0) {  // 16-byte pieces (the scratch part starts 16-byte aligned)
+        for (int e = tid; e < kChunk * kPieces; e += kThreads) {
+          const int r = e / kPieces, c = (e % kPieces) * kVec;
+          if (r < pw && c < nw)
+            *reinterpret_cast<float4*>(slot + int64_t(r) * N + c) =
+                *reinterpret_cast<const float4*>(stage + Lay::at(r, c));
+        }
+      } else {
+        for (int e = tid; e < kChunk * 64; e += kThreads) {
+          const int r = e / 64, c = e % 64;
+          if (r < pw && c < nw) slot[int64_t(r) * N + c] = stage[Lay::at(r, c)];
+        }
+      }
+    }
+    const T* const lt = tiles + buf * 2 * kChunk * 64;
+    const float* const w = scale + i * kChunk;
+    float own[4][4] = {};
+    warp_product<T>(
+        own, 0, kChunk, [&](auto& f, int k0) { M::load_a_t_scaled(f, lt, Lay{}, m0, k0, w); },
+        [&](auto& f, int k0, int j) { M::load_b_t(f, lt + kChunk * 64, Lay{}, k0, w0 + 8 * j); }, no_skip);
+    const float d = decay[i];
+    segment_decay *= d;
+    for_fragment(m0, w0, [&](int j, int k, int, int) { run[j][k] = d * run[j][k] + own[j][k]; });
+    __syncthreads();  // buffer buf and the stage read
+  }
+  if (!kWrite) {
+    for_fragment(m0, w0, [&](int j, int i, int p, int n) {
+      if (p < pw && n < nw) s.bounds[bound + int64_t(p0 + p) * N + n0 + n] = run[j][i];
+    });
+    if (tile == 0 && tid == 0) s.seg_decay[(int64_t(dir) * BH + bh) * seg.count + segment] = segment_decay;
+  } else if (dir == 1 && segment == 0 && g.dstate0) {
+    for_fragment(m0, w0, [&](int j, int i, int p, int n) {
+      if (p < pw && n < nw) g.dstate0[bh * PN + int64_t(p0 + p) * N + n0 + n] = run[j][i];
+    });
+  }
 }
 
-// ---------------------------------------------------------------------------------------------------
-// 3. Thread per (b, h, state element): s.states from the chunks' own states to the state entering each
-// chunk (S_0 = state0 or 0, S_{c+1} = exp(a_last,c) S_c + own_c); s.dstates from the chunks' own
-// gradients to the gradient at the state leaving each chunk (dS_last = dfinal or 0,
-// dS_{c-1} = exp(a_last,c) dS_c + own_c), and dstate0 = exp(a_last,0) dS_0 + own_0.
-
+// 3. Thread per (d, b, h, state element), walking the segments in walk order.
 template <class T>
-__global__ void __launch_bounds__(kThreads) state_pass_kernel(Args<T> a, Grads<T> g, Scratch<T> s) {
-  const int64_t PN = int64_t(a.head_dim) * a.state_dim;
+__global__ void __launch_bounds__(kThreads) segment_pass_kernel(Args<T> a, Grads<T> g, Scratch<T> s, Segments seg) {
+  const int64_t PN = int64_t(a.head_dim) * a.state_dim, BH = int64_t(a.batch) * a.heads;
   const int64_t index = int64_t(blockIdx.x) * kThreads + threadIdx.x;
-  if (index >= int64_t(a.batch) * a.heads * PN) return;
-  const int64_t bh = index / PN, e = index % PN;
-  const int chunks = chunk_count(a.length);
-  const float* const acum = s.acum + bh * a.length;
-  auto chunk_decay = [&](int c) { return expf(acum[min(a.length, (c + 1) * kChunk) - 1]); };
-  // The walk is a chain of dependent FMAs over thousands of chunks; the loads of kAhead chunks are
-  // issued before their updates so that their latencies overlap (the same arithmetic, in order).
+  if (index >= 2 * BH * PN) return;
+  const int dir = int(index / (BH * PN));
+  const int64_t bh = index % (BH * PN) / PN, e = index % PN;
+  if (!(dir == 0 ? s.states : s.dstates)) return;
+  const float* const start = dir == 0 ? g.state0 : g.dfinal;
+  float V = start ? start[bh * PN + e] : 0.0f;
+  float* const bounds = s.bounds + (int64_t(dir) * BH + bh) * seg.count * PN + e;
+  const float* const decays = s.seg_decay + (int64_t(dir) * BH + bh) * seg.count;
+  // The loads of kAhead segments are issued before their updates so that their latencies overlap.
   constexpr int kAhead = 8;
-  if (s.states) {
-    float S = g.state0 ? g.state0[bh * PN + e] : 0.0f;
-    T* const slots = s.states + bh * chunks * PN + e;
-    for (int c0 = 0; c0 < chunks; c0 += kAhead) {
-      float own[kAhead], decay[kAhead];
+  for (int k0 = 0; k0 < seg.count; k0 += kAhead) {
+    float sum[kAhead], decay[kAhead];
 #pragma unroll
-      for (int k = 0; k < kAhead; ++k) {
-        if (c0 + k < chunks) {
-          own[k] = to_float(slots[int64_t(c0 + k) * PN]);
-          decay[k] = chunk_decay(c0 + k);
-        }
-      }
+    for (int k = 0; k < kAhead; ++k) {
+      const int segment = dir == 0 ? k0 + k : seg.count - 1 - (k0 + k);
+      const bool has_sum = k0 + k + 1 < seg.count;  // the segment walked last has none
+      sum[k] = has_sum ? bounds[int64_t(segment) * PN] : 0.0f;
+      decay[k] = has_sum ? decays[segment] : 0.0f;
+    }
 #pragma unroll
-      for (int k = 0; k < kAhead; ++k) {
-        if (c0 + k < chunks) {
-          slots[int64_t(c0 + k) * PN] = from_float<T>(S);
-          S = decay[k] * S + own[k];
-        }
+    for (int k = 0; k < kAhead; ++k) {
+      if (k0 + k < seg.count) {
+        bounds[int64_t(dir == 0 ? k0 + k : seg.count - 1 - (k0 + k)) * PN] = V;
+        V = decay[k] * V + sum[k];
       }
     }
-  }
-  if (s.dstates) {
-    float dS = g.dfinal ? g.dfinal[bh * PN + e] : 0.0f;
-    T* const slots = s.dstates + bh * chunks * PN + e;
-    for (int c0 = chunks - 1; c0 >= 0; c0 -= kAhead) {
-      float own[kAhead], decay[kAhead];
-#pragma unroll
-      for (int k = 0; k < kAhead; ++k) {
-        if (c0 - k >= 0) {
-          own[k] = to_float(slots[int64_t(c0 - k) * PN]);
-          decay[k] = chunk_decay(c0 - k);
-        }
-      }
-#pragma unroll
-      for (int k = 0; k < kAhead; ++k) {
-        if (c0 - k >= 0) {
-          slots[int64_t(c0 - k) * PN] = from_float<T>(dS);
-          dS = decay[k] * dS + own[k];
-        }
-      }
-    }
-    if (g.dstate0) g.dstate0[bh * PN + e] = dS;
   }
 }
-
 // ---------------------------------------------------------------------------------------------------
-// 4. Block per (b, g, chunk): C Bᵀ into s.cb (when head_kernel needs it); d(C Bᵀ) = Σ_h (dY_h X_hᵀ) ⊙
+// 5. Block per (b, g, chunk): C Bᵀ into s.cb (when head_kernel needs it); d(C Bᵀ) = Σ_h (dY_h X_hᵀ) ⊙
 // E_h ⊙ dt_h (lower triangle, the group's heads in order) into s.dcb. On the tensor cores over
 // [64][64] tiles of T, the blocks above the diagonal left out; warp w computes rows 16 (w / 2) + [0, 16),
 // columns 32 (w % 2) + [0, 32).
 
 template <class T>
-constexpr size_t group_smem() { return 2 * size_t(kChunk) * 64 * sizeof(T); }
+constexpr size_t group_smem() { return 4 * size_t(kChunk) * 64 * sizeof(T); }
 
 template <class T>
 __global__ void __launch_bounds__(kThreads) group_kernel(Args<T> a, Grads<T> g, Scratch<T> s) {
   using Lay = Tile64<T>;
   using M = WarpMma<T>;
   extern __shared__ __align__(16) unsigned char smem[];
-  T* const left = reinterpret_cast<T*>(smem);  // [l][k]: C, then dY
-  T* const right = left + kChunk * 64;          // [s][k]: B, then X
+  // Two buffers of [l][k] and [s][k] tiles: C and B (buffer 0), then dY and X of each (head, tile of
+  // P), the next one's copied in while the current one is used.
+  T* const left = reinterpret_cast<T*>(smem);
+  T* const right = left + kChunk * 64;
 
   const int P = a.head_dim, N = a.state_dim, chunks = chunk_count(a.length), per_group = a.heads / a.groups;
   const int c = int(blockIdx.x % unsigned(chunks));
@@ -304,22 +358,62 @@ __global__ void __launch_bounds__(kThreads) group_kernel(Args<T> a, Grads<T> g, 
   }
   if (!g.dB && !g.dC) return;  // d(C Bᵀ) feeds only dB and dC
 
-  float dcb[4][4] = {};
-  for (int h = grp * per_group; h < (grp + 1) * per_group; ++h) {
-    const int64_t bh = int64_t(b) * a.heads + h;
-    float dm[4][4] = {};
-    gram(dm, g.dy + ch.row0 * g.lddy + int64_t(h) * P, g.lddy, a.x + ch.row0 * a.ldx + int64_t(h) * P, a.ldx, P);
+  // Item i: head grp * per_group + i / p_tiles, columns k0 = 64 (i % p_tiles) of P.
+  const int p_tiles = (P + 63) / 64, items = per_group * p_tiles, lane = int(threadIdx.x) & 31;
+  auto prefetch = [&](int item, int buf) {
+    const int h = grp * per_group + item / p_tiles, k0 = (item % p_tiles) * 64, width = min(64, P - k0);
+    T* const t = left + buf * 2 * kChunk * 64;
+    load_chunk_tile<T, Lay>(t, g.dy + ch.row0 * g.lddy + int64_t(h) * P + k0, g.lddy, rows, width);
+    load_chunk_tile<T, Lay>(t + kChunk * 64, a.x + ch.row0 * a.ldx + int64_t(h) * P + k0, a.ldx, rows, width);
+    ptx::cp_async_commit();
+  };
+  float dcb[4][4] = {}, dm[4][4] = {};
+  prefetch(0, 0);
+  for (int item = 0; item < items; ++item) {
+    const int buf = item & 1;
+    // The head's a at the thread's rows l and a, dt at its columns t, loaded here so that they arrive
+    // during the product.
+    const int64_t bh = int64_t(b) * a.heads + grp * per_group + item / p_tiles;
     const float* const acum = s.acum + bh * a.length + ch.t0;
     const float* const dt = s.dt + bh * a.length + ch.t0;
+    float a_l[2], a_t[4][2], dt_t[4][2];
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const int l = m0 + (lane >> 2) + 8 * half;
+      a_l[half] = l < rows ? acum[l] : 0.0f;
+    }
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int t = w0 + 8 * j + 2 * (lane & 3) + e;
+        a_t[j][e] = t < rows ? acum[t] : 0.0f;
+        dt_t[j][e] = t < rows ? dt[t] : 0.0f;
+      }
+    if (item + 1 < items) {
+      prefetch(item + 1, buf ^ 1);
+      ptx::cp_async_wait_all_but_last();
+    } else {
+      ptx::cp_async_wait_all();
+    }
+    __syncthreads();  // buffer buf complete
+    const T* const L = left + buf * 2 * kChunk * 64;
+    warp_product<T>(
+        dm, 0, 64, [&](auto& f, int k) { M::load_a(f, L, Lay{}, m0, k); },
+        [&](auto& f, int k, int j) { M::load_b(f, L + kChunk * 64, Lay{}, k, w0 + 8 * j); }, above_diagonal);
+    __syncthreads();  // buffer buf read
+    if (item % p_tiles != p_tiles - 1) continue;
+    // The head's dM complete: its term, dM ⊙ E ⊙ dt_s.
     for_fragment(m0, w0, [&](int j, int i, int l, int t) {
-      if (t <= l && l < rows) dcb[j][i] += dm[j][i] * expf(acum[l] - acum[t]) * dt[t];
+      if (t <= l && l < rows) dcb[j][i] += dm[j][i] * expf(a_l[i >> 1] - a_t[j][i & 1]) * dt_t[j][i & 1];
+      dm[j][i] = 0.0f;
     });
   }
   store(s.dcb, dcb);
 }
 
 // ---------------------------------------------------------------------------------------------------
-// 5. Block per (b, h, chunk): dx; the gradients of a and dt, reverse-summed into ddt; the partials.
+// 6. Block per (b, h, chunk): dx; the gradients of a and dt, reverse-summed into ddt; the partials.
 
 template <class T>
 __global__ void __launch_bounds__(kThreads) head_kernel(Args<T> a, Grads<T> g, Scratch<T> s) {
@@ -344,8 +438,10 @@ __global__ void __launch_bounds__(kThreads) head_kernel(Args<T> a, Grads<T> g, S
   float* const Ss = dSs + kTileFloats;       // [p][n]
 
   const int P = a.head_dim, N = a.state_dim, chunks = chunk_count(a.length);
-  const int c = int(blockIdx.x % unsigned(chunks));
-  const int64_t bh = blockIdx.x / unsigned(chunks);
+  // Heads fastest: the heads of a group read the chunk's B and C rows together (from L2, not once a head).
+  const unsigned heads_total = unsigned(a.batch) * unsigned(a.heads);
+  const int c = int(blockIdx.x / heads_total);
+  const int64_t bh = blockIdx.x % heads_total;
   const int h = int(bh % a.heads), b = int(bh / a.heads), grp = h / (a.heads / a.groups);
   const ChunkAt ch = chunk_at(a, b, c);
   const int L = ch.rows, tid = int(threadIdx.x);
@@ -522,7 +618,7 @@ __global__ void __launch_bounds__(kThreads) head_kernel(Args<T> a, Grads<T> g, S
 constexpr size_t head_smem() { return (9 * kChunk + 2 * kThreads + 8 * size_t(kTileFloats)) * sizeof(float); }
 
 // ---------------------------------------------------------------------------------------------------
-// 5 (v2). head_kernel for P <= 64 and N <= kN (64 or 128) with the products on the tensor cores: block per
+// 6 (v2). head_kernel for P <= 64 and N <= kN (64 or 128) with the products on the tensor cores: block per
 // (b, h, chunk), warp w computing rows 16 (w / 2) + [0, 16), columns 32 (w % 2) + [0, 32) of each
 // 64 x 64 result. C Bᵀ is recomputed here (no scratch); the row and column sums go through per-warp
 // partials added in a fixed order, the reverse cumsum through one warp's shuffles.
@@ -568,8 +664,10 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 2 : 1) head_mma_ker
   HeadVectors& v = *reinterpret_cast<HeadVectors*>(dSs + L::kS);
 
   const int P = a.head_dim, N = a.state_dim, chunks = chunk_count(a.length);
-  const int c = int(blockIdx.x % unsigned(chunks));
-  const int64_t bh = blockIdx.x / unsigned(chunks);
+  // Heads fastest: the heads of a group read the chunk's B and C rows together (from L2, not once a head).
+  const unsigned heads_total = unsigned(a.batch) * unsigned(a.heads);
+  const int c = int(blockIdx.x / heads_total);
+  const int64_t bh = blockIdx.x % heads_total;
   const int h = int(bh % a.heads), b = int(bh / a.heads), grp = h / (a.heads / a.groups);
   const ChunkAt ch = chunk_at(a, b, c);
   const int rows = ch.rows, tid = int(threadIdx.x), warp = tid >> 5, lane = tid & 31;
@@ -583,6 +681,8 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 2 : 1) head_mma_ker
   load_chunk_tile<T, XL>(dYs, g.dy + ch.row0 * g.lddy + int64_t(h) * P, g.lddy, rows, P);
   load_chunk_tile<T, BCL>(Bs, a.B + ch.row0 * a.ldB + int64_t(grp) * N, a.ldB, rows, N);
   load_chunk_tile<T, BCL>(Cs, a.C + ch.row0 * a.ldC + int64_t(grp) * N, a.ldC, rows, N);
+  ptx::cp_async_commit();
+  // The states in a second group: they arrive while C Bᵀ and dY Xᵀ are computed.
   auto load_state = [&](T* tile, const T* state) {
     if (state) load_chunk_tile<T, SL>(tile, state, N, P, N);
     else ssd_kernels::zero_shared(tile, L::kS * sizeof(T));
@@ -611,14 +711,8 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 2 : 1) head_mma_ker
       v.dt_grad[i] = grad;
     }
   }
-  ptx::cp_async_wait_all();
-  __syncthreads();  // tiles and vectors in
-  if (S && dS) {  // <dS, S> for the gradient of a_last
-    float dot = 0.0f;
-    for (int i = tid; i < L::kS; i += kThreads) dot += to_float(Ss[i]) * to_float(dSs[i]);
-    dot = warp_sum(dot);
-    if (lane == 0) v.warp_dot[warp] = dot;
-  }
+  ptx::cp_async_wait_all_but_last();
+  __syncthreads();  // the chunk's tiles and the vectors in
 
   const int m0 = 16 * (warp >> 1), n0 = 32 * (warp & 1);
   auto above_diagonal = [&](int nt) { return n0 + 8 * nt > m0 + 15; };
@@ -661,7 +755,14 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 2 : 1) head_mma_ker
         }
       }
   }
-  __syncthreads();  // Ms complete
+  ptx::cp_async_wait_all();
+  __syncthreads();  // Ms and the states complete
+  if (S && dS) {  // <dS, S> for the gradient of a_last
+    float dot = 0.0f;
+    for (int i = tid; i < L::kS; i += kThreads) dot += to_float(Ss[i]) * to_float(dSs[i]);
+    dot = warp_sum(dot);
+    if (lane == 0) v.warp_dot[warp] = dot;
+  }
 
   // dX = Mᵀ dY + D dY + diag(w) B dSᵀ (rows s, columns p), C Sᵀ (rows l); the row sums X_s · (B dSᵀ)_s
   // and dY_l · (C Sᵀ)_l, and Σ dY ⊙ X.
@@ -769,23 +870,26 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 2 : 1) head_mma_ker
 }
 
 // ---------------------------------------------------------------------------------------------------
-// 6. Block per (b, g, chunk, 64 columns of N): dC = Σ_h diag(exp(a)) dY S + d(C Bᵀ) B and
+// 7. Block per (b, g, chunk, 64 columns of N): dC = Σ_h diag(exp(a)) dY S + d(C Bᵀ) B and
 // dB = Σ_h diag(w) X dS + d(C Bᵀ)ᵀ C, the group's heads in order (each output when asked for), on the
 // tensor cores over [64][64] tiles of T; warp w computes rows 16 (w / 2) + [0, 16), columns
 // 32 (w % 2) + [0, 32) of the block's 64 x 64 pieces of dC and dB.
 
 template <class T>
-constexpr size_t dbc_smem() { return 4 * size_t(kChunk) * 64 * sizeof(T); }
+constexpr size_t dbc_smem() { return 8 * size_t(kChunk) * 64 * sizeof(T); }
 
 template <class T>
 __global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 2 : 1) dbc_kernel(Args<T> a, Grads<T> g, Scratch<T> s) {
   using Lay = Tile64<T>;
   using M = WarpMma<T>;
   extern __shared__ __align__(16) unsigned char smem[];
-  T* const left = reinterpret_cast<T*>(smem);  // [l][p] dY, then [l][s] d(C Bᵀ)
-  T* const right = left + kChunk * 64;          // [s][p] X, then [s][n] B
-  T* const Sp = right + kChunk * 64;            // [p][n] S, then [l][n] C
-  T* const dSp = Sp + kChunk * 64;              // [p][n] dS
+  // Two buffers of four tiles: [l][p] dY, [s][p] X, [p][n] S, [p][n] dS of one (head, tile of P), the
+  // next one's copied in while the current one is used; then [l][s] d(C Bᵀ), [s][n] B, [l][n] C.
+  T* const tiles = reinterpret_cast<T*>(smem);
+  constexpr int kTileElems = kChunk * 64;
+  T* const left = tiles;                // d(C Bᵀ)
+  T* const right = tiles + kTileElems;  // B
+  T* const Sp = right + kTileElems;     // C
 
   const int P = a.head_dim, N = a.state_dim, chunks = chunk_count(a.length), per_group = a.heads / a.groups;
   const int n_tiles = (N + kTile - 1) / kTile;
@@ -800,46 +904,69 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 2 : 1) dbc_kernel(A
   const bool has_ds = g.dB && s.dstates != nullptr && (c + 1 < chunks || g.dfinal != nullptr);
 
   float dc[4][4] = {}, db[4][4] = {};  // rows l (dC) or s (dB), columns n
-  for (int h = grp * per_group; (has_prev || has_ds) && h < (grp + 1) * per_group; ++h) {
-    const int64_t bh = int64_t(b) * a.heads + h, state_slot = (bh * chunks + c) * PN + n0;
-    float ys[4][4] = {}, xds[4][4] = {};  // dY S and X dS
-    for (int p0 = 0; p0 < P; p0 += kTile) {
-      const int pw = min(kTile, P - p0);
-      if (has_prev) {
-        load_chunk_tile<T, Lay>(left, g.dy + ch.row0 * g.lddy + int64_t(h) * P + p0, g.lddy, rows, pw);
-        load_chunk_tile<T, Lay>(Sp, s.states + state_slot + int64_t(p0) * N, N, pw, nw);
-      }
-      if (has_ds) {
-        load_chunk_tile<T, Lay>(right, a.x + ch.row0 * a.ldx + int64_t(h) * P + p0, a.ldx, rows, pw);
-        load_chunk_tile<T, Lay>(dSp, s.dstates + state_slot + int64_t(p0) * N, N, pw, nw);
-      }
-      ptx::cp_async_commit();
-      ptx::cp_async_wait_all();
-      __syncthreads();
-      if (has_prev)
-        warp_product<T>(
-            ys, 0, kTile, [&](auto& f, int k0) { M::load_a(f, left, Lay{}, m0, k0); },
-            [&](auto& f, int k0, int j) { M::load_b_t(f, Sp, Lay{}, k0, w0 + 8 * j); }, no_skip);
-      if (has_ds)
-        warp_product<T>(
-            xds, 0, kTile, [&](auto& f, int k0) { M::load_a(f, right, Lay{}, m0, k0); },
-            [&](auto& f, int k0, int j) { M::load_b_t(f, dSp, Lay{}, k0, w0 + 8 * j); }, no_skip);
-      __syncthreads();  // the tiles are read
+  const int p_tiles = (P + kTile - 1) / kTile, items = has_prev || has_ds ? per_group * p_tiles : 0;
+  // Item i: head grp * per_group + i / p_tiles, columns p0 = kTile (i % p_tiles) of P.
+  auto prefetch = [&](int item, int buf) {
+    const int h = grp * per_group + item / p_tiles, p0 = (item % p_tiles) * kTile, pw = min(kTile, P - p0);
+    const int64_t state_at = ((int64_t(b) * a.heads + h) * chunks + c) * PN + n0 + int64_t(p0) * N;
+    T* const t = tiles + buf * 4 * kTileElems;
+    if (has_prev) {
+      load_chunk_tile<T, Lay>(t, g.dy + ch.row0 * g.lddy + int64_t(h) * P + p0, g.lddy, rows, pw);
+      load_chunk_tile<T, Lay>(t + 2 * kTileElems, s.states + state_at, N, pw, nw);
     }
-    // The factors exp(a_r) and w_r = exp(a_last − a_r) dt_r of the thread's rows r (0 past the chunk).
+    if (has_ds) {
+      load_chunk_tile<T, Lay>(t + kTileElems, a.x + ch.row0 * a.ldx + int64_t(h) * P + p0, a.ldx, rows, pw);
+      load_chunk_tile<T, Lay>(t + 3 * kTileElems, s.dstates + state_at, N, pw, nw);
+    }
+    ptx::cp_async_commit();
+  };
+  float ys[4][4] = {}, xds[4][4] = {};  // dY S and X dS of the current head
+  if (items > 0) prefetch(0, 0);
+  for (int item = 0; item < items; ++item) {
+    const int buf = item & 1;
+    // The head's a and dt at the thread's rows r, loaded here so that they arrive during the products.
+    const int64_t bh = int64_t(b) * a.heads + grp * per_group + item / p_tiles;
     const float* const acum = s.acum + bh * a.length + ch.t0;
     const float* const dt = s.dt + bh * a.length + ch.t0;
     const float alast = acum[rows - 1];
-    float decay_in[2], weight[2];
+    float a_r[2], dt_r[2];
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       const int r = m0 + (lane >> 2) + 8 * half;
-      decay_in[half] = r < rows ? expf(acum[r]) : 0.0f;
-      weight[half] = r < rows ? expf(alast - acum[r]) * dt[r] : 0.0f;
+      a_r[half] = r < rows ? acum[r] : 0.0f;
+      dt_r[half] = r < rows ? dt[r] : 0.0f;
+    }
+    if (item + 1 < items) {
+      prefetch(item + 1, buf ^ 1);
+      ptx::cp_async_wait_all_but_last();
+    } else {
+      ptx::cp_async_wait_all();
+    }
+    __syncthreads();  // buffer buf complete
+    const T* const t = tiles + buf * 4 * kTileElems;
+    if (has_prev)
+      warp_product<T>(
+          ys, 0, kTile, [&](auto& f, int k0) { M::load_a(f, t, Lay{}, m0, k0); },
+          [&](auto& f, int k0, int j) { M::load_b_t(f, t + 2 * kTileElems, Lay{}, k0, w0 + 8 * j); }, no_skip);
+    if (has_ds)
+      warp_product<T>(
+          xds, 0, kTile, [&](auto& f, int k0) { M::load_a(f, t + kTileElems, Lay{}, m0, k0); },
+          [&](auto& f, int k0, int j) { M::load_b_t(f, t + 3 * kTileElems, Lay{}, k0, w0 + 8 * j); }, no_skip);
+    __syncthreads();  // buffer buf read
+    if (item % p_tiles != p_tiles - 1) continue;
+    // The head's last tile of P: its terms, scaled by exp(a_r) and w_r = exp(a_last − a_r) dt_r of the
+    // thread's rows r (0 past the chunk).
+    float decay_in[2], weight[2];
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+      const bool in = m0 + (lane >> 2) + 8 * half < rows;
+      decay_in[half] = in ? expf(a_r[half]) : 0.0f;
+      weight[half] = in ? expf(alast - a_r[half]) * dt_r[half] : 0.0f;
     }
     for_fragment(m0, w0, [&](int j, int i, int, int) {
       dc[j][i] += decay_in[i >> 1] * ys[j][i];
       db[j][i] += weight[i >> 1] * xds[j][i];
+      ys[j][i] = xds[j][i] = 0.0f;
     });
   }
 
@@ -871,7 +998,7 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 2 : 1) dbc_kernel(A
 }
 
 // ---------------------------------------------------------------------------------------------------
-// 7. Block per (parameter, head): the (batch, chunk) partials summed in a fixed order (thread t over
+// 8. Block per (parameter, head): the (batch, chunk) partials summed in a fixed order (thread t over
 // items t, t + kThreads, ..., then over the lanes and the warps) and added to dA, dD or ddt_bias.
 
 constexpr size_t param_smem() { return (kThreads / 32) * sizeof(float); }
@@ -900,25 +1027,29 @@ __global__ void __launch_bounds__(kThreads) param_kernel(int heads, int64_t item
 
 struct Plan {
   int chunks, p_tiles, n_tiles;
+  Segments segments;     // of the state walks
   bool states, dstates;  // whether s.states / s.dstates exist
   bool dbc;              // whether dB or dC is asked for
   int head_tiles;        // kN of head_mma_kernel (64 or 128); 0: head_kernel (P > 64 or N > 128)
   size_t scratch_floats;
-  unsigned values_blocks, states_blocks, pass_blocks, group_blocks, head_blocks, dbc_blocks, param_blocks;
+  unsigned values_blocks, walk_blocks, pass_blocks, group_blocks, head_blocks, dbc_blocks, param_blocks;
 };
 
 // The floats each part of the scratch takes (Scratch's members in order; 0: absent), each part starting
 // 16-byte aligned.
 struct ScratchParts {
-  int64_t floats[7];
+  int64_t floats[9];
 };
 template <class T>
 ScratchParts scratch_parts(const Args<T>& a, const Plan& p) {
   const int64_t bh = int64_t(a.batch) * a.heads, bg = int64_t(a.batch) * a.groups;
   const int64_t state_floats = (bh * p.chunks * int64_t(a.head_dim) * a.state_dim * int64_t(sizeof(T)) + 3) / 4;
   const int64_t cb = bg * p.chunks * kChunk * kChunk;
+  const bool walks = p.states || p.dstates;
+  const int64_t bounds = walks ? 2 * bh * p.segments.count * int64_t(a.head_dim) * a.state_dim : 0;
   ScratchParts parts{{bh * a.length, bh * a.length, p.states ? state_floats : 0, p.dstates ? state_floats : 0,
-                      p.head_tiles ? 0 : cb, cb, 3 * int64_t(a.batch) * p.chunks * a.heads}};
+                      p.head_tiles ? 0 : cb, cb, 3 * int64_t(a.batch) * p.chunks * a.heads, bounds,
+                      walks ? 2 * bh * p.segments.count : 0}};
   for (int64_t& n : parts.floats) n = (n + 3) / 4 * 4;
   return parts;
 }
@@ -935,12 +1066,17 @@ Plan make_plan(const Args<T>& a, const Grads<T>& g) {
   p.dstates = p.chunks > 1 || g.dfinal != nullptr || g.dstate0 != nullptr;
   p.dbc = g.dB != nullptr || g.dC != nullptr;
   p.head_tiles = a.head_dim > kHeadDimTile || a.state_dim > 128 ? 0 : a.state_dim <= 64 ? 64 : 128;
+  // Segments of 4 to 32 chunks, as many as give the walks ~2048 blocks.
+  const int64_t blocks_per_segment = 2 * bh * p.p_tiles * p.n_tiles;
+  const int64_t wanted = (2048 + blocks_per_segment - 1) / blocks_per_segment;
+  p.segments.chunks = int(std::clamp<int64_t>((p.chunks + wanted - 1) / wanted, 4, kMaxSegmentChunks));
+  p.segments.count = (p.chunks + p.segments.chunks - 1) / p.segments.chunks;
   p.scratch_floats = 0;
   for (int64_t n : scratch_parts(a, p).floats) p.scratch_floats += size_t(n);
   auto blocks = [](int64_t n) { return unsigned(n); };
   p.values_blocks = blocks((bh * p.chunks + kThreads / 32 - 1) / (kThreads / 32));
-  p.states_blocks = blocks(bh * p.chunks * p.p_tiles * p.n_tiles);
-  p.pass_blocks = blocks((bh * PN + kThreads - 1) / kThreads);
+  p.walk_blocks = blocks(blocks_per_segment * p.segments.count);
+  p.pass_blocks = blocks((2 * bh * PN + kThreads - 1) / kThreads);
   p.group_blocks = blocks(bg * p.chunks);
   p.head_blocks = blocks(bh * p.chunks);
   p.dbc_blocks = blocks(bg * p.chunks * p.n_tiles);
@@ -953,12 +1089,13 @@ template <class T>
 Scratch<T> carve_scratch(const Args<T>& a, const Plan& plan, float* base) {
   const ScratchParts parts = scratch_parts(a, plan);
   float* next = base;
-  float* ptrs[7];
-  for (int i = 0; i < 7; ++i) {
+  float* ptrs[9];
+  for (int i = 0; i < 9; ++i) {
     ptrs[i] = parts.floats[i] ? next : nullptr;
     next += parts.floats[i];
   }
-  return {ptrs[0], ptrs[1], reinterpret_cast<T*>(ptrs[2]), reinterpret_cast<T*>(ptrs[3]), ptrs[4], ptrs[5], ptrs[6]};
+  return {ptrs[0], ptrs[1], reinterpret_cast<T*>(ptrs[2]), reinterpret_cast<T*>(ptrs[3]), ptrs[4], ptrs[5], ptrs[6],
+          ptrs[7], ptrs[8]};
 }
 
 }  // namespace ssm::ops::cuda::ssd_backward_kernels

@@ -11,8 +11,13 @@ namespace ssm::ops::cuda::ssd_backward_kernels {
 template <class T>
 cudaError_t kernel_setup() {
   static const cudaError_t error = [] {
-    cudaError_t e = cudaFuncSetAttribute(chunk_states_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         int(chunk_states_smem<T>()));
+    cudaError_t e = cudaFuncSetAttribute(state_walk_kernel<T, false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         int(state_walk_smem<T, false>()));
+    if (e == cudaSuccess)
+      e = cudaFuncSetAttribute(state_walk_kernel<T, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               int(state_walk_smem<T, true>()));
+    if (e == cudaSuccess)
+      e = cudaFuncSetAttribute(group_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(group_smem<T>()));
     if (e == cudaSuccess)
       e = cudaFuncSetAttribute(head_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(head_smem()));
     if (e == cudaSuccess)
@@ -31,13 +36,14 @@ cudaError_t kernel_setup() {
 // Which kernels a launch runs: all (the op); one alone only to time it (dev/cuda/ssd_backward.cu).
 enum Stages {
   kChunkValues = 1,
-  kChunkStates = 2,
-  kStatePass = 4,
-  kGroup = 8,
-  kHead = 16,
-  kDbc = 32,
-  kParams = 64,
-  kAllStages = 127
+  kSegmentSums = 2,
+  kSegmentPass = 4,
+  kStateWalk = 8,
+  kGroup = 16,
+  kHead = 32,
+  kDbc = 64,
+  kParams = 128,
+  kAllStages = 255
 };
 
 // The backward of one call: `scratch` holds plan.scratch_floats floats (plan = make_plan(a, g)).
@@ -53,12 +59,18 @@ cudaError_t launch_backward(const Args<T>& a, const Grads<T>& g, const Plan& pla
     chunk_values_kernel<T><<<plan.values_blocks, kThreads, chunk_values_smem(), stream>>>(a, s);
     if ((e = cudaGetLastError()) != cudaSuccess) return e;
   }
-  if (states && (stages & kChunkStates)) {
-    chunk_states_kernel<T><<<plan.states_blocks, kThreads, chunk_states_smem<T>(), stream>>>(a, g, s);
+  if (states && plan.segments.count > 1 && (stages & kSegmentSums)) {
+    state_walk_kernel<T, false>
+        <<<plan.walk_blocks, kThreads, state_walk_smem<T, false>(), stream>>>(a, g, s, plan.segments);
     if ((e = cudaGetLastError()) != cudaSuccess) return e;
   }
-  if (states && (stages & kStatePass)) {
-    state_pass_kernel<T><<<plan.pass_blocks, kThreads, 0, stream>>>(a, g, s);
+  if (states && (stages & kSegmentPass)) {
+    segment_pass_kernel<T><<<plan.pass_blocks, kThreads, 0, stream>>>(a, g, s, plan.segments);
+    if ((e = cudaGetLastError()) != cudaSuccess) return e;
+  }
+  if (states && (stages & kStateWalk)) {
+    state_walk_kernel<T, true>
+        <<<plan.walk_blocks, kThreads, state_walk_smem<T, true>(), stream>>>(a, g, s, plan.segments);
     if ((e = cudaGetLastError()) != cudaSuccess) return e;
   }
   if ((stages & kGroup) && (plan.dbc || !plan.head_tiles)) {  // C Bᵀ for head_kernel, d(C Bᵀ) for dbc_kernel
