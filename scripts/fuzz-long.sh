@@ -5,7 +5,7 @@
 # found. A target that finds one stops, keeps the input in WORKDIR/artifacts/ and starts again for the
 # time left (a new seed, the corpus it grew so far), so one finding does not end its run.
 #   scripts/fuzz-long.sh SECONDS [PACK (default .fuzz-pack.tar.xz beside scripts/)] [WORKDIR (default ./fuzz-long)]
-# PROCESSES="TARGET=N ..." gives a slow target N processes (default 1 each) on one shared corpus: each
+# PROCESSES="TARGET=N ..." gives a slow target N processes (default 1 each; 0 leaves it out) on one shared corpus: each
 # reads what the others found (libFuzzer's -reload), and the table sums their executions. A WORKDIR kept
 # from an earlier run continues from the corpus it grew.
 # Each run's log is in WORKDIR/logs/; the inputs that add coverage in WORKDIR/found/TARGET/.
@@ -58,6 +58,7 @@ found() { find artifacts -name "$1-$2-*" | wc -l; }
 printf '%-20s %14s %8s %10s %8s %6s %9s %5s\n' target executions seconds exec/s crashes leaks timeouts ooms
 status=0
 for target in $targets; do
+  (($(processes_of "$target") > 0)) || continue
   # Executions summed over the target's processes; seconds: the longest process's.
   read -r executions elapsed < <(cat logs/"$target".*.total | awk '{n += $1; if ($2 > s) s = $2} END {print n, s}')
   crashes=$(found "$target" crash) leaks=$(found "$target" leak) timeouts=$(found "$target" timeout)
