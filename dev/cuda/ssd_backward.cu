@@ -65,7 +65,10 @@
 //       0.22 / 0.33; segment pass 0.01 / 0.01 / 0.03 / 0.05; walk 0.05 / 0.17 / 0.60 / 0.92 (states +
 //       pass + walk 1.3 ms at 100K against v2's 6.2); group 0.09 / 0.12 / 0.32 / 0.50; head 0.09 /
 //       0.32 / 1.25 / 1.95; dB dC 0.08 / 0.18 / 0.70 / 1.10; backward ~0.36 / 0.88 / 3.15 / 4.9; with
-//       the forward ~0.46 / 1.24 / 4.5 / 7.0 ms, 0.11 / 0.33 / 0.79 / 0.77x the peer. Next: the
+//       the forward ~0.46 / 1.24 / 4.5 / 7.0 ms, 0.11 / 0.33 / 0.79 / 0.77x the peer.
+//       Measured (H200, 2026-12-01): backward 0.470 / 1.245 / 4.727 / 7.402; with the forward 0.570 /
+//       1.598 / 6.069 / 9.502 ms (0.13 / 0.43 / 1.06 / 1.05x); at 100K segment sums 1.218, pass
+//       0.133, walk 1.640, group 0.566, head 2.574, dB dC 1.249. Next: the
 //       per-head kernel (~2 ms against a ~0.6 ms byte floor: one 80 KB load phase a block, two blocks
 //       a multiprocessor).
 //
