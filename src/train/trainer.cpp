@@ -16,6 +16,7 @@
 #include "core/json.h"
 #include "core/threads.h"
 #include "model/language_model.h"
+#include "train/batch_prefetch.h"
 #include "train/checkpoint.h"
 #include "train/data.h"
 #include "train/init.h"
@@ -315,8 +316,8 @@ TrainResult train(const TrainOptions& o) {
   const int64_t ckpt_every = o.checkpoint_every > 0 ? o.checkpoint_every : eval_every;
 
   TrainingPass pass(working);
-  Tensor ids = Tensor::empty({o.batch_size, o.seq_len}, DType::I32);
-  Tensor targets = Tensor::empty({o.batch_size, o.seq_len}, DType::I32);
+  // Batch `step` is sampled as the sampler's step - 1 (what a resumed run continues from).
+  BatchPrefetcher batches(sampler, o.batch_size, o.seq_len, o.grad_accum, state.step, o.steps);
 
   const double bytes_per_token =
       data.val.text_bytes > 0 ? double(data.val.text_bytes) / double(data.val.ids.size()) : 0.0;
@@ -353,8 +354,8 @@ TrainResult train(const TrainOptions& o) {
     grads.zero();
     double loss = 0;
     for (int64_t micro = 0; micro < o.grad_accum; ++micro) {
-      sampler.sample(step - 1, micro, ids, targets);
-      loss += pass.forward_backward(ids, targets, grads, micro_scale) / double(o.grad_accum);
+      const BatchPrefetcher::Batch batch = batches.next(step - 1, micro);
+      loss += pass.forward_backward(batch.ids, batch.targets, grads, micro_scale) / double(o.grad_accum);
     }
     SSM_CHECK(std::isfinite(loss), "the training loss became {} at step {} (try a lower --lr)", loss, step);
     const double norm = clip_grad_norm(grad_tensors, o.grad_clip);
@@ -441,6 +442,7 @@ TrainResult train(const TrainOptions& o) {
                         {"val_bpb", result.val_bpb},
                         {"tokens_per_second", result.tokens_per_second},
                         {"train_seconds", train_seconds},
+                        {"batch_wait_seconds", batches.wait_seconds()},
                         {"threads", num_threads()},
                         {"options", run_options}};
   write_text_file((fs::path(o.out_dir) / "train_summary.json").string(), summary.dump(2) + "\n");
