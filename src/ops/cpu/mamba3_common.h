@@ -63,19 +63,20 @@ struct Mamba3Head {
   void rotate(int64_t t, float dt_t, float* phi, float* k, float* q) const;
 };
 
-// h = α h + β x_prev k_prevᵀ + γ x kᵀ (h [P,N]), then y = h q + D x (when y is given).
+// h = α h + β x_prev k_prevᵀ + γ x kᵀ (h [P,N]), then y = h q + D x when y is given (q may be null
+// when it is not: it is then never read).
 inline void mamba3_update(int64_t P, int64_t N, const Mamba3Coefs& c, const float* x_prev, const float* k_prev,
                           const float* x, const float* k, const float* q, float D, float* h, float* y) {
   for (int64_t p = 0; p < P; ++p) {
     float* row = h + p * N;
     const float bx = c.beta * x_prev[p], gx = c.gamma * x[p];
+#pragma omp simd
+    for (int64_t n = 0; n < N; ++n) row[n] = c.alpha * row[n] + bx * k_prev[n] + gx * k[n];
+    if (!y) continue;
     float acc = 0.0f;
 #pragma omp simd reduction(+ : acc)
-    for (int64_t n = 0; n < N; ++n) {
-      row[n] = c.alpha * row[n] + bx * k_prev[n] + gx * k[n];
-      acc += row[n] * q[n];
-    }
-    if (y) y[p] = acc + D * x[p];
+    for (int64_t n = 0; n < N; ++n) acc += row[n] * q[n];
+    y[p] = acc + D * x[p];
   }
 }
 
