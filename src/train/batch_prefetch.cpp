@@ -31,6 +31,7 @@ BatchPrefetcher::~BatchPrefetcher() {
 
 void BatchPrefetcher::schedule(Job job) {
   job_ = job;
+  scheduled_ = true;
   pending_ = true;
   done_ = false;
   changed_.notify_all();
@@ -59,7 +60,8 @@ void BatchPrefetcher::work() {
 
 BatchPrefetcher::Batch BatchPrefetcher::next(int64_t step, int64_t micro) {
   std::unique_lock lock(mutex_);
-  SSM_CHECK((pending_ || done_) && job_.step == step && job_.micro == micro,
+  // (Not pending_ || done_: while the worker samples, both are false.)
+  SSM_CHECK(scheduled_ && job_.step == step && job_.micro == micro,
             "BatchPrefetcher: batch (step {}, micro {}) asked for out of order", step, micro);
   const auto t0 = std::chrono::steady_clock::now();
   changed_.wait(lock, [&] { return done_; });
@@ -71,7 +73,7 @@ BatchPrefetcher::Batch BatchPrefetcher::next(int64_t step, int64_t micro) {
   if (!last_micro || step + 1 < end_step_) {
     schedule({last_micro ? step + 1 : step, last_micro ? 0 : micro + 1, 1 - slot});
   } else {
-    done_ = false;  // nothing left to hand out
+    scheduled_ = false;  // nothing left to hand out
   }
   return {ids_[slot], targets_[slot]};
 }

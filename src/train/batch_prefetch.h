@@ -50,8 +50,9 @@ class BatchPrefetcher {
   std::mutex mutex_;
   std::condition_variable changed_;
   Job job_;              // the batch in progress or done
-  bool pending_ = false;  // job_ is waiting for the worker
-  bool done_ = false;     // job_ is sampled (or failed with error_)
+  bool scheduled_ = false;  // job_ is the next batch to hand out (waiting, being sampled, or done)
+  bool pending_ = false;    // job_ is waiting for the worker
+  bool done_ = false;       // job_ is sampled (or failed with error_)
   bool stopping_ = false;
   std::exception_ptr error_;
   double wait_seconds_ = 0;

@@ -75,6 +75,21 @@ TEST(TrainBatchPrefetch, DestructionStopsTheWorkerAnywhere) {
   EXPECT_THROW(BatchPrefetcher(sampler, 16, 4096, 1, 5, 5).next(5, 0), Error);
 }
 
+// Asking at once, again and again, lands while the worker samples (neither waiting nor done): that is
+// a wait, not an "out of order" error (the bug of the first version, seen by CI under load).
+TEST(TrainBatchPrefetch, AskingWhileTheWorkerSamplesWaits) {
+  const std::vector<int32_t> ids = counting_ids(1 << 20);
+  const BatchSampler sampler(&ids, 4096, 3, "ids");
+  Tensor want_ids = Tensor::empty({64, 4096}, DType::I32), want_targets = Tensor::empty({64, 4096}, DType::I32);
+  BatchPrefetcher batches(sampler, 64, 4096, 2, 0, 40);
+  for (int64_t step = 0; step < 40; ++step)
+    for (int64_t micro = 0; micro < 2; ++micro) {
+      const BatchPrefetcher::Batch got = batches.next(step, micro);
+      sampler.sample(step, micro, want_ids, want_targets);
+      ASSERT_TRUE(same(got.ids, want_ids)) << "step " << step << " micro " << micro;
+    }
+}
+
 TEST(TrainBatchPrefetch, SamplesTheNextBatchWhileTheCallerWorks) {
   // Batches of 2 x 16 MiB, so that sampling one takes milliseconds.
   using Clock = std::chrono::steady_clock;
