@@ -291,7 +291,8 @@ TEST(XlstmModel, SlstmPlanLogitsMatchTheDoubleReference) {
       diff = std::max(diff, std::fabs(double(got.data<float>()[i]) - want[size_t(i)]));
       ref = std::max(ref, std::fabs(want[size_t(i)]));
     }
-    EXPECT_LT(diff / ref, 1e-5) << "conv " << conv;
+    // The models' tolerance: 1e-5 held with -march=native (FMA) but not in the asan build (1.7e-5).
+    EXPECT_LT(diff / ref, 1e-4) << "conv " << conv;
   }
 }
 
