@@ -39,9 +39,10 @@ std::optional<std::string> config_template(const Json& config, const std::string
 }  // namespace
 
 ChatTemplate::ChatTemplate(const std::string& source, const Tokenizer& tokenizer, std::optional<std::string> bos_token,
-                           std::optional<std::string> eos_token)
+                           std::optional<std::string> eos_token, jinja::RenderLimits limits)
     : tokenizer_(&tokenizer),
       template_(source),
+      limits_(limits),
       bos_(std::move(bos_token)),
       eos_(std::move(eos_token)),
       specials_(256) {
@@ -77,11 +78,14 @@ jinja::Value ChatTemplate::render(const std::vector<ChatMessage>& messages) cons
                          {"add_generation_prompt", jinja::Value::of(true)}};
   if (bos_) globals.emplace_back("bos_token", jinja::Value::of(*bos_));
   if (eos_) globals.emplace_back("eos_token", jinja::Value::of(*eos_));
-  return template_.render(globals);
+  return template_.render(globals, limits_);
 }
 
 std::vector<int32_t> ChatTemplate::encode(const std::vector<ChatMessage>& messages) const {
-  const jinja::Value prompt = render(messages);
+  return encode(render(messages));
+}
+
+std::vector<int32_t> ChatTemplate::encode(const jinja::Value& prompt) const {
   const std::string& text = prompt.text;
   std::vector<int32_t> ids;
   size_t copied = 0, span = 0;  // span: the first user span that does not end before the position

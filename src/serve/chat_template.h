@@ -25,7 +25,7 @@ class ChatTemplate {
   // Throws jinja::Error naming the line for a template this renderer cannot run. bos/eos: the tokens'
   // text, or nullopt to leave the variables undefined, as transformers does for a token not set.
   ChatTemplate(const std::string& source, const Tokenizer& tokenizer, std::optional<std::string> bos_token,
-               std::optional<std::string> eos_token);
+               std::optional<std::string> eos_token, jinja::RenderLimits limits = {});
 
   // The template of a model or tokenizer folder (or `source` instead, with the folder's bos/eos tokens);
   // nullopt when it has none. Throws jinja::Error for one this renderer cannot run, ssm::Error for an
@@ -38,10 +38,13 @@ class ChatTemplate {
   jinja::Value render(const std::vector<ChatMessage>& messages) const;
   // render() as token ids.
   std::vector<int32_t> encode(const std::vector<ChatMessage>& messages) const;
+  // A prompt render() returned, as token ids.
+  std::vector<int32_t> encode(const jinja::Value& prompt) const;
 
  private:
   const Tokenizer* tokenizer_;
   jinja::Template template_;
+  jinja::RenderLimits limits_;
   std::optional<std::string> bos_, eos_;
   // The tokenizer's special tokens by first byte, longest first (leftmost-longest matching).
   std::vector<std::vector<std::pair<std::string, int32_t>>> specials_;

@@ -172,7 +172,7 @@ Value slice(const Value& target, const Value& start, const Value& stop, const Va
 
 class Renderer {
  public:
-  explicit Renderer(const Dict& globals) : scopes_{globals} {}
+  Renderer(const Dict& globals, const RenderLimits& limits) : scopes_{globals}, limits_(limits) {}
 
   void run(const Body& body) {
     for (const Node& node : body) {
@@ -217,8 +217,8 @@ class Renderer {
     for (int64_t i = 0; i < n; ++i) {
       // Nested loops over long strings can multiply into billions of steps; a chat template makes a few
       // per message.
-      if (++loop_iterations_ > kMaxLoopIterations)
-        throw Error(fmt::format("the template ran more than {} loop iterations", kMaxLoopIterations));
+      if (++loop_iterations_ > limits_.loop_iterations)
+        throw Error(fmt::format("the template ran more than {} loop iterations", limits_.loop_iterations));
       Dict scope;
       const Value& item = items[size_t(i)];
       if (node.targets.size() == 1) {
@@ -385,14 +385,14 @@ class Renderer {
   }
 
   std::vector<Dict> scopes_;  // the globals, then one per enclosing loop iteration
-  static constexpr int64_t kMaxLoopIterations = 100000;
+  const RenderLimits limits_;
   int64_t loop_iterations_ = 0;  // over the whole render
 };
 
 }  // namespace
 
-Value Template::render(const Dict& globals) const {
-  Renderer renderer(globals);
+Value Template::render(const Dict& globals, const RenderLimits& limits) const {
+  Renderer renderer(globals, limits);
   renderer.run(body_);
   return std::move(renderer.output);
 }

@@ -138,6 +138,18 @@ TEST(Jinja, RenderErrors) {
 }
 
 // Python's results at the edges of int64, computed without overflow.
+// The loop budget is the caller's: every {% for %} of a render counts, nested ones included.
+TEST(Jinja, LoopBudgetIsTheCallers) {
+  const Template nested("{% for a in range(4) %}{% for b in range(4) %}.{% endfor %}{% endfor %}");
+  EXPECT_EQ(nested.render({}, {.loop_iterations = 20}).text.size(), 16u);  // 4 + 16 iterations
+  try {
+    nested.render({}, {.loop_iterations = 19});
+    ADD_FAILURE() << "a budget of 19 let 20 iterations run";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("more than 19 loop iterations"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Jinja, IntegerArithmeticAtTheEdges) {
   EXPECT_EQ(render("{{ 9223372036854775807 - 1 }} {{ -9223372036854775807 - 1 }} {{ 2 ** 62 }} {{ (-2) ** 63 }} "
                    "{{ 3 ** 0 }} {{ 0 ** 0 }}")
