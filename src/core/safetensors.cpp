@@ -1,5 +1,7 @@
 #include "core/safetensors.h"
 
+#include <cstring>
+
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
@@ -75,7 +77,15 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
     SSM_CHECK(end - begin == expected, "'{}': tensor '{}' of shape {} {} needs {} bytes but has {}", path, name,
               shape_str(shape), dtype_name(dtype), expected, end - begin);
     spans.push_back({begin, end, name});
-    file.tensors_[name] = Tensor::wrap(mapping, data_start + begin, shape, dtype);
+    // The format does not align tensors (a file may hold an I32 [3] before an I64): one whose bytes
+    // do not start at a multiple of its element size is copied, since reading it in place is undefined.
+    Tensor view = Tensor::wrap(mapping, data_start + begin, shape, dtype);
+    if ((data_start + begin) % dtype_size(dtype) != 0) {
+      Tensor aligned = Tensor::empty(shape, dtype);
+      if (expected > 0) std::memcpy(aligned.raw(), view.raw(), expected);
+      view = aligned;
+    }
+    file.tensors_[name] = view;
   }
   std::sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) { return a.begin < b.begin; });
   for (size_t i = 1; i < spans.size(); ++i) {
@@ -117,8 +127,16 @@ void write_safetensors(const std::string& path, const std::vector<std::pair<std:
                        const std::map<std::string, std::string>& metadata) {
   nlohmann::ordered_json header;
   if (!metadata.empty()) header["__metadata__"] = metadata;
+  // Larger elements first (stable), as Python's safetensors lays them out: the data starts 8-byte
+  // aligned, so every tensor then starts at a multiple of its element size.
+  std::vector<const std::pair<std::string, Tensor>*> order;
+  for (const auto& entry : tensors) order.push_back(&entry);
+  std::stable_sort(order.begin(), order.end(), [](const auto* a, const auto* b) {
+    return dtype_size(a->second.dtype()) > dtype_size(b->second.dtype());
+  });
   uint64_t offset = 0;
-  for (const auto& [name, tensor] : tensors) {
+  for (const auto* entry : order) {
+    const auto& [name, tensor] = *entry;
     SSM_CHECK(tensor.device() == Device::CPU, "write_safetensors: tensor '{}' is not on the CPU", name);
     header[name] = {{"dtype", dtype_name(tensor.dtype())},
                     {"shape", tensor.shape()},
@@ -132,8 +150,8 @@ void write_safetensors(const std::string& path, const std::vector<std::pair<std:
     for (int i = 0; i < 8; ++i) size_bytes[i] = uint8_t(uint64_t(header_text.size()) >> (8 * i));
     out.write(size_bytes, 8);
     out.write(header_text);
-    for (const auto& [name, tensor] : tensors) {
-      const Tensor dense = tensor.contiguous();
+    for (const auto* entry : order) {
+      const Tensor dense = entry->second.contiguous();
       out.write(dense.raw(), dense.nbytes());
     }
   });

@@ -32,7 +32,8 @@ class SafetensorsFile {
 // names beside the index (a name with a folder in it could point anywhere). Throws ssm::Error naming the file.
 std::map<std::string, std::string> read_safetensors_index(const std::string& path);
 
-// Writes tensors (in the given order) to `path` through a temporary file and a rename.
+// Writes tensors to `path` through a temporary file and a rename; the data holds them larger elements
+// first, in the given order otherwise, so that each starts aligned to its element size.
 void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
                        const std::map<std::string, std::string>& metadata = {{"format", "pt"}});
 

@@ -132,6 +132,41 @@ TEST(CoreSafetensors, RoundTripAndOverlapRefused) {
   fs::remove(path);
 }
 
+// UBSan finding (a slot file: I32 token ids, then I64 lengths): the format does not align tensors,
+// and an I64 read in place at an offset of 12 is undefined. Files from elsewhere are read through an
+// aligned copy; files written here put larger elements first, so every tensor starts aligned.
+TEST(CoreSafetensors, MisalignedTensorsAreReadThroughACopy) {
+  const std::string path = temp_file("misaligned.safetensors");
+  Tensor ids = Tensor::empty({3}, DType::I32), lengths = Tensor::empty({2}, DType::I64);
+  for (int i = 0; i < 3; ++i) ids.data<int32_t>()[i] = 7 + i;
+  lengths.data<int64_t>()[0] = int64_t(1) << 40;
+  lengths.data<int64_t>()[1] = -3;
+  std::string data(reinterpret_cast<const char*>(ids.raw()), ids.nbytes());
+  data.append(reinterpret_cast<const char*>(lengths.raw()), lengths.nbytes());
+  const Json header = {{"ids", {{"dtype", "I32"}, {"shape", {3}}, {"data_offsets", {0, 12}}}},
+                       {"lengths", {{"dtype", "I64"}, {"shape", {2}}, {"data_offsets", {12, 28}}}}};
+  write_text_file(path, safetensors_bytes(header, data));
+  {
+    const SafetensorsFile file = SafetensorsFile::open(path);
+    const Tensor& read = file.get("lengths");
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(read.raw()) % alignof(int64_t), 0u);
+    EXPECT_EQ(read.data<int64_t>()[0], int64_t(1) << 40);
+    EXPECT_EQ(read.data<int64_t>()[1], -3);
+    EXPECT_EQ(file.get("ids").data<int32_t>()[2], 9);
+  }
+  write_safetensors(path, {{"ids", ids}, {"lengths", lengths}});
+  std::string bytes = read_text_file(path);
+  uint64_t header_size = 0;
+  for (int i = 7; i >= 0; --i) header_size = (header_size << 8) | uint8_t(bytes[size_t(i)]);
+  const Json written = Json::parse(bytes.substr(8, header_size));
+  EXPECT_EQ(written["lengths"]["data_offsets"][0], 0);
+  EXPECT_EQ(written["ids"]["data_offsets"][0], 16);
+  const SafetensorsFile file = SafetensorsFile::open(path);
+  EXPECT_EQ(file.get("lengths").data<int64_t>()[0], int64_t(1) << 40);
+  EXPECT_EQ(file.get("ids").data<int32_t>()[0], 7);
+  fs::remove(path);
+}
+
 // Sanitizer finding: the element count of a stored shape was multiplied without a bound, so a shape
 // whose size wraps (2^32 × 2^32 = 2^64 → 0, signed overflow) passed as a tensor of 0 bytes, and an extent
 // above 2^63 became negative.
