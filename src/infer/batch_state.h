@@ -39,10 +39,10 @@ class BatchState {
   const LanguageModel& model_;
   // A step runs on a state whose batch is exactly the active rows. Where every mixer's state can
   // resize in place (ModelState::resizable), that batch is a view of the first rows of memory kept
-  // for the largest batch seen: a join writes the row after the last, a leave moves kept rows
-  // down, and steady serving allocates nothing (reallocating at every change fragmented the heap:
-  // docs/performance.md, Server). Otherwise (KV caches, RAT) a change builds the new batch and
-  // copies every row into it.
+  // for the largest batch seen: a join writes the row after the last, a leave moves kept rows into
+  // the places freed, and steady serving allocates nothing (reallocating at every change fragmented
+  // the heap: docs/performance.md, Server). Otherwise (KV caches, RAT) a change builds the new batch
+  // and copies every row into it.
   ModelState state_;
 };
 

@@ -9,8 +9,10 @@
 // step's activations and the prefix cache's snapshots stay in GPU memory, and joins, leaves, cache
 // hits and snapshots are device-to-device copies queued on the stream. A step brings to the host
 // only what choosing the tokens needs: the ids of the greedy rows (an argmax on the GPU) and the
-// logits of the rows that sample or report log-probabilities; that copy is the step's one wait. The
-// step itself is replayed from a recording of its batch size where the model allows (step_graphs.h).
+// logits of the rows that sample or report log-probabilities; that copy waits for the step. The only
+// other wait is the copy of the step's ids to the GPU (core's host-to-device copies wait), which finds
+// no more queued than the joins' and leaves' copies. The step itself is replayed from a recording of
+// its batch size where the model allows (step_graphs.h).
 #pragma once
 #include <condition_variable>
 #include <cstdint>
