@@ -1,9 +1,9 @@
 // `ssm serve` with the model on the GPU, against the same server on the CPU: in F32 the greedy
 // completions (plain, chat, streamed) are the CPU's; requests joining and leaving the batch (greedy
 // ones picked by the GPU's argmax, others sampled or with log-probabilities from logits brought to the
-// host) give what each gives alone; a prefix-cache hit gives a cold run's tokens and log-probabilities;
-// a slot saved and restored resumes as a cold run; bad input gets the CPU's 4xx. The tiny Mamba-2
-// fixture with byte tokens, as the CPU's server tests.
+// host) give what each gives alone, in Mamba-2 and in a hybrid with attention; a prefix-cache hit
+// gives a cold run's tokens and log-probabilities; a slot saved and restored resumes as a cold run; bad
+// input gets the CPU's 4xx; BF16 serves. The tiny fixtures with byte tokens, as the CPU's server tests.
 #include <cmath>
 #include <thread>
 
@@ -17,7 +17,7 @@ namespace {
 using gpu_test::require_gpu;
 
 class ServeGpu : public ::testing::Test {
- protected:
+ public:
   static void SetUpTestSuite() {
     if (!cuda_available()) return;  // each test fails in require_gpu()
     cpu_model_ = std::make_unique<LanguageModel>(LanguageModel::load(fixture_dir("mamba2_tiny")));
@@ -151,16 +151,15 @@ TEST_F(ServeGpu, GreedyCompletionsChatAndStreamsAreTheCpus) {
   EXPECT_EQ(streamed_text(*gpu), cpu_stream);
   EXPECT_EQ(cpu_stream, want_chat["choices"][0]["message"]["content"]);
   // Every decode step after the first at each batch size was replayed from its recording.
-  EXPECT_GT(metric(*gpu, "decode_steps_replayed_total"), 0);
+  EXPECT_GT(metric(*gpu, "decode_steps_replayed_total"), 0) << "no decode step replayed a recorded CUDA graph";
   EXPECT_EQ(metric(*cpu, "decode_steps_replayed_total"), 0);
 }
 
 // Five requests on four slots, of different lengths, so that sequences join, leave (the last rows
 // moving into the holes) and wait for a slot: greedy ones picked on the GPU, one with log-probabilities
-// and one sampled beside them, whose logits come to the host. Each greedy one says what it says alone.
-TEST_F(ServeGpu, RequestsJoiningAndLeavingTheBatchGiveWhatEachGivesAlone) {
-  require_gpu();
-  const auto gpu = start(*gpu_model_);
+// and one sampled beside them, whose logits come to the host. Each greedy one says what it says alone,
+// and what the CPU's server says.
+void expect_batched_as_alone(const RunningServer& gpu, const RunningServer& cpu) {
   const std::vector<json> requests = {
       greedy_past_eos("one", 40),
       with_logprobs(greedy_past_eos("two two", 25), 3),
@@ -174,28 +173,43 @@ TEST_F(ServeGpu, RequestsJoiningAndLeavingTheBatchGiveWhatEachGivesAlone) {
       greedy_past_eos("five five", 33),
   };
   std::vector<json> alone;
-  for (const json& r : requests) alone.push_back(post_ok(*gpu, "/v1/completions", r));
-  const int64_t steps_before = metric(*gpu, "decode_steps_total"), rows_before = metric(*gpu, "decode_tokens_total");
+  for (const json& r : requests) alone.push_back(ServeGpu::post_ok(gpu, "/v1/completions", r));
+  const int64_t steps_before = ServeGpu::metric(gpu, "decode_steps_total");
+  const int64_t rows_before = ServeGpu::metric(gpu, "decode_tokens_total");
   std::vector<json> together(requests.size());
   std::vector<std::thread> clients;
   for (size_t i = 0; i < requests.size(); ++i)
-    clients.emplace_back([&, i] { together[i] = post_ok(*gpu, "/v1/completions", requests[i]); });
+    clients.emplace_back([&, i] { together[i] = ServeGpu::post_ok(gpu, "/v1/completions", requests[i]); });
   for (auto& c : clients) c.join();
   for (size_t i : {0, 3, 4}) {
     EXPECT_EQ(together[i]["choices"][0]["text"], alone[i]["choices"][0]["text"]) << "request " << i;
+    EXPECT_EQ(ServeGpu::post_ok(cpu, "/v1/completions", requests[i])["choices"][0]["text"],
+              alone[i]["choices"][0]["text"])
+        << "request " << i << " on the CPU";
   }
   EXPECT_EQ(tokens_of(together[1]), tokens_of(alone[1]));
   EXPECT_EQ(together[2]["usage"]["completion_tokens"], 30);
-  const int64_t steps = metric(*gpu, "decode_steps_total") - steps_before;
-  const int64_t rows = metric(*gpu, "decode_tokens_total") - rows_before;
+  const int64_t steps = ServeGpu::metric(gpu, "decode_steps_total") - steps_before;
+  const int64_t rows = ServeGpu::metric(gpu, "decode_tokens_total") - rows_before;
   EXPECT_EQ(rows, 39 + 24 + 29 + 6 + 32);
   EXPECT_LT(steps, rows) << "no step ran more than one sequence";
-  // And the CPU's server says the same for the greedy ones.
-  const auto cpu = start(*cpu_model_);
-  for (size_t i : {0, 3, 4}) {
-    EXPECT_EQ(post_ok(*cpu, "/v1/completions", requests[i])["choices"][0]["text"], together[i]["choices"][0]["text"])
-        << "request " << i;
-  }
+}
+
+TEST_F(ServeGpu, RequestsJoiningAndLeavingTheBatchGiveWhatEachGivesAlone) {
+  require_gpu();
+  const auto gpu = start(*gpu_model_), cpu = start(*cpu_model_);
+  expect_batched_as_alone(*gpu, *cpu);
+}
+
+// A hybrid's attention layers (KV caches, which rebuild the batch at each change, and whose step is
+// not recorded) join, leave and are cached the same way on the GPU.
+TEST_F(ServeGpu, HybridModelsToo) {
+  require_gpu();
+  const LanguageModel cpu_model = LanguageModel::load(fixture_dir("bamba_tiny"));
+  const LanguageModel gpu_model =
+      LanguageModel::load(fixture_dir("bamba_tiny"), {.weights = WeightDType::F32, .device = Device::CUDA});
+  const auto gpu = start(gpu_model), cpu = start(cpu_model);
+  expect_batched_as_alone(*gpu, *cpu);
 }
 
 // A hit resumes from a snapshot in GPU memory: the tokens and log-probabilities of a cold run (a
