@@ -206,41 +206,82 @@ void run_gpu_training_bench(const BenchArgs& args) {
               "goal: >= 1.5x their tokens/s at <= 0.7x their memory\n%s", versus.c_str());
 }
 
-// The server under load (serve/load_bench.h): --model DIR with its tokenizer, else the demo model's
-// architecture with random weights and byte tokens; the model computes on the first --threads count.
-void run_serve_bench(const BenchArgs& args) {
-  const LanguageModel model = [&] {
-    if (!args.model_dir.empty()) return LanguageModel::load(args.model_dir);
-    LanguageModel demo(demo_model_config());
-    init_parameters(demo, args.seed);
-    return demo;
-  }();
-  const auto tokenizer = args.model_dir.empty() ? make_byte_tokenizer() : model_tokenizer("", args.model_dir, model);
+// The server under load (serve/load_bench.h) on `device`: --model DIR with its tokenizer; else each
+// --models shape with random weights, or (neither given) the demo model's architecture, with byte
+// tokens (the shapes' steps cost what their real checkpoints' do: the table measures the server
+// around a step of that cost). On the CPU the model computes on the first --threads count; on the GPU
+// its matrices are --dtypes' first (bf16 unless f32; --model: generate's --dtype, default auto).
+void run_serve_bench(const BenchArgs& args, const CLI::App& cmd, Device device) {
+  require_device(device);
+  SSM_CHECK(args.dtypes.size() <= 1, "--suite serve times one weight type: give one --dtypes");
+  const std::string dtype = args.dtypes.empty() ? "" : args.dtypes.front();
+  struct Served {
+    std::string label;
+    std::function<LanguageModel()> make;
+  };
+  std::vector<Served> models;
+  if (!args.model_dir.empty()) {
+    const WeightDType weights = weight_dtype_from_name(dtype.empty() ? "auto" : dtype);
+    models.push_back({args.model_dir, [&args, weights, device] {
+                        return LanguageModel::load(args.model_dir, {.weights = weights, .device = device});
+                      }});
+  } else {
+    const DType matrices = dtype.empty() ? (device == Device::CPU ? DType::F32 : DType::BF16)
+                                         : weight_dtype(dtype, false, "--dtypes");
+    const auto placed = [device, matrices](LanguageModel model) {
+      if (device != Device::CPU) model.to_device(device, matrices);
+      return model;
+    };
+    if (cmd.count("--models") == 0) {
+      models.push_back({"the demo model (random weights)", [&args, placed] {
+                          LanguageModel demo(demo_model_config());
+                          init_parameters(demo, args.seed);
+                          return placed(std::move(demo));
+                        }});
+    }
+    for (const auto& shape : cmd.count("--models") ? args.shapes : std::vector<std::string>{}) {
+      const ModelConfig config = bench::published_shape(shape);  // a bad name fails before anything runs
+      models.push_back({shape + " (random weights)", [&args, placed, config, device, matrices] {
+                          return placed(bench::random_model(config, device == Device::CPU ? matrices : DType::F32,
+                                                            args.seed));
+                        }});
+    }
+  }
   serve::LoadBenchOptions options = args.serve;
   options.threads = args.threads.front();
   options.seed = args.seed;
-  std::printf(
-      "ssm serve under load: %s, %d thread(s), %.0f s per level, prompts of %lld random ids, %lld tokens each\n",
-      args.model_dir.empty() ? "the demo model (random weights)" : args.model_dir.c_str(), options.threads,
-      options.seconds, (long long)options.prompt_tokens, (long long)options.max_tokens);
-  std::fflush(stdout);
-  std::printf("\n%s", serve::load_bench_table(serve::run_load_bench(model, *tokenizer, options)).c_str());
+  for (const Served& served : models) {
+    const LanguageModel model = served.make();
+    const auto tokenizer = args.model_dir.empty() ? make_byte_tokenizer() : model_tokenizer("", args.model_dir, model);
+    const std::string where = device == Device::CPU ? fmt::format("{} thread(s)", options.threads)
+                                                    : fmt::format("the GPU, {} matrices",
+                                                                  lower(dtype_name(model.head_weight().dtype())));
+    std::printf("ssm serve under load: %s, %s, %.0f s per level, prompts of %lld random ids, %lld tokens each\n",
+                served.label.c_str(), where.c_str(), options.seconds, (long long)options.prompt_tokens,
+                (long long)options.max_tokens);
+    std::fflush(stdout);
+    std::printf("\n%s\n", serve::load_bench_table(serve::run_load_bench(model, *tokenizer, options)).c_str());
+    std::fflush(stdout);
+  }
 }
 
 void run_bench(const BenchArgs& args, const CLI::App& cmd) {
   if (!args.write_shape.empty()) return write_model(args);
   const Device device = parse_device(args.device, "--device");
   if (device == Device::CUDA) {
-    SSM_CHECK(args.model_dir.empty(), "--device cuda times the published shapes (no --model yet)");
     const bool suite_given = cmd.count("--suite") > 0;
     for (const auto& suite : args.suites)
-      SSM_CHECK(!suite_given || suite == "inference" || suite == "training",
-                "--device cuda runs the inference and training suites, got '{}'", suite);
+      SSM_CHECK(!suite_given || suite == "inference" || suite == "training" || suite == "serve",
+                "--device cuda runs the inference, training and serve suites, got '{}'", suite);
     const auto wants = [&](const char* suite) {
       return std::find(args.suites.begin(), args.suites.end(), suite) != args.suites.end();
     };
+    SSM_CHECK(args.model_dir.empty() || (suite_given && args.suites == std::vector<std::string>{"serve"}),
+              "--device cuda times the published shapes (--model DIR goes with --suite serve)");
+    SSM_CHECK(args.model_dir.empty() || cmd.count("--models") == 0, "give --model DIR or --models SHAPES, not both");
     if (!suite_given || wants("inference")) run_gpu(args, cmd);
     if (suite_given && wants("training")) run_gpu_training_bench(args);
+    if (suite_given && wants("serve")) run_serve_bench(args, cmd, device);
     return;
   }
   for (const char* flag : {"--out", "--dtype"})
@@ -261,7 +302,7 @@ void run_bench(const BenchArgs& args, const CLI::App& cmd) {
   if (wants("inference")) run_inference_bench(args);
   if (wants("training")) run_training_bench(args);
   if (wants("layers")) run_layer_bench(args);
-  if (wants("serve")) run_serve_bench(args);
+  if (wants("serve")) run_serve_bench(args, cmd, device);
 }
 
 const CommandRegistrar registrar(40, [](CLI::App& root) {
@@ -284,7 +325,8 @@ const CommandRegistrar registrar(40, [](CLI::App& root) {
                   "inference, training, layers (attention, RAT, Mamba-2 and Mamba-3 stacks), serve (the server under load)")
       ->delimiter(',')
       ->capture_default_str();
-  cmd->add_option("--device", args->device, "cpu, or cuda: the published shapes on the GPU beside mamba_ssm")
+  cmd->add_option("--device", args->device,
+                  "cpu, or cuda: the published shapes on the GPU beside mamba_ssm, and the serve suite there")
       ->capture_default_str();
   cmd->add_option("--train-config", args->train_config, "Time training of this config.json instead");
   cmd->add_option("--train-steps", args->train_steps, "Timed training steps per measurement")->capture_default_str();

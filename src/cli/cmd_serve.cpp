@@ -5,6 +5,7 @@
 #include <thread>
 
 #include "cli/command.h"
+#include "core/device.h"
 #include "core/error.h"
 #include "core/file_util.h"
 #include "serve/server.h"
@@ -13,7 +14,7 @@ namespace ssm::cli {
 namespace {
 
 struct ServeArgs {
-  std::string model, tokenizer, dtype = "auto", name, chat_template;
+  std::string model, tokenizer, dtype = "auto", name, chat_template, device = "cpu";
   serve::ServerOptions options;
   int64_t cache_mib = 256;
 };
@@ -49,6 +50,8 @@ std::shared_ptr<const serve::ChatTemplate> load_chat_template(const ServeArgs& a
 // Listens first, then loads the model: /health answers 503 {"status": "loading"} meanwhile, so that
 // an orchestrator can tell a server that is loading from one that is not there.
 void run_serve(ServeArgs& args) {
+  const Device device = parse_device(args.device, "--device");
+  require_device(device);  // before listening: a server without its device is one clear error
   std::filesystem::path folder = std::filesystem::path(args.model).lexically_normal();
   if (folder.filename().empty()) folder = folder.parent_path();  // "dir/": the name is dir
   args.options.model_name = args.name.empty() ? folder.filename().string() : args.name;
@@ -63,7 +66,7 @@ void run_serve(ServeArgs& args) {
                args.options.model_name.c_str());
   std::thread listener([&] { server.run(); });
   try {
-    model.emplace(LanguageModel::load(args.model, {.weights = weight_dtype_from_name(args.dtype)}));
+    model.emplace(LanguageModel::load(args.model, {.weights = weight_dtype_from_name(args.dtype), .device = device}));
     tokenizer = model_tokenizer(args.tokenizer, args.model, *model);
     server.ready(*model, *tokenizer, load_chat_template(args, *tokenizer));
   } catch (...) {
@@ -71,8 +74,9 @@ void run_serve(ServeArgs& args) {
     listener.join();
     throw;
   }
-  std::fprintf(stderr, "serving '%s' on http://%s:%d (%lld slots)\n", args.options.model_name.c_str(),
-               args.options.host.c_str(), port, (long long)args.options.scheduler.slots);
+  std::fprintf(stderr, "serving '%s' on http://%s:%d (%lld slots, %s)\n", args.options.model_name.c_str(),
+               args.options.host.c_str(), port, (long long)args.options.scheduler.slots,
+               std::string(device_name(device)).c_str());
   listener.join();
 }
 
@@ -100,7 +104,7 @@ const CommandRegistrar registrar(25, [](CLI::App& root) {
   cmd->add_option("--max-tokens", o.limits.default_max_tokens, "Chat completion tokens when a request sets none")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  cmd->add_option("--cache-mib", args->cache_mib, "Prefix-cache budget in MiB (0: off)")
+  cmd->add_option("--cache-mib", args->cache_mib, "Prefix-cache budget in MiB (0: off; with --device cuda the states are in GPU memory)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   cmd->add_option("--cache-chunk", o.scheduler.cache_chunk, "Prefill chunk; snapshots at its multiples")
@@ -113,6 +117,7 @@ const CommandRegistrar registrar(25, [](CLI::App& root) {
   cmd->add_option("--slot-save-path", o.slot_save_path,
                   "Folder of POST /slots/{id}?action=save|restore (created if missing; unset: off)");
   add_dtype_option(*cmd, &args->dtype);
+  add_device_option(*cmd, &args->device);
   add_threads_option(*cmd, &o.scheduler.threads);
   cmd->callback([args] { run_serve(*args); });
 });

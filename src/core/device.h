@@ -25,9 +25,13 @@ void require_device(Device device);
 
 // `bytes` of memory on `device` (CPU: 64-byte aligned; CUDA: from the stream-ordered pool).
 std::shared_ptr<Storage> allocate_storage(size_t bytes, Device device);
-// Copies `bytes` between any two devices; waits until the bytes have arrived.
+// Copies `bytes` between any two devices; waits until the bytes have arrived, except from GPU memory
+// to GPU memory, which is only queued on the current stream: work queued after it there sees the
+// bytes, and the host has nothing to wait for (joining a sequence to a decode batch on the GPU is then
+// a few queued copies, not a round trip each). Memory another thread's stream allocated must not be
+// freed while such a copy from it may still be queued (synchronize first).
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
-// Copies `rows` rows of `row_bytes` each, rows `dst_pitch` / `src_pitch` bytes apart; waits as above.
+// Copies `rows` rows of `row_bytes` each, rows `dst_pitch` / `src_pitch` bytes apart; waits (or queues) as above.
 void copy_rows(void* dst, size_t dst_pitch, Device dst_device, const void* src, size_t src_pitch, Device src_device,
                size_t row_bytes, size_t rows);
 // Sets `bytes` bytes at dst to zero (on the GPU: queued on the current stream, no wait).

@@ -7,9 +7,8 @@
 namespace ssm {
 
 CachedPrefill::CachedPrefill(const LanguageModel& model, PrefixCache* cache, int64_t chunk)
-    : model_(model), cache_(cache), chunk_(chunk) {
+    : model_(model), cache_(cache), chunk_(chunk), ws_(model.device()) {
   SSM_CHECK(chunk > 0, "prefill chunk must be > 0, got {}", chunk);
-  SSM_CHECK(model.device() == Device::CPU, "the prefix cache keeps logits on the host: the model must be on the CPU");
 }
 
 CachedPrefill::Result CachedPrefill::run(std::span<const int32_t> prompt) {
@@ -36,10 +35,15 @@ bool CachedPrefill::advance(std::span<const int32_t> prompt, Result& progress) {
   const int64_t size = int64_t(prompt.size()), pos = progress.done;
   if (pos == size) return true;
   const int64_t end = std::min((pos / chunk_ + 1) * chunk_, size);
-  const WorkspaceScope scope(ws_);
-  Tensor ids = ws_.take({1, end - pos}, DType::I32);
+  const WorkspaceScope scope(ws_), host_scope(host_);
+  Tensor ids = host_.take({1, end - pos}, DType::I32);  // the model copies them to its device
   std::copy(prompt.begin() + pos, prompt.begin() + end, ids.data<int32_t>());
-  const Tensor logits = model_.forward(ids, &progress.state, false, ws_);
+  Tensor logits = model_.forward(ids, &progress.state, false, ws_);
+  if (logits.device() != Device::CPU) {
+    Tensor host = host_.take(logits.shape());
+    host.copy_from(logits);  // waits for the chunk: the only wait of a prefill chunk
+    logits = host;
+  }
   progress.logits.assign(logits.data<float>(), logits.data<float>() + model_.config().vocab_size);
   progress.done = end;
   if (cache_) {

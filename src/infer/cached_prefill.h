@@ -3,6 +3,9 @@
 // each chunk end and at the prompt end. A run resumes only at a chunk end or from the snapshot of its
 // whole prompt: its chunks then end where a cold run's do, so on the CPU a hit gives a cold run's
 // logits bit for bit (resuming mid-chunk would change the sums' order, and the bits).
+// With the model on the GPU the states (the prompt's and the snapshots') are in GPU memory and a hit
+// or a snapshot is a device-to-device copy; the logits come to the host once per chunk, where the
+// sampler and the snapshots keep them (prefix_cache.h says why).
 #pragma once
 #include <cstdint>
 #include <span>
@@ -16,13 +19,13 @@ namespace ssm {
 
 class CachedPrefill {
  public:
-  // cache may be null (chunked prefill without snapshots). The model computes on the CPU.
+  // cache may be null (chunked prefill without snapshots).
   CachedPrefill(const LanguageModel& model, PrefixCache* cache, int64_t chunk);
 
   // A prompt's prefill so far.
   struct Result {
     ModelState state;           // batch 1, after the first `done` tokens
-    std::vector<float> logits;  // the next token's logits after them
+    std::vector<float> logits;  // the next token's logits after them (on the host)
     int64_t cached_tokens = 0;  // prompt tokens the snapshot covered
     int64_t done = 0;           // prompt tokens in the state
   };
@@ -37,7 +40,8 @@ class CachedPrefill {
   const LanguageModel& model_;
   PrefixCache* cache_;
   int64_t chunk_;
-  Workspace ws_;
+  Workspace ws_;    // the forward's, on the model's device
+  Workspace host_;  // the chunk's ids and, from the GPU, its logits
 };
 
 }  // namespace ssm

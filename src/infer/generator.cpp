@@ -102,6 +102,7 @@ GenerationResult Generator::generate(const std::vector<std::vector<int32_t>>& pr
   prefill_timer.finish(result.prefill);
 
   const PhaseTimer decode_timer;
+  const int64_t replayed_before = graphs_.replayed();
   std::vector<Sampler> samplers;
   for (int64_t b = 0; b < batch; ++b) {
     SamplingOptions per_sequence = options.sampling;
@@ -130,13 +131,14 @@ GenerationResult Generator::generate(const std::vector<std::vector<int32_t>>& pr
     if (active == 0 || produced + 1 == options.max_new_tokens) break;
     if (device_ids.defined()) {
       device_ids.copy_from(step_ids);
-      receive(decode_step(device_ids, state, result.replayed_steps), 0);
+      receive(decode_step(device_ids, state), 0);
     } else {
       ws_.release(step_base);
       receive(model_.step(step_ids, state, ws_), 0);
     }
   }
   decode_timer.finish(result.decode);
+  result.replayed_steps = graphs_.replayed() - replayed_before;
   // A call that grew a workspace plans its one block now, not at the start of the next call.
   ws_.reset();
   host_.reset();
@@ -147,35 +149,16 @@ ModelState& Generator::prepare_states(int64_t batch) {
   if (zero_.batch == 0) zero_ = model_.new_state(1);
   if (batch > 1 && prompt_state_.batch == 0) prompt_state_ = model_.new_state(1);
   if (state_.batch != batch) {
+    graphs_.clear();  // recorded on the old state's addresses
     state_ = model_.new_state(batch);
-    step_graph_.clear();  // recorded on the old state's addresses
   }
   return state_;
 }
 
-Tensor Generator::decode_step(const Tensor& ids, ModelState& state, int64_t& replayed) {
+Tensor Generator::decode_step(const Tensor& ids, ModelState& state) {
   const Workspace::Mark mark = ws_.mark();
-  if (!model_.replayable_step() || graph_refused_) {
-    ws_.release(mark);
-    Tensor logits = model_.step(ids, state, ws_);
-    ws_.release(mark);  // read before the next step takes the workspace again
-    return logits;
-  }
-  if (step_graph_.recorded() && graph_blocks_ == ws_.block_allocations()) {
-    step_graph_.replay();
-    ++replayed;
-    return graph_logits_;
-  }
-  // Run one step directly first: it plans the workspace for the step's shapes, so that the recording
-  // takes no memory and its addresses hold for every replay.
-  Tensor logits = model_.step(ids, state, ws_);
-  ws_.release(mark);
-  graph_blocks_ = ws_.block_allocations();
-  // The last recording's logits may hold the only reference to a replaced workspace block: let it go
-  // now, since memory allocated outside a recording cannot be freed inside one.
-  graph_logits_ = Tensor();
-  graph_refused_ = !step_graph_.record([&] { graph_logits_ = model_.step(ids, state, ws_); });
-  ws_.release(mark);
+  Tensor logits = graphs_.step(ids, state, ws_);
+  ws_.release(mark);  // read before the next step takes the workspace again
   return logits;
 }
 

@@ -5,9 +5,9 @@
 #include <functional>
 #include <vector>
 
-#include "core/graph.h"
 #include "core/workspace.h"
 #include "infer/sampler.h"
+#include "infer/step_graphs.h"
 #include "model/language_model.h"
 
 namespace ssm {
@@ -40,7 +40,7 @@ using TokenCallback = std::function<bool(size_t sequence, int32_t token)>;
 
 class Generator {
  public:
-  explicit Generator(const LanguageModel& model) : model_(model), ws_(model.device()) {}
+  explicit Generator(const LanguageModel& model) : model_(model), ws_(model.device()), graphs_(model) {}
   // Prompts must be non-empty (the caller puts BOS in an empty one); ids are checked against the vocabulary.
   GenerationResult generate(const std::vector<std::vector<int32_t>>& prompts, const GenerateOptions& options,
                             const TokenCallback& on_token = {});
@@ -52,7 +52,7 @@ class Generator {
   ModelState& prepare_states(int64_t batch);
   // One decode step from the ids on the model's device: replayed from a recording where the model
   // allows it (one launch for the whole step), else run op by op. Returns the logits there.
-  Tensor decode_step(const Tensor& ids, ModelState& state, int64_t& replayed);
+  Tensor decode_step(const Tensor& ids, ModelState& state);
 
   const LanguageModel& model_;
   Workspace ws_;    // activations of prefill and decode, on the model's device: planned by the first call, then reused
@@ -60,12 +60,7 @@ class Generator {
   // Recurrent states, allocated once: each prompt starts from a copy of zero_ (one sequence) in
   // prompt_state_ (batches of several prompts) or directly in state_ (one prompt).
   ModelState zero_, prompt_state_, state_;
-  // The recorded decode step of state_'s batch, and the workspace block it was recorded on (a grown
-  // workspace moves every address, so the recording is made again).
-  DeviceGraph step_graph_;
-  int64_t graph_blocks_ = -1;
-  bool graph_refused_ = false;  // a recording failed once: this generator steps op by op
-  Tensor graph_logits_;
+  StepGraphs graphs_;  // the recorded decode step of state_'s batch
 };
 
 }  // namespace ssm

@@ -1,6 +1,12 @@
 // Snapshots of one sequence's model state after a prompt prefix, kept in a radix tree over token ids
 // under a memory budget, the least recently used evicted first. A recurrent state has a fixed size
 // whatever the prefix's length, so a snapshot replaces the prefill of everything before it.
+//
+// With the model on the GPU a snapshot's state stays in GPU memory: a hit is then one device-to-device
+// copy queued on the stream (mamba2-130m's 19 MB state in some 10 µs at the H200's bandwidth), where a
+// snapshot in host memory would cost a PCIe transfer at every hit and every snapshot (about 1 ms for
+// the same state), and the budget counts what the snapshot really holds: its state's GPU bytes plus its
+// logits' host bytes. The logits stay on the host, where the sampler reads them.
 #pragma once
 #include <cstdint>
 #include <list>
@@ -13,7 +19,7 @@
 namespace ssm {
 
 struct Snapshot {
-  ModelState state;           // batch 1
+  ModelState state;           // batch 1, on the model's device
   std::vector<float> logits;  // the next token's logits after the prefix (a whole-prompt hit needs no forward)
   int64_t bytes() const { return state.bytes() + int64_t(logits.size() * sizeof(float)); }
 };

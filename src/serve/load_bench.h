@@ -1,4 +1,5 @@
-// ssm bench --suite serve: the server under load, on the CPU, with server and clients in this process.
+// ssm bench --suite serve: the server under load, with server and clients in this process (the model
+// on the CPU or the GPU, wherever it was placed).
 // At each level N, N clients stream completions back to back for a while (each a fresh random
 // prompt, so no cache hits, and a fixed length past EOS), against a server with N slots; the table
 // gives tokens/s, the time to first token and the time between tokens (p50 and p99), requests and
@@ -49,7 +50,8 @@ struct LoadBenchResult {
   std::optional<PrefixProbe> prefix;
 };
 
-// The model computes on the CPU; prompts are random ids below min(vocabulary, tokenizer's ids).
+// Prompts are random ids below min(vocabulary, tokenizer's ids). Resident memory is the process's
+// host memory (on the GPU the prefix cache's states are in GPU memory, its logits on the host).
 LoadBenchResult run_load_bench(const LanguageModel& model, const Tokenizer& tokenizer, const LoadBenchOptions& options);
 // Markdown: the levels' table, then the probe's line.
 std::string load_bench_table(const LoadBenchResult& result);

@@ -18,6 +18,8 @@ std::string Metrics::prometheus() const {
          prefill_tokens);
   metric("prefill_seconds_total", "counter", "Time spent prefilling", prefill_seconds);
   metric("decode_steps_total", "counter", "Decode steps, each one token for every active sequence", decode_steps);
+  metric("decode_steps_replayed_total", "counter", "Decode steps replayed from a recorded CUDA graph (GPU)",
+         decode_steps_replayed);
   metric("decode_tokens_total", "counter", "Tokens run through decode steps", decode_tokens);
   metric("decode_seconds_total", "counter", "Time spent in decode steps", decode_seconds);
   metric("prefix_cache_hits_total", "counter", "Prompts that started from a cached state", cache_hits);

@@ -14,6 +14,7 @@ struct Metrics {
   std::atomic<int64_t> prefill_tokens = 0;  // prompt tokens run through the model (cache hits left out)
   std::atomic<int64_t> decode_steps = 0,
                        decode_tokens = 0;  // decode steps, and their rows (tokens / steps: batch size)
+  std::atomic<int64_t> decode_steps_replayed = 0;  // those replayed from a recorded CUDA graph
   std::atomic<double> prefill_seconds = 0, decode_seconds = 0;
   std::atomic<int64_t> cache_hits = 0, cache_hit_tokens = 0, cache_bytes = 0, cache_entries = 0;
   std::atomic<int64_t> queue_length = 0, slots_in_use = 0, slots = 0;

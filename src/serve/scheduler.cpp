@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "core/threads.h"
+#include "ops/ops.h"
 #include "infer/sampler.h"
 #include "infer/stop_strings.h"
 #include "tokenizer/utf8_stream.h"
@@ -41,10 +42,20 @@ Scheduler::Scheduler(const LanguageModel& model, const Tokenizer& tokenizer, con
       cache_(options.cache_bytes > 0 ? std::make_unique<PrefixCache>(options.cache_bytes) : nullptr),
       prefill_(model, cache_.get(), options.cache_chunk),
       batch_(model),
+      graphs_(model),
       ws_(model.device()) {
   SSM_CHECK(options.slots >= 1 && options.queue_limit >= 0, "--slots must be >= 1 and the queue limit >= 0");
   metrics_.slots = options.slots;
   slots_.resize(size_t(options.slots));
+  if (model.device() != Device::CPU) {
+    // A full batch's state up front keeps the rows where recorded steps find them (and a GPU without
+    // room for it is an error now, not at the busiest moment); the step's ids and the greedy rows'
+    // picks have one place each. The wait hands them over to the scheduler thread's stream.
+    batch_.reserve(options.slots);
+    step_ids_ = Tensor::zeros({options.slots}, DType::I32, model.device());
+    picked_ = Tensor::empty({options.slots}, DType::I32, model.device());
+    synchronize(model.device());
+  }
   thread_ = std::thread([this] { loop(); });
 }
 
@@ -120,6 +131,8 @@ void Scheduler::loop() {
   }
   if (prefilling_) prefilling_->pending.job->fail("the server is shutting down");
   for (auto& sequence : active_) sequence->job->fail("the server is shutting down");
+  // Copies may still be queued from memory the constructor's thread allocated (and will free).
+  synchronize(model_.device());
 }
 
 void Scheduler::expire() {
@@ -182,7 +195,7 @@ void Scheduler::prefill_chunk() {
     auto sequence =
         std::make_unique<Sequence>(Sequence{pending.job, pending.choice, prefilling_->slot, Sampler(sampling),
                                             request.prompt, Utf8Stream(), StopStringFilter(request.stop)});
-    if (sample_and_accept(*sequence, progress.logits.data())) {
+    if (accept(*sequence, sample(*sequence, progress.logits.data()))) {
       batch_.append(progress.state);
       active_.push_back(std::move(sequence));
       prefilling_.reset();
@@ -203,12 +216,20 @@ void Scheduler::step() {
   if (active_.empty()) return;
   const auto start = std::chrono::steady_clock::now();
   const int64_t rows = int64_t(active_.size());
-  const WorkspaceScope scope(ws_);
-  Tensor ids = ws_.take({rows}, DType::I32);
+  const WorkspaceScope scope(ws_), host_scope(host_);
+  Tensor ids = host_.take({rows}, DType::I32);
   for (int64_t i = 0; i < rows; ++i) ids.data<int32_t>()[i] = active_[size_t(i)]->next;
-  Tensor logits;
+  StepTokens tokens;
   try {
-    logits = model_.step(ids, batch_.state(), ws_);
+    if (model_.device() == Device::CPU) {
+      tokens = read_step(model_.step(ids, batch_.state(), ws_));
+    } else {
+      // The first rows of step_ids_: at one address per batch size, as a recorded step reads them.
+      Tensor device_ids = step_ids_.slice(0, 0, rows);
+      device_ids.copy_from(ids);
+      tokens = read_step(graphs_.step(device_ids, batch_.state(), ws_));
+      metrics_.decode_steps_replayed = graphs_.replayed();
+    }
   } catch (const std::exception& e) {  // a failed step leaves every state unknown: all sequences end
     for (auto& sequence : active_) sequence->job->fail(e.what());
     leave(std::vector<bool>(size_t(rows), false));
@@ -221,7 +242,10 @@ void Scheduler::step() {
   for (int64_t i = 0; i < rows; ++i) {
     Sequence& s = *active_[size_t(i)];
     try {
-      keep[size_t(i)] = sample_and_accept(s, logits.data<float>() + i * logits.size(1));
+      const int32_t token = tokens.on_host[size_t(i)]
+                                ? sample(s, tokens.logits.data<float>() + i * tokens.logits.size(1))
+                                : tokens.picked.data<int32_t>()[i];
+      keep[size_t(i)] = accept(s, token);
     } catch (const std::exception& e) {
       s.job->fail(e.what());
       keep[size_t(i)] = false;
@@ -230,10 +254,56 @@ void Scheduler::step() {
   leave(keep);
 }
 
-bool Scheduler::sample_and_accept(Sequence& s, float* logits) {
+bool Scheduler::greedy_on_device(const Sequence& s) const {
   const GenerationRequest& request = s.job->request();
-  if (request.logprobs) raw_logits_.assign(logits, logits + sample_vocab_);  // the sampler may change them
-  const int32_t token = s.sampler.sample(logits, sample_vocab_, s.history);
+  return model_.device() != Device::CPU && request.sampling.temperature == 0.0f &&
+         request.sampling.repetition_penalty == 1.0f && !request.logprobs;
+}
+
+Scheduler::StepTokens Scheduler::read_step(const Tensor& logits) {
+  const int64_t rows = logits.size(0);
+  StepTokens out;
+  out.on_host.resize(size_t(rows));
+  bool any_greedy = false;
+  for (int64_t i = 0; i < rows; ++i) {
+    out.on_host[size_t(i)] = !greedy_on_device(*active_[size_t(i)]);
+    any_greedy |= !out.on_host[size_t(i)];
+  }
+  if (logits.device() == Device::CPU) {
+    out.logits = logits;
+    return out;
+  }
+  // The greedy rows' ids: one argmax over the batch on the GPU, and [rows] ids to the host. That copy
+  // waits for the step; the copies of the other rows' logits after it find the GPU idle.
+  if (any_greedy) {
+    Tensor device_picked = picked_.slice(0, 0, rows);
+    ops::argmax(logits.slice(1, 0, sample_vocab_), device_picked);
+    out.picked = host_.take({rows}, DType::I32);
+    out.picked.copy_from(device_picked);
+  }
+  if (!std::count(out.on_host.begin(), out.on_host.end(), true)) return out;
+  // The rows the sampler or the log-probabilities read, a copy per run of consecutive ones.
+  out.logits = host_.take(logits.shape());
+  for (int64_t first = 0; first < rows;) {
+    if (!out.on_host[size_t(first)]) {
+      ++first;
+      continue;
+    }
+    int64_t end = first + 1;
+    while (end < rows && out.on_host[size_t(end)]) ++end;
+    out.logits.slice(0, first, end - first).copy_from(logits.slice(0, first, end - first));
+    first = end;
+  }
+  return out;
+}
+
+int32_t Scheduler::sample(Sequence& s, float* logits) {
+  if (s.job->request().logprobs) raw_logits_.assign(logits, logits + sample_vocab_);  // the sampler may change them
+  return s.sampler.sample(logits, sample_vocab_, s.history);
+}
+
+bool Scheduler::accept(Sequence& s, int32_t token) {
+  const GenerationRequest& request = s.job->request();
   s.history.push_back(token);
   ++s.generated;
   ++metrics_.completion_tokens;
@@ -258,13 +328,11 @@ bool Scheduler::sample_and_accept(Sequence& s, float* logits) {
 }
 
 void Scheduler::leave(const std::vector<bool>& keep) {
-  batch_.retain(keep);
+  const std::vector<int64_t> from = batch_.remove(keep);
+  for (size_t i = 0; i < active_.size(); ++i)
+    if (!keep[i]) slots_[size_t(active_[i]->slot)].busy = false;
   std::vector<std::unique_ptr<Sequence>> kept;
-  for (size_t i = 0; i < active_.size(); ++i) {
-    if (keep[i]) kept.push_back(std::move(active_[i]));
-    else
-      slots_[size_t(active_[i]->slot)].busy = false;
-  }
+  for (int64_t row : from) kept.push_back(std::move(active_[size_t(row)]));
   active_ = std::move(kept);
 }
 
@@ -297,6 +365,7 @@ SlotSnapshots Scheduler::slot_snapshots(int64_t slot) {
     }
     SSM_CHECK(!out.snapshots.empty(), "the prefix cache holds nothing of slot {}'s prompt any more", slot);
     out.tokens = prompt;
+    synchronize(model_.device());  // the copies are queued on this thread's stream; the caller reads them on its own
   });
   return out;
 }
@@ -306,8 +375,14 @@ int64_t Scheduler::restore_slot(int64_t slot, SlotSnapshots snapshots) {
   run_on_thread([&] {
     SSM_CHECK(cache_, "the prefix cache is off (--cache-mib 0): a slot has nowhere to be restored");
     const std::span<const int32_t> tokens(snapshots.tokens);
-    for (auto& [covered, snapshot] : snapshots.snapshots)
-      cache_->insert(tokens.first(size_t(covered)), std::move(snapshot));
+    // On the GPU the states were made on the caller's stream: the cache keeps copies made on this
+    // thread's, so that evicting one later frees it behind the copies queued from it here.
+    for (auto& [covered, snapshot] : snapshots.snapshots) {
+      Snapshot here{model_.new_state(1), std::move(snapshot.logits)};
+      snapshot.state.copy_sequence(0, here.state, 0);
+      cache_->insert(tokens.first(size_t(covered)), std::move(here));
+    }
+    synchronize(model_.device());  // before the caller frees the states it read
     for (const auto& [covered, snapshot] : snapshots.snapshots)
       kept += cache_->find(tokens.first(size_t(covered)), covered).length == covered;
     metrics_.cache_bytes = cache_->bytes();

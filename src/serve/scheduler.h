@@ -4,6 +4,15 @@
 // they decode together, one step for every active sequence per iteration. Finished and cancelled
 // sequences leave the batch at a step boundary; the others carry on. A job past its deadline ends with
 // a 504 wherever it is.
+//
+// With the model on the GPU (everything runs on this thread's stream): the batch's state rows, the
+// step's activations and the prefix cache's snapshots stay in GPU memory, and joins, leaves, cache
+// hits and snapshots are device-to-device copies queued on the stream. A step brings to the host
+// only what choosing the tokens needs: the ids of the greedy rows (an argmax on the GPU) and the
+// logits of the rows that sample or report log-probabilities; that copy waits for the step. The only
+// other wait is the copy of the step's ids to the GPU (core's host-to-device copies wait), which finds
+// no more queued than the joins' and leaves' copies. The step itself is replayed from a recording of
+// its batch size where the model allows (step_graphs.h).
 #pragma once
 #include <condition_variable>
 #include <cstdint>
@@ -18,6 +27,7 @@
 
 #include "infer/batch_state.h"
 #include "infer/cached_prefill.h"
+#include "infer/step_graphs.h"
 #include "serve/job.h"
 #include "serve/metrics.h"
 #include "serve/slot_file.h"
@@ -82,9 +92,21 @@ class Scheduler {
   // Runs the next chunk of the prompt prefilling; one that is all in joins the batch.
   void prefill_chunk();
   void step();
-  // Samples the sequence's next token from `logits` (which it may change), with its log-probability
-  // when the request asked for them; then takes it: text to the job, and whether the sequence goes on.
-  bool sample_and_accept(Sequence& sequence, float* logits);
+  // What a decode step gives each row, on the host: its logits, or the id the GPU's argmax picked
+  // (greedy rows without log-probabilities, on the GPU: the logits stay there).
+  struct StepTokens {
+    std::vector<bool> on_host;  // per row: its logits are in `logits`, else its token in `picked`
+    Tensor logits;              // F32 [rows, vocab] (only the on_host rows written)
+    Tensor picked;              // I32 [rows]
+  };
+  StepTokens read_step(const Tensor& logits);
+  bool greedy_on_device(const Sequence& sequence) const;
+  // The sequence's next token from `logits` (which the sampler may change), keeping them for its
+  // log-probability when the request asked for them.
+  int32_t sample(Sequence& sequence, float* logits);
+  // Takes the token: text (and log-probability) to the job; returns whether the sequence goes on.
+  bool accept(Sequence& sequence, int32_t token);
+  // The rows whose `keep` is false leave the batch (the last rows take their places).
   void leave(const std::vector<bool>& keep);
 
   const LanguageModel& model_;
@@ -95,9 +117,12 @@ class Scheduler {
   std::unique_ptr<PrefixCache> cache_;
   CachedPrefill prefill_;
   BatchState batch_;
+  StepGraphs graphs_;  // the GPU's decode steps, recorded per batch size
   std::optional<Prefilling> prefilling_;           // holds a slot
   std::vector<std::unique_ptr<Sequence>> active_;  // row i of batch_ is active_[i]
-  Workspace ws_;
+  Workspace ws_;    // the decode step's, on the model's device
+  Workspace host_;  // its ids and what read_step brings to the host
+  Tensor step_ids_, picked_;  // on the GPU: a step's ids and the greedy rows' picks, I32 [slots]
   std::vector<float> raw_logits_;  // a row's logits before sampling, for its log-probabilities
   std::vector<Slot> slots_;
 

@@ -134,7 +134,7 @@ TEST(CliGenerate, BadSamplingFlagIsOneClearError) {
   EXPECT_NE(r.output.find("--top-p"), std::string::npos) << r.output;
 }
 
-// `--device cuda` on `generate`, `logits`, `bench` and `train`: where no GPU is visible (or the build has no CUDA
+// `--device cuda` on `generate`, `logits`, `bench`, `train` and `serve`: where no GPU is visible (or the build has no CUDA
 // backend) one clear error and exit 1; where one is, the fixture's greedy ids in F32 as on the CPU.
 TEST(CliGenerate, DeviceCudaRunsOrSaysWhyNot) {
   const std::string dir = fixture_dir("mamba2_tiny"), out = temp_path("cuda.npy");
@@ -143,6 +143,8 @@ TEST(CliGenerate, DeviceCudaRunsOrSaysWhyNot) {
           "/greedy_prompt.npy --max-new-tokens 24 --temperature 0 --ids-out " + out,
       "logits --model " + dir + " --device cuda --ids " + dir + "/input_ids.npy --out " + out,
       "bench --device cuda --models mamba2-130m --decode-tokens 1",
+      "bench --suite serve --device cuda --models mamba2-130m --serve-seconds 1",
+      "serve --model " + dir + " --device cuda --port 0",
       "train --model-config " + dir + "/config.json --data " + std::string(SSM_TEST_DATA_DIR) +
           "/corpus/excerpt.txt --out " + temp_path("cuda-run") + " --steps 1 --device cuda",
   };

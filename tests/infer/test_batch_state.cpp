@@ -2,6 +2,7 @@
 // alone: rows keep their own state through every rebuild of the batch.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "infer/batch_state.h"
@@ -67,6 +68,53 @@ TEST_P(BatchStateTest, RowsJoiningAndLeavingStepAsAlone) {
     EXPECT_EQ(batch.size(), int64_t(rows.size()));
   }
   EXPECT_EQ(fed, (std::vector<size_t>{5, 7, 2}));
+}
+
+// remove(): the last rows move into the holes, and the order it returns says which row went where.
+TEST_P(BatchStateTest, RowsMovedIntoHolesStepAsAlone) {
+  const LanguageModel model = LanguageModel::load(fixture_dir(GetParam()));
+  // Sequences of different lengths joining at different steps, so that rows leave from the front,
+  // the middle and the end, several at once.
+  const std::vector<std::vector<int32_t>> tokens = {
+      {5, 17}, {9, 8, 7, 100, 200, 300}, {77, 3, 4}, {1, 2, 3, 4, 5, 6, 7, 8}, {40}, {60, 61, 62, 63}, {90, 91}};
+  const std::vector<int> joins = {0, 0, 0, 0, 1, 1, 3};
+  std::vector<std::vector<std::vector<float>>> expected;
+  for (const auto& t : tokens) expected.push_back(alone(model, t));
+
+  BatchState batch(model);
+  std::vector<size_t> rows;  // sequence of each row
+  std::vector<size_t> fed(tokens.size(), 0);
+  const ModelState fresh = model.new_state(1);
+  for (int step = 0; step < 12; ++step) {
+    for (size_t s = 0; s < tokens.size(); ++s)
+      if (joins[s] == step) {
+        EXPECT_EQ(batch.append(fresh), int64_t(rows.size()));
+        rows.push_back(s);
+      }
+    if (rows.empty()) continue;
+    Tensor ids = Tensor::empty({int64_t(rows.size())}, DType::I32);
+    for (size_t r = 0; r < rows.size(); ++r) ids.data<int32_t>()[r] = tokens[rows[r]][fed[rows[r]]];
+    const Tensor logits = model.step(ids, batch.state());
+    std::vector<bool> keep;
+    for (size_t r = 0; r < rows.size(); ++r) {
+      const size_t s = rows[r];
+      EXPECT_LT(max_difference(logits.data<float>() + int64_t(r) * logits.size(1), expected[s][fed[s]]), 1e-4f)
+          << "sequence " << s << " token " << fed[s];
+      keep.push_back(++fed[s] < tokens[s].size());
+    }
+    const std::vector<int64_t> from = batch.remove(keep);
+    std::vector<size_t> moved;
+    int64_t copies = 0;
+    for (size_t r = 0; r < from.size(); ++r) {
+      ASSERT_TRUE(keep[size_t(from[r])]) << "row " << r << " came from a row that left";
+      moved.push_back(rows[size_t(from[r])]);
+      copies += from[r] != int64_t(r);
+    }
+    EXPECT_LE(copies, int64_t(std::count(keep.begin(), keep.end(), false))) << "more rows moved than left";
+    rows = moved;
+    EXPECT_EQ(batch.size(), int64_t(rows.size()));
+  }
+  for (size_t s = 0; s < tokens.size(); ++s) EXPECT_EQ(fed[s], tokens[s].size()) << "sequence " << s;
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, BatchStateTest, ::testing::Values("mamba2_tiny", "bamba_tiny"));

@@ -111,7 +111,8 @@ void copy(void* dst, bool dst_on_device, const void* src, bool src_on_device, si
                                             : cudaMemcpyDeviceToHost;
   cudaStream_t stream = static_cast<cudaStream_t>(current_stream());
   SSM_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, kind, stream), "copying {} bytes", bytes);
-  SSM_CUDA_CHECK(cudaStreamSynchronize(stream), "copying {} bytes", bytes);
+  if (kind != cudaMemcpyDeviceToDevice)
+    SSM_CUDA_CHECK(cudaStreamSynchronize(stream), "copying {} bytes", bytes);
 }
 
 void copy_rows(void* dst, size_t dst_pitch, bool dst_on_device, const void* src, size_t src_pitch, bool src_on_device,
@@ -121,7 +122,8 @@ void copy_rows(void* dst, size_t dst_pitch, bool dst_on_device, const void* src,
   cudaStream_t stream = static_cast<cudaStream_t>(current_stream());
   SSM_CUDA_CHECK(cudaMemcpy2DAsync(dst, dst_pitch, src, src_pitch, row_bytes, rows, kind, stream),
                  "copying {} rows of {} bytes", rows, row_bytes);
-  SSM_CUDA_CHECK(cudaStreamSynchronize(stream), "copying {} rows of {} bytes", rows, row_bytes);
+  if (kind != cudaMemcpyDeviceToDevice)
+    SSM_CUDA_CHECK(cudaStreamSynchronize(stream), "copying {} rows of {} bytes", rows, row_bytes);
 }
 
 void zero(void* dst, size_t bytes) {
