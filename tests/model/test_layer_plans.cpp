@@ -120,35 +120,35 @@ double relative_error(const Tensor& got, const Tensor& want) {
 // Mamba-3 SISO, then MIMO of rank 3 with the output norm.
 TEST(LayerPlan, CachesContinueExactlyWhereTheForwardIs) {
   for (bool mimo : {false, true}) {
-  SCOPED_TRACE(mimo ? "MIMO" : "SISO");
-  Json config = plan({"mamba2+mlp", "attention+mlp", "swa+mlp", "swa", "mamba3"});
-  config["swa"]["sliding_window"] = 5;
-  config["attention"]["partial_rotary_factor"] = 0.5;
-  if (mimo) {
-    config["mamba3"]["is_mimo"] = true;
-    config["mamba3"]["mimo_rank"] = 3;
-    config["mamba3"]["is_outproj_norm"] = true;
-    config["mamba3"]["chunk_size"] = 4;
-  }
-  LanguageModel model(ModelConfig::from_json(config, "plan.json"));
-  init_parameters(model, 11);
-  const int64_t batch = 2, length = 23;
-  Tensor ids = Tensor::empty({batch, length}, DType::I32);
-  Rng rng(5);
-  for (int64_t i = 0; i < ids.numel(); ++i) ids.data<int32_t>()[i] = int32_t(rng.below(50));
-  const Tensor full = model.forward(ids, nullptr, true);
+    SCOPED_TRACE(mimo ? "MIMO" : "SISO");
+    Json config = plan({"mamba2+mlp", "attention+mlp", "swa+mlp", "swa", "mamba3"});
+    config["swa"]["sliding_window"] = 5;
+    config["attention"]["partial_rotary_factor"] = 0.5;
+    if (mimo) {
+      config["mamba3"]["is_mimo"] = true;
+      config["mamba3"]["mimo_rank"] = 3;
+      config["mamba3"]["is_outproj_norm"] = true;
+      config["mamba3"]["chunk_size"] = 4;
+    }
+    LanguageModel model(ModelConfig::from_json(config, "plan.json"));
+    init_parameters(model, 11);
+    const int64_t batch = 2, length = 23;
+    Tensor ids = Tensor::empty({batch, length}, DType::I32);
+    Rng rng(5);
+    for (int64_t i = 0; i < ids.numel(); ++i) ids.data<int32_t>()[i] = int32_t(rng.below(50));
+    const Tensor full = model.forward(ids, nullptr, true);
 
-  ModelState state = model.new_state(batch);
-  int64_t done = 0;
-  for (int64_t piece : {3, 1, 7}) {
-    const Tensor logits = model.forward(ids.slice(1, done, piece).contiguous(), &state, false);
-    done += piece;
-    EXPECT_LT(relative_error(logits, full.select(1, done - 1).contiguous()), 1e-5) << "after " << done;
-  }
-  for (; done < length; ++done) {
-    const Tensor logits = model.step(ids.select(1, done).contiguous(), state);
-    EXPECT_LT(relative_error(logits, full.select(1, done).contiguous()), 1e-5) << "position " << done;
-  }
+    ModelState state = model.new_state(batch);
+    int64_t done = 0;
+    for (int64_t piece : {3, 1, 7}) {
+      const Tensor logits = model.forward(ids.slice(1, done, piece).contiguous(), &state, false);
+      done += piece;
+      EXPECT_LT(relative_error(logits, full.select(1, done - 1).contiguous()), 1e-5) << "after " << done;
+    }
+    for (; done < length; ++done) {
+      const Tensor logits = model.step(ids.select(1, done).contiguous(), state);
+      EXPECT_LT(relative_error(logits, full.select(1, done).contiguous()), 1e-5) << "position " << done;
+    }
   }
 }
 
@@ -179,7 +179,8 @@ TEST(LayerPlan, Mamba3MimoOfRankOneIsSisoWithReorderedChannels) {
       for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = 1.0f;
       continue;
     }
-    const auto from = std::find_if(siso_params.begin(), siso_params.end(), [&](const ParamRef& p) { return p.name == to.name; });
+    const auto from =
+        std::find_if(siso_params.begin(), siso_params.end(), [&](const ParamRef& p) { return p.name == to.name; });
     ASSERT_NE(from, siso_params.end()) << to.name;
     const Tensor& f = *from->tensor;
     ASSERT_EQ(f.numel(), t.numel()) << to.name;
@@ -187,7 +188,7 @@ TEST(LayerPlan, Mamba3MimoOfRankOneIsSisoWithReorderedChannels) {
     float* dst = t.data<float>();
     const bool per_channel = to.name.find("B_") != std::string::npos || to.name.find("C_") != std::string::npos;
     const bool in_proj = to.name.find("in_proj") != std::string::npos;
-    for (int64_t i = 0; i < t.numel(); ++i) dst[i] = src[i];
+    std::copy(src, src + t.numel(), dst);
     if (per_channel) {
       for (int64_t i = 0; i < t.numel(); ++i) dst[i] = src[i - i % N + siso_channel(i % N)];
     } else if (in_proj) {  // rows [2 Di, 2 Di + 2 G N): B then C, G groups of N each

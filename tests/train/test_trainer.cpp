@@ -241,23 +241,23 @@ TEST_F(TrainTrainer, Mamba3PlanLowersTheLoss) {
   Json mimo = siso;
   mimo.update({{"is_mimo", true}, {"mimo_rank", 2}, {"chunk_size", 16}});
   for (const Json& mamba3 : {siso, mimo}) {
-  SCOPED_TRACE(mamba3.dump());
-  const std::string run = mamba3.contains("is_mimo") ? "mimo" : "siso";  // fresh folders: no resuming
-  const std::string cfg = config({{"model_type", "ssm"},
-                                  {"vocab_size", 256},
-                                  {"hidden_size", 32},
-                                  {"initializer_range", 0.08},
-                                  {"layers", {"mamba3", "mamba3"}},
-                                  {"mamba3", mamba3}});
-  TrainOptions first = options(cfg, "first_" + run, 1);
-  const double first_loss = train(first).final_loss;
-  TrainOptions o = options(cfg, run, 40);
-  o.decay_steps = 40;
-  o.eval_every = 40;
-  const TrainResult r = train(o);
-  EXPECT_EQ(r.steps_done, 40);
-  EXPECT_LT(r.final_loss, 0.75 * first_loss) << "first step " << first_loss;
-  EXPECT_LT(r.val_loss, std::log(256.0));
+    SCOPED_TRACE(mamba3.dump());
+    const std::string run = mamba3.contains("is_mimo") ? "mimo" : "siso";  // fresh folders: no resuming
+    const std::string cfg = config({{"model_type", "ssm"},
+                                    {"vocab_size", 256},
+                                    {"hidden_size", 32},
+                                    {"initializer_range", 0.08},
+                                    {"layers", {"mamba3", "mamba3"}},
+                                    {"mamba3", mamba3}});
+    TrainOptions first = options(cfg, "first_" + run, 1);
+    const double first_loss = train(first).final_loss;
+    TrainOptions o = options(cfg, run, 40);
+    o.decay_steps = 40;
+    o.eval_every = 40;
+    const TrainResult r = train(o);
+    EXPECT_EQ(r.steps_done, 40);
+    EXPECT_LT(r.final_loss, 0.75 * first_loss) << "first step " << first_loss;
+    EXPECT_LT(r.val_loss, std::log(256.0));
   }
 }
 

@@ -22,45 +22,38 @@ MimoDims check_mimo(const char* op, const Tensor& narrow, const Tensor& w, const
   return d;
 }
 
+// Calls body(narrow's P channels of head h, wide's of rank r and head h, w[h, r], r) for every row, rank
+// and head, rank by rank within a row; rows in parallel.
+template <class Body>
+void for_each_rank_head(const MimoDims& d, const Tensor& narrow, const Tensor& w, const Tensor& wide, Body body) {
+  const int64_t HP = d.H * d.P, ldn = ld(narrow), ldw = ld(wide);
+  float* narrow0 = narrow.data<float>();  // written by contract
+  float* wide0 = wide.data<float>();      // written by expand
+  const float* weight = w.data<float>();
+#pragma omp parallel for schedule(static) if (d.rows * d.R * HP >= (1 << 16))
+  for (int64_t m = 0; m < d.rows; ++m)
+    for (int64_t r = 0; r < d.R; ++r)
+      for (int64_t h = 0; h < d.H; ++h)
+        body(narrow0 + m * ldn + h * d.P, wide0 + m * ldw + r * HP + h * d.P, weight + (h * d.R + r) * d.P, r);
+}
+
 }  // namespace detail
 
 void mamba3_mimo_expand(const Tensor& narrow, const Tensor& w, Tensor& wide) {
   const detail::MimoDims d = detail::check_mimo("mamba3_mimo_expand", narrow, w, wide);
-  const int64_t HP = d.H * d.P, ldn = detail::ld(narrow), ldw = detail::ld(wide);
-  const float* weight = w.data<float>();
-#pragma omp parallel for schedule(static) if (d.rows * d.R * HP >= (1 << 16))
-  for (int64_t m = 0; m < d.rows; ++m) {
-    const float* in = narrow.data<float>() + m * ldn;
-    float* out = wide.data<float>() + m * ldw;
-    for (int64_t r = 0; r < d.R; ++r)
-      for (int64_t h = 0; h < d.H; ++h) {
-        const float* wr = weight + (h * d.R + r) * d.P;
-        float* o = out + r * HP + h * d.P;
-        const float* x = in + h * d.P;
+  detail::for_each_rank_head(d, narrow, w, wide, [P = d.P](const float* x, float* y, const float* wr, int64_t) {
 #pragma omp simd
-        for (int64_t p = 0; p < d.P; ++p) o[p] = x[p] * wr[p];
-      }
-  }
+    for (int64_t p = 0; p < P; ++p) y[p] = x[p] * wr[p];
+  });
 }
 
 void mamba3_mimo_contract(const Tensor& wide, const Tensor& w, Tensor& narrow) {
   const detail::MimoDims d = detail::check_mimo("mamba3_mimo_contract", narrow, w, wide);
-  const int64_t HP = d.H * d.P, ldn = detail::ld(narrow), ldw = detail::ld(wide);
-  const float* weight = w.data<float>();
-#pragma omp parallel for schedule(static) if (d.rows * d.R * HP >= (1 << 16))
-  for (int64_t m = 0; m < d.rows; ++m) {
-    const float* in = wide.data<float>() + m * ldw;
-    float* out = narrow.data<float>() + m * ldn;
-    std::fill(out, out + HP, 0.0f);
-    for (int64_t r = 0; r < d.R; ++r)
-      for (int64_t h = 0; h < d.H; ++h) {
-        const float* wr = weight + (h * d.R + r) * d.P;
-        const float* y = in + r * HP + h * d.P;
-        float* o = out + h * d.P;
+  detail::for_each_rank_head(d, narrow, w, wide, [P = d.P](float* x, const float* y, const float* wr, int64_t r) {
+    if (r == 0) std::fill(x, x + P, 0.0f);
 #pragma omp simd
-        for (int64_t p = 0; p < d.P; ++p) o[p] += y[p] * wr[p];
-      }
-  }
+    for (int64_t p = 0; p < P; ++p) x[p] += y[p] * wr[p];
+  });
 }
 
 }  // namespace ssm::ops

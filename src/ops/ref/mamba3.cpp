@@ -106,8 +106,10 @@ std::vector<double> mamba3_mimo_expand(const std::vector<double>& narrow, const 
   for (int64_t m = 0; m < rows; ++m)
     for (int64_t r = 0; r < R; ++r)
       for (int64_t h = 0; h < H; ++h)
-        for (int64_t p = 0; p < P; ++p)
-          wide[size_t(((m * R + r) * H + h) * P + p)] = narrow[size_t((m * H + h) * P + p)] * w[size_t((h * R + r) * P + p)];
+        for (int64_t p = 0; p < P; ++p) {
+          const size_t at = size_t(((m * R + r) * H + h) * P + p);
+          wide[at] = narrow[size_t((m * H + h) * P + p)] * w[size_t((h * R + r) * P + p)];
+        }
   return wide;
 }
 
@@ -119,8 +121,10 @@ std::vector<double> mamba3_mimo_contract(const std::vector<double>& wide, const 
   for (int64_t m = 0; m < rows; ++m)
     for (int64_t r = 0; r < R; ++r)
       for (int64_t h = 0; h < H; ++h)
-        for (int64_t p = 0; p < P; ++p)
-          narrow[size_t((m * H + h) * P + p)] += wide[size_t(((m * R + r) * H + h) * P + p)] * w[size_t((h * R + r) * P + p)];
+        for (int64_t p = 0; p < P; ++p) {
+          const size_t at = size_t(((m * R + r) * H + h) * P + p);
+          narrow[size_t((m * H + h) * P + p)] += wide[at] * w[size_t((h * R + r) * P + p)];
+        }
   return narrow;
 }
 
