@@ -17,14 +17,17 @@ using Clock = std::chrono::steady_clock;
 double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
 // A stack of `layers` mixers of one kind at width d, the project's own model type, no MLPs.
+// "mamba3-mimo" is the mamba3 kind with is_mimo.
 ModelConfig stack_of(const std::string& kind, int64_t d, int64_t layers) {
   const int64_t heads = d / 64;
+  const bool mimo = kind == "mamba3-mimo";
   Json config = {{"model_type", "ssm"}, {"vocab_size", 256}, {"hidden_size", d}, {"layers", Json::array()}};
-  for (int64_t i = 0; i < layers; ++i) config["layers"].push_back(kind);
+  for (int64_t i = 0; i < layers; ++i) config["layers"].push_back(mimo ? "mamba3" : kind);
   config["attention"] = {{"num_attention_heads", heads}, {"head_dim", 64}};
   config["rat"] = {{"num_heads", heads}, {"head_dim", 64}, {"qk_groups", 2}, {"chunk_size", 16}};
   config["mamba2"] = {{"head_dim", 64}, {"state_size", 128}, {"expand", 2}};
   config["mamba3"] = {{"headdim", 64}, {"d_state", 128}, {"expand", 2}};
+  if (mimo) config["mamba3"].update({{"is_mimo", true}, {"mimo_rank", 4}, {"chunk_size", 16}});
   return ModelConfig::from_json(config, "layer bench (" + kind + ")");
 }
 

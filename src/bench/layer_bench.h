@@ -1,5 +1,6 @@
 // Sequence mixers side by side at one width (`ssm bench --suite layers`): prefill tokens/s over long
-// prompts and decode ms/token at growing contexts for stacks of attention, RAT and Mamba-2 layers,
+// prompts and decode ms/token at growing contexts for stacks of attention, RAT, Mamba-2 and Mamba-3
+// (SISO, and MIMO of rank 4 as "mamba3-mimo") layers,
 // with the state each sequence holds at that context: attention's grows with the context, RAT's by
 // 1/L of it, Mamba's not at all.
 #pragma once
@@ -10,8 +11,9 @@
 namespace ssm::bench {
 
 struct LayerBenchOptions {
-  std::vector<std::string> kinds = {"attention", "rat", "mamba2", "mamba3"};
-  // 8 heads of 64 for attention and RAT; Mamba-2 and Mamba-3 expand 2, heads of 64, state 128.
+  std::vector<std::string> kinds = {"attention", "rat", "mamba2", "mamba3", "mamba3-mimo"};
+  // 8 heads of 64 for attention and RAT; Mamba-2 and Mamba-3 expand 2, heads of 64, state 128;
+  // Mamba-3 MIMO rank 4 in chunks of 16 (mamba_ssm's advice: 64 / rank).
   int64_t d_model = 512;
   int64_t layers = 2;
   std::vector<int64_t> prefill_lengths = {2048, 8192};

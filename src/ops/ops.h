@@ -137,39 +137,58 @@ void ssd(const SsdInputs& in, Tensor* state, Tensor& y);
 // Step form: x [B,H*P], dt [B,H], B/C [B,G*N]; state required; y [B,H*P].
 void ssd_step(const SsdInputs& in, Tensor& state, Tensor& y);
 
-// ---- Mamba-3, SISO (mamba_ssm modules/mamba3.py, 2026) ----
-// Per head h (H heads of P channels), B/C group g = h / (H/G), N state channels of which the first S
-// pairs (2j, 2j+1) rotate (S <= N/2, the module's num_rope_angles):
+// ---- Mamba-3, SISO and MIMO (mamba_ssm modules/mamba3.py, 2026) ----
+// Per head h (H heads of P channels), B/C group g = h / (H/G), N state channels of which S pairs
+// rotate (S <= N/2, the module's num_rope_angles), R ranks (1: SISO; MIMO's mimo_rank):
 //   dt_t = softplus(dt + dt_bias_h);  a_t = min(−f(A_t), −A_floor),  f(u) = 1 + u (u ≥ 0), 1/(1 − u) (u < 0);
 //   α_t = exp(a_t dt_t);  λ_t = σ(trap_t);  φ_t[j] = φ_{t−1}[j] + π tanh(angles_t[j]) dt_t
-//   k_t = R(φ_t)(B_t + B_bias_h),  q_t = R(φ_t)(C_t + C_bias_h)   (pair j turned by φ_t[j])
-//   h_t = α_t h_{t−1} + (1 − λ_t) dt_t α_t · x_{t−1} k_{t−1}ᵀ + λ_t dt_t · x_t k_tᵀ   [P,N]
-//   y_t = h_t q_t + D_h x_t
+//   k_t,r = R(φ_t)(B_t,r + B_bias_h,r),  q_t,r = R(φ_t)(C_t,r + C_bias_h,r)   (pair j turned by φ_t[j])
+//   h_t = α_t h_{t−1} + (1 − λ_t) dt_t α_t · Σ_r x_{t−1},r k_{t−1},rᵀ + λ_t dt_t · Σ_r x_t,r k_t,rᵀ   [P,N]
+//   y_t,r = h_t q_t,r + D_h x_t,r
 // (the trapezoidal rule: token t's input enters at t with weight λ_t dt_t and decays into step t+1
-// with (1 − λ_{t+1}) dt_{t+1}). The module's gate (y · silu(z), or its gated norm) is the mixer's.
+// with (1 − λ_{t+1}) dt_{t+1}). The module's gate (y · silu(z), or its gated norm) is the mixer's, and
+// so are MIMO's up-projection of x to the R ranks and the down-projection of y (mamba3_mimo_expand,
+// mamba3_mimo_contract): the op's x is already the ranks' x_r.
+enum class Mamba3Rotation : uint8_t {
+  AdjacentPairs,  // pair j = channels (2j, 2j+1): SISO (mamba3_siso_fwd.py)
+  Halves,         // pair j = channels (j, j + N/2): MIMO (its TileLang kernels, rotate_pairwise False)
+};
 struct Mamba3Inputs {
-  Tensor x;               // [B,T,H*P] rows
-  Tensor B, C;            // [B,T,G*N] rows: after the module's RMSNorm, before the biases
+  Tensor x;               // [B,T,R*H*P] rows, rank-major: rank r's heads at columns [r·H·P, (r+1)·H·P)
+  Tensor B, C;            // [B,T,R*G*N] rows, rank-major (mamba_ssm's "(r g n)"): after the module's
+                          // RMSNorm, before the biases
   Tensor dt, A, trap;     // [B,T,H] rows: raw projections
-  Tensor angles;          // [B,T,S] rows: raw projections, shared by the heads
+  Tensor angles;          // [B,T,S] rows: raw projections, shared by the heads and ranks
   Tensor dt_bias;         // [H]
-  Tensor B_bias, C_bias;  // [H,N]
+  Tensor B_bias, C_bias;  // [H,R*N] (mamba_ssm's [H,R,N])
   Tensor D;               // [H] optional
   int64_t n_groups = 1;
+  int64_t rank = 1;
+  Mamba3Rotation rotation = Mamba3Rotation::AdjacentPairs;
   float A_floor = 1e-4f;
   int64_t chunk_size = 64;  // of the chunked forward and of the backward's saved states (rounding only)
 };
 // The recurrent state of B sequences (mamba_ssm's angle, ssm, k and v states): contiguous F32
-// angle [B,H,S] (φ, kept in [0, 2π)), ssm [B,H,P,N] (h), k [B,H,N] (the last rotated k), x [B,H,P] (the last x).
+// angle [B,H,S] (φ, kept in [0, 2π)), ssm [B,H,P,N] (h), k [B,H,R*N] (the last rotated k of each rank),
+// x [B,H,R*P] (the last x of each rank).
 struct Mamba3State {
   Tensor angle, ssm, k, x;
-  static Mamba3State zeros(int64_t batch, int64_t n_heads, int64_t head_dim, int64_t d_state, int64_t n_angles);
+  static Mamba3State zeros(int64_t batch, int64_t n_heads, int64_t head_dim, int64_t d_state, int64_t n_angles,
+                           int64_t rank = 1);
 };
 // Chunked (ops/cpu/mamba3.cpp: an SSD with per-token decays), parallel over sequences and heads.
-// y [B,T,H*P] rows. state (optional): the starting state (absent = zeros), overwritten with the final one.
+// y [B,T,R*H*P] rows like x. state (optional): the starting state (absent = zeros), overwritten with the
+// final one.
 void mamba3(const Mamba3Inputs& in, Mamba3State* state, Tensor& y);
-// One token: x [B,H*P], B/C [B,G*N], dt/A/trap [B,H], angles [B,S]; state required and advanced; y [B,H*P].
+// One token: x [B,R*H*P], B/C [B,R*G*N], dt/A/trap [B,H], angles [B,S]; state required and advanced;
+// y [B,R*H*P].
 void mamba3_step(const Mamba3Inputs& in, Mamba3State& state, Tensor& y);
+// MIMO's per-channel projections between one value per head channel and R ranks of them (mamba_ssm's
+// mimo_x, mimo_z, mimo_o, weight w [H,R,P] contiguous), rows tensors of [..., H*P] and [..., R*H*P]:
+//   expand:   wide[..., r, h, p] = narrow[..., h, p] · w[h, r, p]
+//   contract: narrow[..., h, p] = Σ_r wide[..., r, h, p] · w[h, r, p]
+void mamba3_mimo_expand(const Tensor& narrow, const Tensor& w, Tensor& wide);
+void mamba3_mimo_contract(const Tensor& wide, const Tensor& w, Tensor& narrow);
 
 // ---- MLP and mixture-of-experts channel mixers ----
 // The MLP and MoE blocks of hybrid checkpoints (Bamba, Jamba, Falcon-H1, Nemotron-H): activations,

@@ -179,17 +179,22 @@ struct SlstmGrads {
 void slstm_backward(const SlstmInputs& in, const Tensor& dy, SlstmGrads& grads);
 
 // ---- Mamba-3 ----
-// Gradients of ops::mamba3's inputs, from the zero state. Activation grads written: dx [B,T,H*P],
-// dB/dC [B,T,G*N] (summed over the heads of a group), ddt/dA/dtrap [B,T,H] (with respect to the raw
+// Gradients of ops::mamba3's inputs, from the zero state. Activation grads written: dx [B,T,R*H*P],
+// dB/dC [B,T,R*G*N] (summed over the heads of a group), ddt/dA/dtrap [B,T,H] (with respect to the raw
 // projections, through dt_bias, softplus, the A floor and the sigmoid), dangles [B,T,S] (summed over
-// heads). Parameter grads accumulated: ddt_bias [H], dB_bias/dC_bias [H,N], dD [H]. Per head the
-// states at every chunk start (in.chunk_size tokens) are kept and each chunk's states recomputed from
-// them while going back, token by token: memory O(B·H·P·N·(T/chunk + chunk)).
+// heads and ranks). Parameter grads accumulated: ddt_bias [H], dB_bias/dC_bias [H,R*N], dD [H]. Per head
+// the states at every chunk start (in.chunk_size tokens) are kept and each chunk's states recomputed
+// from them while going back, token by token: memory O(B·H·P·N·(T/chunk + chunk)).
 struct Mamba3Grads {
   Tensor dx, dB, dC, ddt, dA, dtrap, dangles;
   Tensor ddt_bias, dB_bias, dC_bias, dD;
 };
 void mamba3_backward(const Mamba3Inputs& in, const Tensor& dy, Mamba3Grads& grads);
+// The gradient of mamba3_mimo_expand's and mamba3_mimo_contract's weight: dw[h, r, p] += Σ over rows of
+// wide[..., r, h, p] · narrow[..., h, p] (expand: wide = d(wide), narrow = its input; contract: wide =
+// its input, narrow = d(narrow)). Their input gradients are the other op: d(narrow) of expand =
+// contract(d(wide), w), d(wide) of contract = expand(d(narrow), w).
+void mamba3_mimo_weight_grad(const Tensor& wide, const Tensor& narrow, Tensor& dw);
 
 // ---- rotary position embedding and softmax attention ----
 // Forward ops::rope (a rotation per channel pair): dx = the inverse rotation of dy, in place on dx

@@ -80,7 +80,7 @@ TEST(ModelFormats, StateSpacesFolderGivesTheSameLogits) {
 
 TEST(ModelFormats, SaveAndLoadRoundTrip) {
   for (const std::string name : {"mamba_tiny", "mamba2_tiny", "mamba2_groups", "jamba_tiny", "falcon_h1_tiny",
-                                 "nemotron_h_tiny", "mamba3_tiny", "mamba3_groups"}) {
+                                 "nemotron_h_tiny", "mamba3_tiny", "mamba3_groups", "mamba3_mimo_norm"}) {
     const std::string hf_dir = fixture_dir(name);
     const LanguageModel model = LanguageModel::load(hf_dir);
     const fs::path dir = fresh_dir("save_" + name);

@@ -76,7 +76,8 @@ TEST_P(HfFixture, StepMatchesForward) {
 INSTANTIATE_TEST_SUITE_P(Model, HfFixture,
                          ::testing::Values("mamba_tiny", "mamba2_tiny", "mamba2_groups", "bamba_tiny", "bamba_groups",
                                            "jamba_tiny", "falcon_h1_tiny", "falcon_h1_nonorm", "nemotron_h_tiny",
-                                           "xlstm_tiny", "mamba3_tiny", "mamba3_groups"),
+                                           "xlstm_tiny", "mamba3_tiny", "mamba3_groups", "mamba3_mimo",
+                                           "mamba3_mimo_norm"),
                          [](const ::testing::TestParamInfo<std::string>& info) { return info.param; });
 
 }  // namespace

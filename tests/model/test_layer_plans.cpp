@@ -73,7 +73,15 @@ TEST(LayerPlan, OneClearErrorPerMistake) {
   EXPECT_NE(error_of(mamba3).find("multiple of ngroups"), std::string::npos);
   mamba3["mamba3"]["ngroups"] = 1;
   mamba3["mamba3"]["is_mimo"] = true;
-  EXPECT_NE(error_of(mamba3).find("MIMO variant of Mamba-3"), std::string::npos);
+  mamba3["mamba3"]["mimo_rank"] = 0;
+  EXPECT_NE(error_of(mamba3).find("mimo_rank"), std::string::npos);
+  mamba3["mamba3"]["mimo_rank"] = 2;
+  mamba3["mamba3"]["d_state"] = 7;  // MIMO turns the pairs (j, j + N/2)
+  EXPECT_NE(error_of(mamba3).find("must be even"), std::string::npos);
+  mamba3["mamba3"]["d_state"] = 8;
+  Json typo = mamba3;
+  typo["mamba3"]["mimo_ranks"] = 2;
+  EXPECT_NE(error_of(typo).find("mimo_ranks"), std::string::npos);
   mamba3["mamba3"]["is_mimo"] = false;
   mamba3["mamba3"]["rope_fraction"] = 0.25;
   EXPECT_NE(error_of(mamba3).find("rope_fraction must be 0.5 or 1"), std::string::npos);
@@ -109,29 +117,91 @@ double relative_error(const Tensor& got, const Tensor& want) {
 
 // A model of every cached kind (a sliding window shorter than the prompt, so its ring buffer wraps):
 // prefill in pieces and token-by-token steps give the parallel forward's logits.
+// Mamba-3 SISO, then MIMO of rank 3 with the output norm.
 TEST(LayerPlan, CachesContinueExactlyWhereTheForwardIs) {
-  Json config = plan({"mamba2+mlp", "attention+mlp", "swa+mlp", "swa", "mamba3"});
-  config["swa"]["sliding_window"] = 5;
-  config["attention"]["partial_rotary_factor"] = 0.5;
-  LanguageModel model(ModelConfig::from_json(config, "plan.json"));
-  init_parameters(model, 11);
-  const int64_t batch = 2, length = 23;
-  Tensor ids = Tensor::empty({batch, length}, DType::I32);
-  Rng rng(5);
-  for (int64_t i = 0; i < ids.numel(); ++i) ids.data<int32_t>()[i] = int32_t(rng.below(50));
-  const Tensor full = model.forward(ids, nullptr, true);
+  for (bool mimo : {false, true}) {
+    SCOPED_TRACE(mimo ? "MIMO" : "SISO");
+    Json config = plan({"mamba2+mlp", "attention+mlp", "swa+mlp", "swa", "mamba3"});
+    config["swa"]["sliding_window"] = 5;
+    config["attention"]["partial_rotary_factor"] = 0.5;
+    if (mimo) {
+      config["mamba3"]["is_mimo"] = true;
+      config["mamba3"]["mimo_rank"] = 3;
+      config["mamba3"]["is_outproj_norm"] = true;
+      config["mamba3"]["chunk_size"] = 4;
+    }
+    LanguageModel model(ModelConfig::from_json(config, "plan.json"));
+    init_parameters(model, 11);
+    const int64_t batch = 2, length = 23;
+    Tensor ids = Tensor::empty({batch, length}, DType::I32);
+    Rng rng(5);
+    for (int64_t i = 0; i < ids.numel(); ++i) ids.data<int32_t>()[i] = int32_t(rng.below(50));
+    const Tensor full = model.forward(ids, nullptr, true);
 
-  ModelState state = model.new_state(batch);
-  int64_t done = 0;
-  for (int64_t piece : {3, 1, 7}) {
-    const Tensor logits = model.forward(ids.slice(1, done, piece).contiguous(), &state, false);
-    done += piece;
-    EXPECT_LT(relative_error(logits, full.select(1, done - 1).contiguous()), 1e-5) << "after " << done;
+    ModelState state = model.new_state(batch);
+    int64_t done = 0;
+    for (int64_t piece : {3, 1, 7}) {
+      const Tensor logits = model.forward(ids.slice(1, done, piece).contiguous(), &state, false);
+      done += piece;
+      EXPECT_LT(relative_error(logits, full.select(1, done - 1).contiguous()), 1e-5) << "after " << done;
+    }
+    for (; done < length; ++done) {
+      const Tensor logits = model.step(ids.select(1, done).contiguous(), state);
+      EXPECT_LT(relative_error(logits, full.select(1, done).contiguous()), 1e-5) << "position " << done;
+    }
   }
-  for (; done < length; ++done) {
-    const Tensor logits = model.step(ids.select(1, done).contiguous(), state);
-    EXPECT_LT(relative_error(logits, full.select(1, done).contiguous()), 1e-5) << "position " << done;
+}
+
+// mamba_ssm's MIMO at rank 1 is SISO but for its rotation pairs (j, j + N/2) instead of (2j, 2j + 1) and
+// the x/z/y projections: with those at one and the state channels of B and C reordered (in_proj's
+// rows, the biases, the B/C norm weights), a rank-1 MIMO model gives the SISO model's logits.
+TEST(LayerPlan, Mamba3MimoOfRankOneIsSisoWithReorderedChannels) {
+  Json config = plan({"mamba3", "mamba3"});
+  config["mamba3"] = {{"d_state", 8}, {"headdim", 8}, {"ngroups", 2}, {"chunk_size", 4}};
+  LanguageModel siso(ModelConfig::from_json(config, "plan.json"));
+  config["mamba3"]["is_mimo"] = true;
+  config["mamba3"]["mimo_rank"] = 1;
+  LanguageModel mimo(ModelConfig::from_json(config, "plan.json"));
+  init_parameters(siso, 4);
+  init_parameters(mimo, 4);
+  const int64_t N = 8, G = 2, Di = 64;
+  // MIMO channel c holds SISO channel 2c (c < N/2) or 2(c − N/2) + 1.
+  const auto siso_channel = [&](int64_t c) { return c < N / 2 ? 2 * c : 2 * (c - N / 2) + 1; };
+  Rng rng(9);
+  for (ParamRef& from : siso.params()) {
+    Tensor& t = *from.tensor;
+    for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] += 0.2f * float(rng.normal());  // off 1 and 0
   }
+  ParamList siso_params = siso.params();
+  for (ParamRef& to : mimo.params()) {
+    Tensor& t = *to.tensor;
+    if (to.name.find("mimo_") != std::string::npos) {
+      for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = 1.0f;
+      continue;
+    }
+    const auto from =
+        std::find_if(siso_params.begin(), siso_params.end(), [&](const ParamRef& p) { return p.name == to.name; });
+    ASSERT_NE(from, siso_params.end()) << to.name;
+    const Tensor& f = *from->tensor;
+    ASSERT_EQ(f.numel(), t.numel()) << to.name;
+    const float* src = f.data<float>();
+    float* dst = t.data<float>();
+    const bool per_channel = to.name.find("B_") != std::string::npos || to.name.find("C_") != std::string::npos;
+    const bool in_proj = to.name.find("in_proj") != std::string::npos;
+    std::copy(src, src + t.numel(), dst);
+    if (per_channel) {
+      for (int64_t i = 0; i < t.numel(); ++i) dst[i] = src[i - i % N + siso_channel(i % N)];
+    } else if (in_proj) {  // rows [2 Di, 2 Di + 2 G N): B then C, G groups of N each
+      const int64_t D = t.size(1);
+      for (int64_t row = 2 * Di; row < 2 * Di + 2 * G * N; ++row) {
+        const int64_t source_row = row - (row - 2 * Di) % N + siso_channel((row - 2 * Di) % N);
+        std::copy(src + source_row * D, src + (source_row + 1) * D, dst + row * D);
+      }
+    }
+  }
+  Tensor ids = Tensor::empty({2, 19}, DType::I32);
+  for (int64_t i = 0; i < ids.numel(); ++i) ids.data<int32_t>()[i] = int32_t(rng.below(50));
+  EXPECT_LT(relative_error(mimo.forward(ids, nullptr, true), siso.forward(ids, nullptr, true)), 1e-5);
 }
 
 // Prompts of different lengths decoded together (each sequence's cache at its own position) give

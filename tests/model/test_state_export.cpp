@@ -51,7 +51,8 @@ void expect_round_trip(const LanguageModel& model) {
 }
 
 TEST(StateExport, EveryKindOfStateRoundTrips) {
-  for (const char* name : {"mamba_tiny", "mamba2_tiny", "bamba_tiny", "jamba_tiny", "xlstm_tiny", "mamba3_groups"}) {
+  for (const char* name : {"mamba_tiny", "mamba2_tiny", "bamba_tiny", "jamba_tiny", "xlstm_tiny", "mamba3_groups",
+                           "mamba3_mimo"}) {
     SCOPED_TRACE(name);
     expect_round_trip(LanguageModel::load(fixture_dir(name)));
   }

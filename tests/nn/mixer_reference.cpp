@@ -121,22 +121,22 @@ Vec mamba2(const Mamba2Settings& s, const Named& p, const Vec& x, int64_t Bt, in
   return ref::linear(gated, p("out_proj.weight"), p("out_proj.bias"), M, D, Di);
 }
 
-// mamba_ssm's Mamba3 (SISO): in_proj → [z, x, B, C, dt, A, trap, angles]; B/C RMSNorm per group;
-// the recurrence; y · silu(z) or the per-head gated norm; out_proj.
+// mamba_ssm's Mamba3: in_proj → [z, x, B, C, dt, A, trap, angles]; B/C RMSNorm per (rank, group);
+// MIMO's x_r, z_r; the recurrence; y_r · silu(z_r) or the per-head gated norm; MIMO's Σ_r; out_proj.
 Vec mamba3(const Mamba3Settings& s, const Named& p, const Vec& x, int64_t Bt, int64_t T) {
   const int64_t M = Bt * T, D = s.d_model, Di = s.d_inner, G = s.n_groups, N = s.d_state, H = s.n_heads;
-  const int64_t W = s.in_proj_width(), S = s.n_angles;
+  const int64_t W = s.in_proj_width(), S = s.n_angles, R = s.mimo_rank, P = s.head_dim;
   const Vec proj = ref::linear(x, p("in_proj.weight"), {}, M, W, D);
   int64_t column = 0;
   const auto part = [&](int64_t width) {
     column += width;
     return columns(proj, M, W, column - width, width);
   };
-  const Vec z = part(Di);
+  Vec z = part(Di);
   ref::Mamba3RefInputs in;
   in.x = part(Di);
-  in.B = ref::rmsnorm(part(G * N), p("B_norm.weight"), M * G, N, Mamba3Mixer::kNormEps);
-  in.C = ref::rmsnorm(part(G * N), p("C_norm.weight"), M * G, N, Mamba3Mixer::kNormEps);
+  in.B = ref::rmsnorm(part(R * G * N), p("B_norm.weight"), M * R * G, N, Mamba3Mixer::kNormEps);
+  in.C = ref::rmsnorm(part(R * G * N), p("C_norm.weight"), M * R * G, N, Mamba3Mixer::kNormEps);
   in.dt = part(H);
   in.A = part(H);
   in.trap = part(H);
@@ -146,14 +146,19 @@ Vec mamba3(const Mamba3Settings& s, const Named& p, const Vec& x, int64_t Bt, in
   in.C_bias = p("C_bias");
   in.D = p("D");
   in.A_floor = double(float(s.A_floor));
-  const Vec y = ref::mamba3({Bt, T, H, s.head_dim, G, N, S}, in);
+  if (s.mimo) {
+    in.x = ref::mamba3_mimo_expand(in.x, p("mimo_x"), M, H, R, P);
+    z = ref::mamba3_mimo_expand(z, p("mimo_z"), M, H, R, P);
+  }
+  const Vec y = ref::mamba3({Bt, T, H, P, G, N, S, R, s.mimo}, in);
   Vec gated;
   if (s.outproj_norm) {
-    gated = ref::gated_rmsnorm(y, z, p("norm.weight"), M, Di, s.head_dim, true, Mamba3Mixer::kNormEps);
+    gated = ref::gated_rmsnorm(y, z, p("norm.weight"), M * R, Di, P, true, Mamba3Mixer::kNormEps);
   } else {
     gated.resize(y.size());
     for (size_t i = 0; i < y.size(); ++i) gated[i] = y[i] * z[i] / (1.0 + std::exp(-z[i]));
   }
+  if (s.mimo) gated = ref::mamba3_mimo_contract(gated, p("mimo_o"), M, H, R, P);
   return ref::linear(gated, p("out_proj.weight"), {}, M, D, Di);
 }
 

@@ -1,5 +1,6 @@
 // mamba3_backward against central finite differences of the double reference ref::mamba3: every
-// input and parameter, several heads and groups, partial and full rotation, the A floor acting,
+// input and parameter, SISO and MIMO (ranks 1 to 3, both rotation pairings), several heads and groups,
+// partial and full rotation, the A floor acting,
 // chunks that do not divide T, strided inputs and gradients.
 #include <gtest/gtest.h>
 
@@ -14,6 +15,8 @@ using namespace ssm::testing;
 struct BackwardCase {
   int64_t batch, T, H, P, G, N, S, chunk;
   double A_floor;
+  int64_t R = 1;
+  bool halves = false;
 };
 
 class BackwardMamba3 : public ::testing::TestWithParam<BackwardCase> {};
@@ -29,11 +32,13 @@ TEST_P(BackwardMamba3, MatchesFiniteDifferences) {
   c.N = bc.N;
   c.S = bc.S;
   c.A_floor = bc.A_floor;
+  c.R = bc.R;
+  c.rotate_halves = bc.halves;
   c.strided = true;
   c.seed = uint64_t(bc.T * 17 + bc.chunk);
   ref::Mamba3RefInputs in = make_mamba3_data(c);
   Rng rng(c.seed + 1);
-  const Vec wy = randn(rng, c.batch * c.T * c.H * c.P);
+  const Vec wy = randn(rng, c.batch * c.T * c.R * c.H * c.P);
   const auto loss = [&] { return dot(wy, ref::mamba3(c.dims(), in)); };
 
   c.chunk = bc.chunk;
@@ -48,10 +53,10 @@ TEST_P(BackwardMamba3, MatchesFiniteDifferences) {
   g.dtrap = zeros(t.trap.shape());
   g.dangles = zeros(t.angles.shape());
   g.ddt_bias = make({c.H}, Vec(size_t(c.H), 0.5));  // accumulated onto
-  g.dB_bias = zeros({c.H, c.N});
-  g.dC_bias = zeros({c.H, c.N});
+  g.dB_bias = zeros({c.H, c.R * c.N});
+  g.dC_bias = zeros({c.H, c.R * c.N});
   g.dD = make({c.H}, Vec(size_t(c.H), -0.25));
-  ops::mamba3_backward(t, make_strided({c.batch, c.T, c.H * c.P}, wy, 1), g);
+  ops::mamba3_backward(t, make_strided({c.batch, c.T, c.R * c.H * c.P}, wy, 1), g);
 
   constexpr double kTol = 2e-3;
   EXPECT_GRAD_NEAR(to_vec(g.dx), central_diff(in.x, loss), kTol, "x");
@@ -74,7 +79,11 @@ INSTANTIATE_TEST_SUITE_P(BackwardShapes, BackwardMamba3,
                          ::testing::Values(BackwardCase{2, 11, 4, 3, 2, 8, 2, 4, 1e-4},
                                            BackwardCase{1, 9, 2, 4, 1, 6, 3, 64, 0.3},
                                            BackwardCase{3, 7, 2, 2, 2, 4, 1, 1, 1e-4},
-                                           BackwardCase{1, 13, 3, 3, 1, 8, 4, 5, 0.3}),
+                                           BackwardCase{1, 13, 3, 3, 1, 8, 4, 5, 0.3},
+                                           BackwardCase{2, 11, 4, 3, 2, 8, 2, 4, 1e-4, 2, true},
+                                           BackwardCase{1, 9, 2, 4, 1, 6, 3, 64, 0.3, 3, true},
+                                           BackwardCase{3, 7, 2, 2, 2, 4, 1, 3, 1e-4, 1, true},
+                                           BackwardCase{1, 13, 3, 3, 1, 8, 4, 5, 0.3, 2, false}),
                          CaseIndexName());
 
 TEST(BackwardMamba3Checks, BadShapesAreErrors) {

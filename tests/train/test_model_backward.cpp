@@ -172,6 +172,23 @@ TEST(TrainModelBackward, Mamba3PlanMatchesFiniteDifferences) {
   check_gradients(parse(plan));
 }
 
+// MIMO Mamba-3: rank 2 with two B/C groups and the gate silu(z_r), chunks of 3; then rank 3 with the
+// per-head output norm, full rotation, untied.
+TEST(TrainModelBackward, Mamba3MimoPlanMatchesFiniteDifferences) {
+  Json plan = {{"model_type", "ssm"},
+               {"vocab_size", 23},
+               {"hidden_size", 16},
+               {"layers", {"mamba3+mlp", "mamba3"}},
+               {"mamba3", {{"d_state", 8}, {"headdim", 8}, {"ngroups", 2}, {"is_mimo", true}, {"mimo_rank", 2},
+                           {"chunk_size", 3}}},
+               {"mlp", {{"intermediate_size", 24}}}};
+  check_gradients(parse(plan));
+  plan["tie_word_embeddings"] = false;
+  plan["mamba3"] = {{"d_state", 6}, {"headdim", 4}, {"rope_fraction", 1.0}, {"is_outproj_norm", true},
+                    {"is_mimo", true}, {"mimo_rank", 3}};
+  check_gradients(parse(plan));
+}
+
 // The plan's own mechanics, as Falcon-H1 uses them: embedding and logit multipliers, two mixers side
 // by side in one branch with input and output multipliers, per-part in_proj multipliers, Jamba's
 // dt/B/C norms.

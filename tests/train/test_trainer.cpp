@@ -191,7 +191,7 @@ TEST_F(TrainTrainer, CheckpointIsAHuggingFaceFolder) {
 // (the recurrent state and the KV / chunk caches): greedy continuations equal the full forward's argmax.
 TEST_F(TrainTrainer, ShippedConfigsTrainAndGenerate) {
   for (const std::string name : {"demo-byte", "attention-bytes", "hybrid-bytes", "rat-bytes", "rat-swa-bytes", "xlstm-bytes",
-                                 "xlstm-7-1-bytes", "mamba3-bytes"}) {
+                                 "xlstm-7-1-bytes", "mamba3-bytes", "mamba3-mimo-bytes"}) {
     SCOPED_TRACE(name);
     TrainOptions o = options(std::string(SSM_SOURCE_DIR) + "/configs/" + name + ".json", "run_" + name, 3);
     o.batch_size = 2;
@@ -234,24 +234,31 @@ TEST_F(TrainTrainer, XlstmSevenToOneConfigLossFalls) {
   EXPECT_LT(last, first - 1.5) << "first steps " << first << ", last steps " << last;
 }
 
-// A Mamba-3 plan learns: the training loss after 40 steps is well below the first step's, and the
-// validation loss below the uniform 8 bits per byte.
+// A Mamba-3 plan learns, SISO and MIMO (rank 2): the training loss after 40 steps is well below the
+// first step's, and the validation loss below the uniform 8 bits per byte.
 TEST_F(TrainTrainer, Mamba3PlanLowersTheLoss) {
-  const std::string cfg = config({{"model_type", "ssm"},
-                                  {"vocab_size", 256},
-                                  {"hidden_size", 32},
-                                  {"initializer_range", 0.08},
-                                  {"layers", {"mamba3", "mamba3"}},
-                                  {"mamba3", {{"d_state", 16}, {"headdim", 16}, {"ngroups", 2}}}});
-  TrainOptions first = options(cfg, "first", 1);
-  const double first_loss = train(first).final_loss;
-  TrainOptions o = options(cfg, "run", 40);
-  o.decay_steps = 40;
-  o.eval_every = 40;
-  const TrainResult r = train(o);
-  EXPECT_EQ(r.steps_done, 40);
-  EXPECT_LT(r.final_loss, 0.75 * first_loss) << "first step " << first_loss;
-  EXPECT_LT(r.val_loss, std::log(256.0));
+  const Json siso = {{"d_state", 16}, {"headdim", 16}, {"ngroups", 2}};
+  Json mimo = siso;
+  mimo.update({{"is_mimo", true}, {"mimo_rank", 2}, {"chunk_size", 16}});
+  for (const Json& mamba3 : {siso, mimo}) {
+    SCOPED_TRACE(mamba3.dump());
+    const std::string run = mamba3.contains("is_mimo") ? "mimo" : "siso";  // fresh folders: no resuming
+    const std::string cfg = config({{"model_type", "ssm"},
+                                    {"vocab_size", 256},
+                                    {"hidden_size", 32},
+                                    {"initializer_range", 0.08},
+                                    {"layers", {"mamba3", "mamba3"}},
+                                    {"mamba3", mamba3}});
+    TrainOptions first = options(cfg, "first_" + run, 1);
+    const double first_loss = train(first).final_loss;
+    TrainOptions o = options(cfg, run, 40);
+    o.decay_steps = 40;
+    o.eval_every = 40;
+    const TrainResult r = train(o);
+    EXPECT_EQ(r.steps_done, 40);
+    EXPECT_LT(r.final_loss, 0.75 * first_loss) << "first step " << first_loss;
+    EXPECT_LT(r.val_loss, std::log(256.0));
+  }
 }
 
 TEST_F(TrainTrainer, BadInputGivesClearErrors) {

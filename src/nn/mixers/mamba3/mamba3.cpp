@@ -19,9 +19,9 @@ const std::set<std::string>& Mamba3Settings::config_keys() {
 }
 
 Mamba3Settings Mamba3Settings::from_config(const ConfigReader& r, int64_t d_model) {
-  SSM_CHECK(!r.boolean("is_mimo", false), "{}: the MIMO variant of Mamba-3 (is_mimo true) is not supported yet",
-            r.source());
   Mamba3Settings s;
+  s.mimo = r.boolean("is_mimo", false);
+  s.mimo_rank = s.mimo ? r.positive("mimo_rank", 4) : 1;
   s.d_model = d_model;
   s.d_state = r.positive("d_state", 128);
   s.head_dim = r.positive("headdim", 64);
@@ -44,8 +44,9 @@ Mamba3Settings Mamba3Settings::from_config(const ConfigReader& r, int64_t d_mode
 }
 
 std::string Mamba3Settings::describe() const {
-  return fmt::format("mamba3: {} heads × {}, d_state {} ({} rotary angles), {} group(s){}", n_heads, head_dim,
-                     d_state, n_angles, n_groups, outproj_norm ? ", output norm" : "");
+  return fmt::format("mamba3: {} heads × {}, d_state {} ({} rotary angles), {} group(s){}{}", n_heads, head_dim,
+                     d_state, n_angles, n_groups, mimo ? fmt::format(", MIMO rank {}", mimo_rank) : "",
+                     outproj_norm ? ", output norm" : "");
 }
 
 void Mamba3Settings::validate(const std::string& source) const {
@@ -57,6 +58,9 @@ void Mamba3Settings::validate(const std::string& source) const {
   SSM_CHECK(n_groups > 0 && n_heads % n_groups == 0, "{}: Mamba-3 heads ({}) must be a multiple of ngroups ({})",
             source, n_heads, n_groups);
   SSM_CHECK(n_angles > 0 && 2 * n_angles <= d_state, "{}: Mamba-3 d_state {} leaves no rotary angle", source, d_state);
+  SSM_CHECK(mimo_rank > 0 && (mimo || mimo_rank == 1), "{}: Mamba-3 mimo_rank {} without is_mimo", source, mimo_rank);
+  SSM_CHECK(!mimo || d_state % 2 == 0, "{}: MIMO Mamba-3 turns the pairs (j, j + N/2): d_state {} must be even",
+            source, d_state);
   SSM_CHECK(std::isfinite(A_floor) && A_floor >= 0, "{}: A_floor must not be negative, got {}", source, A_floor);
 }
 
@@ -65,7 +69,8 @@ std::unique_ptr<Mixer> Mamba3Settings::build() const { return std::make_unique<M
 // ---- state ----
 
 Mamba3State::Mamba3State(int64_t batch, const Mamba3Settings& s, Device device)
-    : state(ops::Mamba3State::zeros(batch, s.n_heads, s.head_dim, s.d_state, s.n_angles)), storage_(state) {
+    : state(ops::Mamba3State::zeros(batch, s.n_heads, s.head_dim, s.d_state, s.n_angles, s.mimo_rank)),
+      storage_(state) {
   SSM_CHECK(device == Device::CPU, "Mamba-3 states live on the CPU (no GPU kernels yet)");
 }
 
@@ -110,17 +115,20 @@ Mamba3Mixer::Mamba3Mixer(const Mamba3Settings& settings)
 void Mamba3Mixer::add_params(const std::string& prefix, ParamList& params) {
   in_proj.add_params(prefix + ".in_proj", params);
   params.push_back({prefix + ".dt_bias", {s.n_heads}, &dt_bias, ParamKind::Vector, false});
-  params.push_back({prefix + ".B_bias", {s.n_heads, 1, s.d_state}, &B_bias, ParamKind::Vector, false});
-  params.push_back({prefix + ".C_bias", {s.n_heads, 1, s.d_state}, &C_bias, ParamKind::Vector, false});
+  params.push_back({prefix + ".B_bias", {s.n_heads, s.mimo_rank, s.d_state}, &B_bias, ParamKind::Vector, false});
+  params.push_back({prefix + ".C_bias", {s.n_heads, s.mimo_rank, s.d_state}, &C_bias, ParamKind::Vector, false});
   params.push_back({prefix + ".B_norm.weight", {s.d_state}, &B_norm_weight, ParamKind::Vector, false});
   params.push_back({prefix + ".C_norm.weight", {s.d_state}, &C_norm_weight, ParamKind::Vector, false});
   params.push_back({prefix + ".D", {s.n_heads}, &D, ParamKind::Vector, false});
+  if (s.mimo)
+    for (auto [name, t] : {std::pair{".mimo_x", &mimo_x}, {".mimo_z", &mimo_z}, {".mimo_o", &mimo_o}})
+      params.push_back({prefix + name, {s.n_heads, s.mimo_rank, s.head_dim}, t, ParamKind::Vector, false});
   if (s.outproj_norm) params.push_back({prefix + ".norm.weight", {s.d_inner}, &norm_weight, ParamKind::Vector, false});
   out_proj.add_params(prefix + ".out_proj", params);
 }
 
 // mamba_ssm: projections PyTorch's default (out_proj rescaled by the model), dt bias from the dt
-// range, B/C biases, norms and D at one.
+// range, B/C biases, norms and D at one; MIMO's mimo_z at one, mimo_x and mimo_o at 1/R.
 void Mamba3Mixer::init_parameters(Rng& rng, const InitOptions& o) {
   init::fan_in_uniform(in_proj.weight, rng, s.d_model);
   const double rescale = o.rescale_prenorm_residual ? 1.0 / std::sqrt(double(o.residual_branches)) : 1.0;
@@ -128,6 +136,11 @@ void Mamba3Mixer::init_parameters(Rng& rng, const InitOptions& o) {
   init::dt_bias(dt_bias, rng, s.dt_init_min, s.dt_init_max, s.dt_init_floor);
   for (Tensor* t : {&B_bias, &C_bias, &B_norm_weight, &C_norm_weight, &D}) init::constant(*t, 1.0f);
   if (norm_weight.defined()) init::constant(norm_weight, 1.0f);
+  if (s.mimo) {
+    init::constant(mimo_x, 1.0f / float(s.mimo_rank));
+    init::constant(mimo_z, 1.0f);
+    init::constant(mimo_o, 1.0f / float(s.mimo_rank));
+  }
 }
 
 void Mamba3Mixer::to_device(Device device) {
@@ -144,10 +157,11 @@ std::unique_ptr<MixerState> Mamba3Mixer::new_state(int64_t batch) const {
 }
 
 Tensor Mamba3Mixer::group_rows(const Tensor& t) const { return t.view({t.numel() / s.d_state, s.d_state}); }
+Tensor Mamba3Mixer::rank_rows(const Tensor& t) const { return t.view({t.numel() / s.d_inner, s.d_inner}); }
 
 Mamba3Mixer::Projected Mamba3Mixer::project(const Tensor& x, Workspace& ws) const {
   Projected p;
-  const int64_t axis = x.dim() - 1, Di = s.d_inner, GN = s.n_groups * s.d_state, H = s.n_heads;
+  const int64_t axis = x.dim() - 1, Di = s.d_inner, GN = s.mimo_rank * s.n_groups * s.d_state, H = s.n_heads;
   p.proj = ws.take(with_last(x.shape(), in_proj.out), x.dtype());
   in_proj.forward(x, p.proj);
   int64_t column = 0;
@@ -158,7 +172,7 @@ Mamba3Mixer::Projected Mamba3Mixer::project(const Tensor& x, Workspace& ws) cons
   };
   ops::Mamba3Inputs& in = p.in;
   p.z = part(Di);
-  in.x = part(Di);
+  p.x = part(Di);
   const Tensor B = part(GN), C = part(GN);
   in.dt = part(H);
   in.A = part(H);
@@ -172,38 +186,61 @@ Mamba3Mixer::Projected Mamba3Mixer::project(const Tensor& x, Workspace& ws) cons
     Tensor rows = group_rows(*normed);
     ops::rmsnorm(group_rows(*raw), *weight, kNormEps, rows);
   }
+  in.x = p.x;
+  p.z_gate = p.z;
+  if (s.mimo) {
+    const Shape wide = with_last(x.shape(), s.mimo_rank * Di);
+    in.x = ws.take(wide, x.dtype());
+    ops::mamba3_mimo_expand(p.x, mimo_x, in.x);
+    p.z_gate = ws.take(wide, x.dtype());
+    ops::mamba3_mimo_expand(p.z, mimo_z, p.z_gate);
+  }
   in.dt_bias = dt_bias;
-  in.B_bias = B_bias.view({H, s.d_state});
-  in.C_bias = C_bias.view({H, s.d_state});
+  in.B_bias = B_bias.view({H, s.mimo_rank * s.d_state});
+  in.C_bias = C_bias.view({H, s.mimo_rank * s.d_state});
   in.D = D;
   in.n_groups = s.n_groups;
+  in.rank = s.mimo_rank;
+  in.rotation = s.mimo ? ops::Mamba3Rotation::Halves : ops::Mamba3Rotation::AdjacentPairs;
   in.A_floor = float(s.A_floor);
   in.chunk_size = s.chunk_size;
   return p;
 }
 
-void Mamba3Mixer::finish(const Tensor& y, const Tensor& z, Tensor& gated, Tensor& out) const {
-  if (s.outproj_norm) ops::gated_rmsnorm(y, z, norm_weight, s.head_dim, true, kNormEps, gated);
-  else ops::gated_activation(ops::Activation::Silu, z, y, 1.0f, gated);
-  out_proj.forward(gated, out);
+Tensor Mamba3Mixer::finish(const Tensor& y, const Tensor& z_gate, Tensor& gated, Tensor& out, Workspace& ws) const {
+  if (s.outproj_norm) {
+    // One norm group per head of every rank: MIMO's tensors are contiguous, viewed a rank per row.
+    const Tensor y_rows = s.mimo ? rank_rows(y) : y, z_rows = s.mimo ? rank_rows(z_gate) : z_gate;
+    Tensor gated_rows = s.mimo ? rank_rows(gated) : gated;
+    ops::gated_rmsnorm(y_rows, z_rows, norm_weight, s.head_dim, true, kNormEps, gated_rows);
+  } else {
+    ops::gated_activation(ops::Activation::Silu, z_gate, y, 1.0f, gated);
+  }
+  Tensor merged = gated;
+  if (s.mimo) {
+    merged = ws.take(with_last(gated.shape(), s.d_inner), gated.dtype());
+    ops::mamba3_mimo_contract(gated, mimo_o, merged);
+  }
+  out_proj.forward(merged, out);
+  return merged;
 }
 
 void Mamba3Mixer::forward(const Tensor& x, MixerState* state, Tensor& y, Workspace& ws) const {
   WorkspaceScope scope(ws);
   const Projected p = project(x, ws);
-  Tensor scanned = ws.take(with_last(x.shape(), s.d_inner), x.dtype());
+  Tensor scanned = ws.take(p.in.x.shape(), x.dtype());
   ops::mamba3(p.in, state ? &state_as<Mamba3State>(state, "mamba3").state : nullptr, scanned);
   Tensor gated = ws.take(scanned.shape(), x.dtype());
-  finish(scanned, p.z, gated, y);
+  finish(scanned, p.z_gate, gated, y, ws);
 }
 
 void Mamba3Mixer::step(const Tensor& x, MixerState* state, Tensor& y, Workspace& ws) const {
   WorkspaceScope scope(ws);
   const Projected p = project(x, ws);
-  Tensor scanned = ws.take(with_last(x.shape(), s.d_inner), x.dtype());
+  Tensor scanned = ws.take(p.in.x.shape(), x.dtype());
   ops::mamba3_step(p.in, state_as<Mamba3State>(state, "mamba3").state, scanned);
   Tensor gated = ws.take(scanned.shape(), x.dtype());
-  finish(scanned, p.z, gated, y);
+  finish(scanned, p.z_gate, gated, y, ws);
 }
 
 }  // namespace ssm
