@@ -28,6 +28,8 @@ ModelConfig stack_of(const std::string& kind, int64_t d, int64_t layers) {
   config["mamba2"] = {{"head_dim", 64}, {"state_size", 128}, {"expand", 2}};
   config["mamba3"] = {{"headdim", 64}, {"d_state", 128}, {"expand", 2}};
   if (mimo) config["mamba3"].update({{"is_mimo", true}, {"mimo_rank", 4}, {"chunk_size", 16}});
+  config["mlstm"] = {{"num_heads", heads}, {"qk_dim_factor", 0.5}, {"v_dim_factor", 1.0}, {"chunk_size", 64}};
+  config["slstm"] = {{"num_heads", heads}, {"conv1d_kernel_size", 4}};
   return ModelConfig::from_json(config, "layer bench (" + kind + ")");
 }
 

@@ -11,9 +11,10 @@
 namespace ssm::bench {
 
 struct LayerBenchOptions {
-  std::vector<std::string> kinds = {"attention", "rat", "mamba2", "mamba3", "mamba3-mimo"};
+  std::vector<std::string> kinds = {"attention", "rat", "mamba2", "mamba3", "mamba3-mimo", "mlstm", "slstm"};
   // 8 heads of 64 for attention and RAT; Mamba-2 and Mamba-3 expand 2, heads of 64, state 128;
-  // Mamba-3 MIMO rank 4 in chunks of 16 (mamba_ssm's advice: 64 / rank).
+  // Mamba-3 MIMO rank 4 in chunks of 16 (mamba_ssm's advice: 64 / rank); mLSTM and sLSTM 8 heads as
+  // xLSTM-7B shapes them (mLSTM: q/k half the width, v the width, chunks of 64; sLSTM: conv of 4).
   int64_t d_model = 512;
   int64_t layers = 2;
   std::vector<int64_t> prefill_lengths = {2048, 8192};

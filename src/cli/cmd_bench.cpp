@@ -40,6 +40,7 @@ struct BenchArgs {
   std::string write_shape, write_dtype = "f32", out;  // --write-model SHAPE --dtype D --out DIR
   std::string device = "cpu";
   serve::LoadBenchOptions serve;  // --suite serve
+  bench::LayerBenchOptions layers;  // --suite layers
 };
 
 // A model to time: a label for the table and how to make it (again for each thread count).
@@ -161,7 +162,7 @@ void write_model(const BenchArgs& args) {
 // Stacks of attention, RAT, Mamba-2 and Mamba-3 layers side by side, at the first thread count.
 void run_layer_bench(const BenchArgs& args) {
   set_num_threads(args.threads.front());
-  std::printf("\n%d thread(s)\n%s", args.threads.front(), bench::layer_bench({}).c_str());
+  std::printf("\n%d thread(s)\n%s", args.threads.front(), bench::layer_bench(args.layers).c_str());
 }
 
 void run_gpu(const BenchArgs& args, const CLI::App& cmd) {
@@ -348,6 +349,10 @@ const CommandRegistrar registrar(40, [](CLI::App& root) {
       ->capture_default_str();
   cmd->add_option("--serve-max-tokens", serve.max_tokens, "serve: tokens generated per request")
       ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  cmd->add_option("--layer-kinds", args->layers.kinds, "layers: the stacks to time")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"attention", "rat", "mamba2", "mamba3", "mamba3-mimo", "mlstm", "slstm"}))
       ->capture_default_str();
   cmd->add_option("--serve-prefix", serve.prefix_tokens, "serve: the shared-prefix probe's prefix (0: none)")
       ->check(CLI::NonNegativeNumber)
