@@ -367,6 +367,16 @@ void LanguageModel::logits(Residual& r, Tensor& out, Workspace& ws) const {
 void LanguageModel::apply_branch(size_t index, Residual& r, ModelState* state, bool one_token, Workspace& ws) const {
   WorkspaceScope scope(ws);
   const Branch& branch = branches_[index];
+  // A step through a lone mixer that takes the norm and the residual add in: h is brought up to date
+  // first (a mixer without that form may have left its output pending), then updated in place.
+  const MixerSlot* only = branch.mixers.size() == 1 ? &branch.mixers[0] : nullptr;
+  if (one_token && only && only->input_scale == 1.0f && only->output_scale == 1.0f &&
+      only->mixer->fuses_residual_step()) {
+    add_pending(r);
+    only->mixer->step_in_residual(r.h, branch.norm, float(config_.norm_eps), state->mixers[first_slot_[index]].get(),
+                                  ws);
+    return;
+  }
   const DType act = activation_dtype();
   Tensor normed = ws.take(r.h.shape(), act);
   normalize(r, branch.norm, normed);  // consumes the pending output, so r.mixed is free again

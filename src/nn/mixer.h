@@ -83,6 +83,13 @@ class Mixer {
   // x [B,D] → y [B,D], advancing state by one token.
   virtual void step(const Tensor& x, MixerState* state, Tensor& y, Workspace& ws) const = 0;
   virtual std::unique_ptr<MixerTraining> training() const = 0;
+  // The one-token step of a pre-norm residual branch as one call: h += step(rmsnorm(h, norm_weight, eps)),
+  // h [B,D]. The default composes those three; a mixer whose ops take the norm and the residual add in
+  // (the fused decode ops of ops.h: fewer GPU kernels per layer) overrides it and says so in
+  // fuses_residual_step(), which is when the model calls it.
+  virtual void step_in_residual(Tensor& h, const Tensor& norm_weight, float eps, MixerState* state,
+                                Workspace& ws) const;
+  virtual bool fuses_residual_step() const { return false; }
   // Whether step() only queues device work on fixed addresses (no host bookkeeping, no copies from
   // the host), so that a decode step can be recorded once and replayed (DeviceGraph).
   virtual bool replayable_step() const { return false; }

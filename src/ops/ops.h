@@ -137,6 +137,38 @@ void ssd(const SsdInputs& in, Tensor* state, Tensor& y);
 // Step form: x [B,H*P], dt [B,H], B/C [B,G*N]; state required; y [B,H*P].
 void ssd_step(const SsdInputs& in, Tensor& state, Tensor& y);
 
+// ---- fused forms of a layer's decode step (one token per sequence) ----
+// Each op is exactly the composition of the ops it names, as one call, so that the GPU can run it as
+// one kernel where that pays: for the 1-8 BF16 rows of batch decoding with BF16 weights, a
+// matrix-vector kernel whose blocks compute the norm themselves (the input row is a few KB) and whose
+// warps, each owning an output column, finish that column (the conv step of its channel, the residual
+// add). The choice lives inside the GPU op (by dtype, row count, widths and alignment) because only it
+// knows which kernels take the call; other calls (larger batches, F32) run the unfused kernels, and the
+// CPU composes the CPU ops. So a mixer has one code path for every batch and both devices.
+
+// The input side of a Mamba layer's step (in_proj with its pre-norm and the causal conv after it):
+//   y = linear(norm_weight defined ? rmsnorm(x, norm_weight, norm_eps) : x, weight, bias), its columns
+//   scaled by column_scale where given (scale_columns), then y[:, conv_offset : conv_offset + C] = conv1d_causal_step(that slice, conv_weight, conv_bias, silu = true,
+//   conv_state), C = conv_weight.size(0). x [B, K] and y [B, N] rows (y aliases nothing); conv_state
+//   [B, Kc-1, C] F32, required and advanced.
+struct LinearConvStep {
+  Tensor norm_weight;  // [K] F32, optional
+  float norm_eps = 1e-5f;
+  Tensor weight;       // [N, K]
+  Tensor bias;         // [N] F32, optional
+  Tensor column_scale;  // [N] F32, optional (Falcon-H1's per-part multipliers of in_proj)
+  int64_t conv_offset = 0;
+  Tensor conv_weight;  // [C, Kc] F32 contiguous
+  Tensor conv_bias;    // [C] F32, optional
+};
+void linear_conv_step(const Tensor& x, const LinearConvStep& p, Tensor& conv_state, Tensor& y);
+// The output side of a Mamba-2 layer's step (the gated norm, out_proj and, with accumulate, the residual
+// add): y (=|+=) linear(gated_rmsnorm(x, z, norm_weight, group_size, norm_before_gate, eps), w, bias).
+// x, z [B, K] rows (z optional: no gate), y [B, N] rows aliasing neither.
+void gated_rmsnorm_linear(const Tensor& x, const Tensor& z, const Tensor& norm_weight, int64_t group_size,
+                          bool norm_before_gate, float eps, const Tensor& w, const Tensor& bias, Tensor& y,
+                          bool accumulate = false);
+
 // ---- Mamba-3, SISO and MIMO (mamba_ssm modules/mamba3.py, 2026) ----
 // Per head h (H heads of P channels), B/C group g = h / (H/G), N state channels of which S pairs
 // rotate (S <= N/2, the module's num_rope_angles), R ranks (1: SISO; MIMO's mimo_rank):

@@ -35,6 +35,10 @@ void selective_scan(const SelectiveScanInputs& in, Tensor* state, Tensor& y);
 void selective_scan_step(const SelectiveScanInputs& in, Tensor& state, Tensor& y);
 void ssd(const SsdInputs& in, Tensor* state, Tensor& y);
 void ssd_step(const SsdInputs& in, Tensor& state, Tensor& y);
+void linear_conv_step(const Tensor& x, const LinearConvStep& p, Tensor& conv_state, Tensor& y);
+void gated_rmsnorm_linear(const Tensor& x, const Tensor& z, const Tensor& norm_weight, int64_t group_size,
+                          bool norm_before_gate, float eps, const Tensor& w, const Tensor& bias, Tensor& y,
+                          bool accumulate);
 void activation(Activation act, const Tensor& x, Tensor& y);
 void gated_activation(Activation act, const Tensor& gate, const Tensor& up, float gate_scale, Tensor& y);
 void rope(Tensor& x, const Tensor& positions, const RopeParams& params);

@@ -150,20 +150,37 @@ void Mamba1Mixer::forward(const Tensor& x, MixerState* state, Tensor& y, Workspa
 }
 
 void Mamba1Mixer::step(const Tensor& x, MixerState* state, Tensor& y, Workspace& ws) const {
+  step_from(x, Tensor(), 0.0f, state, y, false, ws);
+}
+
+void Mamba1Mixer::step_in_residual(Tensor& h, const Tensor& norm_weight, float eps, MixerState* state,
+                                   Workspace& ws) const {
+  step_from(h, norm_weight, eps, state, h, true, ws);
+}
+
+void Mamba1Mixer::step_from(const Tensor& x, const Tensor& prenorm, float eps, MixerState* state, Tensor& y,
+                            bool accumulate, Workspace& ws) const {
   WorkspaceScope scope(ws);
   ConvSsmState& st = state_as<ConvSsmState>(state, "mamba1");
   const int64_t batch = x.size(0), Di = s.d_inner;
   Tensor xz = ws.take({batch, 2 * Di}, x.dtype());
-  in_proj.forward(x, xz);
-  Tensor u = ws.take({batch, Di}, x.dtype());
-  ops::conv1d_causal_step(xz.slice(1, 0, Di), conv_taps(), conv_bias, true, st.conv, u);
+  ops::LinearConvStep in;
+  in.norm_weight = prenorm;
+  in.norm_eps = eps;
+  in.weight = in_proj.weight;
+  in.bias = in_proj.bias;
+  in.conv_offset = 0;
+  in.conv_weight = conv_taps();
+  in.conv_bias = conv_bias;
+  ops::linear_conv_step(x, in, st.conv, xz);
+  const Tensor u = xz.slice(1, 0, Di);  // the conv's output, in place of in_proj's x half
   Tensor x_dbl = ws.take({batch, x_proj.out}, x.dtype());
   x_proj.forward(u, x_dbl);
   normalise_dt_bc(x_dbl);
   Tensor delta = ws.take({batch, Di}, x.dtype());
   Tensor scanned = ws.take({batch, Di}, x.dtype());
   ops::selective_scan_step(scan_inputs(xz, u, x_dbl, delta, st.A), st.ssm, scanned);
-  out_proj.forward(scanned, y);
+  ops::linear(scanned, out_proj.weight, out_proj.bias, y, accumulate);
 }
 
 }  // namespace ssm

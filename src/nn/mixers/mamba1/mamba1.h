@@ -36,6 +36,9 @@ class Mamba1Mixer final : public Mixer {
   std::unique_ptr<MixerState> new_state(int64_t batch) const override;
   void forward(const Tensor& x, MixerState* state, Tensor& y, Workspace& ws) const override;
   void step(const Tensor& x, MixerState* state, Tensor& y, Workspace& ws) const override;
+  void step_in_residual(Tensor& h, const Tensor& norm_weight, float eps, MixerState* state,
+                        Workspace& ws) const override;
+  bool fuses_residual_step() const override { return true; }
   std::unique_ptr<MixerTraining> training() const override;
   bool replayable_step() const override { return true; }
   double matmul_macs_per_token() const override;
@@ -57,6 +60,11 @@ class Mamba1Mixer final : public Mixer {
   // computes the pre-bias Δ into `delta`.
   ops::SelectiveScanInputs scan_inputs(const Tensor& xz, const Tensor& u, const Tensor& x_dbl, Tensor& delta,
                                        const Tensor& A) const;
+  // One token from the layer's input x, or from rmsnorm(x, prenorm, eps) where prenorm is defined, into
+  // y (accumulate: added to y): in_proj with the norm and the conv (ops::linear_conv_step), x_proj,
+  // dt_proj, the scan step, out_proj.
+  void step_from(const Tensor& x, const Tensor& prenorm, float eps, MixerState* state, Tensor& y, bool accumulate,
+                 Workspace& ws) const;
 };
 
 }  // namespace ssm

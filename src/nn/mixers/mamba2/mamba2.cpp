@@ -181,18 +181,42 @@ void Mamba2Mixer::forward(const Tensor& x, MixerState* state, Tensor& y, Workspa
 }
 
 void Mamba2Mixer::step(const Tensor& x, MixerState* state, Tensor& y, Workspace& ws) const {
+  step_from(x, Tensor(), 0.0f, state, y, false, ws);
+}
+
+void Mamba2Mixer::step_in_residual(Tensor& h, const Tensor& norm_weight, float eps, MixerState* state,
+                                   Workspace& ws) const {
+  step_from(h, norm_weight, eps, state, h, true, ws);
+}
+
+void Mamba2Mixer::step_from(const Tensor& x, const Tensor& prenorm, float eps, MixerState* state, Tensor& y,
+                            bool accumulate, Workspace& ws) const {
   WorkspaceScope scope(ws);
   ConvSsmState& st = state_as<ConvSsmState>(state, "mamba2");
   const int64_t batch = x.size(0), Cc = s.conv_channels();
-  Tensor zxbcdt = ws.take({batch, in_proj.out}, x.dtype());
-  project_in(x, zxbcdt);
-  Tensor xbc = ws.take({batch, Cc}, x.dtype());
-  ops::conv1d_causal_step(zxbcdt.slice(1, xbc_offset(), Cc), conv_taps(), conv_bias, true, st.conv, xbc);
+  Tensor zxbcdt = ws.take({batch, in_proj.out}, x.dtype());  // the xBC columns leave it through the conv
+  ops::LinearConvStep in;
+  in.norm_weight = prenorm;
+  in.norm_eps = eps;
+  in.weight = in_proj.weight;
+  in.bias = in_proj.bias;
+  in.column_scale = in_proj_scale;
+  in.conv_offset = xbc_offset();
+  in.conv_weight = conv_taps();
+  in.conv_bias = conv_bias;
+  ops::linear_conv_step(x, in, st.conv, zxbcdt);
   Tensor scanned = ws.take({batch, s.d_inner}, x.dtype());
-  ops::ssd_step(ssd_inputs(xbc, zxbcdt.slice(1, dt_offset(), s.n_heads), st.A), st.ssm, scanned);
-  Tensor gated = ws.take({batch, s.d_inner}, x.dtype());
-  gate(scanned, zxbcdt.slice(1, z_offset(), s.d_inner), gated);
-  out_proj.forward(gated, y);
+  ops::ssd_step(ssd_inputs(zxbcdt.slice(1, xbc_offset(), Cc), zxbcdt.slice(1, dt_offset(), s.n_heads), st.A), st.ssm,
+                scanned);
+  const Tensor z = zxbcdt.slice(1, z_offset(), s.d_inner);
+  if (s.gated_norm) {
+    ops::gated_rmsnorm_linear(scanned, z, norm_weight, s.d_inner / s.n_groups, s.norm_before_gate, float(s.norm_eps),
+                              out_proj.weight, out_proj.bias, y, accumulate);
+  } else {
+    Tensor gated = ws.take({batch, s.d_inner}, x.dtype());
+    gate(scanned, z, gated);
+    ops::linear(gated, out_proj.weight, out_proj.bias, y, accumulate);
+  }
 }
 
 }  // namespace ssm

@@ -47,6 +47,9 @@ class Mamba2Mixer final : public Mixer {
   std::unique_ptr<MixerState> new_state(int64_t batch) const override;
   void forward(const Tensor& x, MixerState* state, Tensor& y, Workspace& ws) const override;
   void step(const Tensor& x, MixerState* state, Tensor& y, Workspace& ws) const override;
+  void step_in_residual(Tensor& h, const Tensor& norm_weight, float eps, MixerState* state,
+                        Workspace& ws) const override;
+  bool fuses_residual_step() const override { return true; }
   std::unique_ptr<MixerTraining> training() const override;
   bool replayable_step() const override { return true; }
   double matmul_macs_per_token() const override;
@@ -73,6 +76,11 @@ class Mamba2Mixer final : public Mixer {
   ops::SsdInputs ssd_inputs(const Tensor& xbc, const Tensor& dt, const Tensor& A) const;
   // The output gate: gated RMSNorm per group, or y · silu(z).
   void gate(const Tensor& y, const Tensor& z, Tensor& out) const;
+  // One token from the layer's input x, or from rmsnorm(x, prenorm, eps) where prenorm is defined, into
+  // y (accumulate: added to y): in_proj with the norm and the conv (ops::linear_conv_step), the SSD
+  // step, the gate with out_proj (ops::gated_rmsnorm_linear): three kernels on the GPU at batch <= 8.
+  void step_from(const Tensor& x, const Tensor& prenorm, float eps, MixerState* state, Tensor& y, bool accumulate,
+                 Workspace& ws) const;
 };
 
 }  // namespace ssm
