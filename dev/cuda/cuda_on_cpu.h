@@ -146,6 +146,12 @@ using std::min;
 
 // ---- the PTX the kernels use (ptx.cuh), from its definitions ----
 
+// Programmatic dependent launch (pdl.cuh): blocks run one grid at a time here, so nothing to wait for.
+namespace ssm::ops::cuda::pdl {
+inline void wait_for_previous_grid() {}
+inline void let_next_grid_start() {}
+}  // namespace ssm::ops::cuda::pdl
+
 namespace ssm::ops::cuda::ptx {
 
 uint16_t half_at(const void* row, int column) {

@@ -13,6 +13,8 @@
 //     and written by its own warp only), or that and, for the columns of a depthwise causal conv, the
 //     conv step of the column's channel (ConvStepOutput): the column's warp is the only reader and
 //     writer of that channel's conv state, so no other block can see it half-updated.
+// The kernel is launched to overlap the kernel before it (pdl.cuh): its first weight pieces, which no
+// kernel writes, are loaded before it waits for that kernel.
 // No engine headers: dev/cuda/decode_layer.cu times these kernels as they are.
 #pragma once
 #include <cuda_runtime.h>
@@ -20,6 +22,7 @@
 #include <cstdint>
 
 #include "element.cuh"
+#include "pdl.cuh"
 
 namespace ssm::ops::cuda::skinny {
 
@@ -222,7 +225,7 @@ constexpr size_t shared_bytes(int rows, int64_t K) {
 }
 
 // w [N, K] BF16 rows 16-byte aligned, K % kPiece == 0; rows <= kRows; grid ceil(N / kWarps) blocks of
-// kThreads, shared_bytes<Input>(rows, K) of dynamic shared memory.
+// kThreads, shared_bytes<Input>(rows, K) of dynamic shared memory. Only w is read before the wait.
 template <class Input, class Output, int kRows>
 __global__ void __launch_bounds__(kThreads)
     skinny_kernel(Input in, Output out, const bf16* __restrict__ w, int64_t N, int64_t K, int rows) {
@@ -241,6 +244,8 @@ __global__ void __launch_bounds__(kThreads)
     }
   };
   if (active) load_weights(lane);
+  pdl::wait_for_previous_grid();
+  pdl::let_next_grid_start();
   bf16* staged = reinterpret_cast<bf16*>(smem + kReduceBytes);
   if constexpr (Input::kStaged) {
     in.stage(staged, reinterpret_cast<float*>(smem), rows, K);

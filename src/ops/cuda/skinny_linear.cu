@@ -6,6 +6,7 @@
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/cuda_ops.h"
 #include "ops/cuda/packs.cuh"
+#include "ops/cuda/pdl.cuh"
 #include "ops/cuda/skinny_kernels.cuh"
 #include "ops/cuda/skinny_linear.h"
 
@@ -37,11 +38,12 @@ void launch(const Input& in, const Output& out, const Tensor& w, int rows, const
           cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kMaxSharedBytes));
       SSM_CUDA_CHECK(raised, "{}: raising the shared memory limit", what);
     }
-    kernel<<<blocks_for(N, sk::kWarps), sk::kThreads, smem, stream()>>>(in, out, w.data<bf16>(), N, K, rows);
+    SSM_CUDA_CHECK(pdl::launch_overlapped(kernel, dim3(blocks_for(N, sk::kWarps)), dim3(sk::kThreads), smem, stream(),
+                                          in, out, static_cast<const bf16*>(w.data<bf16>()), N, K, rows),
+                   "{} of {} rows [{}] x [{}, {}]ᵀ", what, rows, K, N, K);
   };
   if (rows == 1) run.template operator()<1>();
   else run.template operator()<sk::kMaxRows>();
-  SSM_CUDA_CHECK_LAUNCH("{} of {} rows [{}] x [{}, {}]ᵀ", what, rows, K, N, K);
 }
 
 template <class Y>

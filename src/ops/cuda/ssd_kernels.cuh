@@ -36,6 +36,7 @@
 
 #include "element.cuh"
 #ifndef SSM_SSD_HOST_CHECK  // dev/cuda/ssd_host_check.cpp brings its own CPU versions of these
+#include "pdl.cuh"
 #include "ptx.cuh"
 #endif
 
@@ -99,7 +100,8 @@ __global__ void __launch_bounds__(256) recurrent_kernel(Args<T> a, float* __rest
 // each lane has kStepRows · 16 bytes of state in flight, and B and C are read once for the rows.
 // The recurrent kernel reads one state element per lane and waits for it before the next: at batch
 // 64 it reached 30% of the bandwidth (H200). Needs N % 4 == 0, N <= 4 · 32 · kStepPieces and a
-// 16-byte aligned state.
+// 16-byte aligned state. Launched to overlap the kernel before it (pdl.cuh): everything it reads but A,
+// D and dt_bias comes from that kernel (decoding: in_proj's), so it waits first.
 constexpr int kStepRows = 4, kStepPieces = 2;
 
 // Four elements of a B or C row, element by element: those rows are column slices of the layer's
@@ -111,6 +113,8 @@ __device__ __forceinline__ float4 load4(const T* p) {
 
 template <class T>
 __global__ void __launch_bounds__(256) step_kernel(Args<T> a, float* __restrict__ state) {
+  pdl::wait_for_previous_grid();
+  pdl::let_next_grid_start();
   const int lane = threadIdx.x & 31;
   const int64_t warp = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
   const int row_groups = (a.head_dim + kStepRows - 1) / kStepRows;

@@ -25,8 +25,7 @@ cudaError_t launch_step(const Args<T>& a, float* state, cudaStream_t stream) {
     return launch_recurrent(a, state, stream);
   const int64_t threads = int64_t(a.batch) * a.heads * ((a.head_dim + kStepRows - 1) / kStepRows) * 32;
   if (threads == 0) return cudaSuccess;
-  step_kernel<T><<<unsigned((threads + 255) / 256), 256, 0, stream>>>(a, state);
-  return cudaGetLastError();
+  return pdl::launch_overlapped(step_kernel<T>, dim3(unsigned((threads + 255) / 256)), dim3(256), 0, stream, a, state);
 }
 
 // Whether the chunked kernels take these arguments (else the recurrent kernel runs the forward).
