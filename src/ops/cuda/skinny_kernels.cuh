@@ -22,7 +22,9 @@
 #include <cstdint>
 
 #include "element.cuh"
+#ifndef SSM_SKINNY_HOST_CHECK  // dev/cuda/decode_layer_host_check.cpp brings CPU versions
 #include "pdl.cuh"
+#endif
 
 namespace ssm::ops::cuda::skinny {
 
@@ -57,19 +59,20 @@ __device__ __forceinline__ float block_sum(float v, float* slot) {
   return total;
 }
 
-// Eight BF16 values at p (16-byte aligned) as floats, and back.
+// Eight BF16 values at p (16-byte aligned) as floats, and back: one 16-byte access.
+struct alignas(16) Bf16x8 {
+  bf16 v[kPiece];
+};
 __device__ __forceinline__ void load8(const bf16* p, float (&out)[kPiece]) {
-  const uint4 bits = *reinterpret_cast<const uint4*>(p);
-  const bf16* v = reinterpret_cast<const bf16*>(&bits);
+  const Bf16x8 piece = *reinterpret_cast<const Bf16x8*>(p);
 #pragma unroll
-  for (int i = 0; i < kPiece; ++i) out[i] = to_float(v[i]);
+  for (int i = 0; i < kPiece; ++i) out[i] = to_float(piece.v[i]);
 }
 __device__ __forceinline__ void store8(bf16* p, const float (&in)[kPiece]) {
-  uint4 bits;
-  bf16* v = reinterpret_cast<bf16*>(&bits);
+  Bf16x8 piece;
 #pragma unroll
-  for (int i = 0; i < kPiece; ++i) v[i] = from_float<bf16>(in[i]);
-  *reinterpret_cast<uint4*>(p) = bits;
+  for (int i = 0; i < kPiece; ++i) piece.v[i] = from_float<bf16>(in[i]);
+  *reinterpret_cast<Bf16x8*>(p) = piece;
 }
 __device__ __forceinline__ void load8(const float* p, float (&out)[kPiece]) {
   const float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
