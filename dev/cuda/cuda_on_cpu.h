@@ -27,7 +27,7 @@
 struct Dim3 {
   unsigned x = 0, y = 0, z = 0;
 };
-Dim3 threadIdx, blockIdx, blockDim;  // threadIdx is switched with the running fiber
+Dim3 threadIdx, blockIdx, blockDim, gridDim;  // threadIdx is switched with the running fiber
 
 namespace fibers {
 
@@ -72,6 +72,7 @@ void entry() {
 void launch(unsigned grid, int block, const std::function<void()>& kernel) {
   threads = block;
   blockDim.x = unsigned(block);
+  gridDim.x = grid;
   body = kernel;
   for (unsigned b = 0; b < grid; ++b) {
     blockIdx.x = b;

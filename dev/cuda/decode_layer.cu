@@ -164,13 +164,32 @@ unsigned ssd_blocks(const LayerShape& s) {
   const int64_t threads = int64_t(s.heads()) * ((s.head_dim + ssd::kStepRows - 1) / ssd::kStepRows) * 32;
   return unsigned((threads + 255) / 256);
 }
-unsigned skinny_blocks(int N) { return unsigned((N + sk::kWarps - 1) / sk::kWarps); }
+// The engine's grid for a skinny kernel (skinny_linear.cu): as many blocks as the GPU holds at once. The
+// attributes are read at the first call (the checks, before any capture); each kernel has its own type.
+template <class Kernel>
+unsigned skinny_blocks(Kernel kernel, int N, size_t shared) {
+  static const cudaFuncAttributes attributes = [&] {
+    cudaFuncAttributes a{};
+    CHECK_CUDA(cudaFuncGetAttributes(&a, kernel));
+    return a;
+  }();
+  static int multiprocessors = 0, shared_per_multiprocessor = 0;
+  if (multiprocessors == 0) {
+    int device = 0;
+    CHECK_CUDA(cudaGetDevice(&device));
+    CHECK_CUDA(cudaDeviceGetAttribute(&multiprocessors, cudaDevAttrMultiProcessorCount, device));
+    CHECK_CUDA(
+        cudaDeviceGetAttribute(&shared_per_multiprocessor, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device));
+  }
+  return sk::grid_for(attributes, N, shared, multiprocessors, size_t(shared_per_multiprocessor));
+}
 
 void layer_v1(const LayerShape& s, const Layer& l, const Activations& a, cudaStream_t stream) {
   add_rmsnorm_kernel<<<1, 256, 0, stream>>>(a.h, a.delta, l.norm_w, a.normed, s.d_model);
+  auto* plain = &sk::skinny_kernel<sk::PlainInput, sk::StoreOutput<bf16>, 1>;
   const sk::StoreOutput<bf16> to_zxbcdt{a.zxbcdt, 0, nullptr, nullptr, false};
-  sk::skinny_kernel<sk::PlainInput, sk::StoreOutput<bf16>, 1><<<skinny_blocks(s.in_proj()), sk::kThreads, 0, stream>>>(
-      sk::PlainInput{a.normed, 0}, to_zxbcdt, l.in_w, s.in_proj(), s.d_model, 1);
+  plain<<<skinny_blocks(plain, s.in_proj(), 0), sk::kThreads, 0, stream>>>(sk::PlainInput{a.normed, 0}, to_zxbcdt,
+                                                                          l.in_w, s.in_proj(), s.d_model, 1);
   const int C = s.conv_channels();
   conv_step_kernel<<<(C + 255) / 256, 256, 0, stream>>>(a.zxbcdt + s.xbc_offset(), l.conv_w, l.conv_b, l.conv_state,
                                                         a.xbc, C);
@@ -178,8 +197,8 @@ void layer_v1(const LayerShape& s, const Layer& l, const Activations& a, cudaStr
                                                              l.ssm_state);
   gated_rmsnorm_kernel<<<1, 256, 0, stream>>>(a.y, a.zxbcdt, l.gate_norm_w, a.gated, s.d_inner);
   const sk::StoreOutput<bf16> to_delta{a.delta, 0, nullptr, nullptr, false};
-  sk::skinny_kernel<sk::PlainInput, sk::StoreOutput<bf16>, 1><<<skinny_blocks(s.d_model), sk::kThreads, 0, stream>>>(
-      sk::PlainInput{a.gated, 0}, to_delta, l.out_w, s.d_model, s.d_inner, 1);
+  plain<<<skinny_blocks(plain, s.d_model, 0), sk::kThreads, 0, stream>>>(sk::PlainInput{a.gated, 0}, to_delta, l.out_w,
+                                                                        s.d_model, s.d_inner, 1);
 }
 
 // v2 and v3: the same three kernels, launched plainly or to overlap their predecessors.
@@ -196,14 +215,16 @@ void layer_fused(const LayerShape& s, const Layer& l, const Activations& a, cuda
   const sk::ConvStepOutput<bf16> conv{
       {a.zxbcdt, 0, nullptr, nullptr, false}, s.xbc_offset(), s.conv_channels(), l.conv_w, l.conv_b, l.conv_state,
       s.conv_channels(), kTaps};
-  launch(overlapped, in_proj, skinny_blocks(s.in_proj()), sk::kThreads, sk::shared_bytes<sk::NormInput>(1, s.d_model),
-         stream, prenorm, conv, static_cast<const bf16*>(l.in_w), int64_t(s.in_proj()), int64_t(s.d_model), 1);
+  const size_t in_shared = sk::shared_bytes<sk::NormInput>(1, s.d_model);
+  launch(overlapped, in_proj, skinny_blocks(in_proj, s.in_proj(), in_shared), sk::kThreads, in_shared, stream, prenorm,
+         conv, static_cast<const bf16*>(l.in_w), int64_t(s.in_proj()), int64_t(s.d_model), 1);
   launch(overlapped, &ssd::step_kernel<bf16>, ssd_blocks(s), 256, 0, stream,
          ssd_args(s, l, a.zxbcdt + s.xbc_offset(), a.zxbcdt + s.dt_offset(), a.y), l.ssm_state);
   const sk::NormInput gate{a.y, 0, a.zxbcdt, 0, l.gate_norm_w, s.d_inner, false, kEps};
   const sk::StoreOutput<bf16> residual{a.h, 0, nullptr, nullptr, true};
-  launch(overlapped, out_proj, skinny_blocks(s.d_model), sk::kThreads, sk::shared_bytes<sk::NormInput>(1, s.d_inner),
-         stream, gate, residual, static_cast<const bf16*>(l.out_w), int64_t(s.d_model), int64_t(s.d_inner), 1);
+  const size_t out_shared = sk::shared_bytes<sk::NormInput>(1, s.d_inner);
+  launch(overlapped, out_proj, skinny_blocks(out_proj, s.d_model, out_shared), sk::kThreads, out_shared, stream, gate,
+         residual, static_cast<const bf16*>(l.out_w), int64_t(s.d_model), int64_t(s.d_inner), 1);
 }
 
 void run_layer(int version, const LayerShape& s, const Layer& l, const Activations& a, cudaStream_t stream) {
@@ -279,7 +300,8 @@ std::vector<double> reference_layer(const LayerShape& s, HostLayer& l, std::vect
   const double ginv = 1.0 / std::sqrt(gs / s.d_inner + kEps);
   std::vector<double> out(K, 0.0);
   for (int n = 0; n < K; ++n) {
-    for (int k = 0; k < s.d_inner; ++k) out[n] += gated[k] * ginv * l.gate_norm_w[k] * l.out_w[size_t(n) * s.d_inner + k];
+    for (int k = 0; k < s.d_inner; ++k)
+      out[n] += gated[k] * ginv * l.gate_norm_w[k] * l.out_w[size_t(n) * s.d_inner + k];
     h[n] += out[n];
   }
   return out;

@@ -2,8 +2,8 @@
 // GPU (cuda_on_cpu.h: fibers for threads, emulated barriers and shuffles), against a double reference
 // that rounds where the kernels round (the staged norm and the conv's input to BF16, the outputs to
 // theirs). It checks indexing, masking, the staging and the epilogues (1, 3 and 8 rows, one and two
-// groups, every gate order, the conv columns, accumulate, rows longer than one pass of the loads); not
-// timing, not races, not the hardware.
+// groups, every gate order, the conv columns, accumulate, rows longer than one pass of the loads, warps
+// that take several columns); not timing, not races, not the hardware.
 //
 //   g++ -std=c++20 -O2 -I/usr/local/cuda/include dev/cuda/decode_layer_host_check.cpp \
 //       -o build/dev-cuda/decode_layer_host_check
@@ -33,12 +33,13 @@ std::vector<bf16> to_bf16(const std::vector<float>& v) {
   return out;
 }
 
-// Runs skinny_kernel<Input, Output, kRows> for `rows` rows over w [N, K].
+// Runs skinny_kernel<Input, Output, kRows> for `rows` rows over w [N, K], on half the blocks the columns
+// could have (so that warps take several columns, as on a GPU that holds fewer blocks than that).
 template <class Input, class Output>
 void run(const Input& in, const Output& out, const std::vector<bf16>& w, int N, int K, int rows) {
   poison_shared(sk::smem);
   auto go = [&]<int kRows>() {
-    fibers::launch(unsigned((N + sk::kWarps - 1) / sk::kWarps), sk::kThreads,
+    fibers::launch(unsigned(((N + sk::kWarps - 1) / sk::kWarps + 1) / 2), sk::kThreads,
                    [&] { sk::skinny_kernel<Input, Output, kRows>(in, out, w.data(), N, K, rows); });
   };
   if (rows == 1) go.template operator()<1>();
@@ -119,8 +120,8 @@ bool conv_case(int rows, int K, int N, int offset, int C, int taps, bool norm, b
   std::vector<float> got(y.size());
   for (size_t i = 0; i < y.size(); ++i) got[i] = __bfloat162float(y[i]);
   char what[160];
-  std::snprintf(what, sizeof what, "linear_conv_step rows %d K %d N %d conv [%d, +%d) taps %d norm %d scale %d: y", rows,
-                K, N, offset, C, taps, norm, scale);
+  std::snprintf(what, sizeof what, "linear_conv_step rows %d K %d N %d conv [%d, +%d) taps %d norm %d scale %d: y",
+                rows, K, N, offset, C, taps, norm, scale);
   bool ok = report(what, rel_error(got, want), 1e-2);
   std::snprintf(what, sizeof what, "linear_conv_step rows %d K %d N %d conv [%d, +%d) taps %d norm %d scale %d: state",
                 rows, K, N, offset, C, taps, norm, scale);

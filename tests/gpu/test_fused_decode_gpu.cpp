@@ -100,7 +100,8 @@ TEST_P(GatedRmsnormLinearGpu, MatchesTheUnfusedCpuOps) {
   Rng rng(uint64_t(c.batch * 7919 + c.K * 13 + c.N + c.gate));
   const int64_t group_size = c.K / c.groups;
   const bool has_z = c.gate != 0, norm_before_gate = c.gate == 1;
-  const Tensor x = rounded(random_cpu({c.batch, c.K}, rng, -2, 2), dt), z = rounded(random_cpu({c.batch, c.K}, rng, -3, 3), dt);
+  const Tensor x = rounded(random_cpu({c.batch, c.K}, rng, -2, 2), dt);
+  const Tensor z = rounded(random_cpu({c.batch, c.K}, rng, -3, 3), dt);
   const Tensor norm = random_cpu({c.K}, rng, 0.5, 1.5), w = rounded(random_cpu({c.N, c.K}, rng, -0.1, 0.1), dt);
   const Tensor bias = c.bias ? random_cpu({c.N}, rng) : Tensor();
   const DType out_dt = c.f32_output ? DType::F32 : dt;

@@ -72,6 +72,11 @@ inline int multiprocessor_count() {
   static const int count = device_attribute(cudaDevAttrMultiProcessorCount);
   return count;
 }
+// The shared memory of one multiprocessor (read once).
+inline size_t shared_memory_per_multiprocessor() {
+  static const size_t bytes = size_t(device_attribute(cudaDevAttrMaxSharedMemoryPerMultiprocessor));
+  return bytes;
+}
 // The most shared memory one block can ask for (read once).
 inline size_t shared_memory_per_block() {
   static const size_t bytes = size_t(device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin));

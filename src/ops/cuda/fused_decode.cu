@@ -69,8 +69,8 @@ void gated_rmsnorm_linear(const Tensor& x, const Tensor& z, const Tensor& norm_w
   const char* op = "gated_rmsnorm_linear";
   check_product(op, x, w, bias, y);
   const int64_t K = x.size(1);
-  SSM_CHECK(!z.defined() || is_gpu_rows(z, x.dtype(), x.shape()), "{}: z must be rows of x's shape and dtype ({}), got {}",
-            op, describe(x), describe(z));
+  SSM_CHECK(!z.defined() || is_gpu_rows(z, x.dtype(), x.shape()),
+            "{}: z must be rows of x's shape and dtype ({}), got {}", op, describe(x), describe(z));
   SSM_CHECK(is_gpu_vector(norm_weight, K), "{}: norm_weight must be F32 [{}], got {}", op, K, describe(norm_weight));
   SSM_CHECK(group_size > 0 && K % group_size == 0, "{}: group_size {} does not divide the width {} of x", op,
             group_size, K);

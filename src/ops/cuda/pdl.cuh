@@ -17,7 +17,9 @@ namespace ssm::ops::cuda::pdl {
 __device__ __forceinline__ void wait_for_previous_grid() { asm volatile("griddepcontrol.wait;" ::: "memory"); }
 // Lets the next grid (launched with launch_overlapped) be scheduled once every block of this one has
 // called it or exited.
-__device__ __forceinline__ void let_next_grid_start() { asm volatile("griddepcontrol.launch_dependents;" ::: "memory"); }
+__device__ __forceinline__ void let_next_grid_start() {
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+}
 
 // kernel<<<grid, block, shared_bytes, stream>>>(args...), allowed to overlap the previous kernel.
 template <class... Params, class... Args>

@@ -19,6 +19,7 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "element.cuh"
@@ -227,58 +228,74 @@ constexpr size_t shared_bytes(int rows, int64_t K) {
   return Input::kStaged ? size_t(kReduceBytes) + size_t(rows) * size_t(K) * sizeof(bf16) : 0;
 }
 
-// w [N, K] BF16 rows 16-byte aligned, K % kPiece == 0; rows <= kRows; grid ceil(N / kWarps) blocks of
-// kThreads, shared_bytes<Input>(rows, K) of dynamic shared memory. Only w is read before the wait.
+// w [N, K] BF16 rows 16-byte aligned, K % kPiece == 0; rows <= kRows; blocks of kThreads with
+// shared_bytes<Input>(rows, K) of dynamic shared memory, at most ceil(N / kWarps) of them (grid_for):
+// a warp takes columns n, n + kWarps · gridDim.x, ..., so that a grid that fits the GPU at once stages
+// its input once per block however many columns there are (a second wave of blocks would stage it
+// again, and wait for the first wave's slowest block). Only w is read before the wait.
 template <class Input, class Output, int kRows>
 __global__ void __launch_bounds__(kThreads)
     skinny_kernel(Input in, Output out, const bf16* __restrict__ w, int64_t N, int64_t K, int rows) {
   extern __shared__ __align__(16) unsigned char smem[];
   const int lane = int(threadIdx.x % 32);
-  const int64_t n = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
-  const bool active = n < N;
-  const bf16* weight_row = w + (active ? n : 0) * K;
-  const int64_t pieces = K / kPiece;
+  const int64_t column_stride = int64_t(gridDim.x) * kWarps, pieces = K / kPiece;
+  int64_t n = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
   float weights[kInFlight][kPiece];
-  auto load_weights = [&](int64_t p0) {
+  auto load_weights = [&](int64_t column, int64_t p0) {
 #pragma unroll
     for (int i = 0; i < kInFlight; ++i) {
       const int64_t p = p0 + int64_t(i) * 32;
-      if (p < pieces) load8(weight_row + p * kPiece, weights[i]);
+      if (p < pieces) load8(w + column * K + p * kPiece, weights[i]);
     }
   };
-  if (active) load_weights(lane);
+  if (n < N) load_weights(n, lane);
   pdl::wait_for_previous_grid();
   pdl::let_next_grid_start();
   bf16* staged = reinterpret_cast<bf16*>(smem + kReduceBytes);
   if constexpr (Input::kStaged) {
     in.stage(staged, reinterpret_cast<float*>(smem), rows, K);
-    __syncthreads();
+    __syncthreads();  // the last barrier: warps go their own ways from here
   }
-  if (!active) return;  // after the block's barriers
-  const typename Output::Pending pending = out.prefetch(lane < rows ? lane : 0, n);
-  float acc[kRows] = {};
-  for (int64_t p0 = lane; p0 < pieces; p0 += 32 * kInFlight) {
-    if (p0 != lane) load_weights(p0);
+  for (; n < N; n += column_stride) {
+    const typename Output::Pending pending = out.prefetch(lane < rows ? lane : 0, n);
+    float acc[kRows] = {};
+    for (int64_t p0 = lane; p0 < pieces; p0 += 32 * kInFlight) {
+      if (p0 != lane) load_weights(n, p0);
 #pragma unroll
-    for (int i = 0; i < kInFlight; ++i) {
-      const int64_t p = p0 + int64_t(i) * 32;
-      if (p >= pieces) break;
+      for (int i = 0; i < kInFlight; ++i) {
+        const int64_t p = p0 + int64_t(i) * 32;
+        if (p >= pieces) break;
 #pragma unroll
-      for (int m = 0; m < kRows; ++m) {
-        if (m >= rows) break;
-        float x[kPiece];
-        load8(in.row(m, staged, K) + p * kPiece, x);
+        for (int m = 0; m < kRows; ++m) {
+          if (m >= rows) break;
+          float x[kPiece];
+          load8(in.row(m, staged, K) + p * kPiece, x);
 #pragma unroll
-        for (int e = 0; e < kPiece; ++e) acc[m] = fmaf(weights[i][e], x[e], acc[m]);
+          for (int e = 0; e < kPiece; ++e) acc[m] = fmaf(weights[i][e], x[e], acc[m]);
+        }
       }
     }
-  }
+    if (n + column_stride < N) load_weights(n + column_stride, lane);  // in flight while this one finishes
 #pragma unroll
-  for (int m = 0; m < kRows; ++m) {
-    if (m >= rows) break;
-    const float sum = warp_sum(acc[m]);
-    if (lane == m) out.finish(m, n, sum, pending);
+    for (int m = 0; m < kRows; ++m) {
+      if (m >= rows) break;
+      const float sum = warp_sum(acc[m]);
+      if (lane == m) out.finish(m, n, sum, pending);
+    }
   }
+}
+
+// The blocks to launch for N columns: as many as the GPU holds at once (from the kernel's registers and
+// `shared` bytes, and the GPU's multiprocessors and their registers and shared memory), at most one per
+// kWarps columns. `attributes` are the kernel's (cudaFuncGetAttributes).
+inline unsigned grid_for(const cudaFuncAttributes& attributes, int64_t N, size_t shared, int multiprocessors,
+                         size_t shared_per_multiprocessor) {
+  const int64_t wanted = (N + kWarps - 1) / kWarps;
+  const int registers_per_warp = (attributes.numRegs * 32 + 255) / 256 * 256;
+  int64_t per_multiprocessor = std::min<int64_t>(65536 / (registers_per_warp * kWarps), 2048 / kThreads);
+  if (shared > 0)  // the runtime reserves 1 KB a block
+    per_multiprocessor = std::min<int64_t>(per_multiprocessor, int64_t(shared_per_multiprocessor / (shared + 1024)));
+  return unsigned(std::clamp<int64_t>(std::max<int64_t>(per_multiprocessor, 1) * multiprocessors, 1, wanted));
 }
 
 }  // namespace ssm::ops::cuda::skinny

@@ -19,6 +19,7 @@ namespace sk = skinny;
 // The most shared memory a fused kernel's staged input rows may take (8 rows of 6K channels); wider
 // calls run unfused.
 constexpr size_t kMaxSharedBytes = 96 * 1024;
+constexpr size_t kDefaultSharedBytes = 48 * 1024;  // what a kernel may take without asking
 
 // Whether x (and w) can feed the kernel: BF16 rows 16-byte aligned, 1-8 of them.
 bool takes_input(const Tensor& x, const Tensor& w) {
@@ -33,12 +34,20 @@ void launch(const Input& in, const Output& out, const Tensor& w, int rows, const
   const size_t smem = sk::shared_bytes<Input>(rows, K);
   auto run = [&]<int kRows>() {
     auto* kernel = sk::skinny_kernel<Input, Output, kRows>;
-    if constexpr (Input::kStaged) {
+    // Read and set once per kernel, at its first call (a decode step runs once before it is recorded).
+    static const cudaFuncAttributes attributes = [&] {
+      cudaFuncAttributes a{};
+      SSM_CUDA_CHECK(cudaFuncGetAttributes(&a, kernel), "{}: reading the kernel's attributes", what);
+      return a;
+    }();
+    if (smem > kDefaultSharedBytes) {
       static const cudaError_t raised =
           cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(kMaxSharedBytes));
       SSM_CUDA_CHECK(raised, "{}: raising the shared memory limit", what);
     }
-    SSM_CUDA_CHECK(pdl::launch_overlapped(kernel, dim3(blocks_for(N, sk::kWarps)), dim3(sk::kThreads), smem, stream(),
+    const unsigned grid =
+        sk::grid_for(attributes, N, smem, multiprocessor_count(), shared_memory_per_multiprocessor());
+    SSM_CUDA_CHECK(pdl::launch_overlapped(kernel, dim3(grid), dim3(sk::kThreads), smem, stream(),
                                           in, out, static_cast<const bf16*>(w.data<bf16>()), N, K, rows),
                    "{} of {} rows [{}] x [{}, {}]ᵀ", what, rows, K, N, K);
   };
