@@ -1,4 +1,4 @@
-// Runs the fused decode kernels of src/ops/cuda/skinny_kernels.cuh on the CPU, for machines without a
+// Runs the fused decode kernels of src/ops/cuda/skinny_kernels.cuh and scan_step_kernels.cuh on the CPU, for machines without a
 // GPU (cuda_on_cpu.h: fibers for threads, emulated barriers and shuffles), against a double reference
 // that rounds where the kernels round (the staged norm and the conv's input to BF16, the outputs to
 // theirs). It checks indexing, masking, the staging and the epilogues (1, 3 and 8 rows, one and two
@@ -16,7 +16,12 @@ namespace ssm::ops::cuda::skinny {
 alignas(16) unsigned char smem[232448];
 }
 
+namespace ssm::ops::cuda::scan_step {
+alignas(16) unsigned char smem[65536];
+}
+
 #define SSM_SKINNY_HOST_CHECK
+#include "../../src/ops/cuda/scan_step_kernels.cuh"
 #include "../../src/ops/cuda/skinny_kernels.cuh"
 
 namespace {
@@ -164,6 +169,65 @@ bool gated_case(int rows, int K, int N, int groups, int gate, bool accumulate, u
   return report(what, rel_error(got, want), sizeof(Y) == 2 ? 1e-2 : 1e-4);
 }
 
+// Mamba-1's dt_proj and scan step for `batch` sequences of D channels, N states, rank R (BF16 activations).
+bool scan_case(int batch, int D, int N, int R, bool gate, unsigned seed) {
+  namespace ss = ssm::ops::cuda::scan_step;
+  std::mt19937 gen(seed);
+  NormalFill<bf16> fill{gen};
+  std::vector<float> dt_low, w, u, B, C, z, A, bias, Dskip, state;
+  fill(dt_low, size_t(batch) * R, 1.0f, 0.0f, true);
+  fill(w, size_t(D) * R, 0.3f, 0.0f, true);
+  fill(u, size_t(batch) * D, 1.0f, 0.0f, true);
+  fill(B, size_t(batch) * N, 1.0f, 0.0f, true);
+  fill(C, size_t(batch) * N, 1.0f, 0.0f, true);
+  fill(z, size_t(batch) * D, 1.5f, 0.0f, true);
+  fill(A, size_t(D) * N, 0.5f, -1.5f, false);
+  fill(bias, D, 0.5f, -3.0f, false);
+  fill(Dskip, D, 0.2f, 1.0f, false);
+  fill(state, size_t(batch) * D * N, 1.0f, 0.0f, false);
+  const std::vector<bf16> dt_b = to_bf16(dt_low), w_b = to_bf16(w), u_b = to_bf16(u), B_b = to_bf16(B),
+                          C_b = to_bf16(C), z_b = to_bf16(z);
+  std::vector<bf16> y(size_t(batch) * D, __float2bfloat16(NAN));
+  std::vector<float> got_state = state;
+  const ss::Args<bf16> a{dt_b.data(), w_b.data(), u_b.data(), B_b.data(), C_b.data(), gate ? z_b.data() : nullptr,
+                         R,           D,          N,          N,          D,          D,
+                         A.data(),    bias.data(), Dskip.data(), got_state.data(), y.data(), D, R, N, true};
+  poison_shared(ss::smem);
+  for (int b = 0; b < batch; ++b) {
+    blockIdx.y = unsigned(b);
+    fibers::launch(unsigned((D + ss::kThreads - 1) / ss::kThreads), ss::kThreads,
+                   [&] { ss::dt_proj_scan_step_kernel<bf16>(a); });
+  }
+  blockIdx.y = 0;
+
+  std::vector<double> want(y.size()), want_state(state.begin(), state.end());
+  for (int b = 0; b < batch; ++b)
+    for (int d = 0; d < D; ++d) {
+      double raw = 0;
+      for (int r = 0; r < R; ++r) raw += double(dt_low[size_t(b) * R + r]) * w[size_t(d) * R + r];
+      raw = bf(raw) + bias[d];
+      const double dt = raw > 20 ? raw : std::log1p(std::exp(raw)), uv = u[size_t(b) * D + d];
+      double out = 0;
+      for (int n = 0; n < N; ++n) {
+        double& h = want_state[(size_t(b) * D + d) * N + n];
+        h = std::exp(dt * A[size_t(d) * N + n]) * h + dt * B[size_t(b) * N + n] * uv;
+        out += h * C[size_t(b) * N + n];
+      }
+      out += Dskip[d] * uv;
+      if (gate) out *= silu(z[size_t(b) * D + d]);
+      want[size_t(b) * D + d] = out;
+    }
+  std::vector<float> got(y.size());
+  for (size_t i = 0; i < y.size(); ++i) got[i] = __bfloat162float(y[i]);
+  char what[160];
+  std::snprintf(what, sizeof what, "dt_proj_selective_scan_step batch %d D %d N %d R %d gate %d: y", batch, D, N, R,
+                gate);
+  bool ok = report(what, rel_error(got, want), 1e-2);
+  std::snprintf(what, sizeof what, "dt_proj_selective_scan_step batch %d D %d N %d R %d gate %d: state", batch, D, N,
+                R, gate);
+  return report(what, rel_error(got_state, want_state), 1e-5) && ok;
+}
+
 }  // namespace
 
 int main() {
@@ -180,6 +244,9 @@ int main() {
         ok &= gated_case<float>(rows, 1056, 9, groups, gate, rows == 3, seed++);
       }
   }
+  ok &= scan_case(1, 300, 16, 48, true, seed++);
+  ok &= scan_case(3, 128, 7, 5, false, seed++);
+  ok &= scan_case(2, 257, 64, 96, true, seed++);
   std::printf("%s\n", ok ? "all cases passed" : "SOME CASES FAILED");
   return ok ? 0 : 1;
 }

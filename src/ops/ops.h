@@ -148,7 +148,8 @@ void ssd_step(const SsdInputs& in, Tensor& state, Tensor& y);
 
 // The input side of a Mamba layer's step (in_proj with its pre-norm and the causal conv after it):
 //   y = linear(norm_weight defined ? rmsnorm(x, norm_weight, norm_eps) : x, weight, bias), its columns
-//   scaled by column_scale where given (scale_columns), then y[:, conv_offset : conv_offset + C] = conv1d_causal_step(that slice, conv_weight, conv_bias, silu = true,
+//   scaled by column_scale where given (scale_columns), then
+//   y[:, conv_offset : conv_offset + C] = conv1d_causal_step(that slice, conv_weight, conv_bias, silu = true,
 //   conv_state), C = conv_weight.size(0). x [B, K] and y [B, N] rows (y aliases nothing); conv_state
 //   [B, Kc-1, C] F32, required and advanced.
 struct LinearConvStep {
@@ -168,6 +169,11 @@ void linear_conv_step(const Tensor& x, const LinearConvStep& p, Tensor& conv_sta
 void gated_rmsnorm_linear(const Tensor& x, const Tensor& z, const Tensor& norm_weight, int64_t group_size,
                           bool norm_before_gate, float eps, const Tensor& w, const Tensor& bias, Tensor& y,
                           bool accumulate = false);
+// Mamba-1's dt_proj and selective-scan step (the step after x_proj): Δ = dt_low · dt_proj_weightᵀ, in the
+// activation dtype as linear writes it, then selective_scan_step(in with delta = Δ, state, y). dt_low
+// [B, R] rows (x_proj's first R columns), dt_proj_weight [D, R]; in.delta must be undefined.
+void dt_proj_selective_scan_step(const Tensor& dt_low, const Tensor& dt_proj_weight, const SelectiveScanInputs& in,
+                                 Tensor& state, Tensor& y);
 
 // ---- Mamba-3, SISO and MIMO (mamba_ssm modules/mamba3.py, 2026) ----
 // Per head h (H heads of P channels), B/C group g = h / (H/G), N state channels of which S pairs

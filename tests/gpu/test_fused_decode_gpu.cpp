@@ -134,6 +134,56 @@ INSTANTIATE_TEST_SUITE_P(Shapes, GatedRmsnormLinearGpu,
                                                               GatedCase{3, 37, 21, 1, 2, true, false, false},
                                                               GatedCase{3, 36, 21, 2, 1, false, false, true})));
 
+struct ScanStepCase {
+  int64_t batch, D, N, R;
+  bool gate;
+};
+
+class DtProjScanStepGpu : public ::testing::TestWithParam<std::tuple<DType, ScanStepCase>> {};
+
+// Mamba-1's dt_proj and scan step: u, B, C, z and dt_low as column slices of wider rows (as in the mixer).
+TEST_P(DtProjScanStepGpu, MatchesTheUnfusedCpuOps) {
+  require_gpu();
+  const auto [dt, c] = GetParam();
+  SCOPED_TRACE(fmt::format("dt_proj_selective_scan_step {} batch {} D {} N {} R {} gate {}", dtype_name(dt), c.batch,
+                           c.D, c.N, c.R, c.gate));
+  Rng rng(uint64_t(c.batch * 31 + c.D * 7 + c.N));
+  const Tensor u = rounded(random_cpu({c.batch, c.D}, rng), dt);
+  const Tensor z = rounded(random_cpu({c.batch, c.D}, rng, -2, 2), dt);
+  const Tensor B = rounded(random_cpu({c.batch, c.N}, rng), dt), C = rounded(random_cpu({c.batch, c.N}, rng), dt);
+  const Tensor dt_low = rounded(random_cpu({c.batch, c.R}, rng), dt);
+  const Tensor w = rounded(random_cpu({c.D, c.R}, rng, -0.5, 0.5), dt);
+  const Tensor bias = random_cpu({c.D}, rng, -4, -1), A = random_cpu({c.D, c.N}, rng, -3, -0.1);
+  const Tensor Dskip = random_cpu({c.D}, rng, 0.5, 1.5);
+  Tensor cpu_state = random_cpu({c.batch, c.D, c.N}, rng);
+  Tensor gpu_state = to_gpu(cpu_state);
+
+  ops::SelectiveScanInputs in;
+  in.u = u, in.B = B, in.C = C, in.z = c.gate ? z : Tensor(), in.delta_bias = bias, in.A = A, in.D = Dskip;
+  in.delta = Tensor::empty({c.batch, c.D});
+  ops::linear(dt_low, w, Tensor(), in.delta);
+  Tensor want = Tensor::empty({c.batch, c.D});
+  ops::selective_scan_step(in, cpu_state, want);
+
+  const StridedGpu gu = gpu_rows({c.batch, c.D}, dt, 8, &u), gz = gpu_rows({c.batch, c.D}, dt, 8, &z);
+  const StridedGpu gB = gpu_rows({c.batch, c.N}, dt, 3, &B), gC = gpu_rows({c.batch, c.N}, dt, 5, &C);
+  const StridedGpu gdt = gpu_rows({c.batch, c.R}, dt, 1, &dt_low);
+  ops::SelectiveScanInputs g;
+  g.u = gu.view, g.B = gB.view, g.C = gC.view, g.z = c.gate ? gz.view : Tensor();
+  g.delta_bias = to_gpu(bias), g.A = to_gpu(A), g.D = to_gpu(Dskip);
+  Tensor got = nan_gpu({c.batch, c.D}, dt);
+  ops::dt_proj_selective_scan_step(gdt.view, to_gpu(w, dt), g, gpu_state, got);
+  EXPECT_LT(relative_error(to_cpu(got), want), tolerance(dt)) << "y";
+  EXPECT_LT(relative_error(to_cpu(gpu_state), cpu_state), tolerance(dt)) << "state";
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, DtProjScanStepGpu,
+                         ::testing::Combine(::testing::Values(DType::F32, DType::BF16),
+                                            ::testing::Values(ScanStepCase{1, 1536, 16, 48, true},
+                                                              ScanStepCase{3, 200, 16, 13, true},
+                                                              ScanStepCase{8, 129, 7, 96, false},
+                                                              ScanStepCase{9, 64, 64, 8, true})));
+
 TEST(FusedDecodeGpu, BadInputIsOneClearError) {
   require_gpu();
   Rng rng(17);

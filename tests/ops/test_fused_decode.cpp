@@ -69,6 +69,41 @@ TEST(OpsFusedDecode, GatedRmsnormLinearIsTheUnfusedOps) {
   }
 }
 
+// The scan's inputs of one token: u, B, C, z as column slices of wider rows (x_proj's and in_proj's
+// outputs), A negative, an optional D.
+ops::SelectiveScanInputs scan_step_inputs(Rng& rng, int64_t batch, int64_t D, int64_t N) {
+  ops::SelectiveScanInputs in;
+  in.u = test::random_tensor({batch, D}, rng, -1, 1, true);
+  in.delta_bias = test::random_tensor({D}, rng, -4, -1);
+  in.A = test::random_tensor({D, N}, rng, -3, -0.1);
+  in.B = test::random_tensor({batch, N}, rng, -1, 1, true);
+  in.C = test::random_tensor({batch, N}, rng, -1, 1, true);
+  in.D = test::random_tensor({D}, rng, 0.5, 1.5);
+  in.z = test::random_tensor({batch, D}, rng, -2, 2, true);
+  return in;
+}
+
+TEST(OpsFusedDecode, DtProjSelectiveScanStepIsTheUnfusedOps) {
+  Rng rng(8);
+  const int64_t batch = 3, D = 37, N = 16, R = 5;
+  const ops::SelectiveScanInputs in = scan_step_inputs(rng, batch, D, N);
+  const Tensor dt_low = test::random_tensor({batch, R}, rng, -1, 1, true), w = test::random_tensor({D, R}, rng);
+  const Tensor state0 = test::random_tensor({batch, D, N}, rng);
+
+  ops::SelectiveScanInputs with_delta = in;
+  with_delta.delta = Tensor::empty({batch, D});
+  ops::linear(dt_low, w, Tensor(), with_delta.delta);
+  Tensor want = Tensor::empty({batch, D}), want_state = state0.clone();
+  ops::selective_scan_step(with_delta, want_state, want);
+
+  Tensor got = test::nan_tensor({batch, D}, true), state = state0.clone();
+  ops::dt_proj_selective_scan_step(dt_low, w, in, state, got);
+  EXPECT_EQ(test::to_vec(got), test::to_vec(want));
+  EXPECT_EQ(test::to_vec(state), test::to_vec(want_state));
+  test::expect_error([&] { ops::dt_proj_selective_scan_step(dt_low, w, with_delta, state, got); },
+                     {"dt_proj_selective_scan_step", "delta"});
+}
+
 TEST(OpsFusedDecode, BadInputIsOneClearError) {
   Rng rng(7);
   const Tensor x = test::random_tensor({2, 16}, rng), w = test::random_tensor({40, 16}, rng);

@@ -60,4 +60,17 @@ void gated_rmsnorm_linear(const Tensor& x, const Tensor& z, const Tensor& norm_w
   linear(gated, w, bias, y, accumulate);
 }
 
+void dt_proj_selective_scan_step(const Tensor& dt_low, const Tensor& dt_proj_weight, const SelectiveScanInputs& in,
+                                 Tensor& state, Tensor& y) {
+  SSM_GPU_DISPATCH(y, dt_proj_selective_scan_step, dt_low, dt_proj_weight, in, state, y);
+  SSM_CHECK(!in.delta.defined(), "dt_proj_selective_scan_step: in.delta must be undefined (the op computes it)");
+  SSM_CHECK(dt_low.defined() && dt_low.dim() == 2 && dt_proj_weight.defined() && dt_proj_weight.dim() == 2,
+            "dt_proj_selective_scan_step: dt_low must be [B, R] rows and dt_proj_weight [D, R], got {} and {}",
+            describe(dt_low), describe(dt_proj_weight));
+  SelectiveScanInputs with_delta = in;
+  with_delta.delta = scratch_rows(0, dt_low.size(0), dt_proj_weight.size(0));
+  linear(dt_low, dt_proj_weight, Tensor(), with_delta.delta);
+  selective_scan_step(with_delta, state, y);
+}
+
 }  // namespace ssm::ops

@@ -39,6 +39,8 @@ void linear_conv_step(const Tensor& x, const LinearConvStep& p, Tensor& conv_sta
 void gated_rmsnorm_linear(const Tensor& x, const Tensor& z, const Tensor& norm_weight, int64_t group_size,
                           bool norm_before_gate, float eps, const Tensor& w, const Tensor& bias, Tensor& y,
                           bool accumulate);
+void dt_proj_selective_scan_step(const Tensor& dt_low, const Tensor& dt_proj_weight, const SelectiveScanInputs& in,
+                                 Tensor& state, Tensor& y);
 void activation(Activation act, const Tensor& x, Tensor& y);
 void gated_activation(Activation act, const Tensor& gate, const Tensor& up, float gate_scale, Tensor& y);
 void rope(Tensor& x, const Tensor& positions, const RopeParams& params);

@@ -1,10 +1,15 @@
-// ops::linear_conv_step and ops::gated_rmsnorm_linear on the GPU. For the few rows of batch decoding
-// (1-8 BF16 rows, BF16 weights) each is one kernel (skinny_linear.cu); any other call composes the
-// unfused kernels through a scratch from the memory pool, as the CPU composes the CPU ops. The choice
-// is made here, by the call's form, so the mixers have one code path for every batch and device.
+// The fused decode ops on the GPU. ops::linear_conv_step and ops::gated_rmsnorm_linear are one kernel
+// each for the few rows of batch decoding (1-8 BF16 rows, BF16 weights; skinny_linear.cu),
+// ops::dt_proj_selective_scan_step one kernel for BF16 activations (scan_step_kernels.cuh); any other
+// call composes the unfused kernels through a scratch from the memory pool, as the CPU composes the CPU
+// ops. The choice is made here, by the call's form, so the mixers have one code path for every batch
+// and device.
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/cuda_ops.h"
 #include "ops/cuda/op_checks.h"
+#include "ops/cuda/pdl.cuh"
+#include "ops/cuda/scan_step_kernels.cuh"
+#include "ops/cuda/selective_scan_checks.h"
 #include "ops/cuda/skinny_linear.h"
 
 namespace ssm::ops::cuda {
@@ -81,6 +86,62 @@ void gated_rmsnorm_linear(const Tensor& x, const Tensor& z, const Tensor& norm_w
   Tensor gated = Tensor::empty(x.shape(), x.dtype(), Device::CUDA);
   gated_rmsnorm(x, z, norm_weight, group_size, norm_before_gate, eps, gated);
   linear(gated, w, bias, y, accumulate);
+}
+
+void dt_proj_selective_scan_step(const Tensor& dt_low, const Tensor& dt_proj_weight, const SelectiveScanInputs& in,
+                                 Tensor& state, Tensor& y) {
+  const char* op = "dt_proj_selective_scan_step";
+  SSM_CHECK(!in.delta.defined(), "{}: in.delta must be undefined (the op computes it)", op);
+  SelectiveScanInputs probe = in;  // Δ will have u's shape and dtype: u stands for it in the scan's checks
+  probe.delta = in.u;
+  const int64_t N = check_scan_inputs(op, probe, 2);
+  const DType dtype = in.u.dtype();
+  const int64_t batch = in.u.size(0), D = in.u.size(1);
+  SSM_CHECK(is_gpu_rows(dt_low, dtype) && dt_low.dim() == 2 && dt_low.size(0) == batch,
+            "{}: dt_low must be {} rows [{}, R] on the GPU, got {}", op, dtype_name(dtype), batch, describe(dt_low));
+  const int64_t R = dt_low.size(1);
+  const Tensor& w = dt_proj_weight;
+  SSM_CHECK(w.defined() && w.device() == Device::CUDA && w.dtype() == dtype && w.dim() == 2 && w.size(0) == D &&
+                w.size(1) == R && w.is_contiguous(),
+            "{}: dt_proj_weight must be a contiguous {} [{}, {}] on the GPU, got {}", op, dtype_name(dtype), D, R,
+            describe(w));
+  SSM_CHECK(is_gpu_rows(y, dtype, in.u.shape()), "{}: y must be rows of u's shape {} and dtype {}, got {}", op,
+            shape_str(in.u.shape()), dtype_name(dtype), describe(y));
+  check_gpu_f32(op, "state", state, {batch, D, N});
+  if (batch == 0 || D == 0) return;
+  if (dtype == DType::BF16) {
+    const scan_step::Args<bf16> a{dt_low.data<bf16>(),
+                                  w.data<bf16>(),
+                                  in.u.data<bf16>(),
+                                  in.B.data<bf16>(),
+                                  in.C.data<bf16>(),
+                                  data_or_null<bf16>(in.z),
+                                  dt_low.row_stride(),
+                                  in.u.row_stride(),
+                                  in.B.row_stride(),
+                                  in.C.row_stride(),
+                                  stride_or_zero(in.z),
+                                  y.row_stride(),
+                                  in.A.data<float>(),
+                                  data_or_null<float>(in.delta_bias),
+                                  data_or_null<float>(in.D),
+                                  state.data<float>(),
+                                  y.data<bf16>(),
+                                  int(D),
+                                  int(R),
+                                  int(N),
+                                  in.delta_softplus};
+    SSM_CUDA_CHECK(pdl::launch_overlapped(scan_step::dt_proj_scan_step_kernel<bf16>,
+                                          dim3(blocks_for(D, scan_step::kThreads), unsigned(batch)),
+                                          dim3(scan_step::kThreads), scan_step::shared_bytes(int(R), int(N)),
+                                          stream(), a),
+                   "{} of batch {}, D {}, R {}, N {}", op, batch, D, R, N);
+    return;
+  }
+  SelectiveScanInputs with_delta = in;
+  with_delta.delta = Tensor::empty({batch, D}, dtype, Device::CUDA);
+  linear(dt_low, w, Tensor(), with_delta.delta, false);
+  cuda::selective_scan_step(with_delta, state, y);  // qualified: ADL would also find ops::selective_scan_step
 }
 
 }  // namespace ssm::ops::cuda

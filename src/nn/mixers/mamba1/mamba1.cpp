@@ -113,11 +113,17 @@ void Mamba1Mixer::normalise_dt_bc(Tensor& x_dbl) const {
 
 ops::SelectiveScanInputs Mamba1Mixer::scan_inputs(const Tensor& xz, const Tensor& u, const Tensor& x_dbl,
                                                   Tensor& delta, const Tensor& A) const {
+  ops::linear(x_dbl.slice(x_dbl.dim() - 1, 0, s.dt_rank), dt_proj.weight, Tensor(), delta);  // bias goes to the scan
+  ops::SelectiveScanInputs scan = scan_inputs(xz, u, x_dbl, A);
+  scan.delta = delta;
+  return scan;
+}
+
+ops::SelectiveScanInputs Mamba1Mixer::scan_inputs(const Tensor& xz, const Tensor& u, const Tensor& x_dbl,
+                                                  const Tensor& A) const {
   const int64_t axis = xz.dim() - 1;
-  ops::linear(x_dbl.slice(axis, 0, s.dt_rank), dt_proj.weight, Tensor(), delta);  // bias goes to the scan
   ops::SelectiveScanInputs scan;
   scan.u = u;
-  scan.delta = delta;
   scan.delta_bias = dt_proj.bias;
   scan.A = A;
   scan.B = x_dbl.slice(axis, s.dt_rank, s.d_state);
@@ -177,9 +183,9 @@ void Mamba1Mixer::step_from(const Tensor& x, const Tensor& prenorm, float eps, M
   Tensor x_dbl = ws.take({batch, x_proj.out}, x.dtype());
   x_proj.forward(u, x_dbl);
   normalise_dt_bc(x_dbl);
-  Tensor delta = ws.take({batch, Di}, x.dtype());
   Tensor scanned = ws.take({batch, Di}, x.dtype());
-  ops::selective_scan_step(scan_inputs(xz, u, x_dbl, delta, st.A), st.ssm, scanned);
+  ops::dt_proj_selective_scan_step(x_dbl.slice(1, 0, s.dt_rank), dt_proj.weight, scan_inputs(xz, u, x_dbl, st.A),
+                                   st.ssm, scanned);
   ops::linear(scanned, out_proj.weight, out_proj.bias, y, accumulate);
 }
 

@@ -60,9 +60,12 @@ class Mamba1Mixer final : public Mixer {
   // computes the pre-bias Δ into `delta`.
   ops::SelectiveScanInputs scan_inputs(const Tensor& xz, const Tensor& u, const Tensor& x_dbl, Tensor& delta,
                                        const Tensor& A) const;
+  // The same with Δ left undefined (ops::dt_proj_selective_scan_step computes it).
+  ops::SelectiveScanInputs scan_inputs(const Tensor& xz, const Tensor& u, const Tensor& x_dbl, const Tensor& A) const;
   // One token from the layer's input x, or from rmsnorm(x, prenorm, eps) where prenorm is defined, into
   // y (accumulate: added to y): in_proj with the norm and the conv (ops::linear_conv_step), x_proj,
-  // dt_proj, the scan step, out_proj.
+  // dt_proj with the scan step (ops::dt_proj_selective_scan_step), out_proj: four kernels on the GPU
+  // at batch <= 8.
   void step_from(const Tensor& x, const Tensor& prenorm, float eps, MixerState* state, Tensor& y, bool accumulate,
                  Workspace& ws) const;
 };
