@@ -36,6 +36,29 @@ struct Args {
   bool delta_softplus;
 };
 
+// Σ_r row[r] · v[r] over a BF16 row of `rank` values (16-byte pieces when rank % 8 == 0 and the row is
+// aligned, so that a thread has its whole row in flight, else one value at a time).
+template <class T>
+__device__ __forceinline__ float dot_row(const T* row, const float* v, int rank) {
+  float sum = 0.0f;
+  if constexpr (sizeof(T) == 2) {
+    struct alignas(16) Piece {
+      T v[8];
+    };
+    if (rank % 8 == 0 && reinterpret_cast<uintptr_t>(row) % 16 == 0) {
+#pragma unroll 4
+      for (int p = 0; p < rank / 8; ++p) {
+        const Piece piece = reinterpret_cast<const Piece*>(row)[p];
+#pragma unroll
+        for (int i = 0; i < 8; ++i) sum = fmaf(to_float(piece.v[i]), v[p * 8 + i], sum);
+      }
+      return sum;
+    }
+  }
+  for (int r = 0; r < rank; ++r) sum = fmaf(to_float(row[r]), v[r], sum);
+  return sum;
+}
+
 // Shared memory of a block: the sequence's dt_low, B and C as floats.
 inline size_t shared_bytes(int rank, int states) { return sizeof(float) * size_t(rank + 2 * states); }
 
@@ -57,8 +80,7 @@ __global__ void __launch_bounds__(kThreads) dt_proj_scan_step_kernel(Args<T> a) 
   }
   __syncthreads();
   if (d >= a.channels) return;
-  float raw = 0.0f;
-  for (int r = 0; r < a.rank; ++r) raw = fmaf(to_float(a.w[int64_t(d) * a.rank + r]), dt_low[r], raw);
+  float raw = dot_row(a.w + int64_t(d) * a.rank, dt_low, a.rank);
   // Δ as the unfused step reads it: dt_proj's output in the activation dtype, then the bias.
   raw = to_float(from_float<T>(raw)) + (a.delta_bias ? a.delta_bias[d] : 0.0f);
   const float dt = !a.delta_softplus ? raw : raw > 20.0f ? raw : log1pf(expf(raw));
