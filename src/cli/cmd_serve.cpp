@@ -110,6 +110,11 @@ const CommandRegistrar registrar(25, [](CLI::App& root) {
   cmd->add_option("--cache-chunk", o.scheduler.cache_chunk, "Prefill chunk; snapshots at its multiples")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  cmd->add_option("--prefill-batch-tokens", o.scheduler.prefill_batch_tokens,
+                  "Prompt tokens prefilled per iteration at most, several prompts in one forward where their "
+                  "chunks have one length (at least one chunk)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   cmd->add_option("--timeout", o.request_timeout_seconds,
                   "Seconds a generation request may take, queue included (then 504, or an error event; 0: no limit)")
       ->check(CLI::NonNegativeNumber)

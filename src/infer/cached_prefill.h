@@ -6,6 +6,11 @@
 // With the model on the GPU the states (the prompt's and the snapshots') are in GPU memory and a hit
 // or a snapshot is a device-to-device copy; the logits come to the host once per chunk, where the
 // sampler and the snapshots keep them (prefix_cache.h says why).
+//
+// Several prompts advance together: their next chunks run as one forward of [k, length] wherever they
+// have the same length (and, for models whose state is a cache that grows with the position, start
+// at the same position). On the CPU a row of a batched forward equals that prompt's forward alone bit
+// for bit (tests/infer/test_prefix_cache.cpp), so a prompt's logits do not depend on its neighbours.
 #pragma once
 #include <cstdint>
 #include <span>
@@ -35,11 +40,30 @@ class CachedPrefill {
   // each advance() runs one chunk of the same prompt and says whether the prompt is all in.
   Result start(std::span<const int32_t> prompt);
   bool advance(std::span<const int32_t> prompt, Result& progress);
+  // Tokens the next advance of the prompt runs (0 when it is all in).
+  int64_t next_chunk(std::span<const int32_t> prompt, const Result& progress) const;
+
+  // One prompt of a batched advance.
+  struct Prefilling {
+    std::span<const int32_t> prompt;
+    Result* progress;
+  };
+  // Runs the next chunk of every prompt (of distinct progresses; the prompts all in are left alone),
+  // one forward per group of chunks that can run together; returns the number of forwards.
+  int64_t advance(std::span<const Prefilling> prompts);
 
  private:
+  // The chunks of `group` (indices into prompts, all of one length) as one forward.
+  void run_together(std::span<const Prefilling> prompts, const std::vector<size_t>& group);
+
   const LanguageModel& model_;
   PrefixCache* cache_;
   int64_t chunk_;
+  // Whether chunks that run together must start at the same position: true where a mixer's state is
+  // a cache that grows with the position (attention, RAT: the ones that cannot resize in place),
+  // whose prefill takes one position for the whole batch.
+  bool same_position_;
+  ModelState together_;  // the rows of a batched forward, kept from one to the next where it resizes in place
   Workspace ws_;    // the forward's, on the model's device
   Workspace host_;  // the chunk's ids and, from the GPU, its logits
 };

@@ -16,6 +16,10 @@ std::string Metrics::prometheus() const {
   metric("completion_tokens_total", "counter", "Tokens generated", completion_tokens);
   metric("prefill_tokens_total", "counter", "Prompt tokens run through the model (cache hits left out)",
          prefill_tokens);
+  metric("prefill_batches_total", "counter", "Forwards that prefilled prompt chunks, one or more prompts' each",
+         prefill_batches);
+  metric("prefill_batch_rows_total", "counter", "Prompt chunks those forwards ran (rows / batches: the batch size)",
+         prefill_batch_rows);
   metric("prefill_seconds_total", "counter", "Time spent prefilling", prefill_seconds);
   metric("decode_steps_total", "counter", "Decode steps, each one token for every active sequence", decode_steps);
   metric("decode_steps_replayed_total", "counter", "Decode steps replayed from a recorded CUDA graph (GPU)",

@@ -101,19 +101,16 @@ void Scheduler::run_on_thread(std::function<void()> work) {
 void Scheduler::loop() {
   set_num_threads(options_.threads);  // OpenMP's thread count is per thread: set it on the one that computes
   while (true) {
-    std::optional<Pending> next;
+    std::vector<Pending> arrivals;
     std::deque<Task> tasks;
     {
       std::unique_lock lock(mutex_);
-      wake_.wait(lock,
-                 [&] { return stopping_ || !queue_.empty() || !tasks_.empty() || !active_.empty() || prefilling_; });
+      wake_.wait(lock, [&] {
+        return stopping_ || !queue_.empty() || !tasks_.empty() || !active_.empty() || !prefilling_.empty();
+      });
       if (stopping_) break;
       tasks.swap(tasks_);
-      if (!prefilling_ && !queue_.empty() && int64_t(active_.size()) < options_.slots) {
-        next = std::move(queue_.front());
-        queue_.pop_front();
-        metrics_.queue_length = int64_t(queue_.size());
-      }
+      arrivals = admit();
     }
     for (Task& task : tasks) {
       try {
@@ -124,15 +121,37 @@ void Scheduler::loop() {
       }
     }
     expire();
-    if (next) start_prefill(*next);
-    if (prefilling_) prefill_chunk();
+    if (!arrivals.empty() || !prefilling_.empty()) prefill(arrivals);
     if (!active_.empty()) step();
-    metrics_.slots_in_use = int64_t(active_.size()) + (prefilling_ ? 1 : 0);
+    metrics_.slots_in_use = int64_t(active_.size() + prefilling_.size());
   }
-  if (prefilling_) prefilling_->pending.job->fail("the server is shutting down");
+  for (const Prefilling& p : prefilling_) p.pending.job->fail("the server is shutting down");
   for (auto& sequence : active_) sequence->job->fail("the server is shutting down");
   // Copies may still be queued from memory the constructor's thread allocated (and will free).
   synchronize(model_.device());
+}
+
+std::vector<Scheduler::Pending> Scheduler::admit() {
+  int64_t free_slots = options_.slots - int64_t(active_.size() + prefilling_.size());
+  int64_t budget = options_.prefill_batch_tokens;
+  for (const Prefilling& p : prefilling_) budget -= prefill_.next_chunk(p.pending.job->request().prompt, p.progress);
+  std::vector<Pending> arrivals;
+  while (!queue_.empty() && free_slots > 0) {
+    if (queue_.front().job->cancelled()) {  // the client went away while it waited: it takes nothing
+      queue_.pop_front();
+      continue;
+    }
+    // A first chunk is at most a chunk (a cache hit shortens it); a prompt's later chunks are no longer.
+    const int64_t longest = std::min<int64_t>(options_.cache_chunk, queue_.front().job->request().prompt.size());
+    const bool first = arrivals.empty() && prefilling_.empty();
+    if (longest > budget && !first) break;
+    budget -= longest;
+    --free_slots;
+    arrivals.push_back(std::move(queue_.front()));
+    queue_.pop_front();
+  }
+  metrics_.queue_length = int64_t(queue_.size());
+  return arrivals;
 }
 
 void Scheduler::expire() {
@@ -151,61 +170,109 @@ void Scheduler::expire() {
     std::erase_if(queue_, [&](const Pending& pending) { return fail_expired(*pending.job); });
     metrics_.queue_length = int64_t(queue_.size());
   }
-  if (prefilling_) fail_expired(*prefilling_->pending.job);
+  for (const Prefilling& p : prefilling_) fail_expired(*p.pending.job);
   for (const auto& sequence : active_) fail_expired(*sequence->job);  // they leave before the next step
 }
 
-void Scheduler::start_prefill(const Pending& pending) {
-  const Job& job = *pending.job;
-  if (job.cancelled()) return;
+void Scheduler::prefill(const std::vector<Pending>& arrivals) {
+  std::vector<Pending> later;
+  for (const Pending& pending : arrivals)
+    if (!start_prefill(pending)) later.push_back(pending);
+  if (!later.empty()) {
+    const std::lock_guard lock(mutex_);
+    queue_.insert(queue_.begin(), later.begin(), later.end());
+    metrics_.queue_length = int64_t(queue_.size());
+  }
+  // Cancelled and failed prompts (the client went away, the deadline passed) leave before the forward.
+  std::erase_if(prefilling_, [&](const Prefilling& p) {
+    if (!p.pending.job->cancelled()) return false;
+    slots_[size_t(p.slot)].busy = false;
+    return true;
+  });
+  std::vector<CachedPrefill::Prefilling> batch;
+  int64_t rows = 0, tokens = 0;
+  for (Prefilling& p : prefilling_) {
+    const std::vector<int32_t>& prompt = p.pending.job->request().prompt;
+    batch.push_back({prompt, &p.progress});
+    const int64_t chunk = prefill_.next_chunk(prompt, p.progress);
+    rows += chunk > 0;
+    tokens += chunk;
+  }
   try {
-    prefilling_ = Prefilling{pending, 0, prefill_.start(job.request().prompt)};
-  } catch (const std::exception& e) {
-    pending.job->fail(e.what());
+    const auto start = std::chrono::steady_clock::now();
+    metrics_.prefill_batches += prefill_.advance(batch);
+    metrics_.prefill_seconds += seconds_since(start);
+  } catch (const std::exception& e) {  // a failed forward leaves its rows' states unknown: all of them end
+    for (const Prefilling& p : prefilling_) {
+      p.pending.job->fail(e.what());
+      slots_[size_t(p.slot)].busy = false;
+    }
+    prefilling_.clear();
     return;
   }
-  prefilling_->slot = take_slot(job.request().prompt);
-  const int64_t cached = prefilling_->progress.cached_tokens;
-  if (pending.choice == 0) metrics_.prompt_tokens += int64_t(job.request().prompt.size());
+  metrics_.prefill_batch_rows += rows;
+  metrics_.prefill_tokens += tokens;
+  if (cache_) {
+    metrics_.cache_bytes = cache_->bytes();
+    metrics_.cache_entries = cache_->entries();
+  }
+  std::erase_if(prefilling_, [&](Prefilling& p) {
+    if (p.progress.done < int64_t(p.pending.job->request().prompt.size())) return false;
+    join(p);
+    return true;
+  });
+}
+
+bool Scheduler::start_prefill(const Pending& pending) {
+  Job& job = *pending.job;
+  if (job.cancelled()) return true;
+  const std::vector<int32_t>& prompt = job.request().prompt;
+  CachedPrefill::Result progress;
+  try {
+    progress = prefill_.start(prompt);
+  } catch (const std::exception& e) {
+    job.fail(e.what());
+    return true;
+  }
+  // A prompt prefilling whose chunk now ends at a snapshot this prompt could start from (a chunk end
+  // past where the cache took it, on the same tokens): running that chunk twice gains nothing.
+  const auto snapshot_ahead = [&](const Prefilling& p) {
+    const std::vector<int32_t>& other = p.pending.job->request().prompt;
+    const int64_t end = p.progress.done + prefill_.next_chunk(other, p.progress);
+    const int64_t length = int64_t(prompt.size());
+    return end > progress.done && end <= length && (end % options_.cache_chunk == 0 || end == length) &&
+           std::equal(prompt.begin(), prompt.begin() + end, other.begin());
+  };
+  if (cache_ && std::any_of(prefilling_.begin(), prefilling_.end(), snapshot_ahead)) return false;
+  const int64_t cached = progress.cached_tokens;
+  if (pending.choice == 0) metrics_.prompt_tokens += int64_t(prompt.size());
   if (cached > 0) {
     ++metrics_.cache_hits;
     metrics_.cache_hit_tokens += cached;
   }
-  pending.job->set_cached_tokens(pending.choice, cached);
+  job.set_cached_tokens(pending.choice, cached);
+  prefilling_.push_back({pending, take_slot(prompt), std::move(progress)});
+  return true;
 }
 
-void Scheduler::prefill_chunk() {
-  const Pending pending = prefilling_->pending;
-  CachedPrefill::Result& progress = prefilling_->progress;
+void Scheduler::join(Prefilling& prefilled) {
+  const Pending& pending = prefilled.pending;
   const GenerationRequest& request = pending.job->request();
   try {
-    if (pending.job->cancelled()) throw std::runtime_error("cancelled");
-    const auto start = std::chrono::steady_clock::now();
-    const int64_t before = progress.done;
-    const bool all_in = prefill_.advance(request.prompt, progress);
-    metrics_.prefill_seconds += seconds_since(start);
-    metrics_.prefill_tokens += progress.done - before;
-    if (cache_) {
-      metrics_.cache_bytes = cache_->bytes();
-      metrics_.cache_entries = cache_->entries();
-    }
-    if (!all_in) return;
     SamplingOptions sampling = request.sampling;
     sampling.seed += uint64_t(pending.choice);  // each choice its own draws
     auto sequence =
-        std::make_unique<Sequence>(Sequence{pending.job, pending.choice, prefilling_->slot, Sampler(sampling),
+        std::make_unique<Sequence>(Sequence{pending.job, pending.choice, prefilled.slot, Sampler(sampling),
                                             request.prompt, Utf8Stream(), StopStringFilter(request.stop)});
-    if (accept(*sequence, sample(*sequence, progress.logits.data()))) {
-      batch_.append(progress.state);
+    if (accept(*sequence, sample(*sequence, prefilled.progress.logits.data()))) {
+      batch_.append(prefilled.progress.state);
       active_.push_back(std::move(sequence));
-      prefilling_.reset();
       return;
     }
   } catch (const std::exception& e) {
     if (!pending.job->cancelled()) pending.job->fail(e.what());
   }
-  slots_[size_t(prefilling_->slot)].busy = false;
-  prefilling_.reset();
+  slots_[size_t(prefilled.slot)].busy = false;
 }
 
 void Scheduler::step() {

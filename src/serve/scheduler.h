@@ -1,7 +1,10 @@
 // Continuous batching on one thread that owns the model: requests wait in a bounded queue, then are
-// prefilled one at a time through the prefix cache, a chunk per iteration, so that a long prompt
-// delays the running streams by a chunk's time per token rather than by its whole prefill; then
-// they decode together, one step for every active sequence per iteration. Finished and cancelled
+// prefilled through the prefix cache, a chunk per prompt per iteration, so that a long prompt delays
+// the running streams by a chunk's time per token rather than by its whole prefill; then they decode
+// together, one step for every active sequence per iteration. An iteration prefills several prompts
+// at once, as few forwards as their chunks' lengths allow (cached_prefill.h), within a budget of
+// prompt tokens per iteration (the running streams wait for them); a prompt whose next chunk another
+// prompt is running waits an iteration and starts from its snapshot instead. Finished and cancelled
 // sequences leave the batch at a step boundary; the others carry on. A job past its deadline ends with
 // a 504 wherever it is.
 //
@@ -21,7 +24,6 @@
 #include <future>
 #include <memory>
 #include <mutex>
-#include <optional>
 #include <thread>
 #include <vector>
 
@@ -40,6 +42,9 @@ struct SchedulerOptions {
   int64_t queue_limit = 64;         // requests waiting for a slot, beyond which submit() refuses
   int64_t cache_bytes = 256 << 20;  // prefix-cache budget (0: no cache)
   int64_t cache_chunk = 256;        // prefill chunk, and where snapshots are taken
+  // Prompt tokens prefilled per iteration at most (but at least one chunk), so that a burst of long
+  // prompts holds up the running streams for a bounded time.
+  int64_t prefill_batch_tokens = 2048;
   int threads = 0;                  // CPU threads of the model's ops (0: all cores)
 };
 
@@ -86,11 +91,20 @@ class Scheduler {
     std::vector<int32_t> prompt;  // the last one it ran
   };
   void loop();
+  // Takes from the queue (its lock held) the prompts this iteration starts prefilling: within the free
+  // slots and, counting a first chunk at its longest, the prompt tokens the prompts prefilling leave of
+  // the iteration's budget (at least one prompt when none is prefilling).
+  std::vector<Pending> admit();
   // Fails the jobs whose deadline has passed (queued, prefilling or decoding) with a 504.
   void expire();
-  void start_prefill(const Pending& pending);
-  // Runs the next chunk of the prompt prefilling; one that is all in joins the batch.
-  void prefill_chunk();
+  // Starts the arrivals' prefills (those that should wait for another's snapshot go back to the
+  // queue), runs the next chunk of every prompt prefilling, and lets the prompts all in join the batch.
+  void prefill(const std::vector<Pending>& arrivals);
+  // Looks the arrival's prompt up in the prefix cache and makes it a prompt prefilling; returns false
+  // when it should rather wait for the snapshot a prompt prefilling is about to leave.
+  bool start_prefill(const Pending& pending);
+  // The prompt all in: its first token, then a place in the batch unless that token ends it.
+  void join(Prefilling& prefilled);
   void step();
   // What a decode step gives each row, on the host: its logits, or the id the GPU's argmax picked
   // (greedy rows without log-probabilities, on the GPU: the logits stay there).
@@ -118,7 +132,7 @@ class Scheduler {
   CachedPrefill prefill_;
   BatchState batch_;
   StepGraphs graphs_;  // the GPU's decode steps, recorded per batch size
-  std::optional<Prefilling> prefilling_;           // holds a slot
+  std::vector<Prefilling> prefilling_;             // in arrival order, each holding a slot
   std::vector<std::unique_ptr<Sequence>> active_;  // row i of batch_ is active_[i]
   Workspace ws_;    // the decode step's, on the model's device
   Workspace host_;  // its ids and what read_step brings to the host
