@@ -350,6 +350,10 @@ const CommandRegistrar registrar(40, [](CLI::App& root) {
   cmd->add_option("--serve-max-tokens", serve.max_tokens, "serve: tokens generated per request")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  cmd->add_option("--serve-prefill-batch-tokens", serve.prefill_batch_tokens,
+                  "serve: the server's prompt tokens prefilled per iteration at most")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   cmd->add_option("--layer-kinds", args->layers.kinds, "layers: the stacks to time")
       ->delimiter(',')
       ->check(CLI::IsMember({"attention", "rat", "mamba2", "mamba3", "mamba3-mimo", "mlstm", "slstm"}))

@@ -36,6 +36,10 @@ CachedPrefill::Result CachedPrefill::start(std::span<const int32_t> prompt) {
   return result;
 }
 
+int64_t CachedPrefill::cached_tokens(std::span<const int32_t> prompt) {
+  return cache_ ? cache_->find(prompt, chunk_).length : 0;
+}
+
 int64_t CachedPrefill::next_chunk(std::span<const int32_t> prompt, const Result& progress) const {
   const int64_t size = int64_t(prompt.size()), pos = progress.done;
   return std::min((pos / chunk_ + 1) * chunk_, size) - pos;

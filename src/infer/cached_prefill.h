@@ -40,6 +40,8 @@ class CachedPrefill {
   // each advance() runs one chunk of the same prompt and says whether the prompt is all in.
   Result start(std::span<const int32_t> prompt);
   bool advance(std::span<const int32_t> prompt, Result& progress);
+  // The prompt tokens start() would take from the cache now (without copying the snapshot).
+  int64_t cached_tokens(std::span<const int32_t> prompt);
   // Tokens the next advance of the prompt runs (0 when it is all in).
   int64_t next_chunk(std::span<const int32_t> prompt, const Result& progress) const;
 

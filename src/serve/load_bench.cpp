@@ -54,6 +54,7 @@ ServerOptions server_options(const LoadBenchOptions& options, int64_t slots) {
   o.scheduler.slots = slots;
   o.scheduler.queue_limit = slots;
   o.scheduler.threads = options.threads;
+  o.scheduler.prefill_batch_tokens = options.prefill_batch_tokens;
   o.request_timeout_seconds = 0;
   return o;
 }

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "model/language_model.h"
+#include "serve/scheduler.h"
 #include "tokenizer/tokenizer.h"
 
 namespace ssm::serve {
@@ -27,6 +28,7 @@ struct LoadBenchOptions {
   int64_t prefix_tokens = 2048;  // the shared-prefix probe's prefix (0: no probe)
   int64_t prefix_pairs = 3;      // prefixes probed, each a miss then a hit
   int threads = 0;               // the model's CPU threads (0: all cores)
+  int64_t prefill_batch_tokens = SchedulerOptions{}.prefill_batch_tokens;  // the server's (--prefill-batch-tokens)
   uint64_t seed = 1;
 };
 

@@ -127,6 +127,12 @@ void Scheduler::loop() {
   }
   for (const Prefilling& p : prefilling_) p.pending.job->fail("the server is shutting down");
   for (auto& sequence : active_) sequence->job->fail("the server is shutting down");
+  {
+    // Those that went back to the queue (waiting for a snapshot) after stop() failed the others there.
+    const std::lock_guard lock(mutex_);
+    for (const Pending& pending : queue_) pending.job->fail("the server is shutting down");
+    queue_.clear();
+  }
   // Copies may still be queued from memory the constructor's thread allocated (and will free).
   synchronize(model_.device());
 }
@@ -227,6 +233,16 @@ bool Scheduler::start_prefill(const Pending& pending) {
   Job& job = *pending.job;
   if (job.cancelled()) return true;
   const std::vector<int32_t>& prompt = job.request().prompt;
+  const int64_t length = int64_t(prompt.size());
+  // A prompt prefilling whose chunk now ends at a snapshot this prompt could start from (a chunk end
+  // past where the cache would take it, on the same tokens): running that chunk twice gains nothing.
+  const auto snapshot_ahead = [&, cached = prefill_.cached_tokens(prompt)](const Prefilling& p) {
+    const std::vector<int32_t>& other = p.pending.job->request().prompt;
+    const int64_t end = p.progress.done + prefill_.next_chunk(other, p.progress);
+    return end > cached && end <= length && (end % options_.cache_chunk == 0 || end == length) &&
+           std::equal(prompt.begin(), prompt.begin() + end, other.begin());
+  };
+  if (cache_ && std::any_of(prefilling_.begin(), prefilling_.end(), snapshot_ahead)) return false;
   CachedPrefill::Result progress;
   try {
     progress = prefill_.start(prompt);
@@ -234,18 +250,8 @@ bool Scheduler::start_prefill(const Pending& pending) {
     job.fail(e.what());
     return true;
   }
-  // A prompt prefilling whose chunk now ends at a snapshot this prompt could start from (a chunk end
-  // past where the cache took it, on the same tokens): running that chunk twice gains nothing.
-  const auto snapshot_ahead = [&](const Prefilling& p) {
-    const std::vector<int32_t>& other = p.pending.job->request().prompt;
-    const int64_t end = p.progress.done + prefill_.next_chunk(other, p.progress);
-    const int64_t length = int64_t(prompt.size());
-    return end > progress.done && end <= length && (end % options_.cache_chunk == 0 || end == length) &&
-           std::equal(prompt.begin(), prompt.begin() + end, other.begin());
-  };
-  if (cache_ && std::any_of(prefilling_.begin(), prefilling_.end(), snapshot_ahead)) return false;
   const int64_t cached = progress.cached_tokens;
-  if (pending.choice == 0) metrics_.prompt_tokens += int64_t(prompt.size());
+  if (pending.choice == 0) metrics_.prompt_tokens += length;
   if (cached > 0) {
     ++metrics_.cache_hits;
     metrics_.cache_hit_tokens += cached;

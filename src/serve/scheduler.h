@@ -10,7 +10,9 @@
 //
 // With the model on the GPU (everything runs on this thread's stream): the batch's state rows, the
 // step's activations and the prefix cache's snapshots stay in GPU memory, and joins, leaves, cache
-// hits and snapshots are device-to-device copies queued on the stream. A step brings to the host
+// hits and snapshots are device-to-device copies queued on the stream, and so are the gathering of
+// prompts' states into a batched prefill's rows and their return; a prefill forward brings its rows'
+// last logits to the host in one copy, which waits for it. A step brings to the host
 // only what choosing the tokens needs: the ids of the greedy rows (an argmax on the GPU) and the
 // logits of the rows that sample or report log-probabilities; that copy waits for the step. The only
 // other wait is the copy of the step's ids to the GPU (core's host-to-device copies wait), which finds
@@ -42,9 +44,10 @@ struct SchedulerOptions {
   int64_t queue_limit = 64;         // requests waiting for a slot, beyond which submit() refuses
   int64_t cache_bytes = 256 << 20;  // prefix-cache budget (0: no cache)
   int64_t cache_chunk = 256;        // prefill chunk, and where snapshots are taken
-  // Prompt tokens prefilled per iteration at most (but at least one chunk), so that a burst of long
-  // prompts holds up the running streams for a bounded time.
-  int64_t prefill_batch_tokens = 2048;
+  // Prompt tokens prefilled per iteration at most (but at least one chunk), so that a burst of
+  // prompts holds up the running streams for a bounded time (2048 cost them 3 s an iteration with
+  // mamba2-130m on two CPU cores: docs/performance.md, Server), and bounds the rows prefilled at once.
+  int64_t prefill_batch_tokens = 512;
   int threads = 0;                  // CPU threads of the model's ops (0: all cores)
 };
 
