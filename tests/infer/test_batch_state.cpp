@@ -34,37 +34,53 @@ float max_difference(const float* a, const std::vector<float>& b) {
 
 class BatchStateTest : public ::testing::TestWithParam<std::string> {};
 
+// Sequences that join a batch at given steps, and each one's logits when it runs alone.
+struct Joining {
+  std::vector<std::vector<int32_t>> tokens;
+  std::vector<int> joins;  // sequence s joins before step joins[s]
+  std::vector<std::vector<std::vector<float>>> expected;
+  Joining(const LanguageModel& model, std::vector<std::vector<int32_t>> t, std::vector<int> j)
+      : tokens(std::move(t)), joins(std::move(j)) {
+    for (const auto& sequence : tokens) expected.push_back(alone(model, sequence));
+  }
+};
+
+// One step: the sequences whose turn it is join as the last rows, the batch steps, and every row's
+// logits are checked against its sequence alone. Returns which rows still have tokens (none: no step).
+std::vector<bool> join_and_step(const LanguageModel& model, const Joining& j, int step, BatchState& batch,
+                                std::vector<size_t>& rows, std::vector<size_t>& fed) {
+  const ModelState fresh = model.new_state(1);
+  for (size_t s = 0; s < j.tokens.size(); ++s)
+    if (j.joins[s] == step) {
+      EXPECT_EQ(batch.append(fresh), int64_t(rows.size()));
+      rows.push_back(s);
+    }
+  std::vector<bool> keep;
+  if (rows.empty()) return keep;
+  Tensor ids = Tensor::empty({int64_t(rows.size())}, DType::I32);
+  for (size_t r = 0; r < rows.size(); ++r) ids.data<int32_t>()[r] = j.tokens[rows[r]][fed[rows[r]]];
+  const Tensor logits = model.step(ids, batch.state());
+  for (size_t r = 0; r < rows.size(); ++r) {
+    const size_t s = rows[r];
+    EXPECT_LT(max_difference(logits.data<float>() + int64_t(r) * logits.size(1), j.expected[s][fed[s]]), 1e-4f)
+        << "sequence " << s << " token " << fed[s];
+    keep.push_back(++fed[s] < j.tokens[s].size());
+  }
+  return keep;
+}
+
 TEST_P(BatchStateTest, RowsJoiningAndLeavingStepAsAlone) {
   const LanguageModel model = LanguageModel::load(fixture_dir(GetParam()));
   // Sequence s joins before step joins[s] and leaves after its tokens run out.
-  const std::vector<std::vector<int32_t>> tokens = {{5, 17, 300, 2, 41}, {9, 8, 7, 100, 200, 300, 400}, {77, 3}};
-  const std::vector<int> joins = {0, 1, 3};
-  std::vector<std::vector<std::vector<float>>> expected;
-  for (const auto& t : tokens) expected.push_back(alone(model, t));
-
+  const Joining j(model, {{5, 17, 300, 2, 41}, {9, 8, 7, 100, 200, 300, 400}, {77, 3}}, {0, 1, 3});
   BatchState batch(model);
   std::vector<size_t> rows;  // sequence of each row
-  std::vector<size_t> fed(tokens.size(), 0);
-  const ModelState fresh = model.new_state(1);
+  std::vector<size_t> fed(j.tokens.size(), 0);
   for (int step = 0; step < 9; ++step) {
-    for (size_t s = 0; s < tokens.size(); ++s)
-      if (joins[s] == step) {
-        EXPECT_EQ(batch.append(fresh), int64_t(rows.size()));
-        rows.push_back(s);
-      }
-    if (rows.empty()) continue;
-    Tensor ids = Tensor::empty({int64_t(rows.size())}, DType::I32);
-    for (size_t r = 0; r < rows.size(); ++r) ids.data<int32_t>()[r] = tokens[rows[r]][fed[rows[r]]];
-    const Tensor logits = model.step(ids, batch.state());
-    std::vector<bool> keep;
-    for (size_t r = 0; r < rows.size(); ++r) {
-      const size_t s = rows[r];
-      EXPECT_LT(max_difference(logits.data<float>() + int64_t(r) * logits.size(1), expected[s][fed[s]]), 1e-4f)
-          << "sequence " << s << " token " << fed[s];
-      keep.push_back(++fed[s] < tokens[s].size());
-    }
+    const std::vector<bool> keep = join_and_step(model, j, step, batch, rows, fed);
+    if (keep.empty()) continue;
     batch.retain(keep);
-    std::erase_if(rows, [&](size_t s) { return fed[s] == tokens[s].size(); });
+    std::erase_if(rows, [&](size_t s) { return fed[s] == j.tokens[s].size(); });
     EXPECT_EQ(batch.size(), int64_t(rows.size()));
   }
   EXPECT_EQ(fed, (std::vector<size_t>{5, 7, 2}));
@@ -75,33 +91,15 @@ TEST_P(BatchStateTest, RowsMovedIntoHolesStepAsAlone) {
   const LanguageModel model = LanguageModel::load(fixture_dir(GetParam()));
   // Sequences of different lengths joining at different steps, so that rows leave from the front,
   // the middle and the end, several at once.
-  const std::vector<std::vector<int32_t>> tokens = {
-      {5, 17}, {9, 8, 7, 100, 200, 300}, {77, 3, 4}, {1, 2, 3, 4, 5, 6, 7, 8}, {40}, {60, 61, 62, 63}, {90, 91}};
-  const std::vector<int> joins = {0, 0, 0, 0, 1, 1, 3};
-  std::vector<std::vector<std::vector<float>>> expected;
-  for (const auto& t : tokens) expected.push_back(alone(model, t));
-
+  const Joining j(model, {{5, 17}, {9, 8, 7, 100, 200, 300}, {77, 3, 4}, {1, 2, 3, 4, 5, 6, 7, 8}, {40}, {60, 61, 62, 63},
+                          {90, 91}},
+                  {0, 0, 0, 0, 1, 1, 3});
   BatchState batch(model);
   std::vector<size_t> rows;  // sequence of each row
-  std::vector<size_t> fed(tokens.size(), 0);
-  const ModelState fresh = model.new_state(1);
+  std::vector<size_t> fed(j.tokens.size(), 0);
   for (int step = 0; step < 12; ++step) {
-    for (size_t s = 0; s < tokens.size(); ++s)
-      if (joins[s] == step) {
-        EXPECT_EQ(batch.append(fresh), int64_t(rows.size()));
-        rows.push_back(s);
-      }
-    if (rows.empty()) continue;
-    Tensor ids = Tensor::empty({int64_t(rows.size())}, DType::I32);
-    for (size_t r = 0; r < rows.size(); ++r) ids.data<int32_t>()[r] = tokens[rows[r]][fed[rows[r]]];
-    const Tensor logits = model.step(ids, batch.state());
-    std::vector<bool> keep;
-    for (size_t r = 0; r < rows.size(); ++r) {
-      const size_t s = rows[r];
-      EXPECT_LT(max_difference(logits.data<float>() + int64_t(r) * logits.size(1), expected[s][fed[s]]), 1e-4f)
-          << "sequence " << s << " token " << fed[s];
-      keep.push_back(++fed[s] < tokens[s].size());
-    }
+    const std::vector<bool> keep = join_and_step(model, j, step, batch, rows, fed);
+    if (keep.empty()) continue;
     const std::vector<int64_t> from = batch.remove(keep);
     std::vector<size_t> moved;
     int64_t copies = 0;
@@ -114,7 +112,7 @@ TEST_P(BatchStateTest, RowsMovedIntoHolesStepAsAlone) {
     rows = moved;
     EXPECT_EQ(batch.size(), int64_t(rows.size()));
   }
-  for (size_t s = 0; s < tokens.size(); ++s) EXPECT_EQ(fed[s], tokens[s].size()) << "sequence " << s;
+  for (size_t s = 0; s < j.tokens.size(); ++s) EXPECT_EQ(fed[s], j.tokens[s].size()) << "sequence " << s;
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, BatchStateTest, ::testing::Values("mamba2_tiny", "bamba_tiny"));
