@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds the CPU engine and its tests under a sanitizer and runs the CPU test suite:
-#   scripts/sanitize.sh asan [CTEST ARGS...]   AddressSanitizer + UndefinedBehaviorSanitizer (build/asan)
-#   scripts/sanitize.sh tsan [CTEST ARGS...]   ThreadSanitizer (build/tsan; see docs/reliability.md for its limits)
+# Builds the CPU engine and its tests under a sanitizer and runs them:
+#   scripts/sanitize.sh asan [CTEST ARGS...]   AddressSanitizer + UndefinedBehaviorSanitizer (build/asan): the whole CPU suite
+#   scripts/sanitize.sh tsan [CTEST ARGS...]   ThreadSanitizer (build/tsan): the tests of the engine's own threads
+#                                              (docs/reliability.md: why not OpenMP's)
 # Any finding fails the test that hit it. Extra arguments go to ctest, e.g. `-R 'Npy|Safetensors'`.
 # JOBS (default 1) sets the build's parallelism; the build runs under nice.
 set -euo pipefail
