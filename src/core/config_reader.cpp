@@ -1,6 +1,7 @@
 #include "core/config_reader.h"
 
 #include "core/error.h"
+#include "core/json.h"
 
 namespace ssm {
 
@@ -12,13 +13,13 @@ const Json& empty_object() {
 }  // namespace
 
 ConfigReader::ConfigReader(const Json& json, std::string source) : json_(json), source_(std::move(source)) {
-  SSM_CHECK(json_.is_object(), "{}: must be a JSON object, got {}", source_, json_.dump());
+  SSM_CHECK(json_.is_object(), "{}: must be a JSON object, got {}", source_, json_excerpt(json_));
 }
 
 int64_t ConfigReader::integer(const std::string& key) const {
   SSM_CHECK(has(key), "{}: missing key '{}'", source_, key);
   const Json& v = json_[key];
-  SSM_CHECK(v.is_number_integer(), "{}: '{}' must be an integer, got {}", source_, key, v.dump());
+  SSM_CHECK(v.is_number_integer(), "{}: '{}' must be an integer, got {}", source_, key, json_excerpt(v));
   return v.get<int64_t>();
 }
 
@@ -42,13 +43,13 @@ double ConfigReader::number(const std::string& key, double fallback) const {
 
 bool ConfigReader::boolean(const std::string& key, bool fallback) const {
   if (!has(key)) return fallback;
-  SSM_CHECK(json_[key].is_boolean(), "{}: '{}' must be true or false, got {}", source_, key, json_[key].dump());
+  SSM_CHECK(json_[key].is_boolean(), "{}: '{}' must be true or false, got {}", source_, key, json_excerpt(json_[key]));
   return json_[key].get<bool>();
 }
 
 std::string ConfigReader::string(const std::string& key, const std::string& fallback) const {
   if (!has(key)) return fallback;
-  SSM_CHECK(json_[key].is_string(), "{}: '{}' must be a string, got {}", source_, key, json_[key].dump());
+  SSM_CHECK(json_[key].is_string(), "{}: '{}' must be a string, got {}", source_, key, json_excerpt(json_[key]));
   return json_[key].get<std::string>();
 }
 
@@ -62,7 +63,7 @@ std::vector<double> ConfigReader::numbers(const std::string& key) const {
 
 ConfigReader ConfigReader::section(const std::string& key) const {
   if (!has(key)) return ConfigReader(empty_object(), source_ + " " + key);
-  SSM_CHECK(json_[key].is_object(), "{}: '{}' must be an object, got {}", source_, key, json_[key].dump());
+  SSM_CHECK(json_[key].is_object(), "{}: '{}' must be an object, got {}", source_, key, json_excerpt(json_[key]));
   return ConfigReader(json_[key], source_ + " " + key);
 }
 

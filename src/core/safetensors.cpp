@@ -33,7 +33,7 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
             file_size);
   nlohmann::json header;
   try {
-    header = nlohmann::json::parse(bytes + 8, bytes + 8 + header_size);
+    header = parse_json(std::string_view(reinterpret_cast<const char*>(bytes) + 8, header_size));
   } catch (const nlohmann::json::exception& e) {
     fail("'{}': header is not valid JSON ({})", path, e.what());
   }
@@ -55,24 +55,24 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
     const auto& dtype_json = entry["dtype"];
     DType dtype;
     SSM_CHECK(dtype_json.is_string() && dtype_from_name(dtype_json.get<std::string>(), &dtype),
-              "'{}': tensor '{}' has unsupported dtype {}", path, name, dtype_json.dump());
+              "'{}': tensor '{}' has unsupported dtype {}", path, name, json_excerpt(dtype_json));
     Shape shape;
     SSM_CHECK(entry["shape"].is_array(), "'{}': tensor '{}' shape is not an array", path, name);
     for (const auto& extent : entry["shape"]) {
       SSM_CHECK(extent.is_number_unsigned(), "'{}': tensor '{}' has a bad shape {}", path, name,
-                entry["shape"].dump());
+                json_excerpt(entry["shape"]));
       shape.push_back(extent.get<int64_t>());
     }
     const auto& offsets = entry["data_offsets"];
     SSM_CHECK(offsets.is_array() && offsets.size() == 2 && offsets[0].is_number_unsigned() &&
                   offsets[1].is_number_unsigned(),
-              "'{}': tensor '{}' has bad data_offsets {}", path, name, offsets.dump());
+              "'{}': tensor '{}' has bad data_offsets {}", path, name, json_excerpt(offsets));
     const uint64_t begin = offsets[0].get<uint64_t>(), end = offsets[1].get<uint64_t>();
     SSM_CHECK(begin <= end && end <= data_size,
               "'{}': tensor '{}' data [{}, {}) lies outside the file's {} data bytes (truncated file?)", path,
               name, begin, end, data_size);
     const std::optional<int64_t> nbytes = checked_nbytes(shape, dtype);
-    SSM_CHECK(nbytes, "'{}': tensor '{}' has an impossible shape {}", path, name, entry["shape"].dump());
+    SSM_CHECK(nbytes, "'{}': tensor '{}' has an impossible shape {}", path, name, json_excerpt(entry["shape"]));
     const uint64_t expected = uint64_t(*nbytes);
     SSM_CHECK(end - begin == expected, "'{}': tensor '{}' of shape {} {} needs {} bytes but has {}", path, name,
               shape_str(shape), dtype_name(dtype), expected, end - begin);

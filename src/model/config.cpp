@@ -5,6 +5,7 @@
 
 #include "core/config_reader.h"
 #include "core/error.h"
+#include "core/json.h"
 #include "model/architectures/architectures.h"
 
 namespace ssm {
@@ -16,11 +17,11 @@ std::vector<int64_t> token_ids(const Json& value, const std::string& what) {
   if (value.is_number_integer()) ids.push_back(value.get<int64_t>());
   else if (value.is_array()) {
     for (const auto& id : value) {
-      SSM_CHECK(id.is_number_integer(), "{}: token ids must be integers, got {}", what, value.dump());
+      SSM_CHECK(id.is_number_integer(), "{}: token ids must be integers, got {}", what, json_excerpt(value));
       ids.push_back(id.get<int64_t>());
     }
   } else if (!value.is_null()) {
-    fail("{}: token ids must be integers, got {}", what, value.dump());
+    fail("{}: token ids must be integers, got {}", what, json_excerpt(value));
   }
   return ids;
 }

@@ -2,6 +2,7 @@
 
 #include <random>
 
+#include "core/json.h"
 #include "serve/api_error.h"
 #include "serve/chat_prompt.h"
 #include "serve/fields.h"
@@ -31,7 +32,7 @@ std::vector<int32_t> checked_ids(const json& ids, const std::string& param, int6
     if (!id.is_number_integer()) bad_field(param, "'{}' must be an array of integer token ids", param);
     const int64_t v = id.is_number_unsigned() && id.get<uint64_t>() > uint64_t(INT64_MAX) ? -1 : id.get<int64_t>();
     if (v < 0 || v >= vocab)
-      bad_field(param, "token id {} in '{}' is outside the vocabulary [0, {})", id.dump(), param, vocab);
+      bad_field(param, "token id {} in '{}' is outside the vocabulary [0, {})", json_excerpt(id), param, vocab);
     out.push_back(int32_t(v));
   }
   return out;
@@ -153,7 +154,7 @@ std::vector<int32_t> chat_prompt(const std::vector<ChatMessage>& chat, const Tok
 json parse_body(const std::string& body) {
   if (!utf8_valid(body)) throw ApiError(400, "the request body is not valid UTF-8");
   try {
-    return json::parse(body);
+    return parse_json(body);
   } catch (const json::exception& e) {  // syntax errors, and numbers beyond a double
     throw ApiError(400, fmt::format("the request body is not valid JSON: {}", e.what()));
   }

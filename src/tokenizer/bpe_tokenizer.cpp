@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <queue>
 
+#include "core/json.h"
 #include "tokenizer/byte_tokenizer.h"
 #include "tokenizer/unicode_nfc.h"
 #include "tokenizer/utf8_stream.h"
@@ -25,7 +26,7 @@ constexpr int64_t kMaxVocab = 1 << 24;
 // is undefined for a float such as 1e77.
 int32_t file_token_id(const Json& id, const std::string& source, const std::string& token) {
   SSM_CHECK(id.is_number_integer() && id.get<int64_t>() >= 0 && id.get<int64_t>() < kMaxVocab,
-            "'{}': token '{}' has a bad id {} (ids are integers from 0 to {})", source, token, id.dump(),
+            "'{}': token '{}' has a bad id {} (ids are integers from 0 to {})", source, token, json_excerpt(id),
             kMaxVocab - 1);
   return int32_t(id.get<int64_t>());
 }
@@ -97,7 +98,7 @@ inline uint64_t hash_bytes(const char* p, size_t n) {
 std::string json_type_name(const Json& node) {
   if (node.is_null()) return "null";
   if (node.is_object() && node.contains("type") && node["type"].is_string()) return node["type"].get<std::string>();
-  return node.dump();
+  return json_excerpt(node);
 }
 
 std::atomic<uint64_t> next_serial{1};
@@ -349,7 +350,7 @@ BpeTokenizer::BpeTokenizer(const Json& json, const std::string& source) : serial
           std::string quoted = "\\Q" + pattern["String"].get<std::string>() + "\\E";
           patterns_.push_back(quoted);
         } else {
-          fail("'{}': Split pre-tokenizer without a Regex or String pattern: {}", source, pattern.dump());
+          fail("'{}': Split pre-tokenizer without a Regex or String pattern: {}", source, json_excerpt(pattern));
         }
       } else {
         fail("'{}': unsupported pre-tokenizer type '{}' (ssm.cpp supports ByteLevel, optionally after Split)",
@@ -437,7 +438,7 @@ BpeTokenizer::BpeTokenizer(const Json& json, const std::string& source) : serial
         right = text.substr(space + 1);
       } else {
         SSM_CHECK(merge.is_array() && merge.size() == 2, "'{}': merge {} is neither \"a b\" nor [a, b]: {}", source,
-                  rank, merge.dump());
+                  rank, json_excerpt(merge));
         left = merge[0].get<std::string>();
         right = merge[1].get<std::string>();
       }

@@ -120,7 +120,7 @@ void truncate_metrics(const std::string& path, int64_t step) {
   while (std::getline(in, line)) {
     if (line.empty()) continue;
     try {
-      const Json j = Json::parse(line);
+      const Json j = parse_json(line);
       if (j.contains("step") && j["step"].get<int64_t>() <= step) kept += line + "\n";
     } catch (const Json::exception&) {
       // a torn last line from a crash: dropped
@@ -136,7 +136,7 @@ LossCurve read_curve(const std::string& metrics) {
   std::string line;
   while (std::getline(in, line)) {
     try {
-      const Json j = Json::parse(line);
+      const Json j = parse_json(line);
       const double step = j.at("step").get<double>();
       if (j.contains("loss")) c.train.emplace_back(step, j["loss"].get<double>());
       if (j.contains("val_loss")) c.val.emplace_back(step, j["val_loss"].get<double>());
@@ -270,7 +270,7 @@ TrainResult train(const TrainOptions& o) {
                             "device", "dtype"})
       if (state.options.contains(key) && state.options[key] != run_options[key])
         std::fprintf(stderr, "warning: resuming with %s = %s, the checkpoint used %s (the curve will differ)\n", key,
-                     run_options[key].dump().c_str(), state.options[key].dump().c_str());
+                     json_excerpt(run_options[key]).c_str(), json_excerpt(state.options[key]).c_str());
     state.seed = o.seed;
     state.options = run_options;
     progress.line(fmt::format("resuming from {} (step {})", *resume_from, state.step));

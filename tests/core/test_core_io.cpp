@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <limits>
 #include <vector>
 
@@ -224,6 +225,38 @@ TEST(CoreNpy, RefusesHugeExtentsAndHeaders) {
     EXPECT_NE(std::string(e.what()).find("limit"), std::string::npos) << e.what();
   }
   fs::remove(path);
+}
+
+// A corrupt file nesting 300,000 '['s crashed the reader (a stack overflow in Json::dump, quoting the
+// value in its error message): JSON is parsed 512 levels deep at most, and errors quote an excerpt.
+TEST(CoreJson, DeepNestingIsOneClearError) {
+  const std::string deep = std::string(300000, '[') + std::string(300000, ']');
+  const auto expect_too_deep = [](const std::function<void()>& read, const std::string& what) {
+    try {
+      read();
+      ADD_FAILURE() << what << ": accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("nested more than 512 levels"), std::string::npos) << e.what();
+    }
+  };
+  const std::string json_path = temp_file("deep.json");
+  write_text_file(json_path, "{\"a\": " + deep + "}");
+  expect_too_deep([&] { read_json_file(json_path); }, "a JSON file");
+  const std::string st_path = temp_file("deep.safetensors");
+  std::string header = R"({"w": {"dtype": "F32", "shape": [1], "data_offsets": )" + deep + "}}";
+  std::string bytes(8, '\0');
+  for (int i = 0; i < 8; ++i) bytes[size_t(i)] = char(uint64_t(header.size()) >> (8 * i));
+  write_text_file(st_path, bytes + header + std::string(4, '\0'));
+  expect_too_deep([&] { SafetensorsFile::open(st_path); }, "a safetensors header");
+  // 511 levels are fine; an error quoting a deep or long value quotes an excerpt.
+  EXPECT_NO_THROW(parse_json(std::string(511, '[') + std::string(511, ']')));
+  const std::string excerpt = json_excerpt(parse_json(std::string(500, '[') + "1" + std::string(500, ']')));
+  EXPECT_LE(excerpt.size(), 123u) << excerpt;
+  EXPECT_NE(excerpt.find("[...]"), std::string::npos) << excerpt;
+  EXPECT_LE(json_excerpt(Json(std::string(1 << 20, 'x'))).size(), 123u);
+  EXPECT_EQ(json_excerpt(parse_json(R"({"a": [1, 2], "b": "c"})")), R"({"a": [1, 2], "b": "c"})");
+  fs::remove(json_path);
+  fs::remove(st_path);
 }
 
 TEST(CoreJson, TransformersInfinityEncoding) {

@@ -1,6 +1,7 @@
 // transformers' `bamba` (IBM Bamba): Mamba-2 layers with attention at attn_layer_indices, a SwiGLU MLP
 // after every mixer. The gated norm is per group (mamba_ssm's form; see tests/fixtures/hf/README.md).
 #include "model/architectures/architectures.h"
+#include "core/json.h"
 #include "model/architectures/hybrid_parts.h"
 
 namespace ssm::arch {
@@ -53,7 +54,7 @@ void read_bamba(const ConfigReader& r, ModelConfig& c) {
     SSM_CHECK(r.json()["attn_layer_indices"].is_array(), "{}: attn_layer_indices must be a list", r.source());
     for (const Json& index : r.json()["attn_layer_indices"]) {
       SSM_CHECK(index.is_number_integer() && index.get<int64_t>() >= 0 && index.get<int64_t>() < c.n_layers,
-                "{}: attn_layer_indices holds {}, not a layer index below {}", r.source(), index.dump(), c.n_layers);
+                "{}: attn_layer_indices holds {}, not a layer index below {}", r.source(), json_excerpt(index), c.n_layers);
       attention_layers.insert(index.get<int64_t>());
     }
   }

@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "model/architectures/architectures.h"
+#include "core/json.h"
 #include "model/architectures/hybrid_parts.h"
 #include "nn/mixers/moe/moe.h"
 
@@ -17,7 +18,7 @@ std::vector<char> block_pattern(const ConfigReader& r) {
   if (r.has("layers_block_type")) {
     SSM_CHECK(r.json()["layers_block_type"].is_array(), "{}: layers_block_type must be a list", r.source());
     for (const Json& kind : r.json()["layers_block_type"]) {
-      const std::string name = kind.is_string() ? kind.get<std::string>() : kind.dump();
+      const std::string name = kind.is_string() ? kind.get<std::string>() : json_excerpt(kind);
       if (name == "linear_attention" || name == "mamba") pattern.push_back('M');
       else if (name == "full_attention" || name == "attention") pattern.push_back('*');
       else if (name == "mlp") pattern.push_back('-');
