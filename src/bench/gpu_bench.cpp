@@ -175,7 +175,7 @@ void run_gpu_bench(const GpuBenchOptions& o) {
   const GpuCeilings machine = measure_gpu();
   std::printf("GPU ceilings: device-to-device copy %.0f GB/s (read + write), BF16 matrix product %.0f TFLOP/s\n\n",
               machine.copy_gbs, machine.bf16_tflops);
-  scan_kernel_table(o.seed, /*training=*/false);
+  if (o.scan_kernels) scan_kernel_table(o.seed, /*training=*/false);
   std::printf("| model | weights | decode ms/step, batch 1 / 16 / 64 (x mamba_ssm) | decode tok/s at 64 | batch-1 "
               "floor ms (reached) | prefill ms, 1x2048 / 8x2048 / 1x65536 (x mamba_ssm) | matmul TFLOP/s at 8x2048 "
               "(%% of peak) | peak GPU MiB |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n");

@@ -17,6 +17,7 @@ struct GpuBenchOptions {
   std::vector<int64_t> decode_batches = {1, 16, 64};
   int64_t decode_prompt = 128, decode_tokens = 64;
   uint64_t seed = 1234;
+  bool scan_kernels = true;  // the scan-kernel table first (off when the caller named its models)
 };
 
 // Runs everything and prints the tables (markdown) as it goes.

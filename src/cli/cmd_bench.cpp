@@ -167,7 +167,10 @@ void run_layer_bench(const BenchArgs& args) {
 
 void run_gpu(const BenchArgs& args, const CLI::App& cmd) {
   bench::GpuBenchOptions options;
-  if (cmd.count("--models")) options.shapes = args.shapes;
+  if (cmd.count("--models")) {
+    options.shapes = args.shapes;
+    options.scan_kernels = false;
+  }
   for (const auto& name : args.dtypes) {
     SSM_CHECK(name == "bf16" || name == "f32", "--dtypes on the GPU takes bf16 or f32, got '{}'", name);
     options.weights = name == "f32" ? DType::F32 : DType::BF16;
@@ -180,14 +183,24 @@ void run_gpu(const BenchArgs& args, const CLI::App& cmd) {
 
 // Training steps on the GPU at the shapes and batches mamba_ssm + PyTorch were timed at on the H200
 // (../shared/BENCHMARKS.md: bf16 autocast, AdamW, random tokens), their figures beside ours.
-void run_gpu_training_bench(const BenchArgs& args) {
+// --models names the shapes to time, and leaves out the scan-kernel table.
+void run_gpu_training_bench(const BenchArgs& args, const CLI::App& cmd) {
   struct Peer {
     const char* shape;
     int64_t batch, seq_len;
     double tokens_per_second, peak_gib;
   };
-  const Peer peers[] = {{"mamba2-130m", 8, 2048, 129.7e3, 21.6}, {"mamba2-1.3b", 4, 2048, 24.6e3, 46.3}};
-  bench::scan_kernel_table(args.seed, /*training=*/true);
+  const std::vector<Peer> all = {{"mamba2-130m", 8, 2048, 129.7e3, 21.6}, {"mamba2-1.3b", 4, 2048, 24.6e3, 46.3}};
+  std::vector<Peer> peers;
+  const bool models_given = cmd.count("--models") > 0;
+  for (const Peer& peer : all)
+    if (!models_given || std::find(args.shapes.begin(), args.shapes.end(), peer.shape) != args.shapes.end())
+      peers.push_back(peer);
+  for (const auto& shape : models_given ? args.shapes : std::vector<std::string>{})
+    SSM_CHECK(std::any_of(all.begin(), all.end(), [&](const Peer& p) { return shape == p.shape; }),
+              "--suite training --device cuda times mamba2-130m and mamba2-1.3b (the shapes with a peer figure), "
+              "got '{}'", shape);
+  if (!models_given) bench::scan_kernel_table(args.seed, /*training=*/true);
   std::vector<TrainBenchResult> results;
   std::string versus =
       "| model | batch x length | tokens/s | mamba_ssm + PyTorch | ratio | peak GiB | theirs | ratio |\n"
@@ -281,7 +294,7 @@ void run_bench(const BenchArgs& args, const CLI::App& cmd) {
               "--device cuda times the published shapes (--model DIR goes with --suite serve)");
     SSM_CHECK(args.model_dir.empty() || cmd.count("--models") == 0, "give --model DIR or --models SHAPES, not both");
     if (!suite_given || wants("inference")) run_gpu(args, cmd);
-    if (suite_given && wants("training")) run_gpu_training_bench(args);
+    if (suite_given && wants("training")) run_gpu_training_bench(args, cmd);
     if (suite_given && wants("serve")) run_serve_bench(args, cmd, device);
     return;
   }
@@ -311,7 +324,8 @@ const CommandRegistrar registrar(40, [](CLI::App& root) {
   CLI::App* cmd = root.add_subcommand(
       "bench", "Time prefill and decode through the generator (random models at published shapes, or --model DIR), "
                "training steps, or write a random model as a checkpoint folder");
-  cmd->add_option("--models", args->shapes, "Published shapes to time: mamba-130m, mamba-1.4b, mamba2-130m, mamba2-1.3b")
+  cmd->add_option("--models", args->shapes, "Published shapes to time: mamba-130m, mamba-1.4b, mamba2-130m, mamba2-1.3b (with --device cuda: only "
+                  "these, without the scan-kernel table)")
       ->delimiter(',')->capture_default_str();
   cmd->add_option("--model", args->model_dir, "Time this checkpoint folder instead (inference only unless --suite)");
   cmd->add_option("--dtypes", args->dtypes, "Matrices kept in memory: f32, bf16 (default both); with --model "
