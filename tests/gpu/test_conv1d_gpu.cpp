@@ -1,5 +1,6 @@
 // ops::conv1d_causal and ops::conv1d_causal_step on the GPU against the CPU ops: F32 and BF16
-// activations, odd channel counts, T = 1, 2, 3 (shorter than K - 1) and 65, with and without a state
+// activations, odd channel counts, T = 1, 2, 3 (shorter than K - 1), 65 and 1100 (tiles of 4 to 16
+// tokens a thread, partial last tiles), K up to 16, with and without a state
 // (read and rewritten), with and without bias and SiLU, strided x, y and state, K = 1, and steps
 // against the CPU step.
 #include <string>
@@ -25,8 +26,8 @@ TEST_P(Conv1dGpu, ForwardMatchesTheCpu) {
   const int64_t batch = 2;
   int variant = 0;
   for (int64_t C : {1, 7, 33, 1000, 1537}) {
-    for (int64_t K : {4, 1, 5}) {
-      for (int64_t T : {1, 2, 3, 65}) {
+    for (int64_t K : {4, 1, 5, 16}) {
+      for (int64_t T : {1, 2, 3, 65, 1100}) {
         for (bool with_state : {false, true}) {
           // Rotate bias, SiLU and the column offset (none, misaligned, aligned) over the cases.
           ++variant;
@@ -117,6 +118,9 @@ TEST(Conv1dGpuErrors, BadInputIsOneClearError) {
   Tensor bf16_y = nan_gpu({2, 5, 8}, DType::BF16);
   test::expect_error([&] { ops::conv1d_causal(x, w, Tensor(), true, &state, bf16_y); },
                      {"conv1d_causal", "y must be rows of x's shape and dtype"});
+  const Tensor w17 = to_gpu(random_cpu({8, 17}, rng));
+  test::expect_error([&] { ops::conv1d_causal(x, w17, Tensor(), true, nullptr, y); },
+                     {"conv1d_causal", "K = 17 taps; the GPU kernel takes at most 16"});
   Tensor step_y = nan_gpu({2, 8});
   test::expect_error([&] { ops::conv1d_causal_step(to_gpu(random_cpu({2, 8}, rng)), w, Tensor(), true, y, step_y); },
                      {"conv1d_causal_step", "state must be F32 rows [2, 3, 8]"});

@@ -143,17 +143,18 @@ void check_forward(const Case& k, DType dtype) {
 class SsdGpu : public ::testing::TestWithParam<DType> {};
 
 // The benchmark's head shape (P 64, N 128) and a small odd one (P 24, N 16, two groups) over lengths
-// around the chunk (64) and the segments, with and without a carried state.
+// shorter than a chunk (a prompt's suffix after a cached prefix), around the chunk (64) and the
+// segments, with and without a carried state.
 TEST_P(SsdGpu, LengthsAndShapesMatchTheCpu) {
   require_gpu();
   for (const auto& [P, N, G] : {std::tuple{64, 128, 1}, std::tuple{24, 16, 2}}) {
-    for (int64_t T : {1, 2, 63, 65, 300, 2049}) {
+    for (int64_t T : {1, 2, 16, 32, 33, 63, 65, 300, 2049}) {
       Case k;
       k.P = P;
       k.N = N;
       k.G = G;
       k.T = T;
-      k.with_state = T != 300;
+      k.with_state = T != 300 && T != 16;
       k.seed = uint64_t(T * 7 + P);
       check_forward(k, GetParam());
     }
@@ -205,6 +206,18 @@ TEST_P(SsdGpu, GroupsAndManyHeads) {
     k.T = 129;
     k.N = 64;
     k.seed = uint64_t(10 + G);
+    check_forward(k, GetParam());
+  }
+  // One partial chunk, several sequences and groups, with and without a state.
+  for (bool with_state : {true, false}) {
+    Case k;
+    k.G = 2;
+    k.H = 8;
+    k.batch = 3;
+    k.T = 23;
+    k.N = 64;
+    k.with_state = with_state;
+    k.seed = with_state ? 14 : 15;
     check_forward(k, GetParam());
   }
   // More (batch, head) pairs than the GPU holds blocks at once: one segment per head.

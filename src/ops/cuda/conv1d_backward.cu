@@ -5,15 +5,15 @@
 //
 // A thread per (batch row, tile of kTile tokens, pack of N channels) walks its tile in time order and
 // K-1 tokens past it (the halo, whose dpre its last outputs need), keeping the last inputs and dpre
-// values in registers: a window of KM ≥ K steps, the taps aligned to its end (the first KM-K have
-// zero weight), so that every register index is known at compile time. Consecutive threads hold
-// consecutive packs of one row: coalesced. Each thread writes its tile's dw and dbias sums to its
+// values in registers (the window of conv1d_window.cuh), loading kAhead steps' x and dy before using
+// them. Consecutive threads hold consecutive packs of one row: coalesced. Each thread writes its tile's dw and dbias sums to its
 // own row of a partial buffer; add_column_sums adds the rows in order (deterministic).
 #include <algorithm>
 
 #include "ops/cuda/activation_math.cuh"
 #include "ops/cuda/column_sums.h"
 #include "ops/cuda/common.cuh"
+#include "ops/cuda/conv1d_window.cuh"
 #include "ops/cuda/cuda_ops_backward.h"
 #include "ops/cuda/op_checks.h"
 #include "ops/cuda/packs.cuh"
@@ -24,36 +24,7 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int64_t kTile = 32;  // tokens per thread
-constexpr int kPackedTaps = 4;  // the window with packs of 4 channels (every model's d_conv)
-constexpr int kMaxTaps = 16;    // the window with one channel per thread: the largest K taken
-
-struct ConvShape {
-  int64_t batch, T, C, K, tiles;
-};
-
-// x̃[b, t, c..c+N): x (t ≥ 0), state0's row K-1+t (-(K-1) ≤ t < 0, when given), else zeros.
-template <class T, int N>
-__device__ __forceinline__ void load_input(Rows<const T> x, Rows<const float> state, const ConvShape& s, int64_t b,
-                                           int64_t t, int64_t c, float (&v)[N]) {
-  if (t >= 0) {
-    load_pack<N>(&x.at(b * s.T + t, c), v);
-  } else if (state.data && t >= -(s.K - 1)) {
-    load_pack<N>(&state.at(b * (s.K - 1) + (s.K - 1) + t, c), v);
-  } else {
-#pragma unroll
-    for (int i = 0; i < N; ++i) v[i] = 0.0f;
-  }
-}
-
-// Shifts a window one step back in time: w[j] = w[j + 1], the last entry left for the new value.
-template <int KM, int N>
-__device__ __forceinline__ void shift(float (&window)[KM][N]) {
-#pragma unroll
-  for (int j = 0; j + 1 < KM; ++j) {
-#pragma unroll
-    for (int i = 0; i < N; ++i) window[j][i] = window[j + 1][i];
-  }
-}
+constexpr int kAhead = 8;      // steps whose x and dy a thread loads before using them
 
 // partial: [batch · tiles, (K+1) · C] F32, a row per (b, tile): dw in its [C, K] layout, then dbias;
 // null when neither is wanted.
@@ -63,64 +34,72 @@ __global__ void conv_backward_kernel(Rows<const T> x, const float* w, const floa
   const int64_t packs = s.C / N, i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= s.batch * s.tiles * packs) return;
   const int64_t task = i / packs, b = task / s.tiles, c = i % packs * N;
-  const int64_t t0 = task % s.tiles * kTile, t1 = std::min(s.T, t0 + kTile);
+  const int64_t t0 = task % s.tiles * s.tile, t1 = std::min(s.T, t0 + s.tile), t_end = t1 + s.K - 1;
+  // taps[j]: the tap of the input j steps into the window; flipped[j] = w[., KM-1-j]: the tap through
+  // which dpre j steps into the window reaches the output K-1 steps before its end.
   const int64_t first_tap = KM - s.K;  // window steps before it have no tap
-  // taps[j] = w[., j - first_tap]: the tap of the input j steps into the window; flipped[j] = w[., KM-1-j]:
-  // the tap through which dpre j steps into the window reaches the output KM-1 steps before its end.
   float taps[KM][N], flipped[KM][N], start[N];
+  load_taps<N, KM>(w, c, s.K, taps);
 #pragma unroll
   for (int j = 0; j < KM; ++j) {
 #pragma unroll
-    for (int n = 0; n < N; ++n) {
-      taps[j][n] = j >= first_tap ? w[(c + n) * s.K + j - first_tap] : 0.0f;
-      flipped[j][n] = j >= first_tap ? w[(c + n) * s.K + KM - 1 - j] : 0.0f;
-    }
+    for (int n = 0; n < N; ++n) flipped[j][n] = j >= first_tap ? w[(c + n) * s.K + KM - 1 - j] : 0.0f;
   }
-#pragma unroll
-  for (int n = 0; n < N; ++n) start[n] = bias ? bias[c + n] : 0.0f;
+  load_start<N>(bias, c, start);
 
   // At step t: inputs[j] = x̃[t - (KM-1) + j], dpre[j] = dpre[t - (KM-1) + j].
   float inputs[KM][N] = {}, dpre[KM][N] = {}, dw[KM][N] = {}, dbias[N] = {};
 #pragma unroll
   for (int j = 1; j < KM; ++j) load_input<T, N>(x, state, s, b, t0 - KM + j, c, inputs[j]);
-  for (int64_t t = t0; t < t1 + s.K - 1; ++t) {
-    shift(inputs);
-    shift(dpre);
-    float(&d)[N] = dpre[KM - 1];
-    if (t < s.T) {
-      load_pack<N>(&x.at(b * s.T + t, c), inputs[KM - 1]);
-      load_pack<N>(&dy.at(b * s.T + t, c), dpre[KM - 1]);
-      if (apply_silu) {
+  for (int64_t t = t0; t < t_end; t += kAhead) {
+    Pack<T, N> x_ahead[kAhead], dy_ahead[kAhead];
+#pragma unroll
+    for (int k = 0; k < kAhead; ++k) {
+      if (t + k >= std::min(s.T, t_end)) break;
+      x_ahead[k] = *reinterpret_cast<const Pack<T, N>*>(&x.at(b * s.T + t + k, c));
+      dy_ahead[k] = *reinterpret_cast<const Pack<T, N>*>(&dy.at(b * s.T + t + k, c));
+    }
+#pragma unroll
+    for (int k = 0; k < kAhead; ++k) {
+      const int64_t step = t + k;
+      if (step >= t_end) break;
+      shift(inputs);
+      shift(dpre);
+      float(&d)[N] = dpre[KM - 1];
+      if (step < s.T) {
 #pragma unroll
         for (int n = 0; n < N; ++n) {
+          inputs[KM - 1][n] = to_float(x_ahead[k].v[n]);
+          d[n] = to_float(dy_ahead[k].v[n]);
+          if (!apply_silu) continue;
           float pre = start[n];
 #pragma unroll
           for (int j = 0; j < KM; ++j) pre += taps[j][n] * inputs[j][n];
-          d[n] *= silu_grad(pre);
+          d[n] *= silu_grad_of<T>(pre);
+        }
+      } else {
+#pragma unroll
+        for (int n = 0; n < N; ++n) d[n] = 0.0f;  // past the sequence: no gradient
+      }
+      if (step < t1) {
+#pragma unroll
+        for (int n = 0; n < N; ++n) {
+          dbias[n] += d[n];
+#pragma unroll
+          for (int j = 0; j < KM; ++j) dw[j][n] += d[n] * inputs[j][n];
         }
       }
-    } else {
-#pragma unroll
-      for (int n = 0; n < N; ++n) d[n] = 0.0f;  // past the sequence: no gradient
-    }
-    if (t < t1) {
+      const int64_t out = step - (s.K - 1);  // the output whose last dpre this step gave
+      if (out < t0) continue;
+      float dxv[N];
 #pragma unroll
       for (int n = 0; n < N; ++n) {
-        dbias[n] += d[n];
+        dxv[n] = 0.0f;
 #pragma unroll
-        for (int j = 0; j < KM; ++j) dw[j][n] += d[n] * inputs[j][n];
+        for (int j = 0; j < KM; ++j) dxv[n] += flipped[j][n] * dpre[j][n];
       }
+      store_pack<N>(&dx.at(b * s.T + out, c), dxv);
     }
-    const int64_t out = t - (s.K - 1);  // the output whose last dpre this step gave
-    if (out < t0) continue;
-    float dxv[N];
-#pragma unroll
-    for (int n = 0; n < N; ++n) {
-      dxv[n] = 0.0f;
-#pragma unroll
-      for (int j = 0; j < KM; ++j) dxv[n] += flipped[j][n] * dpre[j][n];
-    }
-    store_pack<N>(&dx.at(b * s.T + out, c), dxv);
   }
   if (!partial) return;
   float* row = partial + task * (s.K + 1) * s.C;
@@ -163,7 +142,7 @@ void conv1d_causal_backward(const Tensor& x, const Tensor& w, const Tensor& bias
   SSM_CHECK(!dbias || is_gpu_vector(*dbias, C), "{}: dbias must be F32 [{}], got {}", op, C, describe(*dbias));
   if (batch == 0 || T == 0 || C == 0) return;
 
-  const ConvShape s{batch, T, C, K, (T + kTile - 1) / kTile};
+  const ConvShape s{batch, T, C, K, kTile, (T + kTile - 1) / kTile};
   const int64_t n_parts = batch * s.tiles;
   const Tensor partial = dw || dbias ? Tensor::empty({n_parts, (K + 1) * C}, DType::F32, Device::CUDA) : Tensor();
   const Tensor state = K > 1 ? state0 : Tensor();  // [B, 0, C]: nothing to read
@@ -176,9 +155,9 @@ void conv1d_causal_backward(const Tensor& x, const Tensor& w, const Tensor& bias
           partial.defined() ? partial.data<float>() : nullptr, s, silu);
       SSM_CUDA_CHECK_LAUNCH("{} of x {} with K {}", op, shape_str(x.shape()), K);
     };
-    if (K > kPackedTaps) launch.template operator()<1, kMaxTaps>();
-    else if (packs_fit(4, {&x, &dy, &dx, &bias, &state})) launch.template operator()<4, kPackedTaps>();
-    else launch.template operator()<1, kPackedTaps>();
+    // Packs of 2 channels: five windows of KM × N floats stay in registers (with 4, 173 registers a
+    // thread left room for one block a multiprocessor).
+    with_conv_window<2>(K, packs_fit(2, {&x, &dy, &dx, &bias, &state}), launch);
   });
   if (dw) add_column_sums(partial.data<float>(), n_parts, (K + 1) * C, C * K, dw->data<float>(), op);
   if (dbias) add_column_sums(partial.data<float>() + C * K, n_parts, (K + 1) * C, C, dbias->data<float>(), op);
