@@ -3,6 +3,8 @@
 // whose branch-free fast_exp they agree with to a few ulp. silu also serves the gated norm, the conv
 // and the selective scan's gate; softplus the scan's dt.
 #pragma once
+#include <type_traits>
+
 #include "ops/cuda/common.cuh"
 #include "ops/ops.h"
 
@@ -98,6 +100,26 @@ __device__ __forceinline__ ValueGrad activation_value_grad(float x) {
 
 // silu'(x), for the gates fused into the norm and the conv.
 __device__ __forceinline__ float silu_grad(float x) { return activation_value_grad<Activation::Silu>(x).grad; }
+
+// sigmoid, silu and silu' at the precision of activations of type Act: the accurate functions above
+// for F32 (the parity mode), the exp unit's short forms for BF16 (the selective scan's gate, the
+// conv), whose ~1e-6 relative error is far below bf16's rounding.
+template <class Act>
+__device__ __forceinline__ float sigmoid_of(float x) {
+  if constexpr (std::is_same_v<Act, float>) return sigmoid(x);
+  else return fast_rcp(1.0f + fast_exp2(-x * kLog2e));
+}
+template <class Act>
+__device__ __forceinline__ float silu_of(float x) {
+  if constexpr (std::is_same_v<Act, float>) return silu(x);
+  else return fast_silu(x);
+}
+template <class Act>
+__device__ __forceinline__ float silu_grad_of(float x) {
+  if constexpr (std::is_same_v<Act, float>) return silu_grad(x);
+  const float s = sigmoid_of<Act>(x);
+  return s * (1.0f + x * (1.0f - s));
+}
 
 // Calls fn.template operator()<A>() with A = act known at compile time.
 template <class Fn>

@@ -44,9 +44,9 @@ struct Segment {
       load_pack<N>(z + p * N, zv);
 #pragma unroll
       for (int i = 0; i < N; ++i) {
-        if constexpr (G == Gate::BeforeNorm) v[i] *= silu(zv[i]);
+        if constexpr (G == Gate::BeforeNorm) v[i] *= silu_of<T>(zv[i]);
         else if constexpr (G == Gate::Add) v[i] = to_float(from_float<T>(v[i] + z_scale * zv[i]));
-        else gate[i] = silu(zv[i]);
+        else gate[i] = silu_of<T>(zv[i]);
       }
     }
   }

@@ -30,12 +30,13 @@ constexpr int64_t kMaxRowBlocks = 1024;     // blocks along the rows: partial dw
 // Where the gate silu(z) was in the forward: nowhere, after the norm or before it (see rmsnorm.cu).
 enum class Gate { None, AfterNorm, BeforeNorm };
 
-// One pack of a segment's inputs, and the forward's values at each of its elements.
-template <int N, Gate G>
+// One pack of a segment's inputs, and the forward's values at each of its elements (the gate at the
+// precision of activations T, as the forward computed it).
+template <class T, int N, Gate G>
 struct Inputs {
   float x[N], z[N], dy[N], w[N];
 
-  __device__ __forceinline__ float gate(int i) const { return G == Gate::None ? 1.0f : silu(z[i]); }
+  __device__ __forceinline__ float gate(int i) const { return G == Gate::None ? 1.0f : silu_of<T>(z[i]); }
   // The input of the norm.
   __device__ __forceinline__ float u(int i) const { return G == Gate::BeforeNorm ? x[i] * gate(i) : x[i]; }
   // The gradient reaching the normalised u: dy ⊙ w (⊙ silu(z) after the norm).
@@ -58,8 +59,8 @@ struct Segment {
   T* dx;
   T* dz;  // null: not computed
 
-  __device__ __forceinline__ Inputs<N, G> load(int64_t p) const {
-    Inputs<N, G> in;
+  __device__ __forceinline__ Inputs<T, N, G> load(int64_t p) const {
+    Inputs<T, N, G> in;
     load_pack<N>(x + p * N, in.x);
     if constexpr (G != Gate::None) load_pack<N>(z + p * N, in.z);
     load_pack<N>(dy + p * N, in.dy);
@@ -70,15 +71,15 @@ struct Segment {
   // Writes dx (added to the old dx when accumulating) and dz at pack p; returns dw's terms.
   __device__ __forceinline__ void backward(int64_t p, float inv_rms, float coef, bool accumulate_dx,
                                            float (&dw_terms)[N]) const {
-    const Inputs<N, G> in = load(p);
+    const Inputs<T, N, G> in = load(p);
     float old_dx[N] = {}, dxv[N], dzv[N];
     if (accumulate_dx) load_pack<N>(dx + p * N, old_dx);
 #pragma unroll
     for (int i = 0; i < N; ++i) {
       const float du = inv_rms * in.g(i) - coef * in.u(i);
       dxv[i] = (G == Gate::BeforeNorm ? du * in.gate(i) : du) + old_dx[i];
-      if constexpr (G == Gate::BeforeNorm) dzv[i] = du * in.x[i] * silu_grad(in.z[i]);
-      if constexpr (G == Gate::AfterNorm) dzv[i] = in.dy[i] * in.w[i] * in.u(i) * inv_rms * silu_grad(in.z[i]);
+      if constexpr (G == Gate::BeforeNorm) dzv[i] = du * in.x[i] * silu_grad_of<T>(in.z[i]);
+      if constexpr (G == Gate::AfterNorm) dzv[i] = in.dy[i] * in.w[i] * in.u(i) * inv_rms * silu_grad_of<T>(in.z[i]);
       dw_terms[i] = in.dw_term(i, inv_rms);
     }
     store_pack<N>(dx + p * N, dxv);
@@ -103,7 +104,7 @@ __global__ void __launch_bounds__(kMaxThreads)
                                &dx.at(row, c0), dz.data ? &dz.at(row, c0) : nullptr};
     float sum_sq = 0.0f, dot = 0.0f;
     for (int64_t p = threadIdx.x; p < packs; p += stride) {
-      const Inputs<N, G> in = seg.load(p);
+      const Inputs<T, N, G> in = seg.load(p);
 #pragma unroll
       for (int i = 0; i < N; ++i) {
         const float u = in.u(i);

@@ -235,7 +235,7 @@ __global__ void __launch_bounds__(kThreads) scan_chunk_kernel(const ScanArgs<Act
       }
       if constexpr (kOutput) {
         y += skip * u;
-        if (a.z) y *= gate<Act>(input(2, k));
+        if (a.z) y *= silu_of<Act>(input(2, k));
         if (active) a.y[(row0 + k) * a.ld_y + d] = from_float<Act>(y);
       } else {
         dt_sum += dt;

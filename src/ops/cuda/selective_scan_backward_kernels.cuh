@@ -176,7 +176,7 @@ __global__ void __launch_bounds__(Layout<kN>::kThreads) scan_backward_kernel(con
         const float dout = raw_dy[m];
         gy = dout;
         if (a.z) {
-          const float z = raw_z[m], sg = scan_sigmoid<Act>(z);
+          const float z = raw_z[m], sg = sigmoid_of<Act>(z);
           gy = dout * z * sg;
           dzf = dout * sg * (1.0f + z * (1.0f - sg));
         }

@@ -8,7 +8,7 @@
 #pragma once
 #include <type_traits>
 
-#include "ops/cuda/activation_math.cuh"  // sigmoid, silu, softplus and their fast forms
+#include "ops/cuda/activation_math.cuh"  // sigmoid_of, silu_of, softplus and their fast forms
 #include "ops/cuda/common.cuh"
 
 namespace ssm::ops::cuda {
@@ -25,22 +25,10 @@ __device__ __forceinline__ float dt_softplus(float x) {
   else return fast_softplus(x);
 }
 
-template <class Act>
-__device__ __forceinline__ float gate(float z) {
-  if constexpr (std::is_same_v<Act, float>) return silu(z);
-  else return fast_silu(z);
-}
-
-template <class Act>
-__device__ __forceinline__ float scan_sigmoid(float x) {
-  if constexpr (std::is_same_v<Act, float>) return sigmoid(x);
-  else return fast_rcp(1.0f + fast_exp2(-x * kLog2e));
-}
-
 // softplus'(x) = σ(x), and 1 above torch's threshold 20 (where softplus(x) = x), as on the CPU.
 template <class Act>
 __device__ __forceinline__ float dt_softplus_grad(float x) {
-  return x > 20.0f ? 1.0f : scan_sigmoid<Act>(x);
+  return x > 20.0f ? 1.0f : sigmoid_of<Act>(x);
 }
 
 }  // namespace ssm::ops::cuda
