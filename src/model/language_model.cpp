@@ -2,10 +2,13 @@
 
 #include <algorithm>
 #include <charconv>
+#include <exception>
 #include <filesystem>
 #include <map>
 #include <set>
 #include <vector>
+
+#include <omp.h>
 
 #include "core/file_util.h"
 #include "core/safetensors.h"
@@ -42,8 +45,25 @@ int64_t ModelState::bytes() const {
 
 void ModelState::copy_sequence(int64_t from_index, ModelState& to, int64_t to_index) const {
   SSM_CHECK(to.mixers.size() == mixers.size(), "copy_sequence: states of different models");
-  for (size_t i = 0; i < mixers.size(); ++i)
+  const auto copy = [&](size_t i) {
     if (mixers[i]) mixers[i]->copy_sequence(from_index, *to.mixers[i], to_index);
+  };
+  // The GPU's copies stay on this thread (they are queued on its stream).
+  if (device != Device::CPU || to.device != Device::CPU || mixers.size() < 2 || omp_in_parallel()) {
+    for (size_t i = 0; i < mixers.size(); ++i) copy(i);
+    return;
+  }
+  std::exception_ptr error;  // the first a mixer threw, rethrown here (none may leave the region)
+#pragma omp parallel for schedule(dynamic)
+  for (size_t i = 0; i < mixers.size(); ++i) {
+    try {
+      copy(i);
+    } catch (...) {
+#pragma omp critical(ssm_copy_sequence_error)
+      if (!error) error = std::current_exception();
+    }
+  }
+  if (error) std::rethrow_exception(error);
 }
 
 StateTensors ModelState::export_sequence(int64_t index) const {
@@ -294,6 +314,7 @@ bool LanguageModel::replayable_step() const {
 ModelState LanguageModel::new_state(int64_t batch) const {
   ModelState state;
   state.batch = batch;
+  state.device = device();
   for (const Branch& branch : branches_)
     for (const MixerSlot& slot : branch.mixers) state.mixers.push_back(slot.mixer->new_state(batch));
   return state;

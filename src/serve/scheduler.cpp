@@ -195,6 +195,12 @@ void Scheduler::prefill(const std::vector<Pending>& arrivals) {
     slots_[size_t(p.slot)].busy = false;
     return true;
   });
+  // Prompts the cache held whole have no chunk to run: they join from the snapshot's copy.
+  std::erase_if(prefilling_, [&](Prefilling& p) {
+    if (p.progress.cached_tokens < int64_t(p.pending.job->request().prompt.size())) return false;
+    join(p, p.progress.state, 0);
+    return true;
+  });
   std::vector<CachedPrefill::Prefilling> batch;
   int64_t rows = 0, tokens = 0;
   for (Prefilling& p : prefilling_) {
@@ -206,10 +212,14 @@ void Scheduler::prefill(const std::vector<Pending>& arrivals) {
   }
   try {
     const auto start = std::chrono::steady_clock::now();
-    metrics_.prefill_batches += prefill_.advance(batch);
+    // A prompt all in joins the batch from the forward's rows.
+    metrics_.prefill_batches += prefill_.advance(
+        batch, [&](size_t i, const ModelState& state, int64_t row) { join(prefilling_[i], state, row); });
     metrics_.prefill_seconds += seconds_since(start);
-  } catch (const std::exception& e) {  // a failed forward leaves its rows' states unknown: all of them end
+  } catch (const std::exception& e) {
+    // A failed forward leaves its rows' states unknown: all the prompts end but those that have joined.
     for (const Prefilling& p : prefilling_) {
+      if (all_in(p)) continue;
       p.pending.job->fail(e.what());
       slots_[size_t(p.slot)].busy = false;
     }
@@ -222,11 +232,11 @@ void Scheduler::prefill(const std::vector<Pending>& arrivals) {
     metrics_.cache_bytes = cache_->bytes();
     metrics_.cache_entries = cache_->entries();
   }
-  std::erase_if(prefilling_, [&](Prefilling& p) {
-    if (p.progress.done < int64_t(p.pending.job->request().prompt.size())) return false;
-    join(p);
-    return true;
-  });
+  std::erase_if(prefilling_, [&](const Prefilling& p) { return all_in(p); });
+}
+
+bool Scheduler::all_in(const Prefilling& p) {
+  return p.progress.done == int64_t(p.pending.job->request().prompt.size());
 }
 
 bool Scheduler::start_prefill(const Pending& pending) {
@@ -261,7 +271,7 @@ bool Scheduler::start_prefill(const Pending& pending) {
   return true;
 }
 
-void Scheduler::join(Prefilling& prefilled) {
+void Scheduler::join(Prefilling& prefilled, const ModelState& state, int64_t row) {
   const Pending& pending = prefilled.pending;
   const GenerationRequest& request = pending.job->request();
   try {
@@ -271,7 +281,7 @@ void Scheduler::join(Prefilling& prefilled) {
         std::make_unique<Sequence>(Sequence{pending.job, pending.choice, prefilled.slot, Sampler(sampling),
                                             request.prompt, Utf8Stream(), StopStringFilter(request.stop)});
     if (accept(*sequence, sample(*sequence, prefilled.progress.logits.data()))) {
-      batch_.append(prefilled.progress.state);
+      batch_.append(state, row);
       active_.push_back(std::move(sequence));
       return;
     }
