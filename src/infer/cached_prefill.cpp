@@ -124,7 +124,8 @@ void CachedPrefill::run_together(std::span<const Prefilling> prompts, const std:
     progress.logits.assign(row_logits, row_logits + vocab);
     progress.done += length;
     if (cache_) {
-      Snapshot snapshot{model_.new_state(1), progress.logits};
+      Snapshot snapshot{cache_->take_spare(), progress.logits};
+      if (snapshot.state.mixers.empty()) snapshot.state = model_.new_state(1);
       state->copy_sequence(row, snapshot.state, 0);
       cache_->insert(p.prompt.first(size_t(progress.done)), std::move(snapshot));
     }

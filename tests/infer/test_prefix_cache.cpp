@@ -62,6 +62,41 @@ TEST(PrefixCache, EvictsTheLeastRecentlyUsedWithinTheBudget) {
   EXPECT_EQ(cache.find(Ids{1, 2, 3}).snapshot, nullptr);
 }
 
+// The state of an evicted or replaced snapshot is kept (one) for the next snapshot to reuse; a KV
+// cache's is not (its length would carry over into the copy).
+TEST(PrefixCache, KeepsTheLastEvictedStateForTheNextSnapshot) {
+  const LanguageModel model = LanguageModel::load(fixture_dir("mamba2_tiny"));
+  const auto snapshot = [&] { return Snapshot{model.new_state(1), {0.0f}}; };
+  const auto address = [](const ModelState& state) { return state.mixers.at(0) ? (const void*)state.mixers[0].get() : nullptr; };
+  const int64_t size = snapshot().bytes();
+  PrefixCache cache(2 * size);
+  EXPECT_TRUE(cache.take_spare().mixers.empty());
+  Snapshot first = snapshot();
+  const void* first_state = address(first.state);
+  cache.insert(Ids{1}, std::move(first));
+  cache.insert(Ids{2}, snapshot());
+  EXPECT_TRUE(cache.take_spare().mixers.empty());  // nothing evicted yet
+  cache.insert(Ids{3}, snapshot());                // evicts {1}
+  EXPECT_EQ(cache.entries(), 2);
+  ModelState spare = cache.take_spare();
+  EXPECT_EQ(address(spare), first_state);
+  EXPECT_EQ(spare.batch, 1);
+  EXPECT_TRUE(cache.take_spare().mixers.empty());  // taken
+  Snapshot again = snapshot();
+  const void* replaced = address(cache.find(Ids{3}).snapshot->state);
+  cache.insert(Ids{3}, std::move(again));  // replaces {3}'s snapshot
+  EXPECT_EQ(address(cache.take_spare()), replaced);
+
+  const LanguageModel bamba = LanguageModel::load(fixture_dir("bamba_tiny"));
+  PrefixCache kv(1);
+  kv.insert(Ids{1}, Snapshot{bamba.new_state(1), {}});  // larger than the budget: not kept
+  PrefixCache small(Snapshot{bamba.new_state(1), {}}.bytes());
+  small.insert(Ids{1}, Snapshot{bamba.new_state(1), {}});
+  small.insert(Ids{2}, Snapshot{bamba.new_state(1), {}});  // evicts {1}: a KV cache, not kept
+  EXPECT_EQ(small.entries(), 1);
+  EXPECT_TRUE(small.take_spare().mixers.empty());
+}
+
 class CachedPrefillTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(CachedPrefillTest, AHitGivesTheColdLogitsBitForBit) {
@@ -92,6 +127,26 @@ TEST_P(CachedPrefillTest, AHitGivesTheColdLogitsBitForBit) {
   EXPECT_TRUE(warm.advance(longer, progress));
   EXPECT_EQ(progress.done, 50);
   EXPECT_EQ(progress.logits, cold.run(longer).logits);
+}
+
+// Under a budget of three snapshots, so that every snapshot after the first few is copied into an
+// evicted one's state: hits still give the cold logits bit for bit.
+TEST_P(CachedPrefillTest, HitsStayExactWhileSnapshotsReuseEvictedStates) {
+  const LanguageModel model = LanguageModel::load(fixture_dir(GetParam()));
+  const int64_t chunk = 8;
+  PrefixCache cache(3 * Snapshot{model.new_state(1), std::vector<float>(size_t(model.config().vocab_size))}.bytes());
+  CachedPrefill warm(model, &cache, chunk), cold(model, nullptr, chunk);
+  Ids longest;
+  for (int i = 0; i < 40; ++i) longest.push_back(int32_t((i * 37 + 11) % 500));
+  int64_t hits = 0;
+  for (int length : {12, 20, 28, 36, 20, 40, 5, 33}) {
+    const Ids prompt(longest.begin(), longest.begin() + length);
+    const auto got = warm.run(prompt);
+    hits += got.cached_tokens > 0;
+    EXPECT_EQ(got.logits, cold.run(prompt).logits) << length << " tokens, " << got.cached_tokens << " cached";
+  }
+  EXPECT_GE(hits, 4);
+  EXPECT_LE(cache.entries(), 3);
 }
 
 // Prompts prefilled together, in forwards of several rows, each get what they get alone up to
