@@ -88,8 +88,6 @@ TEST(PrefixCache, KeepsTheLastEvictedStateForTheNextSnapshot) {
   EXPECT_EQ(address(cache.take_spare()), replaced);
 
   const LanguageModel bamba = LanguageModel::load(fixture_dir("bamba_tiny"));
-  PrefixCache kv(1);
-  kv.insert(Ids{1}, Snapshot{bamba.new_state(1), {}});  // larger than the budget: not kept
   PrefixCache small(Snapshot{bamba.new_state(1), {}}.bytes());
   small.insert(Ids{1}, Snapshot{bamba.new_state(1), {}});
   small.insert(Ids{2}, Snapshot{bamba.new_state(1), {}});  // evicts {1}: a KV cache, not kept
