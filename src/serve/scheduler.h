@@ -28,6 +28,7 @@
 #include <future>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -35,6 +36,7 @@
 #include "infer/cached_prefill.h"
 #include "infer/step_graphs.h"
 #include "serve/job.h"
+#include "serve/logprobs.h"
 #include "serve/metrics.h"
 #include "serve/slot_file.h"
 #include "tokenizer/tokenizer.h"
@@ -122,11 +124,17 @@ class Scheduler {
   };
   StepTokens read_step(const Tensor& logits);
   bool greedy_on_device(const Sequence& sequence) const;
-  // The sequence's next token from `logits` (which the sampler may change), keeping them for its
-  // log-probability when the request asked for them.
-  int32_t sample(Sequence& sequence, float* logits);
+  // A sequence's next token and, when its request asks, its log-probabilities.
+  struct Choice {
+    int32_t token = 0;
+    std::optional<TokenLogprob> logprob;
+  };
+  // The sequence's next token from `logits` (which the sampler may change; `raw` then keeps them as
+  // they were, for the log-probabilities). Touches nothing but the sequence's sampler and `raw`: the
+  // rows of a step choose on the threads.
+  Choice choose(Sequence& sequence, float* logits, std::vector<float>& raw) const;
   // Takes the token: text (and log-probability) to the job; returns whether the sequence goes on.
-  bool accept(Sequence& sequence, int32_t token);
+  bool accept(Sequence& sequence, const Choice& choice);
   // The rows whose `keep` is false leave the batch (the last rows take their places).
   void leave(const std::vector<bool>& keep);
 
@@ -144,7 +152,7 @@ class Scheduler {
   Workspace ws_;    // the decode step's, on the model's device
   Workspace host_;  // its ids and what read_step brings to the host
   Tensor step_ids_, picked_;  // on the GPU: a step's ids and the greedy rows' picks, I32 [slots]
-  std::vector<float> raw_logits_;  // a row's logits before sampling, for its log-probabilities
+  std::vector<std::vector<float>> raw_logits_;  // per row, its logits before sampling (see choose)
   std::vector<Slot> slots_;
 
   std::mutex mutex_;
