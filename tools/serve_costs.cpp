@@ -1,6 +1,7 @@
 // ssm_serve_costs: what one turn of the server's loop is made of, for a published shape with random
 // weights on the CPU: a decode step of B rows, a batched prefill forward of k prompts of 32 tokens, and
-// the state copies around them (a sequence's state into another's, a fresh state). The best of a few
+// the state copies around them (a sequence's state into another's, a fresh state, a new decode batch
+// growing as 64 sequences join). The best of a few
 // runs each. It measures; it decides nothing (docs/performance.md, Server, explains the figures).
 //
 //   build/release/bin/ssm_serve_costs [--model mamba2-130m] [--threads 16] [--dtype f32|bf16]
@@ -14,6 +15,7 @@
 #include "bench/random_model.h"
 #include "core/threads.h"
 #include "core/workspace.h"
+#include "infer/batch_state.h"
 #include "model/language_model.h"
 
 using namespace ssm;
@@ -73,4 +75,10 @@ int main(int argc, char** argv) {
   std::printf("| copy of a sequence's state | %.2f | |\n",
               best_ms(10, [&] { one.copy_sequence(0, rows, row++ % 16); }));
   std::printf("| a fresh state of one sequence | %.2f | |\n", best_ms(10, [&] { (void)model.new_state(1); }));
+  // A new server's decode batch growing (twofold) while 64 sequences join, once.
+  BatchState batch(model);
+  const double joins_ms = best_ms(1, [&] {
+    for (int i = 0; i < 64; ++i) batch.append(one);
+  });
+  std::printf("| 64 joins into a new decode batch | %.2f | %.3f |\n", joins_ms, joins_ms / 64);
 }

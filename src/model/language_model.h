@@ -20,7 +20,8 @@ struct ModelState {
 
   void reserve(int64_t length);  // lets KV caches hold `length` tokens without reallocating
   // Whether every mixer's state can change its number of sequences in place (MixerState::resize),
-  // and that change: sequences below both sizes are kept, memory of the largest batch is kept.
+  // and that change: sequences below both sizes are kept, memory of the largest batch is kept (on the
+  // CPU the mixers grow on the OpenMP threads, as copy_sequence copies).
   bool resizable() const;
   void resize(int64_t new_batch);
   int64_t bytes() const;
