@@ -11,8 +11,9 @@ CachedPrefill::CachedPrefill(const LanguageModel& model, PrefixCache* cache, int
     : model_(model),
       cache_(cache),
       chunk_(chunk),
-      same_position_(!model.new_state(1).resizable()),
+      blank_(model.new_state(1)),
       ws_(model.device()) {
+  same_position_ = !blank_.resizable();
   SSM_CHECK(chunk > 0, "prefill chunk must be > 0, got {}", chunk);
 }
 
@@ -26,9 +27,9 @@ CachedPrefill::Result CachedPrefill::run(std::span<const int32_t> prompt) {
 CachedPrefill::Result CachedPrefill::start(std::span<const int32_t> prompt) {
   SSM_CHECK(!prompt.empty(), "empty prompt: give at least one token");
   Result result;
-  result.state = model_.new_state(1);
   const PrefixCache::Hit hit = cache_ ? cache_->find(prompt, chunk_) : PrefixCache::Hit{};
   if (hit.snapshot) {
+    result.state = model_.new_state(1);
     hit.snapshot->state.copy_sequence(0, result.state, 0);
     result.logits = hit.snapshot->logits;
     result.cached_tokens = result.done = hit.length;
@@ -51,7 +52,7 @@ bool CachedPrefill::advance(std::span<const int32_t> prompt, Result& progress) {
   return progress.done == int64_t(prompt.size());
 }
 
-int64_t CachedPrefill::advance(std::span<const Prefilling> prompts) {
+int64_t CachedPrefill::advance(std::span<const Prefilling> prompts, const AllIn& all_in) {
   // Groups of prompts whose chunks run together, keyed by the chunk's length (and start).
   std::vector<std::pair<int64_t, int64_t>> keys;
   std::vector<std::vector<size_t>> groups;
@@ -67,13 +68,17 @@ int64_t CachedPrefill::advance(std::span<const Prefilling> prompts) {
       groups[size_t(found - keys.begin())].push_back(i);
     }
   }
-  for (const auto& group : groups) run_together(prompts, group);
+  for (const auto& group : groups) run_together(prompts, group, all_in);
   return int64_t(groups.size());
 }
 
-void CachedPrefill::run_together(std::span<const Prefilling> prompts, const std::vector<size_t>& group) {
+void CachedPrefill::run_together(std::span<const Prefilling> prompts, const std::vector<size_t>& group,
+                                 const AllIn& all_in) {
   const int64_t rows = int64_t(group.size());
   const int64_t length = next_chunk(prompts[group[0]].prompt, *prompts[group[0]].progress);
+  const auto hands_over = [&](const Prefilling& p) {  // whether the state leaves through all_in after this chunk
+    return all_in && p.progress->done + length == int64_t(p.prompt.size());
+  };
   const WorkspaceScope scope(ws_), host_scope(host_);
   Tensor ids = host_.take({rows, length}, DType::I32);  // the model copies them to its device
   for (int64_t r = 0; r < rows; ++r) {
@@ -81,14 +86,25 @@ void CachedPrefill::run_together(std::span<const Prefilling> prompts, const std:
     const auto from = p.prompt.begin() + p.progress->done;
     std::copy(from, from + length, ids.data<int32_t>() + r * length);
   }
-  // One prompt runs on its own state; several on rows gathered from theirs and given back after.
-  ModelState* state = &prompts[group[0]].progress->state;
-  if (rows > 1) {
-    if (!together_.mixers.empty() && together_.resizable())
+  // One prompt that has (or will keep) a state of its own runs on it; otherwise the rows, each the
+  // prompt's state or a blank one.
+  const Prefilling& first = prompts[group[0]];
+  ModelState* state = &first.progress->state;
+  if (rows == 1 && (!state->mixers.empty() || !hands_over(first))) {
+    if (state->mixers.empty()) *state = model_.new_state(1);
+  } else {
+    const bool reused = !together_.mixers.empty() && together_.resizable();
+    if (reused)
       together_.resize(rows);
     else
-      together_ = model_.new_state(rows);
-    for (int64_t r = 0; r < rows; ++r) prompts[group[size_t(r)]].progress->state.copy_sequence(0, together_, r);
+      together_ = model_.new_state(rows);  // fresh rows: blank already
+    for (int64_t r = 0; r < rows; ++r) {
+      const ModelState& own = prompts[group[size_t(r)]].progress->state;
+      if (!own.mixers.empty())
+        own.copy_sequence(0, together_, r);
+      else if (reused)
+        blank_.copy_sequence(0, together_, r);
+    }
     state = &together_;
   }
   Tensor logits = model_.forward(ids, state, false, ws_);
@@ -99,16 +115,26 @@ void CachedPrefill::run_together(std::span<const Prefilling> prompts, const std:
   }
   const int64_t vocab = model_.config().vocab_size;
   for (int64_t r = 0; r < rows; ++r) {
-    const Prefilling& p = prompts[group[size_t(r)]];
+    const size_t index = group[size_t(r)];
+    const Prefilling& p = prompts[index];
     Result& progress = *p.progress;
-    if (rows > 1) together_.copy_sequence(r, progress.state, 0);
+    const bool leaves = hands_over(p);
+    const int64_t row = state == &together_ ? r : 0;
     const float* row_logits = logits.data<float>() + r * logits.size(1);
     progress.logits.assign(row_logits, row_logits + vocab);
     progress.done += length;
     if (cache_) {
-      Snapshot snapshot{model_.new_state(1), progress.logits};
-      progress.state.copy_sequence(0, snapshot.state, 0);
+      Snapshot snapshot{cache_->take_spare(), progress.logits};
+      if (snapshot.state.mixers.empty()) snapshot.state = model_.new_state(1);
+      state->copy_sequence(row, snapshot.state, 0);
       cache_->insert(p.prompt.first(size_t(progress.done)), std::move(snapshot));
+    }
+    if (leaves) {
+      all_in(index, *state, row);
+      progress.state = ModelState();  // (after the call: it may be the state handed over)
+    } else if (state == &together_) {
+      if (progress.state.mixers.empty()) progress.state = model_.new_state(1);
+      together_.copy_sequence(r, progress.state, 0);
     }
   }
 }

@@ -9,10 +9,13 @@
 //
 // Several prompts advance together: their next chunks run as one forward of [k, length] wherever they
 // have the same length (and, for models whose state is a cache that grows with the position, start
-// at the same position). On the CPU a row of a batched forward equals that prompt's forward alone bit
-// for bit (tests/infer/test_prefix_cache.cpp), so a prompt's logits do not depend on its neighbours.
+// at the same position). A prompt keeps a state of its own only between its chunks (or from a cache
+// hit): a server takes the states of the prompts all in straight from the forward's rows. On the CPU
+// a row of a batched forward equals that prompt's forward alone up to rounding (the product's kernel
+// and blocking follow the rows: tests/infer/test_prefix_cache.cpp).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <vector>
 
@@ -29,7 +32,10 @@ class CachedPrefill {
 
   // A prompt's prefill so far.
   struct Result {
-    ModelState state;           // batch 1, after the first `done` tokens
+    // Batch 1, after the first `done` tokens; none (no mixers) before the first chunk of a prompt the
+    // cache had nothing for (a blank state), and after the last chunk of a prompt whose state an
+    // advance handed over (below).
+    ModelState state;
     std::vector<float> logits;  // the next token's logits after them (on the host)
     int64_t cached_tokens = 0;  // prompt tokens the snapshot covered
     int64_t done = 0;           // prompt tokens in the state
@@ -50,13 +56,18 @@ class CachedPrefill {
     std::span<const int32_t> prompt;
     Result* progress;
   };
+  // Where a prompt's state is when its last chunk has run: row `row` of `rows`, valid only during
+  // the call (the next group's forward reuses the rows).
+  using AllIn = std::function<void(size_t prompt, const ModelState& rows, int64_t row)>;
   // Runs the next chunk of every prompt (of distinct progresses; the prompts all in are left alone),
-  // one forward per group of chunks that can run together; returns the number of forwards.
-  int64_t advance(std::span<const Prefilling> prompts);
+  // one forward per group of chunks that can run together; returns the number of forwards. With
+  // `all_in`, each prompt whose last chunk ran is handed to it (its index in `prompts`) and keeps no
+  // state of its own; without, its state stays in its Result.
+  int64_t advance(std::span<const Prefilling> prompts, const AllIn& all_in = nullptr);
 
  private:
   // The chunks of `group` (indices into prompts, all of one length) as one forward.
-  void run_together(std::span<const Prefilling> prompts, const std::vector<size_t>& group);
+  void run_together(std::span<const Prefilling> prompts, const std::vector<size_t>& group, const AllIn& all_in);
 
   const LanguageModel& model_;
   PrefixCache* cache_;
@@ -65,7 +76,12 @@ class CachedPrefill {
   // a cache that grows with the position (attention, RAT: the ones that cannot resize in place),
   // whose prefill takes one position for the whole batch.
   bool same_position_;
-  ModelState together_;  // the rows of a batched forward, kept from one to the next where it resizes in place
+  // The rows of a forward, kept from one to the next where it resizes in place. A group runs there
+  // unless it is one prompt with a state of its own: copying 19 MB states in and out (mamba2-130m's)
+  // cost more than the forwards on 16 cores, so a prompt the cache had nothing for starts on a blank
+  // row, and a prompt all in leaves from its row (docs/performance.md, Server).
+  ModelState together_;
+  ModelState blank_;  // a fresh state of one sequence, copied into the rows of prompts that start blank
   Workspace ws_;    // the forward's, on the model's device
   Workspace host_;  // the chunk's ids and, from the GPU, its logits
 };

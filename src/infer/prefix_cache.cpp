@@ -73,6 +73,7 @@ void PrefixCache::insert(std::span<const int32_t> tokens, Snapshot snapshot) {
   if (node->snapshot) {
     bytes_ -= node->snapshot->bytes();
     lru_.erase(node->lru);
+    keep_spare(*node->snapshot);
   }
   node->snapshot = std::make_unique<Snapshot>(std::move(snapshot));
   bytes_ += size;
@@ -81,9 +82,15 @@ void PrefixCache::insert(std::span<const int32_t> tokens, Snapshot snapshot) {
   while (bytes_ > budget_) evict(lru_.back());
 }
 
+void PrefixCache::keep_spare(Snapshot& snapshot) {
+  if (spare_.mixers.empty() && !snapshot.state.mixers.empty() && snapshot.state.resizable())
+    spare_ = std::move(snapshot.state);
+}
+
 void PrefixCache::evict(Node* node) {
   bytes_ -= node->snapshot->bytes();
   lru_.erase(node->lru);
+  keep_spare(*node->snapshot);
   node->snapshot.reset();
   // Remove the leaves left without a snapshot, then keep the path compressed.
   while (node != root_.get() && !node->snapshot && node->children.empty()) {

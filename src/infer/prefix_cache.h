@@ -45,8 +45,16 @@ class PrefixCache {
   int64_t bytes() const { return bytes_; }
   int64_t entries() const { return int64_t(lru_.size()); }
 
+  // The state of the snapshot evicted or replaced last, for the next snapshot to be copied into
+  // (none, no mixers, when there is none): a server inserts a snapshot per prompt, and allocating and
+  // zeroing one (19 MB for mamba2-130m, fresh pages each time) cost more than copying into it.
+  // One at most is kept, outside the budget, and only states of a fixed size (ModelState::resizable:
+  // a copy overwrites all of them, where a KV cache's length would carry over).
+  ModelState take_spare() { return std::move(spare_); }
+
  private:
   struct Node;
+  void keep_spare(Snapshot& snapshot);  // its state becomes the spare where it may
   void evict(Node* node);
   // A node with no snapshot and one child takes the child's place (the tree stays a radix tree).
   void merge_with_child(Node* node);
@@ -54,6 +62,7 @@ class PrefixCache {
   std::unique_ptr<Node> root_;
   std::list<Node*> lru_;  // nodes holding a snapshot, most recently used first
   int64_t budget_, bytes_ = 0;
+  ModelState spare_;
 };
 
 }  // namespace ssm

@@ -5,13 +5,15 @@
 // at once, as few forwards as their chunks' lengths allow (cached_prefill.h), within a budget of
 // prompt tokens per iteration (the running streams wait for them); a prompt whose next chunk another
 // prompt is running waits an iteration and starts from its snapshot instead. Finished and cancelled
-// sequences leave the batch at a step boundary; the others carry on. A job past its deadline ends with
-// a 504 wherever it is.
+// sequences leave the batch at a step boundary; the others carry on. A prompt all in joins the batch
+// straight from the prefill forward's rows, and one the cache had nothing for starts on a blank row:
+// a prompt holds a state of its own only between its chunks or from a cache hit. A job past its
+// deadline ends with a 504 wherever it is.
 //
 // With the model on the GPU (everything runs on this thread's stream): the batch's state rows, the
 // step's activations and the prefix cache's snapshots stay in GPU memory, and joins, leaves, cache
-// hits and snapshots are device-to-device copies queued on the stream, and so are the gathering of
-// prompts' states into a batched prefill's rows and their return; a prefill forward brings its rows'
+// hits and snapshots are device-to-device copies queued on the stream, and so are the copies of
+// prompts' states into a batched prefill's rows and out of them; a prefill forward brings its rows'
 // last logits to the host in one copy, which waits for it. A step brings to the host
 // only what choosing the tokens needs: the ids of the greedy rows (an argmax on the GPU) and the
 // logits of the rows that sample or report log-probabilities; that copy waits for the step. The only
@@ -26,6 +28,7 @@
 #include <future>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -33,6 +36,7 @@
 #include "infer/cached_prefill.h"
 #include "infer/step_graphs.h"
 #include "serve/job.h"
+#include "serve/logprobs.h"
 #include "serve/metrics.h"
 #include "serve/slot_file.h"
 #include "tokenizer/tokenizer.h"
@@ -106,8 +110,10 @@ class Scheduler {
   // Looks the arrival's prompt up in the prefix cache and makes it a prompt prefilling; returns false
   // when it should rather wait for the snapshot a prompt prefilling is about to leave.
   bool start_prefill(const Pending& pending);
-  // The prompt all in: its first token, then a place in the batch unless that token ends it.
-  void join(Prefilling& prefilled);
+  // The prompt all in, its state row `row` of `state`: its first token, then a place in the batch
+  // (a copy of that row) unless that token ends it.
+  void join(Prefilling& prefilled, const ModelState& state, int64_t row);
+  static bool all_in(const Prefilling& p);  // (and so joined, or ended at its first token)
   void step();
   // What a decode step gives each row, on the host: its logits, or the id the GPU's argmax picked
   // (greedy rows without log-probabilities, on the GPU: the logits stay there).
@@ -118,11 +124,17 @@ class Scheduler {
   };
   StepTokens read_step(const Tensor& logits);
   bool greedy_on_device(const Sequence& sequence) const;
-  // The sequence's next token from `logits` (which the sampler may change), keeping them for its
-  // log-probability when the request asked for them.
-  int32_t sample(Sequence& sequence, float* logits);
+  // A sequence's next token and, when its request asks, its log-probabilities.
+  struct Choice {
+    int32_t token = 0;
+    std::optional<TokenLogprob> logprob;
+  };
+  // The sequence's next token from `logits` (which the sampler may change; `raw` then keeps them as
+  // they were, for the log-probabilities). Touches nothing but the sequence's sampler and `raw`: the
+  // rows of a step choose on the threads.
+  Choice choose(Sequence& sequence, float* logits, std::vector<float>& raw) const;
   // Takes the token: text (and log-probability) to the job; returns whether the sequence goes on.
-  bool accept(Sequence& sequence, int32_t token);
+  bool accept(Sequence& sequence, const Choice& choice);
   // The rows whose `keep` is false leave the batch (the last rows take their places).
   void leave(const std::vector<bool>& keep);
 
@@ -140,7 +152,7 @@ class Scheduler {
   Workspace ws_;    // the decode step's, on the model's device
   Workspace host_;  // its ids and what read_step brings to the host
   Tensor step_ids_, picked_;  // on the GPU: a step's ids and the greedy rows' picks, I32 [slots]
-  std::vector<float> raw_logits_;  // a row's logits before sampling, for its log-probabilities
+  std::vector<std::vector<float>> raw_logits_;  // per row, its logits before sampling (see choose)
   std::vector<Slot> slots_;
 
   std::mutex mutex_;

@@ -62,6 +62,39 @@ TEST(PrefixCache, EvictsTheLeastRecentlyUsedWithinTheBudget) {
   EXPECT_EQ(cache.find(Ids{1, 2, 3}).snapshot, nullptr);
 }
 
+// The state of an evicted or replaced snapshot is kept (one) for the next snapshot to reuse; a KV
+// cache's is not (its length would carry over into the copy).
+TEST(PrefixCache, KeepsTheLastEvictedStateForTheNextSnapshot) {
+  const LanguageModel model = LanguageModel::load(fixture_dir("mamba2_tiny"));
+  const auto snapshot = [&] { return Snapshot{model.new_state(1), {0.0f}}; };
+  const auto address = [](const ModelState& state) { return state.mixers.at(0) ? (const void*)state.mixers[0].get() : nullptr; };
+  const int64_t size = snapshot().bytes();
+  PrefixCache cache(2 * size);
+  EXPECT_TRUE(cache.take_spare().mixers.empty());
+  Snapshot first = snapshot();
+  const void* first_state = address(first.state);
+  cache.insert(Ids{1}, std::move(first));
+  cache.insert(Ids{2}, snapshot());
+  EXPECT_TRUE(cache.take_spare().mixers.empty());  // nothing evicted yet
+  cache.insert(Ids{3}, snapshot());                // evicts {1}
+  EXPECT_EQ(cache.entries(), 2);
+  ModelState spare = cache.take_spare();
+  EXPECT_EQ(address(spare), first_state);
+  EXPECT_EQ(spare.batch, 1);
+  EXPECT_TRUE(cache.take_spare().mixers.empty());  // taken
+  Snapshot again = snapshot();
+  const void* replaced = address(cache.find(Ids{3}).snapshot->state);
+  cache.insert(Ids{3}, std::move(again));  // replaces {3}'s snapshot
+  EXPECT_EQ(address(cache.take_spare()), replaced);
+
+  const LanguageModel bamba = LanguageModel::load(fixture_dir("bamba_tiny"));
+  PrefixCache small(Snapshot{bamba.new_state(1), {}}.bytes());
+  small.insert(Ids{1}, Snapshot{bamba.new_state(1), {}});
+  small.insert(Ids{2}, Snapshot{bamba.new_state(1), {}});  // evicts {1}: a KV cache, not kept
+  EXPECT_EQ(small.entries(), 1);
+  EXPECT_TRUE(small.take_spare().mixers.empty());
+}
+
 class CachedPrefillTest : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(CachedPrefillTest, AHitGivesTheColdLogitsBitForBit) {
@@ -92,6 +125,26 @@ TEST_P(CachedPrefillTest, AHitGivesTheColdLogitsBitForBit) {
   EXPECT_TRUE(warm.advance(longer, progress));
   EXPECT_EQ(progress.done, 50);
   EXPECT_EQ(progress.logits, cold.run(longer).logits);
+}
+
+// Under a budget of three snapshots, so that every snapshot after the first few is copied into an
+// evicted one's state: hits still give the cold logits bit for bit.
+TEST_P(CachedPrefillTest, HitsStayExactWhileSnapshotsReuseEvictedStates) {
+  const LanguageModel model = LanguageModel::load(fixture_dir(GetParam()));
+  const int64_t chunk = 8;
+  PrefixCache cache(3 * Snapshot{model.new_state(1), std::vector<float>(size_t(model.config().vocab_size))}.bytes());
+  CachedPrefill warm(model, &cache, chunk), cold(model, nullptr, chunk);
+  Ids longest;
+  for (int i = 0; i < 40; ++i) longest.push_back(int32_t((i * 37 + 11) % 500));
+  int64_t hits = 0;
+  for (int length : {12, 20, 28, 36, 20, 40, 5, 33}) {
+    const Ids prompt(longest.begin(), longest.begin() + length);
+    const auto got = warm.run(prompt);
+    hits += got.cached_tokens > 0;
+    EXPECT_EQ(got.logits, cold.run(prompt).logits) << length << " tokens, " << got.cached_tokens << " cached";
+  }
+  EXPECT_GE(hits, 4);
+  EXPECT_LE(cache.entries(), 3);
 }
 
 // Prompts prefilled together, in forwards of several rows, each get what they get alone up to
@@ -147,7 +200,71 @@ TEST_P(CachedPrefillTest, PromptsTogetherGetTheirLogitsAloneUpToRounding) {
   set_num_threads(threads_before);
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, CachedPrefillTest, ::testing::Values("mamba2_tiny", "bamba_tiny", "mamba_tiny"));
+// Prompts handed over from the forward's rows (as the server takes them into its decode batch): each
+// once, when its last chunk has run, keeping no state of its own; the row holds what the prompt's
+// lone run leaves in its state, up to rounding (one step from both gives the same logits within
+// 1e-4). Three rounds on one CachedPrefill, so that prompts that start blank land on rows that held
+// other prompts' states; a cache hit and a prompt of three chunks among them.
+TEST_P(CachedPrefillTest, PromptsAllInAreHandedOverFromTheRowsAsAlone) {
+  const LanguageModel model = LanguageModel::load(fixture_dir(GetParam()));
+  const int64_t chunk = 16;
+  PrefixCache cache(64 << 20);
+  CachedPrefill together(model, &cache, chunk), alone(model, nullptr, chunk);
+  const auto step_logits = [&](const ModelState& state, int64_t row) {  // one step of token 7 from that row
+    ModelState one = model.new_state(1);
+    state.copy_sequence(row, one, 0);
+    Tensor ids = Tensor::empty({1}, DType::I32);
+    ids.data<int32_t>()[0] = 7;
+    const Tensor logits = model.step(ids, one);
+    return std::vector<float>(logits.data<float>(), logits.data<float>() + logits.size(1));
+  };
+  const auto worst = [](const std::vector<float>& a, const std::vector<float>& b) {
+    float w = 0;
+    for (size_t v = 0; v < a.size(); ++v) w = std::max(w, std::abs(a[v] - b[v]));
+    return w;
+  };
+  for (int round = 0; round < 3; ++round) {
+    std::vector<Ids> prompts;
+    for (int p = 0; p < 4; ++p) {
+      Ids ids;
+      for (int i = 0; i < 12 + p % 2 * 8; ++i) ids.push_back(int32_t((i * 37 + round * 211 + p * 101 + 11) % 500));
+      prompts.push_back(ids);
+    }
+    prompts.push_back(Ids(prompts[1].begin(), prompts[1].end()));  // starts from prompts[1]'s snapshot at 16...
+    prompts.back().push_back(3);                                    // ...after prompts[1] ran (below)
+    Ids long_prompt;
+    for (int i = 0; i < 40; ++i) long_prompt.push_back(int32_t((i * 13 + round * 7 + 5) % 500));
+    prompts.push_back(long_prompt);
+    together.run(Ids(prompts[1].begin(), prompts[1].begin() + 16));
+    std::vector<CachedPrefill::Result> progress;
+    std::vector<CachedPrefill::Prefilling> batch;
+    for (const Ids& p : prompts) progress.push_back(together.start(p));
+    for (size_t i = 0; i < prompts.size(); ++i) batch.push_back({prompts[i], &progress[i]});
+    EXPECT_EQ(progress[4].cached_tokens, 16);
+    std::vector<int> handed(prompts.size(), 0);
+    std::vector<std::vector<float>> after(prompts.size());
+    int64_t advances = 0;
+    while (std::any_of(batch.begin(), batch.end(),
+                       [](const auto& p) { return p.progress->done < int64_t(p.prompt.size()); })) {
+      together.advance(batch, [&](size_t i, const ModelState& rows, int64_t row) {
+        ++handed[i];
+        EXPECT_EQ(progress[i].done, int64_t(prompts[i].size())) << "prompt " << i << " handed over before its end";
+        after[i] = step_logits(rows, row);
+      });
+      ASSERT_LT(++advances, 10);
+    }
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      EXPECT_EQ(handed[i], 1) << "round " << round << ", prompt " << i;
+      EXPECT_TRUE(progress[i].state.mixers.empty()) << "round " << round << ", prompt " << i;
+      const CachedPrefill::Result want = alone.run(prompts[i]);
+      EXPECT_LE(worst(progress[i].logits, want.logits), 1e-5f) << "round " << round << ", prompt " << i;
+      ASSERT_EQ(after[i].size(), size_t(model.config().vocab_size));
+      EXPECT_LE(worst(after[i], step_logits(want.state, 0)), 1e-4f) << "round " << round << ", prompt " << i;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Fixtures, CachedPrefillTest, ::testing::Values("mamba2_tiny", "bamba_tiny", "mamba_tiny", "xlstm_tiny"));
 
 }  // namespace
 }  // namespace ssm

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "core/random.h"
+#include "core/threads.h"
 #include "fixture_util.h"
 #include "model/language_model.h"
 #include "train/init.h"
@@ -105,6 +106,29 @@ TEST(StateExport, AnImportThatDoesNotFitIsAnError) {
     EXPECT_THROW(target.import_sequence(0, more), Error) << extra;
   }
   EXPECT_NO_THROW(target.import_sequence(0, good));
+}
+
+// copy_sequence copies the mixers on the threads (on the CPU): the same bits as one by one, and a
+// state of another model (here Mamba-1's states into Mamba-2's, as many mixers) is one clear error,
+// not an exception escaping a parallel region.
+TEST(StateCopy, OnTheThreadsAsOneByOneAndAForeignStateIsOneError) {
+  const LanguageModel mamba2 = LanguageModel::load(fixture_dir("mamba2_tiny"));
+  const LanguageModel mamba = LanguageModel::load(fixture_dir("mamba_tiny"));
+  const int threads_before = num_threads();
+  ModelState source = mamba2.new_state(3);
+  mamba2.forward(ids_of({5, 9, 2, 7, 11, 3, 8, 1, 4}, {3, 3}), &source, false);
+  for (int threads : {1, 2, 4}) {
+    set_num_threads(threads);
+    ModelState copied = mamba2.new_state(2);
+    source.copy_sequence(2, copied, 1);
+    const StateTensors want = source.export_sequence(2), got = copied.export_sequence(1);
+    ASSERT_EQ(got.size(), want.size());
+    for (size_t i = 0; i < got.size(); ++i) EXPECT_TRUE(same_bits(got[i].second, want[i].second)) << got[i].first;
+    ModelState foreign = mamba.new_state(1);
+    ASSERT_EQ(foreign.mixers.size(), source.mixers.size());
+    EXPECT_THROW(source.copy_sequence(0, foreign, 0), Error) << threads << " threads";
+  }
+  set_num_threads(threads_before);
 }
 
 }  // namespace

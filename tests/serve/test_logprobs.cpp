@@ -60,7 +60,8 @@ class LogprobsTest : public ServerTest {
   // The log-softmax of the model's logits after `prompt` (bytes), over the ids bytes can print.
   std::vector<double> reference(const std::string& prompt) {
     CachedPrefill prefill(*model_, nullptr, 16);
-    const std::vector<int32_t> ids(prompt.begin(), prompt.end());
+    std::vector<int32_t> ids;
+    for (const unsigned char byte : prompt) ids.push_back(byte);  // (a char above 127 is negative)
     const CachedPrefill::Result result = prefill.run(ids);
     return log_softmax(result.logits.data(), tokenizer_->vocab_size());
   }
@@ -108,6 +109,27 @@ TEST_F(LogprobsTest, AreTheModelsBeforeSampling) {
   ASSERT_EQ(token.size(), 1u);
   EXPECT_NEAR(lp["token_logprobs"][0].get<double>(), reference("Odds")[static_cast<unsigned char>(token[0])], 1e-4);
   EXPECT_TRUE(lp["top_logprobs"][0].empty());
+}
+
+// And so are those of the tokens after it, each chosen in a decode step (on the threads, with a
+// repetition penalty that changes the logits in place before the argmax).
+TEST_F(LogprobsTest, AreTheModelsBeforeSamplingAtEveryStep) {
+  json request = greedy("Odds", 4);
+  request["logprobs"] = 0;
+  request["repetition_penalty"] = 1.5;
+  const json lp = post_ok("/v1/completions", request)["choices"][0]["logprobs"];
+  ASSERT_EQ(lp["tokens"].size(), 4u);
+  std::string text = "Odds";
+  for (size_t t = 0; t < 4; ++t) {
+    // A byte's token: itself, or "bytes:\xNN" where it is not UTF-8 alone.
+    const std::string token = lp["tokens"][t];
+    const bool escaped = token.size() == 10 && token.starts_with("bytes:\\x");
+    ASSERT_TRUE(token.size() == 1 || escaped) << "token " << t << ": " << token;
+    const unsigned char byte = escaped ? static_cast<unsigned char>(std::stoi(token.substr(8), nullptr, 16))
+                                       : static_cast<unsigned char>(token[0]);
+    EXPECT_NEAR(lp["token_logprobs"][t].get<double>(), reference(text)[byte], 1e-4) << "token " << t;
+    text += static_cast<char>(byte);
+  }
 }
 
 TEST_F(LogprobsTest, ChatShapeWholeAndStreamed) {
