@@ -3,10 +3,11 @@
 //
 //   dev/cuda/build.sh           (or: nvcc -O3 -std=c++20 -gencode=arch=compute_90a,code=sm_90a
 //                                 dev/cuda/ssd.cu -o build/dev-cuda/ssd)
-//   build/dev-cuda/ssd          (checks first, then the timing table)
+//   build/dev-cuda/ssd          (checks first, then the timing table, last)
 // Without a GPU, build/dev-cuda/ssd_host_check runs the same kernels on the CPU (dev/cuda/ssd_host_check.cpp).
 //
-// The versions are the kernels the engine op runs (src/ops/cuda/ssd_kernels.cuh, ssd_launch.cuh):
+// v1-v3 are the kernels the engine op runs (src/ops/cuda/ssd_kernels.cuh, ssd_launch.cuh); v4 is in
+// src/ops/cuda/ssd_kernels_v4.cuh and ssd_launch_v4.cuh, timed here before the engine takes it:
 //   v1  recurrent: one warp per (batch, head, channel p), token by token over its state row (the engine's
 //       ssd_step, and its forward for shapes v2 does not take).
 //   v2  chunked: chunks of 64 tokens cut into segments so that batch*heads*segments blocks fill the GPU;
@@ -30,6 +31,24 @@
 //       of the chunks: 100K 1.4-1.7 ms (0.7-0.85x), 64K 0.9-1.1 ms, 16K ~0.26 ms, 4K ~0.08 ms. The
 //       table times pass 1 and pass 2 alone, and the same kernels at v2's plan (4 segments: one block
 //       per multiprocessor) and at 16 segments, to say where the time goes if this misses.
+//   v4  v3's passes with what does not depend on the state taken out of their per-chunk chains, into a
+//       third kernel that runs first, fully parallel over (batch, chunk): every head's dt scan and every
+//       group's raw C Bᵀ (once per group, not once per head as in v3) into scratch. Pass 2 copies the
+//       chunk's scan in with its tiles and reads C Bᵀ into registers (the next chunk's loaded while this
+//       one's state is updated), so its chain per chunk loses the C Bᵀ product (8 dependent k-steps of
+//       mma.sync and ~40 ldmatrix a warp, ~75 of the ~320 KB of shared-memory traffic per chunk and head,
+//       1 of 3.5 MFLOP) and warp 1's dt scan (shuffles in double, 6 expf a lane). Pass 1 copies chunks
+//       two ahead (three stages, still three blocks a multiprocessor) and reads its scans.
+//       Resources (nvcc -Xptxas -v, BF16, N 128): prep 76 registers, 32 KB shared; pass 1 80 registers
+//       (capped for three blocks; 123 uncapped), 75.8 KB shared; pass 2 128 registers (the cap for two
+//       blocks; v3 127), 106 KB shared as v3. No spills, no stack frame, in any instantiation.
+//       Prediction (written before the first GPU run): prep ~5 us at 4K to ~50 us at 100K (per token
+//       2 B of dt, 0.5 KB of B and C read; 32 scans x 1040 B and 8 KB of C Bᵀ per chunk written);
+//       pass 2's chunk step ~7.1 -> ~5 us (1.43 -> ~1.0 ms at 100K); pass 1 ~3.4 -> ~1.5-2 us a step
+//       if its step is waiting for the copies issued one chunk ahead, else unchanged (0.67 ms at
+//       100K). So 100K 1.35-1.7 ms (0.68-0.86x the peer), 64K 0.85-1.1 ms (0.67-0.87x), 16K ~0.26 ms,
+//       4K ~0.08 ms (one launch more). The table times prep, pass 1 and pass 2 alone to say which part
+//       of this held.
 //
 // Timed shapes (the issue's): batch 1, H 32, P 64, N 128, G 1, BF16, T = 4096 / 16384 / 65536 / 102400.
 // Floor (METHOD.md's two numbers):
@@ -51,9 +70,11 @@
 #include <cstdio>
 #include <cstdlib>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "../../src/ops/cuda/ssd_launch.cuh"
+#include "../../src/ops/cuda/ssd_launch_v4.cuh"
 #include "gpu_check_util.cuh"
 
 namespace kernels = ssm::ops::cuda::ssd_kernels;
@@ -121,12 +142,15 @@ void reference(const Host& h, std::vector<double>& y, std::vector<double>& state
     }
 }
 
-// How a timed run plans the chunked forward: the engine's plan, or a forced number of segments; and
-// which passes run (one alone to see where the time goes).
+enum class Version { v1, v3, v4 };
+
+// How a timed run plans the chunked forward: the version's own plan, or a forced number of segments;
+// and which kernels run (one alone to see where the time goes).
 struct Config {
   const char* name;
-  int segments;  // 0: the engine's plan (from the kernels' occupancy)
-  int passes;
+  Version version;
+  int segments;  // 0: the version's plan (from its kernels' occupancy)
+  int passes;    // kernels::Passes for v3, kernels::v4::Passes for v4
 };
 
 // One input set on the GPU, the output poisoned with NaN, the state (when wanted) reset per run.
@@ -136,8 +160,8 @@ struct Device {
   float* state = nullptr;  // working state; null without one
   float* state0 = nullptr;
   size_t state_floats = 0;
-  std::vector<std::pair<int, kernels::Plan>> plans;  // per forced segment count (0: the engine's)
-  std::vector<float*> scratch;                        // with each plan
+  std::vector<std::pair<std::pair<Version, int>, kernels::Plan>> plans;  // per version and forced segment count
+  std::vector<float*> scratch;                                            // with each plan
 
   explicit Device(const Host& h) {
     const Shape& s = h.s;
@@ -193,38 +217,48 @@ struct Device {
     scratch.clear();
     plans.clear();
   }
-  // The plan (planned once, as the engine plans once per call) and its scratch for `segments`.
-  std::pair<const kernels::Plan*, float*> plan_for(int segments) {
+  // The plan of version v (planned once, as the engine plans once per call) and its scratch for `segments`.
+  std::pair<const kernels::Plan*, float*> plan_for(Version v, int segments) {
     for (size_t i = 0; i < plans.size(); ++i)
-      if (plans[i].first == segments) return {&plans[i].second, scratch[i]};
+      if (plans[i].first == std::pair{v, segments}) return {&plans[i].second, scratch[i]};
     kernels::Plan plan;
-    CHECK_CUDA(kernels::plan_chunked(args, &plan));
+    CHECK_CUDA(v == Version::v4 ? kernels::v4::plan_chunked(args, &plan) : kernels::plan_chunked(args, &plan));
     if (segments > 0) {  // forced: as if `segments` pass-2 blocks per (batch, head) fit at once
       const int64_t heads = int64_t(args.batch) * args.heads;
       plan = kernels::make_plan(args.length, args.state_dim, heads, heads * segments,
                                 int64_t(plan.pieces_per_segment) * heads * std::max(1, segments - 1));
     }
+    const size_t floats = v == Version::v4 ? kernels::v4::scratch_floats(args, plan)
+                                           : kernels::chunked_scratch_floats(args, plan);
     float* buf = nullptr;
-    CHECK_CUDA(cudaMalloc(&buf, std::max<size_t>(1, kernels::chunked_scratch_floats(args, plan)) * sizeof(float)));
-    plans.push_back({segments, plan});
+    CHECK_CUDA(cudaMalloc(&buf, std::max<size_t>(1, floats) * sizeof(float)));
+    CHECK_CUDA(cudaMemset(buf, 0xff, std::max<size_t>(1, floats) * sizeof(float)));  // NaN: unwritten scratch shows
+    plans.push_back({{v, segments}, plan});
     scratch.push_back(buf);
     return {&plans.back().second, buf};
   }
 };
 
-enum class Version { v1, chunked };
-
 template <class T>
-void run(Device<T>& d, Version v, bool state_io, cudaStream_t stream, const Config& config = {"", 0, 3}) {
-  if (v == Version::v1) {
+void run(Device<T>& d, const Config& config, bool state_io, cudaStream_t stream) {
+  if (config.version == Version::v1) {
     CHECK_CUDA(kernels::launch_recurrent(d.args, d.state, stream));
     return;
   }
-  const auto [plan, scratch] = d.plan_for(config.segments);
-  CHECK_CUDA(kernels::launch_chunked(d.args, *plan, state_io ? d.state : nullptr, scratch, stream, config.passes));
+  const auto [plan, scratch] = d.plan_for(config.version, config.segments);
+  float* const state = state_io ? d.state : nullptr;
+  if (config.version == Version::v4)
+    CHECK_CUDA(kernels::v4::launch_chunked(d.args, *plan, state, scratch, stream, config.passes));
+  else
+    CHECK_CUDA(kernels::launch_chunked(d.args, *plan, state, scratch, stream, config.passes));
 }
 
-const char* name(Version v) { return v == Version::v1 ? "v1" : "v3"; }
+// Each version run whole, with its own plan.
+constexpr Config kWhole[] = {{"v1", Version::v1, 0, 0},
+                             {"v3", Version::v3, 0, kernels::kBothPasses},
+                             {"v4", Version::v4, 0, kernels::v4::kAll}};
+const Config& whole(Version v) { return kWhole[int(v)]; }
+
 template <class T>
 const char* dtype_name() {
   return sizeof(T) == 2 ? "bf16" : "f32";
@@ -239,13 +273,13 @@ bool check(const Shape& s, Version v, unsigned seed) {
   Device<T> d(h);
   d.poison();
   d.reset_state();
-  run(d, v, true, nullptr);
+  run(d, whole(v), true, nullptr);
   CHECK_CUDA(cudaDeviceSynchronize());
   const double ey = rel_error(download(d.args.y, want_y.size()), want_y);
   const double es = rel_error(download(d.state, want_state.size()), want_state);
   const double tol = sizeof(T) == 2 ? 2e-2 : 1e-5;
   const bool ok = ey < tol && es < tol;
-  std::printf("check %s %-4s B %d T %5d H %2d P %2d G %d N %3d D %d state %d: y %.2e state %.2e %s\n", name(v),
+  std::printf("check %s %-4s B %d T %5d H %2d P %2d G %d N %3d D %d state %d: y %.2e state %.2e %s\n", whole(v).name,
               dtype_name<T>(), s.batch, s.T, s.H, s.P, s.G, s.N, s.with_D, s.with_state, ey, es, ok ? "ok" : "FAIL");
   return ok;
 }
@@ -253,8 +287,8 @@ bool check(const Shape& s, Version v, unsigned seed) {
 // Median over `batches` of the mean time of 10 back-to-back runs (CUDA events around each batch), the
 // runs rotating among input sets so that the inputs are not L2-resident.
 template <class T>
-double time_ms(std::vector<Device<T>>& sets, Version v, int batches, const Config& config = {"", 0, 3}) {
-  auto run_one = [&](int i) { run(sets[size_t(i) % sets.size()], v, false, nullptr, config); };
+double time_ms(std::vector<Device<T>>& sets, const Config& config, int batches) {
+  auto run_one = [&](int i) { run(sets[size_t(i) % sets.size()], config, false, nullptr); };
   return median_batch_ms(run_one, 3, batches, 10);
 }
 
@@ -272,25 +306,31 @@ int main() {
                            {2, 1000, 6, 24, 2, 16, true, false},
                            {3, 63, 4, 32, 1, 128, true, true}};
   for (const Shape& s : checked)
-    for (Version v : {Version::v1, Version::chunked}) {
+    for (Version v : {Version::v1, Version::v3, Version::v4}) {
       ok &= check<float>(s, v, 1);
       ok &= check<bf16>(s, v, 2);
     }
 
   // The timed shapes: each configuration against v1 (the reference is too slow there), then timings.
-  // "4 seg." is v2's plan (one pass-2 block per multiprocessor); "pass 1" / "pass 2" run one pass alone.
-  const Config engine{"v3", 0, kernels::kBothPasses};
-  const Config configs[] = {engine,
-                            {"v3 pass 1", 0, kernels::kPieceStates},
-                            {"v3 pass 2", 0, kernels::kChunkScan},
-                            {"4 seg.", 4, kernels::kBothPasses},
-                            {"16 seg.", 16, kernels::kBothPasses}};
-  std::printf("\n| tokens | v3 bf16 ms | peer ms | v3 / peer | floor ms |");
-  for (const Config& c : configs)
-    if (&c != &configs[0]) std::printf(" %s |", c.name);
-  std::printf(" v3 f32 | v1 bf16 | v3 plan |\n|---|---|---|---|---|");
-  for (size_t i = 1; i < std::size(configs); ++i) std::printf("---|");
-  std::printf("---|---|---|\n");
+  // "pass 1" / "pass 2" / "prep" run one kernel alone (on the scratch the whole runs left).
+  const Config configs[] = {whole(Version::v3),
+                            whole(Version::v4),
+                            {"v3 pass 1", Version::v3, 0, kernels::kPieceStates},
+                            {"v3 pass 2", Version::v3, 0, kernels::kChunkScan},
+                            {"v4 prep", Version::v4, 0, kernels::v4::kPrep},
+                            {"v4 pass 1", Version::v4, 0, kernels::kPieceStates},
+                            {"v4 pass 2", Version::v4, 0, kernels::kChunkScan}};
+  std::string table = "| tokens | peer ms | v3 bf16 ms | v3 / peer | v4 bf16 ms | v4 / peer | floor ms |";
+  for (size_t k = 2; k < std::size(configs); ++k) table += std::string(" ") + configs[k].name + " |";
+  table += " v3 f32 | v4 f32 | v1 bf16 | v3 plan | v4 plan |\n|---|---|---|---|---|---|---|";
+  for (size_t k = 2; k < std::size(configs); ++k) table += "---|";
+  table += "---|---|---|---|---|\n";
+  auto plan_text = [](const kernels::Plan& p) {
+    char text[64];
+    std::snprintf(text, sizeof text, "%d x %d chunks, pieces %d x %d", p.segments, p.chunks_per_segment,
+                  p.pieces_per_segment, p.chunks_per_piece);
+    return std::string(text);
+  };
   for (int i = 0; i < 4; ++i) {
     const Shape s{1, kLengths[i], 32, 64, 1, 128, true, false};
     const size_t set_bytes = size_t(s.T) * 8768;
@@ -301,35 +341,38 @@ int main() {
     const size_t ny = size_t(s.T) * s.H * s.P;
     first.poison();
     first.reset_state();
-    run(first, Version::v1, true, nullptr);
+    run(first, whole(Version::v1), true, nullptr);
     CHECK_CUDA(cudaDeviceSynchronize());
     const std::vector<float> y1 = download(first.args.y, ny);
-    for (const Config& c : configs) {
-      if (c.passes != kernels::kBothPasses) continue;
+    for (Version v : {Version::v3, Version::v4}) {
       first.poison();
-      run(first, Version::chunked, false, nullptr, c);
+      run(first, whole(v), false, nullptr);
       CHECK_CUDA(cudaDeviceSynchronize());
       const double e = rel_error(download(first.args.y, ny), y1);
-      if (!(e < 2e-2)) {
-        std::printf("%s vs v1 at T %d: %.2e FAIL\n", c.name, s.T, e);
-        ok = false;
-      }
+      std::printf("%s vs v1 at T %d: %.2e %s\n", whole(v).name, s.T, e, e < 2e-2 ? "ok" : "FAIL");
+      ok &= e < 2e-2;
     }
     std::vector<double> ms;
-    for (const Config& c : configs) ms.push_back(time_ms(sets, Version::chunked, 20, c));
-    const double v1 = i == 0 ? time_ms(sets, Version::v1, 1) : NAN;
+    for (const Config& c : configs) ms.push_back(time_ms(sets, c, 20));
+    const double v1 = i == 0 ? time_ms(sets, whole(Version::v1), 1) : NAN;
     std::vector<Device<float>> sets32;
     sets32.emplace_back(s, 20);
-    const double v3f = time_ms(sets32, Version::chunked, 5);
+    const double v3f = time_ms(sets32, whole(Version::v3), 5), v4f = time_ms(sets32, whole(Version::v4), 5);
     const double floor_ms = double(set_bytes) / 4.24e12 * 1e3;
-    const kernels::Plan& plan = *first.plan_for(0).first;
-    std::printf("| %d | %.3f | %.2f | %.2fx | %.3f |", s.T, ms[0], kPeerMs[i], ms[0] / kPeerMs[i], floor_ms);
-    for (size_t k = 1; k < ms.size(); ++k) std::printf(" %.3f |", ms[k]);
-    std::printf(" %.3f | %.3f | %d x %d chunks, pieces %d x %d |\n", v3f, v1, plan.segments, plan.chunks_per_segment,
-                plan.pieces_per_segment, plan.chunks_per_piece);
+    char row[256];
+    std::snprintf(row, sizeof row, "| %d | %.2f | %.3f | %.2fx | %.3f | %.2fx | %.3f |", s.T, kPeerMs[i], ms[0],
+                  ms[0] / kPeerMs[i], ms[1], ms[1] / kPeerMs[i], floor_ms);
+    table += row;
+    for (size_t k = 2; k < ms.size(); ++k) {
+      std::snprintf(row, sizeof row, " %.3f |", ms[k]);
+      table += row;
+    }
+    std::snprintf(row, sizeof row, " %.3f | %.3f | %.3f | ", v3f, v4f, v1);
+    table += row + plan_text(*first.plan_for(Version::v3, 0).first) + " | " +
+             plan_text(*first.plan_for(Version::v4, 0).first) + " |\n";
     for (Device<bf16>& d : sets) d.release();
     for (Device<float>& d : sets32) d.release();
   }
-  std::printf("%s\n", ok ? "all checks passed" : "SOME CHECKS FAILED");
+  std::printf("%s\n\n%s", ok ? "all checks passed" : "SOME CHECKS FAILED", table.c_str());
   return ok ? 0 : 1;
 }

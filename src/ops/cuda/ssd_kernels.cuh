@@ -488,9 +488,10 @@ __device__ __forceinline__ void store_state(const StateTiles<kN>& S, float* dst,
   });
 }
 
-// S = exp(a_last) S (when `decay`) + (w ⊙ X)ᵀ B.
-template <class T, int kN>
-__device__ __forceinline__ void update_state(StateTiles<kN>& S, const T* Xs, const T* Bs, const ChunkScan& sc,
+// S = exp(a_last) S (when `decay`) + (w ⊙ X)ᵀ B. Scan: a ChunkScan, or any struct with its `weight` and
+// `decay` (v4's pass 1 stages only those).
+template <class T, int kN, class Scan>
+__device__ __forceinline__ void update_state(StateTiles<kN>& S, const T* Xs, const T* Bs, const Scan& sc,
                                              bool decay) {
   using M = WarpMma<T>;
   using L = Tiles<T, kN>;
@@ -517,31 +518,42 @@ __device__ __forceinline__ void update_state(StateTiles<kN>& S, const T* Xs, con
   }
 }
 
-// Ms = C Bᵀ ⊙ L + D I on the blocks on and below the diagonal. Warp w: rows 16 (w / 2) + [0, 16),
-// columns 32 (w % 2) + [0, 32), n-tiles wholly above the diagonal skipped (never read).
+// The C Bᵀ tiles of one warp, on and below the diagonal: rows 16 (w / 2) + [0, 16), columns 32 (w % 2) +
+// [0, 32) in acc[nt] (n-tile nt: columns + 8 nt); tiles wholly above the diagonal (cb_tile_needed false)
+// are left as they are.
+__device__ __forceinline__ int cb_row0() { return 16 * ((threadIdx.x >> 5) >> 1); }
+__device__ __forceinline__ int cb_col0() { return 32 * ((threadIdx.x >> 5) & 1); }
+__device__ __forceinline__ bool cb_tile_needed(int nt) { return cb_col0() + 8 * nt <= cb_row0() + 15; }
+
 template <class T, int kN>
-__device__ __forceinline__ void masked_cb(T* Ms, const T* Cs, const T* Bs, const ChunkScan& sc, float D) {
+__device__ __forceinline__ void cb_tiles(float (&acc)[4][4], const T* Cs, const T* Bs) {
   using M = WarpMma<T>;
   using L = Tiles<T, kN>;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int m0 = 16 * (warp >> 1), s0 = 32 * (warp & 1);
+  const int m0 = cb_row0(), s0 = cb_col0();
   if (s0 > m0 + 15) return;
-  float acc[4][4] = {};
 #pragma unroll
   for (int k0 = 0; k0 < kN; k0 += M::kK) {
     typename M::FragA fa;
     M::load_a(fa, Cs, typename L::BC{}, m0, k0);
 #pragma unroll
     for (int nt = 0; nt < 4; ++nt) {
-      if (s0 + 8 * nt > m0 + 15) continue;
+      if (!cb_tile_needed(nt)) continue;
       typename M::FragB fb;
       M::load_b(fb, Bs, typename L::BC{}, k0, s0 + 8 * nt);
       M::mma(acc[nt], fa, fb);
     }
   }
+}
+
+// Ms = acc ⊙ L + D I for the warp's tiles of cb_tiles (acc: its C Bᵀ tiles).
+template <class T, int kN>
+__device__ __forceinline__ void store_masked_cb(T* Ms, const float (&acc)[4][4], const ChunkScan& sc, float D) {
+  using L = Tiles<T, kN>;
+  const int lane = threadIdx.x & 31, m0 = cb_row0(), s0 = cb_col0();
+  if (s0 > m0 + 15) return;
 #pragma unroll
   for (int nt = 0; nt < 4; ++nt) {
-    if (s0 + 8 * nt > m0 + 15) continue;
+    if (!cb_tile_needed(nt)) continue;
     const int s = s0 + 8 * nt + 2 * (lane & 3);
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
@@ -553,6 +565,14 @@ __device__ __forceinline__ void masked_cb(T* Ms, const T* Cs, const T* Bs, const
       store_pair(Ms + L::M::at(l, s), v0, v1);
     }
   }
+}
+
+// Ms = C Bᵀ ⊙ L + D I on the blocks on and below the diagonal (the others are never read).
+template <class T, int kN>
+__device__ __forceinline__ void masked_cb(T* Ms, const T* Cs, const T* Bs, const ChunkScan& sc, float D) {
+  float acc[4][4] = {};
+  cb_tiles<T, kN>(acc, Cs, Bs);
+  store_masked_cb<T, kN>(Ms, acc, sc, D);
 }
 
 // y rows [0, rows) of the chunk = exp(a_l) C Sᵀ (when `has_prev`) + Ms X. Warp w: rows 16 (w / 2) + [0, 16),
