@@ -37,18 +37,20 @@
 //       chunk's scan in with its tiles and reads C Bᵀ into registers (the next chunk's loaded while this
 //       one's state is updated), so its chain per chunk loses the C Bᵀ product (8 dependent k-steps of
 //       mma.sync and ~40 ldmatrix a warp, ~75 of the ~320 KB of shared-memory traffic per chunk and head,
-//       1 of 3.5 MFLOP) and warp 1's dt scan (shuffles in double, 6 expf a lane). Pass 1 copies chunks
-//       two ahead (three stages, still three blocks a multiprocessor) and reads its scans.
-//       Resources (nvcc -Xptxas -v, BF16, N 128): prep 76 registers, 32 KB shared; pass 1 80 registers
-//       (capped for three blocks; 123 uncapped), 75.8 KB shared; pass 2 128 registers (the cap for two
+//       1 of 3.5 MFLOP) and warp 1's dt scan (shuffles in double, 6 expf a lane). Pass 1 reads its
+//       scans and copies chunks three ahead (four stages): at H 32 its plan has 7 x 32 blocks, under
+//       two per multiprocessor, so it takes two blocks' room (v3: three at 80 registers, the third
+//       slot empty) for the deeper pipeline and uncapped registers.
+//       Resources (nvcc -Xptxas -v, BF16, N 128): prep 61 registers, 32 KB shared; pass 1 124
+//       registers, 97.1 KB shared (2 blocks a multiprocessor); pass 2 128 registers (the cap for two
 //       blocks; v3 127), 106 KB shared as v3. No spills, no stack frame, in any instantiation.
-//       Prediction (written before the first GPU run): prep ~5 us at 4K to ~50 us at 100K (per token
-//       2 B of dt, 0.5 KB of B and C read; 32 scans x 1040 B and 8 KB of C Bᵀ per chunk written);
-//       pass 2's chunk step ~7.1 -> ~5 us (1.43 -> ~1.0 ms at 100K); pass 1 ~3.4 -> ~1.5-2 us a step
-//       if its step is waiting for the copies issued one chunk ahead, else unchanged (0.67 ms at
-//       100K). So 100K 1.35-1.7 ms (0.68-0.86x the peer), 64K 0.85-1.1 ms (0.67-0.87x), 16K ~0.26 ms,
-//       4K ~0.08 ms (one launch more). The table times prep, pass 1 and pass 2 alone to say which part
-//       of this held.
+//       Prediction (written before the first GPU run): prep ~5 us at 4K to ~30-50 us at 100K (per
+//       token 2 B of dt, 0.5 KB of B and C read; 32 scans x 1040 B and 8 KB of C Bᵀ per chunk
+//       written); pass 2's chunk step ~7.1 -> ~5 us (1.43 -> ~1.0 ms at 100K); pass 1 ~3.4 -> ~1.5-2 us
+//       a step if its step was waiting for the copies issued one chunk ahead, else unchanged (0.67 ms
+//       at 100K; no scan left in its chain either). So 100K 1.35-1.7 ms (0.68-0.86x the peer), 64K
+//       0.85-1.1 ms (0.67-0.87x), 16K ~0.26 ms, 4K ~0.08 ms (one launch more). The table times prep,
+//       pass 1 and pass 2 alone to say which part of this held.
 //
 // Timed shapes (the issue's): batch 1, H 32, P 64, N 128, G 1, BF16, T = 4096 / 16384 / 65536 / 102400.
 // Floor (METHOD.md's two numbers):

@@ -197,6 +197,7 @@ int main() {
       {2, 1100, 4, 64, 1, 128, false, true, 4, 3},  // 4 segments x 5 chunks, pieces of 2 and 1 chunks
       {1, 700, 6, 64, 2, 128, true, false, 3, 2},   // no initial state, 3 segments, 6 heads in 2 groups
       {2, 450, 4, 32, 2, 64, true, true, 3, 1},     // tile 64 with several segments, batch 2
+      {1, 2100, 2, 64, 1, 128, true, true, 8, 1},   // the timed shapes' 8 segments (of 5 chunks)
   };
   bool ok = true;
   unsigned seed = 1;

@@ -4,7 +4,7 @@
 //   0. chunk_prep_kernel, per (batch, chunk), fully parallel: every head's dt scan (ChunkScan, as
 //      scan_chunk computes it) and every group's raw C Bᵀ on and below the diagonal (64 x 64 in T),
 //      into scratch. C Bᵀ is computed once per group instead of once per head.
-//   1. piece_state_kernel: v3's pass 1 with a three-stage copy pipeline (chunk c + 2's x, B and scan
+//   1. piece_state_kernel: v3's pass 1 with a four-stage copy pipeline (chunk c + 3's x, B and scan
 //      copied while chunk c is computed) and the scan read, not computed.
 //   2. chunk_scan_kernel: v3's pass 2 with the scan copied in with the chunk's tiles and C Bᵀ read
 //      from scratch into registers (the next chunk's loaded while this one's state is updated), so
@@ -30,7 +30,7 @@ static_assert(sizeof(ChunkScan) - offsetof(ChunkScan, weight) == sizeof(PieceSca
                   sizeof(PieceScan) % 16 == 0 && sizeof(ChunkScan) % 16 == 0,
               "PieceScan is the tail of ChunkScan, in 16-byte pieces");
 
-constexpr int kPieceStages = 3;
+constexpr int kPieceStages = 4;
 
 // Where the launch's scratch goes: v3's slots and log-decays, then the scans [B*H][chunks], then the
 // raw C Bᵀ [B*G][chunks][kChunk][kChunk] in T; each part 16-byte aligned.
@@ -110,7 +110,10 @@ __device__ __forceinline__ void load_cb(CbPairs<T>& f, const T* src) {
 }
 
 // Pass 0. Block (b, chunk c): the scans of every head into scans[(b H + h) chunks + c], then for each
-// group the raw C Bᵀ (tiles wholly above the diagonal not written) into cb.
+// group the raw C Bᵀ (tiles wholly above the diagonal not written) into cb. The first group's B and C
+// are copied while the scans run; each warp loads the raw dt of up to kPrepHeads heads before scanning.
+constexpr int kPrepHeads = 4;
+
 template <class T, int kN>
 __global__ void __launch_bounds__(kThreads) chunk_prep_kernel(Args<T> a, int chunks, ChunkScan* __restrict__ scans,
                                                               T* __restrict__ cb) {
@@ -120,27 +123,39 @@ __global__ void __launch_bounds__(kThreads) chunk_prep_kernel(Args<T> a, int chu
   T* const Cs = Bs + L::kBC;
   const int c = int(blockIdx.x % unsigned(chunks)), b = int(blockIdx.x / unsigned(chunks));
   const int warp = threadIdx.x >> 5, rows = chunk_rows(a.length, c);
-  zero_shared(smem, 2 * size_t(L::kBC) * sizeof(T));
-  for (int h = warp; h < a.heads; h += kWarps) {
-    const BlockCoords bc{b, h, 0, 0, int64_t(b) * a.heads + h};
-    float raw[2];
-    load_raw_dt(a, bc, c, raw);
-    scan_chunk(scans[bc.bh * chunks + c], raw, rows, a, h);
-  }
   const int64_t row0 = int64_t(b) * a.length + int64_t(c) * kChunk;
-  for (int g = 0; g < a.groups; ++g) {
-    __syncthreads();  // the tiles are zero, or the group before is done with them
+  auto copy = [&](int g) {
     copy_chunk_async(Bs, typename L::BC{}, a.B + int64_t(g) * a.state_dim, a.ldB, row0, rows, a.state_dim);
     copy_chunk_async(Cs, typename L::BC{}, a.C + int64_t(g) * a.state_dim, a.ldC, row0, rows, a.state_dim);
     ptx::cp_async_commit();
+  };
+  zero_shared(smem, 2 * size_t(L::kBC) * sizeof(T));
+  __syncthreads();  // the zeros are in before the copies land
+  copy(0);
+  for (int h0 = warp; h0 < a.heads; h0 += kWarps * kPrepHeads) {
+    float raw[kPrepHeads][2];
+#pragma unroll
+    for (int i = 0; i < kPrepHeads; ++i)
+      if (h0 + kWarps * i < a.heads) load_raw_dt(a, BlockCoords{b, h0 + kWarps * i, 0, 0, 0}, c, raw[i]);
+#pragma unroll
+    for (int i = 0; i < kPrepHeads; ++i) {
+      const int h = h0 + kWarps * i;
+      if (h < a.heads) scan_chunk(scans[(int64_t(b) * a.heads + h) * chunks + c], raw[i], rows, a, h);
+    }
+  }
+  for (int g = 0; g < a.groups; ++g) {
     ptx::cp_async_wait_all();
-    __syncthreads();
+    __syncthreads();  // group g's tiles are in
     float acc[4][4] = {};
     cb_tiles<T, kN>(acc, Cs, Bs);
     T* const dst = cb + ((int64_t(b) * a.groups + g) * chunks + c) * (kChunk * kChunk);
     for_cb_pairs([&](int nt, int half, int l, int s) {
       store_pair(dst + l * kChunk + s, acc[nt][2 * half], acc[nt][2 * half + 1]);
     });
+    if (g + 1 < a.groups) {
+      __syncthreads();  // every warp is done with group g's tiles
+      copy(g + 1);
+    }
   }
 }
 
@@ -153,12 +168,13 @@ constexpr size_t piece_state_smem() {
   using L = Tiles<T, kN>;
   return kPieceStages * (size_t(L::kX + L::kBC) * sizeof(T) + sizeof(PieceScan));
 }
-static_assert(3 * (piece_state_smem<bf16, 128>() + 1024) <= 228 * 1024, "three BF16 pass-1 blocks must fit one");
+static_assert(2 * (piece_state_smem<bf16, 128>() + 1024) <= 228 * 1024, "two BF16 pass-1 blocks must fit one");
 
-// Pass 1: v3's piece_state_kernel (same outputs) with chunks copied two ahead and the scans read.
-// Three BF16 blocks a multiprocessor (at most 80 registers a thread), as v3's pass 1 has.
+// Pass 1: v3's piece_state_kernel (same outputs) with chunks copied kPieceStages - 1 ahead and the scans
+// read. Two BF16 blocks a multiprocessor (v3: three at 80 registers), with room for four stages: at H 32
+// the plan has 7 x 32 pass-1 blocks, under two per multiprocessor, so v3's third slot stood empty.
 template <class T>
-constexpr int kPieceBlocksPerSm = sizeof(T) == 2 ? 3 : 1;
+constexpr int kPieceBlocksPerSm = sizeof(T) == 2 ? 2 : 1;
 
 template <class T, int kN>
 __global__ void __launch_bounds__(kThreads, kPieceBlocksPerSm<T>) piece_state_kernel(Args<T> a, Plan plan, const float* __restrict__ state0,
@@ -193,19 +209,21 @@ __global__ void __launch_bounds__(kThreads, kPieceBlocksPerSm<T>) piece_state_ke
   };
   zero_shared(tiles, kPieceStages * size_t(kStage) * sizeof(T));
   __syncthreads();
-  copy(c_begin);
-  ptx::cp_async_commit();
-  if (c_begin + 1 < c_end) copy(c_begin + 1);
-  ptx::cp_async_commit();  // one group per chunk, empty past the end, so that the count below holds
+  // One commit group per chunk, empty past the end, so that group i always holds chunk c_begin + i.
+#pragma unroll
+  for (int i = 0; i < kPieceStages - 1; ++i) {
+    if (c_begin + i < c_end) copy(c_begin + i);
+    ptx::cp_async_commit();
+  }
 
   StateTiles<kN> S = {};
   float log_decay = 0.0f;
   for (int c = c_begin; c < c_end; ++c) {
     const int stage = (c - c_begin) % kPieceStages;
     T* const Xs = tiles + stage * kStage;
-    ptx::cp_async_wait_all_but_last();  // chunk c's group; chunk c + 1's may be in flight
+    ptx::cp_async_wait_groups<kPieceStages - 2>();  // chunk c's group; the kPieceStages - 2 after it may fly
     __syncthreads();  // chunk c's tiles are in; every warp is done with chunk c - 1 (the stage refilled next)
-    if (c + 2 < c_end) copy(c + 2);
+    if (c + kPieceStages - 1 < c_end) copy(c + kPieceStages - 1);
     ptx::cp_async_commit();
     update_state<T, kN>(S, Xs, Xs + L::kX, scan[stage], c > c_begin);
     log_decay += scan[stage].alast;
