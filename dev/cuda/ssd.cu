@@ -6,8 +6,8 @@
 //   build/dev-cuda/ssd          (checks first, then the timing table, last)
 // Without a GPU, build/dev-cuda/ssd_host_check runs the same kernels on the CPU (dev/cuda/ssd_host_check.cpp).
 //
-// v1-v3 are the kernels the engine op runs (src/ops/cuda/ssd_kernels.cuh, ssd_launch.cuh); v4 is in
-// src/ops/cuda/ssd_kernels_v4.cuh and ssd_launch_v4.cuh, timed here before the engine takes it:
+// v1 and v4 are the kernels the engine op runs (src/ops/cuda/ssd_kernels.cuh, ssd_launch.cuh); v2 and v3
+// are gone from the code, their numbers kept here and in docs/performance.md:
 //   v1  recurrent: one warp per (batch, head, channel p), token by token over its state row (the engine's
 //       ssd_step, and its forward for shapes v2 does not take).
 //   v2  chunked: chunks of 64 tokens cut into segments so that batch*heads*segments blocks fill the GPU;
@@ -22,7 +22,7 @@
 //       2 barriers a chunk and only 2 warps per scheduler, so latencies (mma, ldmatrix, shared loads,
 //       the dt scan's shuffles, the next chunk's copies) are exposed, and nothing else on the
 //       multiprocessor fills them.
-//   v3  (the engine's) v2 with unpadded tiles whose 16-byte pieces are permuted by XOR with the row
+//   v3  v2 with unpadded tiles whose 16-byte pieces are permuted by XOR with the row
 //       (conflict-free ldmatrix without padding): 106 KB per BF16 pass-2 block, so two blocks per
 //       multiprocessor (at most 128 registers a thread: 127 used, no spills), 8 segments per head at
 //       H 32, each walking half as many chunks, while the other block on the multiprocessor fills its
@@ -31,7 +31,10 @@
 //       of the chunks: 100K 1.4-1.7 ms (0.7-0.85x), 64K 0.9-1.1 ms, 16K ~0.26 ms, 4K ~0.08 ms. The
 //       table times pass 1 and pass 2 alone, and the same kernels at v2's plan (4 segments: one block
 //       per multiprocessor) and at 16 segments, to say where the time goes if this misses.
-//   v4  v3's passes with what does not depend on the state taken out of their per-chunk chains, into a
+//       Outcome (2026-12-01): 0.101 / 0.350 / 1.350 / 2.098 ms = 0.19 / 0.32 / 1.06 / 1.05x the peer;
+//       pass 1 0.67 ms and pass 2 1.43 ms at 100K (pass 2 1.4x faster, under the prediction); 16
+//       segments changed nothing (2.104 ms): the per-chunk chain, not the parallelism, is what is left.
+//   v4  (the engine's) v3's passes with what does not depend on the state taken out of their per-chunk chains, into a
 //       third kernel that runs first, fully parallel over (batch, chunk): every head's dt scan and every
 //       group's raw C Bᵀ (once per group, not once per head as in v3) into scratch. Pass 2 copies the
 //       chunk's scan in with its tiles and reads C Bᵀ into registers (the next chunk's loaded while this
@@ -51,6 +54,14 @@
 //       at 100K; no scan left in its chain either). So 100K 1.35-1.7 ms (0.68-0.86x the peer), 64K
 //       0.85-1.1 ms (0.67-0.87x), 16K ~0.26 ms, 4K ~0.08 ms (one launch more). The table times prep,
 //       pass 1 and pass 2 alone to say which part of this held.
+//       Outcome (2026-12-01, v3 timed in the same run): 0.101 / 0.320 / 1.192 / 1.846 ms = 0.19 / 0.29
+//       / 0.94 / 0.92x the peer (v3 0.103 / 0.356 / 1.355 / 2.105 ms): 2 / 10 / 12 / 12% under v3, short
+//       of the prediction, and the goal is still missed at 64K and 100K. At 100K prep 0.055 ms (over the
+//       30-50 us predicted), pass 1 0.667 -> 0.452 ms (a third less: its step did wait on its copies,
+//       though not as much as ~0.3 ms would have meant), pass 2 1.432 -> 1.341 ms (7.2 -> 6.7 us a
+//       chunk step, not ~5): the C Bᵀ product and the scan were mostly hidden in v3's chain already;
+//       the rest of it (state store, C Sᵀ + Ms X, state update, two barriers) is what bounds pass 2.
+//       F32: 0.311 / 1.148 / 4.459 / 6.949 ms (v3 0.377 / 1.416 / 5.532 / 8.617), 17-19% under v3.
 //
 // Timed shapes (the issue's): batch 1, H 32, P 64, N 128, G 1, BF16, T = 4096 / 16384 / 65536 / 102400.
 // Floor (METHOD.md's two numbers):
@@ -76,7 +87,6 @@
 #include <vector>
 
 #include "../../src/ops/cuda/ssd_launch.cuh"
-#include "../../src/ops/cuda/ssd_launch_v4.cuh"
 #include "gpu_check_util.cuh"
 
 namespace kernels = ssm::ops::cuda::ssd_kernels;
@@ -144,15 +154,13 @@ void reference(const Host& h, std::vector<double>& y, std::vector<double>& state
     }
 }
 
-enum class Version { v1, v3, v4 };
+enum class Version { v1, v4 };
 
-// How a timed run plans the chunked forward: the version's own plan, or a forced number of segments;
-// and which kernels run (one alone to see where the time goes).
+// A timed run: the version, and for v4 which kernels run (one alone to see where the time goes).
 struct Config {
   const char* name;
   Version version;
-  int segments;  // 0: the version's plan (from its kernels' occupancy)
-  int passes;    // kernels::Passes for v3, kernels::v4::Passes for v4
+  int passes;  // kernels::Passes
 };
 
 // One input set on the GPU, the output poisoned with NaN, the state (when wanted) reset per run.
@@ -162,8 +170,8 @@ struct Device {
   float* state = nullptr;  // working state; null without one
   float* state0 = nullptr;
   size_t state_floats = 0;
-  std::vector<std::pair<std::pair<Version, int>, kernels::Plan>> plans;  // per version and forced segment count
-  std::vector<float*> scratch;                                            // with each plan
+  kernels::Plan plan{};      // the chunked plan, once planned
+  float* scratch = nullptr;  // and its scratch
 
   explicit Device(const Host& h) {
     const Shape& s = h.s;
@@ -215,29 +223,18 @@ struct Device {
                           (const void*)args.y, (const void*)args.A, (const void*)args.dt_bias, (const void*)args.D,
                           (const void*)state, (const void*)state0})
       if (p) CHECK_CUDA(cudaFree(const_cast<void*>(p)));
-    for (float* p : scratch) CHECK_CUDA(cudaFree(p));
-    scratch.clear();
-    plans.clear();
+    if (scratch) CHECK_CUDA(cudaFree(scratch));
+    scratch = nullptr;
   }
-  // The plan of version v (planned once, as the engine plans once per call) and its scratch for `segments`.
-  std::pair<const kernels::Plan*, float*> plan_for(Version v, int segments) {
-    for (size_t i = 0; i < plans.size(); ++i)
-      if (plans[i].first == std::pair{v, segments}) return {&plans[i].second, scratch[i]};
-    kernels::Plan plan;
-    CHECK_CUDA(v == Version::v4 ? kernels::v4::plan_chunked(args, &plan) : kernels::plan_chunked(args, &plan));
-    if (segments > 0) {  // forced: as if `segments` pass-2 blocks per (batch, head) fit at once
-      const int64_t heads = int64_t(args.batch) * args.heads;
-      plan = kernels::make_plan(args.length, args.state_dim, heads, heads * segments,
-                                int64_t(plan.pieces_per_segment) * heads * std::max(1, segments - 1));
+  // The chunked plan (planned once, as the engine plans once per call) and its scratch.
+  std::pair<const kernels::Plan*, float*> chunked() {
+    if (!scratch) {
+      CHECK_CUDA(kernels::plan_chunked(args, &plan));
+      const size_t floats = kernels::chunked_scratch_floats(args, plan);
+      CHECK_CUDA(cudaMalloc(&scratch, floats * sizeof(float)));
+      CHECK_CUDA(cudaMemset(scratch, 0xff, floats * sizeof(float)));  // NaN: unwritten scratch shows
     }
-    const size_t floats = v == Version::v4 ? kernels::v4::scratch_floats(args, plan)
-                                           : kernels::chunked_scratch_floats(args, plan);
-    float* buf = nullptr;
-    CHECK_CUDA(cudaMalloc(&buf, std::max<size_t>(1, floats) * sizeof(float)));
-    CHECK_CUDA(cudaMemset(buf, 0xff, std::max<size_t>(1, floats) * sizeof(float)));  // NaN: unwritten scratch shows
-    plans.push_back({{v, segments}, plan});
-    scratch.push_back(buf);
-    return {&plans.back().second, buf};
+    return {&plan, scratch};
   }
 };
 
@@ -247,18 +244,12 @@ void run(Device<T>& d, const Config& config, bool state_io, cudaStream_t stream)
     CHECK_CUDA(kernels::launch_recurrent(d.args, d.state, stream));
     return;
   }
-  const auto [plan, scratch] = d.plan_for(config.version, config.segments);
-  float* const state = state_io ? d.state : nullptr;
-  if (config.version == Version::v4)
-    CHECK_CUDA(kernels::v4::launch_chunked(d.args, *plan, state, scratch, stream, config.passes));
-  else
-    CHECK_CUDA(kernels::launch_chunked(d.args, *plan, state, scratch, stream, config.passes));
+  const auto [plan, scratch] = d.chunked();
+  CHECK_CUDA(kernels::launch_chunked(d.args, *plan, state_io ? d.state : nullptr, scratch, stream, config.passes));
 }
 
 // Each version run whole, with its own plan.
-constexpr Config kWhole[] = {{"v1", Version::v1, 0, 0},
-                             {"v3", Version::v3, 0, kernels::kBothPasses},
-                             {"v4", Version::v4, 0, kernels::v4::kAll}};
+constexpr Config kWhole[] = {{"v1", Version::v1, 0}, {"v4", Version::v4, kernels::kAllPasses}};
 const Config& whole(Version v) { return kWhole[int(v)]; }
 
 template <class T>
@@ -308,25 +299,22 @@ int main() {
                            {2, 1000, 6, 24, 2, 16, true, false},
                            {3, 63, 4, 32, 1, 128, true, true}};
   for (const Shape& s : checked)
-    for (Version v : {Version::v1, Version::v3, Version::v4}) {
+    for (Version v : {Version::v1, Version::v4}) {
       ok &= check<float>(s, v, 1);
       ok &= check<bf16>(s, v, 2);
     }
 
-  // The timed shapes: each configuration against v1 (the reference is too slow there), then timings.
-  // "pass 1" / "pass 2" / "prep" run one kernel alone (on the scratch the whole runs left).
-  const Config configs[] = {whole(Version::v3),
-                            whole(Version::v4),
-                            {"v3 pass 1", Version::v3, 0, kernels::kPieceStates},
-                            {"v3 pass 2", Version::v3, 0, kernels::kChunkScan},
-                            {"v4 prep", Version::v4, 0, kernels::v4::kPrep},
-                            {"v4 pass 1", Version::v4, 0, kernels::kPieceStates},
-                            {"v4 pass 2", Version::v4, 0, kernels::kChunkScan}};
-  std::string table = "| tokens | peer ms | v3 bf16 ms | v3 / peer | v4 bf16 ms | v4 / peer | floor ms |";
-  for (size_t k = 2; k < std::size(configs); ++k) table += std::string(" ") + configs[k].name + " |";
-  table += " v3 f32 | v4 f32 | v1 bf16 | v3 plan | v4 plan |\n|---|---|---|---|---|---|---|";
-  for (size_t k = 2; k < std::size(configs); ++k) table += "---|";
-  table += "---|---|---|---|---|\n";
+  // The timed shapes: v4 against v1 (the reference is too slow there), then timings. "prep" / "pass 1" /
+  // "pass 2" run one kernel alone (on the scratch the whole runs left).
+  const Config configs[] = {whole(Version::v4),
+                            {"prep", Version::v4, kernels::kPrep},
+                            {"pass 1", Version::v4, kernels::kPieceStates},
+                            {"pass 2", Version::v4, kernels::kChunkScan}};
+  std::string table = "| tokens | peer ms | v4 bf16 ms | v4 / peer | floor ms |";
+  for (size_t k = 1; k < std::size(configs); ++k) table += std::string(" ") + configs[k].name + " |";
+  table += " v4 f32 | v1 bf16 | plan |\n|---|---|---|---|---|";
+  for (size_t k = 1; k < std::size(configs); ++k) table += "---|";
+  table += "---|---|---|\n";
   auto plan_text = [](const kernels::Plan& p) {
     char text[64];
     std::snprintf(text, sizeof text, "%d x %d chunks, pieces %d x %d", p.segments, p.chunks_per_segment,
@@ -346,32 +334,29 @@ int main() {
     run(first, whole(Version::v1), true, nullptr);
     CHECK_CUDA(cudaDeviceSynchronize());
     const std::vector<float> y1 = download(first.args.y, ny);
-    for (Version v : {Version::v3, Version::v4}) {
-      first.poison();
-      run(first, whole(v), false, nullptr);
-      CHECK_CUDA(cudaDeviceSynchronize());
-      const double e = rel_error(download(first.args.y, ny), y1);
-      std::printf("%s vs v1 at T %d: %.2e %s\n", whole(v).name, s.T, e, e < 2e-2 ? "ok" : "FAIL");
-      ok &= e < 2e-2;
-    }
+    first.poison();
+    run(first, whole(Version::v4), false, nullptr);
+    CHECK_CUDA(cudaDeviceSynchronize());
+    const double e = rel_error(download(first.args.y, ny), y1);
+    std::printf("v4 vs v1 at T %d: %.2e %s\n", s.T, e, e < 2e-2 ? "ok" : "FAIL");
+    ok &= e < 2e-2;
     std::vector<double> ms;
     for (const Config& c : configs) ms.push_back(time_ms(sets, c, 20));
     const double v1 = i == 0 ? time_ms(sets, whole(Version::v1), 1) : NAN;
     std::vector<Device<float>> sets32;
     sets32.emplace_back(s, 20);
-    const double v3f = time_ms(sets32, whole(Version::v3), 5), v4f = time_ms(sets32, whole(Version::v4), 5);
+    const double v4f = time_ms(sets32, whole(Version::v4), 5);
     const double floor_ms = double(set_bytes) / 4.24e12 * 1e3;
     char row[256];
-    std::snprintf(row, sizeof row, "| %d | %.2f | %.3f | %.2fx | %.3f | %.2fx | %.3f |", s.T, kPeerMs[i], ms[0],
-                  ms[0] / kPeerMs[i], ms[1], ms[1] / kPeerMs[i], floor_ms);
+    std::snprintf(row, sizeof row, "| %d | %.2f | %.3f | %.2fx | %.3f |", s.T, kPeerMs[i], ms[0], ms[0] / kPeerMs[i],
+                  floor_ms);
     table += row;
-    for (size_t k = 2; k < ms.size(); ++k) {
+    for (size_t k = 1; k < ms.size(); ++k) {
       std::snprintf(row, sizeof row, " %.3f |", ms[k]);
       table += row;
     }
-    std::snprintf(row, sizeof row, " %.3f | %.3f | %.3f | ", v3f, v4f, v1);
-    table += row + plan_text(*first.plan_for(Version::v3, 0).first) + " | " +
-             plan_text(*first.plan_for(Version::v4, 0).first) + " |\n";
+    std::snprintf(row, sizeof row, " %.3f | %.3f | ", v4f, v1);
+    table += row + plan_text(*first.chunked().first) + " |\n";
     for (Device<bf16>& d : sets) d.release();
     for (Device<float>& d : sets32) d.release();
   }

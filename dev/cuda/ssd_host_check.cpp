@@ -1,4 +1,4 @@
-// Runs the SSD kernels of src/ops/cuda/ssd_kernels.cuh and ssd_kernels_v4.cuh on the CPU, for machines without a GPU (the
+// Runs the SSD kernels of src/ops/cuda/ssd_kernels.cuh on the CPU, for machines without a GPU (the
 // execution model of cuda_on_cpu.h: fibers for threads, emulated barriers, shuffles and PTX), and checks
 // the results against the plain recurrence in double. It checks the kernels' indexing, masking, staging
 // and plans (many segment/piece cuts, partial chunks, padded P and N, both dtypes); not timing, not
@@ -9,17 +9,13 @@
 #include "check_util.h"
 #include "cuda_on_cpu.h"
 
-// The kernels' dynamic shared memory (v3's and v4's namespaces): one block runs at a time.
+// The kernels' dynamic shared memory: one block runs at a time.
 namespace ssm::ops::cuda::ssd_kernels {
 alignas(16) unsigned char smem[232448];
-namespace v4 {
-alignas(16) unsigned char smem[232448];
-}
 }  // namespace ssm::ops::cuda::ssd_kernels
 
 #define SSM_SSD_HOST_CHECK
 #include "../../src/ops/cuda/ssd_kernels.cuh"
-#include "../../src/ops/cuda/ssd_kernels_v4.cuh"
 
 namespace kernels = ssm::ops::cuda::ssd_kernels;
 using bf16 = __nv_bfloat16;
@@ -89,34 +85,34 @@ std::vector<T> converted(const std::vector<float>& v) {
   return out;
 }
 
-enum class Algorithm { recurrent, v3, v4 };
-const char* name(Algorithm al) { return al == Algorithm::recurrent ? "recurrent" : al == Algorithm::v3 ? "v3" : "v4"; }
+enum class Algorithm { recurrent, chunked };
+const char* name(Algorithm al) { return al == Algorithm::recurrent ? "recurrent" : "chunked"; }
 
-// v4's three kernels (ssd_launch_v4.cuh's order), each block's shared memory poisoned first; false when
-// pass 1 used more shared memory than piece_state_smem says (the GPU would have refused the launch).
+// The chunked forward's three kernels (ssd_launch.cuh's order), each block's shared memory poisoned
+// first; false when a kernel used more shared memory than its *_smem says (the GPU would have refused
+// the launch).
 template <class T, int kN>
-bool launch_v4(const kernels::Args<T>& a, const kernels::Plan& plan, float* state, std::vector<float>& scratch) {
-  namespace v4 = kernels::v4;
+bool launch_chunked(const kernels::Args<T>& a, const kernels::Plan& plan, float* state, std::vector<float>& scratch) {
   const int64_t heads = int64_t(a.batch) * a.heads;
-  const v4::Scratch<T> s = v4::scratch_parts(scratch.data(), a, plan);
+  const kernels::Scratch<T> s = kernels::scratch_parts(scratch.data(), a, plan);
   bool ok = true;
-  poison_shared(v4::smem);
+  poison_shared(kernels::smem);
   fibers::launch(unsigned(a.batch * plan.chunks), kernels::kThreads,
-                 [&] { v4::chunk_prep_kernel<T, kN>(a, plan.chunks, s.scans, s.cb); });
-  ok &= shared_untouched_from(v4::smem, v4::prep_smem<T, kN>());
+                 [&] { kernels::chunk_prep_kernel<T, kN>(a, plan.chunks, s.scans, s.cb); });
+  ok &= shared_untouched_from(kernels::smem, kernels::prep_smem<T, kN>());
   if (plan.segments > 1) {
-    poison_shared(v4::smem);
+    poison_shared(kernels::smem);
     fibers::launch(unsigned(heads * plan.pieces()), kernels::kThreads, [&] {
-      v4::piece_state_kernel<T, kN>(a, plan, state, s.slots, s.log_decays, s.scans);
+      kernels::piece_state_kernel<T, kN>(a, plan, state, s.slots, s.log_decays, s.scans);
     });
-    ok &= shared_untouched_from(v4::smem, v4::piece_state_smem<T, kN>());
+    ok &= shared_untouched_from(kernels::smem, kernels::piece_state_smem<T, kN>());
   }
-  poison_shared(v4::smem);
+  poison_shared(kernels::smem);
   fibers::launch(unsigned(heads * plan.segments), kernels::kThreads, [&] {
-    v4::chunk_scan_kernel<T, kN>(a, plan, state, s.slots, s.log_decays, s.scans, s.cb);
+    kernels::chunk_scan_kernel<T, kN>(a, plan, state, s.slots, s.log_decays, s.scans, s.cb);
   });
-  ok &= shared_untouched_from(v4::smem, kernels::chunk_scan_smem<T, kN>());
-  if (!ok) std::printf("v4 used more shared memory than it asks for\n");
+  ok &= shared_untouched_from(kernels::smem, kernels::chunk_scan_smem<T, kN>());
+  if (!ok) std::printf("the chunked kernels used more shared memory than they ask for\n");
   return ok;
 }
 
@@ -139,29 +135,10 @@ bool run_case(const Case& k, Algorithm al, unsigned seed) {
     const int64_t heads = int64_t(k.batch) * k.H;
     plan = kernels::make_plan(k.T, k.N, heads, heads * k.segments_wanted,
                               heads * std::max(1, k.segments_wanted - 1) * k.pieces_wanted);
-    if (al == Algorithm::v4) {
-      std::vector<float> scratch(std::max<size_t>(1, kernels::v4::scratch_floats(a, plan)), NAN);
-      const bool fits = plan.state_tile == 64 ? launch_v4<T, 64>(a, plan, state_ptr, scratch)
-                                              : launch_v4<T, 128>(a, plan, state_ptr, scratch);
-      if (!fits) return false;
-    } else {
-    std::vector<float> scratch(std::max<size_t>(1, kernels::scratch_floats(plan, heads, k.P, k.N)), NAN);
-    float* const slots = scratch.data();
-    float* const log_decays = slots + size_t(heads) * (1 + plan.pieces()) * k.P * k.N;
-    auto both = [&]<int kN>() {
-      if (plan.segments > 1)
-        fibers::launch(unsigned(heads * plan.pieces()), kernels::kThreads, [&] {
-          kernels::piece_state_kernel<T, kN>(a, plan, state_ptr, slots, log_decays);
-        });
-      poison_shared(kernels::smem);
-      fibers::launch(unsigned(heads * plan.segments), kernels::kThreads, [&] {
-        kernels::chunk_scan_kernel<T, kN>(a, plan, state_ptr, slots, log_decays);
-      });
-    };
-    poison_shared(kernels::smem);
-    if (plan.state_tile == 64) both.template operator()<64>();
-    else both.template operator()<128>();
-    }
+    std::vector<float> scratch(kernels::chunked_scratch_floats(a, plan), NAN);
+    const bool fits = plan.state_tile == 64 ? launch_chunked<T, 64>(a, plan, state_ptr, scratch)
+                                            : launch_chunked<T, 128>(a, plan, state_ptr, scratch);
+    if (!fits) return false;
   } else {
     const int64_t threads = int64_t(k.batch) * k.H * k.P * 32;
     fibers::launch(unsigned((threads + 255) / 256), 256, [&] { kernels::recurrent_kernel<T>(a, state_ptr); });
@@ -193,7 +170,7 @@ int main() {
       {1, 1, 2, 64, 1, 128, true, true, 4, 1},      // one token
       {1, 65, 2, 16, 1, 32, true, true, 2, 1},      // a chunk and one token
       {2, 37, 4, 64, 2, 128, true, true, 2, 1},     // T < chunk, batch 2, two groups
-      {2, 1100, 4, 64, 2, 128, true, true, 2, 1},   // pieces of 9 chunks: pass 1's three stages wrap
+      {2, 1100, 4, 64, 2, 128, true, true, 2, 1},   // pieces of 9 chunks: pass 1's four stages wrap
       {2, 1100, 4, 64, 1, 128, false, true, 4, 3},  // 4 segments x 5 chunks, pieces of 2 and 1 chunks
       {1, 700, 6, 64, 2, 128, true, false, 3, 2},   // no initial state, 3 segments, 6 heads in 2 groups
       {2, 450, 4, 32, 2, 64, true, true, 3, 1},     // tile 64 with several segments, batch 2
@@ -202,12 +179,10 @@ int main() {
   bool ok = true;
   unsigned seed = 1;
   for (const Case& k : cases) {
-    ok &= run_case<float>(k, Algorithm::v3, seed);
-    ok &= run_case<bf16>(k, Algorithm::v3, seed + 1);
-    for (bool reverse : {false, true}) {  // v4 in both orders of a block's threads (see fibers::reverse_order)
+    for (bool reverse : {false, true}) {  // both orders of a block's threads (see fibers::reverse_order)
       fibers::reverse_order = reverse;
-      ok &= run_case<float>(k, Algorithm::v4, seed);
-      ok &= run_case<bf16>(k, Algorithm::v4, seed + 1);
+      ok &= run_case<float>(k, Algorithm::chunked, seed);
+      ok &= run_case<bf16>(k, Algorithm::chunked, seed + 1);
     }
     fibers::reverse_order = false;
     seed += 2;
