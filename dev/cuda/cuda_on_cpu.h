@@ -234,6 +234,8 @@ void cp_async_16(void* dst, const void* src, int bytes) {
 void cp_async_commit() {}
 void cp_async_wait_all() {}
 void cp_async_wait_all_but_last() {}
+template <int kPending>
+void cp_async_wait_groups() {}
 
 }  // namespace ssm::ops::cuda::ptx
 

@@ -3,10 +3,11 @@
 //
 //   dev/cuda/build.sh           (or: nvcc -O3 -std=c++20 -gencode=arch=compute_90a,code=sm_90a
 //                                 dev/cuda/ssd.cu -o build/dev-cuda/ssd)
-//   build/dev-cuda/ssd          (checks first, then the timing table)
+//   build/dev-cuda/ssd          (checks first, then the timing table, last)
 // Without a GPU, build/dev-cuda/ssd_host_check runs the same kernels on the CPU (dev/cuda/ssd_host_check.cpp).
 //
-// The versions are the kernels the engine op runs (src/ops/cuda/ssd_kernels.cuh, ssd_launch.cuh):
+// v1 and v4 are the kernels the engine op runs (src/ops/cuda/ssd_kernels.cuh, ssd_launch.cuh); v2 and v3
+// are gone from the code, their numbers kept here and in docs/performance.md:
 //   v1  recurrent: one warp per (batch, head, channel p), token by token over its state row (the engine's
 //       ssd_step, and its forward for shapes v2 does not take).
 //   v2  chunked: chunks of 64 tokens cut into segments so that batch*heads*segments blocks fill the GPU;
@@ -21,7 +22,7 @@
 //       2 barriers a chunk and only 2 warps per scheduler, so latencies (mma, ldmatrix, shared loads,
 //       the dt scan's shuffles, the next chunk's copies) are exposed, and nothing else on the
 //       multiprocessor fills them.
-//   v3  (the engine's) v2 with unpadded tiles whose 16-byte pieces are permuted by XOR with the row
+//   v3  v2 with unpadded tiles whose 16-byte pieces are permuted by XOR with the row
 //       (conflict-free ldmatrix without padding): 106 KB per BF16 pass-2 block, so two blocks per
 //       multiprocessor (at most 128 registers a thread: 127 used, no spills), 8 segments per head at
 //       H 32, each walking half as many chunks, while the other block on the multiprocessor fills its
@@ -30,6 +31,37 @@
 //       of the chunks: 100K 1.4-1.7 ms (0.7-0.85x), 64K 0.9-1.1 ms, 16K ~0.26 ms, 4K ~0.08 ms. The
 //       table times pass 1 and pass 2 alone, and the same kernels at v2's plan (4 segments: one block
 //       per multiprocessor) and at 16 segments, to say where the time goes if this misses.
+//       Outcome (2026-12-01): 0.101 / 0.350 / 1.350 / 2.098 ms = 0.19 / 0.32 / 1.06 / 1.05x the peer;
+//       pass 1 0.67 ms and pass 2 1.43 ms at 100K (pass 2 1.4x faster, under the prediction); 16
+//       segments changed nothing (2.104 ms): the per-chunk chain, not the parallelism, is what is left.
+//   v4  (the engine's) v3's passes with what does not depend on the state taken out of their per-chunk chains, into a
+//       third kernel that runs first, fully parallel over (batch, chunk): every head's dt scan and every
+//       group's raw C Bᵀ (once per group, not once per head as in v3) into scratch. Pass 2 copies the
+//       chunk's scan in with its tiles and reads C Bᵀ into registers (the next chunk's loaded while this
+//       one's state is updated), so its chain per chunk loses the C Bᵀ product (8 dependent k-steps of
+//       mma.sync and ~40 ldmatrix a warp, ~75 of the ~320 KB of shared-memory traffic per chunk and head,
+//       1 of 3.5 MFLOP) and warp 1's dt scan (shuffles in double, 6 expf a lane). Pass 1 reads its
+//       scans and copies chunks three ahead (four stages): at H 32 its plan has 7 x 32 blocks, under
+//       two per multiprocessor, so it takes two blocks' room (v3: three at 80 registers, the third
+//       slot empty) for the deeper pipeline and uncapped registers.
+//       Resources (nvcc -Xptxas -v, BF16, N 128): prep 61 registers, 32 KB shared; pass 1 124
+//       registers, 97.1 KB shared (2 blocks a multiprocessor); pass 2 128 registers (the cap for two
+//       blocks; v3 127), 106 KB shared as v3. No spills, no stack frame, in any instantiation.
+//       Prediction (written before the first GPU run): prep ~5 us at 4K to ~30-50 us at 100K (per
+//       token 2 B of dt, 0.5 KB of B and C read; 32 scans x 1040 B and 8 KB of C Bᵀ per chunk
+//       written); pass 2's chunk step ~7.1 -> ~5 us (1.43 -> ~1.0 ms at 100K); pass 1 ~3.4 -> ~1.5-2 us
+//       a step if its step was waiting for the copies issued one chunk ahead, else unchanged (0.67 ms
+//       at 100K; no scan left in its chain either). So 100K 1.35-1.7 ms (0.68-0.86x the peer), 64K
+//       0.85-1.1 ms (0.67-0.87x), 16K ~0.26 ms, 4K ~0.08 ms (one launch more). The table times prep,
+//       pass 1 and pass 2 alone to say which part of this held.
+//       Outcome (2026-12-01, v3 timed in the same run): 0.101 / 0.320 / 1.192 / 1.846 ms = 0.19 / 0.29
+//       / 0.94 / 0.92x the peer (v3 0.103 / 0.356 / 1.355 / 2.105 ms): 2 / 10 / 12 / 12% under v3, short
+//       of the prediction, and the goal is still missed at 64K and 100K. At 100K prep 0.055 ms (over the
+//       30-50 us predicted), pass 1 0.667 -> 0.452 ms (a third less: its step did wait on its copies,
+//       though not as much as ~0.3 ms would have meant), pass 2 1.432 -> 1.341 ms (7.2 -> 6.7 us a
+//       chunk step, not ~5): the C Bᵀ product and the scan were mostly hidden in v3's chain already;
+//       the rest of it (state store, C Sᵀ + Ms X, state update, two barriers) is what bounds pass 2.
+//       F32: 0.311 / 1.148 / 4.459 / 6.949 ms (v3 0.377 / 1.416 / 5.532 / 8.617), 17-19% under v3.
 //
 // Timed shapes (the issue's): batch 1, H 32, P 64, N 128, G 1, BF16, T = 4096 / 16384 / 65536 / 102400.
 // Floor (METHOD.md's two numbers):
@@ -51,6 +83,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "../../src/ops/cuda/ssd_launch.cuh"
@@ -121,12 +154,13 @@ void reference(const Host& h, std::vector<double>& y, std::vector<double>& state
     }
 }
 
-// How a timed run plans the chunked forward: the engine's plan, or a forced number of segments; and
-// which passes run (one alone to see where the time goes).
+enum class Version { v1, v4 };
+
+// A timed run: the version, and for v4 which kernels run (one alone to see where the time goes).
 struct Config {
   const char* name;
-  int segments;  // 0: the engine's plan (from the kernels' occupancy)
-  int passes;
+  Version version;
+  int passes;  // kernels::Passes
 };
 
 // One input set on the GPU, the output poisoned with NaN, the state (when wanted) reset per run.
@@ -136,8 +170,8 @@ struct Device {
   float* state = nullptr;  // working state; null without one
   float* state0 = nullptr;
   size_t state_floats = 0;
-  std::vector<std::pair<int, kernels::Plan>> plans;  // per forced segment count (0: the engine's)
-  std::vector<float*> scratch;                        // with each plan
+  kernels::Plan plan{};      // the chunked plan, once planned
+  float* scratch = nullptr;  // and its scratch
 
   explicit Device(const Host& h) {
     const Shape& s = h.s;
@@ -189,42 +223,35 @@ struct Device {
                           (const void*)args.y, (const void*)args.A, (const void*)args.dt_bias, (const void*)args.D,
                           (const void*)state, (const void*)state0})
       if (p) CHECK_CUDA(cudaFree(const_cast<void*>(p)));
-    for (float* p : scratch) CHECK_CUDA(cudaFree(p));
-    scratch.clear();
-    plans.clear();
+    if (scratch) CHECK_CUDA(cudaFree(scratch));
+    scratch = nullptr;
   }
-  // The plan (planned once, as the engine plans once per call) and its scratch for `segments`.
-  std::pair<const kernels::Plan*, float*> plan_for(int segments) {
-    for (size_t i = 0; i < plans.size(); ++i)
-      if (plans[i].first == segments) return {&plans[i].second, scratch[i]};
-    kernels::Plan plan;
-    CHECK_CUDA(kernels::plan_chunked(args, &plan));
-    if (segments > 0) {  // forced: as if `segments` pass-2 blocks per (batch, head) fit at once
-      const int64_t heads = int64_t(args.batch) * args.heads;
-      plan = kernels::make_plan(args.length, args.state_dim, heads, heads * segments,
-                                int64_t(plan.pieces_per_segment) * heads * std::max(1, segments - 1));
+  // The chunked plan (planned once, as the engine plans once per call) and its scratch.
+  std::pair<const kernels::Plan*, float*> chunked() {
+    if (!scratch) {
+      CHECK_CUDA(kernels::plan_chunked(args, &plan));
+      const size_t floats = kernels::chunked_scratch_floats(args, plan);
+      CHECK_CUDA(cudaMalloc(&scratch, floats * sizeof(float)));
+      CHECK_CUDA(cudaMemset(scratch, 0xff, floats * sizeof(float)));  // NaN: unwritten scratch shows
     }
-    float* buf = nullptr;
-    CHECK_CUDA(cudaMalloc(&buf, std::max<size_t>(1, kernels::chunked_scratch_floats(args, plan)) * sizeof(float)));
-    plans.push_back({segments, plan});
-    scratch.push_back(buf);
-    return {&plans.back().second, buf};
+    return {&plan, scratch};
   }
 };
 
-enum class Version { v1, chunked };
-
 template <class T>
-void run(Device<T>& d, Version v, bool state_io, cudaStream_t stream, const Config& config = {"", 0, 3}) {
-  if (v == Version::v1) {
+void run(Device<T>& d, const Config& config, bool state_io, cudaStream_t stream) {
+  if (config.version == Version::v1) {
     CHECK_CUDA(kernels::launch_recurrent(d.args, d.state, stream));
     return;
   }
-  const auto [plan, scratch] = d.plan_for(config.segments);
+  const auto [plan, scratch] = d.chunked();
   CHECK_CUDA(kernels::launch_chunked(d.args, *plan, state_io ? d.state : nullptr, scratch, stream, config.passes));
 }
 
-const char* name(Version v) { return v == Version::v1 ? "v1" : "v3"; }
+// Each version run whole, with its own plan.
+constexpr Config kWhole[] = {{"v1", Version::v1, 0}, {"v4", Version::v4, kernels::kAllPasses}};
+const Config& whole(Version v) { return kWhole[int(v)]; }
+
 template <class T>
 const char* dtype_name() {
   return sizeof(T) == 2 ? "bf16" : "f32";
@@ -239,13 +266,13 @@ bool check(const Shape& s, Version v, unsigned seed) {
   Device<T> d(h);
   d.poison();
   d.reset_state();
-  run(d, v, true, nullptr);
+  run(d, whole(v), true, nullptr);
   CHECK_CUDA(cudaDeviceSynchronize());
   const double ey = rel_error(download(d.args.y, want_y.size()), want_y);
   const double es = rel_error(download(d.state, want_state.size()), want_state);
   const double tol = sizeof(T) == 2 ? 2e-2 : 1e-5;
   const bool ok = ey < tol && es < tol;
-  std::printf("check %s %-4s B %d T %5d H %2d P %2d G %d N %3d D %d state %d: y %.2e state %.2e %s\n", name(v),
+  std::printf("check %s %-4s B %d T %5d H %2d P %2d G %d N %3d D %d state %d: y %.2e state %.2e %s\n", whole(v).name,
               dtype_name<T>(), s.batch, s.T, s.H, s.P, s.G, s.N, s.with_D, s.with_state, ey, es, ok ? "ok" : "FAIL");
   return ok;
 }
@@ -253,8 +280,8 @@ bool check(const Shape& s, Version v, unsigned seed) {
 // Median over `batches` of the mean time of 10 back-to-back runs (CUDA events around each batch), the
 // runs rotating among input sets so that the inputs are not L2-resident.
 template <class T>
-double time_ms(std::vector<Device<T>>& sets, Version v, int batches, const Config& config = {"", 0, 3}) {
-  auto run_one = [&](int i) { run(sets[size_t(i) % sets.size()], v, false, nullptr, config); };
+double time_ms(std::vector<Device<T>>& sets, const Config& config, int batches) {
+  auto run_one = [&](int i) { run(sets[size_t(i) % sets.size()], config, false, nullptr); };
   return median_batch_ms(run_one, 3, batches, 10);
 }
 
@@ -272,25 +299,28 @@ int main() {
                            {2, 1000, 6, 24, 2, 16, true, false},
                            {3, 63, 4, 32, 1, 128, true, true}};
   for (const Shape& s : checked)
-    for (Version v : {Version::v1, Version::chunked}) {
+    for (Version v : {Version::v1, Version::v4}) {
       ok &= check<float>(s, v, 1);
       ok &= check<bf16>(s, v, 2);
     }
 
-  // The timed shapes: each configuration against v1 (the reference is too slow there), then timings.
-  // "4 seg." is v2's plan (one pass-2 block per multiprocessor); "pass 1" / "pass 2" run one pass alone.
-  const Config engine{"v3", 0, kernels::kBothPasses};
-  const Config configs[] = {engine,
-                            {"v3 pass 1", 0, kernels::kPieceStates},
-                            {"v3 pass 2", 0, kernels::kChunkScan},
-                            {"4 seg.", 4, kernels::kBothPasses},
-                            {"16 seg.", 16, kernels::kBothPasses}};
-  std::printf("\n| tokens | v3 bf16 ms | peer ms | v3 / peer | floor ms |");
-  for (const Config& c : configs)
-    if (&c != &configs[0]) std::printf(" %s |", c.name);
-  std::printf(" v3 f32 | v1 bf16 | v3 plan |\n|---|---|---|---|---|");
-  for (size_t i = 1; i < std::size(configs); ++i) std::printf("---|");
-  std::printf("---|---|---|\n");
+  // The timed shapes: v4 against v1 (the reference is too slow there), then timings. "prep" / "pass 1" /
+  // "pass 2" run one kernel alone (on the scratch the whole runs left).
+  const Config configs[] = {whole(Version::v4),
+                            {"prep", Version::v4, kernels::kPrep},
+                            {"pass 1", Version::v4, kernels::kPieceStates},
+                            {"pass 2", Version::v4, kernels::kChunkScan}};
+  std::string table = "| tokens | peer ms | v4 bf16 ms | v4 / peer | floor ms |";
+  for (size_t k = 1; k < std::size(configs); ++k) table += std::string(" ") + configs[k].name + " |";
+  table += " v4 f32 | v1 bf16 | plan |\n|---|---|---|---|---|";
+  for (size_t k = 1; k < std::size(configs); ++k) table += "---|";
+  table += "---|---|---|\n";
+  auto plan_text = [](const kernels::Plan& p) {
+    char text[64];
+    std::snprintf(text, sizeof text, "%d x %d chunks, pieces %d x %d", p.segments, p.chunks_per_segment,
+                  p.pieces_per_segment, p.chunks_per_piece);
+    return std::string(text);
+  };
   for (int i = 0; i < 4; ++i) {
     const Shape s{1, kLengths[i], 32, 64, 1, 128, true, false};
     const size_t set_bytes = size_t(s.T) * 8768;
@@ -301,35 +331,35 @@ int main() {
     const size_t ny = size_t(s.T) * s.H * s.P;
     first.poison();
     first.reset_state();
-    run(first, Version::v1, true, nullptr);
+    run(first, whole(Version::v1), true, nullptr);
     CHECK_CUDA(cudaDeviceSynchronize());
     const std::vector<float> y1 = download(first.args.y, ny);
-    for (const Config& c : configs) {
-      if (c.passes != kernels::kBothPasses) continue;
-      first.poison();
-      run(first, Version::chunked, false, nullptr, c);
-      CHECK_CUDA(cudaDeviceSynchronize());
-      const double e = rel_error(download(first.args.y, ny), y1);
-      if (!(e < 2e-2)) {
-        std::printf("%s vs v1 at T %d: %.2e FAIL\n", c.name, s.T, e);
-        ok = false;
-      }
-    }
+    first.poison();
+    run(first, whole(Version::v4), false, nullptr);
+    CHECK_CUDA(cudaDeviceSynchronize());
+    const double e = rel_error(download(first.args.y, ny), y1);
+    std::printf("v4 vs v1 at T %d: %.2e %s\n", s.T, e, e < 2e-2 ? "ok" : "FAIL");
+    ok &= e < 2e-2;
     std::vector<double> ms;
-    for (const Config& c : configs) ms.push_back(time_ms(sets, Version::chunked, 20, c));
-    const double v1 = i == 0 ? time_ms(sets, Version::v1, 1) : NAN;
+    for (const Config& c : configs) ms.push_back(time_ms(sets, c, 20));
+    const double v1 = i == 0 ? time_ms(sets, whole(Version::v1), 1) : NAN;
     std::vector<Device<float>> sets32;
     sets32.emplace_back(s, 20);
-    const double v3f = time_ms(sets32, Version::chunked, 5);
+    const double v4f = time_ms(sets32, whole(Version::v4), 5);
     const double floor_ms = double(set_bytes) / 4.24e12 * 1e3;
-    const kernels::Plan& plan = *first.plan_for(0).first;
-    std::printf("| %d | %.3f | %.2f | %.2fx | %.3f |", s.T, ms[0], kPeerMs[i], ms[0] / kPeerMs[i], floor_ms);
-    for (size_t k = 1; k < ms.size(); ++k) std::printf(" %.3f |", ms[k]);
-    std::printf(" %.3f | %.3f | %d x %d chunks, pieces %d x %d |\n", v3f, v1, plan.segments, plan.chunks_per_segment,
-                plan.pieces_per_segment, plan.chunks_per_piece);
+    char row[256];
+    std::snprintf(row, sizeof row, "| %d | %.2f | %.3f | %.2fx | %.3f |", s.T, kPeerMs[i], ms[0], ms[0] / kPeerMs[i],
+                  floor_ms);
+    table += row;
+    for (size_t k = 1; k < ms.size(); ++k) {
+      std::snprintf(row, sizeof row, " %.3f |", ms[k]);
+      table += row;
+    }
+    std::snprintf(row, sizeof row, " %.3f | %.3f | ", v4f, v1);
+    table += row + plan_text(*first.chunked().first) + " |\n";
     for (Device<bf16>& d : sets) d.release();
     for (Device<float>& d : sets32) d.release();
   }
-  std::printf("%s\n", ok ? "all checks passed" : "SOME CHECKS FAILED");
+  std::printf("%s\n\n%s", ok ? "all checks passed" : "SOME CHECKS FAILED", table.c_str());
   return ok ? 0 : 1;
 }

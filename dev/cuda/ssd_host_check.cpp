@@ -12,7 +12,7 @@
 // The kernels' dynamic shared memory: one block runs at a time.
 namespace ssm::ops::cuda::ssd_kernels {
 alignas(16) unsigned char smem[232448];
-}
+}  // namespace ssm::ops::cuda::ssd_kernels
 
 #define SSM_SSD_HOST_CHECK
 #include "../../src/ops/cuda/ssd_kernels.cuh"
@@ -85,8 +85,40 @@ std::vector<T> converted(const std::vector<float>& v) {
   return out;
 }
 
+enum class Algorithm { recurrent, chunked };
+const char* name(Algorithm al) { return al == Algorithm::recurrent ? "recurrent" : "chunked"; }
+
+// The chunked forward's three kernels (ssd_launch.cuh's order), each block's shared memory poisoned
+// first; false when a kernel used more shared memory than its *_smem says (the GPU would have refused
+// the launch).
+template <class T, int kN>
+bool launch_chunked(const kernels::Args<T>& a, const kernels::Plan& plan, float* state, std::vector<float>& scratch) {
+  const int64_t heads = int64_t(a.batch) * a.heads;
+  const kernels::Scratch<T> s = kernels::scratch_parts(scratch.data(), a, plan);
+  bool ok = true;
+  poison_shared(kernels::smem);
+  fibers::launch(unsigned(a.batch * plan.chunks), kernels::kThreads,
+                 [&] { kernels::chunk_prep_kernel<T, kN>(a, plan.chunks, s.scans, s.cb); });
+  ok &= shared_untouched_from(kernels::smem, kernels::prep_smem<T, kN>());
+  if (plan.segments > 1) {
+    poison_shared(kernels::smem);
+    fibers::launch(unsigned(heads * plan.pieces()), kernels::kThreads, [&] {
+      kernels::piece_state_kernel<T, kN>(a, plan, state, s.slots, s.log_decays, s.scans);
+    });
+    ok &= shared_untouched_from(kernels::smem, kernels::piece_state_smem<T, kN>());
+  }
+  poison_shared(kernels::smem);
+  fibers::launch(unsigned(heads * plan.segments), kernels::kThreads, [&] {
+    kernels::chunk_scan_kernel<T, kN>(a, plan, state, s.slots, s.log_decays, s.scans, s.cb);
+  });
+  ok &= shared_untouched_from(kernels::smem, kernels::chunk_scan_smem<T, kN>());
+  if (!ok) std::printf("the chunked kernels used more shared memory than they ask for\n");
+  return ok;
+}
+
 template <class T>
-bool run_case(const Case& k, bool chunked, unsigned seed) {
+bool run_case(const Case& k, Algorithm al, unsigned seed) {
+  const bool chunked = al != Algorithm::recurrent;
   const Inputs in = make_inputs<T>(k, seed);
   std::vector<double> want_y, want_state;
   reference(k, in, want_y, want_state);
@@ -103,22 +135,10 @@ bool run_case(const Case& k, bool chunked, unsigned seed) {
     const int64_t heads = int64_t(k.batch) * k.H;
     plan = kernels::make_plan(k.T, k.N, heads, heads * k.segments_wanted,
                               heads * std::max(1, k.segments_wanted - 1) * k.pieces_wanted);
-    std::vector<float> scratch(std::max<size_t>(1, kernels::scratch_floats(plan, heads, k.P, k.N)), NAN);
-    float* const slots = scratch.data();
-    float* const log_decays = slots + size_t(heads) * (1 + plan.pieces()) * k.P * k.N;
-    auto both = [&]<int kN>() {
-      if (plan.segments > 1)
-        fibers::launch(unsigned(heads * plan.pieces()), kernels::kThreads, [&] {
-          kernels::piece_state_kernel<T, kN>(a, plan, state_ptr, slots, log_decays);
-        });
-      poison_shared(kernels::smem);
-      fibers::launch(unsigned(heads * plan.segments), kernels::kThreads, [&] {
-        kernels::chunk_scan_kernel<T, kN>(a, plan, state_ptr, slots, log_decays);
-      });
-    };
-    poison_shared(kernels::smem);
-    if (plan.state_tile == 64) both.template operator()<64>();
-    else both.template operator()<128>();
+    std::vector<float> scratch(kernels::chunked_scratch_floats(a, plan), NAN);
+    const bool fits = plan.state_tile == 64 ? launch_chunked<T, 64>(a, plan, state_ptr, scratch)
+                                            : launch_chunked<T, 128>(a, plan, state_ptr, scratch);
+    if (!fits) return false;
   } else {
     const int64_t threads = int64_t(k.batch) * k.H * k.P * 32;
     fibers::launch(unsigned((threads + 255) / 256), 256, [&] { kernels::recurrent_kernel<T>(a, state_ptr); });
@@ -130,9 +150,9 @@ bool run_case(const Case& k, bool chunked, unsigned seed) {
   const double es = state_checked ? rel_error(state, want_state) : 0.0;
   const double tol = sizeof(T) == 2 ? 2e-2 : 1e-5;
   const bool ok = ey < tol && es < tol;
-  std::printf("%-9s %-4s B %d T %4d H %d P %2d G %d N %3d D %d state %d | segments %d x %d chunks, pieces %d x %d"
+  std::printf("%-9s %-4s order %d B %d T %4d H %d P %2d G %d N %3d D %d state %d | segments %d x %d chunks, pieces %d x %d"
               " | y %.2e state %.2e %s\n",
-              chunked ? "chunked" : "recurrent", sizeof(T) == 2 ? "bf16" : "f32", k.batch, k.T, k.H, k.P, k.G, k.N,
+              name(al), sizeof(T) == 2 ? "bf16" : "f32", int(fibers::reverse_order), k.batch, k.T, k.H, k.P, k.G, k.N,
               k.with_D, k.with_state, plan.segments, plan.chunks_per_segment, plan.pieces_per_segment,
               plan.chunks_per_piece, ey, es, ok ? "ok" : "FAIL");
   std::fflush(stdout);
@@ -141,25 +161,36 @@ bool run_case(const Case& k, bool chunked, unsigned seed) {
 
 int main() {
   const Case cases[] = {
-      {1, 64, 2, 64, 1, 128, true, false, 1, 1},   // one chunk: C Bᵀ ⊙ L and D only
-      {1, 64, 2, 64, 1, 128, false, true, 1, 1},   // + C Sᵀ and the state update
-      {1, 200, 2, 64, 1, 128, true, true, 1, 1},   // one segment, partial last chunk
-      {2, 200, 2, 64, 2, 128, true, true, 2, 1},   // two segments, two groups
-      {1, 330, 2, 24, 1, 16, true, true, 3, 2},    // padded P and N (tile 64), pieces
-      {1, 330, 4, 32, 2, 64, false, false, 2, 3},  // no initial state, several segments and pieces
-      {1, 1, 2, 64, 1, 128, true, true, 4, 1},     // one token
-      {1, 65, 2, 16, 1, 32, true, true, 2, 1},     // a chunk and one token
+      {1, 64, 2, 64, 1, 128, true, false, 1, 1},    // one chunk: C Bᵀ ⊙ L and D only
+      {1, 64, 2, 64, 1, 128, false, true, 1, 1},    // + C Sᵀ and the state update
+      {1, 200, 2, 64, 1, 128, true, true, 1, 1},    // one segment, partial last chunk
+      {2, 200, 2, 64, 2, 128, true, true, 2, 1},    // two segments, two groups
+      {1, 330, 2, 24, 1, 16, true, true, 3, 2},     // padded P and N (tile 64), pieces
+      {1, 330, 4, 32, 2, 64, false, false, 2, 3},   // no initial state, several segments and pieces
+      {1, 1, 2, 64, 1, 128, true, true, 4, 1},      // one token
+      {1, 65, 2, 16, 1, 32, true, true, 2, 1},      // a chunk and one token
+      {2, 37, 4, 64, 2, 128, true, true, 2, 1},     // T < chunk, batch 2, two groups
+      {2, 1100, 4, 64, 2, 128, true, true, 2, 1},   // pieces of 9 chunks: pass 1's four stages wrap
+      {2, 1100, 4, 64, 1, 128, false, true, 4, 3},  // 4 segments x 5 chunks, pieces of 2 and 1 chunks
+      {1, 700, 6, 64, 2, 128, true, false, 3, 2},   // no initial state, 3 segments, 6 heads in 2 groups
+      {2, 450, 4, 32, 2, 64, true, true, 3, 1},     // tile 64 with several segments, batch 2
+      {1, 2100, 2, 64, 1, 128, true, true, 8, 1},   // the timed shapes' 8 segments (of 5 chunks)
   };
   bool ok = true;
   unsigned seed = 1;
   for (const Case& k : cases) {
-    ok &= run_case<float>(k, true, seed++);
-    ok &= run_case<bf16>(k, true, seed++);
+    for (bool reverse : {false, true}) {  // both orders of a block's threads (see fibers::reverse_order)
+      fibers::reverse_order = reverse;
+      ok &= run_case<float>(k, Algorithm::chunked, seed);
+      ok &= run_case<bf16>(k, Algorithm::chunked, seed + 1);
+    }
+    fibers::reverse_order = false;
+    seed += 2;
   }
   const Case recurrent[] = {{2, 20, 2, 5, 2, 12, true, true, 1, 1}, {1, 9, 2, 64, 1, 128, false, true, 1, 1}};
   for (const Case& k : recurrent) {
-    ok &= run_case<float>(k, false, seed++);
-    ok &= run_case<bf16>(k, false, seed++);
+    ok &= run_case<float>(k, Algorithm::recurrent, seed++);
+    ok &= run_case<bf16>(k, Algorithm::recurrent, seed++);
   }
   std::printf("%s\n", ok ? "all cases passed" : "SOME CASES FAILED");
   return ok ? 0 : 1;

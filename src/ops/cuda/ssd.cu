@@ -40,11 +40,9 @@ void ssd(const SsdInputs& in, Tensor* state, Tensor& y) {
     if (kernels::chunked_supports(args)) {
       kernels::Plan plan;
       SSM_CUDA_CHECK(kernels::plan_chunked(args, &plan), "ssd: setting up the chunked kernels for {}", sizes_str(d));
-      const size_t scratch_floats = kernels::chunked_scratch_floats(args, plan);
-      Tensor scratch;
-      if (scratch_floats) scratch = Tensor::empty({int64_t(scratch_floats)}, DType::F32, Device::CUDA);
-      SSM_CUDA_CHECK(kernels::launch_chunked(args, plan, state_data, scratch_floats ? scratch.data<float>() : nullptr,
-                                             stream()),
+      // Never empty: every call has a chunk, and pass 0 writes each chunk's scans and C Bᵀ there.
+      Tensor scratch = Tensor::empty({int64_t(kernels::chunked_scratch_floats(args, plan))}, DType::F32, Device::CUDA);
+      SSM_CUDA_CHECK(kernels::launch_chunked(args, plan, state_data, scratch.data<float>(), stream()),
                      "ssd (chunked, {} segments) of {}", plan.segments, sizes_str(d));
     } else {
       Tensor own_state;

@@ -14,23 +14,28 @@
 //      y = exp(a_l) ⊙ C Sᵀ + (C Bᵀ ⊙ L + D I) X,   L[l,s] = exp(a_l - a_s) dt_s (s <= l),
 //      S = exp(a_last) S + (w ⊙ X)ᵀ B,             w_s = exp(a_last - a_s) dt_s.
 //    The chunks of each (batch, head) are cut into `segments` runs of whole chunks, so that
-//    batch * heads * segments blocks fill the GPU, in two launches:
+//    batch * heads * segments blocks fill the GPU, in three launches:
+//      0. chunk_prep_kernel, per (batch, chunk), fully parallel: what does not depend on the state, out
+//         of the per-chunk chains of the passes: every head's dt scan (ChunkScan) and every group's raw
+//         C Bᵀ on and below the diagonal (once per group, not per head), into scratch.
 //      1. piece_state_kernel, per (batch, head, piece of a segment but the last; pieces are shorter
 //         than segments so that this lighter pass fills the GPU too): the state the piece alone leaves
 //         (from zero) and its total log-decay.
 //      2. chunk_scan_kernel, per (batch, head, segment): the state entering the segment composed from
 //         the initial state and the pieces before, then the segment's chunks in order, writing y; the
-//         last segment writes the final state.
-//    One block of 8 warps walks its chunks with the next chunk's x, B, C copied in (cp.async) while the
-//    current one is computed. The four products per chunk run on the tensor cores (mma.sync): BF16
-//    operands with F32 accumulators for BF16 activations (C Bᵀ ⊙ L and the state operand rounded to
-//    BF16, as mamba_ssm does); for F32 activations 3xTF32 — each operand split into a TF32 part and a
-//    TF32 remainder, three products — which keeps F32 accuracy (~1e-6 relative) at a third of the TF32
-//    rate.
+//         last segment writes the final state. Its chain per chunk: store the state, mask C Bᵀ (read
+//         from scratch a chunk ahead) into Ms, barrier, C Sᵀ + Ms X, update the state.
+//    The passes' blocks of 8 warps walk their chunks with the next chunks' x, B, C and scans copied
+//    in (cp.async) while the current one is computed. The four products per chunk run on the tensor
+//    cores (mma.sync): BF16 operands with F32 accumulators for BF16 activations (C Bᵀ ⊙ L and the state
+//    operand rounded to BF16, as mamba_ssm does, and the raw C Bᵀ in scratch too); for F32 activations
+//    3xTF32 — each operand split into a TF32 part and a TF32 remainder, three products — which keeps
+//    F32 accuracy (~1e-6 relative) at a third of the TF32 rate.
 #pragma once
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 
@@ -349,11 +354,6 @@ struct ChunkScan {
 };
 
 template <class T, int kN>
-constexpr size_t piece_state_smem() {
-  using L = Tiles<T, kN>;
-  return 2 * size_t(L::kX + L::kBC) * sizeof(T) + 2 * sizeof(ChunkScan);
-}
-template <class T, int kN>
 constexpr size_t chunk_scan_smem() {
   using L = Tiles<T, kN>;
   return (2 * size_t(L::kX + 2 * L::kBC) + L::kM + L::kS) * sizeof(T) + 2 * sizeof(ChunkScan);
@@ -488,9 +488,10 @@ __device__ __forceinline__ void store_state(const StateTiles<kN>& S, float* dst,
   });
 }
 
-// S = exp(a_last) S (when `decay`) + (w ⊙ X)ᵀ B.
-template <class T, int kN>
-__device__ __forceinline__ void update_state(StateTiles<kN>& S, const T* Xs, const T* Bs, const ChunkScan& sc,
+// S = exp(a_last) S (when `decay`) + (w ⊙ X)ᵀ B. Scan: a ChunkScan, or any struct with its `weight` and
+// `decay` (pass 1 stages only those: PieceScan).
+template <class T, int kN, class Scan>
+__device__ __forceinline__ void update_state(StateTiles<kN>& S, const T* Xs, const T* Bs, const Scan& sc,
                                              bool decay) {
   using M = WarpMma<T>;
   using L = Tiles<T, kN>;
@@ -517,31 +518,42 @@ __device__ __forceinline__ void update_state(StateTiles<kN>& S, const T* Xs, con
   }
 }
 
-// Ms = C Bᵀ ⊙ L + D I on the blocks on and below the diagonal. Warp w: rows 16 (w / 2) + [0, 16),
-// columns 32 (w % 2) + [0, 32), n-tiles wholly above the diagonal skipped (never read).
+// The C Bᵀ tiles of one warp, on and below the diagonal: rows 16 (w / 2) + [0, 16), columns 32 (w % 2) +
+// [0, 32) in acc[nt] (n-tile nt: columns + 8 nt); tiles wholly above the diagonal (cb_tile_needed false)
+// are left as they are.
+__device__ __forceinline__ int cb_row0() { return 16 * ((threadIdx.x >> 5) >> 1); }
+__device__ __forceinline__ int cb_col0() { return 32 * ((threadIdx.x >> 5) & 1); }
+__device__ __forceinline__ bool cb_tile_needed(int nt) { return cb_col0() + 8 * nt <= cb_row0() + 15; }
+
 template <class T, int kN>
-__device__ __forceinline__ void masked_cb(T* Ms, const T* Cs, const T* Bs, const ChunkScan& sc, float D) {
+__device__ __forceinline__ void cb_tiles(float (&acc)[4][4], const T* Cs, const T* Bs) {
   using M = WarpMma<T>;
   using L = Tiles<T, kN>;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int m0 = 16 * (warp >> 1), s0 = 32 * (warp & 1);
+  const int m0 = cb_row0(), s0 = cb_col0();
   if (s0 > m0 + 15) return;
-  float acc[4][4] = {};
 #pragma unroll
   for (int k0 = 0; k0 < kN; k0 += M::kK) {
     typename M::FragA fa;
     M::load_a(fa, Cs, typename L::BC{}, m0, k0);
 #pragma unroll
     for (int nt = 0; nt < 4; ++nt) {
-      if (s0 + 8 * nt > m0 + 15) continue;
+      if (!cb_tile_needed(nt)) continue;
       typename M::FragB fb;
       M::load_b(fb, Bs, typename L::BC{}, k0, s0 + 8 * nt);
       M::mma(acc[nt], fa, fb);
     }
   }
+}
+
+// Ms = acc ⊙ L + D I for the warp's tiles of cb_tiles (acc: its C Bᵀ tiles).
+template <class T, int kN>
+__device__ __forceinline__ void store_masked_cb(T* Ms, const float (&acc)[4][4], const ChunkScan& sc, float D) {
+  using L = Tiles<T, kN>;
+  const int lane = threadIdx.x & 31, m0 = cb_row0(), s0 = cb_col0();
+  if (s0 > m0 + 15) return;
 #pragma unroll
   for (int nt = 0; nt < 4; ++nt) {
-    if (s0 + 8 * nt > m0 + 15) continue;
+    if (!cb_tile_needed(nt)) continue;
     const int s = s0 + 8 * nt + 2 * (lane & 3);
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
@@ -607,33 +619,151 @@ __device__ __forceinline__ void chunk_output(T* y, int64_t ldy, int rows, int P,
   }
 }
 
-// Queues the copies of chunk `c`'s x, B (and C when Cs is not null) into one stage.
-template <class T, int kN>
-__device__ __forceinline__ void copy_stage(const Args<T>& a, const BlockCoords& bc, int c, T* Xs, T* Bs, T* Cs) {
-  using L = Tiles<T, kN>;
-  const int64_t row0 = int64_t(bc.b) * a.length + int64_t(c) * kChunk;
-  const int rows = chunk_rows(a.length, c);
-  copy_chunk_async(Xs, typename L::X{}, a.x + int64_t(bc.h) * a.head_dim, a.ldx, row0, rows, a.head_dim);
-  copy_chunk_async(Bs, typename L::BC{}, a.B + int64_t(bc.g) * a.state_dim, a.ldB, row0, rows, a.state_dim);
-  if (Cs) copy_chunk_async(Cs, typename L::BC{}, a.C + int64_t(bc.g) * a.state_dim, a.ldC, row0, rows, a.state_dim);
-  ptx::cp_async_commit();
+// Pass 1 needs only these of a chunk's scan: ChunkScan's last members, copied as they lie there.
+struct PieceScan {
+  float weight[kChunk];
+  float alast, decay;
+  float unused[2];
+};
+static_assert(sizeof(ChunkScan) - offsetof(ChunkScan, weight) == sizeof(PieceScan) &&
+                  offsetof(ChunkScan, alast) - offsetof(ChunkScan, weight) == offsetof(PieceScan, alast) &&
+                  sizeof(PieceScan) % 16 == 0 && sizeof(ChunkScan) % 16 == 0,
+              "PieceScan is the tail of ChunkScan, in 16-byte pieces");
+
+constexpr int kPieceStages = 4;
+
+// Queues the copy of `bytes` (a multiple of 16) from src to shared dst, 16 bytes a thread.
+__device__ __forceinline__ void copy_bytes_async(void* dst, const void* src, int bytes) {
+  for (int i = threadIdx.x; i < bytes / 16; i += kThreads)
+    ptx::cp_async_16(static_cast<char*>(dst) + 16 * i, static_cast<const char*>(src) + 16 * i, 16);
 }
+
+// One warp's raw C Bᵀ tiles (cb_tiles' tiling) as pairs of T, in registers between the global load and
+// the mask.
+template <class T>
+struct CbPairs;
+template <>
+struct CbPairs<bf16> {
+  using Pair = __nv_bfloat162;
+  Pair v[4][2];
+  __device__ __forceinline__ float first(int nt, int half) const { return __low2float(v[nt][half]); }
+  __device__ __forceinline__ float second(int nt, int half) const { return __high2float(v[nt][half]); }
+};
+template <>
+struct CbPairs<float> {
+  using Pair = float2;
+  Pair v[4][2];
+  __device__ __forceinline__ float first(int nt, int half) const { return v[nt][half].x; }
+  __device__ __forceinline__ float second(int nt, int half) const { return v[nt][half].y; }
+};
+
+// Calls f(nt, half, l, s) for each pair (l, s), (l, s + 1) of the warp's C Bᵀ tiles (cb_tiles' tiling).
+template <class F>
+__device__ __forceinline__ void for_cb_pairs(F&& f) {
+  const int lane = threadIdx.x & 31, m0 = cb_row0(), s0 = cb_col0();
+  if (s0 > m0 + 15) return;
+#pragma unroll
+  for (int nt = 0; nt < 4; ++nt) {
+    if (!cb_tile_needed(nt)) continue;
+#pragma unroll
+    for (int half = 0; half < 2; ++half) f(nt, half, m0 + (lane >> 2) + 8 * half, s0 + 8 * nt + 2 * (lane & 3));
+  }
+}
+
+// The raw C Bᵀ of chunk `c` of (b, g): [kChunk][kChunk] in T.
+template <class T>
+__device__ __forceinline__ const T* cb_of(const Args<T>& a, const T* cb, int chunks, int b, int g, int c) {
+  return cb + ((int64_t(b) * a.groups + g) * chunks + c) * (kChunk * kChunk);
+}
+
+template <class T>
+__device__ __forceinline__ void load_cb(CbPairs<T>& f, const T* src) {
+  for_cb_pairs([&](int nt, int half, int l, int s) {
+    f.v[nt][half] = *reinterpret_cast<const typename CbPairs<T>::Pair*>(src + l * kChunk + s);
+  });
+}
+
+// Pass 0. Block (b, chunk c): the scans of every head into scans[(b H + h) chunks + c], then for each
+// group the raw C Bᵀ (tiles wholly above the diagonal not written) into cb. The first group's B and C
+// are copied while the scans run; each warp loads the raw dt of up to kPrepHeads heads before scanning.
+constexpr int kPrepHeads = 4;
+
+template <class T, int kN>
+__global__ void __launch_bounds__(kThreads) chunk_prep_kernel(Args<T> a, int chunks, ChunkScan* __restrict__ scans,
+                                                              T* __restrict__ cb) {
+  using L = Tiles<T, kN>;
+  extern __shared__ __align__(16) unsigned char smem[];
+  T* const Bs = reinterpret_cast<T*>(smem);
+  T* const Cs = Bs + L::kBC;
+  const int c = int(blockIdx.x % unsigned(chunks)), b = int(blockIdx.x / unsigned(chunks));
+  const int warp = threadIdx.x >> 5, rows = chunk_rows(a.length, c);
+  const int64_t row0 = int64_t(b) * a.length + int64_t(c) * kChunk;
+  auto copy = [&](int g) {
+    copy_chunk_async(Bs, typename L::BC{}, a.B + int64_t(g) * a.state_dim, a.ldB, row0, rows, a.state_dim);
+    copy_chunk_async(Cs, typename L::BC{}, a.C + int64_t(g) * a.state_dim, a.ldC, row0, rows, a.state_dim);
+    ptx::cp_async_commit();
+  };
+  zero_shared(smem, 2 * size_t(L::kBC) * sizeof(T));
+  __syncthreads();  // the zeros are in before the copies land
+  copy(0);
+  for (int h0 = warp; h0 < a.heads; h0 += kWarps * kPrepHeads) {
+    float raw[kPrepHeads][2];
+#pragma unroll
+    for (int i = 0; i < kPrepHeads; ++i)
+      if (h0 + kWarps * i < a.heads) load_raw_dt(a, BlockCoords{b, h0 + kWarps * i, 0, 0, 0}, c, raw[i]);
+#pragma unroll
+    for (int i = 0; i < kPrepHeads; ++i) {
+      const int h = h0 + kWarps * i;
+      if (h < a.heads) scan_chunk(scans[(int64_t(b) * a.heads + h) * chunks + c], raw[i], rows, a, h);
+    }
+  }
+  for (int g = 0; g < a.groups; ++g) {
+    ptx::cp_async_wait_all();
+    __syncthreads();  // group g's tiles are in
+    float acc[4][4] = {};
+    cb_tiles<T, kN>(acc, Cs, Bs);
+    T* const dst = cb + ((int64_t(b) * a.groups + g) * chunks + c) * (kChunk * kChunk);
+    for_cb_pairs([&](int nt, int half, int l, int s) {
+      store_pair(dst + l * kChunk + s, acc[nt][2 * half], acc[nt][2 * half + 1]);
+    });
+    if (g + 1 < a.groups) {
+      __syncthreads();  // every warp is done with group g's tiles
+      copy(g + 1);
+    }
+  }
+}
+
+template <class T, int kN>
+constexpr size_t prep_smem() {
+  return 2 * size_t(Tiles<T, kN>::kBC) * sizeof(T);
+}
+template <class T, int kN>
+constexpr size_t piece_state_smem() {
+  using L = Tiles<T, kN>;
+  return kPieceStages * (size_t(L::kX + L::kBC) * sizeof(T) + sizeof(PieceScan));
+}
+static_assert(2 * (piece_state_smem<bf16, 128>() + 1024) <= 228 * 1024, "two BF16 pass-1 blocks must fit one");
 
 // Pass 1. Block (b, h, piece): the state its piece leaves from a zero start into slot piece + 1 of
 // slots [B*H, 1 + pieces, P*N], the piece's summed a_last into log_decays [B*H, pieces]; the block of
-// piece 0 also copies the initial state (when given) into slot 0.
+// piece 0 also copies the initial state (when given) into slot 0. Chunks (x, B and pass 0's scan) are
+// copied kPieceStages - 1 ahead. Two BF16 blocks a multiprocessor, with room for four stages: at H 32
+// the plan has 7 x 32 pass-1 blocks, under two per multiprocessor, so a third would stand empty.
+template <class T>
+constexpr int kPieceBlocksPerSm = sizeof(T) == 2 ? 2 : 1;
+
 template <class T, int kN>
-__global__ void __launch_bounds__(kThreads) piece_state_kernel(Args<T> a, Plan plan, const float* __restrict__ state0,
-                                                               float* __restrict__ slots,
-                                                               float* __restrict__ log_decays) {
+__global__ void __launch_bounds__(kThreads, kPieceBlocksPerSm<T>)
+    piece_state_kernel(Args<T> a, Plan plan, const float* __restrict__ state0, float* __restrict__ slots,
+                       float* __restrict__ log_decays, const ChunkScan* __restrict__ scans) {
   using L = Tiles<T, kN>;
   extern __shared__ __align__(16) unsigned char smem[];
   constexpr int kStage = L::kX + L::kBC;  // a stage: x, then B
   T* const tiles = reinterpret_cast<T*>(smem);
-  ChunkScan* const scan = reinterpret_cast<ChunkScan*>(tiles + 2 * kStage);
+  PieceScan* const scan = reinterpret_cast<PieceScan*>(tiles + kPieceStages * kStage);
 
   const BlockCoords bc = block_coords(a);
-  const int P = a.head_dim, N = a.state_dim, warp = threadIdx.x >> 5;
+  const int P = a.head_dim, N = a.state_dim;
   const int64_t PN = int64_t(P) * N;
   float* const head_slots = slots + bc.bh * (1 + plan.pieces()) * PN;
   if (bc.part == 0 && state0)
@@ -642,31 +772,36 @@ __global__ void __launch_bounds__(kThreads) piece_state_kernel(Args<T> a, Plan p
   const int segment = bc.part / plan.pieces_per_segment, piece = bc.part % plan.pieces_per_segment;
   const int c_begin = segment * plan.chunks_per_segment + piece * plan.chunks_per_piece;
   const int c_end = min(c_begin + plan.chunks_per_piece, (segment + 1) * plan.chunks_per_segment);
-  zero_shared(tiles, 2 * size_t(kStage) * sizeof(T));
+  // Queues chunk c's x, B and scan into stage (c - c_begin) % kPieceStages (no commit).
+  auto copy = [&](int c) {
+    const int stage = (c - c_begin) % kPieceStages;
+    T* const Xs = tiles + stage * kStage;
+    const int64_t row0 = int64_t(bc.b) * a.length + int64_t(c) * kChunk;
+    const int rows = chunk_rows(a.length, c);
+    copy_chunk_async(Xs, typename L::X{}, a.x + int64_t(bc.h) * P, a.ldx, row0, rows, P);
+    copy_chunk_async(Xs + L::kX, typename L::BC{}, a.B + int64_t(bc.g) * N, a.ldB, row0, rows, N);
+    copy_bytes_async(&scan[stage], &scans[bc.bh * plan.chunks + c].weight[0], sizeof(PieceScan));
+  };
+  zero_shared(tiles, kPieceStages * size_t(kStage) * sizeof(T));
   __syncthreads();
-  copy_stage<T, kN>(a, bc, c_begin, tiles, tiles + L::kX, nullptr);
-  float raw[2];
-  if (warp == 0) {
-    load_raw_dt(a, bc, c_begin, raw);
-    scan_chunk(scan[0], raw, chunk_rows(a.length, c_begin), a, bc.h);
-    if (c_begin + 1 < c_end) load_raw_dt(a, bc, c_begin + 1, raw);
+  // One commit group per chunk, empty past the end, so that group i always holds chunk c_begin + i.
+#pragma unroll
+  for (int i = 0; i < kPieceStages - 1; ++i) {
+    if (c_begin + i < c_end) copy(c_begin + i);
+    ptx::cp_async_commit();
   }
 
   StateTiles<kN> S = {};
   float log_decay = 0.0f;
   for (int c = c_begin; c < c_end; ++c) {
-    const int stage = (c - c_begin) & 1;
+    const int stage = (c - c_begin) % kPieceStages;
     T* const Xs = tiles + stage * kStage;
-    T* const next = tiles + (stage ^ 1) * kStage;
-    ptx::cp_async_wait_all();
-    __syncthreads();  // chunk c's tiles and scan are in; every warp is done with chunk c - 1
-    if (c + 1 < c_end) copy_stage<T, kN>(a, bc, c + 1, next, next + L::kX, nullptr);
+    ptx::cp_async_wait_groups<kPieceStages - 2>();  // chunk c's group; the kPieceStages - 2 after it may fly
+    __syncthreads();  // chunk c's tiles are in; every warp is done with chunk c - 1 (the stage refilled next)
+    if (c + kPieceStages - 1 < c_end) copy(c + kPieceStages - 1);
+    ptx::cp_async_commit();
     update_state<T, kN>(S, Xs, Xs + L::kX, scan[stage], c > c_begin);
     log_decay += scan[stage].alast;
-    if (warp == 0 && c + 1 < c_end) {
-      scan_chunk(scan[stage ^ 1], raw, chunk_rows(a.length, c + 1), a, bc.h);
-      if (c + 2 < c_end) load_raw_dt(a, bc, c + 2, raw);
-    }
   }
   store_state<kN>(S, head_slots + (bc.part + 1) * PN, P, N);
   if (threadIdx.x == 0) log_decays[bc.bh * plan.pieces() + bc.part] = log_decay;
@@ -675,7 +810,7 @@ __global__ void __launch_bounds__(kThreads) piece_state_kernel(Args<T> a, Plan p
 // Pass 2. Block (b, h, segment): y over the segment's chunks; the last segment writes the final state
 // into `state` (when given). The state entering segment 0 is `state` itself when there is one segment,
 // else its copy in slot 0 (the last segment overwrites `state` while segment 0 may not have read it).
-// `slots` and `log_decays` as pass 1 left them (unused with one segment).
+// `slots` and `log_decays` as pass 1 left them (unused with one segment); scans and C Bᵀ as pass 0 did.
 // Pass-2 blocks meant to share a multiprocessor: for BF16 two (at most 128 registers a thread and
 // 106 KB of shared memory each at N 128), so one block's barriers and latencies overlap the other's
 // work; for F32 one (its tiles and 3xTF32 fragments take twice the room).
@@ -683,9 +818,10 @@ template <class T>
 constexpr int kScanBlocksPerSm = sizeof(T) == 2 ? 2 : 1;
 
 template <class T, int kN>
-__global__ void __launch_bounds__(kThreads, kScanBlocksPerSm<T>) chunk_scan_kernel(Args<T> a, Plan plan, float* __restrict__ state,
-                                                                 const float* __restrict__ slots,
-                                                                 const float* __restrict__ log_decays) {
+__global__ void __launch_bounds__(kThreads, kScanBlocksPerSm<T>)
+    chunk_scan_kernel(Args<T> a, Plan plan, float* __restrict__ state, const float* __restrict__ slots,
+                      const float* __restrict__ log_decays, const ChunkScan* __restrict__ scans,
+                      const T* __restrict__ cb) {
   using L = Tiles<T, kN>;
   extern __shared__ __align__(16) unsigned char smem[];
   constexpr int kStage = L::kX + 2 * L::kBC;  // a stage: x, B, then C
@@ -695,24 +831,29 @@ __global__ void __launch_bounds__(kThreads, kScanBlocksPerSm<T>) chunk_scan_kern
   ChunkScan* const scan = reinterpret_cast<ChunkScan*>(Ss + L::kS);
 
   const BlockCoords bc = block_coords(a);
-  const int P = a.head_dim, N = a.state_dim, warp = threadIdx.x >> 5;
+  const int P = a.head_dim, N = a.state_dim;
   const int64_t PN = int64_t(P) * N;
   const bool state_io = state != nullptr, last_segment = bc.part == plan.segments - 1;
   const int c_begin = bc.part * plan.chunks_per_segment;
   const int c_end = min(plan.chunks, c_begin + plan.chunks_per_segment);
+  // Queues chunk c's x, B, C and scan into stage (c - c_begin) & 1, and commits.
+  auto copy = [&](int c) {
+    const int stage = (c - c_begin) & 1;
+    T* const Xs = tiles + stage * kStage;
+    const int64_t row0 = int64_t(bc.b) * a.length + int64_t(c) * kChunk;
+    const int rows = chunk_rows(a.length, c);
+    copy_chunk_async(Xs, typename L::X{}, a.x + int64_t(bc.h) * P, a.ldx, row0, rows, P);
+    copy_chunk_async(Xs + L::kX, typename L::BC{}, a.B + int64_t(bc.g) * N, a.ldB, row0, rows, N);
+    copy_chunk_async(Xs + L::kX + L::kBC, typename L::BC{}, a.C + int64_t(bc.g) * N, a.ldC, row0, rows, N);
+    copy_bytes_async(&scan[stage], &scans[bc.bh * plan.chunks + c], sizeof(ChunkScan));
+    ptx::cp_async_commit();
+  };
 
   zero_shared(tiles, 2 * size_t(kStage) * sizeof(T));
   __syncthreads();
-  copy_stage<T, kN>(a, bc, c_begin, tiles, tiles + L::kX, tiles + L::kX + L::kBC);
-  // Warp 1 owns the scans: it has no block of C Bᵀ (rows 0-15, columns 32-63) and scans the next chunk
-  // while the others compute those.
-  constexpr int kScanWarp = 1;
-  float raw[2];
-  if (warp == kScanWarp) {
-    load_raw_dt(a, bc, c_begin, raw);
-    scan_chunk(scan[0], raw, chunk_rows(a.length, c_begin), a, bc.h);
-    if (c_begin + 1 < c_end) load_raw_dt(a, bc, c_begin + 1, raw);
-  }
+  copy(c_begin);
+  CbPairs<T> cb_next;
+  load_cb(cb_next, cb_of(a, cb, plan.chunks, bc.b, bc.g, c_begin));
 
   // The state entering the segment: the initial state carried through the pieces before.
   StateTiles<kN> S = {};
@@ -729,22 +870,25 @@ __global__ void __launch_bounds__(kThreads, kScanBlocksPerSm<T>) chunk_scan_kern
     T* const Xs = tiles + stage * kStage;
     T* const Bs = Xs + L::kX;
     T* const Cs = Bs + L::kBC;
-    T* const next = tiles + (stage ^ 1) * kStage;
     ptx::cp_async_wait_all();
     __syncthreads();  // chunk c's tiles and scan are in; every warp is done with chunk c - 1
-    if (c + 1 < c_end) copy_stage<T, kN>(a, bc, c + 1, next, next + L::kX, next + L::kX + L::kBC);
+    if (c + 1 < c_end) copy(c + 1);
     if (has_prev)
       for_state_pairs<kN>([&](int mt, int nt, int half, int p, int n) {
         store_pair(Ss + L::S::at(p, n), S[mt][nt][2 * half], S[mt][nt][2 * half + 1]);
       });
-    masked_cb<T, kN>(Ms, Cs, Bs, sc, D);
-    if (warp == kScanWarp && c + 1 < c_end) {
-      scan_chunk(scan[stage ^ 1], raw, chunk_rows(a.length, c + 1), a, bc.h);
-      if (c + 2 < c_end) load_raw_dt(a, bc, c + 2, raw);
+    {
+      float acc[4][4] = {};
+      for_cb_pairs([&](int nt, int half, int, int) {
+        acc[nt][2 * half] = cb_next.first(nt, half);
+        acc[nt][2 * half + 1] = cb_next.second(nt, half);
+      });
+      store_masked_cb<T, kN>(Ms, acc, sc, D);
     }
     __syncthreads();  // Ms and Ss complete
     T* const y = a.y + (int64_t(bc.b) * a.length + int64_t(c) * kChunk) * a.ldy + int64_t(bc.h) * P;
     chunk_output<T, kN>(y, a.ldy, chunk_rows(a.length, c), P, Cs, Ss, Ms, Xs, sc, has_prev);
+    if (c + 1 < c_end) load_cb(cb_next, cb_of(a, cb, plan.chunks, bc.b, bc.g, c + 1));  // in flight meanwhile
     if (c + 1 < c_end || (last_segment && state_io)) update_state<T, kN>(S, Xs, Bs, sc, has_prev);
   }
   if (last_segment && state_io) store_state<kN>(S, state + bc.bh * PN, P, N);
@@ -769,11 +913,37 @@ inline Plan make_plan(int length, int state_dim, int64_t heads, int64_t scan_res
   return plan;
 }
 
-// F32 scratch of a launch: slots for the initial state and the pieces' states, then the pieces'
-// log-decays (none for one segment).
-inline size_t scratch_floats(const Plan& plan, int64_t heads, int head_dim, int state_dim) {
+// Where a launch's scratch goes, each part 16-byte aligned: the state slots [B*H][1 + pieces][P*N] and
+// the pieces' log-decays [B*H][pieces] (passes 1 -> 2; none with one segment), then the scans
+// [B*H][chunks] and the raw C Bᵀ [B*G][chunks][kChunk][kChunk] in T (pass 0 -> passes 1 and 2).
+template <class T>
+struct Scratch {
+  float* slots;
+  float* log_decays;
+  ChunkScan* scans;
+  T* cb;
+};
+inline size_t round4(size_t floats) { return (floats + 3) / 4 * 4; }
+template <class T>
+size_t piece_scratch_floats(const Args<T>& a, const Plan& plan) {
   if (plan.segments == 1) return 0;
-  return size_t(heads) * (1 + plan.pieces()) * size_t(head_dim) * state_dim + size_t(heads) * plan.pieces();
+  const size_t heads = size_t(a.batch) * a.heads;
+  return round4(heads * (1 + plan.pieces()) * a.head_dim * a.state_dim + heads * plan.pieces());
+}
+// The floats of scratch a chunked launch needs.
+template <class T>
+size_t chunked_scratch_floats(const Args<T>& a, const Plan& plan) {
+  const size_t heads = size_t(a.batch) * a.heads;
+  return piece_scratch_floats(a, plan) + heads * plan.chunks * (sizeof(ChunkScan) / 4) +
+         round4(size_t(a.batch) * a.groups * plan.chunks * kChunk * kChunk * sizeof(T) / 4);
+}
+template <class T>
+Scratch<T> scratch_parts(float* scratch, const Args<T>& a, const Plan& plan) {
+  const size_t heads = size_t(a.batch) * a.heads;
+  float* const scans = scratch + piece_scratch_floats(a, plan);
+  float* const cb = scans + heads * plan.chunks * (sizeof(ChunkScan) / 4);
+  return {scratch, scratch + heads * (1 + plan.pieces()) * a.head_dim * a.state_dim,
+          reinterpret_cast<ChunkScan*>(scans), reinterpret_cast<T*>(cb)};
 }
 
 }  // namespace ssm::ops::cuda::ssd_kernels

@@ -43,24 +43,23 @@ struct KernelSetup {
   int piece_blocks_per_sm, scan_blocks_per_sm;
 };
 
-// Once per instantiation: raise the kernels' shared-memory limits, read their occupancy.
+// Once per instantiation: raise the kernels' shared-memory limits (all of the unified L1/shared memory
+// as shared memory, so that two BF16 pass-1 or pass-2 blocks fit one multiprocessor), read the
+// occupancy of passes 1 and 2.
 template <class T, int kN>
 const KernelSetup& kernel_setup() {
   static const KernelSetup setup = [] {
     KernelSetup s{cudaSuccess, 0, 0};
-    s.error = cudaFuncSetAttribute(piece_state_kernel<T, kN>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                   int(piece_state_smem<T, kN>()));
-    if (s.error == cudaSuccess)
-      s.error = cudaFuncSetAttribute(chunk_scan_kernel<T, kN>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     int(chunk_scan_smem<T, kN>()));
-    // All of the unified L1/shared memory as shared memory, so that two BF16 pass-2 blocks (three
-    // pass-1 blocks) fit one multiprocessor.
-    if (s.error == cudaSuccess)
-      s.error = cudaFuncSetAttribute(piece_state_kernel<T, kN>, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                     int(cudaSharedmemCarveoutMaxShared));
-    if (s.error == cudaSuccess)
-      s.error = cudaFuncSetAttribute(chunk_scan_kernel<T, kN>, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                     int(cudaSharedmemCarveoutMaxShared));
+    auto raise = [&s](auto kernel, size_t bytes) {
+      if (s.error == cudaSuccess)
+        s.error = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
+      if (s.error == cudaSuccess)
+        s.error = cudaFuncSetAttribute(kernel, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                       int(cudaSharedmemCarveoutMaxShared));
+    };
+    raise(chunk_prep_kernel<T, kN>, prep_smem<T, kN>());
+    raise(piece_state_kernel<T, kN>, piece_state_smem<T, kN>());
+    raise(chunk_scan_kernel<T, kN>, chunk_scan_smem<T, kN>());
     if (s.error == cudaSuccess)
       s.error = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&s.piece_blocks_per_sm, piece_state_kernel<T, kN>,
                                                               kThreads, piece_state_smem<T, kN>());
@@ -85,37 +84,35 @@ cudaError_t plan_chunked(const Args<T>& a, Plan* plan) {
   return cudaSuccess;
 }
 
-template <class T>
-size_t chunked_scratch_floats(const Args<T>& a, const Plan& plan) {
-  return scratch_floats(plan, int64_t(a.batch) * a.heads, a.head_dim, a.state_dim);
-}
-
-// Which passes a launch runs: both (the op); one alone only to time it (dev/cuda/ssd.cu).
-enum Passes { kPieceStates = 1, kChunkScan = 2, kBothPasses = 3 };
+// Which kernels a launch runs: all (the op); one alone only to time it (dev/cuda/ssd.cu).
+enum Passes { kPrep = 1, kPieceStates = 2, kChunkScan = 4, kAllPasses = kPrep | kPieceStates | kChunkScan };
 
 template <class T, int kN>
 cudaError_t launch_chunked_tile(const Args<T>& a, const Plan& plan, float* state, float* scratch,
                                 cudaStream_t stream, int passes) {
   const unsigned heads = unsigned(a.batch) * unsigned(a.heads);
-  float* const slots = scratch;
-  float* const log_decays =
-      scratch ? scratch + size_t(heads) * (1 + plan.pieces()) * a.head_dim * a.state_dim : nullptr;
+  const Scratch<T> s = scratch_parts(scratch, a, plan);
+  if (passes & kPrep) {
+    chunk_prep_kernel<T, kN><<<unsigned(a.batch) * unsigned(plan.chunks), kThreads, prep_smem<T, kN>(), stream>>>(
+        a, plan.chunks, s.scans, s.cb);
+    if (const cudaError_t error = cudaGetLastError(); error != cudaSuccess) return error;
+  }
   if (plan.segments > 1 && (passes & kPieceStates)) {
     piece_state_kernel<T, kN><<<heads * plan.pieces(), kThreads, piece_state_smem<T, kN>(), stream>>>(
-        a, plan, state, slots, log_decays);
+        a, plan, state, s.slots, s.log_decays, s.scans);
     if (const cudaError_t error = cudaGetLastError(); error != cudaSuccess) return error;
   }
   if (!(passes & kChunkScan)) return cudaSuccess;
   chunk_scan_kernel<T, kN><<<heads * plan.segments, kThreads, chunk_scan_smem<T, kN>(), stream>>>(
-      a, plan, state, slots, log_decays);
+      a, plan, state, s.slots, s.log_decays, s.scans, s.cb);
   return cudaGetLastError();
 }
 
 // The chunked forward: `state` [B,H,P,N] F32 (null when absent) read as the initial state and
-// overwritten with the final one; `scratch` holds chunked_scratch_floats(a, plan) floats.
+// overwritten with the final one; `scratch` holds chunked_scratch_floats(a, plan) floats, 16-byte aligned.
 template <class T>
 cudaError_t launch_chunked(const Args<T>& a, const Plan& plan, float* state, float* scratch, cudaStream_t stream,
-                           int passes = kBothPasses) {
+                           int passes = kAllPasses) {
   return plan.state_tile == 64 ? launch_chunked_tile<T, 64>(a, plan, state, scratch, stream, passes)
                                : launch_chunked_tile<T, 128>(a, plan, state, scratch, stream, passes);
 }
