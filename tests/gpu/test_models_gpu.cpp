@@ -57,8 +57,9 @@ TEST_P(ModelGpu, F32GreedyIdsMatchTransformers) {
   const std::vector<int32_t> prompt_ids(prompt.data<int32_t>(), prompt.data<int32_t>() + prompt.numel());
   const auto result = Generator(model).generate({prompt_ids}, options);
   // Every decode step after the first (run directly, then recorded) replays the recorded graph.
-  if (model.replayable_step() && result.sequences[0].size() == prompt_ids.size() + 24)
+  if (model.replayable_step() && result.sequences[0].size() == prompt_ids.size() + 24) {
     EXPECT_EQ(result.replayed_steps, 22);
+  }
   EXPECT_EQ(result.sequences[0], std::vector<int32_t>(want.data<int32_t>(), want.data<int32_t>() + want.numel()));
 }
 
