@@ -1,10 +1,12 @@
 // ssm_serve_costs: what one turn of the server's loop is made of, for a published shape with random
-// weights on the CPU: a decode step of B rows, a batched prefill forward of k prompts of 32 tokens, and
-// the state copies around them (a sequence's state into another's, a fresh state, a new decode batch
-// growing as 64 sequences join). The best of a few
-// runs each. It measures; it decides nothing (docs/performance.md, Server, explains the figures).
+// weights: a decode step of B rows, a batched prefill forward of k prompts of 32 tokens, one sequence's
+// chunks of 16 and 256 tokens (a prefix-cache hit's suffix and a miss's chunk), and the state copies
+// around them (a sequence's state into another's, a fresh state, a new decode batch growing as 64
+// sequences join). The best of a few runs each; on the GPU also the time the host takes to queue the
+// work (when it is most of the total, launching kernels is the bound). It measures; it decides nothing
+// (docs/performance.md, Server, explains the figures).
 //
-//   build/release/bin/ssm_serve_costs [--model mamba2-130m] [--threads 16] [--dtype f32|bf16]
+//   build/release/bin/ssm_serve_costs [--model mamba2-130m] [--threads 16] [--dtype f32|bf16] [--device cuda]
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
@@ -13,6 +15,8 @@
 #include <string>
 
 #include "bench/random_model.h"
+#include "core/device.h"
+#include "core/dtype.h"
 #include "core/threads.h"
 #include "core/workspace.h"
 #include "infer/batch_state.h"
@@ -22,63 +26,96 @@ using namespace ssm;
 
 namespace {
 
-double best_ms(int runs, const std::function<void()>& work) {
-  double best = 1e30;
+using Clock = std::chrono::steady_clock;
+double ms_since(Clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
+
+Device device = Device::CPU;  // the model's
+
+// The best of `runs` runs of work, finished (the GPU synchronised): ms in all, and ms until work() returned.
+struct Timing {
+  double total = 1e30, queued = 1e30;
+};
+Timing best_of(int runs, const std::function<void()>& work) {
+  Timing best;
   for (int run = 0; run < runs; ++run) {
-    const auto start = std::chrono::steady_clock::now();
+    const Clock::time_point start = Clock::now();
     work();
-    best = std::min(best, std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+    const double queued = ms_since(start);
+    synchronize(device);
+    best.total = std::min(best.total, ms_since(start));
+    best.queued = std::min(best.queued, queued);
   }
   return best;
+}
+
+std::string three_places(double ms) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.3f", ms);
+  return text;
+}
+
+// A table row: ms, ms per row (rows > 0), and on the GPU the ms the host took to queue the work.
+void row(const std::string& work, const Timing& t, int64_t rows) {
+  std::printf("| %s | %.2f | %s | %s |\n", work.c_str(), t.total, rows > 0 ? three_places(t.total / double(rows)).c_str() : "",
+              device == Device::CPU ? "" : three_places(t.queued).c_str());
+  std::fflush(stdout);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app("ssm_serve_costs: the parts of a turn of the server's loop");
-  std::string shape = "mamba2-130m", dtype = "f32";
+  std::string shape = "mamba2-130m", dtype = "f32", device_name = "cpu";
   int threads = 0;
   app.add_option("--model", shape, "Published shape (random weights)")->capture_default_str();
   app.add_option("--threads", threads, "CPU threads (0: all cores)")->capture_default_str();
-  app.add_option("--dtype", dtype, "Matrices: f32 (ssm bench's CPU default) or bf16")
+  app.add_option("--dtype", dtype, "Matrices: f32 (ssm bench's CPU default) or bf16 (the GPU's)")
       ->check(CLI::IsMember({"f32", "bf16"}))
       ->capture_default_str();
+  app.add_option("--device", device_name, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   set_num_threads(threads);
-  const LanguageModel model =
-      bench::random_model(bench::published_shape(shape), dtype == "bf16" ? DType::BF16 : DType::F32, 1);
-  Workspace ws(Device::CPU);
-  std::printf("%s, %s matrices, %d thread(s); state of one sequence %.1f MB\n\n", shape.c_str(), dtype.c_str(),
-              num_threads(), double(model.new_state(1).bytes()) / 1e6);
-  std::printf("| work | ms | ms per row |\n| --- | --- | --- |\n");
+  device = device_name == "cuda" ? Device::CUDA : Device::CPU;
+  const DType matrices = dtype == "bf16" || device == Device::CUDA ? DType::BF16 : DType::F32;
+  LanguageModel model = bench::random_model(bench::published_shape(shape), DType::F32, 1);
+  model.to_device(device, matrices);
+  Workspace ws(device);
+  std::printf("%s on the %s, %s matrices, %d thread(s); state of one sequence %.1f MB\n\n", shape.c_str(),
+              device_name.c_str(), std::string(dtype_name(matrices)).c_str(), num_threads(),
+              double(model.new_state(1).bytes()) / 1e6);
+  std::printf("| work | ms | ms per row | ms to queue it |\n| --- | --- | --- | --- |\n");
   for (int64_t rows : {1, 8, 16, 32, 64, 128}) {
     ModelState state = model.new_state(rows);
     const Tensor ids = Tensor::zeros({rows}, DType::I32);
-    const double ms = best_ms(5, [&] {
-      const WorkspaceScope scope(ws);
-      model.step(ids, state, ws);
-    });
-    std::printf("| decode step, %lld rows | %.2f | %.3f |\n", (long long)rows, ms, ms / double(rows));
+    row("decode step, " + std::to_string(rows) + " rows", best_of(5, [&] {
+          const WorkspaceScope scope(ws);
+          model.step(ids, state, ws);
+        }),
+        rows);
   }
-  for (int64_t rows : {1, 4, 16}) {
+  const auto prefill = [&](int64_t rows, int64_t length, int runs) {
     ModelState state = model.new_state(rows);
-    const Tensor ids = Tensor::zeros({rows, 32}, DType::I32);
-    const double ms = best_ms(3, [&] {
-      const WorkspaceScope scope(ws);
-      model.forward(ids, &state, false, ws);
-    });
-    std::printf("| prefill [%lld, 32] | %.2f | %.3f |\n", (long long)rows, ms, ms / double(rows));
-  }
+    const Tensor ids = Tensor::zeros({rows, length}, DType::I32);
+    row("prefill [" + std::to_string(rows) + ", " + std::to_string(length) + "]", best_of(runs, [&] {
+          const WorkspaceScope scope(ws);
+          model.forward(ids, &state, false, ws);
+        }),
+        rows);
+  };
+  for (int64_t rows : {1, 4, 16}) prefill(rows, 32, 3);
+  prefill(1, 16, 5);   // a prefix-cache hit's suffix
+  prefill(1, 256, 3);  // a chunk of a long prompt
   const ModelState one = model.new_state(1);
   ModelState rows = model.new_state(16);
-  int64_t row = 0;
-  std::printf("| copy of a sequence's state | %.2f | |\n",
-              best_ms(10, [&] { one.copy_sequence(0, rows, row++ % 16); }));
-  std::printf("| a fresh state of one sequence | %.2f | |\n", best_ms(10, [&] { (void)model.new_state(1); }));
+  int64_t next_row = 0;
+  row("copy of a sequence's state", best_of(10, [&] { one.copy_sequence(0, rows, next_row++ % 16); }), 0);
+  row("a fresh state of one sequence", best_of(10, [&] { (void)model.new_state(1); }), 0);
   // A new server's decode batch growing (twofold) while 64 sequences join, once.
   BatchState batch(model);
-  const double joins_ms = best_ms(1, [&] {
+  const Timing joins = best_of(1, [&] {
     for (int i = 0; i < 64; ++i) batch.append(one);
   });
-  std::printf("| 64 joins into a new decode batch | %.2f | %.3f |\n", joins_ms, joins_ms / 64);
+  row("64 joins into a new decode batch", joins, 64);
 }

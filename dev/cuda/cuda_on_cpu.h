@@ -128,6 +128,12 @@ double shuffle(double v, int source) {
 
 }  // namespace warp
 
+// A load through the read-only path (ld.global.nc): on the CPU, a load.
+template <class V>
+V __ldg(const V* p) {
+  return *p;
+}
+
 template <class V>
 V __shfl_up_sync(unsigned, V v, int delta) {
   const int l = warp::lane();
@@ -147,10 +153,12 @@ using std::min;
 
 // ---- the PTX the kernels use (ptx.cuh), from its definitions ----
 
-// Programmatic dependent launch (pdl.cuh): blocks run one grid at a time here, so nothing to wait for.
+// Programmatic dependent launch (pdl.cuh): blocks run one grid at a time here, so nothing to wait for
+// (and no L2 to fetch into).
 namespace ssm::ops::cuda::pdl {
 inline void wait_for_previous_grid() {}
 inline void let_next_grid_start() {}
+inline void prefetch_l2(const void*) {}
 }  // namespace ssm::ops::cuda::pdl
 
 namespace ssm::ops::cuda::ptx {

@@ -5,7 +5,8 @@
 //
 //   dev/cuda/build.sh             (or: nvcc -O3 -std=c++20 -gencode=arch=compute_90a,code=sm_90a -I src
 //                                   dev/cuda/decode_layer.cu -o build/dev-cuda/decode_layer)
-//   build/dev-cuda/decode_layer   (checks first, then the table)
+//   build/dev-cuda/decode_layer [mamba2-130m|mamba2-1.3b] [--checks-only]
+//                                 (checks first, then the table; --checks-only for a profiler)
 //
 // Shapes (mamba2-130m / mamba2-1.3b): d_model 768 / 2048, d_inner 1536 / 4096, head_dim 64 (24 / 64
 // heads), d_state 128, n_groups 1, conv 4; in_proj 3352 / 8512 columns; 24 / 48 layers.
@@ -30,6 +31,8 @@
 //   v3  v2 with programmatic dependent launch: each kernel is launched to overlap its predecessor's
 //       drain, loads its first weights before griddepcontrol.wait.
 //       Prediction: ~9 us at 130m, ~21 us at 1.3B (25% / 64% of the floor).
+//   products only: not a layer, its in_proj and out_proj alone (plain inputs, PDL), against the
+//       matrices' bytes: what the matrix-vector kernel reaches by itself.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -38,6 +41,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "../../src/ops/cuda/pdl.cuh"
@@ -227,8 +231,19 @@ void layer_fused(const LayerShape& s, const Layer& l, const Activations& a, cuda
          residual, static_cast<const bf16*>(l.out_w), int64_t(s.d_model), int64_t(s.d_inner), 1);
 }
 
+// Not a layer: its two matrix-vector products alone (plain inputs, PDL), for their own bandwidth.
+void products_only(const LayerShape& s, const Layer& l, const Activations& a, cudaStream_t stream) {
+  auto* plain = &sk::skinny_kernel<sk::PlainInput, sk::StoreOutput<bf16>, 1>;
+  const sk::StoreOutput<bf16> to_zxbcdt{a.zxbcdt, 0, nullptr, nullptr, false}, to_delta{a.delta, 0, nullptr, nullptr, false};
+  launch(true, plain, skinny_blocks(plain, s.in_proj(), 0), sk::kThreads, 0, stream, sk::PlainInput{a.normed, 0},
+         to_zxbcdt, static_cast<const bf16*>(l.in_w), int64_t(s.in_proj()), int64_t(s.d_model), 1);
+  launch(true, plain, skinny_blocks(plain, s.d_model, 0), sk::kThreads, 0, stream, sk::PlainInput{a.gated, 0}, to_delta,
+         static_cast<const bf16*>(l.out_w), int64_t(s.d_model), int64_t(s.d_inner), 1);
+}
+
 void run_layer(int version, const LayerShape& s, const Layer& l, const Activations& a, cudaStream_t stream) {
-  if (version == 1) layer_v1(s, l, a, stream);
+  if (version == 0) products_only(s, l, a, stream);
+  else if (version == 1) layer_v1(s, l, a, stream);
   else layer_fused(s, l, a, stream, version == 3);
 }
 
@@ -408,8 +423,21 @@ double time_version(int version, const LayerShape& s, const std::vector<Layer>& 
 
 }  // namespace
 
-int main() {
-  const LayerShape shapes[] = {{"mamba2-130m", 768, 1536, 64, 128, 1, 24}, {"mamba2-1.3b", 2048, 4096, 64, 128, 1, 48}};
+// decode_layer [SHAPE] [--checks-only]: one shape's rows only; the checks without the timings (for a profiler).
+int main(int argc, char** argv) {
+  const LayerShape all_shapes[] = {{"mamba2-130m", 768, 1536, 64, 128, 1, 24},
+                                   {"mamba2-1.3b", 2048, 4096, 64, 128, 1, 48}};
+  std::vector<LayerShape> shapes;
+  bool checks_only = false;
+  for (int i = 1; i < argc; ++i) checks_only |= std::string(argv[i]) == "--checks-only";
+  for (const LayerShape& s : all_shapes) {
+    bool named = false, any_named = false;
+    for (int i = 1; i < argc; ++i) {
+      any_named |= argv[i][0] != '-';
+      named |= std::string(argv[i]) == s.name;
+    }
+    if (named || !any_named) shapes.push_back(s);
+  }
   cudaStream_t stream;
   CHECK_CUDA(cudaStreamCreate(&stream));
   // The fused kernels' shared memory stays under 48 KB at these widths (no opt-in needed).
@@ -418,7 +446,7 @@ int main() {
   bool ok = true;
   struct Row {
     const char* name;
-    double floor_us, us[3];
+    double floor_us, products_floor_us, us[4];
   };
   std::vector<Row> rows;
   for (const LayerShape& s : shapes) {
@@ -432,17 +460,23 @@ int main() {
     const bf16* h0_on_gpu = random_on_gpu<bf16>(s.d_model, 7, -1.0f, 1.0f);
     const std::vector<float> h0 = download(h0_on_gpu, s.d_model);
     for (int version = 1; version <= 3; ++version) ok &= check(version, s, layers[0], a, h0, h0_on_gpu, host, stream);
-    Row row{s.name, s.bytes() / bandwidth * 1e6, {}};
+    if (checks_only) continue;
+    const double matrix_bytes = 2.0 * (double(s.d_model) * s.in_proj() + double(s.d_inner) * s.d_model);
+    Row row{s.name, s.bytes() / bandwidth * 1e6, matrix_bytes / bandwidth * 1e6, {}};
     CHECK_CUDA(cudaMemcpy(a.h, h0_on_gpu, h0.size() * sizeof(bf16), cudaMemcpyDeviceToDevice));
     CHECK_CUDA(cudaMemset(a.delta, 0, h0.size() * sizeof(bf16)));
-    for (int version = 1; version <= 3; ++version) row.us[version - 1] = time_version(version, s, layers, a, stream);
+    CHECK_CUDA(cudaMemset(a.normed, 0, s.d_model * sizeof(bf16)));
+    CHECK_CUDA(cudaMemset(a.gated, 0, s.d_inner * sizeof(bf16)));
+    for (int version = 0; version <= 3; ++version) row.us[version] = time_version(version, s, layers, a, stream);
     rows.push_back(row);
   }
   std::printf("\nus per layer, batch 1, graph of all layers (fraction of the bytes floor)\n");
-  std::printf("%-12s %9s  %-16s %-16s %-16s\n", "shape", "floor", "v1 unfused", "v2 fused", "v3 fused+PDL");
+  std::printf("%-12s %9s  %-16s %-16s %-16s %-16s\n", "shape", "floor", "products only", "v1 unfused", "v2 fused",
+              "v3 fused+PDL");
   for (const Row& r : rows) {
     std::printf("%-12s %8.2f ", r.name, r.floor_us);
-    for (double us : r.us) std::printf(" %7.2f (%4.0f%%) ", us, 100.0 * r.floor_us / us);
+    std::printf(" %7.2f (%4.0f%%) ", r.us[0], 100.0 * r.products_floor_us / r.us[0]);
+    for (int v = 1; v <= 3; ++v) std::printf(" %7.2f (%4.0f%%) ", r.us[v], 100.0 * r.floor_us / r.us[v]);
     std::printf("\n");
   }
   std::printf("%s\n", ok ? "all checks passed" : "SOME CHECKS FAILED");

@@ -88,6 +88,18 @@ void copy_rows(void* dst, size_t dst_pitch, Device dst_device, const void* src, 
 #endif
 }
 
+void copy_many(std::span<const ByteCopy> copies, Device device) {
+  if (device == Device::CPU) {
+    for (const ByteCopy& c : copies) std::memcpy(c.dst, c.src, c.bytes);
+    return;
+  }
+#ifdef SSM_CUDA
+  cuda::copy_many(copies);
+#else
+  require_device(device);
+#endif
+}
+
 void zero_bytes(void* dst, Device device, size_t bytes) {
   if (bytes == 0) return;
   if (device == Device::CPU) {

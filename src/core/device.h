@@ -4,6 +4,7 @@
 #pragma once
 #include <cstddef>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -34,6 +35,16 @@ void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device
 // Copies `rows` rows of `row_bytes` each, rows `dst_pitch` / `src_pitch` bytes apart; waits (or queues) as above.
 void copy_rows(void* dst, size_t dst_pitch, Device dst_device, const void* src, size_t src_pitch, Device src_device,
                size_t row_bytes, size_t rows);
+// One of several copies within one device's memory (copy_many).
+struct ByteCopy {
+  void* dst;
+  const void* src;
+  size_t bytes;
+};
+// Makes every copy (dst and src on `device`, no two overlapping). On the GPU they are queued as one
+// kernel on the current stream, not a queued copy each: a sequence's state is two copies per layer,
+// and each queued copy costs the host ~4 us (48 of them, mamba2-130m's state, took 0.21 ms).
+void copy_many(std::span<const ByteCopy> copies, Device device);
 // Sets `bytes` bytes at dst to zero (on the GPU: queued on the current stream, no wait).
 void zero_bytes(void* dst, Device device, size_t bytes);
 // Waits until all work queued on the device has finished (no-op on the CPU).

@@ -29,7 +29,8 @@ CachedPrefill::Result CachedPrefill::start(std::span<const int32_t> prompt) {
   Result result;
   const PrefixCache::Hit hit = cache_ ? cache_->find(prompt, chunk_) : PrefixCache::Hit{};
   if (hit.snapshot) {
-    result.state = model_.new_state(1);
+    result.state = cache_->take_spare();  // a state to overwrite whole: no new one to zero
+    if (result.state.mixers.empty()) result.state = model_.new_state(1);
     hit.snapshot->state.copy_sequence(0, result.state, 0);
     result.logits = hit.snapshot->logits;
     result.cached_tokens = result.done = hit.length;
@@ -123,6 +124,9 @@ void CachedPrefill::run_together(std::span<const Prefilling> prompts, const std:
     const float* row_logits = logits.data<float>() + r * logits.size(1);
     progress.logits.assign(row_logits, row_logits + vocab);
     progress.done += length;
+    // A prompt all in is handed over before its snapshot is taken: its first token need not wait for
+    // the copy (all_in copies the state, it does not move it).
+    if (leaves) all_in(index, *state, row);
     if (cache_) {
       Snapshot snapshot{cache_->take_spare(), progress.logits};
       if (snapshot.state.mixers.empty()) snapshot.state = model_.new_state(1);
@@ -130,8 +134,7 @@ void CachedPrefill::run_together(std::span<const Prefilling> prompts, const std:
       cache_->insert(p.prompt.first(size_t(progress.done)), std::move(snapshot));
     }
     if (leaves) {
-      all_in(index, *state, row);
-      progress.state = ModelState();  // (after the call: it may be the state handed over)
+      progress.state = ModelState();  // (after the snapshot: it may be the state handed over)
     } else if (state == &together_) {
       if (progress.state.mixers.empty()) progress.state = model_.new_state(1);
       together_.copy_sequence(r, progress.state, 0);

@@ -73,6 +73,14 @@ int64_t ModelState::bytes() const {
 
 void ModelState::copy_sequence(int64_t from_index, ModelState& to, int64_t to_index) const {
   SSM_CHECK(to.mixers.size() == mixers.size(), "copy_sequence: states of different models");
+  if (device == Device::CUDA && to.device == Device::CUDA) {  // one kernel for the layers that allow it
+    std::vector<ByteCopy> copies;
+    for (size_t i = 0; i < mixers.size(); ++i)
+      if (mixers[i] && !mixers[i]->sequence_copies(from_index, *to.mixers[i], to_index, copies))
+        mixers[i]->copy_sequence(from_index, *to.mixers[i], to_index);
+    copy_many(copies, Device::CUDA);
+    return;
+  }
   for_each_mixer(mixers.size(), device == Device::CPU && to.device == Device::CPU, [&](size_t i) {
     if (mixers[i]) mixers[i]->copy_sequence(from_index, *to.mixers[i], to_index);
   });

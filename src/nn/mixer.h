@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/device.h"
 #include "core/random.h"
 #include "core/workspace.h"
 #include "nn/parameter.h"
@@ -29,6 +30,12 @@ class MixerState {
   virtual ~MixerState() = default;
   // Copies sequence `from` of this state into sequence `to_index` of `to` (a state of the same mixer).
   virtual void copy_sequence(int64_t from, MixerState& to, int64_t to_index) const = 0;
+  // The same as byte copies appended to `copies`, for a caller that makes many states' copies at once
+  // (ModelState::copy_sequence on the GPU: one kernel for every layer); false, appending nothing, when
+  // this state copies some other way (the caller then calls copy_sequence).
+  virtual bool sequence_copies(int64_t from, MixerState& to, int64_t to_index, std::vector<ByteCopy>& copies) const {
+    return false;
+  }
   // Lets caches that grow with the context (attention, RAT) hold `length` tokens per sequence
   // without reallocating.
   virtual void reserve(int64_t length) {}

@@ -5,10 +5,12 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 
 namespace ssm {
 class Storage;
+struct ByteCopy;
 }
 
 namespace ssm::cuda {
@@ -19,6 +21,7 @@ std::shared_ptr<Storage> allocate(size_t bytes);
 void copy(void* dst, bool dst_on_device, const void* src, bool src_on_device, size_t bytes);
 void copy_rows(void* dst, size_t dst_pitch, bool dst_on_device, const void* src, size_t src_pitch, bool src_on_device,
                size_t row_bytes, size_t rows);
+void copy_many(std::span<const ByteCopy> copies);  // GPU to GPU, queued on the current stream
 void zero(void* dst, size_t bytes);  // queued on the current stream
 void synchronize();               // the current stream
 size_t free_memory();             // bytes free on the GPU now

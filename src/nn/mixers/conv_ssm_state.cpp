@@ -14,13 +14,21 @@ Tensor decode_A(const Tensor& A_log) {
   return a;
 }
 
-void copy_batch_row(const Tensor& from, int64_t from_index, const Tensor& to, int64_t to_index) {
-  SSM_CHECK(from.is_contiguous() && to.is_contiguous() && from.dtype() == to.dtype() && from.dim() == to.dim(),
+ByteCopy batch_row_copy(const Tensor& from, int64_t from_index, const Tensor& to, int64_t to_index) {
+  SSM_CHECK(from.is_contiguous() && to.is_contiguous() && from.dtype() == to.dtype() && from.dim() == to.dim() &&
+                from.device() == to.device(),
             "copy_batch_row: states {} and {} do not match", shape_str(from.shape()), shape_str(to.shape()));
   SSM_CHECK(from_index >= 0 && from_index < from.size(0) && to_index >= 0 && to_index < to.size(0),
             "copy_batch_row: row {} of {} into row {} of {}", from_index, from.size(0), to_index, to.size(0));
-  SSM_CHECK(from.nbytes() / size_t(from.size(0)) == to.nbytes() / size_t(to.size(0)), "copy_batch_row: row sizes differ");
-  to.slice(0, to_index, 1).copy_from(from.slice(0, from_index, 1));
+  const size_t row = from.nbytes() / size_t(from.size(0));
+  SSM_CHECK(row == to.nbytes() / size_t(to.size(0)), "copy_batch_row: row sizes differ");
+  return {static_cast<char*>(to.raw()) + size_t(to_index) * row,
+          static_cast<const char*>(from.raw()) + size_t(from_index) * row, row};
+}
+
+void copy_batch_row(const Tensor& from, int64_t from_index, const Tensor& to, int64_t to_index) {
+  const ByteCopy copy = batch_row_copy(from, from_index, to, to_index);
+  copy_bytes(copy.dst, to.device(), copy.src, from.device(), copy.bytes);
 }
 
 void resize_batch_rows(Tensor& storage, Tensor& rows, int64_t batch) {
@@ -80,6 +88,14 @@ void ConvSsmState::copy_sequence(int64_t from, MixerState& to, int64_t to_index)
   auto& target = state_as<ConvSsmState>(&to, "ConvSsmState::copy_sequence");
   copy_batch_row(conv, from, target.conv, to_index);
   copy_batch_row(ssm, from, target.ssm, to_index);
+}
+
+bool ConvSsmState::sequence_copies(int64_t from, MixerState& to, int64_t to_index,
+                                   std::vector<ByteCopy>& copies) const {
+  auto& target = state_as<ConvSsmState>(&to, "ConvSsmState::copy_sequence");
+  copies.push_back(batch_row_copy(conv, from, target.conv, to_index));
+  copies.push_back(batch_row_copy(ssm, from, target.ssm, to_index));
+  return true;
 }
 
 }  // namespace ssm

@@ -18,6 +18,7 @@ class ConvSsmState final : public MixerState {
         conv_storage_(conv),
         ssm_storage_(ssm) {}
   void copy_sequence(int64_t from, MixerState& to, int64_t to_index) const override;
+  bool sequence_copies(int64_t from, MixerState& to, int64_t to_index, std::vector<ByteCopy>& copies) const override;
   int64_t bytes() const override { return int64_t(conv_storage_.nbytes() + ssm_storage_.nbytes()); }
   bool resizable() const override { return true; }
   void resize(int64_t batch) override;
@@ -43,8 +44,10 @@ State& state_as(MixerState* state, const char* mixer) {
 // -exp(A_log) for ConvSsmState::A (undefined while the parameters are not allocated).
 Tensor decode_A(const Tensor& A_log);
 
-// Copies row `from` of a [B, ...] tensor into row `to_index` of another.
+// Copies row `from` of a [B, ...] tensor into row `to_index` of another (same device), and that copy
+// as bytes (checked the same way).
 void copy_batch_row(const Tensor& from, int64_t from_index, const Tensor& to, int64_t to_index);
+ByteCopy batch_row_copy(const Tensor& from, int64_t from_index, const Tensor& to, int64_t to_index);
 // Makes `rows` (the first rows of `storage`, a [capacity, ...] tensor) its first `batch` rows, first
 // growing storage at least twofold, rows kept, when it has fewer than `batch`; it never shrinks.
 void resize_batch_rows(Tensor& storage, Tensor& rows, int64_t batch);

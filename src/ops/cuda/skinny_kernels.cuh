@@ -32,7 +32,7 @@ namespace ssm::ops::cuda::skinny {
 constexpr int kWarps = 8;                // per block
 constexpr int kThreads = 32 * kWarps;
 constexpr int kMaxRows = 8;              // input rows a call may have
-constexpr int kInFlight = 4;             // weight pieces each lane loads before using them
+constexpr int kInFlight = 8;             // weight pieces each lane loads before using them (a 2048-wide column)
 constexpr int kPiece = 8;                // BF16 elements in a 16-byte piece
 constexpr int kMaxConvTaps = 8;          // the conv's kernel width (Mamba's d_conv is 4)
 constexpr int kReduceBytes = 16 * ((kWarps * 4 + 15) / 16);  // the block sums' slot at the start of shared memory
@@ -74,6 +74,13 @@ __device__ __forceinline__ void store8(bf16* p, const float (&in)[kPiece]) {
 #pragma unroll
   for (int i = 0; i < kPiece; ++i) piece.v[i] = from_float<bf16>(in[i]);
   *reinterpret_cast<Bf16x8*>(p) = piece;
+}
+// The weights stay as loaded (4 registers a piece, not 8) until they are used, so twice as many are in flight.
+__device__ __forceinline__ uint4 load_raw(const bf16* p) { return __ldg(reinterpret_cast<const uint4*>(p)); }
+__device__ __forceinline__ void unpack8(const uint4& raw, float (&out)[kPiece]) {
+  const Bf16x8 piece = *reinterpret_cast<const Bf16x8*>(&raw);
+#pragma unroll
+  for (int i = 0; i < kPiece; ++i) out[i] = to_float(piece.v[i]);
 }
 __device__ __forceinline__ void load8(const float* p, float (&out)[kPiece]) {
   const float4 a = reinterpret_cast<const float4*>(p)[0], b = reinterpret_cast<const float4*>(p)[1];
@@ -240,12 +247,12 @@ __global__ void __launch_bounds__(kThreads)
   const int lane = int(threadIdx.x % 32);
   const int64_t column_stride = int64_t(gridDim.x) * kWarps, pieces = K / kPiece;
   int64_t n = int64_t(blockIdx.x) * kWarps + threadIdx.x / 32;
-  float weights[kInFlight][kPiece];
+  uint4 weights[kInFlight];
   auto load_weights = [&](int64_t column, int64_t p0) {
 #pragma unroll
     for (int i = 0; i < kInFlight; ++i) {
       const int64_t p = p0 + int64_t(i) * 32;
-      if (p < pieces) load8(w + column * K + p * kPiece, weights[i]);
+      if (p < pieces) weights[i] = load_raw(w + column * K + p * kPiece);
     }
   };
   if (n < N) load_weights(n, lane);
@@ -265,13 +272,15 @@ __global__ void __launch_bounds__(kThreads)
       for (int i = 0; i < kInFlight; ++i) {
         const int64_t p = p0 + int64_t(i) * 32;
         if (p >= pieces) break;
+        float weight[kPiece];
+        unpack8(weights[i], weight);
 #pragma unroll
         for (int m = 0; m < kRows; ++m) {
           if (m >= rows) break;
           float x[kPiece];
           load8(in.row(m, staged, K) + p * kPiece, x);
 #pragma unroll
-          for (int e = 0; e < kPiece; ++e) acc[m] = fmaf(weights[i][e], x[e], acc[m]);
+          for (int e = 0; e < kPiece; ++e) acc[m] = fmaf(weight[e], x[e], acc[m]);
         }
       }
     }

@@ -105,8 +105,8 @@ __global__ void __launch_bounds__(256) recurrent_kernel(Args<T> a, float* __rest
 // each lane has kStepRows · 16 bytes of state in flight, and B and C are read once for the rows.
 // The recurrent kernel reads one state element per lane and waits for it before the next: at batch
 // 64 it reached 30% of the bandwidth (H200). Needs N % 4 == 0, N <= 4 · 32 · kStepPieces and a
-// 16-byte aligned state. Launched to overlap the kernel before it (pdl.cuh): everything it reads but A,
-// D and dt_bias comes from that kernel (decoding: in_proj's), so it waits first.
+// 16-byte aligned state. Launched to overlap the kernel before it (pdl.cuh): x, B, C and dt come from
+// that kernel (decoding: in_proj's), so it waits before reading them.
 constexpr int kStepRows = 4, kStepPieces = 2;
 
 // Four elements of a B or C row, element by element: those rows are column slices of the layer's
@@ -118,8 +118,6 @@ __device__ __forceinline__ float4 load4(const T* p) {
 
 template <class T>
 __global__ void __launch_bounds__(256) step_kernel(Args<T> a, float* __restrict__ state) {
-  pdl::wait_for_previous_grid();
-  pdl::let_next_grid_start();
   const int lane = threadIdx.x & 31;
   const int64_t warp = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
   const int row_groups = (a.head_dim + kStepRows - 1) / kStepRows;
@@ -127,19 +125,28 @@ __global__ void __launch_bounds__(256) step_kernel(Args<T> a, float* __restrict_
   const int64_t bh = warp / row_groups;
   const int p0 = int(warp % row_groups) * kStepRows, h = int(bh % a.heads), b = int(bh / a.heads);
   const int g = h / (a.heads / a.groups), pieces = a.state_dim / 4;
+  float* rows_state = state + (bh * a.head_dim + p0) * a.state_dim;
+  // The state's lines are fetched into L2 before the wait (pdl.cuh), their latency overlapping the previous
+  // kernel's tail. Only into L2, where every write is seen: a previous kernel may have written the state
+  // (ssd_step called twice in a row), so registers are loaded after the wait.
+#pragma unroll
+  for (int r = 0; r < kStepRows; ++r)
+#pragma unroll
+    for (int k = 0; k < kStepPieces; ++k)
+      if (p0 + r < a.head_dim && lane + 32 * k < pieces) pdl::prefetch_l2(rows_state + r * a.state_dim + (lane + 32 * k) * 4);
+  pdl::wait_for_previous_grid();
+  pdl::let_next_grid_start();
   float4 S[kStepRows][kStepPieces], Bv[kStepPieces], Cv[kStepPieces];
+#pragma unroll
+  for (int r = 0; r < kStepRows; ++r)
+#pragma unroll
+    for (int k = 0; k < kStepPieces; ++k)
+      if (p0 + r < a.head_dim && lane + 32 * k < pieces)
+        S[r][k] = *reinterpret_cast<const float4*>(rows_state + r * a.state_dim + (lane + 32 * k) * 4);
   float xv[kStepRows];
 #pragma unroll
-  for (int r = 0; r < kStepRows; ++r) {
-    const bool row_in = p0 + r < a.head_dim;
-    xv[r] = row_in ? to_float(a.x[b * a.ldx + int64_t(h) * a.head_dim + p0 + r]) : 0.0f;
-#pragma unroll
-    for (int k = 0; k < kStepPieces; ++k) {
-      const int piece = lane + 32 * k;
-      if (row_in && piece < pieces)
-        S[r][k] = *reinterpret_cast<const float4*>(state + ((bh * a.head_dim + p0 + r) * a.state_dim + piece * 4));
-    }
-  }
+  for (int r = 0; r < kStepRows; ++r)
+    xv[r] = p0 + r < a.head_dim ? to_float(a.x[b * a.ldx + int64_t(h) * a.head_dim + p0 + r]) : 0.0f;
 #pragma unroll
   for (int k = 0; k < kStepPieces; ++k) {
     const int piece = lane + 32 * k;
