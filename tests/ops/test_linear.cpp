@@ -58,9 +58,41 @@ void check_linear(const std::vector<LinearCase>& cases, DType dtype, uint64_t se
 }
 
 TEST(OpsLinear, MatchesReferenceF32) {
-  // M = 1: sgemv; 2..47: the streaming kernel (one and several passes); 48 on: sgemm.
-  check_linear({{{1}, 33, 17}, {{2}, 5, 64}, {{7}, 130, 48}, {{2, 7}, 65, 100}, {{130}, 31, 7}, {{3, 33}, 24, 40}},
+  // M = 1..95: the streaming kernel (one pass of x rows, several, a partial last one; weight blocks of
+  // 24 rows and a partial last one; small N, whose passes are split among the threads); 96 on: sgemm.
+  check_linear({{{1}, 33, 17},
+                {{2}, 5, 64},
+                {{7}, 130, 48},
+                {{2, 7}, 65, 100},
+                {{61}, 70, 37},
+                {{95}, 200, 20},
+                {{64}, 3, 200},
+                {{130}, 31, 7},
+                {{3, 33}, 24, 40}},
                DType::F32, 1);
+}
+
+// Below the GEMM's row count each output row is the same sum however many rows the product has (the
+// streaming kernel's tiles and threads do not change a row's arithmetic): a sequence decoded in a
+// batch gets what it gets alone.
+TEST(OpsLinear, StreamingRowsDoNotDependOnTheBatch) {
+  Rng rng(14);
+  for (DType dtype : {DType::F32, DType::BF16}) {
+    const int64_t N = 75, K = 90, M = ops::gemm::linear_min_rows(dtype) - 1;
+    const Tensor x = test::random_tensor({M, K}, rng);
+    const Tensor w = test::random_tensor({N, K}, rng).to(dtype);
+    const Tensor bias = test::random_tensor({N}, rng);
+    Tensor all = test::nan_tensor({M, N});
+    ops::linear(x, w, bias, all);
+    for (int64_t rows : {int64_t(1), int64_t(3), int64_t(9), M}) {
+      for (int64_t m0 = 0; m0 + rows <= M; m0 += rows) {
+        Tensor some = test::nan_tensor({rows, N});
+        ops::linear(x.slice(0, m0, rows), w, bias, some);
+        EXPECT_EQ(test::to_vec(some), test::to_vec(all.slice(0, m0, rows)))
+            << dtype_name(dtype) << " rows " << m0 << ".." << m0 + rows << " of " << M;
+      }
+    }
+  }
 }
 
 // 16-bit weights: M = 1..8 one pass of the streaming kernel (N tails of its row tiles, K tails of

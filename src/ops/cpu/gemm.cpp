@@ -167,11 +167,12 @@ void sgemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, const fl
 
 bool has_bf16_gemm() { return choice().bf16; }
 
-// The streaming kernel does ~85 GFLOP/s per core on thin products; past these M a GEMM is faster:
-// sgemm from 48 rows; the AMX bf16 matmul from 16; 16-bit weights widened for sgemm from 96, as they
-// first pay for the widening. docs/performance.md has the measurements.
+// The streaming kernel does ~120 GFLOP/s per core on thin products (it reads the weights once and
+// packs nothing); past these M a GEMM is faster: sgemm from 96 rows (a tie at 96, ahead from 128); the
+// AMX bf16 matmul from 16; 16-bit weights widened for sgemm from 96, as they first pay for the
+// widening. docs/performance.md has the measurements.
 int64_t linear_min_rows(DType w) {
-  if (w == DType::F32) return 48;
+  if (w == DType::F32) return 96;
   return has_bf16_gemm() ? 16 : 96;
 }
 

@@ -1,9 +1,13 @@
 // ops::linear on the CPU: y[M,N] (=|+=) x[M,K] · w[N,K]ᵀ + bias, w in F32, BF16 or F16.
 //
-// Small M (decode, small batches): a hand-written kernel that streams each weight row once for up
-// to kPassRows rows of x (more rows take more passes), widening 16-bit weights to f32 in registers;
-// output rows are spread over OpenMP threads. Bound by memory at M = 1, by FMAs above (~85 GFLOP/s
-// per core), where a library's GEMM does 2-3x worse on such thin products.
+// Small M (decode, batches of sequences): a hand-written kernel of dot products along K, widening
+// 16-bit weights to f32 in registers. The weights are taken in blocks of kBlockRows rows, one block
+// per OpenMP task: a block comes from memory once and stays in the core's L2 while every pass of up
+// to kPassRows rows of x reads it, so a step of 64 sequences reads the weights once, not once per 8
+// (and needs no packed copy of them: at 64 rows OpenBLAS spends as long packing the weights as
+// multiplying). Bound by memory at M = 1, by FMAs above (~120 GFLOP/s per core at 64 rows). Each
+// output is the same sum whatever M, the tiling and the threads (a row's result does not depend on
+// the rows beside it).
 // Larger M (prefill, training): the GEMM that ops/cpu/gemm.cpp chose for this CPU. 16-bit weights go
 // to its bf16 product where the CPU has one (F16 rounded to bf16 block by block), else they are
 // widened block by block to f32 for sgemm: O(N K) work next to the O(M N K) product.
@@ -12,6 +16,7 @@
 #include <utility>
 
 #include "core/error.h"
+#include "core/threads.h"
 #include "ops/cpu/gemm.h"
 #include "ops/cpu/op_util.h"  // describe, is_f32_rows, is_f32_vec
 #include "ops/cpu/scratch.h"
@@ -29,6 +34,9 @@ using detail::load_weights;
 using detail::weight_t;
 
 constexpr int64_t kPassRows = 8;            // rows of x per pass of the streaming kernel (accumulators in registers)
+// Weight rows per task of the streaming kernel: a multiple of every tile height (R in stream_rows:
+// 8, 6, 4 or 3), 72 KB of F32 weights at K = 768, well inside a core's L2.
+constexpr int64_t kBlockRows = 24;
 constexpr int64_t kParallelWork = 1 << 15;  // multiply-adds below which threads cost more than they give
 // Weight block converted at a time on the large-M path of 16-bit weights (4M elements): big enough
 // that the GEMM is called a few times per weight, as each call packs all of x again (small blocks
@@ -61,7 +69,7 @@ inline void tile_block(f32x16 (&acc)[R][M], const float* x, int64_t ldx, const w
   }
   for (int m = 0; m < M; ++m) {
     const f32x16 xv = load_n<kTail>(x + m * ldx + k, n);
-    for (int r = 0; r < R; ++r) acc[r][m] += wv[r] * xv;
+    for (int r = 0; r < R; ++r) acc[r][m] = fma(wv[r], xv, acc[r][m]);
   }
 }
 
@@ -85,29 +93,37 @@ void stream_tile(const float* x, int64_t ldx, const weight_t<D>* w, int64_t K, c
   }
 }
 
-// One pass of the streaming kernel: all N outputs of M (<= kPassRows) rows of x.
+// Outputs n0..n1 of M (<= kPassRows) rows of x.
 template <DType D, int M>
-void stream_pass(const float* x, int64_t ldx, const weight_t<D>* w, int64_t N, int64_t K, const float* bias,
-                 bool accumulate, float* y, int64_t ldy) {
-  constexpr int R = std::min(8, std::max(2, 16 / M));  // about 16 accumulators in registers
-  const int64_t blocks = N / R;
-#pragma omp parallel for schedule(static) if (N * K * M >= kParallelWork)
-  for (int64_t i = 0; i < blocks; ++i) stream_tile<D, M, R>(x, ldx, w, K, bias, accumulate, y, ldy, i * R);
-  for (int64_t n = blocks * R; n < N; ++n) stream_tile<D, M, 1>(x, ldx, w, K, bias, accumulate, y, ldy, n);
+void stream_rows(const float* x, int64_t ldx, const weight_t<D>* w, int64_t n0, int64_t n1, int64_t K,
+                 const float* bias, bool accumulate, float* y, int64_t ldy) {
+  constexpr int R = std::min(8, 24 / M);  // about 24 accumulators, of AVX-512's 32 registers
+  int64_t n = n0;
+  for (; n + R <= n1; n += R) stream_tile<D, M, R>(x, ldx, w, K, bias, accumulate, y, ldy, n);
+  for (; n < n1; ++n) stream_tile<D, M, 1>(x, ldx, w, K, bias, accumulate, y, ldy, n);
 }
 
 template <DType D, int... Ms>
-void stream_pass_of(std::integer_sequence<int, Ms...>, int64_t M, const float* x, int64_t ldx, const weight_t<D>* w,
-                    int64_t N, int64_t K, const float* bias, bool accumulate, float* y, int64_t ldy) {
-  ((M == Ms + 1 ? stream_pass<D, Ms + 1>(x, ldx, w, N, K, bias, accumulate, y, ldy) : void()), ...);
+void stream_rows_of(std::integer_sequence<int, Ms...>, int64_t M, const float* x, int64_t ldx, const weight_t<D>* w,
+                    int64_t n0, int64_t n1, int64_t K, const float* bias, bool accumulate, float* y, int64_t ldy) {
+  ((M == Ms + 1 ? stream_rows<D, Ms + 1>(x, ldx, w, n0, n1, K, bias, accumulate, y, ldy) : void()), ...);
 }
 
 template <DType D>
 void stream_product(const float* x, int64_t ldx, const weight_t<D>* w, int64_t M, int64_t N, int64_t K,
                     const float* bias, bool accumulate, float* y, int64_t ldy) {
-  for (int64_t m0 = 0; m0 < M; m0 += kPassRows) {
-    stream_pass_of<D>(std::make_integer_sequence<int, kPassRows>(), std::min(kPassRows, M - m0), x + m0 * ldx, ldx, w,
-                      N, K, bias, accumulate, y + m0 * ldy, ldy);
+  const int64_t blocks = (N + kBlockRows - 1) / kBlockRows, passes = (M + kPassRows - 1) / kPassRows;
+  // With few weight blocks (small N) the passes are split into groups too, so that every thread has
+  // work; each group reads the (small) weights again.
+  const int64_t groups = std::min(passes, std::max<int64_t>(1, 4 * num_threads() / blocks));
+#pragma omp parallel for schedule(static) if (N * K * M >= kParallelWork)
+  for (int64_t task = 0; task < blocks * groups; ++task) {
+    const int64_t n0 = task / groups * kBlockRows, n1 = std::min(N, n0 + kBlockRows), group = task % groups;
+    for (int64_t pass = group * passes / groups; pass < (group + 1) * passes / groups; ++pass) {
+      const int64_t m0 = pass * kPassRows;
+      stream_rows_of<D>(std::make_integer_sequence<int, kPassRows>(), std::min(kPassRows, M - m0), x + m0 * ldx, ldx,
+                        w, n0, n1, K, bias, accumulate, y + m0 * ldy, ldy);
+    }
   }
 }
 

@@ -156,6 +156,26 @@ inline void for_each_vector(int64_t n, F&& f) {
   if (i < n) f(std::true_type{}, i, n - i);
 }
 
+// a * b + c, rounded once where the CPU has FMA. Written out rather than left to the compiler's
+// contraction of `c += a * b`, which g++ applies in some instantiations of a kernel template and not
+// in others (ops::linear's rows then changed in the last bit with the number of rows beside them).
+inline f32x16 fma(f32x16 a, f32x16 b, f32x16 c) {
+#if defined(__AVX512F__)
+  return _mm512_fmadd_ps(a, b, c);
+#elif defined(__FMA__)
+  using f32x8 = float __attribute__((vector_size(32)));
+  const f32x8 lo = _mm256_fmadd_ps(__builtin_shufflevector(a, a, 0, 1, 2, 3, 4, 5, 6, 7),
+                                   __builtin_shufflevector(b, b, 0, 1, 2, 3, 4, 5, 6, 7),
+                                   __builtin_shufflevector(c, c, 0, 1, 2, 3, 4, 5, 6, 7));
+  const f32x8 hi = _mm256_fmadd_ps(__builtin_shufflevector(a, a, 8, 9, 10, 11, 12, 13, 14, 15),
+                                   __builtin_shufflevector(b, b, 8, 9, 10, 11, 12, 13, 14, 15),
+                                   __builtin_shufflevector(c, c, 8, 9, 10, 11, 12, 13, 14, 15));
+  return __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+#else
+  return a * b + c;
+#endif
+}
+
 inline float to_float(int32_t v) { return float(v); }
 inline f32x16 to_float(i32x16 v) { return __builtin_convertvector(v, f32x16); }
 // Sum of the 16 lanes, halving the vector each step (4 shuffle-add pairs, not 15 dependent adds).
