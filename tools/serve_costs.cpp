@@ -2,17 +2,21 @@
 // weights: a decode step of B rows, a batched prefill forward of k prompts of 32 tokens, one sequence's
 // chunks of 16 and 256 tokens (a prefix-cache hit's suffix and a miss's chunk), and the state copies
 // around them (a sequence's state into another's, a fresh state, a new decode batch growing as 64
-// sequences join). The best of a few runs each; on the GPU also the time the host takes to queue the
-// work (when it is most of the total, launching kernels is the bound). It measures; it decides nothing
-// (docs/performance.md, Server, explains the figures).
+// sequences join). Beside each decode step, the bytes of state it reads and writes per second and one
+// plain pass over as many bytes (the floor the state's traffic sets). The best of a few runs each; on
+// the GPU also the time the host takes to queue the work (when it is most of the total, launching
+// kernels is the bound). It measures; it decides nothing (docs/performance.md, Server, explains the
+// figures).
 //
 //   build/release/bin/ssm_serve_costs [--model mamba2-130m] [--threads 16] [--dtype f32|bf16] [--device cuda]
+//                                     [--step-rows 1,64 --step-runs 5 --steps-only]   (only decode steps: for perf)
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "bench/random_model.h"
 #include "core/device.h"
@@ -21,6 +25,7 @@
 #include "core/workspace.h"
 #include "infer/batch_state.h"
 #include "model/language_model.h"
+#include "ops/ops.h"
 
 using namespace ssm;
 
@@ -69,12 +74,23 @@ int main(int argc, char** argv) {
   CLI::App app("ssm_serve_costs: the parts of a turn of the server's loop");
   std::string shape = "mamba2-130m", dtype = "f32", device_name = "cpu";
   int threads = 0;
+  std::vector<int64_t> step_rows = {1, 8, 16, 32, 64, 128};
+  int step_runs = 5;
+  bool steps_only = false;
   app.add_option("--model", shape, "Published shape (random weights)")->capture_default_str();
   app.add_option("--threads", threads, "CPU threads (0: all cores)")->capture_default_str();
   app.add_option("--dtype", dtype, "Matrices: f32 (ssm bench's CPU default) or bf16 (the GPU's)")
       ->check(CLI::IsMember({"f32", "bf16"}))
       ->capture_default_str();
   app.add_option("--device", device_name, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
+  app.add_option("--step-rows", step_rows, "Rows of the decode steps timed")
+      ->delimiter(',')
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--step-runs", step_runs, "Decode steps timed per row count (the best is shown)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_flag("--steps-only", steps_only, "Time only the decode steps (for perf record)");
   CLI11_PARSE(app, argc, argv);
   set_num_threads(threads);
   device = device_name == "cuda" ? Device::CUDA : Device::CPU;
@@ -85,16 +101,28 @@ int main(int argc, char** argv) {
   std::printf("%s on the %s, %s matrices, %d thread(s); state of one sequence %.1f MB\n\n", shape.c_str(),
               device_name.c_str(), std::string(dtype_name(matrices)).c_str(), num_threads(),
               double(model.new_state(1).bytes()) / 1e6);
-  std::printf("| work | ms | ms per row | ms to queue it |\n| --- | --- | --- | --- |\n");
-  for (int64_t rows : {1, 8, 16, 32, 64, 128}) {
+  // A step reads and writes every row's state once; beside it, one pass that reads and writes as
+  // many bytes (ops::scale in place, on the same threads or GPU): what the state's traffic alone costs.
+  std::printf("| decode step, rows | ms | ms per row | ms to queue it | state read + written, GB/s | one pass over "
+              "as many bytes, ms |\n| --- | --- | --- | --- | --- | --- |\n");
+  for (int64_t rows : step_rows) {
     ModelState state = model.new_state(rows);
     const Tensor ids = Tensor::zeros({rows}, DType::I32);
-    row("decode step, " + std::to_string(rows) + " rows", best_of(5, [&] {
-          const WorkspaceScope scope(ws);
-          model.step(ids, state, ws);
-        }),
-        rows);
+    const Timing step = best_of(step_runs, [&] {
+      const WorkspaceScope scope(ws);
+      model.step(ids, state, ws);
+    });
+    constexpr int64_t kPassWidth = 4096;
+    Tensor same_bytes =
+        Tensor::zeros({state.bytes() / int64_t(sizeof(float)) / kPassWidth, kPassWidth}, DType::F32, device);
+    const Timing pass = best_of(step_runs, [&] { ops::scale(same_bytes, 1.0f, same_bytes); });
+    std::printf("| %lld | %.2f | %.3f | %s | %.1f | %.2f |\n", (long long)rows, step.total, step.total / double(rows),
+                device == Device::CPU ? "" : three_places(step.queued).c_str(),
+                2.0 * double(state.bytes()) / (step.total * 1e6), pass.total);
+    std::fflush(stdout);
   }
+  if (steps_only) return 0;
+  std::printf("\n| work | ms | ms per row | ms to queue it |\n| --- | --- | --- | --- |\n");
   const auto prefill = [&](int64_t rows, int64_t length, int runs) {
     ModelState state = model.new_state(rows);
     const Tensor ids = Tensor::zeros({rows, length}, DType::I32);
