@@ -29,7 +29,11 @@ CachedPrefill::Result CachedPrefill::start(std::span<const int32_t> prompt) {
   Result result;
   const PrefixCache::Hit hit = cache_ ? cache_->find(prompt, chunk_) : PrefixCache::Hit{};
   if (hit.snapshot) {
-    result.state = cache_->take_spare();  // a state to overwrite whole: no new one to zero
+    // A state to overwrite whole: one a prompt left behind or the cache evicted, else a new one (on
+    // the GPU a new state costs more than the copy: its allocations and zeroing).
+    result.state = std::move(spare_);
+    spare_ = ModelState();
+    if (result.state.mixers.empty()) result.state = cache_->take_spare();
     if (result.state.mixers.empty()) result.state = model_.new_state(1);
     hit.snapshot->state.copy_sequence(0, result.state, 0);
     result.logits = hit.snapshot->logits;
@@ -133,8 +137,9 @@ void CachedPrefill::run_together(std::span<const Prefilling> prompts, const std:
       state->copy_sequence(row, snapshot.state, 0);
       cache_->insert(p.prompt.first(size_t(progress.done)), std::move(snapshot));
     }
-    if (leaves) {
-      progress.state = ModelState();  // (after the snapshot: it may be the state handed over)
+    if (leaves) {  // (after the snapshot: it may be the state handed over)
+      if (state == &progress.state && progress.state.resizable()) spare_ = std::move(progress.state);
+      progress.state = ModelState();
     } else if (state == &together_) {
       if (progress.state.mixers.empty()) progress.state = model_.new_state(1);
       together_.copy_sequence(r, progress.state, 0);

@@ -82,6 +82,9 @@ class CachedPrefill {
   // row, and a prompt all in leaves from its row (docs/performance.md, Server).
   ModelState together_;
   ModelState blank_;  // a fresh state of one sequence, copied into the rows of prompts that start blank
+  // The state of one sequence of the last prompt handed over from a state of its own (a cache hit's),
+  // for the next hit to copy its snapshot into. Only states that resize in place (as the cache's spare).
+  ModelState spare_;
   Workspace ws_;    // the forward's, on the model's device
   Workspace host_;  // the chunk's ids and, from the GPU, its logits
 };

@@ -9,6 +9,7 @@
 
 #include "core/threads.h"
 #include "infer/cached_prefill.h"
+#include "nn/mixers/conv_ssm_state.h"
 #include "model/fixture_util.h"
 
 namespace ssm {
@@ -261,6 +262,53 @@ TEST_P(CachedPrefillTest, PromptsAllInAreHandedOverFromTheRowsAsAlone) {
       ASSERT_EQ(after[i].size(), size_t(model.config().vocab_size));
       EXPECT_LE(worst(after[i], step_logits(want.state, 0)), 1e-4f) << "round " << round << ", prompt " << i;
     }
+  }
+}
+
+// Hits one after another, each prompt handed over when all in (as a server runs them): each hit
+// copies its snapshot into the state the hit before it left (for states that resize in place), and
+// still gives a cold run's logits, and a state a step from which gives the cold state's logits, bit for bit.
+TEST_P(CachedPrefillTest, HitsOneAfterAnotherReuseTheStateHandedOverAndStayExact) {
+  const LanguageModel model = LanguageModel::load(fixture_dir(GetParam()));
+  PrefixCache cache(64 << 20);
+  CachedPrefill warm(model, &cache, 16), cold(model, nullptr, 16);
+  const auto step_logits = [&](const ModelState& state, int64_t row) {  // one step of token 7 from that row
+    ModelState one = model.new_state(1);
+    state.copy_sequence(row, one, 0);
+    Tensor ids = Tensor::empty({1}, DType::I32);
+    ids.data<int32_t>()[0] = 7;
+    const Tensor logits = model.step(ids, one);
+    return std::vector<float>(logits.data<float>(), logits.data<float>() + logits.size(1));
+  };
+  const auto memory_of = [](const ModelState& state) {  // the first layer's recurrent state's bytes
+    const auto* conv_ssm = dynamic_cast<const ConvSsmState*>(state.mixers.front().get());
+    return conv_ssm ? conv_ssm->ssm.raw() : nullptr;
+  };
+  Ids prefix;
+  for (int i = 0; i < 32; ++i) prefix.push_back(int32_t((i * 37 + 11) % 500));
+  warm.run(prefix);
+  const void* left_behind = nullptr;
+  std::vector<ModelState> held;
+  for (int suffix = 1; suffix <= 4; ++suffix) {
+    Ids prompt = prefix;
+    for (int i = 0; i < suffix * 3; ++i) prompt.push_back(int32_t((suffix * 53 + i * 7) % 500));
+    CachedPrefill::Result progress = warm.start(prompt);
+    ASSERT_EQ(progress.cached_tokens, 32) << suffix;
+    const void* state = memory_of(progress.state);
+    if (left_behind && model.new_state(1).resizable()) {  // (a KV cache is not reused)
+      EXPECT_EQ(state, left_behind) << suffix;
+    }
+    std::vector<float> after;
+    const CachedPrefill::Prefilling one{prompt, &progress};
+    warm.advance(std::span(&one, 1), [&](size_t, const ModelState& rows, int64_t row) {
+      after = step_logits(rows, row);
+      left_behind = memory_of(rows);
+    });
+    const CachedPrefill::Result want = cold.run(prompt);
+    EXPECT_EQ(progress.logits, want.logits) << suffix;
+    EXPECT_EQ(after, step_logits(want.state, 0)) << suffix;
+    EXPECT_TRUE(progress.state.mixers.empty()) << suffix;
+    held.push_back(model.new_state(1));  // would take the state's memory, were it freed
   }
 }
 
