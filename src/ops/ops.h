@@ -95,7 +95,8 @@ void group_layernorm(const Tensor& x, const Tensor& w, const Tensor& b, int64_t 
 // state [B,K-1,C] (optional): the K-1 inputs before x[:,0] (oldest first); read as left context
 // (absent = zeros) and overwritten with the last K-1 inputs, so decoding can continue.
 void conv1d_causal(const Tensor& x, const Tensor& w, const Tensor& bias, bool silu, Tensor* state, Tensor& y);
-// One token: x [B,C], state [B,K-1,C] required and advanced, y [B,C].
+// One token: x [B,C], state [B,K-1,C] required and advanced, y [B,C]; y may be x (each row's inputs
+// are read before its outputs are written).
 void conv1d_causal_step(const Tensor& x, const Tensor& w, const Tensor& bias, bool silu, Tensor& state, Tensor& y);
 
 // ---- Mamba-1 selective scan (S6) ----

@@ -98,6 +98,25 @@ TEST_P(Conv1dGpu, StepsMatchTheCpuStep) {
   }
 }
 
+// y may be x: the step in place gives the same bits as into another tensor.
+TEST_P(Conv1dGpu, StepInPlaceGivesTheSameBits) {
+  require_gpu();
+  const DType dt = GetParam();
+  Rng rng(25);
+  for (int64_t C : {33, 1537}) {
+    const Tensor w = to_gpu(random_cpu({C, 4}, rng)), bias = to_gpu(random_cpu({C}, rng));
+    Tensor state_apart = to_gpu(random_cpu({3, 3, C}, rng)), state_in_place = state_apart.clone();
+    for (int step = 0; step < 3; ++step) {
+      const Tensor x = to_gpu(random_cpu({3, C}, rng), dt);
+      Tensor apart = nan_gpu({3, C}, dt), in_place = x.clone();
+      ops::conv1d_causal_step(x, w, bias, true, state_apart, apart);
+      ops::conv1d_causal_step(in_place, w, bias, true, state_in_place, in_place);
+      EXPECT_TRUE(same_bits(in_place, apart)) << "C " << C << " step " << step;
+      EXPECT_TRUE(same_bits(state_in_place, state_apart)) << "C " << C << " step " << step;
+    }
+  }
+}
+
 TEST(Conv1dGpuErrors, BadInputIsOneClearError) {
   require_gpu();
   Rng rng(23);

@@ -68,6 +68,26 @@ TEST(OpsConv1d, StepMatchesForward) {
   }
 }
 
+// y may be x: the step in place gives the same bits as into another tensor (rows of a wider tensor,
+// as linear_conv_step's conv columns are).
+TEST(OpsConv1d, StepInPlaceGivesTheSameBits) {
+  Rng rng(24);
+  for (const ConvCase& c : kCases) {
+    const Tensor w = test::random_tensor({c.C, c.K}, rng), bias = test::random_tensor({c.C}, rng);
+    Tensor state_apart = test::random_tensor({c.B, c.K - 1, c.C}, rng), state_in_place = state_apart.clone();
+    for (int step = 0; step < 3; ++step) {
+      const Tensor wide = test::random_tensor({c.B, c.C + 5}, rng, -2, 2);
+      const Tensor x = wide.slice(1, 3, c.C);
+      Tensor apart = Tensor::empty({c.B, c.C}), in_place = wide.clone().slice(1, 3, c.C);
+      ops::conv1d_causal_step(x, w, bias, true, state_apart, apart);
+      ops::conv1d_causal_step(in_place, w, bias, true, state_in_place, in_place);
+      const std::string what = fmt::format("B {} C {} K {} step {}", c.B, c.C, c.K, step);
+      EXPECT_EQ(test::to_vec(in_place), test::to_vec(apart)) << what;
+      EXPECT_EQ(test::to_vec(state_in_place), test::to_vec(state_apart)) << what;
+    }
+  }
+}
+
 TEST(OpsConv1d, SplitMatchesWhole) {
   Rng rng(23);
   for (const ConvCase& c : kCases) {

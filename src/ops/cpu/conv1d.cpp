@@ -4,7 +4,8 @@
 // 16 at a time in one register. Work is split into (batch, chunk of kTimeChunk tokens) tasks spread
 // over OpenMP threads; a task walks whole rows, which the hardware prefetchers stream (a task per
 // channel block would jump a row stride per token, which they do not follow). The state is
-// rewritten after all tasks have read it. The step is the same kernel with T = 1.
+// rewritten after all tasks have read it. The step (T = 1 with a state) moves each row's state as it
+// goes instead (step_run), so that its output may overwrite its input.
 #include <algorithm>
 
 #include "core/error.h"
@@ -36,6 +37,39 @@ struct ConvArgs {
   bool silu;
 };
 
+// One token a row (decoding), a row a task: for each vector of channels the state's rows and x are
+// read, the state moves up with x as its last row, then y is written. A row's inputs are read before
+// its outputs are written, so y may be x; and the state moves on the threads, row by row, not after.
+// The same sums in the same order as conv_run's.
+void step_run(const ConvArgs& a, const float* taps) {
+  const int64_t K = a.K, C = a.C;
+#pragma omp parallel for schedule(static) if (a.batch * C * K >= (1 << 16))
+  for (int64_t b = 0; b < a.batch; ++b) {
+    float* sb = a.state + b * (K - 1) * a.lds;
+    const float* xb = a.x + b * a.ldx;
+    float* yb = a.y + b * a.ldy;
+    for_each_vector(C, [&](auto tail, int64_t c, int64_t n) {
+      constexpr bool kTail = decltype(tail)::value;
+      f32x16 acc = a.bias ? load_n<kTail>(a.bias + c, n) : f32x16{};
+      f32x16 row = load_n<kTail>(sb + c, n);
+      for (int64_t j = 0; j < K - 1; ++j) {
+        acc += load_n<kTail>(&taps[size_t(j * C + c)], n) * row;
+        if (j + 1 < K - 1) {
+          const f32x16 next = load_n<kTail>(sb + (j + 1) * a.lds + c, n);
+          if (j > 0) store_n<kTail>(sb + (j - 1) * a.lds + c, row, n);
+          row = next;
+        } else if (j > 0) {
+          store_n<kTail>(sb + (j - 1) * a.lds + c, row, n);
+        }
+      }
+      const f32x16 last = load_n<kTail>(xb + c, n);
+      acc += load_n<kTail>(&taps[size_t((K - 1) * C + c)], n) * last;
+      store_n<kTail>(sb + (K - 2) * a.lds + c, last, n);
+      store_n<kTail>(yb + c, a.silu ? silu(acc) : acc, n);
+    });
+  }
+}
+
 void conv_run(const ConvArgs& a) {
   const int64_t K = a.K, T = a.T, C = a.C;
   thread_local detail::Scratch taps_scratch;
@@ -43,6 +77,7 @@ void conv_run(const ConvArgs& a) {
   for (int64_t c = 0; c < C; ++c) {
     for (int64_t j = 0; j < K; ++j) taps[size_t(j * C + c)] = a.w[c * K + j];
   }
+  if (a.state && T == 1) return step_run(a, taps);
   const int64_t chunks = (T + kTimeChunk - 1) / kTimeChunk;
 #pragma omp parallel if (a.batch * T * C * K >= (1 << 16))
   {

@@ -42,11 +42,8 @@ void linear_conv_step(const Tensor& x, const LinearConvStep& p, Tensor& conv_sta
   }
   linear(input, p.weight, p.bias, y);
   if (p.column_scale.defined()) scale_columns(y, p.column_scale);
-  // The conv reads its input into the state after writing y, so its input is a copy.
-  Tensor conv_out = y.slice(1, p.conv_offset, C);
-  Tensor conv_in = scratch_rows(1, y.size(0), C);
-  conv_in.copy_from(conv_out);
-  conv1d_causal_step(conv_in, p.conv_weight, p.conv_bias, true, conv_state, conv_out);
+  Tensor conv = y.slice(1, p.conv_offset, C);  // the step's output overwrites its input
+  conv1d_causal_step(conv, p.conv_weight, p.conv_bias, true, conv_state, conv);
 }
 
 void gated_rmsnorm_linear(const Tensor& x, const Tensor& z, const Tensor& norm_weight, int64_t group_size,
