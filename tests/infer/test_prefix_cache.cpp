@@ -21,6 +21,16 @@ using Ids = std::vector<int32_t>;
 
 float tag_of(const PrefixCache::Hit& hit) { return hit.snapshot ? hit.snapshot->logits[0] : -1; }
 
+// The logits of one step of token 7 from row `row` of `state`.
+std::vector<float> step_logits(const LanguageModel& model, const ModelState& state, int64_t row) {
+  ModelState one = model.new_state(1);
+  state.copy_sequence(row, one, 0);
+  Tensor ids = Tensor::empty({1}, DType::I32);
+  ids.data<int32_t>()[0] = 7;
+  const Tensor logits = model.step(ids, one);
+  return std::vector<float>(logits.data<float>(), logits.data<float>() + logits.size(1));
+}
+
 TEST(PrefixCache, FindsTheDeepestSnapshotOfAPrefix) {
   PrefixCache cache(1 << 20);
   cache.insert(Ids{1, 2, 3, 4}, of_size(1, 4));
@@ -211,14 +221,6 @@ TEST_P(CachedPrefillTest, PromptsAllInAreHandedOverFromTheRowsAsAlone) {
   const int64_t chunk = 16;
   PrefixCache cache(64 << 20);
   CachedPrefill together(model, &cache, chunk), alone(model, nullptr, chunk);
-  const auto step_logits = [&](const ModelState& state, int64_t row) {  // one step of token 7 from that row
-    ModelState one = model.new_state(1);
-    state.copy_sequence(row, one, 0);
-    Tensor ids = Tensor::empty({1}, DType::I32);
-    ids.data<int32_t>()[0] = 7;
-    const Tensor logits = model.step(ids, one);
-    return std::vector<float>(logits.data<float>(), logits.data<float>() + logits.size(1));
-  };
   const auto worst = [](const std::vector<float>& a, const std::vector<float>& b) {
     float w = 0;
     for (size_t v = 0; v < a.size(); ++v) w = std::max(w, std::abs(a[v] - b[v]));
@@ -250,7 +252,7 @@ TEST_P(CachedPrefillTest, PromptsAllInAreHandedOverFromTheRowsAsAlone) {
       together.advance(batch, [&](size_t i, const ModelState& rows, int64_t row) {
         ++handed[i];
         EXPECT_EQ(progress[i].done, int64_t(prompts[i].size())) << "prompt " << i << " handed over before its end";
-        after[i] = step_logits(rows, row);
+        after[i] = step_logits(model, rows, row);
       });
       ASSERT_LT(++advances, 10);
     }
@@ -260,7 +262,7 @@ TEST_P(CachedPrefillTest, PromptsAllInAreHandedOverFromTheRowsAsAlone) {
       const CachedPrefill::Result want = alone.run(prompts[i]);
       EXPECT_LE(worst(progress[i].logits, want.logits), 1e-5f) << "round " << round << ", prompt " << i;
       ASSERT_EQ(after[i].size(), size_t(model.config().vocab_size));
-      EXPECT_LE(worst(after[i], step_logits(want.state, 0)), 1e-4f) << "round " << round << ", prompt " << i;
+      EXPECT_LE(worst(after[i], step_logits(model, want.state, 0)), 1e-4f) << "round " << round << ", prompt " << i;
     }
   }
 }
@@ -272,14 +274,6 @@ TEST_P(CachedPrefillTest, HitsOneAfterAnotherReuseTheStateHandedOverAndStayExact
   const LanguageModel model = LanguageModel::load(fixture_dir(GetParam()));
   PrefixCache cache(64 << 20);
   CachedPrefill warm(model, &cache, 16), cold(model, nullptr, 16);
-  const auto step_logits = [&](const ModelState& state, int64_t row) {  // one step of token 7 from that row
-    ModelState one = model.new_state(1);
-    state.copy_sequence(row, one, 0);
-    Tensor ids = Tensor::empty({1}, DType::I32);
-    ids.data<int32_t>()[0] = 7;
-    const Tensor logits = model.step(ids, one);
-    return std::vector<float>(logits.data<float>(), logits.data<float>() + logits.size(1));
-  };
   const auto memory_of = [](const ModelState& state) {  // the first layer's recurrent state's bytes
     const auto* conv_ssm = dynamic_cast<const ConvSsmState*>(state.mixers.front().get());
     return conv_ssm ? conv_ssm->ssm.raw() : nullptr;
@@ -301,12 +295,12 @@ TEST_P(CachedPrefillTest, HitsOneAfterAnotherReuseTheStateHandedOverAndStayExact
     std::vector<float> after;
     const CachedPrefill::Prefilling one{prompt, &progress};
     warm.advance(std::span(&one, 1), [&](size_t, const ModelState& rows, int64_t row) {
-      after = step_logits(rows, row);
+      after = step_logits(model, rows, row);
       left_behind = memory_of(rows);
     });
     const CachedPrefill::Result want = cold.run(prompt);
     EXPECT_EQ(progress.logits, want.logits) << suffix;
-    EXPECT_EQ(after, step_logits(want.state, 0)) << suffix;
+    EXPECT_EQ(after, step_logits(model, want.state, 0)) << suffix;
     EXPECT_TRUE(progress.state.mixers.empty()) << suffix;
     held.push_back(model.new_state(1));  // would take the state's memory, were it freed
   }
