@@ -63,7 +63,8 @@ std::string three_places(double ms) {
 
 // A table row: ms, ms per row (rows > 0), and on the GPU the ms the host took to queue the work.
 void row(const std::string& work, const Timing& t, int64_t rows) {
-  std::printf("| %s | %.2f | %s | %s |\n", work.c_str(), t.total, rows > 0 ? three_places(t.total / double(rows)).c_str() : "",
+  std::printf("| %s | %.2f | %s | %s |\n", work.c_str(), t.total,
+              rows > 0 ? three_places(t.total / double(rows)).c_str() : "",
               device == Device::CPU ? "" : three_places(t.queued).c_str());
   std::fflush(stdout);
 }

@@ -234,7 +234,8 @@ void layer_fused(const LayerShape& s, const Layer& l, const Activations& a, cuda
 // Not a layer: its two matrix-vector products alone (plain inputs, PDL), for their own bandwidth.
 void products_only(const LayerShape& s, const Layer& l, const Activations& a, cudaStream_t stream) {
   auto* plain = &sk::skinny_kernel<sk::PlainInput, sk::StoreOutput<bf16>, 1>;
-  const sk::StoreOutput<bf16> to_zxbcdt{a.zxbcdt, 0, nullptr, nullptr, false}, to_delta{a.delta, 0, nullptr, nullptr, false};
+  const sk::StoreOutput<bf16> to_zxbcdt{a.zxbcdt, 0, nullptr, nullptr, false},
+      to_delta{a.delta, 0, nullptr, nullptr, false};
   launch(true, plain, skinny_blocks(plain, s.in_proj(), 0), sk::kThreads, 0, stream, sk::PlainInput{a.normed, 0},
          to_zxbcdt, static_cast<const bf16*>(l.in_w), int64_t(s.in_proj()), int64_t(s.d_model), 1);
   launch(true, plain, skinny_blocks(plain, s.d_model, 0), sk::kThreads, 0, stream, sk::PlainInput{a.gated, 0}, to_delta,

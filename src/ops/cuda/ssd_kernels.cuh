@@ -133,7 +133,8 @@ __global__ void __launch_bounds__(256) step_kernel(Args<T> a, float* __restrict_
   for (int r = 0; r < kStepRows; ++r)
 #pragma unroll
     for (int k = 0; k < kStepPieces; ++k)
-      if (p0 + r < a.head_dim && lane + 32 * k < pieces) pdl::prefetch_l2(rows_state + r * a.state_dim + (lane + 32 * k) * 4);
+      if (p0 + r < a.head_dim && lane + 32 * k < pieces)
+        pdl::prefetch_l2(rows_state + r * a.state_dim + (lane + 32 * k) * 4);
   pdl::wait_for_previous_grid();
   pdl::let_next_grid_start();
   float4 S[kStepRows][kStepPieces], Bv[kStepPieces], Cv[kStepPieces];
