@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <csignal>
+#include <cstdint>
 #include <cstdio>
 
 #include "cli/command.h"
@@ -17,14 +18,24 @@ namespace ssm::cli {
 namespace {
 
 std::atomic<int> stop_signal{0};
-static_assert(std::atomic<int>::is_always_lock_free, "the flag is set from a signal handler");
+std::atomic<bool> note_written{false};
+static_assert(std::atomic<int>::is_always_lock_free && std::atomic<bool>::is_always_lock_free,
+              "the flags are set from a signal handler");
 bool stderr_is_terminal = false;  // the note starts on a new line (below the progress bar and ^C)
 
 extern "C" void request_stop(int signal_number) {
-  if (stop_signal.exchange(signal_number) != 0) ::_exit(128 + signal_number);
+  if (stop_signal.exchange(signal_number) != 0) {
+    // The second signal. Two signals that arrive together may run their handlers at once on two threads
+    // (the mask below holds only on the thread that runs one): the first's note goes out before the
+    // process ends (waiting at most some 0.1 s).
+    for (int64_t i = 0; i < 100'000'000 && !note_written.load(); ++i) {
+    }
+    ::_exit(128 + signal_number);
+  }
   static const char note[] = "\nssm train: stopping after this step with a checkpoint (signal again to quit at once)\n";
   const size_t skip = stderr_is_terminal ? 0 : 1;
   [[maybe_unused]] const ssize_t ignored = ::write(2, note + skip, sizeof note - 1 - skip);
+  note_written.store(true);
 }
 
 void catch_stop_signals() {
