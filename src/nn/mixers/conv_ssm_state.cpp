@@ -15,8 +15,7 @@ Tensor decode_A(const Tensor& A_log) {
 }
 
 ByteCopy batch_row_copy(const Tensor& from, int64_t from_index, const Tensor& to, int64_t to_index) {
-  SSM_CHECK(from.is_contiguous() && to.is_contiguous() && from.dtype() == to.dtype() && from.dim() == to.dim() &&
-                from.device() == to.device(),
+  SSM_CHECK(from.is_contiguous() && to.is_contiguous() && from.dtype() == to.dtype() && from.dim() == to.dim(),
             "copy_batch_row: states {} and {} do not match", shape_str(from.shape()), shape_str(to.shape()));
   SSM_CHECK(from_index >= 0 && from_index < from.size(0) && to_index >= 0 && to_index < to.size(0),
             "copy_batch_row: row {} of {} into row {} of {}", from_index, from.size(0), to_index, to.size(0));

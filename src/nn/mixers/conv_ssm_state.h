@@ -44,8 +44,8 @@ State& state_as(MixerState* state, const char* mixer) {
 // -exp(A_log) for ConvSsmState::A (undefined while the parameters are not allocated).
 Tensor decode_A(const Tensor& A_log);
 
-// Copies row `from` of a [B, ...] tensor into row `to_index` of another (same device), and that copy
-// as bytes (checked the same way).
+// Copies row `from` of a [B, ...] tensor into row `to_index` of another (any devices), and that copy
+// as bytes (checked the same way; for copy_many, both tensors on one device).
 void copy_batch_row(const Tensor& from, int64_t from_index, const Tensor& to, int64_t to_index);
 ByteCopy batch_row_copy(const Tensor& from, int64_t from_index, const Tensor& to, int64_t to_index);
 // Makes `rows` (the first rows of `storage`, a [capacity, ...] tensor) its first `batch` rows, first
