@@ -6,6 +6,7 @@
 #include <map>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "bench/inference.h"
 #include "bench/random_model.h"
@@ -176,9 +177,10 @@ void run_gpu_bench(const GpuBenchOptions& o) {
   std::printf("GPU ceilings: device-to-device copy %.0f GB/s (read + write), BF16 matrix product %.0f TFLOP/s\n\n",
               machine.copy_gbs, machine.bf16_tflops);
   if (o.scan_kernels) scan_kernel_table(o.seed, /*training=*/false);
-  std::printf("| model | weights | decode ms/step, batch 1 / 16 / 64 (x mamba_ssm) | decode tok/s at 64 | batch-1 "
+  std::printf("| model | weights | decode ms/step, batch %s (x mamba_ssm) | decode tok/s at %lld | batch-1 "
               "floor ms (reached) | prefill ms, 1x2048 / 8x2048 / 1x65536 (x mamba_ssm) | matmul TFLOP/s at 8x2048 "
-              "(%% of peak) | peak GPU MiB |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n");
+              "(%% of peak) | peak GPU MiB |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n",
+              fmt::format("{}", fmt::join(o.decode_batches, " / ")).c_str(), (long long)o.decode_batches.back());
   std::fflush(stdout);
   for (const std::string& shape : o.shapes) {
     reset_device_peak_bytes();
@@ -191,8 +193,9 @@ void run_gpu_bench(const GpuBenchOptions& o) {
       const int64_t batch = o.decode_batches[i];
       const InferenceMeasure m = measure_inference(model, {o.decode_prompt}, o.decode_tokens, o.seed, batch);
       const double ms = 1000 * m.decode.seconds / (double(m.decode.tokens) / double(batch));
+      const int peer_column = batch == 1 ? 0 : batch == 16 ? 1 : batch == 64 ? 2 : -1;
       decode += fmt::format("{}{:.3f}{}", i ? " / " : "", ms,
-                            peer != kPeer.end() && i < 3 ? ratio(ms, peer->second.decode_ms[i]) : "");
+                            peer != kPeer.end() && peer_column >= 0 ? ratio(ms, peer->second.decode_ms[peer_column]) : "");
       last_tokens_per_second = m.decode.tokens_per_second();
       if (batch == 1) {
         batch1_ms = ms;

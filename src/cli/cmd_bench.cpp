@@ -33,6 +33,7 @@ struct BenchArgs {
   std::vector<int> threads = {1, 2};
   std::vector<int64_t> prefill_lengths = {512, 2048};
   int64_t decode_tokens = 64;
+  std::vector<int64_t> gpu_decode_batches = {1, 16, 64};  // --decode-batches (--device cuda)
   uint64_t seed = 1234;
   std::vector<std::string> suites = {"inference", "training"};
   std::string train_config;  // a config.json to time in training instead of the default models
@@ -177,6 +178,7 @@ void run_gpu(const BenchArgs& args, const CLI::App& cmd) {
   }
   for (const auto& shape : options.shapes) bench::published_shape(shape);  // a bad name fails before anything runs
   options.decode_tokens = args.decode_tokens;
+  options.decode_batches = args.gpu_decode_batches;
   options.seed = args.seed;
   bench::run_gpu_bench(options);
 }
@@ -335,6 +337,9 @@ const CommandRegistrar registrar(40, [](CLI::App& root) {
       ->capture_default_str();
   cmd->add_option("--decode-tokens", args->decode_tokens, "Greedy decode steps timed per prompt (EOS ignored)")
       ->capture_default_str();
+  cmd->add_option("--decode-batches", args->gpu_decode_batches,
+                  "With --device cuda: the decode batch sizes to time (mamba_ssm's figures exist for 1, 16 and 64)")
+      ->delimiter(',')->check(CLI::Range(int64_t(1), int64_t(1024)))->capture_default_str();
   cmd->add_option("--seed", args->seed, "Seed of the random weights and prompt ids")->capture_default_str();
   cmd->add_option("--suite", args->suites,
                   "inference, training, layers (attention, RAT, Mamba-2 and Mamba-3 stacks), serve (the server under load)")
