@@ -143,6 +143,10 @@ TEST(Conv1dGpuErrors, BadInputIsOneClearError) {
   Tensor step_y = nan_gpu({2, 8});
   test::expect_error([&] { ops::conv1d_causal_step(to_gpu(random_cpu({2, 8}, rng)), w, Tensor(), true, y, step_y); },
                      {"conv1d_causal_step", "state must be F32 rows [2, 3, 8]"});
+  Tensor state16 = to_gpu(random_cpu({2, 16, 8}, rng));
+  test::expect_error(
+      [&] { ops::conv1d_causal_step(to_gpu(random_cpu({2, 8}, rng)), w17, Tensor(), true, state16, step_y); },
+      {"conv1d_causal_step", "K = 17 taps; the GPU kernel takes at most 16"});
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, Conv1dGpu, ::testing::Values(DType::F32, DType::BF16),

@@ -1,4 +1,6 @@
 // Elementwise ops on the GPU against the CPU ops, F32 and BF16 activations, strided rows.
+#include <limits>
+
 #include "gpu/gpu_test_util.h"
 #include "ops/ops.h"
 
@@ -53,6 +55,36 @@ TEST(ElementwiseGpu, NegExpAndBadInput) {
   // Mixed devices: one clear error, never a read of GPU memory from the host.
   Tensor cpu = Tensor::zeros({129});
   EXPECT_THROW(ops::add_inplace(got, cpu), Error);
+}
+
+// Greedy decoding's pick: the CPU's ids on long and short rows, ties (the first column wins), NaN
+// (never picked over a number; column 0 when the row is all NaN), rows with a stride.
+TEST(ElementwiseGpu, ArgmaxIsTheCpusWithTiesAndNaN) {
+  require_gpu();
+  Rng rng(3);
+  for (const int64_t V : {int64_t(1), int64_t(3), int64_t(1023), int64_t(50281)}) {
+    const int64_t rows = 7;
+    Tensor wide = random_cpu({rows, V + 5}, rng, -4, 4);
+    Tensor logits = wide.slice(1, 2, 2 + V);
+    float* data = wide.data<float>();
+    const int64_t ld = wide.row_stride();
+    const float nan = std::numeric_limits<float>::quiet_NaN();
+    if (V > 2) {
+      data[0 * ld + 2 + V - 1] = 9.0f, data[0 * ld + 2 + V / 2] = 9.0f;  // a tie: the first wins
+      data[1 * ld + 2] = nan;                                           // NaN first, numbers after
+      for (int64_t i = 0; i < V; ++i) data[2 * ld + 2 + i] = nan;        // all NaN: column 0
+      data[3 * ld + 2 + V - 1] = std::numeric_limits<float>::infinity();
+      for (int64_t i = 0; i < V; i += 2) data[4 * ld + 2 + i] = nan;    // NaN every other column
+    }
+    Tensor want = Tensor::empty({rows}, DType::I32);
+    ops::argmax(logits, want);
+    Tensor gpu_wide = to_gpu(wide);
+    Tensor got = Tensor::zeros({rows}, DType::I32, Device::CUDA);
+    ops::argmax(gpu_wide.slice(1, 2, 2 + V), got);
+    const Tensor host = got.to_device(Device::CPU);
+    for (int64_t r = 0; r < rows; ++r)
+      EXPECT_EQ(host.data<int32_t>()[r], want.data<int32_t>()[r]) << "row " << r << " of " << rows << " x " << V;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Dtypes, ElementwiseGpu, ::testing::Values(DType::F32, DType::BF16),

@@ -6,7 +6,7 @@
 // scalar loads whose warp touched 32 cache lines each: 0.63 ms for a [8, 2048, 1792] BF16 conv on the
 // H200, 13% of a mamba2-130m training step.) A second kernel then writes the new state (the last K-1
 // inputs), after every read of the old one. The step runs one kernel, a thread per (b, pack), which
-// reads each state row once, using it and moving it up.
+// reads each state row once, using it and moving it up (conv_step_kernel).
 #include <algorithm>
 
 #include "ops/cuda/activation_math.cuh"
@@ -24,31 +24,6 @@ constexpr int kThreads = 256;
 constexpr int kAhead = 8;     // inputs a thread loads before computing their outputs
 constexpr int kConvPack = 4;  // channels a thread: the taps and window of 8 would take 145 registers
 constexpr int64_t kBusyThreads = 128 * 1024;  // threads a tile longer than 1 must leave (~1K per SM)
-
-// The taps' part of one output pack: acc = bias, acc += w[c.., j] · input of tap j, then SiLU.
-template <int N>
-struct Taps {
-  const float* w;  // [C, K]
-  int64_t c, K;
-  __device__ __forceinline__ void start(float (&acc)[N], const float* bias) const {
-    if (bias) {
-      load_pack<N>(bias + c, acc);
-    } else {
-#pragma unroll
-      for (int i = 0; i < N; ++i) acc[i] = 0.0f;
-    }
-  }
-  __device__ __forceinline__ void add(float (&acc)[N], int64_t j, const float (&in)[N]) const {
-#pragma unroll
-    for (int i = 0; i < N; ++i) acc[i] += w[(c + i) * K + j] * in[i];
-  }
-  __device__ __forceinline__ void finish(float (&acc)[N], bool apply_silu) const {
-    if (apply_silu) {
-#pragma unroll
-      for (int i = 0; i < N; ++i) acc[i] = silu(acc[i]);
-    }
-  }
-};
 
 // state rows: (b, j) at row b·(K-1) + j; state.data null: zeros.
 template <class T, int N, int KM>
@@ -103,38 +78,41 @@ __global__ void conv_state_kernel(Rows<const T> x, Rows<float> state, ConvShape 
   }
 }
 
-// One token: state row j is read once, used as tap j and written back as row j - 1; x becomes the
-// last row. Rows are read kStepRows at a time before any is written back: with the writes between
-// them, the compiler could not issue the next read (it may alias), and each would wait its full
-// latency in turn (9 us for the step of a 1792-channel layer on the H200).
-constexpr int kStepRows = 8;
-
-template <class T, int N>
+// One token: a thread per (b, pack of N channels) loads everything it needs first — its taps, bias,
+// the K-1 state rows and x — into a window as the sequence kernel keeps one, then computes y and
+// writes the state moved up by one row (x its last). With the taps read tap by tap between the state
+// writes (which may alias them for the compiler), each tap's load waited for the previous one: 10.6
+// us for a [64, 1792] BF16 step under ncu. y may be x: x is read before y is written.
+template <class T, int N, int KM>
 __global__ void conv_step_kernel(Rows<const T> x, const float* w, const float* bias, Rows<float> state, Rows<T> y,
                                  ConvShape s, bool apply_silu) {
   const int64_t packs = s.C / N, i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= s.batch * packs) return;
-  const int64_t b = i / packs, first_row = b * (s.K - 1);
-  const Taps<N> taps{w, i % packs * N, s.K};
-  float acc[N], last[N];
-  taps.start(acc, bias);
-  load_pack<N>(&x.at(b, taps.c), last);
-  for (int64_t j0 = 0; j0 < s.K - 1; j0 += kStepRows) {
-    float in[kStepRows][N];
+  const int64_t b = i / packs, c = i % packs * N, first_row = b * (s.K - 1);
+  float taps[KM][N], acc[N], window[KM][N];
+  load_taps<N, KM>(w, c, s.K, taps);
+  load_start<N>(bias, c, acc);
+  // window[j] = the input j steps before the newest: state row j - (KM-K) for KM-K <= j < KM-1, x last.
 #pragma unroll
-    for (int r = 0; r < kStepRows; ++r)
-      if (j0 + r < s.K - 1) load_pack<N>(&state.at(first_row + j0 + r, taps.c), in[r]);
+  for (int j = 0; j + 1 < KM; ++j) {
+    if (j >= KM - s.K) {
+      load_pack<N>(&state.at(first_row + j - (KM - s.K), c), window[j]);
+    } else {
 #pragma unroll
-    for (int r = 0; r < kStepRows; ++r) {
-      if (j0 + r >= s.K - 1) break;
-      taps.add(acc, j0 + r, in[r]);
-      if (j0 + r > 0) store_pack<N>(&state.at(first_row + j0 + r - 1, taps.c), in[r]);
+      for (int n = 0; n < N; ++n) window[j][n] = 0.0f;
     }
   }
-  taps.add(acc, s.K - 1, last);
-  if (s.K > 1) store_pack<N>(&state.at(first_row + s.K - 2, taps.c), last);
-  taps.finish(acc, apply_silu);
-  store_pack<N>(&y.at(b, taps.c), acc);
+  load_pack<N>(&x.at(b, c), window[KM - 1]);
+#pragma unroll
+  for (int n = 0; n < N; ++n) {
+#pragma unroll
+    for (int j = 0; j < KM; ++j) acc[n] += taps[j][n] * window[j][n];
+    if (apply_silu) acc[n] = silu(acc[n]);
+  }
+#pragma unroll
+  for (int j = 1; j < KM; ++j)
+    if (j > KM - s.K) store_pack<N>(&state.at(first_row + j - 1 - (KM - s.K), c), window[j]);
+  store_pack<N>(&y.at(b, c), acc);
 }
 
 // Checks w, bias, y and state against x [B, (T,) C] (`dims` 3 or 2) and returns the shape.
@@ -201,11 +179,13 @@ void conv1d_causal_step(const Tensor& x, const Tensor& w, const Tensor& bias, bo
   SSM_CHECK(state.defined(), "{}: state is required", op);
   const ConvShape s = check_args(op, x, w, bias, &state, y, 2);
   if (s.batch * s.C == 0) return;
+  SSM_CHECK(s.K <= kMaxTaps, "{}: K = {} taps; the GPU kernel takes at most {}", op, s.K, kMaxTaps);
   const Tensor no_state;
   with_activation_type(x.dtype(), op, [&]<class T>() {
-    with_pack<T>(packs_fit(kPack<T>, {&x, &bias, &y, s.K > 1 ? &state : &no_state}), [&]<int N>() {
+    const bool fit = packs_fit(kConvPack, {&x, &bias, &y, s.K > 1 ? &state : &no_state});
+    with_conv_window<kConvPack>(s.K, fit, [&]<int N, int KM>() {
       const Rows<float> state_rows = s.K > 1 ? rows_of<float>(state) : Rows<float>{nullptr, 0};
-      conv_step_kernel<T, N><<<blocks_for(s.batch * s.C / N, kThreads), kThreads, 0, stream()>>>(
+      conv_step_kernel<T, N, KM><<<blocks_for(s.batch * s.C / N, kThreads), kThreads, 0, stream()>>>(
           rows_of<const T>(x), w.data<float>(), bias.defined() ? bias.data<float>() : nullptr, state_rows,
           rows_of<T>(y), s, silu);
       SSM_CUDA_CHECK_LAUNCH("{} of x {} with K {}", op, shape_str(x.shape()), s.K);
