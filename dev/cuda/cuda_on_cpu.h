@@ -133,6 +133,15 @@ template <class V>
 V __ldg(const V* p) {
   return *p;
 }
+// Streaming (evict-first) loads and stores (ld.global.cs / st.global.cs): on the CPU, plain ones.
+template <class V>
+V __ldcs(const V* p) {
+  return *p;
+}
+template <class V>
+void __stcs(V* p, V v) {
+  *p = v;
+}
 
 template <class V>
 V __shfl_up_sync(unsigned, V v, int delta) {

@@ -303,11 +303,15 @@ TEST_P(SsdGpu, StepMatchesTheCpuStep) {
   require_gpu();
   const DType dtype = GetParam();
   // Step kernel: N a multiple of 4 up to 256 (two pieces a lane), P not a multiple of its 4 rows;
-  // N 10: the recurrent kernel.
-  for (const auto& [P, N, G] : {std::tuple{64, 128, 1}, std::tuple{24, 16, 2}, std::tuple{5, 12, 2},
-                                std::tuple{7, 256, 1}, std::tuple{3, 10, 1}}) {
+  // N 10: the recurrent kernel. Batch 40: more groups of rows than the one wave of warps holds, so
+  // that each warp walks several (with the next one's state loaded ahead).
+  for (const auto& [batch, H, P, N, G] :
+       {std::tuple{3, 4, 64, 128, 1}, std::tuple{3, 4, 24, 16, 2}, std::tuple{3, 4, 5, 12, 2},
+        std::tuple{3, 4, 7, 256, 1}, std::tuple{3, 4, 3, 10, 1}, std::tuple{40, 24, 64, 128, 1},
+        std::tuple{40, 64, 7, 256, 2}}) {
     Case k;
-    k.batch = 3;
+    k.batch = batch;
+    k.H = H;
     k.P = P;
     k.N = N;
     k.G = G;

@@ -100,14 +100,16 @@ __global__ void __launch_bounds__(256) recurrent_kernel(Args<T> a, float* __rest
   }
 }
 
-// One token (decoding): warp per (batch, head, kStepRows rows of p), lanes over n in 4-float pieces.
-// Every load a warp needs (its rows of the state, x, B, C, dt) is issued before any arithmetic, so
-// each lane has kStepRows · 16 bytes of state in flight, and B and C are read once for the rows.
-// The recurrent kernel reads one state element per lane and waits for it before the next: at batch
-// 64 it reached 30% of the bandwidth (H200). Needs N % 4 == 0, N <= 4 · 32 · kStepPieces and a
-// 16-byte aligned state. Launched to overlap the kernel before it (pdl.cuh): x, B, C and dt come from
-// that kernel (decoding: in_proj's), so it waits before reading them.
-constexpr int kStepRows = 4, kStepPieces = 2;
+// One token (decoding): a warp per group of kStepRows rows of p of one (batch, head), lanes over n in
+// 4-float pieces (kPieces a lane: 1 for N <= 128, 2 up to 256). The grid is one wave (as many warps as
+// fit); each warp walks its groups with the next group's state loaded before the current one is
+// updated and stored, so its loads are always in flight (dev/cuda/ssd_step.cu: at batch 64 one group a
+// warp in many waves reached 2.8-3.1 TB/s, this 3.4-3.8 against 3.6-3.9 for a bare copy in place). The
+// state is touched once a step: streaming loads and stores (evict first). B and C are read once for
+// the group's rows. Needs N % 4 == 0, N <= 4 · 32 · kPieces and a 16-byte aligned state. Launched to
+// overlap the kernel before it (pdl.cuh): x, B, C and dt come from that kernel (decoding: in_proj's),
+// so it waits before reading them.
+constexpr int kStepRows = 4;
 
 // Four elements of a B or C row, element by element: those rows are column slices of the layer's
 // projection, not always 16-byte aligned.
@@ -116,67 +118,97 @@ __device__ __forceinline__ float4 load4(const T* p) {
   return make_float4(to_float(p[0]), to_float(p[1]), to_float(p[2]), to_float(p[3]));
 }
 
-template <class T>
+// Where group w's rows lie: (batch, head) w / row_groups, rows p0 = w % row_groups · kStepRows on; this
+// lane's first piece of its first row (one division a group: the pieces are offsets from it).
+struct StepGroup {
+  int64_t bh;
+  int p0;
+  float* first;
+  __device__ __forceinline__ StepGroup(int64_t w, int row_groups, int head_dim, int state_dim, float* state, int lane)
+      : bh(w / row_groups), p0(int(w - bh * row_groups) * kStepRows),
+        first(state + (bh * head_dim + p0) * state_dim + lane * 4) {}
+};
+
+template <class T, int kPieces = 1>
 __global__ void __launch_bounds__(256) step_kernel(Args<T> a, float* __restrict__ state) {
   const int lane = threadIdx.x & 31;
-  const int64_t warp = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
-  const int row_groups = (a.head_dim + kStepRows - 1) / kStepRows;
-  if (warp >= int64_t(a.batch) * a.heads * row_groups) return;
-  const int64_t bh = warp / row_groups;
-  const int p0 = int(warp % row_groups) * kStepRows, h = int(bh % a.heads), b = int(bh / a.heads);
-  const int g = h / (a.heads / a.groups), pieces = a.state_dim / 4;
-  float* rows_state = state + (bh * a.head_dim + p0) * a.state_dim;
-  // The state's lines are fetched into L2 before the wait (pdl.cuh), their latency overlapping the previous
-  // kernel's tail. Only into L2, where every write is seen: a previous kernel may have written the state
-  // (ssd_step called twice in a row), so registers are loaded after the wait.
+  const int row_groups = (a.head_dim + kStepRows - 1) / kStepRows, pieces = a.state_dim / 4;
+  const int64_t groups = int64_t(a.batch) * a.heads * row_groups, warps = (int64_t(gridDim.x) * blockDim.x) >> 5;
+  int64_t warp = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+  auto has = [&](const StepGroup& g, int r, int k) { return g.p0 + r < a.head_dim && lane + 32 * k < pieces; };
+  auto at = [&](const StepGroup& g, int r, int k) { return g.first + r * a.state_dim + 128 * k; };
+  if (warp >= groups) {
+    pdl::wait_for_previous_grid();
+    pdl::let_next_grid_start();
+    return;
+  }
+  StepGroup group(warp, row_groups, a.head_dim, a.state_dim, state, lane);
+  // The first group's lines are fetched into L2 before the wait (pdl.cuh), their latency overlapping
+  // the previous kernel's tail. Only into L2, where every write is seen: a previous kernel may have
+  // written the state (ssd_step called twice in a row), so registers are loaded after the wait.
 #pragma unroll
   for (int r = 0; r < kStepRows; ++r)
 #pragma unroll
-    for (int k = 0; k < kStepPieces; ++k)
-      if (p0 + r < a.head_dim && lane + 32 * k < pieces)
-        pdl::prefetch_l2(rows_state + r * a.state_dim + (lane + 32 * k) * 4);
+    for (int k = 0; k < kPieces; ++k)
+      if (has(group, r, k)) pdl::prefetch_l2(at(group, r, k));
   pdl::wait_for_previous_grid();
   pdl::let_next_grid_start();
-  float4 S[kStepRows][kStepPieces], Bv[kStepPieces], Cv[kStepPieces];
+  float4 next[kStepRows][kPieces];
+  auto load_group = [&](const StepGroup& g) {
 #pragma unroll
-  for (int r = 0; r < kStepRows; ++r)
+    for (int r = 0; r < kStepRows; ++r)
 #pragma unroll
-    for (int k = 0; k < kStepPieces; ++k)
-      if (p0 + r < a.head_dim && lane + 32 * k < pieces)
-        S[r][k] = *reinterpret_cast<const float4*>(rows_state + r * a.state_dim + (lane + 32 * k) * 4);
-  float xv[kStepRows];
+      for (int k = 0; k < kPieces; ++k)
+        if (has(g, r, k)) next[r][k] = __ldcs(reinterpret_cast<const float4*>(at(g, r, k)));
+  };
+  load_group(group);
+  for (;;) {
+    float4 S[kStepRows][kPieces], Bv[kPieces], Cv[kPieces];
 #pragma unroll
-  for (int r = 0; r < kStepRows; ++r)
-    xv[r] = p0 + r < a.head_dim ? to_float(a.x[b * a.ldx + int64_t(h) * a.head_dim + p0 + r]) : 0.0f;
+    for (int r = 0; r < kStepRows; ++r)
 #pragma unroll
-  for (int k = 0; k < kStepPieces; ++k) {
-    const int piece = lane + 32 * k;
-    if (piece < pieces) {
-      Bv[k] = load4(a.B + b * a.ldB + int64_t(g) * a.state_dim + piece * 4);
-      Cv[k] = load4(a.C + b * a.ldC + int64_t(g) * a.state_dim + piece * 4);
-    }
-  }
-  const float dt = dt_value(to_float(a.dt[b * a.lddt + h]), a.dt_bias ? a.dt_bias[h] : 0.0f, a.dt_min, a.dt_max);
-  const float decay = expf(dt * a.A[h]), D = a.D ? a.D[h] : 0.0f;
+      for (int k = 0; k < kPieces; ++k) S[r][k] = next[r][k];
+    const int64_t next_warp = warp + warps;
+    const StepGroup following(next_warp < groups ? next_warp : warp, row_groups, a.head_dim, a.state_dim, state, lane);
+    if (next_warp < groups) load_group(following);
+    const int p0 = group.p0, h = int(group.bh % a.heads), b = int(group.bh / a.heads);
+    const int g = h / (a.heads / a.groups);
+    float xv[kStepRows];
 #pragma unroll
-  for (int r = 0; r < kStepRows; ++r) {
-    if (p0 + r >= a.head_dim) break;
-    const float coef = dt * xv[r];
-    float acc = 0.0f;
+    for (int r = 0; r < kStepRows; ++r)
+      xv[r] = p0 + r < a.head_dim ? to_float(a.x[b * a.ldx + int64_t(h) * a.head_dim + p0 + r]) : 0.0f;
 #pragma unroll
-    for (int k = 0; k < kStepPieces; ++k) {
+    for (int k = 0; k < kPieces; ++k) {
       const int piece = lane + 32 * k;
-      if (piece >= pieces) break;
-      float4 v = S[r][k];
-      v.x = v.x * decay + coef * Bv[k].x;
-      v.y = v.y * decay + coef * Bv[k].y;
-      v.z = v.z * decay + coef * Bv[k].z;
-      v.w = v.w * decay + coef * Bv[k].w;
-      *reinterpret_cast<float4*>(state + ((bh * a.head_dim + p0 + r) * a.state_dim + piece * 4)) = v;
-      acc += v.x * Cv[k].x + v.y * Cv[k].y + v.z * Cv[k].z + v.w * Cv[k].w;
+      if (piece < pieces) {
+        Bv[k] = load4(a.B + b * a.ldB + int64_t(g) * a.state_dim + piece * 4);
+        Cv[k] = load4(a.C + b * a.ldC + int64_t(g) * a.state_dim + piece * 4);
+      }
     }
-    acc = warp_sum(acc);
-    if (lane == 0) a.y[b * a.ldy + int64_t(h) * a.head_dim + p0 + r] = from_float<T>(acc + D * xv[r]);
+    const float dt = dt_value(to_float(a.dt[b * a.lddt + h]), a.dt_bias ? a.dt_bias[h] : 0.0f, a.dt_min, a.dt_max);
+    const float decay = expf(dt * a.A[h]), D = a.D ? a.D[h] : 0.0f;
+#pragma unroll
+    for (int r = 0; r < kStepRows; ++r) {
+      if (p0 + r >= a.head_dim) break;
+      const float coef = dt * xv[r];
+      float acc = 0.0f;
+#pragma unroll
+      for (int k = 0; k < kPieces; ++k) {
+        if (lane + 32 * k >= pieces) break;
+        float4 v = S[r][k];
+        v.x = v.x * decay + coef * Bv[k].x;
+        v.y = v.y * decay + coef * Bv[k].y;
+        v.z = v.z * decay + coef * Bv[k].z;
+        v.w = v.w * decay + coef * Bv[k].w;
+        __stcs(reinterpret_cast<float4*>(at(group, r, k)), v);
+        acc += v.x * Cv[k].x + v.y * Cv[k].y + v.z * Cv[k].z + v.w * Cv[k].w;
+      }
+      acc = warp_sum(acc);
+      if (lane == 0) a.y[b * a.ldy + int64_t(h) * a.head_dim + p0 + r] = from_float<T>(acc + D * xv[r]);
+    }
+    if (next_warp >= groups) break;
+    warp = next_warp;
+    group = following;
   }
 }
 

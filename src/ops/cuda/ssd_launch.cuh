@@ -19,13 +19,32 @@ cudaError_t launch_recurrent(const Args<T>& a, float* state, cudaStream_t stream
 }
 
 // One token per sequence (a.length 1): the step kernel where it takes the state, else the recurrent one.
+// The step's grid is one wave: as many blocks as fit at once (read once per instantiation), or fewer
+// when the groups are fewer.
 template <class T>
 cudaError_t launch_step(const Args<T>& a, float* state, cudaStream_t stream) {
-  if (a.state_dim % 4 != 0 || a.state_dim > 4 * 32 * kStepPieces || reinterpret_cast<uintptr_t>(state) % 16 != 0)
+  if (a.state_dim % 4 != 0 || a.state_dim > 4 * 32 * 2 || reinterpret_cast<uintptr_t>(state) % 16 != 0)
     return launch_recurrent(a, state, stream);
-  const int64_t threads = int64_t(a.batch) * a.heads * ((a.head_dim + kStepRows - 1) / kStepRows) * 32;
-  if (threads == 0) return cudaSuccess;
-  return pdl::launch_overlapped(step_kernel<T>, dim3(unsigned((threads + 255) / 256)), dim3(256), 0, stream, a, state);
+  const int64_t warps = int64_t(a.batch) * a.heads * ((a.head_dim + kStepRows - 1) / kStepRows);
+  if (warps == 0) return cudaSuccess;
+  auto launch = [&](auto kernel, int blocks_per_sm) {
+    int device = 0, sms = 0;
+    cudaError_t error = cudaGetDevice(&device);
+    if (error == cudaSuccess) error = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+    if (error != cudaSuccess) return error;
+    const int64_t blocks = std::min<int64_t>((warps * 32 + 255) / 256, int64_t(sms) * std::max(1, blocks_per_sm));
+    return pdl::launch_overlapped(kernel, dim3(unsigned(blocks)), dim3(256), 0, stream, a, state);
+  };
+  auto blocks_per_sm = [](auto kernel) {
+    int n = 0;
+    return cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, 256, 0) == cudaSuccess ? n : 1;
+  };
+  if (a.state_dim <= 4 * 32) {
+    static const int fit = blocks_per_sm(step_kernel<T, 1>);
+    return launch(step_kernel<T, 1>, fit);
+  }
+  static const int fit = blocks_per_sm(step_kernel<T, 2>);
+  return launch(step_kernel<T, 2>, fit);
 }
 
 // Whether the chunked kernels take these arguments (else the recurrent kernel runs the forward).
