@@ -83,6 +83,7 @@ LoadLevel run_level(const LanguageModel& model, const Tokenizer& tokenizer, int6
   LoadLevel level;
   level.clients = clients;
   level.resident_start = resident_bytes();
+  const double cpu_start = cpu_seconds();
   std::mutex mutex;
   std::vector<double> ttft, itl;
   const Clock::time_point start = Clock::now();
@@ -112,6 +113,7 @@ LoadLevel run_level(const LanguageModel& model, const Tokenizer& tokenizer, int6
   level.resident_mid = resident_bytes();
   for (auto& thread : threads) thread.join();
   level.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  level.cpu_seconds = cpu_seconds() - cpu_start;
   level.resident_end = resident_bytes();
   level.cache_end = int64_t(server.metric("prefix_cache_bytes"));
   level.decode_steps = int64_t(server.metric("decode_steps_total"));
@@ -176,9 +178,10 @@ std::string load_bench_table(const LoadBenchResult& result) {
     if (l.decode_steps > 0)
       loops += fmt::format(
           "server's loop at {} clients: {} decode steps of {:.1f} rows on average, {:.3f} ms each ({:.1f} s); "
-          "prefill forwards {:.1f} s\n",
+          "prefill forwards {:.1f} s; process CPU {:.1f} s, {:.0f} us a token\n",
           l.clients, l.decode_steps, double(l.decode_rows) / double(l.decode_steps),
-          1e3 * l.decode_seconds / double(l.decode_steps), l.decode_seconds, l.prefill_seconds);
+          1e3 * l.decode_seconds / double(l.decode_steps), l.decode_seconds, l.prefill_seconds, l.cpu_seconds,
+          l.tokens > 0 ? 1e6 * l.cpu_seconds / double(l.tokens) : 0.0);
     for (const auto& [kind, count] : l.error_kinds)
       errors += fmt::format("errors at {} clients: {} x {}\n", l.clients, count, kind);
   }

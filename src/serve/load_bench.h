@@ -43,6 +43,7 @@ struct LoadLevel {
   // steps and in prefill forwards (wall time of the scheduler's thread, preemptions included).
   int64_t decode_steps = 0, decode_rows = 0;
   double decode_seconds = 0, prefill_seconds = 0;
+  double cpu_seconds = 0;  // the process's (server and clients), user and system, over the level
   double tokens_per_second() const { return seconds > 0 ? double(tokens) / seconds : 0; }
 };
 
