@@ -226,10 +226,12 @@ void Server::Impl::stream(httplib::Response& res, std::shared_ptr<Job> job, Resp
   const int64_t prompt_tokens = int64_t(job->request().prompt.size());
   const bool include_usage = job->request().include_usage;
   std::vector<ChoiceStream> sent(size_t(job->choices()));
-  std::string events;  // what one update sends, in one write (its memory kept from update to update)
-  auto provider = [job, context, prompt_tokens, include_usage, counted, sent, events](size_t,
-                                                                                   httplib::DataSink& sink) mutable {
-    const Job::Update update = job->take(std::chrono::milliseconds(500));
+  // What one update holds and sends (in one write); their memory kept from update to update.
+  Job::Update update;
+  std::string events;
+  auto provider = [job, context, prompt_tokens, include_usage, counted, sent, update, events](
+                      size_t, httplib::DataSink& sink) mutable {
+    job->take(update, std::chrono::milliseconds(500));
     events.clear();
     for (size_t i = 0; i < update.choices.size() && update.error.empty(); ++i)
       append_chunks(events, context, int64_t(i), update.choices[i], sent[i]);
