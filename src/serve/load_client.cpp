@@ -17,7 +17,16 @@ class EventReader final : public nlohmann::json_sax<json> {
  public:
   int64_t tokens = 0;
   bool error = false;
-  std::string error_message = "error";
+  std::string error_message;
+
+  // Before each event (the reader's buffers stay).
+  void reset() {
+    tokens = 0;
+    error = false;
+    error_message = "error";
+    keys_.clear();
+    key_.clear();
+  }
 
   bool null() override { return value(); }
   bool boolean(bool) override { return value(); }
@@ -77,6 +86,7 @@ StreamTiming stream_completion(const std::string& host, int port, nlohmann::json
   StreamTiming timing;
   bool done = false;
   std::string buffer;
+  EventReader reader;
   const Clock::time_point start = Clock::now();
   req.content_receiver = [&](const char* data, size_t size, uint64_t, uint64_t) {
     const double now = std::chrono::duration<double>(Clock::now() - start).count();
@@ -89,7 +99,7 @@ StreamTiming stream_completion(const std::string& host, int port, nlohmann::json
         continue;
       }
       if (event.starts_with("data: ")) event.remove_prefix(6);
-      EventReader reader;
+      reader.reset();
       if (!json::sax_parse(event.begin(), event.end(), &reader)) {
         timing.error = "an event that is not JSON";
       } else if (reader.error) {
