@@ -15,6 +15,13 @@ int64_t minor_page_faults() {
   return int64_t(usage.ru_minflt);
 }
 
+double cpu_seconds() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  const auto seconds = [](const timeval& t) { return double(t.tv_sec) + 1e-6 * double(t.tv_usec); };
+  return seconds(usage.ru_utime) + seconds(usage.ru_stime);
+}
+
 int64_t resident_bytes() {
   long total_pages = 0, resident_pages = 0;
   std::FILE* statm = std::fopen("/proc/self/statm", "r");

@@ -47,16 +47,25 @@ void Job::fail(std::string message, int status) {
   changed(lock);
 }
 
-Job::Update Job::take(std::chrono::milliseconds timeout) {
+void Job::take(Update& update, std::chrono::milliseconds timeout) {
   std::unique_lock lock(mutex_);
   changed_.wait_for(lock, timeout, [&] { return news_; });
   news_ = false;
-  Update update = state_;
-  for (Choice& c : state_.choices) {
-    c.text.clear();
-    c.logprobs.clear();
+  update.choices.resize(state_.choices.size());
+  for (size_t i = 0; i < state_.choices.size(); ++i) {
+    Choice &from = state_.choices[i], &to = update.choices[i];
+    to.text.clear();
+    to.logprobs.clear();
+    std::swap(to.text, from.text);
+    std::swap(to.logprobs, from.logprobs);
+    to.finished = from.finished;
+    to.finish_reason = from.finish_reason;
+    to.completion_tokens = from.completion_tokens;
+    to.cached_tokens = from.cached_tokens;
   }
-  return update;
+  update.finished = state_.finished;
+  update.error = state_.error;
+  update.error_status = state_.error_status;
 }
 
 Job::Update Job::wait() {

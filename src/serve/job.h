@@ -46,8 +46,10 @@ class Job {
     std::string error;
     int error_status = 500;
   };
-  // Waits up to `timeout` for anything new, then takes what there is.
-  Update take(std::chrono::milliseconds timeout);
+  // Waits up to `timeout` for anything new, then takes what there is into `update`, whose text and
+  // log-probability buffers it trades for the job's emptied ones (a stream takes an update per token:
+  // no allocation each time).
+  void take(Update& update, std::chrono::milliseconds timeout);
   // Waits for the end; all the text.
   Update wait();
   void cancel() { cancelled_ = true; }

@@ -31,14 +31,14 @@ class LocalServer {
   }
   int port() const { return port_; }
   // A value of GET /metrics ("ssm_<name> <value>").
-  int64_t metric(const std::string& name) const {
+  double metric(const std::string& name) const {
     httplib::Client client("127.0.0.1", port_);
     const auto res = client.Get("/metrics");
     SSM_CHECK(res && res->status == 200, "bench serve: GET /metrics failed");
     const std::string key = "\nssm_" + name + " ";
     const size_t at = res->body.find(key);
     SSM_CHECK(at != std::string::npos, "bench serve: no {} in /metrics", name);
-    return std::stoll(res->body.substr(at + key.size()));
+    return std::stod(res->body.substr(at + key.size()));
   }
 
  private:
@@ -83,6 +83,7 @@ LoadLevel run_level(const LanguageModel& model, const Tokenizer& tokenizer, int6
   LoadLevel level;
   level.clients = clients;
   level.resident_start = resident_bytes();
+  const double cpu_start = cpu_seconds();
   std::mutex mutex;
   std::vector<double> ttft, itl;
   const Clock::time_point start = Clock::now();
@@ -112,8 +113,13 @@ LoadLevel run_level(const LanguageModel& model, const Tokenizer& tokenizer, int6
   level.resident_mid = resident_bytes();
   for (auto& thread : threads) thread.join();
   level.seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  level.cpu_seconds = cpu_seconds() - cpu_start;
   level.resident_end = resident_bytes();
-  level.cache_end = server.metric("prefix_cache_bytes");
+  level.cache_end = int64_t(server.metric("prefix_cache_bytes"));
+  level.decode_steps = int64_t(server.metric("decode_steps_total"));
+  level.decode_rows = int64_t(server.metric("decode_tokens_total"));
+  level.decode_seconds = server.metric("decode_seconds_total");
+  level.prefill_seconds = server.metric("prefill_seconds_total");
   level.ttft_p50 = percentile(ttft, 0.5);
   level.ttft_p99 = percentile(ttft, 0.99);
   level.itl_p50 = percentile(itl, 0.5);
@@ -163,16 +169,23 @@ std::string load_bench_table(const LoadBenchResult& result) {
       "| clients | requests | errors | tokens/s | TTFT p50 / p99 ms | inter-token p50 / p99 ms | resident MiB start / "
       "mid / end (prefix cache) |\n"
       "| --- | --- | --- | --- | --- | --- | --- |\n";
-  std::string errors;
+  std::string errors, loops;
   for (const LoadLevel& l : result.levels) {
     out += fmt::format(
         "| {} | {} | {} | {:.0f} | {:.1f} / {:.1f} | {:.2f} / {:.2f} | {:.0f} / {:.0f} / {:.0f} ({:.0f}) |\n",
         l.clients, l.requests, l.errors, l.tokens_per_second(), 1e3 * l.ttft_p50, 1e3 * l.ttft_p99, 1e3 * l.itl_p50,
         1e3 * l.itl_p99, mib(l.resident_start), mib(l.resident_mid), mib(l.resident_end), mib(l.cache_end));
+    if (l.decode_steps > 0)
+      loops += fmt::format(
+          "server's loop at {} clients: {} decode steps of {:.1f} rows on average, {:.3f} ms each ({:.1f} s); "
+          "prefill forwards {:.1f} s; process CPU {:.1f} s, {:.0f} us a token\n",
+          l.clients, l.decode_steps, double(l.decode_rows) / double(l.decode_steps),
+          1e3 * l.decode_seconds / double(l.decode_steps), l.decode_seconds, l.prefill_seconds, l.cpu_seconds,
+          l.tokens > 0 ? 1e6 * l.cpu_seconds / double(l.tokens) : 0.0);
     for (const auto& [kind, count] : l.error_kinds)
       errors += fmt::format("errors at {} clients: {} x {}\n", l.clients, count, kind);
   }
-  out += errors;
+  out += errors + loops;
   if (result.prefix)
     out +=
         fmt::format("\nshared {}-token prefix: time to first token {:.1f} ms on a miss, {:.1f} ms on a hit ({:.3f}x)\n",

@@ -39,6 +39,11 @@ struct LoadLevel {
   double ttft_p50 = 0, ttft_p99 = 0, itl_p50 = 0, itl_p99 = 0;  // seconds
   // Resident bytes before the clients start, halfway through and at the end; the prefix cache's then.
   int64_t resident_start = 0, resident_mid = 0, resident_end = 0, cache_end = 0;
+  // The server's loop over the level (its /metrics): decode steps and their rows, and the time in
+  // steps and in prefill forwards (wall time of the scheduler's thread, preemptions included).
+  int64_t decode_steps = 0, decode_rows = 0;
+  double decode_seconds = 0, prefill_seconds = 0;
+  double cpu_seconds = 0;  // the process's (server and clients), user and system, over the level
   double tokens_per_second() const { return seconds > 0 ? double(tokens) / seconds : 0; }
 };
 

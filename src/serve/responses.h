@@ -4,6 +4,10 @@
 // "text_offset"} (offsets in bytes of the choice's text) and the chat's {"content": [{"token",
 // "logprob", "bytes", "top_logprobs"}]}. A token that is not UTF-8 on its own is written "bytes:\xNN..."
 // as OpenAI's API writes it.
+// The text is written straight into a string, without building JSON values (a streamed token's chunk
+// is the server's hottest output), and is byte for byte what nlohmann's dump (see dump() below) writes
+// for the same objects: compact, keys in sorted order, invalid UTF-8 as U+FFFD
+// (tests/serve/test_responses.cpp compares the two).
 #pragma once
 #include <cstdint>
 #include <nlohmann/json.hpp>
@@ -23,10 +27,10 @@ struct ResponseContext {
   bool logprobs = false;  // the request asked for them
 };
 
-// usage: prompt tokens, completion tokens of all choices, their total, and the prompt tokens the prefix
-// cache covered (the least over the choices: later ones find the first's prompt cached).
-nlohmann::json usage(int64_t prompt_tokens, const Job::Update& update);
-nlohmann::json completion(const ResponseContext& context, const Job::Update& update, int64_t prompt_tokens);
+// The whole completion with its usage: prompt tokens, completion tokens of all choices, their total,
+// and the prompt tokens the prefix cache covered (the least over the choices: later ones find the
+// first's prompt cached).
+std::string completion(const ResponseContext& context, const Job::Update& update, int64_t prompt_tokens);
 
 // What the stream has sent of one choice: whether its first chunk went (a chat's names the role), the
 // bytes of its text so far (the legacy text_offset), whether its last chunk went.
@@ -34,12 +38,14 @@ struct ChoiceStream {
   bool started = false, ended = false;
   int64_t text_bytes = 0;
 };
-// The chunks of one choice's update: new text and log-probabilities, then (when it finished) the last
-// chunk with its finish_reason. None when there is nothing to send.
-std::vector<nlohmann::json> chunks(const ResponseContext& context, int64_t index, const Job::Choice& choice,
-                                   ChoiceStream& sent);
-// The chunk after the last that carries usage (stream_options.include_usage).
-nlohmann::json usage_chunk(const ResponseContext& context, int64_t prompt_tokens, const Job::Update& update);
+// Appends to `out` the server-sent events ("data: {...}\n\n") of one choice's update: new text and
+// log-probabilities, then (when it finished) the last chunk with its finish_reason. None when there is
+// nothing to send.
+void append_chunks(std::string& out, const ResponseContext& context, int64_t index, const Job::Choice& choice,
+                   ChoiceStream& sent);
+// Appends the event after the last chunk that carries usage (stream_options.include_usage).
+void append_usage_chunk(std::string& out, const ResponseContext& context, int64_t prompt_tokens,
+                        const Job::Update& update);
 
 // Compact JSON; invalid UTF-8 (never in generated text, which is decoded strictly) becomes U+FFFD.
 std::string dump(const nlohmann::json& value);

@@ -218,7 +218,7 @@ void Server::Impl::generate(const httplib::Request& req, httplib::Response& res,
   if (streamed) return stream(res, job, context, counted);
   const Job::Update done = job->wait();
   if (!done.error.empty()) throw job_error(done);
-  send_json(res, completion(context, done, prompt_tokens));
+  res.set_content(completion(context, done, prompt_tokens), "application/json");
 }
 
 void Server::Impl::stream(httplib::Response& res, std::shared_ptr<Job> job, ResponseContext context, InFlight counted) {
@@ -226,23 +226,25 @@ void Server::Impl::stream(httplib::Response& res, std::shared_ptr<Job> job, Resp
   const int64_t prompt_tokens = int64_t(job->request().prompt.size());
   const bool include_usage = job->request().include_usage;
   std::vector<ChoiceStream> sent(size_t(job->choices()));
-  auto provider = [job, context, prompt_tokens, include_usage, counted, sent](size_t, httplib::DataSink& sink) mutable {
-    const auto send = [&](const json& event) {
-      const std::string line = "data: " + dump(event) + "\n\n";
-      return sink.write(line.data(), line.size());
-    };
-    const Job::Update update = job->take(std::chrono::milliseconds(500));
-    bool ok = true;
-    for (size_t i = 0; i < update.choices.size() && ok && update.error.empty(); ++i)
-      for (const json& event : chunks(context, int64_t(i), update.choices[i], sent[i]))
-        if (ok) ok = send(event);
-    if (ok && update.finished) {
+  // What one update holds and sends (in one write); their memory kept from update to update.
+  Job::Update update;
+  std::string events;
+  auto provider = [job, context, prompt_tokens, include_usage, counted, sent, update, events](
+                      size_t, httplib::DataSink& sink) mutable {
+    job->take(update, std::chrono::milliseconds(500));
+    events.clear();
+    for (size_t i = 0; i < update.choices.size() && update.error.empty(); ++i)
+      append_chunks(events, context, int64_t(i), update.choices[i], sent[i]);
+    if (update.finished) {
       // An error after the stream began can only be told inside it, as OpenAI's API does.
-      if (!update.error.empty()) ok = send(job_error(update).body());
-      if (ok && include_usage && update.error.empty()) ok = send(usage_chunk(context, prompt_tokens, update));
-      const std::string done = "data: [DONE]\n\n";
-      if (ok && sink.write(done.data(), done.size())) sink.done();
+      if (!update.error.empty())
+        events += "data: " + dump(job_error(update).body()) + "\n\n";
+      else if (include_usage)
+        append_usage_chunk(events, context, prompt_tokens, update);
+      events += "data: [DONE]\n\n";
     }
+    const bool ok = events.empty() || sink.write(events.data(), events.size());
+    if (ok && update.finished) sink.done();
     if (!ok) job->cancel();  // the client went away: its sequences leave the batch at the next step
     return ok;
   };

@@ -95,6 +95,10 @@ TEST(CliBench, ServeSuiteLosesNoRequest) {
     EXPECT_GT(std::stod(cells[3]), 0) << r.output;   // tokens/s
   }
   EXPECT_NE(r.output.find("shared 64-token prefix: time to first token"), std::string::npos) << r.output;
+  // Under the table, the server's loop and the process's CPU time per token at each level.
+  for (const char* clients : {"1", "3"})
+    EXPECT_NE(r.output.find(std::string("server's loop at ") + clients + " clients: "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find(" us a token"), std::string::npos) << r.output;
 }
 
 TEST(CliBench, BadFlagsAreOneClearError) {

@@ -150,7 +150,8 @@ TEST_P(SchedulerTest, MixedLengthsACacheHitAndACancelledRequest) {
   EXPECT_EQ(rows(metrics), 5);
   EXPECT_EQ(prefilled(metrics), 10 + 10 + 20 + 5);
   EXPECT_EQ(jobs[0]->wait().choices[0].cached_tokens, 32);
-  const Job::Update cancelled = jobs[3]->take(std::chrono::milliseconds(0));
+  Job::Update cancelled;
+  jobs[3]->take(cancelled, std::chrono::milliseconds(0));
   EXPECT_EQ(cancelled.choices[0].completion_tokens, 0);
   EXPECT_FALSE(cancelled.finished);
   expect_as_alone(jobs, requests, {3});
