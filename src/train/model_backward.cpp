@@ -140,11 +140,18 @@ double TrainingPass::forward_backward(const Tensor& ids, const Tensor& targets, 
   std::vector<Tensor> shared_inputs(most_mixers);
   if (recompute) {
     shared_normed = rows();
-    for (size_t j = 0; j < most_mixers; ++j)
-      for (const Branch& b : branches)
-        if (j < b.mixers.size() && b.mixers[j].input_scale != 1.0f && !shared_inputs[j].defined())
-          shared_inputs[j] = rows();
+    for (const Branch& b : branches)
+      for (size_t j = 0; j < b.mixers.size(); ++j)
+        if (b.mixers[j].input_scale != 1.0f && !shared_inputs[j].defined()) shared_inputs[j] = rows();
   }
+  // Where each mixer of a branch reads its input: normed itself, or its scaled copy (kept in the
+  // branch's activations, or the shared buffer).
+  auto mixer_inputs = [&](const Branch& b, const Tensor& normed, bool kept) {
+    std::vector<Tensor> inputs(b.mixers.size(), normed);
+    for (size_t j = 0; j < b.mixers.size(); ++j)
+      if (b.mixers[j].input_scale != 1.0f) inputs[j] = kept ? rows() : shared_inputs[j];
+    return inputs;
+  };
 
   // Forward, saving the residual stream entering each branch and each mixer's activations.
   Tensor h = rows();
@@ -160,9 +167,7 @@ double TrainingPass::forward_backward(const Tensor& ids, const Tensor& targets, 
     s.h_in = h;
     // The mixers' inputs: kept in this branch's activations, or (recompute) in the shared buffers.
     Tensor normed = recompute ? shared_normed : rows();
-    std::vector<Tensor> inputs(branch.mixers.size(), normed);
-    for (size_t j = 0; j < branch.mixers.size(); ++j)
-      if (branch.mixers[j].input_scale != 1.0f) inputs[j] = recompute ? shared_inputs[j] : rows();
+    std::vector<Tensor> inputs = mixer_inputs(branch, normed, !recompute);
     h = rows();
     {
       Timed t(prof, &StepProfile::other);
@@ -189,9 +194,7 @@ double TrainingPass::forward_backward(const Tensor& ids, const Tensor& targets, 
     if (recompute) {
       // The mixers' inputs again, into the buffers their forward read (the same ops: the same bits).
       Timed t(prof, &StepProfile::other);
-      std::vector<Tensor> inputs(branch.mixers.size(), shared_normed);
-      for (size_t j = 0; j < branch.mixers.size(); ++j)
-        if (branch.mixers[j].input_scale != 1.0f) inputs[j] = shared_inputs[j];
+      std::vector<Tensor> inputs = mixer_inputs(branch, shared_normed, false);
       branch_inputs(branch, s.h_in, eps, shared_normed, inputs);
     }
     for (size_t j = 0; j < s.faces.size(); ++j) {
