@@ -38,6 +38,7 @@ struct BenchArgs {
   std::vector<std::string> suites = {"inference", "training"};
   std::string train_config;  // a config.json to time in training instead of the default models
   int64_t train_steps = 3;
+  bool train_recompute = false;  // --recompute: training steps that recompute cheap activations
   std::string write_shape, write_dtype = "f32", out;  // --write-model SHAPE --dtype D --out DIR
   std::string device = "cpu";
   serve::LoadBenchOptions serve;  // --suite serve
@@ -145,7 +146,8 @@ void run_training_bench(const BenchArgs& args) {
     const bool big = config.d_model >= 512;
     for (int threads : args.threads) {
       set_num_threads(threads);
-      results.push_back(bench_training(config, name, big ? 2 : 8, big ? 512 : 256, args.train_steps));
+      results.push_back(bench_training(config, name, big ? 2 : 8, big ? 512 : 256, args.train_steps, 1, Device::CPU,
+                                       false, args.train_recompute));
     }
   }
   std::printf("\n%s", bench_table(results).c_str());
@@ -209,10 +211,11 @@ void run_gpu_training_bench(const BenchArgs& args, const CLI::App& cmd) {
       "| --- | --- | --- | --- | --- | --- | --- | --- |\n";
   for (const Peer& peer : peers) {
     results.push_back(bench_training(bench::published_shape(peer.shape), peer.shape, peer.batch, peer.seq_len,
-                                     args.train_steps, 1, Device::CUDA, /*mixed=*/true));
+                                     args.train_steps, 1, Device::CUDA, /*mixed=*/true, args.train_recompute));
     const TrainBenchResult& r = results.back();
     const double gib = r.peak_device_bytes / double(1 << 30);
-    versus += fmt::format("| {} | {} x {} | {:.0f} | {:.0f} | {:.2f}x | {:.1f} | {:.1f} | {:.2f}x |\n", peer.shape,
+    const std::string model = args.train_recompute ? fmt::format("{} (--recompute)", peer.shape) : peer.shape;
+    versus += fmt::format("| {} | {} x {} | {:.0f} | {:.0f} | {:.2f}x | {:.1f} | {:.1f} | {:.2f}x |\n", model,
                           peer.batch, peer.seq_len, r.tokens_per_second, peer.tokens_per_second,
                           r.tokens_per_second / peer.tokens_per_second, gib, peer.peak_gib, gib / peer.peak_gib);
     std::printf("%s", bench_table({r}).c_str());
@@ -350,6 +353,8 @@ const CommandRegistrar registrar(40, [](CLI::App& root) {
       ->capture_default_str();
   cmd->add_option("--train-config", args->train_config, "Time training of this config.json instead");
   cmd->add_option("--train-steps", args->train_steps, "Timed training steps per measurement")->capture_default_str();
+  cmd->add_flag("--recompute", args->train_recompute,
+                "Training steps as `ssm train --recompute` runs them (fewer activations kept, cheap ones recomputed)");
   cmd->add_option("--write-model", args->write_shape, "Write a random model of this published shape to --out, "
                                                       "then stop");
   cmd->add_option("--dtype", args->write_dtype, "Tensor type of the written model: f32, bf16, f16")

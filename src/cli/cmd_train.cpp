@@ -105,6 +105,9 @@ const CommandRegistrar kTrainCommand(30, [](CLI::App& root) {
   cmd->add_option("--dtype", o->dtype,
                   "f32, or bf16: mixed precision (F32 master weights, BF16 matrix products and activations); "
                   "default: bf16 on the GPU, f32 on the CPU");
+  cmd->add_flag("--recompute", o->recompute,
+                "keep fewer activations for the backward and recompute the cheap ones there (norm, conv and "
+                "gated-norm outputs): less memory, a little more time, the same gradients");
   add_threads_option(*cmd, &o->threads);
   cmd->callback([o] { run_train(*o); });
 });

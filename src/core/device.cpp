@@ -126,6 +126,12 @@ void reset_device_peak_bytes() {
 #endif
 }
 
+void release_free_device_memory(Device device) {
+#ifdef SSM_CUDA
+  if (device == Device::CUDA) cuda::release_free_pool_memory();
+#endif
+}
+
 void synchronize(Device device) {
 #ifdef SSM_CUDA
   if (device == Device::CUDA) cuda::synchronize();

@@ -52,5 +52,8 @@ void synchronize(Device device);
 // GPU memory the process has held at most since the last reset (0 on the CPU or without CUDA).
 size_t device_peak_bytes();
 void reset_device_peak_bytes();
+// On the GPU: waits for the current stream and returns the memory pool's free memory to the driver
+// (the pool keeps freed memory otherwise). No-op on the CPU.
+void release_free_device_memory(Device device);
 
 }  // namespace ssm

@@ -3,10 +3,13 @@
 #include <algorithm>
 #include <cstring>
 
+#include "core/device.h"
+
 namespace ssm {
 
 namespace {
 constexpr size_t kAlign = 64;
+constexpr size_t kMinSpill = size_t(64) << 10;  // spill blocks hold at least this (few tiny blocks)
 size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 }  // namespace
 
@@ -31,7 +34,7 @@ Tensor Workspace::take(const Shape& shape, DType dtype) {
   // Spill: a new block starting at the current end of the address space; the gap left at the end of
   // the previous block counts as used so that offsets stay monotonic.
   const size_t start = std::max(used_, capacity());
-  const size_t block_bytes = std::max(bytes, capacity());  // doubles the space while growing
+  const size_t block_bytes = std::max(bytes, kMinSpill);
   blocks_.push_back({Storage::allocate(block_bytes, device_), start});
   ++block_allocations_;
   used_ = start + bytes;
@@ -51,10 +54,13 @@ void Workspace::release(Mark mark) {
   // Back at the bottom after a call that spilled: plan one block for the high-water mark.
   if (used_ == 0 && blocks_.size() > 1) {
     blocks_.clear();
+    // The GPU's pool would keep the spill blocks' memory beside the new block: it goes back first.
+    release_free_device_memory(device_);
     blocks_.push_back({Storage::allocate(high_water_, device_), 0});
     ++block_allocations_;
     // Touch every page of host memory now: the calls this block is planned for take no page faults.
     if (device_ == Device::CPU) std::memset(blocks_.back().storage->data(), 0, high_water_);
+    high_water_ = 0;  // from here on: the peak of the calls the plan serves
   }
 }
 

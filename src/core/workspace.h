@@ -1,8 +1,10 @@
 // Workspace: the memory activations and scratch come from, so that a forward, a decode step or a
 // training step allocates nothing once it has run at a shape. Tensors are carved from one block by
 // a bump pointer with stack discipline (mark / release); a call that outgrows the block spills into
-// extra blocks, and the next release to the bottom replaces them all by one block of the high-water
-// size, so the memory is planned by the first call at each shape and reused by every later one.
+// extra blocks of the size it asks for (no more: the first call's footprint is its high-water mark,
+// not a doubled capacity), and the next release to the bottom replaces them all by one block of the
+// high-water size, so the memory is planned by the first call at each shape and reused by every
+// later one.
 #pragma once
 #include <cstddef>
 #include <memory>
@@ -29,6 +31,7 @@ class Workspace {
   void reset() { release(0); }
 
   size_t capacity() const;     // bytes of the planned block
+  // The most bytes in use since the last plan (the replacement of spill blocks by one block).
   size_t high_water() const { return high_water_; }
   int64_t block_allocations() const { return block_allocations_; }  // blocks ever allocated (growth count)
 

@@ -57,10 +57,15 @@ class Timed {
 class MixerTraining {
  public:
   virtual ~MixerTraining() = default;
-  // x [B,T,D] → y [B,T,D] (x stays valid until backward).
+  // x [B,T,D] → y [B,T,D]. x holds the same values again when backward runs (the trainer keeps it, or
+  // recomputes it in place); y is read before the next forward and not kept.
   virtual void forward(const Tensor& x, Tensor& y, Workspace& ws, StepProfile* prof) = 0;
   // dy → dx (written); parameter gradients accumulated into grads.
   virtual void backward(const Tensor& dy, Tensor& dx, Gradients& grads, Workspace& ws, StepProfile* prof) = 0;
+
+  // Set before forward: keep less and recompute cheap activations in backward, to the same bits
+  // (TrainPassOptions::recompute). Mixers with nothing cheap to recompute ignore it.
+  bool recompute = false;
 };
 
 }  // namespace ssm

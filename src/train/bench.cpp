@@ -30,7 +30,7 @@ ModelConfig demo_model_config() {
 }
 
 TrainBenchResult bench_training(const ModelConfig& config, const std::string& name, int64_t batch, int64_t seq_len,
-                                int64_t steps, int64_t warmup, Device device, bool mixed) {
+                                int64_t steps, int64_t warmup, Device device, bool mixed, bool recompute) {
   LanguageModel model(config);
   init_parameters(model, 1);
   if (device != Device::CPU) model.to_device(device, DType::F32);
@@ -39,7 +39,7 @@ TrainBenchResult bench_training(const ModelConfig& config, const std::string& na
   LanguageModel& working = mixed ? *bf16_copy : model;
   ModelGrads grads(working);
   AdamW opt(optimizer_params(model, grads), {});
-  TrainingPass pass(working);
+  TrainingPass pass(working, {.recompute = recompute});
   Tensor ids = Tensor::empty({batch, seq_len}, DType::I32), targets = Tensor::empty({batch, seq_len}, DType::I32);
   Rng rng(3);
   for (int64_t i = 0; i < ids.numel(); ++i) {
@@ -53,6 +53,7 @@ TrainBenchResult bench_training(const ModelConfig& config, const std::string& na
   r.seq_len = seq_len;
   r.device = device;
   r.mixed = mixed;
+  r.recompute = recompute;
   const std::vector<Tensor*> g = grads.tensors();
   // One step; with a profile, the forward + backward split by kind and the optimizer's time.
   auto step = [&](StepProfile* prof) {
@@ -92,7 +93,8 @@ std::string bench_table(const std::vector<TrainBenchResult>& results) {
         r.device == Device::CPU ? fmt::format("{} threads", r.threads)
                                 : fmt::format("GPU {}, peak {:.1f} GiB", r.mixed ? "bf16" : "f32",
                                               r.peak_device_bytes / double(1 << 30));
-    out += fmt::format("| {} | {} | {} x {} | {:.0f} | {:.1f} | {} | {} | {} | {} | {} |\n", r.name, where, r.batch,
+    const std::string model = r.recompute ? r.name + " (--recompute)" : r.name;
+    out += fmt::format("| {} | {} | {} x {} | {:.0f} | {:.1f} | {} | {} | {} | {} | {} |\n", model, where, r.batch,
                        r.seq_len, r.tokens_per_second, 1000 * r.step_seconds, pct(r.profile.matmul), pct(r.profile.mixing),
                        pct(r.profile.conv), pct(r.profile.other), pct(r.optimizer_seconds));
   }

@@ -21,14 +21,16 @@ struct TrainBenchResult {
   Device device = Device::CPU;
   bool mixed = false;            // BF16 matrix products and activations (GPU)
   double peak_device_bytes = 0;  // GPU memory pool's peak over the timed steps (0 on the CPU)
+  bool recompute = false;        // TrainPassOptions::recompute
 };
 
 // Times `steps` training steps (after `warmup` untimed ones) at the current thread count, or on the
-// GPU in F32 or mixed precision (`mixed`: train/mixed_precision.h). Step times are whole steps; the split by kind of work
+// GPU in F32 or mixed precision (`mixed`: train/mixed_precision.h), keeping every activation or
+// recomputing the cheap ones (`recompute`). Step times are whole steps; the split by kind of work
 // comes from one more step, profiled (on the GPU each piece then waits for its kernels).
 TrainBenchResult bench_training(const ModelConfig& config, const std::string& name, int64_t batch, int64_t seq_len,
                                 int64_t steps, int64_t warmup = 1, Device device = Device::CPU,
-                                bool mixed = false);
+                                bool mixed = false, bool recompute = false);
 
 // The demo model (configs/demo-byte.json: mamba2, 4 layers of 128, bytes).
 ModelConfig demo_model_config();

@@ -102,6 +102,15 @@ static double head_loss(const LanguageModel& model, const Tensor& h, const Tenso
   return loss;
 }
 
+// The input of branch i's mixers: its normalised residual stream, and for a mixer with an input
+// multiplier a scaled copy (inputs[j] is normed itself when a_j = 1).
+static void branch_inputs(const Branch& branch, const Tensor& h_in, float eps, Tensor& normed,
+                          std::vector<Tensor>& inputs) {
+  ops::rmsnorm(h_in, branch.norm, eps, normed);
+  for (size_t j = 0; j < branch.mixers.size(); ++j)
+    if (branch.mixers[j].input_scale != 1.0f) ops::scale(normed, branch.mixers[j].input_scale, inputs[j]);
+}
+
 double TrainingPass::forward_backward(const Tensor& ids, const Tensor& targets, ModelGrads& grads, float grad_scale,
                                       StepProfile* prof) {
   const ModelConfig& c = model_.config();
@@ -110,16 +119,42 @@ double TrainingPass::forward_backward(const Tensor& ids, const Tensor& targets, 
   const float eps = float(c.norm_eps);
   const auto& branches = model_.branches();
   const DType act = model_.activation_dtype();  // F32, or BF16 on the GPU in mixed precision
+  const bool recompute = options_.recompute;
   ws_.reset();
+  auto rows = [&] { return ws_.take({Bt, T, D}, act); };
 
-  // Gradient buffers first: they live through the whole backward, below every saved activation.
+  // Buffers that live through the whole pass, below every saved activation:
   //   dh: the residual stream's gradient;  dnormed: a branch's normalised input's;
-  //   dy / dx: a mixer's output / input gradient where a multiplier or a second mixer needs its own.
-  Tensor dh = ws_.take({Bt, T, D}, act), dnormed = ws_.take({Bt, T, D}, act);
-  Tensor dy = ws_.take({Bt, T, D}, act), dx = ws_.take({Bt, T, D}, act);
+  //   dy / dx: a mixer's output / input gradient where a multiplier or a second mixer needs its own;
+  //   mixed: a mixer's output, added to the stream at once (no backward reads it);
+  //   with recompute, normed and inputs: a branch's mixer inputs, rewritten before its backward.
+  size_t most_mixers = 0;
+  bool output_scales = false;
+  for (const Branch& b : branches) {
+    most_mixers = std::max(most_mixers, b.mixers.size());
+    for (const MixerSlot& slot : b.mixers) output_scales |= slot.output_scale != 1.0f;
+  }
+  Tensor dh = rows(), dnormed = rows(), mixed = rows();
+  Tensor dy = output_scales ? rows() : Tensor(), dx = most_mixers > 1 ? rows() : Tensor();
+  Tensor shared_normed;
+  std::vector<Tensor> shared_inputs(most_mixers);
+  if (recompute) {
+    shared_normed = rows();
+    for (const Branch& b : branches)
+      for (size_t j = 0; j < b.mixers.size(); ++j)
+        if (b.mixers[j].input_scale != 1.0f && !shared_inputs[j].defined()) shared_inputs[j] = rows();
+  }
+  // Where each mixer of a branch reads its input: normed itself, or its scaled copy (kept in the
+  // branch's activations, or the shared buffer).
+  auto mixer_inputs = [&](const Branch& b, const Tensor& normed, bool kept) {
+    std::vector<Tensor> inputs(b.mixers.size(), normed);
+    for (size_t j = 0; j < b.mixers.size(); ++j)
+      if (b.mixers[j].input_scale != 1.0f) inputs[j] = kept ? rows() : shared_inputs[j];
+    return inputs;
+  };
 
   // Forward, saving the residual stream entering each branch and each mixer's activations.
-  Tensor h = ws_.take({Bt, T, D}, act);
+  Tensor h = rows();
   {
     Timed t(prof, &StepProfile::other);
     model_.embed(model_.ids_here(ids, ws_), h);
@@ -127,23 +162,23 @@ double TrainingPass::forward_backward(const Tensor& ids, const Tensor& targets, 
   std::vector<SavedBranch> saved(branches.size());
   for (size_t i = 0; i < branches.size(); ++i) {
     SavedBranch& s = saved[i];
+    const Branch& branch = branches[i];
     s.mark = ws_.mark();
     s.h_in = h;
-    Tensor normed = ws_.take({Bt, T, D}, act), mixed = ws_.take({Bt, T, D}, act);
-    h = ws_.take({Bt, T, D}, act);
+    // The mixers' inputs: kept in this branch's activations, or (recompute) in the shared buffers.
+    Tensor normed = recompute ? shared_normed : rows();
+    std::vector<Tensor> inputs = mixer_inputs(branch, normed, !recompute);
+    h = rows();
     {
       Timed t(prof, &StepProfile::other);
-      ops::rmsnorm(s.h_in, branches[i].norm, eps, normed);
+      branch_inputs(branch, s.h_in, eps, normed, inputs);
       h.copy_from(s.h_in);
     }
-    for (const MixerSlot& slot : branches[i].mixers) {
-      Tensor input = normed;
-      if (slot.input_scale != 1.0f) {
-        input = ws_.take({Bt, T, D}, act);
-        ops::scale(normed, slot.input_scale, input);
-      }
+    for (size_t j = 0; j < branch.mixers.size(); ++j) {
+      const MixerSlot& slot = branch.mixers[j];
       s.faces.push_back(slot.mixer->training());
-      s.faces.back()->forward(input, mixed, ws_, prof);
+      s.faces.back()->recompute = recompute;
+      s.faces.back()->forward(inputs[j], mixed, ws_, prof);
       Timed t(prof, &StepProfile::other);
       ops::add_scaled_inplace(h, mixed, slot.output_scale);
     }
@@ -155,8 +190,15 @@ double TrainingPass::forward_backward(const Tensor& ids, const Tensor& targets, 
   // Backward, branch by branch from the top, releasing each branch's activations after it.
   for (size_t i = branches.size(); i-- > 0;) {
     SavedBranch& s = saved[i];
+    const Branch& branch = branches[i];
+    if (recompute) {
+      // The mixers' inputs again, into the buffers their forward read (the same ops: the same bits).
+      Timed t(prof, &StepProfile::other);
+      std::vector<Tensor> inputs = mixer_inputs(branch, shared_normed, false);
+      branch_inputs(branch, s.h_in, eps, shared_normed, inputs);
+    }
     for (size_t j = 0; j < s.faces.size(); ++j) {
-      const MixerSlot& slot = branches[i].mixers[j];
+      const MixerSlot& slot = branch.mixers[j];
       const Tensor* dout = &dh;
       if (slot.output_scale != 1.0f) {
         ops::scale(dh, slot.output_scale, dy);
@@ -172,7 +214,7 @@ double TrainingPass::forward_backward(const Tensor& ids, const Tensor& targets, 
     s.faces.clear();
     {
       Timed t(prof, &StepProfile::other);
-      ops::rmsnorm_backward(s.h_in, branches[i].norm, eps, dnormed, dh, &grads.of(branches[i].norm),
+      ops::rmsnorm_backward(s.h_in, branch.norm, eps, dnormed, dh, &grads.of(branch.norm),
                             /*accumulate_dx=*/true);
     }
     ws_.release(s.mark);

@@ -36,6 +36,10 @@ class ModelGrads final : public Gradients {
 
 struct TrainPassOptions {
   int64_t vocab_chunk = 8192;  // cross-entropy vocabulary chunk
+  // Keep fewer activations for the backward and recompute the cheap ones there (each branch's
+  // normalised input; a mixer's own, e.g. Mamba-2's conv and gated-norm outputs): the same values from
+  // the same ops, so the same gradients, for less memory and a little more time.
+  bool recompute = false;
 };
 
 class TrainingPass {

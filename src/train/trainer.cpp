@@ -315,7 +315,7 @@ TrainResult train(const TrainOptions& o) {
   const int64_t eval_every = std::max<int64_t>(1, o.eval_every);
   const int64_t ckpt_every = o.checkpoint_every > 0 ? o.checkpoint_every : eval_every;
 
-  TrainingPass pass(working);
+  TrainingPass pass(working, {.recompute = o.recompute});
   // Batch `step` is sampled as the sampler's step - 1 (what a resumed run continues from).
   BatchPrefetcher batches(sampler, o.batch_size, o.seq_len, o.grad_accum, state.step, o.steps);
 

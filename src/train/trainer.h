@@ -55,6 +55,9 @@ struct TrainOptions {
   // f32, or bf16: mixed precision (F32 master weights, gradients and moments; the matrix products and
   // activations in BF16), the GPU's default; "auto" picks it there and f32 on the CPU.
   std::string dtype = "auto";
+  // Keep fewer activations and recompute the cheap ones in the backward (TrainPassOptions::recompute):
+  // less memory, a little more time, the same gradients.
+  bool recompute = false;
   int progress = -1;   // 1 on, 0 off, -1 when stderr is a terminal
   bool quiet = false;  // no per-evaluation lines
   // Set (to a signal number, from a signal handler) to stop the run: the step in progress finishes, a

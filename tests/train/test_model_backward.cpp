@@ -192,7 +192,7 @@ TEST(TrainModelBackward, Mamba3MimoPlanMatchesFiniteDifferences) {
 // The plan's own mechanics, as Falcon-H1 uses them: embedding and logit multipliers, two mixers side
 // by side in one branch with input and output multipliers, per-part in_proj multipliers, Jamba's
 // dt/B/C norms.
-TEST(TrainModelBackward, MultipliersAndParallelMixersMatchFiniteDifferences) {
+ModelConfig multipliers_and_parallel_mixers() {
   ModelConfig c = parse(kMamba2);
   const ModelConfig m1 = parse(kMamba1);
   c.embedding_scale = 1.7f;
@@ -205,7 +205,11 @@ TEST(TrainModelBackward, MultipliersAndParallelMixersMatchFiniteDifferences) {
   auto scaled = std::make_shared<Mamba2Settings>(dynamic_cast<const Mamba2Settings&>(*c.branches[1].mixers[0].settings));
   scaled->in_proj_part_scales = {0.5f, 1.5f, 0.8f, 1.1f, 0.9f};
   c.branches[1].mixers[0].settings = scaled;
-  check_gradients(c);
+  return c;
+}
+
+TEST(TrainModelBackward, MultipliersAndParallelMixersMatchFiniteDifferences) {
+  check_gradients(multipliers_and_parallel_mixers());
 }
 
 // Every kind of the registry in one plan of the project's own type: Mamba-1 and -2, attention with
@@ -277,6 +281,42 @@ TEST(TrainModelBackward, GradScaleAndAccumulation) {
     for (int64_t i = 0; i < a.numel(); ++i)
       EXPECT_NEAR(a.data<float>()[i], b.data<float>()[i], 1e-6 + 1e-5 * std::abs(a.data<float>()[i]));
   }
+}
+
+// --recompute keeps fewer activations and makes the cheap ones again in the backward with the same
+// ops: the loss and every gradient are the same bits as when everything is kept (two steps each, the
+// second on the planned workspace), in less workspace (the branches' normalised inputs are not kept;
+// the second step's peak, on the planned workspace).
+void check_recompute_is_exact(const ModelConfig& config) {
+  Problem p(config, 5, 3, 37);
+  TrainingPass kept(p.model), recomputed(p.model, {.recompute = true});
+  for (int step = 0; step < 2; ++step) {
+    ModelGrads a(p.model), b(p.model);
+    const double loss_kept = kept.forward_backward(p.ids, p.targets, a, 0.75f);
+    const double loss_recomputed = recomputed.forward_backward(p.ids, p.targets, b, 0.75f);
+    EXPECT_EQ(std::memcmp(&loss_kept, &loss_recomputed, sizeof(double)), 0) << "step " << step;
+    for (size_t k = 0; k < a.params().size(); ++k) {
+      const Tensor& ga = a.of(*a.params()[k].tensor);
+      const Tensor& gb = b.of(*b.params()[k].tensor);
+      EXPECT_EQ(std::memcmp(ga.raw(), gb.raw(), ga.nbytes()), 0)
+          << a.params()[k].name << " differs with --recompute (step " << step << ")";
+    }
+  }
+  EXPECT_LT(recomputed.workspace().high_water(), kept.workspace().high_water()) << config.model_type;
+}
+
+TEST(TrainModelBackward, RecomputeGivesTheSameGradients) {
+  check_recompute_is_exact(parse(kMamba2));
+  Json gate_first = kMamba2Gate;
+  gate_first["num_hidden_layers"] = 2;  // one layer would save nothing: its backward remakes what it dropped
+  check_recompute_is_exact(parse(gate_first));
+  check_recompute_is_exact(multipliers_and_parallel_mixers());
+  check_recompute_is_exact(parse(kEveryKind));
+  check_recompute_is_exact(parse(kMamba1));
+  const std::string nonorm = std::string(SSM_TEST_DATA_DIR) + "/hf/falcon_h1_nonorm/config.json";
+  Json falcon = read_json_file(nonorm);
+  falcon["vocab_size"] = 37;
+  check_recompute_is_exact(ModelConfig::from_json(falcon, nonorm));  // y · silu(z), no gated norm
 }
 
 TEST(TrainInit, FollowsMambaSsm) {

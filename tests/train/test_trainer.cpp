@@ -1,6 +1,6 @@
 // The trainer end to end: a tiny byte model learns the committed excerpt; a resumed run continues
-// the uninterrupted curve bit for bit; checkpoints load in `ssm generate` / `ssm logits`; bad input
-// gives clear errors.
+// the uninterrupted curve bit for bit (also with --recompute); checkpoints load in `ssm generate` /
+// `ssm logits`; bad input gives clear errors.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -133,6 +133,7 @@ TEST_F(TrainTrainer, ResumeContinuesTheSameCurveBitForBit) {
     TrainOptions rest = options(cfg, "part", 9);
     rest.metrics = part.metrics;
     rest.resume = true;
+    rest.recompute = true;  // remade activations are the same bits: the curve continues all the same
     const TrainResult r = train(rest);
     EXPECT_EQ(r.steps_done, 4);
     // Identical lines, except that the first part's last step (5) was also evaluated.

@@ -88,6 +88,13 @@ void reset_peak_pool_bytes() {
   cudaGetLastError();
 }
 
+void release_free_pool_memory() {
+  synchronize();
+  cudaMemPool_t pool;
+  if (cudaDeviceGetDefaultMemPool(&pool, 0) == cudaSuccess) cudaMemPoolTrimTo(pool, 0);
+  cudaGetLastError();
+}
+
 std::shared_ptr<Storage> allocate(size_t bytes) {
   SSM_CHECK(device_count() > 0, "--device cuda: no CUDA GPU is visible ({})", no_device_reason());
   cudaStream_t stream = static_cast<cudaStream_t>(current_stream());

@@ -27,6 +27,9 @@ void synchronize();               // the current stream
 size_t free_memory();             // bytes free on the GPU now
 size_t peak_pool_bytes();         // the most the memory pool has held since the last reset
 void reset_peak_pool_bytes();
+// Waits for the current stream, then hands the pool's free memory back to the driver, so that a large
+// allocation after many freed smaller ones reuses their memory instead of adding to it.
+void release_free_pool_memory();
 
 // The stream ops enqueue on (a cudaStream_t); each thread starts on its own non-blocking stream.
 void* current_stream();

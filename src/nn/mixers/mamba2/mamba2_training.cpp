@@ -1,5 +1,6 @@
 // Mamba-2's training face: the forward saves the projections' inputs and outputs; the SSD backward
-// recomputes the chunk states itself.
+// recomputes the chunk states itself. With `recompute` it keeps only in_proj's output and the SSD's
+// (the conv's and the gated norm's outputs are made again in the backward from those).
 #include "nn/mixers/mamba2/mamba2.h"
 #include "ops/ops_backward.h"
 
@@ -13,31 +14,30 @@ class Mamba2Training final : public MixerTraining {
 
   void forward(const Tensor& x, Tensor& out, Workspace& ws, StepProfile* prof) override {
     const Mamba2Settings& s = m_.s;
-    const int64_t Bt = x.size(0), T = x.size(1), Di = s.d_inner, Cc = s.conv_channels();
+    const int64_t Bt = x.size(0), T = x.size(1), Di = s.d_inner;
     x_ = x;
     zxbcdt_ = ws.take({Bt, T, m_.in_proj.out}, x.dtype());
-    xbc_ = ws.take({Bt, T, Cc}, x.dtype());
     y_ = ws.take({Bt, T, Di}, x.dtype());
-    gated_ = ws.take({Bt, T, Di}, x.dtype());
+    A_ = m_.A(ws);
+    const Workspace::Mark kept = ws.mark();  // with recompute, what is taken above goes at the end
     {
       Timed t(prof, &StepProfile::matmul);
       m_.project_in(x, zxbcdt_);
     }
-    {
-      Timed t(prof, &StepProfile::conv);
-      ops::conv1d_causal(zxbcdt_.slice(2, m_.xbc_offset(), Cc), m_.conv_taps(), m_.conv_bias, true, nullptr, xbc_);
-    }
-    in_ = m_.ssd_inputs(xbc_, zxbcdt_.slice(2, m_.dt_offset(), s.n_heads), m_.A(ws));
+    conv(ws, prof);
     {
       Timed t(prof, &StepProfile::mixing);
-      ops::ssd(in_, nullptr, y_);
+      ops::ssd(ssd_inputs(), nullptr, y_);
     }
+    gate(ws, prof);
     {
-      Timed t(prof, &StepProfile::other);
-      m_.gate(y_, zxbcdt_.slice(2, m_.z_offset(), Di), gated_);
+      Timed t(prof, &StepProfile::matmul);
+      m_.out_proj.forward(gated_, out);
     }
-    Timed t(prof, &StepProfile::matmul);
-    m_.out_proj.forward(gated_, out);
+    if (recompute) {
+      xbc_ = gated_ = Tensor();
+      ws.release(kept);
+    }
   }
 
   void backward(const Tensor& dout, Tensor& dx, Gradients& g, Workspace& ws, StepProfile* prof) override {
@@ -45,6 +45,10 @@ class Mamba2Training final : public MixerTraining {
     const Mamba2Settings& s = m_.s;
     const int64_t Bt = dout.size(0), T = dout.size(1), Di = s.d_inner, Cc = s.conv_channels();
     const int64_t GN = s.n_groups * s.d_state;
+    if (recompute) {
+      conv(ws, prof);
+      gate(ws, prof);
+    }
     Tensor dgated = ws.take({Bt, T, Di}, dout.dtype());
     {
       Timed t(prof, &StepProfile::matmul);
@@ -74,9 +78,9 @@ class Mamba2Training final : public MixerTraining {
     sg.ddt_bias = g.of(m_.dt_bias);
     {
       Timed t(prof, &StepProfile::mixing);
-      ops::ssd_backward(in_, Tensor(), dy, sg);
+      ops::ssd_backward(ssd_inputs(), Tensor(), dy, sg);
     }
-    ops::add_product_inplace(g.of(m_.A_log), dA, in_.A);  // dA_log = dA ⊙ A (A = -exp(A_log))
+    ops::add_product_inplace(g.of(m_.A_log), dA, A_);  // dA_log = dA ⊙ A (A = -exp(A_log))
     {
       Timed t(prof, &StepProfile::conv);
       Tensor dxbc_in = dzxbcdt.slice(2, m_.xbc_offset(), Cc);
@@ -91,9 +95,25 @@ class Mamba2Training final : public MixerTraining {
   }
 
  private:
+  // xBC after the causal conv + SiLU, from in_proj's output (into xbc_, taken here).
+  void conv(Workspace& ws, StepProfile* prof) {
+    const int64_t Cc = m_.s.conv_channels();
+    xbc_ = ws.take({zxbcdt_.size(0), zxbcdt_.size(1), Cc}, zxbcdt_.dtype());
+    Timed t(prof, &StepProfile::conv);
+    ops::conv1d_causal(zxbcdt_.slice(2, m_.xbc_offset(), Cc), m_.conv_taps(), m_.conv_bias, true, nullptr, xbc_);
+  }
+  // The gate of the SSD's output into out_proj's input (into gated_, taken here).
+  void gate(Workspace& ws, StepProfile* prof) {
+    gated_ = ws.take(y_.shape(), y_.dtype());
+    Timed t(prof, &StepProfile::other);
+    m_.gate(y_, zxbcdt_.slice(2, m_.z_offset(), m_.s.d_inner), gated_);
+  }
+  ops::SsdInputs ssd_inputs() const {
+    return m_.ssd_inputs(xbc_, zxbcdt_.slice(2, m_.dt_offset(), m_.s.n_heads), A_);
+  }
+
   const Mamba2Mixer& m_;
-  Tensor x_, zxbcdt_, xbc_, y_, gated_;
-  ops::SsdInputs in_;
+  Tensor x_, zxbcdt_, xbc_, y_, gated_, A_;
 };
 
 }  // namespace
