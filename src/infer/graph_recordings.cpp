@@ -29,7 +29,9 @@ Tensor GraphRecordings::replay(Key key, Workspace& ws) {
 Tensor GraphRecordings::run(Key key, Workspace& ws, const Work& direct, const Work& recorded) {
   const Workspace::Mark mark = ws.mark();
   const Tensor logits = direct();
-  if (refused_ || ++runs_[key] < direct_runs_) return logits;
+  const bool record = records_next(key);
+  ++runs_[key];
+  if (!record) return logits;
   ws.release(mark);
   // The direct run grew the workspace (the others' block is gone), or the others are another's.
   if (&ws != workspace_ || blocks_ != ws.block_allocations()) clear();
@@ -53,6 +55,11 @@ Tensor GraphRecordings::run(Key key, Workspace& ws, const Work& direct, const Wo
   }
   ws.take(logits.shape());  // the direct run's logits, below the caller's next takes
   return logits;
+}
+
+bool GraphRecordings::records_next(Key key) const {
+  const auto found = runs_.find(key);
+  return !refused_ && (found == runs_.end() ? 0 : found->second) + 1 >= direct_runs_;
 }
 
 void GraphRecordings::clear() { recorded_.clear(); }

@@ -36,6 +36,9 @@ class GraphRecordings {
   // often, records `recorded` (the same work on the addresses the replays will use) at the same mark.
   Tensor run(Key key, Workspace& ws, const Work& direct, const Work& recorded);
 
+  // Whether run() of `key` would record it (so that the owner prepares what the recording needs).
+  bool records_next(Key key) const;
+
   void clear();  // drops every recording (what they point at is about to move or be freed)
   bool refused() const { return refused_; }  // a recording failed once: the owner runs op by op from then on
   int64_t replayed() const { return replayed_; }

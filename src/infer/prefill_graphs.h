@@ -8,10 +8,12 @@
 // copy_many kernel each way, ~0.02 ms for mamba2-130m's 19 MB): the callers' states move between
 // calls (a server's hit runs on whichever state was spare) and may be freed at any time, so no
 // recording points at one. The logits are where the recording wrote them in the caller's workspace
-// (GraphRecordings checks its block and mark).
+// (GraphRecordings checks its block and mark). The staging state is made when the first recording
+// is, and grows (dropping the recordings) to the most rows recorded.
 //
-// Op by op instead: on the CPU, for models whose forward cannot be recorded (a mixer that keeps host
-// bookkeeping or copies from the host inside: attention's and RAT's caches), for chunks longer than
+// Op by op instead: on the CPU, for models with a mixer whose forward cannot be recorded
+// (Mixer::replayable_forward: only Mamba-1, Mamba-2 and MLP say so; attention and RAT keep their
+// caches' lengths on the host and upload positions inside), for chunks longer than
 // kMaxTokens or of more than kMaxRows rows, the first time a shape is seen (a prompt length that
 // comes once is never recorded) and once a recording has failed.
 #pragma once
@@ -32,7 +34,8 @@ class PrefillGraphs {
   // mamba2-1.3b ~0.8 GB), and a chunk of more rows does enough work per launch to hide the launches.
   static constexpr int64_t kMaxRows = 8;
   // Recordings kept (least recently used dropped first): a server at steady load sees a few shapes
-  // again and again (a probe's suffix, its prompts' common lengths), each recording a few MB at most.
+  // again and again (a probe's suffix, its prompts' common lengths); each holds its ~240 nodes and the
+  // SSD's scratch for its shape, small beside the staging state.
   static constexpr size_t kKept = 32;
 
   explicit PrefillGraphs(const LanguageModel& model) : model_(model), recordings_(kKept, 2) {}
@@ -46,14 +49,15 @@ class PrefillGraphs {
 
  private:
   // Whether a chunk of this shape on `state` may be recorded (or replayed).
-  bool recordable(const Tensor& ids, const ModelState& state);
+  bool recordable(const Tensor& ids, const ModelState& state) const;
+  // Makes the staging state hold `rows` sequences (growing it drops the recordings).
+  void stage(int64_t rows);
 
   const LanguageModel& model_;
   GraphRecordings recordings_;  // by (rows, tokens)
   Tensor ids_;                  // I32 [kMaxRows * kMaxTokens] on the device: a chunk's ids are its first elements
   ModelState staging_;          // the state the recordings run on, resized to their rows
   int64_t staging_bytes_ = -1;  // its bytes() when they were made (it moves only to grow)
-  int forward_recordable_ = -1;  // the model's replayable_forward() and its states' resizable(), once known
 };
 
 }  // namespace ssm
