@@ -7,8 +7,7 @@
 // attention, whose prefill cannot be recorded and runs op by op. Then the bound on the recordings kept, and the generator's short prompts.
 #include <gtest/gtest.h>
 
-#include <cstring>
-#include <memory>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -31,6 +30,8 @@ struct Case {
   WeightDType weights;
   bool recordable;  // whether its prefill is replayed (no attention layers)
 };
+
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name << (c.weights == WeightDType::F32 ? " f32" : " bf16"); }
 
 std::string case_name(const ::testing::TestParamInfo<Case>& info) {
   std::string name = info.param.name + (info.param.weights == WeightDType::F32 ? "_f32" : "_bf16");
