@@ -40,10 +40,10 @@ Tensor GraphRecordings::run(Key key, Workspace& ws, const Work& direct, const Wo
   auto recording = std::make_unique<Recorded>();
   recording->mark = mark;
   recording->used = ++use_clock_;
-  // Recording queues nothing, so the direct run's logits stay where they are.
+  // Recording queues nothing, so the direct run's logits stay where they are; it takes from the
+  // workspace what the direct run took, so the block the direct run planned holds it.
   refused_ = !recording->graph.record([&] { recording->logits = recorded(); });
   ws.release(mark);
-  if (blocks_ != ws.block_allocations()) refused_ = true;  // it took memory the replays would not own
   if (refused_) {
     clear();
   } else {
