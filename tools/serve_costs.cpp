@@ -1,6 +1,7 @@
 // ssm_serve_costs: what one turn of the server's loop is made of, for a published shape with random
 // weights: a decode step of B rows, a batched prefill forward of k prompts of 32 tokens, one sequence's
-// chunks of 16 and 256 tokens (a prefix-cache hit's suffix and a miss's chunk), and the state copies
+// chunks of 16 and 256 tokens (a prefix-cache hit's suffix and a miss's chunk; the 16 also replayed from
+// its recording as the server runs it on the GPU, infer/prefill_graphs.h), and the state copies
 // around them (a sequence's state into another's, a fresh state, a new decode batch growing as 64
 // sequences join). Beside each decode step, the bytes of state it reads and writes per second and one
 // plain pass over as many bytes (the floor the state's traffic sets). The best of a few runs each; on
@@ -24,6 +25,7 @@
 #include "core/threads.h"
 #include "core/workspace.h"
 #include "infer/batch_state.h"
+#include "infer/prefill_graphs.h"
 #include "model/language_model.h"
 #include "ops/ops.h"
 
@@ -135,6 +137,20 @@ int main(int argc, char** argv) {
   };
   for (int64_t rows : {1, 4, 16}) prefill(rows, 32, 3);
   prefill(1, 16, 5);   // a prefix-cache hit's suffix
+  {  // the same, as the server runs it: on the GPU replayed from its recording (the first two record it)
+    PrefillGraphs graphs(model);
+    ModelState state = model.new_state(1);
+    const Tensor ids = Tensor::zeros({1, 16}, DType::I32);
+    const auto chunk = [&] {
+      const WorkspaceScope scope(ws);
+      graphs.forward(ids, state, ws);
+    };
+    chunk();
+    chunk();
+    const Timing replayed = best_of(5, chunk);
+    row(graphs.replayed() == 5 ? "prefill [1, 16] replayed (state copied in and out)" : "prefill [1, 16] (op by op)",
+        replayed, 1);
+  }
   prefill(1, 256, 3);  // a chunk of a long prompt
   const ModelState one = model.new_state(1);
   ModelState rows = model.new_state(16);

@@ -12,7 +12,8 @@ CachedPrefill::CachedPrefill(const LanguageModel& model, PrefixCache* cache, int
       cache_(cache),
       chunk_(chunk),
       blank_(model.new_state(1)),
-      ws_(model.device()) {
+      ws_(model.device()),
+      graphs_(model) {
   same_position_ = !blank_.resizable();
   SSM_CHECK(chunk > 0, "prefill chunk must be > 0, got {}", chunk);
 }
@@ -112,7 +113,7 @@ void CachedPrefill::run_together(std::span<const Prefilling> prompts, const std:
     }
     state = &together_;
   }
-  Tensor logits = model_.forward(ids, state, false, ws_);
+  Tensor logits = graphs_.forward(ids, *state, ws_);
   if (logits.device() != Device::CPU) {
     Tensor host = host_.take(logits.shape());
     host.copy_from(logits);  // waits for the chunk: the only wait of a prefill chunk

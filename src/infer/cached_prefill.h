@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "core/workspace.h"
+#include "infer/prefill_graphs.h"
 #include "infer/prefix_cache.h"
 #include "model/language_model.h"
 
@@ -50,6 +51,8 @@ class CachedPrefill {
   int64_t cached_tokens(std::span<const int32_t> prompt);
   // Tokens the next advance of the prompt runs (0 when it is all in).
   int64_t next_chunk(std::span<const int32_t> prompt, const Result& progress) const;
+  // Forwards replayed from a recording so far (short chunks on the GPU: prefill_graphs.h).
+  int64_t replayed() const { return graphs_.replayed(); }
 
   // One prompt of a batched advance.
   struct Prefilling {
@@ -87,6 +90,8 @@ class CachedPrefill {
   ModelState spare_;
   Workspace ws_;    // the forward's, on the model's device
   Workspace host_;  // the chunk's ids and, from the GPU, its logits
+  // Short chunks on the GPU replayed from recordings (a hit's suffix: one launch instead of ~240).
+  PrefillGraphs graphs_;
 };
 
 }  // namespace ssm

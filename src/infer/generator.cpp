@@ -46,6 +46,7 @@ GenerationResult Generator::generate(const std::vector<std::vector<int32_t>>& pr
   // Prompts of one length prefill together; otherwise each on its own (an SSM cannot skip padding).
   // Then every sequence decodes together.
   const PhaseTimer prefill_timer;
+  const int64_t prefills_replayed_before = prefill_graphs_.replayed();
   size_t longest = 0;
   for (const auto& prompt : prompts) longest = std::max(longest, prompt.size());
   ModelState& state = prepare_states(batch);
@@ -80,7 +81,7 @@ GenerationResult Generator::generate(const std::vector<std::vector<int32_t>>& pr
       std::copy(prompts[size_t(b)].begin(), prompts[size_t(b)].end(), ids.data<int32_t>() + b * length);
       zero_.copy_sequence(0, state, b);
     }
-    receive(model_.forward(ids, &state, false, ws_), 0);
+    receive(prefill_graphs_.forward(ids, state, ws_), 0);
     ws_.release(base);
     host_.release(host_base);
     result.prefill.tokens = batch * length;
@@ -93,13 +94,14 @@ GenerationResult Generator::generate(const std::vector<std::vector<int32_t>>& pr
     ModelState& single = batch == 1 ? state : prompt_state_;
     zero_.copy_sequence(0, single, 0);
     single.reserve(int64_t(prompt.size()));
-    receive(model_.forward(ids, &single, false, ws_), b);
+    receive(prefill_graphs_.forward(ids, single, ws_), b);
     if (&single != &state) single.copy_sequence(0, state, b);
     ws_.release(base);
     host_.release(host_base);
     result.prefill.tokens += int64_t(prompt.size());
   }
   prefill_timer.finish(result.prefill);
+  result.replayed_prefills = prefill_graphs_.replayed() - prefills_replayed_before;
 
   const PhaseTimer decode_timer;
   const int64_t replayed_before = graphs_.replayed();

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/workspace.h"
+#include "infer/prefill_graphs.h"
 #include "infer/sampler.h"
 #include "infer/step_graphs.h"
 #include "model/language_model.h"
@@ -33,6 +34,7 @@ struct GenerationResult {
   std::vector<std::vector<int32_t>> sequences;  // prompt + generated tokens, per prompt
   PhaseStats prefill, decode;
   int64_t replayed_steps = 0;  // decode steps run by replaying a recorded device graph (GPU)
+  int64_t replayed_prefills = 0;  // prefill forwards run that way (short prompts seen before)
 };
 
 // Called for each generated token; return false to end that sequence (a stop string, say).
@@ -40,7 +42,8 @@ using TokenCallback = std::function<bool(size_t sequence, int32_t token)>;
 
 class Generator {
  public:
-  explicit Generator(const LanguageModel& model) : model_(model), ws_(model.device()), graphs_(model) {}
+  explicit Generator(const LanguageModel& model)
+      : model_(model), ws_(model.device()), graphs_(model), prefill_graphs_(model) {}
   // Prompts must be non-empty (the caller puts BOS in an empty one); ids are checked against the vocabulary.
   GenerationResult generate(const std::vector<std::vector<int32_t>>& prompts, const GenerateOptions& options,
                             const TokenCallback& on_token = {});
@@ -61,6 +64,7 @@ class Generator {
   // prompt_state_ (batches of several prompts) or directly in state_ (one prompt).
   ModelState zero_, prompt_state_, state_;
   StepGraphs graphs_;  // the recorded decode step of state_'s batch
+  PrefillGraphs prefill_graphs_;  // short prompts' recorded prefills (a generator called again and again)
 };
 
 }  // namespace ssm

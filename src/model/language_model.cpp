@@ -72,17 +72,23 @@ int64_t ModelState::bytes() const {
 }
 
 void ModelState::copy_sequence(int64_t from_index, ModelState& to, int64_t to_index) const {
+  copy_sequences(from_index, to, to_index, 1);
+}
+
+void ModelState::copy_sequences(int64_t from_first, ModelState& to, int64_t to_first, int64_t count) const {
   SSM_CHECK(to.mixers.size() == mixers.size(), "copy_sequence: states of different models");
   if (device == Device::CUDA && to.device == Device::CUDA) {  // one kernel for the layers that allow it
     std::vector<ByteCopy> copies;
     for (size_t i = 0; i < mixers.size(); ++i)
-      if (mixers[i] && !mixers[i]->sequence_copies(from_index, *to.mixers[i], to_index, copies))
-        mixers[i]->copy_sequence(from_index, *to.mixers[i], to_index);
+      for (int64_t s = 0; s < count && mixers[i]; ++s)
+        if (!mixers[i]->sequence_copies(from_first + s, *to.mixers[i], to_first + s, copies))
+          mixers[i]->copy_sequence(from_first + s, *to.mixers[i], to_first + s);
     copy_many(copies, Device::CUDA);
     return;
   }
   for_each_mixer(mixers.size(), device == Device::CPU && to.device == Device::CPU, [&](size_t i) {
-    if (mixers[i]) mixers[i]->copy_sequence(from_index, *to.mixers[i], to_index);
+    for (int64_t s = 0; s < count && mixers[i]; ++s)
+      mixers[i]->copy_sequence(from_first + s, *to.mixers[i], to_first + s);
   });
 }
 
@@ -331,6 +337,13 @@ bool LanguageModel::replayable_step() const {
   return true;
 }
 
+bool LanguageModel::replayable_forward() const {
+  for (const Branch& branch : branches_)
+    for (const MixerSlot& slot : branch.mixers)
+      if (!slot.mixer->replayable_forward()) return false;
+  return true;
+}
+
 ModelState LanguageModel::new_state(int64_t batch) const {
   ModelState state;
   state.batch = batch;
@@ -360,6 +373,20 @@ void LanguageModel::to_device(Device device, DType matrix_dtype) {
 Tensor LanguageModel::ids_here(const Tensor& ids, Workspace& ws) const {
   SSM_CHECK(ids.dtype() == DType::I32, "token ids must be int32, got {}", dtype_name(ids.dtype()));
   if (ids.device() == device()) return ids;
+  Tensor here = ws.take(ids.shape(), DType::I32);
+  copy_ids(ids, here);
+  return here;
+}
+
+void LanguageModel::copy_ids(const Tensor& ids, Tensor& here) const {
+  SSM_CHECK(ids.dtype() == DType::I32, "token ids must be int32, got {}", dtype_name(ids.dtype()));
+  SSM_CHECK(here.dtype() == DType::I32 && here.shape() == ids.shape() && here.device() == device(),
+            "copy_ids: the ids {} need an I32 place of their shape on the model's device, got {} {} on the {}",
+            shape_str(ids.shape()), dtype_name(here.dtype()), shape_str(here.shape()), device_name(here.device()));
+  if (ids.device() != Device::CPU) {
+    here.copy_from(ids);
+    return;
+  }
   // The GPU cannot report an id outside the vocabulary, so the host checks before the copy.
   const Tensor host = ids.contiguous();
   for (int64_t i = 0; i < host.numel(); ++i) {
@@ -367,9 +394,7 @@ Tensor LanguageModel::ids_here(const Tensor& ids, Workspace& ws) const {
     SSM_CHECK(id >= 0 && id < config_.vocab_size, "token id {} is outside the vocabulary [0, {})", id,
               config_.vocab_size);
   }
-  Tensor here = ws.take(host.shape(), DType::I32);
   here.copy_from(host);
-  return here;
 }
 
 void LanguageModel::embed(const Tensor& ids, Tensor& out) const {

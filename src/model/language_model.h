@@ -28,7 +28,10 @@ struct ModelState {
   // Copies sequence `from_index` of this state into sequence `to_index` of `to`. On the CPU the
   // mixers' rows are copied on the OpenMP threads (called outside a parallel region): one core copies
   // about 10 GB/s, and a server copies whole states (mamba2-130m's: 19 MB) several times per prompt.
+  // On the GPU the layers that allow it copy as one kernel (copy_many).
   void copy_sequence(int64_t from_index, ModelState& to, int64_t to_index) const;
+  // The same for `count` sequences from `from_first` on into `to`'s from `to_first` on (one kernel on the GPU).
+  void copy_sequences(int64_t from_first, ModelState& to, int64_t to_first, int64_t count) const;
   // Sequence `index` as named host tensors ("mixer.<i>.<name>", i in plan order), and back into
   // sequence `index` of a state of the same model (ssm::Error for a tensor missing, extra or misfit).
   StateTensors export_sequence(int64_t index) const;
@@ -97,8 +100,9 @@ class LanguageModel {
   double state_bytes(int64_t context) const;
 
   ModelState new_state(int64_t batch) const;
-  // Whether every mixer's step can be recorded and replayed (see Mixer::replayable_step).
+  // Whether every mixer's step, or forward, can be recorded and replayed (see Mixer::replayable_step).
   bool replayable_step() const;
+  bool replayable_forward() const;
   // ids I32 [B,T] → logits [B,T,V] (all_positions) or [B,V] for the last position. state (optional)
   // is the starting state and receives the state after the last token. The logits are taken from
   // ws and stay valid until the caller releases it; temporaries are released before returning.
@@ -116,6 +120,8 @@ class LanguageModel {
   void embed(const Tensor& ids, Tensor& out) const;
   // ids (I32, on the host or the model's device) on the model's device, checked against the vocabulary.
   Tensor ids_here(const Tensor& ids, Workspace& ws) const;
+  // The same into `here` (I32 of ids' shape on the model's device), a place the caller keeps.
+  void copy_ids(const Tensor& ids, Tensor& here) const;
 
   Device device() const { return embedding_.defined() ? embedding_.device() : Device::CPU; }
   // The dtype the mixers compute their activations in: F32 on the CPU, the matrices' dtype on the GPU.

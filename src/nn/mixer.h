@@ -100,6 +100,8 @@ class Mixer {
   // Whether step() only queues device work on fixed addresses (no host bookkeeping, no copies from
   // the host), so that a decode step can be recorded once and replayed (DeviceGraph).
   virtual bool replayable_step() const { return false; }
+  // The same for forward() with a state (a short prefill chunk recorded once per shape: PrefillGraphs).
+  virtual bool replayable_forward() const { return false; }
 
   // Multiply-adds of the matrix products per token (what the benchmark's FLOP rate counts).
   virtual double matmul_macs_per_token() const = 0;

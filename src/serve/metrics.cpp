@@ -20,6 +20,8 @@ std::string Metrics::prometheus() const {
          prefill_batches);
   metric("prefill_batch_rows_total", "counter", "Prompt chunks those forwards ran (rows / batches: the batch size)",
          prefill_batch_rows);
+  metric("prefill_batches_replayed_total", "counter", "Prefill forwards replayed from a recorded CUDA graph (GPU)",
+         prefill_batches_replayed);
   metric("prefill_seconds_total", "counter", "Time spent prefilling", prefill_seconds);
   metric("decode_steps_total", "counter", "Decode steps, each one token for every active sequence", decode_steps);
   metric("decode_steps_replayed_total", "counter", "Decode steps replayed from a recorded CUDA graph (GPU)",

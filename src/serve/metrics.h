@@ -14,6 +14,7 @@ struct Metrics {
   std::atomic<int64_t> prefill_tokens = 0;  // prompt tokens run through the model (cache hits left out)
   std::atomic<int64_t> prefill_batches = 0,
                        prefill_batch_rows = 0;  // prefill forwards, and their rows (rows / batches: batch size)
+  std::atomic<int64_t> prefill_batches_replayed = 0;  // those replayed from a recorded CUDA graph
   std::atomic<int64_t> decode_steps = 0,
                        decode_tokens = 0;  // decode steps, and their rows (tokens / steps: batch size)
   std::atomic<int64_t> decode_steps_replayed = 0;  // those replayed from a recorded CUDA graph

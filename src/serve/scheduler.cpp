@@ -216,6 +216,7 @@ void Scheduler::prefill(const std::vector<Pending>& arrivals) {
     metrics_.prefill_batches += prefill_.advance(
         batch, [&](size_t i, const ModelState& state, int64_t row) { join(prefilling_[i], state, row); });
     metrics_.prefill_seconds += seconds_since(start);
+    metrics_.prefill_batches_replayed = prefill_.replayed();
   } catch (const std::exception& e) {
     // A failed forward leaves its rows' states unknown: all the prompts end but those that have joined.
     for (const Prefilling& p : prefilling_) {

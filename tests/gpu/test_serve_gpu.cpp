@@ -236,6 +236,24 @@ TEST_F(ServeGpu, APrefixCacheHitGivesAColdRunsTokensAndLogprobs) {
   EXPECT_EQ(metric(*cold, "prefix_cache_bytes"), 0);
 }
 
+// Hits whose suffixes are of one length: from the third such chunk on (seen, recorded, replayed) the
+// suffix is replayed from its recording, and every request still gives a cold run's tokens and
+// log-probabilities.
+TEST_F(ServeGpu, RepeatedHitsReplayTheirSuffixAndGiveAColdRunsLogprobs) {
+  require_gpu();
+  ServerOptions uncached = options();
+  uncached.scheduler.cache_bytes = 0;
+  const auto gpu = start(*gpu_model_), cold = start(*gpu_model_, uncached);
+  const std::string prefix(40, 'a');
+  for (const std::string suffix : {"bcd", "efg", "hij", "klm", "nop"}) {
+    const json request = with_logprobs(greedy_past_eos(prefix + suffix, 6), 5);
+    const json got = post_ok(*gpu, "/v1/completions", request);
+    EXPECT_EQ(got["usage"]["prompt_tokens_details"]["cached_tokens"], suffix == "bcd" ? 0 : 32);
+    expect_same_logprobs(got, post_ok(*cold, "/v1/completions", request), "suffix " + suffix);
+  }
+  EXPECT_GE(metric(*gpu, "prefill_batches_replayed_total"), 3) << "the hits' 11-token suffixes were not replayed";
+}
+
 TEST_F(ServeGpu, ASlotSavedAndRestoredResumesAsAColdRun) {
   require_gpu();
   const test::TempDir folder("gpu-slots");

@@ -172,7 +172,7 @@ bool Graph::record(const std::function<void()>& work) {
 void Graph::replay() {
   SSM_CHECK(exec_, "Graph::replay: nothing recorded");
   SSM_CUDA_CHECK(cudaGraphLaunch(static_cast<cudaGraphExec_t>(exec_), static_cast<cudaStream_t>(current_stream())),
-                 "replaying a recorded decode step");
+                 "replaying a recorded graph");
 }
 
 void Graph::clear() {

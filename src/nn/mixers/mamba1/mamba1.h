@@ -41,6 +41,7 @@ class Mamba1Mixer final : public Mixer {
   bool fuses_residual_step() const override { return true; }
   std::unique_ptr<MixerTraining> training() const override;
   bool replayable_step() const override { return true; }
+  bool replayable_forward() const override { return true; }
   double matmul_macs_per_token() const override;
 
   const Mamba1Settings s;

@@ -52,6 +52,7 @@ class Mamba2Mixer final : public Mixer {
   bool fuses_residual_step() const override { return true; }
   std::unique_ptr<MixerTraining> training() const override;
   bool replayable_step() const override { return true; }
+  bool replayable_forward() const override { return true; }
   double matmul_macs_per_token() const override;
   void to_device(Device device) override;
 

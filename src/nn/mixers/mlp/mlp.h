@@ -38,6 +38,7 @@ class MlpMixer final : public Mixer {
   void step(const Tensor& x, MixerState* state, Tensor& y, Workspace& ws) const override;
   std::unique_ptr<MixerTraining> training() const override;
   bool replayable_step() const override { return true; }
+  bool replayable_forward() const override { return true; }
   double matmul_macs_per_token() const override;
 
   // y = mlp(x) for rows x (any leading shape); temporaries from ws.
