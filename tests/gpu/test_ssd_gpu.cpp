@@ -161,6 +161,28 @@ TEST_P(SsdGpu, LengthsAndShapesMatchTheCpu) {
   }
 }
 
+// Short sequences (a cached prefix's suffix) in every kernel that takes them: odd P and N, two groups,
+// batch 3, strided rows aligned (pad 8) or not (pad 3: the recurrent kernel), with and without state.
+TEST_P(SsdGpu, ShortSequencesMatchTheCpu) {
+  require_gpu();
+  for (const auto& [P, N, G] : {std::tuple{5, 12, 2}, std::tuple{64, 128, 1}, std::tuple{40, 64, 2}}) {
+    for (int64_t T : {3, 7, 31}) {
+      Case k;
+      k.batch = 3;
+      k.P = P;
+      k.N = N;
+      k.G = G;
+      k.T = T;
+      k.with_state = T != 7;
+      k.strided = T != 3;
+      k.pad = T == 31 ? 3 : 8;
+      k.cpu_chunk = 16;
+      k.seed = uint64_t(T * 11 + P);
+      check_forward(k, GetParam());
+    }
+  }
+}
+
 // One chunk without state (only C Bᵀ ⊙ L and the D term), then the state's two uses one at a time:
 // read (C Sᵀ) and written (the chunk's update). Each names the product that fails.
 TEST_P(SsdGpu, OneChunkProductByProduct) {

@@ -151,7 +151,8 @@ void Mamba1Mixer::forward(const Tensor& x, MixerState* state, Tensor& y, Workspa
   normalise_dt_bc(x_dbl);
   Tensor delta = ws.take({batch, length, Di}, x.dtype());
   Tensor scanned = ws.take({batch, length, Di}, x.dtype());
-  ops::selective_scan(scan_inputs(xz, u, x_dbl, delta, A(ws)), st ? &st->ssm : nullptr, scanned);
+  // With a state, its A (made from A_log with the same op when the state was): one kernel fewer a layer.
+  ops::selective_scan(scan_inputs(xz, u, x_dbl, delta, st ? st->A : A(ws)), st ? &st->ssm : nullptr, scanned);
   out_proj.forward(scanned, y);
 }
 

@@ -174,7 +174,9 @@ void Mamba2Mixer::forward(const Tensor& x, MixerState* state, Tensor& y, Workspa
   Tensor xbc = ws.take({batch, length, Cc}, x.dtype());
   ops::conv1d_causal(zxbcdt.slice(2, xbc_offset(), Cc), conv_taps(), conv_bias, true, st ? &st->conv : nullptr, xbc);
   Tensor scanned = ws.take({batch, length, s.d_inner}, x.dtype());
-  ops::ssd(ssd_inputs(xbc, zxbcdt.slice(2, dt_offset(), s.n_heads), A(ws)), st ? &st->ssm : nullptr, scanned);
+  // With a state, its A (made from A_log with the same op when the state was): one kernel fewer a layer.
+  ops::ssd(ssd_inputs(xbc, zxbcdt.slice(2, dt_offset(), s.n_heads), st ? st->A : A(ws)), st ? &st->ssm : nullptr,
+           scanned);
   Tensor gated = ws.take({batch, length, s.d_inner}, x.dtype());
   gate(scanned, zxbcdt.slice(2, z_offset(), s.d_inner), gated);
   out_proj.forward(gated, y);
