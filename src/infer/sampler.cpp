@@ -5,6 +5,7 @@
 #include <unordered_set>
 
 #include "core/error.h"
+#include "ops/cpu/vec_math.h"
 
 namespace ssm {
 
@@ -18,10 +19,13 @@ void SamplingOptions::validate() const {
 }
 
 int32_t argmax(const float* logits, int64_t vocab) {
-  int64_t best = 0;
-  for (int64_t i = 1; i < vocab; ++i)
-    if (logits[i] > logits[best]) best = i;
-  return int32_t(best);
+  // The first id holding the largest logit: the largest found 16 at a time (one compare-and-keep a
+  // logit took ~56 us over a 50k vocabulary, for every greedy token), then its first id. A NaN at
+  // id 0 makes the largest NaN, which no logit equals: id 0, as the scan that keeps it would say.
+  const float top = vec::max_value(logits, vocab);
+  for (int64_t i = 0; i < vocab; ++i)
+    if (logits[i] == top) return int32_t(i);
+  return 0;
 }
 
 int32_t Sampler::sample(float* logits, int64_t vocab, const std::vector<int32_t>& history) {

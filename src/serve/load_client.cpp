@@ -78,6 +78,7 @@ StreamTiming stream_completion(const std::string& host, int port, nlohmann::json
   body["logprobs"] = 0;
   httplib::Client client(host, port);
   client.set_read_timeout(600, 0);
+  client.set_tcp_nodelay(true);  // httplib writes the headers and the body apart: the body must not wait for an ack
   httplib::Request req;
   req.method = "POST";
   req.path = "/v1/completions";

@@ -101,6 +101,9 @@ Server::Impl::Impl(ServerOptions opts) : options(std::move(opts)) {
   const size_t threads = size_t(options.scheduler.slots + options.scheduler.queue_limit + 4);
   http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
   http.set_payload_max_length(options.max_body_bytes);
+  // A stream is small writes (the headers, then an event per token): each goes out at once, not held
+  // by Nagle's algorithm until the client acknowledges the one before (accepted sockets inherit it).
+  http.set_tcp_nodelay(true);
   http.set_socket_options([this](socket_t sock) {
     httplib::default_socket_options(sock);
     listen_socket = sock;  // the listening socket: bind() raises its backlog

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <map>
+#include <random>
 
 #include "core/error.h"
 
@@ -19,6 +20,29 @@ TEST(InferSampler, TemperatureZeroIsArgmaxFirstMaximum) {
   Sampler sampler(options);
   auto logits = logits_of({0.1f, 2.0f, -1.0f, 2.0f});
   EXPECT_EQ(sampler.sample(logits.data(), 4, {}), 1);
+}
+
+// argmax finds the largest 16 logits at a time: the same id as a plain scan that keeps the first
+// maximum, at every length around the 16-lane blocks, with ties (+0 and -0 among them) and NaNs.
+TEST(InferSampler, ArgmaxIsThePlainScansFirstMaximum) {
+  const auto plain = [](const std::vector<float>& logits) {
+    int64_t best = 0;
+    for (size_t i = 1; i < logits.size(); ++i)
+      if (logits[i] > logits[size_t(best)]) best = int64_t(i);
+    return int32_t(best);
+  };
+  std::mt19937 rng(5);
+  std::uniform_int_distribution<int> small(-3, 3);  // few values: many ties
+  for (size_t vocab = 1; vocab <= 70; ++vocab)
+    for (int trial = 0; trial < 20; ++trial) {
+      std::vector<float> logits(vocab);
+      for (float& x : logits) x = float(small(rng));
+      if (trial % 4 == 1) logits[size_t(rng()) % vocab] = std::nanf("");
+      if (trial % 4 == 2) logits[0] = std::nanf("");
+      if (trial % 4 == 3)
+        for (float& x : logits) x = x > 0 ? -0.0f : x == 0 ? 0.0f : x;  // the largest is a tie of +0 and -0
+      EXPECT_EQ(argmax(logits.data(), int64_t(vocab)), plain(logits)) << "vocab " << vocab << " trial " << trial;
+    }
 }
 
 TEST(InferSampler, SameSeedSameDraws) {

@@ -188,6 +188,21 @@ inline float reduce_add(f32x16 v) {
   return (v4[0] + v4[2]) + (v4[1] + v4[3]);
 }
 
+// The largest of x[0], ..., x[n - 1] (n >= 1), 16 lanes at a time, as the loop `m = m < x[i] ? x[i] : m`
+// from m = x[0] finds it: a NaN never replaces a number, and x[0] NaN gives NaN.
+inline float max_value(const float* x, int64_t n) {
+  f32x16 lanes = splat<f32x16>(x[0]);
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    const f32x16 v = load(x + i);
+    lanes = lanes < v ? v : lanes;
+  }
+  float m = x[0];
+  for (int lane = 0; lane < kLanes; ++lane) m = m < lanes[lane] ? lanes[lane] : m;
+  for (; i < n; ++i) m = m < x[i] ? x[i] : m;
+  return m;
+}
+
 // e^x with relative error < 2e-7 (8e-8 measured) for x in [-87.3, 88]; exactly 0 below -87.3 (never a denormal,
 // which would slow every later multiply), e^88 above 88, NaN for NaN.
 // x = n ln2 + r with |r| <= ln2/2 (n by the round-to-nearest of adding 1.5*2^23, which leaves n in
