@@ -120,6 +120,13 @@ size_t device_peak_bytes() {
   return 0;
 }
 
+size_t device_peak_used_bytes() {
+#ifdef SSM_CUDA
+  if (cuda_available()) return cuda::peak_pool_used_bytes();
+#endif
+  return 0;
+}
+
 void reset_device_peak_bytes() {
 #ifdef SSM_CUDA
   if (cuda_available()) cuda::reset_peak_pool_bytes();

@@ -49,8 +49,10 @@ void copy_many(std::span<const ByteCopy> copies, Device device);
 void zero_bytes(void* dst, Device device, size_t bytes);
 // Waits until all work queued on the device has finished (no-op on the CPU).
 void synchronize(Device device);
-// GPU memory the process has held at most since the last reset (0 on the CPU or without CUDA).
+// GPU memory the process has held at most since the last reset (0 on the CPU or without CUDA), and
+// the most of it that allocations used at once (the rest: freed blocks the pool kept).
 size_t device_peak_bytes();
+size_t device_peak_used_bytes();
 void reset_device_peak_bytes();
 // On the GPU: waits for the current stream and returns the memory pool's free memory to the driver
 // (the pool keeps freed memory otherwise). No-op on the CPU.

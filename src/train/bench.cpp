@@ -60,8 +60,7 @@ TrainBenchResult bench_training(const ModelConfig& config, const std::string& na
     grads.zero();
     pass.forward_backward(ids, targets, grads, 1.0f, prof);
     const auto t1 = Clock::now();
-    clip_grad_norm(g, 1.0);
-    opt.step(1e-4);
+    opt.step(1e-4, clip_factor(grad_norm(g), 1.0));
     if (prof) {
       synchronize(device);
       r.optimizer_seconds = since(t1);
@@ -75,6 +74,7 @@ TrainBenchResult bench_training(const ModelConfig& config, const std::string& na
   synchronize(device);
   r.step_seconds = since(t0) / double(steps);
   r.peak_device_bytes = double(device_peak_bytes());
+  r.peak_used_bytes = double(device_peak_used_bytes());
   r.profile.device = device;
   step(&r.profile);
   r.tokens_per_second = double(batch * seq_len) / r.step_seconds;
@@ -91,8 +91,8 @@ std::string bench_table(const std::vector<TrainBenchResult>& results) {
     auto pct = [&](double v) { return fmt::format("{:.0f}%", 100.0 * v / s); };
     const std::string where =
         r.device == Device::CPU ? fmt::format("{} threads", r.threads)
-                                : fmt::format("GPU {}, peak {:.1f} GiB", r.mixed ? "bf16" : "f32",
-                                              r.peak_device_bytes / double(1 << 30));
+                                : fmt::format("GPU {}, peak {:.1f} GiB ({:.1f} in use)", r.mixed ? "bf16" : "f32",
+                                              r.peak_device_bytes / double(1 << 30), r.peak_used_bytes / double(1 << 30));
     const std::string model = r.recompute ? r.name + " (--recompute)" : r.name;
     out += fmt::format("| {} | {} | {} x {} | {:.0f} | {:.1f} | {} | {} | {} | {} | {} |\n", model, where, r.batch,
                        r.seq_len, r.tokens_per_second, 1000 * r.step_seconds, pct(r.profile.matmul), pct(r.profile.mixing),

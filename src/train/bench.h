@@ -21,6 +21,7 @@ struct TrainBenchResult {
   Device device = Device::CPU;
   bool mixed = false;            // BF16 matrix products and activations (GPU)
   double peak_device_bytes = 0;  // GPU memory pool's peak over the timed steps (0 on the CPU)
+  double peak_used_bytes = 0;    // the most of it allocations used at once
   bool recompute = false;        // TrainPassOptions::recompute
 };
 

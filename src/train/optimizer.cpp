@@ -23,7 +23,7 @@ AdamW::AdamW(std::vector<OptimizerParam> params, const AdamWOptions& options)
   }
 }
 
-void AdamW::step(double lr) {
+void AdamW::step(double lr, float grad_scale) {
   ++steps_;
   const double b1 = options_.beta1, b2 = options_.beta2;
   ops::AdamWStep s;
@@ -33,7 +33,7 @@ void AdamW::step(double lr) {
   s.step_size = float(lr) / float(1.0 - std::pow(b1, double(steps_)));
   s.bc2_sqrt = float(std::sqrt(1.0 - std::pow(b2, double(steps_))));
   s.decay_factor = float(1.0 - lr * options_.weight_decay);
-  s.grad_scale = 1.0f;
+  s.grad_scale = grad_scale;
   std::vector<ops::AdamWTensor> tensors;
   for (size_t i = 0; i < params_.size(); ++i)
     tensors.push_back(
@@ -70,13 +70,8 @@ double grad_norm(const std::vector<Tensor*>& grads) {
   return std::sqrt(ops::sum_of_squares(std::vector<const Tensor*>(grads.begin(), grads.end())));
 }
 
-double clip_grad_norm(const std::vector<Tensor*>& grads, double max_norm) {
-  const double norm = grad_norm(grads);
-  if (max_norm > 0 && std::isfinite(norm) && norm > max_norm) {
-    const float scale = float(max_norm / (norm + 1e-6));
-    for (Tensor* g : grads) ops::scale(*g, scale, *g);
-  }
-  return norm;
+float clip_factor(double norm, double max_norm) {
+  return max_norm > 0 && std::isfinite(norm) && norm > max_norm ? float(max_norm / (norm + 1e-6)) : 1.0f;
 }
 
 void zero_grads(const std::vector<Tensor*>& grads) {

@@ -30,8 +30,9 @@ class AdamW {
  public:
   AdamW(std::vector<OptimizerParam> params, const AdamWOptions& options);
 
-  // One update with learning rate `lr` (the step counter advances first: bias corrections use it).
-  void step(double lr);
+  // One update with learning rate `lr` of the gradients times `grad_scale` (clipping's factor; the
+  // gradients themselves are left as they are). The step counter advances first: bias corrections use it.
+  void step(double lr, float grad_scale = 1.0f);
   int64_t steps() const { return steps_; }
   const std::vector<OptimizerParam>& params() const { return params_; }
   const AdamWOptions& options() const { return options_; }
@@ -48,10 +49,10 @@ class AdamW {
   int64_t steps_ = 0;
 };
 
-// The global L2 norm of the gradients (before clipping); when it exceeds max_norm > 0, every
-// gradient is scaled by max_norm / norm. Non-finite norms are returned as they are, untouched.
-double clip_grad_norm(const std::vector<Tensor*>& grads, double max_norm);
+// The global L2 norm of the gradients, and the factor clipping by it applies to them (AdamW::step's
+// grad_scale): max_norm / norm when the norm exceeds max_norm > 0, else 1 (also for a non-finite norm).
 double grad_norm(const std::vector<Tensor*>& grads);
+float clip_factor(double norm, double max_norm);
 void zero_grads(const std::vector<Tensor*>& grads);
 
 }  // namespace ssm

@@ -358,9 +358,9 @@ TrainResult train(const TrainOptions& o) {
       loss += pass.forward_backward(batch.ids, batch.targets, grads, micro_scale) / double(o.grad_accum);
     }
     SSM_CHECK(std::isfinite(loss), "the training loss became {} at step {} (try a lower --lr)", loss, step);
-    const double norm = clip_grad_norm(grad_tensors, o.grad_clip);
+    const double norm = grad_norm(grad_tensors);
     const double lr = schedule.lr_at(step - 1);
-    optimizer.step(lr);
+    optimizer.step(lr, clip_factor(norm, o.grad_clip));
     state.step = step;
     state.tokens_seen += tokens_per_step;
     const double dt = seconds_since(t0);

@@ -95,12 +95,32 @@ TEST(TrainOptimizer, ClipByGlobalNorm) {
   a.data<float>()[0] = 3;
   a.data<float>()[1] = 0;
   b.data<float>()[0] = 4;
-  EXPECT_NEAR(clip_grad_norm({&a, &b}, 10.0), 5.0, 1e-6);  // below: untouched
-  EXPECT_EQ(a.data<float>()[0], 3.0f);
-  EXPECT_NEAR(clip_grad_norm({&a, &b}, 1.0), 5.0, 1e-6);
-  EXPECT_NEAR(grad_norm({&a, &b}), 1.0, 1e-5);
+  EXPECT_NEAR(grad_norm({&a, &b}), 5.0, 1e-12);
+  EXPECT_EQ(clip_factor(5.0, 10.0), 1.0f);  // below the bound: untouched
+  EXPECT_EQ(clip_factor(5.0, 0.0), 1.0f);   // no bound
+  EXPECT_EQ(clip_factor(NAN, 1.0), 1.0f);
+  EXPECT_FLOAT_EQ(clip_factor(5.0, 1.0), 0.2f);
   zero_grads({&a, &b});
   EXPECT_EQ(grad_norm({&a, &b}), 0.0);
+}
+
+// Clipping's factor given to the step updates the weights exactly as gradients scaled beforehand do.
+TEST(TrainOptimizer, GradScaleIsTheUpdateOfScaledGradients) {
+  Rng rng(6);
+  Tensor w1 = Tensor::empty({33}), g1 = Tensor::empty({33});
+  for (int64_t i = 0; i < w1.numel(); ++i) w1.data<float>()[i] = rng.normal();
+  Tensor w2 = w1.clone(), g2 = Tensor::empty({33});
+  AdamW scaled_inside({{"w", &w1, &g1, true}}, {}), scaled_before({{"w", &w2, &g2, true}}, {});
+  const float factor = clip_factor(7.5, 1.0);
+  for (int step = 0; step < 3; ++step) {
+    for (int64_t i = 0; i < g1.numel(); ++i) {
+      g1.data<float>()[i] = rng.normal();
+      g2.data<float>()[i] = g1.data<float>()[i] * factor;
+    }
+    scaled_inside.step(0.01, factor);
+    scaled_before.step(0.01);
+  }
+  for (int64_t i = 0; i < w1.numel(); ++i) EXPECT_EQ(w1.data<float>()[i], w2.data<float>()[i]) << i;
 }
 
 TEST(TrainSchedule, WarmupThenCosine) {

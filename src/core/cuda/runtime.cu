@@ -71,20 +71,28 @@ size_t free_memory() {
   return free;
 }
 
-size_t peak_pool_bytes() {
+namespace {
+
+size_t pool_attribute(cudaMemPoolAttr attribute) {
   cudaMemPool_t pool;
-  uint64_t high = 0;
-  if (cudaDeviceGetDefaultMemPool(&pool, 0) == cudaSuccess)
-    cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemHigh, &high);
+  uint64_t value = 0;
+  if (cudaDeviceGetDefaultMemPool(&pool, 0) == cudaSuccess) cudaMemPoolGetAttribute(pool, attribute, &value);
   cudaGetLastError();
-  return size_t(high);
+  return size_t(value);
 }
+
+}  // namespace
+
+size_t peak_pool_bytes() { return pool_attribute(cudaMemPoolAttrReservedMemHigh); }
+size_t peak_pool_used_bytes() { return pool_attribute(cudaMemPoolAttrUsedMemHigh); }
 
 void reset_peak_pool_bytes() {
   cudaMemPool_t pool;
   uint64_t zero = 0;
-  if (cudaDeviceGetDefaultMemPool(&pool, 0) == cudaSuccess)
+  if (cudaDeviceGetDefaultMemPool(&pool, 0) == cudaSuccess) {
     cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReservedMemHigh, &zero);
+    cudaMemPoolSetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &zero);
+  }
   cudaGetLastError();
 }
 

@@ -26,6 +26,7 @@ void zero(void* dst, size_t bytes);  // queued on the current stream
 void synchronize();               // the current stream
 size_t free_memory();             // bytes free on the GPU now
 size_t peak_pool_bytes();         // the most the memory pool has held since the last reset
+size_t peak_pool_used_bytes();    // the most of it allocations used at once since the last reset
 void reset_peak_pool_bytes();
 // Waits for the current stream, then hands the pool's free memory back to the driver, so that a large
 // allocation after many freed smaller ones reuses their memory instead of adding to it.
