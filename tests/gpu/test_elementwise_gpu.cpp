@@ -43,6 +43,38 @@ TEST_P(ElementwiseGpu, MatchesTheCpu) {
   EXPECT_LT(relative_error(to_cpu(slice), host_want), tolerance(dt));
 }
 
+// The 16-byte packs path: rows of whole packs, contiguous, a column slice starting on a pack, more
+// rows than one launch's grid covers (65535 blocks of 8 rows at width 8), and an F32 stream plus a
+// BF16 operand (the residual add of mixed precision).
+TEST_P(ElementwiseGpu, PackedRowsMatchTheCpu) {
+  require_gpu();
+  const DType dt = GetParam();
+  Rng rng(4);
+  for (const Shape& shape : {Shape{5, 2048}, Shape{2, 262150, 8}}) {
+    SCOPED_TRACE(::testing::Message() << "add_scaled_inplace of " << shape_str(shape) << " " << dtype_name(dt));
+    const Tensor a = rounded(random_cpu(shape, rng), dt), b = rounded(random_cpu(shape, rng), dt);
+    Tensor want = a.clone();
+    ops::add_scaled_inplace(want, b, 0.7f);
+    Tensor got = to_gpu(a, dt);
+    ops::add_scaled_inplace(got, to_gpu(b, dt), 0.7f);
+    EXPECT_LT(relative_error(to_cpu(got), want), tolerance(dt));
+  }
+  Tensor wide = nan_gpu({6, 80}, dt);
+  Tensor slice = wide.slice(1, 8, 72);
+  const Tensor x = rounded(random_cpu({6, 64}, rng), dt);
+  ops::scale(to_gpu(x, dt), 2.0f, slice);
+  Tensor want = x.clone();
+  ops::scale(want, 2.0f, want);
+  EXPECT_LT(relative_error(to_cpu(slice), want), tolerance(dt)) << "column slice";
+
+  const Tensor stream = random_cpu({7, 256}, rng), delta = rounded(random_cpu({7, 256}, rng), DType::BF16);
+  Tensor want_stream = stream.clone();
+  ops::add_inplace(want_stream, delta);
+  Tensor got_stream = to_gpu(stream);
+  ops::add_inplace(got_stream, to_gpu(delta, DType::BF16));
+  EXPECT_LT(relative_error(to_cpu(got_stream), want_stream), tolerance(DType::F32)) << "F32 stream + BF16";
+}
+
 TEST(ElementwiseGpu, NegExpAndBadInput) {
   require_gpu();
   Rng rng(2);

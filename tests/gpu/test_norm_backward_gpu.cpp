@@ -24,15 +24,19 @@ struct NormCase {
   int64_t offset;  // column offset of the strided tensors; 0: contiguous
 };
 
-// Few rows at every width (odd ones take the one-element path; 20000 and 20001 are longer than the
-// registers hold), and more rows than row blocks (1024) at a narrow, a packed and a long width. No
-// group of one channel: its dx = g r eps / (x² + eps) is all cancellation, F32 rounding noise.
+// Few rows at every width (odd ones take the one-element path; 3000 and 7000 keep two packs a thread
+// in registers in F32 and BF16; 1537, 20000 and 20001 are longer than the registers hold), and more
+// rows than row blocks (2^17 threads over the blocks: 2048 blocks at width 33, 512 at 1000 F32, 256 at
+// 4097), not a multiple of them, at a narrow, a packed and a long width. No group of one channel: its
+// dx = g r eps / (x² + eps) is all cancellation, F32 rounding noise.
 std::vector<NormCase> norm_cases() {
   constexpr int64_t kOffsets[] = {0, 3, 8};  // contiguous, misaligned, 16-byte aligned
   std::vector<NormCase> cases;
   int i = 0;
   for (int64_t width : {3, 7, 33, 1000, 1537, 20000, 20001}) cases.push_back({{2, 3, width}, kOffsets[i++ % 3]});
-  cases.push_back({{3, 521, 33}, 3});
+  cases.push_back({{2, 3, 3000}, 8});
+  cases.push_back({{2, 3, 7000}, 0});
+  cases.push_back({{5, 421, 33}, 3});
   cases.push_back({{2, 550, 1000}, 8});
   cases.push_back({{2, 600, 4097}, 0});
   return cases;
@@ -81,7 +85,7 @@ TEST(NormBackwardGpu, GatedRmsnormMatchesTheCpu) {
   Rng rng(42);
   for (DType dt : kDtypes) {
     int variant = 0;
-    for (int64_t group_size : {3, 7, 33, 1000, 1537, 20001}) {
+    for (int64_t group_size : {3, 7, 33, 1000, 1537, 3000, 7000, 20001}) {
       for (int64_t groups : {1, 2}) {
         for (int gate : {0, 1, 2}) {  // no z, norm before gate, gate before norm
           ++variant;
@@ -128,12 +132,13 @@ TEST(NormBackwardGpu, GatedRmsnormMatchesTheCpu) {
   }
 }
 
-// More rows than row blocks, both gate orders, two groups: several rows per block's partial dw.
+// More rows than row blocks, both gate orders, two groups: several rows per block's partial dw (3000:
+// two packs a thread in registers in F32).
 TEST(NormBackwardGpu, GatedRmsnormManyRows) {
   require_gpu();
   Rng rng(43);
   for (DType dt : kDtypes) {
-    for (int64_t group_size : {33, 1024, 4097}) {
+    for (int64_t group_size : {33, 1024, 3000, 4097}) {
       for (bool norm_before_gate : {true, false}) {
         const Shape shape{2, 520, 2 * group_size};
         const int64_t width = shape.back();
