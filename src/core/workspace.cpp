@@ -22,13 +22,14 @@ Tensor Workspace::take(const Shape& shape, DType dtype) {
   const size_t bytes = align_up(std::max<size_t>(1, size_t(shape_numel(shape)) * dtype_size(dtype)));
   // The first block, from the one holding used_ on, with room for [max(used_, begin), +bytes); a
   // tensor never straddles two blocks.
+  const size_t taken_bytes = (taken_.empty() ? 0 : taken_.back().bytes) + bytes;
+  high_water_ = std::max(high_water_, taken_bytes);
   for (const Block& block : blocks_) {
     const size_t start = std::max(used_, block.begin), end = block.begin + block.storage->bytes();
     if (start + bytes <= end) {
-      Tensor t = Tensor::wrap(block.storage, start - block.begin, shape, dtype);
       used_ = start + bytes;
-      high_water_ = std::max(high_water_, used_);
-      return t;
+      taken_.push_back({used_, taken_bytes});
+      return Tensor::wrap(block.storage, start - block.begin, shape, dtype);
     }
   }
   // Spill: a new block starting at the current end of the address space; the gap left at the end of
@@ -38,7 +39,7 @@ Tensor Workspace::take(const Shape& shape, DType dtype) {
   blocks_.push_back({Storage::allocate(block_bytes, device_), start});
   ++block_allocations_;
   used_ = start + bytes;
-  high_water_ = std::max(high_water_, used_);
+  taken_.push_back({used_, taken_bytes});
   return Tensor::wrap(blocks_.back().storage, 0, shape, dtype);
 }
 
@@ -51,6 +52,7 @@ Tensor Workspace::zeros(const Shape& shape, DType dtype) {
 void Workspace::release(Mark mark) {
   SSM_CHECK(mark <= used_, "Workspace::release: mark {} is above the bytes in use ({})", mark, used_);
   used_ = mark;
+  while (!taken_.empty() && taken_.back().end > mark) taken_.pop_back();
   // Back at the bottom after a call that spilled: plan one block for the high-water mark.
   if (used_ == 0 && blocks_.size() > 1) {
     blocks_.clear();

@@ -4,7 +4,9 @@
 // extra blocks of the size it asks for (no more: the first call's footprint is its high-water mark,
 // not a doubled capacity), and the next release to the bottom replaces them all by one block of the
 // high-water size, so the memory is planned by the first call at each shape and reused by every
-// later one.
+// later one. The high-water mark counts the bytes of the tensors alive at once, not the spill
+// blocks' address space: a call that releases in its middle (a layer's temporaries) leaves spill
+// blocks too small or too low for what it takes next, and those gaps are no part of the plan.
 #pragma once
 #include <cstddef>
 #include <memory>
@@ -31,7 +33,7 @@ class Workspace {
   void reset() { release(0); }
 
   size_t capacity() const;     // bytes of the planned block
-  // The most bytes in use since the last plan (the replacement of spill blocks by one block).
+  // The most bytes taken at once since the last plan (the replacement of spill blocks by one block).
   size_t high_water() const { return high_water_; }
   int64_t block_allocations() const { return block_allocations_; }  // blocks ever allocated (growth count)
 
@@ -41,7 +43,12 @@ class Workspace {
     size_t begin;  // offset of this block's first byte in the workspace's address space
   };
   Device device_;
+  struct Taken {
+    size_t end;    // address just past the tensor
+    size_t bytes;  // bytes taken up to and including it (no gaps)
+  };
   std::vector<Block> blocks_;
+  std::vector<Taken> taken_;  // the live tensors, in the order taken (stack discipline)
   size_t used_ = 0, high_water_ = 0;
   int64_t block_allocations_ = 0;
 };
