@@ -396,30 +396,10 @@ double copy_bandwidth(cudaStream_t stream) {
 // Median us per layer of a graph of every layer of `version`, replayed.
 double time_version(int version, const LayerShape& s, const std::vector<Layer>& layers, const Activations& a,
                     cudaStream_t stream) {
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  CHECK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
-  for (const Layer& l : layers) run_layer(version, s, l, a, stream);
-  CHECK_CUDA(cudaStreamEndCapture(stream, &graph));
-  CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
-  cudaEvent_t start, stop;
-  CHECK_CUDA(cudaEventCreate(&start));
-  CHECK_CUDA(cudaEventCreate(&stop));
-  for (int i = 0; i < 20; ++i) CHECK_CUDA(cudaGraphLaunch(exec, stream));
-  std::vector<float> ms;
-  for (int i = 0; i < 200; ++i) {
-    CHECK_CUDA(cudaEventRecord(start, stream));
-    CHECK_CUDA(cudaGraphLaunch(exec, stream));
-    CHECK_CUDA(cudaEventRecord(stop, stream));
-    CHECK_CUDA(cudaEventSynchronize(stop));
-    float t = 0;
-    CHECK_CUDA(cudaEventElapsedTime(&t, start, stop));
-    ms.push_back(t);
-  }
-  CHECK_CUDA(cudaGraphExecDestroy(exec));
-  CHECK_CUDA(cudaGraphDestroy(graph));
-  std::sort(ms.begin(), ms.end());
-  return ms[ms.size() / 2] * 1e3 / double(layers.size());
+  auto every_layer = [&] {
+    for (const Layer& l : layers) run_layer(version, s, l, a, stream);
+  };
+  return median_graph_ms(stream, every_layer, 20, 200) * 1e3 / double(layers.size());
 }
 
 }  // namespace

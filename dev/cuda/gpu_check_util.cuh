@@ -121,6 +121,39 @@ double median_batch_ms(Fn fn, int warmup, int batches, int per_batch) {
   return times[times.size() / 2];
 }
 
+// Median milliseconds of one replay of a CUDA graph of what enqueue() queues on `stream` (captured once),
+// over `replays` replays after `warmup`: the kernels back to back as the engine's recorded graphs run
+// them, no host launch timed.
+template <class Fn>
+double median_graph_ms(cudaStream_t stream, Fn enqueue, int warmup, int replays) {
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  CHECK_CUDA(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  enqueue();
+  CHECK_CUDA(cudaStreamEndCapture(stream, &graph));
+  CHECK_CUDA(cudaGraphInstantiate(&exec, graph, 0));
+  cudaEvent_t start, stop;
+  CHECK_CUDA(cudaEventCreate(&start));
+  CHECK_CUDA(cudaEventCreate(&stop));
+  for (int i = 0; i < warmup; ++i) CHECK_CUDA(cudaGraphLaunch(exec, stream));
+  std::vector<float> ms;
+  for (int i = 0; i < replays; ++i) {
+    CHECK_CUDA(cudaEventRecord(start, stream));
+    CHECK_CUDA(cudaGraphLaunch(exec, stream));
+    CHECK_CUDA(cudaEventRecord(stop, stream));
+    CHECK_CUDA(cudaEventSynchronize(stop));
+    float t = 0;
+    CHECK_CUDA(cudaEventElapsedTime(&t, start, stop));
+    ms.push_back(t);
+  }
+  CHECK_CUDA(cudaEventDestroy(start));
+  CHECK_CUDA(cudaEventDestroy(stop));
+  CHECK_CUDA(cudaGraphExecDestroy(exec));
+  CHECK_CUDA(cudaGraphDestroy(graph));
+  std::sort(ms.begin(), ms.end());
+  return ms[ms.size() / 2];
+}
+
 // Prints the GPU's name, multiprocessor count and the shared memory a block may opt in to.
 inline void print_gpu() {
   cudaDeviceProp prop{};

@@ -3,7 +3,8 @@
 //
 //   dev/cuda/build.sh           (or: nvcc -O3 -std=c++20 -gencode=arch=compute_90a,code=sm_90a
 //                                 dev/cuda/ssd.cu -o build/dev-cuda/ssd)
-//   build/dev-cuda/ssd          (checks first, then the timing table, last)
+//   build/dev-cuda/ssd [short|long]   (checks first, then the timing tables, last; `short` only the
+//                                     short sequences' table, `long` only the checks and the long one)
 // Without a GPU, build/dev-cuda/ssd_host_check runs the same kernels on the CPU (dev/cuda/ssd_host_check.cpp).
 //
 // v1 and v4 are the kernels the engine op runs (src/ops/cuda/ssd_kernels.cuh, ssd_launch.cuh); v2 and v3
@@ -63,6 +64,16 @@
 //       the rest of it (state store, C Sᵀ + Ms X, state update, two barriers) is what bounds pass 2.
 //       F32: 0.311 / 1.148 / 4.459 / 6.949 ms (v3 0.377 / 1.416 / 5.532 / 8.617), 17-19% under v3.
 //
+//   v4 with pass 2 in slices of rows (Plan::slice_rows): when batch * heads * segments pass-2 blocks
+//       leave the GPU under-filled (a prefix-cache hit's 16-token suffix at mamba2-130m: 24 blocks on 132
+//       multiprocessors), each (batch, head, segment)'s 64 rows of the state go to 2 or 4 blocks of 32 or
+//       16 rows, each loading, updating and storing only its rows and writing only its y channels; x, B,
+//       C, the scans and C Bᵀ are read by every slice. The same products per element, so the same bits.
+//       The short table times the whole forward, prep and pass 2 alone with rows 64 / 32 / 16 at B 1, H 24,
+//       P 64, N 128, T 16 / 48 / 64, state in and out, in CUDA graphs of 20 runs (as the engine replays
+//       short chunks), checks each against the reference and says whether each equals rows 64 bit for bit.
+//       Prediction (docs/performance.md, "The server on the GPU", item 6).
+//
 // Timed shapes (the issue's): batch 1, H 32, P 64, N 128, G 1, BF16, T = 4096 / 16384 / 65536 / 102400.
 // Floor (METHOD.md's two numbers):
 //   bytes: x and y (T*H*P*2 each) + B and C (T*N*2 each) + dt (T*H*2) = 8768 B per token:
@@ -82,6 +93,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -285,14 +297,102 @@ double time_ms(std::vector<Device<T>>& sets, const Config& config, int batches) 
   return median_batch_ms(run_one, 3, batches, 10);
 }
 
-int main() {
-  std::setvbuf(stdout, nullptr, _IONBF, 0);  // every line out as it is printed, even into a pipe
-  cudaDeviceProp prop;
-  CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
-  std::printf("%s, %d SMs\n", prop.name, prop.multiProcessorCount);
+std::string plan_text(const kernels::Plan& p) {
+  char text[96];
+  std::snprintf(text, sizeof text, "%d x %d chunks, pieces %d x %d, rows %d x %d", p.segments, p.chunks_per_segment,
+                p.pieces_per_segment, p.chunks_per_piece, p.slice_rows, p.slices);
+  return text;
+}
 
-  // Checks against the double recurrence: the chunked shapes (several segments, partial last chunk,
-  // two groups, initial state) and ones only v1 takes.
+// ---- Short sequences: pass 2 with whole-head blocks against slices of rows ----
+
+struct ShortRun {
+  std::vector<float> y, state;  // downloaded (BF16 to F32 is exact, so equal floats are equal bits)
+  double ms_all, ms_prep, ms_scan;  // one forward; pass 0 (prep) alone; pass 2 alone
+};
+
+// The forward with `plan` (its scratch from d.chunked()) on fresh outputs, state in and out; then its
+// time, whole, prep alone and pass 2 alone, replayed in CUDA graphs of 20 runs each.
+template <class T>
+ShortRun short_run(Device<T>& d, const kernels::Plan& plan, cudaStream_t stream) {
+  float* const scratch = d.chunked().second;
+  const size_t ny = size_t(d.args.batch) * d.args.length * d.args.heads * d.args.head_dim;
+  d.poison();
+  d.reset_state();
+  CHECK_CUDA(kernels::launch_chunked(d.args, plan, d.state, scratch, stream));
+  CHECK_CUDA(cudaStreamSynchronize(stream));
+  ShortRun r{download(d.args.y, ny), download(d.state, d.state_floats), 0.0, 0.0, 0.0};
+  auto graph_ms = [&](int passes) {
+    auto twenty = [&] {
+      for (int i = 0; i < 20; ++i) CHECK_CUDA(kernels::launch_chunked(d.args, plan, d.state, scratch, stream, passes));
+    };
+    return median_graph_ms(stream, twenty, 5, 51) / 20;
+  };
+  r.ms_all = graph_ms(kernels::kAllPasses);
+  r.ms_prep = graph_ms(kernels::kPrep);
+  r.ms_scan = graph_ms(kernels::kChunkScan);
+  return r;
+}
+
+bool bits_equal(const std::vector<float>& a, const std::vector<float>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+}
+
+// One short shape with pass 2's rows 64, 32 and 16 (forced; the plan's own choice marked), each checked
+// against the double reference and compared bit for bit with rows 64; a table row each.
+template <class T>
+bool short_case(int length, cudaStream_t stream, std::string& table) {
+  const Shape s{1, length, 24, 64, 1, 128, true, true};
+  const Host h = make_host<T>(s, unsigned(40 + length));
+  std::vector<double> want_y, want_state;
+  reference(h, want_y, want_state);
+  Device<T> d(h);
+  const kernels::Plan chosen = *d.chunked().first;
+  const double tol = sizeof(T) == 2 ? 2e-2 : 1e-5;
+  bool ok = true;
+  ShortRun whole_heads;
+  for (const int rows : {kernels::kHeadDimTile, 32, 16}) {
+    kernels::Plan plan = chosen;
+    kernels::set_slice_rows(plan, s.P, rows);
+    const ShortRun r = short_run(d, plan, stream);
+    if (rows == kernels::kHeadDimTile) whole_heads = r;
+    const bool same = bits_equal(r.y, whole_heads.y) && bits_equal(r.state, whole_heads.state);
+    const double ey = rel_error(r.y, want_y), es = rel_error(r.state, want_state);
+    const bool row_ok = ey < tol && es < tol && same;
+    ok &= row_ok;
+    char row[256];
+    std::snprintf(row, sizeof row, "| %d | %s | %d x %d%s | %.2e / %.2e | %s | %.4f | %.4f | %.4f | %s |\n", length,
+                  dtype_name<T>(), rows, plan.slices, rows == chosen.slice_rows ? " (plan)" : "", ey, es,
+                  same ? "yes" : "NO", r.ms_all, r.ms_prep, r.ms_scan, row_ok ? "ok" : "FAIL");
+    table += row;
+  }
+  d.release();
+  return ok;
+}
+
+bool short_table() {
+  cudaStream_t stream;
+  CHECK_CUDA(cudaStreamCreate(&stream));  // blocking: ordered after the default stream's memsets and copies
+  std::string table =
+      "| tokens | dtype | rows x slices | y / state error | = rows 64 | forward ms | prep ms | pass 2 ms | |\n"
+      "|---|---|---|---|---|---|---|---|---|\n";
+  bool ok = true;
+  for (const int length : {16, 48, 64}) {
+    ok &= short_case<bf16>(length, stream, table);
+    ok &= short_case<float>(length, stream, table);
+  }
+  CHECK_CUDA(cudaStreamDestroy(stream));
+  std::printf("\nShort sequences: B 1, H 24, P 64, N 128, G 1, D, state in and out; CUDA graphs of 20 runs, median of "
+              "51 replays\n\n%s", table.c_str());
+  return ok;
+}
+
+// ---- Checks and the long sequences' table ----
+
+// Against the double recurrence: the chunked shapes (several segments, partial last chunk, two groups,
+// initial state; with this GPU's plan, pass 2 in slices of rows where the segments leave room) and
+// ones only v1 takes.
+bool checks() {
   bool ok = true;
   const Shape checked[] = {{2, 300, 4, 64, 2, 128, true, true},
                            {1, 2049, 3, 64, 1, 64, false, true},
@@ -303,7 +403,11 @@ int main() {
       ok &= check<float>(s, v, 1);
       ok &= check<bf16>(s, v, 2);
     }
+  return ok;
+}
 
+bool long_table() {
+  bool ok = true;
   // The timed shapes: v4 against v1 (the reference is too slow there), then timings. "prep" / "pass 1" /
   // "pass 2" run one kernel alone (on the scratch the whole runs left).
   const Config configs[] = {whole(Version::v4),
@@ -315,12 +419,6 @@ int main() {
   table += " v4 f32 | v1 bf16 | plan |\n|---|---|---|---|---|";
   for (size_t k = 1; k < std::size(configs); ++k) table += "---|";
   table += "---|---|---|\n";
-  auto plan_text = [](const kernels::Plan& p) {
-    char text[64];
-    std::snprintf(text, sizeof text, "%d x %d chunks, pieces %d x %d", p.segments, p.chunks_per_segment,
-                  p.pieces_per_segment, p.chunks_per_piece);
-    return std::string(text);
-  };
   for (int i = 0; i < 4; ++i) {
     const Shape s{1, kLengths[i], 32, 64, 1, 128, true, false};
     const size_t set_bytes = size_t(s.T) * 8768;
@@ -360,6 +458,24 @@ int main() {
     for (Device<bf16>& d : sets) d.release();
     for (Device<float>& d : sets32) d.release();
   }
-  std::printf("%s\n\n%s", ok ? "all checks passed" : "SOME CHECKS FAILED", table.c_str());
+  std::printf("\nLong sequences: B 1, H 32, P 64, N 128, G 1, BF16\n\n%s", table.c_str());
+  return ok;
+}
+
+int main(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IONBF, 0);  // every line out as it is printed, even into a pipe
+  const std::string only = argc > 1 ? argv[1] : "";
+  if (!only.empty() && only != "short" && only != "long") {
+    std::fprintf(stderr, "usage: ssd [short|long]\n");
+    return 2;
+  }
+  cudaDeviceProp prop;
+  CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
+  std::printf("%s, %d SMs\n", prop.name, prop.multiProcessorCount);
+  bool ok = true;
+  if (only != "short") ok &= checks();
+  if (only != "long") ok &= short_table();
+  if (only != "short") ok &= long_table();
+  std::printf("\n%s\n", ok ? "all checks passed" : "SOME CHECKS FAILED");
   return ok ? 0 : 1;
 }

@@ -1,7 +1,8 @@
 // Runs the SSD kernels of src/ops/cuda/ssd_kernels.cuh on the CPU, for machines without a GPU (the
 // execution model of cuda_on_cpu.h: fibers for threads, emulated barriers, shuffles and PTX), and checks
 // the results against the plain recurrence in double. It checks the kernels' indexing, masking, staging
-// and plans (many segment/piece cuts, partial chunks, padded P and N, both dtypes); not timing, not
+// and plans (many segment/piece cuts, pass 2's slices of rows, partial chunks, padded P and N, both
+// dtypes), and that a plan with slices gives the whole-head plan's results bit for bit; not timing, not
 // races (fibers switch only at barriers), not the hardware's reading of the PTX.
 //
 //   g++ -std=c++20 -O2 -I/usr/local/cuda/include dev/cuda/ssd_host_check.cpp -o build/dev-cuda/ssd_host_check
@@ -26,6 +27,7 @@ struct Case {
   int batch, T, H, P, G, N;
   bool with_D, with_state;
   int segments_wanted, pieces_wanted;  // through make_plan's resident counts
+  int scan_room = 1;  // pass 2's resident blocks: heads * segments_wanted * scan_room (room for slices)
 };
 
 struct Inputs {
@@ -91,6 +93,13 @@ const char* name(Algorithm al) { return al == Algorithm::recurrent ? "recurrent"
 // The chunked forward's three kernels (ssd_launch.cuh's order), each block's shared memory poisoned
 // first; false when a kernel used more shared memory than its *_smem says (the GPU would have refused
 // the launch).
+template <class T, int kN, int kRows>
+void launch_chunk_scan(const kernels::Args<T>& a, const kernels::Plan& plan, float* state,
+                       const kernels::Scratch<T>& s) {
+  fibers::launch(unsigned(a.batch * a.heads * plan.segments * plan.slices), kernels::kThreads, [&] {
+    kernels::chunk_scan_kernel<T, kN, kRows>(a, plan, state, s.slots, s.log_decays, s.scans, s.cb);
+  });
+}
 template <class T, int kN>
 bool launch_chunked(const kernels::Args<T>& a, const kernels::Plan& plan, float* state, std::vector<float>& scratch) {
   const int64_t heads = int64_t(a.batch) * a.heads;
@@ -108,12 +117,42 @@ bool launch_chunked(const kernels::Args<T>& a, const kernels::Plan& plan, float*
     ok &= shared_untouched_from(kernels::smem, kernels::piece_state_smem<T, kN>());
   }
   poison_shared(kernels::smem);
-  fibers::launch(unsigned(heads * plan.segments), kernels::kThreads, [&] {
-    kernels::chunk_scan_kernel<T, kN>(a, plan, state, s.slots, s.log_decays, s.scans, s.cb);
-  });
+  switch (plan.slice_rows) {
+    case 16: launch_chunk_scan<T, kN, 16>(a, plan, state, s); break;
+    case 32: launch_chunk_scan<T, kN, 32>(a, plan, state, s); break;
+    default: launch_chunk_scan<T, kN, kernels::kHeadDimTile>(a, plan, state, s);
+  }
   ok &= shared_untouched_from(kernels::smem, kernels::chunk_scan_smem<T, kN>());
   if (!ok) std::printf("the chunked kernels used more shared memory than they ask for\n");
   return ok;
+}
+
+// One run of a forward on fresh outputs (y NaN, the state from state0): y, and the state.
+template <class T>
+struct Run {
+  std::vector<T> y;
+  std::vector<float> state;
+  bool fits = true;  // the chunked kernels kept to their shared memory
+};
+
+template <class T>
+Run<T> run_forward(const Case& k, const Inputs& in, Algorithm al, const kernels::Plan& plan) {
+  const bool chunked = al != Algorithm::recurrent;
+  std::vector<T> x = converted<T>(in.x), dt = converted<T>(in.dt), B = converted<T>(in.B), C = converted<T>(in.C);
+  Run<T> r{std::vector<T>(size_t(k.batch) * k.T * k.H * k.P, T(NAN)), in.state0};
+  kernels::Args<T> a{x.data(), dt.data(), B.data(), C.data(), r.y.data(), in.A.data(), in.dt_bias.data(),
+                     k.with_D ? in.D.data() : nullptr, int64_t(k.H) * k.P, k.H, int64_t(k.G) * k.N,
+                     int64_t(k.G) * k.N, int64_t(k.H) * k.P, k.batch, k.T, k.H, k.P, k.G, k.N, 0.0f, INFINITY};
+  float* const state_ptr = k.with_state || !chunked ? r.state.data() : nullptr;
+  if (chunked) {
+    std::vector<float> scratch(kernels::chunked_scratch_floats(a, plan), NAN);
+    r.fits = plan.state_tile == 64 ? launch_chunked<T, 64>(a, plan, state_ptr, scratch)
+                                   : launch_chunked<T, 128>(a, plan, state_ptr, scratch);
+  } else {
+    const int64_t threads = int64_t(k.batch) * k.H * k.P * 32;
+    fibers::launch(unsigned((threads + 255) / 256), 256, [&] { kernels::recurrent_kernel<T>(a, state_ptr); });
+  }
+  return r;
 }
 
 template <class T>
@@ -123,39 +162,68 @@ bool run_case(const Case& k, Algorithm al, unsigned seed) {
   std::vector<double> want_y, want_state;
   reference(k, in, want_y, want_state);
 
-  std::vector<T> x = converted<T>(in.x), dt = converted<T>(in.dt), B = converted<T>(in.B), C = converted<T>(in.C);
-  std::vector<T> y(want_y.size(), T(NAN));
-  std::vector<float> state = in.state0;
-  kernels::Args<T> a{x.data(), dt.data(), B.data(), C.data(), y.data(), in.A.data(), in.dt_bias.data(),
-                     k.with_D ? in.D.data() : nullptr, int64_t(k.H) * k.P, k.H, int64_t(k.G) * k.N,
-                     int64_t(k.G) * k.N, int64_t(k.H) * k.P, k.batch, k.T, k.H, k.P, k.G, k.N, 0.0f, INFINITY};
-  float* const state_ptr = k.with_state || !chunked ? state.data() : nullptr;
   kernels::Plan plan{};
   if (chunked) {
     const int64_t heads = int64_t(k.batch) * k.H;
-    plan = kernels::make_plan(k.T, k.N, heads, heads * k.segments_wanted,
+    plan = kernels::make_plan(k.T, k.P, k.N, heads, heads * k.segments_wanted * k.scan_room,
                               heads * std::max(1, k.segments_wanted - 1) * k.pieces_wanted);
-    std::vector<float> scratch(kernels::chunked_scratch_floats(a, plan), NAN);
-    const bool fits = plan.state_tile == 64 ? launch_chunked<T, 64>(a, plan, state_ptr, scratch)
-                                            : launch_chunked<T, 128>(a, plan, state_ptr, scratch);
-    if (!fits) return false;
-  } else {
-    const int64_t threads = int64_t(k.batch) * k.H * k.P * 32;
-    fibers::launch(unsigned((threads + 255) / 256), 256, [&] { kernels::recurrent_kernel<T>(a, state_ptr); });
   }
-  std::vector<float> got_y(y.size());
-  for (size_t i = 0; i < y.size(); ++i) got_y[i] = float(y[i]);
+  const Run<T> got = run_forward<T>(k, in, al, plan);
+  if (!got.fits) return false;
+  std::vector<float> got_y(got.y.size());
+  for (size_t i = 0; i < got.y.size(); ++i) got_y[i] = float(got.y[i]);
   const double ey = rel_error(got_y, want_y);
   const bool state_checked = k.with_state || !chunked;
-  const double es = state_checked ? rel_error(state, want_state) : 0.0;
+  const double es = state_checked ? rel_error(got.state, want_state) : 0.0;
   const double tol = sizeof(T) == 2 ? 2e-2 : 1e-5;
-  const bool ok = ey < tol && es < tol;
+  bool ok = ey < tol && es < tol;
+  // Slices of rows: the same bits as whole-head blocks (y and the state, every element).
+  const char* same = "";
+  if (chunked && plan.slice_rows != kernels::kHeadDimTile) {
+    kernels::Plan whole = plan;
+    kernels::set_slice_rows(whole, k.P, kernels::kHeadDimTile);
+    const Run<T> want = run_forward<T>(k, in, al, whole);
+    const bool equal = want.fits && std::memcmp(got.y.data(), want.y.data(), got.y.size() * sizeof(T)) == 0 &&
+                       std::memcmp(got.state.data(), want.state.data(), got.state.size() * sizeof(float)) == 0;
+    same = equal ? " | = whole heads" : " | NOT the whole heads' bits";
+    ok &= equal;
+  }
   std::printf("%-9s %-4s order %d B %d T %4d H %d P %2d G %d N %3d D %d state %d | segments %d x %d chunks, pieces %d x %d"
-              " | y %.2e state %.2e %s\n",
+              ", rows %2d x %d | y %.2e state %.2e%s %s\n",
               name(al), sizeof(T) == 2 ? "bf16" : "f32", int(fibers::reverse_order), k.batch, k.T, k.H, k.P, k.G, k.N,
               k.with_D, k.with_state, plan.segments, plan.chunks_per_segment, plan.pieces_per_segment,
-              plan.chunks_per_piece, ey, es, ok ? "ok" : "FAIL");
+              plan.chunks_per_piece, plan.slice_rows, plan.slices, ey, es, same, ok ? "ok" : "FAIL");
   std::fflush(stdout);
+  return ok;
+}
+
+// make_plan at the engine's shapes with an H200's resident blocks (132 multiprocessors; BF16 pass 2 two
+// a multiprocessor, F32 one): slices only where the segments leave the wave under-filled.
+bool plans_are_as_meant() {
+  struct Want {
+    int batch, T, H, P;
+    int64_t scan_resident;
+    int segments, slice_rows, slices;
+  };
+  const Want wants[] = {
+      {1, 16, 24, 64, 264, 1, 16, 4},      // mamba2-130m's 16-token suffix, BF16: 96 blocks
+      {1, 64, 24, 64, 132, 1, 16, 4},      // F32: 96 blocks
+      {1, 16, 48, 64, 132, 1, 32, 2},      // F32, 48 heads: 96 blocks (4 slices would be 192)
+      {8, 16, 24, 64, 264, 1, 64, 1},      // 8 sequences: 192 blocks already, 384 would not fit
+      {1, 16, 24, 16, 264, 1, 64, 1},      // P 16: slices would add no blocks
+      {1, 2048, 24, 64, 264, 11, 64, 1},   // a 2048-token chunk: the segments fill the GPU
+      {1, 4096, 32, 64, 264, 8, 64, 1},    // the timed lengths, H 32: unchanged
+      {1, 102400, 32, 64, 264, 8, 64, 1},
+  };
+  bool ok = true;
+  for (const Want& w : wants) {
+    const int64_t heads = int64_t(w.batch) * w.H;
+    const kernels::Plan plan = kernels::make_plan(w.T, w.P, 128, heads, w.scan_resident, w.scan_resident);
+    const bool as_meant = plan.segments == w.segments && plan.slice_rows == w.slice_rows && plan.slices == w.slices;
+    std::printf("plan B %d T %6d H %d P %d, %3d resident: %2d segments, rows %2d x %d %s\n", w.batch, w.T, w.H, w.P,
+                int(w.scan_resident), plan.segments, plan.slice_rows, plan.slices, as_meant ? "ok" : "FAIL");
+    ok &= as_meant;
+  }
   return ok;
 }
 
@@ -175,8 +243,15 @@ int main() {
       {1, 700, 6, 64, 2, 128, true, false, 3, 2},   // no initial state, 3 segments, 6 heads in 2 groups
       {2, 450, 4, 32, 2, 64, true, true, 3, 1},     // tile 64 with several segments, batch 2
       {1, 2100, 2, 64, 1, 128, true, true, 8, 1},   // the timed shapes' 8 segments (of 5 chunks)
+      // Pass 2 in slices of rows (room for more blocks than heads * segments), each against whole heads:
+      {1, 16, 3, 64, 1, 128, true, true, 1, 1, 4},   // a prefix-cache hit's suffix: 4 slices of 16 rows
+      {1, 48, 2, 64, 1, 128, false, true, 1, 1, 2},  // 2 slices of 32 rows
+      {2, 64, 2, 40, 2, 64, true, true, 1, 1, 4},    // P 40: 3 slices of 16, the last one half padding
+      {1, 33, 2, 24, 1, 16, true, false, 1, 1, 4},   // P 24: 2 slices of 16, no state
+      {1, 200, 2, 64, 1, 128, true, true, 2, 1, 4},  // 4 segments of 1 chunk (states composed), 2 slices
+      {3, 130, 2, 64, 2, 128, false, true, 1, 1, 8}, // 3 segments, 2 slices, batch 3, two groups
   };
-  bool ok = true;
+  bool ok = plans_are_as_meant();
   unsigned seed = 1;
   for (const Case& k : cases) {
     for (bool reverse : {false, true}) {  // both orders of a block's threads (see fibers::reverse_order)

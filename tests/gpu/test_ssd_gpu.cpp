@@ -183,6 +183,38 @@ TEST_P(SsdGpu, ShortSequencesMatchTheCpu) {
   }
 }
 
+// A prefix-cache hit's suffix at mamba2-130m's head shape (P 64, N 128, one group) and beside it: so few
+// (batch, head) pairs that pass 2 holds each head's rows in slices over several blocks (on an H200,
+// BF16: 4 slices of 16 rows up to 66 (batch, head) pairs, 2 of 32 up to 132, whole heads above; F32 up
+// to 33 and 66), and P 24 and 40 (the last slice of 16 rows half past P) and 32 (two slices of 16). Each
+// against the CPU, and run twice: the same bits (no race between a head's slices).
+TEST_P(SsdGpu, ServerSuffixesMatchTheCpuAndRepeat) {
+  require_gpu();
+  const DType dtype = GetParam();
+  struct Heads {
+    int64_t batch, H, P;
+  };
+  for (const auto& [batch, H, P] : {Heads{1, 24, 64}, Heads{1, 48, 64}, Heads{1, 80, 64}, Heads{1, 160, 64},
+                                    Heads{2, 24, 64}, Heads{1, 24, 24}, Heads{1, 24, 40}, Heads{3, 8, 32}}) {
+    for (int64_t T : {1, 16, 48, 64}) {
+      if (H > 24 && T != 16) continue;  // the head counts pick the cut; one length is enough for them
+      Case k;
+      k.batch = batch;
+      k.H = H;
+      k.P = P;
+      k.T = T;
+      k.G = 1;
+      k.seed = uint64_t(50 + T + H + P);
+      check_forward(k, dtype);
+      SCOPED_TRACE(fmt::format("ssd {} {}, run twice", dtype_name(dtype), k.str()));
+      const HostInputs h = make_inputs(k, dtype);
+      const Outputs first = run_gpu(k, h, dtype), second = run_gpu(k, h, dtype);
+      EXPECT_TRUE(same_bits(first.y, second.y)) << "y differs between two runs";
+      EXPECT_TRUE(same_bits(first.state, second.state)) << "the final state differs between two runs";
+    }
+  }
+}
+
 // One chunk without state (only C Bᵀ ⊙ L and the D term), then the state's two uses one at a time:
 // read (C Sᵀ) and written (the chunk's update). Each names the product that fails.
 TEST_P(SsdGpu, OneChunkProductByProduct) {

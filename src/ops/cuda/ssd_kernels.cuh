@@ -21,10 +21,13 @@
 //      1. piece_state_kernel, per (batch, head, piece of a segment but the last; pieces are shorter
 //         than segments so that this lighter pass fills the GPU too): the state the piece alone leaves
 //         (from zero) and its total log-decay.
-//      2. chunk_scan_kernel, per (batch, head, segment): the state entering the segment composed from
-//         the initial state and the pieces before, then the segment's chunks in order, writing y; the
-//         last segment writes the final state. Its chain per chunk: store the state, mask C Bᵀ (read
-//         from scratch a chunk ahead) into Ms, barrier, C Sᵀ + Ms X, update the state.
+//      2. chunk_scan_kernel, per (batch, head, segment, slice of the head's P rows): the state entering
+//         the segment composed from the initial state and the pieces before, then the segment's chunks
+//         in order, writing y; the last segment writes the final state. Its chain per chunk: store the
+//         state, mask C Bᵀ (read from scratch a chunk ahead) into Ms, barrier, C Sᵀ + Ms X, update the
+//         state. A block holds all 64 rows of the state, or, when batch * heads * segments blocks leave
+//         the GPU under-filled (short sequences), a slice of 32 or 16 rows (its state, its y channels);
+//         each element's products are the same either way, so the results are the same bit for bit.
 //    The passes' blocks of 8 warps walk their chunks with the next chunks' x, B, C and scans copied
 //    in (cp.async) while the current one is computed. The four products per chunk run on the tensor
 //    cores (mma.sync): BF16 operands with F32 accumulators for BF16 activations (C Bᵀ ⊙ L and the state
@@ -402,7 +405,7 @@ static_assert(chunk_scan_smem<float, 128>() <= 227 * 1024, "pass 2 must fit one 
 static_assert(2 * (chunk_scan_smem<bf16, 128>() + 1024) <= 228 * 1024, "two BF16 pass-2 blocks must fit one");
 
 // How the chunks of a (batch, head) are cut: into segments (pass 2), and every segment but the last
-// into pieces (pass 1).
+// into pieces (pass 1); and a head's P rows into slices (pass 2).
 struct Plan {
   int chunks;              // ceil(T / kChunk)
   int chunks_per_segment;  // the last segment may have fewer
@@ -410,6 +413,8 @@ struct Plan {
   int chunks_per_piece;  // the last piece of a segment may have fewer
   int pieces_per_segment;
   int state_tile;  // N padded: 64 or 128
+  int slice_rows;  // rows of the state a pass-2 block holds: kHeadDimTile (the whole head), 32 or 16
+  int slices;      // ceil(P / slice_rows): pass-2 blocks per (batch, head, segment)
 
   __host__ __device__ int pieces() const { return pieces_per_segment * (segments - 1); }  // per (batch, head)
 };
@@ -492,37 +497,54 @@ __device__ __forceinline__ void zero_shared(void* p, size_t bytes) {
   for (size_t i = threadIdx.x; i < bytes / 16; i += kThreads) q[i] = make_uint4(0, 0, 0, 0);
 }
 
-// The state [kHeadDimTile, kN] in accumulator tiles: warp w holds rows 32 (w % 2) + [0, 32) (two m-tiles)
-// and columns kN/4 (w / 2) + [0, kN/4) (kN/32 n-tiles).
-template <int kN>
-using StateTiles = float[2][kN / 32][4];
+// Rows [row0, row0 + kRows) of the state [kHeadDimTile, kN] in one block's accumulator tiles: kRows 64
+// the whole head, 32 or 16 a slice of it (Plan::slice_rows; row0 a multiple of kRows). kWarpsP warps
+// along p, each holding kMTiles m-tiles of 16 rows, times kWarpsN along n, each holding kNTiles n-tiles
+// of 8 columns (kRows 64: warp w holds rows 32 (w % 2) + [0, 32) and columns kN/4 (w / 2) + [0, kN/4)).
+// Tiles start at multiples of 16 rows and 8 columns whatever kRows, so every element keeps its place in
+// its 16 x 8 tile and its products (same operands, same order): a slice's values are the whole
+// block's, bit for bit.
+template <int kN, int kRows>
+struct StateSlice {
+  static_assert(kRows == 64 || kRows == 32 || kRows == 16, "a block holds 64, 32 or 16 rows of the state");
+  static constexpr int kWarpsP = kRows >= 32 ? 2 : 1, kWarpsN = kWarps / kWarpsP;
+  static constexpr int kMTiles = kRows / (16 * kWarpsP), kNTiles = kN / (8 * kWarpsN);
+  static_assert(kNTiles >= 1 && kN == 8 * kWarpsN * kNTiles, "the warps along n cover kN");
+  // This warp's first row (of the head) and first column.
+  __device__ static int warp_row0(int row0) { return row0 + 16 * kMTiles * ((threadIdx.x >> 5) % kWarpsP); }
+  __device__ static int warp_col0() { return 8 * kNTiles * ((threadIdx.x >> 5) / kWarpsP); }
+};
+template <int kN, int kRows>
+using StateTiles = float[StateSlice<kN, kRows>::kMTiles][StateSlice<kN, kRows>::kNTiles][4];
 
 // Calls f(mt, nt, half, p, n) for each pair S[mt][nt][2 half], S[mt][nt][2 half + 1] at (p, n), (p, n + 1).
-template <int kN, class F>
-__device__ __forceinline__ void for_state_pairs(F&& f) {
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int p0 = 32 * (warp & 1) + (lane >> 2), n0 = (kN / 4) * (warp >> 1) + 2 * (lane & 3);
+template <int kN, int kRows, class F>
+__device__ __forceinline__ void for_state_pairs(int row0, F&& f) {
+  using W = StateSlice<kN, kRows>;
+  const int lane = threadIdx.x & 31;
+  const int p0 = W::warp_row0(row0) + (lane >> 2), n0 = W::warp_col0() + 2 * (lane & 3);
 #pragma unroll
-  for (int mt = 0; mt < 2; ++mt)
+  for (int mt = 0; mt < W::kMTiles; ++mt)
 #pragma unroll
-    for (int nt = 0; nt < kN / 32; ++nt)
+    for (int nt = 0; nt < W::kNTiles; ++nt)
 #pragma unroll
       for (int half = 0; half < 2; ++half) f(mt, nt, half, p0 + 16 * mt + 8 * half, n0 + 8 * nt);
 }
 
 // S = keep S + src (src: [P, N] F32 in global memory; N even, so n < N covers n + 1).
-template <int kN>
-__device__ __forceinline__ void add_state(StateTiles<kN>& S, const float* src, int P, int N, float keep) {
-  for_state_pairs<kN>([&](int mt, int nt, int half, int p, int n) {
+template <int kN, int kRows>
+__device__ __forceinline__ void add_state(StateTiles<kN, kRows>& S, const float* src, int row0, int P, int N,
+                                          float keep) {
+  for_state_pairs<kN, kRows>(row0, [&](int mt, int nt, int half, int p, int n) {
     float2 v = {0.0f, 0.0f};
     if (p < P && n < N) v = *reinterpret_cast<const float2*>(src + int64_t(p) * N + n);
     S[mt][nt][2 * half] = keep * S[mt][nt][2 * half] + v.x;
     S[mt][nt][2 * half + 1] = keep * S[mt][nt][2 * half + 1] + v.y;
   });
 }
-template <int kN>
-__device__ __forceinline__ void store_state(const StateTiles<kN>& S, float* dst, int P, int N) {
-  for_state_pairs<kN>([&](int mt, int nt, int half, int p, int n) {
+template <int kN, int kRows>
+__device__ __forceinline__ void store_state(const StateTiles<kN, kRows>& S, float* dst, int row0, int P, int N) {
+  for_state_pairs<kN, kRows>(row0, [&](int mt, int nt, int half, int p, int n) {
     if (p < P && n < N)
       *reinterpret_cast<float2*>(dst + int64_t(p) * N + n) = {S[mt][nt][2 * half], S[mt][nt][2 * half + 1]};
   });
@@ -530,30 +552,32 @@ __device__ __forceinline__ void store_state(const StateTiles<kN>& S, float* dst,
 
 // S = exp(a_last) S (when `decay`) + (w ⊙ X)ᵀ B. Scan: a ChunkScan, or any struct with its `weight` and
 // `decay` (pass 1 stages only those: PieceScan).
-template <class T, int kN, class Scan>
-__device__ __forceinline__ void update_state(StateTiles<kN>& S, const T* Xs, const T* Bs, const Scan& sc,
-                                             bool decay) {
+template <class T, int kN, int kRows, class Scan>
+__device__ __forceinline__ void update_state(StateTiles<kN, kRows>& S, const T* Xs, const T* Bs, const Scan& sc,
+                                             bool decay, int row0) {
   using M = WarpMma<T>;
   using L = Tiles<T, kN>;
-  const int warp = threadIdx.x >> 5, p0 = 32 * (warp & 1), n0 = (kN / 4) * (warp >> 1);
+  using W = StateSlice<kN, kRows>;
+  const int p0 = W::warp_row0(row0), n0 = W::warp_col0();
   if (decay) {
     const float e = sc.decay;
-    for_state_pairs<kN>([&](int mt, int nt, int half, int, int) {
+    for_state_pairs<kN, kRows>(row0, [&](int mt, int nt, int half, int, int) {
       S[mt][nt][2 * half] *= e;
       S[mt][nt][2 * half + 1] *= e;
     });
   }
 #pragma unroll
   for (int k0 = 0; k0 < kChunk; k0 += M::kK) {
-    typename M::FragA fa[2];
+    typename M::FragA fa[W::kMTiles];
 #pragma unroll
-    for (int mt = 0; mt < 2; ++mt) M::load_a_t_scaled(fa[mt], Xs, typename L::X{}, p0 + 16 * mt, k0, sc.weight);
+    for (int mt = 0; mt < W::kMTiles; ++mt)
+      M::load_a_t_scaled(fa[mt], Xs, typename L::X{}, p0 + 16 * mt, k0, sc.weight);
 #pragma unroll
-    for (int nt = 0; nt < kN / 32; ++nt) {
+    for (int nt = 0; nt < W::kNTiles; ++nt) {
       typename M::FragB fb;
       M::load_b_t(fb, Bs, typename L::BC{}, k0, n0 + 8 * nt);
 #pragma unroll
-      for (int mt = 0; mt < 2; ++mt) M::mma(S[mt][nt], fa[mt], fb);
+      for (int mt = 0; mt < W::kMTiles; ++mt) M::mma(S[mt][nt], fa[mt], fb);
     }
   }
 }
@@ -607,23 +631,26 @@ __device__ __forceinline__ void store_masked_cb(T* Ms, const float (&acc)[4][4],
   }
 }
 
-// y rows [0, rows) of the chunk = exp(a_l) C Sᵀ (when `has_prev`) + Ms X. Warp w: rows 16 (w / 2) + [0, 16),
-// channels 32 (w % 2) + [0, 32). `y` points at the chunk's first row, head h's first channel.
-template <class T, int kN>
+// y rows [0, rows) of the chunk, channels [row0, row0 + kRows) (the block's rows of the state) = exp(a_l)
+// C Sᵀ (when `has_prev`) + Ms X. Warp w: rows 16 (w / 2) + [0, 16), channels row0 + kRows/2 (w % 2) +
+// [0, kRows/2). `y` points at the chunk's first row, head h's first channel.
+template <class T, int kN, int kRows>
 __device__ __forceinline__ void chunk_output(T* y, int64_t ldy, int rows, int P, const T* Cs, const T* Ss,
-                                             const T* Ms, const T* Xs, const ChunkScan& sc, bool has_prev) {
+                                             const T* Ms, const T* Xs, const ChunkScan& sc, bool has_prev,
+                                             int row0) {
   using M = WarpMma<T>;
   using L = Tiles<T, kN>;
+  constexpr int kChannelTiles = kRows / 16;  // n-tiles of 8 channels a warp
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int m0 = 16 * (warp >> 1), p0 = 32 * (warp & 1);
-  float acc[4][4] = {};
+  const int m0 = 16 * (warp >> 1), p0 = row0 + (kRows / 2) * (warp & 1);
+  float acc[kChannelTiles][4] = {};
   if (has_prev) {
 #pragma unroll
     for (int k0 = 0; k0 < kN; k0 += M::kK) {
       typename M::FragA fa;
       M::load_a(fa, Cs, typename L::BC{}, m0, k0);
 #pragma unroll
-      for (int nt = 0; nt < 4; ++nt) {
+      for (int nt = 0; nt < kChannelTiles; ++nt) {
         typename M::FragB fb;
         M::load_b(fb, Ss, typename L::S{}, k0, p0 + 8 * nt);
         M::mma(acc[nt], fa, fb);
@@ -631,7 +658,7 @@ __device__ __forceinline__ void chunk_output(T* y, int64_t ldy, int rows, int P,
     }
     const float e0 = sc.decay_in[m0 + (lane >> 2)], e8 = sc.decay_in[m0 + (lane >> 2) + 8];
 #pragma unroll
-    for (int nt = 0; nt < 4; ++nt) {
+    for (int nt = 0; nt < kChannelTiles; ++nt) {
       acc[nt][0] *= e0;
       acc[nt][1] *= e0;
       acc[nt][2] *= e8;
@@ -642,14 +669,14 @@ __device__ __forceinline__ void chunk_output(T* y, int64_t ldy, int rows, int P,
     typename M::FragA fa;
     M::load_a(fa, Ms, typename L::M{}, m0, k0);
 #pragma unroll
-    for (int nt = 0; nt < 4; ++nt) {
+    for (int nt = 0; nt < kChannelTiles; ++nt) {
       typename M::FragB fb;
       M::load_b_t(fb, Xs, typename L::X{}, k0, p0 + 8 * nt);
       M::mma(acc[nt], fa, fb);
     }
   }
 #pragma unroll
-  for (int nt = 0; nt < 4; ++nt) {
+  for (int nt = 0; nt < kChannelTiles; ++nt) {
     const int p = p0 + 8 * nt + 2 * (lane & 3);
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
@@ -831,7 +858,7 @@ __global__ void __launch_bounds__(kThreads, kPieceBlocksPerSm<T>)
     ptx::cp_async_commit();
   }
 
-  StateTiles<kN> S = {};
+  StateTiles<kN, kHeadDimTile> S = {};
   float log_decay = 0.0f;
   for (int c = c_begin; c < c_end; ++c) {
     const int stage = (c - c_begin) % kPieceStages;
@@ -840,24 +867,27 @@ __global__ void __launch_bounds__(kThreads, kPieceBlocksPerSm<T>)
     __syncthreads();  // chunk c's tiles are in; every warp is done with chunk c - 1 (the stage refilled next)
     if (c + kPieceStages - 1 < c_end) copy(c + kPieceStages - 1);
     ptx::cp_async_commit();
-    update_state<T, kN>(S, Xs, Xs + L::kX, scan[stage], c > c_begin);
+    update_state<T, kN, kHeadDimTile>(S, Xs, Xs + L::kX, scan[stage], c > c_begin, 0);
     log_decay += scan[stage].alast;
   }
-  store_state<kN>(S, head_slots + (bc.part + 1) * PN, P, N);
+  store_state<kN, kHeadDimTile>(S, head_slots + (bc.part + 1) * PN, 0, P, N);
   if (threadIdx.x == 0) log_decays[bc.bh * plan.pieces() + bc.part] = log_decay;
 }
 
-// Pass 2. Block (b, h, segment): y over the segment's chunks; the last segment writes the final state
-// into `state` (when given). The state entering segment 0 is `state` itself when there is one segment,
-// else its copy in slot 0 (the last segment overwrites `state` while segment 0 may not have read it).
-// `slots` and `log_decays` as pass 1 left them (unused with one segment); scans and C Bᵀ as pass 0 did.
+// Pass 2. Block (b, h, segment, slice of kRows = plan.slice_rows rows of the state): y's channels of its
+// rows over the segment's chunks; the last segment writes its rows of the final state into `state`
+// (when given). The state entering segment 0 is `state` itself when there is one segment, else its copy
+// in slot 0 (the last segment overwrites `state` while segment 0 may not have read it); each block
+// reads and writes only its own rows. `slots` and `log_decays` as pass 1 left them (unused with one
+// segment); scans and C Bᵀ as pass 0 did. The slices of a (b, h, segment) share its x, B, C, scans and
+// C Bᵀ, each copying them and masking C Bᵀ as the whole block would.
 // Pass-2 blocks meant to share a multiprocessor: for BF16 two (at most 128 registers a thread and
 // 106 KB of shared memory each at N 128), so one block's barriers and latencies overlap the other's
 // work; for F32 one (its tiles and 3xTF32 fragments take twice the room).
 template <class T>
 constexpr int kScanBlocksPerSm = sizeof(T) == 2 ? 2 : 1;
 
-template <class T, int kN>
+template <class T, int kN, int kRows>
 __global__ void __launch_bounds__(kThreads, kScanBlocksPerSm<T>)
     chunk_scan_kernel(Args<T> a, Plan plan, float* __restrict__ state, const float* __restrict__ slots,
                       const float* __restrict__ log_decays, const ChunkScan* __restrict__ scans,
@@ -873,8 +903,11 @@ __global__ void __launch_bounds__(kThreads, kScanBlocksPerSm<T>)
   const BlockCoords bc = block_coords(a);
   const int P = a.head_dim, N = a.state_dim;
   const int64_t PN = int64_t(P) * N;
-  const bool state_io = state != nullptr, last_segment = bc.part == plan.segments - 1;
-  const int c_begin = bc.part * plan.chunks_per_segment;
+  // Whole-head blocks (the only ones once the segments fill the GPU) have one slice: part is the segment.
+  const int segment = kRows == kHeadDimTile ? bc.part : bc.part / plan.slices;
+  const int row0 = kRows == kHeadDimTile ? 0 : (bc.part % plan.slices) * kRows;
+  const bool state_io = state != nullptr, last_segment = segment == plan.segments - 1;
+  const int c_begin = segment * plan.chunks_per_segment;
   const int c_end = min(plan.chunks, c_begin + plan.chunks_per_segment);
   // Queues chunk c's x, B, C and scan into stage (c - c_begin) & 1, and commits.
   auto copy = [&](int c) {
@@ -896,11 +929,12 @@ __global__ void __launch_bounds__(kThreads, kScanBlocksPerSm<T>)
   load_cb(cb_next, cb_of(a, cb, plan.chunks, bc.b, bc.g, c_begin));
 
   // The state entering the segment: the initial state carried through the pieces before.
-  StateTiles<kN> S = {};
+  StateTiles<kN, kRows> S = {};
   const float* const head_slots = plan.segments > 1 ? slots + bc.bh * (1 + plan.pieces()) * PN : nullptr;
-  if (state_io) add_state<kN>(S, plan.segments == 1 ? state + bc.bh * PN : head_slots, P, N, 0.0f);
-  for (int piece = 0; piece < bc.part * plan.pieces_per_segment; ++piece)
-    add_state<kN>(S, head_slots + (piece + 1) * PN, P, N, expf(log_decays[bc.bh * plan.pieces() + piece]));
+  if (state_io) add_state<kN, kRows>(S, plan.segments == 1 ? state + bc.bh * PN : head_slots, row0, P, N, 0.0f);
+  for (int piece = 0; piece < segment * plan.pieces_per_segment; ++piece)
+    add_state<kN, kRows>(S, head_slots + (piece + 1) * PN, row0, P, N,
+                         expf(log_decays[bc.bh * plan.pieces() + piece]));
 
   const float D = a.D ? a.D[bc.h] : 0.0f;
   for (int c = c_begin; c < c_end; ++c) {
@@ -914,7 +948,7 @@ __global__ void __launch_bounds__(kThreads, kScanBlocksPerSm<T>)
     __syncthreads();  // chunk c's tiles and scan are in; every warp is done with chunk c - 1
     if (c + 1 < c_end) copy(c + 1);
     if (has_prev)
-      for_state_pairs<kN>([&](int mt, int nt, int half, int p, int n) {
+      for_state_pairs<kN, kRows>(row0, [&](int mt, int nt, int half, int p, int n) {
         store_pair(Ss + L::S::at(p, n), S[mt][nt][2 * half], S[mt][nt][2 * half + 1]);
       });
     {
@@ -927,19 +961,28 @@ __global__ void __launch_bounds__(kThreads, kScanBlocksPerSm<T>)
     }
     __syncthreads();  // Ms and Ss complete
     T* const y = a.y + (int64_t(bc.b) * a.length + int64_t(c) * kChunk) * a.ldy + int64_t(bc.h) * P;
-    chunk_output<T, kN>(y, a.ldy, chunk_rows(a.length, c), P, Cs, Ss, Ms, Xs, sc, has_prev);
+    chunk_output<T, kN, kRows>(y, a.ldy, chunk_rows(a.length, c), P, Cs, Ss, Ms, Xs, sc, has_prev, row0);
     if (c + 1 < c_end) load_cb(cb_next, cb_of(a, cb, plan.chunks, bc.b, bc.g, c + 1));  // in flight meanwhile
-    if (c + 1 < c_end || (last_segment && state_io)) update_state<T, kN>(S, Xs, Bs, sc, has_prev);
+    if (c + 1 < c_end || (last_segment && state_io)) update_state<T, kN, kRows>(S, Xs, Bs, sc, has_prev, row0);
   }
-  if (last_segment && state_io) store_state<kN>(S, state + bc.bh * PN, P, N);
+  if (last_segment && state_io) store_state<kN, kRows>(S, state + bc.bh * PN, row0, P, N);
 }
 
+
+// Pass 2 with blocks of `rows` rows of the state (kHeadDimTile, 32 or 16) for heads of head_dim rows.
+inline void set_slice_rows(Plan& plan, int head_dim, int rows) {
+  plan.slice_rows = rows;
+  plan.slices = (head_dim + rows - 1) / rows;
+}
 
 // How to cut the chunks of each of `heads` (batch * H) sequences: as many segments as `scan_resident`
 // blocks of pass 2 allow at once (one wave), at most kMaxSegments; pieces short enough that
 // `piece_resident` blocks of pass 1 fill the GPU too. Every segment but the last has
-// chunks_per_segment chunks, and none of its pieces is empty.
-inline Plan make_plan(int length, int state_dim, int64_t heads, int64_t scan_resident, int64_t piece_resident) {
+// chunks_per_segment chunks, and none of its pieces is empty. Then, when heads * segments blocks leave
+// room in that wave (few chunks: short sequences), a head's rows in slices of 32 or 16: the most
+// blocks that still fit it, only where slices add blocks (so never once the segments fill the wave).
+inline Plan make_plan(int length, int head_dim, int state_dim, int64_t heads, int64_t scan_resident,
+                      int64_t piece_resident) {
   Plan plan;
   plan.state_tile = state_dim <= 64 ? 64 : 128;
   plan.chunks = (length + kChunk - 1) / kChunk;
@@ -950,6 +993,11 @@ inline Plan make_plan(int length, int state_dim, int64_t heads, int64_t scan_res
   const int pieces = int(std::clamp<int64_t>(split, 1, plan.chunks_per_segment));
   plan.chunks_per_piece = (plan.chunks_per_segment + pieces - 1) / pieces;
   plan.pieces_per_segment = (plan.chunks_per_segment + plan.chunks_per_piece - 1) / plan.chunks_per_piece;
+  set_slice_rows(plan, head_dim, kHeadDimTile);
+  for (const int rows : {32, 16}) {
+    const int slices = (head_dim + rows - 1) / rows;
+    if (slices > plan.slices && heads * plan.segments * slices <= scan_resident) set_slice_rows(plan, head_dim, rows);
+  }
   return plan;
 }
 

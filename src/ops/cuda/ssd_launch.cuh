@@ -64,7 +64,7 @@ struct KernelSetup {
 
 // Once per instantiation: raise the kernels' shared-memory limits (all of the unified L1/shared memory
 // as shared memory, so that two BF16 pass-1 or pass-2 blocks fit one multiprocessor), read the
-// occupancy of passes 1 and 2.
+// occupancy of passes 1 and 2 (pass 2's slices of rows take the same room as its whole-head blocks).
 template <class T, int kN>
 const KernelSetup& kernel_setup() {
   static const KernelSetup setup = [] {
@@ -78,13 +78,15 @@ const KernelSetup& kernel_setup() {
     };
     raise(chunk_prep_kernel<T, kN>, prep_smem<T, kN>());
     raise(piece_state_kernel<T, kN>, piece_state_smem<T, kN>());
-    raise(chunk_scan_kernel<T, kN>, chunk_scan_smem<T, kN>());
+    raise(chunk_scan_kernel<T, kN, kHeadDimTile>, chunk_scan_smem<T, kN>());
+    raise(chunk_scan_kernel<T, kN, 32>, chunk_scan_smem<T, kN>());
+    raise(chunk_scan_kernel<T, kN, 16>, chunk_scan_smem<T, kN>());
     if (s.error == cudaSuccess)
       s.error = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&s.piece_blocks_per_sm, piece_state_kernel<T, kN>,
                                                               kThreads, piece_state_smem<T, kN>());
     if (s.error == cudaSuccess)
-      s.error = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&s.scan_blocks_per_sm, chunk_scan_kernel<T, kN>,
-                                                              kThreads, chunk_scan_smem<T, kN>());
+      s.error = cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+          &s.scan_blocks_per_sm, chunk_scan_kernel<T, kN, kHeadDimTile>, kThreads, chunk_scan_smem<T, kN>());
     return s;
   }();
   return setup;
@@ -98,7 +100,8 @@ cudaError_t plan_chunked(const Args<T>& a, Plan* plan) {
   cudaError_t error = cudaGetDevice(&device);
   if (error == cudaSuccess) error = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
   if (error != cudaSuccess) return error;
-  *plan = make_plan(a.length, a.state_dim, int64_t(a.batch) * a.heads, int64_t(sms) * std::max(1, setup.scan_blocks_per_sm),
+  *plan = make_plan(a.length, a.head_dim, a.state_dim, int64_t(a.batch) * a.heads,
+                    int64_t(sms) * std::max(1, setup.scan_blocks_per_sm),
                     int64_t(sms) * std::max(1, setup.piece_blocks_per_sm));
   return cudaSuccess;
 }
@@ -122,9 +125,17 @@ cudaError_t launch_chunked_tile(const Args<T>& a, const Plan& plan, float* state
     if (const cudaError_t error = cudaGetLastError(); error != cudaSuccess) return error;
   }
   if (!(passes & kChunkScan)) return cudaSuccess;
-  chunk_scan_kernel<T, kN><<<heads * plan.segments, kThreads, chunk_scan_smem<T, kN>(), stream>>>(
-      a, plan, state, s.slots, s.log_decays, s.scans, s.cb);
-  return cudaGetLastError();
+  auto scan = [&](auto kernel) {
+    kernel<<<heads * unsigned(plan.segments * plan.slices), kThreads, chunk_scan_smem<T, kN>(), stream>>>(
+        a, plan, state, s.slots, s.log_decays, s.scans, s.cb);
+    return cudaGetLastError();
+  };
+  switch (plan.slice_rows) {
+    case 16: return scan(chunk_scan_kernel<T, kN, 16>);
+    case 32: return scan(chunk_scan_kernel<T, kN, 32>);
+    case kHeadDimTile: return scan(chunk_scan_kernel<T, kN, kHeadDimTile>);
+    default: return cudaErrorInvalidValue;  // not a plan of make_plan / set_slice_rows
+  }
 }
 
 // The chunked forward: `state` [B,H,P,N] F32 (null when absent) read as the initial state and
