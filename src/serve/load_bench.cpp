@@ -144,7 +144,8 @@ PrefixProbe probe_prefix(const LanguageModel& model, const Tokenizer& tokenizer,
       times->push_back(t.token_times.front());
     }
   }
-  return {options.prefix_tokens, percentile(misses, 0.5), percentile(hits, 0.5)};
+  return {options.prefix_tokens, options.prefix_pairs, percentile(misses, 0.5), percentile(hits, 0.5),
+          percentile(hits, 0.9)};
 }
 
 }  // namespace
@@ -188,9 +189,11 @@ std::string load_bench_table(const LoadBenchResult& result) {
   out += errors + loops;
   if (result.prefix)
     out +=
-        fmt::format("\nshared {}-token prefix: time to first token {:.1f} ms on a miss, {:.1f} ms on a hit ({:.3f}x)\n",
+        fmt::format("\nshared {}-token prefix: time to first token {:.1f} ms on a miss, {:.1f} ms on a hit ({:.3f}x; "
+                    "medians of {} pairs, hit p90 {:.1f} ms)\n",
                     result.prefix->prefix_tokens, 1e3 * result.prefix->miss_ttft, 1e3 * result.prefix->hit_ttft,
-                    result.prefix->hit_ttft / result.prefix->miss_ttft);
+                    result.prefix->hit_ttft / result.prefix->miss_ttft, result.prefix->pairs,
+                    1e3 * result.prefix->hit_ttft_p90);
   return out;
 }
 

@@ -26,7 +26,7 @@ struct LoadBenchOptions {
   int64_t prompt_tokens = 32;    // random ids, new for each request
   int64_t max_tokens = 32;       // generated per request (EOS ignored)
   int64_t prefix_tokens = 2048;  // the shared-prefix probe's prefix (0: no probe)
-  int64_t prefix_pairs = 3;      // prefixes probed, each a miss then a hit
+  int64_t prefix_pairs = 15;     // prefixes probed, each a miss then a hit
   int threads = 0;               // the model's CPU threads (0: all cores)
   int64_t prefill_batch_tokens = SchedulerOptions{}.prefill_batch_tokens;  // the server's (--prefill-batch-tokens)
   uint64_t seed = 1;
@@ -48,8 +48,9 @@ struct LoadLevel {
 };
 
 struct PrefixProbe {
-  int64_t prefix_tokens = 0;
+  int64_t prefix_tokens = 0, pairs = 0;
   double miss_ttft = 0, hit_ttft = 0;  // medians, seconds
+  double hit_ttft_p90 = 0;
 };
 
 struct LoadBenchResult {
