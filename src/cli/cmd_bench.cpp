@@ -358,7 +358,8 @@ const CommandRegistrar registrar(40, [](CLI::App& root) {
   cmd->add_option("--train-config", args->train_config, "Time training of this config.json instead");
   cmd->add_option("--train-steps", args->train_steps, "Timed training steps per measurement")->capture_default_str();
   cmd->add_flag("--recompute", args->train_recompute,
-                "Training steps as `ssm train --recompute` runs them (fewer activations kept, cheap ones recomputed)");
+                "Training steps as `ssm train --recompute` runs them (fewer activations kept, cheap ones recomputed, "
+                "the layers' BF16 matrices made per layer)");
   cmd->add_option("--write-model", args->write_shape, "Write a random model of this published shape to --out, "
                                                       "then stop");
   cmd->add_option("--dtype", args->write_dtype, "Tensor type of the written model: f32, bf16, f16")

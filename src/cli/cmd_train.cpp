@@ -107,7 +107,9 @@ const CommandRegistrar kTrainCommand(30, [](CLI::App& root) {
                   "default: bf16 on the GPU, f32 on the CPU");
   cmd->add_flag("--recompute", o->recompute,
                 "keep fewer activations for the backward and recompute the cheap ones there (norm, conv and "
-                "gated-norm outputs): less memory, a little more time, the same gradients");
+                "gated-norm outputs), and in mixed precision make each layer's BF16 matrices from the master "
+                "weights when the layer runs instead of keeping them: less memory, a little more time, the same "
+                "gradients");
   add_threads_option(*cmd, &o->threads);
   cmd->callback([o] { run_train(*o); });
 });

@@ -479,7 +479,10 @@ Residual LanguageModel::run_branches(const Tensor& ids, ModelState* state, bool 
   shape.push_back(config_.d_model);
   Residual r{ws.take(shape, activation_dtype()), ws.take(shape, activation_dtype())};
   embed(ids_here(ids, ws), r.h);
-  for (size_t i = 0; i < branches_.size(); ++i) apply_branch(i, r, state, one_token, ws);
+  for (size_t i = 0; i < branches_.size(); ++i) {
+    make_branch_params(i);
+    apply_branch(i, r, state, one_token, ws);
+  }
   return r;
 }
 

@@ -75,6 +75,16 @@ struct Residual {
   bool pending = false;  // mixed · pending_scale still to be added to h
 };
 
+// Parameters of a branch that a model does not hold for the whole run but has made just before the
+// branch reads them: mixed-precision training makes the BF16 matrices of whichever branch runs in one
+// buffer from the F32 master weights (train/mixed_precision.h).
+class BranchParamMaker {
+ public:
+  virtual ~BranchParamMaker() = default;
+  virtual void make(size_t branch) = 0;  // queued on the device's stream, before the branch's own work
+  virtual bool makes(const Tensor& param) const = 0;  // whether `param` is one it makes
+};
+
 class LanguageModel {
  public:
   // Parameters are not allocated: load() fills them from a checkpoint, allocate() with zeros.
@@ -129,6 +139,15 @@ class LanguageModel {
   // Moves every parameter to `device`, matrices (and the embedding) converted to `matrix_dtype`.
   void to_device(Device device, DType matrix_dtype);
 
+  // Gives the model a maker of branch parameters (or none). With one, branch i's parameters are only
+  // valid after make_branch_params(i): every forward and step calls it before running the branch, a
+  // training pass before a branch's forward and again before its backward.
+  void set_param_maker(std::unique_ptr<BranchParamMaker> maker) { param_maker_ = std::move(maker); }
+  const BranchParamMaker* param_maker() const { return param_maker_.get(); }
+  void make_branch_params(size_t branch) const {
+    if (param_maker_) param_maker_->make(branch);
+  }
+
  private:
   // Embedding, then every branch, through forward (rows [B, T]) or step (rows [B]); the last
   // branch's output is left pending. r.h and r.mixed come from ws.
@@ -143,6 +162,7 @@ class LanguageModel {
   Tensor embedding_, norm_f_, lm_head_;
   std::vector<Branch> branches_;
   std::vector<size_t> first_slot_;  // per branch, the index of its first mixer in ModelState::mixers
+  std::unique_ptr<BranchParamMaker> param_maker_;
 };
 
 }  // namespace ssm

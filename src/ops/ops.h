@@ -41,6 +41,10 @@ void fill(Tensor& x, float value);
 // ids[b] = the column of the largest logits[b, :] (logits F32 rows [B, V]; ids I32 [B]); the lowest
 // column among equals, NaN never chosen over a number (greedy decoding, on the logits' device).
 void argmax(const Tensor& logits, Tensor& ids);
+// y = x in y's dtype, rounded to the nearest even (as torch rounds, and AdamW's BF16 shadow copies):
+// contiguous tensors of one shape, each F32 or BF16. Mixed-precision training makes a layer's BF16
+// matrices from the F32 master weights with it (train/mixed_precision.h).
+void convert(const Tensor& x, Tensor& y);
 // y = -exp(x) elementwise, contiguous F32 (A = -exp(A_log), recomputed at every decode step).
 void neg_exp(const Tensor& x, Tensor& y);
 // y = cap · tanh(x / cap) elementwise (xLSTM's gate and logit soft caps); cap > 0. Rows tensors of one

@@ -35,10 +35,10 @@ TrainBenchResult bench_training(const ModelConfig& config, const std::string& na
   init_parameters(model, 1);
   if (device != Device::CPU) model.to_device(device, DType::F32);
   std::unique_ptr<LanguageModel> bf16_copy;
-  if (mixed) bf16_copy = std::make_unique<LanguageModel>(bf16_working_copy(model));
+  if (mixed) bf16_copy = std::make_unique<LanguageModel>(bf16_working_copy(model, recompute));
   LanguageModel& working = mixed ? *bf16_copy : model;
   ModelGrads grads(working);
-  AdamW opt(optimizer_params(model, grads), {});
+  AdamW opt(optimizer_params(model, working, grads), {});
   TrainingPass pass(working, {.recompute = recompute});
   Tensor ids = Tensor::empty({batch, seq_len}, DType::I32), targets = Tensor::empty({batch, seq_len}, DType::I32);
   Rng rng(3);

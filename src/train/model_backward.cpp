@@ -163,6 +163,7 @@ double TrainingPass::forward_backward(const Tensor& ids, const Tensor& targets, 
   for (size_t i = 0; i < branches.size(); ++i) {
     SavedBranch& s = saved[i];
     const Branch& branch = branches[i];
+    model_.make_branch_params(i);
     s.mark = ws_.mark();
     s.h_in = h;
     // The mixers' inputs: kept in this branch's activations, or (recompute) in the shared buffers.
@@ -191,6 +192,7 @@ double TrainingPass::forward_backward(const Tensor& ids, const Tensor& targets, 
   for (size_t i = branches.size(); i-- > 0;) {
     SavedBranch& s = saved[i];
     const Branch& branch = branches[i];
+    model_.make_branch_params(i);  // the forward's were overwritten by the branches above (per-layer copies)
     if (recompute) {
       // The mixers' inputs again, into the buffers their forward read (the same ops: the same bits).
       Timed t(prof, &StepProfile::other);

@@ -42,6 +42,8 @@ struct TrainPassOptions {
   bool recompute = false;
 };
 
+// A model whose branch parameters are made on demand (LanguageModel::make_branch_params) has each
+// branch's made before its forward and again before its backward.
 class TrainingPass {
  public:
   TrainingPass(LanguageModel& model, const TrainPassOptions& options = {});

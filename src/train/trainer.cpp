@@ -235,12 +235,13 @@ TrainResult train(const TrainOptions& o) {
   // Initialised (or read) on the host, so that a run on the GPU starts from the CPU run's weights.
   if (device != Device::CPU) model.to_device(device, DType::F32);
   // Mixed precision (train/mixed_precision.h): the passes run a BF16 working copy; `model` stays the
-  // F32 master that AdamW updates and checkpoints hold.
+  // F32 master that AdamW updates and checkpoints hold. --recompute makes the layers' BF16 matrices
+  // per layer too, instead of keeping them.
   std::unique_ptr<LanguageModel> bf16_copy;
-  if (mixed) bf16_copy = std::make_unique<LanguageModel>(bf16_working_copy(model));
+  if (mixed) bf16_copy = std::make_unique<LanguageModel>(bf16_working_copy(model, o.recompute));
   LanguageModel& working = mixed ? *bf16_copy : model;
   ModelGrads grads(working);
-  AdamW optimizer(optimizer_params(model, grads), {o.beta1, o.beta2, 1e-8, o.weight_decay});
+  AdamW optimizer(optimizer_params(model, working, grads), {o.beta1, o.beta2, 1e-8, o.weight_decay});
 
   const Json run_options = {{"batch_size", o.batch_size},
                             {"seq_len", o.seq_len},

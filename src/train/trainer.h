@@ -55,8 +55,9 @@ struct TrainOptions {
   // f32, or bf16: mixed precision (F32 master weights, gradients and moments; the matrix products and
   // activations in BF16), the GPU's default; "auto" picks it there and f32 on the CPU.
   std::string dtype = "auto";
-  // Keep fewer activations and recompute the cheap ones in the backward (TrainPassOptions::recompute):
-  // less memory, a little more time, the same gradients.
+  // Keep fewer activations and recompute the cheap ones in the backward (TrainPassOptions::recompute),
+  // and in mixed precision make the layers' BF16 matrices per layer (bf16_working_copy's
+  // per_layer_matrices): less memory, a little more time, the same gradients.
   bool recompute = false;
   int progress = -1;   // 1 on, 0 off, -1 when stderr is a terminal
   bool quiet = false;  // no per-evaluation lines

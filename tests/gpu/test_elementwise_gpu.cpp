@@ -1,4 +1,6 @@
 // Elementwise ops on the GPU against the CPU ops, F32 and BF16 activations, strided rows.
+#include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "gpu/gpu_test_util.h"
@@ -87,6 +89,56 @@ TEST(ElementwiseGpu, NegExpAndBadInput) {
   // Mixed devices: one clear error, never a read of GPU memory from the host.
   Tensor cpu = Tensor::zeros({129});
   EXPECT_THROW(ops::add_inplace(got, cpu), Error);
+}
+
+// F32 → BF16 as the CPU rounds (every BF16 pattern with exact, tie and off-tie low halves; NaN stays
+// NaN), also on the one-element path (an odd length at an odd offset), and as AdamW's copies round on
+// the GPU; BF16 → F32 and F32 → F32 exact.
+TEST(ElementwiseGpu, ConvertRoundsAsTheCpuAndAdamW) {
+  require_gpu();
+  const uint32_t lows[] = {0x0000u, 0x0001u, 0x7fffu, 0x8000u, 0x8001u, 0xffffu};
+  Tensor x = Tensor::empty({65536 * 6 + 1});
+  for (uint32_t high = 0; high < 65536; ++high)
+    for (int k = 0; k < 6; ++k) {
+      const uint32_t bits = (high << 16) | lows[k];
+      std::memcpy(x.data<float>() + 1 + high * 6 + k, &bits, 4);
+    }
+  x.data<float>()[0] = 1.0f;
+  auto same = [](const Tensor& a, const Tensor& b) {  // the same bits, or both NaN
+    int64_t mismatches = 0;
+    const Tensor fa = a.to(DType::F32), fb = b.to(DType::F32);
+    for (int64_t i = 0; i < a.numel(); ++i) {
+      const float p = fa.data<float>()[i], q = fb.data<float>()[i];
+      mismatches += std::isnan(p) ? !std::isnan(q) : std::memcmp(&p, &q, 4) != 0;
+    }
+    return mismatches;
+  };
+  const Tensor gx = x.to_device(Device::CUDA);
+  for (const int64_t offset : {int64_t(0), int64_t(1)}) {
+    const int64_t n = x.numel() - offset;
+    Tensor want = Tensor::empty({n}, DType::BF16);
+    ops::convert(x.slice(0, offset, n), want);
+    Tensor got = nan_gpu({n}, DType::BF16);
+    ops::convert(gx.slice(0, offset, n), got);
+    EXPECT_EQ(same(got.to_device(Device::CPU), want), 0) << "offset " << offset;
+    Tensor back = nan_gpu({n}), copy = nan_gpu({n});
+    ops::convert(got, back);
+    ops::convert(gx.slice(0, offset, n), copy);
+    EXPECT_EQ(same(back.to_device(Device::CPU), want), 0) << "widened, offset " << offset;
+    EXPECT_EQ(same(copy.to_device(Device::CPU), x.slice(0, offset, n).contiguous()), 0) << "copied, offset " << offset;
+  }
+  // AdamW's copies: a step that leaves the (finite) weights as they are writes their BF16 rounding.
+  Tensor w = x.clone();
+  for (int64_t i = 0; i < w.numel(); ++i)
+    if (!std::isfinite(w.data<float>()[i])) w.data<float>()[i] = 0.0f;
+  Tensor gw = w.to_device(Device::CUDA), zeros = Tensor::zeros(w.shape(), DType::F32, Device::CUDA);
+  Tensor m = zeros.clone(), v = zeros.clone(), shadow = nan_gpu(w.shape(), DType::BF16);
+  Tensor made = nan_gpu(w.shape(), DType::BF16);
+  ops::convert(gw, made);
+  ops::adamw_update({{&gw, &zeros, &m, &v, false, &shadow}}, {0.9f, 0.95f, 1e-8f, 1e-3f, 1.0f, 1.0f, 1.0f});
+  EXPECT_EQ(same(shadow.to_device(Device::CPU), made.to_device(Device::CPU)), 0) << "AdamW's copy";
+  Tensor mixed = Tensor::zeros({8}, DType::BF16);
+  EXPECT_THROW(ops::convert(gx.slice(0, 0, 8), mixed), Error);  // devices
 }
 
 // Greedy decoding's pick: the CPU's ids on long and short rows, ties (the first column wins), NaN

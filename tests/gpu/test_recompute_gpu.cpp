@@ -15,6 +15,7 @@
 #include "train/init.h"
 #include "train/mixed_precision.h"
 #include "train/model_backward.h"
+#include "train/layer_copies_check.h"
 
 namespace ssm {
 namespace {
@@ -85,6 +86,17 @@ TEST(RecomputeGpu, SameGradientsBitForBitInF32AndBf16) {
   for (bool mixed : {false, true}) {
     expect_recompute_is_exact(ModelConfig::from_json(kMamba2, "mamba2"), mixed);
     expect_recompute_is_exact(plan(), mixed);
+  }
+}
+
+// --recompute's per-layer BF16 matrices (bf16_working_copy's per_layer_matrices): the losses, every
+// gradient and the master weights over three AdamW steps, the validation loss and the logits are the
+// kept working copy's bits (tests/train/layer_copies_check.h), with and without recompute.
+TEST(RecomputeGpu, LayerCopiesGiveTheSameBits) {
+  gpu_test::require_gpu();
+  for (bool recompute : {true, false}) {
+    testing::expect_layer_copies_are_exact(ModelConfig::from_json(kMamba2, "mamba2"), Device::CUDA, recompute, 3, 70);
+    testing::expect_layer_copies_are_exact(plan(), Device::CUDA, recompute, 3, 70);
   }
 }
 

@@ -88,6 +88,29 @@ void argmax(const Tensor& logits, Tensor& ids) {
   }
 }
 
+void convert(const Tensor& x, Tensor& y) {
+  SSM_GPU_DISPATCH(y, convert, x, y);
+  auto f32_or_bf16 = [](const Tensor& t) { return t.dtype() == DType::F32 || t.dtype() == DType::BF16; };
+  SSM_CHECK(f32_or_bf16(x) && f32_or_bf16(y) && x.is_contiguous() && y.is_contiguous() && x.shape() == y.shape() &&
+                x.device() == y.device(),
+            "convert: x and y must be contiguous F32 or BF16 tensors of one shape, got {} and {}", detail::describe(x),
+            detail::describe(y));
+  const int64_t n = x.numel();
+  if (x.dtype() == y.dtype()) {
+    y.copy_from(x);
+  } else if (x.dtype() == DType::F32) {
+    const float* xp = x.data<float>();
+    uint16_t* yp = y.data<uint16_t>();
+#pragma omp parallel for simd schedule(static) if (n >= (1 << 16))
+    for (int64_t i = 0; i < n; ++i) yp[i] = f32_to_bf16(xp[i]);
+  } else {
+    const uint16_t* xp = x.data<uint16_t>();
+    float* yp = y.data<float>();
+#pragma omp parallel for simd schedule(static) if (n >= (1 << 16))
+    for (int64_t i = 0; i < n; ++i) yp[i] = bf16_to_f32(xp[i]);
+  }
+}
+
 void neg_exp(const Tensor& x, Tensor& y) {
   SSM_GPU_DISPATCH(y, neg_exp, x, y);
   SSM_CHECK(x.dtype() == DType::F32 && y.dtype() == DType::F32 && x.is_contiguous() && y.is_contiguous() &&

@@ -24,6 +24,7 @@ void scale(const Tensor& x, float factor, Tensor& y);
 void scale_columns(Tensor& x, const Tensor& factors);
 void fill(Tensor& x, float value);
 void argmax(const Tensor& logits, Tensor& ids);
+void convert(const Tensor& x, Tensor& y);
 void neg_exp(const Tensor& x, Tensor& y);
 void rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& y);
 void add_rmsnorm(Tensor& h, const Tensor& delta, float delta_scale, const Tensor& w, float eps, Tensor& y);

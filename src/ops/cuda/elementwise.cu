@@ -58,6 +58,9 @@ struct Scale {
   float factor;
   __device__ float operator()(float, float x, int64_t) const { return factor * x; }
 };
+struct Copy {
+  __device__ float operator()(float, float x, int64_t) const { return x; }
+};
 struct Fill {
   float value;
   __device__ float operator()(float, float, int64_t) const { return value; }
@@ -87,6 +90,15 @@ void scale_columns(Tensor& x, const Tensor& factors) {
 }
 
 void fill(Tensor& x, float value) { for_rows("fill", x, x, Fill{value}); }
+
+// BF16 outputs are rounded by from_float<bf16> (__float2bfloat16: to nearest even), as AdamW's copies are.
+void convert(const Tensor& x, Tensor& y) {
+  check_on_gpu("convert", {&x, &y});
+  SSM_CHECK(x.is_contiguous() && y.is_contiguous() && x.shape() == y.shape(),
+            "convert: x and y must be contiguous tensors of one shape, got {} and {}", shape_str(x.shape()),
+            shape_str(y.shape()));
+  for_rows("convert", y, x, Copy{});
+}
 
 namespace {
 
