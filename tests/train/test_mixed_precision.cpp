@@ -26,13 +26,14 @@ const Json kPlan = {{"model_type", "ssm"},
                     {"mlp", {{"intermediate_size", 48}, {"hidden_act", "silu"}}},
                     {"moe", {{"num_experts", 4}, {"num_experts_per_tok", 2}, {"moe_intermediate_size", 12}}}};
 
-// The plan with input and output multipliers on its first branch's mixers.
+// The plan with input and output multipliers on its first branch, which gets a second mixer (the
+// attention branch's settings) beside its Mamba-2 on the same normalised input.
 ModelConfig plan() {
   ModelConfig c = ModelConfig::from_json(kPlan, "plan");
-  c.branches[0].mixers[0].input_scale = 1.2f;
-  c.branches[0].mixers[0].output_scale = 0.7f;
-  c.branches[0].mixers[1].input_scale = 0.8f;
-  c.branches[0].mixers[1].output_scale = 1.3f;
+  MixerPlan& first = c.branches[0].mixers[0];
+  first.input_scale = 1.2f;
+  first.output_scale = 0.7f;
+  c.branches[0].mixers.push_back({c.branches[2].mixers[0].settings, first.prefix + "_side", 0.8f, 1.3f});
   return c;
 }
 
