@@ -2,9 +2,10 @@
 
 namespace ssm::serve {
 
-Job::Job(GenerationRequest request, Clock::time_point deadline)
+Job::Job(GenerationRequest request, Clock::time_point deadline, Clock::time_point arrived)
     : request_(std::move(request)), deadline_(deadline), unfinished_(request_.n) {
   state_.choices.resize(size_t(request_.n));
+  state_.timings.arrived = arrived;
 }
 
 void Job::changed(std::unique_lock<std::mutex>& lock) {
@@ -13,9 +14,10 @@ void Job::changed(std::unique_lock<std::mutex>& lock) {
   changed_.notify_all();
 }
 
-void Job::set_cached_tokens(int64_t choice, int64_t tokens) {
+void Job::admit(int64_t choice, int64_t cached_tokens) {
   const std::lock_guard lock(mutex_);
-  state_.choices[size_t(choice)].cached_tokens = tokens;
+  state_.choices[size_t(choice)].cached_tokens = cached_tokens;
+  if (choice == 0) state_.timings.admitted = Clock::now();
 }
 
 void Job::append(int64_t choice, const std::string& text, int64_t completion_tokens, const TokenLogprob* logprob) {
@@ -23,6 +25,7 @@ void Job::append(int64_t choice, const std::string& text, int64_t completion_tok
   Choice& c = state_.choices[size_t(choice)];
   c.text += text;
   c.completion_tokens = completion_tokens;
+  if (choice == 0 && completion_tokens == 1) state_.timings.first_token = Clock::now();
   if (logprob) c.logprobs.push_back(*logprob);
   if (!text.empty() || logprob) changed(lock);
 }
@@ -33,6 +36,7 @@ void Job::finish(int64_t choice, std::string reason) {
   c.finished = true;
   c.finish_reason = std::move(reason);
   state_.finished = --unfinished_ == 0;
+  if (state_.finished) state_.timings.finished = Clock::now();
   changed(lock);
 }
 
@@ -63,6 +67,7 @@ void Job::take(Update& update, std::chrono::milliseconds timeout) {
     to.completion_tokens = from.completion_tokens;
     to.cached_tokens = from.cached_tokens;
   }
+  update.timings = state_.timings;
   update.finished = state_.finished;
   update.error = state_.error;
   update.error_status = state_.error_status;

@@ -17,14 +17,17 @@ namespace ssm::serve {
 class Job {
  public:
   using Clock = std::chrono::steady_clock;
-  // deadline: when the scheduler ends the request with a 504 if it has not finished.
-  explicit Job(GenerationRequest request, Clock::time_point deadline = Clock::time_point::max());
+  // deadline: when the scheduler ends the request with a 504 if it has not finished; arrived: when the
+  // server began to read it.
+  explicit Job(GenerationRequest request, Clock::time_point deadline = Clock::time_point::max(),
+               Clock::time_point arrived = Clock::now());
   const GenerationRequest& request() const { return request_; }
   bool expired(Clock::time_point now) const { return now >= deadline_; }
   int64_t choices() const { return int64_t(state_.choices.size()); }
 
-  // Scheduler side. `logprob`: the token's, when the request asked for them (null otherwise, or for EOS).
-  void set_cached_tokens(int64_t choice, int64_t tokens);
+  // Scheduler side. admit: the choice's prompt starts to prefill, `cached_tokens` of it from the prefix
+  // cache. `logprob`: the token's, when the request asked for them (null otherwise, or for EOS).
+  void admit(int64_t choice, int64_t cached_tokens);
   void append(int64_t choice, const std::string& text, int64_t completion_tokens, const TokenLogprob* logprob);
   void finish(int64_t choice, std::string reason);  // "stop" or "length"
   // The server could not run it (`status`: the HTTP status that says why): every choice ends, and the
@@ -40,8 +43,14 @@ class Job {
     std::string finish_reason;
     int64_t completion_tokens = 0, cached_tokens = 0;
   };
+  // Where the request's time went (the first choice's, for a request of several): what a response's
+  // "timings" say. A point not reached yet is the clock's epoch.
+  struct Timings {
+    Clock::time_point arrived, admitted, first_token, finished;
+  };
   struct Update {
     std::vector<Choice> choices;
+    Timings timings;
     bool finished = false;  // every choice, or the request failed
     std::string error;
     int error_status = 500;

@@ -133,7 +133,7 @@ PrefixProbe probe_prefix(const LanguageModel& model, const Tokenizer& tokenizer,
                          const LoadBenchOptions& options) {
   const LocalServer server(model, tokenizer, server_options(options, 1));
   Rng rng(options.seed + 17);
-  std::vector<double> misses, hits;
+  std::vector<double> misses, hits, hits_queued, hits_prompt;
   for (int64_t pair = 0; pair < options.prefix_pairs; ++pair) {
     const nlohmann::json prefix = random_ids(rng, options.prefix_tokens, vocab);
     for (std::vector<double>* times : {&misses, &hits}) {
@@ -142,10 +142,15 @@ PrefixProbe probe_prefix(const LanguageModel& model, const Tokenizer& tokenizer,
       const StreamTiming t = stream_completion("127.0.0.1", server.port(), request(std::move(prompt), 1));
       SSM_CHECK(t.ok && !t.token_times.empty(), "the shared-prefix probe's request failed: {}", t.error);
       times->push_back(t.token_times.front());
+      if (times == &hits) {
+        hits_queued.push_back(t.server_queued);
+        hits_prompt.push_back(t.server_prompt);
+      }
     }
   }
-  return {options.prefix_tokens, options.prefix_pairs, percentile(misses, 0.5), percentile(hits, 0.5),
-          percentile(hits, 0.9)};
+  return {options.prefix_tokens,     options.prefix_pairs,          percentile(misses, 0.5),
+          percentile(hits, 0.5),     percentile(hits, 0.9),         percentile(hits_queued, 0.5),
+          percentile(hits_prompt, 0.5)};
 }
 
 }  // namespace
@@ -190,10 +195,12 @@ std::string load_bench_table(const LoadBenchResult& result) {
   if (result.prefix)
     out +=
         fmt::format("\nshared {}-token prefix: time to first token {:.1f} ms on a miss, {:.1f} ms on a hit ({:.3f}x; "
-                    "medians of {} pairs, hit p90 {:.1f} ms)\n",
+                    "medians of {} pairs, hit p90 {:.1f} ms); the hit's median in the server: {:.2f} ms to the "
+                    "scheduler (parse included), {:.2f} ms to its first token chosen\n",
                     result.prefix->prefix_tokens, 1e3 * result.prefix->miss_ttft, 1e3 * result.prefix->hit_ttft,
                     result.prefix->hit_ttft / result.prefix->miss_ttft, result.prefix->pairs,
-                    1e3 * result.prefix->hit_ttft_p90);
+                    1e3 * result.prefix->hit_ttft_p90, 1e3 * result.prefix->hit_queued,
+                    1e3 * result.prefix->hit_prompt);
   return out;
 }
 

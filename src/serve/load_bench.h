@@ -51,6 +51,9 @@ struct PrefixProbe {
   int64_t prefix_tokens = 0, pairs = 0;
   double miss_ttft = 0, hit_ttft = 0;  // medians, seconds
   double hit_ttft_p90 = 0;
+  // Medians over the hits of the server's split (seconds): waiting for the scheduler (the body's parse
+  // included) and the prefill to the first token chosen; the rest of the hit's time is HTTP both ways.
+  double hit_queued = 0, hit_prompt = 0;
 };
 
 struct LoadBenchResult {

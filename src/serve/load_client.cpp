@@ -12,16 +12,19 @@ namespace {
 using nlohmann::json;
 
 // Reads one event's JSON without building it (a load client reads thousands a second, beside the
-// server): the tokens its choices' log-probabilities list, or the error it carries.
+// server): the tokens its choices' log-probabilities list, the error it carries, or the timings of the
+// usage event.
 class EventReader final : public nlohmann::json_sax<json> {
  public:
   int64_t tokens = 0;
   bool error = false;
   std::string error_message;
+  double queued_ms = -1, prompt_ms = -1;  // timings.queued_ms, timings.prompt_ms when the event has them
 
   // Before each event (the reader's buffers stay).
   void reset() {
     tokens = 0;
+    queued_ms = prompt_ms = -1;
     error = false;
     error_message = "error";
     keys_.clear();
@@ -30,9 +33,9 @@ class EventReader final : public nlohmann::json_sax<json> {
 
   bool null() override { return value(); }
   bool boolean(bool) override { return value(); }
-  bool number_integer(number_integer_t) override { return value(); }
-  bool number_unsigned(number_unsigned_t) override { return value(); }
-  bool number_float(number_float_t, const string_t&) override { return value(); }
+  bool number_integer(number_integer_t number) override { return timing(double(number)); }
+  bool number_unsigned(number_unsigned_t number) override { return timing(double(number)); }
+  bool number_float(number_float_t number, const string_t&) override { return timing(double(number)); }
   bool string(string_t& text) override {
     // choices[i].logprobs.tokens[j]; error.message
     if (depth() == 5 && at(2, "choices") && at(4, "logprobs") && at(5, "tokens")) ++tokens;
@@ -56,6 +59,13 @@ class EventReader final : public nlohmann::json_sax<json> {
   // Whether the open container at depth `level` (1: the event itself) is the value of key `name`.
   bool at(size_t level, std::string_view name) const { return keys_[level - 1] == name; }
   bool value() { return true; }
+  bool timing(double number) {
+    if (depth() == 2 && at(2, "timings")) {
+      if (key_ == "queued_ms") queued_ms = number;
+      if (key_ == "prompt_ms") prompt_ms = number;
+    }
+    return value();
+  }
   bool open() {
     keys_.push_back(key_);  // the key this container is the value of (in an array: the array's)
     key_.clear();
@@ -76,6 +86,7 @@ StreamTiming stream_completion(const std::string& host, int port, nlohmann::json
   using Clock = std::chrono::steady_clock;
   body["stream"] = true;
   body["logprobs"] = 0;
+  body["stream_options"] = {{"include_usage", true}};
   httplib::Client client(host, port);
   client.set_read_timeout(600, 0);
   client.set_tcp_nodelay(true);  // httplib writes the headers and the body apart: the body must not wait for an ack
@@ -107,6 +118,8 @@ StreamTiming stream_completion(const std::string& host, int port, nlohmann::json
         timing.error = reader.error_message;
       } else {
         timing.token_times.insert(timing.token_times.end(), size_t(reader.tokens), now);
+        if (reader.queued_ms >= 0) timing.server_queued = reader.queued_ms / 1e3;
+        if (reader.prompt_ms >= 0) timing.server_prompt = reader.prompt_ms / 1e3;
       }
     }
     buffer.erase(0, begin);

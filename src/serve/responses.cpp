@@ -185,6 +185,28 @@ void append_usage(std::string& out, int64_t prompt_tokens, const Job::Update& up
   out += '}';
 }
 
+// Milliseconds from `from` to `to`, to the microsecond; 0 where either point was not reached.
+double milliseconds(Job::Clock::time_point from, Job::Clock::time_point to) {
+  if (from == Job::Clock::time_point{} || to == Job::Clock::time_point{}) return 0.0;
+  return std::round(std::chrono::duration<double, std::micro>(to - from).count()) / 1e3;
+}
+
+// llama.cpp's server's "timings" (cache_n, prompt_n, prompt_ms, predicted_n, predicted_ms) and the
+// time the request waited for the scheduler (queued_ms, its body's parse included); the first
+// choice's, for a request of several. Once per request: built as a JSON value.
+void append_timings(std::string& out, int64_t prompt_tokens, const Job::Update& update) {
+  const Job::Timings& t = update.timings;
+  int64_t completion_tokens = 0;
+  for (const Job::Choice& c : update.choices) completion_tokens += c.completion_tokens;
+  const int64_t cached = update.choices.empty() ? 0 : update.choices[0].cached_tokens;
+  out += dump({{"cache_n", cached},
+               {"prompt_n", prompt_tokens - cached},
+               {"queued_ms", milliseconds(t.arrived, t.admitted)},
+               {"prompt_ms", milliseconds(t.admitted, t.first_token)},
+               {"predicted_n", completion_tokens},
+               {"predicted_ms", milliseconds(t.first_token, t.finished)}});
+}
+
 // One chunk's event: a choice with new text (and its log-probabilities, when `entries`), or the first
 // chunk of a chat (the role), or the last (its finish_reason).
 void append_stream_choice(std::string& out, const ResponseContext& c, int64_t index, const std::string& text,
@@ -244,6 +266,8 @@ std::string completion(const ResponseContext& c, const Job::Update& update, int6
   }
   out += ']';
   append_envelope_tail(out, c, false);
+  out += ",\"timings\":";
+  append_timings(out, prompt_tokens, update);
   out += ",\"usage\":";
   append_usage(out, prompt_tokens, update);
   out += '}';
@@ -269,6 +293,8 @@ void append_usage_chunk(std::string& out, const ResponseContext& c, int64_t prom
                         const Job::Update& update) {
   out += "data: {\"choices\":[]";
   append_envelope_tail(out, c, true);
+  out += ",\"timings\":";
+  append_timings(out, prompt_tokens, update);
   out += ",\"usage\":";
   append_usage(out, prompt_tokens, update);
   out += "}\n\n";

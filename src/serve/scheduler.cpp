@@ -267,7 +267,7 @@ bool Scheduler::start_prefill(const Pending& pending) {
     ++metrics_.cache_hits;
     metrics_.cache_hit_tokens += cached;
   }
-  job.set_cached_tokens(pending.choice, cached);
+  job.admit(pending.choice, cached);
   prefilling_.push_back({pending, take_slot(prompt), std::move(progress)});
   return true;
 }

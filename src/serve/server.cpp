@@ -203,7 +203,7 @@ void Server::Impl::generate(const httplib::Request& req, httplib::Response& res,
                             ? arrived + std::chrono::duration_cast<Job::Clock::duration>(
                                             std::chrono::duration<double>(options.request_timeout_seconds))
                             : Job::Clock::time_point::max();
-  auto job = std::make_shared<Job>(std::move(request), deadline);
+  auto job = std::make_shared<Job>(std::move(request), deadline, arrived);
   const auto submitted = s.scheduler.submit(job);
   if (submitted == Scheduler::Submitted::queue_full)
     throw ApiError(429, "the server is busy: too many requests are waiting; retry later", {}, "queue_full",

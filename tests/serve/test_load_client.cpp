@@ -1,5 +1,5 @@
 // The load bench's client (ssm bench --suite serve): it counts every token of a stream as its chunks
-// arrive, and tells a failed request from a complete one.
+// arrive, reads the server's timings, and tells a failed request from a complete one.
 #include <gtest/gtest.h>
 
 #include "serve/load_client.h"
@@ -22,6 +22,10 @@ TEST_F(ServerTest, TheLoadClientCountsEveryTokenAndEveryFailure) {
     ASSERT_EQ(t.token_times.size(), size_t(tokens));
     EXPECT_TRUE(std::is_sorted(t.token_times.begin(), t.token_times.end()));
     EXPECT_GT(t.token_times.front(), 0);
+    // The server's split of the first token's time: within what the client saw.
+    EXPECT_GE(t.server_queued, 0);
+    EXPECT_GT(t.server_prompt, 0);
+    EXPECT_LT(t.server_queued + t.server_prompt, t.token_times.front());
   }
   // An error inside the stream (the deadline), and one before it (a bad request).
   json endless = greedy("Too long", 1 << 19);

@@ -86,6 +86,25 @@ json usage(int64_t prompt_tokens, const Job::Update& update) {
           {"prompt_tokens_details", {{"cached_tokens", cached_tokens}}}};
 }
 
+// Whole microseconds between two points (the tests' points are), in ms; 0 when one was not reached.
+double ms_between(Job::Clock::time_point from, Job::Clock::time_point to) {
+  if (from == Job::Clock::time_point{} || to == Job::Clock::time_point{}) return 0.0;
+  return double(std::chrono::duration_cast<std::chrono::microseconds>(to - from).count()) / 1e3;
+}
+
+json timings(int64_t prompt_tokens, const Job::Update& update) {
+  int64_t completion_tokens = 0;
+  for (const Job::Choice& c : update.choices) completion_tokens += c.completion_tokens;
+  const int64_t cached = update.choices.empty() ? 0 : update.choices[0].cached_tokens;
+  const Job::Timings& t = update.timings;
+  return {{"cache_n", cached},
+          {"prompt_n", prompt_tokens - cached},
+          {"queued_ms", ms_between(t.arrived, t.admitted)},
+          {"prompt_ms", ms_between(t.admitted, t.first_token)},
+          {"predicted_n", completion_tokens},
+          {"predicted_ms", ms_between(t.first_token, t.finished)}};
+}
+
 json completion(const ResponseContext& c, const Job::Update& update, int64_t prompt_tokens) {
   json choices = json::array();
   for (size_t i = 0; i < update.choices.size(); ++i) {
@@ -101,6 +120,7 @@ json completion(const ResponseContext& c, const Job::Update& update, int64_t pro
     choices.push_back(std::move(out));
   }
   json out = envelope(c, false, std::move(choices));
+  out["timings"] = timings(prompt_tokens, update);
   out["usage"] = usage(prompt_tokens, update);
   return out;
 }
@@ -142,6 +162,7 @@ std::string chunks(const ResponseContext& c, int64_t index, const Job::Choice& c
 
 std::string usage_chunk(const ResponseContext& c, int64_t prompt_tokens, const Job::Update& update) {
   json out = envelope(c, true, json::array());
+  out["timings"] = timings(prompt_tokens, update);
   out["usage"] = usage(prompt_tokens, update);
   return events({out});
 }
@@ -210,6 +231,16 @@ class ResponsesTest : public ::testing::Test {
     c.cached_tokens = std::uniform_int_distribution<int64_t>(0, 1000)(rng);
     return c;
   }
+  // Points whole microseconds apart (some not reached: the clock's epoch), in order.
+  static Job::Timings random_timings(std::mt19937& rng) {
+    Job::Timings t;
+    auto at = Job::Clock::time_point{} + std::chrono::seconds(1000);
+    for (Job::Clock::time_point* point : {&t.arrived, &t.admitted, &t.first_token, &t.finished}) {
+      at += std::chrono::microseconds(std::uniform_int_distribution<int64_t>(0, 5'000'000)(rng));
+      if (std::uniform_int_distribution<int>(0, 5)(rng) > 0) *point = at;
+    }
+    return t;
+  }
   ResponseContext random_context(std::mt19937& rng, bool chat, bool logprobs) const {
     return {.chat = chat,
             .id = "cmpl-" + random_text(rng, 2),
@@ -265,6 +296,7 @@ TEST_F(ResponsesTest, CompletionsAndUsageAreTheJsonValuesDumped) {
         Job::Update update;
         const int choices = std::uniform_int_distribution<int>(0, 3)(rng);
         for (int i = 0; i < choices; ++i) update.choices.push_back(random_choice(rng));
+        update.timings = random_timings(rng);
         const int64_t prompt_tokens = std::uniform_int_distribution<int64_t>(0, 5000)(rng);
         const std::string whole = completion(context, update, prompt_tokens);
         ASSERT_EQ(whole, dump(reference::completion(context, update, prompt_tokens))) << "round " << round;

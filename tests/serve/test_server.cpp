@@ -19,9 +19,18 @@ TEST_F(ServerTest, CompletesAPromptAndReportsUsage) {
   EXPECT_EQ(first["usage"]["prompt_tokens"], 5);
   EXPECT_EQ(first["usage"]["completion_tokens"], 8);
   EXPECT_EQ(first["usage"]["total_tokens"], 13);
+  const json& timings = first["timings"];  // llama.cpp's, and the wait for the scheduler
+  EXPECT_EQ(timings["cache_n"], 0);
+  EXPECT_EQ(timings["prompt_n"], 5);
+  EXPECT_EQ(timings["predicted_n"], 8);
+  EXPECT_GE(timings["queued_ms"].get<double>(), 0.0);
+  EXPECT_GT(timings["prompt_ms"].get<double>(), 0.0);
+  EXPECT_GT(timings["predicted_ms"].get<double>(), 0.0);
   // The same prompt again starts from its cached state and, greedy, says the same.
   const json again = post_ok("/v1/completions", greedy("Hello", 8));
   EXPECT_EQ(again["usage"]["prompt_tokens_details"]["cached_tokens"], 5);
+  EXPECT_EQ(again["timings"]["cache_n"], 5);
+  EXPECT_EQ(again["timings"]["prompt_n"], 0);
   EXPECT_EQ(again["choices"][0]["text"], first["choices"][0]["text"]);
   // Token ids are a prompt too: "Hello" as bytes.
   json ids = greedy("", 8);
