@@ -480,7 +480,7 @@ Residual LanguageModel::run_branches(const Tensor& ids, ModelState* state, bool 
   Residual r{ws.take(shape, activation_dtype()), ws.take(shape, activation_dtype())};
   embed(ids_here(ids, ws), r.h);
   for (size_t i = 0; i < branches_.size(); ++i) {
-    make_branch_params(i);
+    make_branch_params(i, i + 1 < branches_.size() ? std::optional<size_t>(i + 1) : std::nullopt);
     apply_branch(i, r, state, one_token, ws);
   }
   return r;

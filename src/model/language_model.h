@@ -3,6 +3,7 @@
 // through the mixers' parallel forward, decoding through their one-token step on a ModelState.
 #pragma once
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -76,12 +77,15 @@ struct Residual {
 };
 
 // Parameters of a branch that a model does not hold for the whole run but has made just before the
-// branch reads them: mixed-precision training makes the BF16 matrices of whichever branch runs in one
-// buffer from the F32 master weights (train/mixed_precision.h).
+// branch reads them: mixed-precision training makes the BF16 matrices of whichever branch runs from
+// the F32 master weights (train/mixed_precision.h).
 class BranchParamMaker {
  public:
   virtual ~BranchParamMaker() = default;
-  virtual void make(size_t branch) = 0;  // queued on the device's stream, before the branch's own work
+  // Makes `branch`'s parameters, queued on the current stream before the branch's own work. `next`:
+  // the branch the caller makes next in the same pass (none at its end), with no change to the weights
+  // in between, which the maker may start making while this branch runs.
+  virtual void make(size_t branch, std::optional<size_t> next) = 0;
   virtual bool makes(const Tensor& param) const = 0;  // whether `param` is one it makes
 };
 
@@ -140,12 +144,13 @@ class LanguageModel {
   void to_device(Device device, DType matrix_dtype);
 
   // Gives the model a maker of branch parameters (or none). With one, branch i's parameters are only
-  // valid after make_branch_params(i): every forward and step calls it before running the branch, a
-  // training pass before a branch's forward and again before its backward.
+  // valid after make_branch_params(i, ...) until another branch's are made: every forward and step
+  // calls it before running the branch, a training pass before a branch's forward and again before its
+  // backward; `next` as in BranchParamMaker::make.
   void set_param_maker(std::unique_ptr<BranchParamMaker> maker) { param_maker_ = std::move(maker); }
   const BranchParamMaker* param_maker() const { return param_maker_.get(); }
-  void make_branch_params(size_t branch) const {
-    if (param_maker_) param_maker_->make(branch);
+  void make_branch_params(size_t branch, std::optional<size_t> next) const {
+    if (param_maker_) param_maker_->make(branch, next);
   }
 
  private:

@@ -12,12 +12,13 @@
 namespace ssm {
 
 // A model of the master's configuration on its device, matrices BF16 copies of the master's, vectors
-// the master's tensors. With `per_layer_matrices` the branches' matrices are not kept: one buffer,
-// sized for the largest branch, holds those of the branch that runs, rounded from the master weights
-// (ops::convert, the rounding of AdamW's copies: the same bits) before each branch's forward and
-// backward (LanguageModel::make_branch_params); the embedding / head stays a kept copy. The layers'
-// weights alias that buffer, but each is its own tensor, so their gradients (ModelGrads: found by
-// the tensor's identity) stay apart.
+// the master's tensors. With `per_layer_matrices` the branches' matrices are not kept: two buffers,
+// each sized for the largest branch, hold those of the branch that runs and of the next, rounded from
+// the master weights (ops::convert, the rounding of AdamW's copies: the same bits) before each
+// branch's forward and backward (LanguageModel::make_branch_params), the next one's on a side stream
+// while the current one runs; the embedding / head stays a kept copy. Branch i's weights alias buffer
+// i % 2, but each is its own tensor, so their gradients (ModelGrads: found by the tensor's identity)
+// stay apart.
 LanguageModel bf16_working_copy(LanguageModel& master, bool per_layer_matrices = false);
 
 // AdamW's parameters: the master's tensors, the gradients of the model the passes run (`working`: the

@@ -1,5 +1,6 @@
 #include "train/model_backward.h"
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 
@@ -163,7 +164,7 @@ double TrainingPass::forward_backward(const Tensor& ids, const Tensor& targets, 
   for (size_t i = 0; i < branches.size(); ++i) {
     SavedBranch& s = saved[i];
     const Branch& branch = branches[i];
-    model_.make_branch_params(i);
+    model_.make_branch_params(i, std::min(i + 1, branches.size() - 1));  // the backward starts at the top
     s.mark = ws_.mark();
     s.h_in = h;
     // The mixers' inputs: kept in this branch's activations, or (recompute) in the shared buffers.
@@ -192,7 +193,8 @@ double TrainingPass::forward_backward(const Tensor& ids, const Tensor& targets, 
   for (size_t i = branches.size(); i-- > 0;) {
     SavedBranch& s = saved[i];
     const Branch& branch = branches[i];
-    model_.make_branch_params(i);  // the forward's were overwritten by the branches above (per-layer copies)
+    // The forward's were overwritten by the branches above (per-layer copies), but for the top one's.
+    model_.make_branch_params(i, i > 0 ? std::optional<size_t>(i - 1) : std::nullopt);
     if (recompute) {
       // The mixers' inputs again, into the buffers their forward read (the same ops: the same bits).
       Timed t(prof, &StepProfile::other);

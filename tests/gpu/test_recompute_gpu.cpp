@@ -90,8 +90,9 @@ TEST(RecomputeGpu, SameGradientsBitForBitInF32AndBf16) {
 }
 
 // --recompute's per-layer BF16 matrices (bf16_working_copy's per_layer_matrices): the losses, every
-// gradient and the master weights over three AdamW steps, the validation loss and the logits are the
-// kept working copy's bits (tests/train/layer_copies_check.h), with and without recompute.
+// gradient and the master weights over three AdamW steps, the validation losses between them and the
+// logits are the kept working copy's bits (tests/train/layer_copies_check.h: three branches in two
+// buffers, the next branch's made on the side stream), with and without recompute.
 TEST(RecomputeGpu, LayerCopiesGiveTheSameBits) {
   gpu_test::require_gpu();
   for (bool recompute : {true, false}) {

@@ -2,13 +2,15 @@
 // per_layer_matrices) against a kept working copy, on the CPU (ssm_tests) or the GPU (ssm_gpu_tests):
 // both round the same master weights to BF16 the same way (ops::convert, AdamW's shadow copies), so
 // the losses, every gradient, the master weights after AdamW steps, the validation loss and the
-// inference logits are the same bits, while the layers' matrices share one buffer and AdamW writes
-// no copy of them.
+// inference logits are the same bits, while the layers' matrices share two buffers (branch i's in
+// buffer i % 2, the next branch's made on a side stream while one runs) and AdamW writes no copy of
+// them. Between the steps a validation pass, after a make() that names a next branch which does not
+// come, checks that a branch made over a conversion still queued into its buffer waits for it.
 #pragma once
 #include <gtest/gtest.h>
 
 #include <cstring>
-#include <set>
+#include <vector>
 #include <string>
 
 #include "core/random.h"
@@ -40,21 +42,25 @@ inline void expect_layer_copies_are_exact(const ModelConfig& config, Device devi
   AdamW kept_adamw(optimizer_params(kept_master, kept, kept_grads), {});
   AdamW made_adamw(optimizer_params(made_master, made, made_grads), {});
 
-  // What is made per layer: every branch matrix, in one buffer (the first matrix of every branch at
-  // its start), with no AdamW copy; every other BF16 tensor is kept and refreshed by AdamW.
+  // What is made per layer: every branch matrix, in two buffers (the first matrix of branch i at the
+  // start of buffer i % 2), with no AdamW copy; every other BF16 tensor is kept and refreshed by AdamW.
   const BranchParamMaker* maker = made.param_maker();
   ASSERT_NE(maker, nullptr);
-  std::set<const void*> branch_starts;
+  const size_t n = made.branches().size();
+  ASSERT_GE(n, 3u) << "the check needs two branches in one buffer";
+  std::vector<const void*> branch_starts;
   for (const Branch& branch : made.branches()) {
     ParamList params;
     for (const MixerSlot& slot : branch.mixers) slot.mixer->add_params("", params);
-    bool first = true;
+    branch_starts.push_back(nullptr);
     for (const ParamRef& p : params) {
       EXPECT_EQ(maker->makes(*p.tensor), p.kind == ParamKind::Matrix) << p.name;
-      if (p.kind == ParamKind::Matrix && first) branch_starts.insert(p.tensor->raw()), first = false;
+      if (p.kind == ParamKind::Matrix && !branch_starts.back()) branch_starts.back() = p.tensor->raw();
     }
   }
-  EXPECT_EQ(branch_starts.size(), 1u) << "every branch's matrices start at the buffer's start";
+  EXPECT_NE(branch_starts[0], branch_starts[1]) << "neighbouring branches' matrices share a buffer";
+  for (size_t i = 2; i < n; ++i)
+    EXPECT_EQ(branch_starts[i], branch_starts[i % 2]) << "branch " << i << "'s matrices are not in buffer " << i % 2;
   for (const OptimizerParam& p : made_adamw.params()) {
     const ParamRef* ref = nullptr;
     for (const ParamRef& r : made_grads.params())
@@ -86,6 +92,13 @@ inline void expect_layer_copies_are_exact(const ModelConfig& config, Device devi
     const ParamList a = kept_master.params(), b = made_master.params();
     for (size_t k = 0; k < a.size(); ++k)
       EXPECT_TRUE(same_bits(*a[k].tensor, *b[k].tensor)) << a[k].name << " differs after AdamW step " << step;
+    // Branch 1 made, branch 2 named next (queued into buffer 0) but not made: the validation pass
+    // then makes branch 0 into buffer 0, after that conversion, and branch 2 again in its turn.
+    made.make_branch_params(1, 2);
+    const double kept_val = kept_pass.loss(ids, targets, nullptr);
+    const double made_val = made_pass.loss(ids, targets, nullptr);
+    EXPECT_EQ(std::memcmp(&kept_val, &made_val, sizeof(double)), 0)
+        << "validation after step " << step << ": " << kept_val << " kept, " << made_val << " made per layer";
   }
   // The forwards outside the training pass (validation, generation) make the layers' matrices too.
   int64_t kept_counted = 0, made_counted = 0;

@@ -146,6 +146,55 @@ void zero(void* dst, size_t bytes) {
                  bytes);
 }
 
+Event::Event() {
+  cudaEvent_t event = nullptr;
+  SSM_CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming), "creating an event");
+  event_ = event;
+}
+
+Event::~Event() { cudaEventDestroy(static_cast<cudaEvent_t>(event_)); }
+
+void Event::record() {
+  SSM_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(event_), static_cast<cudaStream_t>(current_stream())),
+                 "recording an event");
+}
+
+void Event::wait() const {
+  SSM_CUDA_CHECK(cudaStreamWaitEvent(static_cast<cudaStream_t>(current_stream()), static_cast<cudaEvent_t>(event_), 0),
+                 "waiting for an event");
+}
+
+SideStream::SideStream() {
+  cudaStream_t stream = nullptr;
+  SSM_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "creating a side stream");
+  stream_ = stream;
+}
+
+SideStream::~SideStream() {
+  // Its work may still write memory that is freed (stream-ordered, on another stream) after this.
+  cudaStreamSynchronize(static_cast<cudaStream_t>(stream_));
+  cudaStreamDestroy(static_cast<cudaStream_t>(stream_));
+  cudaGetLastError();
+}
+
+void SideStream::queue(const std::function<void()>& work, Event& done) {
+  cudaStream_t caller = static_cast<cudaStream_t>(current_stream());
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  SSM_CUDA_CHECK(cudaStreamIsCapturing(caller, &capture), "queuing work on a side stream");
+  SSM_CHECK(capture == cudaStreamCaptureStatusNone, "work on a side stream cannot be recorded into a graph");
+  fork_.record();
+  set_current_stream(stream_);
+  try {
+    fork_.wait();
+    work();
+    done.record();
+  } catch (...) {
+    set_current_stream(caller);
+    throw;
+  }
+  set_current_stream(caller);
+}
+
 bool Graph::record(const std::function<void()>& work) {
   clear();
   cudaStream_t stream = static_cast<cudaStream_t>(current_stream());

@@ -36,6 +36,37 @@ void release_free_pool_memory();
 void* current_stream();
 void set_current_stream(void* stream);
 
+// A point in the work queued on a stream (a cudaEvent_t, timing disabled), for ordering one
+// stream's later work after it (see ssm::DeviceEvent).
+class Event {
+ public:
+  Event();
+  ~Event();
+  Event(const Event&) = delete;
+  Event& operator=(const Event&) = delete;
+  void record();       // marks the work queued on the current stream so far
+  void wait() const;   // the current stream's later work waits for what was marked (nothing if never recorded)
+
+ private:
+  void* event_ = nullptr;  // cudaEvent_t
+};
+
+// A second non-blocking stream for work that overlaps the current stream's (see ssm::SideStream).
+class SideStream {
+ public:
+  SideStream();
+  ~SideStream();  // waits for its queued work
+  SideStream(const SideStream&) = delete;
+  SideStream& operator=(const SideStream&) = delete;
+  // Queues on this stream what `work` queues on the current stream, to start after everything queued
+  // on the caller's current stream so far, and records `done` after it. Not while recording a graph.
+  void queue(const std::function<void()>& work, Event& done);
+
+ private:
+  void* stream_ = nullptr;  // cudaStream_t
+  Event fork_;              // the caller's stream at queue()
+};
+
 // A CUDA graph recorded from the current stream (see ssm::DeviceGraph).
 class Graph {
  public:

@@ -15,6 +15,7 @@
 #include "ops/cuda/cuda_ops.h"
 #include "ops/cuda/op_checks.h"
 #include "ops/cuda/packs.cuh"
+#include "ops/cuda/pdl.cuh"
 
 namespace ssm::ops::cuda {
 
@@ -29,6 +30,8 @@ constexpr int64_t kBusyThreads = 128 * 1024;  // threads a tile longer than 1 mu
 template <class T, int N, int KM>
 __global__ void conv_kernel(Rows<const T> x, const float* w, const float* bias, Rows<const float> state, Rows<T> y,
                             ConvShape s, bool apply_silu) {
+  pdl::wait_for_previous_grid();  // launched overlapped (pdl.cuh): nothing read before
+  pdl::let_next_grid_start();
   const int64_t packs = s.C / N, i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= s.batch * s.tiles * packs) return;
   const int64_t task = i / packs, b = task / s.tiles, c = i % packs * N;
@@ -67,6 +70,8 @@ __global__ void conv_kernel(Rows<const T> x, const float* w, const float* bias, 
 // column and walks j upwards, so it reads row j + T before it writes it.
 template <class T, int N>
 __global__ void conv_state_kernel(Rows<const T> x, Rows<float> state, ConvShape s) {
+  pdl::wait_for_previous_grid();  // launched overlapped (pdl.cuh): nothing read before
+  pdl::let_next_grid_start();
   const int64_t packs = s.C / N, i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= s.batch * packs) return;
   const int64_t b = i / packs, c = i % packs * N, keep = (s.K - 1) - std::min(s.T, s.K - 1);
@@ -162,14 +167,15 @@ void conv1d_causal(const Tensor& x, const Tensor& w, const Tensor& bias, bool si
       const int64_t packs = s.C / N;
       s.tile = tile_for(s, packs);
       s.tiles = (s.T + s.tile - 1) / s.tile;
-      conv_kernel<T, N, KM><<<blocks_for(s.batch * s.tiles * packs, kThreads), kThreads, 0, stream()>>>(
-          rows_of<const T>(x), w.data<float>(), bias.defined() ? bias.data<float>() : nullptr,
-          Rows<const float>{state_rows.data, state_rows.ld}, rows_of<T>(y), s, silu);
-      SSM_CUDA_CHECK_LAUNCH("{} of x {} with K {}", op, shape_str(x.shape()), s.K);
+      SSM_CUDA_CHECK(pdl::launch_overlapped(conv_kernel<T, N, KM>, dim3(blocks_for(s.batch * s.tiles * packs, kThreads)),
+                                            dim3(kThreads), 0, stream(), rows_of<const T>(x), w.data<float>(),
+                                            bias.defined() ? bias.data<float>() : nullptr,
+                                            Rows<const float>{state_rows.data, state_rows.ld}, rows_of<T>(y), s, silu),
+                     "{} of x {} with K {}", op, shape_str(x.shape()), s.K);
       if (!state) return;
-      conv_state_kernel<T, N><<<blocks_for(s.batch * packs, kThreads), kThreads, 0, stream()>>>(rows_of<const T>(x),
-                                                                                              state_rows, s);
-      SSM_CUDA_CHECK_LAUNCH("{}: state update for x {} with K {}", op, shape_str(x.shape()), s.K);
+      SSM_CUDA_CHECK(pdl::launch_overlapped(conv_state_kernel<T, N>, dim3(blocks_for(s.batch * packs, kThreads)),
+                                            dim3(kThreads), 0, stream(), rows_of<const T>(x), state_rows, s),
+                     "{}: state update for x {} with K {}", op, shape_str(x.shape()), s.K);
     });
   });
 }

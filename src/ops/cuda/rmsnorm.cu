@@ -12,6 +12,7 @@
 #include "ops/cuda/cuda_ops.h"
 #include "ops/cuda/op_checks.h"
 #include "ops/cuda/packs.cuh"
+#include "ops/cuda/pdl.cuh"
 #include "ops/cuda/reduce.cuh"
 
 namespace ssm::ops::cuda {
@@ -68,6 +69,8 @@ template <class T, int N, Gate G>
 __global__ void __launch_bounds__(kMaxThreads)
     norm_kernel(Rows<const T> x, Rows<const T> z, const float* w, Rows<T> y, int64_t groups, int64_t group_size,
                 float eps, float z_scale) {
+  pdl::wait_for_previous_grid();  // launched overlapped (pdl.cuh): nothing read before
+  pdl::let_next_grid_start();
   const int64_t row = blockIdx.x / groups, c0 = blockIdx.x % groups * group_size;
   const Segment<T, N, G> seg{&x.at(row, c0),
                              G == Gate::None ? nullptr : &z.at(row, c0),
@@ -125,14 +128,15 @@ void run_norm(const char* op, const Tensor& x, const Tensor& z, const Tensor& w,
       const Rows<const T> zr = z.defined() ? rows_of<const T>(z) : Rows<const T>{nullptr, 0};
       const int threads = norm_threads(group_size / N);
       auto launch = [&]<Gate G>() {
-        norm_kernel<T, N, G><<<unsigned(rows * groups), threads, 0, stream()>>>(
-            rows_of<const T>(x), zr, w.data<float>(), rows_of<T>(y), groups, group_size, eps, z_scale);
+        SSM_CUDA_CHECK(pdl::launch_overlapped(norm_kernel<T, N, G>, dim3(unsigned(rows * groups)), dim3(threads), 0,
+                                              stream(), rows_of<const T>(x), zr, w.data<float>(), rows_of<T>(y),
+                                              groups, group_size, eps, z_scale),
+                       "{} of {} in groups of {}", op, shape_str(x.shape()), group_size);
       };
       if (gate == Gate::None) launch.template operator()<Gate::None>();
       else if (gate == Gate::AfterNorm) launch.template operator()<Gate::AfterNorm>();
       else if (gate == Gate::Add) launch.template operator()<Gate::Add>();
       else launch.template operator()<Gate::BeforeNorm>();
-      SSM_CUDA_CHECK_LAUNCH("{} of {} in groups of {}", op, shape_str(x.shape()), group_size);
     });
   });
 }

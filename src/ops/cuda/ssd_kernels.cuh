@@ -758,6 +758,8 @@ constexpr int kPrepHeads = 4;
 template <class T, int kN>
 __global__ void __launch_bounds__(kThreads) chunk_prep_kernel(Args<T> a, int chunks, ChunkScan* __restrict__ scans,
                                                               T* __restrict__ cb) {
+  pdl::wait_for_previous_grid();  // launched overlapped (pdl.cuh): nothing read before
+  pdl::let_next_grid_start();
   using L = Tiles<T, kN>;
   extern __shared__ __align__(16) unsigned char smem[];
   T* const Bs = reinterpret_cast<T*>(smem);
@@ -823,6 +825,8 @@ template <class T, int kN>
 __global__ void __launch_bounds__(kThreads, kPieceBlocksPerSm<T>)
     piece_state_kernel(Args<T> a, Plan plan, const float* __restrict__ state0, float* __restrict__ slots,
                        float* __restrict__ log_decays, const ChunkScan* __restrict__ scans) {
+  pdl::wait_for_previous_grid();  // launched overlapped (pdl.cuh): nothing read before
+  pdl::let_next_grid_start();
   using L = Tiles<T, kN>;
   extern __shared__ __align__(16) unsigned char smem[];
   constexpr int kStage = L::kX + L::kBC;  // a stage: x, then B
@@ -892,6 +896,8 @@ __global__ void __launch_bounds__(kThreads, kScanBlocksPerSm<T>)
     chunk_scan_kernel(Args<T> a, Plan plan, float* __restrict__ state, const float* __restrict__ slots,
                       const float* __restrict__ log_decays, const ChunkScan* __restrict__ scans,
                       const T* __restrict__ cb) {
+  pdl::wait_for_previous_grid();  // launched overlapped (pdl.cuh): nothing read before
+  pdl::let_next_grid_start();
   using L = Tiles<T, kN>;
   extern __shared__ __align__(16) unsigned char smem[];
   constexpr int kStage = L::kX + 2 * L::kBC;  // a stage: x, B, then C

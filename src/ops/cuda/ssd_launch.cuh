@@ -115,20 +115,22 @@ cudaError_t launch_chunked_tile(const Args<T>& a, const Plan& plan, float* state
   const unsigned heads = unsigned(a.batch) * unsigned(a.heads);
   const Scratch<T> s = scratch_parts(scratch, a, plan);
   if (passes & kPrep) {
-    chunk_prep_kernel<T, kN><<<unsigned(a.batch) * unsigned(plan.chunks), kThreads, prep_smem<T, kN>(), stream>>>(
-        a, plan.chunks, s.scans, s.cb);
-    if (const cudaError_t error = cudaGetLastError(); error != cudaSuccess) return error;
+    const cudaError_t error =
+        pdl::launch_overlapped(chunk_prep_kernel<T, kN>, dim3(unsigned(a.batch) * unsigned(plan.chunks)),
+                               dim3(kThreads), prep_smem<T, kN>(), stream, a, plan.chunks, s.scans, s.cb);
+    if (error != cudaSuccess) return error;
   }
   if (plan.segments > 1 && (passes & kPieceStates)) {
-    piece_state_kernel<T, kN><<<heads * plan.pieces(), kThreads, piece_state_smem<T, kN>(), stream>>>(
-        a, plan, state, s.slots, s.log_decays, s.scans);
-    if (const cudaError_t error = cudaGetLastError(); error != cudaSuccess) return error;
+    const cudaError_t error =
+        pdl::launch_overlapped(piece_state_kernel<T, kN>, dim3(heads * plan.pieces()), dim3(kThreads),
+                               piece_state_smem<T, kN>(), stream, a, plan, state, s.slots, s.log_decays, s.scans);
+    if (error != cudaSuccess) return error;
   }
   if (!(passes & kChunkScan)) return cudaSuccess;
   auto scan = [&](auto kernel) {
-    kernel<<<heads * unsigned(plan.segments * plan.slices), kThreads, chunk_scan_smem<T, kN>(), stream>>>(
-        a, plan, state, s.slots, s.log_decays, s.scans, s.cb);
-    return cudaGetLastError();
+    return pdl::launch_overlapped(kernel, dim3(heads * unsigned(plan.segments * plan.slices)), dim3(kThreads),
+                                  chunk_scan_smem<T, kN>(), stream, a, plan, state, s.slots, s.log_decays, s.scans,
+                                  s.cb);
   };
   switch (plan.slice_rows) {
     case 16: return scan(chunk_scan_kernel<T, kN, 16>);
