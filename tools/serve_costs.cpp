@@ -157,6 +157,7 @@ int main(int argc, char** argv) {
   int64_t next_row = 0;
   row("copy of a sequence's state", best_of(10, [&] { one.copy_sequence(0, rows, next_row++ % 16); }), 0);
   row("a fresh state of one sequence", best_of(10, [&] { (void)model.new_state(1); }), 0);
+  row("a state left unset for a copy (snapshots, hits)", best_of(10, [&] { (void)model.unset_state(one, 1); }), 0);
   // A new server's decode batch growing (twofold) while 64 sequences join, once.
   BatchState batch(model);
   const Timing joins = best_of(1, [&] {

@@ -30,12 +30,12 @@ CachedPrefill::Result CachedPrefill::start(std::span<const int32_t> prompt) {
   Result result;
   const PrefixCache::Hit hit = cache_ ? cache_->find(prompt, chunk_) : PrefixCache::Hit{};
   if (hit.snapshot) {
-    // A state to overwrite whole: one a prompt left behind or the cache evicted, else a new one (on
-    // the GPU a new state costs more than the copy: its allocations and zeroing).
+    // A state to overwrite whole: one a prompt left behind or the cache evicted, else a new one left
+    // unset (on the GPU a fresh state costs more than the copy: allocations, zeroing, A).
     result.state = std::move(spare_);
     spare_ = ModelState();
     if (result.state.mixers.empty()) result.state = cache_->take_spare();
-    if (result.state.mixers.empty()) result.state = model_.new_state(1);
+    if (result.state.mixers.empty()) result.state = model_.unset_state(blank_, 1);
     hit.snapshot->state.copy_sequence(0, result.state, 0);
     result.logits = hit.snapshot->logits;
     result.cached_tokens = result.done = hit.length;
@@ -134,7 +134,7 @@ void CachedPrefill::run_together(std::span<const Prefilling> prompts, const std:
     if (leaves) all_in(index, *state, row);
     if (cache_) {
       Snapshot snapshot{cache_->take_spare(), progress.logits};
-      if (snapshot.state.mixers.empty()) snapshot.state = model_.new_state(1);
+      if (snapshot.state.mixers.empty()) snapshot.state = model_.unset_state(blank_, 1);
       state->copy_sequence(row, snapshot.state, 0);
       cache_->insert(p.prompt.first(size_t(progress.done)), std::move(snapshot));
     }
@@ -142,7 +142,7 @@ void CachedPrefill::run_together(std::span<const Prefilling> prompts, const std:
       if (state == &progress.state && progress.state.resizable()) spare_ = std::move(progress.state);
       progress.state = ModelState();
     } else if (state == &together_) {
-      if (progress.state.mixers.empty()) progress.state = model_.new_state(1);
+      if (progress.state.mixers.empty()) progress.state = model_.unset_state(blank_, 1);
       together_.copy_sequence(r, progress.state, 0);
     }
   }

@@ -84,7 +84,9 @@ class CachedPrefill {
   // cost more than the forwards on 16 cores, so a prompt the cache had nothing for starts on a blank
   // row, and a prompt all in leaves from its row (docs/performance.md, Server).
   ModelState together_;
-  ModelState blank_;  // a fresh state of one sequence, copied into the rows of prompts that start blank
+  // A fresh state of one sequence, copied into the rows of prompts that start blank; the states left
+  // unset for copies share what is not per sequence with it (A: the weights do not change here).
+  ModelState blank_;
   // The state of one sequence of the last prompt handed over from a state of its own (a cache hit's),
   // for the next hit to copy its snapshot into. Only states that resize in place (as the cache's spare).
   ModelState spare_;

@@ -353,6 +353,22 @@ ModelState LanguageModel::new_state(int64_t batch) const {
   return state;
 }
 
+ModelState LanguageModel::unset_state(const ModelState& like, int64_t batch) const {
+  ModelState state;
+  state.batch = batch;
+  state.device = device();
+  size_t i = 0;
+  for (const Branch& branch : branches_)
+    for (const MixerSlot& slot : branch.mixers) {
+      SSM_CHECK(i < like.mixers.size(), "unset_state: the state given is not one of this model's");
+      const MixerState* from = like.mixers[i++].get();
+      std::unique_ptr<MixerState> unset = from ? from->unset_like(batch) : nullptr;
+      state.mixers.push_back(unset ? std::move(unset) : slot.mixer->new_state(batch));
+    }
+  SSM_CHECK(i == like.mixers.size(), "unset_state: the state given is not one of this model's");
+  return state;
+}
+
 DType LanguageModel::activation_dtype() const {
   return device() == Device::CPU ? DType::F32 : embedding_.dtype();
 }

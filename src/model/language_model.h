@@ -114,6 +114,10 @@ class LanguageModel {
   double state_bytes(int64_t context) const;
 
   ModelState new_state(int64_t batch) const;
+  // A state of `batch` sequences whose rows are left unset, for copies that overwrite them whole
+  // (MixerState::unset_like; a fresh state for the mixers without that form); what is not per
+  // sequence is `like`'s, a state of this model.
+  ModelState unset_state(const ModelState& like, int64_t batch) const;
   // Whether every mixer's step, or forward, can be recorded and replayed (see Mixer::replayable_step).
   bool replayable_step() const;
   bool replayable_forward() const;

@@ -51,6 +51,10 @@ class MixerState {
   // import_sequence throws ssm::Error naming a tensor that is missing or of another shape or dtype.
   virtual StateTensors export_sequence(int64_t index) const = 0;
   virtual void import_sequence(int64_t index, const StateTensorMap& tensors) = 0;
+  // A state of this one's mixer for `batch` sequences whose rows are left unset, for copies that
+  // overwrite them whole (a prefix-cache snapshot, a cache hit's state): no zeroing, and what is not
+  // per sequence shared with this state. Null where the mixer makes its states only one way.
+  virtual std::unique_ptr<MixerState> unset_like(int64_t batch) const { return nullptr; }
 };
 
 // `name` of `tensors`, checked to be `shape` and `dtype` (ssm::Error naming `owner` otherwise).

@@ -83,6 +83,13 @@ void ConvSsmState::resize(int64_t batch) {
   resize_batch_rows(ssm_storage_, ssm, batch);
 }
 
+std::unique_ptr<MixerState> ConvSsmState::unset_like(int64_t batch) const {
+  Shape conv_shape = conv.shape(), ssm_shape = ssm.shape();
+  conv_shape[0] = ssm_shape[0] = batch;
+  return std::make_unique<ConvSsmState>(Tensor::empty(conv_shape, DType::F32, conv.device()),
+                                        Tensor::empty(ssm_shape, DType::F32, ssm.device()), A);
+}
+
 void ConvSsmState::copy_sequence(int64_t from, MixerState& to, int64_t to_index) const {
   auto& target = state_as<ConvSsmState>(&to, "ConvSsmState::copy_sequence");
   copy_batch_row(conv, from, target.conv, to_index);

@@ -12,11 +12,10 @@ class ConvSsmState final : public MixerState {
  public:
   // States in F32 on the device of A (the mixer's parameters).
   ConvSsmState(const Shape& conv_shape, const Shape& ssm_shape, Tensor A)
-      : conv(Tensor::zeros(conv_shape, DType::F32, A.device())),
-        ssm(Tensor::zeros(ssm_shape, DType::F32, A.device())),
-        A(std::move(A)),
-        conv_storage_(conv),
-        ssm_storage_(ssm) {}
+      : ConvSsmState(Tensor::zeros(conv_shape, DType::F32, A.device()), Tensor::zeros(ssm_shape, DType::F32, A.device()),
+                     Tensor(A)) {}  // (a copy: arguments are evaluated in any order, A.device() may come last)
+  ConvSsmState(Tensor conv, Tensor ssm, Tensor A)
+      : conv(std::move(conv)), ssm(std::move(ssm)), A(std::move(A)), conv_storage_(this->conv), ssm_storage_(this->ssm) {}
   void copy_sequence(int64_t from, MixerState& to, int64_t to_index) const override;
   bool sequence_copies(int64_t from, MixerState& to, int64_t to_index, std::vector<ByteCopy>& copies) const override;
   int64_t bytes() const override { return int64_t(conv_storage_.nbytes() + ssm_storage_.nbytes()); }
@@ -24,6 +23,9 @@ class ConvSsmState final : public MixerState {
   void resize(int64_t batch) override;
   StateTensors export_sequence(int64_t index) const override;
   void import_sequence(int64_t index, const StateTensorMap& tensors) override;
+  // On the GPU a fresh state is 2 allocations, 2 zeroings and A's kernel a layer (~0.38 ms of host
+  // time at mamba2-130m); this one, 2 allocations.
+  std::unique_ptr<MixerState> unset_like(int64_t batch) const override;
 
   Tensor conv;  // [B, K-1, conv channels]
   Tensor ssm;   // Mamba-1: [B, d_inner, N]; Mamba-2: [B, H, P, N]
