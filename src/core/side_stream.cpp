@@ -8,7 +8,6 @@
 
 namespace ssm {
 
-
 #ifdef SSM_CUDA
 struct DeviceEvent::Impl {
   cuda::Event event;
@@ -28,14 +27,12 @@ DeviceEvent::DeviceEvent(Device device) {
 DeviceEvent::~DeviceEvent() = default;
 
 void DeviceEvent::record() {
-
 #ifdef SSM_CUDA
   if (impl_) impl_->event.record();
 #endif
 }
 
 void DeviceEvent::wait() const {
-
 #ifdef SSM_CUDA
   if (impl_) impl_->event.wait();
 #endif
@@ -48,7 +45,6 @@ SideStream::SideStream(Device device) {
 SideStream::~SideStream() = default;
 
 void SideStream::queue(const std::function<void()>& work, DeviceEvent& done) {
-
 #ifdef SSM_CUDA
   if (impl_) {
     SSM_CHECK(done.impl_, "SideStream::queue: the event is not on the GPU");
