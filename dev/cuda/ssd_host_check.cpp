@@ -90,7 +90,7 @@ std::vector<T> converted(const std::vector<float>& v) {
 enum class Algorithm { recurrent, chunked };
 const char* name(Algorithm al) { return al == Algorithm::recurrent ? "recurrent" : "chunked"; }
 
-// The chunked forward's three kernels (ssd_launch.cuh's order), each block's shared memory poisoned
+// The chunked forward's three kernels (ssd_launch.cuh's order and choice), each block's shared memory poisoned
 // first; false when a kernel used more shared memory than its *_smem says (the GPU would have refused
 // the launch).
 template <class T, int kN, int kRows>
@@ -105,10 +105,12 @@ bool launch_chunked(const kernels::Args<T>& a, const kernels::Plan& plan, float*
   const int64_t heads = int64_t(a.batch) * a.heads;
   const kernels::Scratch<T> s = kernels::scratch_parts(scratch.data(), a, plan);
   bool ok = true;
-  poison_shared(kernels::smem);
-  fibers::launch(unsigned(a.batch * plan.chunks), kernels::kThreads,
-                 [&] { kernels::chunk_prep_kernel<T, kN>(a, plan.chunks, s.scans, s.cb); });
-  ok &= shared_untouched_from(kernels::smem, kernels::prep_smem<T, kN>());
+  if (plan.chunks > 1) {  // one chunk: pass 2 makes its own scans and C Bᵀ (the scratch stays NaN)
+    poison_shared(kernels::smem);
+    fibers::launch(unsigned(a.batch * plan.chunks), kernels::kThreads,
+                   [&] { kernels::chunk_prep_kernel<T, kN>(a, plan.chunks, s.scans, s.cb); });
+    ok &= shared_untouched_from(kernels::smem, kernels::prep_smem<T, kN>());
+  }
   if (plan.segments > 1) {
     poison_shared(kernels::smem);
     fibers::launch(unsigned(heads * plan.pieces()), kernels::kThreads, [&] {

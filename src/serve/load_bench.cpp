@@ -93,9 +93,10 @@ LoadLevel run_level(const LanguageModel& model, const Tokenizer& tokenizer, int6
   for (int64_t c = 0; c < clients; ++c)
     threads.emplace_back([&, c] {
       Rng rng(options.seed * 7919 + uint64_t(c));
+      LoadClient client("127.0.0.1", server.port());
       while (Clock::now() < stop_starting) {
-        const StreamTiming t = stream_completion(
-            "127.0.0.1", server.port(), request(random_ids(rng, options.prompt_tokens, vocab), options.max_tokens));
+        const StreamTiming t =
+            client.stream_completion(request(random_ids(rng, options.prompt_tokens, vocab), options.max_tokens));
         const bool complete = t.ok && int64_t(t.token_times.size()) == options.max_tokens;
         const std::lock_guard lock(mutex);
         ++level.requests;
@@ -133,13 +134,14 @@ PrefixProbe probe_prefix(const LanguageModel& model, const Tokenizer& tokenizer,
                          const LoadBenchOptions& options) {
   const LocalServer server(model, tokenizer, server_options(options, 1));
   Rng rng(options.seed + 17);
+  LoadClient client("127.0.0.1", server.port());
   std::vector<double> misses, hits, hits_queued, hits_prompt;
   for (int64_t pair = 0; pair < options.prefix_pairs; ++pair) {
     const nlohmann::json prefix = random_ids(rng, options.prefix_tokens, vocab);
     for (std::vector<double>* times : {&misses, &hits}) {
       nlohmann::json prompt = prefix;
       for (const auto& id : random_ids(rng, 16, vocab)) prompt.push_back(id);
-      const StreamTiming t = stream_completion("127.0.0.1", server.port(), request(std::move(prompt), 1));
+      const StreamTiming t = client.stream_completion(request(std::move(prompt), 1));
       SSM_CHECK(t.ok && !t.token_times.empty(), "the shared-prefix probe's request failed: {}", t.error);
       times->push_back(t.token_times.front());
       if (times == &hits) {

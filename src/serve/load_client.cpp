@@ -82,14 +82,19 @@ class EventReader final : public nlohmann::json_sax<json> {
 
 }  // namespace
 
-StreamTiming stream_completion(const std::string& host, int port, nlohmann::json body) {
+LoadClient::LoadClient(const std::string& host, int port) : client_(std::make_unique<httplib::Client>(host, port)) {
+  client_->set_keep_alive(true);
+  client_->set_read_timeout(600, 0);
+  client_->set_tcp_nodelay(true);  // httplib writes the headers and the body apart: the body must not wait for an ack
+}
+
+LoadClient::~LoadClient() = default;
+
+StreamTiming LoadClient::stream_completion(nlohmann::json body) {
   using Clock = std::chrono::steady_clock;
   body["stream"] = true;
   body["logprobs"] = 0;
   body["stream_options"] = {{"include_usage", true}};
-  httplib::Client client(host, port);
-  client.set_read_timeout(600, 0);
-  client.set_tcp_nodelay(true);  // httplib writes the headers and the body apart: the body must not wait for an ack
   httplib::Request req;
   req.method = "POST";
   req.path = "/v1/completions";
@@ -125,7 +130,7 @@ StreamTiming stream_completion(const std::string& host, int port, nlohmann::json
     buffer.erase(0, begin);
     return true;
   };
-  const httplib::Result res = client.send(req);
+  const httplib::Result res = client_->send(req);
   if (!res)
     timing.error = "connection: " + httplib::to_string(res.error());
   else if (res->status != 200)

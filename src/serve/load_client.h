@@ -3,9 +3,14 @@
 // many tokens it carries, and for usage, whose event carries the server's "timings".
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
+
+namespace httplib {
+class Client;
+}
 
 namespace ssm::serve {
 
@@ -18,8 +23,20 @@ struct StreamTiming {
   double server_queued = 0, server_prompt = 0;
 };
 
-// POSTs `body` (a /v1/completions request; "stream", "stream_options" and "logprobs" are set here) to
-// host:port.
-StreamTiming stream_completion(const std::string& host, int port, nlohmann::json body);
+// One client of the server, whose connection stays open from one request to the next, as the OpenAI
+// SDKs keep theirs (a new one is opened when the server has closed it).
+class LoadClient {
+ public:
+  LoadClient(const std::string& host, int port);
+  ~LoadClient();
+  LoadClient(const LoadClient&) = delete;
+  LoadClient& operator=(const LoadClient&) = delete;
+
+  // POSTs `body` (a /v1/completions request; "stream", "stream_options" and "logprobs" are set here).
+  StreamTiming stream_completion(nlohmann::json body);
+
+ private:
+  std::unique_ptr<httplib::Client> client_;
+};
 
 }  // namespace ssm::serve

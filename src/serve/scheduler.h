@@ -21,6 +21,7 @@
 // no more queued than the joins' and leaves' copies. The step itself is replayed from a recording of
 // its batch size where the model allows (step_graphs.h).
 #pragma once
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -160,6 +161,7 @@ class Scheduler {
   std::deque<Pending> queue_;
   std::deque<Task> tasks_;
   bool stopping_ = false;
+  std::atomic<uint64_t> posts_ = 0;  // submits, tasks and stop so far (changed under mutex_): what the idle loop polls
   std::thread thread_;  // last: starts once everything above exists
 };
 

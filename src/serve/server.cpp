@@ -104,6 +104,9 @@ Server::Impl::Impl(ServerOptions opts) : options(std::move(opts)) {
   // A stream is small writes (the headers, then an event per token): each goes out at once, not held
   // by Nagle's algorithm until the client acknowledges the one before (accepted sockets inherit it).
   http.set_tcp_nodelay(true);
+  // Clients keep their connection for the next request (the OpenAI SDKs do): httplib's default of 5
+  // requests a connection would make every fifth one connect again.
+  http.set_keep_alive_max_count(1000);
   http.set_socket_options([this](socket_t sock) {
     httplib::default_socket_options(sock);
     listen_socket = sock;  // the listening socket: bind() raises its backlog

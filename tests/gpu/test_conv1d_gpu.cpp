@@ -1,7 +1,7 @@
 // ops::conv1d_causal and ops::conv1d_causal_step on the GPU against the CPU ops: F32 and BF16
-// activations, odd channel counts, T = 1, 2, 3 (shorter than K - 1), 65 and 1100 (tiles of 4 to 16
-// tokens a thread, partial last tiles), K up to 16, with and without a state
-// (read and rewritten), with and without bias and SiLU, strided x, y and state, K = 1, and steps
+// activations, odd channel counts, T = 1, 2, 3 (shorter than K - 1), 16 (a cached prompt's suffix:
+// tiles of K - 1 tokens when a state is kept), 65 and 1100 (tiles of 4 to 16 tokens a thread, partial
+// last tiles), K up to 16, with and without a state (read and rewritten by the first tile's thread), with and without bias and SiLU, strided x, y and state, K = 1, and steps
 // against the CPU step.
 #include <string>
 
@@ -27,7 +27,7 @@ TEST_P(Conv1dGpu, ForwardMatchesTheCpu) {
   int variant = 0;
   for (int64_t C : {1, 7, 33, 1000, 1537}) {
     for (int64_t K : {4, 1, 5, 16}) {
-      for (int64_t T : {1, 2, 3, 65, 1100}) {
+      for (int64_t T : {1, 2, 3, 16, 65, 1100}) {
         for (bool with_state : {false, true}) {
           // Rotate bias, SiLU and the column offset (none, misaligned, aligned) over the cases.
           ++variant;

@@ -4,8 +4,9 @@
 // inputs in registers (conv1d_window.cuh), loading kAhead inputs before it uses them: x is read once
 // (plus K-1 halo rows a tile) and the taps once a tile. (A thread per token read its 4·N taps in
 // scalar loads whose warp touched 32 cache lines each: 0.63 ms for a [8, 2048, 1792] BF16 conv on the
-// H200, 13% of a mamba2-130m training step.) A second kernel then writes the new state (the last K-1
-// inputs), after every read of the old one. The step runs one kernel, a thread per (b, pack), which
+// H200, 13% of a mamba2-130m training step.) With a state, tiles are at least K-1 tokens long, so that
+// only a row's first tile reads the old state; that thread then writes the new one (the last K-1
+// inputs) after its outputs: no second kernel. The step runs one kernel, a thread per (b, pack), which
 // reads each state row once, using it and moving it up (conv_step_kernel).
 #include <algorithm>
 
@@ -26,9 +27,25 @@ constexpr int kAhead = 8;     // inputs a thread loads before computing their ou
 constexpr int kConvPack = 4;  // channels a thread: the taps and window of 8 would take 145 registers
 constexpr int64_t kBusyThreads = 128 * 1024;  // threads a tile longer than 1 must leave (~1K per SM)
 
-// state rows: (b, j) at row b·(K-1) + j; state.data null: zeros.
+// The state after the sequence, written by the thread of row b's first tile (the only reader of the old
+// one): x̃[T-(K-1) .. T-1], every row read before any is written (with T < K-1 old rows move up).
 template <class T, int N, int KM>
-__global__ void conv_kernel(Rows<const T> x, const float* w, const float* bias, Rows<const float> state, Rows<T> y,
+__device__ __forceinline__ void write_state(Rows<const T> x, Rows<float> state, const ConvShape& s, int64_t b,
+                                            int64_t c) {
+  const Rows<const float> old_state{state.data, state.ld};
+  float last[KM - 1][N];
+#pragma unroll
+  for (int j = 0; j < KM - 1; ++j)
+    if (j < s.K - 1) load_input<T, N>(x, old_state, s, b, s.T - (s.K - 1) + j, c, last[j]);
+#pragma unroll
+  for (int j = 0; j < KM - 1; ++j)
+    if (j < s.K - 1) store_pack<N>(&state.at(b * (s.K - 1) + j, c), last[j]);
+}
+
+// state rows: (b, j) at row b·(K-1) + j; state.data null: zeros in, nothing kept. With a state,
+// s.tile >= K-1 (see the top).
+template <class T, int N, int KM>
+__global__ void conv_kernel(Rows<const T> x, const float* w, const float* bias, Rows<float> state, Rows<T> y,
                             ConvShape s, bool apply_silu) {
   pdl::wait_for_previous_grid();  // launched overlapped (pdl.cuh): nothing read before
   pdl::let_next_grid_start();
@@ -41,8 +58,9 @@ __global__ void conv_kernel(Rows<const T> x, const float* w, const float* bias, 
   load_start<N>(bias, c, start);
   // At token t: window[j] = x̃[t - (KM-1) + j].
   float window[KM][N];
+  const Rows<const float> old_state{state.data, state.ld};
 #pragma unroll
-  for (int j = 1; j < KM; ++j) load_input<T, N>(x, state, s, b, t0 - KM + j, c, window[j]);
+  for (int j = 1; j < KM; ++j) load_input<T, N>(x, old_state, s, b, t0 - KM + j, c, window[j]);
   for (int64_t t = t0; t < t1; t += kAhead) {
     Pack<T, N> ahead[kAhead];
 #pragma unroll
@@ -64,23 +82,7 @@ __global__ void conv_kernel(Rows<const T> x, const float* w, const float* bias, 
       store_pack<N>(&y.at(b * s.T + t + k, c), acc);
     }
   }
-}
-
-// The state after a sequence: the last K-1 inputs. With T < K-1 old rows move up; each thread owns a
-// column and walks j upwards, so it reads row j + T before it writes it.
-template <class T, int N>
-__global__ void conv_state_kernel(Rows<const T> x, Rows<float> state, ConvShape s) {
-  pdl::wait_for_previous_grid();  // launched overlapped (pdl.cuh): nothing read before
-  pdl::let_next_grid_start();
-  const int64_t packs = s.C / N, i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= s.batch * packs) return;
-  const int64_t b = i / packs, c = i % packs * N, keep = (s.K - 1) - std::min(s.T, s.K - 1);
-  for (int64_t j = 0; j < s.K - 1; ++j) {
-    float v[N];
-    if (j < keep) load_pack<N>(&state.at(b * (s.K - 1) + j + s.T, c), v);
-    else load_pack<N>(&x.at(b * s.T + s.T - (s.K - 1) + j, c), v);
-    store_pack<N>(&state.at(b * (s.K - 1) + j, c), v);
-  }
+  if (state.data && t0 == 0) write_state<T, N, KM>(x, state, s, b, c);
 }
 
 // One token: a thread per (b, pack of N channels) loads everything it needs first — its taps, bias,
@@ -166,16 +168,13 @@ void conv1d_causal(const Tensor& x, const Tensor& w, const Tensor& bias, bool si
       const Rows<float> state_rows = state ? rows_of<float>(*state) : Rows<float>{nullptr, 0};
       const int64_t packs = s.C / N;
       s.tile = tile_for(s, packs);
+      if (state) s.tile = std::max(s.tile, s.K - 1);  // only the first tile reads the old state
       s.tiles = (s.T + s.tile - 1) / s.tile;
       SSM_CUDA_CHECK(pdl::launch_overlapped(conv_kernel<T, N, KM>, dim3(blocks_for(s.batch * s.tiles * packs, kThreads)),
                                             dim3(kThreads), 0, stream(), rows_of<const T>(x), w.data<float>(),
-                                            bias.defined() ? bias.data<float>() : nullptr,
-                                            Rows<const float>{state_rows.data, state_rows.ld}, rows_of<T>(y), s, silu),
+                                            bias.defined() ? bias.data<float>() : nullptr, state_rows, rows_of<T>(y),
+                                            s, silu),
                      "{} of x {} with K {}", op, shape_str(x.shape()), s.K);
-      if (!state) return;
-      SSM_CUDA_CHECK(pdl::launch_overlapped(conv_state_kernel<T, N>, dim3(blocks_for(s.batch * packs, kThreads)),
-                                            dim3(kThreads), 0, stream(), rows_of<const T>(x), state_rows, s),
-                     "{}: state update for x {} with K {}", op, shape_str(x.shape()), s.K);
     });
   });
 }

@@ -715,6 +715,7 @@ struct CbPairs<bf16> {
   Pair v[4][2];
   __device__ __forceinline__ float first(int nt, int half) const { return __low2float(v[nt][half]); }
   __device__ __forceinline__ float second(int nt, int half) const { return __high2float(v[nt][half]); }
+  __device__ __forceinline__ static Pair pack(float a, float b) { return __floats2bfloat162_rn(a, b); }
 };
 template <>
 struct CbPairs<float> {
@@ -722,6 +723,7 @@ struct CbPairs<float> {
   Pair v[4][2];
   __device__ __forceinline__ float first(int nt, int half) const { return v[nt][half].x; }
   __device__ __forceinline__ float second(int nt, int half) const { return v[nt][half].y; }
+  __device__ __forceinline__ static Pair pack(float a, float b) { return {a, b}; }
 };
 
 // Calls f(nt, half, l, s) for each pair (l, s), (l, s + 1) of the warp's C Bᵀ tiles (cb_tiles' tiling).
@@ -883,8 +885,11 @@ __global__ void __launch_bounds__(kThreads, kPieceBlocksPerSm<T>)
 // (when given). The state entering segment 0 is `state` itself when there is one segment, else its copy
 // in slot 0 (the last segment overwrites `state` while segment 0 may not have read it); each block
 // reads and writes only its own rows. `slots` and `log_decays` as pass 1 left them (unused with one
-// segment); scans and C Bᵀ as pass 0 did. The slices of a (b, h, segment) share its x, B, C, scans and
-// C Bᵀ, each copying them and masking C Bᵀ as the whole block would.
+// segment); scans and C Bᵀ as pass 0 did, except for a sequence of one chunk (a prompt's short suffix),
+// where each block makes its head's scan and its group's C Bᵀ itself, rounded as pass 0 stores it (the
+// same bits), and pass 0 is not launched: one kernel fewer a layer. The slices of a (b, h, segment)
+// share its x, B, C, scans and C Bᵀ, each copying (or making) them and masking C Bᵀ as the whole block
+// would.
 // Pass-2 blocks meant to share a multiprocessor: for BF16 two (at most 128 registers a thread and
 // 106 KB of shared memory each at N 128), so one block's barriers and latencies overlap the other's
 // work; for F32 one (its tiles and 3xTF32 fragments take twice the room).
@@ -915,7 +920,8 @@ __global__ void __launch_bounds__(kThreads, kScanBlocksPerSm<T>)
   const bool state_io = state != nullptr, last_segment = segment == plan.segments - 1;
   const int c_begin = segment * plan.chunks_per_segment;
   const int c_end = min(plan.chunks, c_begin + plan.chunks_per_segment);
-  // Queues chunk c's x, B, C and scan into stage (c - c_begin) & 1, and commits.
+  const bool own_prep = plan.chunks == 1;
+  // Queues chunk c's x, B, C and scan (unless made here) into stage (c - c_begin) & 1, and commits.
   auto copy = [&](int c) {
     const int stage = (c - c_begin) & 1;
     T* const Xs = tiles + stage * kStage;
@@ -924,7 +930,7 @@ __global__ void __launch_bounds__(kThreads, kScanBlocksPerSm<T>)
     copy_chunk_async(Xs, typename L::X{}, a.x + int64_t(bc.h) * P, a.ldx, row0, rows, P);
     copy_chunk_async(Xs + L::kX, typename L::BC{}, a.B + int64_t(bc.g) * N, a.ldB, row0, rows, N);
     copy_chunk_async(Xs + L::kX + L::kBC, typename L::BC{}, a.C + int64_t(bc.g) * N, a.ldC, row0, rows, N);
-    copy_bytes_async(&scan[stage], &scans[bc.bh * plan.chunks + c], sizeof(ChunkScan));
+    if (!own_prep) copy_bytes_async(&scan[stage], &scans[bc.bh * plan.chunks + c], sizeof(ChunkScan));
     ptx::cp_async_commit();
   };
 
@@ -932,7 +938,13 @@ __global__ void __launch_bounds__(kThreads, kScanBlocksPerSm<T>)
   __syncthreads();
   copy(c_begin);
   CbPairs<T> cb_next;
-  load_cb(cb_next, cb_of(a, cb, plan.chunks, bc.b, bc.g, c_begin));
+  if (!own_prep) {
+    load_cb(cb_next, cb_of(a, cb, plan.chunks, bc.b, bc.g, c_begin));
+  } else if (threadIdx.x < 32) {  // seen by every warp after the loop's first barrier
+    float raw[2];
+    load_raw_dt(a, bc, 0, raw);
+    scan_chunk(scan[0], raw, chunk_rows(a.length, 0), a, bc.h);
+  }
 
   // The state entering the segment: the initial state carried through the pieces before.
   StateTiles<kN, kRows> S = {};
@@ -953,6 +965,13 @@ __global__ void __launch_bounds__(kThreads, kScanBlocksPerSm<T>)
     ptx::cp_async_wait_all();
     __syncthreads();  // chunk c's tiles and scan are in; every warp is done with chunk c - 1
     if (c + 1 < c_end) copy(c + 1);
+    if (own_prep) {
+      float raw_cb[4][4] = {};
+      cb_tiles<T, kN>(raw_cb, Cs, Bs);
+      for_cb_pairs([&](int nt, int half, int, int) {
+        cb_next.v[nt][half] = CbPairs<T>::pack(raw_cb[nt][2 * half], raw_cb[nt][2 * half + 1]);
+      });
+    }
     if (has_prev)
       for_state_pairs<kN, kRows>(row0, [&](int mt, int nt, int half, int p, int n) {
         store_pair(Ss + L::S::at(p, n), S[mt][nt][2 * half], S[mt][nt][2 * half + 1]);

@@ -114,7 +114,7 @@ cudaError_t launch_chunked_tile(const Args<T>& a, const Plan& plan, float* state
                                 cudaStream_t stream, int passes) {
   const unsigned heads = unsigned(a.batch) * unsigned(a.heads);
   const Scratch<T> s = scratch_parts(scratch, a, plan);
-  if (passes & kPrep) {
+  if ((passes & kPrep) && plan.chunks > 1) {  // one chunk: pass 2 makes its own (chunk_scan_kernel)
     const cudaError_t error =
         pdl::launch_overlapped(chunk_prep_kernel<T, kN>, dim3(unsigned(a.batch) * unsigned(plan.chunks)),
                                dim3(kThreads), prep_smem<T, kN>(), stream, a, plan.chunks, s.scans, s.cb);
