@@ -59,6 +59,13 @@ std::shared_ptr<Storage> allocate_storage(size_t bytes, Device device) {
   return std::make_shared<Storage>(data, bytes, Device::CPU, [](void* p) { std::free(p); });
 }
 
+std::shared_ptr<Storage> allocate_staging(size_t bytes, Device device) {
+#ifdef SSM_CUDA
+  if (device == Device::CUDA) return cuda::allocate_pinned(bytes);
+#endif
+  return allocate_storage(bytes, Device::CPU);
+}
+
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
   if (bytes == 0) return;
   if (dst_device == Device::CPU && src_device == Device::CPU) {

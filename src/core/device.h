@@ -26,6 +26,10 @@ void require_device(Device device);
 
 // `bytes` of memory on `device` (CPU: 64-byte aligned; CUDA: from the stream-ordered pool).
 std::shared_ptr<Storage> allocate_storage(size_t bytes, Device device);
+// `bytes` of host memory (a Device::CPU storage) for copies to and from `device`: page-locked when that
+// is the GPU (a copy from or to pageable memory goes through the driver's staging buffer, and takes
+// about twice as long), else as allocate_storage.
+std::shared_ptr<Storage> allocate_staging(size_t bytes, Device device);
 // Copies `bytes` between any two devices; waits until the bytes have arrived, except from GPU memory
 // to GPU memory, which is only queued on the current stream: work queued after it there sees the
 // bytes, and the host has nothing to wait for (joining a sequence to a decode batch on the GPU is then

@@ -13,6 +13,16 @@ constexpr size_t kMinSpill = size_t(64) << 10;  // spill blocks hold at least th
 size_t align_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 }  // namespace
 
+Workspace Workspace::staging_for(Device device) {
+  Workspace ws(Device::CPU);
+  ws.staging_for_ = device;
+  return ws;
+}
+
+std::shared_ptr<Storage> Workspace::allocate(size_t bytes) const {
+  return device_ == Device::CPU ? allocate_staging(bytes, staging_for_) : Storage::allocate(bytes, device_);
+}
+
 size_t Workspace::capacity() const {
   return blocks_.empty() ? 0 : blocks_.back().begin + blocks_.back().storage->bytes();
 }
@@ -36,7 +46,7 @@ Tensor Workspace::take(const Shape& shape, DType dtype) {
   // the previous block counts as used so that offsets stay monotonic.
   const size_t start = std::max(used_, capacity());
   const size_t block_bytes = std::max(bytes, kMinSpill);
-  blocks_.push_back({Storage::allocate(block_bytes, device_), start});
+  blocks_.push_back({allocate(block_bytes), start});
   ++block_allocations_;
   used_ = start + bytes;
   taken_.push_back({used_, taken_bytes});
@@ -58,7 +68,7 @@ void Workspace::release(Mark mark) {
     blocks_.clear();
     // The GPU's pool would keep the spill blocks' memory beside the new block: it goes back first.
     release_free_device_memory(device_);
-    blocks_.push_back({Storage::allocate(high_water_, device_), 0});
+    blocks_.push_back({allocate(high_water_), 0});
     ++block_allocations_;
     // Touch every page of host memory now: the calls this block is planned for take no page faults.
     if (device_ == Device::CPU) std::memset(blocks_.back().storage->data(), 0, high_water_);

@@ -21,6 +21,9 @@ class Workspace {
   using Mark = size_t;  // bytes in use
 
   explicit Workspace(Device device = Device::CPU) : device_(device) {}
+  // A workspace on the host for what is copied to and from `device` (ids up, logits down): its blocks
+  // are page-locked when that is the GPU (allocate_staging).
+  static Workspace staging_for(Device device);
   Device device() const { return device_; }
 
   // An uninitialised tensor valid until the workspace is released below it. Blocks stay alive while
@@ -42,7 +45,10 @@ class Workspace {
     std::shared_ptr<Storage> storage;
     size_t begin;  // offset of this block's first byte in the workspace's address space
   };
+  std::shared_ptr<Storage> allocate(size_t bytes) const;
+
   Device device_;
+  Device staging_for_ = Device::CPU;  // host blocks page-locked for copies to the GPU (staging_for)
   struct Taken {
     size_t end;    // address just past the tensor
     size_t bytes;  // bytes taken up to and including it (no gaps)

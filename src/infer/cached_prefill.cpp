@@ -13,6 +13,7 @@ CachedPrefill::CachedPrefill(const LanguageModel& model, PrefixCache* cache, int
       chunk_(chunk),
       blank_(model.new_state(1)),
       ws_(model.device()),
+      host_(Workspace::staging_for(model.device())),
       graphs_(model) {
   same_position_ = !blank_.resizable();
   SSM_CHECK(chunk > 0, "prefill chunk must be > 0, got {}", chunk);

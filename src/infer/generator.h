@@ -43,7 +43,11 @@ using TokenCallback = std::function<bool(size_t sequence, int32_t token)>;
 class Generator {
  public:
   explicit Generator(const LanguageModel& model)
-      : model_(model), ws_(model.device()), graphs_(model), prefill_graphs_(model) {}
+      : model_(model),
+        ws_(model.device()),
+        host_(Workspace::staging_for(model.device())),
+        graphs_(model),
+        prefill_graphs_(model) {}
   // Prompts must be non-empty (the caller puts BOS in an empty one); ids are checked against the vocabulary.
   GenerationResult generate(const std::vector<std::vector<int32_t>>& prompts, const GenerateOptions& options,
                             const TokenCallback& on_token = {});

@@ -46,7 +46,8 @@ Scheduler::Scheduler(const LanguageModel& model, const Tokenizer& tokenizer, con
       prefill_(model, cache_.get(), options.cache_chunk),
       batch_(model),
       graphs_(model),
-      ws_(model.device()) {
+      ws_(model.device()),
+      host_(Workspace::staging_for(model.device())) {
   SSM_CHECK(options.slots >= 1 && options.queue_limit >= 0, "--slots must be >= 1 and the queue limit >= 0");
   metrics_.slots = options.slots;
   slots_.resize(size_t(options.slots));

@@ -121,6 +121,15 @@ std::shared_ptr<Storage> allocate(size_t bytes) {
   });
 }
 
+std::shared_ptr<Storage> allocate_pinned(size_t bytes) {
+  void* data = nullptr;
+  if (bytes > 0)
+    SSM_CUDA_CHECK(cudaMallocHost(&data, bytes), "allocating {} bytes of page-locked host memory", bytes);
+  return std::make_shared<Storage>(data, bytes, Device::CPU, [](void* p) {
+    if (p) cudaFreeHost(p);
+  });
+}
+
 void copy(void* dst, bool dst_on_device, const void* src, bool src_on_device, size_t bytes) {
   const cudaMemcpyKind kind = dst_on_device ? (src_on_device ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
                                             : cudaMemcpyDeviceToHost;

@@ -18,6 +18,7 @@ namespace ssm::cuda {
 int device_count();               // 0 without a usable GPU (never throws)
 std::string no_device_reason();   // why device_count() is 0
 std::shared_ptr<Storage> allocate(size_t bytes);
+std::shared_ptr<Storage> allocate_pinned(size_t bytes);  // page-locked host memory (a Device::CPU storage)
 void copy(void* dst, bool dst_on_device, const void* src, bool src_on_device, size_t bytes);
 void copy_rows(void* dst, size_t dst_pitch, bool dst_on_device, const void* src, size_t src_pitch, bool src_on_device,
                size_t row_bytes, size_t rows);
