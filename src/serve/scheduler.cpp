@@ -113,8 +113,8 @@ void Scheduler::loop() {
     std::deque<Task> tasks;
     // Idle: poll for a while before sleeping. A client's next request often comes right after its last
     // answer (its parse alone takes ~0.1 ms), and waking a sleeping thread costs tens of µs or more (a
-    // prefix-cache hit takes ~1.3 ms on the GPU). seen_posts is only set when the queue and the tasks were found empty, so a change
-    // means new work, and none posted since can be missed.
+    // prefix-cache hit takes ~1.3 ms on the GPU). seen_posts is only set when the queue and the tasks
+    // were found empty, so a change means new work, and none posted since can be missed.
     if (active_.empty() && prefilling_.empty()) {
       const auto until = std::chrono::steady_clock::now() + kIdlePoll;
       while (posts_.load(std::memory_order_relaxed) == seen_posts && std::chrono::steady_clock::now() < until)

@@ -1,8 +1,8 @@
 // ops::conv1d_causal and ops::conv1d_causal_step on the GPU against the CPU ops: F32 and BF16
 // activations, odd channel counts, T = 1, 2, 3 (shorter than K - 1), 16 (a cached prompt's suffix:
 // tiles of K - 1 tokens when a state is kept), 65 and 1100 (tiles of 4 to 16 tokens a thread, partial
-// last tiles), K up to 16, with and without a state (read and rewritten by the first tile's thread), with and without bias and SiLU, strided x, y and state, K = 1, and steps
-// against the CPU step.
+// last tiles), K up to 16, with and without a state (read and rewritten by the first tile's thread),
+// with and without bias and SiLU, strided x, y and state, K = 1, and steps against the CPU step.
 #include <string>
 
 #include "gpu/gpu_test_util.h"

@@ -16,7 +16,7 @@ TEST_F(ServerTest, TheLoadClientCountsEveryTokenAndEveryFailure) {
   o.request_timeout_seconds = 1;
   server_ = std::make_unique<RunningServer>(*model_, *tokenizer_, o);
   LoadClient client("127.0.0.1", server_->port());
-  for (int tokens : {1, 2, 17, 1, 2, 3, 4}) {  // more than httplib's default 5 requests a connection
+  for (int tokens : {1, 2, 17, 1, 2, 3, 4}) {  // more than httplib's default of 5 a connection (the server allows more)
     json request = greedy("Count", tokens);
     request["ignore_eos"] = true;
     const StreamTiming t = client.stream_completion(request);
