@@ -217,7 +217,8 @@ int run(int argc, char** argv) {
   std::string shapes = "all";
   app.add_option("--threads", thread_counts)->delimiter(',');
   app.add_option("--rounds", rounds);
-  app.add_option("--shapes", shapes, "prefill, small (in_proj at M 8..128), head, decode (GB/s) or all");
+  app.add_option("--shapes", shapes, "prefill, small (in_proj at M 8..128), head, decode (GB/s) or all")
+      ->check(CLI::IsMember({"prefill", "small", "head", "decode", "all"}));
   CLI11_PARSE(app, argc, argv);
 
   const std::string detected = openblas_get_corename();
