@@ -84,11 +84,14 @@ struct Options {
 
 // Everything the tool prints, for the options given.
 void measure(const Options& o) {
-  const auto& [shape, dtype, device_name, threads, step_rows, step_runs, steps_only, prefill_only] = o;
+  const std::string &shape = o.shape, &dtype = o.dtype, &device_name = o.device_name, &prefill_only = o.prefill_only;
+  const int threads = o.threads, step_runs = o.step_runs;
+  const std::vector<int64_t>& step_rows = o.step_rows;
   long long prefill_rows = 0, prefill_length = 0;  // of --prefill
   char end = 0;
-  SSM_CHECK(prefill_only.empty() || (std::sscanf(prefill_only.c_str(), "%lldx%lld%c", &prefill_rows, &prefill_length, &end) == 2 &&
-                                     prefill_rows > 0 && prefill_length > 0),
+  const bool prefill_parsed =
+      std::sscanf(prefill_only.c_str(), "%lldx%lld%c", &prefill_rows, &prefill_length, &end) == 2;
+  SSM_CHECK(prefill_only.empty() || (prefill_parsed && prefill_rows > 0 && prefill_length > 0),
             "--prefill takes ROWSxTOKENS (such as 8x2048), not '{}'", prefill_only);
   set_num_threads(threads);
   device = device_name == "cuda" ? Device::CUDA : Device::CPU;
@@ -134,7 +137,7 @@ void measure(const Options& o) {
                 2.0 * double(state.bytes()) / (step.total * 1e6), pass.total);
     std::fflush(stdout);
   }
-  if (steps_only) return;
+  if (o.steps_only) return;
   std::printf("\n| work | ms | ms per row | ms to queue it |\n| --- | --- | --- | --- |\n");
   for (int64_t rows : {1, 4, 16}) prefill(rows, 32, 3);
   prefill(1, 16, 5);   // a prefix-cache hit's suffix
