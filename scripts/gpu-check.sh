@@ -5,13 +5,16 @@
 # Uses the build in build/release (configured and built first when it is missing) and build/dev-cuda
 # (dev/cuda/build.sh); where the build was made on another machine, scripts/gpu-carry.sh packs the
 # shared libraries it needs beside it. Logs go to $OUT when set (the device tool), else to build/gpu-check/.
-#   SSM_GPU_CHECK_PARTS="tests bench train kernels generate"   the parts to run (default: all)
+#   SSM_GPU_CHECK_PARTS="tests scans bench train kernels generate"   the parts to run (default: all)
 #   SSM_DEMO_MODEL=DIR   the model `generate` runs besides a random 1.3B one (default runs/demo)
+#   SSM_MAMBA_SRC=DIR    a checkout of state-spaces/mamba: its Triton SSD is timed here first
+#                        (scripts/gpu-peers.py), and the scan tables' ratios are against that time
+#                        instead of the stored one (also done when mamba_ssm is installed)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 bin=build/release/bin
 logs=${OUT:-build/gpu-check}
-parts=${SSM_GPU_CHECK_PARTS:-tests bench train kernels generate}
+parts=${SSM_GPU_CHECK_PARTS:-tests scans bench train kernels generate}
 mkdir -p "$logs"
 if [ ! -x "$bin/ssm_gpu_tests" ]; then
   cmake --preset release && cmake --build --preset release || exit 1
@@ -40,18 +43,34 @@ PY
 )")
 fi
 
+peer_times=()
+if wants scans &&
+  { [ -n "${SSM_MAMBA_SRC:-}" ] || python3 -c 'import mamba_ssm.ops.triton.ssd_combined' 2> /dev/null; }; then
+  echo "== mamba_ssm's SSD timed here (scripts/gpu-peers.py)"
+  timeout 300 python3 scripts/gpu-peers.py --out "$logs/peers.json" ${SSM_MAMBA_SRC:+--mamba-src "$SSM_MAMBA_SRC"} 2>&1 |
+    tee "$logs/peers.log"
+  if [ "${PIPESTATUS[0]}" -eq 0 ]; then peer_times=(--peer-times "$logs/peers.json"); else rc=1; fi
+fi
+
+if wants scans; then
+  echo "== ssm bench --device cuda --suite scans"
+  timeout 300 "$bin/ssm" bench --device cuda --suite scans "${peer_times[@]}" 2>&1 | tee "$logs/scans.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
+  summary+=("$(grep -E '^\| (Mamba-|scan kernel)' "$logs/scans.log")")
+fi
+
 if wants bench; then
   echo "== ssm bench --device cuda"
   timeout 420 "$bin/ssm" bench --device cuda --models mamba2-130m mamba2-1.3b mamba-130m mamba-1.4b 2>&1 |
     tee "$logs/bench.log"
   [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
-  summary+=("$(grep -E '^\| Mamba-' "$logs/bench.log")")
   summary+=("$(grep -E '^\| mamba' "$logs/bench.log" | cut -d'|' -f2,4,6,7 | sed 's/^/| bench /')")
 fi
 
 if wants train; then
   echo "== ssm bench --device cuda --suite training"
-  timeout 300 "$bin/ssm" bench --device cuda --suite training 2>&1 | tee "$logs/train-bench.log"
+  timeout 300 "$bin/ssm" bench --device cuda --suite training --models mamba2-130m mamba2-1.3b 2>&1 |
+    tee "$logs/train-bench.log"
   [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
   summary+=("$(grep -E '^\| mamba2-[0-9.]+[mb] \| [0-9]+ x' "$logs/train-bench.log" | cut -d'|' -f2-6 | sed 's/^/| train /')")
 fi

@@ -11,6 +11,8 @@
 #include "bench/inference.h"
 #include "bench/random_model.h"
 #include "core/device.h"
+#include "core/error.h"
+#include "core/json.h"
 #include "core/random.h"
 #include "ops/ops.h"
 #include "ops/ops_backward.h"
@@ -65,6 +67,8 @@ GpuCeilings measure_gpu() {
   c.bf16_tflops = 2.0 * double(d) * double(d) * double(d) / seconds_of(10, [&] { ops::linear(x, w, Tensor(), y); }) / 1e12;
   return c;
 }
+
+constexpr int64_t kScanLengths[4] = {4096, 16384, 65536, 102400};
 
 std::string ratio(double ours, double peer) { return peer > 0 ? fmt::format(" ({:.2f}x)", ours / peer) : ""; }
 
@@ -140,19 +144,52 @@ double ssd_training_ms(const ops::SsdInputs& in, Rng& rng) {
 
 }  // namespace
 
-void scan_kernel_table(uint64_t seed, bool training) {
-  constexpr int64_t kLengths[4] = {4096, 16384, 65536, 102400};
-  // mamba_ssm on the H200 (../shared/BENCHMARKS.md), ms: forward, and forward + backward.
+ScanPeerTimes read_scan_peer_times(const std::string& path) {
+  const Json file = read_json_file(path);
+  ScanPeerTimes peers;
+  const auto numbers = [&](const char* key) {
+    const auto it = file.find(key);
+    SSM_CHECK(file.is_object() && it != file.end() && it->is_array() && it->size() == std::size(kScanLengths),
+              "{}: \"{}\" must be an array of {} numbers (scripts/gpu-peers.py writes it)", path, key,
+              std::size(kScanLengths));
+    std::vector<double> values;
+    for (const Json& v : *it) {
+      SSM_CHECK(v.is_number() && v.get<double>() > 0, "{}: \"{}\" holds {}, not a positive number", path, key,
+                json_excerpt(v));
+      values.push_back(v.get<double>());
+    }
+    return values;
+  };
+  const std::vector<double> lengths = numbers("lengths");
+  for (size_t i = 0; i < lengths.size(); ++i)
+    SSM_CHECK(lengths[i] == double(kScanLengths[i]), "{}: \"lengths\" must be {}, the scan table's, got {}", path,
+              fmt::join(kScanLengths, ", "), fmt::join(lengths, ", "));
+  peers.ssd_forward_ms = numbers("ssd_forward_ms");
+  peers.ssd_training_ms = numbers("ssd_forward_backward_ms");
+  const auto source = file.find("source");
+  SSM_CHECK(source != file.end() && source->is_string(), "{}: \"source\" must be a string", path);
+  peers.source = source->get<std::string>();
+  return peers;
+}
+
+void scan_kernel_table(uint64_t seed, bool training, const ScanPeerTimes& peers) {
+  // mamba_ssm on the H200 (../shared/BENCHMARKS.md, 2026-11-28), ms: forward, and forward + backward.
+  // The SSD's at 4K and 16K are mostly its Python launches (docs/performance.md, "The peer timed on
+  // the same machine"): --peer-times gives its kernels' times.
   constexpr double kPeerScan[4] = {0.32, 1.52, 5.95, 9.50}, kPeerSsd[4] = {0.54, 1.11, 1.27, 2.00};
   constexpr double kPeerScanTrain[4] = {1.66, 6.57, 25.9, 42.5}, kPeerSsdTrain[4] = {4.35, 3.72, 5.72, 9.08};
+  const std::vector<double>& measured = training ? peers.ssd_training_ms : peers.ssd_forward_ms;
+  const double* peer_ssd = !measured.empty() ? measured.data() : training ? kPeerSsdTrain : kPeerSsd;
   Rng rng(seed);
   std::printf("| scan kernel, batch 1, BF16, %s | 4K | 16K | 64K | 100K tokens (ms, x peer) |\n"
               "| --- | --- | --- | --- | --- |\n",
               training ? "forward + backward" : "forward");
-  std::string scan_row = "| Mamba-1 selective scan, D 4096, N 16 (peer: mamba_ssm CUDA)", ssd_row =
-                             "| Mamba-2 SSD, H 32, P 64, N 128 (peer: mamba_ssm Triton)";
+  std::string scan_row = "| Mamba-1 selective scan, D 4096, N 16 (peer: mamba_ssm CUDA, BENCHMARKS.md)";
+  std::string ssd_row = fmt::format("| Mamba-2 SSD, H 32, P 64, N 128 (peer: {})",
+                                    measured.empty() ? "mamba_ssm Triton, BENCHMARKS.md"
+                                                     : "timed in this run, " + peers.source);
   for (int i = 0; i < 4; ++i) {
-    const int64_t T = kLengths[i];
+    const int64_t T = kScanLengths[i];
     {
       const ops::SelectiveScanInputs in = scan_inputs(T, rng);
       Tensor y = gpu_zeros(in.u);
@@ -164,7 +201,7 @@ void scan_kernel_table(uint64_t seed, bool training) {
       const ops::SsdInputs in = ssd_inputs(T, rng);
       Tensor y = gpu_zeros(in.x);
       const double ms = training ? ssd_training_ms(in, rng) : 1000 * seconds_of(20, [&] { ops::ssd(in, nullptr, y); });
-      ssd_row += fmt::format(" | {:.3f}{}", ms, ratio(ms, training ? kPeerSsdTrain[i] : kPeerSsd[i]));
+      ssd_row += fmt::format(" | {:.3f}{}", ms, ratio(ms, peer_ssd[i]));
     }
   }
   std::printf("%s |\n%s |\n\n", scan_row.c_str(), ssd_row.c_str());
@@ -176,7 +213,7 @@ void run_gpu_bench(const GpuBenchOptions& o) {
   const GpuCeilings machine = measure_gpu();
   std::printf("GPU ceilings: device-to-device copy %.0f GB/s (read + write), BF16 matrix product %.0f TFLOP/s\n\n",
               machine.copy_gbs, machine.bf16_tflops);
-  if (o.scan_kernels) scan_kernel_table(o.seed, /*training=*/false);
+  if (o.scan_kernels) scan_kernel_table(o.seed, /*training=*/false, o.peers);
   std::printf("| model | weights | decode ms/step, batch %s (x mamba_ssm) | decode tok/s at %lld | batch-1 "
               "floor ms (reached) | prefill ms, 1x2048 / 8x2048 / 1x65536 (x mamba_ssm) | matmul TFLOP/s at 8x2048 "
               "(%% of peak) | peak GPU MiB |\n| --- | --- | --- | --- | --- | --- | --- | --- |\n",

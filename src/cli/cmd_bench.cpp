@@ -41,6 +41,7 @@ struct BenchArgs {
   bool train_recompute = false;  // --recompute: training steps that recompute cheap activations
   std::string write_shape, write_dtype = "f32", out;  // --write-model SHAPE --dtype D --out DIR
   std::string device = "cpu";
+  std::string peer_times;  // --peer-times: scripts/gpu-peers.py's JSON (--device cuda)
   serve::LoadBenchOptions serve;  // --suite serve
   bench::LayerBenchOptions layers;  // --suite layers
 };
@@ -168,8 +169,9 @@ void run_layer_bench(const BenchArgs& args) {
   std::printf("\n%d thread(s)\n%s", args.threads.front(), bench::layer_bench(args.layers).c_str());
 }
 
-void run_gpu(const BenchArgs& args, const CLI::App& cmd) {
+void run_gpu(const BenchArgs& args, const CLI::App& cmd, const bench::ScanPeerTimes& peers) {
   bench::GpuBenchOptions options;
+  options.peers = peers;
   if (cmd.count("--models")) {
     options.shapes = args.shapes;
     options.scan_kernels = false;
@@ -188,7 +190,7 @@ void run_gpu(const BenchArgs& args, const CLI::App& cmd) {
 // Training steps on the GPU at the shapes and batches mamba_ssm + PyTorch were timed at on the H200
 // (../shared/BENCHMARKS.md: bf16 autocast, AdamW, random tokens), their figures beside ours.
 // --models names the shapes to time, and leaves out the scan-kernel table.
-void run_gpu_training_bench(const BenchArgs& args, const CLI::App& cmd) {
+void run_gpu_training_bench(const BenchArgs& args, const CLI::App& cmd, const bench::ScanPeerTimes& scan_peers) {
   struct Peer {
     const char* shape;
     int64_t batch, seq_len;
@@ -204,7 +206,7 @@ void run_gpu_training_bench(const BenchArgs& args, const CLI::App& cmd) {
     SSM_CHECK(std::any_of(all.begin(), all.end(), [&](const Peer& p) { return shape == p.shape; }),
               "--suite training --device cuda times mamba2-130m and mamba2-1.3b (the shapes with a peer figure), "
               "got '{}'", shape);
-  if (!models_given) bench::scan_kernel_table(args.seed, /*training=*/true);
+  if (!models_given) bench::scan_kernel_table(args.seed, /*training=*/true, scan_peers);
   std::vector<TrainBenchResult> results;
   std::string versus =
       "| model | batch x length | tokens/s | mamba_ssm + PyTorch | ratio | peak GiB | theirs | ratio |\n"
@@ -294,19 +296,27 @@ void run_bench(const BenchArgs& args, const CLI::App& cmd) {
   if (device == Device::CUDA) {
     const bool suite_given = cmd.count("--suite") > 0;
     for (const auto& suite : args.suites)
-      SSM_CHECK(!suite_given || suite == "inference" || suite == "training" || suite == "serve",
-                "--device cuda runs the inference, training and serve suites, got '{}'", suite);
+      SSM_CHECK(!suite_given || suite == "inference" || suite == "training" || suite == "serve" || suite == "scans",
+                "--device cuda runs the inference, training, scans and serve suites, got '{}'", suite);
     const auto wants = [&](const char* suite) {
       return std::find(args.suites.begin(), args.suites.end(), suite) != args.suites.end();
     };
     SSM_CHECK(args.model_dir.empty() || (suite_given && args.suites == std::vector<std::string>{"serve"}),
               "--device cuda times the published shapes (--model DIR goes with --suite serve)");
     SSM_CHECK(args.model_dir.empty() || cmd.count("--models") == 0, "give --model DIR or --models SHAPES, not both");
-    if (!suite_given || wants("inference")) run_gpu(args, cmd);
-    if (suite_given && wants("training")) run_gpu_training_bench(args, cmd);
+    // Read before anything runs, so that a bad file fails at once.
+    const bench::ScanPeerTimes peers =
+        args.peer_times.empty() ? bench::ScanPeerTimes{} : bench::read_scan_peer_times(args.peer_times);
+    if (suite_given && wants("scans")) {
+      require_device(Device::CUDA);
+      for (bool training : {false, true}) bench::scan_kernel_table(args.seed, training, peers);
+    }
+    if (!suite_given || wants("inference")) run_gpu(args, cmd, peers);
+    if (suite_given && wants("training")) run_gpu_training_bench(args, cmd, peers);
     if (suite_given && wants("serve")) run_serve_bench(args, cmd, device);
     return;
   }
+  SSM_CHECK(args.peer_times.empty(), "--peer-times goes with --device cuda");
   for (const char* flag : {"--out", "--dtype"})
     SSM_CHECK(cmd.count(flag) == 0, "{} goes with --write-model SHAPE (the inference suite takes --dtypes)", flag);
   SSM_CHECK(args.model_dir.empty() || cmd.count("--models") == 0, "give --model DIR or --models SHAPES, not both");
@@ -349,12 +359,17 @@ const CommandRegistrar registrar(40, [](CLI::App& root) {
       ->delimiter(',')->check(CLI::Range(int64_t(1), int64_t(1024)))->capture_default_str();
   cmd->add_option("--seed", args->seed, "Seed of the random weights and prompt ids")->capture_default_str();
   cmd->add_option("--suite", args->suites,
-                  "inference, training, layers (attention, RAT, Mamba-2 and Mamba-3 stacks), serve (the server under load)")
+                  "inference, training, layers (attention, RAT, Mamba-2 and Mamba-3 stacks), serve (the server under load), "
+                  "scans (--device cuda: the scan kernels alone)")
       ->delimiter(',')
       ->capture_default_str();
   cmd->add_option("--device", args->device,
-                  "cpu, or cuda: the published shapes on the GPU beside mamba_ssm, and the serve suite there")
+                  "cpu, or cuda: the published shapes on the GPU beside mamba_ssm, and the serve suite there "
+                  "(with --device cuda, --suite scans times the scan kernels alone)")
       ->capture_default_str();
+  cmd->add_option("--peer-times", args->peer_times,
+                  "With --device cuda: mamba_ssm's SSD timed on this machine by scripts/gpu-peers.py (JSON), "
+                  "beside which the scan tables put ours instead of the stored figures");
   cmd->add_option("--train-config", args->train_config, "Time training of this config.json instead");
   cmd->add_option("--train-steps", args->train_steps, "Timed training steps per measurement")->capture_default_str();
   cmd->add_flag("--recompute", args->train_recompute,

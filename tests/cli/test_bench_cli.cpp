@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <sstream>
 
 #include "cli/run_cli.h"
@@ -28,6 +29,15 @@ std::vector<std::string> row_cells(const std::string& output, const std::string&
     return cells;
   }
   return {};
+}
+
+// `ssm bench FLAGS` ends with exit status 1 and one line, "error: ..." holding `fragment`.
+void expect_one_clear_error(const std::string& flags, const std::string& fragment) {
+  const CliResult r = run_ssm("bench " + flags);
+  EXPECT_EQ(r.exit_code, 1) << flags << ": " << r.output;
+  EXPECT_EQ(r.output.rfind("error: ", 0), 0u) << flags << ": " << r.output;
+  EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << flags << ": " << r.output;
+  EXPECT_NE(r.output.find(fragment), std::string::npos) << flags << ": " << r.output;
 }
 
 TEST(CliBench, TimesACheckpointFolderThroughTheGenerator) {
@@ -120,16 +130,39 @@ TEST(CliBench, BadFlagsAreOneClearError) {
       {"--dtype bf16" + tiny, "--dtype goes with --write-model"},
       {"--out /tmp/never" + tiny, "--out goes with --write-model"},
       {"--device tpu", "--device: unknown device 'tpu' (cpu or cuda)"},
+      {"--peer-times /tmp/never.json" + tiny, "--peer-times goes with --device cuda"},
       {"--bogus", "--bogus"},
   };
-  for (const auto& [flags, fragment] : cases) {
-    const CliResult r = run_ssm("bench " + flags);
-    EXPECT_EQ(r.exit_code, 1) << flags << ": " << r.output;
-    EXPECT_EQ(r.output.rfind("error: ", 0), 0u) << flags << ": " << r.output;
-    EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << flags << ": " << r.output;
-    EXPECT_NE(r.output.find(fragment), std::string::npos) << flags << ": " << r.output;
-  }
+  for (const auto& [flags, fragment] : cases) expect_one_clear_error(flags, fragment);
   EXPECT_FALSE(fs::exists("/tmp/never"));
+}
+
+// scripts/gpu-peers.py's file is read before anything runs (and before the GPU is looked for): a
+// missing or malformed one is one error naming it and what is wrong.
+TEST(CliBench, BadPeerTimesAreOneClearError) {
+  const fs::path dir = fs::temp_directory_path() / ("ssm_peer_times_" + std::to_string(getpid()));
+  fs::create_directories(dir);
+  const auto file = [&](const std::string& name, const std::string& text) {
+    const fs::path path = dir / name;
+    std::ofstream(path) << text;
+    return path.string();
+  };
+  const std::string lengths = R"("lengths": [4096, 16384, 65536, 102400], "source": "mamba_ssm")";
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {(dir / "missing.json").string(), "missing.json"},
+      {file("broken.json", "{\"lengths\": ["), "is not valid JSON"},
+      {file("short.json", R"({"lengths": [4096, 16384], "ssd_forward_ms": [1, 2]})"),
+       "\"lengths\" must be an array of 4 numbers"},
+      {file("other.json", R"({"lengths": [4096, 8192, 65536, 102400], "source": "x"})"),
+       "\"lengths\" must be 4096, 16384, 65536, 102400"},
+      {file("negative.json", "{" + lengths + R"(, "ssd_forward_ms": [1, 2, -3, 4]})"),
+       "\"ssd_forward_ms\" holds -3, not a positive number"},
+      {file("no_backward.json", "{" + lengths + R"(, "ssd_forward_ms": [1, 2, 3, 4]})"),
+       "\"ssd_forward_backward_ms\" must be an array of 4 numbers"},
+  };
+  for (const auto& [path, fragment] : cases)
+    expect_one_clear_error("--device cuda --suite scans --peer-times " + path, fragment);
+  fs::remove_all(dir);
 }
 
 }  // namespace

@@ -14,7 +14,13 @@
 
 namespace ssm::serve {
 
-inline std::string fixture_dir(const std::string& name) { return std::string(SSM_TEST_DATA_DIR) + "/hf/" + name; }
+// Appended in steps: GCC 12 at -O3 warns (-Warray-bounds, wrongly) on the chain of operator+.
+inline std::string fixture_dir(const std::string& name) {
+  std::string dir = SSM_TEST_DATA_DIR;
+  dir += "/hf/";
+  dir += name;
+  return dir;
+}
 
 class RunningServer {
  public:
