@@ -83,11 +83,14 @@ def main():
     parser.add_argument("--out", required=True, help="JSON file to write")
     parser.add_argument("--mamba-src", help="a checkout of state-spaces/mamba (else the installed mamba_ssm)")
     args = parser.parse_args()
-    import torch
-    import triton
+    try:
+        import torch
+        import triton
+        scan, version = load_peer(args.mamba_src)
+    except ImportError as error:
+        sys.exit(f"gpu-peers: {error} (the peer needs torch, triton, einops and packaging)")
     if not torch.cuda.is_available():
         sys.exit("gpu-peers: torch sees no GPU")
-    scan, version = load_peer(args.mamba_src)
     torch.manual_seed(0)
     device, bf16 = "cuda", torch.bfloat16
     forward, training, detail = [], [], []
