@@ -159,6 +159,7 @@ V __shfl_sync(unsigned, V v, int source) {
 }
 using std::max;
 using std::min;
+inline float __expf(float x) { return std::exp(x); }  // the fast-math exponential: here the exact one
 
 // ---- the PTX the kernels use (ptx.cuh), from its definitions ----
 

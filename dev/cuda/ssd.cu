@@ -5,6 +5,8 @@
 //                                 dev/cuda/ssd.cu -o build/dev-cuda/ssd)
 //   build/dev-cuda/ssd [short|long]   (checks first, then the timing tables, last; `short` only the
 //                                     short sequences' table, `long` only the checks and the long one)
+//   build/dev-cuda/ssd profile T      (the timed shape at T tokens, BF16, run twice: for a profiler, e.g.
+//                                     ncu -k regex:chunk_scan --launch-skip 1 -c 1 --set full ...)
 // Without a GPU, build/dev-cuda/ssd_host_check runs the same kernels on the CPU (dev/cuda/ssd_host_check.cpp).
 //
 // v1 and v4 are the kernels the engine op runs (src/ops/cuda/ssd_kernels.cuh, ssd_launch.cuh); v2 and v3
@@ -462,11 +464,22 @@ bool long_table() {
   return ok;
 }
 
+// The timed shape at `length` tokens, the whole forward run twice (the second for a profiler to take).
+int profile(int length) {
+  Device<bf16> d(Shape{1, length, 32, 64, 1, 128, true, false}, 10);
+  for (int i = 0; i < 2; ++i) run(d, whole(Version::v4), false, nullptr);
+  CHECK_CUDA(cudaDeviceSynchronize());
+  std::printf("profiled T %d: %s\n", length, plan_text(*d.chunked().first).c_str());
+  d.release();
+  return 0;
+}
+
 int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IONBF, 0);  // every line out as it is printed, even into a pipe
   const std::string only = argc > 1 ? argv[1] : "";
+  if (only == "profile" && argc == 3 && std::atoi(argv[2]) > 0) return profile(std::atoi(argv[2]));
   if (!only.empty() && only != "short" && only != "long") {
-    std::fprintf(stderr, "usage: ssd [short|long]\n");
+    std::fprintf(stderr, "usage: ssd [short|long|profile T]\n");
     return 2;
   }
   cudaDeviceProp prop;

@@ -4,7 +4,8 @@
 //
 //   dev/cuda/build.sh           (or: nvcc -O3 -std=c++20 -gencode=arch=compute_90a,code=sm_90a
 //                                 dev/cuda/ssd_backward.cu -o build/dev-cuda/ssd_backward)
-//   build/dev-cuda/ssd_backward (checks first, then the timing table)
+//   build/dev-cuda/ssd_backward (checks first, then the timing table; `profile T`: the timed shape at T
+//                                 tokens, the backward twice, for a profiler)
 // Without a GPU, build/dev-cuda/ssd_backward_host_check runs the same kernels on the CPU.
 //
 // The versions are the kernels the engine op runs (src/ops/cuda/ssd_backward_kernels.cuh, launched by
@@ -93,6 +94,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "../../src/ops/cuda/ssd_backward_launch.cuh"
@@ -231,8 +233,24 @@ double time_ms(F&& work, int batches) {
   return median_batch_ms([&](int) { work(); }, 2, batches, 5);
 }
 
-int main() {
+// The timed shape at `length` tokens, the backward run twice (the second for a profiler to take, e.g.
+// ncu --launch-skip 8 -c 8 ... build/dev-cuda/ssd_backward profile 65536).
+int profile(int length) {
+  Call<bf16> c = timed_call(length, 10);
+  for (int i = 0; i < 2; ++i)
+    CHECK_CUDA(backward::launch_backward(c.args, c.grads, c.plan, c.scratch, nullptr, backward::kAllStages));
+  CHECK_CUDA(cudaDeviceSynchronize());
+  c.release();
+  return 0;
+}
+
+int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IONBF, 0);
+  if (argc == 3 && std::string(argv[1]) == "profile" && std::atoi(argv[2]) > 0) return profile(std::atoi(argv[2]));
+  if (argc != 1) {
+    std::fprintf(stderr, "usage: ssd_backward [profile T]\n");
+    return 2;
+  }
   cudaDeviceProp prop;
   CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
   std::printf("%s, %d SMs\n", prop.name, prop.multiProcessorCount);

@@ -27,15 +27,11 @@ using Tile64 = ssd_kernels::SwizzledRows<T, 64>;  // a [kChunk][64] tile of T
 // waits), else element by element.
 template <class T, class Lay>
 __device__ __forceinline__ void load_chunk_tile(T* dst, const T* src, int64_t ld, int rows, int cols) {
-  constexpr int kVec = Lay::kVec, kPieces = Lay::kWidth / kVec;
+  constexpr int kVec = Lay::kVec;
   const bool pieces = (reinterpret_cast<uintptr_t>(src) | uintptr_t(ld * int64_t(sizeof(T)))) % 16 == 0 &&
                       cols % kVec == 0;
   if (pieces) {
-    for (int i = int(threadIdx.x); i < kChunk * kPieces; i += kThreads) {
-      const int r = i / kPieces, c = (i % kPieces) * kVec;
-      const bool valid = r < rows && c < cols;
-      ptx::cp_async_16(dst + Lay::at(r, c), valid ? src + r * ld + c : src, valid ? 16 : 0);
-    }
+    ssd_kernels::copy_chunk_async(dst, Lay{}, src, ld, 0, rows, cols);
   } else {
     for (int i = int(threadIdx.x); i < kChunk * Lay::kWidth; i += kThreads) {
       const int r = i / Lay::kWidth, c = i % Lay::kWidth;

@@ -479,16 +479,24 @@ __device__ __forceinline__ void scan_chunk(ChunkScan& sc, const float (&raw)[2],
 }
 
 // Queues the copy of rows [row0, row0 + rows) (cols [0, cols) from `src`) into a [kChunk][...] tile of
-// layout L; rows past `rows` become zeros. Columns past `cols` are left as they are (zero from the start).
+// layout L; rows past `rows` and columns past `cols` become zeros. Thread t copies the 16-byte piece t %
+// kPerRow of rows t / kPerRow + kRowStep j: its row's XOR pattern (row % 8) is the same for every j, so
+// its shared-memory addresses are one offset plus constants and its global ones one pointer plus steps
+// (a runtime division per piece was a fifth of pass 2's instructions).
 template <class T, class L>
 __device__ __forceinline__ void copy_chunk_async(T* dst, L, const T* src, int64_t ld, int64_t row0, int rows,
                                                  int cols) {
-  constexpr int kVec = 16 / int(sizeof(T));
-  const int per_row = cols / kVec;
-  for (int i = threadIdx.x; i < kChunk * per_row; i += kThreads) {
-    const int r = i / per_row, c = (i - r * per_row) * kVec;
-    const bool valid = r < rows;
-    ptx::cp_async_16(dst + L::at(r, c), valid ? src + (row0 + r) * ld + c : src, valid ? 16 : 0);
+  constexpr int kVec = 16 / int(sizeof(T)), kPerRow = L::kWidth / kVec, kRowStep = kThreads / kPerRow;
+  static_assert(kThreads % kPerRow == 0 && kRowStep % 8 == 0 && kChunk % kRowStep == 0,
+                "every thread copies the same pieces of rows kRowStep apart");
+  const int r0 = int(threadIdx.x) / kPerRow, c = int(threadIdx.x) % kPerRow * kVec;
+  const bool col_valid = c < cols;
+  const T* from = src + (row0 + r0) * ld + c;
+  T* const to = dst + L::at(r0, c);
+#pragma unroll
+  for (int j = 0; j < kChunk / kRowStep; ++j, from += kRowStep * ld) {
+    const bool valid = col_valid && r0 + kRowStep * j < rows;
+    ptx::cp_async_16(to + kRowStep * j * L::kWidth, valid ? from : src, valid ? 16 : 0);
   }
 }
 
@@ -609,6 +617,15 @@ __device__ __forceinline__ void cb_tiles(float (&acc)[4][4], const T* Cs, const 
   }
 }
 
+// exp(x) of a decay (x <= 0) inside a chunk: for BF16 activations, whose products take Ms rounded to
+// BF16, the multi-function unit's exp2 (__expf: a few units in the last F32 place, three instructions
+// instead of expf's ten; the mask's exponentials were a sixth of pass 2's instructions); expf for F32.
+template <class T>
+__device__ __forceinline__ float decay_exp(float x) {
+  if constexpr (sizeof(T) == 2) return __expf(x);
+  else return expf(x);
+}
+
 // Ms = acc ⊙ L + D I for the warp's tiles of cb_tiles (acc: its C Bᵀ tiles).
 template <class T, int kN>
 __device__ __forceinline__ void store_masked_cb(T* Ms, const float (&acc)[4][4], const ChunkScan& sc, float D) {
@@ -622,8 +639,8 @@ __device__ __forceinline__ void store_masked_cb(T* Ms, const float (&acc)[4][4],
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
       const int l = m0 + (lane >> 2) + 8 * half;
-      float v0 = s <= l ? acc[nt][2 * half] * expf(sc.acum[l] - sc.acum[s]) * sc.dt[s] : 0.0f;
-      float v1 = s + 1 <= l ? acc[nt][2 * half + 1] * expf(sc.acum[l] - sc.acum[s + 1]) * sc.dt[s + 1] : 0.0f;
+      float v0 = s <= l ? acc[nt][2 * half] * decay_exp<T>(sc.acum[l] - sc.acum[s]) * sc.dt[s] : 0.0f;
+      float v1 = s + 1 <= l ? acc[nt][2 * half + 1] * decay_exp<T>(sc.acum[l] - sc.acum[s + 1]) * sc.dt[s + 1] : 0.0f;
       if (s == l) v0 += D;
       if (s + 1 == l) v1 += D;
       store_pair(Ms + L::M::at(l, s), v0, v1);
@@ -675,15 +692,15 @@ __device__ __forceinline__ void chunk_output(T* y, int64_t ldy, int rows, int P,
       M::mma(acc[nt], fa, fb);
     }
   }
+  // The lane's two rows of y as pointers, its channels as constant offsets from them.
+  const int l = m0 + (lane >> 2), p = p0 + 2 * (lane & 3);
+  T* const y_row[2] = {y + l * ldy + p, y + (l + 8) * ldy + p};
+  const bool row_in[2] = {l < rows, l + 8 < rows};
 #pragma unroll
-  for (int nt = 0; nt < kChannelTiles; ++nt) {
-    const int p = p0 + 8 * nt + 2 * (lane & 3);
+  for (int nt = 0; nt < kChannelTiles; ++nt)
 #pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int l = m0 + (lane >> 2) + 8 * half;
-      if (l < rows && p < P) store_pair(y + l * ldy + p, acc[nt][2 * half], acc[nt][2 * half + 1]);
-    }
-  }
+    for (int half = 0; half < 2; ++half)
+      if (row_in[half] && p + 8 * nt < P) store_pair(y_row[half] + 8 * nt, acc[nt][2 * half], acc[nt][2 * half + 1]);
 }
 
 // Pass 1 needs only these of a chunk's scan: ChunkScan's last members, copied as they lie there.
