@@ -14,6 +14,7 @@ the package's __init__, which imports the compiled extensions that this peer doe
 comes from DIR too when it holds a copy, else from the Python installation. Without --mamba-src an
 installed mamba_ssm is used. Needs torch and triton."""
 import argparse
+import datetime
 import json
 import os
 import statistics
@@ -133,6 +134,7 @@ def main():
         "ssd_forward_ms": forward,
         "ssd_forward_backward_ms": training,
         "eager_and_graphed": detail,
+        "measured_at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
     temporary = args.out + ".tmp"
     with open(temporary, "w") as f:

@@ -169,6 +169,10 @@ ScanPeerTimes read_scan_peer_times(const std::string& path) {
   const auto source = file.find("source");
   SSM_CHECK(source != file.end() && source->is_string(), "{}: \"source\" must be a string", path);
   peers.source = source->get<std::string>();
+  if (const auto when = file.find("measured_at"); when != file.end()) {
+    SSM_CHECK(when->is_string(), "{}: \"measured_at\" must be a string", path);
+    peers.measured_at = when->get<std::string>();
+  }
   return peers;
 }
 
@@ -185,9 +189,11 @@ void scan_kernel_table(uint64_t seed, bool training, const ScanPeerTimes& peers)
               "| --- | --- | --- | --- | --- |\n",
               training ? "forward + backward" : "forward");
   std::string scan_row = "| Mamba-1 selective scan, D 4096, N 16 (peer: mamba_ssm CUDA, BENCHMARKS.md)";
+  // The peer's file may come from another run (or machine): the label says what and when, not "this run".
+  const std::string when = peers.measured_at.empty() ? "" : " on " + peers.measured_at;
   std::string ssd_row = fmt::format("| Mamba-2 SSD, H 32, P 64, N 128 (peer: {})",
                                     measured.empty() ? "mamba_ssm Triton, BENCHMARKS.md"
-                                                     : "timed in this run, " + peers.source);
+                                                     : peers.source + ", timed by scripts/gpu-peers.py" + when);
   for (int i = 0; i < 4; ++i) {
     const int64_t T = kScanLengths[i];
     {

@@ -15,7 +15,8 @@ namespace ssm::bench {
 // mamba_ssm's SSD (its Triton kernels) timed on this machine by scripts/gpu-peers.py, in ms at the scan
 // table's four lengths, in place of the figures stored from ../shared/BENCHMARKS.md (empty: those).
 struct ScanPeerTimes {
-  std::string source;  // what timed them, for the table's label
+  std::string source;       // what timed them, for the table's label
+  std::string measured_at;  // when (UTC), if the file says
   std::vector<double> ssd_forward_ms, ssd_training_ms;
 };
 

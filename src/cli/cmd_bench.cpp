@@ -169,13 +169,13 @@ void run_layer_bench(const BenchArgs& args) {
   std::printf("\n%d thread(s)\n%s", args.threads.front(), bench::layer_bench(args.layers).c_str());
 }
 
-void run_gpu(const BenchArgs& args, const CLI::App& cmd, const bench::ScanPeerTimes& peers) {
+// scan_table: whether the forward scan table goes first (not when --models names the shapes, nor when
+// --suite scans printed it already).
+void run_gpu(const BenchArgs& args, const CLI::App& cmd, const bench::ScanPeerTimes& peers, bool scan_table) {
   bench::GpuBenchOptions options;
   options.peers = peers;
-  if (cmd.count("--models")) {
-    options.shapes = args.shapes;
-    options.scan_kernels = false;
-  }
+  options.scan_kernels = scan_table;
+  if (cmd.count("--models")) options.shapes = args.shapes;
   for (const auto& name : args.dtypes) {
     SSM_CHECK(name == "bf16" || name == "f32", "--dtypes on the GPU takes bf16 or f32, got '{}'", name);
     options.weights = name == "f32" ? DType::F32 : DType::BF16;
@@ -189,8 +189,9 @@ void run_gpu(const BenchArgs& args, const CLI::App& cmd, const bench::ScanPeerTi
 
 // Training steps on the GPU at the shapes and batches mamba_ssm + PyTorch were timed at on the H200
 // (../shared/BENCHMARKS.md: bf16 autocast, AdamW, random tokens), their figures beside ours.
-// --models names the shapes to time, and leaves out the scan-kernel table.
-void run_gpu_training_bench(const BenchArgs& args, const CLI::App& cmd, const bench::ScanPeerTimes& scan_peers) {
+// --models names the shapes to time. scan_table: whether the forward + backward scan table goes first.
+void run_gpu_training_bench(const BenchArgs& args, const CLI::App& cmd, const bench::ScanPeerTimes& scan_peers,
+                            bool scan_table) {
   struct Peer {
     const char* shape;
     int64_t batch, seq_len;
@@ -206,7 +207,7 @@ void run_gpu_training_bench(const BenchArgs& args, const CLI::App& cmd, const be
     SSM_CHECK(std::any_of(all.begin(), all.end(), [&](const Peer& p) { return shape == p.shape; }),
               "--suite training --device cuda times mamba2-130m and mamba2-1.3b (the shapes with a peer figure), "
               "got '{}'", shape);
-  if (!models_given) bench::scan_kernel_table(args.seed, /*training=*/true, scan_peers);
+  if (scan_table) bench::scan_kernel_table(args.seed, /*training=*/true, scan_peers);
   std::vector<TrainBenchResult> results;
   std::string versus =
       "| model | batch x length | tokens/s | mamba_ssm + PyTorch | ratio | peak GiB | theirs | ratio |\n"
@@ -304,15 +305,22 @@ void run_bench(const BenchArgs& args, const CLI::App& cmd) {
     SSM_CHECK(args.model_dir.empty() || (suite_given && args.suites == std::vector<std::string>{"serve"}),
               "--device cuda times the published shapes (--model DIR goes with --suite serve)");
     SSM_CHECK(args.model_dir.empty() || cmd.count("--models") == 0, "give --model DIR or --models SHAPES, not both");
+    // The scan tables: both with --suite scans; else the inference suite's forward one and the training
+    // suite's forward + backward one, unless --models names the shapes to time.
+    const bool scans = suite_given && wants("scans"), models_given = cmd.count("--models") > 0;
+    const bool inference = !suite_given || wants("inference"), training = suite_given && wants("training");
+    SSM_CHECK(args.peer_times.empty() || scans || (!models_given && (inference || training)),
+              "--peer-times gives the SSD's peer for the scan tables, which these suites do not print here "
+              "(--suite scans prints them)");
     // Read before anything runs, so that a bad file fails at once.
     const bench::ScanPeerTimes peers =
         args.peer_times.empty() ? bench::ScanPeerTimes{} : bench::read_scan_peer_times(args.peer_times);
-    if (suite_given && wants("scans")) {
+    if (scans) {
       require_device(Device::CUDA);
-      for (bool training : {false, true}) bench::scan_kernel_table(args.seed, training, peers);
+      for (bool with_backward : {false, true}) bench::scan_kernel_table(args.seed, with_backward, peers);
     }
-    if (!suite_given || wants("inference")) run_gpu(args, cmd, peers);
-    if (suite_given && wants("training")) run_gpu_training_bench(args, cmd, peers);
+    if (inference) run_gpu(args, cmd, peers, !scans && !models_given);
+    if (training) run_gpu_training_bench(args, cmd, peers, !scans && !models_given);
     if (suite_given && wants("serve")) run_serve_bench(args, cmd, device);
     return;
   }

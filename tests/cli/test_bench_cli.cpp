@@ -162,6 +162,9 @@ TEST(CliBench, BadPeerTimesAreOneClearError) {
   };
   for (const auto& [path, fragment] : cases)
     expect_one_clear_error("--device cuda --suite scans --peer-times " + path, fragment);
+  // A peer file where no scan table is printed is an error too, not a flag silently ignored.
+  expect_one_clear_error("--device cuda --models mamba2-130m --peer-times " + file("unused.json", "{}"),
+                         "--peer-times gives the SSD's peer for the scan tables, which these suites do not print");
   fs::remove_all(dir);
 }
 
