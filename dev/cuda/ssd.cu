@@ -65,6 +65,10 @@
 //       chunk step, not ~5): the C Bᵀ product and the scan were mostly hidden in v3's chain already;
 //       the rest of it (state store, C Sᵀ + Ms X, state update, two barriers) is what bounds pass 2.
 //       F32: 0.311 / 1.148 / 4.459 / 6.949 ms (v3 0.377 / 1.416 / 5.532 / 8.617), 17-19% under v3.
+//       2026-12-02 (`profile 65536` under ncu: pass 2 issue-bound at 1,742 instructions a warp per chunk,
+//       74 of them mma.sync): the tile copies without a runtime division per piece, the mask's decays on
+//       __expf for BF16, y's stores from row pointers: 0.084 / 0.247 / 0.919 / 1.424 ms, 16-23% faster
+//       (docs/performance.md, the SSD forward's log, item 4).
 //
 //   v4 with pass 2 in slices of rows (Plan::slice_rows): when batch * heads * segments pass-2 blocks
 //       leave the GPU under-filled (a prefix-cache hit's 16-token suffix at mamba2-130m: 24 blocks on 132

@@ -72,6 +72,11 @@
 //       0.133, walk 1.640, group 0.566, head 2.574, dB dC 1.249. Next: the
 //       per-head kernel (~2 ms against a ~0.6 ms byte floor: one 80 KB load phase a block, two blocks
 //       a multiprocessor).
+//       2026-12-02 (`profile 65536` under ncu: the large kernels issue-bound, 53-65% of issue slots;
+//       the per-head kernel 3,142 instructions a warp per chunk, 118 of them mma.sync): the tile loads
+//       through the forward's copy (no 64-bit multiply per piece), the decays on __expf for BF16,
+//       <dS, S> in 16-byte pieces: backward 0.416 / 1.091 / 4.114 / 6.411 ms (-11 to -14%), with the
+//       forward 0.499 / 1.340 / 5.036 / 7.834 (docs/performance.md, the training log, step 11).
 //
 // Timed shapes (the issue's): batch 1, H 32, P 64, N 128, G 1, BF16, T = 4096 / 16384 / 65536 / 102400.
 // Floor of the backward (METHOD.md's two numbers), per token:
