@@ -309,6 +309,9 @@ void run_bench(const BenchArgs& args, const CLI::App& cmd) {
     // suite's forward + backward one, unless --models names the shapes to time.
     const bool scans = suite_given && wants("scans"), models_given = cmd.count("--models") > 0;
     const bool inference = !suite_given || wants("inference"), training = suite_given && wants("training");
+    SSM_CHECK(!models_given || inference || training || wants("serve"),
+              "--suite scans times the scan kernels alone: --models goes with the inference, training and serve "
+              "suites");
     SSM_CHECK(args.peer_times.empty() || scans || (!models_given && (inference || training)),
               "--peer-times gives the SSD's peer for the scan tables, which these suites do not print here "
               "(--suite scans prints them)");

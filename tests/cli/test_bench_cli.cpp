@@ -131,6 +131,7 @@ TEST(CliBench, BadFlagsAreOneClearError) {
       {"--out /tmp/never" + tiny, "--out goes with --write-model"},
       {"--device tpu", "--device: unknown device 'tpu' (cpu or cuda)"},
       {"--peer-times /tmp/never.json" + tiny, "--peer-times goes with --device cuda"},
+      {"--device cuda --suite scans --models mamba2-130m", "--models goes with the inference, training and serve"},
       {"--bogus", "--bogus"},
   };
   for (const auto& [flags, fragment] : cases) expect_one_clear_error(flags, fragment);
