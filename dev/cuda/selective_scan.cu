@@ -2,6 +2,7 @@
 //
 //   bash dev/cuda/build.sh                   # nvcc -O3 -std=c++20 -gencode=arch=compute_90a,code=sm_90a
 //   build/dev-cuda/selective_scan            # checks at odd shapes, then checks + timings at the issue's shapes
+//   build/dev-cuda/selective_scan profile T [VERSION]   # one version (default v5) run twice, for a profiler
 //
 // dt_t = softplus(delta_t + bias); h_t[d, n] = 2^(A2[d, n] dt_t) h_{t-1}[d, n] + dt_t u_t[d] B_t[n];
 // y_t[d] = (sum_n C_t[n] h_t[d, n] + D[d] u_t[d]) silu(z_t[d]); A2 = A log2(e). Layout [B, T, D] rows
@@ -841,8 +842,29 @@ double median_ms(const std::function<void(cudaStream_t)>& fn, int reps) {
   return ms[ms.size() / 2];
 }
 
-int main() {
+// The issue's shape at `length` tokens, version `name` (default v5, the engine's) run twice: the second
+// for a profiler (ncu -k regex:... --launch-skip ... ; dev/cuda/ncu_lines.py for its per-line view).
+int profile(int64_t length, const std::string& name) {
+  Problem<bf16> p(1, length, 4096, 16, 7);
+  for (const Version& v : versions<bf16, 16>(p, false, false)) {
+    if (v.name != name) continue;
+    for (int i = 0; i < 2; ++i) v.run(nullptr);
+    CHECK(cudaDeviceSynchronize());
+    std::printf("profiled %s at T %lld\n", name.c_str(), (long long)length);
+    return 0;
+  }
+  std::fprintf(stderr, "no version '%s'\n", name.c_str());
+  return 2;
+}
+
+int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IONBF, 0);  // every line out as it is printed, even into a pipe
+  if (argc >= 3 && std::string(argv[1]) == "profile" && std::atoll(argv[2]) > 0)
+    return profile(std::atoll(argv[2]), argc > 3 ? argv[3] : "v5");
+  if (argc != 1) {
+    std::fprintf(stderr, "usage: selective_scan [profile T [VERSION]]\n");
+    return 2;
+  }
   cudaDeviceProp prop;
   CHECK(cudaGetDeviceProperties(&prop, 0));
   std::printf("%s, %d SMs\n", prop.name, prop.multiProcessorCount);
