@@ -2,7 +2,7 @@
 // BF16 matrix product), the scan kernels alone at 4K-100K tokens, then decoding at batch 1, 16 and 64 and prefill at 1 x 2048, 8 x 2048 and
 // 1 x 65536 tokens of models at published shapes, through the generator `ssm generate` runs, beside
 // mamba_ssm's figures measured on the same card (../shared/BENCHMARKS.md, copied into gpu_bench.cpp;
-// the SSD's timed in the same run when scripts/gpu-peers.py has written them).
+// the SSD's as scripts/gpu-peers.py timed them, when given its file).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -12,8 +12,9 @@
 
 namespace ssm::bench {
 
-// mamba_ssm's SSD (its Triton kernels) timed on this machine by scripts/gpu-peers.py, in ms at the scan
-// table's four lengths, in place of the figures stored from ../shared/BENCHMARKS.md (empty: those).
+// mamba_ssm's SSD (its Triton kernels) as scripts/gpu-peers.py timed them (on this card, ideally), in
+// ms at the scan table's four lengths, in place of the figures stored from ../shared/BENCHMARKS.md
+// (empty: those).
 struct ScanPeerTimes {
   std::string source;       // what timed them, for the table's label
   std::string measured_at;  // when (UTC), if the file says

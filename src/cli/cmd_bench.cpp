@@ -379,7 +379,7 @@ const CommandRegistrar registrar(40, [](CLI::App& root) {
                   "(with --device cuda, --suite scans times the scan kernels alone)")
       ->capture_default_str();
   cmd->add_option("--peer-times", args->peer_times,
-                  "With --device cuda: mamba_ssm's SSD timed on this machine by scripts/gpu-peers.py (JSON), "
+                  "With --device cuda: mamba_ssm's SSD as scripts/gpu-peers.py timed it on this card (JSON), "
                   "beside which the scan tables put ours instead of the stored figures");
   cmd->add_option("--train-config", args->train_config, "Time training of this config.json instead");
   cmd->add_option("--train-steps", args->train_steps, "Timed training steps per measurement")->capture_default_str();

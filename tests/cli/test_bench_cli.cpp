@@ -160,6 +160,10 @@ TEST(CliBench, BadPeerTimesAreOneClearError) {
        "\"ssd_forward_ms\" holds -3, not a positive number"},
       {file("no_backward.json", "{" + lengths + R"(, "ssd_forward_ms": [1, 2, 3, 4]})"),
        "\"ssd_forward_backward_ms\" must be an array of 4 numbers"},
+      {file("bad_time.json", "{" + lengths +
+                                 R"(, "ssd_forward_ms": [1, 2, 3, 4], "ssd_forward_backward_ms": [1, 2, 3, 4],)"
+                                 R"( "measured_at": 5})"),
+       "\"measured_at\" must be a string"},
   };
   for (const auto& [path, fragment] : cases)
     expect_one_clear_error("--device cuda --suite scans --peer-times " + path, fragment);
