@@ -28,12 +28,12 @@ float dt_softplus(float x) {
   return x > 20.0f ? x : std::log1p(std::exp(x));
 }
 template <class Act>
-float scan_sigmoid(float x) {
+float sigmoid_of(float x) {
   return 1.0f / (1.0f + std::exp(-x));
 }
 template <class Act>
-float dt_softplus_grad(float x) {
-  return x > 20.0f ? 1.0f : scan_sigmoid<Act>(x);
+float softplus_grad_from_value(float dt) {
+  return -std::expm1(-dt);
 }
 }  // namespace ssm::ops::cuda
 
@@ -157,12 +157,11 @@ Reference reference(const Case& k, const Problem& p) {
 
 template <class T, int kN>
 bool run_case(const Case& k, unsigned seed) {
-  using L = kernels::Layout<kN>;
   const Problem p = make_problem<T>(k, seed);
   const Reference want = reference(k, p);
   const int D = k.D, N = k.N, rows = k.batch * k.T;
   const int64_t chunk_len = std::min<int64_t>(k.chunk, k.T), chunks = (k.T + chunk_len - 1) / chunk_len;
-  const int64_t block_channels = kernels::kGroups * kernels::kChannels;
+  const int64_t block_channels = kernels::Layout<kN>::kChannels;
   const int64_t channel_blocks = (D + block_channels - 1) / block_channels;
 
   // Inputs: [3 | u | delta | z | dy | B | C | 2] in one row; gradients [1 | du | ddelta | dz | dB | dC | 2], NaN.
@@ -223,16 +222,14 @@ bool run_case(const Case& k, unsigned seed) {
   if (chunks > 1) {
     a.carry = carry.data();
     a.dt_sum = dt_sum.data();
-    launch(unsigned(channel_blocks), unsigned(chunks - 1), unsigned(k.batch), L::kThreads,
-           kernels::SmemPlan<kN, true>::floats(chunk_len) * sizeof(float),
-           [&] { kernels::scan_backward_kernel<T, kN, true>(a); });
+    launch(unsigned(channel_blocks), unsigned(chunks - 1), unsigned(k.batch), kernels::kThreads,
+           kernels::SummaryPlan<kN>::bytes(chunk_len), [&] { kernels::summary_kernel<T, kN>(a); });
     launch(blocks(int64_t(k.batch) * D * N), 1, 1, 256, 0, [&] {
       kernels::adjoint_carry_kernel(a.A, a.carry, a.dt_sum, k.batch, D, N, chunks);
     });
   }
-  launch(unsigned(channel_blocks), unsigned(chunks), unsigned(k.batch), L::kThreads,
-         kernels::SmemPlan<kN, false>::floats(chunk_len) * sizeof(float),
-         [&] { kernels::scan_backward_kernel<T, kN, false>(a); });
+  launch(unsigned(channel_blocks), unsigned(chunks), unsigned(k.batch), kernels::kThreads,
+         kernels::GradientPlan<T, kN>::bytes(chunk_len), [&] { kernels::gradient_kernel<T, kN>(a); });
   auto add = [&](const float* parts, int64_t width, float* dst) {
     launch(blocks(width), 1, 1, 256, 0, [&] { kernels::add_partials_kernel(parts, int64_t(bt), width, dst); });
   };
@@ -310,6 +307,7 @@ int main() {
       {1, 50, 300, 13, 16, true, true, true, true, true},   // three channel blocks, N 13 of 16
       {3, 201, 130, 16, 64, true, true, true, true, true},  // batch 3, full chunks of 64 and a partial one
       {2, 129, 20, 16, 64, false, false, false, false, false},  // no optional input, one token past 2 chunks
+      {2, 150, 70, 16, 20, true, true, true, true, true},   // two channel blocks of 64, chunks not a multiple of 8
   };
   Case fewer{2, 33, 40, 16, 8, true, true, true, true, true};
   fewer.all_grads = false;

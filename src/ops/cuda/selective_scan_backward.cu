@@ -26,15 +26,19 @@ int64_t ld_or_0(const Tensor& t) {
   return t.defined() ? rows_of<Act>(t).ld : 0;
 }
 
-// Raises kernel A's or C's shared-memory limit to what its longest chunk needs (once per instantiation).
-template <class Act, int kN, bool kSummary>
+// Raises a kernel's shared-memory limit to what its longest chunk needs (once per instantiation).
+template <class Kernel>
+void allow_shared_memory(const char* op, Kernel* kernel, int64_t bytes) {
+  SSM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
+                 "{}: raising the shared-memory limit to {} bytes", op, bytes);
+}
+template <class Act, int kN>
 void allow_shared_memory(const char* op) {
-  constexpr size_t bytes = size_t(SmemPlan<kN, kSummary>::floats(Layout<kN>::kMaxChunk)) * sizeof(float);
-  static_assert(bytes <= 227 * 1024, "a chunk of kMaxChunk tokens must fit one block's shared memory");
+  static_assert(GradientPlan<Act, kN>::bytes(kMaxChunk) <= 227 * 1024,
+                "a chunk of kMaxChunk tokens must fit one block's shared memory");
   static const bool done = [op] {
-    SSM_CUDA_CHECK(cudaFuncSetAttribute(scan_backward_kernel<Act, kN, kSummary>,
-                                        cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
-                   "{}: raising the shared-memory limit to {} bytes", op, size_t(bytes));
+    allow_shared_memory(op, summary_kernel<Act, kN>, SummaryPlan<kN>::bytes(kMaxChunk));
+    allow_shared_memory(op, gradient_kernel<Act, kN>, GradientPlan<Act, kN>::bytes(kMaxChunk));
     return true;
   }();
   (void)done;
@@ -48,8 +52,8 @@ void run_backward(const char* op, const SelectiveScanInputs& in, const Tensor& s
   // The caller's chunk states when kernel C can hold their chunks, else the forward's at kMaxChunk.
   Tensor states = chunk_states;
   int64_t chunk_len = chunk_size;
-  if (!states.defined() || chunk_size > L::kMaxChunk || selective_scan_chunk_count(T, chunk_size) > 65535) {
-    chunk_len = L::kMaxChunk;
+  if (!states.defined() || chunk_size > kMaxChunk || selective_scan_chunk_count(T, chunk_size) > 65535) {
+    chunk_len = kMaxChunk;
     const int64_t chunks = selective_scan_chunk_count(T, chunk_len);
     SSM_CHECK(chunks <= 65535, "{}: the GPU scan takes at most 65535 chunks of {} tokens, got T {}", op, chunk_len, T);
     states = gpu_f32({batch, chunks, D, N});
@@ -58,7 +62,7 @@ void run_backward(const char* op, const SelectiveScanInputs& in, const Tensor& s
   }
   chunk_len = std::min(chunk_len, T);  // one chunk of T tokens when T is shorter
   const int64_t chunks = (T + chunk_len - 1) / chunk_len;
-  const int64_t channel_blocks = (D + kGroups * kChannels - 1) / (kGroups * kChannels);
+  const int64_t channel_blocks = (D + L::kChannels - 1) / L::kChannels;
 
   BwdArgs<Act> a{};
   a.u = static_cast<const Act*>(in.u.raw());
@@ -104,23 +108,20 @@ void run_backward(const char* op, const SelectiveScanInputs& in, const Tensor& s
   if (g.dB.defined()) a.dB_part = scratch(dB_part, {channel_blocks, batch * T, N});
   if (g.dC.defined()) a.dC_part = scratch(dC_part, {channel_blocks, batch * T, N});
 
+  allow_shared_memory<Act, kN>(op);
   if (chunks > 1) {
     a.carry = scratch(carry, {batch, chunks, D, N});
     a.dt_sum = scratch(dt_sum, {batch, chunks, D});
-    allow_shared_memory<Act, kN, true>(op);
-    const size_t bytes = size_t(SmemPlan<kN, true>::floats(chunk_len)) * sizeof(float);
-    scan_backward_kernel<Act, kN, true>
-        <<<dim3(unsigned(channel_blocks), unsigned(chunks - 1), unsigned(batch)), L::kThreads, bytes, stream()>>>(a);
+    summary_kernel<Act, kN><<<dim3(unsigned(channel_blocks), unsigned(chunks - 1), unsigned(batch)), kThreads,
+                              size_t(SummaryPlan<kN>::bytes(chunk_len)), stream()>>>(a);
     SSM_CUDA_CHECK_LAUNCH("{} (chunk summaries) of batch {}, T {}, D {}, N {}, chunks of {}", op, batch, T, D, N,
                           chunk_len);
     adjoint_carry_kernel<<<blocks_for(batch * D * N, 256), 256, 0, stream()>>>(a.A, a.carry, a.dt_sum, batch, D, N,
                                                                                chunks);
     SSM_CUDA_CHECK_LAUNCH("{} (adjoint carries) of batch {}, T {}, D {}, N {}, {} chunks", op, batch, T, D, N, chunks);
   }
-  allow_shared_memory<Act, kN, false>(op);
-  const size_t bytes = size_t(SmemPlan<kN, false>::floats(chunk_len)) * sizeof(float);
-  scan_backward_kernel<Act, kN, false>
-      <<<dim3(unsigned(channel_blocks), unsigned(chunks), unsigned(batch)), L::kThreads, bytes, stream()>>>(a);
+  gradient_kernel<Act, kN><<<dim3(unsigned(channel_blocks), unsigned(chunks), unsigned(batch)), kThreads,
+                             size_t(GradientPlan<Act, kN>::bytes(chunk_len)), stream()>>>(a);
   SSM_CUDA_CHECK_LAUNCH("{} (gradients) of batch {}, T {}, D {}, N {}, chunks of {}", op, batch, T, D, N, chunk_len);
 
   auto add_partials = [&](const float* parts, int64_t width, Tensor& out, const char* what) {

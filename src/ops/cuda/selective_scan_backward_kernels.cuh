@@ -6,42 +6,32 @@
 //   h_t = a_t h_{t-1} + dt_t B_tn u_t,   y_t = Σ_n C_tn h_t + D u_t,   out_t = y_t silu(z_t).
 // Walking t downwards with the adjoint ḡ (∂L/∂h_t from the tokens after t):
 //   gy = dout silu(z),  g = ḡ + gy C_t,  ḡ ← g a_t,  dC_tn += gy h_t,  dB_tn += g dt u,
-//   du = gy D + dt Σ_n g B,  ddt = Σ_n g h_{t-1} a_t A + u Σ_n g B,  dA += g h_{t-1} a_t dt.
+//   du = gy D + dt Σ_n g B,  ddt = Σ_n g a_t h_{t-1} A + u Σ_n g B,  dA += g a_t h_{t-1} dt,
+// where a_t h_{t-1} = h_t - dt u B_t: the walk back needs h_t only, and one decay.
 //
 // The sequence's chunks run in parallel (at batch 1, D channels alone are too few threads for the GPU):
-//   A. summary: each (row, chunk c >= 1, channel, state) walks its chunk back from a zero adjoint:
-//      the adjoint it sends to the previous chunk, and the chunk's Σ dt (its decay is 2^(A2 Σ dt));
-//   B. carry: each (row, channel, state) walks the chunks back: the adjoint arriving at each chunk's end;
-//   C. gradients: each chunk starts from its saved state and its arriving adjoint. Each thread walks
-//      its own states forward (H: the state before every token) and back (G: the adjoint reaching
-//      every token from above), with no sums in these serial loops; then, all tokens at once, the
-//      sums over states per (token, channel) (du, ddelta, dz) and over the group's channels per
-//      (token, state) (dB, dC), read from H and G in shared memory (g_t = G_{t+1} + gy C_t,
-//      g_t a_t = G_t, so no decay is recomputed there).
-// Threads of A and C: kLanes per channel, kS states each (N = 16: one state per thread), so that a
-// chunk's states fit in shared memory. A block runs kGroups groups of kChannels channels one after
-// the other, so dB and dC of a chunk's tokens get one partial per kGroups * kChannels channels.
-// Every sum (dB, dC over channel blocks; dA, dD, ddelta_bias over rows and chunks; over states in a
-// fixed order per (token, channel)) is added in a fixed order: two runs give the same bits.
+//   A. summary_kernel: each (row, chunk c >= 1, channel, state) walks its chunk back from a zero
+//      adjoint: the adjoint it sends to the previous chunk, and the chunk's Σ dt;
+//   B. adjoint_carry_kernel: each (row, channel, state) walks the chunks back: the adjoint arriving
+//      at each chunk's end;
+//   C. gradient_kernel: each chunk from its saved state and its arriving adjoint.
+// Threads of A and C: a channel's states over kLanes lanes of one warp, kS = 8 states a lane in
+// registers (N 4: 4 states, one lane), so that the sums over states (du, ddelta, dz) are a lane's own
+// plus at most three shuffles; a warp holds kWarpChannels channels (16 at N 16).
+// Kernel C takes its chunk in parts of kPart tokens from the last: it walks forward from the chunk's
+// start, keeping the state at each of the part's sub-chunks of kSub tokens (shared memory), then takes
+// the sub-chunks from the last: forward again from the kept state with the kSub tokens' states in
+// registers, then back. The sums over channels per (token, state) (dB, dC) are halving exchanges
+// between a warp's lanes (each step keeps half the values and adds the partner's copy of that half),
+// then one sum over the block's warps in shared memory per sub-chunk. Every sum (over states and
+// channels; dA, dD and ddelta_bias over rows and chunks; dB and dC over channel blocks) is added in a
+// fixed order: two runs give the same bits.
 //
-// Cost (batch 1, D 4096, N 16, BF16, chunks of 64; METHOD.md's two numbers, forward + backward):
-// bytes ~14 per (token, channel) for the backward and ~10 for the forward (BF16 reads and writes;
-// B, C, the chunk states and the dB/dC partials ~3 more): 0.4 GB at 4K tokens, 0.1 ms at 4.2 TB/s.
-// The exp unit: 4 decays per (token, state) (forward, A, C's forward and back) = 1.1e9 at 4K,
-// 0.26 ms at 16/clock/SM. Floor ~0.26 / 1.0 / 4.2 / 6.5 ms at 4K / 16K / 64K / 100K.
-// Before this layout (sums over states by ten warp shuffles in the serial loop): 4.90 / 19.3 /
-// 75.8 / 118.3 ms. This one is bound by shared memory, which returns one register of a warp per
-// clock per multiprocessor (two where lanes 2k and 2k + 1 read one address): per 32 (token, state)
-// pairs about 4 (C's forward: (dt, dt u), B, the store of H) + 5 (C's backward: (dt, gy), C, H, the
-// store of G) + 7 (sums over states: (C, B), A2, G twice, H twice) + 4 (sums over channels:
-// (gy, dt u), G, H) + 3 (A) = 23 such clocks (18 where the paired loads go at the double rate),
-// 0.14-0.18 us a token at the limit; 2 blocks (8 warps) per multiprocessor at chunks of 64 (100.5 KB
-// each). Prediction, the forward (0.064 us a token) + the backward at ~65% of that limit: ~0.34 us a
-// token, 1.3 / 5.2 / 21 / 33 ms at 4K / 16K / 64K / 100K (~0.8x mamba_ssm's 1.66 / 6.57 / 25.9 /
-// 42.5), uncertain by about a third either way.
-//
-// The caller's chunk states serve when their chunk is at most kMaxChunk tokens (shared memory); else,
-// or when none are given, the states are recomputed by the forward at kMaxChunk.
+// Cost (batch 1, D 4096, N 16, BF16, chunks of 64), per token and warp of 16 channels: the walk back
+// ~250 issued instructions (8 states x 12, the exchanges 60, the per-channel values and stores), each
+// forward step ~45, at 2.25 forward steps a token (the parts' walks from the chunk's start); 4 decays
+// per (token, state) with A's. Shared memory 72 KB a block, 168 registers: three blocks (12 warps) a
+// multiprocessor. docs/performance.md (the training log) has the measurements.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -49,25 +39,31 @@
 
 #include "element.cuh"
 #ifndef SSM_SCAN_BACKWARD_HOST_CHECK
-#include "selective_scan_math.cuh"  // decay, dt_softplus, scan_sigmoid, dt_softplus_grad, poly_exp2, kLog2e
+#include "selective_scan_math.cuh"  // decay, dt_softplus, sigmoid_of, softplus_grad_from_value, kLog2e
 #endif
 
 namespace ssm::ops::cuda::scan_backward_kernels {
 
-constexpr int kChannels = 8;  // channels of a group: the block's threads work on one group at a time
-constexpr int kGroups = 16;   // groups per block: dB and dC get one partial per 128 channels
+constexpr int kWarps = 4;  // warps of a block of kernels A and C
+constexpr int kThreads = 32 * kWarps;
+constexpr int kSub = 8;         // tokens whose states kernel C keeps in registers
+constexpr int kPart = 32;       // tokens whose sub-chunk start states it keeps in shared memory
+constexpr int kMaxChunk = 64;   // longest chunk kernel C holds in shared memory
 constexpr int kCarryBatch = 8;  // chunk summaries the carry kernel loads before using them
-constexpr int kBatch = 8;       // tokens whose values kernel C's serial loops load before using them
 constexpr float kLn2 = 0.6931471805599453f;
 
-// How kernels A and C spread a channel's kN (compiled width >= N) states over threads.
+// How kernels A and C spread a block's channels and a channel's kN (compiled width >= N) states:
+// lane = j * kWarpChannels + cw holds states [j kS, (j + 1) kS) of the warp's channel cw.
 template <int kN>
 struct Layout {
-  static constexpr int kS = kN > 16 ? kN / 16 : 1;      // states per thread
-  static constexpr int kLanes = kN / kS;                // threads per channel (4, 8 or 16)
-  static constexpr int kThreads = kChannels * kLanes;   // a multiple of 32
-  static constexpr int kWarps = kThreads / 32;
-  static constexpr int kMaxChunk = 64 / kS;             // longest chunk kernel C keeps in shared memory
+  static constexpr int kS = kN < 8 ? kN : 8;  // states per lane
+  static constexpr int kLanes = kN / kS;      // lanes per channel (1, 2, 4 or 8)
+  static constexpr int kWarpChannels = 32 / kLanes;
+  static constexpr int kChannels = kWarps * kWarpChannels;  // per block
+  // A token's dB and dC terms of a lane (2 kS values), summed over the warp's channels: a lane keeps
+  // kKept of the sums.
+  static constexpr int kValues = 2 * kS;
+  static constexpr int kKept = kValues > kWarpChannels ? kValues / kWarpChannels : 1;
 };
 
 template <class Act>
@@ -89,299 +85,339 @@ struct BwdArgs {
   bool softplus;
 };
 
-// Shared memory of kernels A (kSummary) and C for chunks of q tokens, in floats, carved in this order.
-template <int kN, bool kSummary>
-struct SmemPlan {
-  using L = Layout<kN>;
-  // (dt, gy) (, (dt, dt u), (gy, dt u), u, softplus', dz factor)
-  static constexpr int kPerChannel = kSummary ? 2 : 9;
-  __host__ __device__ static constexpr int64_t floats(int64_t q) {
-    int64_t n = 2 * q * kN + q * kChannels * kPerChannel;  // (C, B); per channel
-    // H, G; dB, dC; A2; the threads' dD and ddelta_bias sums
-    if (!kSummary) n += 2 * (q + 1) * L::kS * L::kThreads + 2 * q * kN + kChannels * kN + 2 * L::kThreads;
-    return n;
+// Shared memory of kernel A for chunks of q tokens: C [q][kN], then (dt, gy) [q][kChannels].
+template <int kN>
+struct SummaryPlan {
+  __host__ __device__ static constexpr int64_t bytes(int64_t q) {
+    return (q * kN + 2 * q * Layout<kN>::kChannels) * int64_t(sizeof(float));
   }
 };
 
-// Kernels A (kSummary) and C. Grid: (channel blocks of kGroups * kChannels, chunks (A: chunks - 1), batch).
-template <class Act, int kN, bool kSummary>
-__global__ void __launch_bounds__(Layout<kN>::kThreads) scan_backward_kernel(const BwdArgs<Act> a) {
+// Shared memory of kernel C for chunks of q tokens, carved in this order: C and B [q][kN]; dt
+// [q][kChannels]; the kept states [kPart / kSub][kS][kThreads]; two exchange buffers [kWarps][kSub][2 kN]
+// (a warp's dB and dC sums, used in turn); u, dout and z as loaded [q][kChannels] (Act).
+template <class Act, int kN>
+struct GradientPlan {
   using L = Layout<kN>;
-  constexpr int kS = L::kS, kLanes = L::kLanes, kThreads = L::kThreads;
-  extern __shared__ __align__(16) float smem[];
-  const int64_t b = blockIdx.z, chunk = blockIdx.y + (kSummary ? 1 : 0);
-  const int64_t t0 = chunk * a.chunk_len, row0 = b * a.T + t0, bc = b * a.chunks + chunk;
-  const int q = int(a.chunk_len);            // shared-memory rows
-  const int tokens = int(min(a.chunk_len, a.T - t0));
-  const int tid = threadIdx.x, c = tid / kLanes, j = tid % kLanes;
+  __host__ __device__ static constexpr int64_t kept_rows(int64_t q) {
+    return ((q < kPart ? q : kPart) + kSub - 1) / kSub;
+  }
+  __host__ __device__ static constexpr int64_t floats(int64_t q) {
+    return 2 * q * kN + q * L::kChannels + kept_rows(q) * L::kS * kThreads + 2 * kWarps * kSub * 2 * kN;
+  }
+  __host__ __device__ static constexpr int64_t bytes(int64_t q) {
+    return floats(q) * int64_t(sizeof(float)) + 3 * q * L::kChannels * int64_t(sizeof(Act));
+  }
+};
 
-  // Values used together are stored together, one 8-byte load for two (shared memory returns one
-  // register of a warp a clock, or two where lanes 2k and 2k + 1 read the same address).
-  float2* const CB = reinterpret_cast<float2*>(smem);             // [q][kN]: (C, B) (A: C only)
-  // [q][kChannels] each: a token's (dt, gy) going back, (dt, dt u) going forward, (gy, dt u) in the
-  // sums over channels.
-  float2* const sh_dt_gy = CB + q * kN;
-  float2* const sh_dt_dtu = sh_dt_gy + q * kChannels;
-  float2* const sh_gy_dtu = sh_dt_dtu + (kSummary ? 0 : q * kChannels);
-  float* const sh_u = reinterpret_cast<float*>(sh_gy_dtu + (kSummary ? 0 : q * kChannels));
-  float* const sh_spg = sh_u + q * kChannels;                      // softplus'(delta + bias)
-  float* const sh_dzf = sh_spg + q * kChannels;                    // dout silu'(z)
-  // Row r of H: the states before token r (row 0: the chunk's start state); row r of G: the adjoint
-  // reaching token r - 1 from the tokens after it (row `tokens`: the one arriving at the chunk's end).
-  float* const H = sh_dzf + q * kChannels;                         // [q + 1][kS][kThreads]
-  float* const G = H + (q + 1) * kS * kThreads;                    // [q + 1][kS][kThreads]
-  float* const sum_dB = G + (q + 1) * kS * kThreads;               // [q][kN]: over the block's groups
-  float* const sum_dC = sum_dB + q * kN;
-  float* const sh_A2 = sum_dC + q * kN;                            // [kChannels][kN]: A log2(e)
-  float* const thread_dD = sh_A2 + kChannels * kN;                 // [kThreads]: over its tokens
-  float* const thread_dbias = thread_dD + kThreads;
-  const bool want_bc = a.dB_part || a.dC_part;
+// kS consecutive floats of shared memory into registers (16 bytes a load from kS 4 on).
+template <int kS>
+__device__ __forceinline__ void load_states(const float* from, float (&to)[kS]) {
+#pragma unroll
+  for (int s = 0; s < kS; s += 4) {
+    const float4 v = *reinterpret_cast<const float4*>(from + s);
+    to[s] = v.x, to[s + 1] = v.y, to[s + 2] = v.z, to[s + 3] = v.w;
+  }
+}
 
-  for (int i = tid; i < tokens * kN; i += kThreads) {
+// Rows [row0, row0 + tokens) of B or C ([row][N] at ld) into shared memory as F32 [tokens][kN], zeros
+// past N.
+template <class Act, int kN>
+__device__ __forceinline__ void stage_states(const Act* src, int64_t ld, int64_t N, int64_t row0, int tokens,
+                                             float* dst) {
+  for (int i = threadIdx.x; i < tokens * kN; i += kThreads) {
     const int l = i / kN, n = i % kN;
-    CB[i].x = n < a.N ? to_float(a.C[(row0 + l) * a.ld_C + n]) : 0.0f;
-    if constexpr (!kSummary) {
-      CB[i].y = n < a.N ? to_float(a.B[(row0 + l) * a.ld_B + n]) : 0.0f;
-      sum_dB[i] = sum_dC[i] = 0.0f;
+    dst[i] = n < N ? to_float(src[(row0 + l) * ld + n]) : 0.0f;
+  }
+}
+
+// The block's (token, channel) pairs of a chunk, for staging: a thread keeps one channel, d = block_d0 +
+// threadIdx.x % kC, and takes every (kThreads / kC)-th token l from threadIdx.x / kC. fn(i, real, bias,
+// row, d) gets the pair's index l * kC + d - block_d0 in [tokens][kC], whether the channel exists, its
+// dt bias, and the pair's row.
+template <int kC, class Act, class Fn>
+__device__ __forceinline__ void for_chunk_pairs(const BwdArgs<Act>& a, int64_t row0, int tokens, int64_t block_d0,
+                                                Fn&& fn) {
+  constexpr int kStride = kThreads / kC;
+  const int cc = threadIdx.x % kC;
+  const int64_t d = block_d0 + cc;
+  const bool real = d < a.channels;
+  const float bias = real && a.delta_bias ? a.delta_bias[d] : 0.0f;
+  for (int l = threadIdx.x / kC; l < tokens; l += kStride) fn(l * kC + cc, real, bias, row0 + l, d);
+}
+
+// dt = softplus(delta + bias), or delta + bias.
+template <class Act>
+__device__ __forceinline__ float dt_of(const BwdArgs<Act>& a, float delta, float bias) {
+  return a.softplus ? dt_softplus<Act>(delta + bias) : delta + bias;
+}
+
+// Sums v over the lanes whose bits kMask, 2 kMask, ... below kEnd differ (a warp's channel lanes) by
+// halving exchanges: each step keeps one half of the values and adds the partner lane's copy of that
+// half (kWidth: the values still held). Afterwards this lane holds the sums of values [first, first +
+// its width), first returned by adding; where there are fewer values than channel lanes the last steps
+// add whole values and several lanes hold the same sums (owner: the lanes whose bits of those steps are
+// 0). Recursive so that every index is known at compile time (the values stay in registers).
+template <int kWidth, int kMask, int kEnd, int kValues>
+__device__ __forceinline__ void sum_over_channels(float (&v)[kValues], int lane, int& first) {
+  if constexpr (kMask < kEnd) {
+    if constexpr (kWidth > 1) {
+      constexpr int kHalf = kWidth / 2;
+      const bool upper = lane & kMask;
+#pragma unroll
+      for (int i = 0; i < kHalf; ++i) {
+        const float send = upper ? v[i] : v[i + kHalf];
+        const float keep = upper ? v[i + kHalf] : v[i];
+        v[i] = keep + __shfl_xor_sync(0xffffffffu, send, kMask);
+      }
+      if (upper) first += kHalf;
+      sum_over_channels<kHalf, 2 * kMask, kEnd>(v, lane, first);
+    } else {
+      v[0] += __shfl_xor_sync(0xffffffffu, v[0], kMask);
+      sum_over_channels<1, 2 * kMask, kEnd>(v, lane, first);
     }
   }
+}
 
-  // A group's inputs of every token, this thread's (token, channel) pairs: loaded into registers
-  // while the previous group computes (fetch), then turned into its per-channel values (stage).
-  // Zeros past the last channel, so that those threads add nothing anywhere.
-  constexpr int kItems = (L::kMaxChunk * kChannels + kThreads - 1) / kThreads;
-  float raw_delta[kItems], raw_dy[kItems], raw_z[kItems], raw_u[kItems];
-  auto fetch = [&](int64_t group_d0) {
-#pragma unroll
-    for (int m = 0; m < kItems; ++m) {
-      const int i = tid + m * kThreads;
-      const int64_t d = group_d0 + i % kChannels, row = row0 + i / kChannels;
-      const bool real = i < tokens * kChannels && d < a.channels;
-      raw_delta[m] = real ? to_float(a.delta[row * a.ld_delta + d]) : 0.0f;
-      raw_dy[m] = real ? to_float(a.dy[row * a.ld_dy + d]) : 0.0f;
-      raw_z[m] = real && a.z ? to_float(a.z[row * a.ld_z + d]) : 0.0f;
-      raw_u[m] = real && !kSummary ? to_float(a.u[row * a.ld_u + d]) : 0.0f;
-    }
-  };
-  auto stage = [&](int64_t group_d0) {
-#pragma unroll
-    for (int m = 0; m < kItems; ++m) {
-      const int i = tid + m * kThreads;
-      if (i >= tokens * kChannels) break;
-      const int64_t d = group_d0 + i % kChannels;
-      float dt = 0.0f, gy = 0.0f, u = 0.0f, spg = 0.0f, dzf = 0.0f;
-      if (d < a.channels) {
-        const float raw = raw_delta[m] + (a.delta_bias ? a.delta_bias[d] : 0.0f);
-        dt = a.softplus ? dt_softplus<Act>(raw) : raw;
-        const float dout = raw_dy[m];
-        gy = dout;
-        if (a.z) {
-          const float z = raw_z[m], sg = sigmoid_of<Act>(z);
-          gy = dout * z * sg;
-          dzf = dout * sg * (1.0f + z * (1.0f - sg));
-        }
-        if constexpr (!kSummary) {
-          u = raw_u[m];
-          spg = a.softplus ? dt_softplus_grad<Act>(raw) : 1.0f;
-        }
-      }
-      sh_dt_gy[i] = make_float2(dt, gy);
-      if constexpr (!kSummary) {
-        sh_dt_dtu[i] = make_float2(dt, dt * u);
-        sh_gy_dtu[i] = make_float2(gy, dt * u);
-        sh_u[i] = u;
-        sh_spg[i] = spg;
-        sh_dzf[i] = dzf;
+// Kernel A. Grid: (channel blocks of kChannels, chunks - 1, batch).
+template <class Act, int kN>
+__global__ void __launch_bounds__(kThreads) summary_kernel(const BwdArgs<Act> a) {
+  using L = Layout<kN>;
+  constexpr int kS = L::kS, kC = L::kChannels;
+  extern __shared__ __align__(16) float smem[];
+  const int64_t b = blockIdx.z, chunk = blockIdx.y + 1;
+  const int64_t t0 = chunk * a.chunk_len, row0 = b * a.T + t0, bc = b * a.chunks + chunk;
+  const int q = int(a.chunk_len), tokens = int(min(a.chunk_len, a.T - t0));
+  const int64_t block_d0 = int64_t(blockIdx.x) * kC;
+  float* const Cs = smem;                                        // [q][kN]
+  float2* const dt_gy = reinterpret_cast<float2*>(Cs + q * kN);  // [q][kC]
+
+  stage_states<Act, kN>(a.C, a.ld_C, a.N, row0, tokens, Cs);
+  for_chunk_pairs<kC>(a, row0, tokens, block_d0, [&](int i, bool real, float bias, int64_t row, int64_t d) {
+    float dt = 0.0f, gy = 0.0f;
+    if (real) {
+      dt = dt_of(a, to_float(a.delta[row * a.ld_delta + d]), bias);
+      gy = to_float(a.dy[row * a.ld_dy + d]);
+      if (a.z) {
+        const float z = to_float(a.z[row * a.ld_z + d]);
+        gy *= z * sigmoid_of<Act>(z);
       }
     }
-  };
+    dt_gy[i] = make_float2(dt, gy);
+  });
+  __syncthreads();
 
-  const int64_t block_d0 = int64_t(blockIdx.x) * kGroups * kChannels;
-  fetch(block_d0);
-  for (int group = 0; group < kGroups; ++group) {
-    const int64_t group_d0 = block_d0 + group * kChannels;
-    if (group_d0 >= a.channels) break;  // the same for the whole block
-    stage(group_d0);
-    __syncthreads();
-    const bool more = group + 1 < kGroups && group_d0 + kChannels < a.channels;  // another group follows
-
-    const int64_t d = group_d0 + c;
-    const bool active = d < a.channels;
-    float A2[kS], adj[kS];
-    bool real[kS];  // a state of an existing channel (not padding)
+  const int lane = threadIdx.x % 32, j = lane / L::kWarpChannels;
+  const int c = threadIdx.x / 32 * L::kWarpChannels + lane % L::kWarpChannels;
+  const int64_t d = block_d0 + c;
+  const bool active = d < a.channels;
+  float A2[kS], adj[kS];
 #pragma unroll
-    for (int s = 0; s < kS; ++s) {
-      const int n = s * kLanes + j;
-      real[s] = active && n < a.N;
-      A2[s] = real[s] ? a.A[d * a.N + n] * kLog2e : 0.0f;
-      adj[s] = real[s] && !kSummary && a.carry ? a.carry[(bc * a.channels + d) * a.N + n] : 0.0f;
-    }
-
-    if constexpr (kSummary) {
-      if (more) fetch(group_d0 + kChannels);
-      float dt_sum = 0.0f;
+  for (int s = 0; s < kS; ++s) {
+    const int64_t n = j * kS + s;
+    A2[s] = active && n < a.N ? a.A[d * a.N + n] * kLog2e : 0.0f;
+    adj[s] = 0.0f;
+  }
+  float dt_sum = 0.0f;
 #pragma unroll 4
-      for (int l = tokens - 1; l >= 0; --l) {
-        const float2 dt_gy = sh_dt_gy[l * kChannels + c];
-        const float dt = dt_gy.x, gy = dt_gy.y;
-        dt_sum += dt;
+  for (int l = tokens - 1; l >= 0; --l) {
+    const float2 v = dt_gy[l * kC + c];
+    float Cv[kS];
+    load_states<kS>(Cs + l * kN + j * kS, Cv);
+    dt_sum += v.x;
 #pragma unroll
-        for (int s = 0; s < kS; ++s)
-          adj[s] = (adj[s] + gy * CB[l * kN + s * kLanes + j].x) * decay<Act>(A2[s] * dt);
-      }
+    for (int s = 0; s < kS; ++s) adj[s] = (adj[s] + v.y * Cv[s]) * decay<Act>(A2[s] * v.x);
+  }
+  if (!active) return;
 #pragma unroll
-      for (int s = 0; s < kS; ++s)
-        if (real[s]) a.carry[(bc * a.channels + d) * a.N + s * kLanes + j] = adj[s];
-      if (active && j == 0) a.dt_sum[bc * a.channels + d] = dt_sum;
-    } else {
-      // Each thread walks its own states through the chunk, forward then back, writing only its own
-      // columns of H and G: no sums over states or channels in the serial loops.
-      auto at = [&](int row, int s) { return (row * kS + s) * kThreads + tid; };
-      float h[kS], dA[kS];
-#pragma unroll
-      for (int s = 0; s < kS; ++s) {
-        h[s] = real[s] ? a.chunk_states[(bc * a.channels + d) * a.N + s * kLanes + j] : 0.0f;
-        dA[s] = 0.0f;
-        H[at(0, s)] = h[s];
-        G[at(tokens, s)] = adj[s];
-        sh_A2[c * kN + s * kLanes + j] = A2[s];
-      }
-      // kBatch tokens' shared-memory values are loaded before any of them is used (the loads cannot
-      // move past the previous batch's stores, which the compiler cannot tell apart from them).
-      for (int l0 = 0; l0 < tokens; l0 += kBatch) {
-        float2 dt_dtu[kBatch];
-        float Bv[kBatch][kS];
-#pragma unroll
-        for (int k = 0; k < kBatch; ++k) {
-          if (l0 + k >= tokens) break;
-          dt_dtu[k] = sh_dt_dtu[(l0 + k) * kChannels + c];
-#pragma unroll
-          for (int s = 0; s < kS; ++s) Bv[k][s] = CB[(l0 + k) * kN + s * kLanes + j].y;
-        }
-#pragma unroll
-        for (int k = 0; k < kBatch; ++k) {
-          if (l0 + k >= tokens) break;
-#pragma unroll
-          for (int s = 0; s < kS; ++s) {
-            h[s] = decay<Act>(A2[s] * dt_dtu[k].x) * h[s] + dt_dtu[k].y * Bv[k][s];
-            H[at(l0 + k + 1, s)] = h[s];
-          }
-        }
-      }
-      for (int l0 = tokens - 1; l0 >= 0; l0 -= kBatch) {
-        float2 dt_gy[kBatch];
-        float Cv[kBatch][kS], h_before[kBatch][kS];
-#pragma unroll
-        for (int k = 0; k < kBatch; ++k) {
-          if (l0 - k < 0) break;
-          dt_gy[k] = sh_dt_gy[(l0 - k) * kChannels + c];
-#pragma unroll
-          for (int s = 0; s < kS; ++s) {
-            Cv[k][s] = CB[(l0 - k) * kN + s * kLanes + j].x;
-            h_before[k][s] = H[at(l0 - k, s)];
-          }
-        }
-#pragma unroll
-        for (int k = 0; k < kBatch; ++k) {
-          if (l0 - k < 0) break;
-          const float dt = dt_gy[k].x, gy = dt_gy[k].y;
-#pragma unroll
-          for (int s = 0; s < kS; ++s) {
-            adj[s] = (adj[s] + gy * Cv[k][s]) * decay<Act>(A2[s] * dt);  // g a_t
-            G[at(l0 - k, s)] = adj[s];
-            dA[s] += adj[s] * h_before[k][s] * dt;  // g h_{t-1} a_t dt
-          }
-        }
-      }
-#pragma unroll
-      for (int s = 0; s < kS; ++s) {
-        if (!real[s]) continue;
-        const int64_t n = s * kLanes + j;
-        if (a.dA_part) a.dA_part[(bc * a.channels + d) * a.N + n] = dA[s];
-        if (a.dstate0 && chunk == 0) a.dstate0[(b * a.channels + d) * a.N + n] = adj[s];
-      }
-      if (more) fetch(group_d0 + kChannels);
-      __syncthreads();  // H, G and sh_A2 complete
+  for (int s = 0; s < kS; ++s)
+    if (j * kS + s < a.N) a.carry[(bc * a.channels + d) * a.N + j * kS + s] = adj[s];
+  if (j == 0) a.dt_sum[bc * a.channels + d] = dt_sum;
+}
 
-      // Sums over states, one (token, channel) per step; g = G[l + 1] + gy C. Each (token, channel)
-      // visits the states from its own start, a fixed order: the 32 lanes of a warp (8 channels of 4
-      // tokens) then read 32 different banks of H and G at N 16.
-      auto hg_at = [&](int row, int n, int channel) {
-        return (row * kS + n / kLanes) * kThreads + channel * kLanes + n % kLanes;
-      };
-      const bool want_dz = a.dz != nullptr;
-      float dD_sum = 0.0f, dbias_sum = 0.0f;  // over this thread's tokens, all of channel tid % kChannels
-      for (int i = tid; i < tokens * kChannels; i += kThreads) {
-        const int l = i / kChannels, cc = i % kChannels;
-        const float2 dt_gy = sh_dt_gy[i];
-        const float dt = dt_gy.x, gy = dt_gy.y, u = sh_u[i];
-        const int start = (cc >> 1) + 4 * (l & 3);
-        float gB = 0.0f, ghaA2 = 0.0f, y = 0.0f;
+// Kernel C. Grid: (channel blocks of kChannels, chunks, batch). Three blocks a multiprocessor at N 16
+// (their shared memory fits; 168 registers a thread).
+template <class Act, int kN>
+__global__ void __launch_bounds__(kThreads, kN == 16 ? 3 : 1) gradient_kernel(const BwdArgs<Act> a) {
+  using L = Layout<kN>;
+  using Plan = GradientPlan<Act, kN>;
+  constexpr int kS = L::kS, kC = L::kChannels, kWC = L::kWarpChannels, kKept = L::kKept;
+  extern __shared__ __align__(16) float smem[];
+  const int64_t b = blockIdx.z, chunk = blockIdx.y;
+  const int64_t t0 = chunk * a.chunk_len, row0 = b * a.T + t0, bc = b * a.chunks + chunk;
+  const int q = int(a.chunk_len), tokens = int(min(a.chunk_len, a.T - t0));
+  const int64_t block_d0 = int64_t(blockIdx.x) * kC;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, j = lane / kWC;
+  const int c = warp * kWC + lane % kWC;
+  const int64_t d = block_d0 + c;
+  const bool active = d < a.channels;
+
+  float* const Cs = smem;                                                           // [q][kN]
+  float* const Bs = Cs + q * kN;                                                    // [q][kN]
+  float* const sh_dt = Bs + q * kN;                                                 // [q][kC]
+  float* const kept = sh_dt + q * kC;                                               // [kPart / kSub][kS][kThreads]
+  float* const exchange = kept + Plan::kept_rows(q) * kS * kThreads;                // [2][kWarps][kSub][2 kN]
+  Act* const sh_u = reinterpret_cast<Act*>(exchange + 2 * kWarps * kSub * 2 * kN);  // [q][kC] each
+  Act* const sh_dout = sh_u + q * kC;
+  Act* const sh_z = sh_dout + q * kC;
+
+  stage_states<Act, kN>(a.C, a.ld_C, a.N, row0, tokens, Cs);
+  stage_states<Act, kN>(a.B, a.ld_B, a.N, row0, tokens, Bs);
+  for_chunk_pairs<kC>(a, row0, tokens, block_d0, [&](int i, bool real, float bias, int64_t row, int64_t dd) {
+    sh_dt[i] = real ? dt_of(a, to_float(a.delta[row * a.ld_delta + dd]), bias) : 0.0f;
+    sh_u[i] = real ? a.u[row * a.ld_u + dd] : Act(0.0f);
+    sh_dout[i] = real ? a.dy[row * a.ld_dy + dd] : Act(0.0f);
+    sh_z[i] = real && a.z ? a.z[row * a.ld_z + dd] : Act(0.0f);
+  });
+  __syncthreads();
+
+  float A2[kS], h[kS], adj[kS], dA[kS];
 #pragma unroll
-        for (int k = 0; k < kN; ++k) {
-          const int n = (k + start) & (kN - 1);
-          const float2 cb = CB[l * kN + n];
-          const float Cn = cb.x, g = G[hg_at(l + 1, n, cc)] + gy * Cn;
-          gB += g * cb.y;
-          ghaA2 += G[hg_at(l, n, cc)] * H[hg_at(l, n, cc)] * sh_A2[cc * kN + n];
-          if (want_dz) y += Cn * H[hg_at(l + 1, n, cc)];
+  for (int s = 0; s < kS; ++s) {
+    const int64_t n = j * kS + s;
+    const bool real = active && n < a.N;
+    A2[s] = real ? a.A[d * a.N + n] * kLog2e : 0.0f;
+    adj[s] = real && a.carry ? a.carry[(bc * a.channels + d) * a.N + n] : 0.0f;
+    dA[s] = 0.0f;
+  }
+  // One token forward: h_t from h_{t-1}.
+  auto step = [&](int t) {
+    const float dt = sh_dt[t * kC + c], dtu = dt * to_float(sh_u[t * kC + c]);
+    float Bv[kS];
+    load_states<kS>(Bs + t * kN + j * kS, Bv);
+#pragma unroll
+    for (int s = 0; s < kS; ++s) h[s] = decay<Act>(A2[s] * dt) * h[s] + dtu * Bv[s];
+  };
+
+  const bool want_bc = a.dB_part || a.dC_part;
+  const bool owner = lane % kWC < L::kValues;  // see sum_over_channels
+  const float skip = active && a.D ? a.D[d] : 0.0f;
+  const bool writes = active && j == 0;  // the lane that writes its channel's du, ddelta, dz
+  float dD_sum = 0.0f, dbias_sum = 0.0f;  // over the chunk's tokens, this lane's channel
+  int exchanges = 0;                      // sub-chunks done: the exchange buffers are used in turn
+  // The parts from the last: forward from the chunk's start to the part's, then on to its last
+  // sub-chunk keeping each sub-chunk's start state; then its sub-chunks from the last.
+  for (int p0 = (tokens - 1) / kPart * kPart; p0 >= 0; p0 -= kPart) {
+#pragma unroll
+    for (int s = 0; s < kS; ++s)
+      h[s] = active && j * kS + s < a.N ? a.chunk_states[(bc * a.channels + d) * a.N + j * kS + s] : 0.0f;
+    for (int t = 0; t < p0; t += kSub) {
+#pragma unroll
+      for (int k = 0; k < kSub; ++k) step(t + k);
+    }
+    const int subs = (min(kPart, tokens - p0) + kSub - 1) / kSub;
+    for (int sub = 0; sub < subs; ++sub) {
+#pragma unroll
+      for (int s = 0; s < kS; ++s) kept[(sub * kS + s) * kThreads + tid] = h[s];
+      if (sub + 1 == subs) break;
+#pragma unroll
+      for (int k = 0; k < kSub; ++k) step(p0 + sub * kSub + k);
+    }
+
+    for (int sub = subs - 1; sub >= 0; --sub) {
+      const int s0 = p0 + sub * kSub, len = min(kSub, tokens - s0);
+      float H[kSub][kS];  // h_t of the sub-chunk's tokens
+#pragma unroll
+      for (int s = 0; s < kS; ++s) h[s] = kept[(sub * kS + s) * kThreads + tid];
+#pragma unroll
+      for (int k = 0; k < kSub; ++k) {
+        if (k >= len) break;
+        step(s0 + k);
+#pragma unroll
+        for (int s = 0; s < kS; ++s) H[k][s] = h[s];
+      }
+
+      float sums[kSub][kKept];  // this lane's share of the warp's dB, dC sums per token
+      int first = 0;
+#pragma unroll
+      for (int k = kSub - 1; k >= 0; --k) {
+        if (k >= len) continue;
+        const int t = s0 + k, at = t * kC + c;
+        const float dt = sh_dt[at], u = to_float(sh_u[at]), dout = to_float(sh_dout[at]), dtu = dt * u;
+        float gy = dout, dz_factor = 0.0f;
+        if (a.z) {
+          const float z = to_float(sh_z[at]), sg = sigmoid_of<Act>(z);
+          gy = dout * z * sg;
+          dz_factor = dout * sg * (1.0f + z * (1.0f - sg));
         }
-        const float ddelta = (ghaA2 * kLn2 + u * gB) * sh_spg[i];
+        float Cv[kS], Bv[kS], terms[2 * kS];  // terms: dB's then dC's of this lane's states
+        load_states<kS>(Cs + t * kN + j * kS, Cv);
+        load_states<kS>(Bs + t * kN + j * kS, Bv);
+        float gB = 0.0f, ghA2 = 0.0f, yC = 0.0f;
+#pragma unroll
+        for (int s = 0; s < kS; ++s) {
+          const float g = adj[s] + gy * Cv[s];
+          adj[s] = g * decay<Act>(A2[s] * dt);
+          const float gh = g * fmaf(-dtu, Bv[s], H[k][s]);  // g a_t h_{t-1}
+          dA[s] += gh * dt;
+          ghA2 += gh * A2[s];
+          gB += g * Bv[s];
+          yC += Cv[s] * H[k][s];
+          terms[s] = g * dtu;
+          terms[kS + s] = gy * H[k][s];
+        }
+#pragma unroll
+        for (int mask = kWC; mask < 32; mask <<= 1) {  // over the channel's lanes
+          gB += __shfl_xor_sync(0xffffffffu, gB, mask);
+          ghA2 += __shfl_xor_sync(0xffffffffu, ghA2, mask);
+          yC += __shfl_xor_sync(0xffffffffu, yC, mask);
+        }
+        if (want_bc) {
+          first = 0;
+          sum_over_channels<2 * kS, 1, kWC>(terms, lane, first);
+#pragma unroll
+          for (int i = 0; i < kKept; ++i) sums[k][i] = terms[i];
+        }
+        const float spg = a.softplus ? softplus_grad_from_value<Act>(dt) : 1.0f;
+        const float ddelta = (ghA2 * kLn2 + u * gB) * spg;
         dD_sum += gy * u;  // zero past the last channel
         dbias_sum += ddelta;
-        const int64_t dd = group_d0 + cc, row = row0 + l;
-        if (dd >= a.channels) continue;
-        const float skip = a.D ? a.D[dd] : 0.0f;
-        if (a.du) a.du[row * a.ld_du + dd] = from_float<Act>(gy * skip + dt * gB);
-        if (a.ddelta) a.ddelta[row * a.ld_ddelta + dd] = from_float<Act>(ddelta);
-        if (want_dz) a.dz[row * a.ld_dz + dd] = from_float<Act>((y + skip * u) * sh_dzf[i]);
+        if (writes) {
+          const int64_t row = row0 + t;
+          if (a.du) a.du[row * a.ld_du + d] = from_float<Act>(gy * skip + dt * gB);
+          if (a.ddelta) a.ddelta[row * a.ld_ddelta + d] = from_float<Act>(ddelta);
+          if (a.dz) a.dz[row * a.ld_dz + d] = from_float<Act>((yC + skip * u) * dz_factor);
+        }
       }
-      // Sums over the group's channels, one (token, state) per step, added to the block's. Odd tokens
-      // start one channel later, so that the two tokens of a warp (at N 16) read different banks.
-      if (want_bc) {
-        for (int i = tid; i < tokens * kN; i += kThreads) {
-          const int l = i / kN, n = i % kN;
-          const float Cn = CB[i].x;
-          float dB = 0.0f, dC = 0.0f;
+      if (!want_bc) continue;  // the same for the whole block
+      // The warps' sums into this sub-chunk's exchange buffer, then their sum (in warp order) out.
+      float* const buffer = exchange + (exchanges++ & 1) * kWarps * kSub * 2 * kN;
+      if (owner) {
 #pragma unroll
-          for (int k = 0; k < kChannels; ++k) {
-            const int cc = (k + l) & (kChannels - 1);
-            const float2 gy_dtu = sh_gy_dtu[l * kChannels + cc];
-            const float gy = gy_dtu.x, h_now = H[hg_at(l + 1, n, cc)];
-            dB += (G[hg_at(l + 1, n, cc)] + gy * Cn) * gy_dtu.y;
-            dC += gy * h_now;
+        for (int k = 0; k < kSub; ++k) {
+          if (k >= len) break;
+#pragma unroll
+          for (int i = 0; i < kKept; ++i) {
+            const int value = first + i, e = value / kS * kN + j * kS + value % kS;
+            buffer[(warp * kSub + k) * 2 * kN + e] = sums[k][i];
           }
-          sum_dB[i] += dB;
-          sum_dC[i] += dC;
         }
       }
-      thread_dD[tid] = dD_sum;
-      thread_dbias[tid] = dbias_sum;
-      __syncthreads();  // the threads' sums complete
-      if (tid < kChannels && group_d0 + tid < a.channels) {
-        float dD = 0.0f, dbias = 0.0f;
-        for (int r = tid; r < kThreads; r += kChannels) {
-          dD += thread_dD[r];
-          dbias += thread_dbias[r];
-        }
-        if (a.dD_part) a.dD_part[bc * a.channels + group_d0 + tid] = dD;
-        if (a.dbias_part) a.dbias_part[bc * a.channels + group_d0 + tid] = dbias;
+      __syncthreads();
+      const int64_t part = int64_t(blockIdx.x) * a.batch * a.T;
+      for (int i = tid; i < len * 2 * kN; i += kThreads) {
+        const int k = i / (2 * kN), e = i % (2 * kN), n = e % kN;
+        float* const out = e < kN ? a.dB_part : a.dC_part;
+        if (n >= a.N || !out) continue;
+        float sum = 0.0f;
+#pragma unroll
+        for (int w = 0; w < kWarps; ++w) sum += buffer[(w * kSub + k) * 2 * kN + e];
+        out[(part + row0 + s0 + k) * a.N + n] = sum;
       }
     }
-    __syncthreads();  // before the next group overwrites the per-channel values, H and G
   }
 
-  if constexpr (!kSummary) {
-    if (!want_bc) return;
-    // This thread added up exactly these elements of sum_dB / sum_dC above.
-    const int64_t part = int64_t(blockIdx.x) * a.batch * a.T;
-    for (int i = tid; i < tokens * kN; i += kThreads) {
-      const int l = i / kN, n = i % kN;
-      if (n >= a.N) continue;
-      const int64_t at = (part + row0 + l) * a.N + n;
-      if (a.dB_part) a.dB_part[at] = sum_dB[i];
-      if (a.dC_part) a.dC_part[at] = sum_dC[i];
-    }
+  if (!active) return;
+#pragma unroll
+  for (int s = 0; s < kS; ++s) {
+    const int64_t n = j * kS + s;
+    if (n >= a.N) continue;
+    if (a.dA_part) a.dA_part[(bc * a.channels + d) * a.N + n] = dA[s];
+    if (a.dstate0 && chunk == 0) a.dstate0[(b * a.channels + d) * a.N + n] = adj[s];
+  }
+  if (j == 0) {
+    if (a.dD_part) a.dD_part[bc * a.channels + d] = dD_sum;
+    if (a.dbias_part) a.dbias_part[bc * a.channels + d] = dbias_sum;
   }
 }
 

@@ -25,10 +25,12 @@ __device__ __forceinline__ float dt_softplus(float x) {
   else return fast_softplus(x);
 }
 
-// softplus'(x) = σ(x), and 1 above torch's threshold 20 (where softplus(x) = x), as on the CPU.
+// softplus'(x) = σ(x), from dt = softplus(x): σ(x) = 1 - e^-dt (1 above torch's threshold 20, where
+// dt = x, to within 2e-9). F32: expm1 keeps a small dt's few bits; BF16: the exp unit.
 template <class Act>
-__device__ __forceinline__ float dt_softplus_grad(float x) {
-  return x > 20.0f ? 1.0f : sigmoid_of<Act>(x);
+__device__ __forceinline__ float softplus_grad_from_value(float dt) {
+  if constexpr (std::is_same_v<Act, float>) return -expm1f(-dt);
+  else return 1.0f - fast_exp2(-dt * kLog2e);
 }
 
 }  // namespace ssm::ops::cuda
