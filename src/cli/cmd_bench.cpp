@@ -187,26 +187,31 @@ void run_gpu(const BenchArgs& args, const CLI::App& cmd, const bench::ScanPeerTi
   bench::run_gpu_bench(options);
 }
 
-// Training steps on the GPU at the shapes and batches mamba_ssm + PyTorch were timed at on the H200
-// (../shared/BENCHMARKS.md: bf16 autocast, AdamW, random tokens), their figures beside ours.
-// --models names the shapes to time. scan_table: whether the forward + backward scan table goes first.
+// Training steps on the GPU: the Mamba-2 shapes at the batches mamba_ssm + PyTorch were timed at on the
+// H200 (../shared/BENCHMARKS.md: bf16 autocast, AdamW, random tokens), their figures beside ours; the
+// Mamba-1 shapes (no peer figure) only with --models. scan_table: whether the forward + backward scan
+// table goes first.
 void run_gpu_training_bench(const BenchArgs& args, const CLI::App& cmd, const bench::ScanPeerTimes& scan_peers,
                             bool scan_table) {
-  struct Peer {
-    const char* shape;
+  struct Shape {
+    const char* name;
     int64_t batch, seq_len;
-    double tokens_per_second, peak_gib;
+    double peer_tokens_per_second, peer_peak_gib;  // 0: no peer figure
   };
-  const std::vector<Peer> all = {{"mamba2-130m", 8, 2048, 129.7e3, 21.6}, {"mamba2-1.3b", 4, 2048, 24.6e3, 46.3}};
-  std::vector<Peer> peers;
+  const std::vector<Shape> all = {{"mamba2-130m", 8, 2048, 129.7e3, 21.6},
+                                  {"mamba2-1.3b", 4, 2048, 24.6e3, 46.3},
+                                  {"mamba-130m", 8, 2048, 0, 0},
+                                  {"mamba-1.4b", 4, 2048, 0, 0}};
+  std::vector<Shape> shapes;
   const bool models_given = cmd.count("--models") > 0;
-  for (const Peer& peer : all)
-    if (!models_given || std::find(args.shapes.begin(), args.shapes.end(), peer.shape) != args.shapes.end())
-      peers.push_back(peer);
-  for (const auto& shape : models_given ? args.shapes : std::vector<std::string>{})
-    SSM_CHECK(std::any_of(all.begin(), all.end(), [&](const Peer& p) { return shape == p.shape; }),
-              "--suite training --device cuda times mamba2-130m and mamba2-1.3b (the shapes with a peer figure), "
-              "got '{}'", shape);
+  for (const Shape& shape : all)
+    if (models_given ? std::find(args.shapes.begin(), args.shapes.end(), shape.name) != args.shapes.end()
+                     : shape.peer_tokens_per_second > 0)
+      shapes.push_back(shape);
+  for (const auto& name : models_given ? args.shapes : std::vector<std::string>{})
+    SSM_CHECK(std::any_of(all.begin(), all.end(), [&](const Shape& s) { return name == s.name; }),
+              "--suite training --device cuda times mamba2-130m, mamba2-1.3b (beside mamba_ssm + PyTorch), "
+              "mamba-130m and mamba-1.4b, got '{}'", name);
   if (scan_table) bench::scan_kernel_table(args.seed, /*training=*/true, scan_peers);
   std::vector<TrainBenchResult> results;
   std::string versus =
@@ -215,16 +220,20 @@ void run_gpu_training_bench(const BenchArgs& args, const CLI::App& cmd, const be
   // Two warm-up steps: the first plans the workspace (and hands the pool's free memory back), the
   // second regrows the pool for the ops' own scratch; the timed steps are then what every later step is.
   constexpr int64_t kWarmupSteps = 2;
-  for (const Peer& peer : peers) {
-    results.push_back(bench_training(bench::published_shape(peer.shape), peer.shape, peer.batch, peer.seq_len,
+  for (const Shape& shape : shapes) {
+    results.push_back(bench_training(bench::published_shape(shape.name), shape.name, shape.batch, shape.seq_len,
                                      args.train_steps, kWarmupSteps, Device::CUDA, /*mixed=*/true,
                                      args.train_recompute));
     const TrainBenchResult& r = results.back();
     const double gib = r.peak_device_bytes / double(1 << 30);
-    const std::string model = args.train_recompute ? fmt::format("{} (--recompute)", peer.shape) : peer.shape;
-    versus += fmt::format("| {} | {} x {} | {:.0f} | {:.0f} | {:.2f}x | {:.1f} | {:.1f} | {:.2f}x |\n", model,
-                          peer.batch, peer.seq_len, r.tokens_per_second, peer.tokens_per_second,
-                          r.tokens_per_second / peer.tokens_per_second, gib, peer.peak_gib, gib / peer.peak_gib);
+    const std::string model = args.train_recompute ? fmt::format("{} (--recompute)", shape.name) : shape.name;
+    const bool peer = shape.peer_tokens_per_second > 0;
+    versus += fmt::format("| {} | {} x {} | {:.0f} | {} | {} | {:.1f} | {} | {} |\n", model, shape.batch,
+                          shape.seq_len, r.tokens_per_second,
+                          peer ? fmt::format("{:.0f}", shape.peer_tokens_per_second) : "-",
+                          peer ? fmt::format("{:.2f}x", r.tokens_per_second / shape.peer_tokens_per_second) : "-",
+                          gib, peer ? fmt::format("{:.1f}", shape.peer_peak_gib) : "-",
+                          peer ? fmt::format("{:.2f}x", gib / shape.peer_peak_gib) : "-");
     std::printf("%s", bench_table({r}).c_str());
     std::fflush(stdout);
   }
