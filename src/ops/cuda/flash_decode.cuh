@@ -79,7 +79,8 @@ __device__ __forceinline__ RawVec<T, kVec> load_raw(const T* src) {
 }
 template <class T, int kVec>
 __device__ __forceinline__ void store_floats(const RawVec<T, kVec>& raw, float* dst) {
-  const T* e = reinterpret_cast<const T*>(&raw);
+  T e[kVec];
+  memcpy(e, &raw, sizeof(e));  // not a cast: a uint4 read as T breaks strict aliasing
 #pragma unroll
   for (int i = 0; i < kVec; ++i) dst[i] = to_float(e[i]);
 }

@@ -78,7 +78,8 @@ __device__ __forceinline__ void store8(bf16* p, const float (&in)[kPiece]) {
 // The weights stay as loaded (4 registers a piece, not 8) until they are used, so twice as many are in flight.
 __device__ __forceinline__ uint4 load_raw(const bf16* p) { return __ldg(reinterpret_cast<const uint4*>(p)); }
 __device__ __forceinline__ void unpack8(const uint4& raw, float (&out)[kPiece]) {
-  const Bf16x8 piece = *reinterpret_cast<const Bf16x8*>(&raw);
+  Bf16x8 piece;
+  memcpy(&piece, &raw, sizeof(piece));  // not a cast: a uint4 read as bf16 breaks strict aliasing
 #pragma unroll
   for (int i = 0; i < kPiece; ++i) out[i] = to_float(piece.v[i]);
 }

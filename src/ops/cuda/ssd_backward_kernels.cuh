@@ -760,12 +760,16 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 2 : 1) head_mma_ker
   if (S && dS) {  // <dS, S> for the gradient of a_last
     float dot = 0.0f;
     constexpr int kVec = 16 / int(sizeof(T));  // in 16-byte pieces (an element at a time was 5% of the kernel)
+    // Read as an aggregate of T (not as uint4 then T*: that breaks strict aliasing, and g++ in the host
+    // check reads garbage for it).
+    struct alignas(16) Piece {
+      T v[kVec];
+    };
     for (int i = tid * kVec; i < L::kS; i += kThreads * kVec) {
-      const uint4 s_piece = *reinterpret_cast<const uint4*>(Ss + i), ds_piece = *reinterpret_cast<const uint4*>(dSs + i);
-      const T* const sv = reinterpret_cast<const T*>(&s_piece);
-      const T* const dsv = reinterpret_cast<const T*>(&ds_piece);
+      const Piece s_piece = *reinterpret_cast<const Piece*>(Ss + i);
+      const Piece ds_piece = *reinterpret_cast<const Piece*>(dSs + i);
 #pragma unroll
-      for (int j = 0; j < kVec; ++j) dot += to_float(sv[j]) * to_float(dsv[j]);
+      for (int j = 0; j < kVec; ++j) dot += to_float(s_piece.v[j]) * to_float(ds_piece.v[j]);
     }
     dot = warp_sum(dot);
     if (lane == 0) v.warp_dot[warp] = dot;
