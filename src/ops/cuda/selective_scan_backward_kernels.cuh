@@ -28,10 +28,11 @@
 // fixed order: two runs give the same bits.
 //
 // Cost (batch 1, D 4096, N 16, BF16, chunks of 64), per token and warp of 16 channels: the walk back
-// ~250 issued instructions (8 states x 12, the exchanges 60, the per-channel values and stores), each
-// forward step ~45, at 2.25 forward steps a token (the parts' walks from the chunk's start); 4 decays
-// per (token, state) with A's. Shared memory 72 KB a block, 168 registers: three blocks (12 warps) a
-// multiprocessor. docs/performance.md (the training log) has the measurements.
+// ~190 floating-point instructions (8 states x 12, the exchanges' 60 with their selects) and the
+// forward steps ~45 each, at 2.25 a token (the parts' walks from the chunk's start); 4 decays per
+// (token, state) with A's. Shared memory 72 KB a block, 168 registers: three blocks (12 warps) a
+// multiprocessor. Measured (ncu, 64K tokens): ~340 instructions a token and warp inside a sub-chunk
+// (~90 of them integer and control), 57% of issue slots; docs/performance.md, the training log's step 12.
 #pragma once
 #include <cuda_runtime.h>
 
