@@ -308,6 +308,7 @@ int main() {
       {3, 201, 130, 16, 64, true, true, true, true, true},  // batch 3, full chunks of 64 and a partial one
       {2, 129, 20, 16, 64, false, false, false, false, false},  // no optional input, one token past 2 chunks
       {2, 150, 70, 16, 20, true, true, true, true, true},   // two channel blocks of 64, chunks not a multiple of 8
+      {1, 100, 20, 64, 64, true, true, true, true, true},   // N 64 at the longest chunk: two parts of 32
   };
   Case fewer{2, 33, 40, 16, 8, true, true, true, true, true};
   fewer.all_grads = false;

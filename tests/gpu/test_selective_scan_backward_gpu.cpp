@@ -186,8 +186,8 @@ TEST_P(SelectiveScanBackwardGpu, MatchesTheCpuWithEveryOption) {
 }
 
 // Wider layers (several channel blocks of the kernels, a partial last one), every compiled state
-// width, chunk sizes from 1 token to more than the kernel keeps (64 tokens at N <= 16, 32 at N 32,
-// 16 at N 64: longer ones are recomputed), with and without strided layouts.
+// width, chunk sizes from 1 token to more than the kernel keeps (64 tokens: longer ones are
+// recomputed), with and without strided layouts.
 TEST_P(SelectiveScanBackwardGpu, MatchesTheCpuAtOddLengthsAndWidths) {
   require_gpu();
   Rng rng(62);
