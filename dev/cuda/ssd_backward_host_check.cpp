@@ -110,7 +110,7 @@ bool run_case(const Case& k, unsigned seed) {
                       k.with_dfinal ? p.dfinal.data() : nullptr};
   const kernels::Plan plan = kernels::make_plan(a, g);
   std::vector<float> scratch(plan.scratch_floats, NAN);
-  const kernels::Scratch<T> s = kernels::carve_scratch(a, plan, scratch.data());
+  const kernels::Scratch<T> s = kernels::carve_scratch(a, plan, scratch.data(), static_cast<T*>(nullptr));
   using kernels::kThreads;
   // Each kernel with its shared memory poisoned, and none of it touched past what the launch asks for.
   bool smem_ok = true;

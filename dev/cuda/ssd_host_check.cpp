@@ -97,7 +97,7 @@ template <class T, int kN, int kRows>
 void launch_chunk_scan(const kernels::Args<T>& a, const kernels::Plan& plan, float* state,
                        const kernels::Scratch<T>& s) {
   fibers::launch(unsigned(a.batch * a.heads * plan.segments * plan.slices), kernels::kThreads, [&] {
-    kernels::chunk_scan_kernel<T, kN, kRows>(a, plan, state, s.slots, s.log_decays, s.scans, s.cb);
+    kernels::chunk_scan_kernel<T, kN, kRows>(a, plan, state, s.slots, s.log_decays, s.scans, s.cb, nullptr);
   });
 }
 template <class T, int kN>

@@ -125,8 +125,10 @@ double scan_training_ms(const ops::SelectiveScanInputs& in, Rng& rng) {
   });
 }
 
-// SSD's training pair: the forward, then the backward of every input.
-double ssd_training_ms(const ops::SsdInputs& in, Rng& rng) {
+// SSD's training pair: the forward, then the backward of every input; with keep_states as the Mamba-2
+// layer runs it (the forward keeps the chunk states, the backward reads them), else with the states
+// walked in the backward (ssd_backward without them).
+double ssd_training_ms(const ops::SsdInputs& in, bool keep_states, Rng& rng) {
   Tensor y = gpu_zeros(in.x), dy = random_gpu(in.x.shape(), DType::BF16, rng);
   ops::SsdGrads g;
   g.dx = gpu_zeros(in.x);
@@ -137,8 +139,10 @@ double ssd_training_ms(const ops::SsdInputs& in, Rng& rng) {
   g.dD = gpu_zeros(in.D);
   g.ddt_bias = gpu_zeros(in.dt_bias);
   return 1000 * seconds_of(10, [&] {
-    ops::ssd(in, nullptr, y);
-    ops::ssd_backward(in, Tensor(), dy, g);
+    Tensor states;
+    if (keep_states) states = ops::ssd_forward_saving_chunk_states(in, y);
+    else ops::ssd(in, nullptr, y);
+    ops::ssd_backward(in, Tensor(), dy, g, Tensor(), states);
   });
 }
 
@@ -191,9 +195,11 @@ void scan_kernel_table(uint64_t seed, bool training, const ScanPeerTimes& peers)
   std::string scan_row = "| Mamba-1 selective scan, D 4096, N 16 (peer: mamba_ssm CUDA, BENCHMARKS.md)";
   // The peer's file may come from another run (or machine): the label says what and when, not "this run".
   const std::string when = peers.measured_at.empty() ? "" : " on " + peers.measured_at;
-  std::string ssd_row = fmt::format("| Mamba-2 SSD, H 32, P 64, N 128 (peer: {})",
-                                    measured.empty() ? "mamba_ssm Triton, BENCHMARKS.md"
-                                                     : peers.source + ", timed by scripts/gpu-peers.py" + when);
+  const std::string ssd_peer = measured.empty() ? "mamba_ssm Triton, BENCHMARKS.md"
+                                                : peers.source + ", timed by scripts/gpu-peers.py" + when;
+  std::string ssd_row = fmt::format("| Mamba-2 SSD, H 32, P 64, N 128 (peer: {})", ssd_peer);
+  std::string ssd_walked_row =
+      fmt::format("| Mamba-2 SSD, the states walked in the backward instead (peer: {})", ssd_peer);
   for (int i = 0; i < 4; ++i) {
     const int64_t T = kScanLengths[i];
     {
@@ -206,11 +212,18 @@ void scan_kernel_table(uint64_t seed, bool training, const ScanPeerTimes& peers)
     {
       const ops::SsdInputs in = ssd_inputs(T, rng);
       Tensor y = gpu_zeros(in.x);
-      const double ms = training ? ssd_training_ms(in, rng) : 1000 * seconds_of(20, [&] { ops::ssd(in, nullptr, y); });
+      const double ms =
+          training ? ssd_training_ms(in, true, rng) : 1000 * seconds_of(20, [&] { ops::ssd(in, nullptr, y); });
       ssd_row += fmt::format(" | {:.3f}{}", ms, ratio(ms, peer_ssd[i]));
+      if (training) {
+        const double walked_ms = ssd_training_ms(in, false, rng);
+        ssd_walked_row += fmt::format(" | {:.3f}{}", walked_ms, ratio(walked_ms, peer_ssd[i]));
+      }
     }
   }
-  std::printf("%s |\n%s |\n\n", scan_row.c_str(), ssd_row.c_str());
+  std::printf("%s |\n%s |\n", scan_row.c_str(), ssd_row.c_str());
+  if (training) std::printf("%s |\n", ssd_walked_row.c_str());
+  std::printf("\n");
   std::fflush(stdout);
 }
 

@@ -94,8 +94,19 @@ struct SsdGrads {
   Tensor dD, ddt_bias;
   Tensor dstate0;
 };
+// chunk_states: what ssd_forward_saving_chunk_states returned for the same inputs (state0 then
+// undefined, as that forward starts from zeros), or undefined: the backward recomputes the states.
 void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, SsdGrads& grads,
-                  const Tensor& dfinal_state = Tensor());
+                  const Tensor& dfinal_state = Tensor(), const Tensor& chunk_states = Tensor());
+// Training's forward: y as ops::ssd(in, nullptr, y) computes it, and what the same device's
+// ssd_backward would otherwise recompute. On the GPU, the state entering every chunk of its 64 tokens,
+// [B, H, ceil(T/64), P, N] in x's dtype (as its products round them); on the CPU, and for shapes the GPU
+// runs with its recurrent kernel, nothing (an undefined tensor): those backwards walk the states
+// themselves (the CPU's at its own chunk length).
+Tensor ssd_forward_saving_chunk_states(const SsdInputs& in, Tensor& y);
+// Those states alone, by the same kernels (the same bits), for a backward whose forward did not keep
+// them (a layer under recompute); undefined, at no cost, where that function returns none.
+Tensor ssd_chunk_states(const SsdInputs& in);
 
 // ---- language-model head + cross-entropy, fused ----
 // logits = hidden[M,D] · weight[V,D]ᵀ;  loss = mean over rows with target ≥ 0 of

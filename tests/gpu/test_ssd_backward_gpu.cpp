@@ -3,8 +3,9 @@
 // GPU's chunk (64), batch 2, n_groups 1 and 2, P and N under and over the kernels' 64-column tiles,
 // with and without state0 / dfinal_state / D / dt_bias, dt clamps, inputs and gradients as column
 // slices of wide rows (as the Mamba-2 layer passes them), gradients not asked for, bit-identical
-// repeats. Activation gradients start as NaN; parameter gradients start from random values, since
-// they accumulate.
+// repeats; and training's pair: the forward keeping the chunk states (ssd_forward_saving_chunk_states),
+// then the backward from them. Activation gradients start as NaN; parameter gradients start from random
+// values, since they accumulate.
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -30,14 +31,16 @@ struct Case {
   int64_t pad = -1;       // >= 0: inputs and gradients as column slices of wide rows, `pad` columns in
   double dt_noise = 0.5;  // dt_bias ≈ -3: softplus(-3 ± noise) ≈ 0.05
   float dt_min = 0.0f, dt_max = std::numeric_limits<float>::infinity();
-  int64_t cpu_chunk = 64;  // the CPU op's chunk; the GPU's is 64
+  int64_t cpu_chunk = 64;     // the CPU op's chunk; the GPU's is 64
+  bool kept_states = false;  // the GPU's backward from ssd_forward_saving_chunk_states' (no state0)
   uint64_t seed = 1;
 
   std::string str() const {
     return fmt::format(
         "batch {} T {} H {} P {} G {} N {} D {} dt_bias {} state0 {} dfinal {} all grads {} pad {} dt [{}, {}] "
-        "cpu chunk {}",
-        batch, T, H, P, G, N, with_D, with_bias, with_state0, with_dfinal, all_grads, pad, dt_min, dt_max, cpu_chunk);
+        "cpu chunk {} kept states {}",
+        batch, T, H, P, G, N, with_D, with_bias, with_state0, with_dfinal, all_grads, pad, dt_min, dt_max, cpu_chunk,
+        kept_states);
   }
   Shape rows(int64_t width) const { return {batch, T, width}; }
   Shape states() const { return {batch, H, P, N}; }
@@ -194,8 +197,14 @@ Grads run_gpu(const Case& k, const Host& h, DType dtype) {
     g.ddt_bias = to_gpu(h.dbias0);
     g.dstate0 = nan_gpu(k.states());
   }
-  ops::ssd_backward(op_inputs(k, h, in.x, in.dt, in.B, in.C, Device::CUDA), on(Device::CUDA, h.state0), in.dy, g,
-                    on(Device::CUDA, h.dfinal));
+  const ops::SsdInputs args = op_inputs(k, h, in.x, in.dt, in.B, in.C, Device::CUDA);
+  Tensor chunk_states;
+  if (k.kept_states) {
+    Tensor y = nan_gpu(k.rows(HP), dtype);
+    chunk_states = ops::ssd_forward_saving_chunk_states(args, y);
+    EXPECT_TRUE(chunk_states.defined()) << "no chunk states kept";
+  }
+  ops::ssd_backward(args, on(Device::CUDA, h.state0), in.dy, g, on(Device::CUDA, h.dfinal), chunk_states);
   if (k.pad >= 0) {
     EXPECT_TRUE(xbc.outside_untouched()) << "ssd_backward wrote beside dx, dB, dC";
     EXPECT_TRUE(dt_rows.outside_untouched()) << "ssd_backward wrote beside ddt";
@@ -238,11 +247,65 @@ TEST_P(SsdBackwardGpu, LengthsAndShapesMatchTheCpu) {
   }
 }
 
+// Rows [0, length) of each sequence of [batch, T, width] rows, as a tensor of their own.
+Tensor prefix(const Tensor& rows, int64_t length) {
+  const int64_t batch = rows.size(0), T = rows.size(1), width = rows.size(2);
+  Tensor out = Tensor::empty({batch, length, width});
+  for (int64_t b = 0; b < batch; ++b)
+    std::memcpy(out.data<float>() + b * length * width, rows.data<float>() + b * T * width,
+                size_t(length * width) * sizeof(float));
+  return out;
+}
+
+// Training's forward keeps the state entering every chunk of 64 tokens: y is ops::ssd's bit for bit,
+// chunk c's state is the CPU forward's final state over the first 64 c tokens (zeros for chunk 0), and
+// the backward from those states matches the CPU's backward.
+TEST_P(SsdBackwardGpu, ForwardKeepsTheChunkStates) {
+  require_gpu();
+  const DType dtype = GetParam();
+  for (const auto& [P, N, G, T] : {std::tuple{64, 128, 1, 200}, std::tuple{24, 16, 2, 130}, std::tuple{24, 16, 2, 37}}) {
+    const Case k{.T = T, .P = P, .G = G, .N = N, .with_state0 = false, .seed = uint64_t(60 + T)};
+    SCOPED_TRACE(k.str());
+    const Host h = make_host(k, dtype);
+    const GpuInputs in = gpu_inputs(k, h, dtype);
+    const ops::SsdInputs args = op_inputs(k, h, in.x, in.dt, in.B, in.C, Device::CUDA);
+    Tensor y = nan_gpu(k.rows(k.H * k.P), dtype), y_plain = nan_gpu(k.rows(k.H * k.P), dtype);
+    const Tensor kept = ops::ssd_forward_saving_chunk_states(args, y);
+    ops::ssd(args, nullptr, y_plain);
+    EXPECT_TRUE(same_bits(y, y_plain)) << "y differs from ops::ssd's";
+    const int64_t chunks = (T + 63) / 64, PN = k.P * k.N;
+    ASSERT_TRUE(kept.defined());
+    ASSERT_EQ(kept.shape(), (Shape{k.batch, k.H, chunks, k.P, k.N}));
+    const Tensor states = to_cpu(kept);
+    for (int64_t c = 0; c < chunks; ++c) {
+      Tensor want = Tensor::zeros(k.states());
+      if (c > 0) {
+        Tensor y_cpu = Tensor::empty({k.batch, 64 * c, k.H * k.P});
+        ops::ssd(op_inputs(k, h, prefix(h.x, 64 * c), prefix(h.dt, 64 * c), prefix(h.B, 64 * c),
+                           prefix(h.C, 64 * c), Device::CPU),
+                 &want, y_cpu);
+      }
+      Tensor got = Tensor::empty(k.states());
+      for (int64_t bh = 0; bh < k.batch * k.H; ++bh)
+        std::memcpy(got.data<float>() + bh * PN, states.data<float>() + (bh * chunks + c) * PN,
+                    size_t(PN) * sizeof(float));
+      if (c == 0) EXPECT_EQ(relative_error(got, want), 0.0) << "chunk 0's state is not zero";
+      else EXPECT_LT(relative_error(got, want), tolerance_backward(dtype)) << "the state entering chunk " << c;
+    }
+    Case from_kept = k;
+    from_kept.kept_states = true;
+    check_backward(from_kept, dtype);
+  }
+}
+
 // Many chunks: the state walks over 33 chunks in 9 segments (the last of one chunk), one sequence and
-// four heads of one group.
+// four heads of one group; then only the walk of the state gradients, from the forward's states.
 TEST_P(SsdBackwardGpu, ManyChunksMatchTheCpu) {
   require_gpu();
   check_backward({.batch = 1, .T = 2049, .P = 64, .G = 1, .N = 128, .seed = 3}, GetParam());
+  check_backward({.batch = 1, .T = 2049, .P = 64, .G = 1, .N = 128, .with_state0 = false, .kept_states = true,
+                  .seed = 4},
+                 GetParam());
 }
 
 // Without D, dt_bias, state0 and dfinal_state (one at a time, then all), and the CPU at another chunk.
@@ -365,6 +428,13 @@ TEST(SsdBackwardGpuEdges, BadArgumentsAreErrors) {
                Error);
   g.dstate0 = to_gpu(Tensor::zeros({k.batch, k.H + 1, k.P, k.N}));
   EXPECT_THROW(ops::ssd_backward(args, Tensor(), in.dy, g), Error);
+  // Kept chunk states beside state0, then of the wrong shape, then of the wrong dtype.
+  g = grads();
+  Tensor y = nan_gpu(k.rows(k.H * k.P), DType::BF16);
+  const Tensor kept = ops::ssd_forward_saving_chunk_states(args, y);
+  EXPECT_THROW(ops::ssd_backward(args, to_gpu(h.state0), in.dy, g, Tensor(), kept), Error);
+  EXPECT_THROW(ops::ssd_backward(args, Tensor(), in.dy, g, Tensor(), kept.view({k.batch, k.H, 1, k.P * k.N})), Error);
+  EXPECT_THROW(ops::ssd_backward(args, Tensor(), in.dy, g, Tensor(), nan_gpu(kept.shape())), Error);
 }
 
 }  // namespace

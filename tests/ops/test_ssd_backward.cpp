@@ -3,6 +3,7 @@
 
 #include <limits>
 
+#include "core/error.h"
 #include "core/random.h"
 #include "ops/ops.h"
 #include "ops/ops_backward.h"
@@ -127,6 +128,23 @@ TEST_P(BackwardSsd, ChunkSizesAgree) {
     EXPECT_GRAD_NEAR(g.dbias, base.dbias, tol, "dt_bias");
     if (c.state) EXPECT_GRAD_NEAR(g.ds0, base.ds0, tol, "state0");
   }
+}
+
+// The CPU's training forward keeps no chunk states (its backward walks them at its own chunk length):
+// y is ops::ssd's, and a backward handed states anyway says so.
+TEST(BackwardSsdKeptStates, TheCpuKeepsNoneAndTakesNone) {
+  const SsdCase c{2, 11, 4, 2, 2, 3, 3, true, false, false};
+  SsdProblem p(c, 77);
+  const ops::SsdInputs in = p.tensors(c.chunk);
+  Tensor y = Tensor::empty({c.batch, c.T, c.H * c.P}), y_plain = Tensor::empty({c.batch, c.T, c.H * c.P});
+  EXPECT_FALSE(ops::ssd_forward_saving_chunk_states(in, y).defined());
+  ops::ssd(in, nullptr, y_plain);
+  EXPECT_EQ(to_vec(y), to_vec(y_plain));
+  ops::SsdGrads g;
+  g.dx = Tensor::empty({c.batch, c.T, c.H * c.P});
+  EXPECT_THROW(ops::ssd_backward(in, Tensor(), make({c.batch, c.T, c.H * c.P}, p.wy), g, Tensor(),
+                                 Tensor::zeros({c.batch, c.H, 1, c.P, c.N})),
+               Error);
 }
 
 INSTANTIATE_TEST_SUITE_P(BackwardShapes, BackwardSsd,

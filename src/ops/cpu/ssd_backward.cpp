@@ -36,10 +36,23 @@ using detail::describe;
 using detail::is_f32_rows;
 }  // namespace
 
+Tensor ssd_forward_saving_chunk_states(const SsdInputs& in, Tensor& y) {
+  SSM_GPU_DISPATCH(y, ssd_forward_saving_chunk_states, in, y);
+  ssd(in, nullptr, y);
+  return Tensor();
+}
+
+Tensor ssd_chunk_states(const SsdInputs& in) {
+  SSM_GPU_DISPATCH(in.x, ssd_chunk_states, in);
+  return Tensor();
+}
+
 void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, SsdGrads& g,
-                  const Tensor& dfinal_state) {
-  SSM_GPU_DISPATCH(dy, ssd_backward, in, state0, dy, g, dfinal_state);
+                  const Tensor& dfinal_state, const Tensor& chunk_states) {
+  SSM_GPU_DISPATCH(dy, ssd_backward, in, state0, dy, g, dfinal_state, chunk_states);
   const char* op = "ssd_backward";
+  SSM_CHECK(!chunk_states.defined(), "{}: the CPU keeps no chunk states (ssd_forward_saving_chunk_states returns none "
+            "there), got {}", op, describe(chunk_states));
   SSM_CHECK(is_f32_rows(in.x) && in.x.dim() == 3, "{}: x must be F32 rows [B,T,H*P], got {}", op, describe(in.x));
   SSM_CHECK(is_f32_rows(in.dt) && in.dt.dim() == 3, "{}: dt must be F32 rows [B,T,H], got {}", op, describe(in.dt));
   const int64_t Bt = in.x.size(0), T = in.x.size(1), H = in.dt.size(2), G = in.n_groups;

@@ -30,9 +30,14 @@ void activation_backward(Activation act, const Tensor& x, const Tensor& dy, Tens
 void gated_activation_backward(Activation act, const Tensor& gate, const Tensor& up, float gate_scale, const Tensor& dy,
                                Tensor* dgate, Tensor* dup, bool accumulate);
 
-// ---- Mamba-2 SSD (ssd_backward.cu; the chunk size is the GPU forward's, 64, whatever in.chunk_size says) ----
+// ---- Mamba-2 SSD (the chunk size is the GPU forward's, 64, whatever in.chunk_size says) ----
+// The forward keeping the state entering each chunk (ssd.cu): [B, H, chunks, P, N] in x's dtype, or
+// undefined where the recurrent kernel runs the forward (shapes the chunked kernels do not take).
+Tensor ssd_forward_saving_chunk_states(const SsdInputs& in, Tensor& y);
+Tensor ssd_chunk_states(const SsdInputs& in);  // the same, y into scratch
+// The backward (ssd_backward.cu), from those states when given.
 void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, SsdGrads& grads,
-                  const Tensor& dfinal_state);
+                  const Tensor& dfinal_state, const Tensor& chunk_states);
 
 // ---- elementwise (elementwise_backward.cu): x, dy, dx in one activation dtype ----
 void silu_backward(const Tensor& x, const Tensor& dy, Tensor& dx, bool accumulate_dx = false);

@@ -1,11 +1,12 @@
-// ops::ssd and ops::ssd_step on the GPU: argument checks and scratch; the kernels are in ssd_kernels.cuh,
-// their launches in ssd_launch.cuh.
+// ops::ssd, ops::ssd_step and training's ssd_forward_saving_chunk_states on the GPU: argument checks and
+// scratch; the kernels are in ssd_kernels.cuh, their launches in ssd_launch.cuh.
 // The forward runs the chunked kernels when they take the shape (P <= 64, N <= 128, 16-byte aligned
 // rows), else the recurrent one; the chunk length is the kernels' own (64), which is no loss: the result
 // does not depend on in.chunk_size beyond rounding.
 #include "ops/cpu/ssd_inputs.h"
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/cuda_ops.h"
+#include "ops/cuda/cuda_ops_backward.h"
 #include "ops/cuda/ssd_args.h"
 #include "ops/cuda/ssd_launch.cuh"
 
@@ -54,6 +55,36 @@ void ssd(const SsdInputs& in, Tensor* state, Tensor& y) {
                      "ssd (recurrent) of {}", sizes_str(d));
     }
   });
+}
+
+Tensor ssd_forward_saving_chunk_states(const SsdInputs& in, Tensor& y) {
+  const char* op = "ssd_forward_saving_chunk_states";
+  const DType dtype = activation_dtype(op, in);
+  const detail::SsdSizes d = detail::check_ssd_args(op, in, nullptr, y, 3, Device::CUDA, dtype);
+  SSM_CHECK(in.chunk_size >= 1, "{}: chunk_size must be positive, got {}", op, in.chunk_size);
+  Tensor saved;
+  if (d.batch == 0 || d.T == 0) return saved;
+  with_activation_type(dtype, op, [&]<class T>() {
+    const kernels::Args<T> args = ssd_kernel_args<T>(in, d, y);
+    if (!kernels::chunked_supports(args)) {  // the recurrent forward keeps no chunk states
+      cuda::ssd(in, nullptr, y);
+      return;
+    }
+    kernels::Plan plan;
+    SSM_CUDA_CHECK(kernels::plan_chunked(args, &plan), "{}: setting up the chunked kernels for {}", op, sizes_str(d));
+    Tensor scratch = Tensor::empty({int64_t(kernels::chunked_scratch_floats(args, plan))}, DType::F32, Device::CUDA);
+    saved = Tensor::empty({d.batch, d.H, plan.chunks, d.P, d.N}, dtype, Device::CUDA);
+    SSM_CUDA_CHECK(kernels::launch_chunked(args, plan, nullptr, scratch.data<float>(), stream(), kernels::kAllPasses,
+                                           saved.data<T>()),
+                   "{} ({} segments) of {}", op, plan.segments, sizes_str(d));
+  });
+  return saved;
+}
+
+Tensor ssd_chunk_states(const SsdInputs& in) {
+  SSM_CHECK(in.x.defined(), "ssd_chunk_states: x is required");
+  Tensor y = Tensor::empty(in.x.shape(), in.x.dtype(), Device::CUDA);  // from the pool, freed on return
+  return cuda::ssd_forward_saving_chunk_states(in, y);
 }
 
 void ssd_step(const SsdInputs& in, Tensor& state, Tensor& y) {

@@ -1,6 +1,8 @@
 // ops::ssd_backward on the GPU: argument checks and the call's scratch (from the stream-ordered pool);
 // the kernels are in ssd_backward_kernels.cuh, their launches in ssd_backward_launch.cuh. The chunk
-// length is the kernels' own (64): the gradients do not depend on in.chunk_size beyond rounding.
+// length is the kernels' own (64): the gradients do not depend on in.chunk_size beyond rounding. The
+// states entering the chunks come from the forward (ssd_forward_saving_chunk_states) when the caller
+// kept them: the walk that would make them, half of the state walks' work, does not run.
 #include "ops/cpu/ssd_inputs.h"
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/cuda_ops_backward.h"
@@ -37,7 +39,7 @@ kernels::Grads<T> grad_args(const Tensor& state0, const Tensor& dy, const SsdGra
 }  // namespace
 
 void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, SsdGrads& g,
-                  const Tensor& dfinal_state) {
+                  const Tensor& dfinal_state, const Tensor& chunk_states) {
   const char* op = "ssd_backward";
   SSM_CHECK(in.x.defined() && is_activation_dtype(in.x.dtype()), "{}: x must be F32 or BF16 on the GPU, got {}", op,
             describe(in.x));
@@ -62,6 +64,15 @@ void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, S
   for (auto [t, name] : {std::pair{&g.dA, "dA"}, {&g.dD, "dD"}, {&g.ddt_bias, "ddt_bias"}})
     if (t->defined())
       SSM_CHECK(is_gpu_vector(*t, d.H), "{}: {} must be F32 [{}] on the GPU, got {}", op, name, d.H, describe(*t));
+  if (chunk_states.defined()) {
+    const Shape want{d.batch, d.H, kernels::chunk_count(int(d.T)), d.P, d.N};
+    SSM_CHECK(!state0.defined(), "{}: chunk_states come from a forward without an initial state, so state0 must be "
+              "undefined beside them", op);
+    SSM_CHECK(chunk_states.device() == Device::CUDA && chunk_states.dtype() == dtype && chunk_states.is_contiguous() &&
+                  chunk_states.shape() == want,
+              "{}: chunk_states must be contiguous {} {} on the GPU (ssd_forward_saving_chunk_states'), got {}", op, act,
+              shape_str(want), describe(chunk_states));
+  }
   if (d.batch == 0) return;
   if (d.T == 0) {
     if (g.dstate0.defined()) {
@@ -77,9 +88,11 @@ void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, S
   with_activation_type(dtype, op, [&]<class T>() {
     const kernels::Args<T> args = ssd_kernel_args<T>(in, d, Tensor());
     const kernels::Grads<T> grads = grad_args<T>(state0, dy, g, dfinal_state);
-    const kernels::Plan plan = kernels::make_plan(args, grads);
+    const kernels::Plan plan = kernels::make_plan(args, grads, chunk_states.defined());
     const Tensor scratch = Tensor::empty({int64_t(plan.scratch_floats)}, DType::F32, Device::CUDA);
-    SSM_CUDA_CHECK(kernels::launch_backward(args, grads, plan, scratch.data<float>(), stream()),
+    T* const given = chunk_states.defined() ? chunk_states.data<T>() : nullptr;
+    SSM_CUDA_CHECK(kernels::launch_backward(args, grads, plan, scratch.data<float>(), stream(), kernels::kAllStages,
+                                            given),
                    "{} of B {} T {} H {} P {} G {} N {}", op, d.batch, d.T, d.H, d.P, d.G, d.N);
   });
 }

@@ -142,8 +142,9 @@ constexpr size_t chunk_values_smem() { return (kThreads / 32) * sizeof(ssd_kerne
 // current one is computed; the states go out through a shared tile in 16-byte pieces.
 
 struct Segments {
-  int chunks;  // per segment (at most kMaxSegmentChunks), the last may have fewer
-  int count;   // per (b, h)
+  int chunks;     // per segment (at most kMaxSegmentChunks), the last may have fewer
+  int count;      // per (b, h)
+  int first_dir;  // the first walk run: 1 when the forward kept the states (s.states given), else 0
 };
 constexpr int kMaxSegmentChunks = 32;
 
@@ -176,7 +177,7 @@ __global__ void __launch_bounds__(kThreads, 2) state_walk_kernel(Args<T> a, Grad
   rest /= BH;
   const int tile = int(rest % (p_tiles * n_tiles));
   rest /= p_tiles * n_tiles;
-  const int segment = int(rest % seg.count), dir = int(rest / seg.count);
+  const int segment = int(rest % seg.count), dir = seg.first_dir + int(rest / seg.count);
   T* const out = dir == 0 ? s.states : s.dstates;
   const int walked_last = dir == 0 ? seg.count - 1 : 0;
   if (!out || (!kWrite && segment == walked_last)) return;
@@ -279,8 +280,8 @@ template <class T>
 __global__ void __launch_bounds__(kThreads) segment_pass_kernel(Args<T> a, Grads<T> g, Scratch<T> s, Segments seg) {
   const int64_t PN = int64_t(a.head_dim) * a.state_dim, BH = int64_t(a.batch) * a.heads;
   const int64_t index = int64_t(blockIdx.x) * kThreads + threadIdx.x;
-  if (index >= 2 * BH * PN) return;
-  const int dir = int(index / (BH * PN));
+  if (index >= (2 - seg.first_dir) * BH * PN) return;
+  const int dir = seg.first_dir + int(index / (BH * PN));
   const int64_t bh = index % (BH * PN) / PN, e = index % PN;
   if (!(dir == 0 ? s.states : s.dstates)) return;
   const float* const start = dir == 0 ? g.state0 : g.dfinal;
@@ -1040,6 +1041,7 @@ struct Plan {
   int chunks, p_tiles, n_tiles;
   Segments segments;     // of the state walks
   bool states, dstates;  // whether s.states / s.dstates exist
+  bool states_given;     // s.states is the forward's (ssd_forward_saving_chunk_states): no walk makes it
   bool dbc;              // whether dB or dC is asked for
   int head_tiles;        // kN of head_mma_kernel (64 or 128); 0: head_kernel (P > 64 or N > 128)
   size_t scratch_floats;
@@ -1058,15 +1060,17 @@ ScratchParts scratch_parts(const Args<T>& a, const Plan& p) {
   const int64_t cb = bg * p.chunks * kChunk * kChunk;
   const bool walks = p.states || p.dstates;
   const int64_t bounds = walks ? 2 * bh * p.segments.count * int64_t(a.head_dim) * a.state_dim : 0;
-  ScratchParts parts{{bh * a.length, bh * a.length, p.states ? state_floats : 0, p.dstates ? state_floats : 0,
+  ScratchParts parts{{bh * a.length, bh * a.length, p.states && !p.states_given ? state_floats : 0,
+                      p.dstates ? state_floats : 0,
                       p.head_tiles ? 0 : cb, cb, 3 * int64_t(a.batch) * p.chunks * a.heads, bounds,
                       walks ? 2 * bh * p.segments.count : 0}};
   for (int64_t& n : parts.floats) n = (n + 3) / 4 * 4;
   return parts;
 }
 
+// states_given: the caller has the state entering every chunk (then g.state0 is null).
 template <class T>
-Plan make_plan(const Args<T>& a, const Grads<T>& g) {
+Plan make_plan(const Args<T>& a, const Grads<T>& g, bool states_given = false) {
   Plan p{};
   const int64_t bh = int64_t(a.batch) * a.heads, bg = int64_t(a.batch) * a.groups;
   const int64_t PN = int64_t(a.head_dim) * a.state_dim;
@@ -1075,10 +1079,12 @@ Plan make_plan(const Args<T>& a, const Grads<T>& g) {
   p.n_tiles = (a.state_dim + kTile - 1) / kTile;
   p.states = g.state0 != nullptr || p.chunks > 1;
   p.dstates = p.chunks > 1 || g.dfinal != nullptr || g.dstate0 != nullptr;
+  p.states_given = states_given && p.states;
   p.dbc = g.dB != nullptr || g.dC != nullptr;
   p.head_tiles = a.head_dim > kHeadDimTile || a.state_dim > 128 ? 0 : a.state_dim <= 64 ? 64 : 128;
   // Segments of 4 to 32 chunks, as many as give the walks ~2048 blocks.
-  const int64_t blocks_per_segment = 2 * bh * p.p_tiles * p.n_tiles;
+  p.segments.first_dir = p.states_given ? 1 : 0;
+  const int64_t blocks_per_segment = (2 - p.segments.first_dir) * bh * p.p_tiles * p.n_tiles;
   const int64_t wanted = (2048 + blocks_per_segment - 1) / blocks_per_segment;
   p.segments.chunks = int(std::clamp<int64_t>((p.chunks + wanted - 1) / wanted, 4, kMaxSegmentChunks));
   p.segments.count = (p.chunks + p.segments.chunks - 1) / p.segments.chunks;
@@ -1087,7 +1093,7 @@ Plan make_plan(const Args<T>& a, const Grads<T>& g) {
   auto blocks = [](int64_t n) { return unsigned(n); };
   p.values_blocks = blocks((bh * p.chunks + kThreads / 32 - 1) / (kThreads / 32));
   p.walk_blocks = blocks(blocks_per_segment * p.segments.count);
-  p.pass_blocks = blocks((2 * bh * PN + kThreads - 1) / kThreads);
+  p.pass_blocks = blocks(((2 - p.segments.first_dir) * bh * PN + kThreads - 1) / kThreads);
   p.group_blocks = blocks(bg * p.chunks);
   p.head_blocks = blocks(bh * p.chunks);
   p.dbc_blocks = blocks(bg * p.chunks * p.n_tiles);
@@ -1095,9 +1101,10 @@ Plan make_plan(const Args<T>& a, const Grads<T>& g) {
   return p;
 }
 
-// The scratch of `plan` carved from `base` (plan.scratch_floats floats, 16-byte aligned).
+// The scratch of `plan` carved from `base` (plan.scratch_floats floats, 16-byte aligned); s.states is
+// `given` when the plan says so.
 template <class T>
-Scratch<T> carve_scratch(const Args<T>& a, const Plan& plan, float* base) {
+Scratch<T> carve_scratch(const Args<T>& a, const Plan& plan, float* base, T* given) {
   const ScratchParts parts = scratch_parts(a, plan);
   float* next = base;
   float* ptrs[9];
@@ -1105,8 +1112,8 @@ Scratch<T> carve_scratch(const Args<T>& a, const Plan& plan, float* base) {
     ptrs[i] = parts.floats[i] ? next : nullptr;
     next += parts.floats[i];
   }
-  return {ptrs[0], ptrs[1], reinterpret_cast<T*>(ptrs[2]), reinterpret_cast<T*>(ptrs[3]), ptrs[4], ptrs[5], ptrs[6],
-          ptrs[7], ptrs[8]};
+  return {ptrs[0], ptrs[1], plan.states_given ? given : reinterpret_cast<T*>(ptrs[2]), reinterpret_cast<T*>(ptrs[3]),
+          ptrs[4], ptrs[5], ptrs[6], ptrs[7], ptrs[8]};
 }
 
 }  // namespace ssm::ops::cuda::ssd_backward_kernels

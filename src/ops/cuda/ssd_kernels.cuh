@@ -897,9 +897,26 @@ __global__ void __launch_bounds__(kThreads, kPieceBlocksPerSm<T>)
   if (threadIdx.x == 0) log_decays[bc.bh * plan.pieces() + bc.part] = log_decay;
 }
 
+// Rows [row0, row0 + kRows) of the state entering a chunk, from pass 2's shared tile Ss (or zeros
+// where no state entered: has_state false) into dst [P][N] of T, 16 bytes a piece (N % (16 / sizeof(T))
+// == 0 and dst 16-byte aligned, as chunked_supports and the caller's allocation give).
+template <class T, int kN, int kRows>
+__device__ __forceinline__ void save_state(T* dst, const T* Ss, bool has_state, int row0, int P, int N) {
+  using S = typename Tiles<T, kN>::S;
+  constexpr int kPieces = kN / S::kVec;
+  for (int e = int(threadIdx.x); e < kRows * kPieces; e += kThreads) {
+    const int p = row0 + e / kPieces, n = (e % kPieces) * S::kVec;
+    if (p < P && n < N)
+      *reinterpret_cast<float4*>(dst + int64_t(p) * N + n) =
+          has_state ? *reinterpret_cast<const float4*>(Ss + S::at(p, n)) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  }
+}
+
 // Pass 2. Block (b, h, segment, slice of kRows = plan.slice_rows rows of the state): y's channels of its
 // rows over the segment's chunks; the last segment writes its rows of the final state into `state`
-// (when given). The state entering segment 0 is `state` itself when there is one segment, else its copy
+// (when given). With `saved` (training's forward, ssd_backward's chunk states), each chunk's entering
+// state as the products use it (rounded to T) goes out too, [B*H][chunks][P*N]: zeros for chunk 0
+// without an initial state. The state entering segment 0 is `state` itself when there is one segment, else its copy
 // in slot 0 (the last segment overwrites `state` while segment 0 may not have read it); each block
 // reads and writes only its own rows. `slots` and `log_decays` as pass 1 left them (unused with one
 // segment); scans and C Bᵀ as pass 0 did, except for a sequence of one chunk (a prompt's short suffix),
@@ -917,7 +934,7 @@ template <class T, int kN, int kRows>
 __global__ void __launch_bounds__(kThreads, kScanBlocksPerSm<T>)
     chunk_scan_kernel(Args<T> a, Plan plan, float* __restrict__ state, const float* __restrict__ slots,
                       const float* __restrict__ log_decays, const ChunkScan* __restrict__ scans,
-                      const T* __restrict__ cb) {
+                      const T* __restrict__ cb, T* __restrict__ saved) {
   pdl::wait_for_previous_grid();  // launched overlapped (pdl.cuh): nothing read before
   pdl::let_next_grid_start();
   using L = Tiles<T, kN>;
@@ -1002,6 +1019,7 @@ __global__ void __launch_bounds__(kThreads, kScanBlocksPerSm<T>)
       store_masked_cb<T, kN>(Ms, acc, sc, D);
     }
     __syncthreads();  // Ms and Ss complete
+    if (saved) save_state<T, kN, kRows>(saved + (bc.bh * plan.chunks + c) * PN, Ss, has_prev, row0, P, N);
     T* const y = a.y + (int64_t(bc.b) * a.length + int64_t(c) * kChunk) * a.ldy + int64_t(bc.h) * P;
     chunk_output<T, kN, kRows>(y, a.ldy, chunk_rows(a.length, c), P, Cs, Ss, Ms, Xs, sc, has_prev, row0);
     if (c + 1 < c_end) load_cb(cb_next, cb_of(a, cb, plan.chunks, bc.b, bc.g, c + 1));  // in flight meanwhile

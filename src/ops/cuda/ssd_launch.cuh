@@ -111,7 +111,7 @@ enum Passes { kPrep = 1, kPieceStates = 2, kChunkScan = 4, kAllPasses = kPrep | 
 
 template <class T, int kN>
 cudaError_t launch_chunked_tile(const Args<T>& a, const Plan& plan, float* state, float* scratch,
-                                cudaStream_t stream, int passes) {
+                                cudaStream_t stream, int passes, T* saved) {
   const unsigned heads = unsigned(a.batch) * unsigned(a.heads);
   const Scratch<T> s = scratch_parts(scratch, a, plan);
   if ((passes & kPrep) && plan.chunks > 1) {  // one chunk: pass 2 makes its own (chunk_scan_kernel)
@@ -130,7 +130,7 @@ cudaError_t launch_chunked_tile(const Args<T>& a, const Plan& plan, float* state
   auto scan = [&](auto kernel) {
     return pdl::launch_overlapped(kernel, dim3(heads * unsigned(plan.segments * plan.slices)), dim3(kThreads),
                                   chunk_scan_smem<T, kN>(), stream, a, plan, state, s.slots, s.log_decays, s.scans,
-                                  s.cb);
+                                  s.cb, saved);
   };
   switch (plan.slice_rows) {
     case 16: return scan(chunk_scan_kernel<T, kN, 16>);
@@ -141,12 +141,14 @@ cudaError_t launch_chunked_tile(const Args<T>& a, const Plan& plan, float* state
 }
 
 // The chunked forward: `state` [B,H,P,N] F32 (null when absent) read as the initial state and
-// overwritten with the final one; `scratch` holds chunked_scratch_floats(a, plan) floats, 16-byte aligned.
+// overwritten with the final one; `scratch` holds chunked_scratch_floats(a, plan) floats, 16-byte aligned;
+// `saved` (null: not wanted) receives the state entering every chunk, [B*H][plan.chunks][P*N] of T,
+// 16-byte aligned (chunk_scan_kernel).
 template <class T>
 cudaError_t launch_chunked(const Args<T>& a, const Plan& plan, float* state, float* scratch, cudaStream_t stream,
-                           int passes = kAllPasses) {
-  return plan.state_tile == 64 ? launch_chunked_tile<T, 64>(a, plan, state, scratch, stream, passes)
-                               : launch_chunked_tile<T, 128>(a, plan, state, scratch, stream, passes);
+                           int passes = kAllPasses, T* saved = nullptr) {
+  return plan.state_tile == 64 ? launch_chunked_tile<T, 64>(a, plan, state, scratch, stream, passes, saved)
+                               : launch_chunked_tile<T, 128>(a, plan, state, scratch, stream, passes, saved);
 }
 
 }  // namespace ssm::ops::cuda::ssd_kernels

@@ -1,6 +1,9 @@
-// Mamba-2's training face: the forward saves the projections' inputs and outputs; the SSD backward
-// recomputes the chunk states itself. With `recompute` it keeps only in_proj's output and the SSD's
-// (the conv's and the gated norm's outputs are made again in the backward from those).
+// Mamba-2's training face: the forward saves the projections' inputs and outputs, and the states the
+// SSD's backward would otherwise walk again where the device keeps them (the GPU: the state entering
+// every 64-token chunk, ~30% of a layer's other saved activations). With `recompute` it keeps only
+// in_proj's output and the SSD's (the conv's and the gated norm's outputs are made again in the
+// backward from those) and no states: the backward makes them again with the forward's kernels, so
+// the gradients are the same bits either way.
 #include "nn/mixers/mamba2/mamba2.h"
 #include "ops/ops_backward.h"
 
@@ -27,7 +30,8 @@ class Mamba2Training final : public MixerTraining {
     conv(ws, prof);
     {
       Timed t(prof, &StepProfile::mixing);
-      ops::ssd(ssd_inputs(), nullptr, y_);
+      if (recompute) ops::ssd(ssd_inputs(), nullptr, y_);
+      else chunk_states_ = ops::ssd_forward_saving_chunk_states(ssd_inputs(), y_);
     }
     gate(ws, prof);
     {
@@ -48,6 +52,8 @@ class Mamba2Training final : public MixerTraining {
     if (recompute) {
       conv(ws, prof);
       gate(ws, prof);
+      Timed t(prof, &StepProfile::mixing);
+      chunk_states_ = ops::ssd_chunk_states(ssd_inputs());
     }
     Tensor dgated = ws.take({Bt, T, Di}, dout.dtype());
     {
@@ -78,7 +84,8 @@ class Mamba2Training final : public MixerTraining {
     sg.ddt_bias = g.of(m_.dt_bias);
     {
       Timed t(prof, &StepProfile::mixing);
-      ops::ssd_backward(ssd_inputs(), Tensor(), dy, sg);
+      ops::ssd_backward(ssd_inputs(), Tensor(), dy, sg, Tensor(), chunk_states_);
+      chunk_states_ = Tensor();  // back to the pool before the layer below runs its backward
     }
     ops::add_product_inplace(g.of(m_.A_log), dA, A_);  // dA_log = dA ⊙ A (A = -exp(A_log))
     {
@@ -114,6 +121,8 @@ class Mamba2Training final : public MixerTraining {
 
   const Mamba2Mixer& m_;
   Tensor x_, zxbcdt_, xbc_, y_, gated_, A_;
+  Tensor chunk_states_;  // the SSD's chunk states from forward to backward (none on the CPU, nor with
+                         // recompute, which makes them in the backward)
 };
 
 }  // namespace
