@@ -230,11 +230,13 @@ bool run_case(const Case& k, unsigned seed) {
   }
   launch(unsigned(channel_blocks), unsigned(chunks), unsigned(k.batch), kernels::kThreads,
          kernels::GradientPlan<T, kN>::bytes(chunk_len), [&] { kernels::gradient_kernel<T, kN>(a); });
-  auto add = [&](const float* parts, int64_t width, float* dst) {
-    launch(blocks(width), 1, 1, 256, 0, [&] { kernels::add_partials_kernel(parts, int64_t(bt), width, dst); });
-  };
-  add(a.dA_part, int64_t(D) * N, dA.data());
-  if (all) add(a.dD_part, D, dD.data()), add(a.dbias_part, D, dbias.data());
+  {
+    const kernels::PartialRows dA_rows{a.dA_part, int64_t(D) * N, dA.data()},
+        dD_rows{all ? a.dD_part : nullptr, all ? D : 0, dD.data()},
+        dbias_rows{all ? a.dbias_part : nullptr, all ? D : 0, dbias.data()};
+    launch(blocks(dA_rows.width + dD_rows.width + dbias_rows.width), 1, 1, 256, 0,
+           [&] { kernels::add_partials_kernel(dA_rows, dD_rows, dbias_rows, int64_t(bt)); });
+  }
   auto sum_blocks = [&](const float* parts, int at) {
     launch(blocks(int64_t(rows) * N), 1, 1, 256, 0, [&] {
       kernels::sum_channel_blocks_kernel<T>(parts, channel_blocks, rows, N, out + at, out_width);

@@ -44,7 +44,7 @@ constexpr int kThreads = 128;           // channels per block
 constexpr int kTile = 8;                // tokens per shared-memory tile of B and C
 constexpr int64_t kMinChunkLen = 64;    // shorter chunks cost more in carries than they gain
 constexpr int kWaves = 2;               // blocks to launch, in multiples of what the GPU holds at once
-constexpr int64_t kCarryBatch = 8;      // chunk summaries the carry kernel loads before using them
+constexpr int kCarryBatch = 16;         // chunk summaries the carry kernel loads a batch (two in flight)
 
 template <class Act>
 struct ScanArgs {
@@ -275,17 +275,24 @@ __global__ void scan_carry_kernel(const float* A, const float* state_in, float* 
   float carry = state_in && real ? state_in[at_state] : 0.0f;
   const int64_t summaries = state_out ? chunks : chunks - 1;
   auto at = [&](int64_t c) { return (b * chunks + c) * channels + d; };
-  for (int64_t c0 = 0; c0 < chunks; c0 += kCarryBatch) {
-    float h_end[kCarryBatch], dt_sum[kCarryBatch];
+  // The next batch's summaries are loaded before the current batch's carries are stored over theirs.
+  float h_end[kCarryBatch], dt_sum[kCarryBatch], next_h[kCarryBatch], next_sum[kCarryBatch];
+  auto load = [&](int64_t c0) {
 #pragma unroll
-    for (int64_t j = 0; j < kCarryBatch; ++j) {
+    for (int j = 0; j < kCarryBatch; ++j) {
       if (c0 + j < summaries) {
-        h_end[j] = chunk_state[at(c0 + j) * width + n];
-        dt_sum[j] = chunk_dt_sum[at(c0 + j)];
+        next_h[j] = chunk_state[at(c0 + j) * width + n];
+        next_sum[j] = chunk_dt_sum[at(c0 + j)];
       }
     }
+  };
+  load(0);
+  for (int64_t c0 = 0; c0 < chunks; c0 += kCarryBatch) {
 #pragma unroll
-    for (int64_t j = 0; j < kCarryBatch; ++j) {
+    for (int j = 0; j < kCarryBatch; ++j) h_end[j] = next_h[j], dt_sum[j] = next_sum[j];
+    if (c0 + kCarryBatch < summaries) load(c0 + kCarryBatch);
+#pragma unroll
+    for (int j = 0; j < kCarryBatch; ++j) {
       const int64_t c = c0 + j;
       if (c >= chunks) break;
       chunk_state[at(c) * width + n] = carry;  // h_in(c), where h_c was

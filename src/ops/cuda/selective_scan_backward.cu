@@ -124,14 +124,16 @@ void run_backward(const char* op, const SelectiveScanInputs& in, const Tensor& s
                              size_t(GradientPlan<Act, kN>::bytes(chunk_len)), stream()>>>(a);
   SSM_CUDA_CHECK_LAUNCH("{} (gradients) of batch {}, T {}, D {}, N {}, chunks of {}", op, batch, T, D, N, chunk_len);
 
-  auto add_partials = [&](const float* parts, int64_t width, Tensor& out, const char* what) {
-    add_partials_kernel<<<blocks_for(width, 256), 256, 0, stream()>>>(parts, batch * chunks, width,
-                                                                       out.data<float>());
-    SSM_CUDA_CHECK_LAUNCH("{} (sum of {}) of batch {}, D {}, N {}, {} chunks", op, what, batch, D, N, chunks);
+  auto rows_of_parts = [](const float* parts, int64_t width, Tensor& out) {
+    return parts ? PartialRows{parts, width, out.data<float>()} : PartialRows{nullptr, 0, nullptr};
   };
-  if (a.dA_part) add_partials(a.dA_part, D * N, g.dA, "dA");
-  if (a.dD_part) add_partials(a.dD_part, D, g.dD, "dD");
-  if (a.dbias_part) add_partials(a.dbias_part, D, g.ddelta_bias, "ddelta_bias");
+  const PartialRows dA_rows = rows_of_parts(a.dA_part, D * N, g.dA), dD_rows = rows_of_parts(a.dD_part, D, g.dD),
+                    dbias_rows = rows_of_parts(a.dbias_part, D, g.ddelta_bias);
+  if (const int64_t width = dA_rows.width + dD_rows.width + dbias_rows.width; width > 0) {
+    add_partials_kernel<<<blocks_for(width, 256), 256, 0, stream()>>>(dA_rows, dD_rows, dbias_rows, batch * chunks);
+    SSM_CUDA_CHECK_LAUNCH("{} (sums of dA, dD, ddelta_bias) of batch {}, D {}, N {}, {} chunks", op, batch, D, N,
+                          chunks);
+  }
   auto sum_blocks = [&](const float* parts, Tensor& out, const char* what) {
     sum_channel_blocks_kernel<Act><<<blocks_for(batch * T * N, 256), 256, 0, stream()>>>(
         parts, channel_blocks, batch * T, N, static_cast<Act*>(out.raw()), rows_of<Act>(out).ld);

@@ -50,7 +50,8 @@ constexpr int kThreads = 32 * kWarps;
 constexpr int kSub = 8;         // tokens whose states kernel C keeps in registers
 constexpr int kPart = 32;       // tokens whose sub-chunk start states it keeps in shared memory
 constexpr int kMaxChunk = 64;   // longest chunk kernel C holds in shared memory
-constexpr int kCarryBatch = 8;  // chunk summaries the carry kernel loads before using them
+constexpr int kCarryBatch = 16;  // chunk summaries the carry kernel loads a batch (two in flight)
+constexpr int kSumAhead = 16;    // rows the fixed-order sums load before adding them
 constexpr float kLn2 = 0.6931471805599453f;
 
 // How kernels A and C spread a block's channels and a channel's kN (compiled width >= N) states:
@@ -432,15 +433,22 @@ __global__ void adjoint_carry_kernel(const float* A, float* carry, const float* 
   const float A2 = A[d * N + n] * kLog2e;
   auto at = [&](int64_t c) { return (b * chunks + c) * channels + d; };
   float arriving = 0.0f;
-  for (int64_t c0 = chunks - 1; c0 >= 1; c0 -= kCarryBatch) {
-    float summary[kCarryBatch], sum[kCarryBatch];
+  // The next batch's summaries are loaded before the current batch's adjoints are stored over theirs.
+  float summary[kCarryBatch], sum[kCarryBatch], next_summary[kCarryBatch], next_sum[kCarryBatch];
+  auto load = [&](int64_t c0) {
 #pragma unroll
     for (int k = 0; k < kCarryBatch; ++k) {
       if (c0 - k >= 1) {
-        summary[k] = carry[at(c0 - k) * N + n];
-        sum[k] = dt_sum[at(c0 - k)];
+        next_summary[k] = carry[at(c0 - k) * N + n];
+        next_sum[k] = dt_sum[at(c0 - k)];
       }
     }
+  };
+  load(chunks - 1);
+  for (int64_t c0 = chunks - 1; c0 >= 1; c0 -= kCarryBatch) {
+#pragma unroll
+    for (int k = 0; k < kCarryBatch; ++k) summary[k] = next_summary[k], sum[k] = next_sum[k];
+    if (c0 - kCarryBatch >= 1) load(c0 - kCarryBatch);
 #pragma unroll
     for (int k = 0; k < kCarryBatch; ++k) {
       if (c0 - k < 1) break;
@@ -451,13 +459,36 @@ __global__ void adjoint_carry_kernel(const float* A, float* carry, const float* 
   carry[at(0) * N + n] = arriving;
 }
 
-// out[i] += Σ_r parts[r * width + i], r = 0, 1, ... (dA, dD, ddelta_bias over rows and chunks).
-__global__ void add_partials_kernel(const float* parts, int64_t count, int64_t width, float* out) {
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= width) return;
+// Σ_r values[r * stride], r = 0, 1, ..., count - 1, added in that order, kSumAhead loads at a time.
+__device__ __forceinline__ float ordered_sum(const float* __restrict__ values, int64_t stride, int64_t count) {
   float sum = 0.0f;
-  for (int64_t r = 0; r < count; ++r) sum += parts[r * width + i];
-  out[i] += sum;
+  for (int64_t r0 = 0; r0 < count; r0 += kSumAhead) {
+    float v[kSumAhead];
+#pragma unroll
+    for (int k = 0; k < kSumAhead; ++k) v[k] = r0 + k < count ? values[(r0 + k) * stride] : 0.0f;
+#pragma unroll
+    for (int k = 0; k < kSumAhead; ++k)
+      if (r0 + k < count) sum += v[k];
+  }
+  return sum;
+}
+
+// out[i] += Σ_r parts[r * width + i] over the (batch, chunk) rows r, for up to three parameters at
+// once (dA, dD, ddelta_bias; width 0: absent), a thread per element of their concatenation.
+struct PartialRows {
+  const float* parts;
+  int64_t width;
+  float* out;
+};
+__global__ void add_partials_kernel(PartialRows p0, PartialRows p1, PartialRows p2, int64_t count) {
+  int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  for (const PartialRows& p : {p0, p1, p2}) {
+    if (i < p.width) {
+      p.out[i] += ordered_sum(p.parts + i, p.width, count);
+      return;
+    }
+    i -= p.width;
+  }
 }
 
 // out row r, column n = Σ_k parts[(k * rows + r) * N + n], k = 0, 1, ... (dB, dC over channel blocks).
@@ -466,9 +497,7 @@ __global__ void sum_channel_blocks_kernel(const float* parts, int64_t count, int
                                           int64_t ld_out) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= rows * N) return;
-  float sum = 0.0f;
-  for (int64_t k = 0; k < count; ++k) sum += parts[k * rows * N + i];
-  out[i / N * ld_out + i % N] = from_float<Act>(sum);
+  out[i / N * ld_out + i % N] = from_float<Act>(ordered_sum(parts + i, rows * N, count));
 }
 
 }  // namespace ssm::ops::cuda::scan_backward_kernels
