@@ -195,8 +195,8 @@ void scan_kernel_table(uint64_t seed, bool training, const ScanPeerTimes& peers)
   std::string scan_row = "| Mamba-1 selective scan, D 4096, N 16 (peer: mamba_ssm CUDA, BENCHMARKS.md)";
   // The peer's file may come from another run (or machine): the label says what and when, not "this run".
   const std::string when = peers.measured_at.empty() ? "" : " on " + peers.measured_at;
-  const std::string ssd_peer = measured.empty() ? "mamba_ssm Triton, BENCHMARKS.md"
-                                                : peers.source + ", timed by scripts/gpu-peers.py" + when;
+  const std::string ssd_peer =
+      measured.empty() ? "mamba_ssm Triton, BENCHMARKS.md" : peers.source + ", timed by scripts/gpu-peers.py" + when;
   std::string ssd_row = fmt::format("| Mamba-2 SSD, H 32, P 64, N 128 (peer: {})", ssd_peer);
   std::string ssd_walked_row =
       fmt::format("| Mamba-2 SSD, the states walked in the backward instead (peer: {})", ssd_peer);

@@ -31,7 +31,7 @@ struct Case {
   int64_t pad = -1;       // >= 0: inputs and gradients as column slices of wide rows, `pad` columns in
   double dt_noise = 0.5;  // dt_bias ≈ -3: softplus(-3 ± noise) ≈ 0.05
   float dt_min = 0.0f, dt_max = std::numeric_limits<float>::infinity();
-  int64_t cpu_chunk = 64;     // the CPU op's chunk; the GPU's is 64
+  int64_t cpu_chunk = 64;    // the CPU op's chunk; the GPU's is 64
   bool kept_states = false;  // the GPU's backward from ssd_forward_saving_chunk_states' (no state0)
   uint64_t seed = 1;
 
@@ -263,7 +263,8 @@ Tensor prefix(const Tensor& rows, int64_t length) {
 TEST_P(SsdBackwardGpu, ForwardKeepsTheChunkStates) {
   require_gpu();
   const DType dtype = GetParam();
-  for (const auto& [P, N, G, T] : {std::tuple{64, 128, 1, 200}, std::tuple{24, 16, 2, 130}, std::tuple{24, 16, 2, 37}}) {
+  for (const auto& [P, N, G, T] :
+       {std::tuple{64, 128, 1, 200}, std::tuple{24, 16, 2, 130}, std::tuple{24, 16, 2, 37}}) {
     const Case k{.T = T, .P = P, .G = G, .N = N, .with_state0 = false, .seed = uint64_t(60 + T)};
     SCOPED_TRACE(k.str());
     const Host h = make_host(k, dtype);
@@ -281,8 +282,8 @@ TEST_P(SsdBackwardGpu, ForwardKeepsTheChunkStates) {
       Tensor want = Tensor::zeros(k.states());
       if (c > 0) {
         Tensor y_cpu = Tensor::empty({k.batch, 64 * c, k.H * k.P});
-        ops::ssd(op_inputs(k, h, prefix(h.x, 64 * c), prefix(h.dt, 64 * c), prefix(h.B, 64 * c),
-                           prefix(h.C, 64 * c), Device::CPU),
+        ops::ssd(op_inputs(k, h, prefix(h.x, 64 * c), prefix(h.dt, 64 * c), prefix(h.B, 64 * c), prefix(h.C, 64 * c),
+                           Device::CPU),
                  &want, y_cpu);
       }
       Tensor got = Tensor::empty(k.states());
@@ -303,9 +304,9 @@ TEST_P(SsdBackwardGpu, ForwardKeepsTheChunkStates) {
 TEST_P(SsdBackwardGpu, ManyChunksMatchTheCpu) {
   require_gpu();
   check_backward({.batch = 1, .T = 2049, .P = 64, .G = 1, .N = 128, .seed = 3}, GetParam());
-  check_backward({.batch = 1, .T = 2049, .P = 64, .G = 1, .N = 128, .with_state0 = false, .kept_states = true,
-                  .seed = 4},
-                 GetParam());
+  check_backward(
+      {.batch = 1, .T = 2049, .P = 64, .G = 1, .N = 128, .with_state0 = false, .kept_states = true, .seed = 4},
+      GetParam());
 }
 
 // Without D, dt_bias, state0 and dfinal_state (one at a time, then all), and the CPU at another chunk.

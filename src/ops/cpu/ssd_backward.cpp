@@ -47,12 +47,12 @@ Tensor ssd_chunk_states(const SsdInputs& in) {
   return Tensor();
 }
 
-void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, SsdGrads& g,
-                  const Tensor& dfinal_state, const Tensor& chunk_states) {
+void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, SsdGrads& g, const Tensor& dfinal_state,
+                  const Tensor& chunk_states) {
   SSM_GPU_DISPATCH(dy, ssd_backward, in, state0, dy, g, dfinal_state, chunk_states);
   const char* op = "ssd_backward";
-  SSM_CHECK(!chunk_states.defined(), "{}: the CPU keeps no chunk states (ssd_forward_saving_chunk_states returns none "
-            "there), got {}", op, describe(chunk_states));
+  SSM_CHECK(!chunk_states.defined(), "{}: chunk_states given to the CPU, whose forward keeps none, got {}", op,
+            describe(chunk_states));
   SSM_CHECK(is_f32_rows(in.x) && in.x.dim() == 3, "{}: x must be F32 rows [B,T,H*P], got {}", op, describe(in.x));
   SSM_CHECK(is_f32_rows(in.dt) && in.dt.dim() == 3, "{}: dt must be F32 rows [B,T,H], got {}", op, describe(in.dt));
   const int64_t Bt = in.x.size(0), T = in.x.size(1), H = in.dt.size(2), G = in.n_groups;

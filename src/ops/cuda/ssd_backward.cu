@@ -38,8 +38,8 @@ kernels::Grads<T> grad_args(const Tensor& state0, const Tensor& dy, const SsdGra
 
 }  // namespace
 
-void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, SsdGrads& g,
-                  const Tensor& dfinal_state, const Tensor& chunk_states) {
+void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, SsdGrads& g, const Tensor& dfinal_state,
+                  const Tensor& chunk_states) {
   const char* op = "ssd_backward";
   SSM_CHECK(in.x.defined() && is_activation_dtype(in.x.dtype()), "{}: x must be F32 or BF16 on the GPU, got {}", op,
             describe(in.x));
@@ -66,12 +66,11 @@ void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, S
       SSM_CHECK(is_gpu_vector(*t, d.H), "{}: {} must be F32 [{}] on the GPU, got {}", op, name, d.H, describe(*t));
   if (chunk_states.defined()) {
     const Shape want{d.batch, d.H, kernels::chunk_count(int(d.T)), d.P, d.N};
-    SSM_CHECK(!state0.defined(), "{}: chunk_states come from a forward without an initial state, so state0 must be "
-              "undefined beside them", op);
+    SSM_CHECK(!state0.defined(), "{}: state0 given beside chunk_states, which a forward from zeros kept", op);
     SSM_CHECK(chunk_states.device() == Device::CUDA && chunk_states.dtype() == dtype && chunk_states.is_contiguous() &&
                   chunk_states.shape() == want,
-              "{}: chunk_states must be contiguous {} {} on the GPU (ssd_forward_saving_chunk_states'), got {}", op, act,
-              shape_str(want), describe(chunk_states));
+              "{}: chunk_states must be contiguous {} {} on the GPU (ssd_forward_saving_chunk_states'), got {}", op,
+              act, shape_str(want), describe(chunk_states));
   }
   if (d.batch == 0) return;
   if (d.T == 0) {
@@ -91,9 +90,9 @@ void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, S
     const kernels::Plan plan = kernels::make_plan(args, grads, chunk_states.defined());
     const Tensor scratch = Tensor::empty({int64_t(plan.scratch_floats)}, DType::F32, Device::CUDA);
     T* const given = chunk_states.defined() ? chunk_states.data<T>() : nullptr;
-    SSM_CUDA_CHECK(kernels::launch_backward(args, grads, plan, scratch.data<float>(), stream(), kernels::kAllStages,
-                                            given),
-                   "{} of B {} T {} H {} P {} G {} N {}", op, d.batch, d.T, d.H, d.P, d.G, d.N);
+    SSM_CUDA_CHECK(
+        kernels::launch_backward(args, grads, plan, scratch.data<float>(), stream(), kernels::kAllStages, given),
+        "{} of B {} T {} H {} P {} G {} N {}", op, d.batch, d.T, d.H, d.P, d.G, d.N);
   });
 }
 

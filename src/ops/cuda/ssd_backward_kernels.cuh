@@ -1061,9 +1061,8 @@ ScratchParts scratch_parts(const Args<T>& a, const Plan& p) {
   const bool walks = p.states || p.dstates;
   const int64_t bounds = walks ? 2 * bh * p.segments.count * int64_t(a.head_dim) * a.state_dim : 0;
   ScratchParts parts{{bh * a.length, bh * a.length, p.states && !p.states_given ? state_floats : 0,
-                      p.dstates ? state_floats : 0,
-                      p.head_tiles ? 0 : cb, cb, 3 * int64_t(a.batch) * p.chunks * a.heads, bounds,
-                      walks ? 2 * bh * p.segments.count : 0}};
+                      p.dstates ? state_floats : 0, p.head_tiles ? 0 : cb, cb,
+                      3 * int64_t(a.batch) * p.chunks * a.heads, bounds, walks ? 2 * bh * p.segments.count : 0}};
   for (int64_t& n : parts.floats) n = (n + 3) / 4 * 4;
   return parts;
 }
@@ -1112,8 +1111,8 @@ Scratch<T> carve_scratch(const Args<T>& a, const Plan& plan, float* base, T* giv
     ptrs[i] = parts.floats[i] ? next : nullptr;
     next += parts.floats[i];
   }
-  return {ptrs[0], ptrs[1], plan.states_given ? given : reinterpret_cast<T*>(ptrs[2]), reinterpret_cast<T*>(ptrs[3]),
-          ptrs[4], ptrs[5], ptrs[6], ptrs[7], ptrs[8]};
+  T* const states = plan.states_given ? given : reinterpret_cast<T*>(ptrs[2]);
+  return {ptrs[0], ptrs[1], states, reinterpret_cast<T*>(ptrs[3]), ptrs[4], ptrs[5], ptrs[6], ptrs[7], ptrs[8]};
 }
 
 }  // namespace ssm::ops::cuda::ssd_backward_kernels

@@ -49,8 +49,8 @@ enum Stages {
 // The backward of one call: `scratch` holds plan.scratch_floats floats (plan = make_plan(a, g,
 // chunk_states != null)); chunk_states: the forward's state entering every chunk, or null.
 template <class T>
-cudaError_t launch_backward(const Args<T>& a, const Grads<T>& g, const Plan& plan, float* scratch,
-                            cudaStream_t stream, int stages = kAllStages, T* chunk_states = nullptr) {
+cudaError_t launch_backward(const Args<T>& a, const Grads<T>& g, const Plan& plan, float* scratch, cudaStream_t stream,
+                            int stages = kAllStages, T* chunk_states = nullptr) {
   if (const cudaError_t e = kernel_setup<T>(); e != cudaSuccess) return e;
   const Scratch<T> s = carve_scratch(a, plan, scratch, chunk_states);
   const bool states = plan.states || plan.dstates, params = g.dA || g.dD || g.ddt_bias;

@@ -1028,7 +1028,6 @@ __global__ void __launch_bounds__(kThreads, kScanBlocksPerSm<T>)
   if (last_segment && state_io) store_state<kN, kRows>(S, state + bc.bh * PN, row0, P, N);
 }
 
-
 // Pass 2 with blocks of `rows` rows of the state (kHeadDimTile, 32 or 16) for heads of head_dim rows.
 inline void set_slice_rows(Plan& plan, int head_dim, int rows) {
   plan.slice_rows = rows;

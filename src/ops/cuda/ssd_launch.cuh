@@ -110,8 +110,8 @@ cudaError_t plan_chunked(const Args<T>& a, Plan* plan) {
 enum Passes { kPrep = 1, kPieceStates = 2, kChunkScan = 4, kAllPasses = kPrep | kPieceStates | kChunkScan };
 
 template <class T, int kN>
-cudaError_t launch_chunked_tile(const Args<T>& a, const Plan& plan, float* state, float* scratch,
-                                cudaStream_t stream, int passes, T* saved) {
+cudaError_t launch_chunked_tile(const Args<T>& a, const Plan& plan, float* state, float* scratch, cudaStream_t stream,
+                                int passes, T* saved) {
   const unsigned heads = unsigned(a.batch) * unsigned(a.heads);
   const Scratch<T> s = scratch_parts(scratch, a, plan);
   if ((passes & kPrep) && plan.chunks > 1) {  // one chunk: pass 2 makes its own (chunk_scan_kernel)
