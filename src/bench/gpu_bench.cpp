@@ -126,8 +126,8 @@ double scan_training_ms(const ops::SelectiveScanInputs& in, Rng& rng) {
 }
 
 // SSD's training pair: the forward, then the backward of every input; with keep_states as the Mamba-2
-// layer runs it (the forward keeps the chunk states, the backward reads them), else with the states
-// walked in the backward (ssd_backward without them).
+// layer runs it (the forward keeps the chunk states, the backward reads them), else as it runs under
+// --recompute (the backward walks the states itself).
 double ssd_training_ms(const ops::SsdInputs& in, bool keep_states, Rng& rng) {
   Tensor y = gpu_zeros(in.x), dy = random_gpu(in.x.shape(), DType::BF16, rng);
   ops::SsdGrads g;
@@ -199,7 +199,7 @@ void scan_kernel_table(uint64_t seed, bool training, const ScanPeerTimes& peers)
       measured.empty() ? "mamba_ssm Triton, BENCHMARKS.md" : peers.source + ", timed by scripts/gpu-peers.py" + when;
   std::string ssd_row = fmt::format("| Mamba-2 SSD, H 32, P 64, N 128 (peer: {})", ssd_peer);
   std::string ssd_walked_row =
-      fmt::format("| Mamba-2 SSD, the states walked in the backward instead (peer: {})", ssd_peer);
+      fmt::format("| Mamba-2 SSD, the states walked in the backward as under --recompute (peer: {})", ssd_peer);
   for (int i = 0; i < 4; ++i) {
     const int64_t T = kScanLengths[i];
     {

@@ -104,9 +104,6 @@ void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, S
 // runs with its recurrent kernel, nothing (an undefined tensor): those backwards walk the states
 // themselves (the CPU's at its own chunk length).
 Tensor ssd_forward_saving_chunk_states(const SsdInputs& in, Tensor& y);
-// Those states alone, by the same kernels (the same bits), for a backward whose forward did not keep
-// them (a layer under recompute); undefined, at no cost, where that function returns none.
-Tensor ssd_chunk_states(const SsdInputs& in);
 
 // ---- language-model head + cross-entropy, fused ----
 // logits = hidden[M,D] · weight[V,D]ᵀ;  loss = mean over rows with target ≥ 0 of

@@ -42,11 +42,6 @@ Tensor ssd_forward_saving_chunk_states(const SsdInputs& in, Tensor& y) {
   return Tensor();
 }
 
-Tensor ssd_chunk_states(const SsdInputs& in) {
-  SSM_GPU_DISPATCH(in.x, ssd_chunk_states, in);
-  return Tensor();
-}
-
 void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, SsdGrads& g, const Tensor& dfinal_state,
                   const Tensor& chunk_states) {
   SSM_GPU_DISPATCH(dy, ssd_backward, in, state0, dy, g, dfinal_state, chunk_states);

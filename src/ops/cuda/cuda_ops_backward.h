@@ -34,7 +34,6 @@ void gated_activation_backward(Activation act, const Tensor& gate, const Tensor&
 // The forward keeping the state entering each chunk (ssd.cu): [B, H, chunks, P, N] in x's dtype, or
 // undefined where the recurrent kernel runs the forward (shapes the chunked kernels do not take).
 Tensor ssd_forward_saving_chunk_states(const SsdInputs& in, Tensor& y);
-Tensor ssd_chunk_states(const SsdInputs& in);  // the same, y into scratch
 // The backward (ssd_backward.cu), from those states when given.
 void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, SsdGrads& grads,
                   const Tensor& dfinal_state, const Tensor& chunk_states);

@@ -81,12 +81,6 @@ Tensor ssd_forward_saving_chunk_states(const SsdInputs& in, Tensor& y) {
   return saved;
 }
 
-Tensor ssd_chunk_states(const SsdInputs& in) {
-  SSM_CHECK(in.x.defined(), "ssd_chunk_states: x is required");
-  Tensor y = Tensor::empty(in.x.shape(), in.x.dtype(), Device::CUDA);  // from the pool, freed on return
-  return cuda::ssd_forward_saving_chunk_states(in, y);
-}
-
 void ssd_step(const SsdInputs& in, Tensor& state, Tensor& y) {
   const DType dtype = activation_dtype("ssd_step", in);
   SSM_CHECK(state.defined(), "ssd_step: state is required");

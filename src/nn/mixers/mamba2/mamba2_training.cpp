@@ -2,8 +2,8 @@
 // SSD's backward would otherwise walk again where the device keeps them (the GPU: the state entering
 // every 64-token chunk, ~30% of a layer's other saved activations). With `recompute` it keeps only
 // in_proj's output and the SSD's (the conv's and the gated norm's outputs are made again in the
-// backward from those) and no states: the backward makes them again with the forward's kernels, so
-// the gradients are the same bits either way.
+// backward from those) and no states: the SSD's backward walks them (the same values but for rounding,
+// at less cost than a second forward would have).
 #include "nn/mixers/mamba2/mamba2.h"
 #include "ops/ops_backward.h"
 
@@ -52,8 +52,6 @@ class Mamba2Training final : public MixerTraining {
     if (recompute) {
       conv(ws, prof);
       gate(ws, prof);
-      Timed t(prof, &StepProfile::mixing);
-      chunk_states_ = ops::ssd_chunk_states(ssd_inputs());
     }
     Tensor dgated = ws.take({Bt, T, Di}, dout.dtype());
     {
@@ -121,8 +119,7 @@ class Mamba2Training final : public MixerTraining {
 
   const Mamba2Mixer& m_;
   Tensor x_, zxbcdt_, xbc_, y_, gated_, A_;
-  Tensor chunk_states_;  // the SSD's chunk states from forward to backward (none on the CPU, nor with
-                         // recompute, which makes them in the backward)
+  Tensor chunk_states_;  // the SSD's chunk states from forward to backward (none on the CPU or with recompute)
 };
 
 }  // namespace
