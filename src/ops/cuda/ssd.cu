@@ -27,58 +27,48 @@ std::string sizes_str(const detail::SsdSizes& d) {
   return fmt::format("B {} T {} H {} P {} G {} N {}", d.batch, d.T, d.H, d.P, d.G, d.N);
 }
 
-}  // namespace
-
-void ssd(const SsdInputs& in, Tensor* state, Tensor& y) {
-  const DType dtype = activation_dtype("ssd", in);
+// The forward of ops::ssd (state: initial in, final out; may be null) and, with keep_states, the state
+// entering every chunk (returned; undefined where the recurrent kernel runs the forward).
+Tensor forward(const char* op, const SsdInputs& in, Tensor* state, Tensor& y, bool keep_states) {
+  const DType dtype = activation_dtype(op, in);
   Tensor* const st = state && state->defined() ? state : nullptr;
-  const detail::SsdSizes d = detail::check_ssd_args("ssd", in, st, y, 3, Device::CUDA, dtype);
-  SSM_CHECK(in.chunk_size >= 1, "ssd: chunk_size must be positive, got {}", in.chunk_size);
-  if (d.batch == 0 || d.T == 0) return;
-  with_activation_type(dtype, "ssd", [&]<class T>() {
+  const detail::SsdSizes d = detail::check_ssd_args(op, in, st, y, 3, Device::CUDA, dtype);
+  SSM_CHECK(in.chunk_size >= 1, "{}: chunk_size must be positive, got {}", op, in.chunk_size);
+  Tensor kept;
+  if (d.batch == 0 || d.T == 0) return kept;
+  with_activation_type(dtype, op, [&]<class T>() {
     const kernels::Args<T> args = ssd_kernel_args<T>(in, d, y);
     float* const state_data = st ? st->data<float>() : nullptr;
     if (kernels::chunked_supports(args)) {
       kernels::Plan plan;
-      SSM_CUDA_CHECK(kernels::plan_chunked(args, &plan), "ssd: setting up the chunked kernels for {}", sizes_str(d));
+      SSM_CUDA_CHECK(kernels::plan_chunked(args, &plan), "{}: setting up the chunked kernels for {}", op,
+                     sizes_str(d));
       // Never empty: every call has a chunk, and pass 0 writes each chunk's scans and C Bᵀ there.
       Tensor scratch = Tensor::empty({int64_t(kernels::chunked_scratch_floats(args, plan))}, DType::F32, Device::CUDA);
-      SSM_CUDA_CHECK(kernels::launch_chunked(args, plan, state_data, scratch.data<float>(), stream()),
-                     "ssd (chunked, {} segments) of {}", plan.segments, sizes_str(d));
+      if (keep_states) kept = Tensor::empty({d.batch, d.H, plan.chunks, d.P, d.N}, dtype, Device::CUDA);
+      SSM_CUDA_CHECK(kernels::launch_chunked(args, plan, state_data, scratch.data<float>(), stream(),
+                                             kernels::kAllPasses, keep_states ? kept.data<T>() : nullptr),
+                     "{} (chunked, {} segments) of {}", op, plan.segments, sizes_str(d));
     } else {
       Tensor own_state;
       if (!st) {
         own_state = Tensor::empty({d.batch, d.H, d.P, d.N}, DType::F32, Device::CUDA);
-        SSM_CUDA_CHECK(cudaMemsetAsync(own_state.raw(), 0, own_state.nbytes(), stream()), "ssd: zeroing the state");
+        SSM_CUDA_CHECK(cudaMemsetAsync(own_state.raw(), 0, own_state.nbytes(), stream()), "{}: zeroing the state",
+                       op);
       }
       SSM_CUDA_CHECK(kernels::launch_recurrent(args, st ? state_data : own_state.data<float>(), stream()),
-                     "ssd (recurrent) of {}", sizes_str(d));
+                     "{} (recurrent) of {}", op, sizes_str(d));
     }
   });
+  return kept;
 }
 
+}  // namespace
+
+void ssd(const SsdInputs& in, Tensor* state, Tensor& y) { forward("ssd", in, state, y, false); }
+
 Tensor ssd_forward_saving_chunk_states(const SsdInputs& in, Tensor& y) {
-  const char* op = "ssd_forward_saving_chunk_states";
-  const DType dtype = activation_dtype(op, in);
-  const detail::SsdSizes d = detail::check_ssd_args(op, in, nullptr, y, 3, Device::CUDA, dtype);
-  SSM_CHECK(in.chunk_size >= 1, "{}: chunk_size must be positive, got {}", op, in.chunk_size);
-  Tensor saved;
-  if (d.batch == 0 || d.T == 0) return saved;
-  with_activation_type(dtype, op, [&]<class T>() {
-    const kernels::Args<T> args = ssd_kernel_args<T>(in, d, y);
-    if (!kernels::chunked_supports(args)) {  // the recurrent forward keeps no chunk states
-      cuda::ssd(in, nullptr, y);
-      return;
-    }
-    kernels::Plan plan;
-    SSM_CUDA_CHECK(kernels::plan_chunked(args, &plan), "{}: setting up the chunked kernels for {}", op, sizes_str(d));
-    Tensor scratch = Tensor::empty({int64_t(kernels::chunked_scratch_floats(args, plan))}, DType::F32, Device::CUDA);
-    saved = Tensor::empty({d.batch, d.H, plan.chunks, d.P, d.N}, dtype, Device::CUDA);
-    SSM_CUDA_CHECK(kernels::launch_chunked(args, plan, nullptr, scratch.data<float>(), stream(), kernels::kAllPasses,
-                                           saved.data<T>()),
-                   "{} ({} segments) of {}", op, plan.segments, sizes_str(d));
-  });
-  return saved;
+  return forward("ssd_forward_saving_chunk_states", in, nullptr, y, true);
 }
 
 void ssd_step(const SsdInputs& in, Tensor& state, Tensor& y) {

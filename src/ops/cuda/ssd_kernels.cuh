@@ -916,8 +916,8 @@ __device__ __forceinline__ void save_state(T* dst, const T* Ss, bool has_state, 
 // rows over the segment's chunks; the last segment writes its rows of the final state into `state`
 // (when given). With `saved` (training's forward, ssd_backward's chunk states), each chunk's entering
 // state as the products use it (rounded to T) goes out too, [B*H][chunks][P*N]: zeros for chunk 0
-// without an initial state. The state entering segment 0 is `state` itself when there is one segment, else its copy
-// in slot 0 (the last segment overwrites `state` while segment 0 may not have read it); each block
+// without an initial state. The state entering segment 0 is `state` itself when there is one segment,
+// else its copy in slot 0 (the last segment overwrites `state` while segment 0 may not have read it); each block
 // reads and writes only its own rows. `slots` and `log_decays` as pass 1 left them (unused with one
 // segment); scans and C Bᵀ as pass 0 did, except for a sequence of one chunk (a prompt's short suffix),
 // where each block makes its head's scan and its group's C Bᵀ itself, rounded as pass 0 stores it (the
