@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # On a machine with an NVIDIA GPU: every GPU test, the GPU benchmarks (`ssm bench --device cuda`, the
 # training steps (`--suite training`), the standalone kernel files of dev/cuda, `ssm generate --device
-# cuda` end to end), with a short table last.
+# cuda` end to end, xLSTM's generate beside transformers' where transformers is installed), with a short table
+# last.
 # Uses the build in build/release (configured and built first when it is missing) and build/dev-cuda
 # (dev/cuda/build.sh); where the build was made on another machine, scripts/gpu-carry.sh packs the
 # shared libraries it needs beside it. Logs go to $OUT when set (the device tool), else to build/gpu-check/.
-#   SSM_GPU_CHECK_PARTS="tests scans bench train kernels generate"   the parts to run (default: all)
+#   SSM_GPU_CHECK_PARTS="tests scans bench train kernels generate xlstm"   the parts to run (default: all)
 #   SSM_DEMO_MODEL=DIR   the model `generate` runs besides a random 1.3B one (default runs/demo)
 #   SSM_MAMBA_SRC=DIR    a checkout of state-spaces/mamba: its Triton SSD is timed here first
 #                        (scripts/gpu-peers.py), and the scan tables' ratios are against that time
@@ -14,7 +15,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 bin=build/release/bin
 logs=${OUT:-build/gpu-check}
-parts=${SSM_GPU_CHECK_PARTS:-tests scans bench train kernels generate}
+parts=${SSM_GPU_CHECK_PARTS:-tests scans bench train kernels generate xlstm}
 mkdir -p "$logs"
 if [ ! -x "$bin/ssm_gpu_tests" ]; then
   cmake --preset release && cmake --build --preset release || exit 1
@@ -100,6 +101,16 @@ if wants generate; then
       --ignore-eos --temperature 0 2>&1 > /dev/null | tee "$logs/generate.log"
   [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
   summary+=("| generate 1.3b | $(grep -E 'tok/s' "$logs/generate.log" | tr '\n' ' ') |")
+  rm -rf "$model"
+fi
+
+if wants xlstm && python3 -c 'import transformers.models.xlstm' 2> /dev/null; then
+  echo "== xLSTM (350M shape): ssm generate --device cuda beside transformers (scripts/gpu-xlstm-peer.py)"
+  model=$(mktemp -d)
+  timeout 300 python3 scripts/gpu-xlstm-peer.py --ssm "$bin/ssm" --dir "$model/m" --shape 350m --prompt 2048 --new 64 \
+    2>&1 | tee "$logs/xlstm.log"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
+  summary+=("$(grep -E '^\| (prefill|decode) tok/s' "$logs/xlstm.log" | sed 's/^| /| xLSTM 350m /')")
   rm -rf "$model"
 fi
 

@@ -375,8 +375,6 @@ DType LanguageModel::activation_dtype() const {
 
 void LanguageModel::to_device(Device device, DType matrix_dtype) {
   require_device(device);
-  SSM_CHECK(device == Device::CPU || config_.logit_soft_cap == 0,
-            "--device {}: the logit soft cap (xLSTM) runs on the CPU only so far", device_name(device));
   // Mixers first: one without kernels for `device` refuses before anything has moved.
   for (Branch& branch : branches_)
     for (MixerSlot& slot : branch.mixers) slot.mixer->to_device(device);

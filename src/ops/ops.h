@@ -383,7 +383,7 @@ struct MlstmInputs {
 // The recurrent state of B sequences: contiguous F32 C [B,H,dk,dv], n [B,H,dk], m [B,H].
 struct MlstmState {
   Tensor C, n, m;
-  static MlstmState zeros(int64_t batch, int64_t n_heads, int64_t dk, int64_t dv);
+  static MlstmState zeros(int64_t batch, int64_t n_heads, int64_t dk, int64_t dv, Device device = Device::CPU);
 };
 // h [B,T,H*dv] rows. state (optional): the starting state (absent = zeros), overwritten with the final one.
 void mlstm(const MlstmInputs& in, MlstmState* state, Tensor& h);
@@ -407,7 +407,7 @@ struct SlstmInputs {
 // The recurrent state of B sequences: contiguous F32 [B, D] each (zeros: a fresh state).
 struct SlstmState {
   Tensor c, n, m, h;
-  static SlstmState zeros(int64_t batch, int64_t width);
+  static SlstmState zeros(int64_t batch, int64_t width, Device device = Device::CPU);
 };
 // y [B,T,D] rows (h_t). state (optional): the starting state (absent = zeros), overwritten with the final one.
 void slstm(const SlstmInputs& in, SlstmState* state, Tensor& y);

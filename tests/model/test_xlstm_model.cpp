@@ -206,11 +206,9 @@ TEST(XlstmModel, SavesAndReloads) {
   std::filesystem::remove_all(dir);
 }
 
-TEST(XlstmModel, TrainingRefusesTheLogitCapAndTheGpuTheMlstm) {
+TEST(XlstmModel, TrainingRefusesTheLogitCap) {
   LanguageModel model = random_model(xlstm_config(), 9);
   test::expect_error([&] { TrainingPass pass(model, {}); }, {"output logit soft cap", "output_logit_soft_cap"});
-  test::expect_error([&] { model.branches()[0].mixers[0].mixer->to_device(Device::CUDA); },
-                     {"--device cuda: mLSTM layers have no GPU kernels yet"});
 }
 
 // An xLSTM[2:1] plan of the project's own type: mLSTM and sLSTM layers, each with a GELU feed-forward.
@@ -336,12 +334,6 @@ TEST(XlstmModel, SlstmPlanSavesAndReloads) {
   const Tensor ids = random_ids(2, 9, 37, 8);
   EXPECT_EQ(relative_max_error(loaded.forward(ids, nullptr, true), model.forward(ids, nullptr, true)), 0.0);
   std::filesystem::remove_all(dir);
-}
-
-TEST(XlstmModel, SlstmRefusesTheGpu) {
-  LanguageModel model = random_model(slstm_plan(4), 21);
-  test::expect_error([&] { model.branches()[2].mixers[0].mixer->to_device(Device::CUDA); },
-                     {"--device cuda: sLSTM layers have no GPU kernels yet"});
 }
 
 }  // namespace

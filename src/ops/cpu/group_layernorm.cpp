@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "ops/cpu/op_util.h"
+#include "ops/dispatch.h"
 #include "ops/ops_backward.h"
 
 namespace ssm::ops {
@@ -38,6 +39,7 @@ Moments moments(const float* x, int64_t n, float eps) {
 }  // namespace
 
 void group_layernorm(const Tensor& x, const Tensor& w, const Tensor& b, int64_t group_size, float eps, Tensor& y) {
+  SSM_GPU_DISPATCH(y, group_layernorm, x, w, b, group_size, eps, y);
   const char* op = "group_layernorm";
   check(op, x, w, group_size, eps);
   const int64_t width = x.size(-1);

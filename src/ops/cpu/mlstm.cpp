@@ -1,4 +1,5 @@
-// ops::mlstm (chunkwise-parallel form) and ops::mlstm_step on the CPU, one (sequence, head) per task.
+// ops::mlstm (chunkwise-parallel form) and ops::mlstm_step on the CPU, one (sequence, head) per task
+// (ops/cuda/mlstm.cu has the GPU kernels).
 // Per chunk of L tokens starting from the state (C, n, m), with b_t the cumulative logσ(f) inside
 // the chunk, as transformers' mlstm_chunkwise_parallel_fw_H and _recurrent_fw_C compute it:
 //   log D_ts = b_t − b_s + i_s (s ≤ t),   m_t = max(b_t + m, max_s log D_ts)
@@ -9,6 +10,7 @@
 #include <vector>
 
 #include "ops/cpu/mlstm_common.h"
+#include "ops/dispatch.h"
 #include "ops/ops.h"
 
 namespace ssm::ops {
@@ -16,8 +18,9 @@ namespace ssm::ops {
 using detail::MlstmDims;
 using detail::MlstmHead;
 
-MlstmState MlstmState::zeros(int64_t batch, int64_t n_heads, int64_t dk, int64_t dv) {
-  return {Tensor::zeros({batch, n_heads, dk, dv}), Tensor::zeros({batch, n_heads, dk}), Tensor::zeros({batch, n_heads})};
+MlstmState MlstmState::zeros(int64_t batch, int64_t n_heads, int64_t dk, int64_t dv, Device device) {
+  return {Tensor::zeros({batch, n_heads, dk, dv}, DType::F32, device),
+          Tensor::zeros({batch, n_heads, dk}, DType::F32, device), Tensor::zeros({batch, n_heads}, DType::F32, device)};
 }
 
 namespace {
@@ -85,6 +88,7 @@ void head_forward(const MlstmHead& x, const MlstmDims& d, int64_t L, float eps, 
 }  // namespace
 
 void mlstm(const MlstmInputs& in, MlstmState* state, Tensor& h) {
+  SSM_GPU_DISPATCH(h, mlstm, in, state, h);
   const char* op = "mlstm";
   const MlstmDims d = detail::check_mlstm_inputs(op, in, false);
   SSM_CHECK(detail::is_f32_rows(h, {d.B, d.T, d.H * d.dv}), "{}: h must be F32 rows [{}, {}, {}], got {}", op, d.B,
@@ -113,6 +117,7 @@ void mlstm(const MlstmInputs& in, MlstmState* state, Tensor& h) {
 }
 
 void mlstm_step(const MlstmInputs& in, MlstmState& state, Tensor& h) {
+  SSM_GPU_DISPATCH(h, mlstm_step, in, state, h);
   const char* op = "mlstm_step";
   const MlstmDims d = detail::check_mlstm_inputs(op, in, true);
   SSM_CHECK(detail::is_f32_rows(h, {d.B, d.H * d.dv}), "{}: h must be F32 rows [{}, {}], got {}", op, d.B,

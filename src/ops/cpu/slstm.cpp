@@ -1,15 +1,16 @@
 // ops::slstm and ops::slstm_step on the CPU: one (sequence, head) per task, token after token (the
-// recurrence through h_{t-1} leaves nothing to parallelise in time).
+// recurrence through h_{t-1} leaves nothing to parallelise in time). ops/cuda/slstm.cu: the GPU's.
 #include "ops/cpu/scratch.h"
 #include "ops/cpu/slstm_common.h"
+#include "ops/dispatch.h"
 
 namespace ssm::ops {
 
 using detail::SlstmDims;
 
-SlstmState SlstmState::zeros(int64_t batch, int64_t width) {
-  return {Tensor::zeros({batch, width}), Tensor::zeros({batch, width}), Tensor::zeros({batch, width}),
-          Tensor::zeros({batch, width})};
+SlstmState SlstmState::zeros(int64_t batch, int64_t width, Device device) {
+  const auto zeros = [&] { return Tensor::zeros({batch, width}, DType::F32, device); };
+  return {zeros(), zeros(), zeros(), zeros()};
 }
 
 namespace {
@@ -20,6 +21,7 @@ bool worth_threads(const SlstmDims& d) { return d.B * d.H > 1 && d.B * d.T * d.H
 }  // namespace
 
 void slstm(const SlstmInputs& in, SlstmState* state, Tensor& y) {
+  SSM_GPU_DISPATCH(y, slstm, in, state, y);
   const char* op = "slstm";
   const SlstmDims d = detail::check_slstm_inputs(op, in, false);
   SSM_CHECK(detail::is_f32_rows(y, {d.B, d.T, d.width()}), "{}: y must be F32 rows [{}, {}, {}], got {}", op, d.B, d.T,
@@ -51,6 +53,7 @@ void slstm(const SlstmInputs& in, SlstmState* state, Tensor& y) {
 }
 
 void slstm_step(const SlstmInputs& in, SlstmState& state, Tensor& y) {
+  SSM_GPU_DISPATCH(y, slstm_step, in, state, y);
   const char* op = "slstm_step";
   const SlstmDims d = detail::check_slstm_inputs(op, in, true);
   SSM_CHECK(detail::is_f32_rows(y, {d.B, d.width()}), "{}: y must be F32 rows [{}, {}], got {}", op, d.B, d.width(),

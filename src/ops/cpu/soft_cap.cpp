@@ -12,6 +12,7 @@ using detail::describe;
 using detail::is_f32_rows;
 
 void soft_cap(const Tensor& x, float cap, Tensor& y) {
+  SSM_GPU_DISPATCH(y, soft_cap, x, cap, y);
   SSM_CHECK(cap > 0 && std::isfinite(cap), "soft_cap: the cap must be positive, got {}", cap);
   SSM_CHECK(is_f32_rows(x) && is_f32_rows(y, x.shape()), "soft_cap: x and y must be F32 rows of one shape, got {} and {}",
             describe(x), describe(y));

@@ -7,6 +7,10 @@
 //     per call (BF16 in the default inference mode, F32 under --dtype f32); arithmetic is F32.
 //     Matrices (weights) are F32 or BF16; vectors (norm weights, biases, A, D, dt_bias, gate_bias) F32;
 //     recurrent states (conv, SSM, RAT running pair) F32; ids, positions, lengths and indices I32.
+//   - xLSTM keeps its gates and its cells' outputs in F32 in either mode (mlstm's i, f and h, slstm's wx
+//     and y, group_layernorm's x): the gates are exponentiated, and BF16's half-ulp at a gate of 10
+//     (0.03) moves its weight e^i by 3%; sLSTM's wx also feeds a recurrence that compounds such errors
+//     token by token.
 //   - Work is queued on ssm::cuda::current_stream(); no op synchronises. Host-side scalars an op needs
 //     come in its arguments, never read back from the GPU.
 //   - Bad shapes, dtypes or devices are ssm::Error naming the op, as on the CPU.
@@ -26,10 +30,12 @@ void fill(Tensor& x, float value);
 void argmax(const Tensor& logits, Tensor& ids);
 void convert(const Tensor& x, Tensor& y);
 void neg_exp(const Tensor& x, Tensor& y);
+void soft_cap(const Tensor& x, float cap, Tensor& y);
 void rmsnorm(const Tensor& x, const Tensor& w, float eps, Tensor& y);
 void add_rmsnorm(Tensor& h, const Tensor& delta, float delta_scale, const Tensor& w, float eps, Tensor& y);
 void gated_rmsnorm(const Tensor& x, const Tensor& z, const Tensor& w, int64_t group_size, bool norm_before_gate,
                    float eps, Tensor& y);
+void group_layernorm(const Tensor& x, const Tensor& w, const Tensor& b, int64_t group_size, float eps, Tensor& y);
 void conv1d_causal(const Tensor& x, const Tensor& w, const Tensor& bias, bool silu, Tensor* state, Tensor& y);
 void conv1d_causal_step(const Tensor& x, const Tensor& w, const Tensor& bias, bool silu, Tensor& state, Tensor& y);
 void selective_scan(const SelectiveScanInputs& in, Tensor* state, Tensor& y);
@@ -53,5 +59,9 @@ void moe_gather(const Tensor& x, const MoePlan& plan, int64_t first_row, Tensor&
 void moe_scatter_add(const Tensor& rows, const Tensor& weights, const MoePlan& plan, int64_t first_row, Tensor& y);
 void rat(const RatInputs& in, RatCache* cache, Tensor& y);
 void rat_step(const RatInputs& in, RatCache& cache, Tensor& y);
+void mlstm(const MlstmInputs& in, MlstmState* state, Tensor& h);
+void mlstm_step(const MlstmInputs& in, MlstmState& state, Tensor& h);
+void slstm(const SlstmInputs& in, SlstmState* state, Tensor& y);
+void slstm_step(const SlstmInputs& in, SlstmState& state, Tensor& y);
 
 }  // namespace ssm::ops::cuda

@@ -1,6 +1,7 @@
 // Elementwise ops on the GPU over rows tensors (row strides honoured), F32 or BF16 activations. The
 // two operands may differ in dtype (an F32 residual stream plus a BF16 mixer output).
 #include <algorithm>
+#include <cmath>
 
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/cuda_ops.h"
@@ -65,6 +66,10 @@ struct Fill {
   float value;
   __device__ float operator()(float, float, int64_t) const { return value; }
 };
+struct SoftCap {
+  float cap;
+  __device__ float operator()(float, float x, int64_t) const { return cap * tanhf(x / cap); }
+};
 struct ScaleColumns {
   const float* factors;
   __device__ float operator()(float a, float, int64_t c) const { return a * factors[c]; }
@@ -90,6 +95,13 @@ void scale_columns(Tensor& x, const Tensor& factors) {
 }
 
 void fill(Tensor& x, float value) { for_rows("fill", x, x, Fill{value}); }
+
+void soft_cap(const Tensor& x, float cap, Tensor& y) {
+  SSM_CHECK(cap > 0 && std::isfinite(cap), "soft_cap: the cap must be positive, got {}", cap);
+  SSM_CHECK(x.dtype() == y.dtype(), "soft_cap: x and y must have one dtype, got {} and {}", dtype_name(x.dtype()),
+            dtype_name(y.dtype()));
+  for_rows("soft_cap", y, x, SoftCap{cap});
+}
 
 // BF16 outputs are rounded by from_float<bf16> (__float2bfloat16: to nearest even), as AdamW's copies are.
 void convert(const Tensor& x, Tensor& y) {

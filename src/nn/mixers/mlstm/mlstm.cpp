@@ -56,8 +56,8 @@ std::unique_ptr<Mixer> MlstmSettings::build() const { return std::make_unique<Ml
 
 // ---- state ----
 
-MlstmState::MlstmState(int64_t batch, const MlstmSettings& s)
-    : state(ops::MlstmState::zeros(batch, s.n_heads, s.qk_head_dim(), s.v_head_dim())), storage_(state) {}
+MlstmState::MlstmState(int64_t batch, const MlstmSettings& s, Device device)
+    : state(ops::MlstmState::zeros(batch, s.n_heads, s.qk_head_dim(), s.v_head_dim(), device)), storage_(state) {}
 
 void MlstmState::resize(int64_t batch) {
   resize_batch_rows(storage_.C, state.C, batch);
@@ -126,25 +126,20 @@ double MlstmMixer::matmul_macs_per_token() const {
   return double(s.d_model) * double(2 * s.qk_dim + 2 * s.v_dim + 2 * s.n_heads) + double(s.v_dim) * double(s.d_model);
 }
 
-void MlstmMixer::to_device(Device device) {
-  SSM_CHECK(device == Device::CPU, "--device {}: mLSTM layers have no GPU kernels yet (they run on the CPU)",
-            device_name(device));
-}
-
 std::unique_ptr<MixerState> MlstmMixer::new_state(int64_t batch) const {
-  return std::make_unique<MlstmState>(batch, s);
+  return std::make_unique<MlstmState>(batch, s, norm_weight.device());
 }
 
 MlstmMixer::Projected MlstmMixer::project(const Tensor& x, Workspace& ws) const {
   Projected p;
   ops::MlstmInputs& in = p.in;
-  const auto take = [&](int64_t width) { return ws.take(with_last(x.shape(), width), x.dtype()); };
-  in.q = take(s.qk_dim);
-  in.k = take(s.qk_dim);
-  in.v = take(s.v_dim);
-  p.o = take(s.v_dim);
-  p.i_raw = take(s.n_heads);
-  p.f_raw = take(s.n_heads);
+  const auto take = [&](int64_t width, DType dtype) { return ws.take(with_last(x.shape(), width), dtype); };
+  in.q = take(s.qk_dim, x.dtype());
+  in.k = take(s.qk_dim, x.dtype());
+  in.v = take(s.v_dim, x.dtype());
+  p.o = take(s.v_dim, x.dtype());
+  p.i_raw = take(s.n_heads, DType::F32);  // F32 in either mode (ops/cuda/cuda_ops.h says why)
+  p.f_raw = take(s.n_heads, DType::F32);
   query.forward(x, in.q);
   key.forward(x, in.k);
   value.forward(x, in.v);
@@ -152,8 +147,8 @@ MlstmMixer::Projected MlstmMixer::project(const Tensor& x, Workspace& ws) const 
   igate.forward(x, p.i_raw);
   fgate.forward(x, p.f_raw);
   if (s.gate_soft_cap > 0) {
-    in.i = take(s.n_heads);
-    in.f = take(s.n_heads);
+    in.i = take(s.n_heads, DType::F32);
+    in.f = take(s.n_heads, DType::F32);
     ops::soft_cap(p.i_raw, float(s.gate_soft_cap), in.i);
     ops::soft_cap(p.f_raw, float(s.gate_soft_cap), in.f);
   } else {
@@ -166,26 +161,26 @@ MlstmMixer::Projected MlstmMixer::project(const Tensor& x, Workspace& ws) const 
   return p;
 }
 
-void MlstmMixer::finish(Tensor& h, const Tensor& o, Tensor& gated, Tensor& y) const {
-  ops::group_layernorm(h, norm_weight, Tensor(), s.v_head_dim(), float(s.norm_eps), h);
-  ops::gated_activation(ops::Activation::Sigmoid, o, h, 1.0f, gated);
+void MlstmMixer::finish(const Tensor& h, const Tensor& o, Tensor& normed, Tensor& gated, Tensor& y) const {
+  ops::group_layernorm(h, norm_weight, Tensor(), s.v_head_dim(), float(s.norm_eps), normed);
+  ops::gated_activation(ops::Activation::Sigmoid, o, normed, 1.0f, gated);
   out_proj.forward(gated, y);
 }
 
 void MlstmMixer::forward(const Tensor& x, MixerState* state, Tensor& y, Workspace& ws) const {
   WorkspaceScope scope(ws);
   const Projected p = project(x, ws);
-  Tensor h = ws.take(with_last(x.shape(), s.v_dim), x.dtype());
+  Tensor h = ws.take(with_last(x.shape(), s.v_dim)), normed = ws.take(h.shape(), x.dtype());
   ops::mlstm(p.in, state ? &state_as<MlstmState>(state, "mlstm").state : nullptr, h);
-  finish(h, p.o, h, y);
+  finish(h, p.o, normed, normed, y);
 }
 
 void MlstmMixer::step(const Tensor& x, MixerState* state, Tensor& y, Workspace& ws) const {
   WorkspaceScope scope(ws);
   const Projected p = project(x, ws);
-  Tensor h = ws.take(with_last(x.shape(), s.v_dim), x.dtype());
+  Tensor h = ws.take(with_last(x.shape(), s.v_dim)), normed = ws.take(h.shape(), x.dtype());
   ops::mlstm_step(p.in, state_as<MlstmState>(state, "mlstm").state, h);
-  finish(h, p.o, h, y);
+  finish(h, p.o, normed, normed, y);
 }
 
 }  // namespace ssm

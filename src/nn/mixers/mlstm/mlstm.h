@@ -42,7 +42,7 @@ struct MlstmSettings final : MixerSettings {
 
 class MlstmState final : public MixerState {
  public:
-  MlstmState(int64_t batch, const MlstmSettings& s);
+  MlstmState(int64_t batch, const MlstmSettings& s, Device device);
   void copy_sequence(int64_t from, MixerState& to, int64_t to_index) const override;
   int64_t bytes() const override { return int64_t(storage_.C.nbytes() + storage_.n.nbytes() + storage_.m.nbytes()); }
   bool resizable() const override { return true; }
@@ -61,10 +61,11 @@ class MlstmMixer final : public Mixer {
   explicit MlstmMixer(const MlstmSettings& settings);
   void add_params(const std::string& prefix, ParamList& params) override;
   void init_parameters(Rng& rng, const InitOptions& options) override;
-  void to_device(Device device) override;  // the CPU only, so far
   std::unique_ptr<MixerState> new_state(int64_t batch) const override;
   void forward(const Tensor& x, MixerState* state, Tensor& y, Workspace& ws) const override;
   void step(const Tensor& x, MixerState* state, Tensor& y, Workspace& ws) const override;
+  bool replayable_step() const override { return true; }
+  // The CPU only so far: mlstm_backward and group_layernorm_backward have no GPU kernels.
   std::unique_ptr<MixerTraining> training() const override;
   double matmul_macs_per_token() const override;
 
@@ -75,8 +76,9 @@ class MlstmMixer final : public Mixer {
     Tensor o, i_raw, f_raw;
   };
   Projected project(const Tensor& x, Workspace& ws) const;
-  // y = out_proj(σ(o) ⊙ norm(h)); h is normalised in place and `gated` receives σ(o) ⊙ norm(h).
-  void finish(Tensor& h, const Tensor& o, Tensor& gated, Tensor& y) const;
+  // y = out_proj(σ(o) ⊙ norm(h)), h F32: `normed` (o's dtype) receives norm(h) and `gated` σ(o) ⊙ norm(h)
+  // (they may be one tensor).
+  void finish(const Tensor& h, const Tensor& o, Tensor& normed, Tensor& gated, Tensor& y) const;
 
   const MlstmSettings s;
   Linear query, key, value, ogate, igate, fgate, out_proj;

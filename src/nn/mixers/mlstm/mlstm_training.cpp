@@ -27,8 +27,7 @@ class MlstmTraining final : public MixerTraining {
       ops::mlstm(p_.in, nullptr, h_);
     }
     Timed t(prof, &StepProfile::other);
-    normed_.copy_from(h_);
-    m_.finish(normed_, p_.o, gated_, y);
+    m_.finish(h_, p_.o, normed_, gated_, y);
   }
 
   void backward(const Tensor& dy, Tensor& dx, Gradients& g, Workspace& ws, StepProfile* prof) override {
@@ -73,6 +72,12 @@ class MlstmTraining final : public MixerTraining {
 
 }  // namespace
 
-std::unique_ptr<MixerTraining> MlstmMixer::training() const { return std::make_unique<MlstmTraining>(*this); }
+std::unique_ptr<MixerTraining> MlstmMixer::training() const {
+  SSM_CHECK(norm_weight.device() == Device::CPU,
+            "--device {}: mLSTM layers train on the CPU only so far (their backward has no GPU kernels); they run "
+            "inference on the GPU",
+            device_name(norm_weight.device()));
+  return std::make_unique<MlstmTraining>(*this);
+}
 
 }  // namespace ssm

@@ -46,10 +46,10 @@ std::unique_ptr<Mixer> SlstmSettings::build() const { return std::make_unique<Sl
 
 // ---- state ----
 
-SlstmState::SlstmState(int64_t batch, const SlstmSettings& s)
-    : cell(ops::SlstmState::zeros(batch, s.d_model)) {
+SlstmState::SlstmState(int64_t batch, const SlstmSettings& s, Device device)
+    : cell(ops::SlstmState::zeros(batch, s.d_model, device)) {
   if (s.conv_kernel > 0) {
-    conv = Tensor::zeros({batch, s.conv_kernel - 1, s.d_model});
+    conv = Tensor::zeros({batch, s.conv_kernel - 1, s.d_model}, DType::F32, device);
     names_.push_back("conv");
     rows_.push_back(&conv);
   }
@@ -141,13 +141,8 @@ void SlstmMixer::init_parameters(Rng& rng, const InitOptions& o) {
 
 double SlstmMixer::matmul_macs_per_token() const { return 8.0 * double(s.d_model) * double(s.head_dim()); }
 
-void SlstmMixer::to_device(Device device) {
-  SSM_CHECK(device == Device::CPU, "--device {}: sLSTM layers have no GPU kernels yet (they run on the CPU)",
-            device_name(device));
-}
-
 std::unique_ptr<MixerState> SlstmMixer::new_state(int64_t batch) const {
-  return std::make_unique<SlstmState>(batch, s);
+  return std::make_unique<SlstmState>(batch, s, norm_weight.device());
 }
 
 void SlstmMixer::project(const Tensor& x, const Tensor& xc, Tensor& wx) const {
@@ -176,9 +171,10 @@ void SlstmMixer::forward(const Tensor& x, MixerState* state, Tensor& y, Workspac
   SlstmState* st = state ? &state_as<SlstmState>(state, "slstm") : nullptr;
   Tensor xc = x;
   if (has_conv()) {
-    xc = ws.take(x.shape());
+    xc = ws.take(x.shape(), x.dtype());
     ops::conv1d_causal(x, conv_taps(), conv_bias, true, st ? &st->conv : nullptr, xc);
   }
+  // F32 in either mode (ops/cuda/cuda_ops.h says why).
   Tensor wx = ws.take(with_last(x.shape(), 4 * s.d_model)), h = ws.take(x.shape());
   project(x, xc, wx);
   ops::slstm(cell_inputs(wx), st ? &st->cell : nullptr, h);
@@ -190,9 +186,10 @@ void SlstmMixer::step(const Tensor& x, MixerState* state, Tensor& y, Workspace& 
   SlstmState& st = state_as<SlstmState>(state, "slstm");
   Tensor xc = x;
   if (has_conv()) {
-    xc = ws.take(x.shape());
+    xc = ws.take(x.shape(), x.dtype());
     ops::conv1d_causal_step(x, conv_taps(), conv_bias, true, st.conv, xc);
   }
+  // F32 in either mode (ops/cuda/cuda_ops.h says why).
   Tensor wx = ws.take(with_last(x.shape(), 4 * s.d_model)), h = ws.take(x.shape());
   project(x, xc, wx);
   ops::slstm_step(cell_inputs(wx), st.cell, h);

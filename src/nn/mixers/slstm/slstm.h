@@ -41,7 +41,7 @@ struct SlstmSettings final : MixerSettings {
 
 class SlstmState final : public MixerState {
  public:
-  SlstmState(int64_t batch, const SlstmSettings& s);
+  SlstmState(int64_t batch, const SlstmSettings& s, Device device);
   SlstmState(const SlstmState&) = delete;  // rows_ points into this object
   SlstmState& operator=(const SlstmState&) = delete;
   void copy_sequence(int64_t from, MixerState& to, int64_t to_index) const override;
@@ -67,10 +67,11 @@ class SlstmMixer final : public Mixer {
   explicit SlstmMixer(const SlstmSettings& settings);
   void add_params(const std::string& prefix, ParamList& params) override;
   void init_parameters(Rng& rng, const InitOptions& options) override;
-  void to_device(Device device) override;  // the CPU only, so far
   std::unique_ptr<MixerState> new_state(int64_t batch) const override;
   void forward(const Tensor& x, MixerState* state, Tensor& y, Workspace& ws) const override;
   void step(const Tensor& x, MixerState* state, Tensor& y, Workspace& ws) const override;
+  bool replayable_step() const override { return true; }
+  // The CPU only so far: slstm_backward and group_layernorm_backward have no GPU kernels.
   std::unique_ptr<MixerTraining> training() const override;
   double matmul_macs_per_token() const override;
 

@@ -76,6 +76,12 @@ class SlstmTraining final : public MixerTraining {
 
 }  // namespace
 
-std::unique_ptr<MixerTraining> SlstmMixer::training() const { return std::make_unique<SlstmTraining>(*this); }
+std::unique_ptr<MixerTraining> SlstmMixer::training() const {
+  SSM_CHECK(norm_weight.device() == Device::CPU,
+            "--device {}: sLSTM layers train on the CPU only so far (their backward has no GPU kernels); they run "
+            "inference on the GPU",
+            device_name(norm_weight.device()));
+  return std::make_unique<SlstmTraining>(*this);
+}
 
 }  // namespace ssm
