@@ -1,6 +1,9 @@
 // Every transformers fixture with the model on the GPU: in F32 (--dtype f32) the logits meet the
 // CPU's tolerance against transformers and the greedy ids are identical; in BF16 the logits stay
-// within 3e-2 of the CPU's on the same weights; the one-token step continues the parallel forward.
+// within 3e-2 (or what BF16 weights alone move them by) of the CPU's on the same weights and of
+// transformers'; the one-token step continues the parallel forward.
+#include <algorithm>
+
 #include "core/npy.h"
 #include "gpu/gpu_model_util.h"
 #include "gpu/gpu_test_util.h"
@@ -36,8 +39,9 @@ TEST_P(ModelGpu, F32LogitsMatchTransformers) {
 // moves whole positions' logits (measured on the H200: 0.22 and 0.90 of the range).
 bool routes_experts(const std::string& name) { return name == "jamba_tiny" || name == "nemotron_h_tiny"; }
 
-// BF16: within 3e-2 of the CPU's logits on the same BF16 weights (gpu_model_util.h says why), and of
-// transformers' within 3e-2 more than those weights alone are.
+// BF16, against the CPU on the same BF16 weights and against transformers: within 3e-2, or, for a
+// checkpoint whose logits move further when only its matrices are rounded to BF16, within that
+// (gpu_model_util.h): BF16 arithmetic may add no more error than the checkpoint's own rounding does.
 TEST_P(ModelGpu, Bf16LogitsStayClose) {
   require_gpu();
   if (routes_experts(GetParam())) return;
@@ -47,9 +51,9 @@ TEST_P(ModelGpu, Bf16LogitsStayClose) {
   const Tensor ids = read_npy(fixture(GetParam()) + "/input_ids.npy").to(DType::I32);
   const Tensor transformers = read_npy(fixture(GetParam()) + "/logits.npy");
   const Tensor got = to_cpu(model.forward(ids, nullptr, true)), same_weights = cpu.forward(ids, nullptr, true);
-  EXPECT_LT(relative_error(got, same_weights), 3e-2);
-  const double weights_alone = relative_error(same_weights, transformers);
-  EXPECT_LT(relative_error(got, transformers), 3e-2 + weights_alone) << "BF16 weights alone: " << weights_alone;
+  const double weights_alone = relative_error(same_weights, transformers), tol = std::max(3e-2, weights_alone);
+  EXPECT_LT(relative_error(got, same_weights), tol) << "BF16 weights alone: " << weights_alone;
+  EXPECT_LT(relative_error(got, transformers), tol) << "BF16 weights alone: " << weights_alone;
 }
 
 TEST_P(ModelGpu, F32GreedyIdsMatchTransformers) {
