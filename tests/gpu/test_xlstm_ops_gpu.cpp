@@ -101,7 +101,9 @@ TEST(MlstmGpu, ForwardMatchesTheCpu) {
       StridedGpu h = gpu_rows(want.shape(), DType::F32, c.offset);
       ops::mlstm(gpu.in, nullptr, h.view);
       EXPECT_LT(relative_error(to_cpu(h.view), want), 1e-5);
-      if (c.offset) EXPECT_TRUE(h.padding_untouched());
+      if (c.offset) {
+        EXPECT_TRUE(h.padding_untouched());
+      }
     }
 }
 
@@ -190,7 +192,9 @@ TEST(SlstmGpu, ForwardAndStepMatchTheCpu) {
       StridedGpu gwx = gpu_rows(part.shape(), dt, c.offset, &part), y = gpu_rows(want.shape(), dt, c.offset);
       ops::slstm({gwx.view, gR, gbias, c.H}, stateful ? &gpu_state : nullptr, y.view);
       EXPECT_LT(relative_error(to_cpu(y.view), want), tol) << n << " tokens at " << t0 << (stateful ? " stateful" : "");
-      if (c.offset) EXPECT_TRUE(y.padding_untouched());
+      if (c.offset) {
+        EXPECT_TRUE(y.padding_untouched());
+      }
     }
     for (int64_t t = first; t < c.T; ++t) {
       const Tensor token = wx.select(1, t).contiguous();
