@@ -68,14 +68,15 @@ void entry() {
   swapcontext(&contexts[current], &scheduler);
 }
 
-// Runs `kernel` for every block of `grid` with `block` threads each, round-robin between barriers.
-void launch(unsigned grid, int block, const std::function<void()>& kernel) {
+// Runs `kernel` for every block of `grid` (x fastest) with `block` threads each, round-robin between
+// barriers.
+void launch(Dim3 grid, int block, const std::function<void()>& kernel) {
   threads = block;
   blockDim.x = unsigned(block);
-  gridDim.x = grid;
+  gridDim = grid;
   body = kernel;
-  for (unsigned b = 0; b < grid; ++b) {
-    blockIdx.x = b;
+  for (unsigned b = 0; b < grid.x * grid.y * grid.z; ++b) {
+    blockIdx = {b % grid.x, b / grid.x % grid.y, b / (grid.x * grid.y)};
     for (int t = 0; t < block; ++t) {
       stacks[t].resize(kStack);
       getcontext(&contexts[t]);
@@ -98,6 +99,8 @@ void launch(unsigned grid, int block, const std::function<void()>& kernel) {
     }
   }
 }
+
+void launch(unsigned grid, int block, const std::function<void()>& kernel) { launch(Dim3{grid, 1, 1}, block, kernel); }
 
 }  // namespace fibers
 
@@ -127,6 +130,9 @@ double shuffle(double v, int source) {
 }
 
 }  // namespace warp
+
+// All 32 lanes of the warp (the kernels call it with a full mask).
+void __syncwarp(unsigned = 0xffffffffu) { warp::sync(); }
 
 // A load through the read-only path (ld.global.nc): on the CPU, a load.
 template <class V>

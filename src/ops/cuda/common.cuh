@@ -9,6 +9,7 @@
 #include "core/cuda/runtime.h"
 #include "core/tensor.h"
 #include "ops/cuda/element.cuh"  // bf16, to_float, from_float
+#include "ops/cuda/rows.cuh"
 
 namespace ssm::ops::cuda {
 
@@ -37,14 +38,6 @@ __device__ __forceinline__ float poly_exp2(float x) {
   p = fmaf(p, f, 1.0f);
   return __int_as_float(__float_as_int(p) + (__float_as_int(shifted) << 23));
 }
-
-// A rows tensor as a kernel sees it: element (r, c) at data[r * ld + c].
-template <class T>
-struct Rows {
-  T* data;
-  int64_t ld;
-  __device__ __forceinline__ T& at(int64_t r, int64_t c) const { return data[r * ld + c]; }
-};
 
 template <class T>
 Rows<T> rows_of(const Tensor& t) {

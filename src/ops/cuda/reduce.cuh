@@ -1,6 +1,6 @@
 // Sums across a warp and across a block, in F32.
 #pragma once
-#include "ops/cuda/common.cuh"
+#include <cuda_runtime.h>
 
 namespace ssm::ops::cuda {
 
