@@ -68,8 +68,44 @@ void entry() {
   swapcontext(&contexts[current], &scheduler);
 }
 
-// Runs `kernel` for every block of `grid` (x fastest) with `block` threads each, round-robin between
-// barriers.
+// Runs the threads of the block at blockIdx, round-robin between barriers.
+void run_block(int block) {
+  for (int t = 0; t < block; ++t) {
+    stacks[t].resize(kStack);
+    getcontext(&contexts[t]);
+    contexts[t].uc_stack.ss_sp = stacks[t].data();
+    contexts[t].uc_stack.ss_size = kStack;
+    contexts[t].uc_link = nullptr;
+    makecontext(&contexts[t], entry, 0);
+    finished[t] = false;
+  }
+  for (int left = block; left > 0;) {
+    left = 0;
+    for (int u = 0; u < block; ++u) {
+      const int t = reverse_order ? block - 1 - u : u;
+      if (finished[t]) continue;
+      current = t;
+      threadIdx.x = unsigned(t);
+      swapcontext(&scheduler, &contexts[t]);
+      if (!finished[t]) ++left;
+    }
+  }
+}
+
+// Runs `kernel` for blocks 0..grid-1 of x with `block` threads each; blockIdx.y and .z stay as the
+// caller set them (host checks that walk those themselves).
+void launch(unsigned grid, int block, const std::function<void()>& kernel) {
+  threads = block;
+  blockDim.x = unsigned(block);
+  gridDim.x = grid;
+  body = kernel;
+  for (unsigned b = 0; b < grid; ++b) {
+    blockIdx.x = b;
+    run_block(block);
+  }
+}
+
+// Runs `kernel` for every block of a 3-D grid (x fastest) with `block` threads each.
 void launch(Dim3 grid, int block, const std::function<void()>& kernel) {
   threads = block;
   blockDim.x = unsigned(block);
@@ -77,30 +113,9 @@ void launch(Dim3 grid, int block, const std::function<void()>& kernel) {
   body = kernel;
   for (unsigned b = 0; b < grid.x * grid.y * grid.z; ++b) {
     blockIdx = {b % grid.x, b / grid.x % grid.y, b / (grid.x * grid.y)};
-    for (int t = 0; t < block; ++t) {
-      stacks[t].resize(kStack);
-      getcontext(&contexts[t]);
-      contexts[t].uc_stack.ss_sp = stacks[t].data();
-      contexts[t].uc_stack.ss_size = kStack;
-      contexts[t].uc_link = nullptr;
-      makecontext(&contexts[t], entry, 0);
-      finished[t] = false;
-    }
-    for (int left = block; left > 0;) {
-      left = 0;
-      for (int u = 0; u < block; ++u) {
-        const int t = reverse_order ? block - 1 - u : u;
-        if (finished[t]) continue;
-        current = t;
-        threadIdx.x = unsigned(t);
-        swapcontext(&scheduler, &contexts[t]);
-        if (!finished[t]) ++left;
-      }
-    }
+    run_block(block);
   }
 }
-
-void launch(unsigned grid, int block, const std::function<void()>& kernel) { launch(Dim3{grid, 1, 1}, block, kernel); }
 
 }  // namespace fibers
 
