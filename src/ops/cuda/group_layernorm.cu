@@ -40,9 +40,7 @@ void group_layernorm(const Tensor& x, const Tensor& w, const Tensor& b, int64_t 
   const char* op = "group_layernorm";
   check_on_gpu(op, {&x, &w, &y});
   SSM_CHECK(is_gpu_rows(x, DType::F32) && is_activation_dtype(y.dtype()) && is_gpu_rows(y, y.dtype(), x.shape()),
-            "{}: x must be F32 rows and y F32 or BF16 rows of its shape, got "
-            "{} and {}",
-            op, describe(x), describe(y));
+            "{}: x must be F32 rows and y F32 or BF16 rows of its shape, got {} and {}", op, describe(x), describe(y));
   const int64_t width = x.size(-1);
   SSM_CHECK(group_size > 0 && width % group_size == 0, "{}: group size {} does not divide the width {}", op, group_size,
             width);

@@ -65,9 +65,8 @@ Dims check(const char* op, const MlstmInputs& in, const MlstmState* state, const
     };
     SSM_CHECK(
         on_gpu(state->C, {d.B, d.H, d.dk, d.dv}) && on_gpu(state->n, {d.B, d.H, d.dk}) && on_gpu(state->m, {d.B, d.H}),
-        "{}: the state must be contiguous F32 on the GPU, C [{}, {}, {}, "
-        "{}], n [{}, {}, {}], m [{}, {}], got "
-        "{}, {} and {}",
+        "{}: the state must be contiguous F32 on the GPU, C [{}, {}, {}, {}], n [{}, {}, {}], m [{}, {}], got {}, {} "
+        "and {}",
         op, d.B, d.H, d.dk, d.dv, d.B, d.H, d.dk, d.B, d.H, describe(state->C), describe(state->n), describe(state->m));
   }
   return d;
@@ -112,9 +111,8 @@ void mlstm(const MlstmInputs& in, MlstmState* state, Tensor& h) {
       const int count = int(std::min(p.per_segment, p.chunks - first));
       const ChunkStates out{Cs.data<float>(), ns.data<float>(), ms.data<float>(), count};
       const int64_t t_begin = first * p.L;
-      chunk_states_kernel<T>
-          <<<dim3(unsigned(p.row_tiles * p.col_tiles), unsigned(d.B * d.H)), kThreads, 0, stream()>>>(
-              a, state_of(*state), out, t_begin, p.L, p.col_tiles);
+      chunk_states_kernel<T><<<dim3(unsigned(p.row_tiles * p.col_tiles), unsigned(d.B * d.H)), kThreads, 0, stream()>>>(
+          a, state_of(*state), out, t_begin, p.L, p.col_tiles);
       SSM_CUDA_CHECK_LAUNCH("{}: chunk states of B {} T {} heads {} dk {} dv {}", op, d.B, d.T, d.H, d.dk, d.dv);
       chunk_outputs_kernel<T>
           <<<dim3(unsigned(p.col_tiles), unsigned(count), unsigned(d.B * d.H)), kThreads, 0, stream()>>>(

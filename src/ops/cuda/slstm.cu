@@ -87,17 +87,14 @@ void run(const char* op, const SlstmInputs& in, SlstmState* state, Tensor& y, bo
     for (const Tensor* t : {&state->c, &state->n, &state->m, &state->h})
       SSM_CHECK(t->defined() && t->device() == Device::CUDA && t->dtype() == DType::F32 &&
                     t->shape() == Shape({B, D}) && t->is_contiguous(),
-                "{}: the state must be contiguous F32 c, n, m, h [{}, {}] on "
-                "the GPU, got {}",
-                op, B, D, describe(*t));
+                "{}: the state must be contiguous F32 c, n, m, h [{}, {}] on the GPU, got {}", op, B, D, describe(*t));
     cell = {state->c.data<float>(), state->n.data<float>(), state->m.data<float>(), state->h.data<float>()};
   }
   if (B == 0 || T_len == 0) return;
   const size_t shared_bytes = size_t(8 * dh) * sizeof(float);
   SSM_CHECK(shared_bytes <= shared_memory_per_block(),
-            "{}: a head of {} units needs {} bytes of shared memory, more "
-            "than the GPU's {}",
-            op, dh, shared_bytes, shared_memory_per_block());
+            "{}: a head of {} units needs {} bytes of shared memory, more than the GPU's {}", op, dh, shared_bytes,
+            shared_memory_per_block());
   const int threads = int(std::clamp<int64_t>((4 * dh + 31) / 32 * 32, 32, 1024));
   if (shared_bytes > 48 * 1024)
     SSM_CUDA_CHECK(cudaFuncSetAttribute(slstm_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shared_bytes)),
