@@ -73,10 +73,7 @@ class MlstmTraining final : public MixerTraining {
 }  // namespace
 
 std::unique_ptr<MixerTraining> MlstmMixer::training() const {
-  SSM_CHECK(norm_weight.device() == Device::CPU,
-            "--device {}: mLSTM layers train on the CPU only so far (their backward has no GPU kernels); they run "
-            "inference on the GPU",
-            device_name(norm_weight.device()));
+  require_cpu_training(norm_weight.device(), "mLSTM layers");
   return std::make_unique<MlstmTraining>(*this);
 }
 

@@ -77,10 +77,7 @@ class SlstmTraining final : public MixerTraining {
 }  // namespace
 
 std::unique_ptr<MixerTraining> SlstmMixer::training() const {
-  SSM_CHECK(norm_weight.device() == Device::CPU,
-            "--device {}: sLSTM layers train on the CPU only so far (their backward has no GPU kernels); they run "
-            "inference on the GPU",
-            device_name(norm_weight.device()));
+  require_cpu_training(norm_weight.device(), "sLSTM layers");
   return std::make_unique<SlstmTraining>(*this);
 }
 
