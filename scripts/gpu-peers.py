@@ -3,7 +3,8 @@
 against a figure measured in the same run rather than the stored one: mamba_ssm's Triton SSD
 (`mamba_chunk_scan_combined`) at the bench's shape (batch 1, H 32, P 64, N 128, one group, BF16,
 chunk 256, with D, dt_bias and softplus), forward and forward + backward, at 4K / 16K / 64K / 100K
-tokens. Medians of CUDA-event-timed calls after warm-up, each call both as Python launches it and
+tokens; and, where the source has Mamba-3, its Triton SISO forward (`mamba3_siso_combined`) at H 32, P 64,
+N 128 with 32 rotation angles. Medians of CUDA-event-timed calls after warm-up, each call both as Python launches it and
 replayed from a CUDA graph (no launch gaps); the faster of the two is the peer's time. Writes JSON for
 `ssm bench --peer-times`.
 
@@ -79,6 +80,40 @@ def eager_and_graphed_ms(torch, work, repeats):
     return eager, graphed
 
 
+def time_mamba3(torch, bf16, device):
+    """mamba_ssm's Triton Mamba-3 (SISO) forward, `mamba3_siso_combined`, at the bench's Mamba-3 shape (batch 1, H 32,
+    P 64, N 128, 32 rotation angles, one B/C group, BF16, D, no gate): ms at each length, or None when the source
+    has no Mamba-3. Its inputs as modules/mamba3.py makes them (A·dt and dt in F32, angles F32 per head); the
+    elementwise ops that make them are not timed."""
+    try:
+        from mamba_ssm.ops.triton.mamba3.mamba3_siso_combined import mamba3_siso_combined
+    except ImportError as error:
+        print(f"(no Mamba-3 peer: {error})", flush=True)
+        return None
+    angles_count, times = STATE // 4, []
+    for length in LENGTHS:
+        q = torch.randn(1, length, 1, STATE, device=device, dtype=bf16)
+        k = torch.randn(1, length, 1, STATE, device=device, dtype=bf16)
+        v = torch.randn(1, length, HEADS, HEAD_DIM, device=device, dtype=bf16)
+        dt = torch.nn.functional.softplus(torch.randn(1, HEADS, length, device=device) - 3.0)
+        adt = -dt * (1.0 + torch.rand(1, HEADS, length, device=device))
+        trap = torch.randn(1, HEADS, length, device=device, dtype=bf16)
+        q_bias = torch.ones(HEADS, STATE, device=device)
+        k_bias = torch.ones(HEADS, STATE, device=device)
+        angles = torch.randn(1, length, HEADS, angles_count, device=device)
+        D = torch.randn(HEADS, device=device)
+
+        def call():
+            return mamba3_siso_combined(q, k, v, adt, dt, trap, q_bias, k_bias, angles, D=D)
+
+        with torch.no_grad():
+            eager, graphed = eager_and_graphed_ms(torch, call, 20)
+        times.append(min(t for t in (eager, graphed) if t is not None))
+        print(f"Mamba-3 {length} tokens, ms eager / graphed: {eager:.3f} / "
+              f"{'-' if graphed is None else f'{graphed:.3f}'}", flush=True)
+    return times
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="JSON file to write")
@@ -127,12 +162,14 @@ def main():
                        "forward_backward_eager_graphed_ms": training_times})
         print(f"SSD {length} tokens, ms eager / graphed: forward {shown(forward_times)}, "
               f"forward + backward {shown(training_times)}", flush=True)
+    mamba3_forward = time_mamba3(torch, bf16, device)
     result = {
         "source": f"mamba_ssm {version} Triton (torch {torch.__version__}, triton {triton.__version__}), "
                   f"{torch.cuda.get_device_name()}",
         "lengths": LENGTHS,
         "ssd_forward_ms": forward,
         "ssd_forward_backward_ms": training,
+        **({"mamba3_forward_ms": mamba3_forward} if mamba3_forward else {}),
         "eager_and_graphed": detail,
         "measured_at": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }

@@ -101,6 +101,25 @@ ops::SsdInputs ssd_inputs(int64_t T, Rng& rng) {
   return in;
 }
 
+// Mamba-3 (SISO) at the peer's favoured shape (mamba3_siso_combined's notes): H 32, P 64, N 128 with 32 rotation
+// angles, one B/C group; raw projections in the ranges of a model (dt ~ softplus(−3), A around the heavy tail's bend).
+ops::Mamba3Inputs mamba3_inputs(int64_t T, Rng& rng) {
+  const int64_t H = 32, P = 64, N = 128, S = 32;
+  ops::Mamba3Inputs in;
+  in.x = random_gpu({1, T, H * P}, DType::BF16, rng);
+  in.B = random_gpu({1, T, N}, DType::BF16, rng);
+  in.C = random_gpu({1, T, N}, DType::BF16, rng);
+  in.dt = random_gpu({1, T, H}, DType::BF16, rng, -1, 1);
+  in.A = random_gpu({1, T, H}, DType::BF16, rng, -1, 1);
+  in.trap = random_gpu({1, T, H}, DType::BF16, rng, -2, 2);
+  in.angles = random_gpu({1, T, S}, DType::BF16, rng, -2, 2);
+  in.dt_bias = random_gpu({H}, DType::F32, rng, -4, -3);
+  in.B_bias = random_gpu({H, N}, DType::F32, rng, 0.5f, 1.5f);
+  in.C_bias = random_gpu({H, N}, DType::F32, rng, 0.5f, 1.5f);
+  in.D = random_gpu({H}, DType::F32, rng);
+  return in;
+}
+
 Tensor gpu_zeros(const Tensor& like) { return Tensor::zeros(like.shape(), like.dtype(), Device::CUDA); }
 
 // Mamba-1's training pair: the forward saving chunk states, then the backward of every input.
@@ -170,6 +189,7 @@ ScanPeerTimes read_scan_peer_times(const std::string& path) {
               fmt::join(kScanLengths, ", "), fmt::join(lengths, ", "));
   peers.ssd_forward_ms = numbers("ssd_forward_ms");
   peers.ssd_training_ms = numbers("ssd_forward_backward_ms");
+  if (file.contains("mamba3_forward_ms")) peers.mamba3_forward_ms = numbers("mamba3_forward_ms");
   const auto source = file.find("source");
   SSM_CHECK(source != file.end() && source->is_string(), "{}: \"source\" must be a string", path);
   peers.source = source->get<std::string>();
@@ -200,6 +220,10 @@ void scan_kernel_table(uint64_t seed, bool training, const ScanPeerTimes& peers)
   std::string ssd_row = fmt::format("| Mamba-2 SSD, H 32, P 64, N 128 (peer: {})", ssd_peer);
   std::string ssd_walked_row =
       fmt::format("| Mamba-2 SSD, the states walked in the backward as under --recompute (peer: {})", ssd_peer);
+  // Mamba-3 has no GPU backward yet: a forward row only; the peer's figure only where --peer-times has one.
+  const std::vector<double>& peer_mamba3 = peers.mamba3_forward_ms;
+  std::string mamba3_row = fmt::format("| Mamba-3 SISO, H 32, P 64, N 128, 32 angles (peer: {})",
+                                       peer_mamba3.empty() ? "none timed" : peers.source + when);
   for (int i = 0; i < 4; ++i) {
     const int64_t T = kScanLengths[i];
     {
@@ -220,9 +244,15 @@ void scan_kernel_table(uint64_t seed, bool training, const ScanPeerTimes& peers)
         ssd_walked_row += fmt::format(" | {:.3f}{}", walked_ms, ratio(walked_ms, peer_ssd[i]));
       }
     }
+    if (!training) {
+      const ops::Mamba3Inputs in = mamba3_inputs(T, rng);
+      Tensor y = gpu_zeros(in.x);
+      const double ms = 1000 * seconds_of(20, [&] { ops::mamba3(in, nullptr, y); });
+      mamba3_row += fmt::format(" | {:.3f}{}", ms, peer_mamba3.empty() ? "" : ratio(ms, peer_mamba3[size_t(i)]));
+    }
   }
   std::printf("%s |\n%s |\n", scan_row.c_str(), ssd_row.c_str());
-  if (training) std::printf("%s |\n", ssd_walked_row.c_str());
+  std::printf("%s |\n", training ? ssd_walked_row.c_str() : mamba3_row.c_str());
   std::printf("\n");
   std::fflush(stdout);
 }

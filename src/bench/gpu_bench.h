@@ -19,6 +19,7 @@ struct ScanPeerTimes {
   std::string source;       // what timed them, for the table's label
   std::string measured_at;  // when (UTC), if the file says
   std::vector<double> ssd_forward_ms, ssd_training_ms;
+  std::vector<double> mamba3_forward_ms;  // empty when the peer's source had no Mamba-3
 };
 
 // Reads scripts/gpu-peers.py's JSON; errors name the file and what is wrong in it.

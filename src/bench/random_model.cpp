@@ -18,8 +18,21 @@ ModelConfig published_shape(const std::string& name) {
               {"vocab_size", 50288},    {"state_size", 128},                 {"head_dim", 64},
               {"num_heads", small ? 24 : 64}, {"n_groups", 1},               {"expand", 2},
               {"chunk_size", 256},      {"eos_token_id", 0}};
+  } else if (name == "mamba3-130m" || name == "mamba3-1.3b") {
+    // mamba_ssm's MambaLMHeadModel folder with Mamba-3 (SISO) layers at the Mamba-2 shapes (BENCHMARKS.md's training
+    // rows), Mamba3's defaults: d_state 128, headdim 64, one B/C group, rope_fraction 0.5.
+    const bool small = name == "mamba3-130m";
+    config = {{"d_model", small ? 768 : 2048},
+              {"n_layer", small ? 24 : 48},
+              {"vocab_size", 50280},
+              {"pad_vocab_size_multiple", 8},
+              {"ssm_cfg", {{"layer", "Mamba3"}, {"d_state", 128}, {"headdim", 64}, {"expand", 2}}},
+              {"rms_norm", true},
+              {"residual_in_fp32", true},
+              {"fused_add_norm", true},
+              {"tie_embeddings", true}};
   } else {
-    fail("unknown model shape '{}' (mamba-130m, mamba-1.4b, mamba2-130m, mamba2-1.3b)", name);
+    fail("unknown model shape '{}' (mamba-130m, mamba-1.4b, mamba2-130m, mamba2-1.3b, mamba3-130m, mamba3-1.3b)", name);
   }
   return ModelConfig::from_json(config, name);
 }

@@ -363,9 +363,11 @@ const CommandRegistrar registrar(40, [](CLI::App& root) {
   CLI::App* cmd = root.add_subcommand(
       "bench", "Time prefill and decode through the generator (random models at published shapes, or --model DIR), "
                "training steps, or write a random model as a checkpoint folder");
-  cmd->add_option("--models", args->shapes, "Published shapes to time: mamba-130m, mamba-1.4b, mamba2-130m, mamba2-1.3b (with --device cuda: only "
-                  "these, without the scan-kernel table)")
-      ->delimiter(',')->capture_default_str();
+  cmd->add_option("--models", args->shapes,
+                  "Published shapes to time: mamba-130m, mamba-1.4b, mamba2-130m, mamba2-1.3b, mamba3-130m, "
+                  "mamba3-1.3b (with --device cuda: only these, without the scan-kernel table)")
+      ->delimiter(',')
+      ->capture_default_str();
   cmd->add_option("--model", args->model_dir, "Time this checkpoint folder instead (inference only unless --suite)");
   cmd->add_option("--dtypes", args->dtypes, "Matrices kept in memory: f32, bf16 (default both); with --model "
                                             "as generate's --dtype: auto (default), f32, bf16")->delimiter(',');

@@ -217,7 +217,7 @@ struct Mamba3Inputs {
 struct Mamba3State {
   Tensor angle, ssm, k, x;
   static Mamba3State zeros(int64_t batch, int64_t n_heads, int64_t head_dim, int64_t d_state, int64_t n_angles,
-                           int64_t rank = 1);
+                           int64_t rank = 1, Device device = Device::CPU);
 };
 // Chunked (ops/cpu/mamba3.cpp: an SSD with per-token decays), parallel over sequences and heads.
 // y [B,T,R*H*P] rows like x. state (optional): the starting state (absent = zeros), overwritten with the

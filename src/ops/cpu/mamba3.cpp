@@ -20,6 +20,7 @@
 #include "ops/cpu/gemm.h"
 #include "ops/cpu/mamba3_common.h"
 #include "ops/cpu/scratch.h"
+#include "ops/dispatch.h"
 
 namespace ssm::ops {
 
@@ -269,12 +270,15 @@ void run(const Mamba3Inputs& in, const Mamba3Dims& d, Mamba3State* state, bool s
 }  // namespace detail
 
 Mamba3State Mamba3State::zeros(int64_t batch, int64_t n_heads, int64_t head_dim, int64_t d_state, int64_t n_angles,
-                               int64_t rank) {
-  return {Tensor::zeros({batch, n_heads, n_angles}), Tensor::zeros({batch, n_heads, head_dim, d_state}),
-          Tensor::zeros({batch, n_heads, rank * d_state}), Tensor::zeros({batch, n_heads, rank * head_dim})};
+                               int64_t rank, Device device) {
+  return {Tensor::zeros({batch, n_heads, n_angles}, DType::F32, device),
+          Tensor::zeros({batch, n_heads, head_dim, d_state}, DType::F32, device),
+          Tensor::zeros({batch, n_heads, rank * d_state}, DType::F32, device),
+          Tensor::zeros({batch, n_heads, rank * head_dim}, DType::F32, device)};
 }
 
 void mamba3(const Mamba3Inputs& in, Mamba3State* state, Tensor& y) {
+  SSM_GPU_DISPATCH(y, mamba3, in, state, y);
   const char* op = "mamba3";
   const detail::Mamba3Dims d = detail::check_mamba3_inputs(op, in, false);
   SSM_CHECK(detail::is_f32_rows(y, {d.B, d.T, d.R * d.H * d.P}), "{}: y must be F32 rows [{}, {}, {}], got {}", op,
@@ -284,6 +288,7 @@ void mamba3(const Mamba3Inputs& in, Mamba3State* state, Tensor& y) {
 }
 
 void mamba3_step(const Mamba3Inputs& in, Mamba3State& state, Tensor& y) {
+  SSM_GPU_DISPATCH(y, mamba3_step, in, state, y);
   const char* op = "mamba3_step";
   const detail::Mamba3Dims d = detail::check_mamba3_inputs(op, in, true);
   SSM_CHECK(detail::is_f32_rows(y, {d.B, d.R * d.H * d.P}), "{}: y must be F32 rows [{}, {}], got {}", op, d.B,

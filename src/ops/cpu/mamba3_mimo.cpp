@@ -3,6 +3,8 @@
 // mimo_o). Rows in parallel.
 #include "ops/cpu/mamba3_mimo.h"
 
+#include "ops/dispatch.h"
+
 namespace ssm::ops {
 
 namespace detail {
@@ -40,6 +42,7 @@ void for_each_rank_head(const MimoDims& d, const Tensor& narrow, const Tensor& w
 }  // namespace detail
 
 void mamba3_mimo_expand(const Tensor& narrow, const Tensor& w, Tensor& wide) {
+  SSM_GPU_DISPATCH(wide, mamba3_mimo_expand, narrow, w, wide);
   const detail::MimoDims d = detail::check_mimo("mamba3_mimo_expand", narrow, w, wide);
   detail::for_each_rank_head(d, narrow, w, wide, [P = d.P](const float* x, float* y, const float* wr, int64_t) {
 #pragma omp simd
@@ -48,6 +51,7 @@ void mamba3_mimo_expand(const Tensor& narrow, const Tensor& w, Tensor& wide) {
 }
 
 void mamba3_mimo_contract(const Tensor& wide, const Tensor& w, Tensor& narrow) {
+  SSM_GPU_DISPATCH(narrow, mamba3_mimo_contract, wide, w, narrow);
   const detail::MimoDims d = detail::check_mimo("mamba3_mimo_contract", narrow, w, wide);
   detail::for_each_rank_head(d, narrow, w, wide, [P = d.P](float* x, const float* y, const float* wr, int64_t r) {
     if (r == 0) std::fill(x, x + P, 0.0f);

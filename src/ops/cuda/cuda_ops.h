@@ -63,5 +63,9 @@ void mlstm(const MlstmInputs& in, MlstmState* state, Tensor& h);
 void mlstm_step(const MlstmInputs& in, MlstmState& state, Tensor& h);
 void slstm(const SlstmInputs& in, SlstmState* state, Tensor& y);
 void slstm_step(const SlstmInputs& in, SlstmState& state, Tensor& y);
+void mamba3(const Mamba3Inputs& in, Mamba3State* state, Tensor& y);
+void mamba3_step(const Mamba3Inputs& in, Mamba3State& state, Tensor& y);
+void mamba3_mimo_expand(const Tensor& narrow, const Tensor& w, Tensor& wide);
+void mamba3_mimo_contract(const Tensor& wide, const Tensor& w, Tensor& narrow);
 
 }  // namespace ssm::ops::cuda

@@ -69,10 +69,8 @@ std::unique_ptr<Mixer> Mamba3Settings::build() const { return std::make_unique<M
 // ---- state ----
 
 Mamba3State::Mamba3State(int64_t batch, const Mamba3Settings& s, Device device)
-    : state(ops::Mamba3State::zeros(batch, s.n_heads, s.head_dim, s.d_state, s.n_angles, s.mimo_rank)),
-      storage_(state) {
-  SSM_CHECK(device == Device::CPU, "Mamba-3 states live on the CPU (no GPU kernels yet)");
-}
+    : state(ops::Mamba3State::zeros(batch, s.n_heads, s.head_dim, s.d_state, s.n_angles, s.mimo_rank, device)),
+      storage_(state) {}
 
 int64_t Mamba3State::bytes() const {
   return int64_t(storage_.angle.nbytes() + storage_.ssm.nbytes() + storage_.k.nbytes() + storage_.x.nbytes());
@@ -141,11 +139,6 @@ void Mamba3Mixer::init_parameters(Rng& rng, const InitOptions& o) {
     init::constant(mimo_z, 1.0f);
     init::constant(mimo_o, 1.0f / float(s.mimo_rank));
   }
-}
-
-void Mamba3Mixer::to_device(Device device) {
-  SSM_CHECK(device == Device::CPU, "--device {}: Mamba-3 layers have no GPU kernels yet (they run on the CPU)",
-            device_name(device));
 }
 
 double Mamba3Mixer::matmul_macs_per_token() const {

@@ -71,8 +71,8 @@ class Mamba3Mixer final : public Mixer {
   explicit Mamba3Mixer(const Mamba3Settings& settings);
   void add_params(const std::string& prefix, ParamList& params) override;
   void init_parameters(Rng& rng, const InitOptions& options) override;
-  void to_device(Device device) override;  // the CPU only, so far
   std::unique_ptr<MixerState> new_state(int64_t batch) const override;
+  bool replayable_step() const override { return true; }
   void forward(const Tensor& x, MixerState* state, Tensor& y, Workspace& ws) const override;
   void step(const Tensor& x, MixerState* state, Tensor& y, Workspace& ws) const override;
   std::unique_ptr<MixerTraining> training() const override;

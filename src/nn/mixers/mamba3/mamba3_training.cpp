@@ -117,6 +117,9 @@ class Mamba3Training final : public MixerTraining {
 
 }  // namespace
 
-std::unique_ptr<MixerTraining> Mamba3Mixer::training() const { return std::make_unique<Mamba3Training>(*this); }
+std::unique_ptr<MixerTraining> Mamba3Mixer::training() const {
+  require_cpu_training(dt_bias.device(), "Mamba-3 layers");
+  return std::make_unique<Mamba3Training>(*this);
+}
 
 }  // namespace ssm

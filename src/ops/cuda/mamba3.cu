@@ -1,0 +1,229 @@
+// ops::mamba3, ops::mamba3_step and MIMO's projections on the GPU (the equations are in ops.h, the kernels and their
+// plan in mamba3_kernels.cuh). x, B, C and the raw dt, A, trap and angles in the activation dtype, like in_proj's
+// output they are columns of; the state and all arithmetic F32.
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <limits>
+
+#include "ops/cuda/common.cuh"
+#include "ops/cuda/cuda_ops.h"
+#include "ops/cuda/mamba3_kernels.cuh"
+#include "ops/cuda/op_checks.h"
+
+namespace ssm::ops::cuda {
+
+namespace {
+
+using namespace mamba3_kernels;
+
+struct Dims {
+  int64_t B, T, H, P, G, N, S, R;
+};
+
+// Checks the inputs ([B,T,·] rows, or [B,·] for a step; one activation dtype), y and the state.
+Dims check(const char* op, const Mamba3Inputs& in, const Mamba3State* state, const Tensor& y, bool step) {
+  check_on_gpu(op, {&in.x, &in.B, &in.C, &in.dt, &in.A, &in.trap, &in.angles, &in.dt_bias, &in.B_bias, &in.C_bias, &y});
+  const DType dtype = in.x.dtype();
+  const int64_t dims = step ? 2 : 3;
+  SSM_CHECK(is_activation_dtype(dtype) && is_gpu_rows(in.dt, dtype) && in.dt.dim() == dims,
+            "{}: dt must be rows of {} dims in x's dtype (F32 or BF16), got {} and x {}", op, dims, describe(in.dt),
+            describe(in.x));
+  Dims d{in.dt.size(0), step ? 1 : in.dt.size(1), in.dt.size(-1), 0, in.n_groups, 0, 0, in.rank};
+  SSM_CHECK(d.G > 0 && d.H % d.G == 0 && d.R > 0, "{}: n_groups {} must divide the {} heads and rank {} be positive",
+            op, d.G, d.H, d.R);
+  const auto rows = [&](int64_t width) { return step ? Shape{d.B, width} : Shape{d.B, d.T, width}; };
+  const auto leads = [&](const Tensor& t) {
+    return is_gpu_rows(t, dtype) && t.dim() == dims && t.size(0) == d.B && (step || t.size(1) == d.T);
+  };
+  SSM_CHECK(leads(in.x) && in.x.size(-1) > 0 && in.x.size(-1) % (d.R * d.H) == 0,
+            "{}: x must be rows {}[{} ranks × {} heads × P], got {}", op, shape_str(rows(0)), d.R, d.H, describe(in.x));
+  d.P = in.x.size(-1) / (d.R * d.H);
+  SSM_CHECK(leads(in.B) && in.B.size(-1) > 0 && in.B.size(-1) % (d.R * d.G) == 0 &&
+                is_gpu_rows(in.C, dtype, in.B.shape()),
+            "{}: B and C must be rows {}[{} ranks × {} groups × N] of x's dtype, got {} and {}", op, shape_str(rows(0)),
+            d.R, d.G, describe(in.B), describe(in.C));
+  d.N = in.B.size(-1) / (d.R * d.G);
+  SSM_CHECK(d.N % 4 == 0 && d.N <= 32 * kPieces,
+            "{}: the GPU kernels take a d_state that is a multiple of 4 and at most {}, got {}", op, 32 * kPieces, d.N);
+  SSM_CHECK(is_gpu_rows(in.A, dtype, rows(d.H)) && is_gpu_rows(in.trap, dtype, rows(d.H)),
+            "{}: A and trap must be rows {} like dt, got {} and {}", op, shape_str(rows(d.H)), describe(in.A),
+            describe(in.trap));
+  SSM_CHECK(leads(in.angles) && in.angles.size(-1) > 0 && in.angles.size(-1) * 2 <= d.N,
+            "{}: angles must be rows {}[S] with 0 < S <= N/2 = {}, got {}", op, shape_str(rows(0)), d.N / 2,
+            describe(in.angles));
+  d.S = in.angles.size(-1);
+  const auto on_gpu_f32 = [](const Tensor& t, const Shape& shape) {
+    return t.defined() && t.device() == Device::CUDA && t.dtype() == DType::F32 && t.shape() == shape &&
+           t.is_contiguous();
+  };
+  SSM_CHECK(is_gpu_vector(in.dt_bias, d.H) && (!in.D.defined() || is_gpu_vector(in.D, d.H)),
+            "{}: dt_bias and D must be F32 [{}] on the GPU (D may be absent), got {} and {}", op, d.H,
+            describe(in.dt_bias), describe(in.D));
+  SSM_CHECK(on_gpu_f32(in.B_bias, {d.H, d.R * d.N}) && on_gpu_f32(in.C_bias, {d.H, d.R * d.N}),
+            "{}: B_bias and C_bias must be contiguous F32 [{}, {}] on the GPU, got {} and {}", op, d.H, d.R * d.N,
+            describe(in.B_bias), describe(in.C_bias));
+  SSM_CHECK(std::isfinite(in.A_floor) && in.A_floor >= 0, "{}: A_floor must not be negative, got {}", op, in.A_floor);
+  SSM_CHECK(is_gpu_rows(y, dtype, rows(d.R * d.H * d.P)), "{}: y must be rows {} of x's dtype, got {}", op,
+            shape_str(rows(d.R * d.H * d.P)), describe(y));
+  if (state)
+    SSM_CHECK(on_gpu_f32(state->angle, {d.B, d.H, d.S}) && on_gpu_f32(state->ssm, {d.B, d.H, d.P, d.N}) &&
+                  on_gpu_f32(state->k, {d.B, d.H, d.R * d.N}) && on_gpu_f32(state->x, {d.B, d.H, d.R * d.P}),
+              "{}: the state must be contiguous F32 on the GPU, angle [{}, {}, {}], ssm [{}, {}, {}, {}], k [{}, {}, "
+              "{}], x [{}, {}, {}], got {}, {}, {} and {}",
+              op, d.B, d.H, d.S, d.B, d.H, d.P, d.N, d.B, d.H, d.R * d.N, d.B, d.H, d.R * d.P, describe(state->angle),
+              describe(state->ssm), describe(state->k), describe(state->x));
+  SSM_CHECK(d.T <= std::numeric_limits<int>::max() / 2 && d.B * d.H <= 65535,
+            "{}: {} tokens of {} sequences × {} heads are beyond the kernels' grid", op, d.T, d.B, d.H);
+  return d;
+}
+
+// The walk's layout: a row of the state over tpr threads, as many rows a block as 256 threads hold; several chunks
+// of at least kMinChunk tokens when the (sequence, head, rows) blocks alone would leave the GPU half empty.
+Layout plan_of(const Dims& d) {
+  constexpr int64_t kMinChunk = 64;
+  Layout lay{};
+  lay.tpr = int(std::bit_ceil(uint64_t((d.N + 4 * kPieces - 1) / (4 * kPieces))));
+  lay.rows = int(std::min<int64_t>(d.P, kMaxThreads / lay.tpr));
+  lay.threads = int(std::max<int64_t>((lay.rows * lay.tpr + 31) / 32 * 32, (d.S + 31) / 32 * 32));
+  const int64_t blocks = d.B * d.H * ((d.P + lay.rows - 1) / lay.rows);
+  const int64_t wanted = (2 * multiprocessor_count() + blocks - 1) / blocks;
+  const int64_t chunks = std::clamp<int64_t>(std::min(wanted, d.T / kMinChunk), 1, 1024);
+  lay.chunk_len = int((d.T + chunks - 1) / chunks);
+  lay.chunks = int((d.T + lay.chunk_len - 1) / lay.chunk_len);
+  return lay;
+}
+
+template <class T>
+Args<T> args_of(const Mamba3Inputs& in, const Dims& d, Tensor& y) {
+  return {rows_of<const T>(in.x),
+          rows_of<const T>(in.B),
+          rows_of<const T>(in.C),
+          rows_of<const T>(in.dt),
+          rows_of<const T>(in.A),
+          rows_of<const T>(in.trap),
+          rows_of<const T>(in.angles),
+          in.dt_bias.data<float>(),
+          in.B_bias.data<float>(),
+          in.C_bias.data<float>(),
+          data_or_null<const float>(in.D),
+          rows_of<T>(y),
+          int(d.T),
+          int(d.H),
+          int(d.P),
+          int(d.G),
+          int(d.N),
+          int(d.S),
+          int(d.R),
+          in.rotation == Mamba3Rotation::Halves,
+          in.A_floor};
+}
+
+void run(const char* op, const Mamba3Inputs& in, Mamba3State* state, Tensor& y, bool step) {
+  const Dims d = check(op, in, state, y, step);
+  if (d.B == 0 || d.T == 0) return;
+  Layout lay = plan_of(d);
+  const int64_t row_blocks = (d.P + lay.rows - 1) / lay.rows, PN = d.P * d.N;
+  const size_t shared_bytes = Staged::floats(int(d.R), int(d.N), lay.rows, int(d.S)) * sizeof(float);
+  SSM_CHECK(shared_bytes <= shared_memory_per_block(),
+            "{}: {} ranks of d_state {} need {} bytes of shared memory a block, more than the GPU's {}", op, d.R, d.N,
+            shared_bytes, shared_memory_per_block());
+
+  State st{};
+  Tensor start_copy;  // the state's angle, k and x, when other blocks read them while the last chunk rewrites them
+  if (state) {
+    st = {state->angle.data<float>(), state->ssm.data<float>(), state->k.data<float>(), state->x.data<float>(),
+          state->angle.data<float>(), state->ssm.data<float>(), state->k.data<float>(), state->x.data<float>()};
+    if (lay.chunks > 1 || row_blocks > 1) {
+      const int64_t sizes[3] = {state->angle.numel(), state->k.numel(), state->x.numel()};
+      start_copy = Tensor::empty({sizes[0] + sizes[1] + sizes[2]}, DType::F32, Device::CUDA);
+      float* to = start_copy.data<float>();
+      const float* from[3] = {st.angle, st.k, st.x};
+      const float** starts[3] = {&st.angle0, &st.k0, &st.x0};
+      for (int i = 0; i < 3; ++i) {
+        SSM_CUDA_CHECK(cudaMemcpyAsync(to, from[i], size_t(sizes[i]) * sizeof(float), cudaMemcpyDeviceToDevice, stream()),
+                       "{}: copying the starting state", op);
+        *starts[i] = to;
+        to += sizes[i];
+      }
+    }
+  }
+  Tensor summaries, decays, angle_sums;
+  if (lay.chunks > 1) {
+    summaries = Tensor::empty({d.B * d.H, lay.chunks, d.P, d.N}, DType::F32, Device::CUDA);
+    decays = Tensor::empty({d.B * d.H, lay.chunks}, DType::F32, Device::CUDA);
+    angle_sums = Tensor::empty({d.B * d.H, lay.chunks, d.S}, DType::F32, Device::CUDA);
+    lay.summaries = summaries.data<float>();
+    lay.decays = decays.data<float>();
+    lay.angle_sums = angle_sums.data<float>();
+  }
+  with_activation_type(in.x.dtype(), op, [&]<class T>() {
+    const Args<T> a = args_of<T>(in, d, y);
+    const dim3 grid(unsigned(row_blocks), unsigned(lay.chunks), unsigned(d.B * d.H));
+    for (auto* kernel : {&walk_kernel<T, false>, &walk_kernel<T, true>})
+      if (shared_bytes > 48 * 1024)
+        SSM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shared_bytes)),
+                       "{}: allowing {} bytes of shared memory", op, shared_bytes);
+    if (lay.chunks > 1) {
+      angle_sums_kernel<T><<<dim3(unsigned(lay.chunks), unsigned(d.B * d.H)), unsigned((d.S + 31) / 32 * 32), 0,
+                             stream()>>>(a, lay);
+      SSM_CUDA_CHECK_LAUNCH("{}: angle sums of B {} T {} heads {} in {} chunks", op, d.B, d.T, d.H, lay.chunks);
+      walk_kernel<T, false><<<grid, unsigned(lay.threads), shared_bytes, stream()>>>(a, st, lay);
+      SSM_CUDA_CHECK_LAUNCH("{}: chunk summaries of B {} T {} heads {} P {} N {} rank {}", op, d.B, d.T, d.H, d.P, d.N,
+                            d.R);
+      carry_kernel<<<dim3(blocks_for(PN, 256), unsigned(d.B * d.H)), 256, 0, stream()>>>(lay, st.ssm0, PN);
+      SSM_CUDA_CHECK_LAUNCH("{}: chunk starts of B {} heads {} in {} chunks", op, d.B, d.H, lay.chunks);
+    }
+    walk_kernel<T, true><<<grid, unsigned(lay.threads), shared_bytes, stream()>>>(a, st, lay);
+    SSM_CUDA_CHECK_LAUNCH("{}: outputs of B {} T {} heads {} P {} N {} rank {}", op, d.B, d.T, d.H, d.P, d.N, d.R);
+  });
+}
+
+struct MimoDims {
+  int64_t rows, H, R, P;
+};
+
+MimoDims check_mimo(const char* op, const Tensor& narrow, const Tensor& w, const Tensor& wide) {
+  check_on_gpu(op, {&narrow, &w, &wide});
+  SSM_CHECK(w.dtype() == DType::F32 && w.dim() == 3 && w.is_contiguous(), "{}: w must be contiguous F32 [H, R, P], got {}",
+            op, describe(w));
+  const MimoDims d{0, w.size(0), w.size(1), w.size(2)};
+  SSM_CHECK(is_activation_dtype(narrow.dtype()) && is_gpu_rows(narrow, narrow.dtype()) && narrow.size(-1) == d.H * d.P,
+            "{}: the narrow tensor must be F32 or BF16 rows [..., {}] (H·P of w {}), got {}", op, d.H * d.P,
+            describe(w), describe(narrow));
+  Shape wide_shape = narrow.shape();
+  wide_shape.back() = d.R * d.H * d.P;
+  SSM_CHECK(is_gpu_rows(wide, narrow.dtype(), wide_shape), "{}: the wide tensor must be rows {} of {}, got {}", op,
+            shape_str(wide_shape), dtype_name(narrow.dtype()), describe(wide));
+  return {narrow.numel() / narrow.size(-1), d.H, d.R, d.P};
+}
+
+}  // namespace
+
+void mamba3(const Mamba3Inputs& in, Mamba3State* state, Tensor& y) { run("mamba3", in, state, y, false); }
+
+void mamba3_step(const Mamba3Inputs& in, Mamba3State& state, Tensor& y) { run("mamba3_step", in, &state, y, true); }
+
+void mamba3_mimo_expand(const Tensor& narrow, const Tensor& w, Tensor& wide) {
+  const char* op = "mamba3_mimo_expand";
+  const MimoDims d = check_mimo(op, narrow, w, wide);
+  if (d.rows == 0) return;
+  with_activation_type(narrow.dtype(), op, [&]<class T>() {
+    mimo_expand_kernel<T><<<blocks_for(d.rows * d.R * d.H * d.P, 256), 256, 0, stream()>>>(
+        rows_of<const T>(narrow), w.data<float>(), rows_of<T>(wide), d.rows, int(d.H), int(d.R), int(d.P));
+    SSM_CUDA_CHECK_LAUNCH("{} of {} rows, {} heads × {} ranks × {}", op, d.rows, d.H, d.R, d.P);
+  });
+}
+
+void mamba3_mimo_contract(const Tensor& wide, const Tensor& w, Tensor& narrow) {
+  const char* op = "mamba3_mimo_contract";
+  const MimoDims d = check_mimo(op, narrow, w, wide);
+  if (d.rows == 0) return;
+  with_activation_type(narrow.dtype(), op, [&]<class T>() {
+    mimo_contract_kernel<T><<<blocks_for(d.rows * d.H * d.P, 256), 256, 0, stream()>>>(
+        rows_of<const T>(wide), w.data<float>(), rows_of<T>(narrow), d.rows, int(d.H), int(d.R), int(d.P));
+    SSM_CUDA_CHECK_LAUNCH("{} of {} rows, {} heads × {} ranks × {}", op, d.rows, d.H, d.R, d.P);
+  });
+}
+
+}  // namespace ssm::ops::cuda
