@@ -60,6 +60,18 @@ inline auto vector_reader(const std::vector<float>& v) {
   return [&v](size_t i) { return double(v[i]); };
 }
 
+// Rows [t0, t0 + count) of each of `batch` sequences of `tokens` rows `width` wide, as E: a call's tokens out of the
+// whole inputs, or the reference's outputs for them.
+template <class E, class V>
+std::vector<E> sequence_rows(const std::vector<V>& all, int batch, int tokens, int t0, int count, int width) {
+  std::vector<E> out(size_t(batch) * count * width);
+  for (int b = 0; b < batch; ++b)
+    for (int t = 0; t < count; ++t)
+      for (int c = 0; c < width; ++c)
+        out[(size_t(b) * count + t) * width + c] = E(all[(size_t(b) * tokens + t0 + t) * width + c]);
+  return out;
+}
+
 // Appends " name error" to report; below tol or else "(FAIL)" appended and ok cleared.
 inline void report_error(std::string& report, bool& ok, const char* name, double error, double tol) {
   char text[48];

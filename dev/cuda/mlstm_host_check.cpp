@@ -89,17 +89,6 @@ void reference(const Case& k, int tokens, const Inputs& in, std::vector<double>&
     }
 }
 
-// Tokens [t0, t0 + count) of every sequence as [B, count, width] rows of T.
-template <class T>
-std::vector<T> token_rows(const std::vector<float>& all, const Case& k, int tokens, int t0, int count, int width) {
-  std::vector<T> out(size_t(k.batch) * count * width);
-  for (int b = 0; b < k.batch; ++b)
-    for (int t = 0; t < count; ++t)
-      for (int c = 0; c < width; ++c)
-        out[(size_t(b) * count + t) * width + c] = T(all[(size_t(b) * tokens + t0 + t) * width + c]);
-  return out;
-}
-
 // Tokens [t0, t0 + count) through the kernels: the chunked forward (segments as mlstm.cu cuts them) or,
 // for a step, the step's two kernels. h is filled with NaN first, so an element left unwritten fails.
 template <class T>
@@ -110,11 +99,11 @@ struct Run {
   std::vector<float> C, n, m;  // the state, advanced in place
 
   std::vector<float> call(int t0, int count, bool step) {
-    const std::vector<T> q = token_rows<T>(in.q, k, tokens, t0, count, k.H * k.dk),
-                         kk = token_rows<T>(in.k, k, tokens, t0, count, k.H * k.dk),
-                         v = token_rows<T>(in.v, k, tokens, t0, count, k.H * k.dv);
-    const std::vector<float> i = token_rows<float>(in.i, k, tokens, t0, count, k.H),
-                             f = token_rows<float>(in.f, k, tokens, t0, count, k.H);
+    const std::vector<T> q = sequence_rows<T>(in.q, k.batch, tokens, t0, count, k.H * k.dk),
+                         kk = sequence_rows<T>(in.k, k.batch, tokens, t0, count, k.H * k.dk),
+                         v = sequence_rows<T>(in.v, k.batch, tokens, t0, count, k.H * k.dv);
+    const std::vector<float> i = sequence_rows<float>(in.i, k.batch, tokens, t0, count, k.H),
+                             f = sequence_rows<float>(in.f, k.batch, tokens, t0, count, k.H);
     std::vector<float> h(size_t(k.batch) * count * k.H * k.dv, NAN);
     const kernels::Args<T> a{{q.data(), k.H * k.dk},
                              {kk.data(), k.H * k.dk},
@@ -156,17 +145,6 @@ struct Run {
   }
 };
 
-// Rows [t0, t0 + count) of the reference h, as a vector.
-std::vector<double> reference_rows(const std::vector<double>& h, const Case& k, int tokens, int t0, int count) {
-  const int width = k.H * k.dv;
-  std::vector<double> out(size_t(k.batch) * count * width);
-  for (int b = 0; b < k.batch; ++b)
-    for (int t = 0; t < count; ++t)
-      for (int c = 0; c < width; ++c)
-        out[(size_t(b) * count + t) * width + c] = h[(size_t(b) * tokens + t0 + t) * width + c];
-  return out;
-}
-
 template <class T>
 bool run_case(const Case& k, bool from_zeros, unsigned seed) {
   const int tokens = k.T + k.steps;
@@ -191,9 +169,12 @@ bool run_case(const Case& k, bool from_zeros, unsigned seed) {
   bool ok = true;
   std::string report;
   const std::vector<float> h = run.call(0, k.T, false);
-  report_error(report, ok, "forward h", rel_error(h, reference_rows(h_want, k, tokens, 0, k.T)), tol);
+  report_error(report, ok, "forward h",
+               rel_error(h, sequence_rows<double>(h_want, k.batch, tokens, 0, k.T, k.H * k.dv)), tol);
   for (int t = k.T; t < tokens; ++t) {
-    report_error(report, ok, "step h", rel_error(run.call(t, 1, true), reference_rows(h_want, k, tokens, t, 1)), tol);
+    report_error(report, ok, "step h",
+                 rel_error(run.call(t, 1, true), sequence_rows<double>(h_want, k.batch, tokens, t, 1, k.H * k.dv)),
+                 tol);
   }
   report_error(report, ok, "C", rel_error(run.C, C), tol);
   report_error(report, ok, "n", rel_error(run.n, n), tol);

@@ -1,5 +1,5 @@
-// ops::mamba3, ops::mamba3_step and MIMO's projections on the GPU (the equations are in ops.h, the kernels and their
-// plan in mamba3_kernels.cuh). x, B, C and the raw dt, A, trap and angles in the activation dtype, like in_proj's
+// ops::mamba3, ops::mamba3_step and MIMO's projections on the GPU (the equations are in ops.h, the kernels in
+// mamba3_kernels.cuh). x, B, C and the raw dt, A, trap and angles in the activation dtype, like in_proj's
 // output they are columns of; the state and all arithmetic F32.
 #include <algorithm>
 #include <bit>
@@ -78,20 +78,24 @@ Dims check(const char* op, const Mamba3Inputs& in, const Mamba3State* state, con
   return d;
 }
 
-// The walk's layout: a row of the state over tpr threads, as many rows a block as 256 threads hold; several chunks
-// of at least kMinChunk tokens when the (sequence, head, rows) blocks alone would leave the GPU half empty.
-Layout plan_of(const Dims& d) {
-  constexpr int64_t kMinChunk = 64;
+// The walk's threads: a row of the state over tpr threads, as many rows a block as 256 threads hold.
+Layout threads_of(const Dims& d) {
   Layout lay{};
   lay.tpr = int(std::bit_ceil(uint64_t((d.N + 4 * kPieces - 1) / (4 * kPieces))));
   lay.rows = int(std::min<int64_t>(d.P, kMaxThreads / lay.tpr));
   lay.threads = int(std::max<int64_t>((lay.rows * lay.tpr + 31) / 32 * 32, (d.S + 31) / 32 * 32));
+  return lay;
+}
+
+// The chunks: as many as fill the GPU's `resident` walk blocks, each at least kMinChunk tokens (one chunk when the
+// (sequence, head, rows) blocks alone fill it).
+void chunk(const Dims& d, int64_t resident, Layout& lay) {
+  constexpr int64_t kMinChunk = 64;
   const int64_t blocks = d.B * d.H * ((d.P + lay.rows - 1) / lay.rows);
-  const int64_t wanted = (2 * multiprocessor_count() + blocks - 1) / blocks;
+  const int64_t wanted = (resident + blocks - 1) / blocks;
   const int64_t chunks = std::clamp<int64_t>(std::min(wanted, d.T / kMinChunk), 1, 1024);
   lay.chunk_len = int((d.T + chunks - 1) / chunks);
   lay.chunks = int((d.T + lay.chunk_len - 1) / lay.chunk_len);
-  return lay;
 }
 
 template <class T>
@@ -122,12 +126,24 @@ Args<T> args_of(const Mamba3Inputs& in, const Dims& d, Tensor& y) {
 void run(const char* op, const Mamba3Inputs& in, Mamba3State* state, Tensor& y, bool step) {
   const Dims d = check(op, in, state, y, step);
   if (d.B == 0 || d.T == 0) return;
-  Layout lay = plan_of(d);
+  Layout lay = threads_of(d);
   const int64_t row_blocks = (d.P + lay.rows - 1) / lay.rows, PN = d.P * d.N;
   const size_t shared_bytes = Staged::floats(int(d.R), int(d.N), lay.rows, int(d.S)) * sizeof(float);
   SSM_CHECK(shared_bytes <= shared_memory_per_block(),
             "{}: {} ranks of d_state {} need {} bytes of shared memory a block, more than the GPU's {}", op, d.R, d.N,
             shared_bytes, shared_memory_per_block());
+  int per_multiprocessor = 0;
+  with_activation_type(in.x.dtype(), op, [&]<class T>() {
+    for (auto* kernel : {&walk_kernel<T, false>, &walk_kernel<T, true>})
+      if (shared_bytes > 48 * 1024)
+        SSM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shared_bytes)),
+                       "{}: allowing {} bytes of shared memory", op, shared_bytes);
+    SSM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_multiprocessor, walk_kernel<T, true>,
+                                                                 lay.threads, shared_bytes),
+                   "{}: the walk's occupancy at {} threads and {} bytes of shared memory", op, lay.threads,
+                   shared_bytes);
+  });
+  chunk(d, int64_t(std::max(per_multiprocessor, 1)) * multiprocessor_count(), lay);
 
   State st{};
   Tensor start_copy;  // the state's angle, k and x, when other blocks read them while the last chunk rewrites them
@@ -160,10 +176,6 @@ void run(const char* op, const Mamba3Inputs& in, Mamba3State* state, Tensor& y, 
   with_activation_type(in.x.dtype(), op, [&]<class T>() {
     const Args<T> a = args_of<T>(in, d, y);
     const dim3 grid(unsigned(row_blocks), unsigned(lay.chunks), unsigned(d.B * d.H));
-    for (auto* kernel : {&walk_kernel<T, false>, &walk_kernel<T, true>})
-      if (shared_bytes > 48 * 1024)
-        SSM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shared_bytes)),
-                       "{}: allowing {} bytes of shared memory", op, shared_bytes);
     if (lay.chunks > 1) {
       angle_sums_kernel<T><<<dim3(unsigned(lay.chunks), unsigned(d.B * d.H)), unsigned((d.S + 31) / 32 * 32), 0,
                              stream()>>>(a, lay);
@@ -171,7 +183,7 @@ void run(const char* op, const Mamba3Inputs& in, Mamba3State* state, Tensor& y, 
       walk_kernel<T, false><<<grid, unsigned(lay.threads), shared_bytes, stream()>>>(a, st, lay);
       SSM_CUDA_CHECK_LAUNCH("{}: chunk summaries of B {} T {} heads {} P {} N {} rank {}", op, d.B, d.T, d.H, d.P, d.N,
                             d.R);
-      carry_kernel<<<dim3(blocks_for(PN, 256), unsigned(d.B * d.H)), 256, 0, stream()>>>(lay, st.ssm0, PN);
+      carry_kernel<T><<<dim3(blocks_for(PN, 256), unsigned(d.B * d.H)), 256, 0, stream()>>>(a, st, lay);
       SSM_CUDA_CHECK_LAUNCH("{}: chunk starts of B {} heads {} in {} chunks", op, d.B, d.H, lay.chunks);
     }
     walk_kernel<T, true><<<grid, unsigned(lay.threads), shared_bytes, stream()>>>(a, st, lay);

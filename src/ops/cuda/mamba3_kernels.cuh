@@ -3,14 +3,20 @@
 // the state, chunk of tokens), each thread one row p of h and every TPR-th group of four of its N columns, so that a
 // token costs each thread a few FMAs per state element and its output row one sum over TPR lanes.
 //
-// A long sequence is cut into chunks walked in parallel, in three steps: summary_kernel walks each chunk from a zero
-// state and keeps where it ends and the product of its decays; carry_kernel turns those into every chunk's starting
-// state in order; walk_kernel<kOutput = true> walks each chunk again from its start, writing y. The rotation angles φ
-// that every token turns k and q by are prefix sums too: angle_sums_kernel sums each chunk's increments, and a
-// chunk's walk starts from the angles before it (start_angle, the same arithmetic in both walks).
+// The walk runs the recurrence in the form the CPU's chunked forward uses (ops/cpu/mamba3.cpp): with β̂_t = (1 − λ_t)
+// dt_t and Ĥ_t = h_t + β̂_{t+1} Σ_r x_t,r k_t,rᵀ (β̂ = 0 past the call's last token),
+//   Ĥ_t = α_t Ĥ_{t−1} + (γ_t + β̂_{t+1}) Σ_r x_t,r k_t,rᵀ,   y_t,r = Ĥ_t q_t,r + D x_t,r − β̂_{t+1} Σ_r' (k_t,r'·q_t,r) x_t,r',
+// from Ĥ_{−1} = h + β̂_0 Σ_r x_prev,r k_prev,rᵀ to Ĥ_{T−1} = h_{T−1}: each token costs a thread one multiply and one FMA
+// per state element (two with the output), and no token needs the one before it.
+//
+// A long sequence is cut into chunks walked in parallel, in three steps: walk_kernel<kOutput = false> walks each chunk
+// from a zero state and keeps where it ends and the product of its decays; carry_kernel turns those into every
+// chunk's starting state in order; walk_kernel<kOutput = true> walks each chunk again from its start, writing y. The
+// rotation angles φ that every token turns k and q by are prefix sums too: angle_sums_kernel sums each chunk's
+// increments, and a chunk's walk starts from the angles before it (start_angle, the same arithmetic in both walks).
 //
 // Tokens are staged kStage at a time in shared memory: their k and q (B and C plus the biases, turned by φ), x of the
-// block's rows and the scalars α, β, γ; slot 0 holds the token before the tile (the trapezoid's previous input).
+// block's rows, their scalars (and the next token's β̂), and for the output the dots k_r'·q_r.
 #pragma once
 #include <cstdint>
 
@@ -19,8 +25,7 @@
 
 namespace ssm::ops::cuda::mamba3_kernels {
 
-constexpr int kStage = 8;          // tokens staged at once
-constexpr int kSlots = kStage + 1;  // and the one before them
+constexpr int kStage = 16;  // tokens staged at once
 constexpr int kPieces = 8;         // groups of four state columns a thread holds at most (N <= 32 · TPR)
 constexpr int kMaxThreads = 256;
 constexpr float kPi = 3.14159265358979323846f;
@@ -43,7 +48,7 @@ struct State {
   float *angle, *ssm, *k, *x;
 };
 
-// How the threads and chunks are laid out (mamba3.cu's plan_of).
+// How the threads and chunks are laid out (mamba3.cu's threads_of and chunk).
 struct Layout {
   int tpr;         // threads per state row, a power of two: N <= 32 · tpr
   int rows;        // state rows a block holds
@@ -63,7 +68,7 @@ __device__ __forceinline__ float sigmoid_of(float x) { return 1.0f / (1.0f + exp
 __device__ __forceinline__ float wrap_angle(float a) { return a - kTwoPi * floorf(a / kTwoPi); }
 
 struct Coefs {
-  float alpha, beta, gamma, dt;
+  float alpha, beta_hat, gamma, dt;  // β̂ = (1 − λ) dt: token t's weight β_t = β̂_t α_t of the token before
 };
 __device__ __forceinline__ float dt_of(float dt_raw, float dt_bias) { return softplus_of(dt_raw + dt_bias); }
 __device__ __forceinline__ Coefs coefs_of(float dt_raw, float dt_bias, float A_raw, float A_floor, float trap_raw) {
@@ -73,7 +78,7 @@ __device__ __forceinline__ Coefs coefs_of(float dt_raw, float dt_bias, float A_r
   const float a = fminf(-f, -A_floor);
   c.alpha = expf(a * c.dt);
   const float lambda = sigmoid_of(trap_raw);
-  c.beta = (1.0f - lambda) * c.dt * c.alpha;
+  c.beta_hat = (1.0f - lambda) * c.dt;
   c.gamma = lambda * c.dt;
   return c;
 }
@@ -100,56 +105,101 @@ __device__ __forceinline__ float start_angle(const State& st, const Layout& lay,
   return phi;
 }
 
-// The shared memory of a walk: kSlots tokens' k and q [R·N] (turned), x of the block's rows [R, rows], their scalars,
-// and the cosines and sines of their angles [S].
+// The shared memory of a walk: kStage tokens' k and q [R·N] (turned), x of the block's rows [R, rows], the angles
+// (first their increments) and their cosines and sines [S], the dots k_r'·q_r [R, R], and the scalars of the tokens
+// and of the one after them.
 struct Staged {
-  float *k, *q, *x, *cosines, *sines;
+  float *k, *q, *x, *angles, *cosines, *sines, *kq;
   Coefs* coefs;
   __host__ __device__ static size_t floats(int R, int N, int rows, int S) {
-    return size_t(kSlots) * (2 * R * N + R * rows + 2 * S + 4);
+    return size_t(kStage) * (2 * R * N + R * rows + 3 * S + R * R) + size_t(kStage + 1) * 4;
   }
   __device__ Staged(float* shared, int R, int N, int rows, int S) {
     k = shared;
-    q = k + kSlots * R * N;
-    x = q + kSlots * R * N;
-    cosines = x + kSlots * R * rows;
-    sines = cosines + kSlots * S;
-    coefs = reinterpret_cast<Coefs*>(sines + kSlots * S);
+    q = k + kStage * R * N;
+    x = q + kStage * R * N;
+    angles = x + kStage * R * rows;
+    cosines = angles + kStage * S;
+    sines = cosines + kStage * S;
+    kq = sines + kStage * S;
+    coefs = reinterpret_cast<Coefs*>(kq + kStage * R * R);
   }
 };
 
-// Slot s ← token t's B and C plus the biases (not yet turned) and x of rows [p0, p0 + rows). Every thread of the
-// block takes a share.
+// Token t's scalars, or zeros past the call's tokens (only β̂ of the token after the last is read: 0 there).
 template <class T>
-__device__ void load_slot(const Args<T>& a, const Staged& sm, int s, int b, int h, int t, int p0, int rows,
-                          bool with_q) {
+__device__ __forceinline__ Coefs coefs_at(const Args<T>& a, int b, int h, int t) {
+  if (t >= a.T_len) return Coefs{0.0f, 0.0f, 0.0f, 0.0f};
   const int64_t row = int64_t(b) * a.T_len + t;
-  const int RN = a.R * a.N, g = h / (a.H / a.G);
-  for (int i = threadIdx.x; i < RN; i += blockDim.x) {
-    const int r = i / a.N, n = i % a.N, column = (r * a.G + g) * a.N + n;
-    sm.k[s * RN + i] = to_float(a.B.at(row, column)) + a.B_bias[h * RN + i];
-    if (with_q) sm.q[s * RN + i] = to_float(a.C.at(row, column)) + a.C_bias[h * RN + i];
-  }
-  for (int i = threadIdx.x; i < a.R * rows; i += blockDim.x) {
-    const int r = i / rows, p = p0 + i % rows;
-    sm.x[s * a.R * rows + i] = p < a.P ? to_float(a.x.at(row, (r * a.H + h) * a.P + p)) : 0.0f;
-  }
+  return coefs_of(to_float(a.dt.at(row, h)), a.dt_bias[h], to_float(a.A.at(row, h)), a.A_floor,
+                  to_float(a.trap.at(row, h)));
 }
 
-// Turns slots [first, last) of k (and q) by their angles: pair j by cosines / sines [s, j].
+// Ĥ_{−1} at (p, n): the state's h plus β̂_0 Σ_r x_prev,r[p] k_prev,r[n], or 0 without a state.
 template <class T>
-__device__ void rotate_slots(const Args<T>& a, const Staged& sm, int first, int last, bool with_q) {
-  const int RN = a.R * a.N, per_slot = a.R * a.S;
-  for (int i = threadIdx.x; i < (last - first) * per_slot; i += blockDim.x) {
-    const int s = first + i / per_slot, r = (i % per_slot) / a.S, j = i % a.S;
-    const int lo = a.halves ? j : 2 * j, hi = a.halves ? j + a.N / 2 : 2 * j + 1;
-    const float cs = sm.cosines[s * a.S + j], sn = sm.sines[s * a.S + j];
-    for (int which = 0; which < (with_q ? 2 : 1); ++which) {
+__device__ __forceinline__ float initial_element(const Args<T>& a, const State& st, float beta_hat0, int bh, int p,
+                                                 int n) {
+  if (!st.ssm0) return 0.0f;
+  float v = st.ssm0[(int64_t(bh) * a.P + p) * a.N + n];
+  for (int r = 0; r < a.R; ++r)
+    v += beta_hat0 * st.x0[(int64_t(bh) * a.R + r) * a.P + p] * st.k0[(int64_t(bh) * a.R + r) * a.N + n];
+  return v;
+}
+
+// Stages tokens [tb, tb + n) of sequence b, head h: B and C plus the biases, turned by the angles that start at φ
+// (thread j < S holds φ_j and advances it), x of rows [p0, p0 + rows), the scalars of tokens tb .. tb + n, and for the
+// output the dots k_r'·q_r. Ends with a barrier; the caller's barrier before it must have ended every read of the last
+// tile.
+template <bool kOutput, class T>
+__device__ void stage_tile(const Args<T>& a, const Staged& sm, int b, int h, int tb, int n, int p0, int rows,
+                           float& phi) {
+  const int RN = a.R * a.N, g = h / (a.H / a.G), j = threadIdx.x;
+  for (int i = threadIdx.x; i < n * RN; i += blockDim.x) {
+    const int s = i / RN, rn = i % RN, r = rn / a.N, column = (r * a.G + g) * a.N + rn % a.N;
+    const int64_t row = int64_t(b) * a.T_len + tb + s;
+    sm.k[i] = to_float(a.B.at(row, column)) + a.B_bias[h * RN + rn];
+    if (kOutput) sm.q[i] = to_float(a.C.at(row, column)) + a.C_bias[h * RN + rn];
+  }
+  for (int i = threadIdx.x; i < n * a.R * rows; i += blockDim.x) {
+    const int s = i / (a.R * rows), r = i / rows % a.R, p = p0 + i % rows;
+    sm.x[i] = p < a.P ? to_float(a.x.at(int64_t(b) * a.T_len + tb + s, (r * a.H + h) * a.P + p)) : 0.0f;
+  }
+  if (int(threadIdx.x) <= n) sm.coefs[threadIdx.x] = coefs_at(a, b, h, tb + int(threadIdx.x));
+  __syncthreads();  // the scalars
+  for (int i = threadIdx.x; i < n * a.S; i += blockDim.x) {
+    const int s = i / a.S;
+    sm.angles[i] = kPi * tanhf(to_float(a.angles.at(int64_t(b) * a.T_len + tb + s, i % a.S))) * sm.coefs[s].dt;
+  }
+  __syncthreads();  // the increments
+  if (j < a.S)
+    for (int s = 0; s < n; ++s) sm.angles[s * a.S + j] = phi = wrap_angle(phi + sm.angles[s * a.S + j]);
+  __syncthreads();  // the angles
+  for (int i = threadIdx.x; i < n * a.S; i += blockDim.x) sincosf(sm.angles[i], &sm.sines[i], &sm.cosines[i]);
+  __syncthreads();  // their cosines and sines
+  for (int i = threadIdx.x; i < n * a.R * a.S; i += blockDim.x) {
+    const int s = i / (a.R * a.S), r = i / a.S % a.R, jj = i % a.S;
+    const int lo = a.halves ? jj : 2 * jj, hi = a.halves ? jj + a.N / 2 : 2 * jj + 1;
+    const float cs = sm.cosines[s * a.S + jj], sn = sm.sines[s * a.S + jj];
+    for (int which = 0; which < (kOutput ? 2 : 1); ++which) {
       float* v = (which ? sm.q : sm.k) + s * RN + r * a.N;
       const float v0 = v[lo], v1 = v[hi];
       v[lo] = v0 * cs - v1 * sn;
       v[hi] = v0 * sn + v1 * cs;
     }
+  }
+  __syncthreads();  // k and q turned
+  if constexpr (kOutput) {
+    // kq[s, r', r] = k_s,r'·q_s,r: a warp per dot, its lanes over N.
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, dots = n * a.R * a.R;
+    for (int d = warp; d < dots; d += blockDim.x / 32) {
+      const int s = d / (a.R * a.R), rk = d / a.R % a.R, rq = d % a.R;
+      const float *kv = sm.k + s * RN + rk * a.N, *qv = sm.q + s * RN + rq * a.N;
+      float acc = 0.0f;
+      for (int nn = lane; nn < a.N; nn += 32) acc += kv[nn] * qv[nn];
+      for (int width = 16; width > 0; width /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, width);
+      if (lane == 0) sm.kq[d] = acc;
+    }
+    __syncthreads();
   }
 }
 
@@ -162,57 +212,57 @@ struct RowShare {
 
 __device__ __forceinline__ float4 load4(const float* at) { return *reinterpret_cast<const float4*>(at); }
 
-// h ← α h + Σ_r (β x_prev,r[p] k_prev,r + γ x_r[p] k_r) for slot s; then (kOutput) y_r[p] = h · q_r + D x_r[p],
-// summed over the row's tpr lanes and written by its first.
+// Ĥ ← α Ĥ + Σ_r (γ + β̂') x_r[p] k_r for staged token s (β̂' the next token's); then (kOutput) y_r[p] = Ĥ·q_r + D x_r[p]
+// − β̂' Σ_r' (k_r'·q_r) x_r'[p], summed over the row's tpr lanes and written by its first.
 template <bool kOutput, class T>
 __device__ __forceinline__ void advance(const Args<T>& a, const Staged& sm, RowShare& me, int s, int rows, int tpr,
                                         int64_t y_row, int h, float D) {
   const Coefs c = sm.coefs[s];
+  const float next_beta_hat = sm.coefs[s + 1].beta_hat, weight = c.gamma + next_beta_hat;
   const int RN = a.R * a.N, lr = threadIdx.x / tpr;
-#pragma unroll
-  for (int i = 0; i < kPieces; ++i) {
-    if (i >= me.pieces) break;
-    me.h[i].x *= c.alpha;
-    me.h[i].y *= c.alpha;
-    me.h[i].z *= c.alpha;
-    me.h[i].w *= c.alpha;
-  }
+  const float* xs = sm.x + s * a.R * rows + lr;  // x_r[p] at xs[r · rows]
   for (int r = 0; r < a.R; ++r) {
-    const float bx = me.valid ? c.beta * sm.x[((s - 1) * a.R + r) * rows + lr] : 0.0f;
-    const float gx = me.valid ? c.gamma * sm.x[(s * a.R + r) * rows + lr] : 0.0f;
-    const float *kp = sm.k + (s - 1) * RN + r * a.N, *kr = sm.k + s * RN + r * a.N;
+    const float w = me.valid ? weight * xs[r * rows] : 0.0f;
+    const float* kr = sm.k + s * RN + r * a.N;
+    const float decay = r == 0 ? c.alpha : 1.0f;
 #pragma unroll
     for (int i = 0; i < kPieces; ++i) {
       if (i >= me.pieces) break;
-      const int n = 4 * (me.sub + tpr * i);
-      const float4 u = load4(kp + n), v = load4(kr + n);
-      me.h[i].x += bx * u.x + gx * v.x;
-      me.h[i].y += bx * u.y + gx * v.y;
-      me.h[i].z += bx * u.z + gx * v.z;
-      me.h[i].w += bx * u.w + gx * v.w;
+      const float4 v = load4(kr + 4 * (me.sub + tpr * i));
+      me.h[i].x = fmaf(decay, me.h[i].x, w * v.x);
+      me.h[i].y = fmaf(decay, me.h[i].y, w * v.y);
+      me.h[i].z = fmaf(decay, me.h[i].z, w * v.z);
+      me.h[i].w = fmaf(decay, me.h[i].w, w * v.w);
     }
   }
   if constexpr (kOutput) {
     for (int r = 0; r < a.R; ++r) {
       const float* qr = sm.q + s * RN + r * a.N;
-      float acc = 0.0f;
+      float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);  // four chains, not one of 32
 #pragma unroll
       for (int i = 0; i < kPieces; ++i) {
         if (i >= me.pieces) break;
         const float4 q = load4(qr + 4 * (me.sub + tpr * i));
-        acc += me.h[i].x * q.x + me.h[i].y * q.y + me.h[i].z * q.z + me.h[i].w * q.w;
+        acc.x = fmaf(me.h[i].x, q.x, acc.x);
+        acc.y = fmaf(me.h[i].y, q.y, acc.y);
+        acc.z = fmaf(me.h[i].z, q.z, acc.z);
+        acc.w = fmaf(me.h[i].w, q.w, acc.w);
       }
-      for (int lane = tpr / 2; lane > 0; lane /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, lane);
-      if (me.valid && me.sub == 0)
-        a.y.at(y_row, (r * a.H + h) * a.P + me.p) = from_float<T>(acc + D * sm.x[(s * a.R + r) * rows + lr]);
+      float sum = (acc.x + acc.y) + (acc.z + acc.w);
+      for (int lane = tpr / 2; lane > 0; lane /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, lane);
+      if (me.valid && me.sub == 0) {
+        float correction = 0.0f;
+        for (int rk = 0; rk < a.R; ++rk) correction += sm.kq[(s * a.R + rk) * a.R + r] * xs[rk * rows];
+        a.y.at(y_row, (r * a.H + h) * a.P + me.p) = from_float<T>(sum + D * xs[r * rows] - next_beta_hat * correction);
+      }
     }
   }
 }
 
 // grid (row blocks, chunks, B·H), blockDim lay.threads, dynamic shared memory Staged::floats. kOutput false: the
 // summary walk from a zero state (writes lay.summaries' chunk end and lay.decays); true: the output walk from the chunk's
-// start (lay.summaries after carry_kernel when there are several chunks, else the state or zeros), writing y, and the
-// last chunk the final state.
+// start (lay.summaries after carry_kernel when there are several chunks, else from the state or zeros), writing y, and
+// the last chunk the final state.
 template <class T, bool kOutput>
 __global__ void __launch_bounds__(kMaxThreads) walk_kernel(Args<T> a, State st, Layout lay) {
   extern __shared__ __align__(16) float smem[];
@@ -227,65 +277,37 @@ __global__ void __launch_bounds__(kMaxThreads) walk_kernel(Args<T> a, State st, 
   me.p = p0 + int(threadIdx.x) / lay.tpr;
   me.valid = int(threadIdx.x) / lay.tpr < lay.rows && me.p < a.P;
   me.pieces = max(0, (a.N / 4 - me.sub + lay.tpr - 1) / lay.tpr);
-  const float* start = nullptr;  // the row's starting state, or zeros
-  if (kOutput)
-    start = lay.chunks > 1 ? lay.summaries + (int64_t(bh) * lay.chunks + c) * PN : (st.ssm0 ? st.ssm0 + bh * PN : nullptr);
+  if (kOutput && lay.chunks > 1) {
+    const float* start = lay.summaries + (int64_t(bh) * lay.chunks + c) * PN + int64_t(me.p) * a.N;
 #pragma unroll
-  for (int i = 0; i < kPieces; ++i)
-    me.h[i] = (start && me.valid && i < me.pieces) ? load4(start + int64_t(me.p) * a.N + 4 * (me.sub + lay.tpr * i))
-                                                    : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-
-  // Slot 0: the token before the chunk, turned by the angles there; before the sequence, the state's (or zeros).
+    for (int i = 0; i < kPieces; ++i)
+      me.h[i] = me.valid && i < me.pieces ? load4(start + 4 * (me.sub + lay.tpr * i)) : make_float4(0, 0, 0, 0);
+  } else {
+    const float beta_hat0 = kOutput && st.ssm0 ? coefs_at(a, b, h, 0).beta_hat : 0.0f;
+#pragma unroll
+    for (int i = 0; i < kPieces; ++i) {
+      const int n = 4 * (me.sub + lay.tpr * i);
+      const bool mine = kOutput && me.valid && i < me.pieces;
+      me.h[i] = make_float4(mine ? initial_element(a, st, beta_hat0, bh, me.p, n) : 0.0f,
+                            mine ? initial_element(a, st, beta_hat0, bh, me.p, n + 1) : 0.0f,
+                            mine ? initial_element(a, st, beta_hat0, bh, me.p, n + 2) : 0.0f,
+                            mine ? initial_element(a, st, beta_hat0, bh, me.p, n + 3) : 0.0f);
+    }
+  }
   const int j = threadIdx.x;  // the angle this thread advances, when j < S
   float phi = j < a.S ? start_angle(st, lay, a.S, bh, c, j) : 0.0f;
-  if (t0 == 0) {
-    for (int i = threadIdx.x; i < RN; i += blockDim.x) sm.k[i] = st.k0 ? st.k0[int64_t(bh) * RN + i] : 0.0f;
-    for (int i = threadIdx.x; i < a.R * lay.rows; i += blockDim.x) {
-      const int r = i / lay.rows, p = p0 + i % lay.rows;
-      sm.x[i] = st.x0 && p < a.P ? st.x0[(int64_t(bh) * a.R + r) * a.P + p] : 0.0f;
-    }
-  } else {
-    load_slot(a, sm, 0, b, h, t0 - 1, p0, lay.rows, false);
-    if (j < a.S) sincosf(phi, &sm.sines[j], &sm.cosines[j]);
-    __syncthreads();
-    rotate_slots(a, sm, 0, 1, false);
-  }
   float decay = 1.0f;  // summary: the product of the chunk's α (thread 0)
   const float D = a.D ? a.D[h] : 0.0f;
+  int last = 0;  // the last tile's tokens
 
   for (int tb = t0; tb < t_end; tb += kStage) {
     const int n = min(kStage, t_end - tb);
-    for (int s = 1; s <= n; ++s) load_slot(a, sm, s, b, h, tb + s - 1, p0, lay.rows, kOutput);
-    if (int(threadIdx.x) < n) {
-      const int64_t row = int64_t(b) * a.T_len + tb + threadIdx.x;
-      sm.coefs[threadIdx.x + 1] = coefs_of(to_float(a.dt.at(row, h)), a.dt_bias[h], to_float(a.A.at(row, h)),
-                                           a.A_floor, to_float(a.trap.at(row, h)));
-    }
-    __syncthreads();  // the slots' scalars, and slot 0, complete
-    if (j < a.S) {
-      // The increments do not depend on φ: all of them first, then the chain of sums, then the turns.
-      float phis[kStage];
-#pragma unroll
-      for (int s = 1; s <= kStage; ++s)
-        if (s <= n)
-          phis[s - 1] = kPi * tanhf(to_float(a.angles.at(int64_t(b) * a.T_len + tb + s - 1, j))) * sm.coefs[s].dt;
-#pragma unroll
-      for (int s = 1; s <= kStage; ++s)
-        if (s <= n) phis[s - 1] = phi = wrap_angle(phi + phis[s - 1]);
-#pragma unroll
-      for (int s = 1; s <= kStage; ++s)
-        if (s <= n) sincosf(phis[s - 1], &sm.sines[s * a.S + j], &sm.cosines[s * a.S + j]);
-    }
+    last = n;
+    stage_tile<kOutput>(a, sm, b, h, tb, n, p0, lay.rows, phi);
     if (!kOutput && threadIdx.x == 0)
-      for (int s = 1; s <= n; ++s) decay *= sm.coefs[s].alpha;
-    __syncthreads();
-    rotate_slots(a, sm, 1, n + 1, kOutput);
-    __syncthreads();
-    for (int s = 1; s <= n; ++s) advance<kOutput>(a, sm, me, s, lay.rows, lay.tpr, int64_t(b) * a.T_len + tb + s - 1, h, D);
-    __syncthreads();  // every read of the tile done: slot n becomes slot 0
-    for (int i = threadIdx.x; i < RN; i += blockDim.x) sm.k[i] = sm.k[n * RN + i];
-    for (int i = threadIdx.x; i < a.R * lay.rows; i += blockDim.x) sm.x[i] = sm.x[n * a.R * lay.rows + i];
-    __syncthreads();
+      for (int s = 0; s < n; ++s) decay *= sm.coefs[s].alpha;
+    for (int s = 0; s < n; ++s) advance<kOutput>(a, sm, me, s, lay.rows, lay.tpr, int64_t(b) * a.T_len + tb + s, h, D);
+    __syncthreads();  // every read of the tile done
   }
 
   float* end = nullptr;  // where the row's end state goes
@@ -296,11 +318,11 @@ __global__ void __launch_bounds__(kMaxThreads) walk_kernel(Args<T> a, State st, 
     end = st.ssm + bh * PN;
     if (row_block == 0) {
       if (j < a.S) st.angle[int64_t(bh) * a.S + j] = phi;
-      for (int i = threadIdx.x; i < RN; i += blockDim.x) st.k[int64_t(bh) * RN + i] = sm.k[i];
+      for (int i = threadIdx.x; i < RN; i += blockDim.x) st.k[int64_t(bh) * RN + i] = sm.k[(last - 1) * RN + i];
     }
     for (int i = threadIdx.x; i < a.R * lay.rows; i += blockDim.x) {
       const int r = i / lay.rows, p = p0 + i % lay.rows;
-      if (p < a.P) st.x[(int64_t(bh) * a.R + r) * a.P + p] = sm.x[i];
+      if (p < a.P) st.x[(int64_t(bh) * a.R + r) * a.P + p] = sm.x[(last - 1) * a.R * lay.rows + i];
     }
   }
   if (end && me.valid)
@@ -310,11 +332,13 @@ __global__ void __launch_bounds__(kMaxThreads) walk_kernel(Args<T> a, State st, 
 }
 
 // grid (⌈P·N / 256⌉, B·H), 256 threads: each state element's chunk starts in order, written over the summaries:
-// start_0 = the state (or 0), start_{c+1} = decay_c start_c + end_c.
-__global__ void carry_kernel(Layout lay, const float* initial, int64_t PN) {
-  const int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x, bh = blockIdx.y;
+// start_0 = Ĥ_{−1} (initial_element), start_{c+1} = decay_c start_c + end_c.
+template <class T>
+__global__ void carry_kernel(Args<T> a, State st, Layout lay) {
+  const int64_t PN = int64_t(a.P) * a.N, e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x, bh = blockIdx.y;
   if (e >= PN) return;
-  float h = initial ? initial[bh * PN + e] : 0.0f;
+  const float beta_hat0 = st.ssm0 ? coefs_at(a, int(bh / a.H), int(bh % a.H), 0).beta_hat : 0.0f;
+  float h = initial_element(a, st, beta_hat0, int(bh), int(e / a.N), int(e % a.N));
   constexpr int kAhead = 8;
   for (int c0 = 0; c0 < lay.chunks; c0 += kAhead) {
     float ends[kAhead];
