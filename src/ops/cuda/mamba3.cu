@@ -5,6 +5,7 @@
 #include <bit>
 #include <cmath>
 #include <limits>
+#include <mutex>
 
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/cuda_ops.h"
@@ -78,6 +79,8 @@ Dims check(const char* op, const Mamba3Inputs& in, const Mamba3State* state, con
   return d;
 }
 
+constexpr int64_t kMinChunk = 64;  // tokens a chunk has at least
+
 // The walk's threads: a row of the state over tpr threads, as many rows a block as 256 threads hold.
 Layout threads_of(const Dims& d) {
   Layout lay{};
@@ -90,7 +93,6 @@ Layout threads_of(const Dims& d) {
 // The chunks: as many as fill the GPU's `resident` walk blocks, each at least kMinChunk tokens (one chunk when the
 // (sequence, head, rows) blocks alone fill it).
 void chunk(const Dims& d, int64_t resident, Layout& lay) {
-  constexpr int64_t kMinChunk = 64;
   const int64_t blocks = d.B * d.H * ((d.P + lay.rows - 1) / lay.rows);
   const int64_t wanted = (resident + blocks - 1) / blocks;
   const int64_t chunks = std::clamp<int64_t>(std::min(wanted, d.T / kMinChunk), 1, 1024);
@@ -132,16 +134,22 @@ void run(const char* op, const Mamba3Inputs& in, Mamba3State* state, Tensor& y, 
   SSM_CHECK(shared_bytes <= shared_memory_per_block(),
             "{}: {} ranks of d_state {} need {} bytes of shared memory a block, more than the GPU's {}", op, d.R, d.N,
             shared_bytes, shared_memory_per_block());
-  int per_multiprocessor = 0;
+  // The runtime calls below are not stream work: made once a kernel (the shared-memory limit) or only for sequences
+  // long enough to chunk, they stay out of a decode step's recorded graph (a step runs once before it is recorded).
+  int per_multiprocessor = 1;
   with_activation_type(in.x.dtype(), op, [&]<class T>() {
-    for (auto* kernel : {&walk_kernel<T, false>, &walk_kernel<T, true>})
-      if (shared_bytes > 48 * 1024)
-        SSM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(shared_bytes)),
-                       "{}: allowing {} bytes of shared memory", op, shared_bytes);
-    SSM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_multiprocessor, walk_kernel<T, true>,
-                                                                 lay.threads, shared_bytes),
-                   "{}: the walk's occupancy at {} threads and {} bytes of shared memory", op, lay.threads,
-                   shared_bytes);
+    static std::once_flag allowed;
+    std::call_once(allowed, [op] {
+      for (auto* kernel : {&walk_kernel<T, false>, &walk_kernel<T, true>})
+        SSM_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            int(shared_memory_per_block())),
+                       "{}: allowing the GPU's shared memory", op);
+    });
+    if (d.T >= 2 * kMinChunk)
+      SSM_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_multiprocessor, walk_kernel<T, true>,
+                                                                   lay.threads, shared_bytes),
+                     "{}: the walk's occupancy at {} threads and {} bytes of shared memory", op, lay.threads,
+                     shared_bytes);
   });
   chunk(d, int64_t(std::max(per_multiprocessor, 1)) * multiprocessor_count(), lay);
 

@@ -188,9 +188,10 @@ __device__ void stage_tile(const Args<T>& a, const Staged& sm, int b, int h, int
     }
   }
   __syncthreads();  // k and q turned
-  if constexpr (kOutput) {
-    // kq[s, r', r] = k_s,r'·q_s,r: a warp per dot, its lanes over N.
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, dots = n * a.R * a.R;
+  // kq[s, r', r] = k_s,r'·q_s,r: a warp per dot, its lanes over N; not for a last token (its next β̂ is 0: a step).
+  const int dotted = tb + n < a.T_len ? n : n - 1;
+  if (kOutput && dotted > 0) {
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, dots = dotted * a.R * a.R;
     for (int d = warp; d < dots; d += blockDim.x / 32) {
       const int s = d / (a.R * a.R), rk = d / a.R % a.R, rq = d % a.R;
       const float *kv = sm.k + s * RN + rk * a.N, *qv = sm.q + s * RN + rq * a.N;
@@ -251,8 +252,9 @@ __device__ __forceinline__ void advance(const Args<T>& a, const Staged& sm, RowS
       float sum = (acc.x + acc.y) + (acc.z + acc.w);
       for (int lane = tpr / 2; lane > 0; lane /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, lane);
       if (me.valid && me.sub == 0) {
-        float correction = 0.0f;
-        for (int rk = 0; rk < a.R; ++rk) correction += sm.kq[(s * a.R + rk) * a.R + r] * xs[rk * rows];
+        float correction = 0.0f;  // kq is not formed where β̂' is 0
+        if (next_beta_hat != 0.0f)
+          for (int rk = 0; rk < a.R; ++rk) correction += sm.kq[(s * a.R + rk) * a.R + r] * xs[rk * rows];
         a.y.at(y_row, (r * a.H + h) * a.P + me.p) = from_float<T>(sum + D * xs[r * rows] - next_beta_hat * correction);
       }
     }
