@@ -285,15 +285,26 @@ __global__ void __launch_bounds__(kMaxThreads) walk_kernel(Args<T> a, State st, 
     for (int i = 0; i < kPieces; ++i)
       me.h[i] = me.valid && i < me.pieces ? load4(start + 4 * (me.sub + lay.tpr * i)) : make_float4(0, 0, 0, 0);
   } else {
-    const float beta_hat0 = kOutput && st.ssm0 ? coefs_at(a, b, h, 0).beta_hat : 0.0f;
+    // Ĥ_{−1} = h + β̂_0 Σ_r x_prev,r k_prev,rᵀ (initial_element's arithmetic), the row's pieces loaded at once: a
+    // decode step's walk is this load and one token, and loads waiting one after another had cost it ~40 µs.
+    const bool from_state = kOutput && st.ssm0 && me.valid;
+    const float beta_hat0 = from_state ? coefs_at(a, b, h, 0).beta_hat : 0.0f;
+    const float* row = from_state ? st.ssm0 + (int64_t(bh) * a.P + me.p) * a.N : nullptr;
 #pragma unroll
-    for (int i = 0; i < kPieces; ++i) {
-      const int n = 4 * (me.sub + lay.tpr * i);
-      const bool mine = kOutput && me.valid && i < me.pieces;
-      me.h[i] = make_float4(mine ? initial_element(a, st, beta_hat0, bh, me.p, n) : 0.0f,
-                            mine ? initial_element(a, st, beta_hat0, bh, me.p, n + 1) : 0.0f,
-                            mine ? initial_element(a, st, beta_hat0, bh, me.p, n + 2) : 0.0f,
-                            mine ? initial_element(a, st, beta_hat0, bh, me.p, n + 3) : 0.0f);
+    for (int i = 0; i < kPieces; ++i)
+      me.h[i] = from_state && i < me.pieces ? load4(row + 4 * (me.sub + lay.tpr * i)) : make_float4(0, 0, 0, 0);
+    for (int r = 0; from_state && r < a.R; ++r) {
+      const float w = beta_hat0 * st.x0[(int64_t(bh) * a.R + r) * a.P + me.p];
+      const float* kr = st.k0 + (int64_t(bh) * a.R + r) * a.N;
+#pragma unroll
+      for (int i = 0; i < kPieces; ++i) {
+        if (i >= me.pieces) break;
+        const float4 v = load4(kr + 4 * (me.sub + lay.tpr * i));
+        me.h[i].x += w * v.x;
+        me.h[i].y += w * v.y;
+        me.h[i].z += w * v.z;
+        me.h[i].w += w * v.w;
+      }
     }
   }
   const int j = threadIdx.x;  // the angle this thread advances, when j < S
