@@ -171,6 +171,12 @@ V __shfl_up_sync(unsigned, V v, int delta) {
   return l >= delta ? other : v;
 }
 template <class V>
+V __shfl_down_sync(unsigned, V v, int delta) {
+  const int l = warp::lane();
+  const V other = V(warp::shuffle(double(v), l + delta < 32 ? l + delta : l));
+  return l + delta < 32 ? other : v;
+}
+template <class V>
 V __shfl_xor_sync(unsigned, V v, int mask) {
   return V(warp::shuffle(double(v), warp::lane() ^ mask));
 }

@@ -26,7 +26,6 @@ Json plan(int64_t conv_kernel, Json layers = {"mlstm+mlp", "slstm+mlp", "mlstm",
           {"layers", layers},
           {"mlstm", {{"num_heads", 2}, {"chunk_size", 8}}},
           {"slstm", {{"num_heads", 3}, {"conv1d_kernel_size", conv_kernel}}},
-          {"mamba3", {{"headdim", 16}, {"d_state", 16}}},
           {"mlp", {{"intermediate_size", 64}, {"hidden_act", "gelu"}}}};
 }
 
@@ -91,13 +90,11 @@ TEST(XlstmPlanGpu, PiecesAndStepsMatchTheForward) {
   }
 }
 
-// Training either cell, or a Mamba-3 layer, on the GPU is one clear error naming the layer (their backward has no GPU
-// kernels yet).
+// Training either cell on the GPU is one clear error naming the layer (their backward has no GPU kernels yet).
 TEST(XlstmPlanGpu, TrainingIsRefused) {
   require_gpu();
   for (const auto& [layer, message] : {std::pair{"mlstm+mlp", "mLSTM layers train on the CPU only"},
-                                       std::pair{"slstm+mlp", "sLSTM layers train on the CPU only"},
-                                       std::pair{"mamba3+mlp", "Mamba-3 layers train on the CPU only"}}) {
+                                       std::pair{"slstm+mlp", "sLSTM layers train on the CPU only"}}) {
     LanguageModel model = random_model(plan(4, {layer}), 9);
     model.to_device(Device::CUDA, DType::F32);
     Tensor ids = Tensor::zeros({1, 8}, DType::I32);

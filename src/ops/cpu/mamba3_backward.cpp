@@ -14,6 +14,7 @@
 
 #include "ops/cpu/mamba3_common.h"
 #include "ops/cpu/scratch.h"
+#include "ops/dispatch.h"
 #include "ops/ops_backward.h"
 
 namespace ssm::ops {
@@ -76,7 +77,7 @@ void head_backward(const Mamba3Head& hd, int64_t T, int64_t L, const float* dy, 
   }
 
   float G_decay = 0.0f;  // α_{t+1}, applied to G before token t adds its own term
-  float dD = 0.0f, ddt_bias = 0.0f;
+  double dD = 0.0, ddt_bias = 0.0;  // sums of many terms that partly cancel
   for (int64_t chunk = n_chunks - 1; chunk >= 0; --chunk) {
     const int64_t t0 = chunk * L, t1 = std::min(T, t0 + L);
     std::copy(starts + chunk * PN, starts + (chunk + 1) * PN, h_chunk);
@@ -189,8 +190,8 @@ void head_backward(const Mamba3Head& hd, int64_t T, int64_t L, const float* dy, 
       if (out.dtrap) out.dtrap[t * out.sdtrap] = dlambda * c.lambda * (1.0f - c.lambda);
     }
   }
-  *out.dD = dD;
-  *out.ddt_bias = ddt_bias;
+  *out.dD = float(dD);
+  *out.ddt_bias = float(ddt_bias);
 }
 
 // rows tensor t (optional): row (b, t) of columns [column, …) at + t · stride.
@@ -203,6 +204,7 @@ float* head_rows(const Tensor& t, const Mamba3Dims& d, int64_t b, int64_t column
 }  // namespace
 
 void mamba3_backward(const Mamba3Inputs& in, const Tensor& dy, Mamba3Grads& grads) {
+  SSM_GPU_DISPATCH(dy, mamba3_backward, in, dy, grads);
   const char* op = "mamba3_backward";
   const Mamba3Dims d = detail::check_mamba3_inputs(op, in, false);
   const int64_t RN = d.R * d.N;

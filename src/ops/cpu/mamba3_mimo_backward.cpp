@@ -1,11 +1,13 @@
 // The weight gradient of MIMO Mamba-3's projections (ops_backward.h): per (h, r, p) a sum over rows, in
 // parallel over the heads, each summing its rows in order (no result depends on the threads).
 #include "ops/cpu/mamba3_mimo.h"
+#include "ops/dispatch.h"
 #include "ops/ops_backward.h"
 
 namespace ssm::ops {
 
 void mamba3_mimo_weight_grad(const Tensor& wide, const Tensor& narrow, Tensor& dw) {
+  SSM_GPU_DISPATCH(narrow, mamba3_mimo_weight_grad, wide, narrow, dw);
   const detail::MimoDims d = detail::check_mimo("mamba3_mimo_weight_grad", narrow, dw, wide);
   const int64_t HP = d.H * d.P, ldn = detail::ld(narrow), ldw = detail::ld(wide);
 #pragma omp parallel for schedule(static) if (d.rows * d.R * HP >= (1 << 16))

@@ -38,6 +38,10 @@ Tensor ssd_forward_saving_chunk_states(const SsdInputs& in, Tensor& y);
 void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, SsdGrads& grads,
                   const Tensor& dfinal_state, const Tensor& chunk_states);
 
+// ---- Mamba-3 (mamba3_backward.cu; MIMO's weight gradient in mamba3.cu) ----
+void mamba3_backward(const Mamba3Inputs& in, const Tensor& dy, Mamba3Grads& grads);
+void mamba3_mimo_weight_grad(const Tensor& wide, const Tensor& narrow, Tensor& dw);
+
 // ---- elementwise (elementwise_backward.cu): x, dy, dx in one activation dtype ----
 void silu_backward(const Tensor& x, const Tensor& dy, Tensor& dx, bool accumulate_dx = false);
 void softplus_backward(const Tensor& x, const Tensor& dy, Tensor& dx, bool accumulate_dx = false);

@@ -146,26 +146,72 @@ __device__ __forceinline__ float initial_element(const Args<T>& a, const State& 
   return v;
 }
 
-// Stages tokens [tb, tb + n) of sequence b, head h: B and C plus the biases, turned by the angles that start at φ
-// (thread j < S holds φ_j and advances it), x of rows [p0, p0 + rows), the scalars of tokens tb .. tb + n, and for the
-// output the dots k_r'·q_r. Ends with a barrier; the caller's barrier before it must have ended every read of the last
-// tile.
-template <bool kOutput, class T>
-__device__ void stage_tile(const Args<T>& a, const Staged& sm, int b, int h, int tb, int n, int p0, int rows,
-                           float& phi) {
-  const int RN = a.R * a.N, g = h / (a.H / a.G), j = threadIdx.x;
+// Loads tokens [tb, tb + n) of sequence b, head h: B (and with kQ, C) plus the biases into k (q), x of rows [p0, p0 +
+// rows), and the scalars of tokens tb .. tb + n. Ends with a barrier; the caller's barrier before it must have ended
+// every read of the last tile.
+template <bool kQ, class T>
+__device__ void load_tile(const Args<T>& a, const Staged& sm, int b, int h, int tb, int n, int p0, int rows) {
+  const int RN = a.R * a.N, g = h / (a.H / a.G);
   for (int i = threadIdx.x; i < n * RN; i += blockDim.x) {
     const int s = i / RN, rn = i % RN, r = rn / a.N, column = (r * a.G + g) * a.N + rn % a.N;
     const int64_t row = int64_t(b) * a.T_len + tb + s;
     sm.k[i] = to_float(a.B.at(row, column)) + a.B_bias[h * RN + rn];
-    if (kOutput) sm.q[i] = to_float(a.C.at(row, column)) + a.C_bias[h * RN + rn];
+    if (kQ) sm.q[i] = to_float(a.C.at(row, column)) + a.C_bias[h * RN + rn];
   }
   for (int i = threadIdx.x; i < n * a.R * rows; i += blockDim.x) {
     const int s = i / (a.R * rows), r = i / rows % a.R, p = p0 + i % rows;
     sm.x[i] = p < a.P ? to_float(a.x.at(int64_t(b) * a.T_len + tb + s, (r * a.H + h) * a.P + p)) : 0.0f;
   }
   if (int(threadIdx.x) <= n) sm.coefs[threadIdx.x] = coefs_at(a, b, h, tb + int(threadIdx.x));
-  __syncthreads();  // the scalars
+  __syncthreads();
+}
+
+// Turns the staged k (and with kQ, q) of n tokens by the staged angles. The angles' barrier must come before; ends
+// with a barrier.
+template <bool kQ, class T>
+__device__ void turn_tile(const Args<T>& a, const Staged& sm, int n) {
+  const int RN = a.R * a.N;
+  for (int i = threadIdx.x; i < n * a.S; i += blockDim.x) sincosf(sm.angles[i], &sm.sines[i], &sm.cosines[i]);
+  __syncthreads();  // their cosines and sines
+  for (int i = threadIdx.x; i < n * a.R * a.S; i += blockDim.x) {
+    const int s = i / (a.R * a.S), r = i / a.S % a.R, jj = i % a.S;
+    const int lo = a.halves ? jj : 2 * jj, hi = a.halves ? jj + a.N / 2 : 2 * jj + 1;
+    const float cs = sm.cosines[s * a.S + jj], sn = sm.sines[s * a.S + jj];
+    for (int which = 0; which < (kQ ? 2 : 1); ++which) {
+      float* v = (which ? sm.q : sm.k) + s * RN + r * a.N;
+      const float v0 = v[lo], v1 = v[hi];
+      v[lo] = v0 * cs - v1 * sn;
+      v[hi] = v0 * sn + v1 * cs;
+    }
+  }
+  __syncthreads();  // k and q turned
+}
+
+// kq[s, r', r] = k_s,r'·q_s,r for the first `dotted` staged tokens: a warp per dot, its lanes over N. Ends with a
+// barrier when there are any.
+template <class T>
+__device__ void dot_tile(const Args<T>& a, const Staged& sm, int dotted) {
+  if (dotted <= 0) return;
+  const int RN = a.R * a.N, warp = threadIdx.x / 32, lane = threadIdx.x % 32, dots = dotted * a.R * a.R;
+  for (int d = warp; d < dots; d += blockDim.x / 32) {
+    const int s = d / (a.R * a.R), rk = d / a.R % a.R, rq = d % a.R;
+    const float *kv = sm.k + s * RN + rk * a.N, *qv = sm.q + s * RN + rq * a.N;
+    float acc = 0.0f;
+    for (int nn = lane; nn < a.N; nn += 32) acc += kv[nn] * qv[nn];
+    for (int width = 16; width > 0; width /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, width);
+    if (lane == 0) sm.kq[d] = acc;
+  }
+  __syncthreads();
+}
+
+// Stages tokens [tb, tb + n) for a walk (load_tile), the angles advanced from φ (thread j < S holds φ_j and advances
+// it) and k and q turned by them, and for the output the dots k_r'·q_r, not for a call's last token (its next β̂ is 0:
+// a step). Ends with a barrier.
+template <bool kOutput, class T>
+__device__ void stage_tile(const Args<T>& a, const Staged& sm, int b, int h, int tb, int n, int p0, int rows,
+                           float& phi) {
+  const int j = threadIdx.x;
+  load_tile<kOutput>(a, sm, b, h, tb, n, p0, rows);
   for (int i = threadIdx.x; i < n * a.S; i += blockDim.x) {
     const int s = i / a.S;
     sm.angles[i] = kPi * tanhf(to_float(a.angles.at(int64_t(b) * a.T_len + tb + s, i % a.S))) * sm.coefs[s].dt;
@@ -174,34 +220,8 @@ __device__ void stage_tile(const Args<T>& a, const Staged& sm, int b, int h, int
   if (j < a.S)
     for (int s = 0; s < n; ++s) sm.angles[s * a.S + j] = phi = wrap_angle(phi + sm.angles[s * a.S + j]);
   __syncthreads();  // the angles
-  for (int i = threadIdx.x; i < n * a.S; i += blockDim.x) sincosf(sm.angles[i], &sm.sines[i], &sm.cosines[i]);
-  __syncthreads();  // their cosines and sines
-  for (int i = threadIdx.x; i < n * a.R * a.S; i += blockDim.x) {
-    const int s = i / (a.R * a.S), r = i / a.S % a.R, jj = i % a.S;
-    const int lo = a.halves ? jj : 2 * jj, hi = a.halves ? jj + a.N / 2 : 2 * jj + 1;
-    const float cs = sm.cosines[s * a.S + jj], sn = sm.sines[s * a.S + jj];
-    for (int which = 0; which < (kOutput ? 2 : 1); ++which) {
-      float* v = (which ? sm.q : sm.k) + s * RN + r * a.N;
-      const float v0 = v[lo], v1 = v[hi];
-      v[lo] = v0 * cs - v1 * sn;
-      v[hi] = v0 * sn + v1 * cs;
-    }
-  }
-  __syncthreads();  // k and q turned
-  // kq[s, r', r] = k_s,r'·q_s,r: a warp per dot, its lanes over N; not for a last token (its next β̂ is 0: a step).
-  const int dotted = tb + n < a.T_len ? n : n - 1;
-  if (kOutput && dotted > 0) {
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, dots = dotted * a.R * a.R;
-    for (int d = warp; d < dots; d += blockDim.x / 32) {
-      const int s = d / (a.R * a.R), rk = d / a.R % a.R, rq = d % a.R;
-      const float *kv = sm.k + s * RN + rk * a.N, *qv = sm.q + s * RN + rq * a.N;
-      float acc = 0.0f;
-      for (int nn = lane; nn < a.N; nn += 32) acc += kv[nn] * qv[nn];
-      for (int width = 16; width > 0; width /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, width);
-      if (lane == 0) sm.kq[d] = acc;
-    }
-    __syncthreads();
-  }
+  turn_tile<kOutput>(a, sm, n);
+  if (kOutput) dot_tile(a, sm, tb + n < a.T_len ? n : n - 1);
 }
 
 // A thread's share of its state row: columns 4 (sub + tpr · i) + e, i < kPieces.
@@ -386,6 +406,18 @@ __global__ void mimo_contract_kernel(Rows<const T> wide, const float* w, Rows<T>
   float acc = 0.0f;
   for (int r = 0; r < R; ++r) acc += to_float(wide.at(m, r * HP + hp)) * w[(hd * R + r) * P + p];
   narrow.at(m, hp) = from_float<T>(acc);
+}
+
+// Their weight's gradient (ops::mamba3_mimo_weight_grad), a thread per dw[h, r, p] adding its rows in order.
+template <class T>
+__global__ void mimo_weight_grad_kernel(Rows<const T> wide, Rows<const T> narrow, float* dw, int64_t rows, int H, int R,
+                                        int P) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x, HP = int64_t(H) * P;
+  if (i >= R * HP) return;
+  const int64_t hd = i / (R * P), r = i / P % R, p = i % P, wide_col = r * HP + hd * P + p, narrow_col = hd * P + p;
+  float acc = 0.0f;
+  for (int64_t m = 0; m < rows; ++m) acc += to_float(wide.at(m, wide_col)) * to_float(narrow.at(m, narrow_col));
+  dw[i] += acc;
 }
 
 }  // namespace ssm::ops::cuda::mamba3_kernels

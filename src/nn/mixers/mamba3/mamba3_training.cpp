@@ -22,8 +22,8 @@ class Mamba3Training final : public MixerTraining {
       Timed t(prof, &StepProfile::matmul);
       p_ = m_.project(x, ws);
     }
-    y_ = ws.take(p_.in.x.shape());
-    gated_ = ws.take(y_.shape());
+    y_ = ws.take(p_.in.x.shape(), x.dtype());
+    gated_ = ws.take(y_.shape(), x.dtype());
     {
       Timed t(prof, &StepProfile::mixing);
       ops::mamba3(p_.in, nullptr, y_);
@@ -36,10 +36,11 @@ class Mamba3Training final : public MixerTraining {
     WorkspaceScope scope(ws);
     const Mamba3Settings& s = m_.s;
     const int64_t axis = dout.dim() - 1, Di = s.d_inner, GN = s.mimo_rank * s.n_groups * s.d_state, H = s.n_heads;
-    Tensor dgated = ws.take(gated_.shape()), dy = ws.take(y_.shape()), dproj = ws.take(p_.proj.shape());
+    const DType act = dout.dtype();  // the activations' gradients (BF16 under mixed precision on the GPU)
+    Tensor dgated = ws.take(gated_.shape(), act), dy = ws.take(y_.shape(), act), dproj = ws.take(p_.proj.shape(), act);
     {
       Timed t(prof, &StepProfile::matmul);
-      Tensor dmerged = s.mimo ? ws.take(merged_.shape()) : dgated;
+      Tensor dmerged = s.mimo ? ws.take(merged_.shape(), act) : dgated;
       ops::linear_backward(merged_, m_.out_proj.weight, dout, &dmerged, &g.of(m_.out_proj.weight), nullptr);
       if (s.mimo) {
         ops::mamba3_mimo_expand(dmerged, m_.mimo_o, dgated);
@@ -55,9 +56,9 @@ class Mamba3Training final : public MixerTraining {
     Tensor dz = part(Di);
     Tensor dx_in = part(Di);
     // MIMO: the gradients of the ranks' z_r and x_r first, then down to z and x.
-    Tensor dz_gate = s.mimo ? ws.take(p_.z_gate.shape()) : dz;
+    Tensor dz_gate = s.mimo ? ws.take(p_.z_gate.shape(), act) : dz;
     ops::Mamba3Grads grads;
-    grads.dx = s.mimo ? ws.take(p_.in.x.shape()) : dx_in;
+    grads.dx = s.mimo ? ws.take(p_.in.x.shape(), act) : dx_in;
     Tensor dB_raw = part(GN), dC_raw = part(GN);
     grads.ddt = part(H);
     grads.dA = part(H);
@@ -78,8 +79,8 @@ class Mamba3Training final : public MixerTraining {
         ops::mamba3_mimo_weight_grad(dz_gate, p_.z, g.of(m_.mimo_z));
       }
     }
-    grads.dB = ws.take(p_.B_raw.shape());
-    grads.dC = ws.take(p_.C_raw.shape());
+    grads.dB = ws.take(p_.B_raw.shape(), act);
+    grads.dC = ws.take(p_.C_raw.shape(), act);
     grads.ddt_bias = g.of(m_.dt_bias);
     grads.dB_bias = g.of(m_.B_bias).view({H, s.mimo_rank * s.d_state});
     grads.dC_bias = g.of(m_.C_bias).view({H, s.mimo_rank * s.d_state});
@@ -98,7 +99,7 @@ class Mamba3Training final : public MixerTraining {
       for (auto [raw, dnormed, weight, target] :
            {std::tuple{&p_.B_raw, &grads.dB, &m_.B_norm_weight, &dB_raw},
             std::tuple{&p_.C_raw, &grads.dC, &m_.C_norm_weight, &dC_raw}}) {
-        Tensor draw = ws.take(raw->shape());
+        Tensor draw = ws.take(raw->shape(), act);
         Tensor draw_rows = m_.group_rows(draw);
         ops::rmsnorm_backward(m_.group_rows(*raw), *weight, kNormEps, m_.group_rows(*dnormed), draw_rows,
                               &g.of(*weight));
@@ -117,9 +118,6 @@ class Mamba3Training final : public MixerTraining {
 
 }  // namespace
 
-std::unique_ptr<MixerTraining> Mamba3Mixer::training() const {
-  require_cpu_training(dt_bias.device(), "Mamba-3 layers");
-  return std::make_unique<Mamba3Training>(*this);
-}
+std::unique_ptr<MixerTraining> Mamba3Mixer::training() const { return std::make_unique<Mamba3Training>(*this); }
 
 }  // namespace ssm
