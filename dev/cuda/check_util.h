@@ -82,3 +82,42 @@ inline void report_error(std::string& report, bool& ok, const char* name, double
     report += "(FAIL)";
   }
 }
+
+// Σ w · y, the loss whose gradient a backward host check's finite differences take.
+inline double weighted_sum(const std::vector<float>& w, const std::vector<double>& y) {
+  double sum = 0.0;
+  for (size_t i = 0; i < y.size(); ++i) sum += double(w[i]) * y[i];
+  return sum;
+}
+
+// dL/dv for every element of `values` by central differences, each step relative_step · max(1, |v|); loss() reads
+// `values` (changed one element at a time and restored).
+template <class Loss>
+std::vector<double> central_differences(std::vector<double>& values, Loss&& loss, double relative_step) {
+  std::vector<double> grad(values.size());
+  for (size_t i = 0; i < values.size(); ++i) {
+    const double kept = values[i], step = relative_step * std::max(1.0, std::fabs(kept));
+    values[i] = kept + step;
+    const double up = loss();
+    values[i] = kept - step;
+    const double down = loss();
+    values[i] = kept;
+    grad[i] = (up - down) / (2 * step);
+  }
+  return grad;
+}
+
+// Runs each case in F32 (seed) and BF16 (seed + 1), the seed advancing by 2 a case; prints the verdict and returns
+// the program's exit status.
+template <class Case, class RunF32, class RunBf16>
+int run_cases(const std::vector<Case>& cases, RunF32&& run_f32, RunBf16&& run_bf16) {
+  bool ok = true;
+  unsigned seed = 1;
+  for (const Case& k : cases) {
+    ok &= run_f32(k, seed);
+    ok &= run_bf16(k, seed + 1);
+    seed += 2;
+  }
+  std::printf("%s\n", ok ? "all cases passed" : "SOME CASES FAILED");
+  return ok ? 0 : 1;
+}

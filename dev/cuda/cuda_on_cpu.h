@@ -20,6 +20,8 @@
 #include <random>
 #include <vector>
 
+#include "check_util.h"  // run_cases
+
 // ---- the CUDA execution model on fibers ----
 
 #define __launch_bounds__(...)
@@ -302,20 +304,20 @@ bool shared_untouched_from(const E (&smem)[kCount], size_t bytes) {
 }
 
 // Runs every case in F32 (seed) and BF16 (seed + 1), each with the threads of a block in both orders
-// (see fibers::reverse_order), the seed advancing by 2 a case; prints the verdict and returns the
-// program's exit status.
+// (see fibers::reverse_order), the seed advancing by 2 a case (check_util.h's run_cases); prints the verdict and
+// returns the program's exit status.
 template <class Case, class RunF32, class RunBf16>
 int run_cases_both_orders(const std::vector<Case>& cases, RunF32&& run_f32, RunBf16&& run_bf16) {
-  bool ok = true;
-  unsigned seed = 1;
-  for (const Case& k : cases) {
-    for (bool reverse : {false, true}) {
-      fibers::reverse_order = reverse;
-      ok &= run_f32(k, seed);
-      ok &= run_bf16(k, seed + 1);
-    }
-    seed += 2;
-  }
-  std::printf("%s\n", ok ? "all cases passed" : "SOME CASES FAILED");
-  return ok ? 0 : 1;
+  const auto both_orders = [](auto& run) {
+    return [&run](const Case& k, unsigned seed) {
+      bool ok = true;
+      for (bool reverse : {false, true}) {
+        fibers::reverse_order = reverse;
+        ok &= run(k, seed);
+      }
+      fibers::reverse_order = false;
+      return ok;
+    };
+  };
+  return run_cases(cases, both_orders(run_f32), both_orders(run_bf16));
 }

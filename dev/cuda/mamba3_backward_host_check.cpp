@@ -120,26 +120,15 @@ Grads run_kernels(const Case& k, const Inputs& in, const std::vector<float>& dy_
 // dL/dv for every element of one input tensor of `in`, L = Σ dy · y, by central differences.
 std::vector<double> finite_differences(const Case& k, InputsOf<double> in, std::vector<double> InputsOf<double>::*field,
                                        const std::vector<float>& dy, float A_floor) {
-  const auto loss = [&] {
-    Reference ref{in.angle0, in.ssm0, in.k0, in.x0};
-    std::vector<double> y;
-    ref.run(k, k.T, in, A_floor, y);
-    double sum = 0.0;
-    for (size_t i = 0; i < y.size(); ++i) sum += double(dy[i]) * y[i];
-    return sum;
-  };
-  std::vector<double>& values = in.*field;
-  std::vector<double> grad(values.size());
-  for (size_t i = 0; i < values.size(); ++i) {
-    const double kept = values[i], step = 1e-5 * std::max(1.0, std::fabs(kept));
-    values[i] = kept + step;
-    const double up = loss();
-    values[i] = kept - step;
-    const double down = loss();
-    values[i] = kept;
-    grad[i] = (up - down) / (2 * step);
-  }
-  return grad;
+  return central_differences(
+      in.*field,
+      [&] {
+        Reference ref{in.angle0, in.ssm0, in.k0, in.x0};
+        std::vector<double> y;
+        ref.run(k, k.T, in, A_floor, y);
+        return weighted_sum(dy, y);
+      },
+      1e-5);
 }
 
 template <class T>

@@ -1,6 +1,7 @@
 // Runs the mLSTM kernels of src/ops/cuda/mlstm_kernels.cuh on the CPU, for machines without a GPU (the
 // execution model of cuda_on_cpu.h: fibers for threads, emulated barriers and shuffles), and checks them
-// against the plain recurrence in double: the chunked forward (chunk states, then outputs) in segments as
+// against the plain recurrence in double: the chunked forward (chunk states, then outputs, and every token's q̂·n_t and
+// m_t, which the backward reads) in segments as
 // mlstm.cu cuts them, from zeros and from a given state, then steps from the state it left; heads wider
 // than a tile, partial chunks, several segments, both dtypes of q, k, v. Not timing, not races (fibers
 // switch only at barriers), not the hardware.
@@ -14,80 +15,10 @@
 #undef __shared__
 #define __shared__ static
 #include "../../src/ops/cuda/mlstm_kernels.cuh"
+#include "mlstm_reference.h"
 
 namespace kernels = ssm::ops::cuda::mlstm_kernels;
 using bf16 = __nv_bfloat16;
-
-struct Case {
-  int batch, T, H, dk, dv, chunk;
-  int64_t state_budget;  // bytes of chunk states a segment may hold (small: many segments)
-  int steps;             // tokens after the forward, one step each
-};
-
-// Every token's inputs ([B, T, width] rows) and the starting state.
-struct Inputs {
-  std::vector<float> q, k, v, i, f, C0, n0, m0;
-};
-
-template <class T>
-Inputs make_inputs(const Case& k, int tokens, unsigned seed) {
-  std::mt19937 gen(seed);
-  NormalFill<T> fill{gen};
-  std::uniform_real_distribution<float> uniform(0.0f, 1.0f);
-  Inputs in;
-  const size_t rows = size_t(k.batch) * tokens;
-  fill(in.q, rows * k.H * k.dk, 1.0f, 0.0f, true);
-  fill(in.k, rows * k.H * k.dk, 1.0f, 0.0f, true);
-  fill(in.v, rows * k.H * k.dv, 1.0f, 0.0f, true);
-  // Input gates from far below zero (e^{−m} wins the denominator) to above; forget gates mostly open.
-  in.i.resize(rows * k.H);
-  for (float& x : in.i) x = -12.0f + 16.0f * uniform(gen);
-  fill(in.f, rows * k.H, 2.0f, 2.0f, false);
-  const size_t heads = size_t(k.batch) * k.H;
-  fill(in.C0, heads * k.dk * k.dv, 0.5f, 0.0f, false);
-  fill(in.n0, heads * k.dk, 0.5f, 0.0f, false);
-  fill(in.m0, heads, 1.0f, 0.0f, false);
-  return in;
-}
-
-// The recurrence of ops.h in double, token by token: h [B, tokens, H·dv], the state advanced in place.
-void reference(const Case& k, int tokens, const Inputs& in, std::vector<double>& h, std::vector<double>& C,
-               std::vector<double>& n, std::vector<double>& m) {
-  const double scale = 1.0 / std::sqrt(double(k.dk)), eps = 1e-6;
-  h.assign(size_t(k.batch) * tokens * k.H * k.dv, 0.0);
-  for (int b = 0; b < k.batch; ++b)
-    for (int hd = 0; hd < k.H; ++hd) {
-      const size_t bh = size_t(b) * k.H + hd;
-      double* Cs = &C[bh * k.dk * k.dv];
-      double* ns = &n[bh * k.dk];
-      for (int t = 0; t < tokens; ++t) {
-        const size_t row = size_t(b) * tokens + t;
-        const double i = in.i[row * k.H + hd], f = in.f[row * k.H + hd];
-        const double log_f = std::min(f, 0.0) - std::log1p(std::exp(-std::fabs(f)));
-        const double m_next = std::max(log_f + m[bh], i);
-        const double forget = std::exp(log_f + m[bh] - m_next), input = std::exp(i - m_next);
-        m[bh] = m_next;
-        const float* q = &in.q[(row * k.H + hd) * k.dk];
-        const float* kk = &in.k[(row * k.H + hd) * k.dk];
-        const float* v = &in.v[(row * k.H + hd) * k.dv];
-        double dot = 0.0;
-        for (int r = 0; r < k.dk; ++r) {
-          ns[r] = forget * ns[r] + input * kk[r];
-          dot += q[r] * scale * ns[r];
-        }
-        const double denom = std::max(std::fabs(dot), std::exp(-m_next)) + eps;
-        for (int c = 0; c < k.dv; ++c) {
-          double num = 0.0;
-          for (int r = 0; r < k.dk; ++r) {
-            double& s = Cs[size_t(r) * k.dv + c];
-            s = forget * s + input * kk[r] * v[c];
-            num += q[r] * scale * s;
-          }
-          h[(row * k.H + hd) * k.dv + c] = num / denom;
-        }
-      }
-    }
-}
 
 // Tokens [t0, t0 + count) through the kernels: the chunked forward (segments as mlstm.cu cuts them) or,
 // for a step, the step's two kernels. h is filled with NaN first, so an element left unwritten fails.
@@ -97,6 +28,7 @@ struct Run {
   int tokens;
   const Inputs& in;
   std::vector<float> C, n, m;  // the state, advanced in place
+  std::vector<float> dots, ms;  // the last forward's q̂·n_t and m_t, [B·H, count]
 
   std::vector<float> call(int t0, int count, bool step) {
     const std::vector<T> q = sequence_rows<T>(in.q, k.batch, tokens, t0, count, k.H * k.dk),
@@ -105,6 +37,8 @@ struct Run {
     const std::vector<float> i = sequence_rows<float>(in.i, k.batch, tokens, t0, count, k.H),
                              f = sequence_rows<float>(in.f, k.batch, tokens, t0, count, k.H);
     std::vector<float> h(size_t(k.batch) * count * k.H * k.dv, NAN);
+    dots.assign(size_t(k.batch) * k.H * count, NAN);
+    ms.assign(dots.size(), NAN);
     const kernels::Args<T> a{{q.data(), k.H * k.dk},
                              {kk.data(), k.H * k.dk},
                              {v.data(), k.H * k.dv},
@@ -116,7 +50,9 @@ struct Run {
                              k.dk,
                              k.dv,
                              1e-6f,
-                             1.0f / std::sqrt(float(k.dk))};
+                             1.0f / std::sqrt(float(k.dk)),
+                             step ? nullptr : dots.data(),
+                             step ? nullptr : ms.data()};
     const kernels::State state{C.data(), n.data(), m.data()};
     const unsigned heads = unsigned(k.batch * k.H);
     if (step) {
@@ -161,8 +97,8 @@ bool run_case(const Case& k, bool from_zeros, unsigned seed) {
              std::vector<float>(C.begin(), C.end()),
              std::vector<float>(n.begin(), n.end()),
              std::vector<float>(m.begin(), m.end())};
-  std::vector<double> h_want;
-  reference(k, tokens, in, h_want, C, n, m);
+  std::vector<double> h_want, dots(size_t(k.batch) * k.H * tokens), ms(dots.size());
+  reference(k, tokens, in, h_want, C, n, m, &dots, &ms);
   // F32 arithmetic against double (q, k, v the same rounded values on both sides): the cases land
   // below 2e-5; a wrong index or a missed element lands near 1.
   const double tol = 1e-4;
@@ -171,6 +107,10 @@ bool run_case(const Case& k, bool from_zeros, unsigned seed) {
   const std::vector<float> h = run.call(0, k.T, false);
   report_error(report, ok, "forward h",
                rel_error(h, sequence_rows<double>(h_want, k.batch, tokens, 0, k.T, k.H * k.dv)), tol);
+  // What the backward starts from (ops/cuda/mlstm_backward.cu): every token's q̂·n_t and m_t.
+  report_error(report, ok, "q̂·n", rel_error(run.dots, sequence_rows<double>(dots, k.batch * k.H, tokens, 0, k.T, 1)),
+               tol);
+  report_error(report, ok, "m_t", rel_error(run.ms, sequence_rows<double>(ms, k.batch * k.H, tokens, 0, k.T, 1)), tol);
   for (int t = k.T; t < tokens; ++t) {
     report_error(report, ok, "step h",
                  rel_error(run.call(t, 1, true), sequence_rows<double>(h_want, k.batch, tokens, t, 1, k.H * k.dv)),

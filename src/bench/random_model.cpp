@@ -31,8 +31,24 @@ ModelConfig published_shape(const std::string& name) {
               {"residual_in_fp32", true},
               {"fused_add_norm", true},
               {"tie_embeddings", true}};
+  } else if (name == "xlstm-350m") {
+    // NX-AI/xLSTM-7b's config.json layout at ~350M parameters (scripts/gpu-xlstm-peer.py's "350m").
+    config = {{"model_type", "xlstm"},
+              {"hidden_size", 1024},
+              {"num_blocks", 24},
+              {"num_heads", 4},
+              {"vocab_size", 50304},
+              {"qk_dim_factor", 0.5},
+              {"v_dim_factor", 1.0},
+              {"chunk_size", 64},
+              {"gate_soft_cap", 15.0},
+              {"output_logit_soft_cap", 30.0},
+              {"tie_word_embeddings", false}};
   } else {
-    fail("unknown model shape '{}' (mamba-130m, mamba-1.4b, mamba2-130m, mamba2-1.3b, mamba3-130m, mamba3-1.3b)", name);
+    fail(
+        "unknown model shape '{}' (mamba-130m, mamba-1.4b, mamba2-130m, mamba2-1.3b, mamba3-130m, mamba3-1.3b, "
+        "xlstm-350m)",
+        name);
   }
   return ModelConfig::from_json(config, name);
 }

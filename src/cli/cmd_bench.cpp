@@ -198,9 +198,13 @@ void run_gpu_training_bench(const BenchArgs& args, const CLI::App& cmd, const be
     int64_t batch, seq_len;
     double peer_tokens_per_second, peer_peak_gib;  // 0: no peer figure
   };
-  const std::vector<Shape> all = {{"mamba2-130m", 8, 2048, 129.7e3, 21.6}, {"mamba2-1.3b", 4, 2048, 24.6e3, 46.3},
-                                  {"mamba-130m", 8, 2048, 0, 0},           {"mamba-1.4b", 4, 2048, 0, 0},
-                                  {"mamba3-130m", 8, 2048, 0, 0},          {"mamba3-1.3b", 4, 2048, 0, 0}};
+  const std::vector<Shape> all = {{"mamba2-130m", 8, 2048, 129.7e3, 21.6},
+                                  {"mamba2-1.3b", 4, 2048, 24.6e3, 46.3},
+                                  {"mamba-130m", 8, 2048, 0, 0},
+                                  {"mamba-1.4b", 4, 2048, 0, 0},
+                                  {"mamba3-130m", 8, 2048, 0, 0},
+                                  {"mamba3-1.3b", 4, 2048, 0, 0},
+                                  {"xlstm-350m", 8, 2048, 0, 0}};
   std::vector<Shape> shapes;
   const bool models_given = cmd.count("--models") > 0;
   for (const Shape& shape : all)
@@ -210,7 +214,7 @@ void run_gpu_training_bench(const BenchArgs& args, const CLI::App& cmd, const be
   for (const auto& name : models_given ? args.shapes : std::vector<std::string>{})
     SSM_CHECK(std::any_of(all.begin(), all.end(), [&](const Shape& s) { return name == s.name; }),
               "--suite training --device cuda times mamba2-130m, mamba2-1.3b (beside mamba_ssm + PyTorch), "
-              "mamba-130m, mamba-1.4b, mamba3-130m and mamba3-1.3b, got '{}'",
+              "mamba-130m, mamba-1.4b, mamba3-130m, mamba3-1.3b and xlstm-350m, got '{}'",
               name);
   if (scan_table) bench::scan_kernel_table(args.seed, /*training=*/true, scan_peers);
   std::vector<TrainBenchResult> results;

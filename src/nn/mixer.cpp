@@ -13,11 +13,4 @@ void Mixer::step_in_residual(Tensor& h, const Tensor& norm_weight, float eps, Mi
   ops::add_inplace(h, out);
 }
 
-void require_cpu_training(Device device, const char* layers) {
-  SSM_CHECK(device == Device::CPU,
-            "--device {}: {} train on the CPU only so far (their backward has no GPU kernels); they run inference "
-            "on the GPU",
-            device_name(device), layers);
-}
-
 }  // namespace ssm

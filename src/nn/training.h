@@ -18,10 +18,6 @@ class Gradients {
   Tensor* of_optional(const Tensor& param) { return param.defined() ? &of(param) : nullptr; }
 };
 
-// For a layer whose backward has kernels on the CPU only: one clear error when its parameters are on
-// `device` (another), naming `layers` ("mLSTM layers").
-void require_cpu_training(Device device, const char* layers);
-
 // Where the time of a training step goes (seconds, accumulated while a pointer is given).
 struct StepProfile {
   double matmul = 0;  // projections, the head + loss (forward and backward)

@@ -117,6 +117,7 @@ struct CrossEntropyOptions {
   int64_t vocab_chunk = 8192;
   int64_t row_block = 512;
   float grad_scale = 1.0f;
+  float logit_soft_cap = 0.0f;  // > 0: the loss of z = cap · tanh(logit / cap) (xLSTM's output cap), 0: of the logits
 };
 double cross_entropy(const Tensor& hidden, const Tensor& weight, const Tensor& targets, Tensor* dhidden,
                      Tensor* dweight, const CrossEntropyOptions& options = {}, int64_t* counted = nullptr);

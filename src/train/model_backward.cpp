@@ -62,11 +62,6 @@ struct SavedBranch {
 TrainingPass::TrainingPass(LanguageModel& model, const TrainPassOptions& options)
     : model_(model), options_(options), ws_(model.device()) {
   SSM_CHECK(options.vocab_chunk >= 1, "TrainingPass: the vocabulary chunk must be positive");
-  // The fused head + loss sees the logits before any cap.
-  SSM_CHECK(model.config().logit_soft_cap == 0,
-            "training a model with an output logit soft cap ({}) is not supported yet; set output_logit_soft_cap "
-            "to null in config.json to train without it",
-            model.config().logit_soft_cap);
 }
 
 // The head and loss on the final hidden rows h [M, D]: s_l · rmsnorm_f(h) · headᵀ under cross-entropy.
@@ -88,6 +83,7 @@ static double head_loss(const LanguageModel& model, const Tensor& h, const Tenso
   ops::CrossEntropyOptions ce;
   ce.vocab_chunk = vocab_chunk;
   ce.grad_scale = grad_scale;
+  ce.logit_soft_cap = c.logit_soft_cap;  // the loss of the logits inference gives (xLSTM's output cap)
   Tensor dnormed = dh ? ws.take({M, D}, h.dtype()) : Tensor();
   double loss;
   {

@@ -12,18 +12,15 @@
 
 namespace ssm::gpu_test {
 
-inline void expect_training_step_matches_cpu(const Json& config_json, int64_t batch, int64_t length,
-                                             double grad_tolerance) {
-  const ModelConfig config = ModelConfig::from_json(config_json, "test config");
-  LanguageModel cpu(config), gpu(config);
-  init_parameters(cpu, 11);
-  init_parameters(gpu, 11);
-  gpu.to_device(Device::CUDA, DType::F32);
+// The step of `gpu` (on the GPU in F32) against `cpu` (on the CPU), the same weights in both.
+inline void expect_step_matches_cpu(LanguageModel& cpu, LanguageModel& gpu, int64_t batch, int64_t length,
+                                    double grad_tolerance) {
+  const int64_t vocab = cpu.config().vocab_size;
   Rng rng(12);
   Tensor ids = Tensor::empty({batch, length}, DType::I32), targets = Tensor::empty({batch, length}, DType::I32);
   for (int64_t i = 0; i < ids.numel(); ++i) {
-    ids.data<int32_t>()[i] = int32_t(rng.below(uint64_t(config.vocab_size)));
-    targets.data<int32_t>()[i] = i % 7 == 3 ? -1 : int32_t(rng.below(uint64_t(config.vocab_size)));
+    ids.data<int32_t>()[i] = int32_t(rng.below(uint64_t(vocab)));
+    targets.data<int32_t>()[i] = i % 7 == 3 ? -1 : int32_t(rng.below(uint64_t(vocab)));
   }
   ModelGrads cpu_grads(cpu), gpu_grads(gpu);
   TrainingPass cpu_pass(cpu), gpu_pass(gpu);
@@ -37,6 +34,17 @@ inline void expect_training_step_matches_cpu(const Json& config_json, int64_t ba
     ASSERT_EQ(c.name, g.name);
     EXPECT_LT(relative_error(to_cpu(gpu_grads.of(*g.tensor)), cpu_grads.of(*c.tensor)), grad_tolerance) << c.name;
   }
+}
+
+// The plan's initial weights.
+inline void expect_training_step_matches_cpu(const Json& config_json, int64_t batch, int64_t length,
+                                             double grad_tolerance) {
+  const ModelConfig config = ModelConfig::from_json(config_json, "test config");
+  LanguageModel cpu(config), gpu(config);
+  init_parameters(cpu, 11);
+  init_parameters(gpu, 11);
+  gpu.to_device(Device::CUDA, DType::F32);
+  expect_step_matches_cpu(cpu, gpu, batch, length, grad_tolerance);
 }
 
 }  // namespace ssm::gpu_test

@@ -2,7 +2,7 @@
 // (rounded through the activation dtype): vocabularies not a multiple of the chunk, row counts not a
 // multiple of the block, one chunk holding the whole vocabulary, ignored targets, targets on the
 // host or the GPU, column-slice hidden rows and dhidden, each gradient alone, grad_scale, no counted
-// row, bad targets, and two runs giving the same bits.
+// row, bad targets, a logit soft cap, and two runs giving the same bits.
 #include <fmt/format.h>
 
 #include <cmath>
@@ -159,6 +159,25 @@ INSTANTIATE_TEST_SUITE_P(
     });
 
 // Two runs on the same inputs give the same bits: loss, dhidden and dweight.
+// A logit soft cap small enough to bend the logits (D 64: logits of a few units), over chunks and one chunk.
+TEST(CrossEntropyGpu, SoftCapMatchesTheCpu) {
+  require_gpu();
+  for (DType dt : {DType::F32, DType::BF16})
+    for (int64_t chunk : {int64_t(64), int64_t(300)}) {
+      SCOPED_TRACE(fmt::format("{} chunk {}", dtype_name(dt), chunk));
+      Rng rng(91);
+      const CeInputs in = random_inputs(77, 64, 300, dt, rng);
+      ops::CrossEntropyOptions options{chunk, 32, 1.0f};
+      options.logit_soft_cap = 1.5f;
+      const CeResult want = run_cpu(in, options, true, true), got = run_gpu(in, dt, options, true, true, false, false);
+      EXPECT_NEAR(got.loss, want.loss, 1e-5 * (1.0 + std::fabs(want.loss)));
+      EXPECT_LT(relative_error(got.dhidden, want.dhidden), backward_tolerance(dt)) << "dhidden";
+      EXPECT_LT(relative_error(difference(got.dweight, in.dweight0), difference(want.dweight, in.dweight0)),
+                backward_tolerance(dt))
+          << "dweight added";
+    }
+}
+
 TEST(CrossEntropyGpu, Deterministic) {
   require_gpu();
   for (DType dt : {DType::F32, DType::BF16}) {

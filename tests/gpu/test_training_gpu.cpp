@@ -1,5 +1,5 @@
 // `ssm train --device cuda` against the CPU: in F32 the GPU run follows the CPU run's loss curve
-// (the demo model for 200 steps within 1e-3 at every step; Mamba-1, Mamba-2 and attention tiny models), a
+// (the demo model for 200 steps within 1e-3 at every step; Mamba-1, Mamba-2, attention and xLSTM tiny models), a
 // resumed GPU run continues the uninterrupted one bit for bit, and checkpoints move between devices.
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -35,6 +35,15 @@ const Json kTinyAttention = {
      {{"num_attention_heads", 4}, {"num_key_value_heads", 2}, {"head_dim", 8}, {"partial_rotary_factor", 0.5}}},
     {"swa", {{"num_attention_heads", 2}, {"head_dim", 16}, {"sliding_window", 9}}},
     {"mlp", {{"intermediate_size", 48}, {"hidden_act", "silu"}}}};
+
+// mLSTM and sLSTM layers (with its conv) with MLPs.
+const Json kTinyXlstm = {{"model_type", "ssm"},
+                         {"vocab_size", 256},
+                         {"hidden_size", 32},
+                         {"layers", {"mlstm+mlp", "slstm+mlp"}},
+                         {"mlstm", {{"num_heads", 2}, {"chunk_size", 8}}},
+                         {"slstm", {{"num_heads", 2}, {"conv1d_kernel_size", 4}}},
+                         {"mlp", {{"intermediate_size", 48}, {"hidden_act", "gelu"}}}};
 
 class TrainGpu : public ::testing::Test {
  protected:
@@ -154,8 +163,21 @@ TEST_F(TrainGpu, TinyAttentionInF32MatchesTheCpu) {
   expect_same_curve(cpu.metrics, gpu.metrics, 1e-4);
 }
 
+// F32 follows the CPU's curve; mixed precision ends near it.
+TEST_F(TrainGpu, TinyXlstmMatchesTheCpu) {
+  const std::string cfg = config(kTinyXlstm);
+  TrainOptions cpu = options(cfg, "cpu", 12, "cpu"), gpu = options(cfg, "gpu", 12, "cuda");
+  TrainOptions mixed = options(cfg, "mixed", 12, "cuda");
+  mixed.dtype = "bf16";
+  const TrainResult rc = train(cpu);
+  train(gpu);
+  const TrainResult rm = train(mixed);
+  expect_same_curve(cpu.metrics, gpu.metrics, 1e-3);  // the F32 bound (the CPU's mLSTM sums q̂·n in double)
+  EXPECT_LT(std::fabs(rm.final_loss - rc.final_loss), 0.02 * rc.final_loss);
+}
+
 TEST_F(TrainGpu, ResumedRunContinuesTheCurveBitForBit) {
-  for (const Json& j : {kTinyMamba, kTinyMamba2, kTinyAttention}) {
+  for (const Json& j : {kTinyMamba, kTinyMamba2, kTinyAttention, kTinyXlstm}) {
     for (const char* dtype : {"f32", "bf16"}) {
       SCOPED_TRACE(j["model_type"].get<std::string>() + " " + dtype);
       const std::string cfg = config(j);

@@ -55,6 +55,28 @@ TEST(BackwardCrossEntropy, MatchesReferenceAndFiniteDifferences) {
   }
 }
 
+// With a logit soft cap (small, so that tanh bends): loss and gradients of the capped logits' loss, chunked or not.
+TEST(BackwardCrossEntropy, SoftCapMatchesReferenceAndFiniteDifferences) {
+  const int64_t M = 7, D = 5, V = 11;
+  Rng rng(77);
+  Vec h = randn(rng, M * D, 1.5), w = randn(rng, V * D, 1.5);
+  std::vector<int32_t> t(static_cast<size_t>(M));
+  for (auto& v : t) v = int32_t(rng.below(uint64_t(V)));
+  t[3] = -1;
+  const double cap = 2.0;
+  auto loss = [&] { return ref::cross_entropy(h, w, t, M, D, V, cap); };
+  ASSERT_GT(std::fabs(loss() - ref::cross_entropy(h, w, t, M, D, V)), 0.05);  // the cap matters here
+  for (int64_t chunk : {int64_t(4), V}) {
+    SCOPED_TRACE(::testing::Message() << "vocab chunk " << chunk);
+    ops::CrossEntropyOptions options{chunk, 3, 1.0f};
+    options.logit_soft_cap = float(cap);
+    const CeResult r = run(h, w, t, M, D, V, options);
+    EXPECT_NEAR(r.loss, loss(), 1e-5 * (1 + loss()));
+    EXPECT_GRAD_NEAR(r.dh, central_diff(h, loss), 1e-4, "hidden");
+    EXPECT_GRAD_NEAR(r.dw, central_diff(w, loss), 1e-4, "weight");
+  }
+}
+
 TEST(BackwardCrossEntropy, GradScaleAndErrors) {
   Rng rng(2);
   const int64_t M = 4, D = 3, V = 5;

@@ -6,6 +6,8 @@
 // walk recomputes each chunk's logits, turns them into dlogits = scale (softmax − onehot) and applies
 // dH_blk += dlogits W_c, dW_c += dlogitsᵀ H_blk. When the whole vocabulary fits in one chunk the
 // logits are kept and not recomputed. At most row_block × vocab_chunk logits exist at any time.
+// With a soft cap the chunk's logits become z = cap · tanh(logit / cap) right after their product, and
+// dlogits take the cap's derivative, 1 − (z / cap)².
 
 #include <algorithm>
 #include <cmath>
@@ -45,6 +47,8 @@ double cross_entropy(const Tensor& hidden, const Tensor& weight, const Tensor& t
     SSM_CHECK(detail::is_f32_contig(*dweight, weight.shape()), "{}: dweight must be contiguous F32 {}, got {}", op,
               shape_str(weight.shape()), describe(*dweight));
   SSM_CHECK(options.vocab_chunk >= 1 && options.row_block >= 1, "{}: vocab_chunk and row_block must be positive", op);
+  const float cap = options.logit_soft_cap;
+  SSM_CHECK(std::isfinite(cap) && cap >= 0, "{}: the logit soft cap must be positive or 0 (none), got {}", op, cap);
 
   const int32_t* tg = targets.data<int32_t>();
   int64_t n_valid = 0;
@@ -71,6 +75,13 @@ double cross_entropy(const Tensor& hidden, const Tensor& weight, const Tensor& t
   float* target_logit = run_sum + Mr;
   float* lse = target_logit + Mr;
   double total = 0.0;
+  // The chunk's logits [rows, nv] of the row block, capped when asked.
+  const auto chunk_logits = [&](const float* hb, int64_t rows, int64_t v0, int64_t nv) {
+    gemm::sgemm(false, true, rows, nv, Dm, hb, ldh, wp + v0 * Dm, Dm, 0.0f, tile, nv);
+    if (cap > 0)
+#pragma omp parallel for schedule(static) if (rows * nv >= 32768)
+      for (int64_t e = 0; e < rows * nv; ++e) tile[e] = cap * std::tanh(tile[e] / cap);
+  };
 
   for (int64_t r0 = 0; r0 < M; r0 += Mr) {
     const int64_t rows = std::min(Mr, M - r0);
@@ -80,7 +91,7 @@ double cross_entropy(const Tensor& hidden, const Tensor& weight, const Tensor& t
     std::fill(target_logit, target_logit + Mr, 0.0f);
     for (int64_t vc = 0; vc < n_vchunks; ++vc) {
       const int64_t v0 = vc * Vc, nv = std::min(Vc, V - v0);
-      gemm::sgemm(false, true, rows, nv, Dm, hb, ldh, wp + v0 * Dm, Dm, 0.0f, tile, nv);
+      chunk_logits(hb, rows, v0, nv);
 #pragma omp parallel for schedule(static) if (rows * nv >= 32768)
       for (int64_t i = 0; i < rows; ++i) {
         const float* lr = tile + i * nv;
@@ -103,8 +114,7 @@ double cross_entropy(const Tensor& hidden, const Tensor& weight, const Tensor& t
     if (!grads) continue;
     for (int64_t vc = 0; vc < n_vchunks; ++vc) {
       const int64_t v0 = vc * Vc, nv = std::min(Vc, V - v0);
-      if (n_vchunks > 1)  // one chunk: the tile still holds these logits
-        gemm::sgemm(false, true, rows, nv, Dm, hb, ldh, wp + v0 * Dm, Dm, 0.0f, tile, nv);
+      if (n_vchunks > 1) chunk_logits(hb, rows, v0, nv);  // one chunk: the tile still holds these logits
 #pragma omp parallel for schedule(static) if (rows * nv >= 32768)
       for (int64_t i = 0; i < rows; ++i) {
         float* lr = tile + i * nv;
@@ -114,6 +124,13 @@ double cross_entropy(const Tensor& hidden, const Tensor& weight, const Tensor& t
           continue;
         }
         const float l = lse[i];
+        if (cap > 0) {
+          for (int64_t j = 0; j < nv; ++j) {
+            const float z = lr[j], d = scale * vec::fast_exp(z - l) - (v0 + j == t ? scale : 0.0f);
+            lr[j] = d * (1.0f - (z / cap) * (z / cap));
+          }
+          continue;
+        }
 #pragma omp simd
         for (int64_t j = 0; j < nv; ++j) lr[j] = scale * vec::fast_exp(lr[j] - l);
         if (t >= v0 && t < v0 + nv) lr[t - v0] -= scale;

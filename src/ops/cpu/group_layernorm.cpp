@@ -63,6 +63,7 @@ void group_layernorm(const Tensor& x, const Tensor& w, const Tensor& b, int64_t 
 // With x̂ = (x − μ) rstd and g = dy · w:  dx = rstd (g − mean(g) − x̂ mean(g x̂)),  dw += dy x̂,  db += dy.
 void group_layernorm_backward(const Tensor& x, const Tensor& w, int64_t group_size, float eps, const Tensor& dy,
                               Tensor& dx, Tensor* dw, Tensor* db) {
+  SSM_GPU_DISPATCH(dx, group_layernorm_backward, x, w, group_size, eps, dy, dx, dw, db);
   const char* op = "group_layernorm_backward";
   check(op, x, w, group_size, eps);
   const int64_t width = x.size(-1);

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "ops/cpu/mlstm_common.h"
+#include "ops/dispatch.h"
 #include "ops/ops_backward.h"
 
 namespace ssm::ops {
@@ -134,6 +135,7 @@ void head_backward(const MlstmHead& x, const float* dh, int64_t lddh, const Head
 }  // namespace
 
 void mlstm_backward(const MlstmInputs& in, const Tensor& dh, MlstmGrads& g) {
+  SSM_GPU_DISPATCH(dh, mlstm_backward, in, dh, g);
   const char* op = "mlstm_backward";
   const MlstmDims d = detail::check_mlstm_inputs(op, in, false);
   SSM_CHECK(detail::is_f32_rows(dh, {d.B, d.T, d.H * d.dv}), "{}: dh must be F32 rows [{}, {}, {}], got {}", op, d.B,

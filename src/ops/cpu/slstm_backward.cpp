@@ -7,6 +7,7 @@
 // dR = Σ h_{t-1} ⊗ dwx_t and dbias = Σ dwx_t are summed afterwards, each row of dR by one thread.
 #include "ops/cpu/scratch.h"
 #include "ops/cpu/slstm_common.h"
+#include "ops/dispatch.h"
 #include "ops/ops_backward.h"
 
 namespace ssm::ops {
@@ -74,6 +75,7 @@ void head_backward(const SlstmInputs& in, const Tensor& dy, const SlstmDims& d, 
 }  // namespace
 
 void slstm_backward(const SlstmInputs& in, const Tensor& dy, SlstmGrads& grads) {
+  SSM_GPU_DISPATCH(dy, slstm_backward, in, dy, grads);
   const char* op = "slstm_backward";
   const SlstmDims d = detail::check_slstm_inputs(op, in, false);
   const int64_t D = d.width(), dh = d.dh;

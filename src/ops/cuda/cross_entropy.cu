@@ -6,7 +6,8 @@
 //      log-sum-exp update across chunks and the target's logit when it falls in the chunk; after the
 //      last chunk lse and the row's loss, lse − target logit (in double), kept for the final sum;
 //   2. with gradients, per chunk: the logits again (not when one chunk holds the vocabulary),
-//      dlogits = scale (softmax − onehot) in the activation dtype (0 for an ignored row), then
+//      dlogits = scale (softmax − onehot) in the activation dtype (0 for an ignored row; with a logit soft cap
+//      the logits are z = cap · tanh(logit / cap), soft_cap's, and dlogits take 1 − (z / cap)²), then
 //      dH_blk (=|+=) dlogits W_c and dW_c += dlogitsᵀ H_blk (F32).
 // dhidden accumulates over the chunks in F32: directly when it is F32, else in an F32 scratch block
 // converted once at the end. The count of rows that count, scale = grad_scale / count and the loss sum
@@ -120,10 +121,12 @@ __global__ void __launch_bounds__(kRowThreads)
 }
 
 // dlogits[i, j] = scale (exp(logits[i, j] − lse[i]) − [v0 + j == target]) with scale = grad_scale /
-// count, 0 for an ignored row. dlogits may be the logits (F32): each element is read, then written.
+// count, 0 for an ignored row; times 1 − (z / cap)² where the logits z are soft-capped (cap > 0).
+// dlogits may be the logits (F32): each element is read, then written.
 template <class T>
 __global__ void dlogits_kernel(const float* logits, T* dlogits, int64_t ld, int64_t rows, int64_t nv, int64_t v0,
-                               const int32_t* targets, const float* lse, const Totals* totals, float grad_scale) {
+                               const int32_t* targets, const float* lse, const Totals* totals, float grad_scale,
+                               float cap) {
   const int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   if (e >= rows * nv) return;
   const int64_t i = e / nv, j = e % nv;
@@ -132,8 +135,10 @@ __global__ void dlogits_kernel(const float* logits, T* dlogits, int64_t ld, int6
   if (t >= 0) {
     const long long count = totals->count;
     const float scale = count > 0 ? grad_scale / float(count) : 0.0f;
-    d = scale * fast_exp2((logits[i * ld + j] - lse[i]) * kLog2e);
+    const float z = logits[i * ld + j];
+    d = scale * fast_exp2((z - lse[i]) * kLog2e);
     if (v0 + j == t) d -= scale;
+    if (cap > 0.0f) d *= 1.0f - (z / cap) * (z / cap);
   }
   dlogits[i * ld + j] = from_float<T>(d);
 }
@@ -189,6 +194,8 @@ double cross_entropy(const Tensor& hidden, const Tensor& weight, const Tensor& t
               "{}: dweight must be contiguous F32 {} on the GPU, got {}", op, shape_str(weight.shape()),
               describe(*dweight));
   SSM_CHECK(options.vocab_chunk >= 1 && options.row_block >= 1, "{}: vocab_chunk and row_block must be positive", op);
+  const float cap = options.logit_soft_cap;
+  SSM_CHECK(std::isfinite(cap) && cap >= 0, "{}: the logit soft cap must be positive or 0 (none), got {}", op, cap);
 
   // Targets on the host are checked and counted there (the CPU op's errors, before any output is
   // touched); either way the GPU counts them too, for the gradient's scale.
@@ -230,6 +237,10 @@ double cross_entropy(const Tensor& hidden, const Tensor& weight, const Tensor& t
     const Matrix h = row_range(h_all, r0, rows);
     const auto chunk_logits = [&](int64_t v0, int64_t nv) {
       matmul(h, false, row_range(w_all, v0, nv), true, Matrix{logits.raw(), DType::F32, rows, nv, ld_tile}, 0.0f, op);
+      if (cap > 0) {
+        Tensor tile = logits.slice(0, 0, rows).slice(1, 0, nv);
+        soft_cap(tile, cap, tile);
+      }
     };
     for (int64_t c = 0; c < n_chunks; ++c) {
       const int64_t v0 = c * Vc, nv = std::min(Vc, V - v0);
@@ -251,7 +262,7 @@ double cross_entropy(const Tensor& hidden, const Tensor& weight, const Tensor& t
       with_activation_type(dt, op, [&]<class T>() {
         dlogits_kernel<T><<<blocks_for(rows * nv, 256), 256, 0, stream()>>>(
             logits.data<float>(), dlogits.data<T>(), ld_tile, rows, nv, v0, tg + r0, lse, totals,
-            options.grad_scale);
+            options.grad_scale, cap);
         SSM_CUDA_CHECK_LAUNCH("{}: dlogits of rows [{}, {}) over vocabulary [{}, {})", op, r0, r0 + rows, v0,
                               v0 + nv);
       });

@@ -38,6 +38,11 @@ Tensor ssd_forward_saving_chunk_states(const SsdInputs& in, Tensor& y);
 void ssd_backward(const SsdInputs& in, const Tensor& state0, const Tensor& dy, SsdGrads& grads,
                   const Tensor& dfinal_state, const Tensor& chunk_states);
 
+// ---- xLSTM (group_layernorm.cu, mlstm_backward.cu, slstm.cu) ----
+void group_layernorm_backward(const Tensor& x, const Tensor& w, int64_t group_size, float eps, const Tensor& dy,
+                              Tensor& dx, Tensor* dw, Tensor* db);
+void mlstm_backward(const MlstmInputs& in, const Tensor& dh, MlstmGrads& grads);
+void slstm_backward(const SlstmInputs& in, const Tensor& dy, SlstmGrads& grads);
 // ---- Mamba-3 (mamba3_backward.cu; MIMO's weight gradient in mamba3.cu) ----
 void mamba3_backward(const Mamba3Inputs& in, const Tensor& dy, Mamba3Grads& grads);
 void mamba3_mimo_weight_grad(const Tensor& wide, const Tensor& narrow, Tensor& dw);

@@ -51,6 +51,7 @@ struct Args {
   Rows<float> h;
   int64_t T_len, H, dk, dv;
   float eps, scale;
+  float *dots, *ms;  // optional, [B·H, T]: q̂·n_t and m_t of every token (what the backward starts from)
 };
 
 // The gates of the chunk of nc tokens starting at token t0 of sequence b, head hd, by warp 0: b_cum[t] = Σ_{s≤t}
@@ -301,6 +302,10 @@ __global__ void __launch_bounds__(kThreads)
     }
     const float denom = fmaxf(fabsf(den[t]), expf(-m_t[t])) + a.eps;
     const int64_t row = b * a.T_len + t0 + t;
+    if (a.dots && blockIdx.x == 0 && tx == 0) {
+      a.dots[bh * a.T_len + t0 + t] = den[t];
+      a.ms[bh * a.T_len + t0 + t] = m_t[t];
+    }
 #pragma unroll
     for (int x = 0; x < 4; ++x) {
       const int64_t col = c0 + tx + 16 * x;

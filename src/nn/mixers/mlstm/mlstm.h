@@ -65,7 +65,6 @@ class MlstmMixer final : public Mixer {
   void forward(const Tensor& x, MixerState* state, Tensor& y, Workspace& ws) const override;
   void step(const Tensor& x, MixerState* state, Tensor& y, Workspace& ws) const override;
   bool replayable_step() const override { return true; }
-  // The CPU only so far: mlstm_backward and group_layernorm_backward have no GPU kernels.
   std::unique_ptr<MixerTraining> training() const override;
   double matmul_macs_per_token() const override;
 

@@ -20,8 +20,8 @@ class MlstmTraining final : public MixerTraining {
       p_ = m_.project(x, ws);
     }
     h_ = ws.take(with_last(x.shape(), s.v_dim));
-    normed_ = ws.take(h_.shape());
-    gated_ = ws.take(h_.shape());
+    normed_ = ws.take(h_.shape(), x.dtype());
+    gated_ = ws.take(h_.shape(), x.dtype());
     {
       Timed t(prof, &StepProfile::mixing);
       ops::mlstm(p_.in, nullptr, h_);
@@ -33,7 +33,7 @@ class MlstmTraining final : public MixerTraining {
   void backward(const Tensor& dy, Tensor& dx, Gradients& g, Workspace& ws, StepProfile* prof) override {
     WorkspaceScope scope(ws);
     const MlstmSettings& s = m_.s;
-    const auto take = [&](const Tensor& like) { return ws.take(like.shape()); };
+    const auto take = [&](const Tensor& like) { return ws.take(like.shape(), like.dtype()); };
     Tensor dgated = take(gated_), dnormed = take(normed_), dh = take(h_), dout = take(p_.o);
     {
       Timed t(prof, &StepProfile::matmul);
@@ -56,6 +56,13 @@ class MlstmTraining final : public MixerTraining {
       ops::soft_cap_backward(p_.f_raw, float(s.gate_soft_cap), grads.df, grads.df);
     }
     Timed t(prof, &StepProfile::matmul);
+    // The gates' gradients are F32 in either mode; a product takes x's dtype.
+    for (Tensor* dgate : {&grads.di, &grads.df})
+      if (dgate->dtype() != x_.dtype()) {
+        Tensor converted = ws.take(dgate->shape(), x_.dtype());
+        ops::convert(*dgate, converted);
+        *dgate = converted;
+      }
     bool accumulate = false;
     for (auto [proj, dproj] : {std::pair{&m_.query, &grads.dq}, {&m_.key, &grads.dk}, {&m_.value, &grads.dv},
                                {&m_.ogate, &dout}, {&m_.igate, &grads.di}, {&m_.fgate, &grads.df}}) {
@@ -72,9 +79,6 @@ class MlstmTraining final : public MixerTraining {
 
 }  // namespace
 
-std::unique_ptr<MixerTraining> MlstmMixer::training() const {
-  require_cpu_training(norm_weight.device(), "mLSTM layers");
-  return std::make_unique<MlstmTraining>(*this);
-}
+std::unique_ptr<MixerTraining> MlstmMixer::training() const { return std::make_unique<MlstmTraining>(*this); }
 
 }  // namespace ssm

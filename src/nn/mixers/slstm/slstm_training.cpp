@@ -17,7 +17,7 @@ class SlstmTraining final : public MixerTraining {
     xc_ = x;
     if (m_.has_conv()) {
       Timed t(prof, &StepProfile::conv);
-      xc_ = ws.take(x.shape());
+      xc_ = ws.take(x.shape(), x.dtype());
       ops::conv1d_causal(x, m_.conv_taps(), m_.conv_bias, true, nullptr, xc_);
     }
     wx_ = ws.take(with_last(x.shape(), 4 * s.d_model));
@@ -51,8 +51,14 @@ class SlstmTraining final : public MixerTraining {
       ops::SlstmGrads grads{dwx, g.of(m_.recurrent_kernel), g.of(m_.bias)};
       ops::slstm_backward(m_.cell_inputs(wx_), dh, grads);
     }
-    const auto gate = [&](int64_t i) { return dwx.slice(-1, i * D, D); };
-    Tensor dxc = m_.has_conv() ? ws.take(x_.shape()) : dx;
+    // dwx is F32 in either mode; the products take x's dtype.
+    Tensor dwx_x = dwx;
+    if (x_.dtype() != dwx.dtype()) {
+      dwx_x = ws.take(dwx.shape(), x_.dtype());
+      ops::convert(dwx, dwx_x);
+    }
+    const auto gate = [&](int64_t i) { return dwx_x.slice(-1, i * D, D); };
+    Tensor dxc = m_.has_conv() ? ws.take(x_.shape(), x_.dtype()) : dx;
     {
       Timed t(prof, &StepProfile::matmul);
       m_.zgate.backward(x_, gate(2), dx, g.of(m_.zgate.weight), false);
@@ -62,7 +68,7 @@ class SlstmTraining final : public MixerTraining {
     }
     if (!m_.has_conv()) return;
     Timed t(prof, &StepProfile::conv);
-    Tensor dx_conv = ws.take(x_.shape());
+    Tensor dx_conv = ws.take(x_.shape(), x_.dtype());
     Tensor dw = g.of(m_.conv_weight).view({D, s.conv_kernel});
     ops::conv1d_causal_backward(x_, m_.conv_taps(), m_.conv_bias, true, Tensor(), dxc, dx_conv, &dw,
                                 &g.of(m_.conv_bias));
@@ -76,9 +82,6 @@ class SlstmTraining final : public MixerTraining {
 
 }  // namespace
 
-std::unique_ptr<MixerTraining> SlstmMixer::training() const {
-  require_cpu_training(norm_weight.device(), "sLSTM layers");
-  return std::make_unique<SlstmTraining>(*this);
-}
+std::unique_ptr<MixerTraining> SlstmMixer::training() const { return std::make_unique<SlstmTraining>(*this); }
 
 }  // namespace ssm
