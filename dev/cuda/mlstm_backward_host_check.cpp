@@ -12,7 +12,7 @@
 #include "cuda_on_cpu.h"
 
 namespace ssm::ops::cuda::mlstm_kernels {
-float smem[16384];
+alignas(16) float smem[16384];
 }
 
 #include "../../src/ops/cuda/mlstm_backward_kernels.cuh"

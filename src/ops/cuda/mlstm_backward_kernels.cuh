@@ -126,18 +126,25 @@ __device__ __forceinline__ void sum_rows_across_lanes(float (&v)[kWarpRows]) {
   halve_rows<1>(v, lane);
 }
 
-// The walks' shared memory: per staged token, the k rows and (going back) the q̂ rows, f'_t and i'_t, and the block's
-// columns of [C | n]: v (1 for n's) and dnum (dh / den for C's, ddot for n's; zeros past the last).
+inline __host__ __device__ int walks_warps(int64_t dk) { return int((dk + kWarpRows - 1) / kWarpRows); }
+
+// The walks' shared memory: per staged token, the k rows and (going back) the q̂ rows, zeros past dk up to the
+// warps' rows (so that a warp reads its 32 as float4, and rows past dk stay 0 in the state), f'_t and i'_t, and the
+// block's columns of [C | n]: v (1 for n's) and dnum (dh / den for C's, ddot for n's; zeros past the last).
 struct WalkStage {
+  int64_t ld;  // floats a staged row of k or q̂ takes: the warps' rows
   float *q, *k, *forget, *input, *v, *dnum;
   __device__ WalkStage(float* smem, int64_t dk)
-      : q(smem),
-        k(q + kStage * dk),
-        forget(k + kStage * dk),
+      : ld(int64_t(walks_warps(dk)) * kWarpRows),
+        q(smem),
+        k(q + kStage * ld),
+        forget(k + kStage * ld),
         input(forget + kStage),
         v(input + kStage),
         dnum(v + kStage * kWalkCols) {}
-  static constexpr int64_t floats(int64_t dk) { return 2 * kStage * dk + 2 * kStage + 2 * kStage * kWalkCols; }
+  static __host__ __device__ int64_t floats(int64_t dk) {
+    return 2 * kStage * int64_t(walks_warps(dk)) * kWarpRows + 2 * kStage + 2 * kStage * kWalkCols;
+  }
 };
 
 // Stages tokens [t0, t0 + count) of (b, hd) for the block's column tile. The caller syncs.
@@ -145,10 +152,11 @@ template <class T>
 __device__ void stage_tokens(const BackwardArgs<T>& g, int64_t b, int64_t hd, int64_t tile, int64_t t0, int count,
                              bool with_q, const WalkStage& st) {
   const Args<T>& a = g.a;
-  for (int64_t e = threadIdx.x; e < int64_t(count) * a.dk; e += blockDim.x) {
-    const int64_t tt = e / a.dk, r = e % a.dk, row = b * a.T_len + t0 + tt;
-    st.k[tt * a.dk + r] = to_float(a.k.at(row, hd * a.dk + r));
-    if (with_q) st.q[tt * a.dk + r] = a.scale * to_float(a.q.at(row, hd * a.dk + r));
+  for (int64_t e = threadIdx.x; e < int64_t(count) * st.ld; e += blockDim.x) {
+    const int64_t tt = e / st.ld, r = e % st.ld, row = b * a.T_len + t0 + tt;
+    const bool in = r < a.dk;
+    st.k[e] = in ? to_float(a.k.at(row, hd * a.dk + r)) : 0.0f;
+    if (with_q) st.q[e] = in ? a.scale * to_float(a.q.at(row, hd * a.dk + r)) : 0.0f;
   }
   for (int e = int(threadIdx.x); e < count * kWalkCols; e += int(blockDim.x)) {
     const int tt = e / kWalkCols;
@@ -171,16 +179,28 @@ __device__ void stage_tokens(const BackwardArgs<T>& g, int64_t b, int64_t hd, in
   }
 }
 
-inline int walks_warps(int64_t dk) { return int((dk + kWarpRows - 1) / kWarpRows); }
 inline size_t walks_shared_bytes(int64_t dk) {
   return size_t(WalkStage::floats(dk) + kStage * walks_warps(dk) * kWalkCols) * sizeof(float);
+}
+
+// A warp's 32 staged rows of k or q̂ into registers, as float4 pieces.
+__device__ __forceinline__ void load_rows(const float* staged, float (&rows)[kWarpRows]) {
+  const float4* pieces = reinterpret_cast<const float4*>(staged);  // 16-byte aligned: WalkStage's ld is 32 · warps
+#pragma unroll
+  for (int p = 0; p < kWarpRows / 4; ++p) {
+    const float4 piece = pieces[p];
+    rows[4 * p] = piece.x;
+    rows[4 * p + 1] = piece.y;
+    rows[4 * p + 2] = piece.z;
+    rows[4 * p + 3] = piece.w;
+  }
 }
 
 // grid (B·H, column tiles of [C | n], 2: forward then backward), 32·walks_warps(dk) threads, walks_shared_bytes(dk)
 // of dynamic shared memory.
 template <class T>
 __global__ void __launch_bounds__(kMaxBackwardDk) walks_kernel(BackwardArgs<T> g) {
-  extern __shared__ float smem[];
+  extern __shared__ __align__(16) float smem[];
   const Args<T>& a = g.a;
   const int64_t bh = blockIdx.x, b = bh / a.H, hd = bh % a.H, tile = blockIdx.y;
   const bool backward = blockIdx.z == 1;
@@ -204,23 +224,23 @@ __global__ void __launch_bounds__(kMaxBackwardDk) walks_kernel(BackwardArgs<T> g
       const int64_t row = b * a.T_len + t0 + tt;
       const float forget = st.forget[tt], input = st.input[tt];
       const float v = st.v[tt * kWalkCols + lane], dnum = st.dnum[tt * kWalkCols + lane];
-      const float* k = st.k + tt * a.dk + r0;
+      float k[kWarpRows];
+      load_rows(st.k + tt * st.ld + r0, k);
       if (!backward) {  // C_t = f'C_{t-1} + i' k vᵀ; dq̂'s share C_t dnum
 #pragma unroll
         for (int i = 0; i < kWarpRows; ++i) {
-          const float kr = r0 + i < a.dk ? k[i] : 0.0f;
-          state[i] = forget * state[i] + input * kr * v;
+          state[i] = forget * state[i] + input * k[i] * v;
           share[i] = state[i] * dnum;
         }
       } else {  // dC_t += q̂ dnumᵀ; dk's share i' dC v, dv's i' dCᵀ k; then dC_{t-1}'s part f' dC_t
-        const float* q = st.q + tt * a.dk + r0;
+        float q[kWarpRows];
+        load_rows(st.q + tt * st.ld + r0, q);
         float dv_share = 0.0f;
 #pragma unroll
         for (int i = 0; i < kWarpRows; ++i) {
-          const bool has_row = r0 + i < a.dk;
-          state[i] += has_row ? q[i] * dnum : 0.0f;
+          state[i] += q[i] * dnum;
           share[i] = state[i] * v;
-          dv_share += has_row ? state[i] * k[i] : 0.0f;
+          dv_share += state[i] * k[i];
           state[i] *= forget;
         }
         dv_shares[(tt * warps + warp) * kWalkCols + lane] = dv_share;
