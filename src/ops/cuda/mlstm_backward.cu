@@ -4,6 +4,7 @@
 // (the gates' suffix sums double); every sum in a fixed order: the same bits every run.
 #include <algorithm>
 #include <mutex>
+#include <utility>
 
 #include "ops/cuda/cuda_ops_backward.h"
 #include "ops/cuda/mlstm_backward_kernels.cuh"
@@ -30,7 +31,7 @@ void mlstm_backward(const MlstmInputs& in, const Tensor& dh, MlstmGrads& grads) 
   const int64_t BH = d.B * d.H, BT = d.B * d.T, tokens = BH * d.T;
   const int tiles = int((d.dv + 1 + kWalkCols - 1) / kWalkCols);  // C's columns and n's
   const int64_t slice = BT * d.H * d.dk;
-  // The scratch, one allocation: the forward's output, the per-token scalars, the tiles' shares of dq and dk.
+  // The forward's output h, and one scratch allocation: the per-token scalars, the tiles' shares of dq and dk.
   Tensor h = Tensor::empty({d.B, d.T, d.H * d.dv}, DType::F32, Device::CUDA);
   const Tensor scratch = Tensor::empty({10 * tokens + 2 * tiles * slice}, DType::F32, Device::CUDA);
   float* s = scratch.data<float>();

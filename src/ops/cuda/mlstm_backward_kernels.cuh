@@ -1,6 +1,6 @@
 // The kernels of ops::mlstm_backward on the GPU (mlstm_backward.cu launches them), apart from the host code so
 // that dev/cuda/mlstm_backward_host_check.cpp can run them on the CPU. The equations are ops/cpu/mlstm_backward.cpp's;
-// the work is split so that no kernel needs the state C_{t-1} going back, and only one walks tokens in order:
+// the work is split so that no kernel needs the state C_{t-1} going back:
 //   - prep_kernel, a warp per (token, head), from the forward's q̂·n_t and m_t: the gates' f'_t, i'_t, the
 //     denominator and the gradient reaching q̂·n_t (ddot) and m_t through it (from Σ dh·h), and Q_t = Σ dh·h +
 //     ddot·q̂·n_t.
