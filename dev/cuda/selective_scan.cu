@@ -52,7 +52,7 @@
 //       forms for BF16 (lg2/ex2/rcp.approx and a series for small e^-|x|, relative error ~1e-6): ~40
 //       instead of ~100 instructions per (token, channel) outside the 16 states over the two passes,
 //       about a fifth of all the issued ones. "v5 direct" is the same arithmetic on v2's loads (the
-//       engine's fallback); "waves" sweep the chunk count at 4K.
+//       engine's fallback); "waves" and "len" sweep the chunk count (docs/performance.md, item 6).
 //       Prediction: 10-15% under v4 at every length: 0.245-0.26 ms at 4K (0.77-0.81x), ~5.4 ms
 //       at 100K (0.57x).
 #include <cuda_bf16.h>
@@ -503,9 +503,14 @@ int sm_count() {
   return n;
 }
 
-// waves: how many GPU-fulls of blocks the chunks make (the engine uses 2).
+// waves: how many GPU-fulls of blocks the chunks make (the engine uses 2); len > 0: chunks of len tokens.
 template <class Act, int kN, int kPoly, bool kStaged, bool kFast>
-void choose_chunks(ScanArgs<Act>& a, int waves) {
+void choose_chunks(ScanArgs<Act>& a, int waves, int64_t len_given) {
+  if (len_given > 0) {
+    a.chunk_len = std::min(len_given, a.T);
+    a.chunks = (a.T + a.chunk_len - 1) / a.chunk_len;
+    return;
+  }
   int resident = 0;
   if constexpr (kStaged) {
     CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, scan_staged_kernel<Act, kN, true, kPoly, kFast>, kThreads,
@@ -535,8 +540,8 @@ float* scratch(size_t floats) {
 }
 
 template <class Act, int kN, int kPoly, bool kStaged, bool kFast>
-void run_chunked(ScanArgs<Act> a, cudaStream_t s, int waves) {
-  choose_chunks<Act, kN, kPoly, kStaged, kFast>(a, waves);
+void run_chunked(ScanArgs<Act> a, cudaStream_t s, int waves, int64_t len = 0) {
+  choose_chunks<Act, kN, kPoly, kStaged, kFast>(a, waves, len);
   const unsigned channel_blocks = unsigned((a.channels + kThreads - 1) / kThreads);
   if (a.chunks > 1) {
     float* buf = scratch(size_t(a.batch * a.chunks * a.channels) * (kN + 1));
@@ -768,6 +773,8 @@ struct Problem {
   static double host_float(bf16 v) { return double(__bfloat162float(v)); }
 };
 
+std::string fmt_len(int64_t len) { return "v5 len " + std::to_string(len); }
+
 template <class Act, int kN>
 std::vector<Version> versions(Problem<Act>& p, bool with_state, bool sweep) {
   std::vector<Version> out;
@@ -785,6 +792,8 @@ std::vector<Version> versions(Problem<Act>& p, bool with_state, bool sweep) {
   if (sweep) {
     add("v5 waves 1", [](ScanArgs<Act> a, cudaStream_t s) { run_chunked<Act, kN, 0, true, true>(a, s, 1); });
     add("v5 waves 3", [](ScanArgs<Act> a, cudaStream_t s) { run_chunked<Act, kN, 0, true, true>(a, s, 3); });
+    for (const int64_t len : {64, 72, 80, 96, 100, 104, 112, 124, 128, 176})
+      add(fmt_len(len), [len](ScanArgs<Act> a, cudaStream_t s) { run_chunked<Act, kN, 0, true, true>(a, s, 2, len); });
   }
   return out;
 }

@@ -230,20 +230,13 @@ bool run_case(const Case& k, unsigned seed) {
   }
   launch(unsigned(channel_blocks), unsigned(chunks), unsigned(k.batch), kernels::kThreads,
          kernels::GradientPlan<T, kN>::bytes(chunk_len), [&] { kernels::gradient_kernel<T, kN>(a); });
-  {
-    const kernels::PartialRows dA_rows{a.dA_part, int64_t(D) * N, dA.data()},
-        dD_rows{all ? a.dD_part : nullptr, all ? D : 0, dD.data()},
-        dbias_rows{all ? a.dbias_part : nullptr, all ? D : 0, dbias.data()};
-    launch(blocks(dA_rows.width + dD_rows.width + dbias_rows.width), 1, 1, 256, 0,
-           [&] { kernels::add_partials_kernel(dA_rows, dD_rows, dbias_rows, int64_t(bt)); });
-  }
-  auto sum_blocks = [&](const float* parts, int at) {
-    launch(blocks(int64_t(rows) * N), 1, 1, 256, 0, [&] {
-      kernels::sum_channel_blocks_kernel<T>(parts, channel_blocks, rows, N, out + at, out_width);
-    });
-  };
-  sum_blocks(a.dB_part, dB_at);
-  if (all) sum_blocks(a.dC_part, dC_at);
+  kernels::PartialSums<T> sums{};  // the op's order
+  sums.add({a.dA_part, int64_t(D) * N, int64_t(bt), dA.data(), nullptr, 0, 0});
+  if (all) sums.add({a.dD_part, D, int64_t(bt), dD.data(), nullptr, 0, 0});
+  if (all) sums.add({a.dbias_part, D, int64_t(bt), dbias.data(), nullptr, 0, 0});
+  sums.add({a.dB_part, int64_t(rows) * N, channel_blocks, nullptr, out + dB_at, N, out_width});
+  if (all) sums.add({a.dC_part, int64_t(rows) * N, channel_blocks, nullptr, out + dC_at, N, out_width});
+  launch(sums.blocks(), 1, 1, kernels::kSumThreads, kernels::kSumSmem, [&] { kernels::partial_sums_kernel<T>(sums); });
 
   auto column = [&](int at, int width) { return column_reader(outputs, out_width, at, width); };
   const double tol = sizeof(T) == 2 ? 3e-2 : 1e-4;

@@ -120,23 +120,29 @@ bool run_case(const Case& k, unsigned seed) {
     smem_ok &= shared_untouched_from(kernels::smem, smem_bytes);
   };
   launch(plan.values_blocks, kernels::chunk_values_smem(), [&] { kernels::chunk_values_kernel<T>(a, s); });
-  if (plan.states || plan.dstates) {
-    if (plan.segments.count > 1)
-      launch(plan.walk_blocks, kernels::state_walk_smem<T, false>(),
-             [&] { kernels::state_walk_kernel<T, false>(a, g, s, plan.segments); });
+  // The launches of ssd_backward_launch.cuh, in order.
+  const bool walks = plan.states || plan.dstates;
+  const unsigned group_blocks = plan.dbc || !plan.head_tiles ? plan.group_blocks : 0;
+  const unsigned sums_blocks = walks && plan.segments.count > 1 ? plan.walk_blocks : 0;
+  if (group_blocks + sums_blocks > 0)
+    launch(group_blocks + sums_blocks, kernels::group_and_sums_smem<T>(),
+           [&] { kernels::group_and_sums_kernel<T>(a, g, s, plan.segments, group_blocks); });
+  if (walks) {
     launch(plan.pass_blocks, 0, [&] { kernels::segment_pass_kernel<T>(a, g, s, plan.segments); });
     launch(plan.walk_blocks, kernels::state_walk_smem<T, true>(),
-           [&] { kernels::state_walk_kernel<T, true>(a, g, s, plan.segments); });
+           [&] { kernels::state_walk_kernel<T>(a, g, s, plan.segments); });
   }
-  if (plan.dbc || !plan.head_tiles)
-    launch(plan.group_blocks, kernels::group_smem<T>(), [&] { kernels::group_kernel<T>(a, g, s); });
+  const unsigned dbc_blocks = plan.dbc ? plan.dbc_blocks : 0;
   if (plan.head_tiles == 64)
-    launch(plan.head_blocks, kernels::head_mma_smem<T, 64>(), [&] { kernels::head_mma_kernel<T, 64>(a, g, s); });
+    launch(dbc_blocks + plan.head_blocks, kernels::dbc_and_head_smem<T, 64>(),
+           [&] { kernels::dbc_and_head_kernel<T, 64>(a, g, s, dbc_blocks); });
   else if (plan.head_tiles == 128)
-    launch(plan.head_blocks, kernels::head_mma_smem<T, 128>(), [&] { kernels::head_mma_kernel<T, 128>(a, g, s); });
-  else
+    launch(dbc_blocks + plan.head_blocks, kernels::dbc_and_head_smem<T, 128>(),
+           [&] { kernels::dbc_and_head_kernel<T, 128>(a, g, s, dbc_blocks); });
+  else {
     launch(plan.head_blocks, kernels::head_smem(), [&] { kernels::head_kernel<T>(a, g, s); });
-  if (plan.dbc) launch(plan.dbc_blocks, kernels::dbc_smem<T>(), [&] { kernels::dbc_kernel<T>(a, g, s); });
+    if (dbc_blocks) launch(dbc_blocks, kernels::dbc_smem<T>(), [&] { kernels::dbc_kernel<T>(a, g, s); });
+  }
   if (g.dA || g.dD || g.ddt_bias)
     launch(plan.param_blocks, kernels::param_smem(), [&] {
       kernels::param_kernel(a.heads, int64_t(a.batch) * plan.chunks, s.parts, g.dA, g.dD, g.ddt_bias);

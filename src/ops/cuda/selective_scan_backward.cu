@@ -124,23 +124,21 @@ void run_backward(const char* op, const SelectiveScanInputs& in, const Tensor& s
                              size_t(GradientPlan<Act, kN>::bytes(chunk_len)), stream()>>>(a);
   SSM_CUDA_CHECK_LAUNCH("{} (gradients) of batch {}, T {}, D {}, N {}, chunks of {}", op, batch, T, D, N, chunk_len);
 
-  auto rows_of_parts = [](const float* parts, int64_t width, Tensor& out) {
-    return parts ? PartialRows{parts, width, out.data<float>()} : PartialRows{nullptr, 0, nullptr};
-  };
-  const PartialRows dA_rows = rows_of_parts(a.dA_part, D * N, g.dA), dD_rows = rows_of_parts(a.dD_part, D, g.dD),
-                    dbias_rows = rows_of_parts(a.dbias_part, D, g.ddelta_bias);
-  if (const int64_t width = dA_rows.width + dD_rows.width + dbias_rows.width; width > 0) {
-    add_partials_kernel<<<blocks_for(width, 256), 256, 0, stream()>>>(dA_rows, dD_rows, dbias_rows, batch * chunks);
-    SSM_CUDA_CHECK_LAUNCH("{} (sums of dA, dD, ddelta_bias) of batch {}, D {}, N {}, {} chunks", op, batch, D, N,
-                          chunks);
+  // The sums of the partial rows in one launch; dA first, whose rows (one a chunk) are the most.
+  PartialSums<Act> sums{};
+  const int64_t bt = batch * chunks;
+  if (a.dA_part) sums.add({a.dA_part, D * N, bt, g.dA.data<float>(), nullptr, 0, 0});
+  if (a.dD_part) sums.add({a.dD_part, D, bt, g.dD.data<float>(), nullptr, 0, 0});
+  if (a.dbias_part) sums.add({a.dbias_part, D, bt, g.ddelta_bias.data<float>(), nullptr, 0, 0});
+  if (a.dB_part)
+    sums.add({a.dB_part, batch * T * N, channel_blocks, nullptr, act_or_null<Act>(g.dB), N, rows_of<Act>(g.dB).ld});
+  if (a.dC_part)
+    sums.add({a.dC_part, batch * T * N, channel_blocks, nullptr, act_or_null<Act>(g.dC), N, rows_of<Act>(g.dC).ld});
+  if (sums.count > 0) {
+    partial_sums_kernel<Act><<<sums.blocks(), kSumThreads, kSumSmem, stream()>>>(sums);
+    SSM_CUDA_CHECK_LAUNCH("{} (sums of the partial gradients) of batch {}, T {}, D {}, N {}, {} chunks", op, batch, T,
+                          D, N, chunks);
   }
-  auto sum_blocks = [&](const float* parts, Tensor& out, const char* what) {
-    sum_channel_blocks_kernel<Act><<<blocks_for(batch * T * N, 256), 256, 0, stream()>>>(
-        parts, channel_blocks, batch * T, N, static_cast<Act*>(out.raw()), rows_of<Act>(out).ld);
-    SSM_CUDA_CHECK_LAUNCH("{} (sum of {}) of batch {}, T {}, N {}", op, what, batch, T, N);
-  };
-  if (a.dB_part) sum_blocks(a.dB_part, g.dB, "dB");
-  if (a.dC_part) sum_blocks(a.dC_part, g.dC, "dC");
 }
 
 }  // namespace

@@ -51,7 +51,6 @@ constexpr int kSub = 8;         // tokens whose states kernel C keeps in registe
 constexpr int kPart = 32;       // tokens whose sub-chunk start states it keeps in shared memory
 constexpr int kMaxChunk = 64;   // longest chunk kernel C holds in shared memory
 constexpr int kCarryBatch = 16;  // chunk summaries the carry kernel loads a batch (two in flight)
-constexpr int kSumAhead = 16;    // rows the fixed-order sums load before adding them
 constexpr float kLn2 = 0.6931471805599453f;
 
 // How kernels A and C spread a block's channels and a channel's kN (compiled width >= N) states:
@@ -459,45 +458,76 @@ __global__ void adjoint_carry_kernel(const float* A, float* carry, const float* 
   carry[at(0) * N + n] = arriving;
 }
 
-// Σ_r values[r * stride], r = 0, 1, ..., count - 1, added in that order, kSumAhead loads at a time.
-__device__ __forceinline__ float ordered_sum(const float* __restrict__ values, int64_t stride, int64_t count) {
-  float sum = 0.0f;
-  for (int64_t r0 = 0; r0 < count; r0 += kSumAhead) {
-    float v[kSumAhead];
-#pragma unroll
-    for (int k = 0; k < kSumAhead; ++k) v[k] = r0 + k < count ? values[(r0 + k) * stride] : 0.0f;
-#pragma unroll
-    for (int k = 0; k < kSumAhead; ++k)
-      if (r0 + k < count) sum += v[k];
-  }
-  return sum;
-}
+// The sums of the partial rows kernel C leaves, all in one launch: dA, dD and ddelta_bias over the
+// (batch, chunk) rows, added to the gradients; dB and dC over the channel blocks, written as rows of N.
+// A block of kSumThreads takes kSumColumns columns of one sum: each of its warps adds every
+// kSumSlices-th row from its first (kRowsAhead rows of loads in flight), then a thread per column adds
+// the warps' sums in order. The order depends only on the row count: two runs give the same bits.
+constexpr int kSumThreads = 256, kSumSlices = kSumThreads / 32, kSumColumnsPerLane = 4;
+constexpr int kSumColumns = 32 * kSumColumnsPerLane, kRowsAhead = 4, kMaxSums = 5;
+constexpr size_t kSumSmem = size_t(kSumSlices) * kSumColumns * sizeof(float);
 
-// out[i] += Σ_r parts[r * width + i] over the (batch, chunk) rows r, for up to three parameters at
-// once (dA, dD, ddelta_bias; width 0: absent), a thread per element of their concatenation.
-struct PartialRows {
-  const float* parts;
-  int64_t width;
-  float* out;
-};
-__global__ void add_partials_kernel(PartialRows p0, PartialRows p1, PartialRows p2, int64_t count) {
-  int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  for (const PartialRows& p : {p0, p1, p2}) {
-    if (i < p.width) {
-      p.out[i] += ordered_sum(p.parts + i, p.width, count);
-      return;
-    }
-    i -= p.width;
-  }
-}
-
-// out row r, column n = Σ_k parts[(k * rows + r) * N + n], k = 0, 1, ... (dB, dC over channel blocks).
 template <class Act>
-__global__ void sum_channel_blocks_kernel(const float* parts, int64_t count, int64_t rows, int64_t N, Act* out,
-                                          int64_t ld_out) {
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (i >= rows * N) return;
-  out[i / N * ld_out + i % N] = from_float<Act>(ordered_sum(parts + i, rows * N, count));
+struct PartialSum {
+  const float* parts;  // row r at parts + r * width
+  int64_t width, rows;
+  float* add_to;  // out[i] += Σ_r (F32 gradients); null: then
+  Act* out;       // out[i / n * ld + i % n] = Σ_r
+  int64_t n, ld;
+};
+template <class Act>
+struct PartialSums {
+  PartialSum<Act> sum[kMaxSums];
+  unsigned first_block[kMaxSums + 1];  // sum k's blocks: [first_block[k], first_block[k + 1])
+  int count;
+  void add(const PartialSum<Act>& s) {
+    if (count == 0) first_block[0] = 0;
+    sum[count] = s;
+    first_block[count + 1] = first_block[count] + unsigned((s.width + kSumColumns - 1) / kSumColumns);
+    ++count;
+  }
+  unsigned blocks() const { return count ? first_block[count] : 0; }
+};
+
+template <class Act>
+__global__ void __launch_bounds__(kSumThreads) partial_sums_kernel(const PartialSums<Act> p) {
+  extern __shared__ __align__(16) float smem[];  // [kSumSlices][kSumColumns]: the warps' sums
+  float(*const slice_sums)[kSumColumns] = reinterpret_cast<float(*)[kSumColumns]>(smem);
+  int k = 0;
+  while (k + 1 < p.count && blockIdx.x >= p.first_block[k + 1]) ++k;
+  const PartialSum<Act>& s = p.sum[k];
+  const int lane = int(threadIdx.x) % 32, slice = int(threadIdx.x) / 32;
+  const int64_t c0 = int64_t(blockIdx.x - p.first_block[k]) * kSumColumns;
+  float total[kSumColumnsPerLane] = {};
+  for (int64_t r0 = slice; r0 < s.rows; r0 += kSumSlices * kRowsAhead) {
+    float v[kRowsAhead][kSumColumnsPerLane];
+#pragma unroll
+    for (int i = 0; i < kRowsAhead; ++i) {
+      const int64_t r = r0 + int64_t(i) * kSumSlices;
+#pragma unroll
+      for (int j = 0; j < kSumColumnsPerLane; ++j) {
+        const int64_t c = c0 + lane + 32 * j;
+        v[i][j] = r < s.rows && c < s.width ? s.parts[r * s.width + c] : 0.0f;
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < kRowsAhead; ++i)
+#pragma unroll
+      for (int j = 0; j < kSumColumnsPerLane; ++j)
+        if (r0 + int64_t(i) * kSumSlices < s.rows) total[j] += v[i][j];
+  }
+#pragma unroll
+  for (int j = 0; j < kSumColumnsPerLane; ++j) slice_sums[slice][lane + 32 * j] = total[j];
+  __syncthreads();
+  const int64_t c = c0 + threadIdx.x;
+  if (threadIdx.x >= kSumColumns || c >= s.width) return;
+  float sum = 0.0f;
+#pragma unroll
+  for (int i = 0; i < kSumSlices; ++i) sum += slice_sums[i][threadIdx.x];
+  if (s.add_to)
+    s.add_to[c] += sum;
+  else
+    s.out[c / s.n * s.ld + c % s.n] = from_float<Act>(sum);
 }
 
 }  // namespace ssm::ops::cuda::scan_backward_kernels

@@ -4,19 +4,20 @@
 // The CPU op's algorithm (ops/cpu/ssd_backward.cpp) in chunks of Q = 64 tokens (the forward's), per
 // (batch b, head h, chunk; group g = h / (H/G)), a_l the in-chunk inclusive cumsum of dt·A, S the
 // state entering the chunk, dS the gradient at the state leaving it, E[l,s] = exp(a_l − a_s) (s <= l),
-// M = C Bᵀ ⊙ E ⊙ dt_s, dM = dY Xᵀ, w_s = exp(a_last − a_s) dt_s. Eight launches:
+// M = C Bᵀ ⊙ E ⊙ dt_s, dM = dY Xᵀ, w_s = exp(a_last − a_s) dt_s. Eight steps in six launches (2 with 5
+// and 6 with 7 share one, see "The launches" below):
 //   1. chunk_values_kernel  (warp per b, h, chunk): dt after bias, softplus and clamp, and a_l, as the
 //      forward computes them (ssd_kernels::scan_chunk).
-//   2-4. state_walk_kernel (sums), segment_pass_kernel, state_walk_kernel (walk): S entering and dS
+//   2-4. state_walk_block (sums), segment_pass_kernel, state_walk_kernel (walk): S entering and dS
 //      leaving every chunk, and dstate0, from what each chunk alone adds to the state, Σ_s w_s X_s B_sᵀ,
 //      and to the state gradient, Σ_l exp(a_l) dY_lᵀ C_l, walked in segments of chunks (see below).
-//   5. group_kernel         (b, g, chunk): d(C Bᵀ) = Σ_h dM ⊙ E ⊙ dt_s over the group's heads (and C Bᵀ
+//   5. group_block          (b, g, chunk): d(C Bᵀ) = Σ_h dM ⊙ E ⊙ dt_s over the group's heads (and C Bᵀ
 //      when head_kernel runs).
-//   6. head_mma_kernel      (b, h, chunk; P <= 64, N <= 128): dX = Mᵀ dY + D dY + diag(w) B dSᵀ; the
+//   6. head_mma_block       (b, h, chunk; P <= 64, N <= 128): dX = Mᵀ dY + D dY + diag(w) B dSᵀ; the
 //      gradient of every a_l and dt_s; their reverse cumsum into ddt (through clamp and softplus); the
 //      chunk's dA, dD and ddt_bias terms into partials. head_kernel, the same on the CUDA cores over
 //      F32 tiles (tile_mac.cuh), for larger P or N.
-//   7. dbc_kernel           (b, g, chunk, 64 columns of N): dC = Σ_h diag(exp(a)) dY S + d(C Bᵀ) B,
+//   7. dbc_block            (b, g, chunk, 64 columns of N): dC = Σ_h diag(exp(a)) dY S + d(C Bᵀ) B,
 //      dB = Σ_h diag(w) X dS + d(C Bᵀ)ᵀ C, the heads of the group in order.
 //   8. param_kernel         (block per parameter and head): the partials summed over (batch, chunk) in a
 //      fixed order, added to dA, dD, ddt_bias.
@@ -62,7 +63,7 @@ struct Scratch {
   float* acum;     // [B*H, T]: a, the in-chunk inclusive cumsum of dt A
   T* states;       // [B*H, chunks, P*N]: the state entering each chunk (null when no chunk has one)
   T* dstates;      // [B*H, chunks, P*N]: the gradient at the state leaving each chunk (null when none)
-  float* cb;       // [B*G, chunks, Q*Q]: C Bᵀ, for head_kernel (null for head_mma_kernel)
+  float* cb;       // [B*G, chunks, Q*Q]: C Bᵀ, for head_kernel (null for head_mma_block)
   float* dcb;      // [B*G, chunks, Q*Q]: d(C Bᵀ), summed over the group's heads
   float* parts;    // [3, B*chunks, H]: the dA, dD, ddt_bias terms of each (batch, chunk)
   float* bounds;     // [2, B*H, segments, P*N]: per walk, each segment's own sum, then its entering state
@@ -128,13 +129,13 @@ constexpr size_t chunk_values_smem() { return (kThreads / 32) * sizeof(ssd_kerne
 // d = 0 (s.states) runs the chunks forward: S_0 = state0 or 0, S_{c+1} = exp(a_last,c) S_c + own_c with
 // own_c = Σ_s w_s X_s B_sᵀ; walk d = 1 (s.dstates) runs them backward: dS_last = dfinal or 0,
 // dS_{c-1} = exp(a_last,c) dS_c + own_c with own_c = Σ_l exp(a_l) dY_lᵀ C_l, and dstate0 =
-// exp(a_last,0) dS_0 + own_0. Three launches:
-//   2. state_walk_kernel<T, false>, block per (d, segment, 64 x 64 tile of P x N, b, h): the state the
+// exp(a_last,0) dS_0 + own_0. Three steps:
+//   2. state_walk_block<T, false>, block per (d, segment, 64 x 64 tile of P x N, b, h): the state the
 //      segment alone leaves (from zero, in walk order) into s.bounds and its decay Π exp(a_last,c) into
 //      s.seg_decay; not for the segment each walk reaches last (nothing needs its sum).
 //   3. segment_pass_kernel, thread per (d, b, h, state element): s.bounds from the segments' own sums
 //      to the state entering each segment in walk order (F32).
-//   4. state_walk_kernel<T, true>, the same blocks from s.bounds: every chunk's state (of type T) into
+//   4. state_walk_kernel, the same blocks from s.bounds: every chunk's state (of type T) into
 //      s.states / s.dstates; the block of d = 1 that walks chunk 0 last writes dstate0.
 // The own states are products on the tensor cores (the forward's update_state): warp w computes rows p
 // 16 (w / 2) + [0, 16), columns n 32 (w % 2) + [0, 32) of the tile; the running state stays in F32
@@ -160,7 +161,8 @@ constexpr size_t state_walk_smem() {
 }
 
 template <class T, bool kWrite>
-__global__ void __launch_bounds__(kThreads, 2) state_walk_kernel(Args<T> a, Grads<T> g, Scratch<T> s, Segments seg) {
+__device__ __forceinline__ void state_walk_block(const Args<T>& a, const Grads<T>& g, const Scratch<T>& s,
+                                                 const Segments& seg, unsigned block) {
   using Lay = Tile64<T>;
   using M = WarpMma<T>;
   extern __shared__ __align__(16) unsigned char smem[];
@@ -172,7 +174,7 @@ __global__ void __launch_bounds__(kThreads, 2) state_walk_kernel(Args<T> a, Grad
   const int P = a.head_dim, N = a.state_dim, chunks = chunk_count(a.length);
   const int p_tiles = (P + kTile - 1) / kTile, n_tiles = (N + kTile - 1) / kTile;
   const int64_t BH = int64_t(a.batch) * a.heads, PN = int64_t(P) * N;
-  int64_t rest = blockIdx.x;  // heads fastest: the heads of a group read the same B and C rows together
+  int64_t rest = block;  // heads fastest: the heads of a group read the same B and C rows together
   const int64_t bh = rest % BH;
   rest /= BH;
   const int tile = int(rest % (p_tiles * n_tiles));
@@ -318,7 +320,7 @@ template <class T>
 constexpr size_t group_smem() { return 4 * size_t(kChunk) * 64 * sizeof(T); }
 
 template <class T>
-__global__ void __launch_bounds__(kThreads) group_kernel(Args<T> a, Grads<T> g, Scratch<T> s) {
+__device__ __forceinline__ void group_block(const Args<T>& a, const Grads<T>& g, const Scratch<T>& s, unsigned block) {
   using Lay = Tile64<T>;
   using M = WarpMma<T>;
   extern __shared__ __align__(16) unsigned char smem[];
@@ -328,8 +330,8 @@ __global__ void __launch_bounds__(kThreads) group_kernel(Args<T> a, Grads<T> g, 
   T* const right = left + kChunk * 64;
 
   const int P = a.head_dim, N = a.state_dim, chunks = chunk_count(a.length), per_group = a.heads / a.groups;
-  const int c = int(blockIdx.x % unsigned(chunks));
-  const int bg = int(blockIdx.x / unsigned(chunks)), grp = bg % a.groups, b = bg / a.groups;
+  const int c = int(block % unsigned(chunks));
+  const int bg = int(block / unsigned(chunks)), grp = bg % a.groups, b = bg / a.groups;
   const ChunkAt ch = chunk_at(a, b, c);
   const int rows = ch.rows, warp = int(threadIdx.x) >> 5, m0 = 16 * (warp >> 1), w0 = 32 * (warp & 1);
   const int64_t slot = (int64_t(bg) * chunks + c) * kChunk * kChunk;
@@ -624,7 +626,7 @@ constexpr size_t head_smem() { return (9 * kChunk + 2 * kThreads + 8 * size_t(kT
 // 64 x 64 result. C Bᵀ is recomputed here (no scratch); the row and column sums go through per-warp
 // partials added in a fixed order, the reverse cumsum through one warp's shuffles.
 
-// The per-token vectors and the per-warp partial sums of head_mma_kernel.
+// The per-token vectors and the per-warp partial sums of head_mma_block.
 struct HeadVectors {
   float dt[kChunk], acum[kChunk];
   float decay_in[kChunk];   // exp(a_l)
@@ -647,7 +649,8 @@ constexpr size_t head_mma_smem() {
 
 // Two BF16 blocks a multiprocessor (at most 128 registers a thread, ~93 KB of shared memory each); one F32.
 template <class T, int kN>
-__global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 2 : 1) head_mma_kernel(Args<T> a, Grads<T> g, Scratch<T> s) {
+__device__ __forceinline__ void head_mma_block(const Args<T>& a, const Grads<T>& g, const Scratch<T>& s,
+                                               unsigned block) {
   using L = ssd_kernels::Tiles<T, kN>;
   using M = WarpMma<T>;
   using XL = typename L::X;
@@ -667,8 +670,8 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 2 : 1) head_mma_ker
   const int P = a.head_dim, N = a.state_dim, chunks = chunk_count(a.length);
   // Heads fastest: the heads of a group read the chunk's B and C rows together (from L2, not once a head).
   const unsigned heads_total = unsigned(a.batch) * unsigned(a.heads);
-  const int c = int(blockIdx.x / heads_total);
-  const int64_t bh = blockIdx.x % heads_total;
+  const int c = int(block / heads_total);
+  const int64_t bh = block % heads_total;
   const int h = int(bh % a.heads), b = int(bh / a.heads), grp = h / (a.heads / a.groups);
   const ChunkAt ch = chunk_at(a, b, c);
   const int rows = ch.rows, tid = int(threadIdx.x), warp = tid >> 5, lane = tid & 31;
@@ -891,7 +894,7 @@ template <class T>
 constexpr size_t dbc_smem() { return 8 * size_t(kChunk) * 64 * sizeof(T); }
 
 template <class T>
-__global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 2 : 1) dbc_kernel(Args<T> a, Grads<T> g, Scratch<T> s) {
+__device__ __forceinline__ void dbc_block(const Args<T>& a, const Grads<T>& g, const Scratch<T>& s, unsigned block) {
   using Lay = Tile64<T>;
   using M = WarpMma<T>;
   extern __shared__ __align__(16) unsigned char smem[];
@@ -905,9 +908,9 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 2 : 1) dbc_kernel(A
 
   const int P = a.head_dim, N = a.state_dim, chunks = chunk_count(a.length), per_group = a.heads / a.groups;
   const int n_tiles = (N + kTile - 1) / kTile;
-  const int nt = int(blockIdx.x % unsigned(n_tiles));
-  const int c = int(blockIdx.x / unsigned(n_tiles) % unsigned(chunks));
-  const int bg = int(blockIdx.x / unsigned(n_tiles) / unsigned(chunks)), grp = bg % a.groups, b = bg / a.groups;
+  const int nt = int(block % unsigned(n_tiles));
+  const int c = int(block / unsigned(n_tiles) % unsigned(chunks));
+  const int bg = int(block / unsigned(n_tiles) / unsigned(chunks)), grp = bg % a.groups, b = bg / a.groups;
   const ChunkAt ch = chunk_at(a, b, c);
   const int rows = ch.rows, warp = int(threadIdx.x) >> 5, lane = int(threadIdx.x) & 31;
   const int n0 = nt * kTile, nw = min(kTile, N - n0), m0 = 16 * (warp >> 1), w0 = 32 * (warp & 1);
@@ -1007,6 +1010,52 @@ __global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 2 : 1) dbc_kernel(A
         [&](auto& f, int k0, int j) { M::load_b_t(f, Sp, Lay{}, k0, w0 + 8 * j); }, no_skip);
     store(g.dB + ch.row0 * g.lddB + int64_t(grp) * N + n0, g.lddB, db);
   }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// The launches. Kernels 2 and 5 need only kernel 1's values, and 6 and 7 only what 4 and 5 leave, so
+// each pair is one launch: the first kernel's blocks, then the second's. At short lengths one kernel
+// alone leaves most of the GPU empty (4K tokens at H 32: kernel 5 has 64 blocks, kernel 7 128, each
+// as long as a whole wave of the other), and the other's blocks fill it. Either count may be 0.
+
+// 5 (group_blocks of them), then 2 (the rest).
+template <class T>
+constexpr size_t group_and_sums_smem() {
+  return group_smem<T>() > state_walk_smem<T, false>() ? group_smem<T>() : state_walk_smem<T, false>();
+}
+template <class T>
+__global__ void __launch_bounds__(kThreads, 2)
+    group_and_sums_kernel(Args<T> a, Grads<T> g, Scratch<T> s, Segments seg, unsigned group_blocks) {
+  if (blockIdx.x < group_blocks)
+    group_block(a, g, s, blockIdx.x);
+  else
+    state_walk_block<T, false>(a, g, s, seg, blockIdx.x - group_blocks);
+}
+
+// 4.
+template <class T>
+__global__ void __launch_bounds__(kThreads, 2) state_walk_kernel(Args<T> a, Grads<T> g, Scratch<T> s, Segments seg) {
+  state_walk_block<T, true>(a, g, s, seg, blockIdx.x);
+}
+
+// 7 (dbc_blocks of them), then 6 on the tensor cores (the rest).
+template <class T, int kN>
+constexpr size_t dbc_and_head_smem() {
+  return dbc_smem<T>() > head_mma_smem<T, kN>() ? dbc_smem<T>() : head_mma_smem<T, kN>();
+}
+template <class T, int kN>
+__global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 2 : 1)
+    dbc_and_head_kernel(Args<T> a, Grads<T> g, Scratch<T> s, unsigned dbc_blocks) {
+  if (blockIdx.x < dbc_blocks)
+    dbc_block(a, g, s, blockIdx.x);
+  else
+    head_mma_block<T, kN>(a, g, s, blockIdx.x - dbc_blocks);
+}
+
+// 7 alone, after head_kernel (P > 64 or N > 128).
+template <class T>
+__global__ void __launch_bounds__(kThreads, sizeof(T) == 2 ? 2 : 1) dbc_kernel(Args<T> a, Grads<T> g, Scratch<T> s) {
+  dbc_block(a, g, s, blockIdx.x);
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -11,21 +11,19 @@ namespace ssm::ops::cuda::ssd_backward_kernels {
 template <class T>
 cudaError_t kernel_setup() {
   static const cudaError_t error = [] {
-    cudaError_t e = cudaFuncSetAttribute(state_walk_kernel<T, false>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         int(state_walk_smem<T, false>()));
+    cudaError_t e = cudaFuncSetAttribute(group_and_sums_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         int(group_and_sums_smem<T>()));
     if (e == cudaSuccess)
-      e = cudaFuncSetAttribute(state_walk_kernel<T, true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+      e = cudaFuncSetAttribute(state_walk_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                int(state_walk_smem<T, true>()));
-    if (e == cudaSuccess)
-      e = cudaFuncSetAttribute(group_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(group_smem<T>()));
     if (e == cudaSuccess)
       e = cudaFuncSetAttribute(head_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(head_smem()));
     if (e == cudaSuccess)
-      e = cudaFuncSetAttribute(head_mma_kernel<T, 64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               int(head_mma_smem<T, 64>()));
+      e = cudaFuncSetAttribute(dbc_and_head_kernel<T, 64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               int(dbc_and_head_smem<T, 64>()));
     if (e == cudaSuccess)
-      e = cudaFuncSetAttribute(head_mma_kernel<T, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               int(head_mma_smem<T, 128>()));
+      e = cudaFuncSetAttribute(dbc_and_head_kernel<T, 128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               int(dbc_and_head_smem<T, 128>()));
     if (e == cudaSuccess)
       e = cudaFuncSetAttribute(dbc_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(dbc_smem<T>()));
     return e;
@@ -60,9 +58,12 @@ cudaError_t launch_backward(const Args<T>& a, const Grads<T>& g, const Plan& pla
     chunk_values_kernel<T><<<plan.values_blocks, kThreads, chunk_values_smem(), stream>>>(a, s);
     if ((e = cudaGetLastError()) != cudaSuccess) return e;
   }
-  if (states && plan.segments.count > 1 && (stages & kSegmentSums)) {
-    state_walk_kernel<T, false>
-        <<<plan.walk_blocks, kThreads, state_walk_smem<T, false>(), stream>>>(a, g, s, plan.segments);
+  // 5 (C Bᵀ for head_kernel, d(C Bᵀ) for dbc_block) and 2 in one launch.
+  const unsigned group_blocks = (stages & kGroup) && (plan.dbc || !plan.head_tiles) ? plan.group_blocks : 0;
+  const unsigned sums_blocks = states && plan.segments.count > 1 && (stages & kSegmentSums) ? plan.walk_blocks : 0;
+  if (group_blocks + sums_blocks > 0) {
+    group_and_sums_kernel<T><<<group_blocks + sums_blocks, kThreads, group_and_sums_smem<T>(), stream>>>(
+        a, g, s, plan.segments, group_blocks);
     if ((e = cudaGetLastError()) != cudaSuccess) return e;
   }
   if (states && (stages & kSegmentPass)) {
@@ -70,25 +71,26 @@ cudaError_t launch_backward(const Args<T>& a, const Grads<T>& g, const Plan& pla
     if ((e = cudaGetLastError()) != cudaSuccess) return e;
   }
   if (states && (stages & kStateWalk)) {
-    state_walk_kernel<T, true>
-        <<<plan.walk_blocks, kThreads, state_walk_smem<T, true>(), stream>>>(a, g, s, plan.segments);
+    state_walk_kernel<T><<<plan.walk_blocks, kThreads, state_walk_smem<T, true>(), stream>>>(a, g, s, plan.segments);
     if ((e = cudaGetLastError()) != cudaSuccess) return e;
   }
-  if ((stages & kGroup) && (plan.dbc || !plan.head_tiles)) {  // C Bᵀ for head_kernel, d(C Bᵀ) for dbc_kernel
-    group_kernel<T><<<plan.group_blocks, kThreads, group_smem<T>(), stream>>>(a, g, s);
-    if ((e = cudaGetLastError()) != cudaSuccess) return e;
-  }
-  if (stages & kHead) {
+  // 7 and 6 in one launch on the tensor cores; else 6 on the CUDA cores, then 7.
+  const unsigned dbc_blocks = plan.dbc && (stages & kDbc) ? plan.dbc_blocks : 0;
+  const unsigned head_blocks = stages & kHead ? plan.head_blocks : 0;
+  if (plan.head_tiles && dbc_blocks + head_blocks > 0) {
+    const unsigned blocks = dbc_blocks + head_blocks;
     if (plan.head_tiles == 64)
-      head_mma_kernel<T, 64><<<plan.head_blocks, kThreads, head_mma_smem<T, 64>(), stream>>>(a, g, s);
-    else if (plan.head_tiles == 128)
-      head_mma_kernel<T, 128><<<plan.head_blocks, kThreads, head_mma_smem<T, 128>(), stream>>>(a, g, s);
+      dbc_and_head_kernel<T, 64><<<blocks, kThreads, dbc_and_head_smem<T, 64>(), stream>>>(a, g, s, dbc_blocks);
     else
-      head_kernel<T><<<plan.head_blocks, kThreads, head_smem(), stream>>>(a, g, s);
+      dbc_and_head_kernel<T, 128><<<blocks, kThreads, dbc_and_head_smem<T, 128>(), stream>>>(a, g, s, dbc_blocks);
     if ((e = cudaGetLastError()) != cudaSuccess) return e;
   }
-  if (plan.dbc && (stages & kDbc)) {
-    dbc_kernel<T><<<plan.dbc_blocks, kThreads, dbc_smem<T>(), stream>>>(a, g, s);
+  if (!plan.head_tiles && head_blocks > 0) {
+    head_kernel<T><<<head_blocks, kThreads, head_smem(), stream>>>(a, g, s);
+    if ((e = cudaGetLastError()) != cudaSuccess) return e;
+  }
+  if (!plan.head_tiles && dbc_blocks > 0) {
+    dbc_kernel<T><<<dbc_blocks, kThreads, dbc_smem<T>(), stream>>>(a, g, s);
     if ((e = cudaGetLastError()) != cudaSuccess) return e;
   }
   if (params && (stages & kParams)) {
