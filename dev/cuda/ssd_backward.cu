@@ -21,7 +21,7 @@
 //       0.011 / 0.035 / 0.131 / 0.202; forward + backward 2.58 / 7.89 / 33.0 / 51.7 (0.59x-5.7x the peer).
 //   v2  the products of the states, group, head and dB dC kernels on the tensor cores (mma.sync through
 //       the forward's WarpMma: BF16 operands, F32 accumulators; 3xTF32 for F32 activations). Per head
-//       (head_mma_kernel, P <= 64 and N <= 128): C Bᵀ recomputed from the B and C tiles (no C Bᵀ
+//       (head_mma_block, P <= 64 and N <= 128): C Bᵀ recomputed from the B and C tiles (no C Bᵀ
 //       scratch), M rounded to BF16 in shared memory, 93 KB of shared memory and 121 registers (two
 //       blocks a multiprocessor; v1 had 137 KB, one block), the row and column sums of dM ⊙ M through
 //       per-warp partials, the reverse cumsum and the partial sums in one warp's shuffles (v1: one

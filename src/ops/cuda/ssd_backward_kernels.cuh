@@ -1092,7 +1092,7 @@ struct Plan {
   bool states, dstates;  // whether s.states / s.dstates exist
   bool states_given;     // s.states is the forward's (ssd_forward_saving_chunk_states): no walk makes it
   bool dbc;              // whether dB or dC is asked for
-  int head_tiles;        // kN of head_mma_kernel (64 or 128); 0: head_kernel (P > 64 or N > 128)
+  int head_tiles;        // kN of head_mma_block (64 or 128); 0: head_kernel (P > 64 or N > 128)
   size_t scratch_floats;
   unsigned values_blocks, walk_blocks, pass_blocks, group_blocks, head_blocks, dbc_blocks, param_blocks;
 };
