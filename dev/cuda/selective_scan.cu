@@ -30,7 +30,8 @@
 // Versions:
 //   v1  one thread per (row, channel), all T tokens in order, B and C read from global memory by
 //       every thread. Only batch x D = 4096 threads: a quarter of one wave of the GPU.
-//   v2  (the engine's fallback, for rows not 16-byte aligned) the sequence cut into chunks run in parallel (enough for 2 waves of blocks),
+//   v2  (the engine's fallback, for rows not 16-byte aligned) the sequence cut into chunks run in parallel (enough for
+//   2 waves of blocks),
 //       three kernels: chunk summaries from a zero state (final state and sum of dt), a carry pass
 //       over the chunks (h_in(c+1) = 2^(A2 S_c) h_in(c) + h_c), then each chunk again from its h_in
 //       writing y. B and C staged through shared memory per 8-token tile, read as float4 broadcasts;
@@ -54,7 +55,8 @@
 //       about a fifth of all the issued ones. "v5 direct" is the same arithmetic on v2's loads (the
 //       engine's fallback); "waves" and "len" sweep the chunk count (docs/performance.md, item 6).
 //       Prediction: 10-15% under v4 at every length: 0.245-0.26 ms at 4K (0.77-0.81x), ~5.4 ms
-//       at 100K (0.57x).
+//       at 100K (0.57x). Since 2026-12-04 (v4 and v5) the next tile's B and C stay as loaded until
+//       stored to shared memory, as the engine's (docs/performance.md, the Mamba-1 forward's item 7).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -414,7 +416,8 @@ __global__ void __launch_bounds__(kThreads) scan_staged_kernel(const ScanArgs<Ac
     }
     cp_async_commit();
   };
-  float B_next[kBCPerThread], C_next[kBCPerThread];
+  // B and C of the next tile kept as loaded until stored (widened at the load, each tile waited for them).
+  Act B_next[kBCPerThread], C_next[kBCPerThread];
   auto load_bc = [&](int64_t t0) {
     const int tokens = int(min(int64_t(kTile), t_end - t0));
 #pragma unroll
@@ -422,8 +425,8 @@ __global__ void __launch_bounds__(kThreads) scan_staged_kernel(const ScanArgs<Ac
       const int i = threadIdx.x + j * kThreads, k = i / kN, n = i % kN;
       const bool real = i < kTile * kN && k < tokens && n < a.N;
       const int64_t row = b * a.T + t0 + k;
-      B_next[j] = real ? to_float(a.B[row * a.ld_B + n]) : 0.0f;
-      if constexpr (kOutput) C_next[j] = real ? to_float(a.C[row * a.ld_C + n]) : 0.0f;
+      B_next[j] = real ? a.B[row * a.ld_B + n] : Act(0.0f);
+      if constexpr (kOutput) C_next[j] = real ? a.C[row * a.ld_C + n] : Act(0.0f);
     }
   };
   auto store_bc = [&](int buf) {
@@ -431,8 +434,8 @@ __global__ void __launch_bounds__(kThreads) scan_staged_kernel(const ScanArgs<Ac
     for (int j = 0; j < kBCPerThread; ++j) {
       const int i = threadIdx.x + j * kThreads;
       if (i < kTile * kN) {
-        B_tile[buf][i / kN][i % kN] = B_next[j];
-        if constexpr (kOutput) C_tile[buf][i / kN][i % kN] = C_next[j];
+        B_tile[buf][i / kN][i % kN] = to_float(B_next[j]);
+        if constexpr (kOutput) C_tile[buf][i / kN][i % kN] = to_float(C_next[j]);
       }
     }
   };

@@ -134,20 +134,21 @@ __global__ void __launch_bounds__(kThreads) scan_chunk_kernel(const ScanArgs<Act
   auto input_rows = [&](int which) { return which == 0 ? a.delta : which == 1 ? a.u : a.z; };
   auto input_ld = [&](int which) { return which == 0 ? a.ld_delta : which == 1 ? a.ld_u : a.ld_z; };
   // Element i of tile t0's B (or C) as [kTile][kN]: 0 past the chunk and past N.
-  auto bc_value = [&](const Act* rows, int64_t ld, int64_t t0, int i) {
+  auto bc_element = [&](const Act* rows, int64_t ld, int64_t t0, int i) {
     const int k = i / kN, n = i % kN;
-    return k < t_end - t0 && n < a.N ? to_float(rows[(b * a.T + t0 + k) * ld + n]) : 0.0f;
+    return k < t_end - t0 && n < a.N ? rows[(b * a.T + t0 + k) * ld + n] : Act(0.0f);
   };
   float dt_sum = 0.0f;
 
-  // Staged: B and C of the next tile, this thread's share, in registers until its buffer is free.
-  float B_next[kBCPerThread], C_next[kBCPerThread];
+  // Staged: B and C of the next tile, this thread's share, in registers as loaded until its buffer is
+  // free (widened to F32 only then: widened at the load, each tile waited for them before its tokens).
+  Act B_next[kBCPerThread], C_next[kBCPerThread];
   auto load_bc = [&](int64_t t0) {
 #pragma unroll
     for (int j = 0; j < kBCPerThread; ++j) {
       const int i = threadIdx.x + j * kThreads;
-      B_next[j] = i < kTile * kN ? bc_value(a.B, a.ld_B, t0, i) : 0.0f;
-      if constexpr (kOutput) C_next[j] = i < kTile * kN ? bc_value(a.C, a.ld_C, t0, i) : 0.0f;
+      B_next[j] = i < kTile * kN ? bc_element(a.B, a.ld_B, t0, i) : Act(0.0f);
+      if constexpr (kOutput) C_next[j] = i < kTile * kN ? bc_element(a.C, a.ld_C, t0, i) : Act(0.0f);
     }
   };
   auto store_bc = [&](int buf) {
@@ -155,8 +156,8 @@ __global__ void __launch_bounds__(kThreads) scan_chunk_kernel(const ScanArgs<Act
     for (int j = 0; j < kBCPerThread; ++j) {
       const int i = threadIdx.x + j * kThreads;
       if (i < kTile * kN) {
-        B_tile[buf][i / kN][i % kN] = B_next[j];
-        if constexpr (kOutput) C_tile[buf][i / kN][i % kN] = C_next[j];
+        B_tile[buf][i / kN][i % kN] = to_float(B_next[j]);
+        if constexpr (kOutput) C_tile[buf][i / kN][i % kN] = to_float(C_next[j]);
       }
     }
   };
@@ -202,8 +203,8 @@ __global__ void __launch_bounds__(kThreads) scan_chunk_kernel(const ScanArgs<Act
     } else {
       __syncthreads();  // the previous tile's B and C are read
       for (int i = threadIdx.x; i < kTile * kN; i += kThreads) {
-        B_tile[0][i / kN][i % kN] = bc_value(a.B, a.ld_B, t0, i);
-        if constexpr (kOutput) C_tile[0][i / kN][i % kN] = bc_value(a.C, a.ld_C, t0, i);
+        B_tile[0][i / kN][i % kN] = to_float(bc_element(a.B, a.ld_B, t0, i));
+        if constexpr (kOutput) C_tile[0][i / kN][i % kN] = to_float(bc_element(a.C, a.ld_C, t0, i));
       }
 #pragma unroll
       for (int k = 0; k < kTile; ++k) {
