@@ -57,14 +57,10 @@ Tensor random_gpu(const Shape& shape, DType dtype, Rng& rng, float lo = -1.0f, f
 
 GpuCeilings measure_gpu() {
   GpuCeilings c;
-  Rng rng(7);
   const int64_t n = int64_t(1) << 28;  // 1 GiB of F32
   Tensor a = Tensor::zeros({n}, DType::F32, Device::CUDA), b = Tensor::zeros({n}, DType::F32, Device::CUDA);
   c.copy_gbs = 2.0 * double(n) * 4 / seconds_of(10, [&] { b.copy_from(a); }) / 1e9;
-  const int64_t d = 8192;
-  const Tensor x = random_gpu({d, d}, DType::BF16, rng), w = random_gpu({d, d}, DType::BF16, rng);
-  Tensor y = Tensor::zeros({d, d}, DType::BF16, Device::CUDA);
-  c.bf16_tflops = 2.0 * double(d) * double(d) * double(d) / seconds_of(10, [&] { ops::linear(x, w, Tensor(), y); }) / 1e12;
+  c.bf16_tflops = measure_bf16_tflops();
   return c;
 }
 
@@ -166,6 +162,14 @@ double ssd_training_ms(const ops::SsdInputs& in, bool keep_states, Rng& rng) {
 }
 
 }  // namespace
+
+double measure_bf16_tflops() {
+  Rng rng(7);
+  const int64_t d = 8192;
+  const Tensor x = random_gpu({d, d}, DType::BF16, rng), w = random_gpu({d, d}, DType::BF16, rng);
+  Tensor y = Tensor::zeros({d, d}, DType::BF16, Device::CUDA);
+  return 2.0 * double(d) * double(d) * double(d) / seconds_of(10, [&] { ops::linear(x, w, Tensor(), y); }) / 1e12;
+}
 
 ScanPeerTimes read_scan_peer_times(const std::string& path) {
   const Json file = read_json_file(path);

@@ -35,6 +35,9 @@ struct GpuBenchOptions {
   ScanPeerTimes peers;
 };
 
+// The GPU's BF16 matrix-product rate, TFLOP/s: an 8192^3 product through ops::linear (cuBLASLt).
+double measure_bf16_tflops();
+
 // Runs everything and prints the tables (markdown) as it goes.
 void run_gpu_bench(const GpuBenchOptions& options);
 

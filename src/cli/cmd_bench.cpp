@@ -217,10 +217,13 @@ void run_gpu_training_bench(const BenchArgs& args, const CLI::App& cmd, const be
               "mamba-130m, mamba-1.4b, mamba3-130m, mamba3-1.3b and xlstm-350m, got '{}'",
               name);
   if (scan_table) bench::scan_kernel_table(args.seed, /*training=*/true, scan_peers);
+  const double peak_tflops = bench::measure_bf16_tflops();
+  std::printf("GPU ceiling: BF16 matrix product %.0f TFLOP/s\n\n", peak_tflops);
   std::vector<TrainBenchResult> results;
   std::string versus =
-      "| model | batch x length | tokens/s | mamba_ssm + PyTorch | ratio | peak GiB | theirs | ratio |\n"
-      "| --- | --- | --- | --- | --- | --- | --- | --- |\n";
+      "| model | batch x length | tokens/s | mamba_ssm + PyTorch | ratio | peak GiB | theirs | ratio | matmul "
+      "TFLOP/s (% of the BF16 peak) |\n"
+      "| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
   // Two warm-up steps: the first plans the workspace (and hands the pool's free memory back), the
   // second regrows the pool for the ops' own scratch; the timed steps are then what every later step is.
   constexpr int64_t kWarmupSteps = 2;
@@ -232,12 +235,14 @@ void run_gpu_training_bench(const BenchArgs& args, const CLI::App& cmd, const be
     const double gib = r.peak_device_bytes / double(1 << 30);
     const std::string model = args.train_recompute ? fmt::format("{} (--recompute)", shape.name) : shape.name;
     const bool peer = shape.peer_tokens_per_second > 0;
-    versus += fmt::format("| {} | {} x {} | {:.0f} | {} | {} | {:.1f} | {} | {} |\n", model, shape.batch,
-                          shape.seq_len, r.tokens_per_second,
+    const double matmul_tflops = r.matmul_flops_per_second() / 1e12;
+    versus += fmt::format("| {} | {} x {} | {:.0f} | {} | {} | {:.1f} | {} | {} | {:.0f} ({:.0f}%) |\n", model,
+                          shape.batch, shape.seq_len, r.tokens_per_second,
                           peer ? fmt::format("{:.0f}", shape.peer_tokens_per_second) : "-",
-                          peer ? fmt::format("{:.2f}x", r.tokens_per_second / shape.peer_tokens_per_second) : "-",
-                          gib, peer ? fmt::format("{:.1f}", shape.peer_peak_gib) : "-",
-                          peer ? fmt::format("{:.2f}x", gib / shape.peer_peak_gib) : "-");
+                          peer ? fmt::format("{:.2f}x", r.tokens_per_second / shape.peer_tokens_per_second) : "-", gib,
+                          peer ? fmt::format("{:.1f}", shape.peer_peak_gib) : "-",
+                          peer ? fmt::format("{:.2f}x", gib / shape.peer_peak_gib) : "-", matmul_tflops,
+                          100 * matmul_tflops / peak_tflops);
     std::printf("%s", bench_table({r}).c_str());
     std::fflush(stdout);
   }

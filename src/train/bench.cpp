@@ -54,6 +54,10 @@ TrainBenchResult bench_training(const ModelConfig& config, const std::string& na
   r.device = device;
   r.mixed = mixed;
   r.recompute = recompute;
+  // The backward's two products (inputs' and weights' gradients) for each of the forward's; recomputed
+  // forwards (--recompute) are not counted, as a model's FLOPs are.
+  const double macs_per_token = model.matmul_macs_per_token() + double(config.vocab_size) * double(config.d_model);
+  r.matmul_flops = 3 * 2 * macs_per_token * double(batch * seq_len);
   const std::vector<Tensor*> g = grads.tensors();
   // One step; with a profile, the forward + backward split by kind and the optimizer's time.
   auto step = [&](StepProfile* prof) {
@@ -83,8 +87,10 @@ TrainBenchResult bench_training(const ModelConfig& config, const std::string& na
 
 std::string bench_table(const std::vector<TrainBenchResult>& results) {
   std::string out =
-      "| model | where | batch x length | tokens/s | step (ms) | matmul | mixing | conv | norms/other | optimizer |\n"
-      "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
+      "| model | where | batch x length | tokens/s | step (ms) | matmul | mixing | conv | norms/other | optimizer | "
+      "matmul "
+      "TFLOP/s |\n"
+      "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
   for (const auto& r : results) {
     // Shares of the profiled step (its pieces wait for their kernels, so they add up to it).
     const double s = r.profile.total() + r.optimizer_seconds;
@@ -94,9 +100,10 @@ std::string bench_table(const std::vector<TrainBenchResult>& results) {
                                 : fmt::format("GPU {}, peak {:.1f} GiB ({:.1f} in use)", r.mixed ? "bf16" : "f32",
                                               r.peak_device_bytes / double(1 << 30), r.peak_used_bytes / double(1 << 30));
     const std::string model = r.recompute ? r.name + " (--recompute)" : r.name;
-    out += fmt::format("| {} | {} | {} x {} | {:.0f} | {:.1f} | {} | {} | {} | {} | {} |\n", model, where, r.batch,
-                       r.seq_len, r.tokens_per_second, 1000 * r.step_seconds, pct(r.profile.matmul), pct(r.profile.mixing),
-                       pct(r.profile.conv), pct(r.profile.other), pct(r.optimizer_seconds));
+    out += fmt::format("| {} | {} | {} x {} | {:.0f} | {:.1f} | {} | {} | {} | {} | {} | {:.3g} |\n", model, where,
+                       r.batch, r.seq_len, r.tokens_per_second, 1000 * r.step_seconds, pct(r.profile.matmul),
+                       pct(r.profile.mixing), pct(r.profile.conv), pct(r.profile.other), pct(r.optimizer_seconds),
+                       r.matmul_flops_per_second() / 1e12);
   }
   return out;
 }

@@ -1,5 +1,5 @@
 // Training throughput: tokens/s of forward + backward + AdamW for a model config on random tokens,
-// with the share of step time in matrix products versus scans and convolutions.
+// with the share of step time in matrix products versus scans and convolutions, and the products' rate.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -23,6 +23,9 @@ struct TrainBenchResult {
   double peak_device_bytes = 0;  // GPU memory pool's peak over the timed steps (0 on the CPU)
   double peak_used_bytes = 0;    // the most of it allocations used at once
   bool recompute = false;        // TrainPassOptions::recompute
+  double matmul_flops = 0;       // per step: the projections' and the head's forward and backward (3 x 2 x MACs)
+  // The matrix products' rate in the profiled step (FLOP/s; 0 before a profile).
+  double matmul_flops_per_second() const { return profile.matmul > 0 ? matmul_flops / profile.matmul : 0; }
 };
 
 // Times `steps` training steps (after `warmup` untimed ones) at the current thread count, or on the
