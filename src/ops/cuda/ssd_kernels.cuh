@@ -590,29 +590,51 @@ __device__ __forceinline__ void update_state(StateTiles<kN, kRows>& S, const T* 
   }
 }
 
-// The C Bᵀ tiles of one warp, on and below the diagonal: rows 16 (w / 2) + [0, 16), columns 32 (w % 2) +
-// [0, 32) in acc[nt] (n-tile nt: columns + 8 nt); tiles wholly above the diagonal (cb_tile_needed false)
-// are left as they are.
-__device__ __forceinline__ int cb_row0() { return 16 * ((threadIdx.x >> 5) >> 1); }
-__device__ __forceinline__ int cb_col0() { return 32 * ((threadIdx.x >> 5) & 1); }
-__device__ __forceinline__ bool cb_tile_needed(int nt) { return cb_col0() + 8 * nt <= cb_row0() + 15; }
+// The tiles of a chunk's C Bᵀ that the passes need: the 20 tiles of 16 x 8 on and below the diagonal
+// (row block r of 16 rows, column tile c of 8 columns, c <= 2 r + 1), dealt to the warps round-robin
+// (tile i to warp i % 8): 3 or 2 a warp. Dealt by row block, 4 of the 8 warps masked 4 tiles and 2 none,
+// and pass 2's warps waited for the busiest at the barrier after the mask (12% of its stall samples).
+constexpr int kCbTiles = 20, kCbTilesPerWarp = (kCbTiles + kWarps - 1) / kWarps;
+struct CbTile {
+  int l0, s0;  // first row and column
+  bool valid;  // warps 4-7 have two tiles
+};
+__device__ __forceinline__ CbTile cb_tile(int j) {  // this warp's tile j
+  const int i = (threadIdx.x >> 5) + kWarps * j;
+  const int r = i < 2 ? 0 : i < 6 ? 1 : i < 12 ? 2 : 3;  // row block r starts at tile r (r + 1)
+  return {16 * r, 8 * (i - r * (r + 1)), i < kCbTiles};
+}
 
+// Calls f(j, half, l, s) for each pair (l, s), (l, s + 1) of this warp's tiles (tile j, mma halves).
+template <class F>
+__device__ __forceinline__ void for_cb_pairs(F&& f) {
+  const int lane = threadIdx.x & 31;
+#pragma unroll
+  for (int j = 0; j < kCbTilesPerWarp; ++j) {
+    const CbTile t = cb_tile(j);
+    if (!t.valid) continue;
+#pragma unroll
+    for (int half = 0; half < 2; ++half) f(j, half, t.l0 + (lane >> 2) + 8 * half, t.s0 + 2 * (lane & 3));
+  }
+}
+using CbAcc = float[kCbTilesPerWarp][4];  // this warp's tiles as mma accumulators
+
+// This warp's C Bᵀ tiles; acc is added to.
 template <class T, int kN>
-__device__ __forceinline__ void cb_tiles(float (&acc)[4][4], const T* Cs, const T* Bs) {
+__device__ __forceinline__ void cb_tiles(CbAcc& acc, const T* Cs, const T* Bs) {
   using M = WarpMma<T>;
   using L = Tiles<T, kN>;
-  const int m0 = cb_row0(), s0 = cb_col0();
-  if (s0 > m0 + 15) return;
 #pragma unroll
-  for (int k0 = 0; k0 < kN; k0 += M::kK) {
-    typename M::FragA fa;
-    M::load_a(fa, Cs, typename L::BC{}, m0, k0);
+  for (int j = 0; j < kCbTilesPerWarp; ++j) {
+    const CbTile t = cb_tile(j);
+    if (!t.valid) continue;
 #pragma unroll
-    for (int nt = 0; nt < 4; ++nt) {
-      if (!cb_tile_needed(nt)) continue;
+    for (int k0 = 0; k0 < kN; k0 += M::kK) {
+      typename M::FragA fa;
+      M::load_a(fa, Cs, typename L::BC{}, t.l0, k0);
       typename M::FragB fb;
-      M::load_b(fb, Bs, typename L::BC{}, k0, s0 + 8 * nt);
-      M::mma(acc[nt], fa, fb);
+      M::load_b(fb, Bs, typename L::BC{}, k0, t.s0);
+      M::mma(acc[j], fa, fb);
     }
   }
 }
@@ -626,26 +648,19 @@ __device__ __forceinline__ float decay_exp(float x) {
   else return expf(x);
 }
 
-// Ms = acc ⊙ L + D I for the warp's tiles of cb_tiles (acc: its C Bᵀ tiles).
+// Ms = acc ⊙ L + D I for the warp's tiles of cb_tiles (acc: its C Bᵀ tiles). Every pair's decays
+// are computed and then selected, without a branch per element (above the diagonal they are discarded).
 template <class T, int kN>
-__device__ __forceinline__ void store_masked_cb(T* Ms, const float (&acc)[4][4], const ChunkScan& sc, float D) {
+__device__ __forceinline__ void store_masked_cb(T* Ms, const CbAcc& acc, const ChunkScan& sc, float D) {
   using L = Tiles<T, kN>;
-  const int lane = threadIdx.x & 31, m0 = cb_row0(), s0 = cb_col0();
-  if (s0 > m0 + 15) return;
-#pragma unroll
-  for (int nt = 0; nt < 4; ++nt) {
-    if (!cb_tile_needed(nt)) continue;
-    const int s = s0 + 8 * nt + 2 * (lane & 3);
-#pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      const int l = m0 + (lane >> 2) + 8 * half;
-      float v0 = s <= l ? acc[nt][2 * half] * decay_exp<T>(sc.acum[l] - sc.acum[s]) * sc.dt[s] : 0.0f;
-      float v1 = s + 1 <= l ? acc[nt][2 * half + 1] * decay_exp<T>(sc.acum[l] - sc.acum[s + 1]) * sc.dt[s + 1] : 0.0f;
-      if (s == l) v0 += D;
-      if (s + 1 == l) v1 += D;
-      store_pair(Ms + L::M::at(l, s), v0, v1);
-    }
-  }
+  for_cb_pairs([&](int j, int half, int l, int s) {
+    const float e0 = decay_exp<T>(sc.acum[l] - sc.acum[s]), e1 = decay_exp<T>(sc.acum[l] - sc.acum[s + 1]);
+    float v0 = s <= l ? acc[j][2 * half] * e0 * sc.dt[s] : 0.0f;
+    float v1 = s + 1 <= l ? acc[j][2 * half + 1] * e1 * sc.dt[s + 1] : 0.0f;
+    if (s == l) v0 += D;
+    if (s + 1 == l) v1 += D;
+    store_pair(Ms + L::M::at(l, s), v0, v1);
+  });
 }
 
 // y rows [0, rows) of the chunk, channels [row0, row0 + kRows) (the block's rows of the state) = exp(a_l)
@@ -729,32 +744,19 @@ struct CbPairs;
 template <>
 struct CbPairs<bf16> {
   using Pair = __nv_bfloat162;
-  Pair v[4][2];
-  __device__ __forceinline__ float first(int nt, int half) const { return __low2float(v[nt][half]); }
-  __device__ __forceinline__ float second(int nt, int half) const { return __high2float(v[nt][half]); }
+  Pair v[kCbTilesPerWarp][2];
+  __device__ __forceinline__ float first(int j, int half) const { return __low2float(v[j][half]); }
+  __device__ __forceinline__ float second(int j, int half) const { return __high2float(v[j][half]); }
   __device__ __forceinline__ static Pair pack(float a, float b) { return __floats2bfloat162_rn(a, b); }
 };
 template <>
 struct CbPairs<float> {
   using Pair = float2;
-  Pair v[4][2];
-  __device__ __forceinline__ float first(int nt, int half) const { return v[nt][half].x; }
-  __device__ __forceinline__ float second(int nt, int half) const { return v[nt][half].y; }
+  Pair v[kCbTilesPerWarp][2];
+  __device__ __forceinline__ float first(int j, int half) const { return v[j][half].x; }
+  __device__ __forceinline__ float second(int j, int half) const { return v[j][half].y; }
   __device__ __forceinline__ static Pair pack(float a, float b) { return {a, b}; }
 };
-
-// Calls f(nt, half, l, s) for each pair (l, s), (l, s + 1) of the warp's C Bᵀ tiles (cb_tiles' tiling).
-template <class F>
-__device__ __forceinline__ void for_cb_pairs(F&& f) {
-  const int lane = threadIdx.x & 31, m0 = cb_row0(), s0 = cb_col0();
-  if (s0 > m0 + 15) return;
-#pragma unroll
-  for (int nt = 0; nt < 4; ++nt) {
-    if (!cb_tile_needed(nt)) continue;
-#pragma unroll
-    for (int half = 0; half < 2; ++half) f(nt, half, m0 + (lane >> 2) + 8 * half, s0 + 8 * nt + 2 * (lane & 3));
-  }
-}
 
 // The raw C Bᵀ of chunk `c` of (b, g): [kChunk][kChunk] in T.
 template <class T>
@@ -764,8 +766,8 @@ __device__ __forceinline__ const T* cb_of(const Args<T>& a, const T* cb, int chu
 
 template <class T>
 __device__ __forceinline__ void load_cb(CbPairs<T>& f, const T* src) {
-  for_cb_pairs([&](int nt, int half, int l, int s) {
-    f.v[nt][half] = *reinterpret_cast<const typename CbPairs<T>::Pair*>(src + l * kChunk + s);
+  for_cb_pairs([&](int j, int half, int l, int s) {
+    f.v[j][half] = *reinterpret_cast<const typename CbPairs<T>::Pair*>(src + l * kChunk + s);
   });
 }
 
@@ -808,11 +810,11 @@ __global__ void __launch_bounds__(kThreads) chunk_prep_kernel(Args<T> a, int chu
   for (int g = 0; g < a.groups; ++g) {
     ptx::cp_async_wait_all();
     __syncthreads();  // group g's tiles are in
-    float acc[4][4] = {};
+    CbAcc acc = {};
     cb_tiles<T, kN>(acc, Cs, Bs);
     T* const dst = cb + ((int64_t(b) * a.groups + g) * chunks + c) * (kChunk * kChunk);
-    for_cb_pairs([&](int nt, int half, int l, int s) {
-      store_pair(dst + l * kChunk + s, acc[nt][2 * half], acc[nt][2 * half + 1]);
+    for_cb_pairs([&](int j, int half, int l, int s) {
+      store_pair(dst + l * kChunk + s, acc[j][2 * half], acc[j][2 * half + 1]);
     });
     if (g + 1 < a.groups) {
       __syncthreads();  // every warp is done with group g's tiles
@@ -1000,10 +1002,10 @@ __global__ void __launch_bounds__(kThreads, kScanBlocksPerSm<T>)
     __syncthreads();  // chunk c's tiles and scan are in; every warp is done with chunk c - 1
     if (c + 1 < c_end) copy(c + 1);
     if (own_prep) {
-      float raw_cb[4][4] = {};
+      CbAcc raw_cb = {};
       cb_tiles<T, kN>(raw_cb, Cs, Bs);
-      for_cb_pairs([&](int nt, int half, int, int) {
-        cb_next.v[nt][half] = CbPairs<T>::pack(raw_cb[nt][2 * half], raw_cb[nt][2 * half + 1]);
+      for_cb_pairs([&](int j, int half, int, int) {
+        cb_next.v[j][half] = CbPairs<T>::pack(raw_cb[j][2 * half], raw_cb[j][2 * half + 1]);
       });
     }
     if (has_prev)
@@ -1011,10 +1013,10 @@ __global__ void __launch_bounds__(kThreads, kScanBlocksPerSm<T>)
         store_pair(Ss + L::S::at(p, n), S[mt][nt][2 * half], S[mt][nt][2 * half + 1]);
       });
     {
-      float acc[4][4] = {};
-      for_cb_pairs([&](int nt, int half, int, int) {
-        acc[nt][2 * half] = cb_next.first(nt, half);
-        acc[nt][2 * half + 1] = cb_next.second(nt, half);
+      CbAcc acc = {};
+      for_cb_pairs([&](int j, int half, int, int) {
+        acc[j][2 * half] = cb_next.first(j, half);
+        acc[j][2 * half + 1] = cb_next.second(j, half);
       });
       store_masked_cb<T, kN>(Ms, acc, sc, D);
     }
