@@ -30,14 +30,13 @@
 // Versions:
 //   v1  one thread per (row, channel), all T tokens in order, B and C read from global memory by
 //       every thread. Only batch x D = 4096 threads: a quarter of one wave of the GPU.
-//   v2  (the engine's fallback, for rows not 16-byte aligned) the sequence cut into chunks run in parallel (enough for
-//   2 waves of blocks),
-//       three kernels: chunk summaries from a zero state (final state and sum of dt), a carry pass
-//       over the chunks (h_in(c+1) = 2^(A2 S_c) h_in(c) + h_c), then each chunk again from its h_in
-//       writing y. B and C staged through shared memory per 8-token tile, read as float4 broadcasts;
-//       each thread's 8 tokens of u/delta/z loaded before the first use. Every decay is computed
-//       twice (summary and output): 2 x 16 + 4 exp-unit operations per (token, channel), so its own
-//       floor is about twice the exp floor above.
+//   v2  (the engine's fallback, for rows not 16-byte aligned) the sequence cut into chunks run in
+//       parallel (enough for 2 waves of blocks), three kernels: chunk summaries from a zero state
+//       (final state and sum of dt), a carry pass over the chunks (h_in(c+1) = 2^(A2 S_c) h_in(c) +
+//       h_c), then each chunk again from its h_in writing y. B and C staged through shared memory per
+//       8-token tile, read as float4 broadcasts; each thread's 8 tokens of u/delta/z loaded before the
+//       first use. Every decay is computed twice (summary and output): 2 x 16 + 4 exp-unit operations
+//       per (token, channel), so its own floor is about twice the exp floor above.
 //   v3  v2 with the decays of the first kPoly states computed by a polynomial exp2 on the FMA pipe
 //       (~11 instructions instead of one on the 4x slower exp unit), to balance the two pipes:
 //       the exp unit stays the bottleneck up to about 3 of 16 states per pass.

@@ -88,8 +88,7 @@ TrainBenchResult bench_training(const ModelConfig& config, const std::string& na
 std::string bench_table(const std::vector<TrainBenchResult>& results) {
   std::string out =
       "| model | where | batch x length | tokens/s | step (ms) | matmul | mixing | conv | norms/other | optimizer | "
-      "matmul "
-      "TFLOP/s |\n"
+      "matmul TFLOP/s |\n"
       "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n";
   for (const auto& r : results) {
     // Shares of the profiled step (its pieces wait for their kernels, so they add up to it).
